@@ -1,0 +1,1 @@
+//! Building .torrent files from a file or directory, hashing on all cores.

@@ -1,0 +1,37 @@
+//! The engine's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Input was not valid bencode.
+    #[error("bencode: {0}")]
+    Bencode(#[from] crate::bencode::BencodeError),
+    /// A .torrent file is malformed or unsafe; the message names the field.
+    #[error("invalid torrent: {0}")]
+    Metainfo(#[from] crate::metainfo::MetainfoError),
+    /// A magnet URI could not be understood.
+    #[error("invalid magnet link: {0}")]
+    Magnet(#[from] crate::magnet::MagnetError),
+    /// A peer broke the wire protocol.
+    #[error("peer protocol: {0}")]
+    Wire(#[from] crate::wire::WireError),
+    /// A tracker could not be reached or answered nonsense.
+    #[error("tracker: {0}")]
+    Tracker(#[from] crate::tracker::TrackerError),
+    /// File system trouble, with the path it concerns.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Any other I/O error (sockets).
+    #[error("i/o: {0}")]
+    Net(#[from] std::io::Error),
+}
+
+/// The engine's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,123 @@
+//! What the policy may steer, with no dependency on the policy crate.
+//!
+//! The engine awaits a [`ByteGate`] before it sends a block (up) and before it
+//! requests one (down), per peer class; a [`SeedingSwitch`] stops uploads at once
+//! without touching downloads; [`Counters`] count bytes per direction and class,
+//! payload and protocol overhead apart.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Direction of a transfer, seen from this agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Bytes we send.
+    Up,
+    /// Bytes we receive.
+    Down,
+}
+
+/// Where a peer sits: on the local network (free) or beyond it (billed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerClass {
+    /// Same subnet as a local interface, link-local or loopback, not through a VPN.
+    Lan,
+    /// Everything else.
+    Wan,
+}
+
+/// Decides how a peer address is classed; the session uses one of these.
+pub trait Classifier: Send + Sync {
+    /// The class of a peer at `addr`.
+    fn classify(&self, addr: IpAddr) -> PeerClass;
+}
+
+/// A boxed future that resolves when the bytes may move.
+pub type GateFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Awaited before bytes move; resolving means they are debited and may go.
+pub trait ByteGate: Send + Sync {
+    /// Wait until `bytes` may move in `direction` to or from a peer of `class`.
+    fn acquire(&self, direction: Direction, class: PeerClass, bytes: u64) -> GateFuture<'_>;
+}
+
+/// A gate that always lets bytes through.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OpenGate;
+
+impl ByteGate for OpenGate {
+    fn acquire(&self, _: Direction, _: PeerClass, _: u64) -> GateFuture<'_> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// Turns uploads off at once (choke everyone, refuse requests) without
+/// touching downloads.
+#[derive(Debug, Clone)]
+pub struct SeedingSwitch(Arc<AtomicBool>);
+
+impl Default for SeedingSwitch {
+    fn default() -> Self {
+        Self(Arc::new(AtomicBool::new(true)))
+    }
+}
+
+impl SeedingSwitch {
+    /// Whether uploads are allowed now.
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+    /// Allow or stop uploads.
+    pub fn set(&self, on: bool) {
+        self.0.store(on, Ordering::Release)
+    }
+}
+
+/// Byte counters for one (direction, class) pair.
+#[derive(Debug, Default)]
+pub struct Counter {
+    /// Piece payload bytes.
+    pub payload: AtomicU64,
+    /// Everything else on the wire: handshakes, message headers, other messages.
+    pub overhead: AtomicU64,
+}
+
+/// Byte counters per direction and peer class.
+#[derive(Debug, Default)]
+pub struct Counters {
+    up_lan: Counter,
+    up_wan: Counter,
+    down_lan: Counter,
+    down_wan: Counter,
+}
+
+impl Counters {
+    /// The counter for one direction and class.
+    pub fn get(&self, direction: Direction, class: PeerClass) -> &Counter {
+        match (direction, class) {
+            (Direction::Up, PeerClass::Lan) => &self.up_lan,
+            (Direction::Up, PeerClass::Wan) => &self.up_wan,
+            (Direction::Down, PeerClass::Lan) => &self.down_lan,
+            (Direction::Down, PeerClass::Wan) => &self.down_wan,
+        }
+    }
+    /// Add payload bytes.
+    pub fn add_payload(&self, direction: Direction, class: PeerClass, bytes: u64) {
+        self.get(direction, class).payload.fetch_add(bytes, Ordering::Relaxed);
+    }
+    /// Add protocol overhead bytes.
+    pub fn add_overhead(&self, direction: Direction, class: PeerClass, bytes: u64) {
+        self.get(direction, class).overhead.fetch_add(bytes, Ordering::Relaxed);
+    }
+    /// Payload bytes so far in one direction and class.
+    pub fn payload(&self, direction: Direction, class: PeerClass) -> u64 {
+        self.get(direction, class).payload.load(Ordering::Relaxed)
+    }
+    /// Overhead bytes so far in one direction and class.
+    pub fn overhead(&self, direction: Direction, class: PeerClass) -> u64 {
+        self.get(direction, class).overhead.load(Ordering::Relaxed)
+    }
+}

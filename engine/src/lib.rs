@@ -1,0 +1,27 @@
+//! capwise-engine: a BitTorrent v1 engine.
+//!
+//! Layout, following quinn-proto/quinn: the protocol logic is sans-IO (bytes and
+//! `now` in, actions out) and is tested with in-memory peers and a fake clock;
+//! a thin tokio layer ([`session`]) moves bytes between sockets, disk and those
+//! state machines.
+//!
+//! - [`bencode`], [`metainfo`], [`magnet`], [`create`]: pure parsers and builders.
+//! - [`wire`]: peer wire messages (BEP 3, 6, 10), handshake and codec.
+//! - [`picker`], [`choker`], [`swarm`]: which blocks to ask for, whom to serve.
+//! - [`storage`]: pieces onto files, verification, resume data.
+//! - [`tracker`]: HTTP and UDP announces.
+//! - [`hooks`]: what the policy may steer: byte gates, a seeding switch, counters.
+//! - [`session`]: the tokio layer that runs torrents.
+//!
+//! The engine knows nothing of the policy crate; it only offers [`hooks`].
+
+pub mod bencode;
+pub mod create;
+pub mod error;
+pub mod hooks;
+pub mod magnet;
+pub mod metainfo;
+pub mod tracker;
+pub mod wire;
+
+pub use error::{Error, Result};

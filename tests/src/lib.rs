@@ -1,0 +1,1 @@
+//! Shared helpers for capwise integration and interop tests: reference clients, trackers, temp swarms.
