@@ -16,11 +16,13 @@
 //! The engine knows nothing of the policy crate; it only offers [`hooks`].
 
 pub mod bencode;
+pub mod bitfield;
 pub mod create;
 pub mod error;
 pub mod hooks;
 pub mod magnet;
 pub mod metainfo;
+pub mod storage;
 pub mod tracker;
 pub mod wire;
 
