@@ -17,12 +17,15 @@
 
 pub mod bencode;
 pub mod bitfield;
+pub mod choker;
 pub mod create;
 pub mod error;
 pub mod hooks;
 pub mod magnet;
 pub mod metainfo;
+pub mod picker;
 pub mod storage;
+pub mod swarm;
 pub mod tracker;
 pub mod wire;
 

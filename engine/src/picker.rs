@@ -1,0 +1,435 @@
+//! Which blocks to ask for: rarest piece first, partial pieces before new
+//! ones, and an endgame that asks a second peer for blocks still in flight.
+//! It also assembles received blocks into whole pieces for verification.
+
+use std::collections::BTreeMap;
+
+use crate::bitfield::Bitfield;
+use crate::wire::{BlockRef, BLOCK_SIZE};
+
+/// Identifies a connected peer inside a swarm.
+pub type PeerKey = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PieceState {
+    Missing,
+    Partial,
+    Verifying,
+    Have,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlockState {
+    Open,
+    /// Requested from this many peers (more than one only in endgame).
+    Requested(u8),
+    Received,
+}
+
+#[derive(Debug)]
+struct PartialPiece {
+    blocks: Vec<BlockState>,
+    received: u32,
+    data: Vec<u8>,
+    contributors: Vec<PeerKey>,
+}
+
+/// What became of a received block.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BlockOutcome {
+    /// Stored; the piece still lacks blocks.
+    Stored,
+    /// We already had it (endgame duplicate, or after a cancel).
+    Duplicate,
+    /// Not a block of a piece we are assembling (or a wrong size).
+    Unexpected,
+    /// The last block: the whole piece and the peers that sent parts of it.
+    PieceComplete {
+        /// Piece index.
+        index: u32,
+        /// The piece's bytes, to be hashed and written.
+        data: Vec<u8>,
+        /// Peers that sent blocks of it.
+        contributors: Vec<PeerKey>,
+    },
+}
+
+/// Piece selection and assembly state for one torrent.
+#[derive(Debug)]
+pub struct Picker {
+    piece_length: u64,
+    total_length: u64,
+    state: Vec<PieceState>,
+    availability: Vec<u32>,
+    partial: BTreeMap<u32, PartialPiece>,
+    have_count: u32,
+    missing_count: u32,
+    seed_count: u32,
+    scan_start: u32,
+}
+
+impl Picker {
+    /// A picker for a torrent, given the pieces already verified.
+    pub fn new(piece_length: u64, total_length: u64, have: &Bitfield) -> Self {
+        let count = have.len();
+        let state: Vec<_> =
+            (0..count).map(|i| if have.has(i) { PieceState::Have } else { PieceState::Missing }).collect();
+        Self {
+            piece_length,
+            total_length,
+            state,
+            availability: vec![0; count as usize],
+            partial: BTreeMap::new(),
+            have_count: have.count(),
+            missing_count: count - have.count(),
+            seed_count: 0,
+            scan_start: rand::random::<u32>() % count.max(1),
+        }
+    }
+
+    /// Number of pieces.
+    pub fn piece_count(&self) -> u32 {
+        self.state.len() as u32
+    }
+
+    /// Length of piece `index`.
+    pub fn piece_size(&self, index: u32) -> u32 {
+        let start = index as u64 * self.piece_length;
+        (self.total_length.saturating_sub(start)).min(self.piece_length) as u32
+    }
+
+    /// Whether piece `index` is verified.
+    pub fn have(&self, index: u32) -> bool {
+        self.state.get(index as usize) == Some(&PieceState::Have)
+    }
+
+    /// Verified pieces so far.
+    pub fn have_count(&self) -> u32 {
+        self.have_count
+    }
+
+    /// Whether every piece is verified.
+    pub fn is_complete(&self) -> bool {
+        self.have_count == self.piece_count()
+    }
+
+    /// Whether we still want anything a peer with `has` offers.
+    pub fn wants_any(&self, has: &Bitfield, is_seed: bool) -> bool {
+        if self.is_complete() {
+            return false;
+        }
+        if is_seed {
+            return true;
+        }
+        self.state.iter().enumerate().any(|(i, s)| *s != PieceState::Have && has.has(i as u32))
+    }
+
+    /// Whether we want piece `index`.
+    pub fn wants(&self, index: u32) -> bool {
+        matches!(self.state.get(index as usize), Some(PieceState::Missing | PieceState::Partial))
+    }
+
+    /// A peer announced it has `index`.
+    pub fn add_availability(&mut self, index: u32) {
+        if let Some(a) = self.availability.get_mut(index as usize) {
+            *a += 1;
+        }
+    }
+
+    /// A peer with all of `has` left.
+    pub fn remove_peer_availability(&mut self, has: &Bitfield, is_seed: bool) {
+        if is_seed {
+            self.seed_count = self.seed_count.saturating_sub(1);
+            return;
+        }
+        for i in has.ones() {
+            if let Some(a) = self.availability.get_mut(i as usize) {
+                *a = a.saturating_sub(1);
+            }
+        }
+    }
+
+    /// A peer that has everything joined; seeds are counted apart so that
+    /// their arrival is O(1).
+    pub fn add_seed(&mut self) {
+        self.seed_count += 1;
+    }
+
+    /// Whether no piece is left untouched: every missing piece is in flight.
+    pub fn in_endgame(&self) -> bool {
+        self.missing_count == 0 && !self.partial.is_empty()
+    }
+
+    /// Append up to `want` blocks for a peer that has `has` (all pieces when
+    /// `is_seed`); `already` says whether this peer has a block in flight, so
+    /// that endgame never asks the same peer twice. `allowed` limits picks to
+    /// some pieces (allowed-fast while choked).
+    pub fn pick(
+        &mut self,
+        has: &Bitfield,
+        is_seed: bool,
+        want: usize,
+        already: &dyn Fn(&BlockRef) -> bool,
+        allowed: Option<&dyn Fn(u32) -> bool>,
+        out: &mut Vec<BlockRef>,
+    ) {
+        let start = out.len();
+        let peer_has = |i: u32| (is_seed || has.has(i)) && allowed.is_none_or(|f| f(i));
+        // Finish partial pieces first: fewer pieces in flight, sooner verified.
+        let partial_keys: Vec<u32> = self.partial.keys().copied().collect();
+        for index in &partial_keys {
+            if out.len() - start >= want {
+                return;
+            }
+            if peer_has(*index) {
+                self.take_open_blocks(*index, want - (out.len() - start), out);
+            }
+        }
+        // Then new pieces, rarest first.
+        while out.len() - start < want && self.missing_count > 0 {
+            let Some(index) = self.rarest_missing(&peer_has) else { break };
+            self.start_piece(index);
+            self.take_open_blocks(index, want - (out.len() - start), out);
+        }
+        // Endgame: ask for blocks already in flight elsewhere.
+        if out.len() - start < want && self.missing_count == 0 {
+            for index in partial_keys {
+                if !peer_has(index) {
+                    continue;
+                }
+                let size = self.piece_size(index);
+                let Some(p) = self.partial.get_mut(&index) else { continue };
+                for (b, st) in p.blocks.iter_mut().enumerate() {
+                    if out.len() - start >= want {
+                        return;
+                    }
+                    if let BlockState::Requested(n) = st {
+                        let block = block_ref(index, b as u32, size);
+                        if *n < 2 && !already(&block) {
+                            *n += 1;
+                            out.push(block);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn rarest_missing(&mut self, peer_has: &dyn Fn(u32) -> bool) -> Option<u32> {
+        let count = self.piece_count();
+        let mut best: Option<(u32, u32)> = None;
+        for k in 0..count {
+            let i = (self.scan_start + k) % count;
+            if self.state[i as usize] != PieceState::Missing || !peer_has(i) {
+                continue;
+            }
+            let avail = self.availability[i as usize];
+            if best.is_none_or(|(_, a)| avail < a) {
+                best = Some((i, avail));
+                if avail <= 1 {
+                    break;
+                }
+            }
+        }
+        // Move on so that ties among equally rare pieces spread across peers.
+        if let Some((i, _)) = best {
+            self.scan_start = (i + 1) % count;
+        }
+        best.map(|(i, _)| i)
+    }
+
+    fn start_piece(&mut self, index: u32) {
+        let size = self.piece_size(index);
+        let blocks = size.div_ceil(BLOCK_SIZE) as usize;
+        self.state[index as usize] = PieceState::Partial;
+        self.missing_count -= 1;
+        self.partial.insert(
+            index,
+            PartialPiece { blocks: vec![BlockState::Open; blocks], received: 0, data: Vec::new(), contributors: Vec::new() },
+        );
+    }
+
+    fn take_open_blocks(&mut self, index: u32, want: usize, out: &mut Vec<BlockRef>) {
+        let size = self.piece_size(index);
+        let Some(p) = self.partial.get_mut(&index) else { return };
+        let mut taken = 0;
+        for (b, st) in p.blocks.iter_mut().enumerate() {
+            if taken >= want {
+                break;
+            }
+            if *st == BlockState::Open {
+                *st = BlockState::Requested(1);
+                out.push(block_ref(index, b as u32, size));
+                taken += 1;
+            }
+        }
+    }
+
+    /// A request was given up (choke, reject, timeout, peer gone): the block
+    /// may be asked of someone else.
+    pub fn release(&mut self, block: &BlockRef) {
+        if let Some(p) = self.partial.get_mut(&block.index) {
+            if let Some(st) = p.blocks.get_mut((block.begin / BLOCK_SIZE) as usize) {
+                *st = match *st {
+                    BlockState::Requested(n) if n > 1 => BlockState::Requested(n - 1),
+                    BlockState::Requested(_) => BlockState::Open,
+                    other => other,
+                };
+            }
+        }
+    }
+
+    /// A block arrived from `peer`.
+    pub fn on_block(&mut self, peer: PeerKey, index: u32, begin: u32, data: &[u8]) -> BlockOutcome {
+        let size = self.piece_size(index);
+        let Some(p) = self.partial.get_mut(&index) else {
+            return if self.state.get(index as usize).is_some() { BlockOutcome::Duplicate } else { BlockOutcome::Unexpected };
+        };
+        if begin % BLOCK_SIZE != 0 || block_ref(index, begin / BLOCK_SIZE, size).length as usize != data.len() {
+            return BlockOutcome::Unexpected;
+        }
+        let b = (begin / BLOCK_SIZE) as usize;
+        match p.blocks.get(b) {
+            None => return BlockOutcome::Unexpected,
+            Some(BlockState::Received) => return BlockOutcome::Duplicate,
+            Some(_) => {}
+        }
+        if p.data.is_empty() {
+            p.data = vec![0; size as usize];
+        }
+        p.data[begin as usize..begin as usize + data.len()].copy_from_slice(data);
+        p.blocks[b] = BlockState::Received;
+        p.received += 1;
+        if !p.contributors.contains(&peer) {
+            p.contributors.push(peer);
+        }
+        if p.received as usize == p.blocks.len() {
+            let p = self.partial.remove(&index).expect("present above");
+            self.state[index as usize] = PieceState::Verifying;
+            return BlockOutcome::PieceComplete { index, data: p.data, contributors: p.contributors };
+        }
+        BlockOutcome::Stored
+    }
+
+    /// The hash check of `index` finished.
+    pub fn on_verified(&mut self, index: u32, ok: bool) {
+        let Some(st) = self.state.get_mut(index as usize) else { return };
+        if *st != PieceState::Verifying {
+            return;
+        }
+        if ok {
+            *st = PieceState::Have;
+            self.have_count += 1;
+        } else {
+            *st = PieceState::Missing;
+            self.missing_count += 1;
+        }
+    }
+
+    /// A verified piece turned out missing on disk (file truncated under us).
+    pub fn forget(&mut self, index: u32) {
+        if let Some(st) = self.state.get_mut(index as usize) {
+            if *st == PieceState::Have {
+                *st = PieceState::Missing;
+                self.have_count -= 1;
+                self.missing_count += 1;
+            }
+        }
+    }
+
+    /// Bytes of verified data.
+    pub fn bytes_have(&self) -> u64 {
+        (0..self.piece_count()).filter(|&i| self.have(i)).map(|i| self.piece_size(i) as u64).sum()
+    }
+}
+
+fn block_ref(index: u32, block: u32, piece_size: u32) -> BlockRef {
+    let begin = block * BLOCK_SIZE;
+    BlockRef { index, begin, length: (piece_size - begin).min(BLOCK_SIZE) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn never(_: &BlockRef) -> bool {
+        false
+    }
+
+    #[test]
+    fn rarest_first_and_partials_first() {
+        let mut p = Picker::new(32 * 1024, 4 * 32 * 1024, &Bitfield::new(4));
+        let mut all = Bitfield::full(4);
+        for i in 0..4 {
+            p.add_availability(i);
+        }
+        p.add_availability(0);
+        p.add_availability(1);
+        p.add_availability(3);
+        // piece 2 is the rarest
+        let mut out = Vec::new();
+        p.pick(&all, false, 1, &never, None, &mut out);
+        assert_eq!(out, vec![BlockRef { index: 2, begin: 0, length: BLOCK_SIZE }]);
+        // the partial piece 2 is finished before a new one starts
+        out.clear();
+        p.pick(&all, false, 1, &never, None, &mut out);
+        assert_eq!(out[0].index, 2);
+        assert_eq!(out[0].begin, BLOCK_SIZE);
+        all.clear(0);
+        out.clear();
+        p.pick(&all, false, 100, &never, None, &mut out);
+        assert!(out.iter().all(|b| b.index != 0), "never asks for what the peer lacks");
+    }
+
+    #[test]
+    fn assembles_and_verifies_short_last_piece() {
+        let total = 16 * 1024 + 100;
+        let mut p = Picker::new(32 * 1024, total, &Bitfield::new(1));
+        let mut out = Vec::new();
+        p.pick(&Bitfield::full(1), true, 10, &never, None, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].length, 100);
+        assert_eq!(p.on_block(1, 0, 0, &[1; 100]), BlockOutcome::Unexpected, "wrong length refused");
+        assert_eq!(p.on_block(1, 0, 0, &vec![1; 16384]), BlockOutcome::Stored);
+        assert_eq!(p.on_block(1, 0, 0, &vec![1; 16384]), BlockOutcome::Duplicate);
+        match p.on_block(2, 0, 16384, &[2; 100]) {
+            BlockOutcome::PieceComplete { index, data, contributors } => {
+                assert_eq!(index, 0);
+                assert_eq!(data.len(), total as usize);
+                assert_eq!(contributors, vec![1, 2]);
+            }
+            other => panic!("expected completion, got {other:?}"),
+        }
+        p.on_verified(0, false);
+        assert!(!p.is_complete());
+        out.clear();
+        p.pick(&Bitfield::full(1), true, 10, &never, None, &mut out);
+        assert_eq!(out.len(), 2, "a failed piece is asked for again");
+    }
+
+    #[test]
+    fn endgame_duplicates_only_to_other_peers() {
+        let mut p = Picker::new(16 * 1024, 16 * 1024, &Bitfield::new(1));
+        let mut first = Vec::new();
+        p.pick(&Bitfield::full(1), true, 10, &never, None, &mut first);
+        assert_eq!(first.len(), 1);
+        assert!(p.in_endgame());
+        let mut again = Vec::new();
+        let mine = first[0];
+        p.pick(&Bitfield::full(1), true, 10, &|b| *b == mine, None, &mut again);
+        assert!(again.is_empty(), "same peer is not asked twice");
+        p.pick(&Bitfield::full(1), true, 10, &never, None, &mut again);
+        assert_eq!(again, first, "another peer gets the in-flight block");
+    }
+
+    #[test]
+    fn release_reopens_block() {
+        let mut p = Picker::new(16 * 1024, 16 * 1024, &Bitfield::new(1));
+        let mut out = Vec::new();
+        p.pick(&Bitfield::full(1), true, 1, &never, None, &mut out);
+        p.release(&out[0]);
+        let mut again = Vec::new();
+        p.pick(&Bitfield::full(1), true, 1, &|b| *b == out[0], None, &mut again);
+        assert_eq!(again, out);
+    }
+}

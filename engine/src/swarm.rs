@@ -1,0 +1,781 @@
+//! The sans-IO state machine of one torrent's swarm: peer messages and `now`
+//! go in; outgoing messages per peer and events (a piece to verify, a peer to
+//! drop, the download finished) come out. No sockets, no clock, no disk.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::bitfield::Bitfield;
+use crate::choker::{choose_unchoked, next_optimistic, ChokeCandidate};
+use crate::picker::{BlockOutcome, PeerKey, Picker};
+use crate::wire::{BlockRef, Handshake, Message, BLOCK_SIZE};
+
+/// Tunables of a swarm; the defaults suit both a LAN and a thin WAN link.
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    /// Peers unchoked at once, the optimistic slot included.
+    pub upload_slots: usize,
+    /// Requests kept in flight to a peer before its rate is known.
+    pub initial_queue: usize,
+    /// Fewest requests kept in flight to a peer that is not snubbed.
+    pub min_queue: usize,
+    /// Most requests kept in flight to one peer.
+    pub max_queue: usize,
+    /// The queue holds about this much time of the peer's rate.
+    pub queue_time: Duration,
+    /// A request unanswered for this long goes back to the pool.
+    pub request_timeout: Duration,
+    /// Requests a peer may have queued with us before it counts as flooding.
+    pub max_peer_requests: usize,
+    /// Largest block a peer may request.
+    pub max_request_len: u32,
+    /// A peer whose data failed this many hash checks is banned.
+    pub ban_after_hash_fails: u32,
+    /// Unrequested blocks tolerated from one peer.
+    pub max_unsolicited: u32,
+    /// Silence after which a peer is dropped.
+    pub idle_timeout: Duration,
+    /// Our listen port, told to peers in the extension handshake.
+    pub listen_port: u16,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        Self {
+            upload_slots: 4,
+            initial_queue: 64,
+            min_queue: 4,
+            max_queue: 2000,
+            queue_time: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(40),
+            max_peer_requests: 4000,
+            max_request_len: 128 * 1024,
+            ban_after_hash_fails: 2,
+            max_unsolicited: 256,
+            idle_timeout: Duration::from_secs(180),
+            listen_port: 0,
+        }
+    }
+}
+
+/// Something the swarm wants sent to one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A ready message.
+    Message(Message),
+    /// A block to read from disk and send as a `piece` message.
+    Block(BlockRef),
+}
+
+/// Something the I/O layer must do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Hash `data` against piece `index`, write it if good, then call
+    /// [`Swarm::piece_verified`].
+    PieceComplete {
+        /// Piece index.
+        index: u32,
+        /// The assembled piece.
+        data: Vec<u8>,
+    },
+    /// Close the connection to `peer` (already removed from the swarm).
+    Disconnect {
+        /// The peer.
+        peer: PeerKey,
+        /// Why, for the log.
+        reason: String,
+        /// Refuse this address from now on.
+        ban: bool,
+    },
+    /// Every piece is verified.
+    Finished,
+}
+
+/// A peer broke the protocol; the caller drops it with [`Swarm::remove_peer`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Violation(pub String);
+
+#[derive(Debug)]
+struct Peer {
+    addr: SocketAddr,
+    fast: bool,
+    has: Bitfield,
+    is_seed: bool,
+    /// Pieces the peer has that we still lack: interest without a scan.
+    wanted: u32,
+    am_choking: bool,
+    am_interested: bool,
+    peer_choking: bool,
+    peer_interested: bool,
+    announced_pieces: bool,
+    outstanding: HashMap<BlockRef, Instant>,
+    allowed_fast: Vec<u32>,
+    outbox: VecDeque<Outgoing>,
+    queued_uploads: usize,
+    down_bytes: u64,
+    up_bytes: u64,
+    down_rate: f64,
+    up_rate: f64,
+    total_down: u64,
+    total_up: u64,
+    peer_max_queue: usize,
+    hash_fails: u32,
+    unsolicited: u32,
+    snubbed: bool,
+    last_recv: Instant,
+    last_sent: Instant,
+}
+
+impl Peer {
+    fn queue_target(&self, config: &SwarmConfig) -> usize {
+        if self.snubbed {
+            return 1;
+        }
+        let by_rate = if self.down_rate > 0.0 {
+            (self.down_rate * config.queue_time.as_secs_f64() / BLOCK_SIZE as f64) as usize
+        } else {
+            config.initial_queue
+        };
+        by_rate.clamp(config.min_queue, config.max_queue.min(self.peer_max_queue))
+    }
+}
+
+/// Figures about a swarm, for progress displays.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SwarmStats {
+    /// Pieces verified.
+    pub pieces_have: u32,
+    /// Pieces in the torrent.
+    pub piece_count: u32,
+    /// Bytes verified.
+    pub bytes_have: u64,
+    /// Connected peers.
+    pub peers: usize,
+    /// Connected peers that have everything.
+    pub seeds: usize,
+    /// Payload rate in, bytes/s.
+    pub download_rate: f64,
+    /// Payload rate out, bytes/s.
+    pub upload_rate: f64,
+}
+
+/// One torrent's swarm.
+#[derive(Debug)]
+pub struct Swarm {
+    config: SwarmConfig,
+    picker: Picker,
+    have: Bitfield,
+    peers: HashMap<PeerKey, Peer>,
+    next_key: PeerKey,
+    events: VecDeque<Event>,
+    dirty: Vec<PeerKey>,
+    seeding_allowed: bool,
+    optimistic: Option<PeerKey>,
+    last_tick: Instant,
+    last_choke: Instant,
+    last_optimistic: Instant,
+    scratch: Vec<BlockRef>,
+    /// Peers that sent blocks of each piece being verified.
+    contributors: HashMap<u32, Vec<PeerKey>>,
+}
+
+const CHOKE_INTERVAL: Duration = Duration::from_secs(10);
+const OPTIMISTIC_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(90);
+/// Rates are smoothed over a few ticks so a single burst does not swing the queue.
+const RATE_SMOOTHING: f64 = 0.5;
+
+impl Swarm {
+    /// A swarm for a torrent of `total_length` bytes with the given verified pieces.
+    pub fn new(piece_length: u64, total_length: u64, have: Bitfield, config: SwarmConfig, now: Instant) -> Self {
+        Self {
+            picker: Picker::new(piece_length, total_length, &have),
+            have,
+            config,
+            peers: HashMap::new(),
+            next_key: 1,
+            events: VecDeque::new(),
+            dirty: Vec::new(),
+            seeding_allowed: true,
+            optimistic: None,
+            last_tick: now,
+            last_choke: now,
+            last_optimistic: now,
+            scratch: Vec::new(),
+            contributors: HashMap::new(),
+        }
+    }
+
+    /// Whether every piece is verified.
+    pub fn is_complete(&self) -> bool {
+        self.picker.is_complete()
+    }
+
+    /// Verified pieces.
+    pub fn have(&self) -> &Bitfield {
+        &self.have
+    }
+
+    /// Number of connected peers.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether a peer at `addr` is connected already.
+    pub fn is_connected(&self, addr: SocketAddr) -> bool {
+        self.peers.values().any(|p| p.addr == addr)
+    }
+
+    /// Progress figures.
+    pub fn stats(&self) -> SwarmStats {
+        SwarmStats {
+            pieces_have: self.picker.have_count(),
+            piece_count: self.picker.piece_count(),
+            bytes_have: self.picker.bytes_have(),
+            peers: self.peers.len(),
+            seeds: self.peers.values().filter(|p| p.is_seed).count(),
+            download_rate: self.peers.values().map(|p| p.down_rate).sum(),
+            upload_rate: self.peers.values().map(|p| p.up_rate).sum(),
+        }
+    }
+
+    /// A connection finished its handshake: greet the peer. `listen_port` in
+    /// the config is announced when the peer speaks BEP 10.
+    pub fn add_peer(&mut self, addr: SocketAddr, handshake: &Handshake, now: Instant) -> PeerKey {
+        let key = self.next_key;
+        self.next_key += 1;
+        let fast = handshake.supports_fast();
+        let mut peer = Peer {
+            addr,
+            fast,
+            has: Bitfield::new(self.picker.piece_count()),
+            is_seed: false,
+            wanted: 0,
+            am_choking: true,
+            am_interested: false,
+            peer_choking: true,
+            peer_interested: false,
+            announced_pieces: false,
+            outstanding: HashMap::new(),
+            allowed_fast: Vec::new(),
+            outbox: VecDeque::new(),
+            queued_uploads: 0,
+            down_bytes: 0,
+            up_bytes: 0,
+            down_rate: 0.0,
+            up_rate: 0.0,
+            total_down: 0,
+            total_up: 0,
+            peer_max_queue: 250,
+            hash_fails: 0,
+            unsolicited: 0,
+            snubbed: false,
+            last_recv: now,
+            last_sent: now,
+        };
+        if handshake.supports_extensions() {
+            let payload = crate::wire::extension::our_handshake(self.config.listen_port, self.config.max_peer_requests);
+            peer.outbox.push_back(Outgoing::Message(Message::Extended { id: 0, payload: Bytes::from(payload) }));
+        }
+        let greeting = if fast && self.have.is_full() {
+            Message::HaveAll
+        } else if fast && self.have.count() == 0 {
+            Message::HaveNone
+        } else {
+            Message::Bitfield(Bytes::copy_from_slice(self.have.as_bytes()))
+        };
+        // Without BEP 6 an empty bitfield is simply not sent.
+        if fast || self.have.count() > 0 {
+            peer.outbox.push_back(Outgoing::Message(greeting));
+        }
+        self.peers.insert(key, peer);
+        self.dirty.push(key);
+        key
+    }
+
+    /// Forget a peer: its requests go back to the pool.
+    pub fn remove_peer(&mut self, key: PeerKey) {
+        if let Some(peer) = self.peers.remove(&key) {
+            for block in peer.outstanding.keys() {
+                self.picker.release(block);
+            }
+            self.picker.remove_peer_availability(&peer.has, peer.is_seed);
+            if self.optimistic == Some(key) {
+                self.optimistic = None;
+            }
+        }
+    }
+
+    /// Take what should be sent to `key` (empty when nothing is queued).
+    pub fn poll_outgoing(&mut self, key: PeerKey, now: Instant, out: &mut Vec<Outgoing>) {
+        if let Some(peer) = self.peers.get_mut(&key) {
+            if !peer.outbox.is_empty() {
+                peer.last_sent = now;
+            }
+            for item in peer.outbox.drain(..) {
+                if matches!(item, Outgoing::Block(_)) {
+                    peer.queued_uploads = peer.queued_uploads.saturating_sub(1);
+                }
+                out.push(item);
+            }
+        }
+    }
+
+    /// Peers with something new to send since the last call.
+    pub fn take_dirty(&mut self) -> Vec<PeerKey> {
+        let mut d = std::mem::take(&mut self.dirty);
+        d.sort_unstable();
+        d.dedup();
+        d
+    }
+
+    /// The next thing the I/O layer must do.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The I/O layer sent `bytes` of payload to `key`.
+    pub fn on_payload_sent(&mut self, key: PeerKey, bytes: u64) {
+        if let Some(peer) = self.peers.get_mut(&key) {
+            peer.up_bytes += bytes;
+            peer.total_up += bytes;
+        }
+    }
+
+    /// Payload bytes a peer has sent us and we sent it, for tests and displays.
+    pub fn peer_totals(&self, key: PeerKey) -> Option<(u64, u64)> {
+        self.peers.get(&key).map(|p| (p.total_down, p.total_up))
+    }
+
+    /// Allow or stop uploads. Stopping chokes everyone and drops queued
+    /// blocks (rejecting them to peers that speak BEP 6) at once.
+    pub fn set_seeding(&mut self, on: bool, now: Instant) {
+        if self.seeding_allowed == on {
+            return;
+        }
+        self.seeding_allowed = on;
+        if on {
+            self.run_choker(now);
+        } else {
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            for key in keys {
+                self.choke(key);
+            }
+        }
+    }
+
+    /// Whether uploads are allowed.
+    pub fn seeding_allowed(&self) -> bool {
+        self.seeding_allowed
+    }
+
+    /// Feed one message from `key`. On `Err` the caller removes the peer.
+    pub fn on_message(&mut self, key: PeerKey, msg: Message, now: Instant) -> Result<(), Violation> {
+        let count = self.picker.piece_count();
+        let Some(peer) = self.peers.get_mut(&key) else { return Ok(()) };
+        peer.last_recv = now;
+        let need_fast = |peer: &Peer, what: &str| {
+            if peer.fast {
+                Ok(())
+            } else {
+                Err(Violation(format!("{what} without the fast extension")))
+            }
+        };
+        match msg {
+            Message::KeepAlive | Message::Port(_) | Message::SuggestPiece(_) => {}
+            Message::Extended { id, payload } => {
+                if id == 0 {
+                    if let Some(reqq) = crate::wire::extension::peer_request_queue(&payload) {
+                        peer.peer_max_queue = reqq.clamp(1, self.config.max_queue);
+                    }
+                }
+            }
+            Message::Choke => {
+                peer.peer_choking = true;
+                if !peer.fast {
+                    for block in peer.outstanding.drain().map(|(b, _)| b) {
+                        self.picker.release(&block);
+                    }
+                }
+            }
+            Message::Unchoke => {
+                peer.peer_choking = false;
+                self.fill_requests(key, now);
+            }
+            Message::Interested => {
+                peer.peer_interested = true;
+                self.maybe_unchoke_now(key);
+            }
+            Message::NotInterested => {
+                peer.peer_interested = false;
+            }
+            Message::Have(index) => {
+                if index >= count {
+                    return Err(Violation(format!("have {index} beyond {count} pieces")));
+                }
+                peer.announced_pieces = true;
+                if !peer.is_seed && !peer.has.has(index) {
+                    peer.has.set(index);
+                    self.picker.add_availability(index);
+                    if !self.have.has(index) {
+                        peer.wanted += 1;
+                    }
+                    if peer.has.is_full() {
+                        peer.is_seed = true;
+                    }
+                }
+                self.update_interest(key, now);
+            }
+            Message::Bitfield(bytes) => {
+                if peer.announced_pieces {
+                    return Err(Violation("bitfield after other piece announcements".into()));
+                }
+                let has = Bitfield::from_bytes(&bytes, count).map_err(|e| Violation(e.to_string()))?;
+                peer.announced_pieces = true;
+                self.set_peer_pieces(key, has, now);
+            }
+            Message::HaveAll => {
+                need_fast(peer, "have-all")?;
+                if peer.announced_pieces {
+                    return Err(Violation("have-all after other piece announcements".into()));
+                }
+                peer.announced_pieces = true;
+                self.set_peer_pieces(key, Bitfield::full(count), now);
+            }
+            Message::HaveNone => {
+                need_fast(peer, "have-none")?;
+                if peer.announced_pieces {
+                    return Err(Violation("have-none after other piece announcements".into()));
+                }
+                peer.announced_pieces = true;
+            }
+            Message::Request(block) => self.on_request(key, block)?,
+            Message::Cancel(block) => {
+                let before = peer.outbox.len();
+                peer.outbox.retain(|o| *o != Outgoing::Block(block));
+                if peer.outbox.len() < before {
+                    peer.queued_uploads -= 1;
+                    if peer.fast {
+                        peer.outbox.push_back(Outgoing::Message(Message::RejectRequest(block)));
+                        self.dirty.push(key);
+                    }
+                }
+            }
+            Message::RejectRequest(block) => {
+                need_fast(peer, "reject")?;
+                if peer.outstanding.remove(&block).is_some() {
+                    self.picker.release(&block);
+                }
+            }
+            Message::AllowedFast(index) => {
+                need_fast(peer, "allowed-fast")?;
+                if index < count && !peer.allowed_fast.contains(&index) && peer.allowed_fast.len() < 64 {
+                    peer.allowed_fast.push(index);
+                    self.fill_requests(key, now);
+                }
+            }
+            Message::Piece { index, begin, data } => self.on_piece(key, index, begin, data, now)?,
+        }
+        Ok(())
+    }
+
+    fn set_peer_pieces(&mut self, key: PeerKey, has: Bitfield, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        if has.is_full() {
+            peer.is_seed = true;
+            self.picker.add_seed();
+            peer.wanted = self.have.len() - self.have.count();
+        } else {
+            let mut wanted = 0;
+            for i in has.ones() {
+                self.picker.add_availability(i);
+                if !self.have.has(i) {
+                    wanted += 1;
+                }
+            }
+            peer.wanted = wanted;
+        }
+        peer.has = has;
+        self.update_interest(key, now);
+    }
+
+    fn update_interest(&mut self, key: PeerKey, now: Instant) {
+        let complete = self.picker.is_complete();
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let want = peer.wanted > 0 && !complete;
+        if want != peer.am_interested {
+            peer.am_interested = want;
+            peer.outbox.push_back(Outgoing::Message(if want { Message::Interested } else { Message::NotInterested }));
+            self.dirty.push(key);
+        }
+        if want {
+            self.fill_requests(key, now);
+        }
+    }
+
+    fn on_request(&mut self, key: PeerKey, block: BlockRef) -> Result<(), Violation> {
+        let count = self.picker.piece_count();
+        let Some(peer) = self.peers.get_mut(&key) else { return Ok(()) };
+        if block.index >= count
+            || block.length == 0
+            || block.length > self.config.max_request_len
+            || block.begin as u64 + block.length as u64 > self.picker.piece_size(block.index) as u64
+        {
+            return Err(Violation(format!("request out of range: {block:?}")));
+        }
+        if peer.queued_uploads >= self.config.max_peer_requests {
+            return Err(Violation(format!("more than {} requests queued", self.config.max_peer_requests)));
+        }
+        if peer.am_choking || !self.seeding_allowed || !self.have.has(block.index) {
+            if peer.fast {
+                peer.outbox.push_back(Outgoing::Message(Message::RejectRequest(block)));
+                self.dirty.push(key);
+            }
+            return Ok(());
+        }
+        peer.queued_uploads += 1;
+        peer.outbox.push_back(Outgoing::Block(block));
+        self.dirty.push(key);
+        Ok(())
+    }
+
+    fn on_piece(&mut self, key: PeerKey, index: u32, begin: u32, data: Bytes, now: Instant) -> Result<(), Violation> {
+        if index >= self.picker.piece_count() {
+            return Err(Violation(format!("piece {index} out of range")));
+        }
+        let Some(peer) = self.peers.get_mut(&key) else { return Ok(()) };
+        let block = BlockRef { index, begin, length: data.len() as u32 };
+        if peer.outstanding.remove(&block).is_none() {
+            peer.unsolicited += 1;
+            if peer.unsolicited > self.config.max_unsolicited {
+                return Err(Violation("too many unrequested blocks".into()));
+            }
+        }
+        peer.down_bytes += data.len() as u64;
+        peer.total_down += data.len() as u64;
+        peer.snubbed = false;
+        let endgame = self.picker.in_endgame();
+        match self.picker.on_block(key, index, begin, &data) {
+            BlockOutcome::PieceComplete { index, data, contributors } => {
+                self.events.push_back(Event::PieceComplete { index, data });
+                self.contributors.insert(index, contributors);
+            }
+            BlockOutcome::Stored | BlockOutcome::Duplicate | BlockOutcome::Unexpected => {}
+        }
+        if endgame {
+            // Others were asked for the same block: take the request back.
+            for (&other, p) in self.peers.iter_mut() {
+                if other != key && p.outstanding.remove(&block).is_some() {
+                    p.outbox.push_back(Outgoing::Message(Message::Cancel(block)));
+                    self.dirty.push(other);
+                }
+            }
+        }
+        self.fill_requests(key, now);
+        Ok(())
+    }
+
+    fn fill_requests(&mut self, key: PeerKey, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        if !peer.am_interested || (peer.peer_choking && peer.allowed_fast.is_empty()) {
+            return;
+        }
+        let target = peer.queue_target(&self.config);
+        if peer.outstanding.len() >= target {
+            return;
+        }
+        let want = target - peer.outstanding.len();
+        self.scratch.clear();
+        let outstanding = &peer.outstanding;
+        let allowed_fast = &peer.allowed_fast;
+        let allowed_fn = |i: u32| allowed_fast.contains(&i);
+        let allowed: Option<&dyn Fn(u32) -> bool> = if peer.peer_choking { Some(&allowed_fn) } else { None };
+        self.picker.pick(&peer.has, peer.is_seed, want, &|b| outstanding.contains_key(b), allowed, &mut self.scratch);
+        if self.scratch.is_empty() {
+            return;
+        }
+        for block in self.scratch.drain(..) {
+            peer.outstanding.insert(block, now);
+            peer.outbox.push_back(Outgoing::Message(Message::Request(block)));
+        }
+        self.dirty.push(key);
+    }
+
+    /// The hash check of piece `index` finished: `ok` means it matched and is
+    /// on disk. Failing contributors are penalized, then banned on repeat.
+    pub fn piece_verified(&mut self, index: u32, ok: bool, now: Instant) {
+        self.picker.on_verified(index, ok);
+        let contributors = self.contributors.remove(&index).unwrap_or_default();
+        if !ok {
+            for key in contributors {
+                if let Some(peer) = self.peers.get_mut(&key) {
+                    peer.hash_fails += 1;
+                    peer.snubbed = true;
+                    if peer.hash_fails >= self.config.ban_after_hash_fails {
+                        let reason = format!("sent data failing {} hash checks", peer.hash_fails);
+                        self.drop_peer(key, reason, true);
+                    }
+                }
+            }
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            for key in keys {
+                self.fill_requests(key, now);
+            }
+            return;
+        }
+        self.have.set(index);
+        let complete = self.picker.is_complete();
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            let Some(peer) = self.peers.get_mut(&key) else { continue };
+            if peer.is_seed || peer.has.has(index) {
+                peer.wanted = peer.wanted.saturating_sub(1);
+            } else {
+                peer.outbox.push_back(Outgoing::Message(Message::Have(index)));
+                self.dirty.push(key);
+            }
+            if complete && peer.is_seed {
+                self.drop_peer(key, "both sides are seeds".into(), false);
+                continue;
+            }
+            self.update_interest(key, now);
+        }
+        if complete {
+            self.events.push_back(Event::Finished);
+        }
+    }
+
+    /// A verified piece turned out unreadable on disk: forget it so that it is
+    /// downloaded again and never served.
+    pub fn piece_lost(&mut self, index: u32) {
+        self.picker.forget(index);
+        self.have.clear(index);
+    }
+
+    fn drop_peer(&mut self, key: PeerKey, reason: String, ban: bool) {
+        self.remove_peer(key);
+        self.events.push_back(Event::Disconnect { peer: key, reason, ban });
+    }
+
+    fn choke(&mut self, key: PeerKey) {
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        if !peer.am_choking {
+            peer.am_choking = true;
+            let fast = peer.fast;
+            let mut kept = VecDeque::with_capacity(peer.outbox.len());
+            for item in peer.outbox.drain(..) {
+                match item {
+                    Outgoing::Block(b) if fast => kept.push_back(Outgoing::Message(Message::RejectRequest(b))),
+                    Outgoing::Block(_) => {}
+                    other => kept.push_back(other),
+                }
+            }
+            peer.outbox = kept;
+            peer.queued_uploads = 0;
+            peer.outbox.push_back(Outgoing::Message(Message::Choke));
+            self.dirty.push(key);
+        }
+    }
+
+    fn unchoke(&mut self, key: PeerKey) {
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        if peer.am_choking {
+            peer.am_choking = false;
+            peer.outbox.push_back(Outgoing::Message(Message::Unchoke));
+            self.dirty.push(key);
+        }
+    }
+
+    fn maybe_unchoke_now(&mut self, key: PeerKey) {
+        if !self.seeding_allowed {
+            return;
+        }
+        let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
+        if unchoked < self.config.upload_slots {
+            self.unchoke(key);
+        }
+    }
+
+    fn run_choker(&mut self, now: Instant) {
+        self.last_choke = now;
+        let seeding = self.picker.is_complete();
+        let candidates: Vec<ChokeCandidate> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.peer_interested)
+            .map(|(&peer, p)| ChokeCandidate { peer, download_rate: p.down_rate, upload_rate: p.up_rate, unchoked: !p.am_choking })
+            .collect();
+        if now.duration_since(self.last_optimistic) >= OPTIMISTIC_INTERVAL || self.optimistic.is_none() {
+            let keys: Vec<PeerKey> = candidates.iter().map(|c| c.peer).collect();
+            self.optimistic = next_optimistic(&keys, self.optimistic);
+            self.last_optimistic = now;
+        }
+        let chosen = if self.seeding_allowed {
+            choose_unchoked(&candidates, seeding, self.config.upload_slots, self.optimistic)
+        } else {
+            Vec::new()
+        };
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            if chosen.contains(&key) {
+                self.unchoke(key);
+            } else {
+                self.choke(key);
+            }
+        }
+    }
+
+    /// Periodic work: rates, request time-outs, idle peers, keep-alives, and
+    /// the choker every ten seconds. Call about once a second.
+    pub fn tick(&mut self, now: Instant) {
+        let dt = now.duration_since(self.last_tick).as_secs_f64();
+        self.last_tick = now;
+        let mut idle = Vec::new();
+        let mut timed_out = Vec::new();
+        for (&key, peer) in self.peers.iter_mut() {
+            if dt > 0.0 {
+                peer.down_rate = RATE_SMOOTHING * peer.down_rate + (1.0 - RATE_SMOOTHING) * peer.down_bytes as f64 / dt;
+                peer.up_rate = RATE_SMOOTHING * peer.up_rate + (1.0 - RATE_SMOOTHING) * peer.up_bytes as f64 / dt;
+                peer.down_bytes = 0;
+                peer.up_bytes = 0;
+            }
+            if now.duration_since(peer.last_recv) > self.config.idle_timeout {
+                idle.push(key);
+                continue;
+            }
+            let before = timed_out.len();
+            for (block, sent) in peer.outstanding.iter() {
+                if now.duration_since(*sent) > self.config.request_timeout {
+                    timed_out.push(*block);
+                }
+            }
+            if timed_out.len() > before {
+                for block in &timed_out[before..] {
+                    peer.outstanding.remove(block);
+                }
+                peer.snubbed = true;
+            }
+            if now.duration_since(peer.last_sent) > KEEPALIVE_INTERVAL && peer.outbox.is_empty() {
+                peer.outbox.push_back(Outgoing::Message(Message::KeepAlive));
+                self.dirty.push(key);
+            }
+        }
+        for block in &timed_out {
+            self.picker.release(block);
+        }
+        for key in idle {
+            self.drop_peer(key, "idle".into(), false);
+        }
+        if now.duration_since(self.last_choke) >= CHOKE_INTERVAL {
+            self.run_choker(now);
+        }
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.fill_requests(key, now);
+        }
+    }
+}
