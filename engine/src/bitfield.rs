@@ -21,7 +21,11 @@ pub struct BitfieldLengthError {
 impl Bitfield {
     /// All zero, `len` bits.
     pub fn new(len: u32) -> Self {
-        Self { bytes: vec![0; (len as usize).div_ceil(8)], len, ones: 0 }
+        Self {
+            bytes: vec![0; (len as usize).div_ceil(8)],
+            len,
+            ones: 0,
+        }
     }
     /// All one, `len` bits.
     pub fn full(len: u32) -> Self {
@@ -33,7 +37,10 @@ impl Bitfield {
     }
     /// From wire bytes; refuses a wrong length or set spare bits.
     pub fn from_bytes(bytes: &[u8], len: u32) -> Result<Self, BitfieldLengthError> {
-        let err = BitfieldLengthError { got: bytes.len(), pieces: len };
+        let err = BitfieldLengthError {
+            got: bytes.len(),
+            pieces: len,
+        };
         if bytes.len() != (len as usize).div_ceil(8) {
             return Err(err);
         }
@@ -42,7 +49,11 @@ impl Bitfield {
             return Err(err);
         }
         let ones = bytes.iter().map(|b| b.count_ones()).sum();
-        Ok(Self { bytes: bytes.to_vec(), len, ones })
+        Ok(Self {
+            bytes: bytes.to_vec(),
+            len,
+            ones,
+        })
     }
     /// Wire bytes.
     pub fn as_bytes(&self) -> &[u8] {
@@ -100,7 +111,10 @@ mod tests {
         assert_eq!(b.as_bytes(), &[0x80, 0x40]);
         assert_eq!(b.count(), 2);
         assert!(Bitfield::from_bytes(&[0x80, 0x40], 10).is_ok());
-        assert!(Bitfield::from_bytes(&[0x80, 0x20], 10).is_err(), "spare bit set");
+        assert!(
+            Bitfield::from_bytes(&[0x80, 0x20], 10).is_err(),
+            "spare bit set"
+        );
         assert!(Bitfield::from_bytes(&[0x80], 10).is_err(), "too short");
         assert!(!b.has(10), "out of range reads false");
     }

@@ -19,18 +19,37 @@ pub struct ChokeCandidate {
 /// Pick the peers to unchoke: `slots - 1` by rate (download rate while we
 /// download, upload rate while we seed), plus the `optimistic` peer if it is
 /// still a candidate, else the next one in order.
-pub fn choose_unchoked(candidates: &[ChokeCandidate], seeding: bool, slots: usize, optimistic: Option<PeerKey>) -> Vec<PeerKey> {
+pub fn choose_unchoked(
+    candidates: &[ChokeCandidate],
+    seeding: bool,
+    slots: usize,
+    optimistic: Option<PeerKey>,
+) -> Vec<PeerKey> {
     if slots == 0 {
         return Vec::new();
     }
     let mut ranked: Vec<&ChokeCandidate> = candidates.iter().collect();
-    let rate = |c: &ChokeCandidate| if seeding { c.upload_rate } else { c.download_rate };
-    ranked.sort_by(|a, b| rate(b).total_cmp(&rate(a)).then(b.unchoked.cmp(&a.unchoked)).then(a.peer.cmp(&b.peer)));
+    let rate = |c: &ChokeCandidate| {
+        if seeding {
+            c.upload_rate
+        } else {
+            c.download_rate
+        }
+    };
+    ranked.sort_by(|a, b| {
+        rate(b)
+            .total_cmp(&rate(a))
+            .then(b.unchoked.cmp(&a.unchoked))
+            .then(a.peer.cmp(&b.peer))
+    });
     let regular = slots.saturating_sub(1).max(1).min(ranked.len());
     let mut chosen: Vec<PeerKey> = ranked[..regular].iter().map(|c| c.peer).collect();
     if chosen.len() < slots {
         let rest: Vec<PeerKey> = ranked[regular..].iter().map(|c| c.peer).collect();
-        if let Some(opt) = optimistic.filter(|p| rest.contains(p)).or_else(|| rest.first().copied()) {
+        if let Some(opt) = optimistic
+            .filter(|p| rest.contains(p))
+            .or_else(|| rest.first().copied())
+        {
             chosen.push(opt);
         }
     }
@@ -43,7 +62,11 @@ pub fn next_optimistic(candidates: &[PeerKey], current: Option<PeerKey>) -> Opti
     let mut keys = candidates.to_vec();
     keys.sort_unstable();
     match current {
-        Some(c) => keys.iter().copied().find(|&k| k > c).or_else(|| keys.first().copied()),
+        Some(c) => keys
+            .iter()
+            .copied()
+            .find(|&k| k > c)
+            .or_else(|| keys.first().copied()),
         None => keys.first().copied(),
     }
 }
@@ -53,12 +76,23 @@ mod tests {
     use super::*;
 
     fn cand(peer: PeerKey, down: f64, up: f64) -> ChokeCandidate {
-        ChokeCandidate { peer, download_rate: down, upload_rate: up, unchoked: false }
+        ChokeCandidate {
+            peer,
+            download_rate: down,
+            upload_rate: up,
+            unchoked: false,
+        }
     }
 
     #[test]
     fn tit_for_tat_plus_optimistic() {
-        let c = [cand(1, 10.0, 0.0), cand(2, 50.0, 0.0), cand(3, 30.0, 0.0), cand(4, 0.0, 0.0), cand(5, 1.0, 0.0)];
+        let c = [
+            cand(1, 10.0, 0.0),
+            cand(2, 50.0, 0.0),
+            cand(3, 30.0, 0.0),
+            cand(4, 0.0, 0.0),
+            cand(5, 1.0, 0.0),
+        ];
         let chosen = choose_unchoked(&c, false, 3, Some(4));
         assert_eq!(chosen, vec![2, 3, 4]);
     }

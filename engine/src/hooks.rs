@@ -106,11 +106,15 @@ impl Counters {
     }
     /// Add payload bytes.
     pub fn add_payload(&self, direction: Direction, class: PeerClass, bytes: u64) {
-        self.get(direction, class).payload.fetch_add(bytes, Ordering::Relaxed);
+        self.get(direction, class)
+            .payload
+            .fetch_add(bytes, Ordering::Relaxed);
     }
     /// Add protocol overhead bytes.
     pub fn add_overhead(&self, direction: Direction, class: PeerClass, bytes: u64) {
-        self.get(direction, class).overhead.fetch_add(bytes, Ordering::Relaxed);
+        self.get(direction, class)
+            .overhead
+            .fetch_add(bytes, Ordering::Relaxed);
     }
     /// Payload bytes so far in one direction and class.
     pub fn payload(&self, direction: Direction, class: PeerClass) -> u64 {

@@ -72,8 +72,15 @@ impl Picker {
     /// A picker for a torrent, given the pieces already verified.
     pub fn new(piece_length: u64, total_length: u64, have: &Bitfield) -> Self {
         let count = have.len();
-        let state: Vec<_> =
-            (0..count).map(|i| if have.has(i) { PieceState::Have } else { PieceState::Missing }).collect();
+        let state: Vec<_> = (0..count)
+            .map(|i| {
+                if have.has(i) {
+                    PieceState::Have
+                } else {
+                    PieceState::Missing
+                }
+            })
+            .collect();
         Self {
             piece_length,
             total_length,
@@ -121,12 +128,18 @@ impl Picker {
         if is_seed {
             return true;
         }
-        self.state.iter().enumerate().any(|(i, s)| *s != PieceState::Have && has.has(i as u32))
+        self.state
+            .iter()
+            .enumerate()
+            .any(|(i, s)| *s != PieceState::Have && has.has(i as u32))
     }
 
     /// Whether we want piece `index`.
     pub fn wants(&self, index: u32) -> bool {
-        matches!(self.state.get(index as usize), Some(PieceState::Missing | PieceState::Partial))
+        matches!(
+            self.state.get(index as usize),
+            Some(PieceState::Missing | PieceState::Partial)
+        )
     }
 
     /// A peer announced it has `index`.
@@ -187,7 +200,9 @@ impl Picker {
         }
         // Then new pieces, rarest first.
         while out.len() - start < want && self.missing_count > 0 {
-            let Some(index) = self.rarest_missing(&peer_has) else { break };
+            let Some(index) = self.rarest_missing(&peer_has) else {
+                break;
+            };
             self.start_piece(index);
             self.take_open_blocks(index, want - (out.len() - start), out);
         }
@@ -198,7 +213,9 @@ impl Picker {
                     continue;
                 }
                 let size = self.piece_size(index);
-                let Some(p) = self.partial.get_mut(&index) else { continue };
+                let Some(p) = self.partial.get_mut(&index) else {
+                    continue;
+                };
                 for (b, st) in p.blocks.iter_mut().enumerate() {
                     if out.len() - start >= want {
                         return;
@@ -245,13 +262,20 @@ impl Picker {
         self.missing_count -= 1;
         self.partial.insert(
             index,
-            PartialPiece { blocks: vec![BlockState::Open; blocks], received: 0, data: Vec::new(), contributors: Vec::new() },
+            PartialPiece {
+                blocks: vec![BlockState::Open; blocks],
+                received: 0,
+                data: Vec::new(),
+                contributors: Vec::new(),
+            },
         );
     }
 
     fn take_open_blocks(&mut self, index: u32, want: usize, out: &mut Vec<BlockRef>) {
         let size = self.piece_size(index);
-        let Some(p) = self.partial.get_mut(&index) else { return };
+        let Some(p) = self.partial.get_mut(&index) else {
+            return;
+        };
         let mut taken = 0;
         for (b, st) in p.blocks.iter_mut().enumerate() {
             if taken >= want {
@@ -283,9 +307,15 @@ impl Picker {
     pub fn on_block(&mut self, peer: PeerKey, index: u32, begin: u32, data: &[u8]) -> BlockOutcome {
         let size = self.piece_size(index);
         let Some(p) = self.partial.get_mut(&index) else {
-            return if self.state.get(index as usize).is_some() { BlockOutcome::Duplicate } else { BlockOutcome::Unexpected };
+            return if self.state.get(index as usize).is_some() {
+                BlockOutcome::Duplicate
+            } else {
+                BlockOutcome::Unexpected
+            };
         };
-        if begin % BLOCK_SIZE != 0 || block_ref(index, begin / BLOCK_SIZE, size).length as usize != data.len() {
+        if begin % BLOCK_SIZE != 0
+            || block_ref(index, begin / BLOCK_SIZE, size).length as usize != data.len()
+        {
             return BlockOutcome::Unexpected;
         }
         let b = (begin / BLOCK_SIZE) as usize;
@@ -306,14 +336,20 @@ impl Picker {
         if p.received as usize == p.blocks.len() {
             let p = self.partial.remove(&index).expect("present above");
             self.state[index as usize] = PieceState::Verifying;
-            return BlockOutcome::PieceComplete { index, data: p.data, contributors: p.contributors };
+            return BlockOutcome::PieceComplete {
+                index,
+                data: p.data,
+                contributors: p.contributors,
+            };
         }
         BlockOutcome::Stored
     }
 
     /// The hash check of `index` finished.
     pub fn on_verified(&mut self, index: u32, ok: bool) {
-        let Some(st) = self.state.get_mut(index as usize) else { return };
+        let Some(st) = self.state.get_mut(index as usize) else {
+            return;
+        };
         if *st != PieceState::Verifying {
             return;
         }
@@ -339,13 +375,20 @@ impl Picker {
 
     /// Bytes of verified data.
     pub fn bytes_have(&self) -> u64 {
-        (0..self.piece_count()).filter(|&i| self.have(i)).map(|i| self.piece_size(i) as u64).sum()
+        (0..self.piece_count())
+            .filter(|&i| self.have(i))
+            .map(|i| self.piece_size(i) as u64)
+            .sum()
     }
 }
 
 fn block_ref(index: u32, block: u32, piece_size: u32) -> BlockRef {
     let begin = block * BLOCK_SIZE;
-    BlockRef { index, begin, length: (piece_size - begin).min(BLOCK_SIZE) }
+    BlockRef {
+        index,
+        begin,
+        length: (piece_size - begin).min(BLOCK_SIZE),
+    }
 }
 
 #[cfg(test)]
@@ -369,7 +412,14 @@ mod tests {
         // piece 2 is the rarest
         let mut out = Vec::new();
         p.pick(&all, false, 1, &never, None, &mut out);
-        assert_eq!(out, vec![BlockRef { index: 2, begin: 0, length: BLOCK_SIZE }]);
+        assert_eq!(
+            out,
+            vec![BlockRef {
+                index: 2,
+                begin: 0,
+                length: BLOCK_SIZE
+            }]
+        );
         // the partial piece 2 is finished before a new one starts
         out.clear();
         p.pick(&all, false, 1, &never, None, &mut out);
@@ -378,7 +428,10 @@ mod tests {
         all.clear(0);
         out.clear();
         p.pick(&all, false, 100, &never, None, &mut out);
-        assert!(out.iter().all(|b| b.index != 0), "never asks for what the peer lacks");
+        assert!(
+            out.iter().all(|b| b.index != 0),
+            "never asks for what the peer lacks"
+        );
     }
 
     #[test]
@@ -389,11 +442,22 @@ mod tests {
         p.pick(&Bitfield::full(1), true, 10, &never, None, &mut out);
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].length, 100);
-        assert_eq!(p.on_block(1, 0, 0, &[1; 100]), BlockOutcome::Unexpected, "wrong length refused");
+        assert_eq!(
+            p.on_block(1, 0, 0, &[1; 100]),
+            BlockOutcome::Unexpected,
+            "wrong length refused"
+        );
         assert_eq!(p.on_block(1, 0, 0, &vec![1; 16384]), BlockOutcome::Stored);
-        assert_eq!(p.on_block(1, 0, 0, &vec![1; 16384]), BlockOutcome::Duplicate);
+        assert_eq!(
+            p.on_block(1, 0, 0, &vec![1; 16384]),
+            BlockOutcome::Duplicate
+        );
         match p.on_block(2, 0, 16384, &[2; 100]) {
-            BlockOutcome::PieceComplete { index, data, contributors } => {
+            BlockOutcome::PieceComplete {
+                index,
+                data,
+                contributors,
+            } => {
                 assert_eq!(index, 0);
                 assert_eq!(data.len(), total as usize);
                 assert_eq!(contributors, vec![1, 2]);
@@ -416,7 +480,14 @@ mod tests {
         assert!(p.in_endgame());
         let mut again = Vec::new();
         let mine = first[0];
-        p.pick(&Bitfield::full(1), true, 10, &|b| *b == mine, None, &mut again);
+        p.pick(
+            &Bitfield::full(1),
+            true,
+            10,
+            &|b| *b == mine,
+            None,
+            &mut again,
+        );
         assert!(again.is_empty(), "same peer is not asked twice");
         p.pick(&Bitfield::full(1), true, 10, &never, None, &mut again);
         assert_eq!(again, first, "another peer gets the in-flight block");
@@ -429,7 +500,14 @@ mod tests {
         p.pick(&Bitfield::full(1), true, 1, &never, None, &mut out);
         p.release(&out[0]);
         let mut again = Vec::new();
-        p.pick(&Bitfield::full(1), true, 1, &|b| *b == out[0], None, &mut again);
+        p.pick(
+            &Bitfield::full(1),
+            true,
+            1,
+            &|b| *b == out[0],
+            None,
+            &mut again,
+        );
         assert_eq!(again, out);
     }
 }

@@ -32,7 +32,8 @@ pub struct SwarmConfig {
     pub max_peer_requests: usize,
     /// Largest block a peer may request.
     pub max_request_len: u32,
-    /// A peer whose data failed this many hash checks is banned.
+    /// A peer that alone sent this many pieces failing their hash check is
+    /// banned (pieces it shared with others count half).
     pub ban_after_hash_fails: u32,
     /// Unrequested blocks tolerated from one peer.
     pub max_unsolicited: u32,
@@ -191,7 +192,13 @@ const RATE_SMOOTHING: f64 = 0.5;
 
 impl Swarm {
     /// A swarm for a torrent of `total_length` bytes with the given verified pieces.
-    pub fn new(piece_length: u64, total_length: u64, have: Bitfield, config: SwarmConfig, now: Instant) -> Self {
+    pub fn new(
+        piece_length: u64,
+        total_length: u64,
+        have: Bitfield,
+        config: SwarmConfig,
+        now: Instant,
+    ) -> Self {
         Self {
             picker: Picker::new(piece_length, total_length, &have),
             have,
@@ -278,8 +285,14 @@ impl Swarm {
             last_sent: now,
         };
         if handshake.supports_extensions() {
-            let payload = crate::wire::extension::our_handshake(self.config.listen_port, self.config.max_peer_requests);
-            peer.outbox.push_back(Outgoing::Message(Message::Extended { id: 0, payload: Bytes::from(payload) }));
+            let payload = crate::wire::extension::our_handshake(
+                self.config.listen_port,
+                self.config.max_peer_requests,
+            );
+            peer.outbox.push_back(Outgoing::Message(Message::Extended {
+                id: 0,
+                payload: Bytes::from(payload),
+            }));
         }
         let greeting = if fast && self.have.is_full() {
             Message::HaveAll
@@ -303,7 +316,8 @@ impl Swarm {
             for block in peer.outstanding.keys() {
                 self.picker.release(block);
             }
-            self.picker.remove_peer_availability(&peer.has, peer.is_seed);
+            self.picker
+                .remove_peer_availability(&peer.has, peer.is_seed);
             if self.optimistic == Some(key) {
                 self.optimistic = None;
             }
@@ -374,9 +388,16 @@ impl Swarm {
     }
 
     /// Feed one message from `key`. On `Err` the caller removes the peer.
-    pub fn on_message(&mut self, key: PeerKey, msg: Message, now: Instant) -> Result<(), Violation> {
+    pub fn on_message(
+        &mut self,
+        key: PeerKey,
+        msg: Message,
+        now: Instant,
+    ) -> Result<(), Violation> {
         let count = self.picker.piece_count();
-        let Some(peer) = self.peers.get_mut(&key) else { return Ok(()) };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return Ok(());
+        };
         peer.last_recv = now;
         let need_fast = |peer: &Peer, what: &str| {
             if peer.fast {
@@ -434,7 +455,8 @@ impl Swarm {
                 if peer.announced_pieces {
                     return Err(Violation("bitfield after other piece announcements".into()));
                 }
-                let has = Bitfield::from_bytes(&bytes, count).map_err(|e| Violation(e.to_string()))?;
+                let has =
+                    Bitfield::from_bytes(&bytes, count).map_err(|e| Violation(e.to_string()))?;
                 peer.announced_pieces = true;
                 self.set_peer_pieces(key, has, now);
             }
@@ -449,7 +471,9 @@ impl Swarm {
             Message::HaveNone => {
                 need_fast(peer, "have-none")?;
                 if peer.announced_pieces {
-                    return Err(Violation("have-none after other piece announcements".into()));
+                    return Err(Violation(
+                        "have-none after other piece announcements".into(),
+                    ));
                 }
                 peer.announced_pieces = true;
             }
@@ -460,7 +484,8 @@ impl Swarm {
                 if peer.outbox.len() < before {
                     peer.queued_uploads -= 1;
                     if peer.fast {
-                        peer.outbox.push_back(Outgoing::Message(Message::RejectRequest(block)));
+                        peer.outbox
+                            .push_back(Outgoing::Message(Message::RejectRequest(block)));
                         self.dirty.push(key);
                     }
                 }
@@ -473,7 +498,10 @@ impl Swarm {
             }
             Message::AllowedFast(index) => {
                 need_fast(peer, "allowed-fast")?;
-                if index < count && !peer.allowed_fast.contains(&index) && peer.allowed_fast.len() < 64 {
+                if index < count
+                    && !peer.allowed_fast.contains(&index)
+                    && peer.allowed_fast.len() < 64
+                {
                     peer.allowed_fast.push(index);
                     self.fill_requests(key, now);
                 }
@@ -484,7 +512,9 @@ impl Swarm {
     }
 
     fn set_peer_pieces(&mut self, key: PeerKey, has: Bitfield, now: Instant) {
-        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
         if has.is_full() {
             peer.is_seed = true;
             self.picker.add_seed();
@@ -505,11 +535,17 @@ impl Swarm {
 
     fn update_interest(&mut self, key: PeerKey, now: Instant) {
         let complete = self.picker.is_complete();
-        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
         let want = peer.wanted > 0 && !complete;
         if want != peer.am_interested {
             peer.am_interested = want;
-            peer.outbox.push_back(Outgoing::Message(if want { Message::Interested } else { Message::NotInterested }));
+            peer.outbox.push_back(Outgoing::Message(if want {
+                Message::Interested
+            } else {
+                Message::NotInterested
+            }));
             self.dirty.push(key);
         }
         if want {
@@ -519,7 +555,9 @@ impl Swarm {
 
     fn on_request(&mut self, key: PeerKey, block: BlockRef) -> Result<(), Violation> {
         let count = self.picker.piece_count();
-        let Some(peer) = self.peers.get_mut(&key) else { return Ok(()) };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return Ok(());
+        };
         if block.index >= count
             || block.length == 0
             || block.length > self.config.max_request_len
@@ -528,11 +566,15 @@ impl Swarm {
             return Err(Violation(format!("request out of range: {block:?}")));
         }
         if peer.queued_uploads >= self.config.max_peer_requests {
-            return Err(Violation(format!("more than {} requests queued", self.config.max_peer_requests)));
+            return Err(Violation(format!(
+                "more than {} requests queued",
+                self.config.max_peer_requests
+            )));
         }
         if peer.am_choking || !self.seeding_allowed || !self.have.has(block.index) {
             if peer.fast {
-                peer.outbox.push_back(Outgoing::Message(Message::RejectRequest(block)));
+                peer.outbox
+                    .push_back(Outgoing::Message(Message::RejectRequest(block)));
                 self.dirty.push(key);
             }
             return Ok(());
@@ -543,12 +585,25 @@ impl Swarm {
         Ok(())
     }
 
-    fn on_piece(&mut self, key: PeerKey, index: u32, begin: u32, data: Bytes, now: Instant) -> Result<(), Violation> {
+    fn on_piece(
+        &mut self,
+        key: PeerKey,
+        index: u32,
+        begin: u32,
+        data: Bytes,
+        now: Instant,
+    ) -> Result<(), Violation> {
         if index >= self.picker.piece_count() {
             return Err(Violation(format!("piece {index} out of range")));
         }
-        let Some(peer) = self.peers.get_mut(&key) else { return Ok(()) };
-        let block = BlockRef { index, begin, length: data.len() as u32 };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return Ok(());
+        };
+        let block = BlockRef {
+            index,
+            begin,
+            length: data.len() as u32,
+        };
         if peer.outstanding.remove(&block).is_none() {
             peer.unsolicited += 1;
             if peer.unsolicited > self.config.max_unsolicited {
@@ -560,7 +615,11 @@ impl Swarm {
         peer.snubbed = false;
         let endgame = self.picker.in_endgame();
         match self.picker.on_block(key, index, begin, &data) {
-            BlockOutcome::PieceComplete { index, data, contributors } => {
+            BlockOutcome::PieceComplete {
+                index,
+                data,
+                contributors,
+            } => {
                 self.events.push_back(Event::PieceComplete { index, data });
                 self.contributors.insert(index, contributors);
             }
@@ -570,7 +629,8 @@ impl Swarm {
             // Others were asked for the same block: take the request back.
             for (&other, p) in self.peers.iter_mut() {
                 if other != key && p.outstanding.remove(&block).is_some() {
-                    p.outbox.push_back(Outgoing::Message(Message::Cancel(block)));
+                    p.outbox
+                        .push_back(Outgoing::Message(Message::Cancel(block)));
                     self.dirty.push(other);
                 }
             }
@@ -580,7 +640,9 @@ impl Swarm {
     }
 
     fn fill_requests(&mut self, key: PeerKey, now: Instant) {
-        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
         if !peer.am_interested || (peer.peer_choking && peer.allowed_fast.is_empty()) {
             return;
         }
@@ -593,14 +655,26 @@ impl Swarm {
         let outstanding = &peer.outstanding;
         let allowed_fast = &peer.allowed_fast;
         let allowed_fn = |i: u32| allowed_fast.contains(&i);
-        let allowed: Option<&dyn Fn(u32) -> bool> = if peer.peer_choking { Some(&allowed_fn) } else { None };
-        self.picker.pick(&peer.has, peer.is_seed, want, &|b| outstanding.contains_key(b), allowed, &mut self.scratch);
+        let allowed: Option<&dyn Fn(u32) -> bool> = if peer.peer_choking {
+            Some(&allowed_fn)
+        } else {
+            None
+        };
+        self.picker.pick(
+            &peer.has,
+            peer.is_seed,
+            want,
+            &|b| outstanding.contains_key(b),
+            allowed,
+            &mut self.scratch,
+        );
         if self.scratch.is_empty() {
             return;
         }
         for block in self.scratch.drain(..) {
             peer.outstanding.insert(block, now);
-            peer.outbox.push_back(Outgoing::Message(Message::Request(block)));
+            peer.outbox
+                .push_back(Outgoing::Message(Message::Request(block)));
         }
         self.dirty.push(key);
     }
@@ -611,12 +685,17 @@ impl Swarm {
         self.picker.on_verified(index, ok);
         let contributors = self.contributors.remove(&index).unwrap_or_default();
         if !ok {
+            // A peer that sent the whole bad piece is surely at fault; blame
+            // shared among several counts half, so an honest peer that shared
+            // pieces with a liar is not banned along with it.
+            let weight = if contributors.len() == 1 { 2 } else { 1 };
             for key in contributors {
                 if let Some(peer) = self.peers.get_mut(&key) {
-                    peer.hash_fails += 1;
+                    peer.hash_fails += weight;
                     peer.snubbed = true;
-                    if peer.hash_fails >= self.config.ban_after_hash_fails {
-                        let reason = format!("sent data failing {} hash checks", peer.hash_fails);
+                    if peer.hash_fails >= 2 * self.config.ban_after_hash_fails {
+                        let reason =
+                            format!("sent data failing hash checks (weight {})", peer.hash_fails);
                         self.drop_peer(key, reason, true);
                     }
                 }
@@ -631,11 +710,14 @@ impl Swarm {
         let complete = self.picker.is_complete();
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {
-            let Some(peer) = self.peers.get_mut(&key) else { continue };
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
             if peer.is_seed || peer.has.has(index) {
                 peer.wanted = peer.wanted.saturating_sub(1);
             } else {
-                peer.outbox.push_back(Outgoing::Message(Message::Have(index)));
+                peer.outbox
+                    .push_back(Outgoing::Message(Message::Have(index)));
                 self.dirty.push(key);
             }
             if complete && peer.is_seed {
@@ -658,18 +740,26 @@ impl Swarm {
 
     fn drop_peer(&mut self, key: PeerKey, reason: String, ban: bool) {
         self.remove_peer(key);
-        self.events.push_back(Event::Disconnect { peer: key, reason, ban });
+        self.events.push_back(Event::Disconnect {
+            peer: key,
+            reason,
+            ban,
+        });
     }
 
     fn choke(&mut self, key: PeerKey) {
-        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
         if !peer.am_choking {
             peer.am_choking = true;
             let fast = peer.fast;
             let mut kept = VecDeque::with_capacity(peer.outbox.len());
             for item in peer.outbox.drain(..) {
                 match item {
-                    Outgoing::Block(b) if fast => kept.push_back(Outgoing::Message(Message::RejectRequest(b))),
+                    Outgoing::Block(b) if fast => {
+                        kept.push_back(Outgoing::Message(Message::RejectRequest(b)))
+                    }
                     Outgoing::Block(_) => {}
                     other => kept.push_back(other),
                 }
@@ -682,7 +772,9 @@ impl Swarm {
     }
 
     fn unchoke(&mut self, key: PeerKey) {
-        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
         if peer.am_choking {
             peer.am_choking = false;
             peer.outbox.push_back(Outgoing::Message(Message::Unchoke));
@@ -707,15 +799,27 @@ impl Swarm {
             .peers
             .iter()
             .filter(|(_, p)| p.peer_interested)
-            .map(|(&peer, p)| ChokeCandidate { peer, download_rate: p.down_rate, upload_rate: p.up_rate, unchoked: !p.am_choking })
+            .map(|(&peer, p)| ChokeCandidate {
+                peer,
+                download_rate: p.down_rate,
+                upload_rate: p.up_rate,
+                unchoked: !p.am_choking,
+            })
             .collect();
-        if now.duration_since(self.last_optimistic) >= OPTIMISTIC_INTERVAL || self.optimistic.is_none() {
+        if now.duration_since(self.last_optimistic) >= OPTIMISTIC_INTERVAL
+            || self.optimistic.is_none()
+        {
             let keys: Vec<PeerKey> = candidates.iter().map(|c| c.peer).collect();
             self.optimistic = next_optimistic(&keys, self.optimistic);
             self.last_optimistic = now;
         }
         let chosen = if self.seeding_allowed {
-            choose_unchoked(&candidates, seeding, self.config.upload_slots, self.optimistic)
+            choose_unchoked(
+                &candidates,
+                seeding,
+                self.config.upload_slots,
+                self.optimistic,
+            )
         } else {
             Vec::new()
         };
@@ -738,8 +842,10 @@ impl Swarm {
         let mut timed_out = Vec::new();
         for (&key, peer) in self.peers.iter_mut() {
             if dt > 0.0 {
-                peer.down_rate = RATE_SMOOTHING * peer.down_rate + (1.0 - RATE_SMOOTHING) * peer.down_bytes as f64 / dt;
-                peer.up_rate = RATE_SMOOTHING * peer.up_rate + (1.0 - RATE_SMOOTHING) * peer.up_bytes as f64 / dt;
+                peer.down_rate = RATE_SMOOTHING * peer.down_rate
+                    + (1.0 - RATE_SMOOTHING) * peer.down_bytes as f64 / dt;
+                peer.up_rate = RATE_SMOOTHING * peer.up_rate
+                    + (1.0 - RATE_SMOOTHING) * peer.up_bytes as f64 / dt;
                 peer.down_bytes = 0;
                 peer.up_bytes = 0;
             }

@@ -10,7 +10,14 @@ pub fn our_handshake(listen_port: u16, request_queue: usize) -> Vec<u8> {
         dict.insert(b"p".to_vec(), Owned::Int(listen_port.into()));
     }
     dict.insert(b"reqq".to_vec(), Owned::Int(request_queue as i64));
-    dict.insert(b"v".to_vec(), Owned::Bytes(concat!("capwise ", env!("CARGO_PKG_VERSION")).as_bytes().to_vec()));
+    dict.insert(
+        b"v".to_vec(),
+        Owned::Bytes(
+            concat!("capwise ", env!("CARGO_PKG_VERSION"))
+                .as_bytes()
+                .to_vec(),
+        ),
+    );
     bencode::encode(&Owned::Dict(dict))
 }
 

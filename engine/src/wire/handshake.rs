@@ -23,7 +23,11 @@ impl Handshake {
         let mut reserved = [0u8; 8];
         reserved[5] |= 0x10;
         reserved[7] |= 0x04;
-        Self { reserved, info_hash, peer_id }
+        Self {
+            reserved,
+            info_hash,
+            peer_id,
+        }
     }
     /// BEP 10 support.
     pub fn supports_extensions(&self) -> bool {
@@ -48,7 +52,11 @@ impl Handshake {
         if bytes.len() != HANDSHAKE_LEN || bytes[0] != 19 || &bytes[1..20] != PROTOCOL {
             return Err(WireError::BadHandshake);
         }
-        let mut hs = Self { reserved: [0; 8], info_hash: [0; 20], peer_id: [0; 20] };
+        let mut hs = Self {
+            reserved: [0; 8],
+            info_hash: [0; 20],
+            peer_id: [0; 20],
+        };
         hs.reserved.copy_from_slice(&bytes[20..28]);
         hs.info_hash.copy_from_slice(&bytes[28..48]);
         hs.peer_id.copy_from_slice(&bytes[48..68]);

@@ -116,7 +116,10 @@ pub fn decode(buf: &mut BytesMut, max_len: u32) -> Result<Option<Message>, WireE
         if payload_len == want {
             Ok(())
         } else {
-            Err(WireError::BadLength { id, len: payload_len })
+            Err(WireError::BadLength {
+                id,
+                len: payload_len,
+            })
         }
     };
     // Validate before consuming, so an error leaves nothing half-read.
@@ -124,15 +127,29 @@ pub fn decode(buf: &mut BytesMut, max_len: u32) -> Result<Option<Message>, WireE
         0..=3 | 0x0E | 0x0F => fixed(0)?,
         4 | 0x0D | 0x11 => fixed(4)?,
         6 | 8 | 0x10 => fixed(12)?,
-        7 if payload_len < 8 => return Err(WireError::BadLength { id, len: payload_len }),
+        7 if payload_len < 8 => {
+            return Err(WireError::BadLength {
+                id,
+                len: payload_len,
+            })
+        }
         9 => fixed(2)?,
-        20 if payload_len < 1 => return Err(WireError::BadLength { id, len: payload_len }),
+        20 if payload_len < 1 => {
+            return Err(WireError::BadLength {
+                id,
+                len: payload_len,
+            })
+        }
         5 | 7 | 20 => {}
         other => return Err(WireError::UnknownId(other)),
     }
     buf.advance(5);
     let mut body = buf.split_to(payload_len as usize);
-    let block = |b: &mut BytesMut| BlockRef { index: b.get_u32(), begin: b.get_u32(), length: b.get_u32() };
+    let block = |b: &mut BytesMut| BlockRef {
+        index: b.get_u32(),
+        begin: b.get_u32(),
+        length: b.get_u32(),
+    };
     let msg = match id {
         0 => Message::Choke,
         1 => Message::Unchoke,
@@ -144,7 +161,11 @@ pub fn decode(buf: &mut BytesMut, max_len: u32) -> Result<Option<Message>, WireE
         7 => {
             let index = body.get_u32();
             let begin = body.get_u32();
-            Message::Piece { index, begin, data: body.freeze() }
+            Message::Piece {
+                index,
+                begin,
+                data: body.freeze(),
+            }
         }
         8 => Message::Cancel(block(&mut body)),
         9 => Message::Port(body.get_u16()),
@@ -155,7 +176,10 @@ pub fn decode(buf: &mut BytesMut, max_len: u32) -> Result<Option<Message>, WireE
         0x11 => Message::AllowedFast(body.get_u32()),
         _ => {
             let ext = body.get_u8();
-            Message::Extended { id: ext, payload: body.freeze() }
+            Message::Extended {
+                id: ext,
+                payload: body.freeze(),
+            }
         }
     };
     Ok(Some(msg))
@@ -238,7 +262,11 @@ mod tests {
     use super::*;
 
     fn all_messages() -> Vec<Message> {
-        let b = BlockRef { index: 7, begin: 16384, length: 16384 };
+        let b = BlockRef {
+            index: 7,
+            begin: 16384,
+            length: 16384,
+        };
         vec![
             Message::KeepAlive,
             Message::Choke,
@@ -248,7 +276,11 @@ mod tests {
             Message::Have(42),
             Message::Bitfield(Bytes::from_static(&[0xff, 0x80])),
             Message::Request(b),
-            Message::Piece { index: 1, begin: 0, data: Bytes::from(vec![9u8; 100]) },
+            Message::Piece {
+                index: 1,
+                begin: 0,
+                data: Bytes::from(vec![9u8; 100]),
+            },
             Message::Cancel(b),
             Message::Port(6881),
             Message::SuggestPiece(3),
@@ -256,7 +288,10 @@ mod tests {
             Message::HaveNone,
             Message::RejectRequest(b),
             Message::AllowedFast(5),
-            Message::Extended { id: 0, payload: Bytes::from_static(b"d1:md6:ut_pexi1eee") },
+            Message::Extended {
+                id: 0,
+                payload: Bytes::from_static(b"d1:md6:ut_pexi1eee"),
+            },
         ]
     }
 
@@ -281,27 +316,53 @@ mod tests {
     #[test]
     fn oversized_prefix_refused_before_buffering() {
         let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xf0, 7][..]);
-        assert_eq!(decode(&mut buf, 32 * 1024), Err(WireError::TooLong { len: 0xffff_fff0, max: 32 * 1024 }));
+        assert_eq!(
+            decode(&mut buf, 32 * 1024),
+            Err(WireError::TooLong {
+                len: 0xffff_fff0,
+                max: 32 * 1024
+            })
+        );
         assert!(buf.capacity() < 1 << 20);
     }
 
     #[test]
     fn wrong_fixed_lengths_refused() {
         let mut buf = BytesMut::from(&[0, 0, 0, 3, 4, 0, 0][..]);
-        assert_eq!(decode(&mut buf, 1024), Err(WireError::BadLength { id: 4, len: 2 }));
+        assert_eq!(
+            decode(&mut buf, 1024),
+            Err(WireError::BadLength { id: 4, len: 2 })
+        );
         let mut buf = BytesMut::from(&[0, 0, 0, 1, 99][..]);
         assert_eq!(decode(&mut buf, 1024), Err(WireError::UnknownId(99)));
         let mut buf = BytesMut::from(&[0, 0, 0, 5, 7, 0, 0, 0, 1][..]);
-        assert_eq!(decode(&mut buf, 1024), Err(WireError::BadLength { id: 7, len: 4 }));
+        assert_eq!(
+            decode(&mut buf, 1024),
+            Err(WireError::BadLength { id: 7, len: 4 })
+        );
     }
 
     #[test]
     fn piece_header_matches_full_encoding() {
         let data = Bytes::from(vec![1u8; 10]);
         let mut full = BytesMut::new();
-        encode(&Message::Piece { index: 3, begin: 4, data: data.clone() }, &mut full);
+        encode(
+            &Message::Piece {
+                index: 3,
+                begin: 4,
+                data: data.clone(),
+            },
+            &mut full,
+        );
         let mut split = BytesMut::new();
-        encode_piece_header(&BlockRef { index: 3, begin: 4, length: 10 }, &mut split);
+        encode_piece_header(
+            &BlockRef {
+                index: 3,
+                begin: 4,
+                length: 10,
+            },
+            &mut split,
+        );
         split.put_slice(&data);
         assert_eq!(full, split);
     }

@@ -1,0 +1,269 @@
+//! Swarms talking to each other in memory with a fake clock: every message
+//! goes through the real codec; no sockets, no sleeps.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use capwise_engine::bitfield::Bitfield;
+use capwise_engine::picker::PeerKey;
+use capwise_engine::swarm::{Event, Outgoing, Swarm, SwarmConfig};
+use capwise_engine::wire::{self, Handshake, Message};
+use sha1::{Digest, Sha1};
+
+const PIECE: u64 = 64 * 1024;
+
+struct Node {
+    swarm: Swarm,
+    data: Vec<u8>,
+    /// Flip a byte in every block this node sends.
+    corrupt: bool,
+    /// Link id → our key for the peer on that link.
+    links: HashMap<usize, PeerKey>,
+    banned: Vec<PeerKey>,
+    finished: bool,
+}
+
+fn hashes(data: &[u8]) -> Vec<[u8; 20]> {
+    data.chunks(PIECE as usize)
+        .map(|c| Sha1::digest(c).into())
+        .collect()
+}
+
+fn node(data: Vec<u8>, have: Bitfield, now: Instant) -> Node {
+    let swarm = Swarm::new(PIECE, data.len() as u64, have, SwarmConfig::default(), now);
+    Node {
+        swarm,
+        data,
+        corrupt: false,
+        links: HashMap::new(),
+        banned: Vec::new(),
+        finished: false,
+    }
+}
+
+fn addr(i: usize) -> SocketAddr {
+    format!("127.0.0.{}:6881", i + 1).parse().unwrap()
+}
+
+/// Connect nodes a and b; `link` names the pair.
+fn connect(nodes: &mut [Node], a: usize, b: usize, link: usize, now: Instant) {
+    let hs = Handshake::new([7; 20], [a as u8; 20]);
+    let ka = nodes[a].swarm.add_peer(addr(b), &hs, now);
+    nodes[a].links.insert(link, ka);
+    let kb = nodes[b].swarm.add_peer(addr(a), &hs, now);
+    nodes[b].links.insert(link, kb);
+}
+
+/// Move everything queued on `link` from node `from` to node `to`.
+fn pump(nodes: &mut [Node], from: usize, to: usize, link: usize, now: Instant) -> usize {
+    let (Some(&kf), Some(&kt)) = (nodes[from].links.get(&link), nodes[to].links.get(&link)) else {
+        return 0;
+    };
+    let mut out = Vec::new();
+    nodes[from].swarm.poll_outgoing(kf, now, &mut out);
+    let mut wire_bytes = BytesMut::new();
+    for item in &out {
+        let msg = match item {
+            Outgoing::Message(m) => m.clone(),
+            Outgoing::Block(b) => {
+                let start = b.index as usize * PIECE as usize + b.begin as usize;
+                let mut block = nodes[from].data[start..start + b.length as usize].to_vec();
+                if nodes[from].corrupt {
+                    block[0] ^= 0xff;
+                }
+                nodes[from].swarm.on_payload_sent(kf, b.length as u64);
+                Message::Piece {
+                    index: b.index,
+                    begin: b.begin,
+                    data: Bytes::from(block),
+                }
+            }
+        };
+        wire::encode(&msg, &mut wire_bytes);
+    }
+    let mut moved = 0;
+    while let Some(msg) = wire::decode(&mut wire_bytes, 1 << 20).unwrap() {
+        moved += 1;
+        if nodes[to].swarm.on_message(kt, msg, now).is_err() {
+            nodes[to].swarm.remove_peer(kt);
+            nodes[to].links.remove(&link);
+            return moved;
+        }
+    }
+    moved
+}
+
+fn handle_events(node: &mut Node, expected: &[[u8; 20]], now: Instant) {
+    while let Some(ev) = node.swarm.poll_event() {
+        match ev {
+            Event::PieceComplete { index, data } => {
+                let ok: [u8; 20] = Sha1::digest(&data).into();
+                let ok = ok == expected[index as usize];
+                if ok {
+                    let start = index as usize * PIECE as usize;
+                    node.data[start..start + data.len()].copy_from_slice(&data);
+                }
+                node.swarm.piece_verified(index, ok, now);
+            }
+            Event::Disconnect { peer, ban, .. } => {
+                if ban {
+                    node.banned.push(peer);
+                }
+                node.links.retain(|_, k| *k != peer);
+            }
+            Event::Finished => node.finished = true,
+        }
+    }
+}
+
+fn payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+/// Runs the links until node `leecher` finishes or the step budget runs out.
+fn run(
+    nodes: &mut [Node],
+    links: &[(usize, usize)],
+    leecher: usize,
+    expected: &[[u8; 20]],
+    start: Instant,
+) -> Instant {
+    let mut now = start;
+    for _step in 0..20_000 {
+        let mut moved = 0;
+        for (link, &(a, b)) in links.iter().enumerate() {
+            moved += pump(nodes, a, b, link, now);
+            moved += pump(nodes, b, a, link, now);
+        }
+        for n in nodes.iter_mut() {
+            handle_events(n, expected, now);
+        }
+        if nodes[leecher].finished {
+            return now;
+        }
+        if moved == 0 {
+            now += Duration::from_millis(500);
+            for n in nodes.iter_mut() {
+                n.swarm.tick(now);
+            }
+        }
+    }
+    panic!("leecher did not finish in the step budget");
+}
+
+#[test]
+fn leecher_downloads_everything_from_seeder() {
+    let start = Instant::now();
+    let data = payload(PIECE as usize * 10 + 1234);
+    let expected = hashes(&data);
+    let pieces = expected.len() as u32;
+    let mut nodes = vec![
+        node(data.clone(), Bitfield::full(pieces), start),
+        node(vec![0; data.len()], Bitfield::new(pieces), start),
+    ];
+    connect(&mut nodes, 0, 1, 0, start);
+    let end = run(&mut nodes, &[(0, 1)], 1, &expected, start);
+    assert_eq!(nodes[1].data, data);
+    assert!(nodes[1].swarm.is_complete());
+    assert!(
+        end.duration_since(start) < Duration::from_secs(15),
+        "no waiting on the choker: {:?}",
+        end - start
+    );
+}
+
+#[test]
+fn corrupt_peer_is_banned_and_download_completes_from_honest_one() {
+    let start = Instant::now();
+    let data = payload(PIECE as usize * 64);
+    let expected = hashes(&data);
+    let pieces = expected.len() as u32;
+    let mut nodes = vec![
+        node(data.clone(), Bitfield::full(pieces), start),
+        node(data.clone(), Bitfield::full(pieces), start),
+        node(vec![0; data.len()], Bitfield::new(pieces), start),
+    ];
+    nodes[1].corrupt = true;
+    connect(&mut nodes, 0, 2, 0, start);
+    connect(&mut nodes, 1, 2, 1, start);
+    run(&mut nodes, &[(0, 2), (1, 2)], 2, &expected, start);
+    assert_eq!(nodes[2].data, data);
+    assert_eq!(nodes[2].banned.len(), 1, "the corrupting seeder is banned");
+    assert!(!nodes[2].links.contains_key(&1));
+}
+
+#[test]
+fn seeding_switch_stops_uploads_at_once() {
+    let start = Instant::now();
+    let data = payload(PIECE as usize * 8);
+    let expected = hashes(&data);
+    let pieces = expected.len() as u32;
+    let mut nodes = vec![
+        node(data.clone(), Bitfield::full(pieces), start),
+        node(vec![0; data.len()], Bitfield::new(pieces), start),
+    ];
+    connect(&mut nodes, 0, 1, 0, start);
+    // Handshake traffic and the first requests.
+    for _ in 0..3 {
+        pump(&mut nodes, 0, 1, 0, start);
+        pump(&mut nodes, 1, 0, 0, start);
+    }
+    nodes[0].swarm.set_seeding(false, start);
+    let seeder_key = nodes[0].links[&0];
+    let mut out = Vec::new();
+    nodes[0].swarm.poll_outgoing(seeder_key, start, &mut out);
+    assert!(
+        out.iter().all(|o| !matches!(o, Outgoing::Block(_))),
+        "no block leaves once seeding stops"
+    );
+    assert!(out.contains(&Outgoing::Message(Message::Choke)));
+    for _ in 0..10 {
+        pump(&mut nodes, 1, 0, 0, start);
+        let mut out = Vec::new();
+        nodes[0].swarm.poll_outgoing(seeder_key, start, &mut out);
+        assert!(out.iter().all(|o| !matches!(o, Outgoing::Block(_))));
+    }
+    assert!(expected.len() == 8);
+}
+
+#[test]
+fn protocol_violations_are_reported() {
+    let start = Instant::now();
+    let mut s = Swarm::new(
+        PIECE,
+        PIECE * 4,
+        Bitfield::new(4),
+        SwarmConfig::default(),
+        start,
+    );
+    let k = s.add_peer(addr(1), &Handshake::new([0; 20], [1; 20]), start);
+    assert!(
+        s.on_message(k, Message::Have(4), start).is_err(),
+        "have out of range"
+    );
+    let k = s.add_peer(addr(2), &Handshake::new([0; 20], [2; 20]), start);
+    assert!(
+        s.on_message(k, Message::Bitfield(Bytes::from_static(&[0xf0, 0])), start)
+            .is_err(),
+        "wrong length"
+    );
+    let k = s.add_peer(addr(3), &Handshake::new([0; 20], [3; 20]), start);
+    let big = wire::BlockRef {
+        index: 0,
+        begin: 0,
+        length: 1 << 20,
+    };
+    assert!(
+        s.on_message(k, Message::Request(big), start).is_err(),
+        "oversized request"
+    );
+    let k = s.add_peer(addr(4), &Handshake::new([0; 20], [4; 20]), start);
+    s.on_message(k, Message::Have(1), start).unwrap();
+    assert!(
+        s.on_message(k, Message::Bitfield(Bytes::from_static(&[0xf0])), start)
+            .is_err(),
+        "late bitfield"
+    );
+}
