@@ -24,6 +24,7 @@ pub mod hooks;
 pub mod magnet;
 pub mod metainfo;
 pub mod picker;
+pub mod session;
 pub mod storage;
 pub mod swarm;
 pub mod tracker;

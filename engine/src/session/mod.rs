@@ -1,0 +1,226 @@
+//! The thin tokio layer: sockets, timers and disk around the sans-IO
+//! [`Swarm`](crate::swarm::Swarm).
+//!
+//! One task accepts connections; each torrent has a driver task (ticks,
+//! events, resume data) and an announce task; each peer connection has a
+//! reader and a writer. Shutdown is a broadcast every task listens to; a
+//! semaphore bounds connections across all torrents.
+
+mod announce;
+pub mod classify;
+mod peer;
+mod torrent;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, Semaphore};
+
+pub use classify::SubnetClassifier;
+pub use torrent::{Progress, TorrentHandle, TorrentOptions, TorrentState};
+
+use crate::hooks::{ByteGate, Classifier, Counters, OpenGate, SeedingSwitch};
+use crate::metainfo::Metainfo;
+use crate::swarm::SwarmConfig;
+use crate::wire::{Handshake, HANDSHAKE_LEN};
+use crate::{Error, Result};
+use torrent::TorrentShared;
+
+/// How a session runs; every field has a sensible default.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Where to accept peers; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Connections across all torrents.
+    pub max_connections: usize,
+    /// Connections per torrent.
+    pub max_peers_per_torrent: usize,
+    /// Threads for hashing existing data.
+    pub hash_threads: usize,
+    /// Swarm tunables.
+    pub swarm: SwarmConfig,
+    /// Time allowed for one tracker announce.
+    pub tracker_timeout: Duration,
+    /// Where resume data is kept; none keeps nothing.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:6881".parse().expect("literal address"),
+            max_connections: 200,
+            max_peers_per_torrent: 50,
+            hash_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            swarm: SwarmConfig::default(),
+            tracker_timeout: Duration::from_secs(15),
+            state_dir: None,
+        }
+    }
+}
+
+/// What the policy steers. Cloning shares the same gate, switch and counters.
+#[derive(Clone)]
+pub struct Hooks {
+    /// Awaited before a block is sent or requested.
+    pub gate: Arc<dyn ByteGate>,
+    /// Uploads on or off.
+    pub seeding: SeedingSwitch,
+    /// LAN or WAN for a peer address.
+    pub classifier: Arc<dyn Classifier>,
+    /// Bytes across all torrents.
+    pub counters: Arc<Counters>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Self {
+            gate: Arc::new(OpenGate),
+            seeding: SeedingSwitch::default(),
+            classifier: Arc::new(SubnetClassifier::from_system()),
+            counters: Arc::new(Counters::default()),
+        }
+    }
+}
+
+pub(crate) struct SessionInner {
+    pub(crate) config: SessionConfig,
+    pub(crate) hooks: Hooks,
+    pub(crate) peer_id: [u8; 20],
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) connections: Arc<Semaphore>,
+    pub(crate) shutdown: broadcast::Sender<()>,
+    torrents: Mutex<HashMap<[u8; 20], Arc<TorrentShared>>>,
+}
+
+/// A running engine: a listener and the torrents added to it.
+pub struct Session {
+    inner: Arc<SessionInner>,
+}
+
+fn new_peer_id() -> [u8; 20] {
+    let mut id = *b"-CW0100-000000000000";
+    for b in &mut id[8..] {
+        *b = b"0123456789abcdefghijklmnopqrstuvwxyz"[rand::random::<usize>() % 36];
+    }
+    id
+}
+
+impl Session {
+    /// Bind the listener and start accepting peers.
+    pub async fn start(config: SessionConfig, hooks: Hooks) -> Result<Session> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let (shutdown, _) = broadcast::channel(1);
+        let inner = Arc::new(SessionInner {
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            config,
+            hooks,
+            peer_id: new_peer_id(),
+            local_addr,
+            shutdown,
+            torrents: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(accept_loop(inner.clone(), listener));
+        Ok(Session { inner })
+    }
+
+    /// The address peers reach us at.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Bytes across all torrents.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.inner.hooks.counters.clone()
+    }
+
+    /// Add a torrent whose data lives in (or goes to) `download_dir`: checks
+    /// what is there (trusting resume data where files are unchanged), then
+    /// joins the swarm.
+    pub async fn add_torrent(&self, metainfo: Metainfo, download_dir: PathBuf, options: TorrentOptions) -> Result<TorrentHandle> {
+        let key = metainfo.info_hash.0;
+        if self.inner.torrents.lock().expect("torrents lock").contains_key(&key) {
+            return Err(Error::Io {
+                path: download_dir,
+                source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "torrent already added"),
+            });
+        }
+        let (shared, handle) = TorrentShared::open(self.inner.clone(), metainfo, download_dir, options).await?;
+        self.inner.torrents.lock().expect("torrents lock").insert(key, shared.clone());
+        torrent::spawn_tasks(shared);
+        Ok(handle)
+    }
+
+    /// Stop everything: trackers are told `stopped` (briefly), resume data is
+    /// saved, connections close.
+    pub async fn shutdown(self) {
+        let torrents: Vec<Arc<TorrentShared>> = self.inner.torrents.lock().expect("torrents lock").values().cloned().collect();
+        let _ = self.inner.shutdown.send(());
+        for t in torrents {
+            t.stop().await;
+        }
+    }
+}
+
+async fn accept_loop(inner: Arc<SessionInner>, listener: TcpListener) {
+    let mut shutdown = inner.shutdown.subscribe();
+    loop {
+        let (stream, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.recv() => return,
+        };
+        let Ok(permit) = inner.connections.clone().try_acquire_owned() else {
+            tracing::debug!(%addr, "connection limit reached; refusing peer");
+            continue;
+        };
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            if let Err(e) = accept_peer(inner, stream, addr, permit).await {
+                tracing::debug!(%addr, error = %e, "incoming peer dropped");
+            }
+        });
+    }
+}
+
+async fn read_handshake(stream: &mut TcpStream) -> Result<Handshake> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; HANDSHAKE_LEN];
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))??;
+    Ok(Handshake::decode(&buf)?)
+}
+
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn accept_peer(
+    inner: Arc<SessionInner>,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let theirs = read_handshake(&mut stream).await?;
+    let torrent = inner.torrents.lock().expect("torrents lock").get(&theirs.info_hash).cloned();
+    let Some(torrent) = torrent else {
+        return Err(crate::wire::WireError::BadHandshake.into());
+    };
+    if !torrent.admits(addr) {
+        return Ok(());
+    }
+    stream.write_all(&Handshake::new(theirs.info_hash, inner.peer_id).encode()).await?;
+    peer::run(torrent, stream, addr, theirs, permit).await;
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! One peer connection: dial or accept, then a reader that feeds the swarm
+//! and a writer that sends what the swarm queued, through the byte gates.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::hooks::{Direction, PeerClass};
+use crate::swarm::Outgoing;
+use crate::wire::{self, Handshake, Message, BLOCK_SIZE};
+use crate::Result;
+
+use super::torrent::{PeerLink, TorrentShared};
+use super::{read_handshake, HANDSHAKE_TIMEOUT};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reads this large keep syscalls per block low on a fast link.
+const READ_CHUNK: usize = 256 * 1024;
+/// Flush the write buffer once it holds this much.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// Dial a peer a tracker listed.
+pub(crate) async fn dial(shared: Arc<TorrentShared>, addr: SocketAddr, permit: OwnedSemaphorePermit) -> Result<()> {
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let ours = Handshake::new(shared.info_hash, shared.session.peer_id);
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.write_all(&ours.encode()))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))??;
+    let theirs = read_handshake(&mut stream).await?;
+    if theirs.info_hash != shared.info_hash {
+        return Err(wire::WireError::BadHandshake.into());
+    }
+    run(shared, stream, addr, theirs, permit).await;
+    Ok(())
+}
+
+/// Run a connection whose handshakes are done, until either side ends it.
+pub(crate) async fn run(shared: Arc<TorrentShared>, stream: TcpStream, addr: SocketAddr, theirs: Handshake, _permit: OwnedSemaphorePermit) {
+    if theirs.peer_id == shared.session.peer_id {
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let class = shared.session.hooks.classifier.classify(addr.ip());
+    let link = {
+        let mut links = shared.links.lock().expect("links lock");
+        if links.values().any(|l| l.peer_id == theirs.peer_id) {
+            return;
+        }
+        let mut swarm = shared.lock_swarm();
+        let key = swarm.add_peer(addr, &theirs, Instant::now());
+        let link = Arc::new(PeerLink {
+            addr,
+            peer_id: theirs.peer_id,
+            class,
+            wake: tokio::sync::Notify::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        });
+        links.insert(key, link.clone());
+        drop(links);
+        shared.dispatch(swarm);
+        (key, link)
+    };
+    let (key, link) = link;
+    // Handshake bytes on both sides are protocol overhead.
+    count_overhead(&shared, Direction::Up, class, wire::HANDSHAKE_LEN as u64);
+    count_overhead(&shared, Direction::Down, class, wire::HANDSHAKE_LEN as u64);
+    tracing::debug!(%addr, ?class, "peer connected");
+    let (reader, writer) = stream.into_split();
+    let mut shutdown = shared.session.shutdown.subscribe();
+    let reason = tokio::select! {
+        r = read_loop(&shared, key, &link, reader) => r,
+        r = write_loop(&shared, key, &link, writer) => r,
+        _ = shutdown.recv() => Ok(()),
+    };
+    if let Err(e) = reason {
+        tracing::debug!(%addr, error = %e, "peer connection ended");
+    }
+    shared.links.lock().expect("links lock").remove(&key);
+    let mut swarm = shared.lock_swarm();
+    swarm.remove_peer(key);
+    shared.dispatch(swarm);
+}
+
+fn count_overhead(shared: &TorrentShared, direction: Direction, class: PeerClass, bytes: u64) {
+    shared.counters.add_overhead(direction, class, bytes);
+    shared.session.hooks.counters.add_overhead(direction, class, bytes);
+}
+
+fn count_payload(shared: &TorrentShared, direction: Direction, class: PeerClass, bytes: u64) {
+    shared.counters.add_payload(direction, class, bytes);
+    shared.session.hooks.counters.add_payload(direction, class, bytes);
+}
+
+async fn read_loop(shared: &Arc<TorrentShared>, key: u64, link: &PeerLink, mut reader: OwnedReadHalf) -> Result<()> {
+    // Large enough for the bitfield of the torrent; block payloads are far smaller.
+    let bitfield_len = shared.metainfo.info.piece_count().div_ceil(8) + 1;
+    let max_len = (BLOCK_SIZE * 2 + 13).max(bitfield_len + 16).max(1 << 20);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut messages = Vec::new();
+    loop {
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let n = reader.read_buf(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut payload = 0u64;
+        while let Some(msg) = wire::decode(&mut buf, max_len)? {
+            if let Message::Piece { data, .. } = &msg {
+                payload += data.len() as u64;
+            }
+            messages.push(msg);
+        }
+        count_payload(shared, Direction::Down, link.class, payload);
+        count_overhead(shared, Direction::Down, link.class, (n as u64).saturating_sub(payload));
+        if messages.is_empty() {
+            continue;
+        }
+        let now = Instant::now();
+        let mut swarm = shared.lock_swarm();
+        for msg in messages.drain(..) {
+            if let Err(violation) = swarm.on_message(key, msg, now) {
+                drop(swarm);
+                tracing::info!(addr = %link.addr, %violation, "peer broke the protocol");
+                return Ok(());
+            }
+        }
+        shared.dispatch(swarm);
+        if link.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+    }
+}
+
+async fn write_loop(shared: &Arc<TorrentShared>, key: u64, link: &PeerLink, mut writer: OwnedWriteHalf) -> Result<()> {
+    let hooks = &shared.session.hooks;
+    let mut items = Vec::new();
+    let mut out = BytesMut::with_capacity(WRITE_BATCH + 64 * 1024);
+    loop {
+        link.wake.notified().await;
+        if link.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        shared.lock_swarm().poll_outgoing(key, Instant::now(), &mut items);
+        let mut sent_payload = 0u64;
+        for item in items.drain(..) {
+            match item {
+                Outgoing::Message(msg) => {
+                    if let Message::Request(block) = &msg {
+                        hooks.gate.acquire(Direction::Down, link.class, block.length as u64).await;
+                    }
+                    let before = out.len();
+                    wire::encode(&msg, &mut out);
+                    count_overhead(shared, Direction::Up, link.class, (out.len() - before) as u64);
+                }
+                Outgoing::Block(block) => {
+                    if !hooks.seeding.is_on() {
+                        continue;
+                    }
+                    hooks.gate.acquire(Direction::Up, link.class, block.length as u64).await;
+                    // The switch may have flipped while we waited for the gate.
+                    if !hooks.seeding.is_on() || link.closed.load(Ordering::Acquire) {
+                        continue;
+                    }
+                    let start = out.len();
+                    wire::encode_piece_header(&block, &mut out);
+                    let data_at = out.len();
+                    out.resize(data_at + block.length as usize, 0);
+                    if let Err(e) = shared.storage.read_block(block.index, block.begin, &mut out[data_at..]) {
+                        // Never serve what is not on disk: forget the piece.
+                        tracing::warn!(piece = block.index, error = %e, "piece unreadable; re-checking it");
+                        out.truncate(start);
+                        let mut swarm = shared.lock_swarm();
+                        swarm.piece_lost(block.index);
+                        drop(swarm);
+                        continue;
+                    }
+                    count_overhead(shared, Direction::Up, link.class, (data_at - start) as u64);
+                    count_payload(shared, Direction::Up, link.class, block.length as u64);
+                    sent_payload += block.length as u64;
+                }
+            }
+            if out.len() >= WRITE_BATCH {
+                writer.write_all(&out).await?;
+                out.clear();
+            }
+        }
+        if !out.is_empty() {
+            writer.write_all(&out).await?;
+            out.clear();
+        }
+        if sent_payload > 0 {
+            shared.lock_swarm().on_payload_sent(key, sent_payload);
+        }
+    }
+}
