@@ -178,14 +178,22 @@ pub(crate) fn parse_compact(
     out: &mut Vec<SocketAddr>,
     what: &str,
 ) -> Result<(), TrackerError> {
-    if bytes.len() % entry != 0 {
+    // `chunks_exact` would panic on 0; callers pass 6 or 18.
+    if entry < 2 {
+        return Err(TrackerError::Malformed(format!(
+            "bad compact entry size {entry}"
+        )));
+    }
+    let chunks = bytes.chunks_exact(entry);
+    // (A remainder check rather than `%` keeps clippy and the MSRV happy.)
+    if !chunks.remainder().is_empty() {
         return Err(TrackerError::Malformed(format!(
             "`{what}` is {} bytes, not a multiple of {entry}",
             bytes.len()
         )));
     }
-    out.reserve(bytes.len() / entry);
-    for chunk in bytes.chunks_exact(entry) {
+    out.reserve(chunks.len());
+    for chunk in chunks {
         let (ip, port) = chunk.split_at(entry - 2);
         let port = u16::from_be_bytes([port[0], port[1]]);
         let ip = match <[u8; 4]>::try_from(ip) {
@@ -249,6 +257,10 @@ fn client() -> Result<&'static reqwest::Client, TrackerError> {
         .get_or_init(|| {
             reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+                // No keep-alive pool: announces to one tracker are minutes
+                // apart, and trackers (opentracker among them) close idle
+                // connections, so a pooled one tends to be reset mid-request.
+                .pool_max_idle_per_host(0)
                 .user_agent(concat!("capwise/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|e| e.to_string())
@@ -491,7 +503,7 @@ mod tests {
     #[test]
     fn deep_nesting_is_rejected_not_overflowed() {
         let mut body = vec![b'l'; 100_000];
-        body.extend(std::iter::repeat(b'e').take(100_000));
+        body.extend_from_slice(&[b'e'; 100_000]);
         assert!(matches!(
             parse_response(&body),
             Err(TrackerError::Malformed(_))
