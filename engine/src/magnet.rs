@@ -152,6 +152,18 @@ impl Magnet {
     }
 }
 
+impl From<&crate::metainfo::Metainfo> for Magnet {
+    /// The magnet link for a torrent: its hash, name, length and trackers.
+    fn from(m: &crate::metainfo::Metainfo) -> Self {
+        Magnet {
+            info_hash: m.info_hash,
+            display_name: Some(m.info.name.clone()),
+            trackers: m.tracker_urls().into_iter().map(str::to_owned).collect(),
+            exact_length: Some(m.info.total_length),
+        }
+    }
+}
+
 impl std::fmt::Display for Magnet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.to_uri())

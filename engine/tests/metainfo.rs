@@ -765,20 +765,25 @@ fn create_refuses_empty_and_unsafe_trees() {
     assert!(err.to_string().contains("piece length"), "{err}");
 }
 
-/// Hashes 64 MiB and prints the throughput; a smoke check that hashing runs
-/// in parallel and is not pathologically slow even in a debug build.
+/// Hashes 64 MiB (or `CAPWISE_HASH_BENCH_MIB`) and prints the throughput; a
+/// smoke check that hashing runs in parallel and is not pathologically slow.
 #[test]
 fn create_hashing_throughput() {
+    let mib: u64 = std::env::var("CAPWISE_HASH_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("bulk");
     std::fs::create_dir_all(&dir).unwrap();
     let block = pseudo_random(1 << 20, 7);
-    for f in 0..4 {
+    let files = mib.div_ceil(16);
+    for f in 0..files {
         let mut content = Vec::with_capacity(16 << 20);
-        for i in 0..16u8 {
-            content.extend(block.iter().map(|b| b ^ i ^ f));
+        for i in 0..16.min(mib - f * 16) {
+            content.extend(block.iter().map(|b| b ^ i as u8 ^ f as u8));
         }
-        std::fs::write(dir.join(format!("part{f}")), content).unwrap();
+        std::fs::write(dir.join(format!("part{f:04}")), content).unwrap();
     }
     let started = std::time::Instant::now();
     let bytes = create_torrent(&CreateOptions {
@@ -788,10 +793,10 @@ fn create_hashing_throughput() {
     .unwrap();
     let elapsed = started.elapsed();
     let m = Metainfo::from_bytes(&bytes).unwrap();
-    assert_eq!(m.info.total_length, 64 << 20);
+    assert_eq!(m.info.total_length, mib << 20);
     println!(
-        "hashed 64 MiB in {elapsed:?} ({:.0} MB/s), {} pieces of {} bytes",
-        64.0 * 1.048576 / elapsed.as_secs_f64(),
+        "hashed {mib} MiB in {elapsed:?} ({:.0} MB/s), {} pieces of {} bytes",
+        mib as f64 * 1.048576 / elapsed.as_secs_f64(),
         m.piece_count(),
         m.info.piece_length
     );
@@ -825,4 +830,16 @@ proptest! {
         bytes.truncate(keep.max(bytes.len() / 2));
         let _ = Metainfo::from_bytes(&bytes);
     }
+}
+
+#[test]
+fn magnet_from_torrent_round_trips() {
+    use capwise_engine::magnet::Magnet;
+    let m = Metainfo::from_bytes(&valid_single()).unwrap();
+    let magnet = Magnet::from(&m);
+    let parsed = Magnet::parse(&magnet.to_uri()).unwrap();
+    assert_eq!(parsed.info_hash, m.info_hash);
+    assert_eq!(parsed.display_name.as_deref(), Some("file.bin"));
+    assert_eq!(parsed.trackers, vec!["http://tracker.example/announce"]);
+    assert_eq!(parsed.exact_length, Some(40_000));
 }
