@@ -79,8 +79,8 @@ enum Expect {
 /// Every fixture: file name, bytes, expectation.
 fn fixtures() -> Vec<(&'static str, Vec<u8>, Expect)> {
     use Expect::*;
-    let mut deep = vec![b'l'; 100_000];
-    deep.extend(vec![b'e'; 100_000]);
+    // 100,000 nested lists; the decoder must stop at MAX_DEPTH, not recurse.
+    let deep = vec![b'l'; 100_000];
     let valid = valid_single();
     let mut trailing = valid.clone();
     trailing.extend_from_slice(b"garbage");
