@@ -9,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 use capwise_engine::bitfield::Bitfield;
 use capwise_engine::metainfo::{FileEntry, Info};
 use capwise_engine::storage::{
-    load_resume, recheck_plan, resume_check, save_resume, ResumeData, Storage, StorageError,
+    load_resume, recheck_plan, resume_check, save_resume, Allocation, ResumeData, Storage,
+    StorageError,
 };
 use capwise_engine::Error;
 use sha1::{Digest, Sha1};
@@ -142,17 +143,21 @@ fn bad_requests_are_refused() {
 
 #[test]
 fn existing_files_are_grown_never_truncated() {
-    let dir = tempfile::tempdir().unwrap();
-    let (info, _) = torrent(FILES, PL, 1);
-    fs::create_dir_all(dir.path().join("t/sub")).unwrap();
-    fs::write(dir.path().join("t/a"), vec![7u8; 12_000]).unwrap(); // longer than 10_000
-    fs::write(dir.path().join("t/b"), b"xyz").unwrap(); // shorter than 3_000
-    let s = Storage::open(&info, dir.path()).unwrap();
-    assert_eq!(fs::read(dir.path().join("t/a")).unwrap(), vec![7u8; 12_000]);
-    let b = fs::read(dir.path().join("t/b")).unwrap();
-    assert_eq!(b.len(), 3_000);
-    assert_eq!(&b[..3], b"xyz");
-    drop(s);
+    for allocation in [Allocation::Sparse, Allocation::Full] {
+        let dir = tempfile::tempdir().unwrap();
+        let (info, data) = torrent(FILES, PL, 1);
+        fs::create_dir_all(dir.path().join("t/sub")).unwrap();
+        fs::write(dir.path().join("t/a"), vec![7u8; 12_000]).unwrap(); // longer than 10_000
+        fs::write(dir.path().join("t/b"), b"xyz").unwrap(); // shorter than 3_000
+        let s = Storage::open_allocated(&info, dir.path(), allocation).unwrap();
+        assert_eq!(fs::read(dir.path().join("t/a")).unwrap(), vec![7u8; 12_000]);
+        let b = fs::read(dir.path().join("t/b")).unwrap();
+        assert_eq!(b.len(), 3_000, "{allocation:?}");
+        assert_eq!(&b[..3], b"xyz");
+        assert_eq!(fs::metadata(dir.path().join("t/e")).unwrap().len(), 40_000);
+        s.write_piece(3, piece(&data, 3)).unwrap();
+        assert_eq!(bits(&s.verify_all(2).unwrap()), vec![3]);
+    }
 }
 
 #[test]
@@ -452,7 +457,6 @@ fn size_change_counts_as_change() {
 fn verify_throughput_256_mib() {
     const SIZE: u64 = 256 << 20;
     const PIECE: u64 = 256 << 10;
-    let dir = tempfile::tempdir().unwrap();
     let chunk: Vec<u8> = (0..PIECE).map(|i| (i * 7 % 251) as u8).collect();
     let count = (SIZE / PIECE) as usize;
     let mut hashes = Vec::with_capacity(count);
@@ -474,15 +478,24 @@ fn verify_throughput_256_mib() {
         total_length: SIZE,
         private: false,
     };
-    let s = Storage::open(&info, dir.path()).unwrap();
-    let mut p = chunk.clone();
-    let t = Instant::now();
-    for i in 0..count {
-        p[..4].copy_from_slice(&(i as u32).to_le_bytes());
-        s.write_piece(i as u32, &p).unwrap();
-    }
     let mbps = |d: Duration| SIZE as f64 / 1e6 / d.as_secs_f64();
-    println!("write_piece 256 MiB: {:.0} MB/s", mbps(t.elapsed()));
+    let mut p = chunk.clone();
+    let mut s = None;
+    for allocation in [Allocation::Sparse, Allocation::Full] {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Instant::now();
+        let st = Storage::open_allocated(&info, dir.path(), allocation).unwrap();
+        for i in 0..count {
+            p[..4].copy_from_slice(&(i as u32).to_le_bytes());
+            st.write_piece(i as u32, &p).unwrap();
+        }
+        println!(
+            "open + write_piece 256 MiB, {allocation:?}: {:.0} MB/s",
+            mbps(t.elapsed())
+        );
+        s = Some((st, dir));
+    }
+    let (s, _dir) = s.unwrap();
     for threads in [1, 2] {
         let t = Instant::now();
         let have = s.verify_all(threads).unwrap();
