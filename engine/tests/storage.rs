@@ -507,3 +507,19 @@ fn verify_throughput_256_mib() {
         );
     }
 }
+
+#[test]
+fn reopening_keeps_stamps_so_resume_stays_valid() {
+    for allocation in [Allocation::Sparse, Allocation::Full] {
+        let dir = tempfile::tempdir().unwrap();
+        let (info, data) = torrent(FILES, PL, 7);
+        let s = Storage::open_allocated(&info, dir.path(), allocation).unwrap();
+        s.write_piece(1, piece(&data, 1)).unwrap();
+        s.sync_all().unwrap();
+        let before = s.stamps().unwrap();
+        drop(s);
+        std::thread::sleep(Duration::from_millis(20));
+        let s = Storage::open_allocated(&info, dir.path(), allocation).unwrap();
+        assert_eq!(s.stamps().unwrap(), before, "{allocation:?}");
+    }
+}

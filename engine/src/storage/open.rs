@@ -102,7 +102,11 @@ pub(super) fn open_file(
 /// Makes `file` at least `length` bytes long. Only ever grows: a longer file
 /// may hold someone's data past our end.
 fn grow(file: &File, current: u64, length: u64, allocation: Allocation) -> io::Result<()> {
-    if allocation == Allocation::Full && length > 0 {
+    if current >= length {
+        // Even a no-op fallocate bumps mtime, which would void resume data.
+        return Ok(());
+    }
+    if allocation == Allocation::Full {
         // Allocates only the holes; existing data is kept, size never shrinks.
         match rustix::fs::fallocate(file, FallocateFlags::empty(), 0, length) {
             Ok(()) => return Ok(()),
@@ -111,10 +115,7 @@ fn grow(file: &File, current: u64, length: u64, allocation: Allocation) -> io::R
             Err(e) => return Err(e.into()),
         }
     }
-    if current < length {
-        file.set_len(length)?;
-    }
-    Ok(())
+    file.set_len(length)
 }
 
 /// Opens directory `name` under `at`, creating it if allowed.
