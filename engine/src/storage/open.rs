@@ -11,10 +11,10 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FallocateFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::{io_err, StorageError};
+use super::{io_err, Allocation, StorageError};
 use crate::Error;
 
 /// Whether to create what is missing.
@@ -53,6 +53,7 @@ pub(super) fn open_file(
     components: &[String],
     length: u64,
     access: Access,
+    allocation: Allocation,
 ) -> Result<Option<File>, Error> {
     let mut path = root_path.to_path_buf();
     let Some((name, dirs)) = components.split_last() else {
@@ -92,11 +93,29 @@ pub(super) fn open_file(
     if !meta.is_file() {
         return Err(io_err(&path, StorageError::NotAFile.into()));
     }
-    // Only ever grow: a longer file may hold someone's data past our end.
-    if access == Access::Create && meta.len() < length {
-        file.set_len(length).map_err(|e| io_err(&path, e))?;
+    if access == Access::Create {
+        grow(&file, meta.len(), length, allocation).map_err(|e| io_err(&path, e))?;
     }
     Ok(Some(file))
+}
+
+/// Makes `file` at least `length` bytes long. Only ever grows: a longer file
+/// may hold someone's data past our end.
+fn grow(file: &File, current: u64, length: u64, allocation: Allocation) -> io::Result<()> {
+    if current >= length {
+        // Even a no-op fallocate bumps mtime, which would void resume data.
+        return Ok(());
+    }
+    if allocation == Allocation::Full {
+        // Allocates only the holes; existing data is kept, size never shrinks.
+        match rustix::fs::fallocate(file, FallocateFlags::empty(), 0, length) {
+            Ok(()) => return Ok(()),
+            // Not every file system can; sparse is the fallback, not a failure.
+            Err(Errno::OPNOTSUPP | Errno::NOSYS) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    file.set_len(length)
 }
 
 /// Opens directory `name` under `at`, creating it if allowed.
