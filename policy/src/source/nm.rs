@@ -1,0 +1,1 @@
+//! NetworkManager over D-Bus (placeholder until the zbus client lands).
