@@ -182,11 +182,10 @@ pub fn decide(input: &DecisionInput<'_>, now: Timestamp) -> Decision {
         );
         d.counts_against_budget = false;
         d
-    } else if let Some(b) = input
+    } else if input
         .budget
-        .filter(|b| b.link_used >= b.budget.agent_limit())
+        .is_some_and(|b| b.link_used >= b.budget.agent_limit())
     {
-        let _ = b;
         uniform(
             Suspended,
             false,
@@ -209,8 +208,6 @@ pub fn decide(input: &DecisionInput<'_>, now: Timestamp) -> Decision {
         }
         let background_allowed = !metered || settings.background_on_metered;
         let (reason, explanation) = if near {
-            let b = input.budget.map(|b| b.budget.cap_bytes).unwrap_or(0);
-            let _ = b;
             (
                 Reason::NearCap,
                 format!(
