@@ -1,0 +1,562 @@
+//! The decision: a pure function of (network, budget state, schedule,
+//! settings, now) giving the allowance for each direction and peer class,
+//! and a sentence saying why.
+
+use std::fmt::Write as _;
+
+use crate::budget::Budget;
+use crate::network::Network;
+use crate::schedule::{Rule, Schedule};
+use crate::time::{to_local, ShortDate, Timestamp};
+use crate::units::{HumanBytes, HumanRate};
+
+/// How much may flow in one direction to one class of peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowance {
+    /// No limit.
+    Unlimited,
+    /// At most this many bytes per second (never 0: that is `Suspended`).
+    Rate(u64),
+    /// Nothing at all: zero, not a trickle.
+    Suspended,
+}
+
+impl Allowance {
+    /// The tighter of two allowances.
+    pub fn min(self, other: Allowance) -> Allowance {
+        use Allowance::*;
+        match (self, other) {
+            (Suspended, _) | (_, Suspended) => Suspended,
+            (Unlimited, x) | (x, Unlimited) => x,
+            (Rate(a), Rate(b)) => Rate(a.min(b)),
+        }
+    }
+
+    /// A rate, with 0 meaning suspended.
+    pub fn rate(bytes_per_second: u64) -> Allowance {
+        if bytes_per_second == 0 {
+            Allowance::Suspended
+        } else {
+            Allowance::Rate(bytes_per_second)
+        }
+    }
+}
+
+/// The user's settings; [`Settings::default`] is the zero-configuration
+/// behaviour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Seed to WAN peers on metered networks (default: no).
+    pub upload_on_metered: bool,
+    /// Let background torrents run on metered networks (default: no).
+    pub background_on_metered: bool,
+    /// Download rate cap on metered networks; `None` = unlimited (default).
+    pub metered_download_rate: Option<u64>,
+    /// Percent of the cap at which downloads are throttled (default 80).
+    pub near_cap_percent: u8,
+    /// Download rate when near the cap (default 64 kB/s).
+    pub near_cap_download_rate: u64,
+    /// Suspend everything while roaming (default: yes).
+    pub suspend_when_roaming: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            upload_on_metered: false,
+            background_on_metered: false,
+            metered_download_rate: None,
+            near_cap_percent: 80,
+            near_cap_download_rate: 64_000,
+            suspend_when_roaming: true,
+        }
+    }
+}
+
+/// Where a capped network stands in its period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetState {
+    /// The budget.
+    pub budget: Budget,
+    /// Counted bytes the agent used this period.
+    pub agent_used: u64,
+    /// Counted bytes the whole link used this period (≥ `agent_used`).
+    pub link_used: u64,
+    /// When the period ends (the budget resets).
+    pub resets_at: Timestamp,
+}
+
+/// Everything the decision depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionInput<'a> {
+    /// The current uplink (user override already applied), `None` if offline.
+    pub network: Option<&'a Network>,
+    /// The budget, if the network has one.
+    pub budget: Option<&'a BudgetState>,
+    /// The network's schedule.
+    pub schedule: Option<&'a Schedule>,
+    /// The user's settings.
+    pub settings: &'a Settings,
+}
+
+/// Why the allowances are what they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// No uplink.
+    Offline,
+    /// Roaming: everything waits.
+    Roaming,
+    /// A schedule window pauses traffic.
+    SchedulePause,
+    /// A schedule window makes traffic free.
+    ScheduleFree,
+    /// The link reached cap − reserve.
+    AtCap,
+    /// The link passed the near-cap threshold.
+    NearCap,
+    /// Metered: no seeding to WAN peers, background waits.
+    Metered,
+    /// Unmetered (or within budget on an unmetered link): no limits.
+    Unmetered,
+}
+
+/// The outcome: allowances per direction and peer class, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Downloads from WAN peers.
+    pub down_wan: Allowance,
+    /// Downloads from LAN peers.
+    pub down_lan: Allowance,
+    /// Uploads to WAN peers.
+    pub up_wan: Allowance,
+    /// Uploads to LAN peers.
+    pub up_lan: Allowance,
+    /// Whether background (not user-requested) torrents may run.
+    pub background_allowed: bool,
+    /// Whether traffic now counts against the budget (false in free windows).
+    pub counts_against_budget: bool,
+    /// The main reason.
+    pub reason: Reason,
+    /// One sentence for a person.
+    pub explanation: String,
+}
+
+/// Decides the allowances at `now`. Pure: same input, same answer.
+pub fn decide(input: &DecisionInput<'_>, now: Timestamp) -> Decision {
+    use Allowance::*;
+    let settings = input.settings;
+    let Some(network) = input.network else {
+        return uniform(
+            Suspended,
+            false,
+            Reason::Offline,
+            "Paused: no network connection.".into(),
+        );
+    };
+    let name = network.display_name();
+    let (metered_value, metered_source) = network.effective_metered();
+    let metered = metered_value.counts_as_metered();
+    let budget_note = input.budget.map(budget_sentence).unwrap_or_default();
+    let window = input.schedule.and_then(|s| s.active_at(now));
+
+    let mut d = if network.is_roaming() && settings.suspend_when_roaming {
+        uniform(
+            Suspended,
+            false,
+            Reason::Roaming,
+            format!("Paused: '{name}' is roaming{budget_note}."),
+        )
+    } else if window.map(|w| w.rule) == Some(Rule::Pause) {
+        uniform(
+            Suspended,
+            false,
+            Reason::SchedulePause,
+            format!("Paused by the schedule on '{name}'{budget_note}."),
+        )
+    } else if window.map(|w| w.rule) == Some(Rule::Free) {
+        let mut d = uniform(
+            Unlimited,
+            true,
+            Reason::ScheduleFree,
+            format!("No limits: free time on '{name}' by the schedule{budget_note}."),
+        );
+        d.counts_against_budget = false;
+        d
+    } else if input
+        .budget
+        .is_some_and(|b| b.link_used >= b.budget.agent_limit())
+    {
+        uniform(
+            Suspended,
+            false,
+            Reason::AtCap,
+            format!("Paused: '{name}' reached its limit, keeping the rest for you{budget_note}."),
+        )
+    } else {
+        let near = input.budget.is_some_and(|b| is_near_cap(b, settings));
+        let up_wan = if metered && !settings.upload_on_metered {
+            Suspended
+        } else {
+            Unlimited
+        };
+        let mut down_wan = match (metered, settings.metered_download_rate) {
+            (true, Some(rate)) => Allowance::rate(rate),
+            _ => Unlimited,
+        };
+        if near {
+            down_wan = down_wan.min(Allowance::rate(settings.near_cap_download_rate));
+        }
+        let background_allowed = !metered || settings.background_on_metered;
+        let (reason, explanation) = if near {
+            (
+                Reason::NearCap,
+                format!(
+                    "Downloads slowed to {}{}: '{name}' is near its limit{budget_note}.",
+                    HumanRate(settings.near_cap_download_rate),
+                    if up_wan == Suspended {
+                        " and seeding paused"
+                    } else {
+                        ""
+                    },
+                ),
+            )
+        } else if metered {
+            let mut s = String::new();
+            if up_wan == Suspended {
+                s.push_str("Seeding paused");
+                if !background_allowed {
+                    s.push_str(" and background downloads wait");
+                }
+            } else {
+                s.push_str("Limited");
+            }
+            let _ = write!(
+                s,
+                ": '{name}' is metered ({}){budget_note}.",
+                metered_source.says_so()
+            );
+            (Reason::Metered, s)
+        } else {
+            (
+                Reason::Unmetered,
+                format!("No limits: '{name}' is not metered{budget_note}."),
+            )
+        };
+        Decision {
+            down_wan,
+            down_lan: Unlimited,
+            up_wan,
+            up_lan: Unlimited,
+            background_allowed,
+            counts_against_budget: true,
+            reason,
+            explanation,
+        }
+    };
+
+    if let Some(Rule::Limit { down, up }) = window.map(|w| w.rule) {
+        if let Some(rate) = down {
+            d.down_wan = d.down_wan.min(Allowance::rate(rate));
+        }
+        if let Some(rate) = up {
+            d.up_wan = d.up_wan.min(Allowance::rate(rate));
+        }
+        d.explanation.pop();
+        d.explanation
+            .push_str("; the schedule limits the rate now.");
+    }
+
+    // LAN peers cost nothing, unless they are reached through a VPN, where
+    // they cost what the WAN costs. Roaming and offline suspend them too
+    // (uniform() already did).
+    if network.through_vpn() {
+        d.down_lan = d.down_wan;
+        d.up_lan = d.up_wan;
+    } else if !matches!(d.reason, Reason::Roaming | Reason::SchedulePause) {
+        d.down_lan = Unlimited;
+        d.up_lan = Unlimited;
+    }
+    d
+}
+
+fn is_near_cap(state: &BudgetState, settings: &Settings) -> bool {
+    let threshold =
+        state.budget.cap_bytes as u128 * settings.near_cap_percent.min(100) as u128 / 100;
+    state.link_used as u128 >= threshold
+}
+
+/// "; 1.2 GB of 5 GB used, resets 5 Dec" (with others' share when any).
+fn budget_sentence(state: &BudgetState) -> String {
+    let reset_day = to_local(state.resets_at, state.budget.utc_offset).date;
+    let others = state.link_used.saturating_sub(state.agent_used);
+    let mut s = format!(
+        "; {} of {} used",
+        HumanBytes(state.link_used),
+        HumanBytes(state.budget.cap_bytes)
+    );
+    if others > 0 {
+        let _ = write!(
+            s,
+            " ({} by capwise, {} by other programs)",
+            HumanBytes(state.agent_used),
+            HumanBytes(others)
+        );
+    }
+    let _ = write!(s, ", resets {}", ShortDate(reset_day));
+    s
+}
+
+fn uniform(
+    allowance: Allowance,
+    background: bool,
+    reason: Reason,
+    explanation: String,
+) -> Decision {
+    Decision {
+        down_wan: allowance,
+        down_lan: allowance,
+        up_wan: allowance,
+        up_lan: allowance,
+        background_allowed: background,
+        counts_against_budget: true,
+        reason,
+        explanation,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::{Metered, MeteredSource, NetworkId, NetworkKind};
+    use crate::schedule::{Days, Window};
+    use crate::time::{days_from_civil, UtcOffset};
+    use Allowance::*;
+
+    fn at(y: i32, m: u32, d: u32, h: i64) -> Timestamp {
+        Timestamp(days_from_civil(y, m, d) * 86_400 + h * 3600)
+    }
+
+    fn hotspot(metered: Metered) -> Network {
+        Network {
+            id: NetworkId::new("uuid"),
+            name: "Pixel hotspot".into(),
+            kind: NetworkKind::Wifi,
+            metered,
+            metered_source: MeteredSource::NetworkManager,
+            ..Network::default()
+        }
+    }
+
+    fn state(used: u64, others: u64) -> BudgetState {
+        let budget = Budget::monthly(5_000_000_000, 5, UtcOffset::UTC);
+        BudgetState {
+            budget,
+            agent_used: used,
+            link_used: used + others,
+            resets_at: budget.bounds(at(2024, 11, 20, 12)).1,
+        }
+    }
+
+    fn run(
+        net: &Network,
+        budget: Option<&BudgetState>,
+        schedule: Option<&Schedule>,
+        now: Timestamp,
+    ) -> Decision {
+        let settings = Settings::default();
+        decide(
+            &DecisionInput {
+                network: Some(net),
+                budget,
+                schedule,
+                settings: &settings,
+            },
+            now,
+        )
+    }
+
+    #[test]
+    fn unmetered_means_no_limits() {
+        let d = run(&hotspot(Metered::No), None, None, at(2024, 11, 20, 12));
+        assert_eq!(
+            (d.down_wan, d.up_wan, d.down_lan, d.up_lan),
+            (Unlimited, Unlimited, Unlimited, Unlimited)
+        );
+        assert!(d.background_allowed);
+        assert_eq!(d.reason, Reason::Unmetered);
+        assert_eq!(d.explanation, "No limits: 'Pixel hotspot' is not metered.");
+    }
+
+    #[test]
+    fn metered_pauses_seeding_and_background_with_a_sentence() {
+        let s = state(1_200_000_000, 0);
+        let d = run(
+            &hotspot(Metered::GuessYes),
+            Some(&s),
+            None,
+            at(2024, 11, 20, 12),
+        );
+        assert_eq!(d.up_wan, Suspended);
+        assert_eq!(d.down_wan, Unlimited, "downloads the user asked for go on");
+        assert_eq!(
+            (d.down_lan, d.up_lan),
+            (Unlimited, Unlimited),
+            "LAN is exempt"
+        );
+        assert!(!d.background_allowed);
+        assert_eq!(d.reason, Reason::Metered);
+        assert_eq!(
+            d.explanation,
+            "Seeding paused and background downloads wait: 'Pixel hotspot' is metered \
+             (NetworkManager says so); 1.2 GB of 5 GB used, resets 5 Dec."
+        );
+    }
+
+    #[test]
+    fn near_cap_throttles_downloads_counting_other_programs() {
+        // 3 GB by capwise + 1 GB by others = 80% of 5 GB.
+        let s = state(3_000_000_000, 1_000_000_000);
+        let d = run(&hotspot(Metered::Yes), Some(&s), None, at(2024, 11, 20, 12));
+        assert_eq!(d.reason, Reason::NearCap);
+        assert_eq!(d.down_wan, Rate(64_000));
+        assert_eq!(d.up_wan, Suspended);
+        assert!(
+            d.explanation
+                .contains("3 GB by capwise, 1 GB by other programs"),
+            "{}",
+            d.explanation
+        );
+        let below = state(3_000_000_000, 999_999_999);
+        assert_eq!(
+            run(
+                &hotspot(Metered::Yes),
+                Some(&below),
+                None,
+                at(2024, 11, 20, 12)
+            )
+            .reason,
+            Reason::Metered
+        );
+    }
+
+    #[test]
+    fn at_cap_minus_reserve_suspends_all_wan_even_unmetered() {
+        let s = state(4_500_000_000, 0);
+        let d = run(&hotspot(Metered::No), Some(&s), None, at(2024, 11, 20, 12));
+        assert_eq!(d.reason, Reason::AtCap);
+        assert_eq!((d.down_wan, d.up_wan), (Suspended, Suspended));
+        assert_eq!((d.down_lan, d.up_lan), (Unlimited, Unlimited));
+    }
+
+    #[test]
+    fn roaming_suspends_everything() {
+        let mut n = hotspot(Metered::No);
+        n.roaming = true;
+        let d = run(&n, None, None, at(2024, 11, 20, 12));
+        assert_eq!(d.reason, Reason::Roaming);
+        assert_eq!(
+            (d.down_wan, d.up_wan, d.down_lan, d.up_lan),
+            (Suspended, Suspended, Suspended, Suspended)
+        );
+    }
+
+    #[test]
+    fn lan_through_a_vpn_costs_like_wan() {
+        let mut vpn = hotspot(Metered::Unknown);
+        vpn.kind = NetworkKind::Vpn;
+        vpn.underlying = Some(Box::new(hotspot(Metered::Yes)));
+        let d = run(&vpn, None, None, at(2024, 11, 20, 12));
+        assert_eq!(d.reason, Reason::Metered);
+        assert_eq!(d.up_lan, Suspended);
+    }
+
+    #[test]
+    fn free_nights_lift_limits_and_stop_counting_then_end() {
+        let schedule = Schedule {
+            windows: vec![Window {
+                days: Days::EVERY_DAY,
+                start_minute: 23 * 60,
+                end_minute: 7 * 60,
+                rule: Rule::Free,
+            }],
+            utc_offset: UtcOffset::UTC,
+        };
+        let s = state(4_500_000_000, 0);
+        let night = run(
+            &hotspot(Metered::Yes),
+            Some(&s),
+            Some(&schedule),
+            at(2024, 11, 20, 2),
+        );
+        assert_eq!(night.reason, Reason::ScheduleFree);
+        assert_eq!(night.up_wan, Unlimited);
+        assert!(!night.counts_against_budget);
+        let morning = run(
+            &hotspot(Metered::Yes),
+            Some(&s),
+            Some(&schedule),
+            at(2024, 11, 20, 7),
+        );
+        assert_eq!(morning.reason, Reason::AtCap);
+        assert!(morning.counts_against_budget);
+    }
+
+    #[test]
+    fn schedule_limit_tightens_rates() {
+        let schedule = Schedule {
+            windows: vec![Window {
+                days: Days::EVERY_DAY,
+                start_minute: 9 * 60,
+                end_minute: 17 * 60,
+                rule: Rule::Limit {
+                    down: Some(100_000),
+                    up: Some(0),
+                },
+            }],
+            utc_offset: UtcOffset::UTC,
+        };
+        let d = run(
+            &hotspot(Metered::No),
+            None,
+            Some(&schedule),
+            at(2024, 11, 20, 10),
+        );
+        assert_eq!((d.down_wan, d.up_wan), (Rate(100_000), Suspended));
+        assert!(d.explanation.ends_with("the schedule limits the rate now."));
+    }
+
+    #[test]
+    fn offline_suspends_and_settings_change_defaults() {
+        let settings = Settings::default();
+        let d = decide(
+            &DecisionInput {
+                network: None,
+                budget: None,
+                schedule: None,
+                settings: &settings,
+            },
+            Timestamp(0),
+        );
+        assert_eq!(d.reason, Reason::Offline);
+        assert_eq!(d.down_wan, Suspended);
+
+        let settings = Settings {
+            upload_on_metered: true,
+            background_on_metered: true,
+            metered_download_rate: Some(500_000),
+            ..Settings::default()
+        };
+        let net = hotspot(Metered::Yes);
+        let d = decide(
+            &DecisionInput {
+                network: Some(&net),
+                budget: None,
+                schedule: None,
+                settings: &settings,
+            },
+            Timestamp(0),
+        );
+        assert_eq!((d.up_wan, d.down_wan), (Unlimited, Rate(500_000)));
+        assert!(d.background_allowed);
+    }
+}

@@ -1,0 +1,712 @@
+//! The SQLite store: networks seen, budgets, schedules, the usage ledger and
+//! the durable budget reservations. WAL mode, versioned migrations through
+//! `PRAGMA user_version`. A corrupt or unreadable file is moved aside and a
+//! fresh database created, so a bad file can never cause a crash loop.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::budget::{Budget, Counts, Period};
+use crate::error::{PolicyError, Result};
+use crate::ledger::{Direction, PeerClass};
+use crate::network::{Network, NetworkId, NetworkKind};
+use crate::schedule::{Days, Rule, Schedule, Window};
+use crate::time::{Timestamp, UtcOffset, Weekday};
+
+/// Schema migrations; migration `i` brings the database to version `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE networks (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    metered_override INTEGER,          -- NULL: no word from the user; 1 metered; 0 unmetered
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL
+);
+CREATE TABLE budgets (
+    network_id TEXT PRIMARY KEY,
+    cap_bytes INTEGER NOT NULL,
+    period TEXT NOT NULL,              -- monthly | weekly | daily | one-off
+    cycle_day INTEGER,                 -- monthly: 1-31; weekly: 0 (Mon)-6 (Sun)
+    one_off_start INTEGER,
+    one_off_end INTEGER,
+    counts TEXT NOT NULL,              -- down+up | up
+    reserve_percent INTEGER NOT NULL,
+    utc_offset_seconds INTEGER NOT NULL
+);
+CREATE TABLE schedule_windows (
+    network_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    days INTEGER NOT NULL,
+    start_minute INTEGER NOT NULL,
+    end_minute INTEGER NOT NULL,
+    rule TEXT NOT NULL,                -- free | pause | limit
+    down_rate INTEGER,
+    up_rate INTEGER,
+    utc_offset_seconds INTEGER NOT NULL,
+    PRIMARY KEY (network_id, position)
+);
+CREATE TABLE usage (
+    network_id TEXT NOT NULL,
+    period_start INTEGER NOT NULL,
+    direction TEXT NOT NULL,           -- down | up
+    peer_class TEXT NOT NULL,          -- wan | lan
+    bytes INTEGER NOT NULL,
+    PRIMARY KEY (network_id, period_start, direction, peer_class)
+);
+CREATE TABLE reservations (
+    network_id TEXT NOT NULL,
+    period_start INTEGER NOT NULL,
+    reserved_bytes INTEGER NOT NULL,   -- budget taken durably; >= what was spent
+    PRIMARY KEY (network_id, period_start)
+);
+CREATE TABLE link_usage (
+    network_id TEXT NOT NULL,
+    period_start INTEGER NOT NULL,
+    rx_bytes INTEGER NOT NULL,
+    tx_bytes INTEGER NOT NULL,
+    PRIMARY KEY (network_id, period_start)
+);
+"#];
+
+/// A network the agent has seen, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenNetwork {
+    /// Its stable id.
+    pub id: NetworkId,
+    /// Last known display name.
+    pub name: String,
+    /// Last known kind.
+    pub kind: NetworkKind,
+    /// The user's word on metering, if any.
+    pub metered_override: Option<bool>,
+    /// When first seen.
+    pub first_seen: Timestamp,
+    /// When last seen.
+    pub last_seen: Timestamp,
+}
+
+/// One row of the usage ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageRow {
+    /// Down or up.
+    pub direction: Direction,
+    /// WAN or LAN peers.
+    pub peer_class: PeerClass,
+    /// Bytes in the period.
+    pub bytes: u64,
+}
+
+/// The policy database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    moved_aside: Option<PathBuf>,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`. If the file is corrupt or
+    /// unreadable it is renamed `<path>.corrupt-<now>` with a warning and a
+    /// fresh database is created in its place.
+    pub fn open(path: &Path, now: Timestamp) -> Result<Store> {
+        match open_and_migrate(path) {
+            Ok(conn) => Ok(Store {
+                conn,
+                moved_aside: None,
+            }),
+            Err(first_error) => {
+                let aside = aside_path(path, now);
+                if let Err(rename_error) = std::fs::rename(path, &aside) {
+                    // Nothing to move aside (or no permission): the original
+                    // problem is the one to report.
+                    tracing::error!(path = %path.display(), %first_error, %rename_error,
+                        "policy database cannot be opened nor moved aside");
+                    return Err(first_error.into());
+                }
+                for suffix in ["-wal", "-shm"] {
+                    let side = sibling(path, suffix);
+                    if side.exists() {
+                        let _ = std::fs::rename(&side, sibling(&aside, suffix));
+                    }
+                }
+                tracing::warn!(
+                    path = %path.display(),
+                    moved_to = %aside.display(),
+                    error = %first_error,
+                    "policy database was corrupt or unreadable; moved it aside and started a fresh one \
+                     (budgets, schedules and usage history start over)"
+                );
+                let conn = open_and_migrate(path)?;
+                Ok(Store {
+                    conn,
+                    moved_aside: Some(aside),
+                })
+            }
+        }
+    }
+
+    /// An in-memory database, for tests and dry runs.
+    pub fn open_in_memory() -> Result<Store> {
+        let conn = Connection::open_in_memory()?;
+        migrate(&conn)?;
+        Ok(Store {
+            conn,
+            moved_aside: None,
+        })
+    }
+
+    /// Where a corrupt database was moved by [`Store::open`], if it was.
+    pub fn moved_aside(&self) -> Option<&Path> {
+        self.moved_aside.as_deref()
+    }
+
+    /// The schema version (`PRAGMA user_version`).
+    pub fn schema_version(&self) -> Result<u32> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// Records that `network` is the current uplink at `now`.
+    pub fn note_network_seen(&self, network: &Network, now: Timestamp) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO networks (id, name, kind, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT(id) DO UPDATE SET name = ?2, kind = ?3, last_seen = max(last_seen, ?4)",
+            params![network.id.as_str(), network.name, network.kind.as_str(), now.0],
+        )?;
+        Ok(())
+    }
+
+    /// Stores the user's word: `Some(true)` metered, `Some(false)` unmetered,
+    /// `None` forget it. The network need not have been seen yet.
+    pub fn set_metered_override(&self, id: &NetworkId, metered: Option<bool>) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO networks (id, name, kind, metered_override, first_seen, last_seen)
+             VALUES (?1, '', 'unknown', ?2, 0, 0)
+             ON CONFLICT(id) DO UPDATE SET metered_override = ?2",
+            params![id.as_str(), metered],
+        )?;
+        Ok(())
+    }
+
+    /// The user's word on whether `id` is metered.
+    pub fn metered_override(&self, id: &NetworkId) -> Result<Option<bool>> {
+        let value: Option<Option<bool>> = self
+            .conn
+            .query_row(
+                "SELECT metered_override FROM networks WHERE id = ?1",
+                [id.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(value.flatten())
+    }
+
+    /// All networks seen, most recent first.
+    pub fn networks(&self) -> Result<Vec<SeenNetwork>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, name, kind, metered_override, first_seen, last_seen FROM networks
+             ORDER BY last_seen DESC, id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(SeenNetwork {
+                id: NetworkId(r.get(0)?),
+                name: r.get(1)?,
+                kind: NetworkKind::parse(&r.get::<_, String>(2)?),
+                metered_override: r.get(3)?,
+                first_seen: Timestamp(r.get(4)?),
+                last_seen: Timestamp(r.get(5)?),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Sets (or with `None` removes) the budget of a network.
+    pub fn set_budget(&self, id: &NetworkId, budget: Option<&Budget>) -> Result<()> {
+        let Some(b) = budget else {
+            self.conn
+                .execute("DELETE FROM budgets WHERE network_id = ?1", [id.as_str()])?;
+            return Ok(());
+        };
+        b.validate()?;
+        let (period, cycle, start, end) = match b.period {
+            Period::Monthly { cycle_day } => ("monthly", Some(cycle_day as i64), None, None),
+            Period::Weekly { starts_on } => ("weekly", Some(starts_on.index() as i64), None, None),
+            Period::Daily => ("daily", None, None, None),
+            Period::OneOff { start, end } => ("one-off", None, Some(start.0), Some(end.0)),
+        };
+        self.conn.execute(
+            "INSERT OR REPLACE INTO budgets (network_id, cap_bytes, period, cycle_day, one_off_start,
+                 one_off_end, counts, reserve_percent, utc_offset_seconds)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                id.as_str(),
+                to_sql_u64(b.cap_bytes),
+                period,
+                cycle,
+                start,
+                end,
+                b.counts.as_str(),
+                b.reserve_percent,
+                b.utc_offset.seconds()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The budget of a network, if it has one.
+    pub fn budget(&self, id: &NetworkId) -> Result<Option<Budget>> {
+        type Row = (
+            i64,
+            String,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            String,
+            i64,
+            i32,
+        );
+        let row: Option<Row> = self
+            .conn
+            .query_row(
+                "SELECT cap_bytes, period, cycle_day, one_off_start, one_off_end, counts,
+                        reserve_percent, utc_offset_seconds FROM budgets WHERE network_id = ?1",
+                [id.as_str()],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((cap, period, cycle, start, end, counts, reserve, offset)) = row else {
+            return Ok(None);
+        };
+        let bad = |detail: String| PolicyError::invalid("stored budget", detail);
+        let period = match period.as_str() {
+            "monthly" => Period::Monthly {
+                cycle_day: u8::try_from(cycle.unwrap_or(1)).map_err(|_| bad("cycle day".into()))?,
+            },
+            "weekly" => Period::Weekly {
+                starts_on: Weekday::from_index(cycle.unwrap_or(0).rem_euclid(7) as u8),
+            },
+            "daily" => Period::Daily,
+            "one-off" => Period::OneOff {
+                start: Timestamp(start.unwrap_or(0)),
+                end: Timestamp(end.unwrap_or(0)),
+            },
+            other => return Err(bad(format!("unknown period {other:?}"))),
+        };
+        let budget = Budget {
+            cap_bytes: from_sql_u64(cap),
+            period,
+            counts: Counts::parse(&counts).ok_or_else(|| bad(format!("counts {counts:?}")))?,
+            reserve_percent: u8::try_from(reserve).map_err(|_| bad("reserve".into()))?,
+            utc_offset: UtcOffset::from_seconds(offset).ok_or_else(|| bad("offset".into()))?,
+        };
+        budget.validate()?;
+        Ok(Some(budget))
+    }
+
+    /// Replaces the schedule of a network.
+    pub fn set_schedule(&mut self, id: &NetworkId, schedule: &Schedule) -> Result<()> {
+        for w in &schedule.windows {
+            w.validate()?;
+        }
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM schedule_windows WHERE network_id = ?1",
+            [id.as_str()],
+        )?;
+        for (position, w) in schedule.windows.iter().enumerate() {
+            let (rule, down, up) = match w.rule {
+                Rule::Free => ("free", None, None),
+                Rule::Pause => ("pause", None, None),
+                Rule::Limit { down, up } => ("limit", down.map(to_sql_u64), up.map(to_sql_u64)),
+            };
+            tx.execute(
+                "INSERT INTO schedule_windows (network_id, position, days, start_minute, end_minute,
+                     rule, down_rate, up_rate, utc_offset_seconds)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    id.as_str(),
+                    position as i64,
+                    w.days.0,
+                    w.start_minute,
+                    w.end_minute,
+                    rule,
+                    down,
+                    up,
+                    schedule.utc_offset.seconds()
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The schedule of a network (empty if none).
+    pub fn schedule(&self, id: &NetworkId) -> Result<Schedule> {
+        let mut stmt = self.conn.prepare(
+            "SELECT days, start_minute, end_minute, rule, down_rate, up_rate, utc_offset_seconds
+             FROM schedule_windows WHERE network_id = ?1 ORDER BY position",
+        )?;
+        let mut schedule = Schedule::default();
+        let mut rows = stmt.query([id.as_str()])?;
+        while let Some(r) = rows.next()? {
+            let rule = match r.get::<_, String>(3)?.as_str() {
+                "free" => Rule::Free,
+                "pause" => Rule::Pause,
+                "limit" => Rule::Limit {
+                    down: r.get::<_, Option<i64>>(4)?.map(from_sql_u64),
+                    up: r.get::<_, Option<i64>>(5)?.map(from_sql_u64),
+                },
+                other => {
+                    return Err(PolicyError::invalid(
+                        "stored schedule",
+                        format!("rule {other:?}"),
+                    ))
+                }
+            };
+            let window = Window {
+                days: Days(r.get(0)?),
+                start_minute: r.get(1)?,
+                end_minute: r.get(2)?,
+                rule,
+            };
+            window.validate()?;
+            schedule.windows.push(window);
+            schedule.utc_offset = UtcOffset::from_seconds(r.get(6)?)
+                .ok_or_else(|| PolicyError::invalid("stored schedule", "offset"))?;
+        }
+        Ok(schedule)
+    }
+
+    /// Budget durably reserved for `id` in the period starting `period_start`.
+    pub fn reserved(&self, id: &NetworkId, period_start: Timestamp) -> Result<u64> {
+        let value: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT reserved_bytes FROM reservations WHERE network_id = ?1 AND period_start = ?2",
+                params![id.as_str(), period_start.0],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(value.map(from_sql_u64).unwrap_or(0))
+    }
+
+    /// Raises the durable reservation to `total` bytes (never lowers it) and
+    /// waits until it is on disk: `synchronous=FULL` for this commit, so a
+    /// power cut right after cannot lose it. Only then may bytes be spent.
+    pub fn raise_reservation(
+        &self,
+        id: &NetworkId,
+        period_start: Timestamp,
+        total: u64,
+    ) -> Result<()> {
+        self.conn.execute_batch("PRAGMA synchronous = FULL")?;
+        let result = self.conn.execute(
+            "INSERT INTO reservations (network_id, period_start, reserved_bytes) VALUES (?1, ?2, ?3)
+             ON CONFLICT(network_id, period_start)
+             DO UPDATE SET reserved_bytes = max(reserved_bytes, ?3)",
+            params![id.as_str(), period_start.0, to_sql_u64(total)],
+        );
+        // Ordinary ledger writes do not need an fsync each.
+        self.conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        result?;
+        Ok(())
+    }
+
+    /// Adds `bytes` to the usage ledger row for (network, period, direction, class).
+    pub fn add_usage(
+        &self,
+        id: &NetworkId,
+        period_start: Timestamp,
+        direction: Direction,
+        peer_class: PeerClass,
+        bytes: u64,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO usage (network_id, period_start, direction, peer_class, bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(network_id, period_start, direction, peer_class)
+             DO UPDATE SET bytes = bytes + ?5",
+            params![
+                id.as_str(),
+                period_start.0,
+                direction.as_str(),
+                peer_class.as_str(),
+                to_sql_u64(bytes)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The usage ledger rows of a period.
+    pub fn usage(&self, id: &NetworkId, period_start: Timestamp) -> Result<Vec<UsageRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT direction, peer_class, bytes FROM usage
+             WHERE network_id = ?1 AND period_start = ?2 ORDER BY direction, peer_class",
+        )?;
+        let mut rows = stmt.query(params![id.as_str(), period_start.0])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let direction = Direction::parse(&r.get::<_, String>(0)?)
+                .ok_or_else(|| PolicyError::invalid("stored usage", "direction"))?;
+            let peer_class = PeerClass::parse(&r.get::<_, String>(1)?)
+                .ok_or_else(|| PolicyError::invalid("stored usage", "peer class"))?;
+            out.push(UsageRow {
+                direction,
+                peer_class,
+                bytes: from_sql_u64(r.get(2)?),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Adds whole-link traffic (all programs) measured on the interface.
+    pub fn add_link_usage(
+        &self,
+        id: &NetworkId,
+        period_start: Timestamp,
+        rx: u64,
+        tx: u64,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO link_usage (network_id, period_start, rx_bytes, tx_bytes) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(network_id, period_start)
+             DO UPDATE SET rx_bytes = rx_bytes + ?3, tx_bytes = tx_bytes + ?4",
+            params![id.as_str(), period_start.0, to_sql_u64(rx), to_sql_u64(tx)],
+        )?;
+        Ok(())
+    }
+
+    /// Whole-link traffic `(rx, tx)` in a period.
+    pub fn link_usage(&self, id: &NetworkId, period_start: Timestamp) -> Result<(u64, u64)> {
+        let row: Option<(i64, i64)> = self
+            .conn
+            .query_row(
+                "SELECT rx_bytes, tx_bytes FROM link_usage WHERE network_id = ?1 AND period_start = ?2",
+                params![id.as_str(), period_start.0],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row
+            .map(|(rx, tx)| (from_sql_u64(rx), from_sql_u64(tx)))
+            .unwrap_or((0, 0)))
+    }
+}
+
+/// Opens, sets WAL, migrates and checks integrity. Any error means the file
+/// is not usable as it is.
+fn open_and_migrate(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // journal_mode returns a row; reading it is also the first real read of
+    // the file, where a non-database fails.
+    let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+    let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+    if check != "ok" {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some(format!("quick_check: {check}")),
+        ));
+    }
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+/// Applies the migrations the database has not seen yet, each in its own
+/// transaction together with the version bump.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version as usize > MIGRATIONS.len() {
+        // Written by a newer capwise: we cannot know its meaning.
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+            Some(format!(
+                "schema version {version} is newer than this program's"
+            )),
+        ));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;",
+            index + 1
+        ))?;
+    }
+    Ok(())
+}
+
+fn aside_path(path: &Path, now: Timestamp) -> PathBuf {
+    sibling(path, &format!(".corrupt-{}", now.0))
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// SQLite integers are i64; byte counts beyond i64::MAX are clamped.
+fn to_sql_u64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn from_sql_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::{Metered, MeteredSource};
+
+    #[test]
+    fn migrates_to_latest_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.db");
+        let store = Store::open(&path, Timestamp(1)).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as u32);
+        let id = NetworkId::new("uuid-1");
+        store.set_metered_override(&id, Some(true)).unwrap();
+        drop(store);
+        let store = Store::open(&path, Timestamp(2)).unwrap();
+        assert!(store.moved_aside().is_none());
+        assert_eq!(store.metered_override(&id).unwrap(), Some(true));
+        let mode: String = store
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn corrupt_database_is_moved_aside_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.db");
+        std::fs::write(
+            &path,
+            b"this is not an sqlite database, it is a shopping list",
+        )
+        .unwrap();
+        let store = Store::open(&path, Timestamp(1_733_400_000)).unwrap();
+        let aside = dir.path().join("policy.db.corrupt-1733400000");
+        assert_eq!(store.moved_aside(), Some(aside.as_path()));
+        assert!(std::fs::read(&aside).unwrap().starts_with(b"this is not"));
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as u32);
+        // And the fresh one works.
+        store
+            .set_metered_override(&NetworkId::new("a"), Some(false))
+            .unwrap();
+    }
+
+    #[test]
+    fn database_from_a_newer_version_is_moved_aside_not_crash_looped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch("PRAGMA user_version = 999").unwrap();
+        }
+        let store = Store::open(&path, Timestamp(5)).unwrap();
+        assert!(store.moved_aside().is_some());
+        assert_eq!(store.schema_version().unwrap(), 1);
+    }
+
+    #[test]
+    fn networks_budgets_schedules_round_trip() {
+        let mut store = Store::open_in_memory().unwrap();
+        let net = Network {
+            id: NetworkId::new("uuid-9"),
+            name: "Pixel hotspot".into(),
+            kind: NetworkKind::Wifi,
+            metered: Metered::GuessYes,
+            metered_source: MeteredSource::NetworkManager,
+            ..Network::default()
+        };
+        store.note_network_seen(&net, Timestamp(100)).unwrap();
+        store.note_network_seen(&net, Timestamp(200)).unwrap();
+        let seen = store.networks().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(
+            (seen[0].first_seen, seen[0].last_seen),
+            (Timestamp(100), Timestamp(200))
+        );
+        assert_eq!(seen[0].kind, NetworkKind::Wifi);
+
+        let budget = Budget {
+            cap_bytes: 5_000_000_000,
+            period: Period::Weekly {
+                starts_on: Weekday::Wed,
+            },
+            counts: Counts::UpOnly,
+            reserve_percent: 15,
+            utc_offset: UtcOffset::from_hm(5, 30).unwrap(),
+        };
+        store.set_budget(&net.id, Some(&budget)).unwrap();
+        assert_eq!(store.budget(&net.id).unwrap(), Some(budget));
+        store.set_budget(&net.id, None).unwrap();
+        assert_eq!(store.budget(&net.id).unwrap(), None);
+
+        let schedule = Schedule {
+            windows: vec![
+                Window {
+                    days: Days::WEEKDAYS,
+                    start_minute: 1320,
+                    end_minute: 360,
+                    rule: Rule::Free,
+                },
+                Window {
+                    days: Days::EVERY_DAY,
+                    start_minute: 540,
+                    end_minute: 1020,
+                    rule: Rule::Limit {
+                        down: Some(100_000),
+                        up: None,
+                    },
+                },
+            ],
+            utc_offset: UtcOffset::from_hm(1, 0).unwrap(),
+        };
+        store.set_schedule(&net.id, &schedule).unwrap();
+        assert_eq!(store.schedule(&net.id).unwrap(), schedule);
+    }
+
+    #[test]
+    fn reservations_only_rise_and_usage_accumulates() {
+        let store = Store::open_in_memory().unwrap();
+        let id = NetworkId::new("n");
+        store.raise_reservation(&id, Timestamp(0), 1000).unwrap();
+        store.raise_reservation(&id, Timestamp(0), 500).unwrap();
+        assert_eq!(store.reserved(&id, Timestamp(0)).unwrap(), 1000);
+        assert_eq!(store.reserved(&id, Timestamp(1)).unwrap(), 0);
+        store
+            .add_usage(&id, Timestamp(0), Direction::Up, PeerClass::Wan, 10)
+            .unwrap();
+        store
+            .add_usage(&id, Timestamp(0), Direction::Up, PeerClass::Wan, 5)
+            .unwrap();
+        let rows = store.usage(&id, Timestamp(0)).unwrap();
+        assert_eq!(
+            rows,
+            vec![UsageRow {
+                direction: Direction::Up,
+                peer_class: PeerClass::Wan,
+                bytes: 15
+            }]
+        );
+        store.add_link_usage(&id, Timestamp(0), 7, 3).unwrap();
+        store.add_link_usage(&id, Timestamp(0), 1, 1).unwrap();
+        assert_eq!(store.link_usage(&id, Timestamp(0)).unwrap(), (8, 4));
+    }
+}
