@@ -1,0 +1,100 @@
+//! The command line, as clap definitions (also the source of completions and
+//! the man page).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// capwise: a BitTorrent agent that never surprises you with a bill.
+#[derive(Debug, Parser)]
+#[command(name = "capwise", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download a torrent in the foreground; exits 0 once every piece is verified.
+    Get(GetArgs),
+    /// Verify existing data, then seed it until SIGINT/SIGTERM.
+    Seed(SeedArgs),
+    /// Create a .torrent file from a file or directory.
+    Create(CreateArgs),
+}
+
+/// Options shared by the foreground transfer commands.
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    /// Directory the data is (or goes) in.
+    #[arg(short = 'd', long = "dir", default_value = ".")]
+    pub dir: PathBuf,
+    /// Upload limit, e.g. 500KB/s, 2MiB/s, 8Mbit/s.
+    #[arg(long, value_parser = parse_rate_arg)]
+    pub upload_limit: Option<u64>,
+    /// Download limit, e.g. 500KB/s, 2MiB/s, 8Mbit/s.
+    #[arg(long, value_parser = parse_rate_arg)]
+    pub download_limit: Option<u64>,
+    /// Address to accept peers on; port 0 picks a free port.
+    #[arg(long, default_value = "0.0.0.0:6881")]
+    pub listen: SocketAddr,
+    /// Where resume data is kept (default: $XDG_STATE_HOME/capwise).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `capwise get`
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// A .torrent file or a magnet link.
+    pub source: String,
+    /// Keep seeding after the download completes, until SIGINT/SIGTERM.
+    #[arg(long)]
+    pub seed: bool,
+    /// Transfer options.
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+}
+
+/// `capwise seed`
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// The .torrent file of the data.
+    pub torrent: PathBuf,
+    /// Transfer options.
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+}
+
+/// `capwise create`
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// File or directory to describe.
+    pub path: PathBuf,
+    /// Where to write the .torrent file.
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+    /// Tracker URL; repeat for several (each its own tier).
+    #[arg(long = "tracker")]
+    pub trackers: Vec<String>,
+    /// Piece size, e.g. 1MiB (default: chosen from the total size).
+    #[arg(long, value_parser = parse_size_arg)]
+    pub piece_size: Option<u64>,
+    /// Mark the torrent private (BEP 27): trackers only, no DHT or PEX.
+    #[arg(long)]
+    pub private: bool,
+    /// A comment stored in the torrent.
+    #[arg(long)]
+    pub comment: Option<String>,
+}
+
+fn parse_rate_arg(s: &str) -> Result<u64, String> {
+    crate::units::parse_rate(s).map_err(|e| e.to_string())
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    crate::units::parse_size(s).map_err(|e| e.to_string())
+}

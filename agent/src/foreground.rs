@@ -1,0 +1,147 @@
+//! `capwise get` and `capwise seed`: one torrent in the foreground, with a
+//! progress bar on a terminal and plain lines otherwise.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use capwise_engine::magnet::Magnet;
+use capwise_engine::metainfo::Metainfo;
+use capwise_engine::session::{Hooks, Session, SessionConfig, TorrentHandle, TorrentOptions, TorrentState};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::TransferArgs;
+use crate::limits::LimitGate;
+use crate::paths::default_state_dir;
+
+/// Read a .torrent file, or explain why a magnet link cannot be used yet.
+pub fn load_torrent(source: &str) -> Result<Metainfo> {
+    if source.starts_with("magnet:") {
+        let magnet = Magnet::parse(source).context("invalid magnet link")?;
+        bail!(
+            "magnet link for {} understood, but fetching metadata from peers (BEP 9) is not supported yet; \
+             pass the .torrent file instead",
+            magnet.info_hash
+        );
+    }
+    let bytes = std::fs::read(source).with_context(|| format!("cannot read {source}"))?;
+    Metainfo::from_bytes(&bytes).with_context(|| format!("{source} is not a usable torrent"))
+}
+
+async fn start_session(args: &TransferArgs) -> Result<Session> {
+    let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    let hooks = Hooks { gate: Arc::new(LimitGate::new(args.upload_limit, args.download_limit)), ..Hooks::default() };
+    let mut config = SessionConfig { listen: args.listen, state_dir: Some(state_dir), ..SessionConfig::default() };
+    match Session::start(config.clone(), hooks.clone()).await {
+        Ok(s) => Ok(s),
+        Err(capwise_engine::Error::Net(e)) if e.kind() == std::io::ErrorKind::AddrInUse && args.listen.port() == 6881 => {
+            tracing::warn!("port 6881 is taken; listening on a free port instead");
+            config.listen.set_port(0);
+            Ok(Session::start(config, hooks).await?)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot listen on {}", args.listen)),
+    }
+}
+
+/// Run `get`: download, then seed if asked.
+pub async fn get(source: &str, seed_after: bool, args: &TransferArgs) -> Result<()> {
+    let metainfo = load_torrent(source)?;
+    run(metainfo, args, seed_after, false).await
+}
+
+/// Run `seed`: verify what is on disk, then seed until stopped.
+pub async fn seed(torrent: &std::path::Path, args: &TransferArgs) -> Result<()> {
+    let metainfo = load_torrent(&torrent.to_string_lossy())?;
+    run(metainfo, args, true, true).await
+}
+
+async fn run(metainfo: Metainfo, args: &TransferArgs, keep_seeding: bool, seed_only: bool) -> Result<()> {
+    let name = metainfo.info.name.clone();
+    let session = start_session(args).await?;
+    tracing::info!(listen = %session.local_addr(), torrent = %name, info_hash = %metainfo.info_hash, "starting");
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let mut handle = session
+        .add_torrent(metainfo, args.dir.clone(), TorrentOptions::default())
+        .await
+        .with_context(|| format!("cannot open the data of '{name}' in {}", args.dir.display()))?;
+    let p = handle.progress();
+    if seed_only && p.pieces_have < p.piece_count {
+        tracing::warn!(have = p.pieces_have, of = p.piece_count, "data incomplete; missing pieces will be fetched from peers");
+    }
+    let outcome = tokio::select! {
+        r = follow(&mut handle, &name) => r,
+        _ = stop_signal() => {
+            session.shutdown().await;
+            return if seed_only { Ok(()) } else { bail!("interrupted before the download completed") };
+        }
+    };
+    if let Err(e) = outcome {
+        session.shutdown().await;
+        bail!(e);
+    }
+    if keep_seeding {
+        eprintln!("seeding '{name}' (Ctrl-C to stop)");
+        stop_signal().await;
+    }
+    session.shutdown().await;
+    Ok(())
+}
+
+/// Show progress until every piece is verified.
+async fn follow(handle: &mut TorrentHandle, name: &str) -> Result<(), String> {
+    let total = handle.progress().total_length;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        bar.set_message(name.to_string());
+        bar
+    });
+    let mut last_line = std::time::Instant::now();
+    loop {
+        let p = handle.progress();
+        if let Some(bar) = &bar {
+            bar.set_position(p.bytes_have);
+        } else if last_line.elapsed() >= Duration::from_secs(2) || p.state == TorrentState::Seeding {
+            last_line = std::time::Instant::now();
+            eprintln!(
+                "{name}: {}/{} pieces, {} peers, {:.1} MB/s down, {:.1} MB/s up",
+                p.pieces_have,
+                p.piece_count,
+                p.peers,
+                p.download_rate / 1e6,
+                p.upload_rate / 1e6
+            );
+        }
+        match p.state {
+            TorrentState::Seeding => {
+                if let Some(bar) = &bar {
+                    bar.finish_with_message(format!("{name}: complete"));
+                }
+                return Ok(());
+            }
+            TorrentState::Error(e) => return Err(e),
+            _ => {}
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), handle.changed()).await;
+    }
+}
+
+async fn stop_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

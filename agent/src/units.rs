@@ -1,0 +1,113 @@
+//! Sizes and rates as people write them: `10GB`, `512MiB`, `500KB/s`,
+//! `2MiB/s`, `8Mbit/s`. SI and IEC prefixes; bits only when spelled `bit`.
+
+/// Why a size or rate was not understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    /// No number at the start.
+    #[error("`{0}`: expected a number followed by a unit, e.g. 500KB/s or 2MiB")]
+    NoNumber(String),
+    /// A unit we do not know.
+    #[error("`{input}`: unknown unit `{unit}` (use B, kB, MB, GB, KiB, MiB, GiB, or bit, kbit, Mbit, Gbit)")]
+    UnknownUnit {
+        /// The whole input.
+        input: String,
+        /// The unit part.
+        unit: String,
+    },
+    /// The value does not fit in 64 bits of bytes.
+    #[error("`{0}` is too large")]
+    TooLarge(String),
+    /// A rate needs `/s`.
+    #[error("`{0}`: a rate needs a unit per second, e.g. 500KB/s")]
+    NotARate(String),
+}
+
+fn split_number(input: &str) -> Result<(f64, &str), UnitError> {
+    let s = input.trim();
+    let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let number: f64 = s[..end].parse().map_err(|_| UnitError::NoNumber(input.to_string()))?;
+    if !number.is_finite() || number < 0.0 {
+        return Err(UnitError::NoNumber(input.to_string()));
+    }
+    Ok((number, s[end..].trim()))
+}
+
+/// Bytes per unit; `bit` units count an eighth of a byte.
+fn unit_factor(unit: &str) -> Option<f64> {
+    let (prefix, bits) = if let Some(p) = unit.strip_suffix("bit") {
+        (p, true)
+    } else if let Some(p) = unit.strip_suffix('B') {
+        (p, false)
+    } else if unit.is_empty() {
+        ("", false)
+    } else {
+        return None;
+    };
+    let scale = match prefix {
+        "" => 1.0,
+        "k" | "K" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0f64.powi(4),
+        _ => return None,
+    };
+    Some(if bits { scale / 8.0 } else { scale })
+}
+
+fn to_bytes(input: &str, number: f64, unit: &str) -> Result<u64, UnitError> {
+    let factor = unit_factor(unit).ok_or_else(|| UnitError::UnknownUnit { input: input.to_string(), unit: unit.to_string() })?;
+    let value = (number * factor).round();
+    if value > u64::MAX as f64 {
+        return Err(UnitError::TooLarge(input.to_string()));
+    }
+    Ok(value as u64)
+}
+
+/// A size in bytes: `10GB`, `512MiB`, `1234`.
+pub fn parse_size(input: &str) -> Result<u64, UnitError> {
+    let (number, unit) = split_number(input)?;
+    to_bytes(input, number, unit)
+}
+
+/// A rate in bytes per second: `500KB/s`, `2MiB/s`, `8Mbit/s`.
+pub fn parse_rate(input: &str) -> Result<u64, UnitError> {
+    let (number, unit) = split_number(input)?;
+    let unit = unit
+        .strip_suffix("/s")
+        .or_else(|| unit.strip_suffix("ps"))
+        .ok_or_else(|| UnitError::NotARate(input.to_string()))?;
+    to_bytes(input, number, unit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("500KB/s"), Ok(500_000));
+        assert_eq!(parse_rate("500kB/s"), Ok(500_000));
+        assert_eq!(parse_rate("2MiB/s"), Ok(2 * 1024 * 1024));
+        assert_eq!(parse_rate("8Mbit/s"), Ok(1_000_000));
+        assert_eq!(parse_rate("1.5 MB/s"), Ok(1_500_000));
+        assert_eq!(parse_rate("100B/s"), Ok(100));
+        assert!(matches!(parse_rate("5MB"), Err(UnitError::NotARate(_))));
+        assert!(matches!(parse_rate("5Mb/s"), Err(UnitError::UnknownUnit { .. })), "bits only when spelled bit");
+        assert!(matches!(parse_rate("fast"), Err(UnitError::NoNumber(_))));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10GB"), Ok(10_000_000_000));
+        assert_eq!(parse_size("512MiB"), Ok(512 * 1024 * 1024));
+        assert_eq!(parse_size("1234"), Ok(1234));
+        assert_eq!(parse_size("16KiB"), Ok(16384));
+        assert!(parse_size("99999999999999999999TB").is_err());
+        assert!(parse_size("-5MB").is_err());
+    }
+}
