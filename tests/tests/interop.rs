@@ -5,7 +5,7 @@
 //! Every test: refuses to run outside a private netns, builds a random payload, a .torrent and a
 //! whitelisting tracker in a fresh temp dir, waits at most [`WAIT`] for each phase, and compares the
 //! downloaded bytes with the original (SHA-1 of every file). Set `CAPWISE_KEEP_TMP=1` to keep the
-//! temp dir (and logs) of a failing test.
+//! temp dir (and logs) of a failing test, `CAPWISE_KEEP_TMP=always` of every test.
 
 use anyhow::{Context, Result};
 use capwise_tests::clients::{aria2, capwise, libtorrent, local, transmission::Transmission};
@@ -61,7 +61,12 @@ impl Ctx {
             PIECE,
             &logs,
         )?;
-        let tracker = Tracker::start(port, &[hash.clone()], &tmp.path().join("tracker"), &logs)?;
+        let tracker = Tracker::start(
+            port,
+            std::slice::from_ref(&hash),
+            &tmp.path().join("tracker"),
+            &logs,
+        )?;
         Ok(Self {
             tmp,
             logs,
@@ -131,11 +136,16 @@ fn run(test: &str, files: &[(&str, u64)], body: impl FnOnce(&Ctx) -> Result<()>)
     let r = body(&ctx);
     let total = t0.elapsed();
     match r {
-        Ok(()) => eprintln!(
-            "[interop] {test}: ok in {:.1}s (setup {:.1}s)",
-            total.as_secs_f64(),
-            setup.as_secs_f64()
-        ),
+        Ok(()) => {
+            eprintln!(
+                "[interop] {test}: ok in {:.1}s (setup {:.1}s)",
+                total.as_secs_f64(),
+                setup.as_secs_f64()
+            );
+            if std::env::var_os("CAPWISE_KEEP_TMP").is_some_and(|v| v == "always") {
+                eprintln!("[interop] kept {}", ctx.tmp.keep().display());
+            }
+        }
         Err(e) => {
             ctx.dump_logs();
             if std::env::var_os("CAPWISE_KEEP_TMP").is_some() {
@@ -426,7 +436,7 @@ fn capwise_create_loads_in_all_three_clients() {
         let hash = info_hash(&torrent, &c.logs)?;
         let tracker = Tracker::start(
             port,
-            &[hash.clone()],
+            std::slice::from_ref(&hash),
             &c.tmp.path().join("tracker2"),
             &c.logs,
         )?;
