@@ -1,0 +1,184 @@
+#!/usr/bin/python3
+"""libtorrent seeder / leecher for the capwise interop harness and benchmark.
+
+  lt_client.py seed TORRENT DIR --listen 127.0.0.1:PORT [--peer ADDR:PORT]... [--upload-limit B/s]
+      verifies DIR (unless --seed-mode), then seeds until killed (SIGTERM/SIGINT).
+  lt_client.py get TORRENT DIR --listen 127.0.0.1:PORT [--peer ADDR:PORT]... [--download-limit B/s] [--timeout S]
+      downloads into DIR, flushes the data to disk, exits 0; exits 1 on timeout or error.
+
+Plain TCP only (no encryption, no uTP), DHT/LSD/UPnP/NAT-PMP off. Progress lines go to stdout.
+Must run with /usr/bin/python3 (Debian's python3-libtorrent).
+"""
+import argparse
+import os
+import signal
+import sys
+import time
+
+import libtorrent as lt
+
+STOP = False
+
+
+def on_signal(_sig, _frm):
+    global STOP
+    STOP = True
+
+
+def log(msg):
+    print("%.3f %s" % (time.monotonic(), msg), flush=True)
+
+
+def parse_addr(s):
+    host, port = s.rsplit(":", 1)
+    return host.strip("[]"), int(port)
+
+
+def make_session(a):
+    s = {
+        "listen_interfaces": a.listen,
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
+        "out_enc_policy": int(lt.enc_policy.disabled),
+        "in_enc_policy": int(lt.enc_policy.disabled),
+        "allowed_enc_level": int(lt.enc_level.plaintext),
+        "prefer_rc4": False,
+        "allow_multiple_connections_per_ip": True,
+        "min_reconnect_time": 1,
+        "peer_connect_timeout": 3,
+        "announce_to_all_trackers": True,
+        "announce_to_all_tiers": True,
+        "alert_mask": int(lt.alert.category_t.error_notification
+                          | lt.alert.category_t.status_notification
+                          | lt.alert.category_t.storage_notification
+                          | lt.alert.category_t.tracker_notification
+                          | lt.alert.category_t.connect_notification),
+        "user_agent": "capwise-tests-libtorrent/" + lt.__version__,
+    }
+    if a.upload_limit:
+        s["upload_rate_limit"] = a.upload_limit
+    if a.download_limit:
+        s["download_rate_limit"] = a.download_limit
+    ses = lt.session(s)
+    if a.upload_limit or a.download_limit:
+        # Peers on 127.x are "local" and exempt from the session limits: put everybody in the global class.
+        f = lt.ip_filter()
+        f.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
+        ses.set_peer_class_filter(f)
+    return ses
+
+
+def drain(ses, handle, want=None):
+    """Log interesting alerts; return True if an alert of type `want` was seen."""
+    seen = False
+    for al in ses.pop_alerts():
+        if want is not None and isinstance(al, want):
+            seen = True
+        if isinstance(al, (lt.torrent_error_alert, lt.file_error_alert, lt.tracker_error_alert,
+                           lt.listen_failed_alert, lt.peer_error_alert, lt.tracker_reply_alert,
+                           lt.listen_succeeded_alert, lt.torrent_finished_alert, lt.hash_failed_alert)):
+            log("alert %s: %s" % (type(al).__name__, al.message()))
+    return seen
+
+
+def connect_direct(handle, peers, last):
+    now = time.monotonic()
+    if not peers or now - last < 2.0:
+        return last
+    connected = {(p.ip[0], p.ip[1]) for p in handle.get_peer_info()}
+    for p in peers:
+        if p not in connected:
+            try:
+                handle.connect_peer(p)
+            except Exception as e:  # noqa: BLE001
+                log("connect_peer %s failed: %s" % (p, e))
+    return now
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["seed", "get"])
+    ap.add_argument("torrent")
+    ap.add_argument("dir")
+    ap.add_argument("--listen", default="127.0.0.1:0")
+    ap.add_argument("--peer", action="append", default=[], help="ADDR:PORT to dial directly (repeatable)")
+    ap.add_argument("--upload-limit", type=int, default=0, help="bytes/s, 0 = unlimited")
+    ap.add_argument("--download-limit", type=int, default=0, help="bytes/s, 0 = unlimited")
+    ap.add_argument("--seed-mode", action="store_true", help="seeder: trust the data, skip the initial hash check")
+    ap.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    ap.add_argument("--progress-interval", type=float, default=1.0)
+    a = ap.parse_args()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    os.makedirs(a.dir, exist_ok=True)
+    ses = make_session(a)
+    ti = lt.torrent_info(a.torrent)
+    p = lt.add_torrent_params()
+    p.ti = ti
+    p.save_path = a.dir
+    flags = p.flags & ~lt.torrent_flags.auto_managed & ~lt.torrent_flags.paused
+    if a.mode == "seed" and a.seed_mode:
+        flags |= lt.torrent_flags.seed_mode
+    p.flags = flags
+    h = ses.add_torrent(p)
+    if a.upload_limit:
+        h.set_upload_limit(a.upload_limit)
+    if a.download_limit:
+        h.set_download_limit(a.download_limit)
+    peers = [parse_addr(x) for x in a.peer]
+    total = ti.total_size()
+    log("start mode=%s name=%s size=%d pieces=%d listen=%s" % (a.mode, ti.name(), total, ti.num_pieces(), a.listen))
+
+    start = time.monotonic()
+    deadline = start + a.timeout
+    last_dial = 0.0
+    last_progress = 0.0
+    announced_seed = False
+    while not STOP:
+        now = time.monotonic()
+        if now > deadline:
+            log("TIMEOUT after %.1fs" % (now - start))
+            return 1
+        drain(ses, h)
+        st = h.status()
+        if st.errc.value() != 0:
+            log("ERROR %s" % st.errc.message())
+            return 1
+        last_dial = connect_direct(h, peers, last_dial)
+        if now - last_progress >= a.progress_interval:
+            last_progress = now
+            log("progress state=%s done=%d/%d (%.1f%%) down=%.1fMB/s up=%.1fMB/s peers=%d" % (
+                st.state, st.total_wanted_done, st.total_wanted, st.progress * 100,
+                st.download_rate / 1e6, st.upload_rate / 1e6, st.num_peers))
+        if st.is_seeding:
+            if a.mode == "get":
+                break
+            if not announced_seed:
+                announced_seed = True
+                log("SEEDING")
+        ses.wait_for_alert(100)
+
+    if a.mode == "seed":
+        log("stopping (signal)")
+        return 0
+    # Finished: make sure every byte is on disk before reporting success.
+    h.save_resume_data(lt.save_resume_flags_t.flush_disk_cache)
+    flush_deadline = time.monotonic() + 60
+    while time.monotonic() < flush_deadline:
+        if drain(ses, h, (lt.save_resume_data_alert, lt.save_resume_data_failed_alert)):
+            break
+        ses.wait_for_alert(100)
+    h.pause()
+    ses.pause()
+    elapsed = time.monotonic() - start
+    log("DONE %d bytes in %.2fs (%.1f MB/s)" % (total, elapsed, total / elapsed / 1e6))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+//! opentracker on 127.0.0.1 with a whitelist of info-hashes, plus scrape-based swarm waits.
+
+use crate::ports::free_port;
+use crate::process::{wait_until, ChildGuard};
+use anyhow::{bail, Context, Result};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// A running opentracker, killed on drop.
+pub struct Tracker {
+    pub port: u16,
+    _guard: ChildGuard,
+}
+
+/// A port for a tracker that will be started later (the .torrent needs the URL first).
+pub fn reserve_port() -> u16 {
+    free_port()
+}
+
+/// `http://127.0.0.1:PORT/announce`
+pub fn announce_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}/announce")
+}
+
+/// Scrape numbers for one torrent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scrape {
+    pub complete: u64,
+    pub incomplete: u64,
+}
+
+impl Tracker {
+    /// Starts opentracker on 127.0.0.1:`port` (TCP and UDP) tracking only `info_hashes` (40-hex).
+    /// `work` is a fresh directory for its chroot and whitelist; logs go to `log_dir`.
+    pub fn start(port: u16, info_hashes: &[String], work: &Path, log_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(work)?;
+        // opentracker chroots to `work` and drops to `nobody` before reading the whitelist.
+        std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o755))?;
+        let wl = work.join("whitelist");
+        let mut body = String::new();
+        for h in info_hashes {
+            if h.len() != 40 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+                bail!("not a 40-hex info-hash: {h:?}");
+            }
+            body.push_str(&h.to_ascii_lowercase());
+            body.push('\n');
+        }
+        std::fs::write(&wl, body)?;
+        std::fs::set_permissions(&wl, std::fs::Permissions::from_mode(0o644))?;
+        let p = port.to_string();
+        let mut cmd = Command::new("opentracker");
+        // -i must precede -p/-P, or opentracker also listens on every interface.
+        cmd.args(["-i", "127.0.0.1", "-p", &p, "-P", &p, "-d"])
+            .arg(work)
+            .args(["-w", "whitelist"]);
+        let mut guard = ChildGuard::spawn("opentracker", &mut cmd, log_dir)?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        wait_until(
+            "opentracker to listen",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || {
+                if let Some(s) = guard.try_wait()? {
+                    bail!("opentracker exited: {s}\n{}", guard.log_tail(2000));
+                }
+                Ok(TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())
+            },
+        )?;
+        Ok(Self {
+            port,
+            _guard: guard,
+        })
+    }
+
+    pub fn announce_url(&self) -> String {
+        announce_url(self.port)
+    }
+
+    /// Scrapes one info-hash (40-hex). A torrent the tracker has not seen yet reads as zeros.
+    pub fn scrape(&self, info_hash: &str) -> Result<Scrape> {
+        let raw = hex_decode(info_hash)?;
+        let q: String = raw.iter().map(|b| format!("%{b:02X}")).collect();
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        s.set_write_timeout(Some(Duration::from_secs(3)))?;
+        write!(
+            s,
+            "GET /scrape?info_hash={q} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            self.port
+        )?;
+        let mut resp = Vec::new();
+        s.take(1 << 20).read_to_end(&mut resp)?;
+        let text = String::from_utf8_lossy(&resp);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .context("malformed scrape response")?;
+        Ok(Scrape {
+            complete: bencode_int_after(body, "8:completei").unwrap_or(0),
+            incomplete: bencode_int_after(body, "10:incompletei").unwrap_or(0),
+        })
+    }
+
+    /// Waits until the tracker lists at least `seeders` complete and `leechers` incomplete peers.
+    pub fn wait_swarm(
+        &self,
+        info_hash: &str,
+        seeders: u64,
+        leechers: u64,
+        timeout: Duration,
+    ) -> Result<()> {
+        let mut last = Scrape::default();
+        wait_until(
+            &format!("tracker to list >= {seeders} seeders and >= {leechers} leechers"),
+            timeout,
+            Duration::from_millis(200),
+            || {
+                last = self.scrape(info_hash)?;
+                Ok(last.complete >= seeders && last.incomplete >= leechers)
+            },
+        )
+        .with_context(|| format!("last scrape: {last:?}"))
+    }
+}
+
+fn bencode_int_after(body: &str, key: &str) -> Option<u64> {
+    let start = body.find(key)? + key.len();
+    let rest = &body[start..];
+    let end = rest.find('e')?;
+    rest[..end].parse().ok()
+}
+
+/// Decodes 40 hex chars into 20 bytes.
+pub fn hex_decode(h: &str) -> Result<[u8; 20]> {
+    let h = h.trim();
+    if h.len() != 40 {
+        bail!("info-hash must be 40 hex chars: {h:?}");
+    }
+    let mut out = [0u8; 20];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).context("bad hex")?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_scrape_body() {
+        let body =
+            "d5:filesd20:aaaaaaaaaaaaaaaaaaaad8:completei2e10:downloadedi5e10:incompletei3eeee";
+        assert_eq!(bencode_int_after(body, "8:completei"), Some(2));
+        assert_eq!(bencode_int_after(body, "10:incompletei"), Some(3));
+        assert_eq!(hex_decode(&"0a".repeat(20)).unwrap(), [10u8; 20]);
+        assert!(hex_decode("zz").is_err());
+    }
+}

@@ -1,0 +1,470 @@
+//! Interop suite: capwise against real reference clients (libtorrent, Transmission, aria2) with an
+//! opentracker, all on 127.0.0.1 inside a private network namespace. Run it with `scripts/test`,
+//! which enters `unshare -n` and enables the `interop` feature.
+//!
+//! Every test: refuses to run outside a private netns, builds a random payload, a .torrent and a
+//! whitelisting tracker in a fresh temp dir, waits at most [`WAIT`] for each phase, and compares the
+//! downloaded bytes with the original (SHA-1 of every file). Set `CAPWISE_KEEP_TMP=1` to keep the
+//! temp dir (and logs) of a failing test, `CAPWISE_KEEP_TMP=always` of every test.
+
+use anyhow::{Context, Result};
+use capwise_tests::clients::{aria2, capwise, libtorrent, local, transmission::Transmission};
+use capwise_tests::clients::{capwise::CapwiseOpts, libtorrent::LtOpts};
+use capwise_tests::netns::assert_private_netns;
+use capwise_tests::payload::{assert_same_tree, make_tree};
+use capwise_tests::ports::free_port;
+use capwise_tests::process::{file_tail, wait_until};
+use capwise_tests::torrent::{info_hash, make_torrent};
+use capwise_tests::tracker::{announce_url, reserve_port, Tracker};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Bound for every wait (download, seeding start, tracker registration).
+const WAIT: Duration = Duration::from_secs(120);
+const PIECE: u32 = 256 * 1024;
+const MIB: u64 = 1 << 20;
+const NAME: &str = "payload";
+
+/// ~28 MiB over three files with sizes that do not line up with pieces.
+fn default_files() -> Vec<(&'static str, u64)> {
+    vec![
+        ("a.bin", 20 * MIB + 12_345),
+        ("sub/b.bin", 7 * MIB),
+        ("sub/c.txt", 1_234),
+    ]
+}
+
+/// One test's world: temp dir, logs, payload under `seed/payload`, torrent, tracker.
+struct Ctx {
+    tmp: tempfile::TempDir,
+    logs: PathBuf,
+    seed_dir: PathBuf,
+    torrent: PathBuf,
+    hash: String,
+    tracker: Tracker,
+}
+
+impl Ctx {
+    fn new(files: &[(&str, u64)], seed: u64) -> Result<Self> {
+        let tmp = tempfile::Builder::new()
+            .prefix("capwise-interop-")
+            .tempdir()?;
+        let logs = tmp.path().join("logs");
+        let seed_dir = tmp.path().join("seed");
+        make_tree(&seed_dir.join(NAME), files, seed)?;
+        let port = reserve_port();
+        let torrent = tmp.path().join("payload.torrent");
+        let hash = make_torrent(
+            &seed_dir.join(NAME),
+            &torrent,
+            &[announce_url(port)],
+            PIECE,
+            &logs,
+        )?;
+        let tracker = Tracker::start(
+            port,
+            std::slice::from_ref(&hash),
+            &tmp.path().join("tracker"),
+            &logs,
+        )?;
+        Ok(Self {
+            tmp,
+            logs,
+            seed_dir,
+            torrent,
+            hash,
+            tracker,
+        })
+    }
+
+    /// A fresh directory for one participant.
+    fn dir(&self, who: &str) -> PathBuf {
+        let d = self.tmp.path().join(who);
+        std::fs::create_dir_all(&d).expect("create participant dir");
+        d
+    }
+
+    fn source(&self) -> PathBuf {
+        self.seed_dir.join(NAME)
+    }
+
+    /// The payload in `dir` equals the original byte for byte (allowing 20 s for disk flushes).
+    fn verify(&self, dir: &Path) -> Result<()> {
+        let got = dir.join(NAME);
+        let mut last = None;
+        let r = wait_until(
+            "downloaded bytes to match",
+            Duration::from_secs(20),
+            Duration::from_millis(500),
+            || match assert_same_tree(&self.source(), &got) {
+                Ok(()) => Ok(true),
+                Err(e) => {
+                    last = Some(format!("{e:#}"));
+                    Ok(false)
+                }
+            },
+        );
+        r.with_context(|| last.unwrap_or_default())
+    }
+
+    /// Waits until the tracker lists at least this many seeders and leechers.
+    fn wait_tracker(&self, seeders: u64, leechers: u64) -> Result<()> {
+        self.tracker.wait_swarm(&self.hash, seeders, leechers, WAIT)
+    }
+
+    fn dump_logs(&self) {
+        let Ok(rd) = std::fs::read_dir(&self.logs) else {
+            return;
+        };
+        let mut files: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        files.sort();
+        for f in files {
+            if f.to_string_lossy().contains("-remote-") {
+                continue;
+            }
+            eprintln!("===== {} =====\n{}", f.display(), file_tail(&f, 4000));
+        }
+    }
+}
+
+/// Runs one interop test body with a fresh [`Ctx`]; on error dumps every log and panics.
+fn run(test: &str, files: &[(&str, u64)], body: impl FnOnce(&Ctx) -> Result<()>) {
+    assert_private_netns();
+    let t0 = Instant::now();
+    let ctx = Ctx::new(files, 0xC0FFEE).expect("test setup (payload, torrent, tracker)");
+    let setup = t0.elapsed();
+    let r = body(&ctx);
+    let total = t0.elapsed();
+    match r {
+        Ok(()) => {
+            eprintln!(
+                "[interop] {test}: ok in {:.1}s (setup {:.1}s)",
+                total.as_secs_f64(),
+                setup.as_secs_f64()
+            );
+            if std::env::var_os("CAPWISE_KEEP_TMP").is_some_and(|v| v == "always") {
+                eprintln!("[interop] kept {}", ctx.tmp.keep().display());
+            }
+        }
+        Err(e) => {
+            ctx.dump_logs();
+            if std::env::var_os("CAPWISE_KEEP_TMP").is_some() {
+                let kept = ctx.tmp.keep();
+                eprintln!("[interop] kept {}", kept.display());
+            }
+            panic!(
+                "[interop] {test} failed after {:.1}s: {e:#}",
+                total.as_secs_f64()
+            );
+        }
+    }
+}
+
+fn timed<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let t = Instant::now();
+    let r = f();
+    eprintln!("[interop]   {what}: {:.1}s", t.elapsed().as_secs_f64());
+    r
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reference-only sanity tests: prove the harness and the reference clients work.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn reference_libtorrent_to_aria2() {
+    run("libtorrent -> aria2", &default_files(), |c| {
+        let _seed = libtorrent::seed(
+            "lt-seed",
+            &c.torrent,
+            &c.seed_dir,
+            free_port(),
+            &LtOpts::default(),
+            &c.logs,
+        )?;
+        c.wait_tracker(1, 0)?;
+        let dir = c.dir("aria2");
+        let mut get = aria2::get("aria2-get", &c.torrent, &dir, free_port(), &c.logs)?;
+        timed("aria2 download", || get.expect_success(WAIT))?;
+        c.verify(&dir)
+    });
+}
+
+#[test]
+fn reference_aria2_to_libtorrent() {
+    run("aria2 -> libtorrent", &default_files(), |c| {
+        let _seed = aria2::seed("aria2-seed", &c.torrent, &c.seed_dir, free_port(), &c.logs)?;
+        c.wait_tracker(1, 0)?;
+        let dir = c.dir("lt");
+        let mut get = libtorrent::get(
+            "lt-get",
+            &c.torrent,
+            &dir,
+            free_port(),
+            &LtOpts::default(),
+            &c.logs,
+        )?;
+        timed("libtorrent download", || get.expect_success(WAIT))?;
+        c.verify(&dir)
+    });
+}
+
+#[test]
+fn reference_libtorrent_to_transmission() {
+    run("libtorrent -> transmission", &default_files(), |c| {
+        let dir = c.dir("tr");
+        let tr_port = free_port();
+        let mut tr = Transmission::start("tr", &c.dir("tr-work"), &dir, tr_port, &c.logs)?;
+        tr.add(&c.torrent)?;
+        c.wait_tracker(0, 1)?;
+        // Transmission never dials 127.x peers: the seeder must dial it.
+        let opts = LtOpts {
+            peers: vec![local(tr_port)],
+            ..LtOpts::default()
+        };
+        let _seed = libtorrent::seed(
+            "lt-seed",
+            &c.torrent,
+            &c.seed_dir,
+            free_port(),
+            &opts,
+            &c.logs,
+        )?;
+        timed("transmission download", || tr.wait_complete(WAIT))?;
+        c.verify(&dir)
+    });
+}
+
+#[test]
+fn reference_transmission_to_libtorrent() {
+    run("transmission -> libtorrent", &default_files(), |c| {
+        let mut tr =
+            Transmission::start("tr", &c.dir("tr-work"), &c.seed_dir, free_port(), &c.logs)?;
+        timed("transmission verify", || tr.seed(&c.torrent, WAIT))?;
+        c.wait_tracker(1, 0)?;
+        let dir = c.dir("lt");
+        let mut get = libtorrent::get(
+            "lt-get",
+            &c.torrent,
+            &dir,
+            free_port(),
+            &LtOpts::default(),
+            &c.logs,
+        )?;
+        timed("libtorrent download", || get.expect_success(WAIT))?;
+        c.verify(&dir)
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// capwise as leecher.
+// ---------------------------------------------------------------------------------------------
+
+fn capwise_get(c: &Ctx) -> Result<()> {
+    let dir = c.dir("capwise");
+    let mut get = capwise::get(
+        "capwise-get",
+        &c.torrent,
+        &dir,
+        free_port(),
+        &c.dir("capwise-state"),
+        &CapwiseOpts::default(),
+        &c.logs,
+    )?;
+    timed("capwise download", || get.expect_success(WAIT))?;
+    c.verify(&dir)
+}
+
+#[test]
+#[ignore = "needs capwise get/seed"]
+fn capwise_gets_from_transmission() {
+    run("transmission -> capwise", &default_files(), |c| {
+        let mut tr =
+            Transmission::start("tr", &c.dir("tr-work"), &c.seed_dir, free_port(), &c.logs)?;
+        tr.seed(&c.torrent, WAIT)?;
+        c.wait_tracker(1, 0)?;
+        capwise_get(c)
+    });
+}
+
+#[test]
+#[ignore = "needs capwise get/seed"]
+fn capwise_gets_from_libtorrent() {
+    run("libtorrent -> capwise", &default_files(), |c| {
+        let _seed = libtorrent::seed(
+            "lt-seed",
+            &c.torrent,
+            &c.seed_dir,
+            free_port(),
+            &LtOpts::default(),
+            &c.logs,
+        )?;
+        c.wait_tracker(1, 0)?;
+        capwise_get(c)
+    });
+}
+
+#[test]
+#[ignore = "needs capwise get/seed"]
+fn capwise_gets_from_aria2() {
+    run("aria2 -> capwise", &default_files(), |c| {
+        let _seed = aria2::seed("aria2-seed", &c.torrent, &c.seed_dir, free_port(), &c.logs)?;
+        c.wait_tracker(1, 0)?;
+        capwise_get(c)
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// capwise as seeder. Leechers start first and register at the tracker; capwise then learns them
+// from its first announce and dials them (Transmission never dials 127.x peers itself).
+// ---------------------------------------------------------------------------------------------
+
+fn capwise_seed(c: &Ctx, torrent: &Path) -> Result<capwise_tests::process::ChildGuard> {
+    capwise::seed(
+        "capwise-seed",
+        torrent,
+        &c.seed_dir,
+        free_port(),
+        &c.dir("capwise-state"),
+        &CapwiseOpts::default(),
+        &c.logs,
+    )
+}
+
+#[test]
+#[ignore = "needs capwise get/seed"]
+fn transmission_gets_from_capwise() {
+    run("capwise -> transmission", &default_files(), |c| {
+        let dir = c.dir("tr");
+        let mut tr = Transmission::start("tr", &c.dir("tr-work"), &dir, free_port(), &c.logs)?;
+        tr.add(&c.torrent)?;
+        c.wait_tracker(0, 1)?;
+        let mut seed = capwise_seed(c, &c.torrent)?;
+        timed("transmission download", || tr.wait_complete(WAIT))?;
+        c.verify(&dir)?;
+        capwise::stop_clean(&mut seed)
+    });
+}
+
+#[test]
+#[ignore = "needs capwise get/seed"]
+fn libtorrent_gets_from_capwise() {
+    run("capwise -> libtorrent", &default_files(), |c| {
+        let dir = c.dir("lt");
+        let mut get = libtorrent::get(
+            "lt-get",
+            &c.torrent,
+            &dir,
+            free_port(),
+            &LtOpts::default(),
+            &c.logs,
+        )?;
+        c.wait_tracker(0, 1)?;
+        let mut seed = capwise_seed(c, &c.torrent)?;
+        timed("libtorrent download", || get.expect_success(WAIT))?;
+        c.verify(&dir)?;
+        capwise::stop_clean(&mut seed)
+    });
+}
+
+#[test]
+#[ignore = "needs capwise get/seed"]
+fn aria2_gets_from_capwise() {
+    run("capwise -> aria2", &default_files(), |c| {
+        let dir = c.dir("aria2");
+        let mut get = aria2::get("aria2-get", &c.torrent, &dir, free_port(), &c.logs)?;
+        c.wait_tracker(0, 1)?;
+        let mut seed = capwise_seed(c, &c.torrent)?;
+        timed("aria2 download", || get.expect_success(WAIT))?;
+        c.verify(&dir)?;
+        capwise::stop_clean(&mut seed)
+    });
+}
+
+#[test]
+#[ignore = "needs capwise get/seed"]
+fn swarm_capwise_seeder_three_mixed_leechers() {
+    run(
+        "capwise -> {libtorrent, aria2, transmission}",
+        &default_files(),
+        |c| {
+            let lt_dir = c.dir("lt");
+            let aria_dir = c.dir("aria2");
+            let tr_dir = c.dir("tr");
+            let mut tr =
+                Transmission::start("tr", &c.dir("tr-work"), &tr_dir, free_port(), &c.logs)?;
+            tr.add(&c.torrent)?;
+            let mut lt = libtorrent::get(
+                "lt-get",
+                &c.torrent,
+                &lt_dir,
+                free_port(),
+                &LtOpts::default(),
+                &c.logs,
+            )?;
+            let mut ar = aria2::get("aria2-get", &c.torrent, &aria_dir, free_port(), &c.logs)?;
+            c.wait_tracker(0, 3)?;
+            let mut seed = capwise_seed(c, &c.torrent)?;
+            timed("swarm download", || {
+                lt.expect_success(WAIT)?;
+                ar.expect_success(WAIT)?;
+                tr.wait_complete(WAIT)
+            })?;
+            c.verify(&lt_dir)?;
+            c.verify(&aria_dir)?;
+            c.verify(&tr_dir)?;
+            capwise::stop_clean(&mut seed)
+        },
+    );
+}
+
+#[test]
+#[ignore = "needs capwise get/seed"]
+fn capwise_create_loads_in_all_three_clients() {
+    run("capwise create -> all clients", &default_files(), |c| {
+        // A second torrent of the same data, made by capwise, tracked by a second tracker.
+        let port = reserve_port();
+        let torrent = c.tmp.path().join("capwise-made.torrent");
+        capwise::create(
+            &c.source(),
+            &torrent,
+            &[announce_url(port)],
+            Some(PIECE),
+            &c.logs,
+        )?;
+        // libtorrent loads it (and tells its info-hash).
+        let hash = info_hash(&torrent, &c.logs)?;
+        let tracker = Tracker::start(
+            port,
+            std::slice::from_ref(&hash),
+            &c.tmp.path().join("tracker2"),
+            &c.logs,
+        )?;
+        // aria2 loads it and the data verifies against its piece hashes.
+        let out = aria2::hash_check(&torrent, &c.seed_dir, &c.logs)?;
+        eprintln!(
+            "[interop]   aria2 hash check: {}",
+            out.lines().last().unwrap_or("")
+        );
+        // Transmission loads it and verifies the data to 100%.
+        let mut tr =
+            Transmission::start("tr", &c.dir("tr-work"), &c.seed_dir, free_port(), &c.logs)?;
+        tr.seed(&torrent, WAIT)?;
+        drop(tr);
+        // A libtorrent leecher downloads from a capwise seeder with it.
+        let dir = c.dir("lt");
+        let mut get = libtorrent::get(
+            "lt-get",
+            &torrent,
+            &dir,
+            free_port(),
+            &LtOpts::default(),
+            &c.logs,
+        )?;
+        tracker.wait_swarm(&hash, 0, 1, WAIT)?;
+        let mut seed = capwise_seed(c, &torrent)?;
+        timed("libtorrent download", || get.expect_success(WAIT))?;
+        c.verify(&dir)?;
+        capwise::stop_clean(&mut seed)
+    });
+}
