@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use capwise_engine::magnet::Magnet;
 use capwise_engine::metainfo::Metainfo;
-use capwise_engine::session::{Hooks, Session, SessionConfig, TorrentHandle, TorrentOptions, TorrentState};
+use capwise_engine::session::{
+    Hooks, Session, SessionConfig, TorrentHandle, TorrentOptions, TorrentState,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::TransferArgs;
@@ -31,12 +33,22 @@ pub fn load_torrent(source: &str) -> Result<Metainfo> {
 
 async fn start_session(args: &TransferArgs) -> Result<Session> {
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
-    std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
-    let hooks = Hooks { gate: Arc::new(LimitGate::new(args.upload_limit, args.download_limit)), ..Hooks::default() };
-    let mut config = SessionConfig { listen: args.listen, state_dir: Some(state_dir), ..SessionConfig::default() };
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    let hooks = Hooks {
+        gate: Arc::new(LimitGate::new(args.upload_limit, args.download_limit)),
+        ..Hooks::default()
+    };
+    let mut config = SessionConfig {
+        listen: args.listen,
+        state_dir: Some(state_dir),
+        ..SessionConfig::default()
+    };
     match Session::start(config.clone(), hooks.clone()).await {
         Ok(s) => Ok(s),
-        Err(capwise_engine::Error::Net(e)) if e.kind() == std::io::ErrorKind::AddrInUse && args.listen.port() == 6881 => {
+        Err(capwise_engine::Error::Net(e))
+            if e.kind() == std::io::ErrorKind::AddrInUse && args.listen.port() == 6881 =>
+        {
             tracing::warn!("port 6881 is taken; listening on a free port instead");
             config.listen.set_port(0);
             Ok(Session::start(config, hooks).await?)
@@ -57,18 +69,28 @@ pub async fn seed(torrent: &std::path::Path, args: &TransferArgs) -> Result<()> 
     run(metainfo, args, true, true).await
 }
 
-async fn run(metainfo: Metainfo, args: &TransferArgs, keep_seeding: bool, seed_only: bool) -> Result<()> {
+async fn run(
+    metainfo: Metainfo,
+    args: &TransferArgs,
+    keep_seeding: bool,
+    seed_only: bool,
+) -> Result<()> {
     let name = metainfo.info.name.clone();
     let session = start_session(args).await?;
     tracing::info!(listen = %session.local_addr(), torrent = %name, info_hash = %metainfo.info_hash, "starting");
-    std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let mut handle = session
         .add_torrent(metainfo, args.dir.clone(), TorrentOptions::default())
         .await
         .with_context(|| format!("cannot open the data of '{name}' in {}", args.dir.display()))?;
     let p = handle.progress();
     if seed_only && p.pieces_have < p.piece_count {
-        tracing::warn!(have = p.pieces_have, of = p.piece_count, "data incomplete; missing pieces will be fetched from peers");
+        tracing::warn!(
+            have = p.pieces_have,
+            of = p.piece_count,
+            "data incomplete; missing pieces will be fetched from peers"
+        );
     }
     let outcome = tokio::select! {
         r = follow(&mut handle, &name) => r,
@@ -95,9 +117,11 @@ async fn follow(handle: &mut TorrentHandle, name: &str) -> Result<(), String> {
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(total);
         bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                .expect("static template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
         );
         bar.set_message(name.to_string());
         bar
@@ -107,7 +131,8 @@ async fn follow(handle: &mut TorrentHandle, name: &str) -> Result<(), String> {
         let p = handle.progress();
         if let Some(bar) = &bar {
             bar.set_position(p.bytes_have);
-        } else if last_line.elapsed() >= Duration::from_secs(2) || p.state == TorrentState::Seeding {
+        } else if last_line.elapsed() >= Duration::from_secs(2) || p.state == TorrentState::Seeding
+        {
             last_line = std::time::Instant::now();
             eprintln!(
                 "{name}: {}/{} pieces, {} peers, {:.1} MB/s down, {:.1} MB/s up",

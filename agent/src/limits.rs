@@ -14,8 +14,12 @@ pub struct LimitGate {
 impl LimitGate {
     /// Limits in bytes per second; `None` is unlimited.
     pub fn new(up: Option<u64>, down: Option<u64>) -> Self {
-        let allowance = |rate: Option<u64>| rate.map(Allowance::rate).unwrap_or(Allowance::Unlimited);
-        Self { up: Throttle::new(allowance(up)), down: Throttle::new(allowance(down)) }
+        let allowance =
+            |rate: Option<u64>| rate.map(Allowance::rate).unwrap_or(Allowance::Unlimited);
+        Self {
+            up: Throttle::new(allowance(up)),
+            down: Throttle::new(allowance(down)),
+        }
     }
 }
 

@@ -14,8 +14,12 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CAPWISE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAPWISE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn create(args: &cli::CreateArgs) -> Result<()> {
@@ -27,9 +31,12 @@ fn create(args: &cli::CreateArgs) -> Result<()> {
         comment: args.comment.clone(),
         ..Default::default()
     };
-    let bytes = capwise_engine::create::create_torrent(&opts).with_context(|| format!("cannot create a torrent from {}", args.path.display()))?;
-    let metainfo = capwise_engine::metainfo::Metainfo::from_bytes(&bytes).context("created torrent does not parse back")?;
-    std::fs::write(&args.output, &bytes).with_context(|| format!("cannot write {}", args.output.display()))?;
+    let bytes = capwise_engine::create::create_torrent(&opts)
+        .with_context(|| format!("cannot create a torrent from {}", args.path.display()))?;
+    let metainfo = capwise_engine::metainfo::Metainfo::from_bytes(&bytes)
+        .context("created torrent does not parse back")?;
+    std::fs::write(&args.output, &bytes)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
     println!("{} {}", metainfo.info_hash, args.output.display());
     Ok(())
 }
@@ -45,7 +52,10 @@ async fn run(cli: Cli) -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("capwise: cannot start the runtime: {e}");

@@ -25,8 +25,12 @@ pub enum UnitError {
 
 fn split_number(input: &str) -> Result<(f64, &str), UnitError> {
     let s = input.trim();
-    let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let number: f64 = s[..end].parse().map_err(|_| UnitError::NoNumber(input.to_string()))?;
+    let end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let number: f64 = s[..end]
+        .parse()
+        .map_err(|_| UnitError::NoNumber(input.to_string()))?;
     if !number.is_finite() || number < 0.0 {
         return Err(UnitError::NoNumber(input.to_string()));
     }
@@ -60,7 +64,10 @@ fn unit_factor(unit: &str) -> Option<f64> {
 }
 
 fn to_bytes(input: &str, number: f64, unit: &str) -> Result<u64, UnitError> {
-    let factor = unit_factor(unit).ok_or_else(|| UnitError::UnknownUnit { input: input.to_string(), unit: unit.to_string() })?;
+    let factor = unit_factor(unit).ok_or_else(|| UnitError::UnknownUnit {
+        input: input.to_string(),
+        unit: unit.to_string(),
+    })?;
     let value = (number * factor).round();
     if value > u64::MAX as f64 {
         return Err(UnitError::TooLarge(input.to_string()));
@@ -97,7 +104,10 @@ mod tests {
         assert_eq!(parse_rate("1.5 MB/s"), Ok(1_500_000));
         assert_eq!(parse_rate("100B/s"), Ok(100));
         assert!(matches!(parse_rate("5MB"), Err(UnitError::NotARate(_))));
-        assert!(matches!(parse_rate("5Mb/s"), Err(UnitError::UnknownUnit { .. })), "bits only when spelled bit");
+        assert!(
+            matches!(parse_rate("5Mb/s"), Err(UnitError::UnknownUnit { .. })),
+            "bits only when spelled bit"
+        );
         assert!(matches!(parse_rate("fast"), Err(UnitError::NoNumber(_))));
     }
 

@@ -5,7 +5,17 @@ use std::net::IpAddr;
 use crate::hooks::{Classifier, PeerClass};
 
 /// Interface names of tunnels: traffic through them goes over someone's WAN.
-const VPN_PREFIXES: &[&str] = &["tun", "tap", "wg", "utun", "ipsec", "vpn", "ppp", "zt", "tailscale"];
+const VPN_PREFIXES: &[&str] = &[
+    "tun",
+    "tap",
+    "wg",
+    "utun",
+    "ipsec",
+    "vpn",
+    "ppp",
+    "zt",
+    "tailscale",
+];
 
 /// LAN = loopback, link-local, or inside the subnet of a local interface that
 /// is not a tunnel. Interfaces are read once at creation.
@@ -24,8 +34,12 @@ impl SubnetClassifier {
                     continue;
                 }
                 match iface.addr {
-                    if_addrs::IfAddr::V4(v4) => subnets.push((IpAddr::V4(v4.ip), IpAddr::V4(v4.netmask))),
-                    if_addrs::IfAddr::V6(v6) => subnets.push((IpAddr::V6(v6.ip), IpAddr::V6(v6.netmask))),
+                    if_addrs::IfAddr::V4(v4) => {
+                        subnets.push((IpAddr::V4(v4.ip), IpAddr::V4(v4.netmask)))
+                    }
+                    if_addrs::IfAddr::V6(v6) => {
+                        subnets.push((IpAddr::V6(v6.ip), IpAddr::V6(v6.netmask)))
+                    }
                 }
             }
         }
@@ -62,7 +76,12 @@ impl Classifier for SubnetClassifier {
             IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local(),
             IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xffc0) == 0xfe80,
         };
-        if local || self.subnets.iter().any(|&(ip, mask)| same_subnet(addr, ip, mask)) {
+        if local
+            || self
+                .subnets
+                .iter()
+                .any(|&(ip, mask)| same_subnet(addr, ip, mask))
+        {
             PeerClass::Lan
         } else {
             PeerClass::Wan
@@ -76,8 +95,18 @@ mod tests {
 
     #[test]
     fn loopback_link_local_and_subnet_are_lan() {
-        let c = SubnetClassifier::with_subnets(vec![("192.168.1.10".parse().unwrap(), "255.255.255.0".parse().unwrap())]);
-        for lan in ["127.0.0.5", "169.254.3.4", "192.168.1.77", "::1", "fe80::1", "::ffff:192.168.1.2"] {
+        let c = SubnetClassifier::with_subnets(vec![(
+            "192.168.1.10".parse().unwrap(),
+            "255.255.255.0".parse().unwrap(),
+        )]);
+        for lan in [
+            "127.0.0.5",
+            "169.254.3.4",
+            "192.168.1.77",
+            "::1",
+            "fe80::1",
+            "::ffff:192.168.1.2",
+        ] {
             assert_eq!(c.classify(lan.parse().unwrap()), PeerClass::Lan, "{lan}");
         }
         for wan in ["192.168.2.1", "8.8.8.8", "2001:db8::1", "10.0.0.1"] {

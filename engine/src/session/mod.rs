@@ -55,7 +55,9 @@ impl Default for SessionConfig {
             listen: "0.0.0.0:6881".parse().expect("literal address"),
             max_connections: 200,
             max_peers_per_torrent: 50,
-            hash_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            hash_threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             swarm: SwarmConfig::default(),
             tracker_timeout: Duration::from_secs(15),
             state_dir: None,
@@ -142,16 +144,35 @@ impl Session {
     /// Add a torrent whose data lives in (or goes to) `download_dir`: checks
     /// what is there (trusting resume data where files are unchanged), then
     /// joins the swarm.
-    pub async fn add_torrent(&self, metainfo: Metainfo, download_dir: PathBuf, options: TorrentOptions) -> Result<TorrentHandle> {
+    pub async fn add_torrent(
+        &self,
+        metainfo: Metainfo,
+        download_dir: PathBuf,
+        options: TorrentOptions,
+    ) -> Result<TorrentHandle> {
         let key = metainfo.info_hash.0;
-        if self.inner.torrents.lock().expect("torrents lock").contains_key(&key) {
+        if self
+            .inner
+            .torrents
+            .lock()
+            .expect("torrents lock")
+            .contains_key(&key)
+        {
             return Err(Error::Io {
                 path: download_dir,
-                source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "torrent already added"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "torrent already added",
+                ),
             });
         }
-        let (shared, handle) = TorrentShared::open(self.inner.clone(), metainfo, download_dir, options).await?;
-        self.inner.torrents.lock().expect("torrents lock").insert(key, shared.clone());
+        let (shared, handle) =
+            TorrentShared::open(self.inner.clone(), metainfo, download_dir, options).await?;
+        self.inner
+            .torrents
+            .lock()
+            .expect("torrents lock")
+            .insert(key, shared.clone());
         torrent::spawn_tasks(shared);
         Ok(handle)
     }
@@ -159,7 +180,14 @@ impl Session {
     /// Stop everything: trackers are told `stopped` (briefly), resume data is
     /// saved, connections close.
     pub async fn shutdown(self) {
-        let torrents: Vec<Arc<TorrentShared>> = self.inner.torrents.lock().expect("torrents lock").values().cloned().collect();
+        let torrents: Vec<Arc<TorrentShared>> = self
+            .inner
+            .torrents
+            .lock()
+            .expect("torrents lock")
+            .values()
+            .cloned()
+            .collect();
         let _ = self.inner.shutdown.send(());
         for t in torrents {
             t.stop().await;
@@ -213,14 +241,21 @@ async fn accept_peer(
 ) -> Result<()> {
     use tokio::io::AsyncWriteExt;
     let theirs = read_handshake(&mut stream).await?;
-    let torrent = inner.torrents.lock().expect("torrents lock").get(&theirs.info_hash).cloned();
+    let torrent = inner
+        .torrents
+        .lock()
+        .expect("torrents lock")
+        .get(&theirs.info_hash)
+        .cloned();
     let Some(torrent) = torrent else {
         return Err(crate::wire::WireError::BadHandshake.into());
     };
     if !torrent.admits(addr) {
         return Ok(());
     }
-    stream.write_all(&Handshake::new(theirs.info_hash, inner.peer_id).encode()).await?;
+    stream
+        .write_all(&Handshake::new(theirs.info_hash, inner.peer_id).encode())
+        .await?;
     peer::run(torrent, stream, addr, theirs, permit).await;
     Ok(())
 }

@@ -27,7 +27,11 @@ const READ_CHUNK: usize = 256 * 1024;
 const WRITE_BATCH: usize = 256 * 1024;
 
 /// Dial a peer a tracker listed.
-pub(crate) async fn dial(shared: Arc<TorrentShared>, addr: SocketAddr, permit: OwnedSemaphorePermit) -> Result<()> {
+pub(crate) async fn dial(
+    shared: Arc<TorrentShared>,
+    addr: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) -> Result<()> {
     let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
@@ -44,7 +48,13 @@ pub(crate) async fn dial(shared: Arc<TorrentShared>, addr: SocketAddr, permit: O
 }
 
 /// Run a connection whose handshakes are done, until either side ends it.
-pub(crate) async fn run(shared: Arc<TorrentShared>, stream: TcpStream, addr: SocketAddr, theirs: Handshake, _permit: OwnedSemaphorePermit) {
+pub(crate) async fn run(
+    shared: Arc<TorrentShared>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    theirs: Handshake,
+    _permit: OwnedSemaphorePermit,
+) {
     if theirs.peer_id == shared.session.peer_id {
         return;
     }
@@ -92,15 +102,28 @@ pub(crate) async fn run(shared: Arc<TorrentShared>, stream: TcpStream, addr: Soc
 
 fn count_overhead(shared: &TorrentShared, direction: Direction, class: PeerClass, bytes: u64) {
     shared.counters.add_overhead(direction, class, bytes);
-    shared.session.hooks.counters.add_overhead(direction, class, bytes);
+    shared
+        .session
+        .hooks
+        .counters
+        .add_overhead(direction, class, bytes);
 }
 
 fn count_payload(shared: &TorrentShared, direction: Direction, class: PeerClass, bytes: u64) {
     shared.counters.add_payload(direction, class, bytes);
-    shared.session.hooks.counters.add_payload(direction, class, bytes);
+    shared
+        .session
+        .hooks
+        .counters
+        .add_payload(direction, class, bytes);
 }
 
-async fn read_loop(shared: &Arc<TorrentShared>, key: u64, link: &PeerLink, mut reader: OwnedReadHalf) -> Result<()> {
+async fn read_loop(
+    shared: &Arc<TorrentShared>,
+    key: u64,
+    link: &PeerLink,
+    mut reader: OwnedReadHalf,
+) -> Result<()> {
     // Large enough for the bitfield of the torrent; block payloads are far smaller.
     let bitfield_len = shared.metainfo.info.piece_count().div_ceil(8) + 1;
     let max_len = (BLOCK_SIZE * 2 + 13).max(bitfield_len + 16).max(1 << 20);
@@ -122,7 +145,12 @@ async fn read_loop(shared: &Arc<TorrentShared>, key: u64, link: &PeerLink, mut r
             messages.push(msg);
         }
         count_payload(shared, Direction::Down, link.class, payload);
-        count_overhead(shared, Direction::Down, link.class, (n as u64).saturating_sub(payload));
+        count_overhead(
+            shared,
+            Direction::Down,
+            link.class,
+            (n as u64).saturating_sub(payload),
+        );
         if messages.is_empty() {
             continue;
         }
@@ -142,7 +170,12 @@ async fn read_loop(shared: &Arc<TorrentShared>, key: u64, link: &PeerLink, mut r
     }
 }
 
-async fn write_loop(shared: &Arc<TorrentShared>, key: u64, link: &PeerLink, mut writer: OwnedWriteHalf) -> Result<()> {
+async fn write_loop(
+    shared: &Arc<TorrentShared>,
+    key: u64,
+    link: &PeerLink,
+    mut writer: OwnedWriteHalf,
+) -> Result<()> {
     let hooks = &shared.session.hooks;
     let mut items = Vec::new();
     let mut out = BytesMut::with_capacity(WRITE_BATCH + 64 * 1024);
@@ -151,23 +184,36 @@ async fn write_loop(shared: &Arc<TorrentShared>, key: u64, link: &PeerLink, mut 
         if link.closed.load(Ordering::Acquire) {
             return Ok(());
         }
-        shared.lock_swarm().poll_outgoing(key, Instant::now(), &mut items);
+        shared
+            .lock_swarm()
+            .poll_outgoing(key, Instant::now(), &mut items);
         let mut sent_payload = 0u64;
         for item in items.drain(..) {
             match item {
                 Outgoing::Message(msg) => {
                     if let Message::Request(block) = &msg {
-                        hooks.gate.acquire(Direction::Down, link.class, block.length as u64).await;
+                        hooks
+                            .gate
+                            .acquire(Direction::Down, link.class, block.length as u64)
+                            .await;
                     }
                     let before = out.len();
                     wire::encode(&msg, &mut out);
-                    count_overhead(shared, Direction::Up, link.class, (out.len() - before) as u64);
+                    count_overhead(
+                        shared,
+                        Direction::Up,
+                        link.class,
+                        (out.len() - before) as u64,
+                    );
                 }
                 Outgoing::Block(block) => {
                     if !hooks.seeding.is_on() {
                         continue;
                     }
-                    hooks.gate.acquire(Direction::Up, link.class, block.length as u64).await;
+                    hooks
+                        .gate
+                        .acquire(Direction::Up, link.class, block.length as u64)
+                        .await;
                     // The switch may have flipped while we waited for the gate.
                     if !hooks.seeding.is_on() || link.closed.load(Ordering::Acquire) {
                         continue;
@@ -176,7 +222,11 @@ async fn write_loop(shared: &Arc<TorrentShared>, key: u64, link: &PeerLink, mut 
                     wire::encode_piece_header(&block, &mut out);
                     let data_at = out.len();
                     out.resize(data_at + block.length as usize, 0);
-                    if let Err(e) = shared.storage.read_block(block.index, block.begin, &mut out[data_at..]) {
+                    if let Err(e) =
+                        shared
+                            .storage
+                            .read_block(block.index, block.begin, &mut out[data_at..])
+                    {
                         // Never serve what is not on disk: forget the piece.
                         tracing::warn!(piece = block.index, error = %e, "piece unreadable; re-checking it");
                         out.truncate(start);

@@ -151,7 +151,11 @@ impl TorrentShared {
     ) -> Result<(Arc<TorrentShared>, TorrentHandle)> {
         let metainfo = Arc::new(metainfo);
         let info_hash = metainfo.info_hash.0;
-        let resume_path = session.config.state_dir.as_deref().map(|d| resume_file(d, &info_hash));
+        let resume_path = session
+            .config
+            .state_dir
+            .as_deref()
+            .map(|d| resume_file(d, &info_hash));
         let threads = session.config.hash_threads;
         let (storage, have) = {
             let metainfo = metainfo.clone();
@@ -159,7 +163,12 @@ impl TorrentShared {
             tokio::task::spawn_blocking(move || -> Result<_> {
                 let storage = Storage::open(&metainfo.info, &download_dir)?;
                 let resume = match &resume_path {
-                    Some(p) => storage::load_resume(p, &info_hash, metainfo.info.piece_count(), metainfo.info.files.len())?,
+                    Some(p) => storage::load_resume(
+                        p,
+                        &info_hash,
+                        metainfo.info.piece_count(),
+                        metainfo.info.files.len(),
+                    )?,
                     None => None,
                 };
                 let have = storage::resume_check(&storage, resume.as_ref(), threads)?;
@@ -171,7 +180,13 @@ impl TorrentShared {
         let info = &metainfo.info;
         let mut swarm_config = session.config.swarm.clone();
         swarm_config.listen_port = session.local_addr.port();
-        let swarm = Swarm::new(info.piece_length, info.total_length, have, swarm_config, Instant::now());
+        let swarm = Swarm::new(
+            info.piece_length,
+            info.total_length,
+            have,
+            swarm_config,
+            Instant::now(),
+        );
         let initial = progress_of(&swarm, info.total_length, None, (0, 0));
         let (tx, rx) = watch::channel(initial);
         let shared = Arc::new(TorrentShared {
@@ -192,7 +207,10 @@ impl TorrentShared {
             resume_dirty: AtomicBool::new(true),
             error: Mutex::new(None),
         });
-        let handle = TorrentHandle { shared: shared.clone(), progress: rx };
+        let handle = TorrentHandle {
+            shared: shared.clone(),
+            progress: rx,
+        };
         Ok((shared, handle))
     }
 
@@ -211,15 +229,18 @@ impl TorrentShared {
 
     pub(crate) fn payload_totals(&self) -> (u64, u64) {
         let c = &self.counters;
-        let up = c.payload(Direction::Up, PeerClass::Lan) + c.payload(Direction::Up, PeerClass::Wan);
-        let down = c.payload(Direction::Down, PeerClass::Lan) + c.payload(Direction::Down, PeerClass::Wan);
+        let up =
+            c.payload(Direction::Up, PeerClass::Lan) + c.payload(Direction::Up, PeerClass::Wan);
+        let down =
+            c.payload(Direction::Down, PeerClass::Lan) + c.payload(Direction::Down, PeerClass::Wan);
         (up, down)
     }
 
     /// Whether a peer at `addr` may connect now.
     pub(crate) fn admits(&self, addr: SocketAddr) -> bool {
         !self.banned.lock().expect("ban lock").contains(&addr)
-            && self.links.lock().expect("links lock").len() < self.session.config.max_peers_per_torrent
+            && self.links.lock().expect("links lock").len()
+                < self.session.config.max_peers_per_torrent
             && self.error.lock().expect("error lock").is_none()
     }
 
@@ -227,11 +248,18 @@ impl TorrentShared {
     pub(crate) fn connect_peers(self: &Arc<Self>, peers: &[SocketAddr]) {
         let me = self.session.local_addr;
         for &addr in peers {
-            let is_me = addr.port() == me.port() && (addr.ip() == me.ip() || me.ip().is_unspecified() && addr.ip().is_loopback());
+            let is_me = addr.port() == me.port()
+                && (addr.ip() == me.ip() || me.ip().is_unspecified() && addr.ip().is_loopback());
             if is_me || !self.admits(addr) {
                 continue;
             }
-            if self.links.lock().expect("links lock").values().any(|l| l.addr == addr) {
+            if self
+                .links
+                .lock()
+                .expect("links lock")
+                .values()
+                .any(|l| l.addr == addr)
+            {
                 continue;
             }
             if !self.dialing.lock().expect("dial lock").insert(addr) {
@@ -259,8 +287,18 @@ impl TorrentShared {
             events.push(ev);
         }
         let finished_now = events.iter().any(|e| *e == Event::Finished);
-        let progress = (finished_now || events.iter().any(|e| matches!(e, Event::PieceComplete { .. })))
-            .then(|| progress_of(&swarm, self.metainfo.info.total_length, None, self.payload_totals()));
+        let progress = (finished_now
+            || events
+                .iter()
+                .any(|e| matches!(e, Event::PieceComplete { .. })))
+        .then(|| {
+            progress_of(
+                &swarm,
+                self.metainfo.info.total_length,
+                None,
+                self.payload_totals(),
+            )
+        });
         drop(swarm);
         if !dirty.is_empty() {
             let links = self.links.lock().expect("links lock");
@@ -306,7 +344,10 @@ impl TorrentShared {
     /// Hash a finished piece off the executor; write it if it matches.
     fn verify(self: Arc<Self>, index: u32, data: Vec<u8>) {
         tokio::spawn(async move {
-            let Some(expected) = self.metainfo.info.piece_hashes.get(index as usize).copied() else { return };
+            let Some(expected) = self.metainfo.info.piece_hashes.get(index as usize).copied()
+            else {
+                return;
+            };
             let storage = self.storage.clone();
             let outcome = tokio::task::spawn_blocking(move || -> Result<bool> {
                 let digest: [u8; 20] = Sha1::digest(&data).into();
@@ -340,12 +381,19 @@ impl TorrentShared {
             link.closed.store(true, Ordering::Release);
             link.wake.notify_one();
         }
-        let p = progress_of(&self.lock_swarm(), self.metainfo.info.total_length, None, self.payload_totals());
+        let p = progress_of(
+            &self.lock_swarm(),
+            self.metainfo.info.total_length,
+            None,
+            self.payload_totals(),
+        );
         self.publish(p);
     }
 
     fn save_resume(&self) {
-        let Some(path) = &self.resume_path else { return };
+        let Some(path) = &self.resume_path else {
+            return;
+        };
         if !self.resume_dirty.swap(false, Ordering::Relaxed) {
             return;
         }
@@ -353,9 +401,19 @@ impl TorrentShared {
         let result = self.storage.sync_all().and_then(|()| {
             let files = self.storage.stamps()?;
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
+                std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+                    path: dir.to_path_buf(),
+                    source: e,
+                })?;
             }
-            storage::save_resume(path, &ResumeData { info_hash: self.info_hash, pieces, files })
+            storage::save_resume(
+                path,
+                &ResumeData {
+                    info_hash: self.info_hash,
+                    pieces,
+                    files,
+                },
+            )
         });
         if let Err(e) = result {
             tracing::warn!(error = %e, "could not save resume data");
@@ -375,7 +433,12 @@ impl TorrentShared {
     }
 }
 
-fn progress_of(swarm: &Swarm, total_length: u64, error: Option<String>, (uploaded, downloaded): (u64, u64)) -> Progress {
+fn progress_of(
+    swarm: &Swarm,
+    total_length: u64,
+    error: Option<String>,
+    (uploaded, downloaded): (u64, u64),
+) -> Progress {
     let s = swarm.stats();
     let state = match error {
         Some(e) => TorrentState::Error(e),
@@ -421,7 +484,12 @@ async fn drive(shared: Arc<TorrentShared>) {
             let mut swarm = shared.lock_swarm();
             swarm.set_seeding(seeding, now);
             swarm.tick(now);
-            let p = progress_of(&swarm, shared.metainfo.info.total_length, None, shared.payload_totals());
+            let p = progress_of(
+                &swarm,
+                shared.metainfo.info.total_length,
+                None,
+                shared.payload_totals(),
+            );
             shared.dispatch(swarm);
             shared.publish(p);
         }
