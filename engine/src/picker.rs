@@ -7,6 +7,12 @@ use std::collections::BTreeMap;
 use crate::bitfield::Bitfield;
 use crate::wire::{BlockRef, BLOCK_SIZE};
 
+/// Bytes of assembled pieces that may wait for verification at once.
+const MAX_VERIFYING_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Piece buffers kept for reuse; enough for the pieces in flight on a fast link.
+const MAX_SPARE_BUFFERS: usize = 16;
+
 /// Identifies a connected peer inside a swarm.
 pub type PeerKey = u64;
 
@@ -29,6 +35,8 @@ enum BlockState {
 #[derive(Debug)]
 struct PartialPiece {
     blocks: Vec<BlockState>,
+    /// Blocks nobody was asked for yet; 0 lets picks skip the piece.
+    open: u32,
     received: u32,
     data: Vec<u8>,
     contributors: Vec<PeerKey>,
@@ -66,6 +74,12 @@ pub struct Picker {
     missing_count: u32,
     seed_count: u32,
     scan_start: u32,
+    /// Pieces assembled and waiting for their hash check.
+    verifying: u32,
+    /// Above this many, no new piece is started.
+    max_verifying: u32,
+    /// Piece buffers handed back after verification, to spare page faults.
+    spare_buffers: Vec<Vec<u8>>,
 }
 
 impl Picker {
@@ -91,6 +105,9 @@ impl Picker {
             missing_count: count - have.count(),
             seed_count: 0,
             scan_start: rand::random::<u32>() % count.max(1),
+            spare_buffers: Vec::new(),
+            verifying: 0,
+            max_verifying: (MAX_VERIFYING_BYTES / piece_length.max(1)).max(4) as u32,
         }
     }
 
@@ -198,8 +215,12 @@ impl Picker {
                 self.take_open_blocks(*index, want - (out.len() - start), out);
             }
         }
-        // Then new pieces, rarest first.
-        while out.len() - start < want && self.missing_count > 0 {
+        // Then new pieces, rarest first, unless verification lags behind:
+        // pieces waiting for their hash check hold memory.
+        while out.len() - start < want
+            && self.missing_count > 0
+            && self.verifying < self.max_verifying
+        {
             let Some(index) = self.rarest_missing(&peer_has) else {
                 break;
             };
@@ -264,6 +285,7 @@ impl Picker {
             index,
             PartialPiece {
                 blocks: vec![BlockState::Open; blocks],
+                open: blocks as u32,
                 received: 0,
                 data: Vec::new(),
                 contributors: Vec::new(),
@@ -276,13 +298,17 @@ impl Picker {
         let Some(p) = self.partial.get_mut(&index) else {
             return;
         };
+        if p.open == 0 {
+            return;
+        }
         let mut taken = 0;
         for (b, st) in p.blocks.iter_mut().enumerate() {
-            if taken >= want {
+            if taken >= want || p.open == 0 {
                 break;
             }
             if *st == BlockState::Open {
                 *st = BlockState::Requested(1);
+                p.open -= 1;
                 out.push(block_ref(index, b as u32, size));
                 taken += 1;
             }
@@ -296,7 +322,10 @@ impl Picker {
             if let Some(st) = p.blocks.get_mut((block.begin / BLOCK_SIZE) as usize) {
                 *st = match *st {
                     BlockState::Requested(n) if n > 1 => BlockState::Requested(n - 1),
-                    BlockState::Requested(_) => BlockState::Open,
+                    BlockState::Requested(_) => {
+                        p.open += 1;
+                        BlockState::Open
+                    }
                     other => other,
                 };
             }
@@ -324,8 +353,18 @@ impl Picker {
             Some(BlockState::Received) => return BlockOutcome::Duplicate,
             Some(_) => {}
         }
+        if p.blocks[b] == BlockState::Open {
+            p.open -= 1;
+        }
         if p.data.is_empty() {
-            p.data = vec![0; size as usize];
+            p.data = match self.spare_buffers.pop() {
+                Some(mut buf) if buf.capacity() >= size as usize => {
+                    // Every byte is overwritten by a block before the piece completes.
+                    buf.resize(size as usize, 0);
+                    buf
+                }
+                _ => vec![0; size as usize],
+            };
         }
         p.data[begin as usize..begin as usize + data.len()].copy_from_slice(data);
         p.blocks[b] = BlockState::Received;
@@ -336,6 +375,7 @@ impl Picker {
         if p.received as usize == p.blocks.len() {
             let p = self.partial.remove(&index).expect("present above");
             self.state[index as usize] = PieceState::Verifying;
+            self.verifying += 1;
             return BlockOutcome::PieceComplete {
                 index,
                 data: p.data,
@@ -343,6 +383,16 @@ impl Picker {
             };
         }
         BlockOutcome::Stored
+    }
+
+    /// Give back a piece buffer once its data is written.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.spare_buffers.len() < MAX_SPARE_BUFFERS
+            && buf.capacity() as u64 >= self.piece_length
+        {
+            buf.clear();
+            self.spare_buffers.push(buf);
+        }
     }
 
     /// The hash check of `index` finished.
@@ -353,6 +403,7 @@ impl Picker {
         if *st != PieceState::Verifying {
             return;
         }
+        self.verifying -= 1;
         if ok {
             *st = PieceState::Have;
             self.have_count += 1;

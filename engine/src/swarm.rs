@@ -49,7 +49,7 @@ impl Default for SwarmConfig {
             upload_slots: 4,
             initial_queue: 64,
             min_queue: 4,
-            max_queue: 2000,
+            max_queue: 500,
             queue_time: Duration::from_millis(500),
             request_timeout: Duration::from_secs(40),
             max_peer_requests: 4000,
@@ -729,6 +729,11 @@ impl Swarm {
         if complete {
             self.events.push_back(Event::Finished);
         }
+    }
+
+    /// Hand back a piece buffer from [`Event::PieceComplete`] once written.
+    pub fn recycle_buffer(&mut self, buf: Vec<u8>) {
+        self.picker.recycle(buf);
     }
 
     /// A verified piece turned out unreadable on disk: forget it so that it is

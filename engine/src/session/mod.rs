@@ -95,6 +95,8 @@ pub(crate) struct SessionInner {
     pub(crate) peer_id: [u8; 20],
     pub(crate) local_addr: SocketAddr,
     pub(crate) connections: Arc<Semaphore>,
+    /// One permit per hashing thread: pieces queue here, not in threads.
+    pub(crate) hashing: Arc<Semaphore>,
     pub(crate) shutdown: broadcast::Sender<()>,
     torrents: Mutex<HashMap<[u8; 20], Arc<TorrentShared>>>,
 }
@@ -120,6 +122,7 @@ impl Session {
         let (shutdown, _) = broadcast::channel(1);
         let inner = Arc::new(SessionInner {
             connections: Arc::new(Semaphore::new(config.max_connections)),
+            hashing: Arc::new(Semaphore::new(config.hash_threads.max(1))),
             config,
             hooks,
             peer_id: new_peer_id(),

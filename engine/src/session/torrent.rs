@@ -171,7 +171,10 @@ impl TorrentShared {
                     )?,
                     None => None,
                 };
-                let have = storage::resume_check(&storage, resume.as_ref(), threads)?;
+                let have = match resume {
+                    Some(resume) => storage::resume_check(&storage, Some(&resume), threads)?,
+                    None => storage.verify_pieces(&storage.pieces_with_data(), threads)?,
+                };
                 Ok((storage, have))
             })
             .await
@@ -349,25 +352,29 @@ impl TorrentShared {
                 return;
             };
             let storage = self.storage.clone();
-            let outcome = tokio::task::spawn_blocking(move || -> Result<bool> {
+            let Ok(_permit) = self.session.hashing.clone().acquire_owned().await else {
+                return;
+            };
+            let outcome = tokio::task::spawn_blocking(move || -> (Result<bool>, Vec<u8>) {
                 let digest: [u8; 20] = Sha1::digest(&data).into();
                 if digest != expected {
-                    return Ok(false);
+                    return (Ok(false), data);
                 }
-                storage.write_piece(index, &data)?;
-                Ok(true)
+                let written = storage.write_piece(index, &data).map(|()| true);
+                (written, data)
             })
             .await;
             match outcome {
-                Ok(Ok(ok)) => {
+                Ok((Ok(ok), buf)) => {
                     if !ok {
                         tracing::warn!(piece = index, "piece failed its hash check");
                     }
                     let mut swarm = self.lock_swarm();
+                    swarm.recycle_buffer(buf);
                     swarm.piece_verified(index, ok, Instant::now());
                     self.dispatch(swarm);
                 }
-                Ok(Err(e)) => self.fail(format!("cannot write piece {index}: {e}")),
+                Ok((Err(e), _)) => self.fail(format!("cannot write piece {index}: {e}")),
                 Err(e) => self.fail(format!("verification task failed: {e}")),
             }
         });

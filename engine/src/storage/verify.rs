@@ -142,3 +142,27 @@ impl Storage {
         })
     }
 }
+
+impl Storage {
+    /// Pieces that touch a file holding any data on disk. A file with no
+    /// allocated blocks (new, or sparse and never written) cannot hold a
+    /// verified piece, so a fresh download is not hashed at all.
+    pub fn pieces_with_data(&self) -> Vec<u32> {
+        use std::os::unix::fs::MetadataExt;
+        let mut pieces = Vec::new();
+        for file in 0..self.layout.file_count() {
+            let has_data = self
+                .file_path(file)
+                .and_then(|p| std::fs::symlink_metadata(p).ok())
+                .is_some_and(|m| m.is_file() && m.blocks() > 0);
+            if has_data {
+                if let Some(range) = self.layout.file_pieces(file) {
+                    pieces.extend(range);
+                }
+            }
+        }
+        pieces.sort_unstable();
+        pieces.dedup();
+        pieces
+    }
+}
