@@ -139,8 +139,8 @@ async fn follow(handle: &mut TorrentHandle, name: &str) -> Result<(), String> {
                 p.pieces_have,
                 p.piece_count,
                 p.peers,
-                p.download_rate / 1e6,
-                p.upload_rate / 1e6
+                p.download_rate.max(0.0) / 1e6,
+                p.upload_rate.max(0.0) / 1e6
             );
         }
         match p.state {

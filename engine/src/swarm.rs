@@ -452,13 +452,18 @@ impl Swarm {
                 self.update_interest(key, now);
             }
             Message::Bitfield(bytes) => {
-                if peer.announced_pieces {
-                    return Err(Violation("bitfield after other piece announcements".into()));
-                }
                 let has =
                     Bitfield::from_bytes(&bytes, count).map_err(|e| Violation(e.to_string()))?;
-                peer.announced_pieces = true;
-                self.set_peer_pieces(key, has, now);
+                if peer.announced_pieces {
+                    // Some clients (aria2) follow have-none or haves with a
+                    // bitfield: take it as more haves rather than drop them.
+                    for index in has.ones() {
+                        self.on_message(key, Message::Have(index), now)?;
+                    }
+                } else {
+                    peer.announced_pieces = true;
+                    self.set_peer_pieces(key, has, now);
+                }
             }
             Message::HaveAll => {
                 need_fast(peer, "have-all")?;

@@ -261,9 +261,11 @@ fn protocol_violations_are_reported() {
     );
     let k = s.add_peer(addr(4), &Handshake::new([0; 20], [4; 20]), start);
     s.on_message(k, Message::Have(1), start).unwrap();
+    s.on_message(k, Message::Bitfield(Bytes::from_static(&[0xf0])), start)
+        .expect("a late bitfield adds haves");
     assert!(
-        s.on_message(k, Message::Bitfield(Bytes::from_static(&[0xf0])), start)
+        s.on_message(k, Message::Bitfield(Bytes::from_static(&[0xf1])), start)
             .is_err(),
-        "late bitfield"
+        "spare bits set"
     );
 }

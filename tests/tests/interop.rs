@@ -276,7 +276,6 @@ fn capwise_get(c: &Ctx) -> Result<()> {
 }
 
 #[test]
-#[ignore = "needs capwise get/seed"]
 fn capwise_gets_from_transmission() {
     run("transmission -> capwise", &default_files(), |c| {
         let mut tr =
@@ -288,7 +287,6 @@ fn capwise_gets_from_transmission() {
 }
 
 #[test]
-#[ignore = "needs capwise get/seed"]
 fn capwise_gets_from_libtorrent() {
     run("libtorrent -> capwise", &default_files(), |c| {
         let _seed = libtorrent::seed(
@@ -305,7 +303,6 @@ fn capwise_gets_from_libtorrent() {
 }
 
 #[test]
-#[ignore = "needs capwise get/seed"]
 fn capwise_gets_from_aria2() {
     run("aria2 -> capwise", &default_files(), |c| {
         let _seed = aria2::seed("aria2-seed", &c.torrent, &c.seed_dir, free_port(), &c.logs)?;
@@ -332,7 +329,6 @@ fn capwise_seed(c: &Ctx, torrent: &Path) -> Result<capwise_tests::process::Child
 }
 
 #[test]
-#[ignore = "needs capwise get/seed"]
 fn transmission_gets_from_capwise() {
     run("capwise -> transmission", &default_files(), |c| {
         let dir = c.dir("tr");
@@ -347,7 +343,6 @@ fn transmission_gets_from_capwise() {
 }
 
 #[test]
-#[ignore = "needs capwise get/seed"]
 fn libtorrent_gets_from_capwise() {
     run("capwise -> libtorrent", &default_files(), |c| {
         let dir = c.dir("lt");
@@ -368,7 +363,6 @@ fn libtorrent_gets_from_capwise() {
 }
 
 #[test]
-#[ignore = "needs capwise get/seed"]
 fn aria2_gets_from_capwise() {
     run("capwise -> aria2", &default_files(), |c| {
         let dir = c.dir("aria2");
@@ -382,7 +376,6 @@ fn aria2_gets_from_capwise() {
 }
 
 #[test]
-#[ignore = "needs capwise get/seed"]
 fn swarm_capwise_seeder_three_mixed_leechers() {
     run(
         "capwise -> {libtorrent, aria2, transmission}",
@@ -419,7 +412,6 @@ fn swarm_capwise_seeder_three_mixed_leechers() {
 }
 
 #[test]
-#[ignore = "needs capwise get/seed"]
 fn capwise_create_loads_in_all_three_clients() {
     run("capwise create -> all clients", &default_files(), |c| {
         // A second torrent of the same data, made by capwise, tracked by a second tracker.

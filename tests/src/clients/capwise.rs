@@ -51,8 +51,8 @@ fn base(sub: &str, torrent: &Path, dir: &Path, port: u16, state_dir: &Path) -> C
         .arg(state_dir)
         .env("RUST_BACKTRACE", "1")
         .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            "CAPWISE_LOG",
+            std::env::var("CAPWISE_LOG").unwrap_or_else(|_| "info".into()),
         );
     c
 }
