@@ -342,7 +342,7 @@ impl Picker {
                 BlockOutcome::Unexpected
             };
         };
-        if begin % BLOCK_SIZE != 0
+        if !begin.is_multiple_of(BLOCK_SIZE)
             || block_ref(index, begin / BLOCK_SIZE, size).length as usize != data.len()
         {
             return BlockOutcome::Unexpected;

@@ -289,7 +289,7 @@ impl TorrentShared {
         while let Some(ev) = swarm.poll_event() {
             events.push(ev);
         }
-        let finished_now = events.iter().any(|e| *e == Event::Finished);
+        let finished_now = events.contains(&Event::Finished);
         let progress = (finished_now
             || events
                 .iter()
