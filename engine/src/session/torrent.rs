@@ -131,6 +131,12 @@ impl TorrentHandle {
         self.shared.counters.clone()
     }
 
+    /// Dial peers directly (a LAN peer, a peer named by the user), as if a
+    /// tracker had listed them.
+    pub fn connect(&self, peers: &[SocketAddr]) {
+        self.shared.connect_peers(peers);
+    }
+
     /// The torrent's info-hash.
     pub fn info_hash(&self) -> [u8; 20] {
         self.shared.info_hash

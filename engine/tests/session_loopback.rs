@@ -1,0 +1,184 @@
+//! Two real sessions on loopback: a download, a restart from resume data that
+//! downloads nothing again, and a file changed on disk that is re-checked.
+
+use std::path::Path;
+use std::time::Duration;
+
+use capwise_engine::create::{create_torrent, CreateOptions};
+use capwise_engine::hooks::{Direction, PeerClass};
+use capwise_engine::metainfo::Metainfo;
+use capwise_engine::session::{Hooks, Session, SessionConfig, TorrentOptions, TorrentState};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn config(state: &Path) -> SessionConfig {
+    SessionConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        state_dir: Some(state.to_path_buf()),
+        ..SessionConfig::default()
+    }
+}
+
+fn make_payload(dir: &Path) -> Metainfo {
+    let data_dir = dir.join("data");
+    std::fs::create_dir_all(data_dir.join("sub")).unwrap();
+    let mut x: u32 = 7;
+    let mut bytes = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (x >> 24) as u8
+            })
+            .collect()
+    };
+    std::fs::write(data_dir.join("a.bin"), bytes(3 * 1024 * 1024 + 123)).unwrap();
+    std::fs::write(data_dir.join("sub/b.bin"), bytes(2 * 1024 * 1024 + 7)).unwrap();
+    std::fs::write(data_dir.join("empty"), b"").unwrap();
+    let opts = CreateOptions {
+        path: data_dir,
+        piece_length: Some(256 * 1024),
+        ..CreateOptions::default()
+    };
+    Metainfo::from_bytes(&create_torrent(&opts).unwrap()).unwrap()
+}
+
+fn same_tree(a: &Path, b: &Path) {
+    for f in ["a.bin", "sub/b.bin", "empty"] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs"
+        );
+    }
+}
+
+async fn download(seeder: &Session, meta: &Metainfo, dir: &Path, state: &Path) -> (u64, u32) {
+    let leecher = Session::start(config(state), Hooks::default())
+        .await
+        .unwrap();
+    let mut handle = leecher
+        .add_torrent(meta.clone(), dir.to_path_buf(), TorrentOptions::default())
+        .await
+        .unwrap();
+    let had_at_start = handle.progress().pieces_have;
+    handle.connect(&[seeder.local_addr()]);
+    tokio::time::timeout(LIMIT, handle.wait_finished())
+        .await
+        .expect("download in time")
+        .expect("no error");
+    let counters = handle.counters();
+    let received = counters.payload(Direction::Down, PeerClass::Lan);
+    assert_eq!(
+        counters.payload(Direction::Down, PeerClass::Wan),
+        0,
+        "loopback is LAN"
+    );
+    leecher.shutdown().await;
+    (received, had_at_start)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_resume_and_recheck() {
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = make_payload(tmp.path());
+    let total = meta.info.total_length;
+
+    let seeder = Session::start(config(&tmp.path().join("seed-state")), Hooks::default())
+        .await
+        .unwrap();
+    let seeding = seeder
+        .add_torrent(
+            meta.clone(),
+            tmp.path().to_path_buf(),
+            TorrentOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        seeding.progress().state,
+        TorrentState::Seeding,
+        "seeder verified its data"
+    );
+
+    let leech_dir = tmp.path().join("leech");
+    let state = tmp.path().join("leech-state");
+    let (received, had) = download(&seeder, &meta, &leech_dir, &state).await;
+    assert_eq!(had, 0);
+    assert!(received >= total, "received {received} of {total}");
+    same_tree(&tmp.path().join("data"), &leech_dir.join("data"));
+
+    // Restart: resume data vouches for every piece, nothing is fetched again.
+    let (received, had) = download(&seeder, &meta, &leech_dir, &state).await;
+    assert_eq!(had, meta.info.piece_count());
+    assert_eq!(
+        received, 0,
+        "a complete torrent downloads nothing after a restart"
+    );
+
+    // Change a byte of b.bin (its mtime moves): its pieces are re-checked and
+    // only the damaged one is fetched again.
+    let b = leech_dir.join("data/sub/b.bin");
+    let mut bytes = std::fs::read(&b).unwrap();
+    bytes[1000] ^= 0xff;
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&b, &bytes).unwrap();
+    let (received, had) = download(&seeder, &meta, &leech_dir, &state).await;
+    assert_eq!(
+        had,
+        meta.info.piece_count() - 1,
+        "exactly the damaged piece is missing"
+    );
+    assert_eq!(received, 256 * 1024, "only that piece is fetched again");
+    same_tree(&tmp.path().join("data"), &leech_dir.join("data"));
+
+    // The seeder counted what it sent, as LAN payload.
+    let sent = seeding.counters().payload(Direction::Up, PeerClass::Lan);
+    assert!(sent >= total + 256 * 1024, "seeder sent {sent}");
+    seeder.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeding_switch_off_sends_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = make_payload(tmp.path());
+    let hooks = Hooks::default();
+    hooks.seeding.set(false);
+    let seeder = Session::start(config(&tmp.path().join("s")), hooks.clone())
+        .await
+        .unwrap();
+    let seeding = seeder
+        .add_torrent(
+            meta.clone(),
+            tmp.path().to_path_buf(),
+            TorrentOptions::default(),
+        )
+        .await
+        .unwrap();
+    let leecher = Session::start(config(&tmp.path().join("l")), Hooks::default())
+        .await
+        .unwrap();
+    let mut handle = leecher
+        .add_torrent(
+            meta.clone(),
+            tmp.path().join("leech"),
+            TorrentOptions::default(),
+        )
+        .await
+        .unwrap();
+    handle.connect(&[seeder.local_addr()]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        seeding.counters().payload(Direction::Up, PeerClass::Lan),
+        0,
+        "no payload while the switch is off"
+    );
+    assert_eq!(handle.progress().pieces_have, 0);
+    // Turned on again, the download completes.
+    hooks.seeding.set(true);
+    tokio::time::timeout(LIMIT, handle.wait_finished())
+        .await
+        .expect("download in time")
+        .expect("no error");
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+}
