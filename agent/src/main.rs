@@ -50,6 +50,22 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The error and its causes on one line, skipping a cause whose text the
+/// message before it already shows (library errors often embed their source).
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    let mut last = line.clone();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !last.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        last = text;
+    }
+    line
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -66,7 +82,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("capwise: {e:#}");
+            eprintln!("capwise: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
