@@ -7,7 +7,9 @@ use std::time::Duration;
 use capwise_engine::create::{create_torrent, CreateOptions};
 use capwise_engine::hooks::{Direction, PeerClass};
 use capwise_engine::metainfo::Metainfo;
-use capwise_engine::session::{Hooks, Session, SessionConfig, TorrentOptions, TorrentState};
+use capwise_engine::session::{
+    Hooks, Session, SessionConfig, TorrentHandle, TorrentOptions, TorrentState,
+};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -40,6 +42,18 @@ fn make_payload(dir: &Path) -> Metainfo {
         ..CreateOptions::default()
     };
     Metainfo::from_bytes(&create_torrent(&opts).unwrap()).unwrap()
+}
+
+/// A session seeding `meta` from `tmp`, with its own state directory.
+async fn start_seeder(tmp: &Path, meta: &Metainfo, hooks: Hooks) -> (Session, TorrentHandle) {
+    let seeder = Session::start(config(&tmp.join("seed-state")), hooks)
+        .await
+        .unwrap();
+    let handle = seeder
+        .add_torrent(meta.clone(), tmp.to_path_buf(), TorrentOptions::default())
+        .await
+        .unwrap();
+    (seeder, handle)
 }
 
 fn same_tree(a: &Path, b: &Path) {
@@ -83,17 +97,7 @@ async fn download_resume_and_recheck() {
     let meta = make_payload(tmp.path());
     let total = meta.info.total_length;
 
-    let seeder = Session::start(config(&tmp.path().join("seed-state")), Hooks::default())
-        .await
-        .unwrap();
-    let seeding = seeder
-        .add_torrent(
-            meta.clone(),
-            tmp.path().to_path_buf(),
-            TorrentOptions::default(),
-        )
-        .await
-        .unwrap();
+    let (seeder, seeding) = start_seeder(tmp.path(), &meta, Hooks::default()).await;
     assert_eq!(
         seeding.progress().state,
         TorrentState::Seeding,
@@ -143,17 +147,7 @@ async fn seeding_switch_off_sends_nothing() {
     let meta = make_payload(tmp.path());
     let hooks = Hooks::default();
     hooks.seeding.set(false);
-    let seeder = Session::start(config(&tmp.path().join("s")), hooks.clone())
-        .await
-        .unwrap();
-    let seeding = seeder
-        .add_torrent(
-            meta.clone(),
-            tmp.path().to_path_buf(),
-            TorrentOptions::default(),
-        )
-        .await
-        .unwrap();
+    let (seeder, seeding) = start_seeder(tmp.path(), &meta, hooks.clone()).await;
     let leecher = Session::start(config(&tmp.path().join("l")), Hooks::default())
         .await
         .unwrap();

@@ -81,8 +81,14 @@ pub(crate) async fn run(
     };
     let (key, link) = link;
     // Handshake bytes on both sides are protocol overhead.
-    count_overhead(&shared, Direction::Up, class, wire::HANDSHAKE_LEN as u64);
-    count_overhead(&shared, Direction::Down, class, wire::HANDSHAKE_LEN as u64);
+    count(&shared, Direction::Up, class, 0, wire::HANDSHAKE_LEN as u64);
+    count(
+        &shared,
+        Direction::Down,
+        class,
+        0,
+        wire::HANDSHAKE_LEN as u64,
+    );
     tracing::debug!(%addr, ?class, "peer connected");
     let (reader, writer) = stream.into_split();
     let mut shutdown = shared.session.shutdown.subscribe();
@@ -100,22 +106,18 @@ pub(crate) async fn run(
     shared.dispatch(swarm);
 }
 
-fn count_overhead(shared: &TorrentShared, direction: Direction, class: PeerClass, bytes: u64) {
-    shared.counters.add_overhead(direction, class, bytes);
-    shared
-        .session
-        .hooks
-        .counters
-        .add_overhead(direction, class, bytes);
-}
-
-fn count_payload(shared: &TorrentShared, direction: Direction, class: PeerClass, bytes: u64) {
-    shared.counters.add_payload(direction, class, bytes);
-    shared
-        .session
-        .hooks
-        .counters
-        .add_payload(direction, class, bytes);
+/// Count bytes in this torrent's counters and the session's (what the policy reads).
+fn count(
+    shared: &TorrentShared,
+    direction: Direction,
+    class: PeerClass,
+    payload: u64,
+    overhead: u64,
+) {
+    for counters in [&*shared.counters, &*shared.session.hooks.counters] {
+        counters.add_payload(direction, class, payload);
+        counters.add_overhead(direction, class, overhead);
+    }
 }
 
 async fn read_loop(
@@ -144,13 +146,8 @@ async fn read_loop(
             }
             messages.push(msg);
         }
-        count_payload(shared, Direction::Down, link.class, payload);
-        count_overhead(
-            shared,
-            Direction::Down,
-            link.class,
-            (n as u64).saturating_sub(payload),
-        );
+        let overhead = (n as u64).saturating_sub(payload);
+        count(shared, Direction::Down, link.class, payload, overhead);
         if messages.is_empty() {
             continue;
         }
@@ -199,10 +196,11 @@ async fn write_loop(
                     }
                     let before = out.len();
                     wire::encode(&msg, &mut out);
-                    count_overhead(
+                    count(
                         shared,
                         Direction::Up,
                         link.class,
+                        0,
                         (out.len() - before) as u64,
                     );
                 }
@@ -235,8 +233,14 @@ async fn write_loop(
                         drop(swarm);
                         continue;
                     }
-                    count_overhead(shared, Direction::Up, link.class, (data_at - start) as u64);
-                    count_payload(shared, Direction::Up, link.class, block.length as u64);
+                    let header = (data_at - start) as u64;
+                    count(
+                        shared,
+                        Direction::Up,
+                        link.class,
+                        block.length as u64,
+                        header,
+                    );
                     sent_payload += block.length as u64;
                 }
             }
