@@ -41,9 +41,13 @@ pub struct TransferArgs {
     /// Address to accept peers on; port 0 picks a free port.
     #[arg(long, default_value = "0.0.0.0:6881")]
     pub listen: SocketAddr,
-    /// Where resume data is kept (default: $XDG_STATE_HOME/capwise).
+    /// Where resume data and the policy database are kept (default: $XDG_STATE_HOME/capwise).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Describe the uplink with this TOML file instead of asking NetworkManager
+    /// or the kernel; re-read when it changes.
+    #[arg(long)]
+    pub network_file: Option<PathBuf>,
 }
 
 /// `capwise get`

@@ -16,6 +16,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::cli::TransferArgs;
 use crate::limits::LimitGate;
 use crate::paths::default_state_dir;
+use crate::policy_gate::PolicyGate;
+use crate::policy_runtime::{PolicyOptions, PolicyRuntime};
 
 /// Read a .torrent file, or explain why a magnet link cannot be used yet.
 pub fn load_torrent(source: &str) -> Result<Metainfo> {
@@ -31,30 +33,41 @@ pub fn load_torrent(source: &str) -> Result<Metainfo> {
     Metainfo::from_bytes(&bytes).with_context(|| format!("{source} is not a usable torrent"))
 }
 
-async fn start_session(args: &TransferArgs) -> Result<Session> {
+async fn start_session(args: &TransferArgs) -> Result<(Session, PolicyRuntime)> {
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    let hooks = Hooks::default();
+    let policy = PolicyRuntime::start(
+        &PolicyOptions {
+            state_dir: state_dir.clone(),
+            network_file: args.network_file.clone(),
+        },
+        hooks.seeding.clone(),
+    )
+    .await?;
+    let limits = LimitGate::new(args.upload_limit, args.download_limit);
     let hooks = Hooks {
-        gate: Arc::new(LimitGate::new(args.upload_limit, args.download_limit)),
-        ..Hooks::default()
+        gate: Arc::new(PolicyGate::new(&policy, limits)),
+        ..hooks
     };
     let mut config = SessionConfig {
         listen: args.listen,
         state_dir: Some(state_dir),
         ..SessionConfig::default()
     };
-    match Session::start(config.clone(), hooks.clone()).await {
-        Ok(s) => Ok(s),
+    let session = match Session::start(config.clone(), hooks.clone()).await {
+        Ok(s) => s,
         Err(capwise_engine::Error::Net(e))
             if e.kind() == std::io::ErrorKind::AddrInUse && args.listen.port() == 6881 =>
         {
             tracing::warn!("port 6881 is taken; listening on a free port instead");
             config.listen.set_port(0);
-            Ok(Session::start(config, hooks).await?)
+            Session::start(config, hooks).await?
         }
-        Err(e) => Err(e).with_context(|| format!("cannot listen on {}", args.listen)),
-    }
+        Err(e) => return Err(e).with_context(|| format!("cannot listen on {}", args.listen)),
+    };
+    Ok((session, policy))
 }
 
 /// Run `get`: download, then seed if asked.
@@ -76,7 +89,8 @@ async fn run(
     seed_only: bool,
 ) -> Result<()> {
     let name = metainfo.info.name.clone();
-    let session = start_session(args).await?;
+    // The policy lives as long as the session; dropping it flushes the ledger.
+    let (session, _policy) = start_session(args).await?;
     tracing::info!(listen = %session.local_addr(), torrent = %name, info_hash = %metainfo.info_hash, "starting");
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;

@@ -1,10 +1,16 @@
 //! The `capwise` binary: foreground transfers, torrent creation, and (later)
 //! the background service with its local API.
 
+mod accounting;
 mod cli;
 mod foreground;
 mod limits;
+mod network_source;
 mod paths;
+mod policy_gate;
+mod policy_runtime;
+mod policy_state;
+mod state_db;
 mod units;
 
 use std::process::ExitCode;

@@ -316,6 +316,25 @@ impl Store {
         Ok(Some(budget))
     }
 
+    /// Every network that has a budget, with it, ordered by network id.
+    pub fn budgets(&self) -> Result<Vec<(NetworkId, Budget)>> {
+        let ids: Vec<String> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT network_id FROM budgets ORDER BY network_id")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let id = NetworkId(id);
+            if let Some(budget) = self.budget(&id)? {
+                out.push((id, budget));
+            }
+        }
+        Ok(out)
+    }
+
     /// Replaces the schedule of a network.
     pub fn set_schedule(&mut self, id: &NetworkId, schedule: &Schedule) -> Result<()> {
         for w in &schedule.windows {
@@ -655,6 +674,7 @@ mod tests {
         };
         store.set_budget(&net.id, Some(&budget)).unwrap();
         assert_eq!(store.budget(&net.id).unwrap(), Some(budget));
+        assert_eq!(store.budgets().unwrap(), vec![(net.id.clone(), budget)]);
         store.set_budget(&net.id, None).unwrap();
         assert_eq!(store.budget(&net.id).unwrap(), None);
 

@@ -1,0 +1,162 @@
+//! Where the agent's bytes on the current network are accounted: a
+//! [`BudgetAccount`] when the network has a budget (debits before bytes
+//! move), else a plain recorder that only files usage under the calendar
+//! month, so `capwise usage` knows uncapped networks too.
+
+use std::collections::BTreeMap;
+
+use capwise_policy::decision::BudgetState;
+use capwise_policy::ledger::{BudgetAccount, DebitError, Direction, PeerClass};
+use capwise_policy::network::NetworkId;
+use capwise_policy::store::Store;
+use capwise_policy::time::Timestamp;
+use capwise_policy::PolicyError;
+
+use crate::state_db::calendar_month;
+
+/// Usage on a network without a budget: recorded, never refused.
+#[derive(Debug)]
+pub struct PlainUsage {
+    period: (Timestamp, Timestamp),
+    unflushed: BTreeMap<(Direction, PeerClass), u64>,
+}
+
+/// How the current network's bytes are accounted.
+#[derive(Debug)]
+enum Kind {
+    /// A capped network.
+    Budgeted(BudgetAccount),
+    /// An uncapped network.
+    Plain(PlainUsage),
+}
+
+/// The agent's account on the current network.
+#[derive(Debug)]
+pub struct Accounting {
+    network: NetworkId,
+    kind: Kind,
+}
+
+impl Accounting {
+    /// The account for `network` at `now`: budgeted if it has a budget.
+    pub fn open(store: &Store, network: &NetworkId, now: Timestamp) -> Result<Self, PolicyError> {
+        let kind = match store.budget(network)? {
+            Some(budget) => {
+                Kind::Budgeted(BudgetAccount::open(store, network.clone(), budget, now)?)
+            }
+            None => Kind::Plain(PlainUsage {
+                period: calendar_month(now),
+                unflushed: BTreeMap::new(),
+            }),
+        };
+        Ok(Accounting {
+            network: network.clone(),
+            kind,
+        })
+    }
+
+    /// Whether the stored budget is still the one this account spends;
+    /// false after `capwise budget set/rm` from another process.
+    pub fn matches_budget(&self, store: &Store) -> Result<bool, PolicyError> {
+        let stored = store.budget(&self.network)?;
+        Ok(match &self.kind {
+            Kind::Budgeted(account) => stored.as_ref() == Some(account.budget()),
+            Kind::Plain(_) => stored.is_none(),
+        })
+    }
+
+    /// The network accounted.
+    pub fn network(&self) -> &NetworkId {
+        &self.network
+    }
+
+    /// The current period `[start, end)`.
+    pub fn period(&self) -> (Timestamp, Timestamp) {
+        match &self.kind {
+            Kind::Budgeted(account) => account.period(),
+            Kind::Plain(plain) => plain.period,
+        }
+    }
+
+    /// Debits (budgeted, counted traffic) or records the bytes before they
+    /// move. `counted` is false in a schedule's free window.
+    pub fn debit(
+        &mut self,
+        store: &Store,
+        direction: Direction,
+        class: PeerClass,
+        bytes: u64,
+        counted: bool,
+    ) -> Result<(), DebitError> {
+        match &mut self.kind {
+            Kind::Budgeted(account) if counted => account.try_debit(store, direction, class, bytes),
+            Kind::Budgeted(account) => {
+                account.record_free(direction, class, bytes);
+                Ok(())
+            }
+            Kind::Plain(plain) => {
+                *plain.unflushed.entry((direction, class)).or_insert(0) += bytes;
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts a new period if `now` left the current one; true if it did.
+    pub fn roll_over(&mut self, store: &Store, now: Timestamp) -> Result<bool, PolicyError> {
+        if let Kind::Budgeted(account) = &mut self.kind {
+            return account.roll_over(store, now);
+        }
+        let (start, end) = self.period();
+        if now >= start && now < end {
+            return Ok(false);
+        }
+        self.flush(store)?;
+        *self = Accounting::open(store, &self.network.clone(), now)?;
+        Ok(true)
+    }
+
+    /// Adds whole-link traffic measured on the interface and refreshes the
+    /// account's view of it.
+    pub fn add_link_usage(&mut self, store: &Store, rx: u64, tx: u64) -> Result<(), PolicyError> {
+        let start = self.period().0;
+        store.add_link_usage(&self.network, start, rx, tx)?;
+        if let Kind::Budgeted(account) = &mut self.kind {
+            let (rx_total, tx_total) = store.link_usage(&self.network, start)?;
+            account.set_link_usage(rx_total, tx_total);
+        }
+        Ok(())
+    }
+
+    /// Writes the usage kept in memory to the ledger (no fsync needed: the
+    /// durable promise is the reservation, not these rows).
+    pub fn flush(&mut self, store: &Store) -> Result<(), PolicyError> {
+        match &mut self.kind {
+            Kind::Budgeted(account) => account.flush(store),
+            Kind::Plain(plain) => {
+                while let Some((&(direction, class), &bytes)) = plain.unflushed.iter().next() {
+                    store.add_usage(&self.network, plain.period.0, direction, class, bytes)?;
+                    plain.unflushed.remove(&(direction, class));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The budget's state for the decision, if there is a budget.
+    pub fn budget_state(&self) -> Option<BudgetState> {
+        match &self.kind {
+            Kind::Budgeted(account) => Some(budget_state(account)),
+            Kind::Plain(_) => None,
+        }
+    }
+}
+
+/// Where a budget account stands, as the decision wants it.
+pub fn budget_state(account: &BudgetAccount) -> BudgetState {
+    BudgetState {
+        budget: *account.budget(),
+        agent_used: account.used(),
+        link_used: account.link_used(),
+        resets_at: account.period().1,
+    }
+}
