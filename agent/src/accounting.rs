@@ -65,11 +65,6 @@ impl Accounting {
         })
     }
 
-    /// The network accounted.
-    pub fn network(&self) -> &NetworkId {
-        &self.network
-    }
-
     /// The current period `[start, end)`.
     pub fn period(&self) -> (Timestamp, Timestamp) {
         match &self.kind {

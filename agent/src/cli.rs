@@ -24,6 +24,14 @@ pub enum Command {
     Seed(SeedArgs),
     /// Create a .torrent file from a file or directory.
     Create(CreateArgs),
+    /// Data-cap budgets per network: set, list, rm.
+    Budget(crate::cli_policy::BudgetArgs),
+    /// Networks seen, and whether each is metered: list, set.
+    Network(crate::cli_policy::NetworkArgs),
+    /// This period's traffic per network: capwise's share and the whole link's.
+    Usage(crate::cli_policy::UsageArgs),
+    /// Why transfers are (or are not) limited right now.
+    Why(crate::cli_policy::WhyArgs),
 }
 
 /// Options shared by the foreground transfer commands.

@@ -3,6 +3,8 @@
 
 mod accounting;
 mod cli;
+mod cli_policy;
+mod commands;
 mod foreground;
 mod limits;
 mod network_source;
@@ -53,6 +55,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Get(a) => foreground::get(&a.source, a.seed, &a.transfer).await,
         Command::Seed(a) => foreground::seed(&a.torrent, &a.transfer).await,
         Command::Create(a) => create(&a),
+        Command::Budget(a) => commands::budget::run(&a),
+        Command::Network(a) => commands::network::run(&a),
+        Command::Usage(a) => commands::usage::run(&a),
+        Command::Why(a) => commands::why::run(&a).await,
     }
 }
 

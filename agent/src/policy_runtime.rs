@@ -159,6 +159,7 @@ impl PolicyRuntime {
     }
 
     /// The decision in force.
+    #[cfg(test)]
     pub fn decision(&self) -> Decision {
         self.shared.decision.borrow().clone()
     }

@@ -19,6 +19,12 @@ use crate::network_source::SourceKind;
 /// Where the kernel keeps interface counters.
 const SYS_CLASS_NET: &str = "/sys/class/net";
 
+/// The network with the user's stored word on metering applied.
+pub fn with_users_word(store: &Store, network: Network) -> Result<Network, PolicyError> {
+    let word = store.metered_override(&network.id)?;
+    Ok(network.with_user_override(word))
+}
+
 /// The policy's state.
 #[derive(Debug)]
 pub struct PolicyState {
@@ -47,14 +53,10 @@ impl PolicyState {
         }
     }
 
-    /// The database (for tests and read-only questions).
+    /// The database, for tests that look at the ledger.
+    #[cfg(test)]
     pub fn store(&self) -> &Store {
         &self.store
-    }
-
-    /// The current network as the policy sees it.
-    pub fn network(&self) -> Option<&Network> {
-        self.network.as_ref()
     }
 
     /// Takes in what the source reports and re-reads what the user may have
@@ -67,10 +69,7 @@ impl PolicyState {
         now: Timestamp,
     ) -> Result<(), PolicyError> {
         let network = match self.source.resolve(reported) {
-            Some(n) => {
-                let word = self.store.metered_override(&n.id)?;
-                Some(n.with_user_override(word))
-            }
+            Some(n) => Some(with_users_word(&self.store, n)?),
             None => None,
         };
         let same_id = self.network.as_ref().map(|n| &n.id) == network.as_ref().map(|n| &n.id);

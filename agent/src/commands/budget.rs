@@ -1,0 +1,218 @@
+//! `capwise budget set | list | rm`: the data caps per network.
+
+use anyhow::{bail, Context, Result};
+use capwise_policy::budget::{Budget, Counts, Period};
+use capwise_policy::ledger::BudgetAccount;
+use capwise_policy::network::NetworkId;
+use capwise_policy::store::Store;
+use capwise_policy::time::{to_local, ShortDate, Timestamp, UtcOffset, Weekday};
+use capwise_policy::units::HumanBytes;
+use serde_json::{json, Value};
+
+use super::output::{format_timestamp, print_json};
+use crate::cli_policy::{
+    BudgetArgs, BudgetCommand, BudgetSetArgs, CountArg, NetworkIdArgs, PeriodArg, StoreArgs,
+};
+use crate::state_db::{open_store, state_dir};
+
+/// Runs a `capwise budget` subcommand.
+pub fn run(args: &BudgetArgs) -> Result<()> {
+    let now = Timestamp::now_from_system();
+    match &args.command {
+        BudgetCommand::Set(a) => set(a, now),
+        BudgetCommand::List(a) => list(a, now),
+        BudgetCommand::Rm(a) => rm(a, now),
+    }
+}
+
+fn set(args: &BudgetSetArgs, now: Timestamp) -> Result<()> {
+    let budget = budget_from_args(args, now)?;
+    let store = open_store(&state_dir(args.store.state_dir.as_deref()), now)?;
+    let id = NetworkId::new(args.network_id.clone());
+    store
+        .set_budget(&id, Some(&budget))
+        .context("cannot store the budget")?;
+    let view = describe(&store, &id, &budget, now)?;
+    if args.store.json {
+        print_json(&view);
+    } else {
+        println!(
+            "budget for '{id}': {} {}, counting {}; {}% ({}) kept for you, so capwise stops at {}",
+            HumanBytes(budget.cap_bytes),
+            period_words(&budget),
+            counts_words(budget.counts),
+            budget.reserve_percent,
+            HumanBytes(budget.reserve_bytes()),
+            HumanBytes(budget.agent_limit()),
+        );
+    }
+    Ok(())
+}
+
+fn list(args: &StoreArgs, now: Timestamp) -> Result<()> {
+    let store = open_store(&state_dir(args.state_dir.as_deref()), now)?;
+    let budgets = store.budgets().context("cannot read the budgets")?;
+    let views = budgets
+        .iter()
+        .map(|(id, budget)| describe(&store, id, budget, now))
+        .collect::<Result<Vec<_>>>()?;
+    if args.json {
+        print_json(&Value::Array(views));
+        return Ok(());
+    }
+    if budgets.is_empty() {
+        println!("no budgets; set one with `capwise budget set NETWORK_ID --cap 5GB`");
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:>9} {:<26} {:<8} {:>7} {:>9}  RESETS",
+        "NETWORK", "CAP", "PERIOD", "COUNTS", "RESERVE", "USED"
+    );
+    for ((id, budget), view) in budgets.iter().zip(&views) {
+        let used = view["used_bytes"].as_u64().unwrap_or(0);
+        let resets = to_local(budget.bounds(now).1, budget.utc_offset).date;
+        println!(
+            "{:<24} {:>9} {:<26} {:<8} {:>6}% {:>9}  {}",
+            id.as_str(),
+            HumanBytes(budget.cap_bytes).to_string(),
+            period_words(budget),
+            counts_words(budget.counts),
+            budget.reserve_percent,
+            HumanBytes(used).to_string(),
+            ShortDate(resets),
+        );
+    }
+    Ok(())
+}
+
+fn rm(args: &NetworkIdArgs, now: Timestamp) -> Result<()> {
+    let store = open_store(&state_dir(args.store.state_dir.as_deref()), now)?;
+    let id = NetworkId::new(args.network_id.clone());
+    if store.budget(&id)?.is_none() {
+        bail!("'{id}' has no budget (see `capwise budget list`)");
+    }
+    store
+        .set_budget(&id, None)
+        .context("cannot remove the budget")?;
+    if args.store.json {
+        print_json(&json!({ "removed": id.as_str() }));
+    } else {
+        println!("removed the budget of '{id}'; usage history is kept");
+    }
+    Ok(())
+}
+
+/// Builds and checks the budget the arguments describe.
+fn budget_from_args(args: &BudgetSetArgs, now: Timestamp) -> Result<Budget> {
+    let period = match args.period {
+        PeriodArg::Monthly => {
+            let day = match args.cycle_day.as_deref() {
+                None => 1,
+                Some(text) => match text.trim().parse::<u8>() {
+                    Ok(day @ 1..=31) => day,
+                    _ => bail!("--cycle-day `{text}`: a monthly budget needs a day of the month, 1-31"),
+                },
+            };
+            Period::Monthly { cycle_day: day }
+        }
+        PeriodArg::Weekly => Period::Weekly {
+            starts_on: match args.cycle_day.as_deref() {
+                None => Weekday::Mon,
+                Some(text) => parse_weekday(text).with_context(|| {
+                    format!("--cycle-day `{text}`: a weekly budget needs a weekday, mon..sun or 1-7 (Monday = 1)")
+                })?,
+            },
+        },
+        PeriodArg::Daily | PeriodArg::Once if args.cycle_day.is_some() => {
+            bail!("--cycle-day only applies to monthly and weekly budgets")
+        }
+        PeriodArg::Daily => Period::Daily,
+        PeriodArg::Once => Period::OneOff {
+            start: now,
+            end: now.plus_secs(i64::from(args.days) * 86_400),
+        },
+    };
+    let budget = Budget {
+        cap_bytes: args.cap,
+        period,
+        counts: match args.count {
+            CountArg::Both => Counts::DownAndUp,
+            CountArg::Up => Counts::UpOnly,
+        },
+        reserve_percent: args.reserve,
+        utc_offset: UtcOffset::from_seconds(args.utc_offset)
+            .context("--utc-offset is beyond ±18 hours")?,
+    };
+    budget.validate().context("invalid budget")?;
+    Ok(budget)
+}
+
+fn parse_weekday(text: &str) -> Option<Weekday> {
+    let lower = text.trim().to_ascii_lowercase();
+    if let Ok(n @ 1..=7) = lower.parse::<u8>() {
+        return Some(Weekday::from_index(n - 1));
+    }
+    const NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    NAMES
+        .iter()
+        .position(|name| lower.starts_with(name))
+        .map(|i| Weekday::ALL[i])
+}
+
+fn weekday_name(day: Weekday) -> &'static str {
+    [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ][day.index() as usize]
+}
+
+/// "monthly from day 5", "weekly from Monday", "daily", "once until …".
+fn period_words(budget: &Budget) -> String {
+    match budget.period {
+        Period::Monthly { cycle_day } => format!("monthly from day {cycle_day}"),
+        Period::Weekly { starts_on } => format!("weekly from {}", weekday_name(starts_on)),
+        Period::Daily => "daily".into(),
+        Period::OneOff { end, .. } => format!("once, until {}", format_timestamp(end)),
+    }
+}
+
+fn counts_words(counts: Counts) -> &'static str {
+    match counts {
+        Counts::DownAndUp => "down+up",
+        Counts::UpOnly => "up only",
+    }
+}
+
+/// A budget with where it stands this period, as JSON.
+fn describe(store: &Store, id: &NetworkId, budget: &Budget, now: Timestamp) -> Result<Value> {
+    let account = BudgetAccount::open(store, id.clone(), *budget, now)
+        .with_context(|| format!("cannot read the usage of '{id}'"))?;
+    let (start, end) = account.period();
+    let (period, cycle_day, one_off) = match budget.period {
+        Period::Monthly { cycle_day } => ("monthly", Some(u32::from(cycle_day)), None),
+        Period::Weekly { starts_on } => ("weekly", Some(u32::from(starts_on.index()) + 1), None),
+        Period::Daily => ("daily", None, None),
+        Period::OneOff { start, end } => ("once", None, Some((start.0, end.0))),
+    };
+    Ok(json!({
+        "network_id": id.as_str(),
+        "cap_bytes": budget.cap_bytes,
+        "period": period,
+        "cycle_day": cycle_day,
+        "one_off": one_off.map(|(s, e)| json!({ "start": s, "end": e })),
+        "counts": match budget.counts { Counts::DownAndUp => "both", Counts::UpOnly => "up" },
+        "reserve_percent": budget.reserve_percent,
+        "agent_limit_bytes": budget.agent_limit(),
+        "utc_offset_seconds": budget.utc_offset.seconds(),
+        "period_start": start.0,
+        "period_end": end.0,
+        "used_bytes": account.link_used(),
+        "agent_used_bytes": account.used(),
+        "available_bytes": account.available(),
+    }))
+}

@@ -1,0 +1,99 @@
+//! `capwise network list | set`: the networks seen and the user's word on
+//! whether each is metered.
+
+use anyhow::{Context, Result};
+use capwise_policy::network::NetworkId;
+use capwise_policy::time::Timestamp;
+use serde_json::{json, Value};
+
+use super::output::{format_timestamp, print_json};
+use crate::cli_policy::{MeteredArg, NetworkArgs, NetworkCommand, NetworkSetArgs, StoreArgs};
+use crate::state_db::{open_store, state_dir};
+
+/// Runs a `capwise network` subcommand.
+pub fn run(args: &NetworkArgs) -> Result<()> {
+    let now = Timestamp::now_from_system();
+    match &args.command {
+        NetworkCommand::List(a) => list(a, now),
+        NetworkCommand::Set(a) => set(a, now),
+    }
+}
+
+/// The user's word as the command line spells it.
+fn metered_word(word: Option<bool>) -> &'static str {
+    match word {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "auto",
+    }
+}
+
+fn list(args: &StoreArgs, now: Timestamp) -> Result<()> {
+    let store = open_store(&state_dir(args.state_dir.as_deref()), now)?;
+    let networks = store.networks().context("cannot read the networks")?;
+    let mut rows = Vec::with_capacity(networks.len());
+    for n in &networks {
+        rows.push(json!({
+            "id": n.id.as_str(),
+            "name": n.name,
+            "kind": n.kind.as_str(),
+            "metered": metered_word(n.metered_override),
+            "has_budget": store.budget(&n.id)?.is_some(),
+            "first_seen": n.first_seen.0,
+            "last_seen": n.last_seen.0,
+        }));
+    }
+    if args.json {
+        print_json(&Value::Array(rows));
+        return Ok(());
+    }
+    if networks.is_empty() {
+        println!("no networks seen yet");
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<24} {:<10} {:<8} {:<7} LAST SEEN",
+        "ID", "NAME", "KIND", "METERED", "BUDGET"
+    );
+    for (n, row) in networks.iter().zip(&rows) {
+        println!(
+            "{:<24} {:<24} {:<10} {:<8} {:<7} {}",
+            n.id.as_str(),
+            n.name,
+            n.kind.as_str(),
+            metered_word(n.metered_override),
+            if row["has_budget"] == true {
+                "yes"
+            } else {
+                "no"
+            },
+            format_timestamp(n.last_seen),
+        );
+    }
+    Ok(())
+}
+
+fn set(args: &NetworkSetArgs, now: Timestamp) -> Result<()> {
+    let store = open_store(&state_dir(args.store.state_dir.as_deref()), now)?;
+    let id = NetworkId::new(args.network_id.clone());
+    let word = match args.metered {
+        MeteredArg::Yes => Some(true),
+        MeteredArg::No => Some(false),
+        MeteredArg::Auto => None,
+    };
+    store
+        .set_metered_override(&id, word)
+        .context("cannot store your word on metering")?;
+    if args.store.json {
+        print_json(&json!({ "id": id.as_str(), "metered": metered_word(word) }));
+    } else {
+        match word {
+            Some(true) => println!("'{id}' is now treated as metered"),
+            Some(false) => println!("'{id}' is now treated as not metered"),
+            None => {
+                println!("'{id}': metering is detected again (NetworkManager or the device type)")
+            }
+        }
+    }
+    Ok(())
+}

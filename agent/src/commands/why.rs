@@ -1,0 +1,80 @@
+//! `capwise why`: the decision in force now, in words. Detects the network
+//! the way `capwise get` does and reads budget and usage from the store;
+//! changes nothing.
+
+use anyhow::{Context, Result};
+use capwise_policy::decision::{decide, DecisionInput, Settings};
+use capwise_policy::network::Network;
+use capwise_policy::schedule::Schedule;
+use capwise_policy::time::Timestamp;
+use serde_json::{json, Value};
+
+use super::output::{allowance_json, print_json};
+use crate::accounting::Accounting;
+use crate::cli_policy::WhyArgs;
+use crate::network_source::detect_once;
+use crate::policy_runtime::seeding_allowed;
+use crate::policy_state::with_users_word;
+use crate::state_db::{open_store, state_dir};
+
+/// Runs `capwise why`.
+pub async fn run(args: &WhyArgs) -> Result<()> {
+    let now = Timestamp::now_from_system();
+    let store = open_store(&state_dir(args.store.state_dir.as_deref()), now)?;
+    let (source, reported) = detect_once(args.network_file.as_ref()).await?;
+    let network = match source.resolve(reported) {
+        Some(n) => Some(with_users_word(&store, n).context("cannot read your word on metering")?),
+        None => None,
+    };
+    let (budget, schedule) = match &network {
+        Some(n) => (
+            Accounting::open(&store, &n.id, now)
+                .with_context(|| format!("cannot read the budget of '{}'", n.id))?
+                .budget_state(),
+            store.schedule(&n.id)?,
+        ),
+        None => (None, Schedule::default()),
+    };
+    let settings = Settings::default();
+    let decision = decide(
+        &DecisionInput {
+            network: network.as_ref(),
+            budget: budget.as_ref(),
+            schedule: Some(&schedule),
+            settings: &settings,
+        },
+        now,
+    );
+    if !args.store.json {
+        println!("{}", decision.explanation);
+        return Ok(());
+    }
+    print_json(&json!({
+        "network": network.as_ref().map(network_json),
+        "source": source.describe(),
+        "reason": format!("{:?}", decision.reason),
+        "explanation": decision.explanation,
+        "allowances": {
+            "down_wan": allowance_json(decision.down_wan),
+            "down_lan": allowance_json(decision.down_lan),
+            "up_wan": allowance_json(decision.up_wan),
+            "up_lan": allowance_json(decision.up_lan),
+        },
+        "seeding": seeding_allowed(&decision),
+        "background_allowed": decision.background_allowed,
+        "counts_against_budget": decision.counts_against_budget,
+    }));
+    Ok(())
+}
+
+fn network_json(n: &Network) -> Value {
+    json!({
+        "id": n.id.as_str(),
+        "name": n.display_name(),
+        "kind": n.kind.as_str(),
+        "metered": n.is_metered(),
+        "metered_source": n.effective_metered().1.says_so(),
+        "roaming": n.is_roaming(),
+        "interface": n.interface,
+    })
+}
