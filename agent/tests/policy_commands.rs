@@ -1,0 +1,288 @@
+//! The policy commands, run as the built binary against a temporary state
+//! directory: budgets, networks, usage, `why`, and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use capwise_policy::budget::Budget;
+use capwise_policy::network::NetworkId;
+use capwise_policy::store::Store;
+use capwise_policy::time::Timestamp;
+use serde_json::Value;
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Runs `capwise ARGS --state-dir STATE`.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_capwise"))
+            .args(args)
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .env("CAPWISE_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs and requires success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "capwise {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs with `--json` and parses the output.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let text = self.ok(&args);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+
+    /// Runs and requires failure; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "capwise {args:?} should fail");
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn network_file(&self, name: &str, toml: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, toml).unwrap();
+        path
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn budget_set_list_rm_round_trip_in_text_and_json() {
+    let env = Env::new();
+    let text = env.ok(&["budget", "set", "hotspot", "--cap", "5GB"]);
+    assert!(text.contains("5 GB"), "{text}");
+    assert!(text.contains("stops at 4.5 GB"), "{text}");
+
+    let set = env.json(&[
+        "budget",
+        "set",
+        "satellite",
+        "--cap",
+        "100GiB",
+        "--period",
+        "weekly",
+        "--cycle-day",
+        "wed",
+        "--reserve",
+        "20%",
+        "--count",
+        "up",
+    ]);
+    assert_eq!(set["cap_bytes"], 100 * 1024 * 1024 * 1024u64);
+    assert_eq!(set["period"], "weekly");
+    assert_eq!(set["cycle_day"], 3, "Wednesday is ISO day 3");
+    assert_eq!(set["counts"], "up");
+    assert_eq!(set["reserve_percent"], 20);
+
+    let list = env.json(&["budget", "list"]);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    let hotspot = list.iter().find(|b| b["network_id"] == "hotspot").unwrap();
+    assert_eq!(hotspot["cap_bytes"], 5_000_000_000u64);
+    assert_eq!(hotspot["period"], "monthly");
+    assert_eq!(hotspot["cycle_day"], 1);
+    assert_eq!(hotspot["reserve_percent"], 10);
+    assert_eq!(hotspot["agent_limit_bytes"], 4_500_000_000u64);
+    assert_eq!(hotspot["used_bytes"], 0);
+
+    let text = env.ok(&["budget", "list"]);
+    assert!(
+        text.contains("hotspot") && text.contains("satellite"),
+        "{text}"
+    );
+    assert!(text.contains("weekly from Wednesday"), "{text}");
+
+    let removed = env.json(&["budget", "rm", "hotspot"]);
+    assert_eq!(removed["removed"], "hotspot");
+    let list = env.json(&["budget", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["network_id"], "satellite");
+
+    let err = env.fails(&["budget", "rm", "hotspot"]);
+    assert!(err.contains("has no budget"), "{err}");
+    let text = env.ok(&["budget", "rm", "satellite"]);
+    assert!(text.contains("removed"), "{text}");
+    assert!(env.ok(&["budget", "list"]).contains("no budgets"));
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_a_failure() {
+    let env = Env::new();
+    let err = env.fails(&["budget", "set", "x", "--cap", "lots"]);
+    assert!(err.contains("lots") && err.contains("--cap"), "{err}");
+    let err = env.fails(&["network", "set", "x", "--metered", "maybe"]);
+    assert!(err.contains("maybe") && err.contains("yes"), "{err}");
+    let err = env.fails(&["budget", "set", "x", "--cap", "1GB", "--reserve", "150"]);
+    assert!(err.contains("0 to 100"), "{err}");
+    let err = env.fails(&["budget", "set", "x", "--cap", "1GB", "--cycle-day", "32"]);
+    assert!(err.contains("1-31"), "{err}");
+    let err = env.fails(&[
+        "budget",
+        "set",
+        "x",
+        "--cap",
+        "1GB",
+        "--period",
+        "daily",
+        "--cycle-day",
+        "3",
+    ]);
+    assert!(err.contains("monthly and weekly"), "{err}");
+    let err = env.fails(&["budget", "set", "  ", "--cap", "1GB"]);
+    assert!(err.contains("empty"), "{err}");
+    // Nothing was stored by the failed commands.
+    assert_eq!(env.json(&["budget", "list"]), Value::Array(vec![]));
+}
+
+#[test]
+fn network_set_shows_in_network_list() {
+    let env = Env::new();
+    let set = env.json(&["network", "set", "pixel", "--metered", "yes"]);
+    assert_eq!(set["metered"], "yes");
+    let list = env.json(&["network", "list"]);
+    let pixel = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "pixel")
+        .expect("pixel listed");
+    assert_eq!(pixel["metered"], "yes");
+    assert_eq!(pixel["has_budget"], false);
+
+    env.ok(&["network", "set", "pixel", "--metered", "auto"]);
+    let list = env.json(&["network", "list"]);
+    assert_eq!(list[0]["metered"], "auto");
+    assert!(env.ok(&["network", "list"]).contains("pixel"));
+}
+
+#[test]
+fn why_explains_unmetered_metered_and_exhausted_networks() {
+    let env = Env::new();
+    let home = env.network_file("home.toml", "id = \"home\"\nmetered = \"no\"\n");
+    let text = env.ok(&["why", "--network-file", path_str(&home)]);
+    assert!(text.starts_with("No limits"), "{text}");
+    let why = env.json(&["why", "--network-file", path_str(&home)]);
+    assert_eq!(why["reason"], "Unmetered");
+    assert_eq!(why["allowances"]["up_wan"], "unlimited");
+    assert_eq!(why["network"]["id"], "home");
+
+    let hotspot = env.network_file(
+        "hotspot.toml",
+        "id = \"hotspot\"\nname = \"Pixel hotspot\"\nkind = \"wifi\"\nmetered = \"yes\"\n",
+    );
+    let text = env.ok(&["why", "--network-file", path_str(&hotspot)]);
+    assert!(text.contains("Seeding paused"), "{text}");
+    assert!(text.contains("Pixel hotspot"), "{text}");
+    let why = env.json(&["why", "--network-file", path_str(&hotspot)]);
+    assert_eq!(why["reason"], "Metered");
+    assert_eq!(why["allowances"]["up_wan"], "suspended");
+    assert_eq!(why["allowances"]["down_wan"], "unlimited");
+    assert_eq!(why["allowances"]["up_lan"], "unlimited");
+    assert!(why["explanation"]
+        .as_str()
+        .unwrap()
+        .contains("Seeding paused"));
+
+    // A budget nearly used: 1 MB cap, 10% reserve, 900 kB already spent.
+    env.ok(&["budget", "set", "hotspot", "--cap", "1MB"]);
+    {
+        let now = Timestamp::now_from_system();
+        let store = Store::open(&env.state_dir().join("capwise.db"), now).unwrap();
+        let id = NetworkId::new("hotspot");
+        let budget: Budget = store.budget(&id).unwrap().unwrap();
+        store
+            .raise_reservation(&id, budget.bounds(now).0, 900_000)
+            .unwrap();
+    }
+    let text = env.ok(&["why", "--network-file", path_str(&hotspot)]);
+    assert!(text.contains("reached its limit"), "{text}");
+    let why = env.json(&["why", "--network-file", path_str(&hotspot)]);
+    assert_eq!(why["reason"], "AtCap");
+    assert_eq!(why["allowances"]["down_wan"], "suspended", "{why}");
+    assert_eq!(why["allowances"]["up_wan"], "suspended", "{why}");
+    // LAN peers cost nothing, even at the cap.
+    assert_eq!(why["allowances"]["down_lan"], "unlimited", "{why}");
+    let usage = env.json(&["usage", "hotspot"]);
+    assert_eq!(usage[0]["budget"]["used_bytes"], 900_000);
+    assert_eq!(usage[0]["budget"]["available_bytes"], 0);
+}
+
+#[test]
+fn why_with_a_broken_network_file_says_what_is_wrong() {
+    let env = Env::new();
+    let bad = env.network_file("bad.toml", "name = \"no id\"\n");
+    let err = env.fails(&["why", "--network-file", path_str(&bad)]);
+    assert!(err.contains("bad.toml"), "{err}");
+}
+
+#[test]
+fn corrupt_database_is_moved_aside_and_the_command_still_works() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.state_dir()).unwrap();
+    let db = env.state_dir().join("capwise.db");
+    std::fs::write(&db, b"not a database, a shopping list: eggs, milk").unwrap();
+    let out = env.run(&["budget", "set", "home", "--cap", "2GB"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("moved"), "the user is told: {err}");
+    let aside: Vec<_> = std::fs::read_dir(env.state_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with("capwise.db.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    let kept = std::fs::read(env.state_dir().join(&aside[0])).unwrap();
+    assert!(kept.starts_with(b"not a database"));
+    assert_eq!(env.json(&["budget", "list"])[0]["network_id"], "home");
+}
+
+#[test]
+fn usage_lists_every_known_network() {
+    let env = Env::new();
+    env.ok(&["budget", "set", "hotspot", "--cap", "5GB"]);
+    env.ok(&["network", "set", "cafe", "--metered", "no"]);
+    let usage = env.json(&["usage"]);
+    let ids: Vec<&str> = usage
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["network_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["cafe", "hotspot"]);
+    assert!(usage[0]["budget"].is_null());
+    assert_eq!(usage[1]["budget"]["cap_bytes"], 5_000_000_000u64);
+    assert_eq!(usage[1]["agent"]["down_wan"], 0);
+    let text = env.ok(&["usage", "hotspot"]);
+    assert!(text.contains("whole link"), "{text}");
+}
