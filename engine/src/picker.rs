@@ -37,6 +37,8 @@ struct PartialPiece {
     blocks: Vec<BlockState>,
     /// Blocks nobody was asked for yet; 0 lets picks skip the piece.
     open: u32,
+    /// The one peer on parole allowed to fill this piece.
+    exclusive: Option<PeerKey>,
     received: u32,
     data: Vec<u8>,
     contributors: Vec<PeerKey>,
@@ -190,12 +192,17 @@ impl Picker {
         self.missing_count == 0 && !self.partial.is_empty()
     }
 
-    /// Append up to `want` blocks for a peer that has `has` (all pieces when
+    /// Append up to `want` blocks for `peer`, which has `has` (all pieces when
     /// `is_seed`); `already` says whether this peer has a block in flight, so
     /// that endgame never asks the same peer twice. `allowed` limits picks to
-    /// some pieces (allowed-fast while choked).
+    /// some pieces (allowed-fast while choked). A peer `on_parole` (it shared
+    /// a piece that failed its hash check) only fills pieces alone, so that a
+    /// second failure names the culprit; nobody else joins those pieces.
+    #[allow(clippy::too_many_arguments)]
     pub fn pick(
         &mut self,
+        peer: PeerKey,
+        on_parole: bool,
         has: &Bitfield,
         is_seed: bool,
         want: usize,
@@ -206,7 +213,15 @@ impl Picker {
         let start = out.len();
         let peer_has = |i: u32| (is_seed || has.has(i)) && allowed.is_none_or(|f| f(i));
         // Finish partial pieces first: fewer pieces in flight, sooner verified.
-        let partial_keys: Vec<u32> = self.partial.keys().copied().collect();
+        let partial_keys: Vec<u32> = self
+            .partial
+            .iter()
+            .filter(|(_, p)| match p.exclusive {
+                Some(owner) => owner == peer,
+                None => !on_parole,
+            })
+            .map(|(&i, _)| i)
+            .collect();
         for index in &partial_keys {
             if out.len() - start >= want {
                 return;
@@ -224,7 +239,7 @@ impl Picker {
             let Some(index) = self.rarest_missing(&peer_has) else {
                 break;
             };
-            self.start_piece(index);
+            self.start_piece(index, on_parole.then_some(peer));
             self.take_open_blocks(index, want - (out.len() - start), out);
         }
         // Endgame: ask for blocks already in flight elsewhere.
@@ -243,7 +258,7 @@ impl Picker {
                     }
                     if let BlockState::Requested(n) = st {
                         let block = block_ref(index, b as u32, size);
-                        if *n < 2 && !already(&block) {
+                        if *n < 2 && !already(&block) && !out[start..].contains(&block) {
                             *n += 1;
                             out.push(block);
                         }
@@ -276,7 +291,7 @@ impl Picker {
         best.map(|(i, _)| i)
     }
 
-    fn start_piece(&mut self, index: u32) {
+    fn start_piece(&mut self, index: u32, exclusive: Option<PeerKey>) {
         let size = self.piece_size(index);
         let blocks = size.div_ceil(BLOCK_SIZE) as usize;
         self.state[index as usize] = PieceState::Partial;
@@ -286,6 +301,7 @@ impl Picker {
             PartialPiece {
                 blocks: vec![BlockState::Open; blocks],
                 open: blocks as u32,
+                exclusive,
                 received: 0,
                 data: Vec::new(),
                 contributors: Vec::new(),
@@ -385,6 +401,33 @@ impl Picker {
         BlockOutcome::Stored
     }
 
+    /// A peer left: pieces reserved for it are open to everyone again.
+    pub fn peer_gone(&mut self, peer: PeerKey) {
+        for p in self.partial.values_mut() {
+            if p.exclusive == Some(peer) {
+                p.exclusive = None;
+            }
+        }
+    }
+
+    /// Throw away every block `peer` delivered to unfinished pieces (it was
+    /// banned): those pieces would fail and blame whoever completes them.
+    pub fn discard_blocks_from(&mut self, peer: PeerKey) {
+        for p in self.partial.values_mut() {
+            if !p.contributors.contains(&peer) {
+                continue;
+            }
+            for st in p.blocks.iter_mut() {
+                if *st == BlockState::Received {
+                    *st = BlockState::Open;
+                    p.open += 1;
+                }
+            }
+            p.received = 0;
+            p.contributors.clear();
+        }
+    }
+
     /// Give back a piece buffer once its data is written.
     pub fn recycle(&mut self, mut buf: Vec<u8>) {
         if self.spare_buffers.len() < MAX_SPARE_BUFFERS
@@ -462,7 +505,7 @@ mod tests {
         p.add_availability(3);
         // piece 2 is the rarest
         let mut out = Vec::new();
-        p.pick(&all, false, 1, &never, None, &mut out);
+        p.pick(1, false, &all, false, 1, &never, None, &mut out);
         assert_eq!(
             out,
             vec![BlockRef {
@@ -473,12 +516,12 @@ mod tests {
         );
         // the partial piece 2 is finished before a new one starts
         out.clear();
-        p.pick(&all, false, 1, &never, None, &mut out);
+        p.pick(1, false, &all, false, 1, &never, None, &mut out);
         assert_eq!(out[0].index, 2);
         assert_eq!(out[0].begin, BLOCK_SIZE);
         all.clear(0);
         out.clear();
-        p.pick(&all, false, 100, &never, None, &mut out);
+        p.pick(1, false, &all, false, 100, &never, None, &mut out);
         assert!(
             out.iter().all(|b| b.index != 0),
             "never asks for what the peer lacks"
@@ -490,7 +533,16 @@ mod tests {
         let total = 16 * 1024 + 100;
         let mut p = Picker::new(32 * 1024, total, &Bitfield::new(1));
         let mut out = Vec::new();
-        p.pick(&Bitfield::full(1), true, 10, &never, None, &mut out);
+        p.pick(
+            1,
+            false,
+            &Bitfield::full(1),
+            true,
+            10,
+            &never,
+            None,
+            &mut out,
+        );
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].length, 100);
         assert_eq!(
@@ -518,7 +570,16 @@ mod tests {
         p.on_verified(0, false);
         assert!(!p.is_complete());
         out.clear();
-        p.pick(&Bitfield::full(1), true, 10, &never, None, &mut out);
+        p.pick(
+            1,
+            false,
+            &Bitfield::full(1),
+            true,
+            10,
+            &never,
+            None,
+            &mut out,
+        );
         assert_eq!(out.len(), 2, "a failed piece is asked for again");
     }
 
@@ -526,12 +587,23 @@ mod tests {
     fn endgame_duplicates_only_to_other_peers() {
         let mut p = Picker::new(16 * 1024, 16 * 1024, &Bitfield::new(1));
         let mut first = Vec::new();
-        p.pick(&Bitfield::full(1), true, 10, &never, None, &mut first);
+        p.pick(
+            1,
+            false,
+            &Bitfield::full(1),
+            true,
+            10,
+            &never,
+            None,
+            &mut first,
+        );
         assert_eq!(first.len(), 1);
         assert!(p.in_endgame());
         let mut again = Vec::new();
         let mine = first[0];
         p.pick(
+            1,
+            false,
             &Bitfield::full(1),
             true,
             10,
@@ -540,18 +612,104 @@ mod tests {
             &mut again,
         );
         assert!(again.is_empty(), "same peer is not asked twice");
-        p.pick(&Bitfield::full(1), true, 10, &never, None, &mut again);
+        p.pick(
+            1,
+            false,
+            &Bitfield::full(1),
+            true,
+            10,
+            &never,
+            None,
+            &mut again,
+        );
         assert_eq!(again, first, "another peer gets the in-flight block");
+    }
+
+    #[test]
+    fn parole_pieces_are_filled_alone() {
+        let mut p = Picker::new(32 * 1024, 2 * 32 * 1024, &Bitfield::new(2));
+        let all = Bitfield::full(2);
+        let mut paroled = Vec::new();
+        p.pick(7, true, &all, true, 1, &never, None, &mut paroled);
+        assert_eq!(paroled.len(), 1);
+        let mut other = Vec::new();
+        p.pick(8, false, &all, true, 10, &never, None, &mut other);
+        assert!(
+            other.iter().all(|b| b.index != paroled[0].index),
+            "others keep out of a parole piece"
+        );
+        p.peer_gone(7);
+        let mut later = Vec::new();
+        p.pick(8, false, &all, true, 10, &never, None, &mut later);
+        assert!(
+            later.iter().any(|b| b.index == paroled[0].index),
+            "open again once the peer left"
+        );
+    }
+
+    #[test]
+    fn blocks_of_a_banned_peer_are_discarded() {
+        let mut p = Picker::new(32 * 1024, 32 * 1024, &Bitfield::new(1));
+        let mut out = Vec::new();
+        p.pick(
+            1,
+            false,
+            &Bitfield::full(1),
+            true,
+            10,
+            &never,
+            None,
+            &mut out,
+        );
+        assert_eq!(
+            p.on_block(1, 0, 0, &vec![0xaa; 16384]),
+            BlockOutcome::Stored
+        );
+        p.discard_blocks_from(1);
+        p.release(&out[1]);
+        let mut again = Vec::new();
+        p.pick(
+            2,
+            false,
+            &Bitfield::full(1),
+            true,
+            10,
+            &never,
+            None,
+            &mut again,
+        );
+        assert_eq!(again, out, "both blocks are asked for again");
+        assert_eq!(p.on_block(2, 0, 0, &vec![1; 16384]), BlockOutcome::Stored);
+        match p.on_block(2, 0, 16384, &vec![1; 16384]) {
+            BlockOutcome::PieceComplete {
+                data, contributors, ..
+            } => {
+                assert!(data.iter().all(|&b| b == 1));
+                assert_eq!(contributors, vec![2], "the banned peer is no contributor");
+            }
+            other => panic!("expected completion, got {other:?}"),
+        }
     }
 
     #[test]
     fn release_reopens_block() {
         let mut p = Picker::new(16 * 1024, 16 * 1024, &Bitfield::new(1));
         let mut out = Vec::new();
-        p.pick(&Bitfield::full(1), true, 1, &never, None, &mut out);
+        p.pick(
+            1,
+            false,
+            &Bitfield::full(1),
+            true,
+            1,
+            &never,
+            None,
+            &mut out,
+        );
         p.release(&out[0]);
         let mut again = Vec::new();
         p.pick(
+            1,
+            false,
             &Bitfield::full(1),
             true,
             1,

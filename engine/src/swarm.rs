@@ -33,7 +33,7 @@ pub struct SwarmConfig {
     /// Largest block a peer may request.
     pub max_request_len: u32,
     /// A peer that alone sent this many pieces failing their hash check is
-    /// banned (pieces it shared with others count half).
+    /// banned (a shared bad piece puts its senders on parole instead).
     pub ban_after_hash_fails: u32,
     /// Unrequested blocks tolerated from one peer.
     pub max_unsolicited: u32,
@@ -125,6 +125,8 @@ struct Peer {
     total_up: u64,
     peer_max_queue: usize,
     hash_fails: u32,
+    /// Shared a piece that failed: fills pieces alone until proven.
+    on_parole: bool,
     unsolicited: u32,
     snubbed: bool,
     last_recv: Instant,
@@ -279,6 +281,7 @@ impl Swarm {
             total_up: 0,
             peer_max_queue: 250,
             hash_fails: 0,
+            on_parole: false,
             unsolicited: 0,
             snubbed: false,
             last_recv: now,
@@ -318,6 +321,7 @@ impl Swarm {
             }
             self.picker
                 .remove_peer_availability(&peer.has, peer.is_seed);
+            self.picker.peer_gone(key);
             if self.optimistic == Some(key) {
                 self.optimistic = None;
             }
@@ -666,6 +670,8 @@ impl Swarm {
             None
         };
         self.picker.pick(
+            key,
+            peer.on_parole,
             &peer.has,
             peer.is_seed,
             want,
@@ -690,17 +696,22 @@ impl Swarm {
         self.picker.on_verified(index, ok);
         let contributors = self.contributors.remove(&index).unwrap_or_default();
         if !ok {
-            // A peer that sent the whole bad piece is surely at fault; blame
-            // shared among several counts half, so an honest peer that shared
-            // pieces with a liar is not banned along with it.
-            let weight = if contributors.len() == 1 { 2 } else { 1 };
+            // Only a piece a peer sent alone proves it lied. Peers that shared
+            // a bad piece go on parole: they fill pieces alone from now on, so
+            // the next failure names the culprit and honest peers go free.
+            let sole = contributors.len() == 1;
             for key in contributors {
-                if let Some(peer) = self.peers.get_mut(&key) {
-                    peer.hash_fails += weight;
+                let Some(peer) = self.peers.get_mut(&key) else {
+                    continue;
+                };
+                peer.on_parole = true;
+                if sole {
+                    peer.hash_fails += 1;
                     peer.snubbed = true;
-                    if peer.hash_fails >= 2 * self.config.ban_after_hash_fails {
+                    if peer.hash_fails >= self.config.ban_after_hash_fails {
                         let reason =
-                            format!("sent data failing hash checks (weight {})", peer.hash_fails);
+                            format!("sent {} pieces failing their hash check", peer.hash_fails);
+                        self.picker.discard_blocks_from(key);
                         self.drop_peer(key, reason, true);
                     }
                 }
