@@ -4,6 +4,7 @@
 //! aria2, opentracker) on loopback inside a private network namespace; run it with `scripts/test`.
 
 pub mod clients;
+pub mod hostile;
 pub mod netns;
 pub mod paths;
 pub mod payload;

@@ -7,15 +7,16 @@
 //! downloaded bytes with the original (SHA-1 of every file). Set `CAPWISE_KEEP_TMP=1` to keep the
 //! temp dir (and logs) of a failing test, `CAPWISE_KEEP_TMP=always` of every test.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use capwise_tests::clients::{aria2, capwise, libtorrent, local, transmission::Transmission};
 use capwise_tests::clients::{capwise::CapwiseOpts, libtorrent::LtOpts};
+use capwise_tests::hostile::{Counts, HostilePeer, Mode};
 use capwise_tests::netns::assert_private_netns;
 use capwise_tests::payload::{assert_same_tree, make_tree};
 use capwise_tests::ports::free_port;
 use capwise_tests::process::{file_tail, wait_until};
 use capwise_tests::torrent::{info_hash, make_torrent};
-use capwise_tests::tracker::{announce_url, reserve_port, Tracker};
+use capwise_tests::tracker::{announce_url, hex_decode, reserve_port, Tracker};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -309,6 +310,156 @@ fn capwise_gets_from_aria2() {
         c.wait_tracker(1, 0)?;
         capwise_get(c)
     });
+}
+
+/// Upload rate of the honest seeder in the hostile-peer test: slow enough that the download takes
+/// several seconds, so capwise requests from the hostile peers and drops them while still running.
+const HONEST_RATE: u64 = 4_000_000;
+
+/// Peak resident set (VmHWM, bytes) of a running process, if readable.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[test]
+fn capwise_completes_despite_hostile_peers() {
+    run(
+        "libtorrent + 7 hostile peers -> capwise",
+        &default_files(),
+        |c| {
+            let total: u64 = default_files().iter().map(|(_, len)| len).sum();
+            let pieces = u32::try_from(total.div_ceil(u64::from(PIECE)))?;
+            let ih = hex_decode(&c.hash)?;
+            // Hostile peers first, so capwise's first announce lists them all. They only serve capwise
+            // ("-CW" peer ids), so the libtorrent seeder dialing them does not blur their counters.
+            let mut hostile = Vec::new();
+            for mode in Mode::ALL {
+                let p = HostilePeer::start_for(mode, ih, pieces, PIECE, total, b"-CW")?;
+                p.announce(&c.tracker.announce_url())?;
+                hostile.push(p);
+            }
+            let n = hostile.len() as u64;
+            c.wait_tracker(n, 0)?;
+            let opts = LtOpts {
+                upload_limit: Some(HONEST_RATE),
+                ..LtOpts::default()
+            };
+            let _seed = libtorrent::seed(
+                "lt-seed",
+                &c.torrent,
+                &c.seed_dir,
+                free_port(),
+                &opts,
+                &c.logs,
+            )?;
+            c.wait_tracker(n + 1, 0)?;
+
+            let dir = c.dir("capwise");
+            let mut get = capwise::get(
+                "capwise-get",
+                &c.torrent,
+                &dir,
+                free_port(),
+                &c.dir("capwise-state"),
+                &CapwiseOpts::default(),
+                &c.logs,
+            )?;
+            // Our own bounded wait: also records which hostile connections capwise closed while it
+            // was still running (counters read before a `try_wait` that finds it alive), and its RSS.
+            let t0 = Instant::now();
+            let mut closed_live = vec![false; hostile.len()];
+            let mut rss = 0u64;
+            let status = loop {
+                let snap: Vec<Counts> = hostile.iter().map(HostilePeer::counts).collect();
+                let r = peak_rss(get.pid());
+                if let Some(s) = get.try_wait()? {
+                    break s;
+                }
+                rss = rss.max(r.unwrap_or(0));
+                for (seen, cnt) in closed_live.iter_mut().zip(&snap) {
+                    *seen |= cnt.remote_closed > 0;
+                }
+                if t0.elapsed() > WAIT {
+                    bail!(
+                        "capwise still running after {WAIT:?}\n{}",
+                        get.log_tail(3000)
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            eprintln!(
+                "[interop]   capwise download: {:.1}s, peak RSS {} MiB",
+                t0.elapsed().as_secs_f64(),
+                rss >> 20
+            );
+            if !status.success() {
+                bail!("capwise exited with {status}\n{}", get.log_tail(3000));
+            }
+            c.verify(&dir)?;
+
+            let log = std::fs::read_to_string(&get.stderr_path)?;
+            let logged = |what: &str, p: &HostilePeer, extra: &str| {
+                let addr = format!("addr={}", p.addr());
+                log.lines()
+                    .any(|l| l.contains(what) && l.contains(&addr) && l.contains(extra))
+            };
+            let mut problems = Vec::new();
+            for (p, &live) in hostile.iter().zip(&closed_live) {
+                let cnt = p.counts();
+                eprintln!(
+                    "[interop]   hostile {:?} on {}: {cnt:?}",
+                    p.mode(),
+                    p.port()
+                );
+                if cnt.handshakes == 0 {
+                    problems.push(format!("capwise never handshook with {:?}", p.mode()));
+                }
+                let must_be_dropped = !matches!(p.mode(), Mode::Garbage | Mode::Silent);
+                if must_be_dropped && !live {
+                    problems.push(format!(
+                        "capwise did not close the {:?} peer while downloading",
+                        p.mode()
+                    ));
+                }
+                match p.mode() {
+                    Mode::CorruptData => {
+                        if cnt.requests == 0 || cnt.pieces_sent == 0 {
+                            problems.push(format!(
+                                "the corrupt peer was never asked for data: {cnt:?}"
+                            ));
+                        }
+                        if !logged("dropping peer", p, "ban=true") {
+                            problems.push(
+                                "no `dropping peer ... ban=true` line for the corrupt peer".into(),
+                            );
+                        }
+                    }
+                    Mode::Silent if cnt.requests == 0 => {
+                        problems.push("the silent peer was never sent a request".into());
+                    }
+                    Mode::BadBitfield | Mode::OutOfRange
+                        if !logged("broke the protocol", p, "") =>
+                    {
+                        problems.push(format!("no protocol violation logged for {:?}", p.mode()));
+                    }
+                    _ => {}
+                }
+            }
+            if !log.contains("failed its hash check") {
+                problems.push("capwise logged no failed hash check".into());
+            }
+            if rss > 1 << 30 {
+                problems.push(format!("capwise peak RSS {} MiB", rss >> 20));
+            }
+            if !problems.is_empty() {
+                bail!("{}", problems.join("\n"));
+            }
+            Ok(())
+        },
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
