@@ -79,6 +79,9 @@ pub(crate) struct TorrentShared {
     pub(crate) info_hash: [u8; 20],
     pub(crate) metainfo: Arc<Metainfo>,
     pub(crate) storage: Arc<Storage>,
+    /// Hashing runs on several threads, writes one at a time: concurrent
+    /// writes to one file only spin on the kernel's inode lock.
+    write_lock: Arc<Mutex<()>>,
     pub(crate) swarm: Mutex<Swarm>,
     pub(crate) links: Mutex<HashMap<PeerKey, Arc<PeerLink>>>,
     pub(crate) dialing: Mutex<HashSet<SocketAddr>>,
@@ -203,6 +206,7 @@ impl TorrentShared {
             info_hash,
             metainfo,
             storage: Arc::new(storage),
+            write_lock: Arc::new(Mutex::new(())),
             swarm: Mutex::new(swarm),
             links: Mutex::new(HashMap::new()),
             dialing: Mutex::new(HashSet::new()),
@@ -358,6 +362,7 @@ impl TorrentShared {
                 return;
             };
             let storage = self.storage.clone();
+            let write_lock = self.write_lock.clone();
             let Ok(_permit) = self.session.hashing.clone().acquire_owned().await else {
                 return;
             };
@@ -366,7 +371,10 @@ impl TorrentShared {
                 if digest != expected {
                     return (Ok(false), data);
                 }
-                let written = storage.write_piece(index, &data).map(|()| true);
+                let written = {
+                    let _one_writer = write_lock.lock().unwrap_or_else(|e| e.into_inner());
+                    storage.write_piece(index, &data).map(|()| true)
+                };
                 (written, data)
             })
             .await;
