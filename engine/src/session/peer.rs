@@ -23,8 +23,13 @@ use super::{read_handshake, HANDSHAKE_TIMEOUT};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reads this large keep syscalls per block low on a fast link.
 const READ_CHUNK: usize = 256 * 1024;
-/// Flush the write buffer once it holds this much.
+/// Flush the write buffer once it holds this much (LAN peers).
 const WRITE_BATCH: usize = 256 * 1024;
+/// For WAN peers, both our batch and the kernel's unsent data stay small: a
+/// byte gate that closes (a metered switch, a cap) then holds back all but
+/// about 64 KiB that were already on their way.
+const WAN_WRITE_BATCH: usize = 32 * 1024;
+const WAN_NOTSENT_LOWAT: u32 = 32 * 1024;
 
 /// Dial a peer a tracker listed.
 pub(crate) async fn dial(
@@ -60,6 +65,11 @@ pub(crate) async fn run(
     }
     let _ = stream.set_nodelay(true);
     let class = shared.session.hooks.classifier.classify(addr.ip());
+    if class == PeerClass::Wan {
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(WAN_NOTSENT_LOWAT) {
+            tracing::debug!(%addr, error = %e, "cannot bound unsent data");
+        }
+    }
     let link = {
         let mut links = shared.links.lock().expect("links lock");
         if links.values().any(|l| l.peer_id == theirs.peer_id) {
@@ -175,7 +185,11 @@ async fn write_loop(
 ) -> Result<()> {
     let hooks = &shared.session.hooks;
     let mut items = Vec::new();
-    let mut out = BytesMut::with_capacity(WRITE_BATCH + 64 * 1024);
+    let batch = match link.class {
+        PeerClass::Lan => WRITE_BATCH,
+        PeerClass::Wan => WAN_WRITE_BATCH,
+    };
+    let mut out = BytesMut::with_capacity(batch + 64 * 1024);
     loop {
         link.wake.notified().await;
         if link.closed.load(Ordering::Acquire) {
@@ -244,7 +258,7 @@ async fn write_loop(
                     sent_payload += block.length as u64;
                 }
             }
-            if out.len() >= WRITE_BATCH {
+            if out.len() >= batch {
                 writer.write_all(&out).await?;
                 out.clear();
             }
