@@ -173,6 +173,9 @@ def main():
     if a.mode == "seed":
         log("stopping (signal)")
         return 0
+    if STOP:
+        log("stopping (signal) before the download completed")
+        return 1
     # Finished: make sure every byte is on disk before reporting success.
     h.save_resume_data(lt.save_resume_flags_t.flush_disk_cache)
     flush_deadline = time.monotonic() + 60

@@ -39,14 +39,7 @@ impl Tracker {
     /// Starts opentracker on 127.0.0.1:`port` (TCP and UDP) tracking only `info_hashes` (40-hex).
     /// `work` is a fresh directory for its chroot and whitelist; logs go to `log_dir`.
     pub fn start(port: u16, info_hashes: &[String], work: &Path, log_dir: &Path) -> Result<Self> {
-        Self::start_on(
-            Ipv4Addr::LOCALHOST,
-            port,
-            info_hashes,
-            work,
-            log_dir,
-            |c| c,
-        )
+        Self::start_on(Ipv4Addr::LOCALHOST, port, info_hashes, work, log_dir, |c| c)
     }
 
     /// Like [`Tracker::start`] on `ip`; `wrap` may rewrite the command (e.g. to run it with
@@ -117,8 +110,7 @@ impl Tracker {
         write!(
             s,
             "GET /scrape?info_hash={q} HTTP/1.0\r\nHost: {}:{}\r\nConnection: close\r\n\r\n",
-            self.ip,
-            self.port
+            self.ip, self.port
         )?;
         let mut resp = Vec::new();
         s.take(1 << 20).read_to_end(&mut resp)?;

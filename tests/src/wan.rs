@@ -16,7 +16,6 @@
 
 use crate::process::{run, ChildGuard};
 use anyhow::{bail, Context, Result};
-use std::ffi::OsStr;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -66,7 +65,9 @@ impl WanTopology {
     /// Creates the namespaces, links, addresses and routes, and checks that a reaches b through
     /// the router. On any error what was created is deleted again.
     pub fn new() -> Result<Self> {
-        let logs = tempfile::Builder::new().prefix("capwise-wan-topo-").tempdir()?;
+        let logs = tempfile::Builder::new()
+            .prefix("capwise-wan-topo-")
+            .tempdir()?;
         let mut suffix = String::new();
         for _ in 0..20 {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -151,8 +152,24 @@ impl WanTopology {
         for ns in [&r, &a, &b] {
             self.ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
-        self.ip(&["-n", &a, "route", "add", "default", "via", &ROUTER_A_IP.to_string()])?;
-        self.ip(&["-n", &b, "route", "add", "default", "via", &ROUTER_B_IP.to_string()])?;
+        self.ip(&[
+            "-n",
+            &a,
+            "route",
+            "add",
+            "default",
+            "via",
+            &ROUTER_A_IP.to_string(),
+        ])?;
+        self.ip(&[
+            "-n",
+            &b,
+            "route",
+            "add",
+            "default",
+            "via",
+            &ROUTER_B_IP.to_string(),
+        ])?;
         self.exec_output(
             &r,
             Command::new("sysctl").args(["-q", "-w", "net.ipv4.ip_forward=1"]),
@@ -270,12 +287,38 @@ impl WanTopology {
         log_dir: &Path,
         timeout: Duration,
     ) -> Result<String> {
-        run(name, &mut self.command(self.name(ns), inner), log_dir, timeout)
+        run(
+            name,
+            &mut self.command(self.name(ns), inner),
+            log_dir,
+            timeout,
+        )
+    }
+
+    /// Shapes the egress of `ifname` in `ns` to `rate_bits` bit/s (tc tbf, 32 kB burst, 50 ms
+    /// queue): a slow uplink, so that data waits in the sender's socket buffers as on a real one.
+    pub fn shape(&self, ns: Ns, ifname: &str, rate_bits: u64) -> Result<()> {
+        let rate = format!("{rate_bits}bit");
+        let mut c = Command::new("tc");
+        c.args([
+            "-n",
+            self.name(ns),
+            "qdisc",
+            "replace",
+            "dev",
+            ifname,
+            "root",
+            "tbf",
+        ])
+        .args(["rate", &rate, "burst", "32kb", "latency", "50ms"]);
+        run("tc", &mut c, self.logs.path(), CMD_TIMEOUT).map(|_| ())
     }
 
     /// `(rx_bytes, tx_bytes)` of interface `ifname` in namespace `ns`, from its sysfs.
     pub fn iface_counters(&self, ns: Ns, ifname: &str) -> Result<(u64, u64)> {
-        let base = PathBuf::from("/sys/class/net").join(ifname).join("statistics");
+        let base = PathBuf::from("/sys/class/net")
+            .join(ifname)
+            .join("statistics");
         let out = self.exec_output(
             self.name(ns),
             Command::new("cat")
@@ -312,7 +355,11 @@ impl WanTopology {
     /// Pids of the processes in a namespace (`ip netns pids`).
     fn pids(&self, ns: &str) -> Vec<i32> {
         self.ip(&["netns", "pids", ns])
-            .map(|o| o.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+            .map(|o| {
+                o.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -368,12 +415,4 @@ pub fn monotonic_secs() -> f64 {
         libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
     }
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
-}
-
-/// True if the program exists on PATH (for a clear skip/failure message).
-pub fn have(program: impl AsRef<OsStr>) -> bool {
-    let p = program.as_ref();
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(p).is_file()))
-        .unwrap_or(false)
 }
