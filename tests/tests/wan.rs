@@ -4,6 +4,12 @@
 //! in a are the "carrier's meter". Run with `scripts/test` (feature `interop`, root, inside
 //! `unshare -n`); `--nocapture` shows the figures table of each test.
 //!
+//! `metered_switch_stops_wan_uploads` shapes a's uplink (tc tbf, 2 MB/s) instead of limiting the
+//! libtorrent leecher: with a download limit at the receiver, capwise's bytes sit in b's socket
+//! receive buffer (measured: ~2.5 MB read by libtorrent after the switch while ~1 kB crossed the
+//! link), which says nothing about capwise. With a slow uplink, as on a real metered link, data
+//! waits on capwise's side, and a's veth tx after the rewrite is what the carrier would bill.
+//!
 //! Env: `CAPWISE_WAN_KILLS` (default 5) kill -9 rounds of `kill9_never_undercounts` (the benchmark
 //! figure uses 20); `CAPWISE_WAN_SEED` its random seed; `CAPWISE_KEEP_TMP=1` keeps a failing
 //! test's temp dir and logs.
