@@ -165,17 +165,17 @@ impl<'t> Wan<'t> {
         self.topo.iface_counters(Ns::A, &self.topo.if_a)
     }
 
-    /// Bytes in the send queues of capwise's established TCP sockets in a (`ss` Send-Q).
+    /// Bytes in the send queues (unacknowledged + unsent) of a's TCP connections to b (`ss`).
     fn capwise_send_queue(&self) -> Result<u64> {
         let out = self.topo.exec_output(
             &self.topo.a,
+            // Every connection to b (capwise may have dialled it, or accepted its dial).
             Command::new("ss").args([
                 "-tnH",
                 "state",
                 "established",
-                "sport",
-                "=",
-                &format!(":{CAPWISE_PORT}"),
+                "dst",
+                &capwise_tests::wan::B_IP.to_string(),
             ]),
         )?;
         // Columns without a state: Recv-Q Send-Q Local Peer.
@@ -339,8 +339,8 @@ fn metered_switch_stops_wan_uploads() {
 
         // a's veth tx (what the carrier bills) and b's veth rx, before and after the rewrite.
         let send_q = w.capwise_send_queue()?;
-        let (_, tx0) = w.a_bytes()?;
         let b0 = w.b_bytes()?.0;
+        let (_, tx0) = w.a_bytes()?;
         w.write_network("yes")?;
         let t_switch = monotonic_secs();
         let wall_switch = utc_secs_of_day();
