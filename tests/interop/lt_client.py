@@ -6,6 +6,9 @@
   lt_client.py get TORRENT DIR --listen 127.0.0.1:PORT [--peer ADDR:PORT]... [--download-limit B/s] [--timeout S]
       downloads into DIR, flushes the data to disk, exits 0; exits 1 on timeout or error.
 
+Progress lines ("MONOTONIC progress ... payload_down=N payload_up=N", every --progress-interval s)
+carry the torrent's payload byte counters since start; MONOTONIC is CLOCK_MONOTONIC seconds.
+
 Plain TCP only (no encryption, no uTP), DHT/LSD/UPnP/NAT-PMP off. Progress lines go to stdout.
 Must run with /usr/bin/python3 (Debian's python3-libtorrent).
 """
@@ -134,6 +137,8 @@ def main():
     total = ti.total_size()
     log("start mode=%s name=%s size=%d pieces=%d listen=%s" % (a.mode, ti.name(), total, ti.num_pieces(), a.listen))
 
+    # Wake at least twice per progress interval (at most every 100 ms).
+    poll_ms = max(1, min(100, int(a.progress_interval * 500)))
     start = time.monotonic()
     deadline = start + a.timeout
     last_dial = 0.0
@@ -152,20 +157,25 @@ def main():
         last_dial = connect_direct(h, peers, last_dial)
         if now - last_progress >= a.progress_interval:
             last_progress = now
-            log("progress state=%s done=%d/%d (%.1f%%) down=%.1fMB/s up=%.1fMB/s peers=%d" % (
-                st.state, st.total_wanted_done, st.total_wanted, st.progress * 100,
-                st.download_rate / 1e6, st.upload_rate / 1e6, st.num_peers))
+            log("progress state=%s done=%d/%d (%.1f%%) down=%.1fMB/s up=%.1fMB/s peers=%d"
+                " payload_down=%d payload_up=%d" % (
+                    st.state, st.total_wanted_done, st.total_wanted, st.progress * 100,
+                    st.download_rate / 1e6, st.upload_rate / 1e6, st.num_peers,
+                    st.total_payload_download, st.total_payload_upload))
         if st.is_seeding:
             if a.mode == "get":
                 break
             if not announced_seed:
                 announced_seed = True
                 log("SEEDING")
-        ses.wait_for_alert(100)
+        ses.wait_for_alert(poll_ms)
 
     if a.mode == "seed":
         log("stopping (signal)")
         return 0
+    if STOP:
+        log("stopping (signal) before the download completed")
+        return 1
     # Finished: make sure every byte is on disk before reporting success.
     h.save_resume_data(lt.save_resume_flags_t.flush_disk_cache)
     flush_deadline = time.monotonic() + 60

@@ -12,3 +12,4 @@ pub mod ports;
 pub mod process;
 pub mod torrent;
 pub mod tracker;
+pub mod wan;

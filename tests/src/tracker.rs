@@ -4,7 +4,7 @@ use crate::ports::free_port;
 use crate::process::{wait_until, ChildGuard};
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
@@ -13,6 +13,8 @@ use std::time::Duration;
 /// A running opentracker, killed on drop.
 pub struct Tracker {
     pub port: u16,
+    /// The address it listens on (127.0.0.1 unless started with [`Tracker::start_on`]).
+    pub ip: Ipv4Addr,
     _guard: ChildGuard,
 }
 
@@ -37,6 +39,20 @@ impl Tracker {
     /// Starts opentracker on 127.0.0.1:`port` (TCP and UDP) tracking only `info_hashes` (40-hex).
     /// `work` is a fresh directory for its chroot and whitelist; logs go to `log_dir`.
     pub fn start(port: u16, info_hashes: &[String], work: &Path, log_dir: &Path) -> Result<Self> {
+        Self::start_on(Ipv4Addr::LOCALHOST, port, info_hashes, work, log_dir, |c| c)
+    }
+
+    /// Like [`Tracker::start`] on `ip`; `wrap` may rewrite the command (e.g. to run it with
+    /// `ip netns exec`). The readiness probe and [`Tracker::scrape`] connect from the calling
+    /// thread's network namespace, which must reach `ip`.
+    pub fn start_on(
+        ip: Ipv4Addr,
+        port: u16,
+        info_hashes: &[String],
+        work: &Path,
+        log_dir: &Path,
+        wrap: impl FnOnce(Command) -> Command,
+    ) -> Result<Self> {
         std::fs::create_dir_all(work)?;
         // opentracker chroots to `work` and drops to `nobody` before reading the whitelist.
         std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o755))?;
@@ -52,13 +68,15 @@ impl Tracker {
         std::fs::write(&wl, body)?;
         std::fs::set_permissions(&wl, std::fs::Permissions::from_mode(0o644))?;
         let p = port.to_string();
+        let i = ip.to_string();
         let mut cmd = Command::new("opentracker");
         // -i must precede -p/-P, or opentracker also listens on every interface.
-        cmd.args(["-i", "127.0.0.1", "-p", &p, "-P", &p, "-d"])
+        cmd.args(["-i", &i, "-p", &p, "-P", &p, "-d"])
             .arg(work)
             .args(["-w", "whitelist"]);
+        let mut cmd = wrap(cmd);
         let mut guard = ChildGuard::spawn("opentracker", &mut cmd, log_dir)?;
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let addr: SocketAddr = (ip, port).into();
         wait_until(
             "opentracker to listen",
             Duration::from_secs(10),
@@ -72,26 +90,27 @@ impl Tracker {
         )?;
         Ok(Self {
             port,
+            ip,
             _guard: guard,
         })
     }
 
     pub fn announce_url(&self) -> String {
-        announce_url(self.port)
+        format!("http://{}:{}/announce", self.ip, self.port)
     }
 
     /// Scrapes one info-hash (40-hex). A torrent the tracker has not seen yet reads as zeros.
     pub fn scrape(&self, info_hash: &str) -> Result<Scrape> {
         let raw = hex_decode(info_hash)?;
         let q: String = raw.iter().map(|b| format!("%{b:02X}")).collect();
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let addr: SocketAddr = (self.ip, self.port).into();
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
         s.set_write_timeout(Some(Duration::from_secs(3)))?;
         write!(
             s,
-            "GET /scrape?info_hash={q} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
-            self.port
+            "GET /scrape?info_hash={q} HTTP/1.0\r\nHost: {}:{}\r\nConnection: close\r\n\r\n",
+            self.ip, self.port
         )?;
         let mut resp = Vec::new();
         s.take(1 << 20).read_to_end(&mut resp)?;

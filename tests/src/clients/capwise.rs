@@ -40,13 +40,23 @@ pub fn require_bin() -> Result<()> {
 }
 
 fn base(sub: &str, torrent: &Path, dir: &Path, port: u16, state_dir: &Path) -> Command {
+    base_on(sub, torrent, dir, ([127, 0, 0, 1], port).into(), state_dir)
+}
+
+fn base_on(
+    sub: &str,
+    torrent: &Path,
+    dir: &Path,
+    listen: std::net::SocketAddr,
+    state_dir: &Path,
+) -> Command {
     let mut c = Command::new(capwise_bin());
     c.arg(sub)
         .arg(torrent)
         .arg("-d")
         .arg(dir)
         .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
+        .arg(listen.to_string())
         .arg("--state-dir")
         .arg(state_dir)
         .env("RUST_BACKTRACE", "1")
@@ -65,6 +75,25 @@ fn apply(c: &mut Command, o: &CapwiseOpts) {
         c.arg("--download-limit").arg(l);
     }
     c.args(&o.extra);
+}
+
+/// The command line of `capwise get|seed TORRENT -d DIR --listen LISTEN --state-dir STATE` plus
+/// `opts` (`get --seed` if `opts.seed_after`), for callers that wrap it (e.g. in `ip netns exec`).
+pub fn command_line(
+    sub: &str,
+    torrent: &Path,
+    dir: &Path,
+    listen: std::net::SocketAddr,
+    state_dir: &Path,
+    opts: &CapwiseOpts,
+) -> Result<Command> {
+    require_bin()?;
+    let mut c = base_on(sub, torrent, dir, listen, state_dir);
+    if sub == "get" && opts.seed_after {
+        c.arg("--seed");
+    }
+    apply(&mut c, opts);
+    Ok(c)
 }
 
 /// `capwise get TORRENT -d DIR --listen 127.0.0.1:PORT --state-dir STATE`; exits 0 once every piece

@@ -18,6 +18,10 @@ pub struct LtOpts {
     pub download_limit: Option<u64>,
     /// Seeder: trust the data and skip the initial hash check.
     pub seed_mode: bool,
+    /// Address to listen on; None = 127.0.0.1 (the port is the `port` argument).
+    pub listen_ip: Option<std::net::IpAddr>,
+    /// Seconds between progress lines; None = the script's default (1 s).
+    pub progress_interval: Option<f64>,
 }
 
 fn command(mode: &str, torrent: &Path, dir: &Path, port: u16, o: &LtOpts) -> Command {
@@ -27,7 +31,7 @@ fn command(mode: &str, torrent: &Path, dir: &Path, port: u16, o: &LtOpts) -> Com
         .arg(torrent)
         .arg(dir)
         .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
+        .arg(SocketAddr::new(o.listen_ip.unwrap_or([127, 0, 0, 1].into()), port).to_string())
         // The script's own bound; the harness bounds its waits separately.
         .args(["--timeout", "600"]);
     for p in &o.peers {
@@ -42,7 +46,42 @@ fn command(mode: &str, torrent: &Path, dir: &Path, port: u16, o: &LtOpts) -> Com
     if o.seed_mode {
         c.arg("--seed-mode");
     }
+    if let Some(i) = o.progress_interval {
+        c.arg("--progress-interval").arg(i.to_string());
+    }
     c
+}
+
+/// The `lt_client.py` command line (for callers that wrap it, e.g. in `ip netns exec`).
+pub fn command_line(mode: &str, torrent: &Path, dir: &Path, port: u16, o: &LtOpts) -> Command {
+    command(mode, torrent, dir, port, o)
+}
+
+/// One progress line of `lt_client.py`: CLOCK_MONOTONIC seconds and the payload counters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LtProgress {
+    pub mono: f64,
+    pub payload_down: u64,
+    pub payload_up: u64,
+}
+
+/// Every progress line (with payload counters) in a `lt_client.py` stdout.
+pub fn parse_progress(stdout: &str) -> Vec<LtProgress> {
+    let field = |line: &str, key: &str| -> Option<u64> {
+        let at = line.find(key)? + key.len();
+        line[at..].split_whitespace().next()?.parse().ok()
+    };
+    stdout
+        .lines()
+        .filter(|l| l.contains(" progress "))
+        .filter_map(|l| {
+            Some(LtProgress {
+                mono: l.split_whitespace().next()?.parse().ok()?,
+                payload_down: field(l, "payload_down=")?,
+                payload_up: field(l, "payload_up=")?,
+            })
+        })
+        .collect()
 }
 
 /// Starts a libtorrent seeder of `torrent` whose data is in `dir`; seeds until dropped.

@@ -1,0 +1,418 @@
+//! A small WAN made of network namespaces, for tests of what capwise does with peers that are
+//! *not* on its LAN (loopback and same-subnet peers are LAN, and LAN is exempt from WAN budgets).
+//!
+//! ```text
+//!   ns a (cw-a-SFX)            ns r (cw-r-SFX, ip_forward=1)            ns b (cw-b-SFX)
+//!   10.201.1.2/24  --veth--  10.201.1.1/24 | 10.201.2.1/24  --veth--  10.201.2.2/24
+//!   default via 10.201.1.1                                            default via 10.201.2.1
+//! ```
+//!
+//! The namespaces are named (`ip netns add`) with a per-topology suffix, so several topologies
+//! (other test processes, other worktrees) never collide. Nothing but the two veth pairs joins
+//! them, and no link leads out of them: nothing can leave the machine. [`Drop`] kills every
+//! process still running in them and deletes them (also while a test panics). Named namespaces
+//! work from inside `unshare -n` too (they are bind mounts under `/run/netns`, independent of the
+//! caller's own network namespace), so the suite runs there like the interop suite.
+
+use crate::process::{run, ChildGuard};
+use anyhow::{bail, Context, Result};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Router side of the a link, and a's address.
+pub const ROUTER_A_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 1, 1);
+pub const A_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 1, 2);
+/// Router side of the b link, and b's address.
+pub const ROUTER_B_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 2, 1);
+pub const B_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 2, 2);
+
+/// Bound for each `ip`/`sysctl`/`cat` invocation.
+const CMD_TIMEOUT: Duration = Duration::from_secs(15);
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Which namespace of the topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ns {
+    Router,
+    A,
+    B,
+}
+
+/// Three named namespaces joined through a router; deleted on drop.
+pub struct WanTopology {
+    pub suffix: String,
+    /// `cw-r-SFX`, `cw-a-SFX`, `cw-b-SFX`.
+    pub router: String,
+    pub a: String,
+    pub b: String,
+    /// veth ends: in the router towards a and b, and in a and b.
+    pub if_ra: String,
+    pub if_rb: String,
+    pub if_a: String,
+    pub if_b: String,
+    /// Namespaces created so far (all three once `new` returns).
+    created: Vec<String>,
+    /// Logs of the setup commands.
+    logs: tempfile::TempDir,
+}
+
+impl WanTopology {
+    /// Creates the namespaces, links, addresses and routes, and checks that a reaches b through
+    /// the router. On any error what was created is deleted again.
+    pub fn new() -> Result<Self> {
+        let logs = tempfile::Builder::new()
+            .prefix("capwise-wan-topo-")
+            .tempdir()?;
+        let mut suffix = String::new();
+        for _ in 0..20 {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let s = format!(
+                "{:06x}",
+                (std::process::id().wrapping_mul(2654435761) ^ nanos ^ n.wrapping_mul(40503))
+                    & 0xff_ffff
+            );
+            if ["r", "a", "b"]
+                .iter()
+                .all(|r| !Path::new(&format!("/run/netns/cw-{r}-{s}")).exists())
+            {
+                suffix = s;
+                break;
+            }
+        }
+        if suffix.is_empty() {
+            bail!("no free namespace suffix after 20 tries");
+        }
+        let mut t = WanTopology {
+            router: format!("cw-r-{suffix}"),
+            a: format!("cw-a-{suffix}"),
+            b: format!("cw-b-{suffix}"),
+            // Interface names: at most 15 bytes.
+            if_ra: format!("cwra{suffix}"),
+            if_rb: format!("cwrb{suffix}"),
+            if_a: format!("cwa{suffix}"),
+            if_b: format!("cwb{suffix}"),
+            suffix,
+            created: Vec::new(),
+            logs,
+        };
+        t.build().context("building the WAN topology")?;
+        Ok(t)
+    }
+
+    fn build(&mut self) -> Result<()> {
+        for ns in [self.router.clone(), self.a.clone(), self.b.clone()] {
+            self.ip(&["netns", "add", &ns])?;
+            self.created.push(ns.clone());
+            // No IPv6 chatter (router solicitations, DAD) on the links: only the test's bytes.
+            // Best effort: a kernel without IPv6 has no such sysctl.
+            let _ = self.exec_output(
+                &ns,
+                Command::new("sysctl").args([
+                    "-q",
+                    "-w",
+                    "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1",
+                ]),
+            );
+        }
+        let (r, a, b) = (self.router.clone(), self.a.clone(), self.b.clone());
+        let (ra, rb, ia, ib) = (
+            self.if_ra.clone(),
+            self.if_rb.clone(),
+            self.if_a.clone(),
+            self.if_b.clone(),
+        );
+        // Each veth pair is created directly between two of our namespaces: no end ever exists
+        // in the caller's namespace.
+        self.ip(&[
+            "link", "add", &ra, "netns", &r, "type", "veth", "peer", "name", &ia, "netns", &a,
+        ])?;
+        self.ip(&[
+            "link", "add", &rb, "netns", &r, "type", "veth", "peer", "name", &ib, "netns", &b,
+        ])?;
+        let addrs = [
+            (&r, &ra, format!("{ROUTER_A_IP}/24")),
+            (&a, &ia, format!("{A_IP}/24")),
+            (&r, &rb, format!("{ROUTER_B_IP}/24")),
+            (&b, &ib, format!("{B_IP}/24")),
+        ];
+        for (ns, dev, cidr) in &addrs {
+            self.ip(&["-n", ns, "addr", "add", cidr, "dev", dev])?;
+            self.ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        for ns in [&r, &a, &b] {
+            self.ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        self.ip(&[
+            "-n",
+            &a,
+            "route",
+            "add",
+            "default",
+            "via",
+            &ROUTER_A_IP.to_string(),
+        ])?;
+        self.ip(&[
+            "-n",
+            &b,
+            "route",
+            "add",
+            "default",
+            "via",
+            &ROUTER_B_IP.to_string(),
+        ])?;
+        self.exec_output(
+            &r,
+            Command::new("sysctl").args(["-q", "-w", "net.ipv4.ip_forward=1"]),
+        )?;
+        self.check_links()?;
+        self.check_forwarding()
+    }
+
+    /// Each namespace holds `lo` and its veth ends, nothing else.
+    fn check_links(&self) -> Result<()> {
+        let want = [
+            (&self.router, vec![&self.if_ra, &self.if_rb]),
+            (&self.a, vec![&self.if_a]),
+            (&self.b, vec![&self.if_b]),
+        ];
+        for (ns, ifs) in want {
+            let out = self.ip(&["-n", ns, "-d", "-o", "link", "show"])?;
+            for line in out.lines() {
+                // "2: cwa1b2c3d@if2: <...> ... \    veth addrgenmode ..."
+                let name = line
+                    .split(':')
+                    .nth(1)
+                    .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+                    .unwrap_or_default();
+                let is_veth = line.split_whitespace().any(|w| w == "veth");
+                let ok = name == "lo" || (ifs.iter().any(|i| **i == name) && is_veth);
+                if !ok {
+                    bail!("unexpected link in {ns}: {line}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A TCP connection from a to b crosses the router.
+    fn check_forwarding(&self) -> Result<()> {
+        let port = 6999;
+        let listener = self.in_ns(Ns::B, || TcpListener::bind((B_IP, port)))??;
+        listener.set_nonblocking(true)?;
+        let connected = self.in_ns(Ns::A, || {
+            TcpStream::connect_timeout(&SocketAddr::from((B_IP, port)), Duration::from_secs(5))
+        })?;
+        connected.context("a cannot reach b through the router")?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match listener.accept() {
+                Ok((_, peer)) if peer.ip() == std::net::IpAddr::V4(A_IP) => return Ok(()),
+                Ok((_, peer)) => bail!("b saw the connection from {peer}, not from {A_IP}"),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+            if Instant::now() >= deadline {
+                bail!("b never accepted a's connection");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The namespace's name.
+    pub fn name(&self, ns: Ns) -> &str {
+        match ns {
+            Ns::Router => &self.router,
+            Ns::A => &self.a,
+            Ns::B => &self.b,
+        }
+    }
+
+    /// Runs `ip ARGS` (bounded); returns its stdout.
+    fn ip(&self, args: &[&str]) -> Result<String> {
+        let mut c = Command::new("ip");
+        c.args(args);
+        run("ip", &mut c, self.logs.path(), CMD_TIMEOUT)
+    }
+
+    /// `ip netns exec NS PROGRAM ARGS...` with `inner`'s environment and working directory.
+    pub fn command(&self, ns: &str, inner: &Command) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns])
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        if let Some(d) = inner.get_current_dir() {
+            c.current_dir(d);
+        }
+        c
+    }
+
+    /// Spawns `inner` inside namespace `ns` (see [`WanTopology::command`]); logs in `log_dir`.
+    /// `ip netns exec` execs the program, so the guard's pid is the program's.
+    pub fn exec(&self, name: &str, ns: Ns, inner: &Command, log_dir: &Path) -> Result<ChildGuard> {
+        ChildGuard::spawn(name, &mut self.command(self.name(ns), inner), log_dir)
+    }
+
+    /// Runs `inner` inside `ns` to completion (bounded); returns its stdout.
+    pub fn exec_output(&self, ns: &str, inner: &Command) -> Result<String> {
+        run(
+            "netns-exec",
+            &mut self.command(ns, inner),
+            self.logs.path(),
+            CMD_TIMEOUT,
+        )
+    }
+
+    /// Runs `inner` inside `ns` (bounded by `timeout`), logs in `log_dir`; returns its stdout.
+    pub fn run_in(
+        &self,
+        name: &str,
+        ns: Ns,
+        inner: &Command,
+        log_dir: &Path,
+        timeout: Duration,
+    ) -> Result<String> {
+        run(
+            name,
+            &mut self.command(self.name(ns), inner),
+            log_dir,
+            timeout,
+        )
+    }
+
+    /// Shapes the egress of `ifname` in `ns` to `rate_bits` bit/s (tc tbf, 32 kB burst, 50 ms
+    /// queue): a slow uplink, so that data waits in the sender's socket buffers as on a real one.
+    pub fn shape(&self, ns: Ns, ifname: &str, rate_bits: u64) -> Result<()> {
+        let rate = format!("{rate_bits}bit");
+        let mut c = Command::new("tc");
+        c.args([
+            "-n",
+            self.name(ns),
+            "qdisc",
+            "replace",
+            "dev",
+            ifname,
+            "root",
+            "tbf",
+        ])
+        .args(["rate", &rate, "burst", "32kb", "latency", "50ms"]);
+        run("tc", &mut c, self.logs.path(), CMD_TIMEOUT).map(|_| ())
+    }
+
+    /// `(rx_bytes, tx_bytes)` of interface `ifname` in namespace `ns`, from its sysfs.
+    pub fn iface_counters(&self, ns: Ns, ifname: &str) -> Result<(u64, u64)> {
+        let base = PathBuf::from("/sys/class/net")
+            .join(ifname)
+            .join("statistics");
+        let out = self.exec_output(
+            self.name(ns),
+            Command::new("cat")
+                .arg(base.join("rx_bytes"))
+                .arg(base.join("tx_bytes")),
+        )?;
+        let v: Vec<u64> = out
+            .split_whitespace()
+            .map(|s| s.parse::<u64>())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("counters of {ifname} in {}: {out:?}", self.name(ns)))?;
+        match v[..] {
+            [rx, tx] => Ok((rx, tx)),
+            _ => bail!("counters of {ifname}: {out:?}"),
+        }
+    }
+
+    /// Runs `f` on a fresh thread that has entered namespace `ns` (setns), so sockets `f` opens
+    /// live there; children it spawns start there too. A panic in `f` is resumed here.
+    pub fn in_ns<T: Send>(&self, ns: Ns, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let path = Path::new("/run/netns").join(self.name(ns));
+        std::thread::scope(|s| {
+            let h = s.spawn(move || -> Result<T> {
+                enter_netns(&path)?;
+                Ok(f())
+            });
+            match h.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+
+    /// Pids of the processes in a namespace (`ip netns pids`).
+    fn pids(&self, ns: &str) -> Vec<i32> {
+        self.ip(&["netns", "pids", ns])
+            .map(|o| {
+                o.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Moves the calling thread into the network namespace bound at `path`.
+fn enter_netns(path: &Path) -> Result<()> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: setns(2) on an open namespace fd; affects only the calling thread's network ns.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        bail!(
+            "setns({}): {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+impl Drop for WanTopology {
+    fn drop(&mut self) {
+        for ns in self.created.clone().iter().rev() {
+            // Kill what still runs there (only processes this topology's tests started), bounded.
+            for _ in 0..5 {
+                let pids = self.pids(ns);
+                if pids.is_empty() {
+                    break;
+                }
+                for pid in pids {
+                    // SAFETY: kill(2) by pid on a process inside our own namespace.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if let Err(e) = self.ip(&["netns", "del", ns]) {
+                eprintln!("[wan] cannot delete namespace {ns}: {e:#}");
+            }
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in seconds: the clock of `lt_client.py`'s progress lines (Python's
+/// `time.monotonic()`).
+pub fn monotonic_secs() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime(2) writes into the timespec we own.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}

@@ -1,0 +1,661 @@
+//! WAN scenarios: capwise in namespace a, a libtorrent peer in namespace b, opentracker in the
+//! router namespace between them (see `capwise_tests::wan`). From a's view b is on another subnet,
+//! so b is a WAN peer: the policy (metered networks, budgets) applies to it, and the veth counters
+//! in a are the "carrier's meter". Run with `scripts/test` (feature `interop`, root, inside
+//! `unshare -n`); `--nocapture` shows the figures table of each test.
+//!
+//! `metered_switch_stops_wan_uploads` shapes a's uplink (tc tbf, 2 MB/s) instead of limiting the
+//! libtorrent leecher: with a download limit at the receiver, capwise's bytes sit in b's socket
+//! receive buffer (measured: ~2.5 MB read by libtorrent after the switch while ~1 kB crossed the
+//! link), which says nothing about capwise. With a slow uplink, as on a real metered link, data
+//! waits on capwise's side, and a's veth tx after the rewrite is what the carrier would bill.
+//!
+//! Env: `CAPWISE_WAN_KILLS` (default 5) kill -9 rounds of `kill9_never_undercounts` (the benchmark
+//! figure uses 20); `CAPWISE_WAN_SEED` its random seed; `CAPWISE_KEEP_TMP=1` keeps a failing
+//! test's temp dir and logs.
+
+use anyhow::{bail, Context, Result};
+use capwise_tests::clients::capwise::{self, CapwiseOpts};
+use capwise_tests::clients::libtorrent::{self, parse_progress, LtOpts};
+use capwise_tests::netns::assert_private_netns;
+use capwise_tests::paths::capwise_bin;
+use capwise_tests::payload::make_tree;
+use capwise_tests::process::{file_tail, wait_until, ChildGuard};
+use capwise_tests::torrent::make_torrent;
+use capwise_tests::tracker::Tracker;
+use capwise_tests::wan::{monotonic_secs, Ns, WanTopology, A_IP, ROUTER_A_IP};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(120);
+const PIECE: u32 = 256 * 1024;
+const MIB: u64 = 1 << 20;
+const KIB: u64 = 1 << 10;
+const NAME: &str = "payload";
+const NET_ID: &str = "wan-test";
+const TRACKER_PORT: u16 = 6969;
+const CAPWISE_PORT: u16 = 6881;
+const LT_PORT: u16 = 6882;
+/// The budget of the budget tests: 50 MB, 10 % reserve, so capwise stops at 45 MB.
+const CAP: u64 = 50_000_000;
+const AGENT_LIMIT: u64 = 45_000_000;
+
+/// One test's world, built inside the router namespace's thread.
+struct Wan<'t> {
+    topo: &'t WanTopology,
+    root: PathBuf,
+    logs: PathBuf,
+    seed_dir: PathBuf,
+    torrent: PathBuf,
+    hash: String,
+    tracker: Tracker,
+    net_file: PathBuf,
+    state_dir: PathBuf,
+}
+
+impl<'t> Wan<'t> {
+    fn new(topo: &'t WanTopology, root: &Path, size: u64) -> Result<Self> {
+        let logs = root.join("logs");
+        let seed_dir = root.join("seed");
+        make_tree(&seed_dir.join(NAME), &[("data.bin", size)], 0xC0FFEE)?;
+        let torrent = root.join("payload.torrent");
+        let url = format!("http://{ROUTER_A_IP}:{TRACKER_PORT}/announce");
+        let hash = make_torrent(&seed_dir.join(NAME), &torrent, &[url], PIECE, &logs)?;
+        let tracker = Tracker::start_on(
+            ROUTER_A_IP,
+            TRACKER_PORT,
+            std::slice::from_ref(&hash),
+            &root.join("tracker"),
+            &logs,
+            |c| topo.command(&topo.router, &c),
+        )?;
+        Ok(Self {
+            topo,
+            root: root.to_path_buf(),
+            logs,
+            seed_dir,
+            torrent,
+            hash,
+            tracker,
+            net_file: root.join("network.toml"),
+            state_dir: root.join("capwise-state"),
+        })
+    }
+
+    fn dir(&self, who: &str) -> Result<PathBuf> {
+        let d = self.root.join(who);
+        std::fs::create_dir_all(&d)?;
+        Ok(d)
+    }
+
+    /// (Re)writes the network file atomically (capwise polls it every 250 ms).
+    fn write_network(&self, metered: &str) -> Result<()> {
+        let body = format!(
+            "id = \"{NET_ID}\"\nname = \"WAN test uplink\"\nkind = \"ethernet\"\n\
+             metered = \"{metered}\"\nroaming = false\ninterface = \"{}\"\n",
+            self.topo.if_a
+        );
+        let tmp = self.net_file.with_extension("toml.tmp");
+        std::fs::write(&tmp, body)?;
+        std::fs::rename(&tmp, &self.net_file)?;
+        Ok(())
+    }
+
+    /// `capwise get|seed` in namespace a, listening on 10.201.1.2, following the network file.
+    fn capwise(&self, name: &str, sub: &str, dir: &Path) -> Result<ChildGuard> {
+        let opts = CapwiseOpts {
+            extra: vec!["--network-file".into(), self.net_file.display().to_string()],
+            ..CapwiseOpts::default()
+        };
+        let cmd = capwise::command_line(
+            sub,
+            &self.torrent,
+            dir,
+            (A_IP, CAPWISE_PORT).into(),
+            &self.state_dir,
+            &opts,
+        )?;
+        self.topo.exec(name, Ns::A, &cmd, &self.logs)
+    }
+
+    /// A capwise policy command (in namespace a, bounded); returns stdout.
+    fn cli(&self, args: &[&str]) -> Result<String> {
+        let mut c = Command::new(capwise_bin());
+        c.args(args).arg("--state-dir").arg(&self.state_dir);
+        self.topo.run_in(
+            "capwise-cli",
+            Ns::A,
+            &c,
+            &self.logs,
+            Duration::from_secs(30),
+        )
+    }
+
+    fn set_budget(&self) -> Result<()> {
+        self.cli(&["budget", "set", NET_ID, "--cap", "50MB", "--reserve", "10"])?;
+        Ok(())
+    }
+
+    /// `capwise usage NET_ID --json`: this network's report.
+    fn usage(&self) -> Result<Value> {
+        let out = self.cli(&["usage", NET_ID, "--json"])?;
+        let v: Value = serde_json::from_str(&out).with_context(|| format!("usage: {out}"))?;
+        v.get(0).cloned().context("usage --json printed no network")
+    }
+
+    /// `capwise why --json --network-file F`.
+    fn why(&self) -> Result<Value> {
+        let f = self.net_file.display().to_string();
+        let out = self.cli(&["why", "--json", "--network-file", &f])?;
+        serde_json::from_str(&out).with_context(|| format!("why: {out}"))
+    }
+
+    /// A libtorrent peer in namespace b on 10.201.2.2.
+    fn lt(&self, name: &str, mode: &str, dir: &Path, mut o: LtOpts) -> Result<ChildGuard> {
+        o.listen_ip = Some(capwise_tests::wan::B_IP.into());
+        let cmd = libtorrent::command_line(mode, &self.torrent, dir, LT_PORT, &o);
+        self.topo.exec(name, Ns::B, &cmd, &self.logs)
+    }
+
+    /// `(rx, tx)` of a's veth end.
+    fn a_bytes(&self) -> Result<(u64, u64)> {
+        self.topo.iface_counters(Ns::A, &self.topo.if_a)
+    }
+
+    /// Bytes in the send queues (unacknowledged + unsent) of a's TCP connections to b (`ss`).
+    fn capwise_send_queue(&self) -> Result<u64> {
+        let out = self.topo.exec_output(
+            &self.topo.a,
+            // Every connection to b (capwise may have dialled it, or accepted its dial).
+            Command::new("ss").args([
+                "-tnH",
+                "state",
+                "established",
+                "dst",
+                &capwise_tests::wan::B_IP.to_string(),
+            ]),
+        )?;
+        // Columns without a state: Recv-Q Send-Q Local Peer.
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum())
+    }
+
+    /// `(rx, tx)` of b's veth end.
+    fn b_bytes(&self) -> Result<(u64, u64)> {
+        self.topo.iface_counters(Ns::B, &self.topo.if_b)
+    }
+
+    fn wait_tracker(&self, seeders: u64, leechers: u64) -> Result<()> {
+        self.tracker.wait_swarm(&self.hash, seeders, leechers, WAIT)
+    }
+
+    fn dump_logs(&self) {
+        let Ok(rd) = std::fs::read_dir(&self.logs) else {
+            return;
+        };
+        let mut files: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        files.sort();
+        for f in files {
+            eprintln!("===== {} =====\n{}", f.display(), file_tail(&f, 4000));
+        }
+    }
+}
+
+/// Builds the topology and the test's world, runs `body` on a thread inside the router namespace
+/// (so the tracker's scrapes reach it), and panics with every log on error. The namespaces are
+/// deleted when this returns or unwinds.
+fn run(test: &str, size: u64, body: impl FnOnce(&Wan) -> Result<()> + Send) {
+    assert_private_netns();
+    let t0 = Instant::now();
+    let topo = WanTopology::new().expect("WAN topology (needs root and iproute2)");
+    let tmp = tempfile::Builder::new()
+        .prefix("capwise-wan-")
+        .tempdir()
+        .expect("temp dir");
+    let r = topo
+        .in_ns(Ns::Router, || -> Result<()> {
+            let w = Wan::new(&topo, tmp.path(), size).context("test setup")?;
+            let r = body(&w);
+            if r.is_err() {
+                w.dump_logs();
+            }
+            r
+        })
+        .and_then(|r| r);
+    match r {
+        Ok(()) => eprintln!("[wan] {test}: ok in {:.1}s", t0.elapsed().as_secs_f64()),
+        Err(e) => {
+            if std::env::var_os("CAPWISE_KEEP_TMP").is_some() {
+                eprintln!("[wan] kept {}", tmp.keep().display());
+            }
+            panic!(
+                "[wan] {test} failed after {:.1}s: {e:#}",
+                t0.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+fn table(title: &str, rows: &[(String, String)]) {
+    let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut s = format!("\n+--- {title} ---\n");
+    for (k, v) in rows {
+        s.push_str(&format!("| {k:<w$} | {v}\n"));
+    }
+    s.push_str("+---\n");
+    eprint!("{s}");
+}
+
+fn mb(b: u64) -> String {
+    format!(
+        "{b} B ({:.2} MB, {:.1} KiB)",
+        b as f64 / 1e6,
+        b as f64 / 1024.0
+    )
+}
+
+/// Seconds since UTC midnight now (the clock of capwise's log timestamps).
+fn utc_secs_of_day() -> f64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_secs() % 86_400) as f64 + f64::from(d.subsec_nanos()) / 1e9
+}
+
+/// Seconds since UTC midnight of the first log line containing `needle`
+/// ("2026-11-22T07:36:39.563272Z  INFO ...").
+fn log_time_of(log: &str, needle: &str) -> Option<f64> {
+    let line = log.lines().find(|l| l.contains(needle))?;
+    let ts = line.split_whitespace().next()?;
+    let time = ts.split_once('T')?.1.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let sec: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + sec)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// a's uplink (its veth egress, tc tbf): 16 Mbit/s = 2 MB/s, so the transfer lasts and, as on a
+/// real metered uplink, data waits in capwise's socket buffers rather than at the receiver.
+const UPLINK_BITS: u64 = 16_000_000;
+const UPLINK_RATE: f64 = UPLINK_BITS as f64 / 8.0;
+/// Upload time before the network turns metered.
+const UPLOAD_BEFORE: Duration = Duration::from_secs(5);
+/// How long the transfer is watched after the switch.
+const OBSERVE_AFTER: Duration = Duration::from_secs(4);
+/// Counter sampling period (the leecher's progress lines too).
+const SAMPLE: Duration = Duration::from_millis(100);
+/// Growth of a's veth tx per sample that still counts as "stopped": TCP ACKs and the like, not
+/// one full-size data segment.
+const CHATTER: u64 = 1500;
+
+#[test]
+fn metered_switch_stops_wan_uploads() {
+    run("metered_switch_stops_wan_uploads", 64 * MIB, |w| {
+        w.topo.shape(Ns::A, &w.topo.if_a, UPLINK_BITS)?;
+        w.write_network("no")?;
+        let mut seed = w.capwise("capwise-seed", "seed", &w.seed_dir)?;
+        let leech_dir = w.dir("lt-leech")?;
+        let mut leech = w.lt(
+            "lt-leech",
+            "get",
+            &leech_dir,
+            LtOpts {
+                peers: vec![(A_IP, CAPWISE_PORT).into()],
+                progress_interval: Some(SAMPLE.as_secs_f64()),
+                ..LtOpts::default()
+            },
+        )?;
+        wait_until(
+            "the WAN leecher to receive payload from capwise",
+            WAIT,
+            Duration::from_millis(100),
+            || {
+                if let Some(s) = seed.try_wait()? {
+                    bail!("capwise seed exited: {s}");
+                }
+                if let Some(s) = leech.try_wait()? {
+                    bail!("leecher exited: {s}");
+                }
+                Ok(parse_progress(&leech.stdout())
+                    .last()
+                    .is_some_and(|p| p.payload_down > 0))
+            },
+        )?;
+        let t_first = monotonic_secs();
+        let (_, tx_first) = w.a_bytes()?;
+        std::thread::sleep(UPLOAD_BEFORE);
+
+        // a's veth tx (what the carrier bills) and b's veth rx, before and after the rewrite.
+        let send_q = w.capwise_send_queue()?;
+        let b0 = w.b_bytes()?.0;
+        let (_, tx0) = w.a_bytes()?;
+        w.write_network("yes")?;
+        let t_switch = monotonic_secs();
+        let wall_switch = utc_secs_of_day();
+        let mut wire = vec![(t_switch, tx0, b0)];
+        let end = Instant::now() + OBSERVE_AFTER;
+        for _ in 0..1000 {
+            if Instant::now() >= end {
+                break;
+            }
+            std::thread::sleep(SAMPLE);
+            let tx = w.a_bytes()?.1;
+            let rx_b = w.b_bytes()?.0;
+            wire.push((monotonic_secs(), tx, rx_b));
+        }
+        // libtorrent's payload counters advance on its one-second tick: let the last one print.
+        std::thread::sleep(Duration::from_millis(1200));
+        let why = w.why()?;
+        let usage = w.usage()?;
+        let samples = parse_progress(&leech.stdout());
+        let leech_alive = leech.try_wait()?.is_none();
+        capwise::stop_clean(&mut seed)?;
+
+        let rate_before = (tx0 - tx_first) as f64 / (t_switch - t_first);
+        let &(_, tx_last, rx_b_last) = wire.last().expect("wire has the first sample");
+        let wire_late = tx_last - tx0;
+        let b_late = rx_b_last - b0;
+        // Growth stopped at the sample after which no sample grew by more than chatter.
+        let mut wire_stop = 0.0;
+        for pair in wire.windows(2) {
+            if pair[1].1 - pair[0].1 > CHATTER {
+                wire_stop = pair[1].0 - t_switch;
+            }
+        }
+        let observed = wire.last().map_or(0.0, |l| l.0 - t_switch);
+        let late_app = match (
+            samples.iter().rev().find(|p| p.mono <= t_switch),
+            samples.last(),
+        ) {
+            (Some(a), Some(z)) => Some(z.payload_down - a.payload_down),
+            _ => None,
+        };
+        let noticed =
+            log_time_of(&seed.log_tail(1 << 16), "reason=Metered").map(|t| t - wall_switch);
+        let up_wan = u(&usage["agent"]["up_wan"]);
+        let up_lan = u(&usage["agent"]["up_lan"]);
+        let leech_total = samples.last().map_or(0, |p| p.payload_down);
+        table(
+            "metered_switch_stops_wan_uploads",
+            &[
+                ("a's uplink (tbf) / rate before".into(), format!("{:.1} MB/s / {:.2} MB/s on a's veth", UPLINK_RATE / 1e6, rate_before / 1e6)),
+                ("a's veth tx after the rewrite".into(), format!("{} (issue: payload <= 64 KiB; test bound 1 MiB)", mb(wire_late))),
+                ("b's veth rx after the rewrite".into(), mb(b_late)),
+                ("capwise noticed the rewrite after".into(), noticed.map_or("n/a".into(), |d| format!("{:.0} ms (network file polled every 250 ms)", d * 1000.0))),
+                ("capwise's TCP Send-Q at the rewrite".into(), mb(send_q)),
+                ("wire growth (> 1 packet/sample) stopped".into(), format!("{wire_stop:.2} s after the rewrite (bound 1 s; {} ms samples, watched {observed:.1} s)", SAMPLE.as_millis())),
+                ("leecher payload after the rewrite".into(), late_app.map_or("n/a".into(), |b| format!("{} (libtorrent counter: 1 s tick, so up to ~1 s of pre-switch data is included)", mb(b)))),
+                ("why: up_wan / reason".into(), format!("{} / {}", why["allowances"]["up_wan"], why["reason"])),
+                ("ledger up_wan / up_lan; leecher total".into(), format!("{up_wan} / {up_lan}; {leech_total}")),
+                ("leecher process still running".into(), format!("{leech_alive}")),
+            ],
+        );
+        if up_wan == 0 || up_lan != 0 {
+            bail!("capwise did not count the b peer as WAN: up_wan {up_wan}, up_lan {up_lan}");
+        }
+        if rate_before < 0.25 * UPLINK_RATE {
+            bail!("the upload never got going: {rate_before:.0} B/s before the switch");
+        }
+        if why["allowances"]["up_wan"] != "suspended" {
+            bail!("capwise why does not report WAN uploads suspended: {why}");
+        }
+        if observed < 2.0 {
+            bail!("watched the link only {observed:.1} s after the switch");
+        }
+        if wire_stop > 1.0 {
+            bail!(
+                "WAN uploads went on {wire_stop:.2} s after the network turned metered \
+                 ({wire_late} bytes left a's veth after the rewrite)"
+            );
+        }
+        if wire_late > MIB {
+            bail!("{wire_late} bytes left a's veth after the rewrite (bound 1 MiB)");
+        }
+        Ok(())
+    });
+}
+
+/// Waits until a's veth counters stop moving: growth below 64 KiB over `quiet`, after at least
+/// 1 MB moved. Returns the elapsed time; errors if `get` exits or after [`WAIT`].
+fn wait_stall(w: &Wan, get: &mut ChildGuard, base: u64, quiet: Duration) -> Result<Duration> {
+    let t0 = Instant::now();
+    let mut hist: Vec<(Instant, u64)> = Vec::new();
+    for _ in 0..2000 {
+        if let Some(s) = get.try_wait()? {
+            bail!("capwise get exited ({s}) instead of stalling at the budget");
+        }
+        let (rx, tx) = w.a_bytes()?;
+        let now = Instant::now();
+        let total = rx + tx - base;
+        hist.push((now, total));
+        if total > 1_000_000 {
+            if let Some(&(_, old)) = hist.iter().find(|(t, _)| now.duration_since(*t) <= quiet) {
+                let span = now.duration_since(hist[0].0);
+                if span >= quiet && total - old < 64 * KIB {
+                    return Ok(t0.elapsed());
+                }
+            }
+        }
+        if t0.elapsed() > WAIT {
+            bail!("capwise's traffic did not stall within {WAIT:?} ({total} bytes on a's veth)");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    bail!("stall wait: too many polls")
+}
+
+#[test]
+fn budget_is_a_hard_cap() {
+    run("budget_is_a_hard_cap", 120 * MIB, |w| {
+        w.write_network("no")?;
+        w.set_budget()?;
+        let seed = w.lt(
+            "lt-seed",
+            "seed",
+            &w.seed_dir,
+            LtOpts {
+                seed_mode: true,
+                progress_interval: Some(0.5),
+                ..LtOpts::default()
+            },
+        )?;
+        w.wait_tracker(1, 0)?;
+        let (rx0, tx0) = w.a_bytes()?;
+        let t = Instant::now();
+        let mut get = w.capwise("capwise-get", "get", &w.dir("cw-get")?)?;
+        let stalled = wait_stall(w, &mut get, rx0 + tx0, Duration::from_secs(4))?;
+        let why = w.why()?;
+        // `get` exits 1 on SIGTERM before completion ("interrupted"); it must exit by itself
+        // (flushing its ledger), not need SIGKILL.
+        let status = get.stop(Duration::from_secs(15))?;
+        if status.code().is_none() {
+            bail!("capwise get did not exit on SIGTERM: {status}");
+        }
+        let (rx1, tx1) = w.a_bytes()?;
+        let usage = w.usage()?;
+        let sent = parse_progress(&seed.stdout())
+            .last()
+            .map_or(0, |p| p.payload_up);
+        let b = &usage["budget"];
+        let agent_used = u(&b["agent_used_bytes"]);
+        let rows = u(&usage["agent"]["down_wan"]) + u(&usage["agent"]["up_wan"]);
+        let lan = u(&usage["agent"]["down_lan"]) + u(&usage["agent"]["up_lan"]);
+        let wire = (rx1 - rx0) + (tx1 - tx0);
+        table(
+            "budget_is_a_hard_cap (cap 50 MB, reserve 10 %)",
+            &[
+                (
+                    "agent counted (reservation)".into(),
+                    format!("{} (limit {AGENT_LIMIT})", mb(agent_used)),
+                ),
+                ("ledger rows down_wan+up_wan".into(), mb(rows)),
+                ("ledger rows LAN".into(), mb(lan)),
+                (
+                    "capwise's link measurement".into(),
+                    format!(
+                        "down {} up {} (used_bytes {})",
+                        usage["link"]["down"], usage["link"]["up"], b["used_bytes"]
+                    ),
+                ),
+                ("libtorrent seeder payload sent".into(), mb(sent)),
+                (
+                    "a's veth rx+tx during the run".into(),
+                    format!(
+                        "{} (cap {CAP}; rx {} tx {})",
+                        mb(wire),
+                        rx1 - rx0,
+                        tx1 - tx0
+                    ),
+                ),
+                (
+                    "headroom under the cap".into(),
+                    mb(CAP.saturating_sub(wire)),
+                ),
+                (
+                    "stalled after".into(),
+                    format!(
+                        "{:.1} s (run {:.1} s)",
+                        stalled.as_secs_f64(),
+                        t.elapsed().as_secs_f64()
+                    ),
+                ),
+                (
+                    "why at the stall".into(),
+                    format!("{} / {}", why["reason"], why["allowances"]["down_wan"]),
+                ),
+            ],
+        );
+        if lan != 0 {
+            bail!("capwise counted the b peer as LAN ({lan} bytes)");
+        }
+        if agent_used > AGENT_LIMIT || rows > AGENT_LIMIT {
+            bail!("capwise counted {agent_used} (rows {rows}) > cap - reserve {AGENT_LIMIT}");
+        }
+        if wire >= CAP {
+            bail!("a's veth carried {wire} bytes >= the 50 MB cap");
+        }
+        if sent > agent_used {
+            bail!("the seeder sent {sent} payload bytes, more than capwise counted ({agent_used})");
+        }
+        if agent_used < AGENT_LIMIT / 2 {
+            bail!("the transfer stalled at {agent_used} bytes, far below the budget: not the cap");
+        }
+        Ok(())
+    });
+}
+
+/// Waits until the seeder's `payload_up` is unchanged for 1 s (bounded); returns it.
+fn settled_upload(seed: &ChildGuard) -> Result<u64> {
+    let mut last = None;
+    let mut since = Instant::now();
+    let t0 = Instant::now();
+    loop {
+        let now = parse_progress(&seed.stdout()).last().map(|p| p.payload_up);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= Duration::from_secs(1) {
+            return last.context("the seeder printed no progress");
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            bail!("the seeder's upload counter did not settle within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn kill9_never_undercounts() {
+    run("kill9_never_undercounts", 120 * MIB, |w| {
+        let kills: usize = std::env::var("CAPWISE_WAN_KILLS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5)
+            .clamp(1, 100);
+        let rng_seed: u64 = std::env::var("CAPWISE_WAN_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+        eprintln!("[wan] kill9: {kills} kills, CAPWISE_WAN_SEED={rng_seed}");
+        let mut rng = StdRng::seed_from_u64(rng_seed);
+        w.write_network("no")?;
+        w.set_budget()?;
+        let seed = w.lt(
+            "lt-seed",
+            "seed",
+            &w.seed_dir,
+            LtOpts {
+                seed_mode: true,
+                // Slow enough that kills land mid-transfer before the cap is reached.
+                upload_limit: Some(5_000_000),
+                progress_interval: Some(0.2),
+                ..LtOpts::default()
+            },
+        )?;
+        w.wait_tracker(1, 0)?;
+        let dir = w.dir("cw-get")?;
+        let mut rows = Vec::new();
+        let mut violations = Vec::new();
+        let mut min_margin = i64::MAX;
+        for i in 0..kills {
+            let delay = Duration::from_millis(rng.gen_range(300..=3000));
+            let mut get = w.capwise(&format!("capwise-get-{i}"), "get", &dir)?;
+            std::thread::sleep(delay);
+            if let Some(s) = get.try_wait()? {
+                bail!(
+                    "capwise get #{i} exited by itself ({s})\n{}",
+                    get.log_tail(3000)
+                );
+            }
+            get.signal(libc::SIGKILL);
+            if get.wait_timeout(Duration::from_secs(10))?.is_none() {
+                bail!("capwise get #{i} survived SIGKILL for 10 s");
+            }
+            let sent = settled_upload(&seed)?;
+            let usage = w.usage()?;
+            let reserved = u(&usage["budget"]["agent_used_bytes"]);
+            let logged = u(&usage["agent"]["down_wan"]) + u(&usage["agent"]["up_wan"]);
+            let margin = reserved as i64 - sent as i64;
+            min_margin = min_margin.min(margin);
+            if reserved < sent {
+                violations.push(format!(
+                    "kill #{i} after {delay:?}: ledger {reserved} < seeder sent {sent}"
+                ));
+            }
+            rows.push((
+                format!("#{i:<2} kill after {:>4} ms", delay.as_millis()),
+                format!(
+                    "seeder sent {sent:>9}  ledger (reservation) {reserved:>9}  margin {margin:>8}  usage rows {logged:>9}"
+                ),
+            ));
+        }
+        rows.push((
+            "min margin (ledger - sent)".into(),
+            format!("{min_margin} B (must be >= 0)"),
+        ));
+        table(
+            &format!("kill9_never_undercounts ({kills} kills, seed {rng_seed})"),
+            &rows,
+        );
+        if !violations.is_empty() {
+            bail!("the ledger under-counted:\n  {}", violations.join("\n  "));
+        }
+        Ok(())
+    });
+}
