@@ -12,7 +12,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::hooks::{Direction, PeerClass};
+use std::task::{Context, Waker};
+
+use crate::hooks::{Direction, GateFuture, PeerClass};
 use crate::swarm::Outgoing;
 use crate::wire::{self, Handshake, Message, BLOCK_SIZE};
 use crate::Result;
@@ -177,6 +179,29 @@ async fn read_loop(
     }
 }
 
+/// Wait for the byte gate; if it would make us wait, first send what is
+/// already batched, so that rate-paced blocks leave when their tokens were
+/// granted instead of in clumps (which skews short measurement windows).
+async fn pass_gate(
+    mut gate: GateFuture<'_>,
+    writer: &mut OwnedWriteHalf,
+    out: &mut BytesMut,
+) -> Result<()> {
+    // The probe context is not Send: keep it out of the awaits below.
+    let would_wait = gate
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+        .is_pending();
+    if would_wait {
+        if !out.is_empty() {
+            writer.write_all(out).await?;
+            out.clear();
+        }
+        gate.await;
+    }
+    Ok(())
+}
+
 async fn write_loop(
     shared: &Arc<TorrentShared>,
     key: u64,
@@ -203,10 +228,11 @@ async fn write_loop(
             match item {
                 Outgoing::Message(msg) => {
                     if let Message::Request(block) = &msg {
-                        hooks
-                            .gate
-                            .acquire(Direction::Down, link.class, block.length as u64)
-                            .await;
+                        let gate =
+                            hooks
+                                .gate
+                                .acquire(Direction::Down, link.class, block.length as u64);
+                        pass_gate(gate, &mut writer, &mut out).await?;
                     }
                     let before = out.len();
                     wire::encode(&msg, &mut out);
@@ -222,10 +248,10 @@ async fn write_loop(
                     if !hooks.seeding.is_on() {
                         continue;
                     }
-                    hooks
+                    let gate = hooks
                         .gate
-                        .acquire(Direction::Up, link.class, block.length as u64)
-                        .await;
+                        .acquire(Direction::Up, link.class, block.length as u64);
+                    pass_gate(gate, &mut writer, &mut out).await?;
                     // The switch may have flipped while we waited for the gate.
                     if !hooks.seeding.is_on() || link.closed.load(Ordering::Acquire) {
                         continue;
