@@ -386,6 +386,18 @@ impl Swarm {
         }
     }
 
+    /// The I/O layer did not send a queued block (uploads were stopped
+    /// meanwhile): under BEP 6 the peer is told, so it asks elsewhere at once.
+    pub fn block_withheld(&mut self, key: PeerKey, block: BlockRef) {
+        if let Some(peer) = self.peers.get_mut(&key) {
+            if peer.fast {
+                peer.outbox
+                    .push_back(Outgoing::Message(Message::RejectRequest(block)));
+                self.dirty.push(key);
+            }
+        }
+    }
+
     /// Whether uploads are allowed.
     pub fn seeding_allowed(&self) -> bool {
         self.seeding_allowed

@@ -179,6 +179,15 @@ async fn read_loop(
     }
 }
 
+/// Uploads were switched off after `block` was queued: stop them in the swarm
+/// now (choke everyone) rather than at the next tick, and reject the block.
+fn withhold(shared: &Arc<TorrentShared>, key: u64, block: wire::BlockRef) {
+    let mut swarm = shared.lock_swarm();
+    swarm.set_seeding(false, Instant::now());
+    swarm.block_withheld(key, block);
+    shared.dispatch(swarm);
+}
+
 /// Wait for the byte gate; if it would make us wait, first send what is
 /// already batched, so that rate-paced blocks leave when their tokens were
 /// granted instead of in clumps (which skews short measurement windows).
@@ -246,6 +255,7 @@ async fn write_loop(
                 }
                 Outgoing::Block(block) => {
                     if !hooks.seeding.is_on() {
+                        withhold(shared, key, block);
                         continue;
                     }
                     let gate = hooks
@@ -253,7 +263,11 @@ async fn write_loop(
                         .acquire(Direction::Up, link.class, block.length as u64);
                     pass_gate(gate, &mut writer, &mut out).await?;
                     // The switch may have flipped while we waited for the gate.
-                    if !hooks.seeding.is_on() || link.closed.load(Ordering::Acquire) {
+                    if link.closed.load(Ordering::Acquire) {
+                        continue;
+                    }
+                    if !hooks.seeding.is_on() {
+                        withhold(shared, key, block);
                         continue;
                     }
                     let start = out.len();

@@ -192,13 +192,16 @@ impl TorrentShared {
         let info = &metainfo.info;
         let mut swarm_config = session.config.swarm.clone();
         swarm_config.listen_port = session.local_addr.port();
-        let swarm = Swarm::new(
+        let mut swarm = Swarm::new(
             info.piece_length,
             info.total_length,
             have,
             swarm_config,
             Instant::now(),
         );
+        // Start as the switch says, not from a default, so no request is
+        // accepted before the first tick only to be withheld.
+        swarm.set_seeding(session.hooks.seeding.is_on(), Instant::now());
         let initial = progress_of(&swarm, info.total_length, None, (0, 0));
         let (tx, rx) = watch::channel(initial);
         let shared = Arc::new(TorrentShared {
