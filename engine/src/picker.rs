@@ -358,7 +358,9 @@ impl Picker {
                 BlockOutcome::Unexpected
             };
         };
+        // `begin < size` first: `block_ref` subtracts `begin` from the size.
         if !begin.is_multiple_of(BLOCK_SIZE)
+            || begin >= size
             || block_ref(index, begin / BLOCK_SIZE, size).length as usize != data.len()
         {
             return BlockOutcome::Unexpected;
