@@ -168,6 +168,20 @@ fn timed<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     r
 }
 
+/// A libtorrent seeder with default options, registered at the tracker.
+fn lt_seeder(c: &Ctx) -> Result<capwise_tests::process::ChildGuard> {
+    let seed = libtorrent::seed(
+        "lt-seed",
+        &c.torrent,
+        &c.seed_dir,
+        free_port(),
+        &LtOpts::default(),
+        &c.logs,
+    )?;
+    c.wait_tracker(1, 0)?;
+    Ok(seed)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reference-only sanity tests: prove the harness and the reference clients work.
 // ---------------------------------------------------------------------------------------------
@@ -175,15 +189,7 @@ fn timed<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 #[test]
 fn reference_libtorrent_to_aria2() {
     run("libtorrent -> aria2", &default_files(), |c| {
-        let _seed = libtorrent::seed(
-            "lt-seed",
-            &c.torrent,
-            &c.seed_dir,
-            free_port(),
-            &LtOpts::default(),
-            &c.logs,
-        )?;
-        c.wait_tracker(1, 0)?;
+        let _seed = lt_seeder(c)?;
         let dir = c.dir("aria2");
         let mut get = aria2::get("aria2-get", &c.torrent, &dir, free_port(), &c.logs)?;
         timed("aria2 download", || get.expect_success(WAIT))?;
@@ -290,15 +296,7 @@ fn capwise_gets_from_transmission() {
 #[test]
 fn capwise_gets_from_libtorrent() {
     run("libtorrent -> capwise", &default_files(), |c| {
-        let _seed = libtorrent::seed(
-            "lt-seed",
-            &c.torrent,
-            &c.seed_dir,
-            free_port(),
-            &LtOpts::default(),
-            &c.logs,
-        )?;
-        c.wait_tracker(1, 0)?;
+        let _seed = lt_seeder(c)?;
         capwise_get(c)
     });
 }
