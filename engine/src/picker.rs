@@ -73,6 +73,8 @@ pub struct Picker {
     availability: Vec<u32>,
     partial: BTreeMap<u32, PartialPiece>,
     have_count: u32,
+    /// Bytes in verified pieces, kept as they change: progress reads it often.
+    bytes_have: u64,
     missing_count: u32,
     seed_count: u32,
     scan_start: u32,
@@ -97,6 +99,10 @@ impl Picker {
                 }
             })
             .collect();
+        let bytes_have = have
+            .ones()
+            .map(|i| (total_length - i as u64 * piece_length).min(piece_length))
+            .sum();
         Self {
             piece_length,
             total_length,
@@ -104,6 +110,7 @@ impl Picker {
             availability: vec![0; count as usize],
             partial: BTreeMap::new(),
             have_count: have.count(),
+            bytes_have,
             missing_count: count - have.count(),
             seed_count: 0,
             scan_start: rand::random::<u32>() % count.max(1),
@@ -137,28 +144,6 @@ impl Picker {
     /// Whether every piece is verified.
     pub fn is_complete(&self) -> bool {
         self.have_count == self.piece_count()
-    }
-
-    /// Whether we still want anything a peer with `has` offers.
-    pub fn wants_any(&self, has: &Bitfield, is_seed: bool) -> bool {
-        if self.is_complete() {
-            return false;
-        }
-        if is_seed {
-            return true;
-        }
-        self.state
-            .iter()
-            .enumerate()
-            .any(|(i, s)| *s != PieceState::Have && has.has(i as u32))
-    }
-
-    /// Whether we want piece `index`.
-    pub fn wants(&self, index: u32) -> bool {
-        matches!(
-            self.state.get(index as usize),
-            Some(PieceState::Missing | PieceState::Partial)
-        )
     }
 
     /// A peer announced it has `index`.
@@ -442,6 +427,7 @@ impl Picker {
 
     /// The hash check of `index` finished.
     pub fn on_verified(&mut self, index: u32, ok: bool) {
+        let size = self.piece_size(index) as u64;
         let Some(st) = self.state.get_mut(index as usize) else {
             return;
         };
@@ -452,6 +438,7 @@ impl Picker {
         if ok {
             *st = PieceState::Have;
             self.have_count += 1;
+            self.bytes_have += size;
         } else {
             *st = PieceState::Missing;
             self.missing_count += 1;
@@ -460,10 +447,12 @@ impl Picker {
 
     /// A verified piece turned out missing on disk (file truncated under us).
     pub fn forget(&mut self, index: u32) {
+        let size = self.piece_size(index) as u64;
         if let Some(st) = self.state.get_mut(index as usize) {
             if *st == PieceState::Have {
                 *st = PieceState::Missing;
                 self.have_count -= 1;
+                self.bytes_have -= size;
                 self.missing_count += 1;
             }
         }
@@ -471,10 +460,7 @@ impl Picker {
 
     /// Bytes of verified data.
     pub fn bytes_have(&self) -> u64 {
-        (0..self.piece_count())
-            .filter(|&i| self.have(i))
-            .map(|i| self.piece_size(i) as u64)
-            .sum()
+        self.bytes_have
     }
 }
 
@@ -691,6 +677,40 @@ mod tests {
             }
             other => panic!("expected completion, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn bytes_have_follows_verification_and_loss() {
+        let total = 3 * 16 * 1024 + 100;
+        let mut have = Bitfield::new(4);
+        have.set(3);
+        let mut p = Picker::new(16 * 1024, total, &have);
+        assert_eq!(
+            p.bytes_have(),
+            100,
+            "the short last piece counts its own size"
+        );
+        let mut out = Vec::new();
+        p.pick(
+            1,
+            false,
+            &Bitfield::full(4),
+            true,
+            1,
+            &never,
+            None,
+            &mut out,
+        );
+        let index = out[0].index;
+        assert!(matches!(
+            p.on_block(1, index, 0, &vec![0; 16384]),
+            BlockOutcome::PieceComplete { .. }
+        ));
+        p.on_verified(index, true);
+        assert_eq!(p.bytes_have(), 100 + 16384);
+        p.forget(index);
+        p.forget(index);
+        assert_eq!(p.bytes_have(), 100, "forgetting twice subtracts once");
     }
 
     #[test]

@@ -121,8 +121,6 @@ struct Peer {
     up_bytes: u64,
     down_rate: f64,
     up_rate: f64,
-    total_down: u64,
-    total_up: u64,
     peer_max_queue: usize,
     hash_fails: u32,
     /// Shared a piece that failed: fills pieces alone until proven.
@@ -277,8 +275,6 @@ impl Swarm {
             up_bytes: 0,
             down_rate: 0.0,
             up_rate: 0.0,
-            total_down: 0,
-            total_up: 0,
             peer_max_queue: 250,
             hash_fails: 0,
             on_parole: false,
@@ -360,13 +356,7 @@ impl Swarm {
     pub fn on_payload_sent(&mut self, key: PeerKey, bytes: u64) {
         if let Some(peer) = self.peers.get_mut(&key) {
             peer.up_bytes += bytes;
-            peer.total_up += bytes;
         }
-    }
-
-    /// Payload bytes a peer has sent us and we sent it, for tests and displays.
-    pub fn peer_totals(&self, key: PeerKey) -> Option<(u64, u64)> {
-        self.peers.get(&key).map(|p| (p.total_down, p.total_up))
     }
 
     /// Allow or stop uploads. Stopping chokes everyone and drops queued
@@ -632,7 +622,6 @@ impl Swarm {
             }
         }
         peer.down_bytes += data.len() as u64;
-        peer.total_down += data.len() as u64;
         peer.snubbed = false;
         let endgame = self.picker.in_endgame();
         match self.picker.on_block(key, index, begin, &data) {
