@@ -64,6 +64,25 @@ pub enum BlockOutcome {
     },
 }
 
+/// The peer asking for blocks, and what it can serve.
+#[derive(Clone, Copy)]
+pub struct Asker<'a> {
+    /// The peer.
+    pub peer: PeerKey,
+    /// It shared a piece that failed its hash check: it only fills pieces
+    /// alone, so that a second failure names the culprit, and nobody else
+    /// joins those pieces.
+    pub on_parole: bool,
+    /// The pieces it has (ignored when `is_seed`).
+    pub has: &'a Bitfield,
+    /// It has every piece.
+    pub is_seed: bool,
+    /// Whether it has this block in flight already, so endgame never asks it twice.
+    pub already: &'a dyn Fn(&BlockRef) -> bool,
+    /// Limits picks to some pieces (allowed-fast while choked).
+    pub allowed: Option<&'a dyn Fn(u32) -> bool>,
+}
+
 /// Piece selection and assembly state for one torrent.
 #[derive(Debug)]
 pub struct Picker {
@@ -177,24 +196,16 @@ impl Picker {
         self.missing_count == 0 && !self.partial.is_empty()
     }
 
-    /// Append up to `want` blocks for `peer`, which has `has` (all pieces when
-    /// `is_seed`); `already` says whether this peer has a block in flight, so
-    /// that endgame never asks the same peer twice. `allowed` limits picks to
-    /// some pieces (allowed-fast while choked). A peer `on_parole` (it shared
-    /// a piece that failed its hash check) only fills pieces alone, so that a
-    /// second failure names the culprit; nobody else joins those pieces.
-    #[allow(clippy::too_many_arguments)]
-    pub fn pick(
-        &mut self,
-        peer: PeerKey,
-        on_parole: bool,
-        has: &Bitfield,
-        is_seed: bool,
-        want: usize,
-        already: &dyn Fn(&BlockRef) -> bool,
-        allowed: Option<&dyn Fn(u32) -> bool>,
-        out: &mut Vec<BlockRef>,
-    ) {
+    /// Append up to `want` blocks for the peer described by `asker`.
+    pub fn pick(&mut self, asker: &Asker<'_>, want: usize, out: &mut Vec<BlockRef>) {
+        let Asker {
+            peer,
+            on_parole,
+            has,
+            is_seed,
+            already,
+            allowed,
+        } = *asker;
         let start = out.len();
         let peer_has = |i: u32| (is_seed || has.has(i)) && allowed.is_none_or(|f| f(i));
         // Finish partial pieces first: fewer pieces in flight, sooner verified.
@@ -481,6 +492,23 @@ mod tests {
         false
     }
 
+    fn ask<'a>(
+        peer: PeerKey,
+        on_parole: bool,
+        has: &'a Bitfield,
+        is_seed: bool,
+        already: &'a dyn Fn(&BlockRef) -> bool,
+    ) -> Asker<'a> {
+        Asker {
+            peer,
+            on_parole,
+            has,
+            is_seed,
+            already,
+            allowed: None,
+        }
+    }
+
     #[test]
     fn rarest_first_and_partials_first() {
         let mut p = Picker::new(32 * 1024, 4 * 32 * 1024, &Bitfield::new(4));
@@ -493,7 +521,7 @@ mod tests {
         p.add_availability(3);
         // piece 2 is the rarest
         let mut out = Vec::new();
-        p.pick(1, false, &all, false, 1, &never, None, &mut out);
+        p.pick(&ask(1, false, &all, false, &never), 1, &mut out);
         assert_eq!(
             out,
             vec![BlockRef {
@@ -504,12 +532,12 @@ mod tests {
         );
         // the partial piece 2 is finished before a new one starts
         out.clear();
-        p.pick(1, false, &all, false, 1, &never, None, &mut out);
+        p.pick(&ask(1, false, &all, false, &never), 1, &mut out);
         assert_eq!(out[0].index, 2);
         assert_eq!(out[0].begin, BLOCK_SIZE);
         all.clear(0);
         out.clear();
-        p.pick(1, false, &all, false, 100, &never, None, &mut out);
+        p.pick(&ask(1, false, &all, false, &never), 100, &mut out);
         assert!(
             out.iter().all(|b| b.index != 0),
             "never asks for what the peer lacks"
@@ -522,13 +550,8 @@ mod tests {
         let mut p = Picker::new(32 * 1024, total, &Bitfield::new(1));
         let mut out = Vec::new();
         p.pick(
-            1,
-            false,
-            &Bitfield::full(1),
-            true,
+            &ask(1, false, &Bitfield::full(1), true, &never),
             10,
-            &never,
-            None,
             &mut out,
         );
         assert_eq!(out.len(), 2);
@@ -559,13 +582,8 @@ mod tests {
         assert!(!p.is_complete());
         out.clear();
         p.pick(
-            1,
-            false,
-            &Bitfield::full(1),
-            true,
+            &ask(1, false, &Bitfield::full(1), true, &never),
             10,
-            &never,
-            None,
             &mut out,
         );
         assert_eq!(out.len(), 2, "a failed piece is asked for again");
@@ -576,13 +594,8 @@ mod tests {
         let mut p = Picker::new(16 * 1024, 16 * 1024, &Bitfield::new(1));
         let mut first = Vec::new();
         p.pick(
-            1,
-            false,
-            &Bitfield::full(1),
-            true,
+            &ask(1, false, &Bitfield::full(1), true, &never),
             10,
-            &never,
-            None,
             &mut first,
         );
         assert_eq!(first.len(), 1);
@@ -590,24 +603,14 @@ mod tests {
         let mut again = Vec::new();
         let mine = first[0];
         p.pick(
-            1,
-            false,
-            &Bitfield::full(1),
-            true,
+            &ask(1, false, &Bitfield::full(1), true, &|b| *b == mine),
             10,
-            &|b| *b == mine,
-            None,
             &mut again,
         );
         assert!(again.is_empty(), "same peer is not asked twice");
         p.pick(
-            1,
-            false,
-            &Bitfield::full(1),
-            true,
+            &ask(1, false, &Bitfield::full(1), true, &never),
             10,
-            &never,
-            None,
             &mut again,
         );
         assert_eq!(again, first, "another peer gets the in-flight block");
@@ -618,17 +621,17 @@ mod tests {
         let mut p = Picker::new(32 * 1024, 2 * 32 * 1024, &Bitfield::new(2));
         let all = Bitfield::full(2);
         let mut paroled = Vec::new();
-        p.pick(7, true, &all, true, 1, &never, None, &mut paroled);
+        p.pick(&ask(7, true, &all, true, &never), 1, &mut paroled);
         assert_eq!(paroled.len(), 1);
         let mut other = Vec::new();
-        p.pick(8, false, &all, true, 10, &never, None, &mut other);
+        p.pick(&ask(8, false, &all, true, &never), 10, &mut other);
         assert!(
             other.iter().all(|b| b.index != paroled[0].index),
             "others keep out of a parole piece"
         );
         p.peer_gone(7);
         let mut later = Vec::new();
-        p.pick(8, false, &all, true, 10, &never, None, &mut later);
+        p.pick(&ask(8, false, &all, true, &never), 10, &mut later);
         assert!(
             later.iter().any(|b| b.index == paroled[0].index),
             "open again once the peer left"
@@ -640,13 +643,8 @@ mod tests {
         let mut p = Picker::new(32 * 1024, 32 * 1024, &Bitfield::new(1));
         let mut out = Vec::new();
         p.pick(
-            1,
-            false,
-            &Bitfield::full(1),
-            true,
+            &ask(1, false, &Bitfield::full(1), true, &never),
             10,
-            &never,
-            None,
             &mut out,
         );
         assert_eq!(
@@ -657,13 +655,8 @@ mod tests {
         p.release(&out[1]);
         let mut again = Vec::new();
         p.pick(
-            2,
-            false,
-            &Bitfield::full(1),
-            true,
+            &ask(2, false, &Bitfield::full(1), true, &never),
             10,
-            &never,
-            None,
             &mut again,
         );
         assert_eq!(again, out, "both blocks are asked for again");
@@ -692,13 +685,8 @@ mod tests {
         );
         let mut out = Vec::new();
         p.pick(
+            &ask(1, false, &Bitfield::full(4), true, &never),
             1,
-            false,
-            &Bitfield::full(4),
-            true,
-            1,
-            &never,
-            None,
             &mut out,
         );
         let index = out[0].index;
@@ -718,25 +706,15 @@ mod tests {
         let mut p = Picker::new(16 * 1024, 16 * 1024, &Bitfield::new(1));
         let mut out = Vec::new();
         p.pick(
+            &ask(1, false, &Bitfield::full(1), true, &never),
             1,
-            false,
-            &Bitfield::full(1),
-            true,
-            1,
-            &never,
-            None,
             &mut out,
         );
         p.release(&out[0]);
         let mut again = Vec::new();
         p.pick(
+            &ask(1, false, &Bitfield::full(1), true, &|b| *b == out[0]),
             1,
-            false,
-            &Bitfield::full(1),
-            true,
-            1,
-            &|b| *b == out[0],
-            None,
             &mut again,
         );
         assert_eq!(again, out);

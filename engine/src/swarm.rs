@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::bitfield::Bitfield;
 use crate::choker::{choose_unchoked, next_optimistic, ChokeCandidate};
-use crate::picker::{BlockOutcome, PeerKey, Picker};
+use crate::picker::{Asker, BlockOutcome, PeerKey, Picker};
 use crate::wire::{BlockRef, Handshake, Message, BLOCK_SIZE};
 
 /// Tunables of a swarm; the defaults suit both a LAN and a thin WAN link.
@@ -670,16 +670,15 @@ impl Swarm {
         } else {
             None
         };
-        self.picker.pick(
-            key,
-            peer.on_parole,
-            &peer.has,
-            peer.is_seed,
-            want,
-            &|b| outstanding.contains_key(b),
+        let asker = Asker {
+            peer: key,
+            on_parole: peer.on_parole,
+            has: &peer.has,
+            is_seed: peer.is_seed,
+            already: &|b| outstanding.contains_key(b),
             allowed,
-            &mut self.scratch,
-        );
+        };
+        self.picker.pick(&asker, want, &mut self.scratch);
         if self.scratch.is_empty() {
             return;
         }
