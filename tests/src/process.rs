@@ -197,3 +197,19 @@ pub fn wait_until(
         std::thread::sleep(poll);
     }
 }
+
+/// Prints the tail of every log file in `dir` (sorted by name) to stderr, for a failing test;
+/// files whose name contains `skip` (if given) are left out.
+pub fn dump_logs(dir: &Path, skip: Option<&str>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    files.sort();
+    for f in files {
+        if skip.is_some_and(|s| f.to_string_lossy().contains(s)) {
+            continue;
+        }
+        eprintln!("===== {} =====\n{}", f.display(), file_tail(&f, 4000));
+    }
+}

@@ -14,7 +14,7 @@ use capwise_tests::hostile::{Counts, HostilePeer, Mode};
 use capwise_tests::netns::assert_private_netns;
 use capwise_tests::payload::{assert_same_tree, make_tree};
 use capwise_tests::ports::free_port;
-use capwise_tests::process::{file_tail, wait_until};
+use capwise_tests::process::{dump_logs, wait_until};
 use capwise_tests::torrent::{info_hash, make_torrent};
 use capwise_tests::tracker::{announce_url, hex_decode, reserve_port, Tracker};
 use std::path::{Path, PathBuf};
@@ -114,17 +114,7 @@ impl Ctx {
     }
 
     fn dump_logs(&self) {
-        let Ok(rd) = std::fs::read_dir(&self.logs) else {
-            return;
-        };
-        let mut files: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
-        files.sort();
-        for f in files {
-            if f.to_string_lossy().contains("-remote-") {
-                continue;
-            }
-            eprintln!("===== {} =====\n{}", f.display(), file_tail(&f, 4000));
-        }
+        dump_logs(&self.logs, Some("-remote-"));
     }
 }
 

@@ -20,7 +20,7 @@ use capwise_tests::clients::libtorrent::{self, parse_progress, LtOpts};
 use capwise_tests::netns::assert_private_netns;
 use capwise_tests::paths::capwise_bin;
 use capwise_tests::payload::make_tree;
-use capwise_tests::process::{file_tail, wait_until, ChildGuard};
+use capwise_tests::process::{dump_logs, wait_until, ChildGuard};
 use capwise_tests::torrent::make_torrent;
 use capwise_tests::tracker::Tracker;
 use capwise_tests::wan::{monotonic_secs, Ns, WanTopology, A_IP, ROUTER_A_IP};
@@ -195,14 +195,7 @@ impl<'t> Wan<'t> {
     }
 
     fn dump_logs(&self) {
-        let Ok(rd) = std::fs::read_dir(&self.logs) else {
-            return;
-        };
-        let mut files: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
-        files.sort();
-        for f in files {
-            eprintln!("===== {} =====\n{}", f.display(), file_tail(&f, 4000));
-        }
+        dump_logs(&self.logs, None);
     }
 }
 
