@@ -32,6 +32,28 @@ pub enum Command {
     Usage(crate::cli_policy::UsageArgs),
     /// Why transfers are (or are not) limited right now.
     Why(crate::cli_policy::WhyArgs),
+    /// The uplink as capwise sees it now: name, kind, metered, roaming.
+    Net(crate::cli_policy::WhyArgs),
+    /// Run the background service in the foreground (for systemd, launchd or a terminal).
+    Run(crate::cli_agent::RunArgs),
+    /// Add a torrent to the running agent; prints its id.
+    Add(crate::cli_agent::AddArgs),
+    /// List the agent's torrents.
+    List(crate::cli_policy::StoreArgs),
+    /// Progress of one torrent or all, once or with --watch.
+    Status(crate::cli_agent::StatusArgs),
+    /// Pause a torrent (kept across restarts).
+    Pause(crate::cli_agent::IdArgs),
+    /// Resume a paused torrent.
+    Resume(crate::cli_agent::IdArgs),
+    /// Remove a torrent from the agent, and its files with --delete-data.
+    Remove(crate::cli_agent::RemoveArgs),
+    /// The agent's own rate limits: show, set.
+    Limits(crate::cli_agent::LimitsArgs),
+    /// Print a shell completion script.
+    Completions(crate::cli_agent::CompletionsArgs),
+    /// Print the man page (roff).
+    Man,
 }
 
 /// Options shared by the foreground transfer commands.

@@ -42,6 +42,7 @@ async fn start_session(args: &TransferArgs) -> Result<(Session, PolicyRuntime)> 
         &PolicyOptions {
             state_dir: state_dir.clone(),
             network_file: args.network_file.clone(),
+            settings: Default::default(),
         },
         hooks.seeding.clone(),
     )

@@ -1,10 +1,17 @@
-//! The `capwise` binary: foreground transfers, torrent creation, and (later)
-//! the background service with its local API.
+//! The `capwise` binary: the background service (`run`) with its local API,
+//! the CLI that talks to it, foreground transfers, torrent creation, and
+//! the policy commands.
 
 mod accounting;
+mod api_types;
 mod cli;
+mod cli_agent;
 mod cli_policy;
+mod client;
 mod commands;
+mod config;
+mod daemon;
+mod discovery;
 mod foreground;
 mod limits;
 mod network_source;
@@ -13,6 +20,7 @@ mod policy_gate;
 mod policy_runtime;
 mod policy_state;
 mod state_db;
+mod torrent_db;
 mod units;
 
 use std::process::ExitCode;
@@ -21,14 +29,45 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use cli::{Cli, Command};
 
-fn init_logging() {
+/// Logs go to stderr; the service logs more by default, and straight to
+/// journald when systemd connected its stderr to the journal.
+fn init_logging(service: bool) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let default = if service { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAPWISE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    if service && stderr_is_journal() {
+        if let Ok(journald) = tracing_journald::layer() {
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(journald)
+                .init();
+            return;
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// systemd sets `JOURNAL_STREAM=dev:inode` of the stream it gave us.
+fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let Ok(stat) = rustix::fs::fstat(std::io::stderr()) else {
+        return false;
+    };
+    // st_dev and st_ino are u64 here but narrower on some platforms.
+    #[allow(clippy::unnecessary_cast)]
+    let (st_dev, st_ino) = (stat.st_dev as u64, stat.st_ino as u64);
+    dev.parse::<u64>() == Ok(st_dev) && ino.parse::<u64>() == Ok(st_ino)
 }
 
 fn create(args: &cli::CreateArgs) -> Result<()> {
@@ -59,6 +98,20 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Network(a) => commands::network::run(&a),
         Command::Usage(a) => commands::usage::run(&a),
         Command::Why(a) => commands::why::run(&a).await,
+        Command::Net(a) => commands::net::run(&a).await,
+        Command::Run(a) => daemon::run(&a).await,
+        Command::Add(a) => commands::torrents::add(&a).await,
+        Command::List(a) => commands::torrents::list(&a).await,
+        Command::Status(a) => commands::torrents::status(&a).await,
+        Command::Pause(a) => commands::torrents::set_paused(&a, true).await,
+        Command::Resume(a) => commands::torrents::set_paused(&a, false).await,
+        Command::Remove(a) => commands::torrents::remove(&a).await,
+        Command::Limits(a) => commands::limits::run(&a).await,
+        Command::Completions(a) => {
+            commands::docs::completions(a.shell);
+            Ok(())
+        }
+        Command::Man => commands::docs::man(),
     }
 }
 
@@ -80,7 +133,7 @@ fn error_chain(error: &anyhow::Error) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(matches!(cli.command, Command::Run(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -151,6 +151,7 @@ mod tests {
         let options = PolicyOptions {
             state_dir: f.state_dir.clone(),
             network_file: Some(f.net_file.clone()),
+            settings: Default::default(),
         };
         let runtime = PolicyRuntime::start(&options, seeding).await.unwrap();
         let gate = Arc::new(PolicyGate::new(&runtime, LimitGate::new(None, None)));

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Result;
 use capwise_engine::hooks::{Direction, PeerClass, SeedingSwitch};
 use capwise_policy::bucket::{Throttle, Throttles};
-use capwise_policy::decision::{Allowance, Decision};
+use capwise_policy::decision::{Allowance, Decision, Settings};
 use capwise_policy::time::Timestamp;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -29,6 +29,8 @@ pub struct PolicyOptions {
     pub state_dir: PathBuf,
     /// `--network-file`, if given.
     pub network_file: Option<PathBuf>,
+    /// The user's changes to the policy defaults.
+    pub settings: Settings,
 }
 
 /// State shared by the runtime's task and the byte gate.
@@ -135,7 +137,7 @@ impl PolicyRuntime {
         let store = open_store(&options.state_dir, now)?;
         let mut source = network_source::follow(options.network_file.as_deref()).await?;
         tracing::info!(source = source.kind.describe(), "following the network");
-        let mut state = PolicyState::new(store, source.kind);
+        let mut state = PolicyState::new(store, source.kind, options.settings.clone());
         let reported = source.watch.borrow_and_update().clone();
         if let Err(error) = state.refresh(reported, now) {
             tracing::warn!(%error, "cannot read the policy state");
@@ -156,6 +158,11 @@ impl PolicyRuntime {
     /// The state shared with gates.
     pub(crate) fn shared(&self) -> Arc<Shared> {
         Arc::clone(&self.shared)
+    }
+
+    /// Watches the decision: every change of it.
+    pub fn subscribe(&self) -> watch::Receiver<Decision> {
+        self.shared.subscribe()
     }
 
     /// The decision in force.

@@ -40,11 +40,11 @@ pub struct PolicyState {
 
 impl PolicyState {
     /// A state with no network yet; call [`PolicyState::refresh`].
-    pub fn new(store: Store, source: SourceKind) -> Self {
+    pub fn new(store: Store, source: SourceKind, settings: Settings) -> Self {
         PolicyState {
             store,
             source,
-            settings: Settings::default(),
+            settings,
             network: None,
             account: None,
             schedule: Schedule::default(),

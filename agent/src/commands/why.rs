@@ -1,6 +1,7 @@
 //! `capwise why`: the decision in force now, in words. Detects the network
 //! the way `capwise get` does and reads budget and usage from the store;
-//! changes nothing.
+//! changes nothing. When an agent runs for the state directory, its own
+//! decision is shown instead.
 
 use anyhow::{Context, Result};
 use capwise_policy::decision::{decide, DecisionInput, Settings};
@@ -20,7 +21,21 @@ use crate::state_db::{open_store, state_dir};
 /// Runs `capwise why`.
 pub async fn run(args: &WhyArgs) -> Result<()> {
     let now = Timestamp::now_from_system();
-    let store = open_store(&state_dir(args.store.state_dir.as_deref()), now)?;
+    let dir = state_dir(args.store.state_dir.as_deref());
+    // The running agent knows its configuration and the network it follows;
+    // ask it unless the user describes another network.
+    if args.network_file.is_none() {
+        if let Ok(client) = crate::client::AgentClient::connect(&dir) {
+            let why: crate::api_types::Why = client.get("/v1/why").await?;
+            if args.store.json {
+                print_json(&serde_json::to_value(&why)?);
+            } else {
+                println!("{}", why.explanation);
+            }
+            return Ok(());
+        }
+    }
+    let store = open_store(&dir, now)?;
     let (source, reported) = detect_once(args.network_file.as_ref()).await?;
     let network = match source.resolve(reported) {
         Some(n) => Some(with_users_word(&store, n).context("cannot read your word on metering")?),
@@ -67,7 +82,8 @@ pub async fn run(args: &WhyArgs) -> Result<()> {
     Ok(())
 }
 
-fn network_json(n: &Network) -> Value {
+/// A network as JSON, as `why` and `net` print it.
+pub fn network_json(n: &Network) -> Value {
     json!({
         "id": n.id.as_str(),
         "name": n.display_name(),

@@ -1,6 +1,7 @@
 //! Reference BitTorrent clients (libtorrent, Transmission, aria2) and capwise itself, each run as a
 //! child process on 127.0.0.1 with plain TCP and no DHT/LSD/PEX/UPnP.
 
+pub mod agent;
 pub mod aria2;
 pub mod capwise;
 pub mod libtorrent;

@@ -1,0 +1,127 @@
+//! The JSON bodies of the local API, shared by the daemon that serves them
+//! and the CLI that sends them. docs/api.md describes them for other programs.
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /v1/agent`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// capwise's version.
+    pub version: String,
+    /// The agent's process id.
+    pub pid: u32,
+    /// Every stored torrent has been restored.
+    pub ready: bool,
+    /// Torrents known.
+    pub torrents: usize,
+    /// Bytes hashed to check existing data since the agent started.
+    pub hashed_bytes: u64,
+    /// Where peers reach the agent.
+    pub listen: String,
+    /// The state directory.
+    pub state_dir: String,
+    /// Where torrents go when added without a directory.
+    pub download_dir: String,
+}
+
+/// `POST /v1/torrents`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddRequest {
+    /// The .torrent file, base64 (standard alphabet); or give `magnet`.
+    #[serde(default)]
+    pub torrent: Option<String>,
+    /// A magnet link, instead of `torrent`.
+    #[serde(default)]
+    pub magnet: Option<String>,
+    /// Absolute directory for the data; default: the agent's download directory.
+    #[serde(default)]
+    pub download_dir: Option<String>,
+    /// Add without starting.
+    #[serde(default)]
+    pub paused: bool,
+    /// Background work: waits on metered networks.
+    #[serde(default)]
+    pub background: bool,
+}
+
+/// A torrent as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TorrentView {
+    /// Info-hash, 40 lowercase hex digits.
+    pub id: String,
+    /// The torrent's name.
+    pub name: String,
+    /// checking, downloading, seeding, paused, waiting or error.
+    pub state: String,
+    /// Why it waits or failed, in words.
+    pub reason: Option<String>,
+    /// Bytes verified.
+    pub bytes_have: u64,
+    /// Bytes in all.
+    pub total_length: u64,
+    /// Pieces verified.
+    pub pieces_have: u32,
+    /// Pieces in all.
+    pub piece_count: u32,
+    /// Connected peers.
+    pub peers: usize,
+    /// Payload in, bytes/s.
+    pub download_rate: f64,
+    /// Payload out, bytes/s.
+    pub upload_rate: f64,
+    /// Payload received since the agent started.
+    pub downloaded: u64,
+    /// Payload sent since the agent started.
+    pub uploaded: u64,
+    /// Where the data lives.
+    pub download_dir: String,
+    /// Background work.
+    pub background: bool,
+}
+
+/// `DELETE /v1/torrents/{id}` query.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RemoveQuery {
+    /// Delete the torrent's files too.
+    #[serde(default)]
+    pub delete_data: bool,
+}
+
+/// `GET /v1/limits` answers the user's limits in bytes per second (`null`
+/// is unlimited). `PUT /v1/limits` changes only the fields it names; 0
+/// removes a limit. Limits persist across restarts.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Upload across all peers.
+    #[serde(default)]
+    pub up: Option<u64>,
+    /// Download across all peers.
+    #[serde(default)]
+    pub down: Option<u64>,
+}
+
+/// `GET /v1/why`: the decision in force.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Why {
+    /// The reason, as an identifier (Metered, AtCap, ...).
+    pub reason: String,
+    /// One sentence for a person.
+    pub explanation: String,
+    /// Uploads on at all.
+    pub seeding: bool,
+    /// Background torrents may run.
+    pub background_allowed: bool,
+    /// Per direction and class: "unlimited", "suspended" or a rate.
+    pub allowances: serde_json::Value,
+    /// The network, if one is known.
+    pub network: Option<serde_json::Value>,
+}
+
+/// Every error body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What went wrong, for a person.
+    pub error: String,
+}

@@ -1,0 +1,134 @@
+//! The command line of the service (`run`) and of the commands that talk to
+//! a running agent (`add`, `list`, `status`, `pause`, `resume`, `remove`,
+//! `limits`), plus `completions` and `man`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::cli_policy::StoreArgs;
+
+/// `capwise run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Configuration file (default: $XDG_CONFIG_HOME/capwise/config.toml, if present).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Where the database, token and API address are kept (default: $XDG_STATE_HOME/capwise).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Describe the uplink with this TOML file instead of detecting it; re-read when it changes.
+    #[arg(long)]
+    pub network_file: Option<PathBuf>,
+}
+
+/// `capwise add`
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// A .torrent file or a magnet link.
+    pub source: String,
+    /// Directory for the data (default: the agent's download directory).
+    #[arg(short = 'd', long = "dir")]
+    pub dir: Option<PathBuf>,
+    /// Add without starting.
+    #[arg(long)]
+    pub paused: bool,
+    /// Background work: waits while the network is metered.
+    #[arg(long)]
+    pub background: bool,
+    /// Agent selection and output.
+    #[command(flatten)]
+    pub agent: StoreArgs,
+}
+
+/// `capwise status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A torrent id (or a unique prefix of 4+ digits); default: all.
+    pub id: Option<String>,
+    /// Keep showing progress bars until interrupted (or until all finish).
+    #[arg(long)]
+    pub watch: bool,
+    /// Agent selection and output.
+    #[command(flatten)]
+    pub agent: StoreArgs,
+}
+
+/// `capwise pause` and `capwise resume`
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// A torrent id (or a unique prefix of 4+ digits).
+    pub id: String,
+    /// Agent selection and output.
+    #[command(flatten)]
+    pub agent: StoreArgs,
+}
+
+/// `capwise remove`
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// A torrent id (or a unique prefix of 4+ digits).
+    pub id: String,
+    /// Delete the torrent's downloaded files too (only its own files).
+    #[arg(long)]
+    pub delete_data: bool,
+    /// Agent selection and output.
+    #[command(flatten)]
+    pub agent: StoreArgs,
+}
+
+/// `capwise limits`
+#[derive(Debug, Args)]
+pub struct LimitsArgs {
+    /// What to do with the limits.
+    #[command(subcommand)]
+    pub command: LimitsCommand,
+}
+
+/// The limits subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LimitsCommand {
+    /// Show the rate limits in force.
+    Show(StoreArgs),
+    /// Change rate limits (kept across restarts); "unlimited" or 0 removes one.
+    Set(LimitsSetArgs),
+}
+
+/// `capwise limits set`
+#[derive(Debug, Args)]
+pub struct LimitsSetArgs {
+    /// Upload limit, e.g. 500KB/s, 2MiB/s, 8Mbit/s, unlimited.
+    #[arg(long, value_parser = parse_limit)]
+    pub up: Option<u64>,
+    /// Download limit, e.g. 500KB/s, 2MiB/s, 8Mbit/s, unlimited.
+    #[arg(long, value_parser = parse_limit)]
+    pub down: Option<u64>,
+    /// Agent selection and output.
+    #[command(flatten)]
+    pub agent: StoreArgs,
+}
+
+/// `capwise completions`
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: ShellArg,
+}
+
+/// Shells completions are generated for.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ShellArg {
+    /// bash
+    Bash,
+    /// zsh
+    Zsh,
+    /// fish
+    Fish,
+}
+
+fn parse_limit(s: &str) -> Result<u64, String> {
+    if s.eq_ignore_ascii_case("unlimited") || s == "0" {
+        return Ok(0);
+    }
+    crate::units::parse_rate(s).map_err(|e| e.to_string())
+}

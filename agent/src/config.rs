@@ -1,0 +1,294 @@
+//! The agent's optional TOML configuration. Every key is optional with a
+//! safe default; keys capwise does not know are reported (a typo must not
+//! silently leave a limit unset).
+//!
+//! ```toml
+//! download_dir = "/srv/downloads"
+//! listen = "0.0.0.0:6881"
+//! network_file = "/run/capwise/network.toml"
+//!
+//! [limits]            # global; also [limits.wan] and [limits.lan]
+//! up = "1MB/s"
+//! down = "10MB/s"
+//!
+//! [policy]
+//! upload_on_metered = false
+//! background_on_metered = false
+//! metered_download_rate = "500KB/s"
+//! near_cap_percent = 80
+//! near_cap_download_rate = "64KB/s"
+//! suspend_when_roaming = true
+//!
+//! [api]
+//! address = "127.0.0.1:0"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use capwise_policy::decision::Settings;
+use serde::Deserialize;
+
+use crate::units::parse_rate;
+
+/// The configuration file's name inside the XDG config directory.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// Everything `capwise run` can be told in its file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Where torrents added without `-d` are stored.
+    pub download_dir: Option<PathBuf>,
+    /// Address to accept peers on.
+    pub listen: Option<SocketAddr>,
+    /// Describe the uplink with this file instead of detecting it.
+    pub network_file: Option<PathBuf>,
+    /// Rate limits set by the user, below whatever the policy allows.
+    pub limits: LimitsConfig,
+    /// Changes to the metered-network defaults.
+    pub policy: PolicyConfig,
+    /// The local API.
+    pub api: ApiConfig,
+}
+
+/// Rates as written by a person ("500KB/s", "8Mbit/s").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RatePair {
+    /// Upload limit.
+    pub up: Option<String>,
+    /// Download limit.
+    pub down: Option<String>,
+}
+
+/// `[limits]`, `[limits.wan]`, `[limits.lan]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct LimitsConfig {
+    /// Upload limit across all peers.
+    pub up: Option<String>,
+    /// Download limit across all peers.
+    pub down: Option<String>,
+    /// Limits for peers beyond the local network.
+    pub wan: RatePair,
+    /// Limits for peers on the local network.
+    pub lan: RatePair,
+}
+
+/// `[policy]`: each key overrides one zero-configuration default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PolicyConfig {
+    /// Seed to WAN peers on metered networks.
+    pub upload_on_metered: Option<bool>,
+    /// Let background torrents run on metered networks.
+    pub background_on_metered: Option<bool>,
+    /// Download rate cap on metered networks.
+    pub metered_download_rate: Option<String>,
+    /// Percent of the cap at which downloads are throttled.
+    pub near_cap_percent: Option<u8>,
+    /// Download rate near the cap.
+    pub near_cap_download_rate: Option<String>,
+    /// Suspend everything while roaming.
+    pub suspend_when_roaming: Option<bool>,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ApiConfig {
+    /// Where the HTTP API listens (default 127.0.0.1, a free port).
+    pub address: Option<SocketAddr>,
+}
+
+/// Limits in bytes per second, `None` meaning unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Upload across all peers.
+    pub up: Option<u64>,
+    /// Download across all peers.
+    pub down: Option<u64>,
+    /// Upload to WAN peers.
+    pub wan_up: Option<u64>,
+    /// Download from WAN peers.
+    pub wan_down: Option<u64>,
+    /// Upload to LAN peers.
+    pub lan_up: Option<u64>,
+    /// Download from LAN peers.
+    pub lan_down: Option<u64>,
+}
+
+/// A loaded configuration and the keys it had that capwise does not know.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// Dotted paths of unknown keys, e.g. `limits.upp`.
+    pub unknown_keys: Vec<String>,
+}
+
+/// The default configuration file: `$XDG_CONFIG_HOME/capwise/config.toml`.
+pub fn default_config_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|d| !d.is_empty())
+                .map(|h| PathBuf::from(h).join(".config"))
+        })?;
+    Some(base.join("capwise").join(CONFIG_FILE))
+}
+
+/// Parses configuration text, collecting unknown keys instead of failing on
+/// them; values of the wrong type or unparsable rates are errors.
+pub fn parse(text: &str) -> Result<Loaded> {
+    let mut unknown_keys = Vec::new();
+    let deserializer = toml::Deserializer::new(text);
+    let config: Config = serde_ignored::deserialize(deserializer, |path| {
+        unknown_keys.push(path.to_string());
+    })?;
+    config.limits()?;
+    config.settings()?;
+    Ok(Loaded {
+        config,
+        unknown_keys,
+    })
+}
+
+/// Loads `path` if given (it must exist), else the default file if it
+/// exists, else the defaults.
+pub fn load(path: Option<&Path>) -> Result<Loaded> {
+    let (path, required) = match path {
+        Some(p) => (p.to_path_buf(), true),
+        None => match default_config_path() {
+            Some(p) => (p, false),
+            None => return Ok(Loaded::default()),
+        },
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            return Ok(Loaded::default())
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    parse(&text).with_context(|| format!("invalid configuration in {}", path.display()))
+}
+
+fn rate(field: &str, value: &Option<String>) -> Result<Option<u64>> {
+    value
+        .as_deref()
+        .map(|v| parse_rate(v).with_context(|| format!("{field} = \"{v}\"")))
+        .transpose()
+}
+
+impl Config {
+    /// The user's rate limits, parsed.
+    pub fn limits(&self) -> Result<RateLimits> {
+        let l = &self.limits;
+        Ok(RateLimits {
+            up: rate("limits.up", &l.up)?,
+            down: rate("limits.down", &l.down)?,
+            wan_up: rate("limits.wan.up", &l.wan.up)?,
+            wan_down: rate("limits.wan.down", &l.wan.down)?,
+            lan_up: rate("limits.lan.up", &l.lan.up)?,
+            lan_down: rate("limits.lan.down", &l.lan.down)?,
+        })
+    }
+
+    /// The policy settings: defaults with the file's changes applied.
+    pub fn settings(&self) -> Result<Settings> {
+        let p = &self.policy;
+        let mut s = Settings::default();
+        if let Some(v) = p.upload_on_metered {
+            s.upload_on_metered = v;
+        }
+        if let Some(v) = p.background_on_metered {
+            s.background_on_metered = v;
+        }
+        if let Some(v) = rate("policy.metered_download_rate", &p.metered_download_rate)? {
+            s.metered_download_rate = Some(v);
+        }
+        if let Some(v) = p.near_cap_percent {
+            if !(1..=100).contains(&v) {
+                bail!("policy.near_cap_percent = {v}: must be between 1 and 100");
+            }
+            s.near_cap_percent = v;
+        }
+        if let Some(v) = rate("policy.near_cap_download_rate", &p.near_cap_download_rate)? {
+            s.near_cap_download_rate = v;
+        }
+        if let Some(v) = p.suspend_when_roaming {
+            s.suspend_when_roaming = v;
+        }
+        Ok(s)
+    }
+
+    /// Where the API listens.
+    pub fn api_address(&self) -> SocketAddr {
+        self.api
+            .address
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+}
+
+/// The default download directory: the XDG download dir, else ~/Downloads,
+/// else `downloads` in the state directory (a system service has no home).
+pub fn default_download_dir(state_dir: &Path) -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DOWNLOAD_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) if Path::new(&home).is_dir() && home != "/" => {
+            PathBuf::from(home).join("Downloads")
+        }
+        _ => state_dir.join("downloads"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let loaded = parse("").unwrap();
+        assert!(loaded.unknown_keys.is_empty());
+        assert_eq!(loaded.config.limits().unwrap(), RateLimits::default());
+        assert_eq!(loaded.config.settings().unwrap(), Settings::default());
+        assert!(loaded.config.api_address().ip().is_loopback());
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_their_path() {
+        let loaded = parse("listn = \"0.0.0.0:1\"\n[limits]\nupp = \"1MB/s\"\n[limits.wan]\ndown = \"1MB/s\"\nx = 1\n").unwrap();
+        assert_eq!(
+            loaded.unknown_keys,
+            vec!["listn", "limits.upp", "limits.wan.x"]
+        );
+        assert_eq!(loaded.config.limits().unwrap().wan_down, Some(1_000_000));
+    }
+
+    #[test]
+    fn bad_values_are_errors_that_name_the_key() {
+        let e = parse("[limits]\nup = \"fast\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("limits.up"), "{e:#}");
+        let e = parse("[policy]\nnear_cap_percent = 0\n").unwrap_err();
+        assert!(format!("{e:#}").contains("near_cap_percent"), "{e:#}");
+        assert!(parse("listen = 5\n").is_err());
+    }
+
+    #[test]
+    fn policy_keys_change_the_defaults() {
+        let loaded =
+            parse("[policy]\nupload_on_metered = true\nmetered_download_rate = \"500KB/s\"\n")
+                .unwrap();
+        let s = loaded.config.settings().unwrap();
+        assert!(s.upload_on_metered);
+        assert_eq!(s.metered_download_rate, Some(500_000));
+        assert!(!s.background_on_metered);
+    }
+}

@@ -1,0 +1,312 @@
+//! The local HTTP JSON API (docs/api.md). Every request must carry the
+//! token; a request naming another Origin, or a Host that is not the API's
+//! own address, is refused so that a web page cannot drive the agent (CSRF,
+//! DNS rebinding).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+
+use super::torrents::{TorrentError, Torrents};
+use crate::api_types::{AddRequest, AgentInfo, ApiError, Limits, RemoveQuery, Why};
+
+/// A .torrent of up to 16 MiB, base64-encoded, plus the JSON around it.
+const MAX_BODY: usize = 24 << 20;
+
+/// What the handlers share.
+pub struct ApiState {
+    /// The torrents.
+    pub torrents: Arc<Torrents>,
+    /// The bearer token.
+    pub token: String,
+    /// Host header values accepted (the API's own address spellings).
+    pub allowed_hosts: Vec<String>,
+    /// Origins accepted (the API's own).
+    pub allowed_origins: Vec<String>,
+    /// Answers `GET /v1/agent`, `/v1/why` and `/v1/limits`.
+    pub control: Arc<dyn AgentControl>,
+}
+
+/// What the API asks of the agent beyond its torrents.
+pub trait AgentControl: Send + Sync {
+    /// The agent's description.
+    fn info(&self) -> AgentInfo;
+    /// The decision in force.
+    fn why(&self) -> Why;
+    /// The user's limits.
+    fn limits(&self) -> Limits;
+    /// Changes the fields given; 0 removes a limit.
+    fn set_limits(&self, change: Limits) -> anyhow::Result<Limits>;
+    /// Where torrents go when added without a directory.
+    fn default_download_dir(&self) -> std::path::PathBuf;
+}
+
+/// The Host and Origin spellings of an API bound at `addr`.
+pub fn own_names(addr: SocketAddr) -> (Vec<String>, Vec<String>) {
+    let port = addr.port();
+    let mut hosts = vec![addr.to_string()];
+    if addr.ip().is_loopback() {
+        hosts.push(format!("localhost:{port}"));
+        hosts.push(format!("127.0.0.1:{port}"));
+        hosts.push(format!("[::1]:{port}"));
+    }
+    hosts.sort();
+    hosts.dedup();
+    let origins = hosts.iter().map(|h| format!("http://{h}")).collect();
+    (hosts, origins)
+}
+
+/// The router, with the guard on every route.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/v1/agent", get(agent_info))
+        .route("/v1/why", get(why))
+        .route("/v1/limits", get(limits).put(set_limits))
+        .route("/v1/torrents", get(list).post(add))
+        .route("/v1/torrents/{id}", get(one).delete(remove))
+        .route("/v1/torrents/{id}/pause", post(pause))
+        .route("/v1/torrents/{id}/resume", post(resume))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ApiError {
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+/// Compares without an early exit, so timing does not leak the token.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn guard(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+    if let Some(refusal) = refuse(&state, request.headers()) {
+        return refusal;
+    }
+    next.run(request).await
+}
+
+fn refuse(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !state.allowed_hosts.iter().any(|h| h == host) {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            format!("Host '{host}' is not this agent's address"),
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        if !state.allowed_origins.iter().any(|o| o == origin) {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                format!("requests from Origin '{origin}' are refused"),
+            ));
+        }
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "));
+    match token {
+        Some(t) if same_secret(t.trim().as_bytes(), state.token.as_bytes()) => None,
+        Some(_) => Some(error(StatusCode::UNAUTHORIZED, "wrong API token")),
+        None => Some(error(
+            StatusCode::UNAUTHORIZED,
+            "missing API token (Authorization: Bearer <contents of api-token>)",
+        )),
+    }
+}
+
+impl IntoResponse for TorrentError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            TorrentError::NotFound(_) => StatusCode::NOT_FOUND,
+            TorrentError::Ambiguous(_) | TorrentError::Invalid(_) => StatusCode::BAD_REQUEST,
+            TorrentError::Duplicate(_) => StatusCode::CONFLICT,
+            TorrentError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        error(status, self.to_string())
+    }
+}
+
+fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, Box<Response>> {
+    payload.map(|Json(v)| v).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {}", e.body_text()),
+        ))
+    })
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+async fn agent_info(State(s): State<Arc<ApiState>>) -> Json<AgentInfo> {
+    Json(s.control.info())
+}
+
+async fn why(State(s): State<Arc<ApiState>>) -> Json<Why> {
+    Json(s.control.why())
+}
+
+async fn limits(State(s): State<Arc<ApiState>>) -> Json<Limits> {
+    Json(s.control.limits())
+}
+
+async fn set_limits(
+    State(s): State<Arc<ApiState>>,
+    payload: Result<Json<Limits>, JsonRejection>,
+) -> Response {
+    let change = match body(payload) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    match s.control.set_limits(change) {
+        Ok(l) => Json(l).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    }
+}
+
+async fn list(State(s): State<Arc<ApiState>>) -> Response {
+    Json(s.torrents.list()).into_response()
+}
+
+async fn one(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    match s.torrents.get(&id) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Checks an add request and returns the .torrent bytes it carries.
+pub fn torrent_bytes(request: &AddRequest) -> Result<Vec<u8>, String> {
+    match (&request.torrent, &request.magnet) {
+        (Some(b64), None) => base64::engine::general_purpose::STANDARD
+            .decode(b64.as_bytes())
+            .map_err(|e| format!("'torrent' is not valid base64: {e}")),
+        (None, Some(link)) => {
+            let magnet = capwise_engine::magnet::Magnet::parse(link)
+                .map_err(|e| format!("invalid magnet link: {e}"))?;
+            Err(format!(
+                "magnet link for {} understood, but fetching metadata from peers (BEP 9) is not supported yet; add the .torrent file instead",
+                magnet.info_hash
+            ))
+        }
+        (Some(_), Some(_)) => Err("give either 'torrent' or 'magnet', not both".into()),
+        (None, None) => Err("give 'torrent' (base64 .torrent bytes) or 'magnet'".into()),
+    }
+}
+
+async fn add(
+    State(s): State<Arc<ApiState>>,
+    payload: Result<Json<AddRequest>, JsonRejection>,
+) -> Response {
+    let request = match body(payload) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    let bytes = match torrent_bytes(&request) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let dir = request
+        .download_dir
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| s.control.default_download_dir());
+    match s
+        .torrents
+        .add(bytes, dir, request.paused, request.background)
+        .await
+    {
+        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn pause(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    match s.torrents.set_paused(&id, true).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn resume(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    match s.torrents.set_paused(&id, false).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn remove(
+    State(s): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    Query(q): Query<RemoveQuery>,
+) -> Response {
+    match s.torrents.remove(&id, q.delete_data).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_by_content_and_length() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abd", b"abc"));
+        assert!(!same_secret(b"ab", b"abc"));
+        assert!(!same_secret(b"", b"abc"));
+    }
+
+    #[test]
+    fn loopback_api_accepts_its_own_names_only() {
+        let (hosts, origins) = own_names("127.0.0.1:9000".parse().unwrap());
+        assert!(hosts.contains(&"localhost:9000".to_string()));
+        assert!(hosts.contains(&"127.0.0.1:9000".to_string()));
+        assert!(!hosts.iter().any(|h| h.ends_with(":9001")));
+        assert!(origins.contains(&"http://127.0.0.1:9000".to_string()));
+    }
+
+    #[test]
+    fn add_requests_need_exactly_one_source() {
+        let none = AddRequest::default();
+        assert!(torrent_bytes(&none).unwrap_err().contains("give"));
+        let bad = AddRequest {
+            torrent: Some("!!".into()),
+            ..AddRequest::default()
+        };
+        assert!(torrent_bytes(&bad).unwrap_err().contains("base64"));
+        let magnet = AddRequest {
+            magnet: Some("magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567".into()),
+            ..AddRequest::default()
+        };
+        assert!(torrent_bytes(&magnet).unwrap_err().contains("BEP 9"));
+    }
+}

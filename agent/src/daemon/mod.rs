@@ -1,0 +1,264 @@
+//! `capwise run`: the background service. Composes the policy (network,
+//! budgets, gates), the engine session, the torrents stored in the
+//! database and the local API; tells systemd when it is ready and stops
+//! within 5 s of SIGTERM.
+
+mod api;
+mod control;
+mod torrents;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use capwise_engine::session::{Hooks, Session, SessionConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use control::Control;
+use torrents::Torrents;
+
+use crate::cli_agent::RunArgs;
+use crate::config::{self, default_download_dir};
+use crate::discovery::{self, AgentFile};
+use crate::limits::LimitGate;
+use crate::policy_gate::PolicyGate;
+use crate::policy_runtime::{PolicyOptions, PolicyRuntime};
+use crate::state_db::{state_dir, DB_FILE};
+use crate::torrent_db::TorrentDb;
+
+/// What systemd's TimeoutStopSec leaves us, minus a margin: trackers get
+/// this long to hear `stopped` while state is flushed.
+const STOP_BUDGET: Duration = Duration::from_secs(4);
+/// Torrents opened at once while restoring: enough to overlap file system
+/// latency, few enough not to flood the hashing queue.
+const RESTORE_PARALLELISM: usize = 32;
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(args: &RunArgs) -> Result<()> {
+    let started = Instant::now();
+    raise_open_file_limit();
+    let state_dir = state_dir(args.state_dir.as_deref());
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    let loaded = config::load(args.config.as_deref())?;
+    for key in &loaded.unknown_keys {
+        tracing::warn!(key = %key, "unknown key in the configuration file; ignored");
+    }
+    let config = loaded.config;
+    let network_file = args.network_file.clone().or(config.network_file.clone());
+
+    let hooks = Hooks::default();
+    let policy = PolicyRuntime::start(
+        &PolicyOptions {
+            state_dir: state_dir.clone(),
+            network_file,
+            settings: config.settings()?,
+        },
+        hooks.seeding.clone(),
+    )
+    .await?;
+    let db = Arc::new(TorrentDb::open(&state_dir.join(DB_FILE))?);
+    let user_limits = control::effective_limits(&config.limits()?, &db)?;
+    let limits = LimitGate::with_limits(&user_limits);
+    let hooks = Hooks {
+        gate: Arc::new(PolicyGate::new(&policy, limits.clone())),
+        ..hooks
+    };
+    let listen = config
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 6881)));
+    let session = start_session(listen, db.clone(), hooks).await?;
+    let mut decisions = policy.subscribe();
+    let background_allowed = decisions.borrow_and_update().background_allowed;
+    let torrents = Arc::new(Torrents::new(session, db.clone(), background_allowed));
+
+    let download_dir = config
+        .download_dir
+        .clone()
+        .unwrap_or_else(|| default_download_dir(&state_dir));
+    let ready = Arc::new(AtomicBool::new(false));
+    let control = Arc::new(Control {
+        torrents: torrents.clone(),
+        db: db.clone(),
+        decisions: policy.subscribe(),
+        limits,
+        config_limits: config.limits()?,
+        user_limits: std::sync::Mutex::new(user_limits),
+        ready: ready.clone(),
+        state_dir: state_dir.clone(),
+        download_dir,
+    });
+    let (stop_api, api_task) =
+        start_api(&state_dir, config.api_address(), torrents.clone(), control).await?;
+
+    restore(&torrents, &db).await;
+    ready.store(true, Ordering::Release);
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    tracing::info!(
+        torrents = torrents.len(),
+        hashed_bytes = torrents.session().hashed_bytes(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "ready"
+    );
+
+    let follower = tokio::spawn({
+        let torrents = torrents.clone();
+        async move {
+            loop {
+                let (allowed, why) = {
+                    let d = decisions.borrow_and_update();
+                    (d.background_allowed, d.explanation.clone())
+                };
+                torrents.apply_background(allowed, &why).await;
+                if decisions.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+
+    stop_signal().await;
+    tracing::info!("stopping");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    follower.abort();
+    let _ = stop_api.send(true);
+    discovery::remove_agent_file(&state_dir);
+    if tokio::time::timeout(STOP_BUDGET, torrents.session().clone().shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("trackers did not all answer in time; stopping anyway");
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(500), api_task).await;
+    drop(policy);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn start_session(listen: SocketAddr, db: Arc<TorrentDb>, hooks: Hooks) -> Result<Session> {
+    let config = SessionConfig {
+        listen,
+        resume: Some(db),
+        ..SessionConfig::default()
+    };
+    match Session::start(config.clone(), hooks.clone()).await {
+        Ok(s) => Ok(s),
+        Err(capwise_engine::Error::Net(e))
+            if e.kind() == std::io::ErrorKind::AddrInUse && listen.port() == 6881 =>
+        {
+            tracing::warn!("port 6881 is taken; listening on a free port instead");
+            let mut config = config;
+            config.listen.set_port(0);
+            Ok(Session::start(config, hooks).await?)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot listen for peers on {listen}")),
+    }
+}
+
+/// Binds the API, writes the token and `agent.json`, and serves until told
+/// to stop.
+async fn start_api(
+    state_dir: &std::path::Path,
+    address: SocketAddr,
+    torrents: Arc<Torrents>,
+    control: Arc<Control>,
+) -> Result<(watch::Sender<bool>, tokio::task::JoinHandle<()>)> {
+    if !address.ip().is_loopback() {
+        tracing::warn!(%address, "the API listens beyond loopback, as configured; the token is its only guard");
+    }
+    let token = discovery::ensure_token(state_dir)?;
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen for the API on {address}"))?;
+    let bound = listener.local_addr()?;
+    let (allowed_hosts, allowed_origins) = api::own_names(bound);
+    let state = Arc::new(api::ApiState {
+        torrents,
+        token,
+        allowed_hosts,
+        allowed_origins,
+        control,
+    });
+    let (stop, mut stopped) = watch::channel(false);
+    let app = api::router(state);
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "the API stopped");
+        }
+    });
+    discovery::write_agent_file(
+        state_dir,
+        &AgentFile {
+            api: format!("http://{bound}"),
+            pid: std::process::id(),
+        },
+    )?;
+    tracing::info!(api = %bound, "API listening");
+    Ok((stop, task))
+}
+
+/// Opens every stored torrent, several at a time.
+async fn restore(torrents: &Arc<Torrents>, db: &TorrentDb) {
+    let stored = match db.torrents() {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "cannot read the stored torrents");
+            return;
+        }
+    };
+    let permits = Arc::new(tokio::sync::Semaphore::new(RESTORE_PARALLELISM));
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in stored {
+        let torrents = torrents.clone();
+        let permits = permits.clone();
+        tasks.spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            torrents.restore(t).await;
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// A service opens a file per torrent file and a socket per peer; the soft
+/// limit (often 1024) is far below what 1,000 torrents need.
+fn raise_open_file_limit() {
+    let limits = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    if let Some(hard) = limits.maximum {
+        if limits.current.is_some_and(|soft| soft < hard) {
+            let raised = rustix::process::Rlimit {
+                current: Some(hard),
+                maximum: Some(hard),
+            };
+            if let Err(error) =
+                rustix::process::setrlimit(rustix::process::Resource::Nofile, raised)
+            {
+                tracing::debug!(%error, "cannot raise the open-file limit");
+            }
+        }
+    }
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

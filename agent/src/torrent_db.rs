@@ -1,0 +1,272 @@
+//! The agent's torrents in `capwise.db`, next to the policy's tables: each
+//! torrent's metainfo, where its data lives, the user's choices for it, and
+//! its resume data, so a restart picks every torrent up where it was.
+//!
+//! The agent opens its own connection to the same WAL database as the
+//! policy store and versions its tables separately (`agent_schema`), so the
+//! two crates migrate independently.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+use capwise_engine::storage::ResumeStore;
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// The agent's schema version, one step per entry of [`MIGRATIONS`].
+const MIGRATIONS: &[&str] = &[
+    // 1: torrents and the user's settings that outlive a restart.
+    "CREATE TABLE torrents (
+        info_hash    TEXT PRIMARY KEY,
+        name         TEXT NOT NULL,
+        metainfo     BLOB NOT NULL,
+        download_dir TEXT NOT NULL,
+        paused       INTEGER NOT NULL DEFAULT 0,
+        background   INTEGER NOT NULL DEFAULT 0,
+        added_at     INTEGER NOT NULL,
+        resume       BLOB
+    );
+    CREATE TABLE agent_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+];
+
+/// One stored torrent.
+#[derive(Debug, Clone)]
+pub struct StoredTorrent {
+    /// Info-hash, 40 lowercase hex digits.
+    pub id: String,
+    /// The torrent's name.
+    pub name: String,
+    /// The .torrent bytes.
+    pub metainfo: Vec<u8>,
+    /// Where its data lives.
+    pub download_dir: PathBuf,
+    /// Paused by the user.
+    pub paused: bool,
+    /// Background work: waits on metered networks.
+    pub background: bool,
+}
+
+/// The agent's side of the database. One connection behind a mutex: writes
+/// are rare (adds, pauses, resume data every 30 s per torrent).
+#[derive(Debug)]
+pub struct TorrentDb {
+    conn: Mutex<Connection>,
+}
+
+impl TorrentDb {
+    /// Opens the database file (the policy store has already created it or
+    /// moved a corrupt one aside) and brings the agent's tables up to date.
+    pub fn open(path: &Path) -> Result<TorrentDb> {
+        let conn =
+            Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // WAL with NORMAL survives a killed process; only power loss can
+        // drop the last commits, and resume data is re-checked against the
+        // files anyway.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        migrate(&conn).with_context(|| format!("cannot migrate {}", path.display()))?;
+        Ok(TorrentDb {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every stored torrent, oldest first.
+    pub fn torrents(&self) -> Result<Vec<StoredTorrent>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT info_hash, name, metainfo, download_dir, paused, background
+             FROM torrents ORDER BY added_at, info_hash",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredTorrent {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                metainfo: r.get(2)?,
+                download_dir: PathBuf::from(r.get::<_, String>(3)?),
+                paused: r.get(4)?,
+                background: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Stores a newly added torrent.
+    pub fn insert(&self, t: &StoredTorrent, added_at: i64) -> Result<()> {
+        let dir = t
+            .download_dir
+            .to_str()
+            .context("the download directory's name is not UTF-8")?;
+        self.conn().execute(
+            "INSERT INTO torrents (info_hash, name, metainfo, download_dir, paused, background, added_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![t.id, t.name, t.metainfo, dir, t.paused, t.background, added_at],
+        )?;
+        Ok(())
+    }
+
+    /// Records whether the user paused a torrent.
+    pub fn set_paused(&self, id: &str, paused: bool) -> Result<()> {
+        self.conn().execute(
+            "UPDATE torrents SET paused = ?2 WHERE info_hash = ?1",
+            params![id, paused],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a torrent and its resume data.
+    pub fn remove(&self, id: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM torrents WHERE info_hash = ?1", params![id])?;
+        Ok(())
+    }
+
+    /// A setting the user changed at run time (e.g. `capwise limits set`).
+    pub fn setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT value FROM agent_settings WHERE key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Keeps a setting across restarts; `None` removes it.
+    pub fn set_setting(&self, key: &str, value: Option<&str>) -> Result<()> {
+        let conn = self.conn();
+        match value {
+            Some(v) => conn.execute(
+                "INSERT INTO agent_settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, v],
+            )?,
+            None => conn.execute("DELETE FROM agent_settings WHERE key = ?1", params![key])?,
+        };
+        Ok(())
+    }
+}
+
+/// Resume data lives in the torrent's row: one database to back up, and a
+/// removed torrent takes its resume data with it.
+impl ResumeStore for TorrentDb {
+    fn load(&self, info_hash: &[u8; 20]) -> std::io::Result<Option<Vec<u8>>> {
+        self.conn()
+            .query_row(
+                "SELECT resume FROM torrents WHERE info_hash = ?1",
+                params![hex(info_hash)],
+                |r| r.get::<_, Option<Vec<u8>>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(std::io::Error::other)
+    }
+
+    fn save(&self, info_hash: &[u8; 20], bytes: &[u8]) -> std::io::Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE torrents SET resume = ?2 WHERE info_hash = ?1",
+                params![hex(info_hash), bytes],
+            )
+            .map(drop)
+            .map_err(std::io::Error::other)
+    }
+
+    fn remove(&self, info_hash: &[u8; 20]) -> std::io::Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE torrents SET resume = NULL WHERE info_hash = ?1",
+                params![hex(info_hash)],
+            )
+            .map(drop)
+            .map_err(std::io::Error::other)
+    }
+}
+
+/// Lowercase hex of an info-hash: the torrent's id everywhere in the agent.
+pub fn hex(info_hash: &[u8; 20]) -> String {
+    info_hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn migrate(conn: &Connection) -> Result<()> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS agent_schema (version INTEGER NOT NULL)")?;
+    let version: Option<i64> = conn
+        .query_row("SELECT version FROM agent_schema", [], |r| r.get(0))
+        .optional()?;
+    let version = usize::try_from(version.unwrap_or(0)).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        anyhow::bail!(
+            "the database was written by a newer capwise (agent schema {version}, this one knows {})",
+            MIGRATIONS.len()
+        );
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(step)?;
+        tx.execute("DELETE FROM agent_schema", [])?;
+        tx.execute(
+            "INSERT INTO agent_schema (version) VALUES (?1)",
+            params![i + 1],
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(id: &str) -> StoredTorrent {
+        StoredTorrent {
+            id: id.into(),
+            name: "n".into(),
+            metainfo: vec![1, 2, 3],
+            download_dir: "/tmp/x".into(),
+            paused: false,
+            background: true,
+        }
+    }
+
+    #[test]
+    fn torrents_settings_and_resume_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("capwise.db");
+        let hash = [0xab; 20];
+        {
+            let db = TorrentDb::open(&path).unwrap();
+            db.insert(&sample(&hex(&hash)), 1).unwrap();
+            db.set_paused(&hex(&hash), true).unwrap();
+            db.set_setting("limits.up", Some("1000")).unwrap();
+            db.save(&hash, b"resume").unwrap();
+        }
+        let db = TorrentDb::open(&path).unwrap();
+        let all = db.torrents().unwrap();
+        assert_eq!(all.len(), 1);
+        assert!(all[0].paused && all[0].background);
+        assert_eq!(db.setting("limits.up").unwrap().as_deref(), Some("1000"));
+        assert_eq!(db.load(&hash).unwrap().as_deref(), Some(&b"resume"[..]));
+        assert_eq!(db.load(&[0; 20]).unwrap(), None);
+        db.remove(&hex(&hash)).unwrap();
+        assert!(db.torrents().unwrap().is_empty());
+        assert_eq!(db.load(&hash).unwrap(), None);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_not_clobbered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("capwise.db");
+        drop(TorrentDb::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .execute("UPDATE agent_schema SET version = 99", [])
+            .unwrap();
+        let e = TorrentDb::open(&path).unwrap_err();
+        assert!(format!("{e:#}").contains("newer capwise"), "{e:#}");
+    }
+}
