@@ -36,6 +36,8 @@ pub enum Command {
     Net(crate::cli_policy::WhyArgs),
     /// Run the background service in the foreground (for systemd, launchd or a terminal).
     Run(crate::cli_agent::RunArgs),
+    /// The running agent: version, pid, whether it is ready, how many torrents.
+    Info(crate::cli_policy::StoreArgs),
     /// Add a torrent to the running agent; prints its id.
     Add(crate::cli_agent::AddArgs),
     /// List the agent's torrents.

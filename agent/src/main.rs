@@ -100,6 +100,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Why(a) => commands::why::run(&a).await,
         Command::Net(a) => commands::net::run(&a).await,
         Command::Run(a) => daemon::run(&a).await,
+        Command::Info(a) => commands::torrents::info(&a).await,
         Command::Add(a) => commands::torrents::add(&a).await,
         Command::List(a) => commands::torrents::list(&a).await,
         Command::Status(a) => commands::torrents::status(&a).await,

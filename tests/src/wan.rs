@@ -246,20 +246,7 @@ impl WanTopology {
 
     /// `ip netns exec NS PROGRAM ARGS...` with `inner`'s environment and working directory.
     pub fn command(&self, ns: &str, inner: &Command) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns])
-            .arg(inner.get_program())
-            .args(inner.get_args());
-        for (k, v) in inner.get_envs() {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
-            };
-        }
-        if let Some(d) = inner.get_current_dir() {
-            c.current_dir(d);
-        }
-        c
+        netns_command(ns, inner)
     }
 
     /// Spawns `inner` inside namespace `ns` (see [`WanTopology::command`]); logs in `log_dir`.
@@ -415,4 +402,22 @@ pub fn monotonic_secs() -> f64 {
         libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
     }
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// `ip netns exec NS` + `inner`'s program, arguments, environment and directory.
+pub fn netns_command(ns: &str, inner: &Command) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns])
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    if let Some(d) = inner.get_current_dir() {
+        c.current_dir(d);
+    }
+    c
 }

@@ -16,6 +16,7 @@ use capwise_tests::torrent::make_torrent;
 use capwise_tests::tracker::{announce_url, reserve_port, Tracker};
 use serde_json::{json, Value};
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -344,4 +345,117 @@ fn api_refuses_missing_or_wrong_tokens_and_foreign_pages() {
         )?;
         Ok(())
     });
+}
+
+/// The agent in namespace a seeds to a libtorrent leecher in namespace b (a
+/// WAN peer, through a router): rewriting the network file to metered stops
+/// the uploads, `capwise why` explains it, and unmetered starts them again.
+#[test]
+fn metered_switch_mid_seed_stops_wan_uploads_and_why_explains() {
+    use capwise_tests::clients::agent::Wrap;
+    use capwise_tests::clients::libtorrent::parse_progress;
+    use capwise_tests::wan::{netns_command, Ns, WanTopology, A_IP, B_IP, ROUTER_A_IP};
+
+    assert_private_netns();
+    let topo = WanTopology::new().expect("WAN topology (needs root and iproute2)");
+    let tmp = tempfile::Builder::new()
+        .prefix("capwise-agent-wan-")
+        .tempdir()
+        .expect("temp dir");
+    let root = tmp.path().to_path_buf();
+    let logs = root.join("logs");
+    let result = topo
+        .in_ns(Ns::Router, || -> Result<()> {
+            let seed_dir = root.join("seed");
+            make_tree(&seed_dir.join(NAME), &[("data.bin", 48 * MIB)], 0x5EED)?;
+            let torrent = root.join("payload.torrent");
+            let url = format!("http://{ROUTER_A_IP}:6969/announce");
+            let hash = make_torrent(&seed_dir.join(NAME), &torrent, &[url], PIECE, &logs)?;
+            let _tracker = Tracker::start_on(
+                ROUTER_A_IP,
+                6969,
+                std::slice::from_ref(&hash),
+                &root.join("tracker"),
+                &logs,
+                |c| topo.command(&topo.router, &c),
+            )?;
+            // A slow uplink, as a metered link is: data waits on capwise's side.
+            topo.shape(Ns::A, &topo.if_a, 16_000_000)?;
+            let net_file = root.join("network.toml");
+            let write_network = |metered: &str| -> Result<()> {
+                let tmp = net_file.with_extension("tmp");
+                std::fs::write(
+                    &tmp,
+                    format!("id = \"agent-wan\"\nname = \"Branch uplink\"\nkind = \"ethernet\"\nmetered = \"{metered}\"\n"),
+                )?;
+                std::fs::rename(&tmp, &net_file)?;
+                Ok(())
+            };
+            write_network("no")?;
+            let config = root.join("config.toml");
+            std::fs::write(&config, format!("listen = \"{A_IP}:6881\"\n"))?;
+            let ns_a = topo.a.clone();
+            let wrap: Wrap = std::sync::Arc::new(move |c: &Command| netns_command(&ns_a, c));
+            let mut agent = Agent::start_wrapped(
+                "agent",
+                &root.join("state"),
+                &config,
+                Some(&net_file),
+                &logs,
+                Some(wrap),
+            )?;
+            let seed_arg = seed_dir.to_str().context("utf-8 path")?;
+            let id = agent
+                .cli(&["add", torrent.to_str().context("utf-8 path")?, "-d", seed_arg])?
+                .trim()
+                .to_string();
+            agent.wait_state(&id, "seeding", WAIT)?;
+            let leech_dir = root.join("leech");
+            let cmd = libtorrent::command_line(
+                "get",
+                &torrent,
+                &leech_dir,
+                6882,
+                &LtOpts {
+                    peers: vec![(A_IP, 6881).into()],
+                    listen_ip: Some(B_IP.into()),
+                    progress_interval: Some(0.25),
+                    ..LtOpts::default()
+                },
+            );
+            let leech = topo.exec("lt-leech", Ns::B, &cmd, &logs)?;
+            let received = || parse_progress(&leech.stdout()).last().map_or(0, |p| p.payload_down);
+            wait_until("the WAN leecher to receive payload", WAIT, Duration::from_millis(200), || {
+                Ok(received() > 2 * MIB)
+            })?;
+
+            write_network("yes")?;
+            std::thread::sleep(Duration::from_secs(3));
+            let after_switch = received();
+            std::thread::sleep(Duration::from_secs(4));
+            let later = received();
+            let why = agent.cli(&["why"])?;
+            eprintln!("[agent]   metered: leecher got {} B in the 4 s after the switch settled; why: {}", later - after_switch, why.trim());
+            ensure!(
+                later - after_switch < 256 * 1024,
+                "uploads went on on a metered network: {} B in 4 s",
+                later - after_switch
+            );
+            ensure!(why.to_lowercase().contains("metered"), "why does not say metered: {why}");
+
+            write_network("no")?;
+            wait_until("uploads to resume when unmetered", WAIT, Duration::from_millis(200), || {
+                Ok(received() > later + MIB)
+            })?;
+            stop(&mut agent, Duration::from_secs(10))?;
+            Ok(())
+        })
+        .and_then(|r| r);
+    if let Err(e) = result {
+        dump_logs(&logs, None);
+        if std::env::var_os("CAPWISE_KEEP_TMP").is_some() {
+            eprintln!("[agent] kept {}", tmp.keep().display());
+        }
+        panic!("[agent] metered switch failed: {e:#}");
+    }
 }

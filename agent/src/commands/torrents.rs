@@ -10,7 +10,7 @@ use base64::Engine as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::output::print_json;
-use crate::api_types::{AddRequest, TorrentView};
+use crate::api_types::{AddRequest, AgentInfo, TorrentView};
 use crate::cli_agent::{AddArgs, IdArgs, RemoveArgs, StatusArgs};
 use crate::cli_policy::StoreArgs;
 use crate::client::AgentClient;
@@ -18,6 +18,26 @@ use crate::state_db::state_dir;
 
 fn connect(args: &StoreArgs) -> Result<AgentClient> {
     AgentClient::connect(&state_dir(args.state_dir.as_deref()))
+}
+
+/// `capwise info`
+pub async fn info(args: &StoreArgs) -> Result<()> {
+    let info: AgentInfo = connect(args)?.get("/v1/agent").await?;
+    if args.json {
+        print_json(&serde_json::to_value(&info)?);
+    } else {
+        println!(
+            "capwise {} (pid {}), {}, {} torrents\n  peers: {}\n  downloads: {}\n  state: {}",
+            info.version,
+            info.pid,
+            if info.ready { "ready" } else { "starting" },
+            info.torrents,
+            info.listen,
+            info.download_dir,
+            info.state_dir
+        );
+    }
+    Ok(())
 }
 
 /// `capwise add`: the .torrent's bytes go to the agent, so an agent running

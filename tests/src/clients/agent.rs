@@ -16,6 +16,9 @@ use std::time::Duration;
 /// How long the agent may take to become ready or to answer a CLI call.
 pub const AGENT_WAIT: Duration = Duration::from_secs(30);
 
+/// Wraps a command to run elsewhere (e.g. `ip netns exec NS ...`).
+pub type Wrap = std::sync::Arc<dyn Fn(&Command) -> Command + Send + Sync>;
+
 /// A running agent and the paths that pair CLI calls with it.
 pub struct Agent {
     /// The agent process.
@@ -24,6 +27,7 @@ pub struct Agent {
     pub state_dir: PathBuf,
     log_dir: PathBuf,
     calls: usize,
+    wrap: Option<Wrap>,
 }
 
 /// The `capwise run` command line for `state_dir`, with `config` and a
@@ -55,33 +59,37 @@ impl Agent {
         network_file: Option<&Path>,
         log_dir: &Path,
     ) -> Result<Agent> {
-        Self::start_command(
-            name,
-            &mut run_command(state_dir, config, network_file),
-            state_dir,
-            log_dir,
-        )
+        Self::start_wrapped(name, state_dir, config, network_file, log_dir, None)
     }
 
-    /// Starts the agent from a prepared command (e.g. wrapped in `ip netns exec`).
-    pub fn start_command(
+    /// Starts the agent, and runs it and every CLI call through `wrap`
+    /// (e.g. into a network namespace) if given.
+    pub fn start_wrapped(
         name: &str,
-        command: &mut Command,
         state_dir: &Path,
+        config: &Path,
+        network_file: Option<&Path>,
         log_dir: &Path,
+        wrap: Option<Wrap>,
     ) -> Result<Agent> {
         let _ = std::fs::remove_file(state_dir.join("agent.json"));
-        let guard = ChildGuard::spawn(name, command, log_dir)?;
+        let command = run_command(state_dir, config, network_file);
+        let mut command = match &wrap {
+            Some(w) => w(&command),
+            None => command,
+        };
+        let guard = ChildGuard::spawn(name, &mut command, log_dir)?;
         let mut agent = Agent {
             guard,
             state_dir: state_dir.to_path_buf(),
             log_dir: log_dir.to_path_buf(),
             calls: 0,
+            wrap,
         };
         wait_until(
             "the agent to be ready",
             AGENT_WAIT,
-            Duration::from_millis(100),
+            Duration::from_millis(200),
             || {
                 if let Some(status) = agent.guard.try_wait()? {
                     bail!(
@@ -89,10 +97,10 @@ impl Agent {
                         agent.guard.log_tail(2000)
                     );
                 }
-                Ok(agent
-                    .api("GET", "/v1/agent", Some(&agent.token()?), &[], None)
-                    .ok()
-                    .is_some_and(|(status, body)| status == 200 && body["ready"] == true))
+                if !agent.state_dir.join("agent.json").exists() {
+                    return Ok(false);
+                }
+                Ok(agent.cli_json(&["info"])?["ready"] == true)
             },
         )?;
         Ok(agent)
@@ -115,7 +123,8 @@ impl Agent {
     }
 
     /// One raw HTTP/1.1 request; returns the status and the JSON body.
-    /// `headers` are sent as given (to test the guard with odd ones).
+    /// `headers` are sent as given (to test the guard with odd ones). Runs
+    /// in the caller's network namespace.
     pub fn api(
         &self,
         method: &str,
@@ -165,6 +174,9 @@ impl Agent {
         self.calls += 1;
         let mut c = Command::new(capwise_bin());
         c.args(args).arg("--state-dir").arg(&self.state_dir);
+        if let Some(w) = &self.wrap {
+            c = w(&c);
+        }
         run(
             &format!("cli-{:03}", self.calls),
             &mut c,
