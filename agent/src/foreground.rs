@@ -35,8 +35,7 @@ pub fn load_torrent(source: &str) -> Result<Metainfo> {
 
 async fn start_session(args: &TransferArgs) -> Result<(Session, PolicyRuntime)> {
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    crate::state_db::create_state_dir(&state_dir)?;
     let hooks = Hooks::default();
     let policy = PolicyRuntime::start(
         &PolicyOptions {

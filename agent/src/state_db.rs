@@ -21,11 +21,21 @@ pub fn state_dir(given: Option<&Path>) -> PathBuf {
         .unwrap_or_else(default_state_dir)
 }
 
+/// Creates the state directory (and missing parents) readable only by the
+/// user: it holds the API token, usage history and the networks seen.
+pub fn create_state_dir(state_dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .with_context(|| format!("cannot create state directory {}", state_dir.display()))
+}
+
 /// Opens (creating if needed) `<state_dir>/capwise.db`. A corrupt file is
 /// moved aside by the store; the user is told where it went.
 pub fn open_store(state_dir: &Path, now: Timestamp) -> Result<Store> {
-    std::fs::create_dir_all(state_dir)
-        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    create_state_dir(state_dir)?;
     let path = state_dir.join(DB_FILE);
     let store = Store::open(&path, now)
         .with_context(|| format!("cannot open the policy database {}", path.display()))?;

@@ -41,8 +41,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let started = Instant::now();
     raise_open_file_limit();
     let state_dir = state_dir(args.state_dir.as_deref());
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    crate::state_db::create_state_dir(&state_dir)?;
     let loaded = config::load(args.config.as_deref())?;
     for key in &loaded.unknown_keys {
         tracing::warn!(key = %key, "unknown key in the configuration file; ignored");
