@@ -755,8 +755,29 @@ impl Swarm {
     /// A verified piece turned out unreadable on disk: forget it so that it is
     /// downloaded again and never served.
     pub fn piece_lost(&mut self, index: u32) {
+        if !self.have.has(index) {
+            return;
+        }
         self.picker.forget(index);
         self.have.clear(index);
+        // Peers holding it are worth asking again.
+        let now = self.last_tick;
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            if let Some(peer) = self.peers.get_mut(&key) {
+                if peer.is_seed || peer.has.has(index) {
+                    peer.wanted += 1;
+                }
+            }
+            self.update_interest(key, now);
+        }
+    }
+
+    /// A piece that matched its hash could not be written (disk full, I/O
+    /// error): it is missing again, and no peer is blamed for it.
+    pub fn piece_unwritten(&mut self, index: u32) {
+        self.picker.on_verified(index, false);
+        self.contributors.remove(&index);
     }
 
     fn drop_peer(&mut self, key: PeerKey, reason: String, ban: bool) {

@@ -6,9 +6,11 @@
 //! [`Error::Io`] carrying the path concerned; refusals that are not OS errors
 //! carry a [`StorageError`] inside the `io::Error` (see [`StorageError::of`]).
 
+mod delete;
 mod layout;
 mod open;
 mod resume;
+mod resume_store;
 mod verify;
 
 use std::fs::File;
@@ -18,11 +20,13 @@ use std::path::{Path, PathBuf};
 
 use sha1::{Digest, Sha1};
 
+pub use delete::Deleted;
 pub use layout::{Layout, LayoutError, Span, Spans};
 pub use resume::{
     load_resume, recheck_plan, resume_check, save_resume, FileStamp, RecheckPlan, ResumeData,
     ResumeError,
 };
+pub use resume_store::{FileResumeStore, ResumeStore};
 
 use crate::metainfo::Info;
 use crate::Error;
@@ -115,6 +119,8 @@ pub struct Storage {
     layout: Layout,
     root: PathBuf,
     paths: Vec<PathBuf>,
+    /// Each file's path below `root`, as the metainfo gives it.
+    components: Vec<Vec<String>>,
     /// `None` only for files missing when opened read-only.
     files: Vec<Option<File>>,
     hashes: Vec<[u8; 20]>,
@@ -165,6 +171,7 @@ impl Storage {
             layout,
             root: dir.to_path_buf(),
             paths,
+            components: info.files.iter().map(|f| f.path.clone()).collect(),
             files,
             hashes: info.piece_hashes.clone(),
             writable: access == Access::Create,
@@ -350,6 +357,19 @@ impl Storage {
     }
 }
 
+/// Whether `err` is the file system running out of space (or of the user's
+/// quota): a condition that may pass, unlike a permission or hardware error.
+pub fn is_disk_full(err: &Error) -> bool {
+    let source = match err {
+        Error::Io { source, .. } | Error::Net(source) => source,
+        _ => return false,
+    };
+    matches!(
+        rustix::io::Errno::from_io_error(source),
+        Some(rustix::io::Errno::NOSPC | rustix::io::Errno::DQUOT)
+    )
+}
+
 /// Whether `err` means "the data is not (all) there" rather than a failure.
 fn is_absent(err: &Error) -> bool {
     matches!(err, Error::Io { source, .. }
@@ -364,6 +384,19 @@ mod tests {
     fn storage_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<Storage>();
+    }
+
+    #[test]
+    fn disk_full_is_told_apart_from_other_write_errors() {
+        let errno = |e: rustix::io::Errno| io_err(Path::new("/d"), io::Error::from(e));
+        assert!(is_disk_full(&errno(rustix::io::Errno::NOSPC)));
+        assert!(is_disk_full(&errno(rustix::io::Errno::DQUOT)));
+        assert!(!is_disk_full(&errno(rustix::io::Errno::IO)));
+        assert!(!is_disk_full(&errno(rustix::io::Errno::ACCESS)));
+        assert!(!is_disk_full(&io_err(
+            Path::new("/d"),
+            StorageError::ReadOnly.into()
+        )));
     }
 
     #[test]
