@@ -19,6 +19,17 @@ impl TorrentShared {
         block: BlockRef,
         error: &Error,
     ) {
+        let was_had = {
+            let mut swarm = self.lock_swarm();
+            let was_had = swarm.piece_lost(block.index);
+            swarm.block_withheld(peer, block);
+            self.dispatch(swarm);
+            was_had
+        };
+        if !was_had {
+            // Another block of the same piece got here first.
+            return;
+        }
         let files: Vec<usize> = self
             .storage
             .layout()
@@ -37,12 +48,6 @@ impl TorrentShared {
                 error = %error,
                 "data to serve is unreadable; re-checking the file"
             );
-        }
-        {
-            let mut swarm = self.lock_swarm();
-            swarm.piece_lost(block.index);
-            swarm.block_withheld(peer, block);
-            self.dispatch(swarm);
         }
         self.resume_dirty.store(true, Ordering::Relaxed);
         self.publish_now();
