@@ -562,11 +562,27 @@ fn mount_tmpfs(dir: &Path, options: &str) {
     assert!(status.success(), "mount {options} failed");
 }
 
+fn remount(dir: &Path, options: &str) {
+    let status = std::process::Command::new("mount")
+        .args(["-o", options])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "remount {options} failed");
+}
+
+fn disk_full_error(p: &capwise_engine::session::Progress, dir: &str) -> bool {
+    matches!(&p.state, TorrentState::Error(e) if e.starts_with("disk full") && e.contains(dir))
+}
+
 fn disk_full_inner(root: PathBuf) {
-    let full_dir = root.join("small");
-    std::fs::create_dir_all(&full_dir).unwrap();
-    // Room for about half of the 5 MiB payload.
-    mount_tmpfs(&full_dir, "size=2m");
+    // Each has room for about half of the 5 MiB payload.
+    let auto_dir = root.join("small-auto");
+    let manual_dir = root.join("small-manual");
+    for dir in [&auto_dir, &manual_dir] {
+        std::fs::create_dir_all(dir).unwrap();
+        mount_tmpfs(dir, "size=2m");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -574,12 +590,15 @@ fn disk_full_inner(root: PathBuf) {
         .unwrap();
     runtime.block_on(async move {
         let meta = make_payload(&root.join("seed"), 9, vec![]);
-        let other = make_payload(&root.join("seed2"), 10, vec![]);
-        let seeder = Session::start(config(None), Hooks::default()).await.unwrap();
+        let other = make_payload(&root.join("seed2"), 20, vec![]);
+        let seeder = Session::start(config(None), Hooks::default())
+            .await
+            .unwrap();
         add(&seeder, &meta, &root.join("seed"), false).await;
         add(&seeder, &other, &root.join("seed2"), false).await;
 
-        let leecher = Session::start(
+        // Retries by itself every second.
+        let auto = Session::start(
             SessionConfig {
                 disk_full_retry: Duration::from_secs(1),
                 ..config(None)
@@ -588,13 +607,29 @@ fn disk_full_inner(root: PathBuf) {
         )
         .await
         .unwrap();
-        let starved = add(&leecher, &meta, &full_dir, false).await;
-        let mut fine = add(&leecher, &other, &root.join("roomy"), false).await;
-        starved.connect(&[seeder.local_addr()]);
-        fine.connect(&[seeder.local_addr()]);
+        // Would wait an hour: only resume() brings it back.
+        let manual = Session::start(
+            SessionConfig {
+                disk_full_retry: Duration::from_secs(3600),
+                ..config(None)
+            },
+            Hooks::default(),
+        )
+        .await
+        .unwrap();
+        let starved = add(&auto, &meta, &auto_dir, false).await;
+        let mut fine = add(&auto, &other, &root.join("roomy"), false).await;
+        let stuck = add(&manual, &meta, &manual_dir, false).await;
+        for h in [&starved, &fine, &stuck] {
+            h.connect(&[seeder.local_addr()]);
+        }
 
         wait_for(&starved, "a disk-full error", |p| {
-            matches!(&p.state, TorrentState::Error(e) if e.starts_with("disk full") && e.contains("small"))
+            disk_full_error(p, "small-auto")
+        })
+        .await;
+        wait_for(&stuck, "a disk-full error", |p| {
+            disk_full_error(p, "small-manual")
         })
         .await;
         tokio::time::timeout(LIMIT, fine.wait_finished())
@@ -602,20 +637,27 @@ fn disk_full_inner(root: PathBuf) {
             .expect("the other torrent goes on")
             .expect("no error there");
 
-        // Space comes back; the next retry picks the download up again.
-        let status = std::process::Command::new("mount")
-            .args(["-o", "remount,size=64m"])
-            .arg(&full_dir)
-            .status()
-            .unwrap();
-        assert!(status.success());
+        // Space comes back: the next retry picks the download up again.
+        remount(&auto_dir, "remount,size=64m");
+        remount(&manual_dir, "remount,size=64m");
         wait_for(&starved, "completion after the retry", |p| {
             p.state == TorrentState::Seeding
         })
         .await;
-        let got = std::fs::read(full_dir.join("data/sub/b.bin")).unwrap();
+        let got = std::fs::read(auto_dir.join("data/sub/b.bin")).unwrap();
         assert_eq!(got, pseudo_random(10, B_LEN));
-        leecher.shutdown().await;
+
+        assert!(
+            disk_full_error(&stuck.progress(), "small-manual"),
+            "no retry before its time"
+        );
+        stuck.resume().await;
+        wait_for(&stuck, "completion after resume()", |p| {
+            p.state == TorrentState::Seeding
+        })
+        .await;
+        auto.shutdown().await;
+        manual.shutdown().await;
         seeder.shutdown().await;
     });
 }

@@ -133,6 +133,11 @@ impl TorrentShared {
         }
     }
 
+    /// When a fault clears by itself, if one is pending.
+    pub(crate) fn retry_at(&self) -> Option<Instant> {
+        self.fault.lock().expect("fault lock").as_ref()?.retry_at
+    }
+
     /// Clear a fault whose retry time has come; the lost piece is simply
     /// downloaded again.
     pub(crate) fn retry_if_due(self: &Arc<Self>, now: Instant) {

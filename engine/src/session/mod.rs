@@ -51,9 +51,12 @@ pub struct SessionConfig {
     pub swarm: SwarmConfig,
     /// Time allowed for one tracker announce.
     pub tracker_timeout: Duration,
-    /// Where resume data is kept; none keeps nothing.
+    /// Where resume data is kept (the bytes of `ResumeData::encode`, saved
+    /// every 30 s when changed, at completion, pause and shutdown); none
+    /// keeps nothing and every start hashes what is on disk.
     pub resume: Option<Arc<dyn ResumeStore>>,
-    /// How often a torrent stopped by a full disk tries again.
+    /// How often a torrent stopped by a full disk (ENOSPC, EDQUOT) tries
+    /// again by itself.
     pub disk_full_retry: Duration,
 }
 

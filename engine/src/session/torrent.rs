@@ -501,11 +501,14 @@ async fn drive(shared: Arc<TorrentShared>) {
     let mut run = shared.run.subscribe();
     let mut last_resume = Instant::now();
     loop {
-        let period = if shared.lock_swarm().peer_count() > 0 {
+        let mut period = if shared.lock_swarm().peer_count() > 0 {
             TICK
         } else {
             IDLE_TICK
         };
+        if let Some(at) = shared.retry_at() {
+            period = period.min(at.saturating_duration_since(Instant::now()));
+        }
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
             _ = shared.driver_wake.notified() => {}
