@@ -1,6 +1,9 @@
-//! Data that vanished under a seeding torrent (a file truncated, replaced or
-//! unreadable): the block is never sent, its piece is forgotten, and the rest
-//! of the file's pieces are hashed again so that only good ones are served.
+//! Data that vanished under a torrent. A file truncated or unreadable shows
+//! when a block cannot be read to serve: the block is never sent, its piece
+//! is forgotten, and the rest of the file's pieces are hashed again so that
+//! only good ones are served. A file deleted outright stays readable through
+//! our descriptor, so the driver looks for those periodically: their pieces
+//! are forgotten and an empty file takes their place.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -109,5 +112,41 @@ impl TorrentShared {
             self.publish_now();
         }
         self.rechecking.lock().expect("recheck lock").remove(&file);
+    }
+
+    /// Forget the pieces of files deleted under us and start them afresh.
+    pub(crate) async fn check_vanished(self: &Arc<Self>) {
+        let storage = self.storage.clone();
+        let Ok(gone) = tokio::task::spawn_blocking(move || storage.unlinked_files()).await else {
+            return;
+        };
+        for file in gone {
+            let path = self
+                .storage
+                .file_path(file)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            tracing::warn!(
+                torrent = %self.metainfo.info.name,
+                file = %path,
+                "file deleted under the torrent; downloading it again"
+            );
+            // Forgotten first, so nothing reads the new, empty file as data.
+            {
+                let mut swarm = self.lock_swarm();
+                for p in self.storage.layout().file_pieces(file).unwrap_or(0..0) {
+                    swarm.piece_lost(p);
+                }
+                self.dispatch(swarm);
+            }
+            self.resume_dirty.store(true, Ordering::Relaxed);
+            let storage = self.storage.clone();
+            let recreated = tokio::task::spawn_blocking(move || storage.recreate_file(file)).await;
+            match recreated {
+                Ok(Ok(())) => self.publish_now(),
+                Ok(Err(e)) => self.fail(format!("cannot recreate {path}: {e}"), None),
+                Err(e) => self.fail(format!("cannot recreate {path}: {e}"), None),
+            }
+        }
     }
 }

@@ -536,6 +536,7 @@ async fn drive(shared: Arc<TorrentShared>) {
         }
         if now.duration_since(last_resume) >= RESUME_EVERY {
             last_resume = now;
+            shared.check_vanished().await;
             shared.save_resume_now().await;
         }
     }

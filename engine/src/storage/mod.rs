@@ -11,12 +11,14 @@ mod layout;
 mod open;
 mod resume;
 mod resume_store;
+mod vanished;
 mod verify;
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use sha1::{Digest, Sha1};
 
@@ -121,8 +123,9 @@ pub struct Storage {
     paths: Vec<PathBuf>,
     /// Each file's path below `root`, as the metainfo gives it.
     components: Vec<Vec<String>>,
-    /// `None` only for files missing when opened read-only.
-    files: Vec<Option<File>>,
+    /// `None` only for files missing when opened read-only. Locked only to
+    /// swap in a file recreated after it was deleted under us.
+    files: Vec<RwLock<Option<File>>>,
     hashes: Vec<[u8; 20]>,
     writable: bool,
 }
@@ -162,9 +165,9 @@ impl Storage {
         let mut paths = Vec::with_capacity(info.files.len());
         let mut files = Vec::with_capacity(info.files.len());
         for f in &info.files {
-            files.push(open::open_file(
+            files.push(RwLock::new(open::open_file(
                 &root, dir, &f.path, f.length, access, allocation,
-            )?);
+            )?));
             paths.push(f.path.iter().fold(dir.to_path_buf(), |p, c| p.join(c)));
         }
         Ok(Storage {
@@ -219,9 +222,7 @@ impl Storage {
         for s in spans {
             // Spans sum to data.len(), so each length fits usize.
             let n = s.len as usize;
-            self.file(s.file)?
-                .write_all_at(&data[at..at + n], s.offset)
-                .map_err(|e| self.file_err(s.file, e))?;
+            self.with_file(s.file, |f| f.write_all_at(&data[at..at + n], s.offset))?;
             at += n;
         }
         Ok(())
@@ -254,8 +255,8 @@ impl Storage {
 
     /// Flushes every file's data to disk (`fdatasync`).
     pub fn sync_all(&self) -> Result<(), Error> {
-        for (i, f) in self.files.iter().enumerate() {
-            if let Some(f) = f {
+        for (i, slot) in self.files.iter().enumerate() {
+            if let Some(f) = &*read_slot(slot) {
                 f.sync_data().map_err(|e| self.file_err(i, e))?;
             }
         }
@@ -268,12 +269,14 @@ impl Storage {
     /// Take these after [`Storage::sync_all`] when saving resume data.
     pub fn stamps(&self) -> Result<Vec<FileStamp>, Error> {
         let mut out = Vec::with_capacity(self.files.len());
-        for (i, f) in self.files.iter().enumerate() {
-            let Some(f) = f else {
-                out.push(FileStamp::MISSING);
-                continue;
+        for (i, slot) in self.files.iter().enumerate() {
+            let m = match &*read_slot(slot) {
+                Some(f) => f.metadata().map_err(|e| self.file_err(i, e))?,
+                None => {
+                    out.push(FileStamp::MISSING);
+                    continue;
+                }
             };
-            let m = f.metadata().map_err(|e| self.file_err(i, e))?;
             out.push(FileStamp {
                 length: m.len(),
                 mtime_secs: m.mtime(),
@@ -323,9 +326,7 @@ impl Storage {
         let mut at = 0usize;
         for s in spans {
             let n = s.len as usize; // spans sum to buf.len()
-            self.file(s.file)?
-                .read_exact_at(&mut buf[at..at + n], s.offset)
-                .map_err(|e| self.file_err(s.file, e))?;
+            self.with_file(s.file, |f| f.read_exact_at(&mut buf[at..at + n], s.offset))?;
             at += n;
         }
         Ok(())
@@ -341,11 +342,12 @@ impl Storage {
         self.read_spans(spans, buf)
     }
 
-    fn file(&self, i: usize) -> Result<&File, Error> {
-        match self.files.get(i) {
-            Some(Some(f)) => Ok(f),
-            _ => Err(self.file_err(i, StorageError::Missing.into())),
-        }
+    /// Runs `op` on file `i`, naming the file in any error.
+    fn with_file<T>(&self, i: usize, op: impl FnOnce(&File) -> io::Result<T>) -> Result<T, Error> {
+        let missing = || self.file_err(i, StorageError::Missing.into());
+        let slot = read_slot(self.files.get(i).ok_or_else(missing)?);
+        let file = slot.as_ref().ok_or_else(missing)?;
+        op(file).map_err(|e| self.file_err(i, e))
     }
 
     fn file_err(&self, i: usize, e: io::Error) -> Error {
@@ -355,6 +357,12 @@ impl Storage {
     fn refuse(&self, e: StorageError) -> Error {
         io_err(&self.root, e.into())
     }
+}
+
+/// A file slot for reading or writing through; a panic elsewhere while it was
+/// held for a swap leaves a valid `Option<File>` behind, so poisoning is moot.
+fn read_slot(slot: &RwLock<Option<File>>) -> RwLockReadGuard<'_, Option<File>> {
+    slot.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Whether `err` is the file system running out of space (or of the user's
