@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use capwise_engine::magnet::Magnet;
 use capwise_engine::metainfo::Metainfo;
 use capwise_engine::session::{
-    Hooks, Session, SessionConfig, TorrentHandle, TorrentOptions, TorrentState,
+    FileResumeStore, Hooks, Session, SessionConfig, TorrentHandle, TorrentOptions, TorrentState,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -53,7 +53,7 @@ async fn start_session(args: &TransferArgs) -> Result<(Session, PolicyRuntime)> 
     };
     let mut config = SessionConfig {
         listen: args.listen,
-        state_dir: Some(state_dir),
+        resume: Some(Arc::new(FileResumeStore::new(state_dir.join("resume")))),
         ..SessionConfig::default()
     };
     let session = match Session::start(config.clone(), hooks.clone()).await {

@@ -28,6 +28,10 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// No torrent with this info-hash is in the session (never added, or
+    /// removed already).
+    #[error("no torrent {0} in this session")]
+    UnknownTorrent(crate::metainfo::InfoHash),
     /// Any other I/O error (sockets).
     #[error("i/o: {0}")]
     Net(#[from] std::io::Error),

@@ -172,6 +172,13 @@ impl Picker {
         }
     }
 
+    /// A peer turned out not to have `index` after all.
+    pub fn remove_availability(&mut self, index: u32) {
+        if let Some(a) = self.availability.get_mut(index as usize) {
+            *a = a.saturating_sub(1);
+        }
+    }
+
     /// A peer with all of `has` left.
     pub fn remove_peer_availability(&mut self, has: &Bitfield, is_seed: bool) {
         if is_seed {

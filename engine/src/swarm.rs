@@ -452,7 +452,10 @@ impl Swarm {
                         peer.wanted += 1;
                     }
                     if peer.has.is_full() {
+                        // Counted as a seed from now on, like one that said so.
                         peer.is_seed = true;
+                        self.picker.remove_peer_availability(&peer.has, false);
+                        self.picker.add_seed();
                     }
                 }
                 self.update_interest(key, now);
@@ -505,6 +508,12 @@ impl Swarm {
                 need_fast(peer, "reject")?;
                 if peer.outstanding.remove(&block).is_some() {
                     self.picker.release(&block);
+                    // Refused while unchoked: the peer lost the piece (its
+                    // disk copy went bad) and cannot unsay its `have`. Asking
+                    // again would only be refused again.
+                    if !peer.peer_choking && !peer.allowed_fast.contains(&block.index) {
+                        self.peer_lacks(key, block.index, now);
+                    }
                 }
             }
             Message::AllowedFast(index) => {
@@ -752,11 +761,57 @@ impl Swarm {
         self.picker.recycle(buf);
     }
 
+    /// Peer `key` turned out not to have `index` after all: stop counting on it.
+    fn peer_lacks(&mut self, key: PeerKey, index: u32, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if peer.is_seed {
+            // From the seed count back to per-piece availability.
+            peer.is_seed = false;
+            self.picker.remove_peer_availability(&peer.has, true);
+            for i in peer.has.ones() {
+                self.picker.add_availability(i);
+            }
+        }
+        if !peer.has.has(index) {
+            return;
+        }
+        peer.has.clear(index);
+        self.picker.remove_availability(index);
+        if !self.have.has(index) {
+            peer.wanted = peer.wanted.saturating_sub(1);
+        }
+        self.update_interest(key, now);
+    }
+
     /// A verified piece turned out unreadable on disk: forget it so that it is
-    /// downloaded again and never served.
-    pub fn piece_lost(&mut self, index: u32) {
+    /// downloaded again and never served. Returns whether it was had.
+    pub fn piece_lost(&mut self, index: u32) -> bool {
+        if !self.have.has(index) {
+            return false;
+        }
         self.picker.forget(index);
         self.have.clear(index);
+        // Peers holding it are worth asking again.
+        let now = self.last_tick;
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            if let Some(peer) = self.peers.get_mut(&key) {
+                if peer.is_seed || peer.has.has(index) {
+                    peer.wanted += 1;
+                }
+            }
+            self.update_interest(key, now);
+        }
+        true
+    }
+
+    /// A piece that matched its hash could not be written (disk full, I/O
+    /// error): it is missing again, and no peer is blamed for it.
+    pub fn piece_unwritten(&mut self, index: u32) {
+        self.picker.on_verified(index, false);
+        self.contributors.remove(&index);
     }
 
     fn drop_peer(&mut self, key: PeerKey, reason: String, ban: bool) {

@@ -2,13 +2,14 @@
 //! downloads nothing again, and a file changed on disk that is re-checked.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use capwise_engine::create::{create_torrent, CreateOptions};
 use capwise_engine::hooks::{Direction, PeerClass};
 use capwise_engine::metainfo::Metainfo;
 use capwise_engine::session::{
-    Hooks, Session, SessionConfig, TorrentHandle, TorrentOptions, TorrentState,
+    FileResumeStore, Hooks, Session, SessionConfig, TorrentHandle, TorrentOptions, TorrentState,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -16,7 +17,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 fn config(state: &Path) -> SessionConfig {
     SessionConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        state_dir: Some(state.to_path_buf()),
+        resume: Some(Arc::new(FileResumeStore::new(state.join("resume")))),
         ..SessionConfig::default()
     }
 }

@@ -523,3 +523,66 @@ fn reopening_keeps_stamps_so_resume_stays_valid() {
         assert_eq!(s.stamps().unwrap(), before, "{allocation:?}");
     }
 }
+
+#[test]
+fn deleted_file_is_noticed_and_recreated_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let (info, data) = torrent(FILES, PL, 5);
+    let s = Storage::open(&info, dir.path()).unwrap();
+    for i in 0..info.piece_count() {
+        s.write_piece(i, piece(&data, i)).unwrap();
+    }
+    assert!(s.unlinked_files().is_empty());
+    let d = dir.path().join("t/sub/d");
+    fs::remove_file(&d).unwrap();
+    // Still readable through our descriptor: only the link count tells.
+    assert_eq!(s.read_piece(2).unwrap(), piece(&data, 2));
+    assert_eq!(s.unlinked_files(), vec![4]);
+
+    s.recreate_file(4).unwrap();
+    assert!(s.unlinked_files().is_empty());
+    assert_eq!(
+        fs::metadata(&d).unwrap().len(),
+        0,
+        "recreated empty, not grown"
+    );
+    match s.read_piece(2) {
+        Err(e) => assert_eq!(io_kind(&e), io::ErrorKind::UnexpectedEof, "never zeros"),
+        Ok(_) => panic!("read data from a file that was deleted"),
+    }
+    s.write_piece(2, piece(&data, 2)).unwrap();
+    assert_eq!(s.read_piece(2).unwrap(), piece(&data, 2));
+    assert!(
+        fs::metadata(&d).unwrap().len() > 0,
+        "writes land in the new file"
+    );
+}
+
+#[test]
+fn delete_files_removes_the_layout_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let (info, _) = torrent(FILES, PL, 6);
+    let s = Storage::open(&info, dir.path()).unwrap();
+    fs::write(dir.path().join("t/sub/keep.txt"), b"keep").unwrap();
+    fs::write(dir.path().join("beside.txt"), b"beside").unwrap();
+    let done = s.delete_files().unwrap();
+    assert_eq!(done.files.len(), FILES.len());
+    for (name, _) in FILES {
+        assert!(!dir.path().join("t").join(name).exists(), "{name} deleted");
+    }
+    assert_eq!(
+        fs::read(dir.path().join("t/sub/keep.txt")).unwrap(),
+        b"keep"
+    );
+    assert_eq!(fs::read(dir.path().join("beside.txt")).unwrap(), b"beside");
+    assert!(done.dirs.is_empty(), "directories still holding files stay");
+
+    fs::remove_file(dir.path().join("t/sub/keep.txt")).unwrap();
+    let again = s.delete_files().unwrap();
+    assert!(again.files.is_empty(), "deleting twice finds nothing");
+    assert_eq!(
+        again.dirs,
+        vec![dir.path().join("t/sub"), dir.path().join("t")]
+    );
+    assert!(dir.path().exists(), "the download directory itself stays");
+}

@@ -269,3 +269,50 @@ fn protocol_violations_are_reported() {
         "spare bits set"
     );
 }
+
+#[test]
+fn pieces_a_seeder_lost_are_not_asked_of_it_again() {
+    let start = Instant::now();
+    let data = payload(PIECE as usize * 8);
+    let expected = hashes(&data);
+    let pieces = expected.len() as u32;
+    let mut nodes = vec![
+        node(data.clone(), Bitfield::full(pieces), start),
+        node(vec![0; data.len()], Bitfield::new(pieces), start),
+    ];
+    connect(&mut nodes, 0, 1, 0, start);
+    // The leecher learns the seeder has everything, then the seeder's disk
+    // loses two pieces; it cannot take its announcement back.
+    pump(&mut nodes, 0, 1, 0, start);
+    assert!(nodes[0].swarm.piece_lost(3));
+    assert!(nodes[0].swarm.piece_lost(4));
+    assert!(!nodes[0].swarm.piece_lost(4), "lost once");
+    let mut now = start;
+    for _ in 0..2_000 {
+        let moved = pump(&mut nodes, 0, 1, 0, now) + pump(&mut nodes, 1, 0, 0, now);
+        for n in nodes.iter_mut() {
+            handle_events(n, &expected, now);
+        }
+        if moved == 0 {
+            now += Duration::from_millis(500);
+            for n in nodes.iter_mut() {
+                n.swarm.tick(now);
+            }
+        }
+    }
+    let got: Vec<u32> = nodes[1].swarm.have().ones().collect();
+    let want: Vec<u32> = (0..pieces).filter(|p| *p != 3 && *p != 4).collect();
+    assert_eq!(got, want, "every piece the seeder still has arrived");
+    // Refused while unchoked: the leecher stops asking for them.
+    now += Duration::from_secs(5);
+    nodes[1].swarm.tick(now);
+    let mut out = Vec::new();
+    let seeder = nodes[1].links[&0];
+    nodes[1].swarm.poll_outgoing(seeder, now, &mut out);
+    assert!(
+        !out.iter().any(
+            |o| matches!(o, Outgoing::Message(Message::Request(b)) if b.index == 3 || b.index == 4)
+        ),
+        "no more requests for lost pieces: {out:?}"
+    );
+}

@@ -1,11 +1,16 @@
 //! Announcing to trackers: `started`, periodic, `completed`, `stopped`, with
-//! BEP 12 tiers; peers from each answer are dialled.
+//! BEP 12 tiers; peers from each answer are dialled. Only while the torrent
+//! is active: a pause sends `stopped`, resuming `started` again.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use crate::tracker::{self, AnnounceEvent, AnnounceRequest, TrackerTiers};
 
+use super::control::RunState;
 use super::torrent::TorrentShared;
 
 /// Never announce more often than this, whatever a tracker says.
@@ -29,19 +34,55 @@ pub(crate) fn request(shared: &TorrentShared, event: AnnounceEvent) -> AnnounceR
     }
 }
 
-/// Announce until shutdown; the last working tracker is returned so that
-/// `stopped` goes to it.
+/// Waits until the run state satisfies `pred`; a dropped sender reads as stopped.
+pub(crate) async fn until(
+    run: &mut watch::Receiver<RunState>,
+    pred: impl FnMut(&RunState) -> bool,
+) -> RunState {
+    match run.wait_for(pred).await {
+        Ok(state) => *state,
+        Err(_) => RunState::Stopped,
+    }
+}
+
+/// Announce while the torrent is active, until it is removed or the session
+/// shuts down. A pause tells the tracker `stopped`; the next active period
+/// starts with `started` again.
 pub(crate) async fn run(shared: Arc<TorrentShared>) {
     let mut tiers = TrackerTiers::new(shared.metainfo.trackers.clone());
     if tiers.is_empty() {
         return;
     }
     let mut shutdown = shared.session.shutdown.subscribe();
+    let mut run = shared.run.subscribe();
+    loop {
+        let state = tokio::select! {
+            s = until(&mut run, |s| *s != RunState::Paused) => s,
+            _ = shutdown.recv() => return,
+        };
+        if state == RunState::Stopped {
+            return;
+        }
+        tokio::select! {
+            () = active_period(&shared, &mut tiers) => {}
+            _ = until(&mut run, |s| *s != RunState::Active) => {}
+            _ = shutdown.recv() => return,
+        }
+        if *run.borrow() == RunState::Stopped {
+            // Removal tells the tracker itself, within its own time bound.
+            return;
+        }
+        stopped(&shared).await;
+    }
+}
+
+/// `started`, then periodic announces (and `completed` once) until cancelled.
+async fn active_period(shared: &Arc<TorrentShared>, tiers: &mut TrackerTiers) {
     let mut event = AnnounceEvent::Started;
     let mut retry = RETRY_FIRST;
     let mut completed_sent = shared.is_complete();
     loop {
-        let req = request(&shared, event);
+        let req = request(shared, event);
         let mut wait = None;
         let urls: Vec<String> = tiers.urls().into_iter().map(str::to_owned).collect();
         for url in urls {
@@ -49,6 +90,7 @@ pub(crate) async fn run(shared: Arc<TorrentShared>) {
                 Ok(resp) => {
                     tiers.mark_success(&url);
                     *shared.last_tracker.lock().expect("tracker lock") = Some(url.clone());
+                    shared.tracker_started.store(true, Ordering::Release);
                     if let Some(w) = &resp.warning {
                         tracing::warn!(tracker = %url, warning = %w, "tracker warning");
                     }
@@ -74,13 +116,17 @@ pub(crate) async fn run(shared: Arc<TorrentShared>) {
                 completed_sent = true;
                 event = AnnounceEvent::Completed;
             }
-            _ = shutdown.recv() => return,
+            _ = shared.reannounce.notified() => {}
         }
     }
 }
 
-/// Tell the last tracker that answered that we leave; bounded in time.
+/// Tell the last tracker that answered that we leave, once per `started`;
+/// bounded in time.
 pub(crate) async fn stopped(shared: &TorrentShared) {
+    if !shared.tracker_started.swap(false, Ordering::AcqRel) {
+        return;
+    }
     let url = shared.last_tracker.lock().expect("tracker lock").clone();
     if let Some(url) = url {
         let req = request(shared, AnnounceEvent::Stopped);

@@ -3,28 +3,34 @@
 //!
 //! One task accepts connections; each torrent has a driver task (ticks,
 //! events, resume data) and an announce task; each peer connection has a
-//! reader and a writer. Shutdown is a broadcast every task listens to; a
-//! semaphore bounds connections across all torrents.
+//! reader and a writer. Shutdown is a broadcast every task listens to; each
+//! torrent also has its own run state (active, paused, stopped) that its
+//! tasks watch; a semaphore bounds connections across all torrents.
 
 mod announce;
 pub mod classify;
+mod control;
+mod handle;
 mod peer;
+mod recheck;
 mod torrent;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, Semaphore};
 
+pub use crate::storage::{FileResumeStore, ResumeStore};
 pub use classify::SubnetClassifier;
-pub use torrent::{Progress, TorrentHandle, TorrentOptions, TorrentState};
+pub use handle::{Progress, TorrentHandle, TorrentOptions, TorrentState};
 
 use crate::hooks::{ByteGate, Classifier, Counters, OpenGate, SeedingSwitch};
-use crate::metainfo::Metainfo;
+use crate::metainfo::{InfoHash, Metainfo};
 use crate::swarm::SwarmConfig;
 use crate::wire::{Handshake, HANDSHAKE_LEN};
 use crate::{Error, Result};
@@ -45,8 +51,13 @@ pub struct SessionConfig {
     pub swarm: SwarmConfig,
     /// Time allowed for one tracker announce.
     pub tracker_timeout: Duration,
-    /// Where resume data is kept; none keeps nothing.
-    pub state_dir: Option<PathBuf>,
+    /// Where resume data is kept (the bytes of `ResumeData::encode`, saved
+    /// every 30 s when changed, at completion, pause and shutdown); none
+    /// keeps nothing and every start hashes what is on disk.
+    pub resume: Option<Arc<dyn ResumeStore>>,
+    /// How often a torrent stopped by a full disk (ENOSPC, EDQUOT) tries
+    /// again by itself.
+    pub disk_full_retry: Duration,
 }
 
 impl Default for SessionConfig {
@@ -60,7 +71,8 @@ impl Default for SessionConfig {
                 .unwrap_or(2),
             swarm: SwarmConfig::default(),
             tracker_timeout: Duration::from_secs(15),
-            state_dir: None,
+            resume: None,
+            disk_full_retry: Duration::from_secs(30),
         }
     }
 }
@@ -98,6 +110,8 @@ pub(crate) struct SessionInner {
     /// One permit per hashing thread: pieces queue here, not in threads.
     pub(crate) hashing: Arc<Semaphore>,
     pub(crate) shutdown: broadcast::Sender<()>,
+    /// Bytes hashed while checking existing data as torrents were added.
+    pub(crate) hashed: AtomicU64,
     torrents: Mutex<HashMap<[u8; 20], Arc<TorrentShared>>>,
 }
 
@@ -128,6 +142,7 @@ impl Session {
             peer_id: new_peer_id(),
             local_addr,
             shutdown,
+            hashed: AtomicU64::new(0),
             torrents: Mutex::new(HashMap::new()),
         });
         tokio::spawn(accept_loop(inner.clone(), listener));
@@ -178,6 +193,42 @@ impl Session {
             .insert(key, shared.clone());
         torrent::spawn_tasks(shared);
         Ok(handle)
+    }
+
+    /// Bytes hashed so far while checking data already on disk as torrents
+    /// were added (pieces that resume data could not vouch for).
+    pub fn hashed_bytes(&self) -> u64 {
+        self.inner.hashed.load(Ordering::Relaxed)
+    }
+
+    /// The torrent with this info-hash, if it is in the session.
+    pub fn torrent(&self, info_hash: [u8; 20]) -> Option<TorrentHandle> {
+        let shared = self.lock_torrents().get(&info_hash).cloned()?;
+        Some(TorrentHandle::new(shared))
+    }
+
+    /// Every torrent in the session, in no particular order.
+    pub fn torrents(&self) -> Vec<TorrentHandle> {
+        let all: Vec<Arc<TorrentShared>> = self.lock_torrents().values().cloned().collect();
+        all.into_iter().map(TorrentHandle::new).collect()
+    }
+
+    /// Take a torrent out of the session: its connections and tasks end,
+    /// trackers are told `stopped` (within a few seconds), its resume data is
+    /// removed from the store. With `delete_data`, the torrent's own files
+    /// are deleted and then the directories its layout names, if empty;
+    /// nothing else in the download directory is touched. An info-hash not
+    /// in the session is [`Error::UnknownTorrent`].
+    pub async fn remove_torrent(&self, info_hash: [u8; 20], delete_data: bool) -> Result<()> {
+        let shared = self
+            .lock_torrents()
+            .remove(&info_hash)
+            .ok_or(Error::UnknownTorrent(InfoHash(info_hash)))?;
+        shared.remove(delete_data).await
+    }
+
+    fn lock_torrents(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 20], Arc<TorrentShared>>> {
+        self.inner.torrents.lock().expect("torrents lock")
     }
 
     /// Stop everything: trackers are told `stopped` (briefly), resume data is

@@ -74,11 +74,16 @@ pub(crate) async fn run(
     }
     let link = {
         let mut links = shared.links.lock().expect("links lock");
-        if links.values().any(|l| l.peer_id == theirs.peer_id) {
+        // Checked under the links lock, which a pause or an error takes to
+        // close every link: a connection cannot slip in after that.
+        if !shared.takes_peers() || links.values().any(|l| l.peer_id == theirs.peer_id) {
             return;
         }
         let mut swarm = shared.lock_swarm();
-        let key = swarm.add_peer(addr, &theirs, Instant::now());
+        let now = Instant::now();
+        // The driver may be on its slow idle beat: take the switch as it is now.
+        swarm.set_seeding(shared.session.hooks.seeding.is_on(), now);
+        let key = swarm.add_peer(addr, &theirs, now);
         let link = Arc::new(PeerLink {
             addr,
             peer_id: theirs.peer_id,
@@ -89,6 +94,8 @@ pub(crate) async fn run(
         links.insert(key, link.clone());
         drop(links);
         shared.dispatch(swarm);
+        // Back to the one-second beat that rates and time-outs need.
+        shared.driver_wake.notify_one();
         (key, link)
     };
     let (key, link) = link;
@@ -279,12 +286,10 @@ async fn write_loop(
                             .storage
                             .read_block(block.index, block.begin, &mut out[data_at..])
                     {
-                        // Never serve what is not on disk: forget the piece.
-                        tracing::warn!(piece = block.index, error = %e, "piece unreadable; re-checking it");
+                        // Never serve what is not on disk: forget the piece
+                        // and check the rest of its file.
                         out.truncate(start);
-                        let mut swarm = shared.lock_swarm();
-                        swarm.piece_lost(block.index);
-                        drop(swarm);
+                        shared.block_unreadable(key, block, &e);
                         continue;
                     }
                     let header = (data_at - start) as u64;

@@ -3,7 +3,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -11,6 +10,7 @@ use std::time::{Duration, Instant};
 use sha1::{Digest, Sha1};
 use tokio::sync::{watch, Notify};
 
+use crate::bitfield::Bitfield;
 use crate::hooks::{Counters, Direction, PeerClass};
 use crate::metainfo::Metainfo;
 use crate::picker::PeerKey;
@@ -18,52 +18,9 @@ use crate::storage::{self, ResumeData, Storage};
 use crate::swarm::{Event, Swarm};
 use crate::{Error, Result};
 
+use super::control::{Fault, RunState};
+use super::handle::{Progress, TorrentHandle, TorrentOptions, TorrentState};
 use super::{announce, peer, SessionInner};
-
-/// Per-torrent choices.
-#[derive(Debug, Clone, Default)]
-pub struct TorrentOptions {
-    /// Start without joining the swarm (not used by the foreground commands).
-    pub paused: bool,
-}
-
-/// Where a torrent stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TorrentState {
-    /// Hashing what is on disk.
-    Checking,
-    /// Fetching pieces.
-    Downloading,
-    /// Every piece verified; serving others.
-    Seeding,
-    /// Stopped by an error (disk full, unwritable directory, ...).
-    Error(String),
-}
-
-/// A snapshot of a torrent's progress.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Progress {
-    /// Where it stands.
-    pub state: TorrentState,
-    /// Pieces verified.
-    pub pieces_have: u32,
-    /// Pieces in all.
-    pub piece_count: u32,
-    /// Bytes verified.
-    pub bytes_have: u64,
-    /// Bytes in all.
-    pub total_length: u64,
-    /// Connected peers.
-    pub peers: usize,
-    /// Payload in, bytes/s.
-    pub download_rate: f64,
-    /// Payload out, bytes/s.
-    pub upload_rate: f64,
-    /// Payload received so far in this session.
-    pub downloaded: u64,
-    /// Payload sent so far in this session.
-    pub uploaded: u64,
-}
 
 /// A peer connection as the torrent sees it.
 pub(crate) struct PeerLink {
@@ -89,101 +46,109 @@ pub(crate) struct TorrentShared {
     pub(crate) counters: Arc<Counters>,
     pub(crate) completed: Notify,
     pub(crate) last_tracker: Mutex<Option<String>>,
+    /// Some tracker was told `started` and not yet `stopped`.
+    pub(crate) tracker_started: AtomicBool,
     pub(crate) announce_key: u32,
+    /// Active, paused or stopped; every task of the torrent watches it.
+    pub(crate) run: watch::Sender<RunState>,
+    pub(crate) fault: Mutex<Option<Fault>>,
+    /// Wakes the driver before its next tick (a peer came, a control changed).
+    pub(crate) driver_wake: Notify,
+    /// Asks the announce task for an announce now (an error was cleared).
+    pub(crate) reannounce: Notify,
+    /// Peers given by the caller, dialled again after a pause or an error.
+    pub(crate) manual_peers: Mutex<Vec<SocketAddr>>,
+    /// Files whose pieces are being hashed again after a failed read.
+    pub(crate) rechecking: Mutex<HashSet<usize>>,
     progress: watch::Sender<Progress>,
-    resume_path: Option<PathBuf>,
-    resume_dirty: AtomicBool,
-    error: Mutex<Option<String>>,
+    pub(crate) resume_dirty: AtomicBool,
+    /// Held while resume data is saved or removed; `true` once removed, so a
+    /// save racing the removal cannot bring the entry back.
+    pub(crate) resume_removed: Mutex<bool>,
 }
 
-/// The caller's handle on a torrent.
-#[derive(Clone)]
-pub struct TorrentHandle {
-    shared: Arc<TorrentShared>,
-    progress: watch::Receiver<Progress>,
-}
-
-impl TorrentHandle {
-    /// The latest progress.
-    pub fn progress(&self) -> Progress {
-        self.progress.borrow().clone()
-    }
-
-    /// Wait until the progress changes.
-    pub async fn changed(&mut self) -> Progress {
-        let _ = self.progress.changed().await;
-        self.progress()
-    }
-
-    /// Wait until every piece is verified, or the torrent fails.
-    pub async fn wait_finished(&mut self) -> std::result::Result<(), String> {
-        loop {
-            match self.progress().state {
-                TorrentState::Seeding => return Ok(()),
-                TorrentState::Error(e) => return Err(e),
-                _ => {}
-            }
-            if self.progress.changed().await.is_err() {
-                return Err("session stopped".into());
-            }
+/// Resume data for this torrent from the session's store, if any usable.
+fn load_resume(session: &SessionInner, metainfo: &Metainfo) -> Option<ResumeData> {
+    let store = session.config.resume.as_ref()?;
+    let info_hash = metainfo.info_hash.0;
+    let bytes = match store.load(&info_hash) {
+        Ok(b) => b?,
+        Err(e) => {
+            tracing::warn!(torrent = %metainfo.info.name, error = %e, "cannot load resume data; checking all data");
+            return None;
+        }
+    };
+    let decoded = ResumeData::decode(
+        &bytes,
+        metainfo.info.piece_count(),
+        metainfo.info.files.len(),
+    )
+    .and_then(|d| {
+        if d.info_hash == info_hash {
+            Ok(d)
+        } else {
+            Err(storage::ResumeError::InfoHash)
+        }
+    });
+    match decoded {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!(torrent = %metainfo.info.name, error = %e, "ignoring resume data; checking all data");
+            None
         }
     }
-
-    /// Byte counters of this torrent.
-    pub fn counters(&self) -> Arc<Counters> {
-        self.shared.counters.clone()
-    }
-
-    /// Dial peers directly (a LAN peer, a peer named by the user), as if a
-    /// tracker had listed them.
-    pub fn connect(&self, peers: &[SocketAddr]) {
-        self.shared.connect_peers(peers);
-    }
-
-    /// The torrent's info-hash.
-    pub fn info_hash(&self) -> [u8; 20] {
-        self.shared.info_hash
-    }
 }
 
-fn resume_file(state_dir: &std::path::Path, info_hash: &[u8; 20]) -> PathBuf {
-    let hex: String = info_hash.iter().map(|b| format!("{b:02x}")).collect();
-    state_dir.join("resume").join(format!("{hex}.resume"))
+/// Which pieces are present: resume data vouches for pieces of unchanged
+/// files, the rest that may hold data is hashed (and counted in the session's
+/// hashed bytes).
+fn check_existing(
+    session: &SessionInner,
+    metainfo: &Metainfo,
+    storage: &Storage,
+) -> Result<Bitfield> {
+    let layout = storage.layout();
+    let (trusted, to_hash) = match load_resume(session, metainfo) {
+        Some(resume) => {
+            let plan = storage::recheck_plan(layout, &resume, &storage.stamps()?);
+            if !plan.rehash.is_empty() {
+                tracing::info!(
+                    torrent = %metainfo.info.name,
+                    pieces = plan.rehash.len(),
+                    "files changed since resume data; re-hashing"
+                );
+            }
+            (Some(plan.trusted), plan.rehash)
+        }
+        None => (None, storage.pieces_with_data()),
+    };
+    let bytes: u64 = to_hash
+        .iter()
+        .map(|&p| layout.piece_size(p).unwrap_or(0))
+        .sum();
+    session.hashed.fetch_add(bytes, Ordering::Relaxed);
+    let mut have = storage.verify_pieces(&to_hash, session.config.hash_threads)?;
+    for p in trusted.iter().flat_map(Bitfield::ones) {
+        have.set(p);
+    }
+    Ok(have)
 }
 
 impl TorrentShared {
     pub(crate) async fn open(
         session: Arc<SessionInner>,
         metainfo: Metainfo,
-        download_dir: PathBuf,
-        _options: TorrentOptions,
+        download_dir: std::path::PathBuf,
+        options: TorrentOptions,
     ) -> Result<(Arc<TorrentShared>, TorrentHandle)> {
         let metainfo = Arc::new(metainfo);
         let info_hash = metainfo.info_hash.0;
-        let resume_path = session
-            .config
-            .state_dir
-            .as_deref()
-            .map(|d| resume_file(d, &info_hash));
-        let threads = session.config.hash_threads;
         let (storage, have) = {
             let metainfo = metainfo.clone();
-            let resume_path = resume_path.clone();
+            let session = session.clone();
             tokio::task::spawn_blocking(move || -> Result<_> {
                 let storage = Storage::open(&metainfo.info, &download_dir)?;
-                let resume = match &resume_path {
-                    Some(p) => storage::load_resume(
-                        p,
-                        &info_hash,
-                        metainfo.info.piece_count(),
-                        metainfo.info.files.len(),
-                    )?,
-                    None => None,
-                };
-                let have = match resume {
-                    Some(resume) => storage::resume_check(&storage, Some(&resume), threads)?,
-                    None => storage.verify_pieces(&storage.pieces_with_data(), threads)?,
-                };
+                let have = check_existing(&session, &metainfo, &storage)?;
                 Ok((storage, have))
             })
             .await
@@ -202,8 +167,16 @@ impl TorrentShared {
         // Start as the switch says, not from a default, so no request is
         // accepted before the first tick only to be withheld.
         swarm.set_seeding(session.hooks.seeding.is_on(), Instant::now());
-        let initial = progress_of(&swarm, info.total_length, None, (0, 0));
-        let (tx, rx) = watch::channel(initial);
+        let run = if options.paused {
+            RunState::Paused
+        } else {
+            RunState::Active
+        };
+        let mut initial = progress_of(&swarm, info.total_length, (0, 0));
+        if options.paused {
+            initial.state = TorrentState::Paused;
+        }
+        let (progress, _) = watch::channel(initial);
         let shared = Arc::new(TorrentShared {
             session,
             info_hash,
@@ -217,17 +190,24 @@ impl TorrentShared {
             counters: Arc::new(Counters::default()),
             completed: Notify::new(),
             last_tracker: Mutex::new(None),
+            tracker_started: AtomicBool::new(false),
             announce_key: rand::random(),
-            progress: tx,
-            resume_path,
+            run: watch::channel(run).0,
+            fault: Mutex::new(None),
+            driver_wake: Notify::new(),
+            reannounce: Notify::new(),
+            manual_peers: Mutex::new(Vec::new()),
+            rechecking: Mutex::new(HashSet::new()),
+            progress,
             resume_dirty: AtomicBool::new(true),
-            error: Mutex::new(None),
+            resume_removed: Mutex::new(false),
         });
-        let handle = TorrentHandle {
-            shared: shared.clone(),
-            progress: rx,
-        };
+        let handle = TorrentHandle::new(shared.clone());
         Ok((shared, handle))
+    }
+
+    pub(crate) fn subscribe_progress(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
     }
 
     pub(crate) fn lock_swarm(&self) -> MutexGuard<'_, Swarm> {
@@ -252,12 +232,17 @@ impl TorrentShared {
         (up, down)
     }
 
+    /// Whether peers may be connected now: active and not failed.
+    pub(crate) fn takes_peers(&self) -> bool {
+        *self.run.borrow() == RunState::Active && self.fault.lock().expect("fault lock").is_none()
+    }
+
     /// Whether a peer at `addr` may connect now.
     pub(crate) fn admits(&self, addr: SocketAddr) -> bool {
-        !self.banned.lock().expect("ban lock").contains(&addr)
+        self.takes_peers()
+            && !self.banned.lock().expect("ban lock").contains(&addr)
             && self.links.lock().expect("links lock").len()
                 < self.session.config.max_peers_per_torrent
-            && self.error.lock().expect("error lock").is_none()
     }
 
     /// Dial peers a tracker listed, skipping ourselves, known and banned ones.
@@ -295,6 +280,14 @@ impl TorrentShared {
         }
     }
 
+    /// Close every connection (their tasks end on their own).
+    pub(crate) fn close_links(&self) {
+        for link in self.links.lock().expect("links lock").values() {
+            link.closed.store(true, Ordering::Release);
+            link.wake.notify_one();
+        }
+    }
+
     /// Hand on what the swarm produced: wake writers, verify pieces, drop peers.
     pub(crate) fn dispatch(self: &Arc<Self>, mut swarm: MutexGuard<'_, Swarm>) {
         let dirty = swarm.take_dirty();
@@ -311,7 +304,6 @@ impl TorrentShared {
             progress_of(
                 &swarm,
                 self.metainfo.info.total_length,
-                None,
                 self.payload_totals(),
             )
         });
@@ -348,13 +340,33 @@ impl TorrentShared {
             self.resume_dirty.store(true, Ordering::Relaxed);
             self.publish(p);
         }
+        if finished_now {
+            // A completed download is worth keeping now, not in 30 s.
+            let me = self.clone();
+            tokio::spawn(async move {
+                let _ = tokio::task::spawn_blocking(move || me.save_resume()).await;
+            });
+        }
     }
 
-    fn publish(&self, mut p: Progress) {
-        if let Some(e) = self.error.lock().expect("error lock").clone() {
-            p.state = TorrentState::Error(e);
+    /// Publish `p`, with the state a pause or an error imposes.
+    pub(crate) fn publish(&self, mut p: Progress) {
+        if *self.run.borrow() == RunState::Paused {
+            p.state = TorrentState::Paused;
+        } else if let Some(f) = &*self.fault.lock().expect("fault lock") {
+            p.state = TorrentState::Error(f.message.clone());
         }
         self.progress.send_replace(p);
+    }
+
+    /// Publish the current progress.
+    pub(crate) fn publish_now(&self) {
+        let p = progress_of(
+            &self.lock_swarm(),
+            self.metainfo.info.total_length,
+            self.payload_totals(),
+        );
+        self.publish(p);
     }
 
     /// Hash a finished piece off the executor; write it if it matches.
@@ -391,83 +403,72 @@ impl TorrentShared {
                     swarm.piece_verified(index, ok, Instant::now());
                     self.dispatch(swarm);
                 }
-                Ok((Err(e), _)) => self.fail(format!("cannot write piece {index}: {e}")),
-                Err(e) => self.fail(format!("verification task failed: {e}")),
+                Ok((Err(e), buf)) => {
+                    let mut swarm = self.lock_swarm();
+                    swarm.recycle_buffer(buf);
+                    swarm.piece_unwritten(index);
+                    self.dispatch(swarm);
+                    self.write_failed(index, &e);
+                }
+                Err(e) => self.fail(format!("verification task failed: {e}"), None),
             }
         });
     }
 
-    /// Stop the torrent with an error a person can act on; other torrents go on.
-    pub(crate) fn fail(self: &Arc<Self>, message: String) {
-        tracing::error!(torrent = %self.metainfo.info.name, error = %message, "torrent stopped");
-        *self.error.lock().expect("error lock") = Some(message);
-        for link in self.links.lock().expect("links lock").values() {
-            link.closed.store(true, Ordering::Release);
-            link.wake.notify_one();
-        }
-        let p = progress_of(
-            &self.lock_swarm(),
-            self.metainfo.info.total_length,
-            None,
-            self.payload_totals(),
-        );
-        self.publish(p);
-    }
-
-    fn save_resume(&self) {
-        let Some(path) = &self.resume_path else {
+    /// Save resume data if anything changed since the last save. Blocking:
+    /// run it with `spawn_blocking`.
+    pub(crate) fn save_resume(&self) {
+        let Some(store) = &self.session.config.resume else {
             return;
         };
-        if !self.resume_dirty.swap(false, Ordering::Relaxed) {
+        let removed = self
+            .resume_removed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *removed || !self.resume_dirty.swap(false, Ordering::Relaxed) {
             return;
         }
         let pieces = self.lock_swarm().have().clone();
         let result = self.storage.sync_all().and_then(|()| {
-            let files = self.storage.stamps()?;
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::Io {
-                    path: dir.to_path_buf(),
-                    source: e,
-                })?;
-            }
-            storage::save_resume(
-                path,
-                &ResumeData {
-                    info_hash: self.info_hash,
-                    pieces,
-                    files,
-                },
-            )
+            let data = ResumeData {
+                info_hash: self.info_hash,
+                pieces,
+                files: self.storage.stamps()?,
+            };
+            store
+                .save(&self.info_hash, &data.encode())
+                .map_err(Error::Net)
         });
         if let Err(e) = result {
-            tracing::warn!(error = %e, "could not save resume data");
+            tracing::warn!(torrent = %self.metainfo.info.name, error = %e, "could not save resume data");
             self.resume_dirty.store(true, Ordering::Relaxed);
         }
     }
 
-    /// Leave the swarm: trackers told, resume data saved.
-    pub(crate) async fn stop(self: &Arc<Self>) {
-        for link in self.links.lock().expect("links lock").values() {
-            link.closed.store(true, Ordering::Release);
-            link.wake.notify_one();
-        }
+    /// Save resume data now, off the executor.
+    pub(crate) async fn save_resume_now(self: &Arc<Self>) {
         let me = self.clone();
         let _ = tokio::task::spawn_blocking(move || me.save_resume()).await;
+    }
+
+    /// Leave the swarm: trackers told, resume data saved.
+    pub(crate) async fn stop(self: &Arc<Self>) {
+        self.close_links();
+        self.save_resume_now().await;
         announce::stopped(self).await;
     }
 }
 
-fn progress_of(
+pub(crate) fn progress_of(
     swarm: &Swarm,
     total_length: u64,
-    error: Option<String>,
     (uploaded, downloaded): (u64, u64),
 ) -> Progress {
     let s = swarm.stats();
-    let state = match error {
-        Some(e) => TorrentState::Error(e),
-        None if swarm.is_complete() => TorrentState::Seeding,
-        None => TorrentState::Downloading,
+    let state = if swarm.is_complete() {
+        TorrentState::Seeding
+    } else {
+        TorrentState::Downloading
     };
     Progress {
         state,
@@ -489,20 +490,37 @@ pub(crate) fn spawn_tasks(shared: Arc<TorrentShared>) {
     tokio::spawn(drive(shared));
 }
 
+/// With peers: rates, time-outs and the choker need a steady beat.
 const TICK: Duration = Duration::from_secs(1);
+/// Without peers there is little to do; a new peer wakes the driver at once.
+const IDLE_TICK: Duration = Duration::from_secs(5);
 const RESUME_EVERY: Duration = Duration::from_secs(30);
 
 async fn drive(shared: Arc<TorrentShared>) {
     let mut shutdown = shared.session.shutdown.subscribe();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut run = shared.run.subscribe();
     let mut last_resume = Instant::now();
     loop {
+        let mut period = if shared.lock_swarm().peer_count() > 0 {
+            TICK
+        } else {
+            IDLE_TICK
+        };
+        if let Some(at) = shared.retry_at() {
+            period = period.min(at.saturating_duration_since(Instant::now()));
+        }
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(period) => {}
+            _ = shared.driver_wake.notified() => {}
+            changed = run.changed() => {
+                if changed.is_err() || *run.borrow_and_update() == RunState::Stopped {
+                    return;
+                }
+            }
             _ = shutdown.recv() => return,
         }
         let now = Instant::now();
+        shared.retry_if_due(now);
         let seeding = shared.session.hooks.seeding.is_on();
         {
             let mut swarm = shared.lock_swarm();
@@ -511,7 +529,6 @@ async fn drive(shared: Arc<TorrentShared>) {
             let p = progress_of(
                 &swarm,
                 shared.metainfo.info.total_length,
-                None,
                 shared.payload_totals(),
             );
             shared.dispatch(swarm);
@@ -519,8 +536,8 @@ async fn drive(shared: Arc<TorrentShared>) {
         }
         if now.duration_since(last_resume) >= RESUME_EVERY {
             last_resume = now;
-            let me = shared.clone();
-            let _ = tokio::task::spawn_blocking(move || me.save_resume()).await;
+            shared.check_vanished().await;
+            shared.save_resume_now().await;
         }
     }
 }

@@ -6,23 +6,29 @@
 //! [`Error::Io`] carrying the path concerned; refusals that are not OS errors
 //! carry a [`StorageError`] inside the `io::Error` (see [`StorageError::of`]).
 
+mod delete;
 mod layout;
 mod open;
 mod resume;
+mod resume_store;
+mod vanished;
 mod verify;
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use sha1::{Digest, Sha1};
 
+pub use delete::Deleted;
 pub use layout::{Layout, LayoutError, Span, Spans};
 pub use resume::{
     load_resume, recheck_plan, resume_check, save_resume, FileStamp, RecheckPlan, ResumeData,
     ResumeError,
 };
+pub use resume_store::{FileResumeStore, ResumeStore};
 
 use crate::metainfo::Info;
 use crate::Error;
@@ -115,8 +121,11 @@ pub struct Storage {
     layout: Layout,
     root: PathBuf,
     paths: Vec<PathBuf>,
-    /// `None` only for files missing when opened read-only.
-    files: Vec<Option<File>>,
+    /// Each file's path below `root`, as the metainfo gives it.
+    components: Vec<Vec<String>>,
+    /// `None` only for files missing when opened read-only. Locked only to
+    /// swap in a file recreated after it was deleted under us.
+    files: Vec<RwLock<Option<File>>>,
     hashes: Vec<[u8; 20]>,
     writable: bool,
 }
@@ -156,15 +165,16 @@ impl Storage {
         let mut paths = Vec::with_capacity(info.files.len());
         let mut files = Vec::with_capacity(info.files.len());
         for f in &info.files {
-            files.push(open::open_file(
+            files.push(RwLock::new(open::open_file(
                 &root, dir, &f.path, f.length, access, allocation,
-            )?);
+            )?));
             paths.push(f.path.iter().fold(dir.to_path_buf(), |p, c| p.join(c)));
         }
         Ok(Storage {
             layout,
             root: dir.to_path_buf(),
             paths,
+            components: info.files.iter().map(|f| f.path.clone()).collect(),
             files,
             hashes: info.piece_hashes.clone(),
             writable: access == Access::Create,
@@ -212,9 +222,7 @@ impl Storage {
         for s in spans {
             // Spans sum to data.len(), so each length fits usize.
             let n = s.len as usize;
-            self.file(s.file)?
-                .write_all_at(&data[at..at + n], s.offset)
-                .map_err(|e| self.file_err(s.file, e))?;
+            self.with_file(s.file, |f| f.write_all_at(&data[at..at + n], s.offset))?;
             at += n;
         }
         Ok(())
@@ -247,8 +255,8 @@ impl Storage {
 
     /// Flushes every file's data to disk (`fdatasync`).
     pub fn sync_all(&self) -> Result<(), Error> {
-        for (i, f) in self.files.iter().enumerate() {
-            if let Some(f) = f {
+        for (i, slot) in self.files.iter().enumerate() {
+            if let Some(f) = &*read_slot(slot) {
                 f.sync_data().map_err(|e| self.file_err(i, e))?;
             }
         }
@@ -261,12 +269,14 @@ impl Storage {
     /// Take these after [`Storage::sync_all`] when saving resume data.
     pub fn stamps(&self) -> Result<Vec<FileStamp>, Error> {
         let mut out = Vec::with_capacity(self.files.len());
-        for (i, f) in self.files.iter().enumerate() {
-            let Some(f) = f else {
-                out.push(FileStamp::MISSING);
-                continue;
+        for (i, slot) in self.files.iter().enumerate() {
+            let m = match &*read_slot(slot) {
+                Some(f) => f.metadata().map_err(|e| self.file_err(i, e))?,
+                None => {
+                    out.push(FileStamp::MISSING);
+                    continue;
+                }
             };
-            let m = f.metadata().map_err(|e| self.file_err(i, e))?;
             out.push(FileStamp {
                 length: m.len(),
                 mtime_secs: m.mtime(),
@@ -316,9 +326,7 @@ impl Storage {
         let mut at = 0usize;
         for s in spans {
             let n = s.len as usize; // spans sum to buf.len()
-            self.file(s.file)?
-                .read_exact_at(&mut buf[at..at + n], s.offset)
-                .map_err(|e| self.file_err(s.file, e))?;
+            self.with_file(s.file, |f| f.read_exact_at(&mut buf[at..at + n], s.offset))?;
             at += n;
         }
         Ok(())
@@ -334,11 +342,12 @@ impl Storage {
         self.read_spans(spans, buf)
     }
 
-    fn file(&self, i: usize) -> Result<&File, Error> {
-        match self.files.get(i) {
-            Some(Some(f)) => Ok(f),
-            _ => Err(self.file_err(i, StorageError::Missing.into())),
-        }
+    /// Runs `op` on file `i`, naming the file in any error.
+    fn with_file<T>(&self, i: usize, op: impl FnOnce(&File) -> io::Result<T>) -> Result<T, Error> {
+        let missing = || self.file_err(i, StorageError::Missing.into());
+        let slot = read_slot(self.files.get(i).ok_or_else(missing)?);
+        let file = slot.as_ref().ok_or_else(missing)?;
+        op(file).map_err(|e| self.file_err(i, e))
     }
 
     fn file_err(&self, i: usize, e: io::Error) -> Error {
@@ -348,6 +357,25 @@ impl Storage {
     fn refuse(&self, e: StorageError) -> Error {
         io_err(&self.root, e.into())
     }
+}
+
+/// A file slot for reading or writing through; a panic elsewhere while it was
+/// held for a swap leaves a valid `Option<File>` behind, so poisoning is moot.
+fn read_slot(slot: &RwLock<Option<File>>) -> RwLockReadGuard<'_, Option<File>> {
+    slot.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether `err` is the file system running out of space (or of the user's
+/// quota): a condition that may pass, unlike a permission or hardware error.
+pub fn is_disk_full(err: &Error) -> bool {
+    let source = match err {
+        Error::Io { source, .. } | Error::Net(source) => source,
+        _ => return false,
+    };
+    matches!(
+        rustix::io::Errno::from_io_error(source),
+        Some(rustix::io::Errno::NOSPC | rustix::io::Errno::DQUOT)
+    )
 }
 
 /// Whether `err` means "the data is not (all) there" rather than a failure.
@@ -364,6 +392,19 @@ mod tests {
     fn storage_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<Storage>();
+    }
+
+    #[test]
+    fn disk_full_is_told_apart_from_other_write_errors() {
+        let errno = |e: rustix::io::Errno| io_err(Path::new("/d"), io::Error::from(e));
+        assert!(is_disk_full(&errno(rustix::io::Errno::NOSPC)));
+        assert!(is_disk_full(&errno(rustix::io::Errno::DQUOT)));
+        assert!(!is_disk_full(&errno(rustix::io::Errno::IO)));
+        assert!(!is_disk_full(&errno(rustix::io::Errno::ACCESS)));
+        assert!(!is_disk_full(&io_err(
+            Path::new("/d"),
+            StorageError::ReadOnly.into()
+        )));
     }
 
     #[test]

@@ -303,6 +303,12 @@ pub fn resume_check(
 /// Writes `data` to `path` atomically: a temporary file in the same
 /// directory, synced, then renamed over `path`, then the directory synced.
 pub fn save_resume(path: &Path, data: &ResumeData) -> Result<(), Error> {
+    write_atomic(path, &data.encode())
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves the old or the new
+/// content, never a mix: temporary file, fsync, rename, fsync of the directory.
+pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -317,7 +323,7 @@ pub fn save_resume(path: &Path, data: &ResumeData) -> Result<(), Error> {
     tmp_name.push(name);
     tmp_name.push(format!(".{:016x}.tmp", rand::random::<u64>()));
     let tmp = dir.join(tmp_name);
-    let result = write_synced(&tmp, &data.encode())
+    let result = write_synced(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| io_err(path, e)))
         .and_then(|()| {
             // Makes the rename itself durable.

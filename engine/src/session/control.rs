@@ -1,0 +1,203 @@
+//! Steering one torrent: pause and resume, removal, and errors (a full disk
+//! retried by itself, other errors held until the caller resumes).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::storage;
+use crate::{Error, Result};
+
+use super::announce;
+use super::torrent::TorrentShared;
+
+/// Whether a torrent takes part in its swarm. Its tasks watch this value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunState {
+    /// Peers, announces, downloads and uploads.
+    Active,
+    /// Kept, but out of the swarm until resumed.
+    Paused,
+    /// Removed from the session: tasks end.
+    Stopped,
+}
+
+/// Why a torrent stopped transferring.
+#[derive(Debug, Clone)]
+pub(crate) struct Fault {
+    /// Shown as [`TorrentState::Error`](super::TorrentState::Error).
+    pub(crate) message: String,
+    /// When the torrent tries again by itself (a full disk); `None` waits
+    /// for the caller.
+    pub(crate) retry_at: Option<Instant>,
+}
+
+/// Peers remembered for redialling; the caller names a few, not thousands.
+const MAX_MANUAL_PEERS: usize = 64;
+
+impl TorrentShared {
+    pub(crate) fn is_paused(&self) -> bool {
+        *self.run.borrow() == RunState::Paused
+    }
+
+    /// Remember peers the caller named, to dial them again after a pause.
+    pub(crate) fn remember_peers(&self, peers: &[SocketAddr]) {
+        let mut known = self.manual_peers.lock().expect("peers lock");
+        for &addr in peers {
+            if !known.contains(&addr) {
+                if known.len() >= MAX_MANUAL_PEERS {
+                    known.remove(0);
+                }
+                known.push(addr);
+            }
+        }
+    }
+
+    fn redial(self: &Arc<Self>) {
+        let peers = self.manual_peers.lock().expect("peers lock").clone();
+        self.connect_peers(&peers);
+    }
+
+    pub(crate) async fn pause(self: &Arc<Self>) {
+        let paused = self.run.send_if_modified(|s| {
+            let was_active = *s == RunState::Active;
+            if was_active {
+                *s = RunState::Paused;
+            }
+            was_active
+        });
+        if !paused {
+            return;
+        }
+        tracing::info!(torrent = %self.metainfo.info.name, "paused");
+        // The announce task sees the change and tells the tracker `stopped`.
+        self.close_links();
+        self.resume_dirty.store(true, Ordering::Relaxed);
+        self.save_resume_now().await;
+        self.publish_now();
+    }
+
+    pub(crate) fn resume(self: &Arc<Self>) {
+        let had_fault = self.fault.lock().expect("fault lock").take().is_some();
+        let resumed = self.run.send_if_modified(|s| {
+            let was_paused = *s == RunState::Paused;
+            if was_paused {
+                *s = RunState::Active;
+            }
+            was_paused
+        });
+        if !had_fault && !resumed {
+            return;
+        }
+        tracing::info!(torrent = %self.metainfo.info.name, "resumed");
+        self.restart(resumed);
+    }
+
+    /// Back in the swarm after a pause (`announce` is sent by the announce
+    /// task on its own) or an error (ask it for an announce now).
+    fn restart(self: &Arc<Self>, after_pause: bool) {
+        if !after_pause {
+            self.reannounce.notify_one();
+        }
+        self.redial();
+        self.driver_wake.notify_one();
+        self.publish_now();
+    }
+
+    /// Stop the torrent with an error a person can act on; other torrents go
+    /// on. With `retry_at`, the driver clears it then by itself.
+    pub(crate) fn fail(self: &Arc<Self>, message: String, retry_at: Option<Instant>) {
+        tracing::error!(torrent = %self.metainfo.info.name, error = %message, "torrent stopped");
+        *self.fault.lock().expect("fault lock") = Some(Fault { message, retry_at });
+        self.close_links();
+        self.publish_now();
+    }
+
+    /// A verified piece could not be written. A full disk may clear up (the
+    /// user deletes something): retry every `disk_full_retry`; anything else
+    /// waits for the caller.
+    pub(crate) fn write_failed(self: &Arc<Self>, index: u32, error: &Error) {
+        if storage::is_disk_full(error) {
+            let every = self.session.config.disk_full_retry;
+            self.fail(
+                format!(
+                    "disk full: cannot write to {} ({error}); retrying every {} s",
+                    self.storage.root().display(),
+                    every.as_secs()
+                ),
+                Some(Instant::now() + every),
+            );
+        } else {
+            self.fail(format!("cannot write piece {index}: {error}"), None);
+        }
+    }
+
+    /// When a fault clears by itself, if one is pending.
+    pub(crate) fn retry_at(&self) -> Option<Instant> {
+        self.fault.lock().expect("fault lock").as_ref()?.retry_at
+    }
+
+    /// Clear a fault whose retry time has come; the lost piece is simply
+    /// downloaded again.
+    pub(crate) fn retry_if_due(self: &Arc<Self>, now: Instant) {
+        let due = {
+            let mut fault = self.fault.lock().expect("fault lock");
+            let due = fault
+                .as_ref()
+                .and_then(|f| f.retry_at)
+                .is_some_and(|at| now >= at);
+            if due {
+                *fault = None;
+            }
+            due
+        };
+        if due {
+            tracing::info!(torrent = %self.metainfo.info.name, "retrying after a full disk");
+            self.restart(false);
+        }
+    }
+
+    /// Take the torrent out of the session: tasks end, trackers are told
+    /// `stopped` (bounded), resume data is forgotten, and with `delete_data`
+    /// the torrent's own files are deleted.
+    pub(crate) async fn remove(self: &Arc<Self>, delete_data: bool) -> Result<()> {
+        self.run.send_replace(RunState::Stopped);
+        self.close_links();
+        let me = self.clone();
+        let forgotten = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut removed = me.resume_removed.lock().unwrap_or_else(|e| e.into_inner());
+            *removed = true;
+            match &me.session.config.resume {
+                Some(store) => store.remove(&me.info_hash),
+                None => Ok(()),
+            }
+        })
+        .await;
+        match forgotten {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(torrent = %self.metainfo.info.name, error = %e, "cannot remove resume data")
+            }
+            Err(e) => tracing::warn!(error = %e, "resume removal task failed"),
+        }
+        announce::stopped(self).await;
+        tracing::info!(torrent = %self.metainfo.info.name, delete_data, "removed");
+        if !delete_data {
+            return Ok(());
+        }
+        let storage = self.storage.clone();
+        let deleted = tokio::task::spawn_blocking(move || storage.delete_files())
+            .await
+            .map_err(|e| Error::Net(std::io::Error::other(e.to_string())))??;
+        for path in &deleted.skipped {
+            tracing::warn!(path = %path.display(), "not a regular file; left in place");
+        }
+        tracing::info!(
+            files = deleted.files.len(),
+            dirs = deleted.dirs.len(),
+            "deleted the torrent's data"
+        );
+        Ok(())
+    }
+}
