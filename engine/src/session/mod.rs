@@ -116,6 +116,7 @@ pub(crate) struct SessionInner {
 }
 
 /// A running engine: a listener and the torrents added to it.
+#[derive(Clone)]
 pub struct Session {
     inner: Arc<SessionInner>,
 }
