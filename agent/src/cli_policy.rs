@@ -35,6 +35,18 @@ pub enum BudgetCommand {
     Rm(NetworkIdArgs),
 }
 
+impl BudgetCommand {
+    /// For a command that changes the store: its `--state-dir` (itself
+    /// optional).
+    pub fn edited_state_dir(&self) -> Option<Option<&std::path::Path>> {
+        match self {
+            BudgetCommand::Set(a) => Some(a.store.state_dir.as_deref()),
+            BudgetCommand::Rm(a) => Some(a.store.state_dir.as_deref()),
+            BudgetCommand::List(_) => None,
+        }
+    }
+}
+
 /// How often a budget resets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PeriodArg {
@@ -116,6 +128,17 @@ pub enum NetworkCommand {
     List(StoreArgs),
     /// Say whether a network is metered, or let detection decide (auto).
     Set(NetworkSetArgs),
+}
+
+impl NetworkCommand {
+    /// For a command that changes the store: its `--state-dir` (itself
+    /// optional).
+    pub fn edited_state_dir(&self) -> Option<Option<&std::path::Path>> {
+        match self {
+            NetworkCommand::Set(a) => Some(a.store.state_dir.as_deref()),
+            NetworkCommand::List(_) => None,
+        }
+    }
 }
 
 /// Your word on whether a network is metered.

@@ -94,8 +94,20 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Get(a) => foreground::get(&a.source, a.seed, &a.transfer).await,
         Command::Seed(a) => foreground::seed(&a.torrent, &a.transfer).await,
         Command::Create(a) => create(&a),
-        Command::Budget(a) => commands::budget::run(&a),
-        Command::Network(a) => commands::network::run(&a),
+        Command::Budget(a) => {
+            commands::budget::run(&a)?;
+            if let Some(dir) = a.command.edited_state_dir() {
+                commands::tell_agent_policy_changed(dir).await;
+            }
+            Ok(())
+        }
+        Command::Network(a) => {
+            commands::network::run(&a)?;
+            if let Some(dir) = a.command.edited_state_dir() {
+                commands::tell_agent_policy_changed(dir).await;
+            }
+            Ok(())
+        }
         Command::Usage(a) => commands::usage::run(&a),
         Command::Why(a) => commands::why::run(&a).await,
         Command::Net(a) => commands::net::run(&a).await,

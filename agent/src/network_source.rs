@@ -13,7 +13,8 @@ use tokio::task::JoinHandle;
 /// How long NetworkManager may take to answer before we fall back: a bus
 /// that hangs must not stall `capwise get`.
 const NM_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often the kernel's routes are re-read without NetworkManager.
+/// How often the kernel's routes are re-read without NetworkManager where
+/// its routing notifications cannot be had.
 const SYSFS_POLL: Duration = Duration::from_secs(5);
 /// The id under which an undetectable uplink is known.
 pub const UNKNOWN_NETWORK_ID: &str = "unknown";

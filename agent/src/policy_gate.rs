@@ -76,6 +76,7 @@ impl PolicyGate {
 impl ByteGate for PolicyGate {
     fn acquire(&self, direction: Direction, class: PeerClass, bytes: u64) -> GateFuture<'_> {
         Box::pin(async move {
+            self.shared.note_traffic();
             self.debit(direction, class, bytes).await;
             self.shared.throttle(direction, class).acquire(bytes).await;
             self.limits.acquire(direction, class, bytes).await;
@@ -193,6 +194,48 @@ mod tests {
             .expect("WAN upload released once unmetered")
             .unwrap();
         assert_eq!(runtime.decision().reason, Reason::Unmetered);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_policy_rereads_the_store_when_reloaded_or_used_not_every_two_seconds() {
+        use crate::policy_runtime::{IDLE_REFRESH_PERIOD, REFRESH_PERIOD};
+        let f = fixture("id = \"home\"\nmetered = \"no\"\n");
+        let (runtime, gate) = start(&f, SeedingSwitch::default()).await;
+        // Quiet refreshes put the follower at the idle pace.
+        tokio::time::sleep(REFRESH_PERIOD * 3).await;
+        let mark = |metered: Option<bool>| {
+            open_store(&f.state_dir, Timestamp::now_from_system())
+                .unwrap()
+                .set_metered_override(&NetworkId::new("home"), metered)
+                .unwrap();
+        };
+        // `capwise network set home --metered yes`, written behind its back.
+        mark(Some(true));
+        tokio::time::sleep(REFRESH_PERIOD * 5).await;
+        assert_eq!(
+            runtime.decision().reason,
+            Reason::Unmetered,
+            "idle: no store reads at the busy pace"
+        );
+        assert_eq!(runtime.reloader().reload().reason, Reason::Metered);
+
+        // Back to unmetered; the first block asked for wakes the follower.
+        tokio::time::sleep(REFRESH_PERIOD * 3).await;
+        mark(Some(false));
+        timeout(
+            Duration::from_secs(1),
+            gate.acquire(Direction::Down, PeerClass::Wan, BLOCK),
+        )
+        .await
+        .expect("downloads go on either way");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(runtime.decision().reason, Reason::Unmetered);
+
+        // And an idle follower still looks at least once a minute.
+        tokio::time::sleep(REFRESH_PERIOD * 3).await;
+        mark(Some(true));
+        tokio::time::sleep(IDLE_REFRESH_PERIOD + REFRESH_PERIOD).await;
+        assert_eq!(runtime.decision().reason, Reason::Metered);
     }
 
     #[tokio::test(start_paused = true)]

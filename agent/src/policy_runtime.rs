@@ -3,6 +3,7 @@
 //! buckets and the engine's seeding switch.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -10,17 +11,25 @@ use anyhow::Result;
 use capwise_engine::hooks::{Direction, PeerClass, SeedingSwitch};
 use capwise_policy::bucket::{Throttle, Throttles};
 use capwise_policy::decision::{Allowance, Decision, Settings};
+use capwise_policy::network::Network;
 use capwise_policy::time::Timestamp;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::network_source::{self, LiveSource};
 use crate::policy_state::PolicyState;
 use crate::state_db::open_store;
 
-/// How often the decision is recomputed without a network change: budget
-/// use, schedule windows and other processes' edits are noticed within this.
+/// How often the decision is recomputed without a network change while
+/// capwise moves bytes: budget use, the link's other traffic, schedule
+/// windows and other processes' edits are noticed within this.
 pub const REFRESH_PERIOD: Duration = Duration::from_secs(2);
+
+/// The same while nothing passed the gate since the last refresh. An idle
+/// laptop should not wake every two seconds; the first byte asked for after
+/// an idle spell wakes the runtime at once, and the CLI's policy edits ask a
+/// running agent to reload ([`PolicyReload`]).
+pub const IDLE_REFRESH_PERIOD: Duration = Duration::from_secs(60);
 
 /// What the runtime needs from the command line.
 #[derive(Debug, Clone)]
@@ -39,6 +48,14 @@ pub(crate) struct Shared {
     decision: watch::Sender<Decision>,
     throttles: Throttles,
     seeding: SeedingSwitch,
+    /// The network source's last report, for reloads outside the follower.
+    reported: Mutex<Option<Network>>,
+    /// Blocks that asked the gate to pass, ever.
+    traffic: AtomicU64,
+    /// Set while the follower refreshes at the idle pace.
+    idle: AtomicBool,
+    /// Wakes the follower (first traffic after an idle spell).
+    wake: Notify,
 }
 
 impl Shared {
@@ -69,8 +86,29 @@ impl Shared {
         self.apply(decision);
     }
 
+    /// Called by the gate for every block: counts traffic, and wakes an
+    /// idle follower so the decision is fresh when bytes start to move.
+    pub(crate) fn note_traffic(&self) {
+        self.traffic.fetch_add(1, Ordering::Relaxed);
+        if self.idle.swap(false, Ordering::AcqRel) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Re-reads the store (budgets, overrides, schedules) and re-decides,
+    /// with the network last reported.
+    fn reload(&self, now: Timestamp) {
+        let reported = self
+            .reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.refresh(reported, now);
+    }
+
     /// Takes in the source's report, then re-decides.
-    fn refresh(&self, reported: Option<capwise_policy::network::Network>, now: Timestamp) {
+    fn refresh(&self, reported: Option<Network>, now: Timestamp) {
+        *self.reported.lock().unwrap_or_else(|e| e.into_inner()) = reported.clone();
         let decision = {
             let mut state = self.state();
             if let Err(error) = state.refresh(reported, now) {
@@ -139,7 +177,7 @@ impl PolicyRuntime {
         tracing::info!(source = source.kind.describe(), "following the network");
         let mut state = PolicyState::new(store, source.kind, options.settings.clone());
         let reported = source.watch.borrow_and_update().clone();
-        if let Err(error) = state.refresh(reported, now) {
+        if let Err(error) = state.refresh(reported.clone(), now) {
             tracing::warn!(%error, "cannot read the policy state");
         }
         let decision = state.decide(now);
@@ -150,6 +188,10 @@ impl PolicyRuntime {
             throttles: Throttles::new(&decision),
             decision: watch::Sender::new(decision),
             seeding,
+            reported: Mutex::new(reported),
+            traffic: AtomicU64::new(0),
+            idle: AtomicBool::new(false),
+            wake: Notify::new(),
         });
         let task = tokio::spawn(follow(Arc::clone(&shared), source));
         Ok(PolicyRuntime { shared, task })
@@ -163,6 +205,11 @@ impl PolicyRuntime {
     /// Watches the decision: every change of it.
     pub fn subscribe(&self) -> watch::Receiver<Decision> {
         self.shared.subscribe()
+    }
+
+    /// A handle that makes the runtime re-read the store now.
+    pub fn reloader(&self) -> PolicyReload {
+        PolicyReload(Arc::clone(&self.shared))
     }
 
     /// The decision in force.
@@ -188,12 +235,31 @@ impl Drop for PolicyRuntime {
     }
 }
 
-/// Re-decides on every network change and every [`REFRESH_PERIOD`].
+/// Makes a running policy re-read the store: after `capwise budget set` and
+/// the like, sent through the API, so edits apply at once, not at the next
+/// refresh.
+#[derive(Clone)]
+pub struct PolicyReload(Arc<Shared>);
+
+impl PolicyReload {
+    /// Re-reads and re-decides; returns the decision now in force.
+    pub fn reload(&self) -> Decision {
+        self.0.reload(Timestamp::now_from_system());
+        self.0.decision.borrow().clone()
+    }
+}
+
+/// Re-decides on every network change, every [`REFRESH_PERIOD`] while bytes
+/// move and every [`IDLE_REFRESH_PERIOD`] while none do.
 async fn follow(shared: Arc<Shared>, mut source: LiveSource) {
-    let mut ticker = tokio::time::interval(REFRESH_PERIOD);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut source_alive = true;
+    let mut traffic_seen = shared.traffic.load(Ordering::Relaxed);
     loop {
+        let period = if shared.idle.load(Ordering::Acquire) {
+            IDLE_REFRESH_PERIOD
+        } else {
+            REFRESH_PERIOD
+        };
         tokio::select! {
             changed = source.watch.changed(), if source_alive => {
                 if changed.is_err() {
@@ -202,9 +268,15 @@ async fn follow(shared: Arc<Shared>, mut source: LiveSource) {
                     source_alive = false;
                 }
             }
-            _ = ticker.tick() => {}
+            () = tokio::time::sleep(period) => {}
+            () = shared.wake.notified() => {}
         }
         let reported = source.watch.borrow_and_update().clone();
         shared.refresh(reported, Timestamp::now_from_system());
+        let traffic = shared.traffic.load(Ordering::Relaxed);
+        shared
+            .idle
+            .store(traffic == traffic_seen, Ordering::Release);
+        traffic_seen = traffic;
     }
 }

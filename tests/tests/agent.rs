@@ -78,12 +78,19 @@ impl World {
         let state_dir = root.join("state");
         let data_dir = root.join("data");
         let config = root.join("config.toml");
+        // A named network, so the ledger has rows `capwise usage` lists.
+        let network_file = root.join("network.toml");
+        std::fs::write(
+            &network_file,
+            "id = \"agent-test\"\nname = \"Test LAN\"\nkind = \"ethernet\"\nmetered = \"no\"\n",
+        )?;
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{}\"\ndownload_dir = \"{}\"\n",
+                "listen = \"127.0.0.1:{}\"\ndownload_dir = \"{}\"\nnetwork_file = \"{}\"\n",
                 free_port(),
-                data_dir.display()
+                data_dir.display(),
+                network_file.display()
             ),
         )?;
         Ok(World {
@@ -225,8 +232,11 @@ fn kill9_during_download_keeps_verified_pieces() {
                     Ok(before >= target)
                 },
             )?;
+            let ledger_before = downloaded_per_ledger(&mut agent)?;
             agent.guard.signal(libc::SIGKILL);
             agent.guard.wait_timeout(Duration::from_secs(10))?;
+            // Read with the agent dead: what the kill left on disk.
+            let ledger_after = downloaded_per_ledger(&mut agent)?;
             agent = w.start_agent(&format!("agent-{}", round + 2))?;
             // Checking may still run; wait for it to finish, then compare.
             let mut after = Value::Null;
@@ -240,10 +250,21 @@ fn kill9_during_download_keeps_verified_pieces() {
                 },
             )?;
             let have = after["pieces_have"].as_u64().unwrap_or(0);
-            eprintln!("[agent]   kill {round}: {before} pieces before, {have} after restart");
+            eprintln!(
+                "[agent]   kill {round}: {before} pieces before, {have} after restart; \
+                 ledger {ledger_before} B before the kill, {ledger_after} B after"
+            );
             if have < before {
                 bail!("kill -9 lost verified pieces: {before} before, {have} after ({after})");
             }
+            // Every verified piece's bytes were debited before they moved, and
+            // the ledger read before the kill is a floor.
+            let verified_bytes = before * u64::from(PIECE);
+            ensure!(
+                ledger_after >= ledger_before.max(verified_bytes),
+                "kill -9 lost ledger entries: {ledger_after} B recorded after the kill, \
+                 {ledger_before} B before it, {verified_bytes} B in verified pieces"
+            );
         }
         agent.cli(&["limits", "set", "--down", "unlimited"])?;
         agent.wait_state(&id, "seeding", WAIT)?;
@@ -251,6 +272,22 @@ fn kill9_during_download_keeps_verified_pieces() {
         stop(&mut agent, Duration::from_secs(10))?;
         Ok(())
     });
+}
+
+/// The agent's downloaded bytes over every network, per `capwise usage --json`
+/// (which reads the database, so it works with the agent dead).
+fn downloaded_per_ledger(agent: &mut Agent) -> Result<u64> {
+    let usage = agent.cli_json(&["usage"])?;
+    let networks = usage.as_array().context("usage --json is not a list")?;
+    Ok(networks
+        .iter()
+        .map(|n| {
+            ["down_wan", "down_lan"]
+                .iter()
+                .map(|k| n["agent"][k].as_u64().unwrap_or(0))
+                .sum::<u64>()
+        })
+        .sum())
 }
 
 #[test]

@@ -41,6 +41,8 @@ pub trait AgentControl: Send + Sync {
     fn info(&self) -> AgentInfo;
     /// The decision in force.
     fn why(&self) -> Why;
+    /// Re-reads budgets, overrides and schedules; the decision then in force.
+    fn reload_policy(&self) -> Why;
     /// The user's limits.
     fn limits(&self) -> Limits;
     /// Changes the fields given; 0 removes a limit.
@@ -69,6 +71,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/v1/agent", get(agent_info))
         .route("/v1/why", get(why))
+        .route("/v1/policy/reload", post(reload_policy))
         .route("/v1/limits", get(limits).put(set_limits))
         .route("/v1/torrents", get(list).post(add))
         .route("/v1/torrents/{id}", get(one).delete(remove))
@@ -172,6 +175,15 @@ async fn agent_info(State(s): State<Arc<ApiState>>) -> Json<AgentInfo> {
 
 async fn why(State(s): State<Arc<ApiState>>) -> Json<Why> {
     Json(s.control.why())
+}
+
+async fn reload_policy(State(s): State<Arc<ApiState>>) -> Json<Why> {
+    let control = s.control.clone();
+    // The reload reads SQLite; keep it off the async workers.
+    match tokio::task::spawn_blocking(move || control.reload_policy()).await {
+        Ok(why) => Json(why),
+        Err(_) => Json(s.control.why()),
+    }
 }
 
 async fn limits(State(s): State<Arc<ApiState>>) -> Json<Limits> {

@@ -17,7 +17,7 @@ use crate::api_types::{AgentInfo, Limits, Why};
 use crate::commands::output::allowance_json;
 use crate::config::RateLimits;
 use crate::limits::LimitGate;
-use crate::policy_runtime::seeding_allowed;
+use crate::policy_runtime::{seeding_allowed, PolicyReload};
 use crate::torrent_db::TorrentDb;
 
 const UP_KEY: &str = "limits.up";
@@ -31,6 +31,8 @@ pub struct Control {
     pub db: Arc<TorrentDb>,
     /// The policy's decisions.
     pub decisions: watch::Receiver<Decision>,
+    /// Makes the policy re-read the store.
+    pub policy: PolicyReload,
     /// The user's buckets, changed live.
     pub limits: LimitGate,
     /// Limits from the configuration file.
@@ -79,6 +81,11 @@ impl AgentControl for Control {
             state_dir: self.state_dir.display().to_string(),
             download_dir: self.download_dir.display().to_string(),
         }
+    }
+
+    fn reload_policy(&self) -> Why {
+        self.policy.reload();
+        self.why()
     }
 
     fn why(&self) -> Why {

@@ -83,6 +83,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         torrents: torrents.clone(),
         db: db.clone(),
         decisions: policy.subscribe(),
+        policy: policy.reloader(),
         limits,
         config_limits: config.limits()?,
         user_limits: std::sync::Mutex::new(user_limits),

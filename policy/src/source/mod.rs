@@ -3,11 +3,13 @@
 //! offline. A new value is a network change.
 //!
 //! - [`file`]: `--network-file FILE` (TOML), re-read when rewritten.
-//! - [`sysfs`]: Linux without NetworkManager: kernel routes, sysfs, DHCP leases.
+//! - [`sysfs`]: Linux without NetworkManager: kernel routes, sysfs, DHCP leases,
+//!   re-read on the kernel's [`route_events`].
 //! - [`nm`]: NetworkManager over D-Bus, followed through PropertiesChanged.
 
 pub mod file;
 pub mod nm;
+pub mod route_events;
 pub mod sysfs;
 
 use tokio::sync::watch;

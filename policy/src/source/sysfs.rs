@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::route_events::RouteEvents;
 use super::{publish, NetworkWatch};
 use crate::error::{PolicyError, Result};
 use crate::network::{Metered, MeteredSource, Network, NetworkId, NetworkKind};
@@ -198,20 +199,33 @@ impl SysfsProbe {
         })
     }
 
-    /// Probes every `interval` and publishes changes.
-    pub fn watch(self, interval: Duration) -> (NetworkWatch, JoinHandle<()>) {
-        let first = self.probe().unwrap_or_else(|error| {
-            tracing::warn!(%error, "cannot read the default route");
-            None
-        });
+    /// Publishes the uplink and every change of it. Changes are noticed
+    /// through the kernel's routing notifications ([`RouteEvents`]); where
+    /// those cannot be had, the probe runs every `fallback_interval`.
+    pub fn watch(self, fallback_interval: Duration) -> (NetworkWatch, JoinHandle<()>) {
+        let first = self.probe_logged();
         let (tx, rx) = watch::channel(first);
         let task = tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            loop {
-                ticker.tick().await;
-                if tx.is_closed() {
-                    return;
+            let mut events = match RouteEvents::subscribe() {
+                Ok(events) => Some(events),
+                Err(error) => {
+                    tracing::info!(%error, "no routing notifications; polling the routes");
+                    None
                 }
+            };
+            let mut ticker = tokio::time::interval(fallback_interval);
+            ticker.tick().await;
+            loop {
+                tokio::select! {
+                    () = tx.closed() => return,
+                    changed = wait_for_change(&mut events, &mut ticker) => {
+                        if let Err(error) = changed {
+                            tracing::warn!(%error, "routing notifications failed; polling the routes");
+                            events = None;
+                        }
+                    }
+                }
+                // An unreadable table keeps the last uplink known.
                 match self.probe() {
                     Ok(network) => publish(&tx, network),
                     Err(error) => tracing::warn!(%error, "cannot read the default route"),
@@ -219,6 +233,27 @@ impl SysfsProbe {
             }
         });
         (rx, task)
+    }
+
+    fn probe_logged(&self) -> Option<Network> {
+        self.probe().unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot read the default route");
+            None
+        })
+    }
+}
+
+/// The next routing change, or the next poll when there are no notifications.
+async fn wait_for_change(
+    events: &mut Option<RouteEvents>,
+    ticker: &mut tokio::time::Interval,
+) -> std::io::Result<()> {
+    match events {
+        Some(events) => events.changed().await,
+        None => {
+            ticker.tick().await;
+            Ok(())
+        }
     }
 }
 
