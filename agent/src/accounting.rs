@@ -1,7 +1,10 @@
 //! Where the agent's bytes on the current network are accounted: a
 //! [`BudgetAccount`] when the network has a budget (debits before bytes
-//! move), else a plain recorder that only files usage under the calendar
-//! month, so `capwise usage` knows uncapped networks too.
+//! move), else a plain recorder that files usage under the calendar month,
+//! so `capwise usage` knows uncapped networks too. The plain recorder also
+//! writes ahead of the bytes, a chunk at a time, so a kill -9 can make the
+//! ledger over-count by at most [`PLAIN_CHUNK`] per direction and peer class,
+//! never under-count.
 
 use std::collections::BTreeMap;
 
@@ -14,11 +17,16 @@ use capwise_policy::PolicyError;
 
 use crate::state_db::calendar_month;
 
+/// How far ahead of the bytes the plain recorder writes. Large enough that
+/// a fast download writes a ledger row only every few milliseconds.
+pub const PLAIN_CHUNK: u64 = 4 << 20;
+
 /// Usage on a network without a budget: recorded, never refused.
 #[derive(Debug)]
 pub struct PlainUsage {
     period: (Timestamp, Timestamp),
-    unflushed: BTreeMap<(Direction, PeerClass), u64>,
+    /// Bytes already in the ledger that have not moved yet.
+    recorded_ahead: BTreeMap<(Direction, PeerClass), u64>,
 }
 
 /// How the current network's bytes are accounted.
@@ -46,7 +54,7 @@ impl Accounting {
             }
             None => Kind::Plain(PlainUsage {
                 period: calendar_month(now),
-                unflushed: BTreeMap::new(),
+                recorded_ahead: BTreeMap::new(),
             }),
         };
         Ok(Accounting {
@@ -90,7 +98,15 @@ impl Accounting {
                 Ok(())
             }
             Kind::Plain(plain) => {
-                *plain.unflushed.entry((direction, class)).or_insert(0) += bytes;
+                let ahead = plain.recorded_ahead.entry((direction, class)).or_insert(0);
+                if *ahead < bytes {
+                    let write = (bytes - *ahead).max(PLAIN_CHUNK);
+                    store
+                        .add_usage(&self.network, plain.period.0, direction, class, write)
+                        .map_err(DebitError::Store)?;
+                    *ahead += write;
+                }
+                *ahead -= bytes;
                 Ok(())
             }
         }
@@ -105,7 +121,7 @@ impl Accounting {
         if now >= start && now < end {
             return Ok(false);
         }
-        self.flush(store)?;
+        self.close(store)?;
         *self = Accounting::open(store, &self.network.clone(), now)?;
         Ok(true)
     }
@@ -123,18 +139,35 @@ impl Accounting {
     }
 
     /// Writes the usage kept in memory to the ledger (no fsync needed: the
-    /// durable promise is the reservation, not these rows).
+    /// durable promise is the reservation, not these rows). The plain
+    /// recorder has nothing in memory: it writes ahead.
     pub fn flush(&mut self, store: &Store) -> Result<(), PolicyError> {
         match &mut self.kind {
             Kind::Budgeted(account) => account.flush(store),
-            Kind::Plain(plain) => {
-                while let Some((&(direction, class), &bytes)) = plain.unflushed.iter().next() {
-                    store.add_usage(&self.network, plain.period.0, direction, class, bytes)?;
-                    plain.unflushed.remove(&(direction, class));
+            Kind::Plain(_) => Ok(()),
+        }
+    }
+
+    /// [`flush`](Self::flush), and takes back what the plain recorder wrote
+    /// ahead of bytes that did not move: for a clean stop or a network
+    /// change. The account stays usable.
+    pub fn close(&mut self, store: &Store) -> Result<(), PolicyError> {
+        self.flush(store)?;
+        if let Kind::Plain(plain) = &mut self.kind {
+            while let Some((&(direction, class), &ahead)) = plain.recorded_ahead.iter().next() {
+                if ahead > 0 {
+                    store.take_back_usage(
+                        &self.network,
+                        plain.period.0,
+                        direction,
+                        class,
+                        ahead,
+                    )?;
                 }
-                Ok(())
+                plain.recorded_ahead.remove(&(direction, class));
             }
         }
+        Ok(())
     }
 
     /// The budget's state for the decision, if there is a budget.
@@ -153,5 +186,57 @@ pub fn budget_state(account: &BudgetAccount) -> BudgetState {
         agent_used: account.used(),
         link_used: account.link_used(),
         resets_at: account.period().1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state_db::open_store;
+
+    fn recorded(store: &Store, id: &NetworkId, now: Timestamp) -> u64 {
+        store
+            .usage(id, calendar_month(now).0)
+            .unwrap()
+            .iter()
+            .filter(|r| r.direction == Direction::Down && r.peer_class == PeerClass::Lan)
+            .map(|r| r.bytes)
+            .sum()
+    }
+
+    #[test]
+    fn plain_usage_is_written_ahead_so_a_kill_never_undercounts_and_a_clean_stop_is_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp(1_790_000_000);
+        let store = open_store(dir.path(), now).unwrap();
+        let id = NetworkId::new("home");
+        let block = 16 * 1024;
+        let mut moved = 0;
+        {
+            let mut account = Accounting::open(&store, &id, now).unwrap();
+            for _ in 0..300 {
+                account
+                    .debit(&store, Direction::Down, PeerClass::Lan, block, true)
+                    .unwrap();
+                moved += block;
+                let on_disk = recorded(&store, &id, now);
+                assert!(on_disk >= moved, "{on_disk} recorded < {moved} moved");
+                assert!(on_disk - moved <= PLAIN_CHUNK, "more than a chunk ahead");
+            }
+            // Dropped without close: what a kill -9 leaves.
+        }
+        let after_kill = recorded(&store, &id, now);
+        assert!(after_kill >= moved && after_kill - moved <= PLAIN_CHUNK);
+
+        let mut account = Accounting::open(&store, &id, now).unwrap();
+        account
+            .debit(&store, Direction::Down, PeerClass::Lan, block, true)
+            .unwrap();
+        account.close(&store).unwrap();
+        assert_eq!(
+            recorded(&store, &id, now),
+            after_kill + block,
+            "a clean stop takes back what did not move"
+        );
     }
 }

@@ -112,12 +112,22 @@ pub async fn follow(network_file: Option<&Path>) -> Result<LiveSource> {
 }
 
 async fn networkmanager_watch() -> Result<(NetworkWatch, JoinHandle<()>)> {
+    anyhow::ensure!(system_bus_present(), "no D-Bus system bus");
     tokio::time::timeout(NM_TIMEOUT, async {
         let conn = zbus::Connection::system().await?;
         Ok(nm::watch_networkmanager(conn).await?)
     })
     .await
     .context("NetworkManager did not answer in time")?
+}
+
+/// Whether a system bus may answer: its address is set, or its socket is at
+/// the well-known path. Without one there is no NetworkManager to ask, and
+/// not setting up a D-Bus connection keeps a small agent small.
+fn system_bus_present() -> bool {
+    std::env::var_os("DBUS_SYSTEM_BUS_ADDRESS").is_some()
+        || Path::new("/run/dbus/system_bus_socket").exists()
+        || Path::new("/var/run/dbus/system_bus_socket").exists()
 }
 
 /// The uplink now, asked once, detected the same way as [`follow`].
@@ -127,6 +137,7 @@ pub async fn detect_once(network_file: Option<&PathBuf>) -> Result<(SourceKind, 
         return Ok((SourceKind::File, Some(network)));
     }
     let from_nm = tokio::time::timeout(NM_TIMEOUT, async {
+        anyhow::ensure!(system_bus_present(), "no D-Bus system bus");
         let conn = zbus::Connection::system().await?;
         anyhow::Ok(nm::read_current(&conn).await?)
     })

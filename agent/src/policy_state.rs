@@ -135,15 +135,16 @@ impl PolicyState {
 
     fn close_account(&mut self) -> Result<(), PolicyError> {
         if let Some(mut account) = self.account.take() {
-            account.flush(&self.store)?;
+            account.close(&self.store)?;
         }
         Ok(())
     }
 
-    /// Writes pending ledger rows (at shutdown).
+    /// Writes pending ledger rows and takes back what was written ahead of
+    /// bytes that never moved (at shutdown).
     pub fn flush(&mut self) -> Result<(), PolicyError> {
         match self.account.as_mut() {
-            Some(account) => account.flush(&self.store),
+            Some(account) => account.close(&self.store),
             None => Ok(()),
         }
     }

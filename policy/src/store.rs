@@ -469,6 +469,31 @@ impl Store {
         Ok(())
     }
 
+    /// Takes back usage recorded ahead of traffic that then did not move
+    /// (a clean stop with part of a pre-recorded chunk unspent). Never goes
+    /// below zero.
+    pub fn take_back_usage(
+        &self,
+        id: &NetworkId,
+        period_start: Timestamp,
+        direction: Direction,
+        peer_class: PeerClass,
+        bytes: u64,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE usage SET bytes = MAX(bytes - ?5, 0)
+             WHERE network_id = ?1 AND period_start = ?2 AND direction = ?3 AND peer_class = ?4",
+            params![
+                id.as_str(),
+                period_start.0,
+                direction.as_str(),
+                peer_class.as_str(),
+                to_sql_u64(bytes)
+            ],
+        )?;
+        Ok(())
+    }
+
     /// The usage ledger rows of a period.
     pub fn usage(&self, id: &NetworkId, period_start: Timestamp) -> Result<Vec<UsageRow>> {
         let mut stmt = self.conn.prepare(
