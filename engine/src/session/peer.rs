@@ -123,6 +123,10 @@ pub(crate) async fn run(
     let mut swarm = shared.lock_swarm();
     swarm.remove_peer(key);
     shared.dispatch(swarm);
+    // Watchers see the peer go now, and the driver picks its beat again
+    // (idle when this was the last peer).
+    shared.publish_now();
+    shared.driver_wake.notify_one();
 }
 
 /// Count bytes in this torrent's counters and the session's (what the policy reads).
