@@ -202,6 +202,11 @@ fn withhold(shared: &Arc<TorrentShared>, key: u64, block: wire::BlockRef) {
 /// metered switch): reject it (BEP 6) so the peer asks again later or
 /// elsewhere; uploads to other classes go on.
 fn held_back(shared: &Arc<TorrentShared>, key: u64, block: wire::BlockRef) {
+    tracing::debug!(
+        index = block.index,
+        begin = block.begin,
+        "block held back: the gate closed"
+    );
     let mut swarm = shared.lock_swarm();
     swarm.block_withheld(key, block);
     shared.dispatch(swarm);
