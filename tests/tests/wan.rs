@@ -382,9 +382,13 @@ fn metered_switch_stops_wan_uploads() {
         let b_late = rx_b_last - b0;
         // Growth stopped at the sample after which no sample grew by more than chatter.
         let mut wire_stop = 0.0;
+        // a's tx when growth stopped: what left in the burst after the switch; the rest of
+        // `wire_late` is chatter (ACKs, rejects of re-sent requests, keep-alives, announces).
+        let mut tx_at_stop = tx0;
         for pair in wire.windows(2) {
             if pair[1].1 - pair[0].1 > CHATTER {
                 wire_stop = pair[1].0 - t_switch;
+                tx_at_stop = pair[1].1;
             }
         }
         let observed = wire.last().map_or(0.0, |l| l.0 - t_switch);
@@ -405,6 +409,7 @@ fn metered_switch_stops_wan_uploads() {
             &[
                 ("a's uplink (tbf) / rate before".into(), format!("{:.1} MB/s / {:.2} MB/s on a's veth", UPLINK_RATE / 1e6, rate_before / 1e6)),
                 ("a's veth tx after the rewrite".into(), format!("{} (issue: payload <= 64 KiB; test bound 1 MiB)", mb(wire_late))),
+                ("of which until growth stopped / chatter".into(), format!("{} / {}", mb(tx_at_stop - tx0), mb(tx_last - tx_at_stop))),
                 ("b's veth rx after the rewrite".into(), mb(b_late)),
                 ("capwise noticed the rewrite after".into(), noticed.map_or("n/a".into(), |d| format!("{:.0} ms (network file watched with inotify)", d * 1000.0))),
                 ("capwise's TCP Send-Q at the rewrite".into(), mb(send_q)),
