@@ -198,17 +198,13 @@ fn withhold(shared: &Arc<TorrentShared>, key: u64, block: wire::BlockRef) {
     shared.dispatch(swarm);
 }
 
-/// The gate closed for this peer's class after `block` was admitted (a
-/// metered switch): reject it (BEP 6) so the peer asks again later or
-/// elsewhere; uploads to other classes go on.
-fn held_back(shared: &Arc<TorrentShared>, key: u64, block: wire::BlockRef) {
-    tracing::debug!(
-        index = block.index,
-        begin = block.begin,
-        "block held back: the gate closed"
-    );
+/// The gate closed for this peer's class after these blocks were admitted
+/// (a metered switch): they go back to the peer's outbox, to wait at the
+/// gate until it opens; uploads to other classes go on.
+fn held_back(shared: &Arc<TorrentShared>, key: u64, blocks: Vec<wire::BlockRef>) {
+    tracing::debug!(blocks = blocks.len(), "blocks held back: the gate closed");
     let mut swarm = shared.lock_swarm();
-    swarm.block_withheld(key, block);
+    swarm.blocks_deferred(key, blocks);
     shared.dispatch(swarm);
 }
 
@@ -257,8 +253,12 @@ async fn write_loop(
             .lock_swarm()
             .poll_outgoing(key, Instant::now(), &mut items);
         let mut sent_payload = 0u64;
+        // Blocks the gate no longer admits, and every block after them (kept
+        // in order); they go back to the swarm.
+        let mut deferred = Vec::new();
         for item in items.drain(..) {
             match item {
+                Outgoing::Block(block) if !deferred.is_empty() => deferred.push(block),
                 Outgoing::Message(msg) => {
                     if let Message::Request(block) = &msg {
                         let gate =
@@ -305,7 +305,7 @@ async fn write_loop(
                         writer.writable().await?;
                     }
                     if !hooks.gate.still_admits(Direction::Up, link.class) {
-                        held_back(shared, key, block);
+                        deferred.push(block);
                         continue;
                     }
                     let start = out.len();
@@ -345,6 +345,9 @@ async fn write_loop(
         }
         if sent_payload > 0 {
             shared.lock_swarm().on_payload_sent(key, sent_payload);
+        }
+        if !deferred.is_empty() {
+            held_back(shared, key, deferred);
         }
     }
 }
