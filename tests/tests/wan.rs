@@ -354,6 +354,10 @@ fn metered_switch_stops_wan_uploads() {
         w.write_network("yes")?;
         let t_switch = monotonic_secs();
         let wall_switch = utc_secs_of_day();
+        // a's tx read once more right after the rewrite: counting from here misses what left
+        // between the rewrite and this reading, counting from `tx0` includes what left between
+        // that reading and the rewrite (each reading is one process, 10-40 ms on a busy VM).
+        let tx0_after = w.a_bytes()?.1;
         // What the kernel already held just after the rewrite (a few ms late: one process each).
         let send_q_after = w.capwise_send_queue()?;
         let backlog_after = w.shaper_backlog()?;
@@ -409,6 +413,7 @@ fn metered_switch_stops_wan_uploads() {
             &[
                 ("a's uplink (tbf) / rate before".into(), format!("{:.1} MB/s / {:.2} MB/s on a's veth", UPLINK_RATE / 1e6, rate_before / 1e6)),
                 ("a's veth tx after the rewrite".into(), format!("{} (issue: payload <= 64 KiB; test bound 1 MiB)", mb(wire_late))),
+                ("same, counted from a reading just after it".into(), mb(tx_last - tx0_after)),
                 ("of which until growth stopped / chatter".into(), format!("{} / {}", mb(tx_at_stop - tx0), mb(tx_last - tx_at_stop))),
                 ("b's veth rx after the rewrite".into(), mb(b_late)),
                 ("capwise noticed the rewrite after".into(), noticed.map_or("n/a".into(), |d| format!("{:.0} ms (network file watched with inotify)", d * 1000.0))),
