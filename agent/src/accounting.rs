@@ -112,6 +112,20 @@ impl Accounting {
         }
     }
 
+    /// Requested download bytes arrived (see `BudgetAccount::arrived`).
+    pub fn arrived(&mut self, class: PeerClass, bytes: u64) {
+        if let Kind::Budgeted(account) = &mut self.kind {
+            account.arrived(class, bytes);
+        }
+    }
+
+    /// Gives up on requests that are not being answered.
+    pub fn forget_in_flight(&mut self) {
+        if let Kind::Budgeted(account) = &mut self.kind {
+            account.forget_in_flight();
+        }
+    }
+
     /// Starts a new period if `now` left the current one; true if it did.
     pub fn roll_over(&mut self, store: &Store, now: Timestamp) -> Result<bool, PolicyError> {
         if let Kind::Budgeted(account) = &mut self.kind {

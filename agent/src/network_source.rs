@@ -85,7 +85,7 @@ impl Drop for LiveSource {
 /// asked for it); an unreachable NetworkManager silently falls back.
 pub async fn follow(network_file: Option<&Path>) -> Result<LiveSource> {
     if let Some(path) = network_file {
-        let (watch, task) = file::watch_network_file(path.to_path_buf(), file::DEFAULT_POLL)
+        let (watch, task) = file::watch_network_file(path.to_path_buf(), file::FALLBACK_POLL)
             .context("cannot use the --network-file")?;
         return Ok(LiveSource {
             kind: SourceKind::File,

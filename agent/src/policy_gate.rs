@@ -18,11 +18,18 @@ use crate::policy_runtime::{PolicyRuntime, Shared};
 
 /// How long to wait before retrying after the database failed a debit.
 const STORE_RETRY: Duration = Duration::from_secs(5);
+/// How long requests may go unanswered, while others wait for them, before
+/// they are taken as lost (a peer that vanished): spent, and no longer in
+/// flight.
+const IN_FLIGHT_PATIENCE: Duration = Duration::from_secs(2);
 
 /// The policy's gate, wrapping the user's limits.
 pub struct PolicyGate {
     shared: Arc<Shared>,
     limits: LimitGate,
+    /// Woken when requested bytes arrive, for requests held while too much
+    /// is in flight.
+    arrivals: tokio::sync::Notify,
 }
 
 impl PolicyGate {
@@ -31,6 +38,7 @@ impl PolicyGate {
         PolicyGate {
             shared: runtime.shared(),
             limits,
+            arrivals: tokio::sync::Notify::new(),
         }
     }
 
@@ -40,6 +48,9 @@ impl PolicyGate {
             // Subscribed before acting, so no change slips between the
             // attempt and the wait.
             let mut decisions = self.shared.subscribe();
+            let arrival = self.arrivals.notified();
+            tokio::pin!(arrival);
+            arrival.as_mut().enable();
             let (allowance, counted) = {
                 let d = decisions.borrow_and_update();
                 (allowance(&d, direction, class), d.counts_against_budget)
@@ -61,6 +72,16 @@ impl PolicyGate {
                     self.shared.recompute(Timestamp::now_from_system());
                     wait_for_change(&mut decisions).await;
                 }
+                Err(DebitError::InFlight { in_flight }) => {
+                    tokio::select! {
+                        _ = arrival => {}
+                        _ = wait_for_change(&mut decisions) => {}
+                        _ = tokio::time::sleep(IN_FLIGHT_PATIENCE) => {
+                            tracing::debug!(in_flight, "requests unanswered; taking them as spent");
+                            self.shared.state().forget_in_flight();
+                        }
+                    }
+                }
                 Err(DebitError::Store(error)) => {
                     tracing::warn!(%error, "cannot debit the budget; holding traffic");
                     tokio::select! {
@@ -81,6 +102,15 @@ impl ByteGate for PolicyGate {
             self.shared.throttle(direction, class).acquire(bytes).await;
             self.limits.acquire(direction, class, bytes).await;
         })
+    }
+
+    fn arrived(&self, class: PeerClass, bytes: u64) {
+        self.shared.state().arrived(ledger_class(class), bytes);
+        self.arrivals.notify_waiters();
+    }
+
+    fn still_admits(&self, direction: Direction, class: PeerClass) -> bool {
+        allowance(&self.shared.subscribe().borrow(), direction, class) != Allowance::Suspended
     }
 }
 

@@ -163,6 +163,24 @@ impl PolicyState {
         )
     }
 
+    /// Requested download bytes from a peer of `class` arrived.
+    pub fn arrived(&mut self, class: PeerClass, bytes: u64) {
+        let class = match self.network.as_ref() {
+            Some(n) if n.through_vpn() => PeerClass::Wan,
+            _ => class,
+        };
+        if let Some(account) = self.account.as_mut() {
+            account.arrived(class, bytes);
+        }
+    }
+
+    /// Gives up on outstanding requests (see `BudgetAccount::forget_in_flight`).
+    pub fn forget_in_flight(&mut self) {
+        if let Some(account) = self.account.as_mut() {
+            account.forget_in_flight();
+        }
+    }
+
     /// Debits or records bytes before they move. LAN peers reached through a
     /// VPN cost what the WAN costs, so they are debited as WAN.
     pub fn debit(

@@ -42,6 +42,18 @@ pub type GateFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 pub trait ByteGate: Send + Sync {
     /// Wait until `bytes` may move in `direction` to or from a peer of `class`.
     fn acquire(&self, direction: Direction, class: PeerClass, bytes: u64) -> GateFuture<'_>;
+
+    /// Payload that was requested (through `acquire(Down, ..)`) arrived from a
+    /// peer of `class`: a gate that debits requests ahead can tell what is
+    /// still in flight.
+    fn arrived(&self, _class: PeerClass, _bytes: u64) {}
+
+    /// Whether bytes admitted earlier may still move now: asked just before
+    /// a block goes to the socket, so one admitted before the gate closed
+    /// (a metered switch) is held back rather than sent.
+    fn still_admits(&self, _direction: Direction, _class: PeerClass) -> bool {
+        true
+    }
 }
 
 /// A gate that always lets bytes through.

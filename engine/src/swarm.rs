@@ -388,6 +388,26 @@ impl Swarm {
         }
     }
 
+    /// The I/O layer could not send `blocks` now (the gate closed for this
+    /// peer's class after admitting them, e.g. a metered switch): they go
+    /// back to the front of the peer's outbox, in order, to be sent once
+    /// the gate lets them. Not a reject: a peer we keep unchoked would take
+    /// a reject as the piece being lost. Dropped if the peer is choked
+    /// meanwhile (a choke already discarded its requests).
+    pub fn blocks_deferred(&mut self, key: PeerKey, blocks: Vec<BlockRef>) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if peer.am_choking || blocks.is_empty() {
+            return;
+        }
+        for block in blocks.into_iter().rev() {
+            peer.outbox.push_front(Outgoing::Block(block));
+            peer.queued_uploads += 1;
+        }
+        self.dirty.push(key);
+    }
+
     /// Whether uploads are allowed.
     pub fn seeding_allowed(&self) -> bool {
         self.seeding_allowed

@@ -2,6 +2,12 @@
 //! before any byte is sent or requested, then spent in memory. A crash or
 //! power cut can over-count by at most one chunk, never under-count, and the
 //! agent's own traffic never passes cap − reserve.
+//!
+//! Downloads are debited when requested but move later. So that a crash
+//! over-counts by no more than one chunk, a new chunk is reserved only up to
+//! one chunk beyond what has *arrived* ([`BudgetAccount::arrived`]): while
+//! more than half a chunk of requests is still outstanding, further requests
+//! wait ([`DebitError::InFlight`]) instead of being debited far ahead.
 
 use std::collections::BTreeMap;
 
@@ -82,6 +88,15 @@ pub enum DebitError {
     /// (failing closed keeps the promise).
     #[error("could not reserve budget durably: {0}")]
     Store(#[from] PolicyError),
+    /// Too many requested bytes have not arrived yet: reserving more now
+    /// would let a crash over-count by more than one chunk. Retry once
+    /// bytes arrive (or give the outstanding ones up with
+    /// [`BudgetAccount::forget_in_flight`]).
+    #[error("{in_flight} requested bytes still on their way")]
+    InFlight {
+        /// Debited bytes that have not arrived.
+        in_flight: u64,
+    },
 }
 
 /// Smallest reservation chunk: 64 KiB.
@@ -107,6 +122,9 @@ pub struct BudgetAccount {
     reserved: u64,
     /// Counted bytes the agent spent (after a restart: everything reserved).
     spent: u64,
+    /// The part of `spent` known to have moved: uploads when debited,
+    /// downloads when they arrive. `spent - moved` is in flight.
+    moved: u64,
     /// Counted bytes the whole link carried in the period (all programs).
     link_used: u64,
     /// Ledger bytes not yet written to the usage table.
@@ -134,6 +152,7 @@ impl BudgetAccount {
             chunk: chunk_size(budget.cap_bytes),
             reserved,
             spent: reserved,
+            moved: reserved,
             link_used: 0,
             unflushed: BTreeMap::new(),
         };
@@ -174,15 +193,72 @@ impl BudgetAccount {
             }
             let needed = self.spent + bytes;
             if needed > self.reserved {
+                // Reserve only when at most half a chunk is in flight, and up
+                // to one chunk past what moved: the durable figure then stays
+                // within one chunk of the truth, and each fsync buys at least
+                // half a chunk.
+                let in_flight = self.spent - self.moved;
+                if in_flight > self.chunk / 2 {
+                    return Err(DebitError::InFlight { in_flight });
+                }
                 let limit = self.budget.agent_limit();
-                let target = (self.reserved + self.chunk).max(needed).min(limit);
-                store.raise_reservation(&self.network, self.period.0, target)?;
+                let target = (self.moved + self.chunk).min(limit).max(needed);
+                self.record(direction, peer_class, bytes);
+                let usage: Vec<_> = self
+                    .unflushed
+                    .iter()
+                    .map(|(&(d, c), &b)| (d, c, b))
+                    .collect();
+                if let Err(error) =
+                    store.reserve_with_usage(&self.network, self.period.0, target, &usage)
+                {
+                    self.unrecord(direction, peer_class, bytes);
+                    return Err(error.into());
+                }
+                self.unflushed.clear();
                 self.reserved = target;
+                self.spent = needed;
+                if direction == Direction::Up {
+                    self.moved += bytes;
+                }
+                return Ok(());
             }
             self.spent = needed;
+            if direction == Direction::Up {
+                // Sent right after the gate: moved as far as we can know.
+                self.moved += bytes;
+            }
         }
         self.record(direction, peer_class, bytes);
         Ok(())
+    }
+
+    /// Requested (counted) download bytes arrived.
+    pub fn arrived(&mut self, peer_class: PeerClass, bytes: u64) {
+        if self.counts(Direction::Down, peer_class) {
+            self.moved = (self.moved + bytes).min(self.spent);
+        }
+    }
+
+    /// Takes every outstanding request as moved: for requests that will
+    /// never be answered (a peer that vanished), which would otherwise hold
+    /// every later one. They stay debited, so this can only over-count.
+    pub fn forget_in_flight(&mut self) {
+        self.moved = self.spent;
+    }
+
+    /// Debited bytes not known to have moved.
+    pub fn in_flight(&self) -> u64 {
+        self.spent - self.moved
+    }
+
+    fn unrecord(&mut self, direction: Direction, peer_class: PeerClass, bytes: u64) {
+        if let Some(b) = self.unflushed.get_mut(&(direction, peer_class)) {
+            *b -= bytes;
+            if *b == 0 {
+                self.unflushed.remove(&(direction, peer_class));
+            }
+        }
     }
 
     /// Records traffic that a schedule window made free: it is in the
@@ -291,6 +367,7 @@ mod tests {
         assert_eq!(acct.available(), 9_000_000);
         acct.try_debit(&store, Direction::Down, PeerClass::Wan, 8_999_999)
             .unwrap();
+        acct.arrived(PeerClass::Wan, 8_999_999);
         acct.try_debit(&store, Direction::Up, PeerClass::Wan, 1)
             .unwrap();
         let err = acct
@@ -359,9 +436,47 @@ mod tests {
         assert_eq!(acct.period().0, next);
     }
 
+    #[test]
+    fn requests_wait_while_half_a_chunk_is_in_flight() {
+        let store = Store::open_in_memory().unwrap();
+        let id = NetworkId::new("n");
+        let mut acct = BudgetAccount::open(&store, id.clone(), budget(10_000_000), NOW).unwrap();
+        let chunk = acct.chunk(); // 100 kB
+        let block = 10_000;
+        // The first reservation covers one chunk: ten blocks requested.
+        for _ in 0..10 {
+            acct.try_debit(&store, Direction::Down, PeerClass::Wan, block)
+                .unwrap();
+        }
+        assert_eq!(acct.reserved(), chunk);
+        // The chunk is spent and all of it in flight: the next request waits.
+        let err = acct
+            .try_debit(&store, Direction::Down, PeerClass::Wan, block)
+            .unwrap_err();
+        assert!(
+            matches!(err, DebitError::InFlight { in_flight: 100_000 }),
+            "{err}"
+        );
+        // Half of it arrives: a new chunk is reserved past what moved.
+        acct.arrived(PeerClass::Wan, 50_000);
+        acct.try_debit(&store, Direction::Down, PeerClass::Wan, block)
+            .unwrap();
+        assert_eq!(acct.reserved(), 50_000 + chunk);
+        // The usage rows went to disk with that reservation.
+        let rows = store.usage(&id, acct.period().0).unwrap();
+        assert_eq!(rows.iter().map(|r| r.bytes).sum::<u64>(), 110_000);
+        // LAN arrivals do not count; giving up the outstanding ones does.
+        acct.arrived(PeerClass::Lan, 1_000_000);
+        assert_eq!(acct.in_flight(), 60_000);
+        acct.forget_in_flight();
+        assert_eq!(acct.in_flight(), 0);
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Debit(Direction, PeerClass, u64),
+        Arrive(u64),
+        Forget,
         Crash,
         Link(u64),
     }
@@ -370,27 +485,34 @@ mod tests {
         let dir = prop_oneof![Just(Direction::Down), Just(Direction::Up)];
         let class = prop_oneof![4 => Just(PeerClass::Wan), 1 => Just(PeerClass::Lan)];
         prop_oneof![
-            8 => (dir, class, 0u64..400_000).prop_map(|(d, c, b)| Op::Debit(d, c, b)),
+            // Blocks no larger than half the smallest chunk, as the engine's.
+            8 => (dir, class, 0u64..=MIN_CHUNK / 2).prop_map(|(d, c, b)| Op::Debit(d, c, b)),
+            4 => (0u64..100_000).prop_map(Op::Arrive),
+            1 => Just(Op::Forget),
             1 => Just(Op::Crash),
             1 => (0u64..3_000_000).prop_map(Op::Link),
         ]
     }
 
     proptest! {
-        /// Whatever the sequence of debits, crashes and link measurements:
-        /// the agent never passes cap − reserve, the durable record never
-        /// under-counts what was really spent, and each crash over-counts by
-        /// at most one chunk.
+        /// Whatever the sequence of debits, arrivals, crashes and link
+        /// measurements: the agent never passes cap − reserve, the durable
+        /// record never under-counts what was debited, each crash over-counts
+        /// by at most one chunk, and the durable record stays within one
+        /// chunk of what moved.
         #[test]
         fn ledger_keeps_the_hard_cap_promise(
-            cap in 200_000u64..20_000_000,
-            ops in proptest::collection::vec(op(), 1..60),
+            cap in 200_000u64..10_000_000,
+            ops in proptest::collection::vec(op(), 1..120),
         ) {
             let store = Store::open_in_memory().unwrap();
             let id = NetworkId::new("n");
             let b = budget(cap);
             let mut acct = BudgetAccount::open(&store, id.clone(), b, NOW).unwrap();
             let mut truly_spent = 0u64;
+            // What moved: uploads when debited, downloads when they arrive
+            // (a crash takes everything reserved as moved, a forget all debited).
+            let mut moved = 0u64;
             let mut link = 0u64;
             for op in ops {
                 match op {
@@ -398,14 +520,32 @@ mod tests {
                         let counted = acct.counts(d, c);
                         let before = acct.available();
                         match acct.try_debit(&store, d, c, bytes) {
-                            Ok(()) => if counted { truly_spent += bytes },
+                            Ok(()) => if counted {
+                                truly_spent += bytes;
+                                if d == Direction::Up { moved += bytes }
+                            },
                             Err(DebitError::Exhausted { available, .. }) => {
                                 prop_assert!(counted);
                                 prop_assert!(bytes > before);
                                 prop_assert_eq!(available, before);
                             }
+                            Err(DebitError::InFlight { in_flight }) => {
+                                prop_assert!(counted);
+                                prop_assert!(in_flight > acct.chunk() / 2);
+                            }
                             Err(e) => panic!("store failed: {e}"),
                         }
+                    }
+                    Op::Arrive(bytes) => {
+                        let in_flight = acct.in_flight();
+                        acct.arrived(PeerClass::Wan, bytes);
+                        if b.counts_direction(false) {
+                            moved += bytes.min(in_flight);
+                        }
+                    }
+                    Op::Forget => {
+                        moved += acct.in_flight();
+                        acct.forget_in_flight();
                     }
                     Op::Crash => {
                         let used_before = acct.used();
@@ -413,6 +553,7 @@ mod tests {
                         acct.set_link_usage(link, 0);
                         prop_assert!(acct.used() >= used_before, "never under-count");
                         prop_assert!(acct.used() - used_before <= acct.chunk(), "over-count ≤ one chunk");
+                        moved = acct.used();
                     }
                     Op::Link(l) => {
                         link = link.max(l);
@@ -424,6 +565,7 @@ mod tests {
                 prop_assert!(durable >= truly_spent, "durable {} < spent {}", durable, truly_spent);
                 prop_assert!(acct.used() >= truly_spent);
                 prop_assert!(durable - acct.used() <= acct.chunk());
+                prop_assert!(durable <= moved + acct.chunk(), "durable {} > moved {} + chunk", durable, moved);
             }
         }
     }

@@ -431,16 +431,47 @@ impl Store {
         period_start: Timestamp,
         total: u64,
     ) -> Result<()> {
+        self.reserve_with_usage(id, period_start, total, &[])
+    }
+
+    /// [`Store::raise_reservation`] and the usage rows accumulated since the
+    /// last one, in one durable transaction: after a crash the usage rows
+    /// and the reservation that bounds them are of the same moment, so the
+    /// ledger lies between what moved and that plus one chunk.
+    pub fn reserve_with_usage(
+        &self,
+        id: &NetworkId,
+        period_start: Timestamp,
+        total: u64,
+        usage: &[(Direction, PeerClass, u64)],
+    ) -> Result<()> {
         self.conn.execute_batch("PRAGMA synchronous = FULL")?;
-        let result = self.conn.execute(
+        let result = self.reserve_in_transaction(id, period_start, total, usage);
+        // Ordinary ledger writes do not need an fsync each.
+        self.conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        result
+    }
+
+    fn reserve_in_transaction(
+        &self,
+        id: &NetworkId,
+        period_start: Timestamp,
+        total: u64,
+        usage: &[(Direction, PeerClass, u64)],
+    ) -> Result<()> {
+        // `unchecked_transaction` because the store is shared by `&self`;
+        // nothing else runs on this connection meanwhile.
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
             "INSERT INTO reservations (network_id, period_start, reserved_bytes) VALUES (?1, ?2, ?3)
              ON CONFLICT(network_id, period_start)
              DO UPDATE SET reserved_bytes = max(reserved_bytes, ?3)",
             params![id.as_str(), period_start.0, to_sql_u64(total)],
-        );
-        // Ordinary ledger writes do not need an fsync each.
-        self.conn.execute_batch("PRAGMA synchronous = NORMAL")?;
-        result?;
+        )?;
+        for &(direction, peer_class, bytes) in usage {
+            self.add_usage(id, period_start, direction, peer_class, bytes)?;
+        }
+        tx.commit()?;
         Ok(())
     }
 

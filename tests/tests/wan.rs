@@ -42,6 +42,8 @@ const LT_PORT: u16 = 6882;
 /// The budget of the budget tests: 50 MB, 10 % reserve, so capwise stops at 45 MB.
 const CAP: u64 = 50_000_000;
 const AGENT_LIMIT: u64 = 45_000_000;
+/// The reservation chunk of that budget (1 % of the cap): what a kill may over-count.
+const CHUNK: u64 = CAP / 100;
 
 /// One test's world, built inside the router namespace's thread.
 struct Wan<'t> {
@@ -91,7 +93,7 @@ impl<'t> Wan<'t> {
         Ok(d)
     }
 
-    /// (Re)writes the network file atomically (capwise polls it every 250 ms).
+    /// (Re)writes the network file atomically (capwise watches its directory with inotify).
     fn write_network(&self, metered: &str) -> Result<()> {
         let body = format!(
             "id = \"{NET_ID}\"\nname = \"WAN test uplink\"\nkind = \"ethernet\"\n\
@@ -183,6 +185,21 @@ impl<'t> Wan<'t> {
             .lines()
             .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
             .sum())
+    }
+
+    /// Bytes queued in a's uplink shaper (tbf backlog): handed over by TCP, not yet on the wire.
+    fn shaper_backlog(&self) -> Result<u64> {
+        let out = self.topo.exec_output(
+            &self.topo.a,
+            Command::new("tc").args(["-s", "qdisc", "show", "dev", &self.topo.if_a]),
+        )?;
+        // "... backlog 12345b 8p requeues 0"
+        Ok(out
+            .split_whitespace()
+            .skip_while(|w| *w != "backlog")
+            .nth(1)
+            .and_then(|b| b.trim_end_matches('b').parse().ok())
+            .unwrap_or(0))
     }
 
     /// `(rx, tx)` of b's veth end.
@@ -337,6 +354,13 @@ fn metered_switch_stops_wan_uploads() {
         w.write_network("yes")?;
         let t_switch = monotonic_secs();
         let wall_switch = utc_secs_of_day();
+        // a's tx read once more right after the rewrite: counting from here misses what left
+        // between the rewrite and this reading, counting from `tx0` includes what left between
+        // that reading and the rewrite (each reading is one process, 10-40 ms on a busy VM).
+        let tx0_after = w.a_bytes()?.1;
+        // What the kernel already held just after the rewrite (a few ms late: one process each).
+        let send_q_after = w.capwise_send_queue()?;
+        let backlog_after = w.shaper_backlog()?;
         let mut wire = vec![(t_switch, tx0, b0)];
         let end = Instant::now() + OBSERVE_AFTER;
         for _ in 0..1000 {
@@ -362,9 +386,13 @@ fn metered_switch_stops_wan_uploads() {
         let b_late = rx_b_last - b0;
         // Growth stopped at the sample after which no sample grew by more than chatter.
         let mut wire_stop = 0.0;
+        // a's tx when growth stopped: what left in the burst after the switch; the rest of
+        // `wire_late` is chatter (ACKs, rejects of re-sent requests, keep-alives, announces).
+        let mut tx_at_stop = tx0;
         for pair in wire.windows(2) {
             if pair[1].1 - pair[0].1 > CHATTER {
                 wire_stop = pair[1].0 - t_switch;
+                tx_at_stop = pair[1].1;
             }
         }
         let observed = wire.last().map_or(0.0, |l| l.0 - t_switch);
@@ -385,9 +413,12 @@ fn metered_switch_stops_wan_uploads() {
             &[
                 ("a's uplink (tbf) / rate before".into(), format!("{:.1} MB/s / {:.2} MB/s on a's veth", UPLINK_RATE / 1e6, rate_before / 1e6)),
                 ("a's veth tx after the rewrite".into(), format!("{} (issue: payload <= 64 KiB; test bound 1 MiB)", mb(wire_late))),
+                ("same, counted from a reading just after it".into(), mb(tx_last - tx0_after)),
+                ("of which until growth stopped / chatter".into(), format!("{} / {}", mb(tx_at_stop - tx0), mb(tx_last - tx_at_stop))),
                 ("b's veth rx after the rewrite".into(), mb(b_late)),
-                ("capwise noticed the rewrite after".into(), noticed.map_or("n/a".into(), |d| format!("{:.0} ms (network file polled every 250 ms)", d * 1000.0))),
+                ("capwise noticed the rewrite after".into(), noticed.map_or("n/a".into(), |d| format!("{:.0} ms (network file watched with inotify)", d * 1000.0))),
                 ("capwise's TCP Send-Q at the rewrite".into(), mb(send_q)),
+                ("just after: TCP Send-Q / shaper backlog".into(), format!("{} / {}", mb(send_q_after), mb(backlog_after))),
                 ("wire growth (> 1 packet/sample) stopped".into(), format!("{wire_stop:.2} s after the rewrite (bound 1 s; {} ms samples, watched {observed:.1} s)", SAMPLE.as_millis())),
                 ("leecher payload after the rewrite".into(), late_app.map_or("n/a".into(), |b| format!("{} (libtorrent counter: 1 s tick, so up to ~1 s of pre-switch data is included)", mb(b)))),
                 ("why: up_wan / reason".into(), format!("{} / {}", why["allowances"]["up_wan"], why["reason"])),
@@ -606,6 +637,9 @@ fn kill9_never_undercounts() {
         let mut rows = Vec::new();
         let mut violations = Vec::new();
         let mut min_margin = i64::MAX;
+        // The over-count each kill added: the growth of (ledger - sent) across it.
+        let mut last_margin = 0i64;
+        let mut over_counts = Vec::new();
         for i in 0..kills {
             let delay = Duration::from_millis(rng.gen_range(300..=3000));
             let mut get = w.capwise(&format!("capwise-get-{i}"), "get", &dir)?;
@@ -626,6 +660,9 @@ fn kill9_never_undercounts() {
             let logged = u(&usage["agent"]["down_wan"]) + u(&usage["agent"]["up_wan"]);
             let margin = reserved as i64 - sent as i64;
             min_margin = min_margin.min(margin);
+            let over_count = margin - last_margin;
+            last_margin = margin;
+            over_counts.push(over_count);
             if reserved < sent {
                 violations.push(format!(
                     "kill #{i} after {delay:?}: ledger {reserved} < seeder sent {sent}"
@@ -634,7 +671,7 @@ fn kill9_never_undercounts() {
             rows.push((
                 format!("#{i:<2} kill after {:>4} ms", delay.as_millis()),
                 format!(
-                    "seeder sent {sent:>9}  ledger (reservation) {reserved:>9}  margin {margin:>8}  usage rows {logged:>9}"
+                    "seeder sent {sent:>9}  ledger (reservation) {reserved:>9}  margin {margin:>8}  this kill {over_count:>8}  usage rows {logged:>9}"
                 ),
             ));
         }
@@ -642,12 +679,23 @@ fn kill9_never_undercounts() {
             "min margin (ledger - sent)".into(),
             format!("{min_margin} B (must be >= 0)"),
         ));
+        let (min_over, max_over) = (
+            over_counts.iter().min().copied().unwrap_or(0),
+            over_counts.iter().max().copied().unwrap_or(0),
+        );
+        rows.push((
+            "over-count per kill (min / max)".into(),
+            format!("{min_over} / {max_over} B (one chunk: {CHUNK} B)"),
+        ));
         table(
             &format!("kill9_never_undercounts ({kills} kills, seed {rng_seed})"),
             &rows,
         );
         if !violations.is_empty() {
             bail!("the ledger under-counted:\n  {}", violations.join("\n  "));
+        }
+        if max_over > CHUNK as i64 {
+            bail!("a kill over-counted {max_over} B, more than one chunk ({CHUNK} B)");
         }
         Ok(())
     });

@@ -27,11 +27,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_CHUNK: usize = 256 * 1024;
 /// Flush the write buffer once it holds this much (LAN peers).
 const WRITE_BATCH: usize = 256 * 1024;
-/// For WAN peers, both our batch and the kernel's unsent data stay small: a
-/// byte gate that closes (a metered switch, a cap) then holds back all but
-/// about 64 KiB that were already on their way.
-const WAN_WRITE_BATCH: usize = 32 * 1024;
-const WAN_NOTSENT_LOWAT: u32 = 32 * 1024;
+/// For WAN peers, both our batch and the kernel's unsent data stay small
+/// (one block each): a byte gate that closes (a metered switch, a cap) then
+/// holds back all but what the kernel already took.
+const WAN_WRITE_BATCH: usize = 16 * 1024;
+const WAN_NOTSENT_LOWAT: u32 = 16 * 1024;
 
 /// Dial a peer a tracker listed.
 pub(crate) async fn dial(
@@ -171,6 +171,9 @@ async fn read_loop(
         }
         let overhead = (n as u64).saturating_sub(payload);
         count(shared, Direction::Down, link.class, payload, overhead);
+        if payload > 0 {
+            shared.session.hooks.gate.arrived(link.class, payload);
+        }
         if messages.is_empty() {
             continue;
         }
@@ -196,6 +199,16 @@ fn withhold(shared: &Arc<TorrentShared>, key: u64, block: wire::BlockRef) {
     let mut swarm = shared.lock_swarm();
     swarm.set_seeding(false, Instant::now());
     swarm.block_withheld(key, block);
+    shared.dispatch(swarm);
+}
+
+/// The gate closed for this peer's class after these blocks were admitted
+/// (a metered switch): they go back to the peer's outbox, to wait at the
+/// gate until it opens; uploads to other classes go on.
+fn held_back(shared: &Arc<TorrentShared>, key: u64, blocks: Vec<wire::BlockRef>) {
+    tracing::debug!(blocks = blocks.len(), "blocks held back: the gate closed");
+    let mut swarm = shared.lock_swarm();
+    swarm.blocks_deferred(key, blocks);
     shared.dispatch(swarm);
 }
 
@@ -244,8 +257,12 @@ async fn write_loop(
             .lock_swarm()
             .poll_outgoing(key, Instant::now(), &mut items);
         let mut sent_payload = 0u64;
+        // Blocks the gate no longer admits, and every block after them (kept
+        // in order); they go back to the swarm.
+        let mut deferred = Vec::new();
         for item in items.drain(..) {
             match item {
+                Outgoing::Block(block) if !deferred.is_empty() => deferred.push(block),
                 Outgoing::Message(msg) => {
                     if let Message::Request(block) = &msg {
                         let gate =
@@ -279,6 +296,20 @@ async fn write_loop(
                     }
                     if !hooks.seeding.is_on() {
                         withhold(shared, key, block);
+                        continue;
+                    }
+                    if link.class == PeerClass::Wan {
+                        // Wait for room in the kernel (TCP_NOTSENT_LOWAT)
+                        // before the last look at the gate, so the block is
+                        // judged when it can leave, not long before.
+                        if !out.is_empty() {
+                            writer.write_all(&out).await?;
+                            out.clear();
+                        }
+                        writer.writable().await?;
+                    }
+                    if !hooks.gate.still_admits(Direction::Up, link.class) {
+                        deferred.push(block);
                         continue;
                     }
                     let start = out.len();
@@ -318,6 +349,9 @@ async fn write_loop(
         }
         if sent_payload > 0 {
             shared.lock_swarm().on_payload_sent(key, sent_payload);
+        }
+        if !deferred.is_empty() {
+            held_back(shared, key, deferred);
         }
     }
 }
