@@ -219,6 +219,15 @@ mod tests {
 
         // The user's word wins: an unmetered rewrite of the file frees uploads.
         std::fs::write(&f.net_file, "id = \"hotspot\"\nmetered = \"no\"\n").unwrap();
+        // inotify answers on its own thread, in real time: wait for it
+        // (bounded) without letting the paused clock run ahead.
+        for _ in 0..200 {
+            if runtime.decision().reason == Reason::Unmetered {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            tokio::task::yield_now().await;
+        }
         timeout(Duration::from_secs(10), up_wan)
             .await
             .expect("WAN upload released once unmetered")
