@@ -470,11 +470,20 @@ fn a_corrupt_truncated_or_old_database_is_handled_and_the_agent_works() {
             })?;
             stop(&mut agent)?;
             let db = w.state_dir.join("capwise.db");
+            // The agent leaves its commits in the WAL; fold them into the
+            // file, so that the cases below damage real content.
+            let status = Command::new("python3")
+                .arg("-c")
+                .arg("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_checkpoint(TRUNCATE)'); c.close()")
+                .arg(&db)
+                .status()
+                .context("python3 (to checkpoint the database)")?;
+            ensure!(status.success(), "checkpointing failed: {status}");
             let good = std::fs::read(&db)?;
-            ensure!(good.len() > 4096, "capwise.db is only {} B", good.len());
+            ensure!(good.len() > 8192, "capwise.db is only {} B", good.len());
 
             let cases: [(&str, Vec<u8>); 3] = [
-                ("truncated", good[..1000].to_vec()),
+                ("truncated to half", good[..good.len() / 2].to_vec()),
                 ("garbage header", {
                     let mut b = good.clone();
                     for x in &mut b[..100] {
