@@ -563,10 +563,9 @@ fn a_corrupt_truncated_or_old_database_is_handled_and_the_agent_works() {
             }
 
             // A database from before the agent's tables existed (policy schema 1
-            // only, as the policy commands wrote it), with a recorded usage row.
+            // only, as the policy commands wrote it), with a known network.
             remove_db(&w.state_dir);
-            let py = format!(
-                r#"
+            let py = r#"
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1])
 c.executescript('''
@@ -580,11 +579,10 @@ INSERT INTO networks VALUES ('old-net', 'Old network', 'ethernet', 1, 1700000000
 PRAGMA user_version = 1;
 ''')
 c.commit()
-"#
-            );
+"#;
             let status = Command::new("python3")
                 .arg("-c")
-                .arg(&py)
+                .arg(py)
                 .arg(&db)
                 .status()
                 .context("python3 (to build an old database)")?;

@@ -256,10 +256,9 @@ impl TorrentShared {
             if is_me {
                 continue;
             }
-            if !self.admits(addr) {
-                if !(self.is_full() && evictions > 0 && self.could_admit(addr)) {
-                    continue;
-                }
+            let may_evict = evictions > 0 && self.is_full() && self.could_admit(addr);
+            if !(self.admits(addr) || may_evict) {
+                continue;
             }
             if self
                 .links
