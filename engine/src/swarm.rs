@@ -39,6 +39,10 @@ pub struct SwarmConfig {
     pub max_unsolicited: u32,
     /// Silence after which a peer is dropped.
     pub idle_timeout: Duration,
+    /// A peer that has said nothing useful (no bitfield, have, interest,
+    /// request or block) this long after connecting is dropped: it only
+    /// holds a connection slot an honest peer could use.
+    pub unproductive_timeout: Duration,
     /// Our listen port, told to peers in the extension handshake.
     pub listen_port: u16,
 }
@@ -57,6 +61,7 @@ impl Default for SwarmConfig {
             ban_after_hash_fails: 2,
             max_unsolicited: 256,
             idle_timeout: Duration::from_secs(180),
+            unproductive_timeout: Duration::from_secs(20),
             listen_port: 0,
         }
     }
@@ -129,6 +134,9 @@ struct Peer {
     snubbed: bool,
     last_recv: Instant,
     last_sent: Instant,
+    connected_at: Instant,
+    /// Has sent something that can lead to an exchange of data.
+    useful: bool,
 }
 
 impl Peer {
@@ -282,6 +290,8 @@ impl Swarm {
             snubbed: false,
             last_recv: now,
             last_sent: now,
+            connected_at: now,
+            useful: false,
         };
         if handshake.supports_extensions() {
             let payload = crate::wire::extension::our_handshake(
@@ -425,6 +435,7 @@ impl Swarm {
             return Ok(());
         };
         peer.last_recv = now;
+        peer.useful |= is_useful(&msg);
         let need_fast = |peer: &Peer, what: &str| {
             if peer.fast {
                 Ok(())
@@ -946,7 +957,13 @@ impl Swarm {
                 peer.up_bytes = 0;
             }
             if now.duration_since(peer.last_recv) > self.config.idle_timeout {
-                idle.push(key);
+                idle.push((key, "idle"));
+                continue;
+            }
+            if !peer.useful
+                && now.duration_since(peer.connected_at) > self.config.unproductive_timeout
+            {
+                idle.push((key, "sent nothing useful since connecting"));
                 continue;
             }
             let before = timed_out.len();
@@ -969,8 +986,8 @@ impl Swarm {
         for block in &timed_out {
             self.picker.release(block);
         }
-        for key in idle {
-            self.drop_peer(key, "idle".into(), false);
+        for (key, reason) in idle {
+            self.drop_peer(key, reason.into(), false);
         }
         if now.duration_since(self.last_choke) >= CHOKE_INTERVAL {
             self.run_choker(now);
@@ -979,5 +996,51 @@ impl Swarm {
         for key in keys {
             self.fill_requests(key, now);
         }
+    }
+}
+
+/// Whether a message can lead to an exchange of data (keep-alives, choke
+/// state, extension greetings and the like cannot).
+fn is_useful(msg: &Message) -> bool {
+    matches!(
+        msg,
+        Message::Bitfield(_)
+            | Message::Have(_)
+            | Message::HaveAll
+            | Message::HaveNone
+            | Message::Interested
+            | Message::Request(_)
+            | Message::Piece { .. }
+    )
+}
+
+impl Swarm {
+    /// The peer to evict when connection slots are full and a newcomer
+    /// waits: of the peers connected for at least `grace` that have sent
+    /// nothing useful, the one silent longest, with that silence. Peers
+    /// that announced pieces or interest are never candidates.
+    pub fn eviction_candidate(&self, now: Instant, grace: Duration) -> Option<(PeerKey, Duration)> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| !p.useful && now.duration_since(p.connected_at) >= grace)
+            .map(|(&k, p)| (k, now.duration_since(p.last_recv)))
+            .max_by_key(|&(k, idle)| (idle, std::cmp::Reverse(k)))
+    }
+
+    /// Drop `key` to make room for a newcomer (an `Event::Disconnect`
+    /// follows); false if it is not a candidate (any more).
+    pub fn evict(&mut self, key: PeerKey, now: Instant, grace: Duration) -> bool {
+        let evictable = self
+            .peers
+            .get(&key)
+            .is_some_and(|p| !p.useful && now.duration_since(p.connected_at) >= grace);
+        if evictable {
+            self.drop_peer(
+                key,
+                "evicted for a newcomer: nothing useful sent".into(),
+                false,
+            );
+        }
+        evictable
     }
 }

@@ -622,8 +622,17 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// A name no earlier moved-aside file has: a rename would replace it, and
+/// two corrupt databases in one second must both be kept.
 fn aside_path(path: &Path, now: Timestamp) -> PathBuf {
-    sibling(path, &format!(".corrupt-{}", now.0))
+    let first = sibling(path, &format!(".corrupt-{}", now.0));
+    if !first.exists() {
+        return first;
+    }
+    (1..1000)
+        .map(|n| sibling(path, &format!(".corrupt-{}-{n}", now.0)))
+        .find(|p| !p.exists())
+        .unwrap_or(first)
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
@@ -644,6 +653,17 @@ fn from_sql_u64(value: i64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_corrupt_file_in_the_same_second_does_not_replace_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("capwise.db");
+        let first = aside_path(&db, Timestamp(5));
+        assert!(first.to_string_lossy().ends_with("capwise.db.corrupt-5"));
+        std::fs::write(&first, b"old").unwrap();
+        let second = aside_path(&db, Timestamp(5));
+        assert!(second.to_string_lossy().ends_with("capwise.db.corrupt-5-1"));
+    }
     use crate::network::{Metered, MeteredSource};
 
     #[test]

@@ -10,6 +10,7 @@
 mod announce;
 pub mod classify;
 mod control;
+mod evict;
 mod handle;
 mod peer;
 mod recheck;
@@ -107,6 +108,8 @@ pub(crate) struct SessionInner {
     pub(crate) peer_id: [u8; 20],
     pub(crate) local_addr: SocketAddr,
     pub(crate) connections: Arc<Semaphore>,
+    /// Incoming peers waiting to see whether an eviction makes room.
+    pub(crate) newcomers: Arc<Semaphore>,
     /// One permit per hashing thread: pieces queue here, not in threads.
     pub(crate) hashing: Arc<Semaphore>,
     pub(crate) shutdown: broadcast::Sender<()>,
@@ -137,6 +140,7 @@ impl Session {
         let (shutdown, _) = broadcast::channel(1);
         let inner = Arc::new(SessionInner {
             connections: Arc::new(Semaphore::new(config.max_connections)),
+            newcomers: Arc::new(Semaphore::new(evict::NEWCOMERS)),
             hashing: Arc::new(Semaphore::new(config.hash_threads.max(1))),
             config,
             hooks,
@@ -264,9 +268,18 @@ async fn accept_loop(inner: Arc<SessionInner>, listener: TcpListener) {
             },
             _ = shutdown.recv() => return,
         };
-        let Ok(permit) = inner.connections.clone().try_acquire_owned() else {
-            tracing::debug!(%addr, "connection limit reached; refusing peer");
-            continue;
+        // With every slot taken, a newcomer may still get one by eviction
+        // (session/evict.rs), once it has shown a handshake for one of our
+        // torrents; a few such newcomers at a time.
+        let permit = match inner.connections.clone().try_acquire_owned() {
+            Ok(p) => Slot::Held(p),
+            Err(_) => match inner.newcomers.clone().try_acquire_owned() {
+                Ok(p) => Slot::Wanted(p),
+                Err(_) => {
+                    tracing::debug!(%addr, "connection limit reached; refusing peer");
+                    continue;
+                }
+            },
         };
         let inner = inner.clone();
         tokio::spawn(async move {
@@ -286,13 +299,19 @@ async fn read_handshake(stream: &mut TcpStream) -> Result<Handshake> {
     Ok(Handshake::decode(&buf)?)
 }
 
+/// A connection slot an incoming peer holds, or is still to get by eviction.
+enum Slot {
+    Held(tokio::sync::OwnedSemaphorePermit),
+    Wanted(tokio::sync::OwnedSemaphorePermit),
+}
+
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn accept_peer(
     inner: Arc<SessionInner>,
     mut stream: TcpStream,
     addr: SocketAddr,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    slot: Slot,
 ) -> Result<()> {
     use tokio::io::AsyncWriteExt;
     let theirs = read_handshake(&mut stream).await?;
@@ -305,12 +324,29 @@ async fn accept_peer(
     let Some(torrent) = torrent else {
         return Err(crate::wire::WireError::BadHandshake.into());
     };
-    if !torrent.admits(addr) {
+    if !torrent.could_admit(addr) {
         return Ok(());
     }
+    let full = matches!(slot, Slot::Wanted(_)) || !torrent.admits(addr);
     stream
         .write_all(&Handshake::new(theirs.info_hash, inner.peer_id).encode())
         .await?;
+    // When full, only a newcomer that announces pieces or interest at once
+    // may take the slot of a silent peer (session/evict.rs).
+    if full && !evict::shows_useful(&stream).await {
+        tracing::debug!(%addr, "slots full and the newcomer sent nothing useful; refused");
+        return Ok(());
+    }
+    let permit = match slot {
+        Slot::Held(p) => p,
+        Slot::Wanted(_newcomer) => match inner.permit_for_newcomer().await {
+            Some(p) => p,
+            None => return Ok(()),
+        },
+    };
+    if !torrent.admits(addr) && !torrent.make_room(addr).await {
+        return Ok(());
+    }
     peer::run(torrent, stream, addr, theirs, permit).await;
     Ok(())
 }

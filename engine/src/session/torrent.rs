@@ -248,10 +248,16 @@ impl TorrentShared {
     /// Dial peers a tracker listed, skipping ourselves, known and banned ones.
     pub(crate) fn connect_peers(self: &Arc<Self>, peers: &[SocketAddr]) {
         let me = self.session.local_addr;
+        // Peers that may evict an unproductive one to get in (session/evict.rs).
+        let mut evictions = super::evict::PER_ANNOUNCE;
         for &addr in peers {
             let is_me = addr.port() == me.port()
                 && (addr.ip() == me.ip() || me.ip().is_unspecified() && addr.ip().is_loopback());
-            if is_me || !self.admits(addr) {
+            if is_me {
+                continue;
+            }
+            let may_evict = evictions > 0 && self.is_full() && self.could_admit(addr);
+            if !(self.admits(addr) || may_evict) {
                 continue;
             }
             if self
@@ -266,14 +272,27 @@ impl TorrentShared {
             if !self.dialing.lock().expect("dial lock").insert(addr) {
                 continue;
             }
-            let Ok(permit) = self.session.connections.clone().try_acquire_owned() else {
-                self.dialing.lock().expect("dial lock").remove(&addr);
-                return;
-            };
+            let permit = self.session.connections.clone().try_acquire_owned().ok();
+            let must_wait = permit.is_none() || !self.admits(addr);
+            if must_wait {
+                if evictions == 0 {
+                    self.dialing.lock().expect("dial lock").remove(&addr);
+                    return;
+                }
+                evictions -= 1;
+            }
             let shared = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = peer::dial(shared.clone(), addr, permit).await {
-                    tracing::debug!(%addr, error = %e, "dial failed");
+                let permit = match permit {
+                    Some(p) => Some(p),
+                    None => shared.session.permit_for_newcomer().await,
+                };
+                if let Some(permit) = permit {
+                    if shared.make_room(addr).await {
+                        if let Err(e) = peer::dial(shared.clone(), addr, permit).await {
+                            tracing::debug!(%addr, error = %e, "dial failed");
+                        }
+                    }
                 }
                 shared.dialing.lock().expect("dial lock").remove(&addr);
             });

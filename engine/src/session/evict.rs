@@ -1,0 +1,216 @@
+//! Making room for a newcomer when connection slots are full: peers that
+//! handshook and then said nothing useful (slow loris, half-dead clients)
+//! would otherwise hold every slot until their time-out, locking honest
+//! peers out. The longest-silent such peer, connected for at least
+//! [`GRACE`], is closed so the newcomer can take its slot.
+//!
+//! Only a newcomer worth it may evict: a peer we dial (a tracker or the
+//! caller named it), or an incoming one whose first messages, peeked at
+//! without consuming them, announce pieces or interest. Otherwise a flood
+//! of silent connections would just evict one another, and an honest peer
+//! arriving in the middle would find no slot old enough to take.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::torrent::TorrentShared;
+use super::SessionInner;
+use crate::picker::PeerKey;
+
+/// A newcomer may not evict a peer younger than this: it has had no time
+/// to say anything yet.
+pub(crate) const GRACE: Duration = Duration::from_secs(1);
+
+/// How long an incoming newcomer has to show a useful message when full.
+pub(crate) const PROOF_WAIT: Duration = Duration::from_secs(1);
+
+/// Incoming peers at most waiting at once for a slot to be freed.
+pub(crate) const NEWCOMERS: usize = 32;
+
+/// Dialled peers at most that may evict, per list of peers (announce).
+pub(crate) const PER_ANNOUNCE: usize = 4;
+
+/// How long a newcomer waits for the slot an eviction frees.
+pub(crate) const WAIT: Duration = Duration::from_secs(3);
+
+impl TorrentShared {
+    /// Whether the torrent has no room for another peer (it may still
+    /// refuse one for other reasons: paused, banned).
+    pub(crate) fn is_full(&self) -> bool {
+        self.links.lock().expect("links lock").len() >= self.session.config.max_peers_per_torrent
+    }
+
+    /// Whether `addr` would be admitted if there were room.
+    pub(crate) fn could_admit(&self, addr: SocketAddr) -> bool {
+        self.takes_peers() && !self.banned.lock().expect("ban lock").contains(&addr)
+    }
+
+    fn eviction_candidate(&self, now: Instant) -> Option<(PeerKey, Duration)> {
+        self.lock_swarm().eviction_candidate(now, GRACE)
+    }
+
+    fn evict(self: &Arc<Self>, key: PeerKey, now: Instant) -> bool {
+        let mut swarm = self.lock_swarm();
+        let evicted = swarm.evict(key, now, GRACE);
+        self.dispatch(swarm);
+        evicted
+    }
+
+    /// Close this torrent's longest-silent unproductive peer, if any.
+    pub(crate) fn evict_one(self: &Arc<Self>) -> bool {
+        let now = Instant::now();
+        match self.eviction_candidate(now) {
+            Some((key, _)) => self.evict(key, now),
+            None => false,
+        }
+    }
+
+    /// For a newcomer at `addr` when the torrent is full: evict one peer
+    /// and wait (bounded) until the newcomer is admitted.
+    pub(crate) async fn make_room(self: &Arc<Self>, addr: SocketAddr) -> bool {
+        if !self.is_full() || !self.evict_one() {
+            return self.admits(addr);
+        }
+        let until = Instant::now() + WAIT;
+        while Instant::now() < until {
+            if self.admits(addr) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}
+
+impl SessionInner {
+    /// Close the longest-silent unproductive peer of any torrent.
+    fn evict_any(&self) -> bool {
+        let now = Instant::now();
+        let torrents: Vec<Arc<TorrentShared>> = self
+            .torrents
+            .lock()
+            .expect("torrents lock")
+            .values()
+            .cloned()
+            .collect();
+        let best = torrents
+            .iter()
+            .filter_map(|t| t.eviction_candidate(now).map(|(k, idle)| (t, k, idle)))
+            .max_by_key(|&(_, _, idle)| idle);
+        best.is_some_and(|(t, key, _)| t.evict(key, now))
+    }
+
+    /// A connection permit for a newcomer: one free now, or the one an
+    /// eviction frees (waited for, bounded).
+    pub(crate) async fn permit_for_newcomer(self: &Arc<Self>) -> Option<OwnedSemaphorePermit> {
+        if let Ok(p) = self.connections.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        if !self.evict_any() {
+            return None;
+        }
+        tokio::time::timeout(WAIT, self.connections.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
+/// Waits up to [`PROOF_WAIT`] for the peer's first messages (after both
+/// handshakes) and tells whether one announces pieces or interest. Peeks:
+/// the connection's reader later gets every byte.
+pub(crate) async fn shows_useful(stream: &TcpStream) -> bool {
+    let until = tokio::time::Instant::now() + PROOF_WAIT;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = match tokio::time::timeout_at(until, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return false,
+        };
+        match first_useful(&buf[..n]) {
+            Proof::Useful => return true,
+            Proof::NotUseful => return false,
+            Proof::NotYet => {}
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Proof {
+    Useful,
+    NotUseful,
+    NotYet,
+}
+
+/// Scans whole peer-wire messages from the start of `buf` (which peeking
+/// refills from the start each time).
+fn first_useful(buf: &[u8]) -> Proof {
+    // have, bitfield, have-all, have-none, interested, request.
+    const USEFUL: [u8; 6] = [4, 5, 0x0E, 0x0F, 2, 6];
+    let mut rest = buf;
+    loop {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            return Proof::NotYet;
+        };
+        let len = u32::from_be_bytes(*len) as usize;
+        if len == 0 {
+            rest = tail;
+            continue;
+        }
+        let Some(&id) = tail.first() else {
+            return Proof::NotYet;
+        };
+        if USEFUL.contains(&id) {
+            return Proof::Useful;
+        }
+        if tail.len() < len {
+            // A large non-useful message (an extension handshake is small)
+            // filling the peek buffer proves nothing either.
+            return if buf.len() >= 4096 {
+                Proof::NotUseful
+            } else {
+                Proof::NotYet
+            };
+        }
+        rest = &tail[len..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bitfield_after_an_extension_handshake_is_useful() {
+        let mut b = vec![0, 0, 0, 4, 20, 0, b'd'];
+        assert_eq!(
+            first_useful(&b),
+            Proof::NotYet,
+            "extension handshake cut short"
+        );
+        b.push(b'e');
+        assert_eq!(first_useful(&b), Proof::NotYet, "nothing useful yet");
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 9, 5]);
+        assert_eq!(
+            first_useful(&b),
+            Proof::Useful,
+            "a bitfield's header is enough"
+        );
+    }
+
+    #[test]
+    fn keep_alives_and_choke_messages_are_not_useful() {
+        let b = [0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 0];
+        assert_eq!(first_useful(&b), Proof::NotYet);
+        assert_eq!(first_useful(&[]), Proof::NotYet);
+        assert_eq!(first_useful(&[0, 0, 0, 1, 0x0E]), Proof::Useful);
+    }
+}
