@@ -1,10 +1,11 @@
 //! Where the agent's bytes on the current network are accounted: a
 //! [`BudgetAccount`] when the network has a budget (debits before bytes
 //! move), else a plain recorder that files usage under the calendar month,
-//! so `capwise usage` knows uncapped networks too. The plain recorder also
-//! writes ahead of the bytes, a chunk at a time, so a kill -9 can make the
-//! ledger over-count by at most [`PLAIN_CHUNK`] per direction and peer class,
-//! never under-count.
+//! so `capwise usage` knows uncapped networks too. Bytes that do not count
+//! against a cap (no budget, LAN peers, a free schedule window) are written
+//! ahead of the bytes, a chunk at a time, so a kill -9 can make the ledger
+//! over-count them by at most [`PLAIN_CHUNK`] per direction and peer class,
+//! never under-count; counted bytes have the budget's durable reservations.
 
 use std::collections::BTreeMap;
 
@@ -17,16 +18,14 @@ use capwise_policy::PolicyError;
 
 use crate::state_db::calendar_month;
 
-/// How far ahead of the bytes the plain recorder writes. Large enough that
+/// How far ahead of the bytes uncounted usage is written. Large enough that
 /// a fast download writes a ledger row only every few milliseconds.
-pub const PLAIN_CHUNK: u64 = 4 << 20;
+pub const PLAIN_CHUNK: u64 = 1 << 20;
 
 /// Usage on a network without a budget: recorded, never refused.
 #[derive(Debug)]
 pub struct PlainUsage {
     period: (Timestamp, Timestamp),
-    /// Bytes already in the ledger that have not moved yet.
-    recorded_ahead: BTreeMap<(Direction, PeerClass), u64>,
 }
 
 /// How the current network's bytes are accounted.
@@ -43,6 +42,8 @@ enum Kind {
 pub struct Accounting {
     network: NetworkId,
     kind: Kind,
+    /// Uncounted bytes already in the ledger that have not moved yet.
+    recorded_ahead: BTreeMap<(Direction, PeerClass), u64>,
 }
 
 impl Accounting {
@@ -54,12 +55,12 @@ impl Accounting {
             }
             None => Kind::Plain(PlainUsage {
                 period: calendar_month(now),
-                recorded_ahead: BTreeMap::new(),
             }),
         };
         Ok(Accounting {
             network: network.clone(),
             kind,
+            recorded_ahead: BTreeMap::new(),
         })
     }
 
@@ -91,25 +92,22 @@ impl Accounting {
         bytes: u64,
         counted: bool,
     ) -> Result<(), DebitError> {
-        match &mut self.kind {
-            Kind::Budgeted(account) if counted => account.try_debit(store, direction, class, bytes),
-            Kind::Budgeted(account) => {
-                account.record_free(direction, class, bytes);
-                Ok(())
-            }
-            Kind::Plain(plain) => {
-                let ahead = plain.recorded_ahead.entry((direction, class)).or_insert(0);
-                if *ahead < bytes {
-                    let write = (bytes - *ahead).max(PLAIN_CHUNK);
-                    store
-                        .add_usage(&self.network, plain.period.0, direction, class, write)
-                        .map_err(DebitError::Store)?;
-                    *ahead += write;
-                }
-                *ahead -= bytes;
-                Ok(())
+        if let Kind::Budgeted(account) = &mut self.kind {
+            if counted && account.counts(direction, class) {
+                return account.try_debit(store, direction, class, bytes);
             }
         }
+        let period_start = self.period().0;
+        let ahead = self.recorded_ahead.entry((direction, class)).or_insert(0);
+        if *ahead < bytes {
+            let write = (bytes - *ahead).max(PLAIN_CHUNK);
+            store
+                .add_usage(&self.network, period_start, direction, class, write)
+                .map_err(DebitError::Store)?;
+            *ahead += write;
+        }
+        *ahead -= bytes;
+        Ok(())
     }
 
     /// Requested download bytes arrived (see `BudgetAccount::arrived`).
@@ -128,14 +126,15 @@ impl Accounting {
 
     /// Starts a new period if `now` left the current one; true if it did.
     pub fn roll_over(&mut self, store: &Store, now: Timestamp) -> Result<bool, PolicyError> {
-        if let Kind::Budgeted(account) = &mut self.kind {
-            return account.roll_over(store, now);
-        }
         let (start, end) = self.period();
         if now >= start && now < end {
             return Ok(false);
         }
-        self.close(store)?;
+        // What was written ahead belongs to the old period.
+        self.take_back_ahead(store)?;
+        if let Kind::Budgeted(account) = &mut self.kind {
+            return account.roll_over(store, now);
+        }
         *self = Accounting::open(store, &self.network.clone(), now)?;
         Ok(true)
     }
@@ -167,19 +166,16 @@ impl Accounting {
     /// change. The account stays usable.
     pub fn close(&mut self, store: &Store) -> Result<(), PolicyError> {
         self.flush(store)?;
-        if let Kind::Plain(plain) = &mut self.kind {
-            while let Some((&(direction, class), &ahead)) = plain.recorded_ahead.iter().next() {
-                if ahead > 0 {
-                    store.take_back_usage(
-                        &self.network,
-                        plain.period.0,
-                        direction,
-                        class,
-                        ahead,
-                    )?;
-                }
-                plain.recorded_ahead.remove(&(direction, class));
+        self.take_back_ahead(store)
+    }
+
+    fn take_back_ahead(&mut self, store: &Store) -> Result<(), PolicyError> {
+        let period_start = self.period().0;
+        while let Some((&(direction, class), &ahead)) = self.recorded_ahead.iter().next() {
+            if ahead > 0 {
+                store.take_back_usage(&self.network, period_start, direction, class, ahead)?;
             }
+            self.recorded_ahead.remove(&(direction, class));
         }
         Ok(())
     }
