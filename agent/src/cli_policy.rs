@@ -93,10 +93,15 @@ pub struct BudgetSetArgs {
     /// Length of a `--period once` allowance, in days.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3660))]
     pub days: u32,
-    /// The carrier's time zone as an offset from UTC, e.g. +02:00 or -05:30;
-    /// periods start at its midnight.
-    #[arg(long, default_value = "+00:00", value_parser = parse_utc_offset, allow_hyphen_values = true)]
-    pub utc_offset: i32,
+    /// The carrier's time zone as an IANA name, e.g. Europe/Paris; periods
+    /// start at its local midnight, following daylight saving time.
+    /// Default: this machine's time zone.
+    #[arg(long, conflicts_with = "utc_offset")]
+    pub time_zone: Option<String>,
+    /// The carrier's time zone as a fixed offset from UTC, e.g. +02:00 or
+    /// -05:30 (no daylight saving time); instead of --time-zone.
+    #[arg(long, value_parser = parse_utc_offset, allow_hyphen_values = true)]
+    pub utc_offset: Option<i32>,
     /// Database and output options.
     #[command(flatten)]
     pub store: StoreArgs,

@@ -25,13 +25,20 @@ impl Env {
         self.dir.path().join("state")
     }
 
-    /// Runs `capwise ARGS --state-dir STATE`.
+    /// Runs `capwise ARGS --state-dir STATE` with the machine's zone UTC,
+    /// so that budgets without a zone flag do not depend on the host.
     fn run(&self, args: &[&str]) -> Output {
+        self.run_in_zone(args, "UTC")
+    }
+
+    /// Runs `capwise ARGS --state-dir STATE` with `TZ=tz`.
+    fn run_in_zone(&self, args: &[&str], tz: &str) -> Output {
         Command::new(env!("CARGO_BIN_EXE_capwise"))
             .args(args)
             .arg("--state-dir")
             .arg(self.state_dir())
             .env("CAPWISE_LOG", "warn")
+            .env("TZ", tz)
             .output()
             .unwrap()
     }
@@ -130,6 +137,91 @@ fn budget_set_list_rm_round_trip_in_text_and_json() {
     let text = env.ok(&["budget", "rm", "satellite"]);
     assert!(text.contains("removed"), "{text}");
     assert!(env.ok(&["budget", "list"]).contains("no budgets"));
+}
+
+#[test]
+fn budget_time_zone_by_name_offset_or_machine() {
+    let env = Env::new();
+    let set = env.json(&[
+        "budget",
+        "set",
+        "paris",
+        "--cap",
+        "1GB",
+        "--period",
+        "daily",
+        "--time-zone",
+        "Europe/Paris",
+    ]);
+    assert_eq!(set["time_zone"], "Europe/Paris");
+    let length = set["period_end"].as_i64().unwrap() - set["period_start"].as_i64().unwrap();
+    assert!(
+        [23, 24, 25].contains(&(length / 3600)) && length % 3600 == 0,
+        "{set}"
+    );
+    let set = env.json(&[
+        "budget",
+        "set",
+        "fixed",
+        "--cap",
+        "1GB",
+        "--utc-offset",
+        "-05:30",
+    ]);
+    assert_eq!(set["time_zone"], "-05:30");
+    assert_eq!(set["utc_offset_seconds"], -(5 * 3600 + 1800));
+    // Neither flag: the machine's zone, by name.
+    let out = env.run_in_zone(
+        &["budget", "set", "machine", "--cap", "1GB", "--json"],
+        "America/New_York",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let set: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(set["time_zone"], "America/New_York");
+
+    let text = env.ok(&["budget", "list"]);
+    assert!(
+        text.contains("ZONE") && text.contains("Europe/Paris") && text.contains("-05:30"),
+        "{text}"
+    );
+    let list = env.json(&["budget", "list"]);
+    let zones: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["time_zone"].as_str().unwrap())
+        .collect();
+    assert_eq!(zones, ["-05:30", "America/New_York", "Europe/Paris"]);
+
+    let err = env.fails(&[
+        "budget",
+        "set",
+        "x",
+        "--cap",
+        "1GB",
+        "--time-zone",
+        "Europe/Atlantis",
+    ]);
+    assert!(
+        err.contains("Europe/Atlantis") && err.contains("IANA"),
+        "{err}"
+    );
+    let err = env.fails(&[
+        "budget",
+        "set",
+        "x",
+        "--cap",
+        "1GB",
+        "--time-zone",
+        "Europe/Paris",
+        "--utc-offset",
+        "+01:00",
+    ]);
+    assert!(err.contains("cannot be used with"), "{err}");
 }
 
 #[test]

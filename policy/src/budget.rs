@@ -2,7 +2,8 @@
 //! kept back for the user. [`period_bounds`] is pure calendar arithmetic.
 
 use crate::error::{PolicyError, Result};
-use crate::time::{days_in_month, to_local, Date, Timestamp, UtcOffset, Weekday};
+use crate::time::{days_in_month, Date, Timestamp, Weekday};
+use crate::zone::{add_days, Zone};
 
 /// How often a budget resets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,19 +72,19 @@ pub struct Budget {
     pub counts: Counts,
     /// Percent of the cap the agent never touches, kept for the user.
     pub reserve_percent: u8,
-    /// The carrier's time zone, as a fixed offset.
-    pub utc_offset: UtcOffset,
+    /// The carrier's time zone: periods start at its local midnight.
+    pub zone: Zone,
 }
 
 impl Budget {
     /// A monthly budget with the default reserve, counting both directions.
-    pub fn monthly(cap_bytes: u64, cycle_day: u8, utc_offset: UtcOffset) -> Budget {
+    pub fn monthly(cap_bytes: u64, cycle_day: u8, zone: impl Into<Zone>) -> Budget {
         Budget {
             cap_bytes,
             period: Period::Monthly { cycle_day },
             counts: Counts::DownAndUp,
             reserve_percent: DEFAULT_RESERVE_PERCENT,
-            utc_offset,
+            zone: zone.into(),
         }
     }
 
@@ -122,26 +123,29 @@ impl Budget {
 
     /// The current period's bounds at `now`.
     pub fn bounds(&self, now: Timestamp) -> (Timestamp, Timestamp) {
-        period_bounds(now, self.period, self.utc_offset)
+        period_bounds(now, self.period, self.zone)
     }
 }
 
 /// The `[start, end)` of the period containing `now`, with period
-/// boundaries at local midnight at `offset`. Monthly cycles on a day that a
-/// month lacks (31 in February) start on that month's last day.
-pub fn period_bounds(now: Timestamp, period: Period, offset: UtcOffset) -> (Timestamp, Timestamp) {
-    let local = to_local(now, offset);
-    let midnight = |date: Date| Timestamp::from_local_date(date, offset);
+/// boundaries at local midnight in `zone`. In a zone with daylight saving
+/// time a daily period is 23 or 25 hours on the days the clocks change.
+/// Monthly cycles on a day that a month lacks (31 in February) start on that
+/// month's last day.
+pub fn period_bounds(
+    now: Timestamp,
+    period: Period,
+    zone: impl Into<Zone>,
+) -> (Timestamp, Timestamp) {
+    let zone = zone.into();
+    let local = zone.to_local(now);
+    let midnight = |date: Date| zone.midnight(date);
     match period {
-        Period::Daily => {
-            let start = midnight(local.date);
-            (start, start.plus_secs(86_400))
-        }
+        Period::Daily => (midnight(local.date), midnight(add_days(local.date, 1))),
         Period::Weekly { starts_on } => {
             let back = (local.weekday.index() + 7 - starts_on.index()) % 7;
-            let today = midnight(local.date);
-            let start = today.plus_secs(-(back as i64) * 86_400);
-            (start, start.plus_secs(7 * 86_400))
+            let first = add_days(local.date, -(back as i64));
+            (midnight(first), midnight(add_days(first, 7)))
         }
         Period::Monthly { cycle_day } => {
             let (y, m) = (local.date.year, local.date.month);
@@ -189,7 +193,7 @@ fn previous_month(year: i32, month: u32) -> (i32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time::days_from_civil;
+    use crate::time::{days_from_civil, UtcOffset};
 
     fn at(y: i32, m: u32, d: u32, h: i64) -> Timestamp {
         Timestamp(days_from_civil(y, m, d) * 86_400 + h * 3600)
@@ -278,6 +282,83 @@ mod tests {
                 assert_eq!(period_bounds(e, p, offset).0, e);
             }
             t += 7 * 3600 + 13;
+        }
+    }
+
+    fn paris() -> Zone {
+        Zone::named("Europe/Paris").unwrap()
+    }
+
+    #[test]
+    fn paris_daily_period_is_23_hours_in_march_and_25_in_october() {
+        // 2025-03-30: clocks go 02:00 -> 03:00; the day starts at 00:00+01:00
+        // (23:00Z the day before) and ends at 00:00+02:00 (22:00Z).
+        let (start, end) = period_bounds(at(2025, 3, 30, 10), Period::Daily, paris());
+        assert_eq!((start, end), (at(2025, 3, 29, 23), at(2025, 3, 30, 22)));
+        assert_eq!(end.0 - start.0, 23 * 3600);
+        // 2025-10-26: clocks go 03:00 -> 02:00; 25 hours.
+        let (start, end) = period_bounds(at(2025, 10, 26, 10), Period::Daily, paris());
+        assert_eq!((start, end), (at(2025, 10, 25, 22), at(2025, 10, 26, 23)));
+        assert_eq!(end.0 - start.0, 25 * 3600);
+        // The day after is 24 hours again.
+        let (start, end) = period_bounds(at(2025, 10, 27, 10), Period::Daily, paris());
+        assert_eq!(end.0 - start.0, 24 * 3600);
+    }
+
+    #[test]
+    fn paris_weekly_and_monthly_periods_span_the_dst_change() {
+        // Week from Monday 24 March (+01:00) to Monday 31 March (+02:00).
+        let p = Period::Weekly {
+            starts_on: Weekday::Mon,
+        };
+        let (start, end) = period_bounds(at(2025, 3, 27, 12), p, paris());
+        assert_eq!((start, end), (at(2025, 3, 23, 23), at(2025, 3, 30, 22)));
+        assert_eq!(end.0 - start.0, 7 * 86_400 - 3600);
+        // Monthly from day 15: 15 Oct 00:00+02:00 to 15 Nov 00:00+01:00.
+        let p = Period::Monthly { cycle_day: 15 };
+        let (start, end) = period_bounds(at(2025, 10, 26, 1), p, paris());
+        assert_eq!((start, end), (at(2025, 10, 14, 22), at(2025, 11, 14, 23)));
+    }
+
+    #[test]
+    fn paris_monthly_cycle_on_day_31_in_february() {
+        let p = Period::Monthly { cycle_day: 31 };
+        // 2025-02-15: started 31 Jan, ends 28 Feb, both at +01:00 midnight.
+        assert_eq!(
+            period_bounds(at(2025, 2, 15, 12), p, paris()),
+            (at(2025, 1, 30, 23), at(2025, 2, 27, 23))
+        );
+        // 28 Feb 23:30Z is already 1 March in Paris: 28 Feb .. 31 Mar, the
+        // end after the March change (+02:00).
+        assert_eq!(
+            period_bounds(at(2025, 2, 28, 23).plus_secs(1800), p, paris()),
+            (at(2025, 2, 27, 23), at(2025, 3, 30, 22))
+        );
+        // Leap year: 29 Feb.
+        assert_eq!(
+            period_bounds(at(2024, 2, 29, 5), p, paris()).0,
+            at(2024, 2, 28, 23)
+        );
+    }
+
+    #[test]
+    fn every_instant_lies_in_its_paris_period_across_dst() {
+        let periods = [
+            Period::Monthly { cycle_day: 31 },
+            Period::Weekly {
+                starts_on: Weekday::Sun,
+            },
+            Period::Daily,
+        ];
+        let zone = paris();
+        let mut t = at(2025, 3, 20, 0).0;
+        while t < at(2025, 11, 5, 0).0 {
+            for p in periods {
+                let (s, e) = period_bounds(Timestamp(t), p, zone);
+                assert!(s.0 <= t && t < e.0, "{p:?} at {t}: {s:?}..{e:?}");
+                assert_eq!(period_bounds(e, p, zone).0, e);
+            }
+            t += 5 * 3600 + 17 * 60;
         }
     }
 

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use crate::budget::Budget;
 use crate::network::Network;
 use crate::schedule::{Rule, Schedule};
-use crate::time::{to_local, ShortDate, Timestamp};
+use crate::time::{ShortDate, Timestamp};
 use crate::units::{HumanBytes, HumanRate};
 
 /// How much may flow in one direction to one class of peers.
@@ -287,7 +287,7 @@ fn is_near_cap(state: &BudgetState, settings: &Settings) -> bool {
 
 /// "; 1.2 GB of 5 GB used, resets 5 Dec" (with others' share when any).
 fn budget_sentence(state: &BudgetState) -> String {
-    let reset_day = to_local(state.resets_at, state.budget.utc_offset).date;
+    let reset_day = state.budget.zone.to_local(state.resets_at).date;
     let others = state.link_used.saturating_sub(state.agent_used);
     let mut s = format!(
         "; {} of {} used",

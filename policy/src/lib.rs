@@ -30,5 +30,6 @@ pub mod source;
 pub mod store;
 pub mod time;
 pub mod units;
+pub mod zone;
 
 pub use error::{PolicyError, Result};

@@ -13,9 +13,11 @@ use crate::ledger::{Direction, PeerClass};
 use crate::network::{Network, NetworkId, NetworkKind};
 use crate::schedule::{Days, Rule, Schedule, Window};
 use crate::time::{Timestamp, UtcOffset, Weekday};
+use crate::zone::Zone;
 
 /// Schema migrations; migration `i` brings the database to version `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE networks (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -68,7 +70,13 @@ CREATE TABLE link_usage (
     tx_bytes INTEGER NOT NULL,
     PRIMARY KEY (network_id, period_start)
 );
-"#];
+"#,
+    // 2: a budget's IANA time zone; NULL keeps the fixed utc_offset_seconds
+    // (every budget stored before this version).
+    r#"
+ALTER TABLE budgets ADD COLUMN time_zone TEXT;
+"#,
+];
 
 /// A network the agent has seen, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,8 +246,8 @@ impl Store {
         };
         self.conn.execute(
             "INSERT OR REPLACE INTO budgets (network_id, cap_bytes, period, cycle_day, one_off_start,
-                 one_off_end, counts, reserve_percent, utc_offset_seconds)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 one_off_end, counts, reserve_percent, utc_offset_seconds, time_zone)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 id.as_str(),
                 to_sql_u64(b.cap_bytes),
@@ -249,7 +257,13 @@ impl Store {
                 end,
                 b.counts.as_str(),
                 b.reserve_percent,
-                b.utc_offset.seconds()
+                // A named zone's offset varies; the name is what counts, and
+                // the NOT NULL column (schema 1) gets UTC's.
+                match b.zone {
+                    Zone::Fixed(offset) => offset.seconds(),
+                    Zone::Named(_) => 0,
+                },
+                b.zone.name()
             ],
         )?;
         Ok(())
@@ -266,12 +280,14 @@ impl Store {
             String,
             i64,
             i32,
+            Option<String>,
         );
         let row: Option<Row> = self
             .conn
             .query_row(
                 "SELECT cap_bytes, period, cycle_day, one_off_start, one_off_end, counts,
-                        reserve_percent, utc_offset_seconds FROM budgets WHERE network_id = ?1",
+                        reserve_percent, utc_offset_seconds, time_zone
+                 FROM budgets WHERE network_id = ?1",
                 [id.as_str()],
                 |r| {
                     Ok((
@@ -283,11 +299,12 @@ impl Store {
                         r.get(5)?,
                         r.get(6)?,
                         r.get(7)?,
+                        r.get(8)?,
                     ))
                 },
             )
             .optional()?;
-        let Some((cap, period, cycle, start, end, counts, reserve, offset)) = row else {
+        let Some((cap, period, cycle, start, end, counts, reserve, offset, zone_name)) = row else {
             return Ok(None);
         };
         let bad = |detail: String| PolicyError::invalid("stored budget", detail);
@@ -310,7 +327,7 @@ impl Store {
             period,
             counts: Counts::parse(&counts).ok_or_else(|| bad(format!("counts {counts:?}")))?,
             reserve_percent: u8::try_from(reserve).map_err(|_| bad("reserve".into()))?,
-            utc_offset: UtcOffset::from_seconds(offset).ok_or_else(|| bad("offset".into()))?,
+            zone: stored_zone(offset, zone_name.as_deref()).ok_or_else(|| bad("offset".into()))?,
         };
         budget.validate()?;
         Ok(Some(budget))
@@ -622,6 +639,23 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// A budget's zone from its columns. A name the tz database no longer knows
+/// (tzdata changed under us) falls back to the stored offset with a warning,
+/// so that the budget still applies.
+fn stored_zone(offset_seconds: i32, name: Option<&str>) -> Option<Zone> {
+    let fixed = UtcOffset::from_seconds(offset_seconds).map(Zone::Fixed);
+    let Some(name) = name else {
+        return fixed;
+    };
+    match Zone::named(name) {
+        Ok(zone) => Some(zone),
+        Err(error) => {
+            tracing::warn!(%error, "stored budget's time zone is unknown; using its fixed offset");
+            fixed
+        }
+    }
+}
+
 /// A name no earlier moved-aside file has: a rename would replace it, and
 /// two corrupt databases in one second must both be kept.
 fn aside_path(path: &Path, now: Timestamp) -> PathBuf {
@@ -715,7 +749,7 @@ mod tests {
         }
         let store = Store::open(&path, Timestamp(5)).unwrap();
         assert!(store.moved_aside().is_some());
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as u32);
     }
 
     #[test]
@@ -746,7 +780,7 @@ mod tests {
             },
             counts: Counts::UpOnly,
             reserve_percent: 15,
-            utc_offset: UtcOffset::from_hm(5, 30).unwrap(),
+            zone: UtcOffset::from_hm(5, 30).unwrap().into(),
         };
         store.set_budget(&net.id, Some(&budget)).unwrap();
         assert_eq!(store.budget(&net.id).unwrap(), Some(budget));
@@ -776,6 +810,53 @@ mod tests {
         };
         store.set_schedule(&net.id, &schedule).unwrap();
         assert_eq!(store.schedule(&net.id).unwrap(), schedule);
+    }
+
+    #[test]
+    fn schema_1_database_is_migrated_and_keeps_its_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.db");
+        {
+            // The database as schema 1 left it (MIGRATIONS[0] is that DDL,
+            // never edited), with a budget at +02:00.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!("{}; PRAGMA user_version = 1;", MIGRATIONS[0]))
+                .unwrap();
+            conn.execute(
+                "INSERT INTO budgets (network_id, cap_bytes, period, cycle_day, one_off_start,
+                     one_off_end, counts, reserve_percent, utc_offset_seconds)
+                 VALUES ('old', 1000, 'daily', NULL, NULL, NULL, 'down+up', 10, 7200)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path, Timestamp(1)).unwrap();
+        assert!(store.moved_aside().is_none());
+        assert_eq!(store.schema_version().unwrap(), 2);
+        let old = store.budget(&NetworkId::new("old")).unwrap().unwrap();
+        assert_eq!(old.zone, Zone::Fixed(UtcOffset::from_hm(2, 0).unwrap()));
+        assert_eq!(old.period, Period::Daily);
+        // The new column takes a name.
+        let id = NetworkId::new("new");
+        let paris = Budget::monthly(1000, 31, Zone::named("Europe/Paris").unwrap());
+        store.set_budget(&id, Some(&paris)).unwrap();
+        drop(store);
+        let store = Store::open(&path, Timestamp(2)).unwrap();
+        assert_eq!(store.budget(&id).unwrap(), Some(paris));
+        assert_eq!(
+            store.budget(&id).unwrap().unwrap().zone.name(),
+            Some("Europe/Paris")
+        );
+    }
+
+    #[test]
+    fn unknown_stored_zone_name_falls_back_to_the_offset() {
+        assert_eq!(
+            stored_zone(3600, Some("Nowhere/Atlantis")),
+            Some(Zone::Fixed(UtcOffset::from_hm(1, 0).unwrap()))
+        );
+        assert_eq!(stored_zone(0, None), Some(Zone::UTC));
+        assert_eq!(stored_zone(30 * 3600, None), None);
     }
 
     #[test]

@@ -5,8 +5,9 @@ use capwise_policy::budget::{Budget, Counts, Period};
 use capwise_policy::ledger::BudgetAccount;
 use capwise_policy::network::NetworkId;
 use capwise_policy::store::Store;
-use capwise_policy::time::{to_local, ShortDate, Timestamp, UtcOffset, Weekday};
+use capwise_policy::time::{ShortDate, Timestamp, UtcOffset, Weekday};
 use capwise_policy::units::HumanBytes;
+use capwise_policy::zone::Zone;
 use serde_json::{json, Value};
 
 use super::output::{format_timestamp, print_json};
@@ -37,9 +38,10 @@ fn set(args: &BudgetSetArgs, now: Timestamp) -> Result<()> {
         print_json(&view);
     } else {
         println!(
-            "budget for '{id}': {} {}, counting {}; {}% ({}) kept for you, so capwise stops at {}",
+            "budget for '{id}': {} {} ({}), counting {}; {}% ({}) kept for you, so capwise stops at {}",
             HumanBytes(budget.cap_bytes),
             period_words(&budget),
+            budget.zone,
             counts_words(budget.counts),
             budget.reserve_percent,
             HumanBytes(budget.reserve_bytes()),
@@ -65,17 +67,18 @@ fn list(args: &StoreArgs, now: Timestamp) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<24} {:>9} {:<26} {:<8} {:>7} {:>9}  RESETS",
-        "NETWORK", "CAP", "PERIOD", "COUNTS", "RESERVE", "USED"
+        "{:<24} {:>9} {:<26} {:<20} {:<8} {:>7} {:>9}  RESETS",
+        "NETWORK", "CAP", "PERIOD", "ZONE", "COUNTS", "RESERVE", "USED"
     );
     for ((id, budget), view) in budgets.iter().zip(&views) {
         let used = view["used_bytes"].as_u64().unwrap_or(0);
-        let resets = to_local(budget.bounds(now).1, budget.utc_offset).date;
+        let resets = budget.zone.to_local(budget.bounds(now).1).date;
         println!(
-            "{:<24} {:>9} {:<26} {:<8} {:>6}% {:>9}  {}",
+            "{:<24} {:>9} {:<26} {:<20} {:<8} {:>6}% {:>9}  {}",
             id.as_str(),
             HumanBytes(budget.cap_bytes).to_string(),
             period_words(budget),
+            budget.zone.to_string(),
             counts_words(budget.counts),
             budget.reserve_percent,
             HumanBytes(used).to_string(),
@@ -140,11 +143,24 @@ fn budget_from_args(args: &BudgetSetArgs, now: Timestamp) -> Result<Budget> {
             CountArg::Up => Counts::UpOnly,
         },
         reserve_percent: args.reserve,
-        utc_offset: UtcOffset::from_seconds(args.utc_offset)
-            .context("--utc-offset is beyond ±18 hours")?,
+        zone: zone_from_args(args.time_zone.as_deref(), args.utc_offset, now)?,
     };
     budget.validate().context("invalid budget")?;
     Ok(budget)
+}
+
+/// `--time-zone NAME`, `--utc-offset ±HH:MM` (clap keeps them exclusive),
+/// or else this machine's zone.
+fn zone_from_args(name: Option<&str>, offset: Option<i32>, now: Timestamp) -> Result<Zone> {
+    match (name, offset) {
+        (Some(name), _) => Zone::named(name).with_context(|| {
+            format!("--time-zone `{name}`: not a time zone this machine knows; use an IANA name such as Europe/Paris or America/New_York")
+        }),
+        (None, Some(seconds)) => Ok(Zone::Fixed(
+            UtcOffset::from_seconds(seconds).context("--utc-offset is beyond ±18 hours")?,
+        )),
+        (None, None) => Ok(Zone::system(now)),
+    }
 }
 
 fn parse_weekday(text: &str) -> Option<Weekday> {
@@ -208,11 +224,37 @@ fn describe(store: &Store, id: &NetworkId, budget: &Budget, now: Timestamp) -> R
         "counts": match budget.counts { Counts::DownAndUp => "both", Counts::UpOnly => "up" },
         "reserve_percent": budget.reserve_percent,
         "agent_limit_bytes": budget.agent_limit(),
-        "utc_offset_seconds": budget.utc_offset.seconds(),
+        "time_zone": budget.zone.to_string(),
+        // For a named zone, the offset in force now.
+        "utc_offset_seconds": budget.zone.offset_at(now).seconds(),
         "period_start": start.0,
         "period_end": end.0,
         "used_bytes": account.link_used(),
         "agent_used_bytes": account.used(),
         "available_bytes": account.available(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zone_flags_name_offset_or_machine() {
+        let now = Timestamp(1_750_000_000);
+        assert_eq!(
+            zone_from_args(Some("Europe/Paris"), None, now)
+                .unwrap()
+                .name(),
+            Some("Europe/Paris")
+        );
+        let err = zone_from_args(Some("Europe/Atlantis"), None, now).unwrap_err();
+        assert!(format!("{err:#}").contains("Europe/Atlantis"), "{err:#}");
+        assert_eq!(
+            zone_from_args(None, Some(-18_000), now).unwrap(),
+            Zone::Fixed(UtcOffset::from_hm(-5, 0).unwrap())
+        );
+        assert!(zone_from_args(None, Some(20 * 3600), now).is_err());
+        assert_eq!(zone_from_args(None, None, now).unwrap(), Zone::system(now));
+    }
 }
