@@ -23,7 +23,7 @@ use capwise_tests::payload::make_tree;
 use capwise_tests::process::{dump_logs, wait_until, ChildGuard};
 use capwise_tests::torrent::make_torrent;
 use capwise_tests::tracker::Tracker;
-use capwise_tests::wan::{monotonic_secs, Ns, WanTopology, A_IP, ROUTER_A_IP};
+use capwise_tests::wan::{monotonic_secs, tx_at, Ns, WanTopology, A_IP, ROUTER_A_IP};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -347,10 +347,18 @@ fn metered_switch_stops_wan_uploads() {
         let (_, tx_first) = w.a_bytes()?;
         std::thread::sleep(UPLOAD_BEFORE);
 
+        // a's veth tx read every millisecond from inside a's namespace: the tight figure.
+        let sampler = w.topo.sample_tx(
+            Ns::A,
+            &w.topo.if_a,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        );
         // a's veth tx (what the carrier bills) and b's veth rx, before and after the rewrite.
         let send_q = w.capwise_send_queue()?;
         let b0 = w.b_bytes()?.0;
         let (_, tx0) = w.a_bytes()?;
+        let t_write = monotonic_secs();
         w.write_network("yes")?;
         let t_switch = monotonic_secs();
         let wall_switch = utc_secs_of_day();
@@ -380,6 +388,7 @@ fn metered_switch_stops_wan_uploads() {
         let leech_alive = leech.try_wait()?.is_none();
         capwise::stop_clean(&mut seed)?;
 
+        let sampled = sampler.finish()?;
         let rate_before = (tx0 - tx_first) as f64 / (t_switch - t_first);
         let &(_, tx_last, rx_b_last) = wire.last().expect("wire has the first sample");
         let wire_late = tx_last - tx0;
@@ -396,6 +405,19 @@ fn metered_switch_stops_wan_uploads() {
             }
         }
         let observed = wire.last().map_or(0.0, |l| l.0 - t_switch);
+        // From the sampler: tx at the rewrite, when growth stopped, and at the end.
+        let tight = match (
+            tx_at(&sampled, t_write),
+            tx_at(&sampled, t_switch + wire_stop),
+            sampled.last(),
+        ) {
+            (Some(at_write), Some(at_stop), Some(&(_, at_end))) => Some((
+                at_stop.saturating_sub(at_write),
+                at_end.saturating_sub(at_write),
+                sampled.len(),
+            )),
+            _ => None,
+        };
         let late_app = match (
             samples.iter().rev().find(|p| p.mono <= t_switch),
             samples.last(),
@@ -414,6 +436,7 @@ fn metered_switch_stops_wan_uploads() {
                 ("a's uplink (tbf) / rate before".into(), format!("{:.1} MB/s / {:.2} MB/s on a's veth", UPLINK_RATE / 1e6, rate_before / 1e6)),
                 ("a's veth tx after the rewrite".into(), format!("{} (issue: payload <= 64 KiB; test bound 1 MiB)", mb(wire_late))),
                 ("same, counted from a reading just after it".into(), mb(tx_last - tx0_after)),
+                ("same, 1 ms in-process sampler: until growth stopped / all".into(), tight.map_or("n/a".into(), |(burst, all, n)| format!("{} / {} ({n} samples)", mb(burst), mb(all)))),
                 ("of which until growth stopped / chatter".into(), format!("{} / {}", mb(tx_at_stop - tx0), mb(tx_last - tx_at_stop))),
                 ("b's veth rx after the rewrite".into(), mb(b_late)),
                 ("capwise noticed the rewrite after".into(), noticed.map_or("n/a".into(), |d| format!("{:.0} ms (network file watched with inotify)", d * 1000.0))),
