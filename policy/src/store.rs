@@ -501,20 +501,14 @@ impl Store {
         peer_class: PeerClass,
         bytes: u64,
     ) -> Result<()> {
-        self.conn.execute(
+        self.usage_row(
             "INSERT INTO usage (network_id, period_start, direction, peer_class, bytes)
              VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(network_id, period_start, direction, peer_class)
              DO UPDATE SET bytes = bytes + ?5",
-            params![
-                id.as_str(),
-                period_start.0,
-                direction.as_str(),
-                peer_class.as_str(),
-                to_sql_u64(bytes)
-            ],
-        )?;
-        Ok(())
+            (id, period_start, direction, peer_class),
+            bytes,
+        )
     }
 
     /// Takes back usage recorded ahead of traffic that then did not move
@@ -528,9 +522,24 @@ impl Store {
         peer_class: PeerClass,
         bytes: u64,
     ) -> Result<()> {
-        self.conn.execute(
+        self.usage_row(
             "UPDATE usage SET bytes = MAX(bytes - ?5, 0)
              WHERE network_id = ?1 AND period_start = ?2 AND direction = ?3 AND peer_class = ?4",
+            (id, period_start, direction, peer_class),
+            bytes,
+        )
+    }
+
+    /// Runs `sql` on one usage row: ?1 network, ?2 period start, ?3
+    /// direction, ?4 peer class, ?5 bytes.
+    fn usage_row(
+        &self,
+        sql: &str,
+        (id, period_start, direction, peer_class): (&NetworkId, Timestamp, Direction, PeerClass),
+        bytes: u64,
+    ) -> Result<()> {
+        self.conn.execute(
+            sql,
             params![
                 id.as_str(),
                 period_start.0,

@@ -87,16 +87,21 @@ impl TorrentShared {
 }
 
 impl SessionInner {
-    /// Close the longest-silent unproductive peer of any torrent.
-    fn evict_any(&self) -> bool {
-        let now = Instant::now();
-        let torrents: Vec<Arc<TorrentShared>> = self
-            .torrents
+    /// The torrents now, taken out of the lock so that no await or per-torrent
+    /// lock happens under it.
+    pub(super) fn torrents_snapshot(&self) -> Vec<Arc<TorrentShared>> {
+        self.torrents
             .lock()
             .expect("torrents lock")
             .values()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Close the longest-silent unproductive peer of any torrent.
+    fn evict_any(&self) -> bool {
+        let now = Instant::now();
+        let torrents = self.torrents_snapshot();
         let best = torrents
             .iter()
             .filter_map(|t| t.eviction_candidate(now).map(|(k, idle)| (t, k, idle)))

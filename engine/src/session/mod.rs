@@ -214,8 +214,11 @@ impl Session {
 
     /// Every torrent in the session, in no particular order.
     pub fn torrents(&self) -> Vec<TorrentHandle> {
-        let all: Vec<Arc<TorrentShared>> = self.lock_torrents().values().cloned().collect();
-        all.into_iter().map(TorrentHandle::new).collect()
+        self.inner
+            .torrents_snapshot()
+            .into_iter()
+            .map(TorrentHandle::new)
+            .collect()
     }
 
     /// Take a torrent out of the session: its connections and tasks end,
@@ -239,14 +242,7 @@ impl Session {
     /// Stop everything: trackers are told `stopped` (briefly), resume data is
     /// saved, connections close.
     pub async fn shutdown(self) {
-        let torrents: Vec<Arc<TorrentShared>> = self
-            .inner
-            .torrents
-            .lock()
-            .expect("torrents lock")
-            .values()
-            .cloned()
-            .collect();
+        let torrents = self.inner.torrents_snapshot();
         let _ = self.inner.shutdown.send(());
         for t in torrents {
             t.stop().await;
