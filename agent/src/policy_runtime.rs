@@ -229,7 +229,7 @@ impl Drop for PolicyRuntime {
     /// Stops following the network and writes the pending ledger rows.
     fn drop(&mut self) {
         self.task.abort();
-        if let Err(error) = self.shared.state().flush() {
+        if let Err(error) = self.shared.state().close() {
             tracing::warn!(%error, "cannot write the last usage to the ledger");
         }
     }

@@ -142,7 +142,7 @@ impl PolicyState {
 
     /// Writes pending ledger rows and takes back what was written ahead of
     /// bytes that never moved (at shutdown).
-    pub fn flush(&mut self) -> Result<(), PolicyError> {
+    pub fn close(&mut self) -> Result<(), PolicyError> {
         match self.account.as_mut() {
             Some(account) => account.close(&self.store),
             None => Ok(()),

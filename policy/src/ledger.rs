@@ -261,12 +261,6 @@ impl BudgetAccount {
         }
     }
 
-    /// Records traffic that a schedule window made free: it is in the
-    /// ledger but not debited.
-    pub fn record_free(&mut self, direction: Direction, peer_class: PeerClass, bytes: u64) {
-        self.record(direction, peer_class, bytes);
-    }
-
     fn record(&mut self, direction: Direction, peer_class: PeerClass, bytes: u64) {
         *self.unflushed.entry((direction, peer_class)).or_insert(0) += bytes;
     }
