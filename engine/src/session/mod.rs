@@ -14,6 +14,7 @@ mod evict;
 mod handle;
 mod peer;
 mod recheck;
+mod send_room;
 mod torrent;
 
 use std::collections::HashMap;

@@ -19,6 +19,7 @@ use crate::swarm::Outgoing;
 use crate::wire::{self, Handshake, Message, BLOCK_SIZE};
 use crate::Result;
 
+use super::send_room::wait_for_send_room;
 use super::torrent::{PeerLink, TorrentShared};
 use super::{read_handshake, HANDSHAKE_TIMEOUT};
 
@@ -28,8 +29,8 @@ const READ_CHUNK: usize = 256 * 1024;
 /// Flush the write buffer once it holds this much (LAN peers).
 const WRITE_BATCH: usize = 256 * 1024;
 /// For WAN peers, both our batch and the kernel's unsent data stay small
-/// (one block each): a byte gate that closes (a metered switch, a cap) then
-/// holds back all but what the kernel already took.
+/// (about one block each, see `send_room`): a byte gate that closes (a
+/// metered switch, a cap) then holds back all but what the kernel already took.
 const WAN_WRITE_BATCH: usize = 16 * 1024;
 const WAN_NOTSENT_LOWAT: u32 = 16 * 1024;
 
@@ -306,7 +307,7 @@ async fn write_loop(
                             writer.write_all(&out).await?;
                             out.clear();
                         }
-                        writer.writable().await?;
+                        wait_for_send_room(writer.as_ref()).await?;
                     }
                     if !hooks.gate.still_admits(Direction::Up, link.class) {
                         deferred.push(block);
