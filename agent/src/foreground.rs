@@ -43,7 +43,7 @@ async fn start_session(args: &TransferArgs) -> Result<(Session, PolicyRuntime)> 
             network_file: args.network_file.clone(),
             settings: Default::default(),
         },
-        hooks.seeding.clone(),
+        &hooks,
     )
     .await?;
     let limits = LimitGate::new(args.upload_limit, args.download_limit);

@@ -151,7 +151,7 @@ mod tests {
     use super::*;
     use crate::policy_runtime::PolicyOptions;
     use crate::state_db::open_store;
-    use capwise_engine::hooks::SeedingSwitch;
+    use capwise_engine::session::Hooks;
     use capwise_policy::budget::Budget;
     use capwise_policy::decision::Reason;
     use capwise_policy::network::NetworkId;
@@ -178,13 +178,13 @@ mod tests {
         }
     }
 
-    async fn start(f: &Fixture, seeding: SeedingSwitch) -> (PolicyRuntime, Arc<PolicyGate>) {
+    async fn start(f: &Fixture, hooks: &Hooks) -> (PolicyRuntime, Arc<PolicyGate>) {
         let options = PolicyOptions {
             state_dir: f.state_dir.clone(),
             network_file: Some(f.net_file.clone()),
             settings: Default::default(),
         };
-        let runtime = PolicyRuntime::start(&options, seeding).await.unwrap();
+        let runtime = PolicyRuntime::start(&options, hooks).await.unwrap();
         let gate = Arc::new(PolicyGate::new(&runtime, LimitGate::new(None, None)));
         (runtime, gate)
     }
@@ -192,8 +192,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn metered_network_holds_wan_uploads_only_until_it_is_unmetered() {
         let f = fixture("id = \"hotspot\"\nmetered = \"yes\"\n");
-        let seeding = SeedingSwitch::default();
-        let (runtime, gate) = start(&f, seeding.clone()).await;
+        let hooks = Hooks::default();
+        let (runtime, gate) = start(&f, &hooks).await;
         assert_eq!(runtime.decision().reason, Reason::Metered);
 
         let up_wan = tokio::spawn({
@@ -215,7 +215,8 @@ mod tests {
         )
         .await
         .expect("downloads go on");
-        assert!(seeding.is_on(), "LAN peers may still be seeded");
+        assert!(hooks.seeding.is_on(), "LAN peers may still be seeded");
+        assert!(hooks.wan.is_on(), "WAN peers stay connected for downloads");
 
         // The user's word wins: an unmetered rewrite of the file frees uploads.
         std::fs::write(&f.net_file, "id = \"hotspot\"\nmetered = \"no\"\n").unwrap();
@@ -239,7 +240,7 @@ mod tests {
     async fn an_idle_policy_rereads_the_store_when_reloaded_or_used_not_every_two_seconds() {
         use crate::policy_runtime::{IDLE_REFRESH_PERIOD, REFRESH_PERIOD};
         let f = fixture("id = \"home\"\nmetered = \"no\"\n");
-        let (runtime, gate) = start(&f, SeedingSwitch::default()).await;
+        let (runtime, gate) = start(&f, &Hooks::default()).await;
         // Quiet refreshes put the follower at the idle pace.
         tokio::time::sleep(REFRESH_PERIOD * 3).await;
         let mark = |metered: Option<bool>| {
@@ -278,11 +279,15 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn roaming_suspends_everything_and_turns_seeding_off() {
+    async fn roaming_suspends_everything_and_turns_seeding_and_the_wan_off() {
         let f = fixture("id = \"abroad\"\nkind = \"cellular\"\nroaming = true\n");
-        let seeding = SeedingSwitch::default();
-        let (_runtime, gate) = start(&f, seeding.clone()).await;
-        assert!(!seeding.is_on());
+        let hooks = Hooks::default();
+        let (_runtime, gate) = start(&f, &hooks).await;
+        assert!(!hooks.seeding.is_on());
+        assert!(
+            !hooks.wan.is_on(),
+            "no announces or WAN connections while roaming"
+        );
         let outcome = timeout(
             Duration::from_secs(600),
             gate.acquire(Direction::Down, PeerClass::Lan, BLOCK),
@@ -301,7 +306,7 @@ mod tests {
             .unwrap()
             .set_budget(&id, Some(&budget))
             .unwrap();
-        let (runtime, gate) = start(&f, SeedingSwitch::default()).await;
+        let (runtime, gate) = start(&f, &Hooks::default()).await;
 
         let mut let_through = 0u64;
         for _ in 0..100 {

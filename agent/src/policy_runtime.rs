@@ -1,6 +1,6 @@
 //! The policy, live: follows the network source, re-decides on every change
 //! and every few seconds, and applies each decision at once to the token
-//! buckets and the engine's seeding switch.
+//! buckets and the engine's seeding and WAN switches.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Result;
-use capwise_engine::hooks::{Direction, PeerClass, SeedingSwitch};
+use capwise_engine::hooks::{Direction, PeerClass, SeedingSwitch, WanSwitch};
+use capwise_engine::session::Hooks;
 use capwise_policy::bucket::{Throttle, Throttles};
 use capwise_policy::decision::{Allowance, Decision, Settings};
 use capwise_policy::network::Network;
@@ -48,6 +49,7 @@ pub(crate) struct Shared {
     decision: watch::Sender<Decision>,
     throttles: Throttles,
     seeding: SeedingSwitch,
+    wan: WanSwitch,
     /// The network source's last report, for reloads outside the follower.
     reported: Mutex<Option<Network>>,
     /// Blocks that asked the gate to pass, ever.
@@ -119,12 +121,13 @@ impl Shared {
         self.apply(decision);
     }
 
-    /// Applies a decision live: buckets first, then the seeding switch, then
-    /// the watch that wakes waiting gates. Logs changes of what is allowed
+    /// Applies a decision live: buckets first, then the seeding and WAN
+    /// switches, then the watch that wakes waiting gates. Logs changes of what is allowed
     /// (not every change of the usage figures in the sentence).
     fn apply(&self, decision: Decision) {
         self.throttles.apply(&decision);
         self.seeding.set(seeding_allowed(&decision));
+        self.wan.set(wan_allowed(&decision));
         self.decision.send_if_modified(|current| {
             if *current == decision {
                 return false;
@@ -141,6 +144,13 @@ impl Shared {
 /// Seeding stays on while any peer class may receive uploads.
 pub fn seeding_allowed(decision: &Decision) -> bool {
     !(decision.up_wan == Allowance::Suspended && decision.up_lan == Allowance::Suspended)
+}
+
+/// Whether the engine may keep any traffic with the WAN (announces, peer
+/// connections): not when both directions are suspended (roaming, a spent
+/// budget, no network), where even handshakes and keep-alives must stop.
+pub fn wan_allowed(decision: &Decision) -> bool {
+    !(decision.up_wan == Allowance::Suspended && decision.down_wan == Allowance::Suspended)
 }
 
 fn same_allowances(a: &Decision, b: &Decision) -> bool {
@@ -169,8 +179,9 @@ pub struct PolicyRuntime {
 
 impl PolicyRuntime {
     /// Opens the store, starts the network source and decides once before
-    /// returning, so the first byte already obeys the policy.
-    pub async fn start(options: &PolicyOptions, seeding: SeedingSwitch) -> Result<Self> {
+    /// returning, so the first byte already obeys the policy. Steers
+    /// `hooks`' seeding and WAN switches.
+    pub async fn start(options: &PolicyOptions, hooks: &Hooks) -> Result<Self> {
         let now = Timestamp::now_from_system();
         let store = open_store(&options.state_dir, now)?;
         let mut source = network_source::follow(options.network_file.as_deref()).await?;
@@ -182,12 +193,15 @@ impl PolicyRuntime {
         }
         let decision = state.decide(now);
         tracing::info!(reason = ?decision.reason, "policy: {}", decision.explanation);
+        let (seeding, wan) = (hooks.seeding.clone(), hooks.wan.clone());
         seeding.set(seeding_allowed(&decision));
+        wan.set(wan_allowed(&decision));
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             throttles: Throttles::new(&decision),
             decision: watch::Sender::new(decision),
             seeding,
+            wan,
             reported: Mutex::new(reported),
             traffic: AtomicU64::new(0),
             idle: AtomicBool::new(false),

@@ -2,8 +2,9 @@
 //!
 //! The engine awaits a [`ByteGate`] before it sends a block (up) and before it
 //! requests one (down), per peer class; a [`SeedingSwitch`] stops uploads at once
-//! without touching downloads; [`Counters`] count bytes per direction and class,
-//! payload and protocol overhead apart.
+//! without touching downloads; a [`WanSwitch`] cuts the WAN off entirely;
+//! [`Counters`] count bytes per direction and class, payload and protocol
+//! overhead apart.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -85,6 +86,40 @@ impl SeedingSwitch {
     /// Allow or stop uploads.
     pub fn set(&self, on: bool) {
         self.0.store(on, Ordering::Release)
+    }
+}
+
+/// Cuts the WAN off entirely (a roaming link, a spent budget): the gates
+/// already hold back payload, but a switched-off WAN also means no tracker
+/// announces, and no WAN peers kept, dialled or accepted, so that not even
+/// handshakes and keep-alives cross a link that must stay silent. LAN peers
+/// go on. On by default.
+#[derive(Debug, Clone)]
+pub struct WanSwitch(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for WanSwitch {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::watch::Sender::new(true)))
+    }
+}
+
+impl WanSwitch {
+    /// Whether WAN traffic may flow now.
+    pub fn is_on(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Let WAN traffic flow, or stop all of it.
+    pub fn set(&self, on: bool) {
+        self.0
+            .send_if_modified(|current| std::mem::replace(current, on) != on);
+    }
+
+    /// Resolves once the WAN is on (at once if it is).
+    pub async fn until_on(&self) {
+        let mut watch = self.0.subscribe();
+        // The sender lives in `self`, so the watch cannot close under us.
+        let _ = watch.wait_for(|on| *on).await;
     }
 }
 

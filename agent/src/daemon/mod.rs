@@ -56,7 +56,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
             network_file,
             settings: config.settings()?,
         },
-        hooks.seeding.clone(),
+        &hooks,
     )
     .await?;
     let db = Arc::new(TorrentDb::open(&state_dir.join(DB_FILE))?);

@@ -1,6 +1,7 @@
 //! Announcing to trackers: `started`, periodic, `completed`, `stopped`, with
 //! BEP 12 tiers; peers from each answer are dialled. Only while the torrent
-//! is active: a pause sends `stopped`, resuming `started` again.
+//! is active (a pause sends `stopped`, resuming `started` again) and the WAN
+//! switch is on.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -82,6 +83,12 @@ async fn active_period(shared: &Arc<TorrentShared>, tiers: &mut TrackerTiers) {
     let mut retry = RETRY_FIRST;
     let mut completed_sent = shared.is_complete();
     loop {
+        if !shared.session.hooks.wan.is_on() {
+            // Trackers are reached over the WAN; the next announce goes out
+            // as soon as it is back on (the interval has likely passed).
+            tracing::debug!(torrent = %shared.metainfo.info.name, "WAN off: announces wait");
+            shared.session.hooks.wan.until_on().await;
+        }
         let req = request(shared, event);
         let mut wait = None;
         let urls: Vec<String> = tiers.urls().into_iter().map(str::to_owned).collect();
@@ -125,6 +132,10 @@ async fn active_period(shared: &Arc<TorrentShared>, tiers: &mut TrackerTiers) {
 /// bounded in time.
 pub(crate) async fn stopped(shared: &TorrentShared) {
     if !shared.tracker_started.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    if !shared.session.hooks.wan.is_on() {
+        // The tracker times us out instead.
         return;
     }
     let url = shared.last_tracker.lock().expect("tracker lock").clone();

@@ -31,7 +31,7 @@ pub use crate::storage::{FileResumeStore, ResumeStore};
 pub use classify::SubnetClassifier;
 pub use handle::{Progress, TorrentHandle, TorrentOptions, TorrentState};
 
-use crate::hooks::{ByteGate, Classifier, Counters, OpenGate, SeedingSwitch};
+use crate::hooks::{ByteGate, Classifier, Counters, OpenGate, PeerClass, SeedingSwitch, WanSwitch};
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::swarm::SwarmConfig;
 use crate::wire::{Handshake, HANDSHAKE_LEN};
@@ -86,6 +86,8 @@ pub struct Hooks {
     pub gate: Arc<dyn ByteGate>,
     /// Uploads on or off.
     pub seeding: SeedingSwitch,
+    /// WAN traffic of any kind on or off.
+    pub wan: WanSwitch,
     /// LAN or WAN for a peer address.
     pub classifier: Arc<dyn Classifier>,
     /// Bytes across all torrents.
@@ -97,6 +99,7 @@ impl Default for Hooks {
         Self {
             gate: Arc::new(OpenGate),
             seeding: SeedingSwitch::default(),
+            wan: WanSwitch::default(),
             classifier: Arc::new(SubnetClassifier::from_system()),
             counters: Arc::new(Counters::default()),
         }
@@ -265,6 +268,12 @@ async fn accept_loop(inner: Arc<SessionInner>, listener: TcpListener) {
             },
             _ = shutdown.recv() => return,
         };
+        if !inner.hooks.wan.is_on() && inner.hooks.classifier.classify(addr.ip()) == PeerClass::Wan
+        {
+            // Closed before a byte is read or written: the WAN must stay silent.
+            tracing::debug!(%addr, "WAN off; refusing peer");
+            continue;
+        }
         // With every slot taken, a newcomer may still get one by eviction
         // (session/evict.rs), once it has shown a handshake for one of our
         // torrents; a few such newcomers at a time.

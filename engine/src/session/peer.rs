@@ -68,6 +68,9 @@ pub(crate) async fn run(
     }
     let _ = stream.set_nodelay(true);
     let class = shared.session.hooks.classifier.classify(addr.ip());
+    if class == PeerClass::Wan && !shared.session.hooks.wan.is_on() {
+        return;
+    }
     if class == PeerClass::Wan {
         if let Err(e) = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(WAN_NOTSENT_LOWAT) {
             tracing::debug!(%addr, error = %e, "cannot bound unsent data");

@@ -256,6 +256,11 @@ impl TorrentShared {
             if is_me {
                 continue;
             }
+            if !self.session.hooks.wan.is_on()
+                && self.session.hooks.classifier.classify(addr.ip()) == PeerClass::Wan
+            {
+                continue;
+            }
             let may_evict = evictions > 0 && self.is_full() && self.could_admit(addr);
             if !(self.admits(addr) || may_evict) {
                 continue;
@@ -296,6 +301,16 @@ impl TorrentShared {
                 }
                 shared.dialing.lock().expect("dial lock").remove(&addr);
             });
+        }
+    }
+
+    /// Close the connections to WAN peers (the WAN switch went off).
+    pub(crate) fn close_wan_links(&self) {
+        for link in self.links.lock().expect("links lock").values() {
+            if link.class == PeerClass::Wan && !link.closed.swap(true, Ordering::AcqRel) {
+                tracing::info!(addr = %link.addr, "WAN off: closing the connection");
+                link.wake.notify_one();
+            }
         }
     }
 
@@ -543,6 +558,9 @@ async fn drive(shared: Arc<TorrentShared>) {
         let now = Instant::now();
         shared.retry_if_due(now);
         let seeding = shared.session.hooks.seeding.is_on();
+        if !shared.session.hooks.wan.is_on() {
+            shared.close_wan_links();
+        }
         {
             let mut swarm = shared.lock_swarm();
             swarm.set_seeding(seeding, now);
