@@ -513,11 +513,21 @@ fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// A missing reference client: a note, or a failure where `scripts/test`
+/// installed them (`CAPWISE_REQUIRE_TOOLS`), so that CI cannot pass by skipping.
+fn missing_tool(note: &str) {
+    assert!(
+        std::env::var_os("CAPWISE_REQUIRE_TOOLS").is_none(),
+        "{note} (CAPWISE_REQUIRE_TOOLS is set)"
+    );
+    println!("note: {note}");
+}
+
 /// Info-hash as reported by external clients, when they are installed.
 fn external_info_hashes(torrent: &Path) -> Vec<(&'static str, String)> {
     let mut found = Vec::new();
     if !Path::new("/usr/bin/transmission-show").exists() {
-        println!("note: /usr/bin/transmission-show not found; skipping external client checks");
+        missing_tool("/usr/bin/transmission-show not found; skipping external client checks");
         return found;
     }
     let out = Command::new("/usr/bin/transmission-show")
@@ -550,11 +560,13 @@ fn external_info_hashes(torrent: &Path) -> Vec<(&'static str, String)> {
             "libtorrent",
             String::from_utf8_lossy(&out.stdout).trim().to_lowercase(),
         )),
-        Ok(out) => println!(
-            "note: python libtorrent unavailable or failed, skipping: {}",
+        Ok(out) => missing_tool(&format!(
+            "python libtorrent unavailable or failed, skipping: {}",
             String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => println!("note: /usr/bin/python3 not runnable, skipping libtorrent: {e}"),
+        )),
+        Err(e) => missing_tool(&format!(
+            "/usr/bin/python3 not runnable, skipping libtorrent: {e}"
+        )),
     }
 
     if let Ok(out) = Command::new("aria2c").arg("-S").arg(torrent).output() {
@@ -567,7 +579,7 @@ fn external_info_hashes(torrent: &Path) -> Vec<(&'static str, String)> {
             found.push(("aria2c", hash.trim().to_lowercase()));
         }
     } else {
-        println!("note: aria2c not found, skipping");
+        missing_tool("aria2c not found, skipping");
     }
     found
 }

@@ -58,6 +58,10 @@ fn hex(bytes: &[u8]) -> String {
 /// not installed.
 fn start_opentracker(hashes: &[[u8; 20]]) -> Option<OpenTracker> {
     if !Path::new(OPENTRACKER).exists() {
+        assert!(
+            std::env::var_os("CAPWISE_REQUIRE_TOOLS").is_none(),
+            "{OPENTRACKER} not found and CAPWISE_REQUIRE_TOOLS is set"
+        );
         eprintln!("note: {OPENTRACKER} not found, skipping (apt-get install -y opentracker)");
         return None;
     }
