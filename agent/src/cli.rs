@@ -28,6 +28,8 @@ pub enum Command {
     Budget(crate::cli_policy::BudgetArgs),
     /// Networks seen, and whether each is metered: list, set.
     Network(crate::cli_policy::NetworkArgs),
+    /// Time windows with their own rules per network (free nights, business hours): add, list, rm.
+    Schedule(crate::cli_schedule::ScheduleArgs),
     /// This period's traffic per network: capwise's share and the whole link's.
     Usage(crate::cli_policy::UsageArgs),
     /// Why transfers are (or are not) limited right now.
@@ -127,7 +129,7 @@ pub struct CreateArgs {
     pub comment: Option<String>,
 }
 
-fn parse_rate_arg(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_rate_arg(s: &str) -> Result<u64, String> {
     crate::units::parse_rate(s).map_err(|e| e.to_string())
 }
 

@@ -197,7 +197,7 @@ fn parse_size_arg(s: &str) -> Result<u64, String> {
     crate::units::parse_size(s).map_err(|e| e.to_string())
 }
 
-fn parse_network_id(s: &str) -> Result<String, String> {
+pub(crate) fn parse_network_id(s: &str) -> Result<String, String> {
     let id = s.trim();
     if id.is_empty() {
         return Err("a network id cannot be empty".into());
@@ -217,7 +217,7 @@ fn parse_percent(s: &str) -> Result<u8, String> {
 }
 
 /// `+02:00`, `-05:30`, `+2`, `0`, `UTC` to seconds east of UTC.
-fn parse_utc_offset(s: &str) -> Result<i32, String> {
+pub(crate) fn parse_utc_offset(s: &str) -> Result<i32, String> {
     let bad = || format!("`{s}`: expected an offset from UTC such as +02:00 or -05:30");
     let text = s.trim();
     if text.eq_ignore_ascii_case("utc") || text.eq_ignore_ascii_case("z") {

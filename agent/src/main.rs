@@ -7,6 +7,7 @@ mod api_types;
 mod cli;
 mod cli_agent;
 mod cli_policy;
+mod cli_schedule;
 mod client;
 mod commands;
 mod config;
@@ -103,6 +104,13 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Network(a) => {
             commands::network::run(&a)?;
+            if let Some(dir) = a.command.edited_state_dir() {
+                commands::tell_agent_policy_changed(dir).await;
+            }
+            Ok(())
+        }
+        Command::Schedule(a) => {
+            commands::schedule::run(&a)?;
             if let Some(dir) = a.command.edited_state_dir() {
                 commands::tell_agent_policy_changed(dir).await;
             }

@@ -327,6 +327,94 @@ fn why_explains_unmetered_metered_and_exhausted_networks() {
 }
 
 #[test]
+fn schedule_add_list_rm_and_why_obeys_it() {
+    let env = Env::new();
+    let office = env.network_file(
+        "office.toml",
+        "id = \"office\"\nname = \"Office\"\nmetered = \"no\"\n",
+    );
+    // A window that always holds: paused all day, every day.
+    let added = env.json(&[
+        "schedule",
+        "add",
+        "office",
+        "--from",
+        "00:00",
+        "--to",
+        "24:00",
+        "--rule",
+        "pause",
+        "--time-zone",
+        "Europe/Paris",
+    ]);
+    assert_eq!(added["window"], 1);
+    assert_eq!(added["time_zone"], "Europe/Paris");
+    let why = env.json(&["why", "--network-file", path_str(&office)]);
+    assert_eq!(why["reason"], "SchedulePause", "{why}");
+    assert_eq!(why["allowances"]["up_wan"], "suspended", "{why}");
+
+    // A second window in another zone is refused; without a zone it joins.
+    let err = env.fails(&[
+        "schedule",
+        "add",
+        "office",
+        "--from",
+        "22:00",
+        "--to",
+        "06:00",
+        "--rule",
+        "free",
+        "--time-zone",
+        "Asia/Tokyo",
+    ]);
+    assert!(err.contains("share one zone"), "{err}");
+    env.ok(&[
+        "schedule", "add", "office", "--from", "22:00", "--to", "06:00", "--days", "mon-fri",
+        "--rule", "limit", "--up", "100KB/s",
+    ]);
+    let list = env.json(&["schedule", "list"]);
+    let windows = list.as_array().unwrap();
+    assert_eq!(windows.len(), 2, "{list}");
+    assert_eq!(windows[1]["days"], "Mon-Fri");
+    assert_eq!(windows[1]["rule"], "limit");
+    assert_eq!(windows[1]["up_rate"], 100_000);
+    assert_eq!(windows[1]["time_zone"], "Europe/Paris");
+    assert!(env
+        .ok(&["schedule", "list"])
+        .contains("22:00-06:00 (to the next day)"));
+
+    // Removing the all-day pause frees the office again.
+    let removed = env.json(&["schedule", "rm", "office", "--window", "1"]);
+    assert_eq!(removed["removed_windows"], 1);
+    let why = env.json(&["why", "--network-file", path_str(&office)]);
+    assert_ne!(why["reason"], "SchedulePause", "{why}");
+    assert!(env
+        .fails(&["schedule", "rm", "office", "--window", "5"])
+        .contains("not one of them"));
+    env.ok(&["schedule", "rm", "office"]);
+    assert_eq!(env.json(&["schedule", "list"]), serde_json::json!([]));
+
+    for bad in [
+        vec![
+            "schedule", "add", "office", "--from", "25:00", "--to", "01:00", "--rule", "free",
+        ],
+        vec![
+            "schedule", "add", "office", "--from", "01:00", "--to", "02:00", "--rule", "limit",
+        ],
+        vec![
+            "schedule", "add", "office", "--from", "01:00", "--to", "02:00", "--rule", "free",
+            "--up", "1MB/s",
+        ],
+        vec![
+            "schedule", "add", "office", "--from", "01:00", "--to", "02:00", "--rule", "free",
+            "--days", "funday",
+        ],
+    ] {
+        env.fails(&bad);
+    }
+}
+
+#[test]
 fn why_with_a_broken_network_file_says_what_is_wrong() {
     let env = Env::new();
     let bad = env.network_file("bad.toml", "name = \"no id\"\n");

@@ -479,7 +479,7 @@ mod tests {
                 end_minute: 7 * 60,
                 rule: Rule::Free,
             }],
-            utc_offset: UtcOffset::UTC,
+            zone: crate::zone::Zone::UTC,
         };
         let s = state(4_500_000_000, 0);
         let night = run(
@@ -513,7 +513,7 @@ mod tests {
                     up: Some(0),
                 },
             }],
-            utc_offset: UtcOffset::UTC,
+            zone: crate::zone::Zone::UTC,
         };
         let d = run(
             &hotspot(Metered::No),

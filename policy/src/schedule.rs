@@ -1,8 +1,11 @@
 //! Time windows with their own rules: free nights, business hours. A window
 //! may cross midnight (22:00–06:00); it then belongs to the day it starts.
+//! Windows are written in local wall-clock time of a zone, so "22:00" stays
+//! 22:00 across daylight saving changes when the zone is a named one.
 
 use crate::error::{PolicyError, Result};
-use crate::time::{to_local, Timestamp, UtcOffset, Weekday};
+use crate::time::{Timestamp, Weekday};
+use crate::zone::Zone;
 
 /// A set of weekdays as a bit mask (bit 0 = Monday).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -88,13 +91,13 @@ pub struct Schedule {
     /// The windows, in priority order.
     pub windows: Vec<Window>,
     /// The time zone the windows are written in.
-    pub utc_offset: UtcOffset,
+    pub zone: Zone,
 }
 
 impl Schedule {
     /// The window in force at `now`, if any.
     pub fn active_at(&self, now: Timestamp) -> Option<&Window> {
-        let local = to_local(now, self.utc_offset);
+        let local = self.zone.to_local(now);
         let minute = local.minute_of_day() as u16;
         self.windows
             .iter()
@@ -119,7 +122,7 @@ mod tests {
                 end_minute: 6 * 60,
                 rule: Rule::Free,
             }],
-            utc_offset: UtcOffset::UTC,
+            zone: Zone::UTC,
         }
     }
 
@@ -160,7 +163,7 @@ mod tests {
                 end_minute: 17 * 60,
                 rule: Rule::Pause,
             }],
-            utc_offset: UtcOffset::from_hm(-5, 0).unwrap(),
+            zone: Zone::Fixed(crate::time::UtcOffset::from_hm(-5, 0).unwrap()),
         };
         // 14:00Z Thursday is 09:00 at -05:00.
         assert_eq!(
@@ -180,5 +183,26 @@ mod tests {
             rule: Rule::Free,
         };
         assert!(w.validate().is_err());
+    }
+
+    #[test]
+    fn a_named_zone_keeps_windows_on_the_wall_clock_across_daylight_saving() {
+        let s = Schedule {
+            windows: vec![Window {
+                days: Days::EVERY_DAY,
+                start_minute: 22 * 60,
+                end_minute: 6 * 60,
+                rule: Rule::Free,
+            }],
+            zone: Zone::named("Europe/Paris").unwrap(),
+        };
+        // Winter (UTC+1): 22:00 local is 21:00Z.
+        assert!(s.active_at(at(2024, 1, 15, 21, 0)).is_some());
+        assert!(s.active_at(at(2024, 1, 15, 20, 59)).is_none());
+        // Summer (UTC+2): 22:00 local is 20:00Z; a fixed +01:00 would say 21:00Z.
+        assert!(s.active_at(at(2024, 7, 15, 20, 0)).is_some());
+        assert!(s.active_at(at(2024, 7, 15, 19, 59)).is_none());
+        assert!(s.active_at(at(2024, 7, 16, 3, 59)).is_some());
+        assert!(s.active_at(at(2024, 7, 16, 4, 0)).is_none());
     }
 }

@@ -76,6 +76,10 @@ CREATE TABLE link_usage (
     r#"
 ALTER TABLE budgets ADD COLUMN time_zone TEXT;
 "#,
+    // 3: a schedule's IANA time zone, as for budgets.
+    r#"
+ALTER TABLE schedule_windows ADD COLUMN time_zone TEXT;
+"#,
 ];
 
 /// A network the agent has seen, as stored.
@@ -257,12 +261,7 @@ impl Store {
                 end,
                 b.counts.as_str(),
                 b.reserve_percent,
-                // A named zone's offset varies; the name is what counts, and
-                // the NOT NULL column (schema 1) gets UTC's.
-                match b.zone {
-                    Zone::Fixed(offset) => offset.seconds(),
-                    Zone::Named(_) => 0,
-                },
+                zone_offset_column(b.zone),
                 b.zone.name()
             ],
         )?;
@@ -370,8 +369,8 @@ impl Store {
             };
             tx.execute(
                 "INSERT INTO schedule_windows (network_id, position, days, start_minute, end_minute,
-                     rule, down_rate, up_rate, utc_offset_seconds)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     rule, down_rate, up_rate, utc_offset_seconds, time_zone)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     id.as_str(),
                     position as i64,
@@ -381,7 +380,8 @@ impl Store {
                     rule,
                     down,
                     up,
-                    schedule.utc_offset.seconds()
+                    zone_offset_column(schedule.zone),
+                    schedule.zone.name()
                 ],
             )?;
         }
@@ -389,10 +389,23 @@ impl Store {
         Ok(())
     }
 
+    /// The networks that have at least one schedule window, by id.
+    pub fn scheduled_networks(&self) -> Result<Vec<NetworkId>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT network_id FROM schedule_windows ORDER BY network_id")?;
+        let ids = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .map(|id| id.map(NetworkId::new))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(ids)
+    }
+
     /// The schedule of a network (empty if none).
     pub fn schedule(&self, id: &NetworkId) -> Result<Schedule> {
         let mut stmt = self.conn.prepare(
-            "SELECT days, start_minute, end_minute, rule, down_rate, up_rate, utc_offset_seconds
+            "SELECT days, start_minute, end_minute, rule, down_rate, up_rate, utc_offset_seconds,
+                    time_zone
              FROM schedule_windows WHERE network_id = ?1 ORDER BY position",
         )?;
         let mut schedule = Schedule::default();
@@ -420,7 +433,7 @@ impl Store {
             };
             window.validate()?;
             schedule.windows.push(window);
-            schedule.utc_offset = UtcOffset::from_seconds(r.get(6)?)
+            schedule.zone = stored_zone(r.get(6)?, r.get::<_, Option<String>>(7)?.as_deref())
                 .ok_or_else(|| PolicyError::invalid("stored schedule", "offset"))?;
         }
         Ok(schedule)
@@ -648,9 +661,19 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// A budget's zone from its columns. A name the tz database no longer knows
-/// (tzdata changed under us) falls back to the stored offset with a warning,
-/// so that the budget still applies.
+/// The `utc_offset_seconds` column (NOT NULL since schema 1) for a zone: a
+/// named zone's offset varies, the name is what counts, and the column gets
+/// UTC's.
+fn zone_offset_column(zone: Zone) -> i32 {
+    match zone {
+        Zone::Fixed(offset) => offset.seconds(),
+        Zone::Named(_) => 0,
+    }
+}
+
+/// A budget's or schedule's zone from its columns. A name the tz database no
+/// longer knows (tzdata changed under us) falls back to the stored offset
+/// with a warning, so that the budget or schedule still applies.
 fn stored_zone(offset_seconds: i32, name: Option<&str>) -> Option<Zone> {
     let fixed = UtcOffset::from_seconds(offset_seconds).map(Zone::Fixed);
     let Some(name) = name else {
@@ -659,7 +682,7 @@ fn stored_zone(offset_seconds: i32, name: Option<&str>) -> Option<Zone> {
     match Zone::named(name) {
         Ok(zone) => Some(zone),
         Err(error) => {
-            tracing::warn!(%error, "stored budget's time zone is unknown; using its fixed offset");
+            tracing::warn!(%error, "stored time zone is unknown; using its fixed offset");
             fixed
         }
     }
@@ -815,10 +838,19 @@ mod tests {
                     },
                 },
             ],
-            utc_offset: UtcOffset::from_hm(1, 0).unwrap(),
+            zone: Zone::Fixed(UtcOffset::from_hm(1, 0).unwrap()),
         };
         store.set_schedule(&net.id, &schedule).unwrap();
         assert_eq!(store.schedule(&net.id).unwrap(), schedule);
+        let named = Schedule {
+            zone: Zone::named("America/New_York").unwrap(),
+            ..schedule
+        };
+        store.set_schedule(&net.id, &named).unwrap();
+        assert_eq!(store.schedule(&net.id).unwrap(), named);
+        assert_eq!(store.scheduled_networks().unwrap(), vec![net.id.clone()]);
+        store.set_schedule(&net.id, &Schedule::default()).unwrap();
+        assert!(store.scheduled_networks().unwrap().is_empty());
     }
 
     #[test]
@@ -841,7 +873,7 @@ mod tests {
         }
         let store = Store::open(&path, Timestamp(1)).unwrap();
         assert!(store.moved_aside().is_none());
-        assert_eq!(store.schema_version().unwrap(), 2);
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as u32);
         let old = store.budget(&NetworkId::new("old")).unwrap().unwrap();
         assert_eq!(old.zone, Zone::Fixed(UtcOffset::from_hm(2, 0).unwrap()));
         assert_eq!(old.period, Period::Daily);

@@ -151,7 +151,11 @@ fn budget_from_args(args: &BudgetSetArgs, now: Timestamp) -> Result<Budget> {
 
 /// `--time-zone NAME`, `--utc-offset ±HH:MM` (clap keeps them exclusive),
 /// or else this machine's zone.
-fn zone_from_args(name: Option<&str>, offset: Option<i32>, now: Timestamp) -> Result<Zone> {
+pub(crate) fn zone_from_args(
+    name: Option<&str>,
+    offset: Option<i32>,
+    now: Timestamp,
+) -> Result<Zone> {
     match (name, offset) {
         (Some(name), _) => Zone::named(name).with_context(|| {
             format!("--time-zone `{name}`: not a time zone this machine knows; use an IANA name such as Europe/Paris or America/New_York")

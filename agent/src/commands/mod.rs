@@ -1,5 +1,5 @@
-//! The CLI's commands. The policy commands (`budget`, `network`, `usage`,
-//! `why`, `net`) open the SQLite store directly, so they work whether or
+//! The CLI's commands. The policy commands (`budget`, `network`,
+//! `schedule`, `usage`, `why`, `net`) open the SQLite store directly, so they work whether or
 //! not the agent runs (and ask a running one to reload after an edit); the
 //! torrent commands talk to the running agent.
 
@@ -9,6 +9,7 @@ pub mod limits;
 pub mod net;
 pub mod network;
 pub(crate) mod output;
+pub mod schedule;
 pub mod torrents;
 pub mod usage;
 pub mod why;
