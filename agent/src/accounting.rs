@@ -74,6 +74,11 @@ impl Accounting {
         })
     }
 
+    /// The network whose ledger this is.
+    pub fn network(&self) -> &NetworkId {
+        &self.network
+    }
+
     /// The current period `[start, end)`.
     pub fn period(&self) -> (Timestamp, Timestamp) {
         match &self.kind {

@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use capwise_policy::decision::{decide, Decision, DecisionInput, Settings};
-use capwise_policy::interface_counters::{read_counters, LinkMeter};
+use capwise_policy::interface_counters::{
+    read_boot_id, read_counters, traffic_while_away, LinkMeter, LinkReading, BOOT_ID_PATH,
+};
 use capwise_policy::ledger::{DebitError, Direction, PeerClass};
 use capwise_policy::network::Network;
 use capwise_policy::schedule::Schedule;
@@ -36,6 +38,12 @@ pub struct PolicyState {
     schedule: Schedule,
     meter: LinkMeter,
     metered_interface: Option<String>,
+    /// This boot's id: kept with each counter reading (see `traffic_while_away`).
+    boot_id: Option<String>,
+    /// Whether this run took its first counter reading: only that one may
+    /// claim traffic from before the run (later baselines follow a network
+    /// change, and the gap belonged to the other network).
+    measured_once: bool,
 }
 
 impl PolicyState {
@@ -50,6 +58,8 @@ impl PolicyState {
             schedule: Schedule::default(),
             meter: LinkMeter::new(),
             metered_interface: None,
+            boot_id: read_boot_id(Path::new(BOOT_ID_PATH)).ok(),
+            measured_once: false,
         }
     }
 
@@ -102,17 +112,18 @@ impl PolicyState {
                 tracing::info!(network = %id, "budget period rolled over");
             }
         }
-        self.measure_link()?;
+        self.measure_link(now)?;
         if let Some(account) = self.account.as_mut() {
             account.flush(&self.store)?;
         }
         Ok(())
     }
 
-    /// Feeds the interface's counters (all programs' traffic) to the ledger.
-    /// An unreadable counter is not fatal: the agent's own debits still
-    /// bound what it spends.
-    fn measure_link(&mut self) -> Result<(), PolicyError> {
+    /// Feeds the interface's counters (all programs' traffic) to the ledger,
+    /// and keeps the reading: the first one of a run adds what the link
+    /// carried since the last run's. An unreadable counter is not fatal: the
+    /// agent's own debits still bound what it spends.
+    fn measure_link(&mut self, now: Timestamp) -> Result<(), PolicyError> {
         let interface = self.network.as_ref().and_then(|n| n.interface.clone());
         if interface != self.metered_interface {
             self.meter.reset();
@@ -121,14 +132,39 @@ impl PolicyState {
         let (Some(interface), Some(account)) = (interface, self.account.as_mut()) else {
             return Ok(());
         };
-        match read_counters(Path::new(SYS_CLASS_NET), &interface) {
-            Ok(counters) => {
-                let delta = self.meter.observe(counters);
-                if delta.rx > 0 || delta.tx > 0 {
-                    account.add_link_usage(&self.store, delta.rx, delta.tx)?;
-                }
+        let counters = match read_counters(Path::new(SYS_CLASS_NET), &interface) {
+            Ok(counters) => counters,
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the interface counters");
+                return Ok(());
             }
-            Err(error) => tracing::debug!(%error, "cannot read the interface counters"),
+        };
+        let first_of_run = !std::mem::replace(&mut self.measured_once, true);
+        let mut delta = self.meter.observe(counters);
+        let reading = self.boot_id.clone().map(|boot_id| LinkReading {
+            interface,
+            boot_id,
+            counters,
+            at: now,
+        });
+        if let (true, Some(reading)) = (first_of_run, &reading) {
+            let kept = self.store.link_reading(account.network())?;
+            let away = traffic_while_away(kept.as_ref(), reading, account.period().0);
+            if away.rx > 0 || away.tx > 0 {
+                tracing::info!(
+                    rx = away.rx,
+                    tx = away.tx,
+                    "the link carried this while capwise was not measuring"
+                );
+                delta.rx += away.rx;
+                delta.tx += away.tx;
+            }
+        }
+        if delta.rx > 0 || delta.tx > 0 {
+            account.add_link_usage(&self.store, delta.rx, delta.tx)?;
+        }
+        if let Some(reading) = reading {
+            self.store.save_link_reading(account.network(), &reading)?;
         }
         Ok(())
     }

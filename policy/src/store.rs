@@ -9,6 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::budget::{Budget, Counts, Period};
 use crate::error::{PolicyError, Result};
+use crate::interface_counters::{Counters, LinkReading};
 use crate::ledger::{Direction, PeerClass};
 use crate::network::{Network, NetworkId, NetworkKind};
 use crate::schedule::{Days, Rule, Schedule, Window};
@@ -79,6 +80,18 @@ ALTER TABLE budgets ADD COLUMN time_zone TEXT;
     // 3: a schedule's IANA time zone, as for budgets.
     r#"
 ALTER TABLE schedule_windows ADD COLUMN time_zone TEXT;
+"#,
+    // 4: the last reading of each network's interface counters, so that a
+    // restart counts what the link carried meanwhile.
+    r#"
+CREATE TABLE link_readings (
+    network_id TEXT PRIMARY KEY,
+    interface TEXT NOT NULL,
+    boot_id TEXT NOT NULL,
+    rx_bytes INTEGER NOT NULL,
+    tx_bytes INTEGER NOT NULL,
+    at INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -387,6 +400,47 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Keeps `reading` as the last one of `id`'s link.
+    pub fn save_link_reading(&self, id: &NetworkId, reading: &LinkReading) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO link_readings (network_id, interface, boot_id, rx_bytes,
+                 tx_bytes, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                id.as_str(),
+                reading.interface,
+                reading.boot_id,
+                to_sql_u64(reading.counters.rx),
+                to_sql_u64(reading.counters.tx),
+                reading.at.0
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The last reading kept for `id`'s link, if any.
+    pub fn link_reading(&self, id: &NetworkId) -> Result<Option<LinkReading>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT interface, boot_id, rx_bytes, tx_bytes, at FROM link_readings
+                 WHERE network_id = ?1",
+                [id.as_str()],
+                |r| {
+                    Ok(LinkReading {
+                        interface: r.get(0)?,
+                        boot_id: r.get(1)?,
+                        counters: Counters {
+                            rx: from_sql_u64(r.get(2)?),
+                            tx: from_sql_u64(r.get(3)?),
+                        },
+                        at: Timestamp(r.get(4)?),
+                    })
+                },
+            )
+            .optional()?)
     }
 
     /// The networks that have at least one schedule window, by id.
@@ -851,6 +905,24 @@ mod tests {
         assert_eq!(store.scheduled_networks().unwrap(), vec![net.id.clone()]);
         store.set_schedule(&net.id, &Schedule::default()).unwrap();
         assert!(store.scheduled_networks().unwrap().is_empty());
+
+        assert_eq!(store.link_reading(&net.id).unwrap(), None);
+        let reading = LinkReading {
+            interface: "wlan0".into(),
+            boot_id: "b1".into(),
+            counters: Counters {
+                rx: u64::MAX / 4,
+                tx: 7,
+            },
+            at: Timestamp(1_700_000_000),
+        };
+        store.save_link_reading(&net.id, &reading).unwrap();
+        let later = LinkReading {
+            at: Timestamp(1_700_000_002),
+            ..reading
+        };
+        store.save_link_reading(&net.id, &later).unwrap();
+        assert_eq!(store.link_reading(&net.id).unwrap(), Some(later));
     }
 
     #[test]
