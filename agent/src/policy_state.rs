@@ -1,8 +1,12 @@
 //! What the policy knows at one moment: the store, the current network (the
 //! user's word on metering applied), its account and schedule, and the
 //! interface meter. Synchronous; the runtime calls it under a mutex.
+//!
+//! Under a VPN the carrier bills the link the tunnel runs over, so the
+//! account, schedule and interface counters are that link's: connecting a
+//! VPN must not get around a cap.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use capwise_policy::decision::{decide, Decision, DecisionInput, Settings};
 use capwise_policy::interface_counters::{read_counters, LinkMeter};
@@ -19,10 +23,10 @@ use crate::network_source::SourceKind;
 /// Where the kernel keeps interface counters.
 const SYS_CLASS_NET: &str = "/sys/class/net";
 
-/// The network with the user's stored word on metering applied.
+/// The network with the user's stored word on metering applied, to the VPN
+/// and to every link under it.
 pub fn with_users_word(store: &Store, network: Network) -> Result<Network, PolicyError> {
-    let word = store.metered_override(&network.id)?;
-    Ok(network.with_user_override(word))
+    network.with_user_overrides(&mut |id| store.metered_override(id))
 }
 
 /// The policy's state.
@@ -36,6 +40,8 @@ pub struct PolicyState {
     schedule: Schedule,
     meter: LinkMeter,
     metered_interface: Option<String>,
+    /// Where interface counters are read; a fake tree in tests.
+    sys_class_net: PathBuf,
 }
 
 impl PolicyState {
@@ -50,7 +56,15 @@ impl PolicyState {
             schedule: Schedule::default(),
             meter: LinkMeter::new(),
             metered_interface: None,
+            sys_class_net: PathBuf::from(SYS_CLASS_NET),
         }
+    }
+
+    /// Reads interface counters under `dir` instead of `/sys/class/net`.
+    #[cfg(test)]
+    pub fn with_sys_class_net(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.sys_class_net = dir.into();
+        self
     }
 
     /// The database, for tests that look at the ledger.
@@ -72,11 +86,14 @@ impl PolicyState {
             Some(n) => Some(with_users_word(&self.store, n)?),
             None => None,
         };
-        let same_id = self.network.as_ref().map(|n| &n.id) == network.as_ref().map(|n| &n.id);
-        if !same_id {
+        let billed = |n: &Option<Network>| n.as_ref().map(|n| n.billed_link().id.clone());
+        if self.network.as_ref().map(|n| &n.id) != network.as_ref().map(|n| &n.id) {
             if let Some(old) = self.network.as_ref() {
                 tracing::info!(from = %old.id, to = ?network.as_ref().map(|n| n.id.to_string()), "network changed");
             }
+        }
+        // A VPN coming up or going down over the same link keeps the account.
+        if billed(&self.network) != billed(&network) {
             self.close_account()?;
         }
         self.network = network;
@@ -84,10 +101,14 @@ impl PolicyState {
             self.schedule = Schedule::default();
             return Ok(());
         };
-        if network.id.as_str() != crate::network_source::UNKNOWN_NETWORK_ID {
-            self.store.note_network_seen(network, now)?;
+        // Both the VPN and the link it runs over, so each can be given a
+        // budget or the user's word by the id `capwise net` shows.
+        for level in network.path() {
+            if level.id.as_str() != crate::network_source::UNKNOWN_NETWORK_ID {
+                self.store.note_network_seen(level, now)?;
+            }
         }
-        let id = network.id.clone();
+        let id = network.billed_link().id.clone();
         self.schedule = self.store.schedule(&id)?;
         let reopen = match &self.account {
             Some(account) => !account.matches_budget(&self.store)?,
@@ -109,11 +130,15 @@ impl PolicyState {
         Ok(())
     }
 
-    /// Feeds the interface's counters (all programs' traffic) to the ledger.
-    /// An unreadable counter is not fatal: the agent's own debits still
-    /// bound what it spends.
+    /// Feeds the billed link's interface counters (all programs' traffic,
+    /// a VPN's included with its overhead) to the ledger. An unreadable
+    /// counter is not fatal: the agent's own debits still bound what it
+    /// spends.
     fn measure_link(&mut self) -> Result<(), PolicyError> {
-        let interface = self.network.as_ref().and_then(|n| n.interface.clone());
+        let interface = self
+            .network
+            .as_ref()
+            .and_then(|n| n.billed_link().interface.clone());
         if interface != self.metered_interface {
             self.meter.reset();
             self.metered_interface = interface.clone();
@@ -121,7 +146,7 @@ impl PolicyState {
         let (Some(interface), Some(account)) = (interface, self.account.as_mut()) else {
             return Ok(());
         };
-        match read_counters(Path::new(SYS_CLASS_NET), &interface) {
+        match read_counters(&self.sys_class_net, &interface) {
             Ok(counters) => {
                 let delta = self.meter.observe(counters);
                 if delta.rx > 0 || delta.tx > 0 {
@@ -206,5 +231,137 @@ impl PolicyState {
                 "not open; the policy database could not be read",
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use capwise_policy::budget::Budget;
+    use capwise_policy::decision::Reason;
+    use capwise_policy::network::{Metered, MeteredSource, NetworkId, NetworkKind};
+    use capwise_policy::time::UtcOffset;
+
+    use crate::state_db::{calendar_month, open_store};
+
+    const MB: u64 = 1_000_000;
+
+    /// The work VPN (wg0) over a phone's hotspot (wlan0) that NetworkManager
+    /// knows is metered.
+    fn vpn_over_hotspot() -> Network {
+        Network {
+            id: NetworkId::new("work-vpn"),
+            name: "work".into(),
+            kind: NetworkKind::Vpn,
+            metered: Metered::Unknown,
+            metered_source: MeteredSource::NetworkManager,
+            interface: Some("wg0".into()),
+            underlying: Some(Box::new(Network {
+                id: NetworkId::new("hotspot"),
+                name: "Pixel hotspot".into(),
+                kind: NetworkKind::Wifi,
+                metered: Metered::Yes,
+                metered_source: MeteredSource::NetworkManager,
+                interface: Some("wlan0".into()),
+                ..Network::default()
+            })),
+            ..Network::default()
+        }
+    }
+
+    fn set_counters(sys: &std::path::Path, interface: &str, rx: u64, tx: u64) {
+        let dir = sys.join(interface).join("statistics");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("rx_bytes"), format!("{rx}\n")).unwrap();
+        std::fs::write(dir.join("tx_bytes"), format!("{tx}\n")).unwrap();
+    }
+
+    #[test]
+    fn a_vpn_over_a_capped_hotspot_spends_the_hotspots_budget_and_word() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path().join("sys-class-net");
+        let now = Timestamp(1_790_000_000);
+        let store = open_store(dir.path(), now).unwrap();
+        let hotspot = NetworkId::new("hotspot");
+        let vpn = NetworkId::new("work-vpn");
+        let cap = 10 * MB;
+        store
+            .set_budget(&hotspot, Some(&Budget::monthly(cap, 1, UtcOffset::UTC)))
+            .unwrap();
+        set_counters(&sys, "wlan0", 1_000, 2_000);
+        set_counters(&sys, "wg0", 500, 700);
+        let mut state = PolicyState::new(store, SourceKind::NetworkManager, Settings::default())
+            .with_sys_class_net(&sys);
+
+        state.refresh(Some(vpn_over_hotspot()), now).unwrap();
+        let d = state.decide(now);
+        assert_eq!(d.reason, Reason::Metered, "{}", d.explanation);
+        assert!(
+            d.explanation
+                .contains("'Pixel hotspot' (under VPN 'work') is metered"),
+            "{}",
+            d.explanation
+        );
+        assert!(
+            d.explanation.contains(" of 10 MB used"),
+            "the hotspot's budget applies: {}",
+            d.explanation
+        );
+        let seen: Vec<_> = state.store().networks().unwrap();
+        for id in [&vpn, &hotspot] {
+            assert!(seen.iter().any(|n| &n.id == id), "{id} noted as seen");
+        }
+
+        // "Unmetered" on the tunnel cannot hide the metered hotspot...
+        state
+            .store()
+            .set_metered_override(&vpn, Some(false))
+            .unwrap();
+        state.refresh(Some(vpn_over_hotspot()), now).unwrap();
+        assert_eq!(state.decide(now).reason, Reason::Metered);
+        // ...but the user's `--metered no` on the hotspot holds.
+        state
+            .store()
+            .set_metered_override(&hotspot, Some(false))
+            .unwrap();
+        state.refresh(Some(vpn_over_hotspot()), now).unwrap();
+        let d = state.decide(now);
+        assert_eq!(d.reason, Reason::Unmetered, "{}", d.explanation);
+
+        // A "LAN" peer through the tunnel is debited as WAN, on the hotspot.
+        state
+            .debit(Direction::Down, PeerClass::Lan, 1_000, true)
+            .unwrap();
+        state.arrived(PeerClass::Lan, 1_000);
+        state.close().unwrap();
+        let period = calendar_month(now).0;
+        let down_wan: u64 = state
+            .store()
+            .usage(&hotspot, period)
+            .unwrap()
+            .iter()
+            .filter(|r| r.direction == Direction::Down && r.peer_class == PeerClass::Wan)
+            .map(|r| r.bytes)
+            .sum();
+        assert_eq!(down_wan, 1_000, "debited to the hotspot as WAN");
+        assert!(state.store().usage(&vpn, period).unwrap().is_empty());
+
+        // Other programs use 9.5 MB on the hotspot's interface (the tunnel's
+        // own counters say something else): the hotspot reaches its limit.
+        set_counters(&sys, "wlan0", 1_000 + 9_500_000, 2_000);
+        set_counters(&sys, "wg0", 500 + 40 * MB, 700);
+        state.refresh(Some(vpn_over_hotspot()), now).unwrap();
+        assert_eq!(
+            state.store().link_usage(&hotspot, period).unwrap(),
+            (9_500_000, 0),
+            "counters read from wlan0, not wg0"
+        );
+        assert_eq!(state.store().link_usage(&vpn, period).unwrap(), (0, 0));
+        let d = state.decide(now);
+        assert_eq!(d.reason, Reason::AtCap, "{}", d.explanation);
+        assert!(matches!(
+            state.debit(Direction::Down, PeerClass::Wan, 1_000, true),
+            Err(DebitError::Exhausted { .. })
+        ));
     }
 }
