@@ -1,8 +1,12 @@
 //! What the policy knows at one moment: the store, the current network (the
 //! user's word on metering applied), its account and schedule, and the
 //! interface meter. Synchronous; the runtime calls it under a mutex.
+//!
+//! Under a VPN the carrier bills the link the tunnel runs over, so the
+//! account, schedule and interface counters are that link's: connecting a
+//! VPN must not get around a cap.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use capwise_policy::decision::{decide, Decision, DecisionInput, Settings};
 use capwise_policy::interface_counters::{
@@ -21,10 +25,10 @@ use crate::network_source::SourceKind;
 /// Where the kernel keeps interface counters.
 const SYS_CLASS_NET: &str = "/sys/class/net";
 
-/// The network with the user's stored word on metering applied.
+/// The network with the user's stored word on metering applied, to the VPN
+/// and to every link under it.
 pub fn with_users_word(store: &Store, network: Network) -> Result<Network, PolicyError> {
-    let word = store.metered_override(&network.id)?;
-    Ok(network.with_user_override(word))
+    network.with_user_overrides(&mut |id| store.metered_override(id))
 }
 
 /// The policy's state.
@@ -44,6 +48,8 @@ pub struct PolicyState {
     /// claim traffic from before the run (later baselines follow a network
     /// change, and the gap belonged to the other network).
     measured_once: bool,
+    /// Where interface counters are read; a fake tree in tests.
+    sys_class_net: PathBuf,
 }
 
 impl PolicyState {
@@ -60,7 +66,15 @@ impl PolicyState {
             metered_interface: None,
             boot_id: read_boot_id(Path::new(BOOT_ID_PATH)).ok(),
             measured_once: false,
+            sys_class_net: PathBuf::from(SYS_CLASS_NET),
         }
+    }
+
+    /// Reads interface counters under `dir` instead of `/sys/class/net`.
+    #[cfg(test)]
+    pub fn with_sys_class_net(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.sys_class_net = dir.into();
+        self
     }
 
     /// The database, for tests that look at the ledger.
@@ -82,11 +96,14 @@ impl PolicyState {
             Some(n) => Some(with_users_word(&self.store, n)?),
             None => None,
         };
-        let same_id = self.network.as_ref().map(|n| &n.id) == network.as_ref().map(|n| &n.id);
-        if !same_id {
+        let billed = |n: &Option<Network>| n.as_ref().map(|n| n.billed_link().id.clone());
+        if self.network.as_ref().map(|n| &n.id) != network.as_ref().map(|n| &n.id) {
             if let Some(old) = self.network.as_ref() {
                 tracing::info!(from = %old.id, to = ?network.as_ref().map(|n| n.id.to_string()), "network changed");
             }
+        }
+        // A VPN coming up or going down over the same link keeps the account.
+        if billed(&self.network) != billed(&network) {
             self.close_account()?;
         }
         self.network = network;
@@ -94,10 +111,14 @@ impl PolicyState {
             self.schedule = Schedule::default();
             return Ok(());
         };
-        if network.id.as_str() != crate::network_source::UNKNOWN_NETWORK_ID {
-            self.store.note_network_seen(network, now)?;
+        // Both the VPN and the link it runs over, so each can be given a
+        // budget or the user's word by the id `capwise net` shows.
+        for level in network.path() {
+            if level.id.as_str() != crate::network_source::UNKNOWN_NETWORK_ID {
+                self.store.note_network_seen(level, now)?;
+            }
         }
-        let id = network.id.clone();
+        let id = network.billed_link().id.clone();
         self.schedule = self.store.schedule(&id)?;
         let reopen = match &self.account {
             Some(account) => !account.matches_budget(&self.store)?,
@@ -119,12 +140,16 @@ impl PolicyState {
         Ok(())
     }
 
-    /// Feeds the interface's counters (all programs' traffic) to the ledger,
-    /// and keeps the reading: the first one of a run adds what the link
-    /// carried since the last run's. An unreadable counter is not fatal: the
-    /// agent's own debits still bound what it spends.
+    /// Feeds the billed link's interface counters (all programs' traffic,
+    /// a VPN's included with its overhead) to the ledger, and keeps the
+    /// reading: the first one of a run adds what the link carried since the
+    /// last run's. An unreadable counter is not fatal: the agent's own debits
+    /// still bound what it spends.
     fn measure_link(&mut self, now: Timestamp) -> Result<(), PolicyError> {
-        let interface = self.network.as_ref().and_then(|n| n.interface.clone());
+        let interface = self
+            .network
+            .as_ref()
+            .and_then(|n| n.billed_link().interface.clone());
         if interface != self.metered_interface {
             self.meter.reset();
             self.metered_interface = interface.clone();
@@ -132,7 +157,7 @@ impl PolicyState {
         let (Some(interface), Some(account)) = (interface, self.account.as_mut()) else {
             return Ok(());
         };
-        let counters = match read_counters(Path::new(SYS_CLASS_NET), &interface) {
+        let counters = match read_counters(&self.sys_class_net, &interface) {
             Ok(counters) => counters,
             Err(error) => {
                 tracing::debug!(%error, "cannot read the interface counters");
@@ -242,5 +267,182 @@ impl PolicyState {
                 "not open; the policy database could not be read",
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use capwise_policy::budget::Budget;
+    use capwise_policy::decision::Reason;
+    use capwise_policy::network::{Metered, MeteredSource, NetworkId, NetworkKind};
+    use capwise_policy::time::UtcOffset;
+
+    use crate::state_db::{calendar_month, open_store};
+
+    const MB: u64 = 1_000_000;
+
+    /// The work VPN (wg0) over a phone's hotspot (wlan0) that NetworkManager
+    /// knows is metered.
+    fn vpn_over_hotspot() -> Network {
+        Network {
+            id: NetworkId::new("work-vpn"),
+            name: "work".into(),
+            kind: NetworkKind::Vpn,
+            metered: Metered::Unknown,
+            metered_source: MeteredSource::NetworkManager,
+            interface: Some("wg0".into()),
+            underlying: Some(Box::new(Network {
+                id: NetworkId::new("hotspot"),
+                name: "Pixel hotspot".into(),
+                kind: NetworkKind::Wifi,
+                metered: Metered::Yes,
+                metered_source: MeteredSource::NetworkManager,
+                interface: Some("wlan0".into()),
+                ..Network::default()
+            })),
+            ..Network::default()
+        }
+    }
+
+    fn set_counters(sys: &std::path::Path, interface: &str, rx: u64, tx: u64) {
+        let dir = sys.join(interface).join("statistics");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("rx_bytes"), format!("{rx}\n")).unwrap();
+        std::fs::write(dir.join("tx_bytes"), format!("{tx}\n")).unwrap();
+    }
+
+    #[test]
+    fn a_vpn_over_a_capped_hotspot_spends_the_hotspots_budget_and_word() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path().join("sys-class-net");
+        let now = Timestamp(1_790_000_000);
+        let store = open_store(dir.path(), now).unwrap();
+        let hotspot = NetworkId::new("hotspot");
+        let vpn = NetworkId::new("work-vpn");
+        let cap = 10 * MB;
+        store
+            .set_budget(&hotspot, Some(&Budget::monthly(cap, 1, UtcOffset::UTC)))
+            .unwrap();
+        set_counters(&sys, "wlan0", 1_000, 2_000);
+        set_counters(&sys, "wg0", 500, 700);
+        let mut state = PolicyState::new(store, SourceKind::NetworkManager, Settings::default())
+            .with_sys_class_net(&sys);
+
+        state.refresh(Some(vpn_over_hotspot()), now).unwrap();
+        let d = state.decide(now);
+        assert_eq!(d.reason, Reason::Metered, "{}", d.explanation);
+        assert!(
+            d.explanation
+                .contains("'Pixel hotspot' (under VPN 'work') is metered"),
+            "{}",
+            d.explanation
+        );
+        assert!(
+            d.explanation.contains(" of 10 MB used"),
+            "the hotspot's budget applies: {}",
+            d.explanation
+        );
+        let seen: Vec<_> = state.store().networks().unwrap();
+        for id in [&vpn, &hotspot] {
+            assert!(seen.iter().any(|n| &n.id == id), "{id} noted as seen");
+        }
+
+        // "Unmetered" on the tunnel cannot hide the metered hotspot...
+        state
+            .store()
+            .set_metered_override(&vpn, Some(false))
+            .unwrap();
+        state.refresh(Some(vpn_over_hotspot()), now).unwrap();
+        assert_eq!(state.decide(now).reason, Reason::Metered);
+        // ...but the user's `--metered no` on the hotspot holds.
+        state
+            .store()
+            .set_metered_override(&hotspot, Some(false))
+            .unwrap();
+        state.refresh(Some(vpn_over_hotspot()), now).unwrap();
+        let d = state.decide(now);
+        assert_eq!(d.reason, Reason::Unmetered, "{}", d.explanation);
+
+        // A "LAN" peer through the tunnel is debited as WAN, on the hotspot.
+        state
+            .debit(Direction::Down, PeerClass::Lan, 1_000, true)
+            .unwrap();
+        state.arrived(PeerClass::Lan, 1_000);
+        state.close().unwrap();
+        let period = calendar_month(now).0;
+        let down_wan: u64 = state
+            .store()
+            .usage(&hotspot, period)
+            .unwrap()
+            .iter()
+            .filter(|r| r.direction == Direction::Down && r.peer_class == PeerClass::Wan)
+            .map(|r| r.bytes)
+            .sum();
+        assert_eq!(down_wan, 1_000, "debited to the hotspot as WAN");
+        assert!(state.store().usage(&vpn, period).unwrap().is_empty());
+
+        // Other programs use 9.5 MB on the hotspot's interface (the tunnel's
+        // own counters say something else): the hotspot reaches its limit.
+        set_counters(&sys, "wlan0", 1_000 + 9_500_000, 2_000);
+        set_counters(&sys, "wg0", 500 + 40 * MB, 700);
+        state.refresh(Some(vpn_over_hotspot()), now).unwrap();
+        assert_eq!(
+            state.store().link_usage(&hotspot, period).unwrap(),
+            (9_500_000, 0),
+            "counters read from wlan0, not wg0"
+        );
+        assert_eq!(state.store().link_usage(&vpn, period).unwrap(), (0, 0));
+        let d = state.decide(now);
+        assert_eq!(d.reason, Reason::AtCap, "{}", d.explanation);
+        assert!(matches!(
+            state.debit(Direction::Down, PeerClass::Wan, 1_000, true),
+            Err(DebitError::Exhausted { .. })
+        ));
+    }
+
+    #[test]
+    fn a_restart_counts_what_the_link_carried_while_capwise_was_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path().join("sys-class-net");
+        let hotspot = || vpn_over_hotspot().underlying.map(|n| *n).unwrap();
+        let id = NetworkId::new("hotspot");
+        let start = Timestamp(1_790_000_000);
+        let period = calendar_month(start).0;
+        let run = |at: Timestamp| {
+            let store = open_store(dir.path(), at).unwrap();
+            let mut state =
+                PolicyState::new(store, SourceKind::NetworkManager, Settings::default())
+                    .with_sys_class_net(&sys);
+            state.refresh(Some(hotspot()), at).unwrap();
+            state
+        };
+
+        set_counters(&sys, "wlan0", 10_000, 20_000);
+        let mut first = run(start);
+        set_counters(&sys, "wlan0", 10_300, 20_040);
+        first.refresh(Some(hotspot()), start.plus_secs(2)).unwrap();
+        assert_eq!(first.store().link_usage(&id, period).unwrap(), (300, 40));
+        first.close().unwrap();
+        drop(first);
+
+        // Stopped for five minutes while other programs used the link.
+        set_counters(&sys, "wlan0", 710_300, 80_040);
+        let second = run(start.plus_secs(302));
+        assert_eq!(
+            second.store().link_usage(&id, period).unwrap(),
+            (700_300, 60_040),
+            "the gap counts"
+        );
+        drop(second);
+
+        // Away for twenty minutes: the interface may have been elsewhere.
+        set_counters(&sys, "wlan0", 5_710_300, 80_040);
+        let third = run(start.plus_secs(302 + 1_200));
+        assert_eq!(
+            third.store().link_usage(&id, period).unwrap(),
+            (700_300, 60_040),
+            "a long gap is not claimed"
+        );
     }
 }

@@ -153,7 +153,7 @@ pub fn decide(input: &DecisionInput<'_>, now: Timestamp) -> Decision {
             "Paused: no network connection.".into(),
         );
     };
-    let name = network.display_name();
+    let name = network.quoted_name();
     let (metered_value, metered_source) = network.effective_metered();
     let metered = metered_value.counts_as_metered();
     let budget_note = input.budget.map(budget_sentence).unwrap_or_default();
@@ -164,21 +164,21 @@ pub fn decide(input: &DecisionInput<'_>, now: Timestamp) -> Decision {
             Suspended,
             false,
             Reason::Roaming,
-            format!("Paused: '{name}' is roaming{budget_note}."),
+            format!("Paused: {name} is roaming{budget_note}."),
         )
     } else if window.map(|w| w.rule) == Some(Rule::Pause) {
         uniform(
             Suspended,
             false,
             Reason::SchedulePause,
-            format!("Paused by the schedule on '{name}'{budget_note}."),
+            format!("Paused by the schedule on {name}{budget_note}."),
         )
     } else if window.map(|w| w.rule) == Some(Rule::Free) {
         let mut d = uniform(
             Unlimited,
             true,
             Reason::ScheduleFree,
-            format!("No limits: free time on '{name}' by the schedule{budget_note}."),
+            format!("No limits: free time on {name} by the schedule{budget_note}."),
         );
         d.counts_against_budget = false;
         d
@@ -190,7 +190,7 @@ pub fn decide(input: &DecisionInput<'_>, now: Timestamp) -> Decision {
             Suspended,
             false,
             Reason::AtCap,
-            format!("Paused: '{name}' reached its limit, keeping the rest for you{budget_note}."),
+            format!("Paused: {name} reached its limit, keeping the rest for you{budget_note}."),
         )
     } else {
         let near = input.budget.is_some_and(|b| is_near_cap(b, settings));
@@ -211,7 +211,7 @@ pub fn decide(input: &DecisionInput<'_>, now: Timestamp) -> Decision {
             (
                 Reason::NearCap,
                 format!(
-                    "Downloads slowed to {}{}: '{name}' is near its limit{budget_note}.",
+                    "Downloads slowed to {}{}: {name} is near its limit{budget_note}.",
                     HumanRate(settings.near_cap_download_rate),
                     if up_wan == Suspended {
                         " and seeding paused"
@@ -232,14 +232,14 @@ pub fn decide(input: &DecisionInput<'_>, now: Timestamp) -> Decision {
             }
             let _ = write!(
                 s,
-                ": '{name}' is metered ({}){budget_note}.",
+                ": {name} is metered ({}){budget_note}.",
                 metered_source.says_so()
             );
             (Reason::Metered, s)
         } else {
             (
                 Reason::Unmetered,
-                format!("No limits: '{name}' is not metered{budget_note}."),
+                format!("No limits: {name} is not metered{budget_note}."),
             )
         };
         Decision {
@@ -464,10 +464,17 @@ mod tests {
     fn lan_through_a_vpn_costs_like_wan() {
         let mut vpn = hotspot(Metered::Unknown);
         vpn.kind = NetworkKind::Vpn;
+        vpn.name = "work".into();
         vpn.underlying = Some(Box::new(hotspot(Metered::Yes)));
         let d = run(&vpn, None, None, at(2024, 11, 20, 12));
         assert_eq!(d.reason, Reason::Metered);
         assert_eq!(d.up_lan, Suspended);
+        assert!(
+            d.explanation
+                .contains("'Pixel hotspot' (under VPN 'work') is metered"),
+            "{}",
+            d.explanation
+        );
     }
 
     #[test]

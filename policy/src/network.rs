@@ -167,21 +167,38 @@ pub struct Network {
 }
 
 impl Network {
-    /// The metering that counts, with its source. A VPN over a metered link
-    /// is metered; otherwise the network's own value holds.
+    /// The metering that counts, with its source: metered when any link on
+    /// the path counts as metered. The carrier bills the link under a VPN,
+    /// so nobody's "unmetered" on the tunnel can hide a metered link; the
+    /// user's "unmetered" on the billed link itself does hold.
     pub fn effective_metered(&self) -> (Metered, MeteredSource) {
-        if let Some(under) = &self.underlying {
-            let (m, source) = under.effective_metered();
-            if m.counts_as_metered() && !self.metered_is_user_no() {
-                return (m, source);
-            }
+        let own = (self.metered, self.metered_source);
+        let Some(under) = &self.underlying else {
+            return own;
+        };
+        let below = under.effective_metered();
+        let below_known = below.0 != Metered::Unknown;
+        if below.0.counts_as_metered() || (!own.0.counts_as_metered() && below_known) {
+            below
+        } else {
+            own
         }
-        (self.metered, self.metered_source)
     }
 
-    /// True when the user explicitly said this network is unmetered.
-    fn metered_is_user_no(&self) -> bool {
-        self.metered_source == MeteredSource::User && self.metered == Metered::No
+    /// The link the carrier bills: under a VPN, the innermost link the
+    /// tunnel runs over; else the network itself. Budgets, usage, schedules
+    /// and interface counters belong to it.
+    pub fn billed_link(&self) -> &Network {
+        let mut link = self;
+        while let Some(under) = link.underlying.as_deref() {
+            link = under;
+        }
+        link
+    }
+
+    /// The network and every link under it, outermost first.
+    pub fn path(&self) -> impl Iterator<Item = &Network> {
+        std::iter::successors(Some(self), |n| n.underlying.as_deref())
     }
 
     /// True when the policy must treat this network as metered.
@@ -214,12 +231,40 @@ impl Network {
         self
     }
 
+    /// The user's words applied at every level: `word(id)` is what the user
+    /// said about the network with that id.
+    pub fn with_user_overrides<E>(
+        mut self,
+        word: &mut impl FnMut(&NetworkId) -> Result<Option<bool>, E>,
+    ) -> Result<Network, E> {
+        if let Some(under) = self.underlying.take() {
+            self.underlying = Some(Box::new(under.with_user_overrides(word)?));
+        }
+        let said = word(&self.id)?;
+        Ok(self.with_user_override(said))
+    }
+
     /// The name for sentences, falling back to the id.
     pub fn display_name(&self) -> &str {
         if self.name.is_empty() {
             self.id.as_str()
         } else {
             &self.name
+        }
+    }
+
+    /// The quoted name for sentences, naming the link a person pays for
+    /// first: "'Pixel hotspot' (under VPN 'work')", or "'Pixel hotspot'".
+    pub fn quoted_name(&self) -> String {
+        let billed = self.billed_link();
+        if std::ptr::eq(billed, self) {
+            format!("'{}'", self.display_name())
+        } else {
+            format!(
+                "'{}' (under VPN '{}')",
+                billed.display_name(),
+                self.display_name()
+            )
         }
     }
 }
@@ -263,5 +308,68 @@ mod tests {
         assert!(n.is_metered());
         let n = net(Metered::GuessYes).with_user_override(None);
         assert!(n.is_metered());
+    }
+
+    fn vpn_over(link: Network) -> Network {
+        Network {
+            id: NetworkId::new("work-vpn"),
+            name: "work".into(),
+            kind: NetworkKind::Vpn,
+            metered: Metered::Unknown,
+            interface: Some("wg0".into()),
+            underlying: Some(Box::new(link)),
+            ..Network::default()
+        }
+    }
+
+    #[test]
+    fn the_billed_link_is_the_innermost_and_names_lead_with_it() {
+        let mut hotspot = net(Metered::Yes);
+        hotspot.id = NetworkId::new("hotspot");
+        hotspot.name = "Pixel hotspot".into();
+        let inner_vpn = vpn_over(hotspot);
+        let mut outer = vpn_over(inner_vpn);
+        outer.id = NetworkId::new("outer");
+        assert_eq!(outer.billed_link().id.as_str(), "hotspot");
+        assert_eq!(
+            outer.path().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+            ["outer", "work-vpn", "hotspot"]
+        );
+        let vpn = outer.underlying.unwrap();
+        assert_eq!(vpn.quoted_name(), "'Pixel hotspot' (under VPN 'work')");
+        assert_eq!(vpn.billed_link().quoted_name(), "'Pixel hotspot'");
+    }
+
+    #[test]
+    fn unmetered_on_the_tunnel_cannot_hide_a_metered_link_but_the_links_own_word_holds() {
+        let mut hotspot = net(Metered::Yes);
+        hotspot.id = NetworkId::new("hotspot");
+        let words = |vpn_says: Option<bool>, link_says: Option<bool>| {
+            move |id: &NetworkId| -> Result<Option<bool>, ()> {
+                Ok(if id.as_str() == "hotspot" {
+                    link_says
+                } else {
+                    vpn_says
+                })
+            }
+        };
+        let vpn = vpn_over(hotspot.clone())
+            .with_user_overrides(&mut words(Some(false), None))
+            .unwrap();
+        assert!(vpn.is_metered(), "the carrier bills the hotspot");
+        assert_eq!(vpn.effective_metered().1, MeteredSource::NetworkManager);
+
+        let vpn = vpn_over(hotspot.clone())
+            .with_user_overrides(&mut words(None, Some(false)))
+            .unwrap();
+        assert!(!vpn.is_metered(), "the user said the hotspot is unmetered");
+        assert_eq!(vpn.effective_metered().1, MeteredSource::User);
+
+        let mut free_link = hotspot;
+        free_link.metered = Metered::No;
+        let vpn = vpn_over(free_link)
+            .with_user_overrides(&mut words(Some(true), None))
+            .unwrap();
+        assert!(vpn.is_metered(), "a tunnel the user pays for is metered");
     }
 }

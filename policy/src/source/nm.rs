@@ -3,6 +3,19 @@
 //! are followed through PropertiesChanged signals, not polling, and the
 //! connection is re-read when `PrimaryConnection` changes.
 //!
+//! A VPN does not hide the link it runs over: NetworkManager's
+//! `PrimaryConnection` is, with a VPN holding the default route, "the
+//! connection that contains the route to the VPN endpoint", i.e. the link
+//! the carrier bills, and `Metered` is that link's. When another active
+//! connection is a VPN (`Vpn`, or type "vpn"/"wireguard") with `Default` or
+//! `Default6` set, the uplink is reported as that VPN over the primary
+//! connection. Should the primary connection itself be a tunnel (a
+//! WireGuard device with the best default route), the link under it is the
+//! other active connection with a device, the metered one first (failing
+//! closed), metered as its device says. Active connections' and devices'
+//! own PropertiesChanged (a VPN gaining the default route, a device's
+//! `Metered`) are followed too.
+//!
 //! A Wi-Fi link is named by the SSID of its access point (the profile's name
 //! if that cannot be read). A cellular link's device is a ModemManager modem
 //! (its `Udi`); the modem's 3GPP `RegistrationState` says whether it roams
@@ -25,6 +38,14 @@ pub const MM_SERVICE: &str = "org.freedesktop.ModemManager1";
 const MM_MODEM_PREFIX: &str = "/org/freedesktop/ModemManager1/Modem/";
 /// MMModem3gppRegistrationState: registered on a foreign (roaming) network.
 pub const MM_REGISTRATION_ROAMING: u32 = 5;
+/// Where NetworkManager keeps its active connections.
+const ACTIVE_CONNECTION_PATHS: &str = "/org/freedesktop/NetworkManager/ActiveConnection";
+/// The interface of an active connection.
+const ACTIVE_CONNECTION_INTERFACE: &str = "org.freedesktop.NetworkManager.Connection.Active";
+/// Where NetworkManager keeps its devices.
+const DEVICE_PATHS: &str = "/org/freedesktop/NetworkManager/Devices";
+/// The interface of a device.
+const DEVICE_INTERFACE: &str = "org.freedesktop.NetworkManager.Device";
 
 #[zbus::proxy(
     interface = "org.freedesktop.NetworkManager",
@@ -39,6 +60,10 @@ trait NetworkManager {
     /// Whether the primary connection is metered (NMMetered).
     #[zbus(property)]
     fn metered(&self) -> zbus::Result<u32>;
+
+    /// Every active connection, VPNs included.
+    #[zbus(property)]
+    fn active_connections(&self) -> zbus::Result<Vec<OwnedObjectPath>>;
 }
 
 #[zbus::proxy(
@@ -65,6 +90,18 @@ trait ActiveConnection {
     /// For Wi-Fi, the access point in use.
     #[zbus(property)]
     fn specific_object(&self) -> zbus::Result<OwnedObjectPath>;
+
+    /// Whether it holds the default IPv4 route.
+    #[zbus(property)]
+    fn default(&self) -> zbus::Result<bool>;
+
+    /// Whether it holds the default IPv6 route.
+    #[zbus(property)]
+    fn default6(&self) -> zbus::Result<bool>;
+
+    /// Whether it is a (plugin) VPN connection.
+    #[zbus(property)]
+    fn vpn(&self) -> zbus::Result<bool>;
 }
 
 #[zbus::proxy(
@@ -99,6 +136,10 @@ trait Device {
     /// Who manages the device; for a modem, its ModemManager object path.
     #[zbus(property)]
     fn udi(&self) -> zbus::Result<String>;
+
+    /// Whether the device is metered (NMMetered).
+    #[zbus(property)]
+    fn metered(&self) -> zbus::Result<u32>;
 }
 
 /// Maps a NetworkManager connection type to a kind.
@@ -131,11 +172,101 @@ async fn read_with(
         return Ok((None, None));
     }
     let metered = Metered::from_networkmanager(nm.metered().await?);
-    let active = ActiveConnectionProxy::builder(conn)
-        .path(primary.clone())?
+    let (network, modem) = read_active(conn, &primary, Some(metered)).await?;
+    // The others are only looked at for a VPN: if they cannot be read, the
+    // primary connection (the billed link) still holds.
+    let others = nm.active_connections().await.unwrap_or_default();
+    let others: Vec<_> = others.into_iter().filter(|p| *p != primary).collect();
+    if network.kind == NetworkKind::Vpn {
+        let under = link_under_tunnel(conn, &others).await;
+        let modem = under.as_ref().and_then(|(_, modem)| modem.clone());
+        return Ok((Some(over(network, under.map(|(n, _)| n))), modem));
+    }
+    for path in &others {
+        if is_default_route_vpn(conn, path).await {
+            // The tunnel's own metering is unknown: the link's decides. One
+            // that vanished meanwhile is no VPN.
+            let Ok((mut vpn, _)) = read_active(conn, path, Some(Metered::Unknown)).await else {
+                continue;
+            };
+            vpn.kind = NetworkKind::Vpn;
+            // A plugin VPN's device is the link it runs over, not a tunnel.
+            if vpn.interface == network.interface {
+                vpn.interface = None;
+            }
+            return Ok((Some(over(vpn, Some(network))), modem));
+        }
+    }
+    Ok((Some(network), modem))
+}
+
+/// `tunnel` reported over `link`, when there is one.
+fn over(mut tunnel: Network, link: Option<Network>) -> Network {
+    tunnel.underlying = link.map(Box::new);
+    tunnel
+}
+
+/// Whether the active connection at `path` is a VPN holding a default
+/// route; false when it cannot be read (it may just have gone away).
+async fn is_default_route_vpn(conn: &zbus::Connection, path: &OwnedObjectPath) -> bool {
+    let Ok(active) = active_proxy(conn, path).await else {
+        return false;
+    };
+    let connection_type = active.connection_type().await.unwrap_or_default();
+    let is_vpn = active.vpn().await.unwrap_or(false)
+        || kind_from_connection_type(&connection_type) == NetworkKind::Vpn;
+    is_vpn && (active.default().await.unwrap_or(false) || active.default6().await.unwrap_or(false))
+}
+
+/// When the primary connection is itself a tunnel: the link under it among
+/// the `others`, with its modem. Each link is metered as its device says.
+/// NetworkManager does not say which link carries the tunnel, so a metered
+/// one is preferred (a second link cannot hide a costly one), then a known
+/// kind of link (not a bridge), then the first listed.
+async fn link_under_tunnel(
+    conn: &zbus::Connection,
+    others: &[OwnedObjectPath],
+) -> Option<(Network, Option<OwnedObjectPath>)> {
+    let rank = |n: &Network| (n.is_metered(), n.kind != NetworkKind::Unknown);
+    let mut best: Option<(Network, Option<OwnedObjectPath>)> = None;
+    for path in others {
+        let Ok((link, modem)) = read_active(conn, path, None).await else {
+            continue;
+        };
+        // Loopback is an active connection too on recent NetworkManager.
+        if link.kind == NetworkKind::Vpn || matches!(link.interface.as_deref(), None | Some("lo")) {
+            continue;
+        }
+        let better = match &best {
+            None => true,
+            Some((chosen, _)) => rank(&link) > rank(chosen),
+        };
+        if better {
+            best = Some((link, modem));
+        }
+    }
+    best
+}
+
+async fn active_proxy(
+    conn: &zbus::Connection,
+    path: &OwnedObjectPath,
+) -> zbus::Result<ActiveConnectionProxy<'static>> {
+    ActiveConnectionProxy::builder(conn)
+        .path(path.clone())?
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
-        .await?;
+        .await
+}
+
+/// Describes the active connection at `path`, metered as `metered` says or,
+/// when `None`, as its device says. Also returns its ModemManager modem.
+async fn read_active(
+    conn: &zbus::Connection,
+    path: &OwnedObjectPath,
+    metered: Option<Metered>,
+) -> Result<(Network, Option<OwnedObjectPath>)> {
+    let active = active_proxy(conn, path).await?;
     let profile_name = active.id().await.unwrap_or_default();
     let uuid = active.uuid().await.unwrap_or_default();
     let kind = kind_from_connection_type(&active.connection_type().await.unwrap_or_default());
@@ -147,6 +278,7 @@ async fn read_with(
     }
     let mut interface = None;
     let mut modem = None;
+    let mut device_metered = Metered::Unknown;
     if let Some(device) = active
         .devices()
         .await
@@ -168,6 +300,13 @@ async fn read_with(
                 .filter(|udi| udi.starts_with(MM_MODEM_PREFIX))
                 .and_then(|udi| OwnedObjectPath::try_from(udi).ok());
         }
+        if metered.is_none() {
+            device_metered = device
+                .metered()
+                .await
+                .map(Metered::from_networkmanager)
+                .unwrap_or(Metered::Unknown);
+        }
     }
     let roaming = match &modem {
         Some(modem) => modem_roaming(conn, modem).await,
@@ -177,19 +316,19 @@ async fn read_with(
     let id = [uuid, name.clone(), profile_name]
         .into_iter()
         .find(|s| !s.is_empty())
-        .unwrap_or_else(|| primary.to_string());
+        .unwrap_or_else(|| path.to_string());
     let name = if name.is_empty() { id.clone() } else { name };
     Ok((
-        Some(Network {
+        Network {
             id: NetworkId(id),
             name,
             kind,
-            metered,
+            metered: metered.unwrap_or(device_metered),
             metered_source: MeteredSource::NetworkManager,
             roaming,
             interface,
             underlying: None,
-        }),
+        },
         modem,
     ))
 }
@@ -252,8 +391,29 @@ async fn modem_changes(
     Some(proxy.receive_registration_state_changed().await)
 }
 
+/// PropertiesChanged of every NetworkManager object under `paths` for
+/// `interface` (e.g. a VPN's `Default` turning true once it is up, a link's
+/// device becoming metered), by one match rule rather than one
+/// subscription per object.
+async fn changes_under(
+    conn: &zbus::Connection,
+    paths: &'static str,
+    interface: &'static str,
+) -> Result<zbus::MessageStream> {
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender(SERVICE)?
+        .interface("org.freedesktop.DBus.Properties")?
+        .member("PropertiesChanged")?
+        .path_namespace(paths)?
+        .add_arg(interface)?
+        .build();
+    Ok(zbus::MessageStream::for_match_rule(rule, conn, None).await?)
+}
+
 /// Reads the uplink now and follows NetworkManager's PropertiesChanged
-/// signals for `Metered` and `PrimaryConnection`, publishing each change.
+/// signals for `Metered`, `PrimaryConnection` and `ActiveConnections`, and
+/// those of the active connections and devices, publishing each change.
 pub async fn watch_networkmanager(
     conn: zbus::Connection,
 ) -> Result<(NetworkWatch, JoinHandle<()>)> {
@@ -261,6 +421,10 @@ pub async fn watch_networkmanager(
     // Subscribe before the first read so no change slips between them.
     let mut metered_changes = nm.receive_metered_changed().await;
     let mut primary_changes = nm.receive_primary_connection_changed().await;
+    let mut active_changes = nm.receive_active_connections_changed().await;
+    let mut each_active_changes =
+        changes_under(&conn, ACTIVE_CONNECTION_PATHS, ACTIVE_CONNECTION_INTERFACE).await?;
+    let mut device_changes = changes_under(&conn, DEVICE_PATHS, DEVICE_INTERFACE).await?;
     let (first, mut modem) = read_with(&conn, &nm).await?;
     // The modem's signals, subscribed to before its state is read again.
     let mut roaming_changes = match &modem {
@@ -285,6 +449,9 @@ pub async fn watch_networkmanager(
             let more = tokio::select! {
                 change = metered_changes.next() => change.is_some(),
                 change = primary_changes.next() => change.is_some(),
+                change = active_changes.next() => change.is_some(),
+                change = each_active_changes.next() => change.is_some(),
+                change = device_changes.next() => change.is_some(),
                 alive = roaming_change => {
                     if !alive {
                         roaming_changes = None;
@@ -335,6 +502,7 @@ mod tests {
     struct FakeNm {
         metered: u32,
         primary: OwnedObjectPath,
+        active: Vec<OwnedObjectPath>,
     }
 
     #[zbus::interface(name = "org.freedesktop.NetworkManager")]
@@ -348,21 +516,45 @@ mod tests {
         fn primary_connection(&self) -> OwnedObjectPath {
             self.primary.clone()
         }
+
+        #[zbus(property)]
+        fn active_connections(&self) -> Vec<OwnedObjectPath> {
+            self.active.clone()
+        }
     }
 
     struct FakeActive {
+        id: &'static str,
+        uuid: &'static str,
         connection_type: &'static str,
+        device: &'static str,
+        default: bool,
+        vpn: bool,
+    }
+
+    impl FakeActive {
+        /// The primary connection of [`serve_nm`].
+        fn hotspot(connection_type: &'static str) -> FakeActive {
+            FakeActive {
+                id: "Pixel hotspot",
+                uuid: "0b7a5c1e-1111-2222-3333-444455556666",
+                connection_type,
+                device: DEV_PATH,
+                default: true,
+                vpn: false,
+            }
+        }
     }
 
     #[zbus::interface(name = "org.freedesktop.NetworkManager.Connection.Active")]
     impl FakeActive {
         #[zbus(property)]
         fn id(&self) -> String {
-            "Pixel hotspot".into()
+            self.id.into()
         }
         #[zbus(property)]
         fn uuid(&self) -> String {
-            "0b7a5c1e-1111-2222-3333-444455556666".into()
+            self.uuid.into()
         }
         #[zbus(property, name = "Type")]
         fn connection_type(&self) -> String {
@@ -370,11 +562,23 @@ mod tests {
         }
         #[zbus(property)]
         fn devices(&self) -> Vec<OwnedObjectPath> {
-            vec![ObjectPath::try_from(DEV_PATH).unwrap().into()]
+            vec![ObjectPath::try_from(self.device).unwrap().into()]
         }
         #[zbus(property)]
         fn specific_object(&self) -> OwnedObjectPath {
             ObjectPath::try_from(AP_PATH).unwrap().into()
+        }
+        #[zbus(property)]
+        fn default(&self) -> bool {
+            self.default
+        }
+        #[zbus(property)]
+        fn default6(&self) -> bool {
+            false
+        }
+        #[zbus(property)]
+        fn vpn(&self) -> bool {
+            self.vpn
         }
     }
 
@@ -391,6 +595,7 @@ mod tests {
     struct FakeDevice {
         interface: &'static str,
         udi: &'static str,
+        metered: u32,
     }
 
     #[zbus::interface(name = "org.freedesktop.NetworkManager.Device")]
@@ -402,6 +607,10 @@ mod tests {
         #[zbus(property)]
         fn udi(&self) -> String {
             self.udi.into()
+        }
+        #[zbus(property)]
+        fn metered(&self) -> u32 {
+            self.metered
         }
     }
 
@@ -433,10 +642,11 @@ mod tests {
                 FakeNm {
                     metered: 2,
                     primary: ObjectPath::try_from(AC_PATH).unwrap().into(),
+                    active: vec![ObjectPath::try_from(AC_PATH).unwrap().into()],
                 },
             )
             .unwrap()
-            .serve_at(AC_PATH, FakeActive { connection_type })
+            .serve_at(AC_PATH, FakeActive::hotspot(connection_type))
             .unwrap()
             .serve_at(AP_PATH, FakeAccessPoint)
             .unwrap()
@@ -536,6 +746,7 @@ mod tests {
         let device = FakeDevice {
             interface: "wlan0",
             udi: "/sys/devices/pci0000:00/0000:00:14.3/net/wlan0",
+            metered: 0,
         };
         let server = serve_nm(&bus, "802-11-wireless", device).await;
         let (mut rx, task) = watch_networkmanager(client(&bus).await).await.unwrap();
@@ -605,6 +816,7 @@ mod tests {
         let device = FakeDevice {
             interface: "wwan0",
             udi: MODEM_PATH,
+            metered: 0,
         };
         let _nm = serve_nm(&bus, "gsm", device).await;
         let (mut rx, task) = watch_networkmanager(client(&bus).await).await.unwrap();
@@ -639,6 +851,178 @@ mod tests {
             .await
             .unwrap();
         assert!(!next(&mut rx).await.unwrap().roaming);
+        task.abort();
+    }
+
+    const VPN_AC_PATH: &str = "/org/freedesktop/NetworkManager/ActiveConnection/2";
+    const WG_DEV_PATH: &str = "/org/freedesktop/NetworkManager/Devices/9";
+
+    fn path(p: &str) -> OwnedObjectPath {
+        ObjectPath::try_from(p).unwrap().into()
+    }
+
+    #[tokio::test]
+    async fn a_vpn_holding_the_default_route_is_reported_over_the_primary_link() {
+        let Some(bus) = start_private_bus() else {
+            return;
+        };
+        let device = FakeDevice {
+            interface: "wlan0",
+            udi: "/sys/devices/pci0000:00/0000:00:14.3/net/wlan0",
+            metered: 0,
+        };
+        let server = serve_nm(&bus, "802-11-wireless", device).await;
+        // A plugin VPN coming up: listed, its device the link's, not yet
+        // holding the default route.
+        server
+            .object_server()
+            .at(
+                VPN_AC_PATH,
+                FakeActive {
+                    id: "work",
+                    uuid: "5e1f0000-aaaa-bbbb-cccc-ddddeeeeffff",
+                    connection_type: "vpn",
+                    device: DEV_PATH,
+                    default: false,
+                    vpn: true,
+                },
+            )
+            .await
+            .unwrap();
+        let nm = server
+            .object_server()
+            .interface::<_, FakeNm>(NM_PATH)
+            .await
+            .unwrap();
+        nm.get_mut().await.active = vec![path(AC_PATH), path(VPN_AC_PATH)];
+        let (mut rx, task) = watch_networkmanager(client(&bus).await).await.unwrap();
+        let first = rx.borrow_and_update().clone().unwrap();
+        assert_eq!(first.kind, NetworkKind::Wifi);
+        assert!(!first.through_vpn());
+        // A published change, then a pause: the re-reads that the property
+        // streams' first values cause (zbus yields each current value once)
+        // are then behind us, so what follows can only be seen through the
+        // active connection's own signal. The code passes either way; the
+        // pause keeps the test able to fail without that signal.
+        nm.get_mut().await.metered = 4; // guess-no
+        nm.get()
+            .await
+            .metered_changed(nm.signal_emitter())
+            .await
+            .unwrap();
+        assert_eq!(next(&mut rx).await.unwrap().metered, Metered::GuessNo);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        // Up: it takes the default route, which only its own signal says.
+        let vpn_ac = server
+            .object_server()
+            .interface::<_, FakeActive>(VPN_AC_PATH)
+            .await
+            .unwrap();
+        vpn_ac.get_mut().await.default = true;
+        vpn_ac
+            .get()
+            .await
+            .default_changed(vpn_ac.signal_emitter())
+            .await
+            .unwrap();
+        let vpn = next(&mut rx).await.unwrap();
+        assert_eq!(vpn.kind, NetworkKind::Vpn);
+        assert_eq!(vpn.id.as_str(), "5e1f0000-aaaa-bbbb-cccc-ddddeeeeffff");
+        assert_eq!(vpn.name, "work");
+        assert_eq!(vpn.interface, None, "a plugin VPN's device is the link's");
+        assert!(vpn.through_vpn());
+        let link = vpn.billed_link();
+        assert_eq!(link.id.as_str(), "0b7a5c1e-1111-2222-3333-444455556666");
+        assert_eq!(link.name, "Café Lumière");
+        assert_eq!(link.interface.as_deref(), Some("wlan0"));
+        assert_eq!(
+            link.metered,
+            Metered::GuessNo,
+            "NetworkManager's Metered is the link's"
+        );
+        assert_eq!(vpn.quoted_name(), "'Café Lumière' (under VPN 'work')");
+
+        // Down: gone from ActiveConnections.
+        nm.get_mut().await.active = vec![path(AC_PATH)];
+        nm.get()
+            .await
+            .active_connections_changed(nm.signal_emitter())
+            .await
+            .unwrap();
+        let plain = next(&mut rx).await.unwrap();
+        assert_eq!(plain.kind, NetworkKind::Wifi);
+        assert!(plain.underlying.is_none());
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_wireguard_primary_connection_is_reported_over_the_metered_link_below() {
+        let Some(bus) = start_private_bus() else {
+            return;
+        };
+        let hotspot = FakeDevice {
+            interface: "wlan0",
+            udi: "/sys/devices/pci0000:00/0000:00:14.3/net/wlan0",
+            metered: 1, // yes
+        };
+        let server = serve_nm(&bus, "802-11-wireless", hotspot).await;
+        let objects = server.object_server();
+        objects
+            .at(
+                VPN_AC_PATH,
+                FakeActive {
+                    id: "wg-work",
+                    uuid: "77770000-aaaa-bbbb-cccc-ddddeeeeffff",
+                    connection_type: "wireguard",
+                    device: WG_DEV_PATH,
+                    default: true,
+                    vpn: false,
+                },
+            )
+            .await
+            .unwrap();
+        objects
+            .at(
+                WG_DEV_PATH,
+                FakeDevice {
+                    interface: "wg0",
+                    udi: "/sys/devices/virtual/net/wg0",
+                    metered: 4, // guess-no
+                },
+            )
+            .await
+            .unwrap();
+        let nm = objects.interface::<_, FakeNm>(NM_PATH).await.unwrap();
+        {
+            let mut state = nm.get_mut().await;
+            state.primary = path(VPN_AC_PATH);
+            state.active = vec![path(VPN_AC_PATH), path(AC_PATH)];
+            state.metered = 4; // the WireGuard device's
+        }
+        let (mut rx, task) = watch_networkmanager(client(&bus).await).await.unwrap();
+        let network = rx.borrow_and_update().clone().unwrap();
+        assert_eq!(network.kind, NetworkKind::Vpn);
+        assert_eq!(network.interface.as_deref(), Some("wg0"));
+        let link = network.billed_link();
+        assert_eq!(link.interface.as_deref(), Some("wlan0"));
+        assert_eq!(link.metered, Metered::Yes, "as the link's device says");
+        assert!(network.is_metered(), "the tunnel's guess cannot hide it");
+
+        // The link's device changes its mind: followed by its own signal
+        // (the pause as in the test above).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let device = objects.interface::<_, FakeDevice>(DEV_PATH).await.unwrap();
+        device.get_mut().await.metered = 2; // no
+        device
+            .get()
+            .await
+            .metered_changed(device.signal_emitter())
+            .await
+            .unwrap();
+        let changed = next(&mut rx).await.unwrap();
+        assert_eq!(changed.billed_link().metered, Metered::No);
+        assert!(!changed.is_metered());
         task.abort();
     }
 
