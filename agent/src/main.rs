@@ -161,7 +161,26 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("capwise: {}", error_chain(&e));
-            ExitCode::FAILURE
+            exit_code(&e)
         }
+    }
+}
+
+/// EX_CONFIG: the service units do not restart on it (RestartPreventExitStatus).
+const EXIT_CONFIG: u8 = 78;
+
+/// 78 for a failure no restart can mend (a database from a newer capwise),
+/// so that systemd does not loop on it; 1 otherwise.
+fn exit_code(error: &anyhow::Error) -> ExitCode {
+    let too_new = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<capwise_policy::PolicyError>(),
+            Some(capwise_policy::PolicyError::DatabaseTooNew { .. })
+        )
+    });
+    if too_new {
+        ExitCode::from(EXIT_CONFIG)
+    } else {
+        ExitCode::FAILURE
     }
 }

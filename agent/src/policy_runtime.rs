@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::network_source::{self, LiveSource};
 use crate::policy_state::PolicyState;
-use crate::state_db::open_store;
+use crate::state_db::open_store_waiting;
 
 /// How often the decision is recomputed without a network change while
 /// capwise moves bytes: budget use, the link's other traffic, schedule
@@ -172,7 +172,7 @@ impl PolicyRuntime {
     /// returning, so the first byte already obeys the policy.
     pub async fn start(options: &PolicyOptions, seeding: SeedingSwitch) -> Result<Self> {
         let now = Timestamp::now_from_system();
-        let store = open_store(&options.state_dir, now)?;
+        let store = open_store_waiting(&options.state_dir).await?;
         let mut source = network_source::follow(options.network_file.as_deref()).await?;
         tracing::info!(source = source.kind.describe(), "following the network");
         let mut state = PolicyState::new(store, source.kind, options.settings.clone());

@@ -348,6 +348,7 @@ fn corrupt_database_is_moved_aside_and_the_command_still_works() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("moved"), "the user is told: {err}");
+    assert_eq!(err.matches("moved it to").count(), 1, "told once: {err}");
     let aside: Vec<_> = std::fs::read_dir(env.state_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -357,6 +358,34 @@ fn corrupt_database_is_moved_aside_and_the_command_still_works() {
     let kept = std::fs::read(env.state_dir().join(&aside[0])).unwrap();
     assert!(kept.starts_with(b"not a database"));
     assert_eq!(env.json(&["budget", "list"])[0]["network_id"], "home");
+}
+
+#[test]
+fn database_from_a_newer_capwise_is_refused_and_left_as_it_is() {
+    let env = Env::new();
+    env.ok(&["budget", "set", "home", "--cap", "2GB"]);
+    let db = env.state_dir().join("capwise.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("PRAGMA user_version = 5; PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+    }
+    let before = std::fs::read(&db).unwrap();
+    let out = env.run(&["budget", "list"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    // 78: the service units do not restart on it.
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("written by a newer capwise (schema 5, this one knows 2)")
+            && err.contains("upgrade capwise or move the file away"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+    let names: Vec<String> = std::fs::read_dir(env.state_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("corrupt")), "{names:?}");
 }
 
 #[test]

@@ -59,7 +59,18 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         hooks.seeding.clone(),
     )
     .await?;
-    let db = Arc::new(TorrentDb::open(&state_dir.join(DB_FILE))?);
+    // The same file as the policy store: a lock taken since is waited out
+    // the same way.
+    let db_path = state_dir.join(DB_FILE);
+    let db = Arc::new(
+        crate::state_db::retry_while_locked(
+            "the torrents database",
+            Duration::from_secs(1),
+            crate::state_db::LOCKED_RETRY_LIMIT,
+            || TorrentDb::open(&db_path),
+        )
+        .await?,
+    );
     let user_limits = control::effective_limits(&config.limits()?, &db)?;
     let limits = LimitGate::with_limits(&user_limits);
     let hooks = Hooks {
