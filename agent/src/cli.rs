@@ -80,6 +80,10 @@ pub struct TransferArgs {
     /// or the kernel; re-read when it changes.
     #[arg(long)]
     pub network_file: Option<PathBuf>,
+    /// Configuration file for the policy settings and the network file, as
+    /// `capwise run` reads it (default: $XDG_CONFIG_HOME/capwise/config.toml, if present).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// `capwise get`

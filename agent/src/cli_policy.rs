@@ -188,6 +188,11 @@ pub struct WhyArgs {
     /// Describe the uplink with this TOML file instead of detecting it.
     #[arg(long)]
     pub network_file: Option<PathBuf>,
+    /// Configuration file whose policy settings (and network file) apply when
+    /// no agent runs, as `capwise run` reads it (default:
+    /// $XDG_CONFIG_HOME/capwise/config.toml, if present).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Database and output options.
     #[command(flatten)]
     pub store: StoreArgs,

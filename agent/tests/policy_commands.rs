@@ -39,6 +39,8 @@ impl Env {
             .arg(self.state_dir())
             .env("CAPWISE_LOG", "warn")
             .env("TZ", tz)
+            // The default configuration file is the test's, never the host's.
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .output()
             .unwrap()
     }
@@ -324,6 +326,59 @@ fn why_explains_unmetered_metered_and_exhausted_networks() {
     let usage = env.json(&["usage", "hotspot"]);
     assert_eq!(usage[0]["budget"]["used_bytes"], 900_000);
     assert_eq!(usage[0]["budget"]["available_bytes"], 0);
+}
+
+#[test]
+fn offline_why_decides_with_the_configuration_file() {
+    let env = Env::new();
+    let hotspot = env.network_file("hotspot.toml", "id = \"hotspot\"\nmetered = \"yes\"\n");
+    let config = env.network_file("config.toml", "[policy]\nupload_on_metered = true\n");
+    // --config, as `capwise run` takes it.
+    let why = env.json(&[
+        "why",
+        "--network-file",
+        path_str(&hotspot),
+        "--config",
+        path_str(&config),
+    ]);
+    assert_eq!(why["allowances"]["up_wan"], "unlimited", "{why}");
+    let text = env.ok(&[
+        "why",
+        "--network-file",
+        path_str(&hotspot),
+        "--config",
+        path_str(&config),
+    ]);
+    assert!(!text.contains("Seeding paused"), "{text}");
+    // The default file ($XDG_CONFIG_HOME/capwise/config.toml), with the
+    // network file named in it.
+    let default = env.dir.path().join("config").join("capwise");
+    std::fs::create_dir_all(&default).unwrap();
+    std::fs::write(
+        default.join("config.toml"),
+        format!(
+            "network_file = \"{}\"\n[policy]\nupload_on_metered = true\n",
+            path_str(&hotspot)
+        ),
+    )
+    .unwrap();
+    let why = env.json(&["why"]);
+    assert_eq!(why["network"]["id"], "hotspot", "{why}");
+    assert_eq!(why["allowances"]["up_wan"], "unlimited", "{why}");
+    // Without the setting, uploads on a metered network stay paused.
+    std::fs::remove_file(default.join("config.toml")).unwrap();
+    let why = env.json(&["why", "--network-file", path_str(&hotspot)]);
+    assert_eq!(why["allowances"]["up_wan"], "suspended", "{why}");
+    // A --config that does not exist is an error.
+    let missing = env.dir.path().join("missing.toml");
+    let err = env.fails(&[
+        "why",
+        "--network-file",
+        path_str(&hotspot),
+        "--config",
+        path_str(&missing),
+    ]);
+    assert!(err.contains("missing.toml"), "{err}");
 }
 
 #[test]

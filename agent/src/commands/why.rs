@@ -4,7 +4,7 @@
 //! decision is shown instead.
 
 use anyhow::{Context, Result};
-use capwise_policy::decision::{decide, DecisionInput, Settings};
+use capwise_policy::decision::{decide, DecisionInput};
 use capwise_policy::network::Network;
 use capwise_policy::schedule::Schedule;
 use capwise_policy::time::Timestamp;
@@ -35,8 +35,13 @@ pub async fn run(args: &WhyArgs) -> Result<()> {
             return Ok(());
         }
     }
+    // Without an agent, decide as `capwise run` would: with the same
+    // configuration file's settings and network file.
+    let config = crate::config::load_warning(args.config.as_deref())?;
+    let settings = config.settings()?;
+    let network_file = args.network_file.clone().or(config.network_file.clone());
     let store = open_store(&dir, now)?;
-    let (source, reported) = detect_once(args.network_file.as_ref()).await?;
+    let (source, reported) = detect_once(network_file.as_ref()).await?;
     let network = match source.resolve(reported) {
         Some(n) => Some(with_users_word(&store, n).context("cannot read your word on metering")?),
         None => None,
@@ -50,7 +55,6 @@ pub async fn run(args: &WhyArgs) -> Result<()> {
         ),
         None => (None, Schedule::default()),
     };
-    let settings = Settings::default();
     let decision = decide(
         &DecisionInput {
             network: network.as_ref(),

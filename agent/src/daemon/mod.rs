@@ -42,11 +42,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     raise_open_file_limit();
     let state_dir = state_dir(args.state_dir.as_deref());
     crate::state_db::create_state_dir(&state_dir)?;
-    let loaded = config::load(args.config.as_deref())?;
-    for key in &loaded.unknown_keys {
-        tracing::warn!(key = %key, "unknown key in the configuration file; ignored");
-    }
-    let config = loaded.config;
+    let config = config::load_warning(args.config.as_deref())?;
     let network_file = args.network_file.clone().or(config.network_file.clone());
 
     let hooks = Hooks::default();
