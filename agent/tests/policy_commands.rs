@@ -286,6 +286,10 @@ fn why_explains_unmetered_metered_and_exhausted_networks() {
     assert_eq!(why["reason"], "Unmetered");
     assert_eq!(why["allowances"]["up_wan"], "unlimited");
     assert_eq!(why["network"]["id"], "home");
+    // The shape the running agent's answer has too.
+    assert_eq!(why["source"], "network file");
+    assert_eq!(why["counts_against_budget"], true);
+    assert_eq!(why["seeding"], true);
 
     let hotspot = env.network_file(
         "hotspot.toml",
