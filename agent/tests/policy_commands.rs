@@ -233,8 +233,15 @@ fn bad_input_is_a_clear_error_and_a_failure() {
     assert!(err.contains("lots") && err.contains("--cap"), "{err}");
     let err = env.fails(&["network", "set", "x", "--metered", "maybe"]);
     assert!(err.contains("maybe") && err.contains("yes"), "{err}");
+    // A size is explained with sizes.
+    let err = env.fails(&["budget", "set", "x", "--cap", "lots"]);
+    assert!(err.contains("5GB") && !err.contains("KB/s"), "{err}");
     let err = env.fails(&["budget", "set", "x", "--cap", "1GB", "--reserve", "150"]);
-    assert!(err.contains("0 to 100"), "{err}");
+    assert!(err.contains("0 to 99"), "{err}");
+    let err = env.fails(&["budget", "set", "x", "--cap", "1GB", "--reserve", "100"]);
+    assert!(err.contains("nothing to use"), "{err}");
+    let err = env.fails(&["budget", "set", "x", "--cap", "0"]);
+    assert!(err.contains("--cap 0"), "{err}");
     let err = env.fails(&["budget", "set", "x", "--cap", "1GB", "--cycle-day", "32"]);
     assert!(err.contains("1-31"), "{err}");
     let err = env.fails(&[
@@ -445,6 +452,101 @@ fn database_from_a_newer_capwise_is_refused_and_left_as_it_is() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert!(!names.iter().any(|n| n.contains("corrupt")), "{names:?}");
+}
+
+#[test]
+fn unseen_networks_are_allowed_with_a_warning() {
+    let env = Env::new();
+    let out = env.run(&["network", "set", "ghost", "--metered", "auto"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("network 'ghost' has not been seen yet; the setting will apply when it is"),
+        "{err}"
+    );
+    let list = env.ok(&["network", "list"]);
+    assert!(list.contains("(not seen yet)"), "{list}");
+    let out = env.run(&["usage", "nosuch", "--json"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("'nosuch' has not been seen yet"),
+        "{out:?}"
+    );
+    let usage: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(usage[0]["network_id"], "nosuch");
+    let out = env.run(&["budget", "set", "later", "--cap", "1GB"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the budget will apply when it is"),
+        "{out:?}"
+    );
+    // A network the agent has been on is not warned about.
+    {
+        let store = Store::open(&env.state_dir().join("capwise.db"), Timestamp(1)).unwrap();
+        let seen = capwise_policy::network::Network {
+            id: NetworkId::new("home"),
+            name: "Home".into(),
+            ..Default::default()
+        };
+        store
+            .note_network_seen(&seen, Timestamp(1_700_000_000))
+            .unwrap();
+    }
+    let out = env.run(&["network", "set", "home", "--metered", "no"]);
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("not been seen"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn errors_under_json_are_a_json_object_on_stdout_and_a_failure() {
+    let env = Env::new();
+    // A command's own error.
+    let out = env.run(&["budget", "rm", "nosuch", "--json"]);
+    assert!(!out.status.success());
+    let error: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    assert!(
+        error["error"].as_str().unwrap().contains("has no budget"),
+        "{error}"
+    );
+    // Humans still read it on stderr.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no budget"));
+    // A bad argument, caught while parsing.
+    let out = env.run(&["budget", "set", "x", "--cap", "lots", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let error: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let message = error["error"].as_str().unwrap();
+    assert!(
+        message.contains("lots") && !message.contains("Usage"),
+        "{message}"
+    );
+    // Without --json stdout stays empty.
+    let out = env.run(&["budget", "rm", "nosuch"]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    // `--help` is no error.
+    let out = env.run(&["budget", "list", "--json", "--help"]);
+    assert!(out.status.success());
+    assert!(serde_json::from_slice::<Value>(&out.stdout).is_err());
+}
+
+#[test]
+fn budget_list_columns_fit_a_once_period() {
+    let env = Env::new();
+    env.ok(&[
+        "budget", "set", "trip", "--cap", "2GB", "--period", "once", "--days", "3",
+    ]);
+    env.ok(&["budget", "set", "home", "--cap", "50GB"]);
+    let text = env.ok(&["budget", "list"]);
+    let lines: Vec<&str> = text.lines().collect();
+    let zone = lines[0].find("ZONE").unwrap();
+    let trip = lines.iter().find(|l| l.starts_with("trip")).unwrap();
+    assert!(trip[..zone].trim_end().ends_with("UTC"), "{text}");
+    assert!(trip[..zone].ends_with("  "), "{text}");
+    assert!(!trip[zone..].starts_with(' '), "{text}");
 }
 
 #[test]
