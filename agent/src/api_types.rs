@@ -102,7 +102,8 @@ pub struct Limits {
     pub down: Option<u64>,
 }
 
-/// `GET /v1/why`: the decision in force.
+/// `GET /v1/why`: the decision in force. `capwise why --json` prints the same
+/// shape with or without a running agent ([`crate::commands::why::why_view`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Why {
     /// The reason, as an identifier (Metered, AtCap, ...).
@@ -115,8 +116,14 @@ pub struct Why {
     pub background_allowed: bool,
     /// Per direction and class: "unlimited", "suspended" or a rate.
     pub allowances: serde_json::Value,
+    /// Whether traffic now counts against the budget (false in free windows).
+    #[serde(default)]
+    pub counts_against_budget: bool,
     /// The network, if one is known.
     pub network: Option<serde_json::Value>,
+    /// Where the network was learnt from ("NetworkManager", "network file", ...).
+    #[serde(default)]
+    pub source: String,
 }
 
 /// Every error body.

@@ -60,6 +60,48 @@ pub enum Command {
     Man,
 }
 
+impl Command {
+    /// Whether `--json` was asked for: errors are then also printed as a
+    /// JSON object on stdout.
+    pub fn wants_json(&self) -> bool {
+        use crate::cli_agent::LimitsCommand;
+        use crate::cli_policy::{BudgetCommand, NetworkCommand};
+        match self {
+            Command::Budget(a) => match &a.command {
+                BudgetCommand::Set(a) => a.store.json,
+                BudgetCommand::List(a) => a.json,
+                BudgetCommand::Rm(a) => a.store.json,
+            },
+            Command::Network(a) => match &a.command {
+                NetworkCommand::List(a) => a.json,
+                NetworkCommand::Set(a) => a.store.json,
+            },
+            Command::Schedule(a) => match &a.command {
+                crate::cli_schedule::ScheduleCommand::Add(a) => a.store.json,
+                crate::cli_schedule::ScheduleCommand::List(a) => a.store.json,
+                crate::cli_schedule::ScheduleCommand::Rm(a) => a.store.json,
+            },
+            Command::Usage(a) => a.store.json,
+            Command::Why(a) | Command::Net(a) => a.store.json,
+            Command::Info(a) | Command::List(a) => a.json,
+            Command::Add(a) => a.agent.json,
+            Command::Status(a) => a.agent.json,
+            Command::Pause(a) | Command::Resume(a) => a.agent.json,
+            Command::Remove(a) => a.agent.json,
+            Command::Limits(a) => match &a.command {
+                LimitsCommand::Show(a) => a.json,
+                LimitsCommand::Set(a) => a.agent.json,
+            },
+            Command::Get(_)
+            | Command::Seed(_)
+            | Command::Create(_)
+            | Command::Run(_)
+            | Command::Completions(_)
+            | Command::Man => false,
+        }
+    }
+}
+
 /// Options shared by the foreground transfer commands.
 #[derive(Debug, Args)]
 pub struct TransferArgs {
@@ -82,6 +124,10 @@ pub struct TransferArgs {
     /// or the kernel; re-read when it changes.
     #[arg(long)]
     pub network_file: Option<PathBuf>,
+    /// Configuration file for the policy settings and the network file, as
+    /// `capwise run` reads it (default: $XDG_CONFIG_HOME/capwise/config.toml, if present).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// `capwise get`

@@ -84,8 +84,8 @@ pub struct BudgetSetArgs {
     /// Billing-cycle day: 1-31 for monthly; mon..sun or 1-7 (Monday = 1) for weekly.
     #[arg(long)]
     pub cycle_day: Option<String>,
-    /// Percent of the cap kept for you, never used by capwise (0-100).
-    #[arg(long, default_value = "10", value_parser = parse_percent)]
+    /// Percent of the cap kept for you, never used by capwise (0-99).
+    #[arg(long, default_value = "10", value_parser = parse_reserve)]
     pub reserve: u8,
     /// Which directions the carrier counts.
     #[arg(long, value_enum, default_value_t = CountArg::Both)]
@@ -188,6 +188,11 @@ pub struct WhyArgs {
     /// Describe the uplink with this TOML file instead of detecting it.
     #[arg(long)]
     pub network_file: Option<PathBuf>,
+    /// Configuration file whose policy settings (and network file) apply when
+    /// no agent runs, as `capwise run` reads it (default:
+    /// $XDG_CONFIG_HOME/capwise/config.toml, if present).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Database and output options.
     #[command(flatten)]
     pub store: StoreArgs,
@@ -205,13 +210,18 @@ pub(crate) fn parse_network_id(s: &str) -> Result<String, String> {
     Ok(id.to_string())
 }
 
-/// `10` or `10%`, 0 to 100.
-fn parse_percent(s: &str) -> Result<u8, String> {
+/// `10` or `10%`, 0 to 99: a reserve of 100% (the whole cap kept for the
+/// user) would leave capwise nothing, which is not a budget but a block.
+fn parse_reserve(s: &str) -> Result<u8, String> {
     let digits = s.trim().trim_end_matches('%').trim();
     match digits.parse::<u8>() {
-        Ok(p) if p <= 100 => Ok(p),
+        Ok(p) if p < 100 => Ok(p),
+        Ok(p) if p >= 100 => Err(format!(
+            "`{s}`: a reserve of {p}% keeps the whole cap for you and leaves capwise nothing to use; \
+             give 0 to 99 (default 10%)"
+        )),
         _ => Err(format!(
-            "`{s}`: expected a percentage from 0 to 100, e.g. 10%"
+            "`{s}`: expected a percentage from 0 to 99, e.g. 10%"
         )),
     }
 }
@@ -246,10 +256,13 @@ mod tests {
 
     #[test]
     fn percent_and_offset_parse_or_explain() {
-        assert_eq!(parse_percent("10%"), Ok(10));
-        assert_eq!(parse_percent("0"), Ok(0));
-        assert!(parse_percent("101").is_err());
-        assert!(parse_percent("lots").is_err());
+        assert_eq!(parse_reserve("10%"), Ok(10));
+        assert_eq!(parse_reserve("0"), Ok(0));
+        assert_eq!(parse_reserve("99"), Ok(99));
+        let e = parse_reserve("100").unwrap_err();
+        assert!(e.contains("nothing to use"), "{e}");
+        assert!(parse_reserve("101").is_err());
+        assert!(parse_reserve("lots").unwrap_err().contains("0 to 99"));
         assert_eq!(parse_utc_offset("+02:00"), Ok(7200));
         assert_eq!(parse_utc_offset("-05:30"), Ok(-(5 * 3600 + 1800)));
         assert_eq!(parse_utc_offset("UTC"), Ok(0));

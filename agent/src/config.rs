@@ -35,7 +35,8 @@ use crate::units::parse_rate;
 /// The configuration file's name inside the XDG config directory.
 pub const CONFIG_FILE: &str = "config.toml";
 
-/// Everything `capwise run` can be told in its file.
+/// Everything `capwise run` can be told in its file. `get`, `seed` and
+/// `why` read the same file for the policy settings and the network file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Config {
@@ -176,6 +177,17 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     parse(&text).with_context(|| format!("invalid configuration in {}", path.display()))
+}
+
+/// [`load`] for a command: the same file `capwise run` reads (`--config`,
+/// else the default file if present), with its unknown keys logged as
+/// warnings, so that every command decides with the user's settings.
+pub fn load_warning(path: Option<&Path>) -> Result<Config> {
+    let loaded = load(path)?;
+    for key in &loaded.unknown_keys {
+        tracing::warn!(key = %key, "unknown key in the configuration file; ignored");
+    }
+    Ok(loaded.config)
 }
 
 fn rate(field: &str, value: &Option<String>) -> Result<Option<u64>> {

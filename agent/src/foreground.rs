@@ -2,6 +2,7 @@
 //! progress bar on a terminal and plain lines otherwise.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,19 +34,23 @@ pub fn load_torrent(source: &str) -> Result<Metainfo> {
     Metainfo::from_bytes(&bytes).with_context(|| format!("{source} is not a usable torrent"))
 }
 
+/// The policy a foreground transfer follows: the configuration file's
+/// settings and network file, as `capwise run` would use them; a
+/// `--network-file` given here wins over the file's.
+fn policy_options(args: &TransferArgs, state_dir: PathBuf) -> Result<PolicyOptions> {
+    let config = crate::config::load_warning(args.config.as_deref())?;
+    Ok(PolicyOptions {
+        state_dir,
+        network_file: args.network_file.clone().or(config.network_file.clone()),
+        settings: config.settings()?,
+    })
+}
+
 async fn start_session(args: &TransferArgs) -> Result<(Session, PolicyRuntime)> {
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     crate::state_db::create_state_dir(&state_dir)?;
     let hooks = Hooks::default();
-    let policy = PolicyRuntime::start(
-        &PolicyOptions {
-            state_dir: state_dir.clone(),
-            network_file: args.network_file.clone(),
-            settings: Default::default(),
-        },
-        &hooks,
-    )
-    .await?;
+    let policy = PolicyRuntime::start(&policy_options(args, state_dir.clone())?, &hooks).await?;
     let limits = LimitGate::new(args.upload_limit, args.download_limit);
     let hooks = Hooks {
         gate: Arc::new(PolicyGate::new(&policy, limits)),
@@ -182,5 +187,57 @@ async fn stop_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transfer_args(config: Option<PathBuf>, network_file: Option<PathBuf>) -> TransferArgs {
+        TransferArgs {
+            dir: PathBuf::from("."),
+            upload_limit: None,
+            download_limit: None,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            state_dir: None,
+            network_file,
+            config,
+        }
+    }
+
+    #[test]
+    fn get_and_seed_follow_the_configuration_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            "network_file = \"/run/net.toml\"\n[policy]\nupload_on_metered = true\n\
+             near_cap_percent = 70\nsuspend_when_roaming = false\n",
+        )
+        .unwrap();
+        let options = policy_options(
+            &transfer_args(Some(config.clone()), None),
+            dir.path().into(),
+        )
+        .unwrap();
+        assert!(options.settings.upload_on_metered);
+        assert_eq!(options.settings.near_cap_percent, 70);
+        assert!(!options.settings.suspend_when_roaming);
+        assert_eq!(options.network_file, Some(PathBuf::from("/run/net.toml")));
+        // The command line's network file wins over the file's.
+        let given = PathBuf::from("/tmp/other.toml");
+        let options = policy_options(
+            &transfer_args(Some(config), Some(given.clone())),
+            dir.path().into(),
+        )
+        .unwrap();
+        assert_eq!(options.network_file, Some(given));
+        // A --config that does not exist is an error, as for `run`.
+        assert!(policy_options(
+            &transfer_args(Some(dir.path().join("missing.toml")), None),
+            dir.path().into()
+        )
+        .is_err());
     }
 }

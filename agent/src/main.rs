@@ -153,7 +153,11 @@ fn error_chain(error: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return parse_failure(&error),
+    };
+    let json = cli.command.wants_json();
     init_logging(matches!(cli.command, Command::Run(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -161,15 +165,53 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("capwise: cannot start the runtime: {e}");
+            commands::output::report_error(&format!("cannot start the runtime: {e}"), json);
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("capwise: {}", error_chain(&e));
-            ExitCode::FAILURE
+            commands::output::report_error(&error_chain(&e), json);
+            exit_code(&e)
         }
+    }
+}
+
+/// clap's own message and status for bad arguments; with `--json` among
+/// them, also the JSON error object on stdout (help and version are not
+/// errors and print as usual).
+fn parse_failure(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let is_help = matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    let _ = error.print();
+    if !is_help && std::env::args_os().any(|a| a == "--json") {
+        let message = commands::output::parse_error_message(&error.render().to_string());
+        commands::output::print_json(&commands::output::error_json(&message));
+    }
+    ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2))
+}
+
+/// EX_CONFIG: the service units do not restart on it (RestartPreventExitStatus).
+const EXIT_CONFIG: u8 = 78;
+
+/// 78 for a failure no restart can mend (a database from a newer capwise),
+/// so that systemd does not loop on it; 1 otherwise.
+fn exit_code(error: &anyhow::Error) -> ExitCode {
+    let too_new = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<capwise_policy::PolicyError>(),
+            Some(capwise_policy::PolicyError::DatabaseTooNew { .. })
+        )
+    });
+    if too_new {
+        ExitCode::from(EXIT_CONFIG)
+    } else {
+        ExitCode::FAILURE
     }
 }

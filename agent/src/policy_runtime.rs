@@ -13,13 +13,14 @@ use capwise_engine::session::Hooks;
 use capwise_policy::bucket::{Throttle, Throttles};
 use capwise_policy::decision::{Allowance, Decision, Settings};
 use capwise_policy::network::Network;
+use capwise_policy::store::Store;
 use capwise_policy::time::Timestamp;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::network_source::{self, LiveSource};
-use crate::policy_state::PolicyState;
-use crate::state_db::open_store;
+use crate::network_source::{self, LiveSource, SourceKind};
+use crate::policy_state::{with_users_word, PolicyState};
+use crate::state_db::open_store_waiting;
 
 /// How often the decision is recomputed without a network change while
 /// capwise moves bytes: budget use, the link's other traffic, schedule
@@ -58,6 +59,11 @@ pub(crate) struct Shared {
     idle: AtomicBool,
     /// Wakes the follower (first traffic after an idle spell).
     wake: Notify,
+    /// Where the network is learnt from, for `why`.
+    source: SourceKind,
+    /// A second connection, for the user's word on metering when `why`
+    /// shows the network (the state's own is busy deciding).
+    words: Mutex<Store>,
 }
 
 impl Shared {
@@ -183,7 +189,8 @@ impl PolicyRuntime {
     /// `hooks`' seeding and WAN switches.
     pub async fn start(options: &PolicyOptions, hooks: &Hooks) -> Result<Self> {
         let now = Timestamp::now_from_system();
-        let store = open_store(&options.state_dir, now)?;
+        let store = open_store_waiting(&options.state_dir).await?;
+        let words = open_store_waiting(&options.state_dir).await?;
         let mut source = network_source::follow(options.network_file.as_deref()).await?;
         tracing::info!(source = source.kind.describe(), "following the network");
         let mut state = PolicyState::new(store, source.kind, options.settings.clone());
@@ -206,6 +213,8 @@ impl PolicyRuntime {
             traffic: AtomicU64::new(0),
             idle: AtomicBool::new(false),
             wake: Notify::new(),
+            source: source.kind,
+            words: Mutex::new(words),
         });
         let task = tokio::spawn(follow(Arc::clone(&shared), source));
         Ok(PolicyRuntime { shared, task })
@@ -260,6 +269,22 @@ impl PolicyReload {
     pub fn reload(&self) -> Decision {
         self.0.reload(Timestamp::now_from_system());
         self.0.decision.borrow().clone()
+    }
+
+    /// Where the network is learnt from, and the network last reported
+    /// with the user's word on metering applied, as the decision sees it.
+    pub fn network(&self) -> (SourceKind, Option<Network>) {
+        let reported = self
+            .0
+            .reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let network = self.0.source.resolve(reported).map(|n| {
+            let words = self.0.words.lock().unwrap_or_else(|e| e.into_inner());
+            with_users_word(&words, n.clone()).unwrap_or(n)
+        });
+        (self.0.source, network)
     }
 }
 

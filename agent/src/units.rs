@@ -5,8 +5,13 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UnitError {
     /// No number at the start.
-    #[error("`{0}`: expected a number followed by a unit, e.g. 500KB/s or 2MiB")]
-    NoNumber(String),
+    #[error("`{input}`: expected a number followed by a unit, e.g. {example}")]
+    NoNumber {
+        /// The whole input.
+        input: String,
+        /// Examples of the kind of value expected (a size or a rate).
+        example: &'static str,
+    },
     /// A unit we do not know.
     #[error("`{input}`: unknown unit `{unit}` (use B, kB, MB, GB, KiB, MiB, GiB, or bit, kbit, Mbit, Gbit)")]
     UnknownUnit {
@@ -23,16 +28,23 @@ pub enum UnitError {
     NotARate(String),
 }
 
-fn split_number(input: &str) -> Result<(f64, &str), UnitError> {
+/// Examples shown when a size is not understood.
+const SIZE_EXAMPLE: &str = "5GB or 500MiB";
+/// Examples shown when a rate is not understood.
+const RATE_EXAMPLE: &str = "500KB/s or 2MiB/s";
+
+fn split_number<'a>(input: &'a str, example: &'static str) -> Result<(f64, &'a str), UnitError> {
+    let no_number = || UnitError::NoNumber {
+        input: input.to_string(),
+        example,
+    };
     let s = input.trim();
     let end = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());
-    let number: f64 = s[..end]
-        .parse()
-        .map_err(|_| UnitError::NoNumber(input.to_string()))?;
+    let number: f64 = s[..end].parse().map_err(|_| no_number())?;
     if !number.is_finite() || number < 0.0 {
-        return Err(UnitError::NoNumber(input.to_string()));
+        return Err(no_number());
     }
     Ok((number, s[end..].trim()))
 }
@@ -77,13 +89,13 @@ fn to_bytes(input: &str, number: f64, unit: &str) -> Result<u64, UnitError> {
 
 /// A size in bytes: `10GB`, `512MiB`, `1234`.
 pub fn parse_size(input: &str) -> Result<u64, UnitError> {
-    let (number, unit) = split_number(input)?;
+    let (number, unit) = split_number(input, SIZE_EXAMPLE)?;
     to_bytes(input, number, unit)
 }
 
 /// A rate in bytes per second: `500KB/s`, `2MiB/s`, `8Mbit/s`.
 pub fn parse_rate(input: &str) -> Result<u64, UnitError> {
-    let (number, unit) = split_number(input)?;
+    let (number, unit) = split_number(input, RATE_EXAMPLE)?;
     let unit = unit
         .strip_suffix("/s")
         .or_else(|| unit.strip_suffix("ps"))
@@ -108,7 +120,12 @@ mod tests {
             matches!(parse_rate("5Mb/s"), Err(UnitError::UnknownUnit { .. })),
             "bits only when spelled bit"
         );
-        assert!(matches!(parse_rate("fast"), Err(UnitError::NoNumber(_))));
+        assert!(matches!(
+            parse_rate("fast"),
+            Err(UnitError::NoNumber { .. })
+        ));
+        let e = parse_rate("fast").unwrap_err().to_string();
+        assert!(e.contains("500KB/s"), "{e}");
     }
 
     #[test]
@@ -119,5 +136,8 @@ mod tests {
         assert_eq!(parse_size("16KiB"), Ok(16384));
         assert!(parse_size("99999999999999999999TB").is_err());
         assert!(parse_size("-5MB").is_err());
+        // A size is explained with sizes, not rates.
+        let e = parse_size("lots").unwrap_err().to_string();
+        assert!(e.contains("5GB") && !e.contains("/s"), "{e}");
     }
 }

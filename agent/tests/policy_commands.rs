@@ -39,6 +39,8 @@ impl Env {
             .arg(self.state_dir())
             .env("CAPWISE_LOG", "warn")
             .env("TZ", tz)
+            // The default configuration file is the test's, never the host's.
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .output()
             .unwrap()
     }
@@ -231,8 +233,15 @@ fn bad_input_is_a_clear_error_and_a_failure() {
     assert!(err.contains("lots") && err.contains("--cap"), "{err}");
     let err = env.fails(&["network", "set", "x", "--metered", "maybe"]);
     assert!(err.contains("maybe") && err.contains("yes"), "{err}");
+    // A size is explained with sizes.
+    let err = env.fails(&["budget", "set", "x", "--cap", "lots"]);
+    assert!(err.contains("5GB") && !err.contains("KB/s"), "{err}");
     let err = env.fails(&["budget", "set", "x", "--cap", "1GB", "--reserve", "150"]);
-    assert!(err.contains("0 to 100"), "{err}");
+    assert!(err.contains("0 to 99"), "{err}");
+    let err = env.fails(&["budget", "set", "x", "--cap", "1GB", "--reserve", "100"]);
+    assert!(err.contains("nothing to use"), "{err}");
+    let err = env.fails(&["budget", "set", "x", "--cap", "0"]);
+    assert!(err.contains("--cap 0"), "{err}");
     let err = env.fails(&["budget", "set", "x", "--cap", "1GB", "--cycle-day", "32"]);
     assert!(err.contains("1-31"), "{err}");
     let err = env.fails(&[
@@ -284,6 +293,10 @@ fn why_explains_unmetered_metered_and_exhausted_networks() {
     assert_eq!(why["reason"], "Unmetered");
     assert_eq!(why["allowances"]["up_wan"], "unlimited");
     assert_eq!(why["network"]["id"], "home");
+    // The shape the running agent's answer has too.
+    assert_eq!(why["source"], "network file");
+    assert_eq!(why["counts_against_budget"], true);
+    assert_eq!(why["seeding"], true);
 
     let hotspot = env.network_file(
         "hotspot.toml",
@@ -415,6 +428,59 @@ fn schedule_add_list_rm_and_why_obeys_it() {
 }
 
 #[test]
+fn offline_why_decides_with_the_configuration_file() {
+    let env = Env::new();
+    let hotspot = env.network_file("hotspot.toml", "id = \"hotspot\"\nmetered = \"yes\"\n");
+    let config = env.network_file("config.toml", "[policy]\nupload_on_metered = true\n");
+    // --config, as `capwise run` takes it.
+    let why = env.json(&[
+        "why",
+        "--network-file",
+        path_str(&hotspot),
+        "--config",
+        path_str(&config),
+    ]);
+    assert_eq!(why["allowances"]["up_wan"], "unlimited", "{why}");
+    let text = env.ok(&[
+        "why",
+        "--network-file",
+        path_str(&hotspot),
+        "--config",
+        path_str(&config),
+    ]);
+    assert!(!text.contains("Seeding paused"), "{text}");
+    // The default file ($XDG_CONFIG_HOME/capwise/config.toml), with the
+    // network file named in it.
+    let default = env.dir.path().join("config").join("capwise");
+    std::fs::create_dir_all(&default).unwrap();
+    std::fs::write(
+        default.join("config.toml"),
+        format!(
+            "network_file = \"{}\"\n[policy]\nupload_on_metered = true\n",
+            path_str(&hotspot)
+        ),
+    )
+    .unwrap();
+    let why = env.json(&["why"]);
+    assert_eq!(why["network"]["id"], "hotspot", "{why}");
+    assert_eq!(why["allowances"]["up_wan"], "unlimited", "{why}");
+    // Without the setting, uploads on a metered network stay paused.
+    std::fs::remove_file(default.join("config.toml")).unwrap();
+    let why = env.json(&["why", "--network-file", path_str(&hotspot)]);
+    assert_eq!(why["allowances"]["up_wan"], "suspended", "{why}");
+    // A --config that does not exist is an error.
+    let missing = env.dir.path().join("missing.toml");
+    let err = env.fails(&[
+        "why",
+        "--network-file",
+        path_str(&hotspot),
+        "--config",
+        path_str(&missing),
+    ]);
+    assert!(err.contains("missing.toml"), "{err}");
+}
+
+#[test]
 fn why_with_a_broken_network_file_says_what_is_wrong() {
     let env = Env::new();
     let bad = env.network_file("bad.toml", "name = \"no id\"\n");
@@ -436,6 +502,7 @@ fn corrupt_database_is_moved_aside_and_the_command_still_works() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("moved"), "the user is told: {err}");
+    assert_eq!(err.matches("moved it to").count(), 1, "told once: {err}");
     let aside: Vec<_> = std::fs::read_dir(env.state_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -445,6 +512,131 @@ fn corrupt_database_is_moved_aside_and_the_command_still_works() {
     let kept = std::fs::read(env.state_dir().join(&aside[0])).unwrap();
     assert!(kept.starts_with(b"not a database"));
     assert_eq!(env.json(&["budget", "list"])[0]["network_id"], "home");
+}
+
+#[test]
+fn database_from_a_newer_capwise_is_refused_and_left_as_it_is() {
+    let env = Env::new();
+    env.ok(&["budget", "set", "home", "--cap", "2GB"]);
+    let db = env.state_dir().join("capwise.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("PRAGMA user_version = 99; PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+    }
+    let known = Store::open_in_memory().unwrap().schema_version().unwrap();
+    let before = std::fs::read(&db).unwrap();
+    let out = env.run(&["budget", "list"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    // 78: the service units do not restart on it.
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains(&format!(
+            "written by a newer capwise (schema 99, this one knows {known})"
+        )) && err.contains("upgrade capwise or move the file away"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+    let names: Vec<String> = std::fs::read_dir(env.state_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("corrupt")), "{names:?}");
+}
+
+#[test]
+fn unseen_networks_are_allowed_with_a_warning() {
+    let env = Env::new();
+    let out = env.run(&["network", "set", "ghost", "--metered", "auto"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("network 'ghost' has not been seen yet; the setting will apply when it is"),
+        "{err}"
+    );
+    let list = env.ok(&["network", "list"]);
+    assert!(list.contains("(not seen yet)"), "{list}");
+    let out = env.run(&["usage", "nosuch", "--json"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("'nosuch' has not been seen yet"),
+        "{out:?}"
+    );
+    let usage: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(usage[0]["network_id"], "nosuch");
+    let out = env.run(&["budget", "set", "later", "--cap", "1GB"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the budget will apply when it is"),
+        "{out:?}"
+    );
+    // A network the agent has been on is not warned about.
+    {
+        let store = Store::open(&env.state_dir().join("capwise.db"), Timestamp(1)).unwrap();
+        let seen = capwise_policy::network::Network {
+            id: NetworkId::new("home"),
+            name: "Home".into(),
+            ..Default::default()
+        };
+        store
+            .note_network_seen(&seen, Timestamp(1_700_000_000))
+            .unwrap();
+    }
+    let out = env.run(&["network", "set", "home", "--metered", "no"]);
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("not been seen"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn errors_under_json_are_a_json_object_on_stdout_and_a_failure() {
+    let env = Env::new();
+    // A command's own error.
+    let out = env.run(&["budget", "rm", "nosuch", "--json"]);
+    assert!(!out.status.success());
+    let error: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    assert!(
+        error["error"].as_str().unwrap().contains("has no budget"),
+        "{error}"
+    );
+    // Humans still read it on stderr.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no budget"));
+    // A bad argument, caught while parsing.
+    let out = env.run(&["budget", "set", "x", "--cap", "lots", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let error: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let message = error["error"].as_str().unwrap();
+    assert!(
+        message.contains("lots") && !message.contains("Usage"),
+        "{message}"
+    );
+    // Without --json stdout stays empty.
+    let out = env.run(&["budget", "rm", "nosuch"]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    // `--help` is no error.
+    let out = env.run(&["budget", "list", "--json", "--help"]);
+    assert!(out.status.success());
+    assert!(serde_json::from_slice::<Value>(&out.stdout).is_err());
+}
+
+#[test]
+fn budget_list_columns_fit_a_once_period() {
+    let env = Env::new();
+    env.ok(&[
+        "budget", "set", "trip", "--cap", "2GB", "--period", "once", "--days", "3",
+    ]);
+    env.ok(&["budget", "set", "home", "--cap", "50GB"]);
+    let text = env.ok(&["budget", "list"]);
+    let lines: Vec<&str> = text.lines().collect();
+    let zone = lines[0].find("ZONE").unwrap();
+    let trip = lines.iter().find(|l| l.starts_with("trip")).unwrap();
+    assert!(trip[..zone].trim_end().ends_with("UTC"), "{text}");
+    assert!(trip[..zone].ends_with("  "), "{text}");
+    assert!(!trip[zone..].starts_with(' '), "{text}");
 }
 
 #[test]

@@ -566,4 +566,109 @@ mod tests {
         assert_eq!((d.up_wan, d.down_wan), (Unlimited, Rate(500_000)));
         assert!(d.background_allowed);
     }
+
+    fn run_with(
+        settings: &Settings,
+        net: &Network,
+        budget: Option<&BudgetState>,
+        now: Timestamp,
+    ) -> Decision {
+        decide(
+            &DecisionInput {
+                network: Some(net),
+                budget,
+                schedule: None,
+                settings,
+            },
+            now,
+        )
+    }
+
+    #[test]
+    fn near_cap_percent_moves_the_threshold() {
+        let now = at(2024, 11, 20, 12);
+        let net = hotspot(Metered::No);
+        let settings = Settings {
+            near_cap_percent: 50,
+            ..Settings::default()
+        };
+        // 2.5 GB of 5 GB: near at 50%, not at the default 80%.
+        let half = state(2_000_000_000, 500_000_000);
+        let d = run_with(&settings, &net, Some(&half), now);
+        assert_eq!(d.reason, Reason::NearCap);
+        assert_eq!(d.down_wan, Rate(64_000));
+        assert_eq!(run(&net, Some(&half), None, now).reason, Reason::Unmetered);
+        // One byte under the threshold is not near.
+        let under = state(2_000_000_000, 499_999_999);
+        assert_eq!(
+            run_with(&settings, &net, Some(&under), now).reason,
+            Reason::Unmetered
+        );
+        // 100%: never near before the cap itself (with no reserve).
+        let settings = Settings {
+            near_cap_percent: 100,
+            ..Settings::default()
+        };
+        let mut nearly = state(4_999_999_999, 0);
+        nearly.budget.reserve_percent = 0;
+        assert_eq!(
+            run_with(&settings, &net, Some(&nearly), now).reason,
+            Reason::Unmetered
+        );
+    }
+
+    #[test]
+    fn near_cap_download_rate_sets_the_slowed_rate_and_its_sentence() {
+        let now = at(2024, 11, 20, 12);
+        let settings = Settings {
+            near_cap_download_rate: 250_000,
+            ..Settings::default()
+        };
+        let s = state(4_000_000_000, 0);
+        let d = run_with(&settings, &hotspot(Metered::Yes), Some(&s), now);
+        assert_eq!(d.reason, Reason::NearCap);
+        assert_eq!(d.down_wan, Rate(250_000));
+        assert!(
+            d.explanation
+                .starts_with("Downloads slowed to 250 kB/s and seeding paused"),
+            "{}",
+            d.explanation
+        );
+        // The tighter of the metered rate and the near-cap rate applies.
+        let settings = Settings {
+            near_cap_download_rate: 250_000,
+            metered_download_rate: Some(100_000),
+            ..Settings::default()
+        };
+        let d = run_with(&settings, &hotspot(Metered::Yes), Some(&s), now);
+        assert_eq!(d.down_wan, Rate(100_000));
+        // 0 means downloads stop near the cap, not a 0 B/s trickle.
+        let settings = Settings {
+            near_cap_download_rate: 0,
+            ..Settings::default()
+        };
+        let d = run_with(&settings, &hotspot(Metered::No), Some(&s), now);
+        assert_eq!(d.down_wan, Suspended);
+    }
+
+    #[test]
+    fn roaming_without_suspend_is_decided_like_any_network() {
+        let now = at(2024, 11, 20, 12);
+        let settings = Settings {
+            suspend_when_roaming: false,
+            ..Settings::default()
+        };
+        let mut roaming = hotspot(Metered::Yes);
+        roaming.roaming = true;
+        let d = run_with(&settings, &roaming, None, now);
+        assert_eq!(d.reason, Reason::Metered);
+        assert_eq!(d.down_wan, Unlimited);
+        assert_eq!(d.up_wan, Suspended);
+        assert_eq!((d.down_lan, d.up_lan), (Unlimited, Unlimited));
+        // The budget still holds while roaming.
+        let s = state(4_500_000_000, 0);
+        let d = run_with(&settings, &roaming, Some(&s), now);
+        assert_eq!(d.reason, Reason::AtCap);
+        assert_eq!(d.down_wan, Suspended);
+    }
 }

@@ -11,6 +11,67 @@ pub enum PolicyError {
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
 
+    /// Another process holds a lock on the policy database for longer than
+    /// the busy timeout. The file is fine and was left untouched: moving it
+    /// aside would lose budgets and durable reservations.
+    #[error(
+        "the policy database {path} is locked by another process (still locked after {waited_ms} ms): \
+         it was left untouched; stop the other program using it, or try again"
+    )]
+    DatabaseLocked {
+        /// The database file.
+        path: PathBuf,
+        /// How long SQLite waited for the lock.
+        waited_ms: u64,
+        /// SQLite's own words.
+        source: rusqlite::Error,
+    },
+
+    /// The policy database was written by a newer capwise, whose schema this
+    /// one cannot know. It is refused, not moved aside, so that going back
+    /// to the newer version finds its budgets and reservations again.
+    #[error(
+        "the policy database {path} was written by a newer capwise (schema {found}, this one knows {known}): \
+         it was left untouched; upgrade capwise or move the file away"
+    )]
+    DatabaseTooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its `user_version`.
+        found: u32,
+        /// The newest version this program knows.
+        known: u32,
+    },
+
+    /// The policy database could not be opened for a reason outside its
+    /// content (permissions, a read-only or full file system, an I/O error,
+    /// a missing directory). The file was left untouched.
+    #[error(
+        "cannot open the policy database {path}: {source}; it was left untouched: \
+         check its permissions and the file system it is on"
+    )]
+    DatabaseUnavailable {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's own words.
+        source: rusqlite::Error,
+    },
+
+    /// The policy database is corrupt and could not be moved aside to make
+    /// room for a fresh one (e.g. the directory is not writable).
+    #[error(
+        "the policy database {path} is corrupt ({source}) and could not be moved aside: {rename}; \
+         move it away by hand"
+    )]
+    DatabaseCorrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What showed the corruption.
+        source: rusqlite::Error,
+        /// Why the rename failed.
+        rename: std::io::Error,
+    },
+
     /// A file or directory could not be read or written.
     #[error("I/O error on {path}: {source}")]
     Io {

@@ -1,9 +1,11 @@
 //! The SQLite store: networks seen, budgets, schedules, the usage ledger and
 //! the durable budget reservations. WAL mode, versioned migrations through
-//! `PRAGMA user_version`. A corrupt or unreadable file is moved aside and a
-//! fresh database created, so a bad file can never cause a crash loop.
+//! `PRAGMA user_version`. A corrupt file is moved aside and a fresh database
+//! created, so a bad file can never cause a crash loop; a sound file that
+//! cannot be used now (locked, newer schema, permissions) is never touched.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -127,48 +129,84 @@ pub struct UsageRow {
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
-    moved_aside: Option<PathBuf>,
+    moved_aside: Option<MovedAside>,
+}
+
+/// A corrupt database [`Store::open`] moved out of the way.
+#[derive(Debug)]
+struct MovedAside {
+    to: PathBuf,
+    why: String,
+}
+
+/// How long an open waits for another process's lock by default: long
+/// enough for any write capwise itself makes, short enough that a command
+/// does not seem to hang.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why opening failed, before the caller decides what to do with the file.
+enum OpenFailure {
+    /// The file's content is not a sound database: moving it aside is the
+    /// only way forward, and loses nothing that could still be read.
+    Corrupt(rusqlite::Error),
+    /// Anything else: the file may be fine and must not be touched.
+    Refused(PolicyError),
 }
 
 impl Store {
-    /// Opens (or creates) the database at `path`. If the file is corrupt or
-    /// unreadable it is renamed `<path>.corrupt-<now>` with a warning and a
-    /// fresh database is created in its place.
+    /// Opens (or creates) the database at `path`, waiting up to
+    /// [`BUSY_TIMEOUT`] for another process's lock. See
+    /// [`Store::open_with_busy_timeout`].
     pub fn open(path: &Path, now: Timestamp) -> Result<Store> {
-        match open_and_migrate(path) {
-            Ok(conn) => Ok(Store {
-                conn,
-                moved_aside: None,
-            }),
-            Err(first_error) => {
-                let aside = aside_path(path, now);
-                if let Err(rename_error) = std::fs::rename(path, &aside) {
-                    // Nothing to move aside (or no permission): the original
-                    // problem is the one to report.
-                    tracing::error!(path = %path.display(), %first_error, %rename_error,
-                        "policy database cannot be opened nor moved aside");
-                    return Err(first_error.into());
-                }
-                for suffix in ["-wal", "-shm"] {
-                    let side = sibling(path, suffix);
-                    if side.exists() {
-                        let _ = std::fs::rename(&side, sibling(&aside, suffix));
-                    }
-                }
-                tracing::warn!(
-                    path = %path.display(),
-                    moved_to = %aside.display(),
-                    error = %first_error,
-                    "policy database was corrupt or unreadable; moved it aside and started a fresh one \
-                     (budgets, schedules and usage history start over)"
-                );
-                let conn = open_and_migrate(path)?;
-                Ok(Store {
+        Store::open_with_busy_timeout(path, now, BUSY_TIMEOUT)
+    }
+
+    /// Opens (or creates) the database at `path`. Only a corrupt file (SQLite
+    /// says corrupt or not a database, or `quick_check` fails) is renamed
+    /// `<path>.corrupt-<now>` and replaced by a fresh database; the caller
+    /// learns it from [`Store::moved_aside`] and tells the user. A locked
+    /// database, one written by a newer capwise, and permission or I/O
+    /// failures are errors that leave the file as it is: it may hold budgets
+    /// and reservations the hard cap depends on.
+    pub fn open_with_busy_timeout(path: &Path, now: Timestamp, busy: Duration) -> Result<Store> {
+        let first_error = match open_and_migrate(path, busy) {
+            Ok(conn) => {
+                return Ok(Store {
                     conn,
-                    moved_aside: Some(aside),
+                    moved_aside: None,
                 })
             }
+            Err(OpenFailure::Refused(error)) => return Err(error),
+            Err(OpenFailure::Corrupt(error)) => error,
+        };
+        let aside = aside_path(path, now);
+        if let Err(rename) = std::fs::rename(path, &aside) {
+            return Err(PolicyError::DatabaseCorrupt {
+                path: path.to_path_buf(),
+                source: first_error,
+                rename,
+            });
         }
+        for suffix in ["-wal", "-shm"] {
+            let side = sibling(path, suffix);
+            if side.exists() {
+                let _ = std::fs::rename(&side, sibling(&aside, suffix));
+            }
+        }
+        let conn = open_and_migrate(path, busy).map_err(|failure| match failure {
+            OpenFailure::Refused(error) => error,
+            OpenFailure::Corrupt(source) => PolicyError::DatabaseUnavailable {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
+        Ok(Store {
+            conn,
+            moved_aside: Some(MovedAside {
+                to: aside,
+                why: first_error.to_string(),
+            }),
+        })
     }
 
     /// An in-memory database, for tests and dry runs.
@@ -183,7 +221,12 @@ impl Store {
 
     /// Where a corrupt database was moved by [`Store::open`], if it was.
     pub fn moved_aside(&self) -> Option<&Path> {
-        self.moved_aside.as_deref()
+        self.moved_aside.as_ref().map(|m| m.to.as_path())
+    }
+
+    /// What showed the moved-aside database corrupt, if one was moved.
+    pub fn why_moved_aside(&self) -> Option<&str> {
+        self.moved_aside.as_ref().map(|m| m.why.as_str())
     }
 
     /// The schema version (`PRAGMA user_version`).
@@ -673,39 +716,72 @@ impl Store {
     }
 }
 
-/// Opens, sets WAL, migrates and checks integrity. Any error means the file
-/// is not usable as it is.
-fn open_and_migrate(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+/// Opens, sets WAL, checks integrity and migrates, sorting failures into
+/// those that show the file corrupt and all others.
+fn open_and_migrate(path: &Path, busy: Duration) -> Result<Connection, OpenFailure> {
+    let sorted = |error: rusqlite::Error| classify(path, busy, error);
+    let conn = Connection::open(path).map_err(sorted)?;
+    conn.busy_timeout(busy).map_err(sorted)?;
     // journal_mode returns a row; reading it is also the first real read of
     // the file, where a non-database fails.
-    let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-    conn.execute_batch("PRAGMA synchronous = NORMAL")?;
-    let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+    let _mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(sorted)?;
+    conn.execute_batch("PRAGMA synchronous = NORMAL")
+        .map_err(sorted)?;
+    let check: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(sorted)?;
     if check != "ok" {
-        return Err(rusqlite::Error::SqliteFailure(
+        return Err(OpenFailure::Corrupt(rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
             Some(format!("quick_check: {check}")),
-        ));
+        )));
     }
-    migrate(&conn)?;
+    let version: u32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sorted)?;
+    if version as usize > MIGRATIONS.len() {
+        return Err(OpenFailure::Refused(PolicyError::DatabaseTooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known: MIGRATIONS.len() as u32,
+        }));
+    }
+    migrate(&conn).map_err(sorted)?;
     Ok(conn)
 }
 
+/// Only SQLite's own verdict that the content is damaged moves a file
+/// aside. Everything else may happen to a sound database: a lock held by
+/// another process, permissions, a full or read-only disk, an I/O error, a
+/// migration that failed half-way (its transaction rolled back). Those are
+/// refused with the file untouched; a crash loop on them is the agent's to
+/// prevent (it retries a lock, and fails start-up with the message).
+fn classify(path: &Path, busy: Duration, error: rusqlite::Error) -> OpenFailure {
+    use rusqlite::ErrorCode;
+    let path = path.to_path_buf();
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => OpenFailure::Corrupt(error),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            OpenFailure::Refused(PolicyError::DatabaseLocked {
+                path,
+                waited_ms: busy.as_millis() as u64,
+                source: error,
+            })
+        }
+        _ => OpenFailure::Refused(PolicyError::DatabaseUnavailable {
+            path,
+            source: error,
+        }),
+    }
+}
+
 /// Applies the migrations the database has not seen yet, each in its own
-/// transaction together with the version bump.
+/// transaction together with the version bump. The caller has refused a
+/// version newer than [`MIGRATIONS`] knows.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version as usize > MIGRATIONS.len() {
-        // Written by a newer capwise: we cannot know its meaning.
-        return Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
-            Some(format!(
-                "schema version {version} is newer than this program's"
-            )),
-        ));
-    }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         conn.execute_batch(&format!(
             "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;",
@@ -825,17 +901,181 @@ mod tests {
             .unwrap();
     }
 
+    /// A database with a budget and its durable reservation, checkpointed
+    /// so that the main file holds everything.
+    fn database_with_a_reservation(path: &Path) -> NetworkId {
+        let store = Store::open(path, Timestamp(1)).unwrap();
+        let id = NetworkId::new("hotspot");
+        store
+            .set_budget(&id, Some(&Budget::monthly(1000, 1, Zone::UTC)))
+            .unwrap();
+        store.raise_reservation(&id, Timestamp(0), 700).unwrap();
+        store
+            .conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        id
+    }
+
+    fn corrupt_files(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("corrupt"))
+            .collect()
+    }
+
     #[test]
-    fn database_from_a_newer_version_is_moved_aside_not_crash_looped() {
+    fn database_from_a_newer_version_is_refused_and_left_byte_identical() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.db");
+        database_with_a_reservation(&path);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch("PRAGMA user_version = 99; PRAGMA wal_checkpoint(TRUNCATE);")
+                .unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let error = Store::open(&path, Timestamp(5)).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                PolicyError::DatabaseTooNew { found: 99, known, .. }
+                    if known as usize == MIGRATIONS.len()
+            ),
+            "{error:?}"
+        );
+        let text = error.to_string();
+        assert!(
+            text.contains(&format!(
+                "newer capwise (schema 99, this one knows {})",
+                MIGRATIONS.len()
+            )) && text.contains("upgrade capwise or move the file away"),
+            "{text}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert!(corrupt_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn locked_database_is_refused_not_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.db");
+        let id = database_with_a_reservation(&path);
+        // Another process writing with the file locked exclusively (WAL
+        // readers would pass a plain write transaction).
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute_batch(
+                "PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE;
+                 UPDATE reservations SET reserved_bytes = 800;",
+            )
+            .unwrap();
+        let started = std::time::Instant::now();
+        let error = Store::open_with_busy_timeout(&path, Timestamp(9), Duration::from_millis(50))
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(
+            matches!(error, PolicyError::DatabaseLocked { .. }),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("locked"), "{error}");
+        assert!(corrupt_files(dir.path()).is_empty());
+        // Once the other process is done, nothing was lost.
+        other.execute_batch("COMMIT").unwrap();
+        drop(other);
+        let store = Store::open(&path, Timestamp(10)).unwrap();
+        assert!(store.moved_aside().is_none());
+        assert_eq!(store.reserved(&id, Timestamp(0)).unwrap(), 800);
+        assert!(store.budget(&id).unwrap().is_some());
+    }
+
+    #[test]
+    fn locked_old_schema_is_refused_while_the_migration_waits() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("policy.db");
         {
             let conn = Connection::open(&path).unwrap();
-            conn.execute_batch("PRAGMA user_version = 999").unwrap();
+            conn.execute_batch(&format!(
+                "PRAGMA journal_mode = WAL; {}; PRAGMA user_version = 1;",
+                MIGRATIONS[0]
+            ))
+            .unwrap();
         }
-        let store = Store::open(&path, Timestamp(5)).unwrap();
-        assert!(store.moved_aside().is_some());
+        // A plain write transaction: the migration needs the write lock.
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute_batch("BEGIN IMMEDIATE; INSERT INTO reservations VALUES ('n', 0, 5);")
+            .unwrap();
+        let error = Store::open_with_busy_timeout(&path, Timestamp(9), Duration::from_millis(50))
+            .unwrap_err();
+        assert!(
+            matches!(error, PolicyError::DatabaseLocked { .. }),
+            "{error:?}"
+        );
+        assert!(corrupt_files(dir.path()).is_empty());
+        other.execute_batch("COMMIT").unwrap();
+        let store = Store::open(&path, Timestamp(10)).unwrap();
         assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as u32);
+        assert_eq!(
+            store.reserved(&NetworkId::new("n"), Timestamp(0)).unwrap(),
+            5
+        );
+    }
+
+    #[test]
+    fn unreadable_directory_is_refused_not_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        // The path is a directory: SQLite cannot open it; there is nothing
+        // corrupt to move.
+        let path = dir.path().join("policy.db");
+        std::fs::create_dir(&path).unwrap();
+        let error = Store::open(&path, Timestamp(1)).unwrap_err();
+        assert!(
+            matches!(error, PolicyError::DatabaseUnavailable { .. }),
+            "{error:?}"
+        );
+        assert!(path.is_dir());
+        assert!(corrupt_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn truncated_or_overwritten_databases_are_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let good_path = dir.path().join("good.db");
+        database_with_a_reservation(&good_path);
+        {
+            // Enough pages that half the file cuts through the tables.
+            let store = Store::open(&good_path, Timestamp(1)).unwrap();
+            for n in 0..400 {
+                store
+                    .raise_reservation(&NetworkId::new(format!("n{n:0>40}")), Timestamp(0), n)
+                    .unwrap();
+            }
+            store
+                .conn
+                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+                .unwrap();
+        }
+        let good = std::fs::read(&good_path).unwrap();
+        assert!(good.len() > 8192, "{}", good.len());
+        let mut garbage_header = good.clone();
+        garbage_header[..100].fill(0xA5);
+        let cases = [
+            ("truncated", good[..good.len() / 2].to_vec()),
+            ("garbage header", garbage_header),
+        ];
+        for (n, (what, bytes)) in cases.into_iter().enumerate() {
+            let case_dir = dir.path().join(format!("case{n}"));
+            std::fs::create_dir(&case_dir).unwrap();
+            let path = case_dir.join("policy.db");
+            std::fs::write(&path, &bytes).unwrap();
+            let store = Store::open(&path, Timestamp(7)).unwrap();
+            assert!(store.moved_aside().is_some(), "{what}");
+            assert!(store.why_moved_aside().is_some(), "{what}");
+            assert_eq!(corrupt_files(&case_dir).len(), 1, "{what}");
+            assert_eq!(std::fs::read(store.moved_aside().unwrap()).unwrap(), bytes);
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ fn set(args: &BudgetSetArgs, now: Timestamp) -> Result<()> {
     let budget = budget_from_args(args, now)?;
     let store = open_store(&state_dir(args.store.state_dir.as_deref()), now)?;
     let id = NetworkId::new(args.network_id.clone());
+    warn_if_unseen(&store, &id, "the budget will apply when it is")?;
     store
         .set_budget(&id, Some(&budget))
         .context("cannot store the budget")?;
@@ -66,26 +67,86 @@ fn list(args: &StoreArgs, now: Timestamp) -> Result<()> {
         println!("no budgets; set one with `capwise budget set NETWORK_ID --cap 5GB`");
         return Ok(());
     }
-    println!(
-        "{:<24} {:>9} {:<26} {:<20} {:<8} {:>7} {:>9}  RESETS",
-        "NETWORK", "CAP", "PERIOD", "ZONE", "COUNTS", "RESERVE", "USED"
-    );
-    for ((id, budget), view) in budgets.iter().zip(&views) {
-        let used = view["used_bytes"].as_u64().unwrap_or(0);
-        let resets = budget.zone.to_local(budget.bounds(now).1).date;
-        println!(
-            "{:<24} {:>9} {:<26} {:<20} {:<8} {:>6}% {:>9}  {}",
-            id.as_str(),
-            HumanBytes(budget.cap_bytes).to_string(),
-            period_words(budget),
-            budget.zone.to_string(),
-            counts_words(budget.counts),
-            budget.reserve_percent,
-            HumanBytes(used).to_string(),
-            ShortDate(resets),
-        );
+    let rows: Vec<[String; 8]> = budgets
+        .iter()
+        .zip(&views)
+        .map(|((id, budget), view)| {
+            let used = view["used_bytes"].as_u64().unwrap_or(0);
+            let resets = budget.zone.to_local(budget.bounds(now).1).date;
+            [
+                id.as_str().to_string(),
+                HumanBytes(budget.cap_bytes).to_string(),
+                period_words(budget),
+                budget.zone.to_string(),
+                counts_words(budget.counts).to_string(),
+                format!("{}%", budget.reserve_percent),
+                HumanBytes(used).to_string(),
+                ShortDate(resets).to_string(),
+            ]
+        })
+        .collect();
+    let header = [
+        "NETWORK", "CAP", "PERIOD", "ZONE", "COUNTS", "RESERVE", "USED", "RESETS",
+    ]
+    .map(String::from);
+    // Numbers right-aligned, words left.
+    let right = [false, true, false, false, false, true, true, false];
+    for line in table(&header, &rows, &right) {
+        println!("{line}");
     }
     Ok(())
+}
+
+/// Lines of a table whose columns are as wide as their widest cell (a
+/// `--period once` budget's "once, until 2026-11-29 10:35 UTC" included),
+/// two spaces apart, without trailing blanks.
+fn table<const N: usize>(
+    header: &[String; N],
+    rows: &[[String; N]],
+    right: &[bool; N],
+) -> Vec<String> {
+    let mut widths = [0usize; N];
+    for row in std::iter::once(header).chain(rows) {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    std::iter::once(header)
+        .chain(rows)
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(i, cell)| {
+                    if right[i] {
+                        format!("{cell:>w$}", w = widths[i])
+                    } else {
+                        format!("{cell:<w$}", w = widths[i])
+                    }
+                })
+                .collect();
+            cells.join("  ").trim_end().to_string()
+        })
+        .collect()
+}
+
+/// Says on stderr that `id` was never seen (a typo, or a network set up
+/// ahead of time), then goes on: what was asked applies once it is seen.
+pub(crate) fn warn_if_unseen(store: &Store, id: &NetworkId, consequence: &str) -> Result<()> {
+    if !network_seen(store, id)? {
+        eprintln!("capwise: warning: network '{id}' has not been seen yet; {consequence}");
+    }
+    Ok(())
+}
+
+/// Whether the agent (or `capwise get`) was ever on network `id`; a row
+/// written only by `network set` has never been seen.
+pub(crate) fn network_seen(store: &Store, id: &NetworkId) -> Result<bool> {
+    Ok(store
+        .networks()
+        .context("cannot read the networks")?
+        .iter()
+        .any(|n| &n.id == id && n.last_seen.0 > 0))
 }
 
 fn rm(args: &NetworkIdArgs, now: Timestamp) -> Result<()> {
@@ -135,6 +196,12 @@ fn budget_from_args(args: &BudgetSetArgs, now: Timestamp) -> Result<Budget> {
             end: now.plus_secs(i64::from(args.days) * 86_400),
         },
     };
+    if args.cap == 0 {
+        bail!(
+            "--cap 0: a budget of 0 bytes would stop every transfer with internet peers on this \
+             network; give the carrier's cap, e.g. 5GB or 500MiB"
+        );
+    }
     let budget = Budget {
         cap_bytes: args.cap,
         period,
@@ -146,6 +213,8 @@ fn budget_from_args(args: &BudgetSetArgs, now: Timestamp) -> Result<Budget> {
         zone: zone_from_args(args.time_zone.as_deref(), args.utc_offset, now)?,
     };
     budget.validate().context("invalid budget")?;
+    // With a cap above 0 and a reserve below 100% (the parser's bound),
+    // the reserve rounds down: capwise always has at least a byte.
     Ok(budget)
 }
 
@@ -242,6 +311,60 @@ fn describe(store: &Store, id: &NetworkId, budget: &Budget, now: Timestamp) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_columns_are_as_wide_as_their_widest_cell() {
+        let header = ["ID", "PERIOD", "USED"].map(String::from);
+        let rows = vec![
+            ["home", "monthly from day 1", "1 GB"].map(String::from),
+            ["trip", "once, until 2026-11-29 10:35 UTC", "12.5 GB"].map(String::from),
+        ];
+        let lines = table(&header, &rows, &[false, false, true]);
+        assert_eq!(
+            lines,
+            [
+                "ID    PERIOD                               USED",
+                "home  monthly from day 1                   1 GB",
+                "trip  once, until 2026-11-29 10:35 UTC  12.5 GB",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cap_that_leaves_capwise_nothing_is_refused() {
+        use crate::cli::{Cli, Command};
+        use clap::Parser;
+        let parse = |args: &[&str]| -> BudgetSetArgs {
+            let cli = Cli::try_parse_from(["capwise", "budget", "set", "home"].iter().chain(args))
+                .unwrap();
+            match cli.command {
+                Command::Budget(BudgetArgs {
+                    command: BudgetCommand::Set(a),
+                }) => a,
+                other => panic!("{other:?}"),
+            }
+        };
+        let now = Timestamp(1_750_000_000);
+        let e = budget_from_args(&parse(&["--cap", "0"]), now).unwrap_err();
+        assert!(format!("{e:#}").contains("--cap 0"), "{e:#}");
+        // 1 byte with 50% kept: the reserve rounds to 0, capwise may use 1.
+        assert!(budget_from_args(&parse(&["--cap", "1", "--reserve", "50"]), now).is_ok());
+        let e = budget_from_args(&parse(&["--cap", "1", "--reserve", "99"]), now);
+        assert!(e.is_ok(), "99% of 1 byte rounds down: capwise may use 1 B");
+        let e = budget_from_args(&parse(&["--cap", "5GB", "--reserve", "10"]), now).unwrap();
+        assert_eq!(e.agent_limit(), 4_500_000_000);
+        assert!(Cli::try_parse_from([
+            "capwise",
+            "budget",
+            "set",
+            "x",
+            "--cap",
+            "1GB",
+            "--reserve",
+            "100"
+        ])
+        .is_err());
+    }
 
     #[test]
     fn zone_flags_name_offset_or_machine() {

@@ -6,6 +6,7 @@ use capwise_policy::network::NetworkId;
 use capwise_policy::time::Timestamp;
 use serde_json::{json, Value};
 
+use super::budget::warn_if_unseen;
 use super::output::{format_timestamp, print_json};
 use crate::cli_policy::{MeteredArg, NetworkArgs, NetworkCommand, NetworkSetArgs, StoreArgs};
 use crate::state_db::{open_store, state_dir};
@@ -59,7 +60,12 @@ fn list(args: &StoreArgs, now: Timestamp) -> Result<()> {
         println!(
             "{:<24} {:<24} {:<10} {:<8} {:<7} {}",
             n.id.as_str(),
-            n.name,
+            // Set up ahead of time with `network set`: no name known yet.
+            if n.last_seen.0 > 0 || !n.name.is_empty() {
+                n.name.as_str()
+            } else {
+                "(not seen yet)"
+            },
             n.kind.as_str(),
             metered_word(n.metered_override),
             if row["has_budget"] == true {
@@ -76,6 +82,9 @@ fn list(args: &StoreArgs, now: Timestamp) -> Result<()> {
 fn set(args: &NetworkSetArgs, now: Timestamp) -> Result<()> {
     let store = open_store(&state_dir(args.store.state_dir.as_deref()), now)?;
     let id = NetworkId::new(args.network_id.clone());
+    // Allowed (a network can be set up before it is first joined), but a
+    // typo must not pass silently.
+    warn_if_unseen(&store, &id, "the setting will apply when it is")?;
     let word = match args.metered {
         MeteredArg::Yes => Some(true),
         MeteredArg::No => Some(false),

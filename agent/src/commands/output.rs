@@ -14,6 +14,29 @@ pub fn print_json(value: &Value) {
     );
 }
 
+/// Reports a failed command: the message on stderr for a person, and with
+/// `--json` also `{"error": "..."}` on stdout, so that a script reading
+/// stdout gets JSON either way (the exit status is non-zero in both cases).
+/// Every command's error goes through here.
+pub fn report_error(message: &str, json: bool) {
+    eprintln!("capwise: {message}");
+    if json {
+        print_json(&error_json(message));
+    }
+}
+
+/// The JSON object `--json` prints for an error.
+pub fn error_json(message: &str) -> Value {
+    serde_json::json!({ "error": message })
+}
+
+/// The first line of a command-line parsing error, without clap's
+/// `error: ` prefix: what went wrong, without the usage text.
+pub fn parse_error_message(rendered: &str) -> String {
+    let first = rendered.lines().next().unwrap_or_default().trim();
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
+}
+
 /// `2024-12-05 10:00 UTC`; the epoch itself means "never" in the store.
 pub fn format_timestamp(ts: Timestamp) -> String {
     if ts.0 <= 0 {
@@ -52,6 +75,20 @@ mod tests {
         assert_eq!(
             allowance_json(Allowance::Suspended),
             Value::from("suspended")
+        );
+    }
+
+    #[test]
+    fn errors_as_json_and_parse_errors_without_usage() {
+        assert_eq!(
+            error_json("no agent runs").to_string(),
+            r#"{"error":"no agent runs"}"#
+        );
+        assert_eq!(
+            parse_error_message(
+                "error: invalid value 'lots' for '--cap <CAP>': bad\n\nUsage: capwise budget set\n"
+            ),
+            "invalid value 'lots' for '--cap <CAP>': bad"
         );
     }
 }

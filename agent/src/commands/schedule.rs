@@ -8,7 +8,7 @@ use capwise_policy::time::Timestamp;
 use capwise_policy::units::HumanRate;
 use serde_json::{json, Value};
 
-use super::budget::zone_from_args;
+use super::budget::{warn_if_unseen, zone_from_args};
 use super::output::print_json;
 use crate::cli_schedule::{
     RuleArg, ScheduleAddArgs, ScheduleArgs, ScheduleCommand, ScheduleListArgs, ScheduleRmArgs,
@@ -53,6 +53,7 @@ fn add(args: &ScheduleAddArgs, now: Timestamp) -> Result<()> {
 
     let mut store = open_store(&state_dir(args.store.state_dir.as_deref()), now)?;
     let id = NetworkId::new(args.network_id.clone());
+    warn_if_unseen(&store, &id, "the schedule will apply when it is")?;
     let mut schedule = store.schedule(&id).context("cannot read the schedule")?;
     let asked = match (&args.time_zone, args.utc_offset) {
         (None, None) => None,

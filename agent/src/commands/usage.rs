@@ -12,6 +12,7 @@ use capwise_policy::time::Timestamp;
 use capwise_policy::units::HumanBytes;
 use serde_json::{json, Value};
 
+use super::budget::warn_if_unseen;
 use super::output::{format_timestamp, print_json};
 use crate::cli_policy::UsageArgs;
 use crate::state_db::{open_store, state_dir, usage_period};
@@ -21,7 +22,11 @@ pub fn run(args: &UsageArgs) -> Result<()> {
     let now = Timestamp::now_from_system();
     let store = open_store(&state_dir(args.store.state_dir.as_deref()), now)?;
     let ids: Vec<NetworkId> = match &args.network_id {
-        Some(id) => vec![NetworkId::new(id.clone())],
+        Some(id) => {
+            let id = NetworkId::new(id.clone());
+            warn_if_unseen(&store, &id, "nothing is recorded for it until it is")?;
+            vec![id]
+        }
         None => known_networks(&store)?,
     };
     let reports = ids

@@ -8,16 +8,15 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use capwise_policy::decision::Decision;
-use serde_json::json;
 use tokio::sync::watch;
 
 use super::api::AgentControl;
 use super::torrents::Torrents;
 use crate::api_types::{AgentInfo, Limits, Why};
-use crate::commands::output::allowance_json;
+use crate::commands::why::why_view;
 use crate::config::RateLimits;
 use crate::limits::LimitGate;
-use crate::policy_runtime::{seeding_allowed, PolicyReload};
+use crate::policy_runtime::PolicyReload;
 use crate::torrent_db::TorrentDb;
 
 const UP_KEY: &str = "limits.up";
@@ -89,20 +88,9 @@ impl AgentControl for Control {
     }
 
     fn why(&self) -> Why {
-        let d = self.decisions.borrow().clone();
-        Why {
-            reason: format!("{:?}", d.reason),
-            explanation: d.explanation.clone(),
-            seeding: seeding_allowed(&d),
-            background_allowed: d.background_allowed,
-            allowances: json!({
-                "down_wan": allowance_json(d.down_wan),
-                "down_lan": allowance_json(d.down_lan),
-                "up_wan": allowance_json(d.up_wan),
-                "up_lan": allowance_json(d.up_lan),
-            }),
-            network: None,
-        }
+        let decision = self.decisions.borrow().clone();
+        let (source, network) = self.policy.network();
+        why_view(&decision, network.as_ref(), source)
     }
 
     fn limits(&self) -> Limits {

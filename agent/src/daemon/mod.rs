@@ -42,11 +42,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     raise_open_file_limit();
     let state_dir = state_dir(args.state_dir.as_deref());
     crate::state_db::create_state_dir(&state_dir)?;
-    let loaded = config::load(args.config.as_deref())?;
-    for key in &loaded.unknown_keys {
-        tracing::warn!(key = %key, "unknown key in the configuration file; ignored");
-    }
-    let config = loaded.config;
+    let config = config::load_warning(args.config.as_deref())?;
     let network_file = args.network_file.clone().or(config.network_file.clone());
 
     let hooks = Hooks::default();
@@ -59,7 +55,18 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         &hooks,
     )
     .await?;
-    let db = Arc::new(TorrentDb::open(&state_dir.join(DB_FILE))?);
+    // The same file as the policy store: a lock taken since is waited out
+    // the same way.
+    let db_path = state_dir.join(DB_FILE);
+    let db = Arc::new(
+        crate::state_db::retry_while_locked(
+            "the torrents database",
+            Duration::from_secs(1),
+            crate::state_db::LOCKED_RETRY_LIMIT,
+            || TorrentDb::open(&db_path),
+        )
+        .await?,
+    );
     let user_limits = control::effective_limits(&config.limits()?, &db)?;
     let limits = LimitGate::with_limits(&user_limits);
     let hooks = Hooks {
