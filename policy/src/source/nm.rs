@@ -718,6 +718,11 @@ mod tests {
         let child = match child {
             Ok(child) => child,
             Err(e) => {
+                // scripts/test installs it: there a missing one is a failure.
+                assert!(
+                    std::env::var_os("CAPWISE_REQUIRE_TOOLS").is_none(),
+                    "dbus-daemon not available ({e}) and CAPWISE_REQUIRE_TOOLS is set"
+                );
                 eprintln!(
                     "SKIPPED: dbus-daemon not available ({e}); install the dbus-daemon package"
                 );
