@@ -1,16 +1,16 @@
 //! Controls on real sessions over loopback: pause and resume, removal (with
 //! and without data), resume data in a caller's store, data vanishing under a
-//! seeder, and a real full disk (a small tmpfs in a private mount namespace,
-//! when run as root).
+//! seeder, the WAN switch, and a real full disk (a small tmpfs in a private
+//! mount namespace, when run as root).
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use capwise_engine::create::{create_torrent, CreateOptions};
-use capwise_engine::hooks::{ByteGate, Direction, GateFuture, PeerClass};
+use capwise_engine::hooks::{ByteGate, Classifier, Direction, GateFuture, PeerClass};
 use capwise_engine::metainfo::Metainfo;
 use capwise_engine::session::{
     Hooks, ResumeStore, Session, SessionConfig, TorrentHandle, TorrentOptions, TorrentState,
@@ -478,6 +478,87 @@ async fn wait_events(events: &Mutex<Vec<String>>, want: &[&str]) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(*events.lock().unwrap(), want);
+}
+
+/// Calls every address WAN, so loopback peers and trackers are WAN.
+struct EverythingIsWan;
+
+impl Classifier for EverythingIsWan {
+    fn classify(&self, _: IpAddr) -> PeerClass {
+        PeerClass::Wan
+    }
+}
+
+/// While the WAN switch is off the seeder announces to no tracker and takes
+/// no WAN peer; switched on, both happen; switched off mid-download, the
+/// WAN connection is closed and nothing more moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switched_off_wan_carries_no_announce_and_no_peer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, announces) = recording_tracker().await;
+    let meta = make_payload(tmp.path(), 41, vec![url]);
+    let seed_hooks = Hooks {
+        classifier: Arc::new(EverythingIsWan),
+        gate: Arc::new(SlowUploads),
+        ..Hooks::default()
+    };
+    seed_hooks.wan.set(false);
+    let seeder = Session::start(config(None), seed_hooks.clone())
+        .await
+        .unwrap();
+    let _seeding = add(&seeder, &meta, tmp.path(), false).await;
+
+    // The leecher knows no tracker: every announce the tracker sees is the seeder's.
+    let mut quiet_meta = meta.clone();
+    quiet_meta.trackers.clear();
+    let leecher = Session::start(config(None), Hooks::default())
+        .await
+        .unwrap();
+    let leeching = add(&leecher, &quiet_meta, &tmp.path().join("leech"), false).await;
+    leeching.connect(&[seeder.local_addr()]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        announces.lock().unwrap().is_empty(),
+        "announced with the WAN off"
+    );
+    let p = leeching.progress();
+    assert_eq!(
+        (p.bytes_have, p.peers),
+        (0, 0),
+        "a WAN peer was taken with the WAN off"
+    );
+
+    seed_hooks.wan.set(true);
+    wait_events(&announces, &["started"]).await;
+    leeching.connect(&[seeder.local_addr()]);
+    wait_for(&leeching, "the first bytes over the WAN", |p| {
+        p.bytes_have > 0
+    })
+    .await;
+
+    // Off mid-download: the seeder closes the WAN connection within its 1 s
+    // beat, and nothing more arrives.
+    seed_hooks.wan.set(false);
+    wait_for(&leeching, "the WAN connection to close", |p| p.peers == 0).await;
+    let have = leeching.progress().bytes_have;
+    assert!(have < A_LEN + B_LEN, "finished before the switch went off");
+    leeching.connect(&[seeder.local_addr()]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let p = leeching.progress();
+    assert_eq!(
+        (p.bytes_have, p.peers),
+        (have, 0),
+        "data moved with the WAN off"
+    );
+
+    seed_hooks.wan.set(true);
+    leeching.connect(&[seeder.local_addr()]);
+    wait_for(&leeching, "the rest over the WAN", |p| {
+        p.bytes_have == p.total_length
+    })
+    .await;
+    leecher.shutdown().await;
+    seeder.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
