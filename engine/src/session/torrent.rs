@@ -31,6 +31,16 @@ pub(crate) struct PeerLink {
     pub(crate) closed: AtomicBool,
 }
 
+impl PeerLink {
+    /// Asks the connection's tasks to end (they do on their own); false if
+    /// it was already closing.
+    pub(crate) fn close(&self) -> bool {
+        let was_open = !self.closed.swap(true, Ordering::AcqRel);
+        self.wake.notify_one();
+        was_open
+    }
+}
+
 pub(crate) struct TorrentShared {
     pub(crate) session: Arc<SessionInner>,
     pub(crate) info_hash: [u8; 20],
@@ -307,9 +317,8 @@ impl TorrentShared {
     /// Close the connections to WAN peers (the WAN switch went off).
     pub(crate) fn close_wan_links(&self) {
         for link in self.links.lock().expect("links lock").values() {
-            if link.class == PeerClass::Wan && !link.closed.swap(true, Ordering::AcqRel) {
+            if link.class == PeerClass::Wan && link.close() {
                 tracing::info!(addr = %link.addr, "WAN off: closing the connection");
-                link.wake.notify_one();
             }
         }
     }
@@ -317,8 +326,7 @@ impl TorrentShared {
     /// Close every connection (their tasks end on their own).
     pub(crate) fn close_links(&self) {
         for link in self.links.lock().expect("links lock").values() {
-            link.closed.store(true, Ordering::Release);
-            link.wake.notify_one();
+            link.close();
         }
     }
 
@@ -360,8 +368,7 @@ impl TorrentShared {
                         if ban {
                             self.banned.lock().expect("ban lock").insert(link.addr);
                         }
-                        link.closed.store(true, Ordering::Release);
-                        link.wake.notify_one();
+                        link.close();
                     }
                 }
                 Event::Finished => {
