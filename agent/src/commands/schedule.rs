@@ -31,24 +31,22 @@ fn add(args: &ScheduleAddArgs, now: Timestamp) -> Result<()> {
             bail!("--rule limit needs --down RATE, --up RATE or both (e.g. --up 100KB/s)")
         }
         (RuleArg::Limit, down, up) => Rule::Limit { down, up },
-        (_, None, None) => match args.rule {
-            RuleArg::Free => Rule::Free,
-            _ => Rule::Pause,
-        },
-        (_, _, _) => bail!("--down and --up only go with --rule limit"),
+        (RuleArg::Free, None, None) => Rule::Free,
+        (RuleArg::Pause, None, None) => Rule::Pause,
+        _ => bail!("--down and --up only go with --rule limit"),
     };
     if args.days == 0 {
         bail!("--days names no day");
     }
-    let window = Window {
-        days: Days(args.days),
-        start_minute: args.from.min(1439),
-        end_minute: args.to,
-        rule,
-    };
     if args.from >= 1440 {
         bail!("--from 24:00: a window starts at 23:59 at the latest (use 00:00 and the next day)");
     }
+    let window = Window {
+        days: Days(args.days),
+        start_minute: args.from,
+        end_minute: args.to,
+        rule,
+    };
     window.validate().context("invalid window")?;
 
     let mut store = open_store(&state_dir(args.store.state_dir.as_deref()), now)?;
