@@ -1,6 +1,7 @@
 //! The policy database in the state directory, and the accounting period
 //! that usage is filed under.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -34,12 +35,25 @@ pub fn create_state_dir(state_dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot create state directory {}", state_dir.display()))
 }
 
-/// Opens (creating if needed) `<state_dir>/capwise.db`. A corrupt file is
-/// moved aside by the store; the user is told once where it went. Any other
-/// failure (locked, newer schema, permissions) leaves the file untouched and
-/// is returned with the store's message, which names the file and says
-/// what to do.
-pub fn open_store(state_dir: &Path, now: Timestamp) -> Result<Store> {
+/// Opens (creating if needed) `<state_dir>/capwise.db` for a command that
+/// does not own the state directory (every command but `run`, `get` and
+/// `seed`): a corrupt file is refused and left as it is, for the agent to
+/// repair. Any other failure (locked, newer schema, permissions) also
+/// leaves the file untouched and is returned with the store's message,
+/// which names the file and says what to do.
+/// (`_now` is kept for the callers; only a repair needs the time.)
+pub fn open_store(state_dir: &Path, _now: Timestamp) -> Result<Store> {
+    create_state_dir(state_dir)?;
+    Ok(Store::open_without_repair(
+        &state_dir.join(DB_FILE),
+        BUSY_TIMEOUT,
+    )?)
+}
+
+/// [`open_store`] for the process holding the state directory's lock: a
+/// corrupt file is moved aside, its readable usage carried over, and the
+/// user told once where it went.
+pub fn open_store_repairing(state_dir: &Path, now: Timestamp) -> Result<Store> {
     open_store_with(state_dir, now, BUSY_TIMEOUT)
 }
 
@@ -48,12 +62,18 @@ fn open_store_with(state_dir: &Path, now: Timestamp, busy: Duration) -> Result<S
     let path = state_dir.join(DB_FILE);
     let store = Store::open_with_busy_timeout(&path, now, busy)?;
     if let (Some(aside), Some(why)) = (store.moved_aside(), store.why_moved_aside()) {
+        let kept = match store.carried_rows() {
+            0 => "budgets, schedules and usage history start over".to_string(),
+            n => format!(
+                "its usage and reservations ({n} rows) were carried over; budgets and schedules start over"
+            ),
+        };
         // stderr, not a log line: the CLI shows it as its own warning and
         // the service's stderr is in the journal too; logging it as well
-        // printed it twice.
-        eprintln!(
-            "capwise: warning: {} was corrupt ({why}); moved it to {} and started a fresh database \
-             (budgets, schedules and usage history start over)",
+        // printed it twice. Not eprintln!: a closed stderr must not panic.
+        let _ = writeln!(
+            std::io::stderr(),
+            "capwise: warning: {} was corrupt ({why}); moved it to {} and started a fresh database ({kept})",
             path.display(),
             aside.display()
         );
@@ -79,7 +99,7 @@ pub async fn open_store_waiting(state_dir: &Path) -> Result<Store> {
         "policy database",
         Duration::from_secs(1),
         LOCKED_RETRY_LIMIT,
-        || open_store(state_dir, Timestamp::now_from_system()),
+        || open_store_repairing(state_dir, Timestamp::now_from_system()),
     )
     .await
 }

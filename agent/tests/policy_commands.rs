@@ -489,29 +489,33 @@ fn why_with_a_broken_network_file_says_what_is_wrong() {
 }
 
 #[test]
-fn corrupt_database_is_moved_aside_and_the_command_still_works() {
+fn a_corrupt_database_is_left_for_the_agent_by_every_command() {
     let env = Env::new();
     std::fs::create_dir_all(env.state_dir()).unwrap();
     let db = env.state_dir().join("capwise.db");
     std::fs::write(&db, b"not a database, a shopping list: eggs, milk").unwrap();
-    let out = env.run(&["budget", "set", "home", "--cap", "2GB"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("moved"), "the user is told: {err}");
-    assert_eq!(err.matches("moved it to").count(), 1, "told once: {err}");
-    let aside: Vec<_> = std::fs::read_dir(env.state_dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|name| name.starts_with("capwise.db.corrupt-"))
-        .collect();
-    assert_eq!(aside.len(), 1, "{aside:?}");
-    let kept = std::fs::read(env.state_dir().join(&aside[0])).unwrap();
-    assert!(kept.starts_with(b"not a database"));
-    assert_eq!(env.json(&["budget", "list"])[0]["network_id"], "home");
+    for args in [
+        vec!["budget", "list"],
+        vec!["network", "list"],
+        vec!["usage"],
+        vec!["schedule", "list"],
+        vec!["budget", "set", "home", "--cap", "2GB"],
+    ] {
+        let err = env.fails(&args);
+        assert!(
+            err.contains("is corrupt")
+                && err.contains("left as it is")
+                && err.contains("capwise run"),
+            "{args:?}: {err}"
+        );
+        let names: Vec<_> = std::fs::read_dir(env.state_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.contains("corrupt"))
+            .collect();
+        assert!(names.is_empty(), "{args:?} moved the database: {names:?}");
+        assert!(std::fs::read(&db).unwrap().starts_with(b"not a database"));
+    }
 }
 
 #[test]

@@ -72,6 +72,21 @@ pub enum PolicyError {
         rename: std::io::Error,
     },
 
+    /// The policy database is corrupt, and this process does not own the
+    /// state directory, so it left the file as it is: the agent (or
+    /// `get`/`seed`) moves it aside when it starts, carrying the usage over
+    /// where it can be read.
+    #[error(
+        "the policy database {path} is corrupt ({source}); it was left as it is: \
+         `capwise run` moves it aside when it starts and keeps the usage it can still read"
+    )]
+    DatabaseDamaged {
+        /// The database file.
+        path: PathBuf,
+        /// What showed the corruption.
+        source: rusqlite::Error,
+    },
+
     /// A file or directory could not be read or written.
     #[error("I/O error on {path}: {source}")]
     Io {

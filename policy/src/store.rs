@@ -137,7 +137,21 @@ pub struct Store {
 struct MovedAside {
     to: PathBuf,
     why: String,
+    /// Ledger rows (usage, reservations, link usage) read back from it.
+    carried: usize,
 }
+
+/// The ledger tables a fresh database takes over from a corrupt one, each
+/// with its columns: what was used and reserved this period must still
+/// count against the cap.
+const CARRIED_TABLES: &[(&str, &str)] = &[
+    (
+        "usage",
+        "network_id, period_start, direction, peer_class, bytes",
+    ),
+    ("reservations", "network_id, period_start, reserved_bytes"),
+    ("link_usage", "network_id, period_start, rx_bytes, tx_bytes"),
+];
 
 /// How long an open waits for another process's lock by default: long
 /// enough for any write capwise itself makes, short enough that a command
@@ -168,6 +182,10 @@ impl Store {
     /// database, one written by a newer capwise, and permission or I/O
     /// failures are errors that leave the file as it is: it may hold budgets
     /// and reservations the hard cap depends on.
+    ///
+    /// The usage ledger (usage, reservations, link usage) is read back from
+    /// the moved file, row by row up to the first unreadable one, so that
+    /// the period's bytes still count; [`Store::carried_rows`] says how many.
     pub fn open_with_busy_timeout(path: &Path, now: Timestamp, busy: Duration) -> Result<Store> {
         let first_error = match open_and_migrate(path, busy) {
             Ok(conn) => {
@@ -179,6 +197,33 @@ impl Store {
             Err(OpenFailure::Refused(error)) => return Err(error),
             Err(OpenFailure::Corrupt(error)) => error,
         };
+        Store::move_aside(path, now, busy, first_error)
+    }
+
+    /// Opens the database at `path` like [`Store::open_with_busy_timeout`],
+    /// but never moves a file: a corrupt one is
+    /// [`PolicyError::DatabaseDamaged`], left for the process that owns
+    /// the state directory (the agent) to repair.
+    pub fn open_without_repair(path: &Path, busy: Duration) -> Result<Store> {
+        match open_and_migrate(path, busy) {
+            Ok(conn) => Ok(Store {
+                conn,
+                moved_aside: None,
+            }),
+            Err(OpenFailure::Refused(error)) => Err(error),
+            Err(OpenFailure::Corrupt(source)) => Err(PolicyError::DatabaseDamaged {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    fn move_aside(
+        path: &Path,
+        now: Timestamp,
+        busy: Duration,
+        first_error: rusqlite::Error,
+    ) -> Result<Store> {
         let aside = aside_path(path, now);
         if let Err(rename) = std::fs::rename(path, &aside) {
             return Err(PolicyError::DatabaseCorrupt {
@@ -200,13 +245,21 @@ impl Store {
                 source,
             },
         })?;
+        let carried = carry_ledger(&conn, &aside);
         Ok(Store {
             conn,
             moved_aside: Some(MovedAside {
                 to: aside,
                 why: first_error.to_string(),
+                carried,
             }),
         })
+    }
+
+    /// How many ledger rows were read back from the database moved aside
+    /// (0 if none was, or nothing could be read).
+    pub fn carried_rows(&self) -> usize {
+        self.moved_aside.as_ref().map_or(0, |m| m.carried)
     }
 
     /// An in-memory database, for tests and dry runs.
@@ -752,6 +805,65 @@ fn open_and_migrate(path: &Path, busy: Duration) -> Result<Connection, OpenFailu
     Ok(conn)
 }
 
+/// Copies into `conn` every ledger row of the corrupt database at `aside`
+/// that can still be read, table by table, up to the first unreadable row;
+/// returns how many. Nothing here can fail the open: what cannot be read is
+/// lost either way.
+fn carry_ledger(conn: &Connection, aside: &Path) -> usize {
+    use rusqlite::OpenFlags;
+    use std::os::unix::ffi::OsStrExt;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    // Without a write-ahead log to replay, read it as immutable: no lock, no
+    // -shm or -wal file appears beside the kept copy.
+    let opened = if sibling(aside, "-wal").exists() {
+        Connection::open_with_flags(aside, flags)
+    } else {
+        let mut uri = String::from("file:");
+        for &b in aside.as_os_str().as_bytes() {
+            if b.is_ascii_alphanumeric() || b"/._-".contains(&b) {
+                uri.push(char::from(b));
+            } else {
+                uri.push_str(&format!("%{b:02X}"));
+            }
+        }
+        uri.push_str("?immutable=1");
+        Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+    };
+    let Ok(old) = opened else {
+        return 0;
+    };
+    let mut carried = 0;
+    for (table, columns) in CARRIED_TABLES {
+        let width = columns.split(',').count();
+        let Ok(mut select) = old.prepare(&format!("SELECT {columns} FROM {table}")) else {
+            continue;
+        };
+        let placeholders = vec!["?"; width].join(", ");
+        let Ok(mut insert) = conn.prepare(&format!(
+            "INSERT OR IGNORE INTO {table} ({columns}) VALUES ({placeholders})"
+        )) else {
+            continue;
+        };
+        let Ok(mut rows) = select.query([]) else {
+            continue;
+        };
+        while let Ok(Some(row)) = rows.next() {
+            let values: rusqlite::Result<Vec<rusqlite::types::Value>> =
+                (0..width).map(|i| row.get(i)).collect();
+            let Ok(values) = values else {
+                break;
+            };
+            if insert
+                .execute(rusqlite::params_from_iter(values))
+                .is_ok_and(|n| n == 1)
+            {
+                carried += 1;
+            }
+        }
+    }
+    carried
+}
+
 /// Only SQLite's own verdict that the content is damaged moves a file
 /// aside. Everything else may happen to a sound database: a lock held by
 /// another process, permissions, a full or read-only disk, an I/O error, a
@@ -915,6 +1027,70 @@ mod tests {
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
             .unwrap();
         id
+    }
+
+    /// A database whose `networks` table has a page overwritten, while the
+    /// ledger's pages are sound: (usage bytes, reservation) written before.
+    fn database_with_a_damaged_networks_page(path: &Path, id: &NetworkId) -> (u64, u64) {
+        let store = Store::open(path, Timestamp(1)).unwrap();
+        store
+            .add_usage(id, Timestamp(0), Direction::Down, PeerClass::Wan, 123_456)
+            .unwrap();
+        store.raise_reservation(id, Timestamp(0), 200_000).unwrap();
+        for i in 0..200 {
+            store
+                .conn
+                .execute(
+                    "INSERT INTO networks (id, name, kind, first_seen, last_seen) VALUES (?1, ?2, 'wifi', 0, 0)",
+                    params![format!("net-{i}"), format!("ZZMARKERZZ{}", "n".repeat(300))],
+                )
+                .unwrap();
+        }
+        store
+            .conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        drop(store);
+        let mut bytes = std::fs::read(path).unwrap();
+        let page = 4096;
+        let victim = (1..bytes.len() / page)
+            .find(|p| {
+                let chunk = &bytes[p * page..(p + 1) * page];
+                chunk.windows(10).any(|w| w == b"ZZMARKERZZ")
+            })
+            .expect("a page of the networks table");
+        bytes[victim * page..(victim + 1) * page].fill(0xff);
+        std::fs::write(path, &bytes).unwrap();
+        (123_456, 200_000)
+    }
+
+    #[test]
+    fn a_corrupt_database_is_left_alone_without_repair_and_its_ledger_carried_over_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("capwise.db");
+        let id = NetworkId::new("hotspot");
+        let (used, reserved) = database_with_a_damaged_networks_page(&path, &id);
+        let before = std::fs::read(&path).unwrap();
+
+        let error = Store::open_without_repair(&path, BUSY_TIMEOUT).unwrap_err();
+        assert!(
+            matches!(error, PolicyError::DatabaseDamaged { .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("left as it is"), "{error}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the file was changed"
+        );
+        assert!(corrupt_files(dir.path()).is_empty());
+
+        let store = Store::open(&path, Timestamp(9)).unwrap();
+        assert!(store.moved_aside().is_some());
+        assert_eq!(store.carried_rows(), 2);
+        let rows = store.usage(&id, Timestamp(0)).unwrap();
+        assert_eq!(rows.iter().map(|r| r.bytes).sum::<u64>(), used);
+        assert_eq!(store.reserved(&id, Timestamp(0)).unwrap(), reserved);
     }
 
     fn corrupt_files(dir: &Path) -> Vec<String> {
