@@ -124,6 +124,10 @@ pub struct Why {
     /// Where the network was learnt from ("NetworkManager", "network file", ...).
     #[serde(default)]
     pub source: String,
+    /// What the configuration file had that was ignored (unknown keys), in
+    /// words; absent when there is nothing to say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Every error body.

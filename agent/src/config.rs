@@ -1,6 +1,8 @@
 //! The agent's optional TOML configuration. Every key is optional with a
-//! safe default; keys capwise does not know are reported (a typo must not
-//! silently leave a limit unset).
+//! safe default. A key capwise does not know in `[policy]` or `[limits]`
+//! is refused with the closest known key (a typo there must not silently
+//! leave the bill unprotected); elsewhere it is a warning that the log and
+//! `capwise why` show.
 //!
 //! ```toml
 //! download_dir = "/srv/downloads"
@@ -52,6 +54,10 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// The local API.
     pub api: ApiConfig,
+    /// Sentences about keys that were ignored (unknown outside `[policy]`
+    /// and `[limits]`), for the log and `capwise why`.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// Rates as written by a person ("500KB/s", "8Mbit/s").
@@ -121,13 +127,11 @@ pub struct RateLimits {
     pub lan_down: Option<u64>,
 }
 
-/// A loaded configuration and the keys it had that capwise does not know.
+/// A loaded configuration (its warnings in [`Config::warnings`]).
 #[derive(Debug, Default)]
 pub struct Loaded {
     /// The configuration.
     pub config: Config,
-    /// Dotted paths of unknown keys, e.g. `limits.upp`.
-    pub unknown_keys: Vec<String>,
 }
 
 /// The default configuration file: `$XDG_CONFIG_HOME/capwise/config.toml`.
@@ -143,20 +147,104 @@ pub fn default_config_path() -> Option<PathBuf> {
     Some(base.join("capwise").join(CONFIG_FILE))
 }
 
-/// Parses configuration text, collecting unknown keys instead of failing on
-/// them; values of the wrong type or unparsable rates are errors.
+/// The keys each table knows, by the table's dotted path.
+const KNOWN_KEYS: &[(&str, &[&str])] = &[
+    (
+        "",
+        &[
+            "download_dir",
+            "listen",
+            "network_file",
+            "limits",
+            "policy",
+            "api",
+        ],
+    ),
+    ("limits", &["up", "down", "wan", "lan"]),
+    ("limits.wan", &["up", "down"]),
+    ("limits.lan", &["up", "down"]),
+    (
+        "policy",
+        &[
+            "upload_on_metered",
+            "background_on_metered",
+            "metered_download_rate",
+            "near_cap_percent",
+            "near_cap_download_rate",
+            "suspend_when_roaming",
+        ],
+    ),
+    ("api", &["address"]),
+];
+
+/// Edits (insertions, deletions, substitutions) from `a` to `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// The known key closest to unknown `path` (`policy.upload_on_metred`), if
+/// one is close enough to be a typo of it.
+fn suggestion(path: &str) -> Option<&'static str> {
+    let (table, key) = path.rsplit_once('.').unwrap_or(("", path));
+    let known = KNOWN_KEYS.iter().find(|(t, _)| *t == table)?.1;
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, k)| *d <= (k.len() / 3).max(2))
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Parses configuration text. An unknown key in `[policy]` or `[limits]`
+/// (or a table that is most likely one of them misspelt) is an error naming
+/// the key and the closest known one; other unknown keys become warnings.
+/// Values of the wrong type, unparsable rates and a relative
+/// `download_dir` are errors.
 pub fn parse(text: &str) -> Result<Loaded> {
     let mut unknown_keys = Vec::new();
     let deserializer = toml::Deserializer::new(text);
-    let config: Config = serde_ignored::deserialize(deserializer, |path| {
+    let mut config: Config = serde_ignored::deserialize(deserializer, |path| {
         unknown_keys.push(path.to_string());
     })?;
+    for key in &unknown_keys {
+        let suggested = suggestion(key);
+        let hint = suggested
+            .map(|k| format!(" (did you mean `{k}`?)"))
+            .unwrap_or_default();
+        let guards_the_bill = key.starts_with("policy.")
+            || key.starts_with("limits.")
+            || (!key.contains('.') && matches!(suggested, Some("policy" | "limits")));
+        if guards_the_bill {
+            bail!(
+                "unknown key `{key}`{hint}: keys in [policy] and [limits] protect your data                  plan, so capwise does not start with one it does not know"
+            );
+        }
+        config.warnings.push(format!(
+            "unknown key `{key}` in the configuration ignored{hint}"
+        ));
+    }
+    if let Some(dir) = config.download_dir.as_ref().filter(|d| !d.is_absolute()) {
+        bail!(
+            "download_dir = \"{}\": must be an absolute path",
+            dir.display()
+        );
+    }
     config.limits()?;
     config.settings()?;
-    Ok(Loaded {
-        config,
-        unknown_keys,
-    })
+    Ok(Loaded { config })
 }
 
 /// Loads `path` if given (it must exist), else the default file if it
@@ -184,8 +272,8 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
 /// warnings, so that every command decides with the user's settings.
 pub fn load_warning(path: Option<&Path>) -> Result<Config> {
     let loaded = load(path)?;
-    for key in &loaded.unknown_keys {
-        tracing::warn!(key = %key, "unknown key in the configuration file; ignored");
+    for warning in &loaded.config.warnings {
+        tracing::warn!("{warning}");
     }
     Ok(loaded.config)
 }
@@ -268,20 +356,72 @@ mod tests {
     #[test]
     fn empty_file_gives_the_defaults() {
         let loaded = parse("").unwrap();
-        assert!(loaded.unknown_keys.is_empty());
+        assert!(loaded.config.warnings.is_empty());
         assert_eq!(loaded.config.limits().unwrap(), RateLimits::default());
         assert_eq!(loaded.config.settings().unwrap(), Settings::default());
         assert!(loaded.config.api_address().ip().is_loopback());
     }
 
     #[test]
-    fn unknown_keys_are_reported_with_their_path() {
-        let loaded = parse("listn = \"0.0.0.0:1\"\n[limits]\nupp = \"1MB/s\"\n[limits.wan]\ndown = \"1MB/s\"\nx = 1\n").unwrap();
+    fn unknown_keys_outside_policy_and_limits_are_warnings_with_a_suggestion() {
+        let loaded = parse("listn = \"0.0.0.0:1\"\n[api]\nadress = \"127.0.0.1:0\"\n[limits.wan]\ndown = \"1MB/s\"\n").unwrap();
         assert_eq!(
-            loaded.unknown_keys,
-            vec!["listn", "limits.upp", "limits.wan.x"]
+            loaded.config.warnings.len(),
+            2,
+            "{:?}",
+            loaded.config.warnings
         );
+        assert!(
+            loaded.config.warnings[0].contains("`listn`")
+                && loaded.config.warnings[0].contains("`listen`")
+        );
+        assert!(loaded.config.warnings[1].contains("did you mean `address`"));
         assert_eq!(loaded.config.limits().unwrap().wan_down, Some(1_000_000));
+        let loaded = parse("colour = \"blue\"\n").unwrap();
+        assert!(
+            !loaded.config.warnings[0].contains("did you mean"),
+            "{:?}",
+            loaded.config.warnings
+        );
+    }
+
+    #[test]
+    fn unknown_keys_in_policy_and_limits_are_refused_with_the_closest_key() {
+        for (text, key, closest) in [
+            (
+                "[policy]\nupload_on_metred = true\n",
+                "policy.upload_on_metred",
+                Some("upload_on_metered"),
+            ),
+            ("[limits]\nupp = \"1MB/s\"\n", "limits.upp", Some("up")),
+            (
+                "[limits.wan]\ndonw = \"1MB/s\"\n",
+                "limits.wan.donw",
+                Some("down"),
+            ),
+            ("[policy]\nwhatever = 1\n", "policy.whatever", None),
+            (
+                "[polcy]\nupload_on_metered = true\n",
+                "polcy",
+                Some("policy"),
+            ),
+        ] {
+            let e = format!("{:#}", parse(text).unwrap_err());
+            assert!(e.contains(&format!("unknown key `{key}`")), "{e}");
+            match closest {
+                Some(k) => assert!(e.contains(&format!("did you mean `{k}`?")), "{e}"),
+                None => assert!(!e.contains("did you mean"), "{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_relative_download_dir_is_refused() {
+        let e = parse("download_dir = \"Downloads\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("download_dir") && e.contains("absolute"), "{e}");
+        assert!(parse("download_dir = \"/srv/data\"\n").is_ok());
     }
 
     #[test]

@@ -662,3 +662,50 @@ fn usage_lists_every_known_network() {
     let text = env.ok(&["usage", "hotspot"]);
     assert!(text.contains("whole link"), "{text}");
 }
+
+#[test]
+fn unknown_policy_and_limits_keys_stop_run_and_other_unknown_keys_are_shown_by_why() {
+    let env = Env::new();
+    let typo = env.network_file("typo.toml", "[policy]\nupload_on_metred = true\n");
+    // `run` refuses before it starts anything (no agent, no listener).
+    let err = env.fails(&["run", "--config", path_str(&typo)]);
+    assert!(
+        err.contains("unknown key `policy.upload_on_metred`")
+            && err.contains("did you mean `upload_on_metered`?")
+            && err.contains("typo.toml"),
+        "{err}"
+    );
+    let typo = env.network_file("limits.toml", "[limits]\ndwon = \"1MB/s\"\n");
+    let err = env.fails(&["run", "--config", path_str(&typo)]);
+    assert!(
+        err.contains("`limits.dwon`") && err.contains("`down`"),
+        "{err}"
+    );
+    let relative = env.network_file("relative.toml", "download_dir = \"Downloads\"\n");
+    let err = env.fails(&["run", "--config", path_str(&relative)]);
+    assert!(
+        err.contains("download_dir") && err.contains("absolute"),
+        "{err}"
+    );
+    assert!(!env.state_dir().join("agent.json").exists());
+
+    let hotspot = env.network_file("hotspot.toml", "id = \"hotspot\"\nmetered = \"yes\"\n");
+    let config = env.network_file("warn.toml", "listn = \"0.0.0.0:1\"\n");
+    let args = [
+        "why",
+        "--network-file",
+        path_str(&hotspot),
+        "--config",
+        path_str(&config),
+    ];
+    let text = env.ok(&args);
+    assert!(
+        text.contains("unknown key `listn`") && text.contains("did you mean `listen`?"),
+        "{text}"
+    );
+    let why = env.json(&args);
+    assert!(
+        why["warnings"][0].as_str().unwrap().contains("`listn`"),
+        "{why}"
+    );
+}

@@ -32,6 +32,7 @@ pub async fn run(args: &WhyArgs) -> Result<()> {
                 print_json(&serde_json::to_value(&why)?);
             } else {
                 println!("{}", why.explanation);
+                print_warnings(&why.warnings);
             }
             return Ok(());
         }
@@ -68,14 +69,20 @@ pub async fn run(args: &WhyArgs) -> Result<()> {
     );
     if !args.store.json {
         println!("{}", decision.explanation);
+        print_warnings(&config.warnings);
         return Ok(());
     }
-    print_json(&serde_json::to_value(why_view(
-        &decision,
-        network.as_ref(),
-        source,
-    ))?);
+    let mut view = why_view(&decision, network.as_ref(), source);
+    view.warnings = config.warnings.clone();
+    print_json(&serde_json::to_value(view)?);
     Ok(())
+}
+
+/// The configuration's warnings, after the decision.
+fn print_warnings(warnings: &[String]) {
+    for warning in warnings {
+        println!("Warning: {warning}");
+    }
 }
 
 /// The decision as `why --json` and the API's `GET /v1/why` show it: one
@@ -95,6 +102,7 @@ pub fn why_view(decision: &Decision, network: Option<&Network>, source: SourceKi
         counts_against_budget: decision.counts_against_budget,
         network: network.map(network_json),
         source: source.describe().to_string(),
+        warnings: Vec::new(),
     }
 }
 

@@ -44,6 +44,8 @@ pub struct Control {
     pub state_dir: PathBuf,
     /// Default download directory.
     pub download_dir: PathBuf,
+    /// The configuration's warnings (unknown keys), shown by `why`.
+    pub config_warnings: Vec<String>,
 }
 
 /// The configuration's limits, with the ones set at run time (stored in the
@@ -90,7 +92,10 @@ impl AgentControl for Control {
     fn why(&self) -> Why {
         let decision = self.decisions.borrow().clone();
         let (source, network) = self.policy.network();
-        why_view(&decision, network.as_ref(), source)
+        Why {
+            warnings: self.config_warnings.clone(),
+            ..why_view(&decision, network.as_ref(), source)
+        }
     }
 
     fn limits(&self) -> Limits {

@@ -97,6 +97,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         ready: ready.clone(),
         state_dir: state_dir.clone(),
         download_dir,
+        config_warnings: config.warnings.clone(),
     });
     let (stop_api, api_task) =
         start_api(&state_dir, config.api_address(), torrents.clone(), control).await?;
