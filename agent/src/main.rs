@@ -31,7 +31,10 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 /// Logs go to stderr; the service logs more by default, and straight to
-/// journald when systemd connected its stderr to the journal.
+/// journald when systemd connected its stderr to the journal. A log line
+/// that cannot be written (stderr closed: `capwise run 2>&1 | head`) is
+/// dropped: tracing-subscriber's own report of it would go through
+/// `eprintln!`, which panics on a closed stderr.
 fn init_logging(service: bool) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -51,6 +54,7 @@ fn init_logging(service: bool) {
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .init();
 }
 

@@ -496,3 +496,74 @@ fn metered_switch_mid_seed_stops_wan_uploads_and_why_explains() {
         panic!("[agent] metered switch failed: {e:#}");
     }
 }
+
+/// `capwise run 2>&1 | head -3`: the agent outlives its stderr, keeps
+/// serving, and stops cleanly (exit 0, agent.json removed) on SIGTERM.
+#[test]
+fn the_agent_outlives_a_closed_stderr() {
+    run("closed stderr", MIB, |w| {
+        let head = w.logs.join("head.out");
+        let mut shell = Command::new("bash");
+        shell
+            .arg("-c")
+            .arg("set -o pipefail; \"$0\" run --state-dir \"$1\" --config \"$2\" 2>&1 | head -3 > \"$3\"")
+            .arg(capwise_tests::paths::capwise_bin())
+            .arg(&w.state_dir)
+            .arg(&w.config)
+            .arg(&head)
+            .env("CAPWISE_LOG", "info");
+        let mut pipeline = ChildGuard::spawn("agent-head", &mut shell, &w.logs)?;
+        let info = || -> Result<Value> {
+            let out = Command::new(capwise_tests::paths::capwise_bin())
+                .args(["info", "--json", "--state-dir"])
+                .arg(&w.state_dir)
+                .output()?;
+            ensure!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(serde_json::from_slice(&out.stdout)?)
+        };
+        wait_until(
+            "head to have its 3 lines",
+            WAIT,
+            Duration::from_millis(100),
+            || Ok(std::fs::read_to_string(&head).is_ok_and(|t| t.lines().count() >= 3)),
+        )?;
+        wait_until(
+            "the agent to be ready",
+            WAIT,
+            Duration::from_millis(200),
+            || {
+                if let Some(status) = pipeline.try_wait()? {
+                    bail!("the agent exited with {status}");
+                }
+                Ok(info().is_ok_and(|i| i["ready"] == true))
+            },
+        )?;
+        let pid = info()?["pid"].as_i64().context("no pid")?;
+        // Work that logs, then a stop that logs.
+        std::thread::sleep(Duration::from_secs(1));
+        ensure!(
+            pipeline.try_wait()?.is_none(),
+            "the agent died with its stderr"
+        );
+        // SAFETY: kill(2) on the agent this test started.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+        let status = pipeline
+            .wait_timeout(Duration::from_secs(10))?
+            .context("the agent did not stop")?;
+        ensure!(
+            status.success(),
+            "the agent exited with {status} after its stderr closed"
+        );
+        ensure!(
+            !w.state_dir.join("agent.json").exists(),
+            "agent.json left behind"
+        );
+        Ok(())
+    });
+}

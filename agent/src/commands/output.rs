@@ -1,6 +1,8 @@
 //! Shared formatting of the policy commands: JSON printing, dates, and
 //! allowances as JSON values.
 
+use std::io::Write as _;
+
 use capwise_policy::decision::Allowance;
 use capwise_policy::time::{civil_from_days, Timestamp};
 use serde_json::Value;
@@ -19,7 +21,8 @@ pub fn print_json(value: &Value) {
 /// stdout gets JSON either way (the exit status is non-zero in both cases).
 /// Every command's error goes through here.
 pub fn report_error(message: &str, json: bool) {
-    eprintln!("capwise: {message}");
+    // Not eprintln!: with stderr closed the status must still be the error's.
+    let _ = writeln!(std::io::stderr(), "capwise: {message}");
     if json {
         print_json(&error_json(message));
     }
