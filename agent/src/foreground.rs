@@ -46,9 +46,15 @@ fn policy_options(args: &TransferArgs, state_dir: PathBuf) -> Result<PolicyOptio
     })
 }
 
-async fn start_session(args: &TransferArgs) -> Result<(Session, PolicyRuntime)> {
+/// The session, its policy, and the state directory's lock they run under.
+async fn start_session(
+    args: &TransferArgs,
+    command: &str,
+) -> Result<(Session, PolicyRuntime, crate::lock::Lock)> {
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     crate::state_db::create_state_dir(&state_dir)?;
+    // The agent's default state directory is ours too: never both at once.
+    let state_lock = crate::lock::lock_state_dir(&state_dir, command)?;
     let hooks = Hooks::default();
     let policy = PolicyRuntime::start(&policy_options(args, state_dir.clone())?, &hooks).await?;
     let limits = LimitGate::new(args.upload_limit, args.download_limit);
@@ -72,7 +78,7 @@ async fn start_session(args: &TransferArgs) -> Result<(Session, PolicyRuntime)> 
         }
         Err(e) => return Err(e).with_context(|| format!("cannot listen on {}", args.listen)),
     };
-    Ok((session, policy))
+    Ok((session, policy, state_lock))
 }
 
 /// Run `get`: download, then seed if asked.
@@ -94,11 +100,15 @@ async fn run(
     seed_only: bool,
 ) -> Result<()> {
     let name = metainfo.info.name.clone();
+    let command = if seed_only { "seed" } else { "get" };
     // The policy lives as long as the session; dropping it flushes the ledger.
-    let (session, _policy) = start_session(args).await?;
+    let (session, _policy, _state_lock) = start_session(args, command).await?;
     tracing::info!(listen = %session.local_addr(), torrent = %name, info_hash = %metainfo.info_hash, "starting");
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    // No other process (an agent, another `get`) may write these files meanwhile.
+    let _data_lock =
+        crate::lock::lock_data(&args.dir, &metainfo.info_hash.to_hex(), &name, command)?;
     let mut handle = session
         .add_torrent(metainfo, args.dir.clone(), TorrentOptions::default())
         .await

@@ -15,6 +15,7 @@ mod daemon;
 mod discovery;
 mod foreground;
 mod limits;
+mod lock;
 mod network_source;
 mod paths;
 mod policy_gate;

@@ -567,3 +567,138 @@ fn the_agent_outlives_a_closed_stderr() {
         Ok(())
     });
 }
+
+/// A foreground command run to completion (at most `timeout`): its exit
+/// status and stderr. A command still running then is killed and reported.
+fn finish(
+    name: &str,
+    mut command: Command,
+    logs: &std::path::Path,
+    timeout: Duration,
+) -> Result<(std::process::ExitStatus, String)> {
+    let mut guard = ChildGuard::spawn(name, &mut command, logs)?;
+    let status = guard.wait_timeout(timeout)?.with_context(|| {
+        format!(
+            "{name} still runs after {timeout:?}: {}",
+            guard.log_tail(2000)
+        )
+    })?;
+    Ok((status, std::fs::read_to_string(&guard.stderr_path)?))
+}
+
+/// `capwise get TORRENT -d DIR --state-dir STATE` on loopback, with the
+/// world's configuration (its network file).
+fn get_command(w: &World, dir: &std::path::Path, state_dir: &std::path::Path) -> Command {
+    let mut c = Command::new(capwise_tests::paths::capwise_bin());
+    c.arg("get")
+        .arg(&w.torrent)
+        .arg("-d")
+        .arg(dir)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--config")
+        .arg(&w.config)
+        .args(["--listen", "127.0.0.1:0"]);
+    c
+}
+
+#[test]
+fn one_capwise_per_state_directory_and_one_writer_per_torrent_s_data() {
+    run("one capwise per state directory and per data", MIB, |w| {
+        let mut agent = w.start_agent("agent")?;
+        let pid = agent.guard.pid();
+        let state = w.state_dir.display().to_string();
+
+        // A second agent on the same state directory is refused, and leaves
+        // the first one's agent.json alone.
+        let (status, err) = finish(
+            "agent-second",
+            capwise_tests::clients::agent::run_command(&w.state_dir, &w.config, None),
+            &w.logs,
+            Duration::from_secs(20),
+        )?;
+        ensure!(!status.success(), "a second agent started: {err}");
+        ensure!(
+            err.contains(&format!("another capwise (pid {pid}")) && err.contains(&state),
+            "the refusal does not name the holder and the directory: {err}"
+        );
+        let info = agent.cli_json(&["info"])?;
+        ensure!(
+            info["pid"] == pid,
+            "agent.json no longer names the agent: {info}"
+        );
+
+        // `get` on the agent's state directory points to `capwise add`.
+        let (status, err) = finish(
+            "get-beside-agent",
+            get_command(w, &w.tmp.path().join("elsewhere"), &w.state_dir),
+            &w.logs,
+            Duration::from_secs(20),
+        )?;
+        ensure!(!status.success(), "get ran beside the agent: {err}");
+        ensure!(err.contains("capwise add"), "{err}");
+
+        // With its own state directory, `get` still may not write the files
+        // the agent writes.
+        let id = agent
+            .cli(&["add", w.torrent.to_str().context("utf-8 path")?])?
+            .trim()
+            .to_string();
+        let (status, err) = finish(
+            "get-into-agent-data",
+            get_command(w, &w.data_dir, &w.tmp.path().join("state-2")),
+            &w.logs,
+            Duration::from_secs(20),
+        )?;
+        ensure!(!status.success(), "get wrote the agent's torrent: {err}");
+        ensure!(
+            err.contains(&format!("pid {pid}")) && err.contains(&format!("the data of '{NAME}'")),
+            "{err}"
+        );
+        agent.wait_state(&id, "seeding", WAIT)?;
+        w.verify()?;
+        stop(&mut agent, Duration::from_secs(10))?;
+        let leftovers: Vec<_> = std::fs::read_dir(&w.data_dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".lock"))
+            .collect();
+        ensure!(
+            leftovers.is_empty(),
+            "lock files left after a clean stop: {leftovers:?}"
+        );
+
+        // Two `get` on one state directory: the second is refused.
+        let shared = w.tmp.path().join("state-get");
+        let mut first = get_command(w, &w.tmp.path().join("get-1"), &shared);
+        first.arg("--seed");
+        let first = ChildGuard::spawn("get-first", &mut first, &w.logs)?;
+        wait_until(
+            "the first get to lock its state",
+            WAIT,
+            Duration::from_millis(100),
+            || {
+                Ok(std::fs::read_to_string(shared.join("capwise.lock"))
+                    .is_ok_and(|t| t.contains(&first.pid().to_string())))
+            },
+        )?;
+        let (status, err) = finish(
+            "get-second",
+            get_command(w, &w.tmp.path().join("get-2"), &shared),
+            &w.logs,
+            Duration::from_secs(20),
+        )?;
+        ensure!(
+            !status.success(),
+            "two gets shared a state directory: {err}"
+        );
+        ensure!(
+            err.contains(&format!(
+                "another capwise (pid {}, `capwise get`)",
+                first.pid()
+            )),
+            "{err}"
+        );
+        Ok(())
+    });
+}

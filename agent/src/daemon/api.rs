@@ -149,7 +149,7 @@ impl IntoResponse for TorrentError {
         let status = match &self {
             TorrentError::NotFound(_) => StatusCode::NOT_FOUND,
             TorrentError::Ambiguous(_) | TorrentError::Invalid(_) => StatusCode::BAD_REQUEST,
-            TorrentError::Duplicate(_) => StatusCode::CONFLICT,
+            TorrentError::Duplicate(_) | TorrentError::InUse(_) => StatusCode::CONFLICT,
             TorrentError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         error(status, self.to_string())

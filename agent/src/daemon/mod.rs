@@ -42,6 +42,8 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     raise_open_file_limit();
     let state_dir = state_dir(args.state_dir.as_deref());
     crate::state_db::create_state_dir(&state_dir)?;
+    // Before anything reads or writes the state: one capwise per directory.
+    let _state_lock = crate::lock::lock_state_dir(&state_dir, "run")?;
     let config = config::load_warning(args.config.as_deref())?;
     let network_file = args.network_file.clone().or(config.network_file.clone());
 
@@ -140,6 +142,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     {
         tracing::warn!("trackers did not all answer in time; stopping anyway");
     }
+    torrents.release_all();
     let _ = tokio::time::timeout(Duration::from_millis(500), api_task).await;
     drop(policy);
     tracing::info!("stopped");

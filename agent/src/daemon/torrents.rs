@@ -29,6 +29,9 @@ pub enum TorrentError {
     /// The request cannot be served as asked.
     #[error("{0}")]
     Invalid(String),
+    /// Another process writes this torrent's data (its lock beside the data).
+    #[error("{0}")]
+    InUse(String),
     /// The engine or the database failed.
     #[error("{0:#}")]
     Internal(anyhow::Error),
@@ -41,6 +44,8 @@ struct Entry {
     background: bool,
     /// Paused by the agent because background work waits now.
     waiting: bool,
+    /// Held while the engine has the torrent: no other process writes its files.
+    _data_lock: Option<crate::lock::Lock>,
 }
 
 /// Torrents by id.
@@ -112,6 +117,12 @@ impl Torrents {
     ) -> Result<TorrentView, TorrentError> {
         let id = hex(&metainfo.info_hash.0);
         let waiting = background && !self.background_allowed.load(Ordering::Acquire);
+        // The engine would create the directory anyway; the lock file goes in it.
+        std::fs::create_dir_all(&download_dir).map_err(|e| {
+            TorrentError::Invalid(format!("cannot create {}: {e}", download_dir.display()))
+        })?;
+        let data_lock = crate::lock::lock_data(&download_dir, &id, &metainfo.info.name, "run")
+            .map_err(|e| TorrentError::InUse(format!("{e:#}")))?;
         let handle = self
             .session
             .add_torrent(
@@ -129,6 +140,7 @@ impl Torrents {
             user_paused,
             background,
             waiting,
+            _data_lock: data_lock,
         };
         let view = self.view(&id, &entry);
         self.entries().insert(id, entry);
@@ -257,6 +269,12 @@ impl Torrents {
         self.db.remove(&id).map_err(TorrentError::Internal)?;
         tracing::info!(%id, delete_data, "torrent removed");
         Ok(())
+    }
+
+    /// Lets every torrent go after the session stopped: their data locks
+    /// (and the lock files beside the data) are released.
+    pub fn release_all(&self) {
+        self.entries().clear();
     }
 
     /// Follows the policy: background torrents wait while background work
