@@ -148,6 +148,9 @@ pub struct GetArgs {
 pub struct SeedArgs {
     /// The .torrent file of the data.
     pub torrent: PathBuf,
+    /// Download what is missing or damaged in -d DIR instead of refusing to start.
+    #[arg(long)]
+    pub fetch_missing: bool,
     /// Transfer options.
     #[command(flatten)]
     pub transfer: TransferArgs,

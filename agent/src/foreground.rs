@@ -84,13 +84,73 @@ async fn start_session(
 /// Run `get`: download, then seed if asked.
 pub async fn get(source: &str, seed_after: bool, args: &TransferArgs) -> Result<()> {
     let metainfo = load_torrent(source)?;
-    run(metainfo, args, seed_after, false).await
+    run(metainfo, args, seed_after, false, true).await
 }
 
-/// Run `seed`: verify what is on disk, then seed until stopped.
-pub async fn seed(torrent: &std::path::Path, args: &TransferArgs) -> Result<()> {
+/// Run `seed`: verify what is on disk, then seed until stopped. Data that
+/// is missing or damaged is refused (a typo in `-d` must not turn into a
+/// full download on a metered link) unless `fetch_missing`.
+pub async fn seed(
+    torrent: &std::path::Path,
+    fetch_missing: bool,
+    args: &TransferArgs,
+) -> Result<()> {
     let metainfo = load_torrent(&torrent.to_string_lossy())?;
-    run(metainfo, args, true, true).await
+    if !fetch_missing {
+        missing_data(&metainfo, &args.dir)?;
+    }
+    run(metainfo, args, true, true, fetch_missing).await
+}
+
+/// How many missing or short files `seed`'s refusal names.
+const MISSING_NAMED: usize = 3;
+
+/// Refuses, naming what is missing, unless every file of the torrent is in
+/// `dir` at its full length (the engine's own paths, read-only).
+fn missing_data(metainfo: &Metainfo, dir: &std::path::Path) -> Result<()> {
+    let name = &metainfo.info.name;
+    let hint =
+        "give -d the directory that holds it, or --fetch-missing to download what is missing";
+    if !dir.is_dir() {
+        bail!(
+            "no data to seed: {} is not a directory ({hint})",
+            dir.display()
+        );
+    }
+    let storage = capwise_engine::storage::Storage::open_readonly(&metainfo.info, dir)
+        .with_context(|| format!("cannot open the data of '{name}' in {}", dir.display()))?;
+    let mut missing = Vec::new();
+    for (i, file) in metainfo.info.files.iter().enumerate() {
+        let Some(path) = storage.file_path(i) else {
+            continue;
+        };
+        match std::fs::metadata(path) {
+            Ok(m) if m.len() >= file.length => {}
+            Ok(m) => missing.push(format!(
+                "{} ({} of {} bytes)",
+                path.display(),
+                m.len(),
+                file.length
+            )),
+            Err(_) => missing.push(format!("{} (missing)", path.display())),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let count = missing.len();
+    let mut named = missing
+        .into_iter()
+        .take(MISSING_NAMED)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if count > MISSING_NAMED {
+        named.push_str(&format!(" and {} more", count - MISSING_NAMED));
+    }
+    bail!(
+        "the data of '{name}' is not all in {}: {named} ({hint})",
+        dir.display()
+    )
 }
 
 async fn run(
@@ -98,29 +158,45 @@ async fn run(
     args: &TransferArgs,
     keep_seeding: bool,
     seed_only: bool,
+    fetch_missing: bool,
 ) -> Result<()> {
     let name = metainfo.info.name.clone();
     let command = if seed_only { "seed" } else { "get" };
     // The policy lives as long as the session; dropping it flushes the ledger.
     let (session, _policy, _state_lock) = start_session(args, command).await?;
     tracing::info!(listen = %session.local_addr(), torrent = %name, info_hash = %metainfo.info_hash, "starting");
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    if fetch_missing {
+        std::fs::create_dir_all(&args.dir)
+            .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    }
     // No other process (an agent, another `get`) may write these files meanwhile.
     let _data_lock =
         crate::lock::lock_data(&args.dir, &metainfo.info_hash.to_hex(), &name, command)?;
+    // Added paused: checked, but no peer or tracker hears of it before the
+    // check's outcome is accepted.
     let mut handle = session
-        .add_torrent(metainfo, args.dir.clone(), TorrentOptions::default())
+        .add_torrent(metainfo, args.dir.clone(), TorrentOptions { paused: true })
         .await
         .with_context(|| format!("cannot open the data of '{name}' in {}", args.dir.display()))?;
     let p = handle.progress();
     if seed_only && p.pieces_have < p.piece_count {
+        if !fetch_missing {
+            session.shutdown().await;
+            bail!(
+                "{} of {} pieces of '{name}' in {} do not match the torrent (changed or damaged files); \
+                 nothing was downloaded (--fetch-missing downloads them)",
+                p.piece_count - p.pieces_have,
+                p.piece_count,
+                args.dir.display()
+            );
+        }
         tracing::warn!(
             have = p.pieces_have,
             of = p.piece_count,
-            "data incomplete; missing pieces will be fetched from peers"
+            "data incomplete; missing pieces will be fetched from peers (--fetch-missing)"
         );
     }
+    handle.resume().await;
     let outcome = tokio::select! {
         r = follow(&mut handle, &name) => r,
         _ = stop_signal() => {

@@ -98,7 +98,7 @@ fn create(args: &cli::CreateArgs) -> Result<()> {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Get(a) => foreground::get(&a.source, a.seed, &a.transfer).await,
-        Command::Seed(a) => foreground::seed(&a.torrent, &a.transfer).await,
+        Command::Seed(a) => foreground::seed(&a.torrent, a.fetch_missing, &a.transfer).await,
         Command::Create(a) => create(&a),
         Command::Budget(a) => {
             commands::budget::run(&a)?;

@@ -702,3 +702,102 @@ fn one_capwise_per_state_directory_and_one_writer_per_torrent_s_data() {
         Ok(())
     });
 }
+
+/// `capwise seed` with the wrong `-d` (or damaged data) refuses, naming what
+/// is missing, instead of downloading the torrent; `--fetch-missing` allows it.
+#[test]
+fn seed_refuses_missing_or_damaged_data_unless_asked_to_fetch_it() {
+    run("seed with missing data", 2 * MIB, |w| {
+        let seed = |dir: &std::path::Path, extra: &[&str]| {
+            let mut c = Command::new(capwise_tests::paths::capwise_bin());
+            c.arg("seed")
+                .arg(&w.torrent)
+                .arg("-d")
+                .arg(dir)
+                .arg("--state-dir")
+                .arg(w.tmp.path().join("seed-state"))
+                .arg("--config")
+                .arg(&w.config)
+                .args(["--listen", "127.0.0.1:0"])
+                .args(extra);
+            c
+        };
+        let wrong = w.tmp.path().join("no-such-dir");
+        let (status, err) = finish(
+            "seed-wrong-dir",
+            seed(&wrong, &[]),
+            &w.logs,
+            Duration::from_secs(20),
+        )?;
+        ensure!(
+            !status.success(),
+            "seed started on a missing directory: {err}"
+        );
+        ensure!(
+            err.contains(&wrong.display().to_string()) && err.contains("--fetch-missing"),
+            "{err}"
+        );
+        ensure!(!wrong.exists(), "seed created {}", wrong.display());
+
+        // One file of two there.
+        let partial = w.tmp.path().join("partial");
+        std::fs::create_dir_all(partial.join(NAME).join("small"))?;
+        std::fs::copy(
+            w.seed_dir.join(NAME).join("small/note.txt"),
+            partial.join(NAME).join("small/note.txt"),
+        )?;
+        let (status, err) = finish(
+            "seed-partial",
+            seed(&partial, &[]),
+            &w.logs,
+            Duration::from_secs(20),
+        )?;
+        ensure!(!status.success(), "seed started with a file missing: {err}");
+        ensure!(
+            err.contains("big.bin (missing)") && !err.contains("note.txt"),
+            "{err}"
+        );
+        ensure!(
+            !partial.join(NAME).join("big.bin").exists(),
+            "seed created big.bin"
+        );
+
+        // Every file at its size, one byte changed.
+        let damaged = w.tmp.path().join("damaged");
+        for f in ["big.bin", "small/note.txt"] {
+            std::fs::create_dir_all(damaged.join(NAME).join(f).parent().context("parent")?)?;
+            std::fs::copy(w.seed_dir.join(NAME).join(f), damaged.join(NAME).join(f))?;
+        }
+        let big = damaged.join(NAME).join("big.bin");
+        let mut bytes = std::fs::read(&big)?;
+        bytes[100] ^= 0xff;
+        std::fs::write(&big, &bytes)?;
+        let (status, err) = finish(
+            "seed-damaged",
+            seed(&damaged, &[]),
+            &w.logs,
+            Duration::from_secs(30),
+        )?;
+        ensure!(!status.success(), "seed started on damaged data: {err}");
+        ensure!(
+            err.contains("1 of 9 pieces") && err.contains("do not match"),
+            "{err}"
+        );
+        ensure!(
+            std::fs::read(&big)? == bytes,
+            "the damaged piece was fetched"
+        );
+
+        // Asked to, it fetches what is missing and seeds.
+        let mut fetching = seed(&partial, &["--fetch-missing"]);
+        let guard = ChildGuard::spawn("seed-fetch", &mut fetching, &w.logs)?;
+        wait_until(
+            "seed --fetch-missing to fetch the data",
+            WAIT,
+            Duration::from_millis(200),
+            || Ok(assert_same_tree(&w.seed_dir.join(NAME), &partial.join(NAME)).is_ok()),
+        )
+        .with_context(|| guard.log_tail(2000))?;
+        Ok(())
+    });
+}
