@@ -136,3 +136,66 @@ pub struct ApiError {
     /// What went wrong, for a person.
     pub error: String,
 }
+
+/// The fewest leading hex digits that name a torrent.
+pub const MIN_ID_DIGITS: usize = 4;
+
+/// Checks a torrent id as the CLI and the API take it: the info-hash (40
+/// hex digits) or its first 4 or more; returned in lowercase. Anything else
+/// (a path, a name, a 100,000-character string) is refused with a sentence
+/// that says what an id is, showing at most the first 48 characters given.
+pub fn torrent_id(given: &str) -> Result<String, String> {
+    const SHOWN: usize = 48;
+    let shown: String = if given.chars().count() > SHOWN {
+        given.chars().take(SHOWN).chain(['…']).collect()
+    } else {
+        given.to_string()
+    };
+    let what = "a torrent id is its info-hash (40 hex digits) or its first 4 or more \
+                (`capwise list` shows them)";
+    if !given.bytes().all(|b| b.is_ascii_hexdigit()) || given.len() > 40 {
+        return Err(format!("'{shown}' is not a torrent id: {what}"));
+    }
+    if given.len() < MIN_ID_DIGITS {
+        return Err(format!(
+            "id '{shown}' is too short: give at least {MIN_ID_DIGITS} hex digits ({what})"
+        ));
+    }
+    Ok(given.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torrent_ids_are_4_to_40_hex_digits_and_nothing_else() {
+        assert_eq!(torrent_id("C036").unwrap(), "c036");
+        let full = "ab".repeat(20);
+        assert_eq!(torrent_id(&full).unwrap(), full);
+        let short = torrent_id("c03").unwrap_err();
+        assert!(
+            short.contains("too short") && short.contains("at least 4"),
+            "{short}"
+        );
+        for bad in [
+            "f9cb/../c036",
+            "c036/../../torrents/f9cb",
+            "",
+            "xyz1",
+            "ab cd",
+        ] {
+            let e = torrent_id(bad).unwrap_err();
+            assert!(
+                e.contains("not a torrent id") || e.contains("too short"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(torrent_id(&"a".repeat(41)).is_err());
+        let long = torrent_id(&"a".repeat(100_000)).unwrap_err();
+        assert!(
+            long.contains("not a torrent id") && long.len() < 300,
+            "{long}"
+        );
+    }
+}

@@ -709,3 +709,37 @@ fn unknown_policy_and_limits_keys_stop_run_and_other_unknown_keys_are_shown_by_w
         "{why}"
     );
 }
+
+#[test]
+fn torrent_ids_are_checked_before_the_agent_is_asked() {
+    let env = Env::new();
+    for args in [
+        vec!["remove", "f9cb/../c036"],
+        vec!["pause", "c036/../../torrents/f9cb"],
+        vec!["resume", "not-hex!"],
+        vec!["status", "c036?delete_data=true"],
+    ] {
+        let err = env.fails(&args);
+        assert!(
+            err.contains("is not a torrent id") && err.contains("40 hex digits"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("no capwise agent"), "{args:?}: {err}");
+    }
+    let err = env.fails(&["pause", "c03"]);
+    assert!(
+        err.contains("too short") && err.contains("at least 4 hex digits"),
+        "{err}"
+    );
+    let long = "a".repeat(100_000);
+    let err = env.fails(&["pause", &long]);
+    assert!(err.contains("is not a torrent id"), "{err}");
+    assert!(
+        err.len() < 1000,
+        "the whole id is echoed: {} bytes",
+        err.len()
+    );
+    // A good id goes on to look for the agent.
+    let err = env.fails(&["pause", "C036"]);
+    assert!(err.contains("no capwise agent"), "{err}");
+}

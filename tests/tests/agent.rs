@@ -380,6 +380,23 @@ fn api_refuses_missing_or_wrong_tokens_and_foreign_pages() {
             agent.api("GET", "/v1/torrents/abcdef12", Some(&token), &[], None)?,
             404,
         )?;
+        // Ids are hex digits only: no path in an id, no endless id.
+        let long = format!("/v1/torrents/{}", "a".repeat(10_000));
+        for (what, path) in [
+            ("a path as id", "/v1/torrents/f9cb%2F..%2Fc036"),
+            ("a short id", "/v1/torrents/c03"),
+            ("a long id", long.as_str()),
+        ] {
+            let got = agent.api("GET", path, Some(&token), &[], None)?;
+            ensure!(
+                got.1["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("hex digits")),
+                "{what}: {}",
+                got.1
+            );
+            expect(what, got, 400)?;
+        }
         Ok(())
     });
 }

@@ -16,6 +16,11 @@ use crate::cli_policy::StoreArgs;
 use crate::client::AgentClient;
 use crate::state_db::state_dir;
 
+/// The id given, checked before anything is sent to the agent.
+fn checked_id(given: &str) -> Result<String> {
+    crate::api_types::torrent_id(given).map_err(anyhow::Error::msg)
+}
+
 fn connect(args: &StoreArgs) -> Result<AgentClient> {
     AgentClient::connect(&state_dir(args.state_dir.as_deref()))
 }
@@ -144,8 +149,9 @@ fn describe(t: &TorrentView) -> String {
 
 /// `capwise status [ID] [--watch]`
 pub async fn status(args: &StatusArgs) -> Result<()> {
+    let id = args.id.as_deref().map(checked_id).transpose()?;
     let client = connect(&args.agent)?;
-    let path = match &args.id {
+    let path = match &id {
         Some(id) => format!("/v1/torrents/{id}"),
         None => "/v1/torrents".into(),
     };
@@ -227,11 +233,9 @@ where
 /// `capwise pause ID` and `capwise resume ID`
 pub async fn set_paused(args: &IdArgs, paused: bool) -> Result<()> {
     let verb = if paused { "pause" } else { "resume" };
+    let id = checked_id(&args.id)?;
     let view: TorrentView = connect(&args.agent)?
-        .post(
-            &format!("/v1/torrents/{}/{verb}", args.id),
-            &serde_json::json!({}),
-        )
+        .post(&format!("/v1/torrents/{id}/{verb}"), &serde_json::json!({}))
         .await?;
     if args.agent.json {
         print_json(&serde_json::to_value(&view)?);
@@ -248,11 +252,12 @@ pub async fn set_paused(args: &IdArgs, paused: bool) -> Result<()> {
 
 /// `capwise remove ID [--delete-data]`
 pub async fn remove(args: &RemoveArgs) -> Result<()> {
+    let id = checked_id(&args.id)?;
     let client = connect(&args.agent)?;
     client
         .delete(&format!(
-            "/v1/torrents/{}?delete_data={}",
-            args.id, args.delete_data
+            "/v1/torrents/{id}?delete_data={}",
+            args.delete_data
         ))
         .await?;
     if !args.agent.json {

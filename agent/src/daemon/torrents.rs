@@ -193,21 +193,19 @@ impl Torrents {
         }
     }
 
-    /// Resolves a full id or a unique prefix of at least 4 hex digits.
+    /// Resolves a full id or a unique prefix of at least 4 hex digits;
+    /// anything else is refused before it is looked up.
     fn resolve(&self, id_or_prefix: &str) -> Result<String, TorrentError> {
-        let wanted = id_or_prefix.to_ascii_lowercase();
+        let wanted = crate::api_types::torrent_id(id_or_prefix).map_err(TorrentError::Invalid)?;
         let entries = self.entries();
         if entries.contains_key(&wanted) {
             return Ok(wanted);
         }
-        if wanted.len() < 4 {
-            return Err(TorrentError::NotFound(id_or_prefix.into()));
-        }
         let mut matches = entries.keys().filter(|k| k.starts_with(&wanted));
         match (matches.next(), matches.next()) {
             (Some(one), None) => Ok(one.clone()),
-            (Some(_), Some(_)) => Err(TorrentError::Ambiguous(id_or_prefix.into())),
-            _ => Err(TorrentError::NotFound(id_or_prefix.into())),
+            (Some(_), Some(_)) => Err(TorrentError::Ambiguous(wanted)),
+            _ => Err(TorrentError::NotFound(wanted)),
         }
     }
 
