@@ -20,13 +20,28 @@ pub enum UnitError {
         /// The unit part.
         unit: String,
     },
-    /// The value does not fit in 64 bits of bytes.
-    #[error("`{0}` is too large")]
-    TooLarge(String),
+    /// Above the largest size or rate capwise takes.
+    #[error("`{input}` is too large: at most {limit}")]
+    TooLarge {
+        /// The whole input.
+        input: String,
+        /// The largest value taken, in words.
+        limit: &'static str,
+    },
     /// A rate needs `/s`.
     #[error("`{0}`: a rate needs a unit per second, e.g. 500KB/s")]
     NotARate(String),
 }
+
+/// The largest rate taken, in bytes per second: 100 Gbit/s. Above it a
+/// value is a typo, not a link (and 2^64-1 B/s cannot be shown sensibly).
+pub const MAX_RATE: u64 = 12_500_000_000;
+/// [`MAX_RATE`] in words.
+pub const MAX_RATE_TEXT: &str = "100 Gbit/s (12.5 GB/s)";
+/// The largest size taken, in bytes: 1 EB.
+pub const MAX_SIZE: u64 = 1_000_000_000_000_000_000;
+/// [`MAX_SIZE`] in words.
+const MAX_SIZE_TEXT: &str = "1 EB";
 
 /// Examples shown when a size is not understood.
 const SIZE_EXAMPLE: &str = "5GB or 500MiB";
@@ -75,14 +90,22 @@ fn unit_factor(unit: &str) -> Option<f64> {
     Some(if bits { scale / 8.0 } else { scale })
 }
 
-fn to_bytes(input: &str, number: f64, unit: &str) -> Result<u64, UnitError> {
+fn to_bytes(
+    input: &str,
+    number: f64,
+    unit: &str,
+    (max, limit): (u64, &'static str),
+) -> Result<u64, UnitError> {
     let factor = unit_factor(unit).ok_or_else(|| UnitError::UnknownUnit {
         input: input.to_string(),
         unit: unit.to_string(),
     })?;
     let value = (number * factor).round();
-    if value > u64::MAX as f64 {
-        return Err(UnitError::TooLarge(input.to_string()));
+    if value > max as f64 {
+        return Err(UnitError::TooLarge {
+            input: input.to_string(),
+            limit,
+        });
     }
     Ok(value as u64)
 }
@@ -90,7 +113,7 @@ fn to_bytes(input: &str, number: f64, unit: &str) -> Result<u64, UnitError> {
 /// A size in bytes: `10GB`, `512MiB`, `1234`.
 pub fn parse_size(input: &str) -> Result<u64, UnitError> {
     let (number, unit) = split_number(input, SIZE_EXAMPLE)?;
-    to_bytes(input, number, unit)
+    to_bytes(input, number, unit, (MAX_SIZE, MAX_SIZE_TEXT))
 }
 
 /// A rate in bytes per second: `500KB/s`, `2MiB/s`, `8Mbit/s`.
@@ -100,7 +123,7 @@ pub fn parse_rate(input: &str) -> Result<u64, UnitError> {
         .strip_suffix("/s")
         .or_else(|| unit.strip_suffix("ps"))
         .ok_or_else(|| UnitError::NotARate(input.to_string()))?;
-    to_bytes(input, number, unit)
+    to_bytes(input, number, unit, (MAX_RATE, MAX_RATE_TEXT))
 }
 
 #[cfg(test)]
@@ -126,6 +149,12 @@ mod tests {
         ));
         let e = parse_rate("fast").unwrap_err().to_string();
         assert!(e.contains("500KB/s"), "{e}");
+        assert_eq!(parse_rate("100Gbit/s"), Ok(MAX_RATE));
+        let e = parse_rate("18446744073709551615B/s")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 100 Gbit/s"), "{e}");
+        assert!(parse_rate("101Gbit/s").is_err());
     }
 
     #[test]
@@ -136,6 +165,9 @@ mod tests {
         assert_eq!(parse_size("16KiB"), Ok(16384));
         assert!(parse_size("99999999999999999999TB").is_err());
         assert!(parse_size("-5MB").is_err());
+        assert_eq!(parse_size("1000000TB"), Ok(MAX_SIZE));
+        let e = parse_size("1000001TB").unwrap_err().to_string();
+        assert!(e.contains("at most 1 EB"), "{e}");
         // A size is explained with sizes, not rates.
         let e = parse_size("lots").unwrap_err().to_string();
         assert!(e.contains("5GB") && !e.contains("/s"), "{e}");

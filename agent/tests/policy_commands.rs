@@ -743,3 +743,33 @@ fn torrent_ids_are_checked_before_the_agent_is_asked() {
     let err = env.fails(&["pause", "C036"]);
     assert!(err.contains("no capwise agent"), "{err}");
 }
+
+#[test]
+fn rates_above_100_gbit_and_sizes_above_1_eb_are_refused_with_the_limit() {
+    let env = Env::new();
+    let err = env.fails(&["limits", "set", "--up", "18446744073709551615B/s"]);
+    assert!(err.contains("at most 100 Gbit/s"), "{err}");
+    let err = env.fails(&["budget", "set", "x", "--cap", "2000000TB"]);
+    assert!(err.contains("at most 1 EB"), "{err}");
+    let err = env.fails(&[
+        "schedule",
+        "add",
+        "x",
+        "--from",
+        "22:00",
+        "--to",
+        "06:00",
+        "--rule",
+        "limit",
+        "--down",
+        "200Gbit/s",
+    ]);
+    assert!(err.contains("at most 100 Gbit/s"), "{err}");
+    // At the limit, a rate is taken.
+    let out = env.run(&["budget", "set", "x", "--cap", "1000000TB"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

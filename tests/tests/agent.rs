@@ -193,7 +193,11 @@ fn add_watch_pause_resume_restart_and_remove() {
 
             let sibling = w.data_dir.join("not-ours.txt");
             std::fs::write(&sibling, "keep me")?;
-            agent.cli(&["remove", &id, "--delete-data"])?;
+            let removed = agent.cli_json(&["remove", &id[..6], "--delete-data"])?;
+            ensure!(
+                removed["removed"] == id.as_str() && removed["data_deleted"] == true,
+                "remove --json printed {removed}"
+            );
             ensure!(
                 !w.data_dir.join(NAME).join("big.bin").exists(),
                 "data not deleted"
@@ -397,6 +401,81 @@ fn api_refuses_missing_or_wrong_tokens_and_foreign_pages() {
             );
             expect(what, got, 400)?;
         }
+        // Errors are JSON whatever refused the request.
+        expect(
+            "a method the path does not take",
+            agent.api("PUT", "/v1/agent", Some(&token), &[], Some(&json!({})))?,
+            405,
+        )?;
+        expect(
+            "a query that does not parse",
+            agent.api(
+                "DELETE",
+                "/v1/torrents/abcdef12?delete_data=maybe",
+                Some(&token),
+                &[],
+                None,
+            )?,
+            400,
+        )?;
+        expect(
+            "a reload with a body",
+            agent.api(
+                "POST",
+                "/v1/policy/reload",
+                Some(&token),
+                &[],
+                Some(&json!({"budgets": "all"})),
+            )?,
+            400,
+        )?;
+        expect(
+            "a reload with {}",
+            agent.api(
+                "POST",
+                "/v1/policy/reload",
+                Some(&token),
+                &[],
+                Some(&json!({})),
+            )?,
+            200,
+        )?;
+        expect(
+            "a rate of 2^64-1 B/s",
+            agent.api(
+                "PUT",
+                "/v1/limits",
+                Some(&token),
+                &[],
+                Some(&json!({"up": u64::MAX})),
+            )?,
+            400,
+        )?;
+        // HTTP's case-insensitive parts.
+        let bearer = format!("bearer {token}");
+        expect(
+            "a lowercase bearer scheme",
+            agent.api(
+                "GET",
+                "/v1/torrents",
+                None,
+                &[("Authorization", &bearer)],
+                None,
+            )?,
+            200,
+        )?;
+        let host = agent.api_addr()?.replace("127.0.0.1", "LOCALHOST");
+        expect(
+            "an uppercase Host",
+            agent.api(
+                "GET",
+                "/v1/torrents",
+                Some(&token),
+                &[("Host", &host)],
+                None,
+            )?,
+            200,
+        )?;
         Ok(())
     });
 }

@@ -250,20 +250,30 @@ pub async fn set_paused(args: &IdArgs, paused: bool) -> Result<()> {
     Ok(())
 }
 
-/// `capwise remove ID [--delete-data]`
+/// `capwise remove ID [--delete-data]`; with `--json`,
+/// `{"removed": ID, "name": NAME, "data_deleted": BOOL}`.
 pub async fn remove(args: &RemoveArgs) -> Result<()> {
     let id = checked_id(&args.id)?;
     let client = connect(&args.agent)?;
+    // The full id and the name, for the answer (and a prefix resolved once).
+    let view: TorrentView = client.get(&format!("/v1/torrents/{id}")).await?;
     client
         .delete(&format!(
-            "/v1/torrents/{id}?delete_data={}",
-            args.delete_data
+            "/v1/torrents/{}?delete_data={}",
+            view.id, args.delete_data
         ))
         .await?;
-    if !args.agent.json {
+    if args.agent.json {
+        print_json(&serde_json::json!({
+            "removed": view.id,
+            "name": view.name,
+            "data_deleted": args.delete_data,
+        }));
+    } else {
         println!(
-            "removed {}{}",
-            args.id,
+            "removed {} {}{}",
+            &view.id[..8.min(view.id.len())],
+            view.name,
             if args.delete_data {
                 " and its data"
             } else {

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -78,6 +78,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/torrents/{id}/pause", post(pause))
         .route("/v1/torrents/{id}/resume", post(resume))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -115,7 +116,12 @@ fn refuse(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    if !state.allowed_hosts.iter().any(|h| h == host) {
+    // Host names are case-insensitive (RFC 9110 4.2.3), and so is the rest here.
+    if !state
+        .allowed_hosts
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(host))
+    {
         return Some(error(
             StatusCode::FORBIDDEN,
             format!("Host '{host}' is not this agent's address"),
@@ -123,7 +129,11 @@ fn refuse(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
-        if !state.allowed_origins.iter().any(|o| o == origin) {
+        if !state
+            .allowed_origins
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(origin))
+        {
             return Some(error(
                 StatusCode::FORBIDDEN,
                 format!("requests from Origin '{origin}' are refused"),
@@ -133,7 +143,7 @@ fn refuse(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     match token {
         Some(t) if same_secret(t.trim().as_bytes(), state.token.as_bytes()) => None,
         Some(_) => Some(error(StatusCode::UNAUTHORIZED, "wrong API token")),
@@ -142,6 +152,13 @@ fn refuse(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
             "missing API token (Authorization: Bearer <contents of api-token>)",
         )),
     }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header; the scheme is
+/// case-insensitive (RFC 9110 11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
 impl IntoResponse for TorrentError {
@@ -169,6 +186,26 @@ async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such endpoint")
 }
 
+async fn method_not_allowed(request: Request) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Box<Response>> {
+    query.map(|Query(v)| v).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid query: {}", e.body_text()),
+        ))
+    })
+}
+
 async fn agent_info(State(s): State<Arc<ApiState>>) -> Json<AgentInfo> {
     Json(s.control.info())
 }
@@ -177,12 +214,25 @@ async fn why(State(s): State<Arc<ApiState>>) -> Json<Why> {
     Json(s.control.why())
 }
 
-async fn reload_policy(State(s): State<Arc<ApiState>>) -> Json<Why> {
+/// The body of `POST /v1/policy/reload`: `{}` (or nothing).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReloadRequest {}
+
+async fn reload_policy(State(s): State<Arc<ApiState>>, body: axum::body::Bytes) -> Response {
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        if let Err(e) = serde_json::from_slice::<ReloadRequest>(&body) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid request body: the body is {{}} or empty ({e})"),
+            );
+        }
+    }
     let control = s.control.clone();
     // The reload reads SQLite; keep it off the async workers.
     match tokio::task::spawn_blocking(move || control.reload_policy()).await {
-        Ok(why) => Json(why),
-        Err(_) => Json(s.control.why()),
+        Ok(why) => Json(why).into_response(),
+        Err(_) => Json(s.control.why()).into_response(),
     }
 }
 
@@ -198,6 +248,18 @@ async fn set_limits(
         Ok(c) => c,
         Err(r) => return *r,
     };
+    for (name, rate) in [("up", change.up), ("down", change.down)] {
+        if rate.is_some_and(|r| r > crate::units::MAX_RATE) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "'{name}' is too large: at most {} B/s ({})",
+                    crate::units::MAX_RATE,
+                    crate::units::MAX_RATE_TEXT
+                ),
+            );
+        }
+    }
     match s.control.set_limits(change) {
         Ok(l) => Json(l).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
@@ -277,8 +339,12 @@ async fn resume(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Respo
 async fn remove(
     State(s): State<Arc<ApiState>>,
     Path(id): Path<String>,
-    Query(q): Query<RemoveQuery>,
+    q: Result<Query<RemoveQuery>, QueryRejection>,
 ) -> Response {
+    let q = match query(q) {
+        Ok(q) => q,
+        Err(r) => return *r,
+    };
     match s.torrents.remove(&id, q.delete_data).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),
@@ -304,6 +370,15 @@ mod tests {
         assert!(hosts.contains(&"127.0.0.1:9000".to_string()));
         assert!(!hosts.iter().any(|h| h.ends_with(":9001")));
         assert!(origins.contains(&"http://127.0.0.1:9000".to_string()));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER abc"), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
     }
 
     #[test]
