@@ -176,6 +176,10 @@ pub struct CreateArgs {
     /// A comment stored in the torrent.
     #[arg(long)]
     pub comment: Option<String>,
+    /// Overwrite an existing output file, and take tracker URLs that do not
+    /// look like http://, https:// or udp:// URLs.
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub(crate) fn parse_rate_arg(s: &str) -> Result<u64, String> {

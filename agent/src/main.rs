@@ -27,7 +27,7 @@ mod units;
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 use cli::{Cli, Command};
 
@@ -76,7 +76,37 @@ fn stderr_is_journal() -> bool {
     dev.parse::<u64>() == Ok(st_dev) && ino.parse::<u64>() == Ok(st_ino)
 }
 
+/// Whether `url` looks like a tracker's: http, https or udp, with a host.
+fn looks_like_tracker_url(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    ["http", "https", "udp"]
+        .iter()
+        .any(|s| scheme.eq_ignore_ascii_case(s))
+        && !host.is_empty()
+        && !host.starts_with(':')
+        && !host.contains(char::is_whitespace)
+}
+
+/// `capwise create`: refuses to overwrite a file or to store a tracker URL
+/// that cannot be one, unless `--force`.
 fn create(args: &cli::CreateArgs) -> Result<()> {
+    if !args.force {
+        if let Some(bad) = args.trackers.iter().find(|t| !looks_like_tracker_url(t)) {
+            bail!(
+                "'{bad}' is not a tracker URL (http://, https:// or udp:// with a host); \
+                 --force stores it anyway"
+            );
+        }
+        if std::fs::symlink_metadata(&args.output).is_ok() {
+            bail!(
+                "{} already exists; --force overwrites it",
+                args.output.display()
+            );
+        }
+    }
     let opts = capwise_engine::create::CreateOptions {
         path: args.path.clone(),
         trackers: args.trackers.clone(),
@@ -141,22 +171,6 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The error and its causes on one line, skipping a cause whose text the
-/// message before it already shows (library errors often embed their source).
-fn error_chain(error: &anyhow::Error) -> String {
-    let mut line = error.to_string();
-    let mut last = line.clone();
-    for cause in error.chain().skip(1) {
-        let text = cause.to_string();
-        if !last.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        last = text;
-    }
-    line
-}
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -177,7 +191,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            commands::output::report_error(&error_chain(&e), json);
+            commands::output::report_error(&commands::output::error_chain(&e), json);
             exit_code(&e)
         }
     }
@@ -218,5 +232,28 @@ fn exit_code(error: &anyhow::Error) -> ExitCode {
         ExitCode::from(EXIT_CONFIG)
     } else {
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tracker_urls_need_a_known_scheme_and_a_host() {
+        for good in [
+            "http://t.example/announce",
+            "udp://10.0.0.1:6969",
+            "HTTPS://t.example",
+        ] {
+            assert!(super::looks_like_tracker_url(good), "{good}");
+        }
+        for bad in [
+            "notaurl",
+            "http://",
+            "ftp://t.example",
+            "http://:80/x",
+            "t.example/announce",
+        ] {
+            assert!(!super::looks_like_tracker_url(bad), "{bad}");
+        }
     }
 }

@@ -773,3 +773,76 @@ fn rates_above_100_gbit_and_sizes_above_1_eb_are_refused_with_the_limit() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `capwise ARGS` as given (for commands without `--state-dir`).
+fn capwise(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_capwise"))
+        .args(args)
+        .env("CAPWISE_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn create_refuses_to_overwrite_or_to_store_a_bad_tracker_unless_forced() {
+    let env = Env::new();
+    let data = env.dir.path().join("data.bin");
+    std::fs::write(&data, vec![7u8; 40_000]).unwrap();
+    let out = env.dir.path().join("data.torrent");
+    std::fs::write(&out, "keep me").unwrap();
+    let (data_s, out_s) = (path_str(&data), path_str(&out));
+
+    let o = capwise(&["create", data_s, "-o", out_s]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "overwrote {out_s}");
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
+
+    let fresh = env.dir.path().join("fresh.torrent");
+    let o = capwise(&[
+        "create",
+        data_s,
+        "-o",
+        path_str(&fresh),
+        "--tracker",
+        "notaurl",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "stored tracker 'notaurl'");
+    assert!(err.contains("'notaurl' is not a tracker URL"), "{err}");
+    assert!(!fresh.exists());
+
+    let o = capwise(&[
+        "create",
+        data_s,
+        "-o",
+        out_s,
+        "--tracker",
+        "udp://t.example:6969",
+        "--force",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ne!(std::fs::read(&out).unwrap(), b"keep me");
+}
+
+#[test]
+fn the_man_page_covers_every_command_and_points_to_no_missing_page() {
+    let o = capwise(&["man"]);
+    assert!(o.status.success());
+    let page = String::from_utf8(o.stdout).unwrap();
+    assert!(!page.contains("(1)"), "refers to other pages: {}", {
+        let i = page.find("(1)").unwrap();
+        &page[i.saturating_sub(40)..i + 3]
+    });
+    for text in [
+        "capwise get",
+        "capwise budget set",
+        "\\-\\-fetch\\-missing",
+        "\\-\\-delete\\-data",
+    ] {
+        assert!(page.contains(text), "the man page lacks {text}");
+    }
+}

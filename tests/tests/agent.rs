@@ -193,6 +193,8 @@ fn add_watch_pause_resume_restart_and_remove() {
 
             let sibling = w.data_dir.join("not-ours.txt");
             std::fs::write(&sibling, "keep me")?;
+            let info = agent.cli(&["info"])?;
+            ensure!(info.contains(", 1 torrent\n"), "{info}");
             let removed = agent.cli_json(&["remove", &id[..6], "--delete-data"])?;
             ensure!(
                 removed["removed"] == id.as_str() && removed["data_deleted"] == true,
@@ -723,6 +725,13 @@ fn one_capwise_per_state_directory_and_one_writer_per_torrent_s_data() {
             info["pid"] == pid,
             "agent.json no longer names the agent: {info}"
         );
+        // An add that fails names the file.
+        let garbage = w.tmp.path().join("garbage.torrent");
+        std::fs::write(&garbage, "de")?;
+        let err = agent
+            .cli(&["add", garbage.to_str().context("utf-8 path")?])
+            .unwrap_err();
+        ensure!(format!("{err:#}").contains("garbage.torrent"), "{err:#}");
 
         // `get` on the agent's state directory points to `capwise add`.
         let (status, err) = finish(

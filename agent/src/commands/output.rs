@@ -1,11 +1,10 @@
 //! Shared formatting of the policy commands: JSON printing, dates, and
 //! allowances as JSON values.
 
-use std::io::Write as _;
-
 use capwise_policy::decision::Allowance;
 use capwise_policy::time::{civil_from_days, Timestamp};
 use serde_json::Value;
+use std::io::Write as _;
 
 /// Prints a JSON value on stdout, pretty, with a final newline.
 pub fn print_json(value: &Value) {
@@ -19,6 +18,22 @@ pub fn print_json(value: &Value) {
 /// Reports a failed command: the message on stderr for a person, and with
 /// `--json` also `{"error": "..."}` on stdout, so that a script reading
 /// stdout gets JSON either way (the exit status is non-zero in both cases).
+/// The error and its causes on one line, skipping a cause whose text the
+/// message before it already shows (library errors often embed their source).
+pub fn error_chain(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    let mut last = line.clone();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !last.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        last = text;
+    }
+    line
+}
+
 /// Every command's error goes through here.
 pub fn report_error(message: &str, json: bool) {
     // Not eprintln!: with stderr closed the status must still be the error's.

@@ -32,11 +32,12 @@ pub async fn info(args: &StoreArgs) -> Result<()> {
         print_json(&serde_json::to_value(&info)?);
     } else {
         println!(
-            "capwise {} (pid {}), {}, {} torrents\n  peers: {}\n  downloads: {}\n  state: {}",
+            "capwise {} (pid {}), {}, {} torrent{}\n  peers: {}\n  downloads: {}\n  state: {}",
             info.version,
             info.pid,
             if info.ready { "ready" } else { "starting" },
             info.torrents,
+            if info.torrents == 1 { "" } else { "s" },
             info.listen,
             info.download_dir,
             info.state_dir
@@ -71,7 +72,11 @@ pub async fn add(args: &AddArgs) -> Result<()> {
                 .to_string(),
         );
     }
-    let view: TorrentView = client.post("/v1/torrents", &request).await?;
+    // The agent's answer does not know the file's name; say which it was.
+    let view: TorrentView = client
+        .post("/v1/torrents", &request)
+        .await
+        .with_context(|| format!("cannot add {}", args.source))?;
     if args.agent.json {
         print_json(&serde_json::to_value(&view)?);
     } else {

@@ -33,7 +33,7 @@ pub enum TorrentError {
     #[error("{0}")]
     InUse(String),
     /// The engine or the database failed.
-    #[error("{0:#}")]
+    #[error("{}", crate::commands::output::error_chain(.0))]
     Internal(anyhow::Error),
 }
 
@@ -122,7 +122,7 @@ impl Torrents {
             TorrentError::Invalid(format!("cannot create {}: {e}", download_dir.display()))
         })?;
         let data_lock = crate::lock::lock_data(&download_dir, &id, &metainfo.info.name, "run")
-            .map_err(|e| TorrentError::InUse(format!("{e:#}")))?;
+            .map_err(|e| TorrentError::InUse(crate::commands::output::error_chain(&e)))?;
         let handle = self
             .session
             .add_torrent(
@@ -340,5 +340,21 @@ impl Torrents {
             download_dir: entry.download_dir.display().to_string(),
             background: entry.background,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_engine_error_shows_its_os_message_once() {
+        let engine = capwise_engine::Error::Io {
+            path: PathBuf::from("/srv/ro/payload"),
+            source: std::io::Error::from_raw_os_error(30),
+        };
+        let text = TorrentError::Internal(anyhow::Error::new(engine)).to_string();
+        assert_eq!(text.matches("Read-only file system").count(), 1, "{text}");
+        assert!(text.contains("/srv/ro/payload"), "{text}");
     }
 }
