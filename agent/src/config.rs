@@ -229,7 +229,7 @@ pub fn parse(text: &str) -> Result<Loaded> {
             || (!key.contains('.') && matches!(suggested, Some("policy" | "limits")));
         if guards_the_bill {
             bail!(
-                "unknown key `{key}`{hint}: keys in [policy] and [limits] protect your data                  plan, so capwise does not start with one it does not know"
+                "unknown key `{key}`{hint}: keys in [policy] and [limits] protect your data plan, so capwise does not start with one it does not know"
             );
         }
         config.warnings.push(format!(
@@ -408,6 +408,7 @@ mod tests {
         ] {
             let e = format!("{:#}", parse(text).unwrap_err());
             assert!(e.contains(&format!("unknown key `{key}`")), "{e}");
+            assert!(!e.contains("  "), "{e}");
             match closest {
                 Some(k) => assert!(e.contains(&format!("did you mean `{k}`?")), "{e}"),
                 None => assert!(!e.contains("did you mean"), "{e}"),
