@@ -410,6 +410,11 @@ fn api_refuses_missing_or_wrong_tokens_and_foreign_pages() {
             405,
         )?;
         expect(
+            "an id that is not UTF-8",
+            agent.api("GET", "/v1/torrents/%FF%FE", Some(&token), &[], None)?,
+            400,
+        )?;
+        expect(
             "a query that does not parse",
             agent.api(
                 "DELETE",

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -197,6 +197,16 @@ async fn method_not_allowed(request: Request) -> Response {
     )
 }
 
+/// The `{id}` of a path; one that does not decode (not UTF-8) is a JSON 400.
+fn path_id(id: Result<Path<String>, PathRejection>) -> Result<String, Box<Response>> {
+    id.map(|Path(id)| id).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid torrent id in the path: {}", e.body_text()),
+        ))
+    })
+}
+
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Box<Response>> {
     query.map(|Query(v)| v).map_err(|e| {
         Box::new(error(
@@ -270,7 +280,11 @@ async fn list(State(s): State<Arc<ApiState>>) -> Response {
     Json(s.torrents.list()).into_response()
 }
 
-async fn one(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+async fn one(State(s): State<Arc<ApiState>>, id: Result<Path<String>, PathRejection>) -> Response {
+    let id = match path_id(id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
     match s.torrents.get(&id) {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
@@ -322,14 +336,28 @@ async fn add(
     }
 }
 
-async fn pause(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+async fn pause(
+    State(s): State<Arc<ApiState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let id = match path_id(id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
     match s.torrents.set_paused(&id, true).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn resume(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+async fn resume(
+    State(s): State<Arc<ApiState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let id = match path_id(id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
     match s.torrents.set_paused(&id, false).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
@@ -338,9 +366,13 @@ async fn resume(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Respo
 
 async fn remove(
     State(s): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     q: Result<Query<RemoveQuery>, QueryRejection>,
 ) -> Response {
+    let id = match path_id(id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
     let q = match query(q) {
         Ok(q) => q,
         Err(r) => return *r,
