@@ -41,7 +41,10 @@ fn policy_options(args: &TransferArgs, state_dir: PathBuf) -> Result<PolicyOptio
     let config = crate::config::load_warning(args.config.as_deref())?;
     Ok(PolicyOptions {
         state_dir,
-        network_file: args.network_file.clone().or(config.network_file.clone()),
+        network_file: crate::network_source::NetworkFile::choose(
+            args.network_file.as_deref(),
+            config.network_file.as_deref(),
+        ),
         settings: config.settings()?,
     })
 }
@@ -224,7 +227,9 @@ mod tests {
         assert!(options.settings.upload_on_metered);
         assert_eq!(options.settings.near_cap_percent, 70);
         assert!(!options.settings.suspend_when_roaming);
-        assert_eq!(options.network_file, Some(PathBuf::from("/run/net.toml")));
+        let chosen = options.network_file.unwrap();
+        assert_eq!(chosen.path, PathBuf::from("/run/net.toml"));
+        assert_eq!(chosen.origin, "network_file in the configuration file");
         // The command line's network file wins over the file's.
         let given = PathBuf::from("/tmp/other.toml");
         let options = policy_options(
@@ -232,7 +237,8 @@ mod tests {
             dir.path().into(),
         )
         .unwrap();
-        assert_eq!(options.network_file, Some(given));
+        let chosen = options.network_file.unwrap();
+        assert_eq!((chosen.path, chosen.origin), (given, "--network-file"));
         // A --config that does not exist is an error, as for `run`.
         assert!(policy_options(
             &transfer_args(Some(dir.path().join("missing.toml")), None),

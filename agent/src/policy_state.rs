@@ -216,6 +216,7 @@ impl PolicyState {
         decide(
             &DecisionInput {
                 network: self.network.as_ref(),
+                offline: self.source.offline(),
                 budget: budget.as_ref(),
                 schedule: Some(&self.schedule),
                 settings: &self.settings,

@@ -90,7 +90,9 @@ impl AgentControl for Control {
     fn why(&self) -> Why {
         let decision = self.decisions.borrow().clone();
         let (source, network) = self.policy.network();
-        why_view(&decision, network.as_ref(), source)
+        let limits = *self.user_limits.lock().unwrap_or_else(|e| e.into_inner());
+        let problem = self.policy.source_problem(network.as_ref());
+        why_view(&decision, network.as_ref(), source, &limits, problem)
     }
 
     fn limits(&self) -> Limits {

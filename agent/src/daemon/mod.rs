@@ -4,7 +4,7 @@
 //! within 5 s of SIGTERM.
 
 mod api;
-mod control;
+pub(crate) mod control;
 mod torrents;
 
 use std::net::SocketAddr;
@@ -43,7 +43,10 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let state_dir = state_dir(args.state_dir.as_deref());
     crate::state_db::create_state_dir(&state_dir)?;
     let config = config::load_warning(args.config.as_deref())?;
-    let network_file = args.network_file.clone().or(config.network_file.clone());
+    let network_file = crate::network_source::NetworkFile::choose(
+        args.network_file.as_deref(),
+        config.network_file.as_deref(),
+    );
 
     let hooks = Hooks::default();
     let policy = PolicyRuntime::start(
