@@ -19,6 +19,7 @@ use crate::limits::LimitGate;
 use crate::paths::default_state_dir;
 use crate::policy_gate::PolicyGate;
 use crate::policy_runtime::{PolicyOptions, PolicyRuntime};
+use crate::units::format_rate;
 
 /// Read a .torrent file, or explain why a magnet link cannot be used yet.
 pub fn load_torrent(source: &str) -> Result<Metainfo> {
@@ -137,32 +138,40 @@ async fn run(
 async fn follow(handle: &mut TorrentHandle, name: &str) -> Result<(), String> {
     let total = handle.progress().total_length;
     let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        // SI sizes and the session's own rates (bytes over its last
+        // seconds), as every command shows them; `wide_msg` is cut to fit
+        // the terminal.
+        ProgressBar::new(total)
+            .with_style(
+                ProgressStyle::with_template(
+                    "[{bar:30}] {decimal_bytes}/{decimal_total_bytes} {wide_msg}",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
             )
-            .expect("static template")
-            .progress_chars("=> "),
-        );
-        bar.set_message(name.to_string());
-        bar
+            .with_message(name.to_string())
     });
     let mut last_line = std::time::Instant::now();
     loop {
         let p = handle.progress();
         if let Some(bar) = &bar {
             bar.set_position(p.bytes_have);
+            bar.set_message(format!(
+                "down {} up {} {} peers  {name}",
+                format_rate(p.download_rate),
+                format_rate(p.upload_rate),
+                p.peers
+            ));
         } else if last_line.elapsed() >= Duration::from_secs(2) || p.state == TorrentState::Seeding
         {
             last_line = std::time::Instant::now();
             eprintln!(
-                "{name}: {}/{} pieces, {} peers, {:.1} MB/s down, {:.1} MB/s up",
+                "{name}: {}/{} pieces, {} peers, down {}, up {}",
                 p.pieces_have,
                 p.piece_count,
                 p.peers,
-                p.download_rate.max(0.0) / 1e6,
-                p.upload_rate.max(0.0) / 1e6
+                format_rate(p.download_rate),
+                format_rate(p.upload_rate)
             );
         }
         match p.state {
