@@ -258,7 +258,8 @@ impl PolicyState {
         };
         match (self.account.as_mut(), self.network.is_some()) {
             (Some(account), _) => account.debit(&self.store, direction, class, bytes, counted),
-            // Offline: the decision suspends everything, nothing to account.
+            // Offline: with no route nothing can be billed, and a network
+            // file describing none suspends everything: nothing to account.
             (None, false) => Ok(()),
             // The account could not be opened (database trouble): we cannot
             // know the budget, so nothing moves. Failing closed keeps the

@@ -107,7 +107,20 @@ pub fn why_view(
     limits: &RateLimits,
     problem: Option<String>,
 ) -> Why {
-    let explanation = explain_with(&decision.explanation, limits);
+    // The user's limits do not matter while everything is paused anyway.
+    let all_paused = [
+        decision.down_wan,
+        decision.down_lan,
+        decision.up_wan,
+        decision.up_lan,
+    ]
+    .iter()
+    .all(|a| *a == Allowance::Suspended);
+    let explanation = if all_paused {
+        decision.explanation.clone()
+    } else {
+        explain_with(&decision.explanation, limits)
+    };
     Why {
         reason: format!("{:?}", decision.reason),
         explanation: match &problem {

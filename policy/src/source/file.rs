@@ -37,19 +37,68 @@ pub const FALLBACK_POLL: Duration = Duration::from_millis(250);
 struct NetworkFile {
     id: String,
     name: Option<String>,
-    #[serde(default)]
-    kind: NetworkKind,
-    metered: Option<MeteredField>,
+    /// Checked by hand, for a message naming the words allowed.
+    kind: Option<toml::Value>,
+    metered: Option<toml::Value>,
     #[serde(default)]
     roaming: bool,
     interface: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum MeteredField {
-    Flag(bool),
-    Word(Metered),
+/// A TOML error on one line: "line 2: unknown field `colour`, expected ...".
+fn one_line(error: &toml::de::Error, text: &str) -> String {
+    let message = error.message().trim().replace('\n', " ");
+    match error.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {message}")
+        }
+        None => message,
+    }
+}
+
+fn parse_kind(value: Option<&toml::Value>) -> std::result::Result<NetworkKind, String> {
+    let Some(value) = value else {
+        return Ok(NetworkKind::Unknown);
+    };
+    let word = value.as_str().unwrap_or_default();
+    let kind = NetworkKind::parse(word);
+    if kind.as_str() == word {
+        Ok(kind)
+    } else {
+        Err(format!(
+            "`kind = {value}` is not one of wifi, ethernet, cellular, bluetooth, vpn, unknown"
+        ))
+    }
+}
+
+fn parse_metered(value: Option<&toml::Value>) -> std::result::Result<Option<Metered>, String> {
+    match value {
+        None => Ok(None),
+        Some(toml::Value::Boolean(true)) => Ok(Some(Metered::Yes)),
+        Some(toml::Value::Boolean(false)) => Ok(Some(Metered::No)),
+        Some(value) => {
+            let word = value.as_str().unwrap_or_default();
+            let metered = Metered::parse(word);
+            if metered.as_str() == word {
+                Ok(Some(metered))
+            } else {
+                Err(format!(
+                    "`metered = {value}` is not one of yes, no, guess-yes, guess-no, unknown \
+                     (or true, false)"
+                ))
+            }
+        }
+    }
+}
+
+/// What was wrong with a network file, without its path (for sentences
+/// that name the path already).
+pub fn problem_of(error: &PolicyError) -> String {
+    match error {
+        PolicyError::NetworkFile { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// Parses the text of a network file; `path` is for error messages.
@@ -58,21 +107,19 @@ pub fn parse_network_file(path: &Path, text: &str) -> Result<Network> {
         path: path.to_owned(),
         message,
     };
-    let file: NetworkFile = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+    let file: NetworkFile = toml::from_str(text).map_err(|e| bad(one_line(&e, text)))?;
     if file.id.trim().is_empty() {
         return Err(bad("`id` is empty".into()));
     }
+    let kind = parse_kind(file.kind.as_ref()).map_err(bad)?;
     // No `metered` key: the kind's guess, as every source makes it.
-    let metered = match file.metered {
-        None => Metered::Unknown,
-        Some(MeteredField::Flag(true)) => Metered::Yes,
-        Some(MeteredField::Flag(false)) => Metered::No,
-        Some(MeteredField::Word(m)) => m,
-    };
+    let metered = parse_metered(file.metered.as_ref())
+        .map_err(bad)?
+        .unwrap_or(Metered::Unknown);
     Ok(Network {
         name: file.name.unwrap_or_else(|| file.id.clone()),
         id: NetworkId(file.id),
-        kind: file.kind,
+        kind,
         metered,
         metered_source: MeteredSource::File,
         roaming: file.roaming,
@@ -121,15 +168,13 @@ impl FileState {
                 "The network file {} does not exist yet: offline until it appears.",
                 path.display()
             )),
-            FileState::Invalid { since, error } => {
-                Some(format!(
-                "The network file {} is invalid since {} ({}); meanwhile {} is assumed metered.",
+            FileState::Invalid { since, error } => Some(format!(
+                "The network file {} is invalid since {} ({error}); meanwhile {} is assumed \
+                 metered.",
                 path.display(),
                 clock(*since),
-                error.strip_prefix(&format!("network file {}: ", path.display())).unwrap_or(error),
                 assumed.map_or_else(|| "the network".to_string(), Network::quoted_name),
-            ))
-            }
+            )),
         }
     }
 }
@@ -170,7 +215,7 @@ pub fn read_once(path: &Path) -> Result<(Option<Network>, FileState)> {
                     Some(assumed_while_invalid(None)),
                     FileState::Invalid {
                         since,
-                        error: error.to_string(),
+                        error: problem_of(&error),
                     },
                 ))
             }
@@ -345,7 +390,7 @@ impl Follower {
                     let assumed = assumed_while_invalid(self.last_good.as_ref());
                     let state = FileState::Invalid {
                         since,
-                        error: error.to_string(),
+                        error: problem_of(&error),
                     };
                     self.set(Some(assumed), state);
                 }
@@ -356,11 +401,14 @@ impl Follower {
 
     /// Publishes the network and the state, logging a change of state.
     fn set(&mut self, network: Option<Network>, state: FileState) {
-        let entered =
-            std::mem::discriminant(&*self.state.borrow()) != std::mem::discriminant(&state);
-        if entered {
-            match state {
-                FileState::Valid => {
+        let before = std::mem::discriminant(&*self.state.borrow());
+        if before != std::mem::discriminant(&state) {
+            let was_missing = *self.state.borrow() == FileState::Missing;
+            match (&state, was_missing) {
+                (FileState::Valid, true) => {
+                    tracing::info!(path = %self.path.display(), "the network file appeared")
+                }
+                (FileState::Valid, false) => {
                     tracing::info!(path = %self.path.display(), "the network file is valid again")
                 }
                 _ => log_state(&self.path, &state, network.as_ref()),
@@ -462,7 +510,24 @@ mod tests {
         ] {
             let err = parse_network_file(p, text).unwrap_err();
             assert!(err.to_string().contains("/etc/capwise/net.toml"), "{err}");
+            assert!(!problem_of(&err).contains('\n'), "{err}");
         }
+        // Bad words are named with the ones allowed.
+        let err = parse_network_file(p, "id = \"a\"\nmetered = \"sometimes\"").unwrap_err();
+        assert!(
+            problem_of(&err).starts_with("`metered = \"sometimes\"` is not one of yes, no"),
+            "{err}"
+        );
+        let err = parse_network_file(p, "id = \"a\"\nkind = \"phone\"").unwrap_err();
+        assert!(
+            problem_of(&err).starts_with("`kind = \"phone\"` is not one of wifi"),
+            "{err}"
+        );
+        let err = parse_network_file(p, "id = \"a\"\ncolour = 1").unwrap_err();
+        assert!(
+            problem_of(&err).starts_with("line 2: unknown field `colour`"),
+            "{err}"
+        );
     }
 
     /// Waits (bounded) for the next published value.
