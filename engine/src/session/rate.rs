@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 
 /// How far back a rate looks.
 pub(crate) const WINDOW: Duration = Duration::from_secs(5);
+/// The shortest span a rate is taken over: a burst in the first
+/// milliseconds (a token bucket's allowance) is bytes over a second, not
+/// hundreds of MB/s.
+pub(crate) const MIN_SPAN: Duration = Duration::from_secs(1);
 
 /// Samples of (when, bytes up, bytes down), oldest first.
 #[derive(Debug, Default)]
@@ -17,8 +21,8 @@ pub(crate) struct RateWindow {
 
 impl RateWindow {
     /// Takes a sample of the payload totals and answers the rates (up,
-    /// down) in bytes per second over the window. The first sample, or
-    /// samples all taken in one instant, give 0.
+    /// down) in bytes per second over the window (at least [`MIN_SPAN`]).
+    /// The first sample gives 0.
     pub(crate) fn sample(&mut self, now: Instant, up: u64, down: u64) -> (f64, f64) {
         // Keep one sample at or before the window's start, as the base.
         while self.samples.len() >= 2 && now.duration_since(self.samples[1].0) >= WINDOW {
@@ -29,10 +33,10 @@ impl RateWindow {
         }
         self.samples.push_back((now, up, down));
         let (t0, up0, down0) = self.samples[0];
-        let elapsed = now.duration_since(t0).as_secs_f64();
-        if elapsed <= 0.0 {
+        if t0 == now {
             return (0.0, 0.0);
         }
+        let elapsed = now.duration_since(t0).max(MIN_SPAN).as_secs_f64();
         let rate = |new: u64, old: u64| new.saturating_sub(old) as f64 / elapsed;
         (rate(up, up0), rate(down, down0))
     }
@@ -59,6 +63,15 @@ mod tests {
         let (up, down) = w.sample(s(10), 500_000, 8_000_000);
         assert_eq!((up, down), (0.0, 0.0));
         assert!(!down.is_sign_negative());
+    }
+
+    #[test]
+    fn a_burst_in_the_first_milliseconds_is_bytes_over_a_second() {
+        let t = Instant::now();
+        let mut w = RateWindow::default();
+        w.sample(t, 0, 0);
+        let (_, down) = w.sample(t + Duration::from_millis(5), 0, 1_000_000);
+        assert_eq!(down, 1_000_000.0, "not 200 MB/s");
     }
 
     #[test]
