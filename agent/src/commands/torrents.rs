@@ -144,13 +144,14 @@ fn fit(line: &str, width: usize) -> String {
 /// long), then why it waits or has no peer.
 fn watch_line(t: &TorrentView) -> String {
     let mut line = format!(
-        "{} {} {:.1}% down {} up {} {} peers  {}",
+        "{} {} {:.1}% ↓{} ↑{} {} {}  {}",
         &t.id[..8.min(t.id.len())],
         t.state,
         percent(t),
         rate(t.download_rate),
         rate(t.upload_rate),
         t.peers,
+        if t.peers == 1 { "peer" } else { "peers" },
         t.name
     );
     if let Some(reason) = &t.reason {
@@ -267,7 +268,7 @@ where
     let terminal = std::io::stderr().is_terminal();
     let multi = MultiProgress::new();
     // `wide_msg` takes the width left and is cut to it.
-    let style = ProgressStyle::with_template("{prefix} [{bar:20}] {wide_msg}")
+    let style = ProgressStyle::with_template("{prefix} [{bar:16}] {wide_msg}")
         .expect("static template")
         .progress_chars("=> ");
     let mut bars: HashMap<String, ProgressBar> = HashMap::new();
@@ -378,7 +379,7 @@ mod tests {
         let t = view("downloading", &"a-very-long-name-".repeat(10));
         let line = watch_line(&t);
         assert!(
-            line.starts_with("c036a1b2 downloading 50.0% down 20 MB/s up 0 B/s 3 peers"),
+            line.starts_with("c036a1b2 downloading 50.0% ↓20 MB/s ↑0 B/s 3 peers  a-very"),
             "{line}"
         );
         let cut = fit(&line, 80);
