@@ -140,7 +140,7 @@ impl Metered {
             Metered::No => "not metered",
             Metered::GuessYes => "probably metered",
             Metered::GuessNo => "probably not metered",
-            Metered::Unknown => "not known (treated as not metered)",
+            Metered::Unknown => "not known, treated as not metered",
         }
     }
 
