@@ -43,12 +43,6 @@ impl SourceKind {
         }
     }
 
-    /// The network the policy works with: what the source reports, `None`
-    /// when offline (what that means: [`SourceKind::offline`]).
-    pub fn resolve(self, reported: Option<Network>) -> Option<Network> {
-        reported
-    }
-
     /// What "no network" from this source means. From the automatic
     /// sources it is "no default route": nothing can be billed, and LAN or
     /// loopback peers must keep working. From a network file it is the
@@ -217,14 +211,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn no_route_is_offline_from_every_source_holding_back_only_for_a_file() {
-        for kind in [
-            SourceKind::Sysfs,
-            SourceKind::NetworkManager,
-            SourceKind::File,
-        ] {
-            assert!(kind.resolve(None).is_none(), "{kind:?}");
-        }
+    fn no_route_holds_nothing_back_but_a_file_describing_none_does() {
         assert_eq!(SourceKind::Sysfs.offline(), Offline::NoRoute);
         assert_eq!(SourceKind::NetworkManager.offline(), Offline::NoRoute);
         assert_eq!(SourceKind::File.offline(), Offline::Told);

@@ -284,7 +284,7 @@ impl PolicyReload {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let network = self.0.source.resolve(reported).map(|n| {
+        let network = reported.map(|n| {
             let words = self.0.words.lock().unwrap_or_else(|e| e.into_inner());
             with_users_word(&words, n.clone()).unwrap_or(n)
         });

@@ -92,7 +92,7 @@ impl PolicyState {
         reported: Option<Network>,
         now: Timestamp,
     ) -> Result<(), PolicyError> {
-        let network = match self.source.resolve(reported) {
+        let network = match reported {
             Some(n) => Some(with_users_word(&self.store, n)?),
             None => None,
         };

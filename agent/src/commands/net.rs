@@ -13,8 +13,7 @@ pub async fn run(args: &WhyArgs) -> Result<()> {
     let config = crate::config::load_warning(args.config.as_deref())?;
     let network_file =
         NetworkFile::choose(args.network_file.as_deref(), config.network_file.as_deref());
-    let (source, reported, problem) = detect_once(network_file.as_ref()).await?;
-    let network = source.resolve(reported);
+    let (source, network, problem) = detect_once(network_file.as_ref()).await?;
     if args.store.json {
         print_json(&json!({
             "source": source.describe(),

@@ -45,7 +45,7 @@ pub async fn run(args: &WhyArgs) -> Result<()> {
         NetworkFile::choose(args.network_file.as_deref(), config.network_file.as_deref());
     let store = open_store(&dir, now)?;
     let (source, reported, problem) = detect_once(network_file.as_ref()).await?;
-    let network = match source.resolve(reported) {
+    let network = match reported {
         Some(n) => Some(with_users_word(&store, n).context("cannot read your word on metering")?),
         None => None,
     };
