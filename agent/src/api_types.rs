@@ -110,8 +110,10 @@ pub struct Why {
     pub reason: String,
     /// One sentence for a person.
     pub explanation: String,
-    /// Uploads on at all.
-    pub seeding: bool,
+    /// Uploads to internet (WAN) peers go on.
+    pub seeding_wan: bool,
+    /// Uploads to LAN peers go on (not counted against a budget).
+    pub seeding_lan: bool,
     /// Background torrents may run.
     pub background_allowed: bool,
     /// Per direction and class: "unlimited", "suspended" or a rate.
@@ -124,6 +126,11 @@ pub struct Why {
     /// Where the network was learnt from ("NetworkManager", "network file", ...).
     #[serde(default)]
     pub source: String,
+    /// The network file is missing (offline until it appears) or invalid
+    /// (since when, and the network assumed meanwhile), in words; also the
+    /// start of `explanation`.
+    #[serde(default)]
+    pub source_problem: Option<String>,
     /// What the configuration file had that was ignored (unknown keys), in
     /// words; absent when there is nothing to say.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

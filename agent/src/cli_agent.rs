@@ -46,7 +46,8 @@ pub struct AddArgs {
 pub struct StatusArgs {
     /// A torrent id (or a unique prefix of 4+ digits); default: all.
     pub id: Option<String>,
-    /// Keep showing progress bars until interrupted (or until all finish).
+    /// Keep showing progress bars until interrupted (or until all finish);
+    /// with --json, one JSON object per torrent and line, every second.
     #[arg(long)]
     pub watch: bool,
     /// Agent selection and output.

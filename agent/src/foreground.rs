@@ -19,6 +19,7 @@ use crate::limits::LimitGate;
 use crate::paths::default_state_dir;
 use crate::policy_gate::PolicyGate;
 use crate::policy_runtime::{PolicyOptions, PolicyRuntime};
+use crate::units::format_rate;
 
 /// Read a .torrent file, or explain why a magnet link cannot be used yet.
 pub fn load_torrent(source: &str) -> Result<Metainfo> {
@@ -41,7 +42,10 @@ fn policy_options(args: &TransferArgs, state_dir: PathBuf) -> Result<PolicyOptio
     let config = crate::config::load_warning(args.config.as_deref())?;
     Ok(PolicyOptions {
         state_dir,
-        network_file: args.network_file.clone().or(config.network_file.clone()),
+        network_file: crate::network_source::NetworkFile::choose(
+            args.network_file.as_deref(),
+            config.network_file.as_deref(),
+        ),
         settings: config.settings()?,
     })
 }
@@ -220,32 +224,40 @@ async fn run(
 async fn follow(handle: &mut TorrentHandle, name: &str) -> Result<(), String> {
     let total = handle.progress().total_length;
     let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        // SI sizes and the session's own rates (bytes over its last
+        // seconds), as every command shows them; `wide_msg` is cut to fit
+        // the terminal.
+        ProgressBar::new(total)
+            .with_style(
+                ProgressStyle::with_template(
+                    "[{bar:30}] {decimal_bytes}/{decimal_total_bytes} {wide_msg}",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
             )
-            .expect("static template")
-            .progress_chars("=> "),
-        );
-        bar.set_message(name.to_string());
-        bar
+            .with_message(name.to_string())
     });
     let mut last_line = std::time::Instant::now();
     loop {
         let p = handle.progress();
         if let Some(bar) = &bar {
             bar.set_position(p.bytes_have);
+            bar.set_message(format!(
+                "down {} up {} {} peers  {name}",
+                format_rate(p.download_rate),
+                format_rate(p.upload_rate),
+                p.peers
+            ));
         } else if last_line.elapsed() >= Duration::from_secs(2) || p.state == TorrentState::Seeding
         {
             last_line = std::time::Instant::now();
             eprintln!(
-                "{name}: {}/{} pieces, {} peers, {:.1} MB/s down, {:.1} MB/s up",
+                "{name}: {}/{} pieces, {} peers, down {}, up {}",
                 p.pieces_have,
                 p.piece_count,
                 p.peers,
-                p.download_rate.max(0.0) / 1e6,
-                p.upload_rate.max(0.0) / 1e6
+                format_rate(p.download_rate),
+                format_rate(p.upload_rate)
             );
         }
         match p.state {
@@ -310,7 +322,9 @@ mod tests {
         assert!(options.settings.upload_on_metered);
         assert_eq!(options.settings.near_cap_percent, 70);
         assert!(!options.settings.suspend_when_roaming);
-        assert_eq!(options.network_file, Some(PathBuf::from("/run/net.toml")));
+        let chosen = options.network_file.unwrap();
+        assert_eq!(chosen.path, PathBuf::from("/run/net.toml"));
+        assert_eq!(chosen.origin, "network_file in the configuration file");
         // The command line's network file wins over the file's.
         let given = PathBuf::from("/tmp/other.toml");
         let options = policy_options(
@@ -318,7 +332,8 @@ mod tests {
             dir.path().into(),
         )
         .unwrap();
-        assert_eq!(options.network_file, Some(given));
+        let chosen = options.network_file.unwrap();
+        assert_eq!((chosen.path, chosen.origin), (given, "--network-file"));
         // A --config that does not exist is an error, as for `run`.
         assert!(policy_options(
             &transfer_args(Some(dir.path().join("missing.toml")), None),

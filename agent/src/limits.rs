@@ -78,3 +78,62 @@ impl ByteGate for LimitGate {
         })
     }
 }
+
+/// The user's own limits in words, for `why`: "downloads at most 5 MB/s,
+/// uploads to LAN peers at most 1 MB/s"; `None` without any.
+pub fn describe(limits: &RateLimits) -> Option<String> {
+    use capwise_policy::units::HumanRate;
+    let named = [
+        ("downloads", limits.down),
+        ("uploads", limits.up),
+        ("downloads from internet peers", limits.wan_down),
+        ("uploads to internet peers", limits.wan_up),
+        ("downloads from LAN peers", limits.lan_down),
+        ("uploads to LAN peers", limits.lan_up),
+    ];
+    let parts: Vec<String> = named
+        .iter()
+        .filter_map(|(what, rate)| rate.map(|r| format!("{what} at most {}", HumanRate(r))))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// The decision's sentence with the user's own limits added: they hold
+/// traffic back too, so "No limits" would not be true with them.
+pub fn explain_with(explanation: &str, limits: &RateLimits) -> String {
+    let Some(own) = describe(limits) else {
+        return explanation.to_string();
+    };
+    let body = explanation.strip_suffix('.').unwrap_or(explanation);
+    let body = match body.strip_prefix("No limits: ") {
+        Some(rest) => format!("No policy limits: {rest}"),
+        None => match body.strip_prefix("Nothing held back: ") {
+            Some(rest) => format!("Nothing held back by the policy: {rest}"),
+            None => body.to_string(),
+        },
+    };
+    format!("{body}; your own limits: {own}.")
+}
+
+#[cfg(test)]
+mod words_tests {
+    use super::*;
+
+    #[test]
+    fn the_users_limits_are_named_and_no_limits_is_not_claimed() {
+        let limits = RateLimits {
+            down: Some(5_000_000),
+            lan_up: Some(1_000_000),
+            ..RateLimits::default()
+        };
+        assert_eq!(
+            explain_with("No limits: 'home' is not metered.", &limits),
+            "No policy limits: 'home' is not metered; your own limits: downloads at most \
+             5 MB/s, uploads to LAN peers at most 1 MB/s."
+        );
+        assert_eq!(
+            explain_with("No limits: 'home' is not metered.", &RateLimits::default()),
+            "No limits: 'home' is not metered."
+        );
+    }
+}

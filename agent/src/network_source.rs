@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use capwise_policy::network::{Metered, MeteredSource, Network, NetworkId, NetworkKind};
+use capwise_policy::decision::Offline;
+use capwise_policy::network::Network;
+use capwise_policy::source::file::{FileState, FileStateWatch};
 use capwise_policy::source::{file, nm, sysfs::SysfsProbe, NetworkWatch};
 use tokio::task::JoinHandle;
 
@@ -16,8 +18,9 @@ const NM_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the kernel's routes are re-read without NetworkManager where
 /// its routing notifications cannot be had.
 const SYSFS_POLL: Duration = Duration::from_secs(5);
-/// The id under which an undetectable uplink is known.
-pub const UNKNOWN_NETWORK_ID: &str = "unknown";
+/// The id of the network assumed while an invalid network file never
+/// described one.
+pub const UNKNOWN_NETWORK_ID: &str = file::UNKNOWN_ID;
 
 /// Where the network came from; decides what "no network" means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,28 +43,66 @@ impl SourceKind {
         }
     }
 
-    /// The network the policy works with. From the automatic sources, "no
-    /// default route" becomes an unknown, unmetered network rather than
-    /// offline: without an uplink no byte can be billed, and LAN or loopback
-    /// peers must keep working. From a network file, `None` stays offline.
-    pub fn resolve(self, reported: Option<Network>) -> Option<Network> {
-        match (self, reported) {
-            (_, Some(network)) => Some(network),
-            (SourceKind::File, None) => None,
-            (_, None) => Some(unknown_network()),
+    /// What "no network" from this source means. From the automatic
+    /// sources it is "no default route": nothing can be billed, and LAN or
+    /// loopback peers must keep working. From a network file it is the
+    /// file's word (removed, or not written yet): everything waits.
+    pub fn offline(self) -> Offline {
+        match self {
+            SourceKind::File => Offline::Told,
+            SourceKind::NetworkManager | SourceKind::Sysfs => Offline::NoRoute,
+        }
+    }
+
+    /// How `capwise net` says "offline" for this source.
+    pub fn offline_words(self) -> &'static str {
+        match self {
+            SourceKind::File => "offline: the network file describes no network",
+            SourceKind::NetworkManager | SourceKind::Sysfs => {
+                "offline: no default route, nothing can reach the internet"
+            }
         }
     }
 }
 
-/// The stand-in for a network nobody could describe: unmetered defaults.
-pub fn unknown_network() -> Network {
-    Network {
-        id: NetworkId::new(UNKNOWN_NETWORK_ID),
-        name: "unknown network".into(),
-        kind: NetworkKind::Unknown,
-        metered: Metered::Unknown,
-        metered_source: MeteredSource::Default,
-        ..Network::default()
+/// The network file to follow, and where its name came from: errors name
+/// the flag or the configuration key the user wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkFile {
+    /// The file.
+    pub path: PathBuf,
+    /// `--network-file`, or `network_file` in the configuration file.
+    pub origin: &'static str,
+}
+
+impl NetworkFile {
+    /// The flag's file if given, else the configuration's.
+    pub fn choose(flag: Option<&Path>, config: Option<&Path>) -> Option<NetworkFile> {
+        match (flag, config) {
+            (Some(path), _) => Some(NetworkFile {
+                path: path.to_owned(),
+                origin: "--network-file",
+            }),
+            (None, Some(path)) => Some(NetworkFile {
+                path: path.to_owned(),
+                origin: "network_file in the configuration file",
+            }),
+            (None, None) => None,
+        }
+    }
+
+    fn context(&self) -> String {
+        format!(
+            "cannot use the network file {} (set by {})",
+            self.path.display(),
+            self.origin
+        )
+    }
+
+    /// The sentence `why` and `net` lead with when the file is missing or
+    /// invalid; `assumed` is the network published meanwhile.
+    pub fn problem(&self, state: &FileState, assumed: Option<&Network>) -> Option<String> {
+        state.sentence(&self.path, assumed, crate::commands::output::local_clock)
     }
 }
 
@@ -71,6 +112,8 @@ pub struct LiveSource {
     pub kind: SourceKind,
     /// Receives each change of uplink.
     pub watch: NetworkWatch,
+    /// The network file and how it stands, for the file source.
+    pub file: Option<(NetworkFile, FileStateWatch)>,
     /// The task publishing on `watch`; aborted when the source is dropped.
     pub task: JoinHandle<()>,
 }
@@ -81,15 +124,18 @@ impl Drop for LiveSource {
     }
 }
 
-/// Starts following the uplink. A bad `--network-file` is an error (the user
-/// asked for it); an unreachable NetworkManager silently falls back.
-pub async fn follow(network_file: Option<&Path>) -> Result<LiveSource> {
-    if let Some(path) = network_file {
-        let (watch, task) = file::watch_network_file(path.to_path_buf(), file::FALLBACK_POLL)
-            .context("cannot use the --network-file")?;
+/// Starts following the uplink. A network file that does not exist yet is
+/// offline until it appears, an invalid one is reported by `why` and `net`;
+/// one that cannot be read at all is an error naming where it was set. An
+/// unreachable NetworkManager silently falls back.
+pub async fn follow(network_file: Option<&NetworkFile>) -> Result<LiveSource> {
+    if let Some(nf) = network_file {
+        let (watch, state, task) = file::watch_network_file(nf.path.clone(), file::FALLBACK_POLL)
+            .with_context(|| nf.context())?;
         return Ok(LiveSource {
             kind: SourceKind::File,
             watch,
+            file: Some((nf.clone(), state)),
             task,
         });
     }
@@ -98,6 +144,7 @@ pub async fn follow(network_file: Option<&Path>) -> Result<LiveSource> {
             return Ok(LiveSource {
                 kind: SourceKind::NetworkManager,
                 watch,
+                file: None,
                 task,
             })
         }
@@ -107,6 +154,7 @@ pub async fn follow(network_file: Option<&Path>) -> Result<LiveSource> {
     Ok(LiveSource {
         kind: SourceKind::Sysfs,
         watch,
+        file: None,
         task,
     })
 }
@@ -130,11 +178,15 @@ fn system_bus_present() -> bool {
         || Path::new("/var/run/dbus/system_bus_socket").exists()
 }
 
-/// The uplink now, asked once, detected the same way as [`follow`].
-pub async fn detect_once(network_file: Option<&PathBuf>) -> Result<(SourceKind, Option<Network>)> {
-    if let Some(path) = network_file {
-        let network = file::read_network_file(path).context("cannot use the --network-file")?;
-        return Ok((SourceKind::File, Some(network)));
+/// The uplink now, asked once, detected the same way as [`follow`]; with a
+/// network file, also the sentence saying it is missing or invalid.
+pub async fn detect_once(
+    network_file: Option<&NetworkFile>,
+) -> Result<(SourceKind, Option<Network>, Option<String>)> {
+    if let Some(nf) = network_file {
+        let (network, state) = file::read_once(&nf.path).with_context(|| nf.context())?;
+        let problem = nf.problem(&state, network.as_ref());
+        return Ok((SourceKind::File, network, problem));
     }
     let from_nm = tokio::time::timeout(NM_TIMEOUT, async {
         anyhow::ensure!(system_bus_present(), "no D-Bus system bus");
@@ -143,7 +195,7 @@ pub async fn detect_once(network_file: Option<&PathBuf>) -> Result<(SourceKind, 
     })
     .await;
     match from_nm {
-        Ok(Ok(network)) => return Ok((SourceKind::NetworkManager, network)),
+        Ok(Ok(network)) => return Ok((SourceKind::NetworkManager, network, None)),
         Ok(Err(error)) => tracing::debug!(%error, "NetworkManager not reachable; using sysfs"),
         Err(_) => tracing::debug!("NetworkManager did not answer in time; using sysfs"),
     }
@@ -151,7 +203,7 @@ pub async fn detect_once(network_file: Option<&PathBuf>) -> Result<(SourceKind, 
         tracing::warn!(%error, "cannot read the default route");
         None
     });
-    Ok((SourceKind::Sysfs, network))
+    Ok((SourceKind::Sysfs, network, None))
 }
 
 #[cfg(test)]
@@ -159,11 +211,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn no_route_is_an_unknown_unmetered_network_but_a_removed_file_is_offline() {
-        let n = SourceKind::Sysfs.resolve(None).unwrap();
-        assert_eq!(n.id.as_str(), UNKNOWN_NETWORK_ID);
-        assert!(!n.is_metered());
-        assert!(SourceKind::NetworkManager.resolve(None).is_some());
-        assert!(SourceKind::File.resolve(None).is_none());
+    fn no_route_holds_nothing_back_but_a_file_describing_none_does() {
+        assert_eq!(SourceKind::Sysfs.offline(), Offline::NoRoute);
+        assert_eq!(SourceKind::NetworkManager.offline(), Offline::NoRoute);
+        assert_eq!(SourceKind::File.offline(), Offline::Told);
     }
 }

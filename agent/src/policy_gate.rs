@@ -181,7 +181,7 @@ mod tests {
     async fn start(f: &Fixture, hooks: &Hooks) -> (PolicyRuntime, Arc<PolicyGate>) {
         let options = PolicyOptions {
             state_dir: f.state_dir.clone(),
-            network_file: Some(f.net_file.clone()),
+            network_file: crate::network_source::NetworkFile::choose(Some(&f.net_file), None),
             settings: Default::default(),
         };
         let runtime = PolicyRuntime::start(&options, hooks).await.unwrap();

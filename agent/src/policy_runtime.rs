@@ -18,9 +18,10 @@ use capwise_policy::time::Timestamp;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::network_source::{self, LiveSource, SourceKind};
+use crate::network_source::{self, LiveSource, NetworkFile, SourceKind};
 use crate::policy_state::{with_users_word, PolicyState};
 use crate::state_db::open_store_waiting;
+use capwise_policy::source::file::FileStateWatch;
 
 /// How often the decision is recomputed without a network change while
 /// capwise moves bytes: budget use, the link's other traffic, schedule
@@ -38,8 +39,8 @@ pub const IDLE_REFRESH_PERIOD: Duration = Duration::from_secs(60);
 pub struct PolicyOptions {
     /// Holds `capwise.db`.
     pub state_dir: PathBuf,
-    /// `--network-file`, if given.
-    pub network_file: Option<PathBuf>,
+    /// `--network-file` or the configuration's `network_file`, if any.
+    pub network_file: Option<NetworkFile>,
     /// The user's changes to the policy defaults.
     pub settings: Settings,
 }
@@ -61,6 +62,8 @@ pub(crate) struct Shared {
     wake: Notify,
     /// Where the network is learnt from, for `why`.
     source: SourceKind,
+    /// The network file and how it stands, for `why`.
+    file: Option<(NetworkFile, FileStateWatch)>,
     /// A second connection, for the user's word on metering when `why`
     /// shows the network (the state's own is busy deciding).
     words: Mutex<Store>,
@@ -191,7 +194,7 @@ impl PolicyRuntime {
         let now = Timestamp::now_from_system();
         let store = open_store_waiting(&options.state_dir).await?;
         let words = open_store_waiting(&options.state_dir).await?;
-        let mut source = network_source::follow(options.network_file.as_deref()).await?;
+        let mut source = network_source::follow(options.network_file.as_ref()).await?;
         tracing::info!(source = source.kind.describe(), "following the network");
         let mut state = PolicyState::new(store, source.kind, options.settings.clone());
         let reported = source.watch.borrow_and_update().clone();
@@ -214,6 +217,7 @@ impl PolicyRuntime {
             idle: AtomicBool::new(false),
             wake: Notify::new(),
             source: source.kind,
+            file: source.file.clone(),
             words: Mutex::new(words),
         });
         let task = tokio::spawn(follow(Arc::clone(&shared), source));
@@ -280,11 +284,19 @@ impl PolicyReload {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let network = self.0.source.resolve(reported).map(|n| {
+        let network = reported.map(|n| {
             let words = self.0.words.lock().unwrap_or_else(|e| e.into_inner());
             with_users_word(&words, n.clone()).unwrap_or(n)
         });
         (self.0.source, network)
+    }
+
+    /// The sentence saying the network file is missing or invalid, if so;
+    /// `network` is the one assumed meanwhile.
+    pub fn source_problem(&self, network: Option<&Network>) -> Option<String> {
+        let (file, state) = self.0.file.as_ref()?;
+        let state = state.borrow().clone();
+        file.problem(&state, network)
     }
 }
 

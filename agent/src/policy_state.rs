@@ -92,7 +92,7 @@ impl PolicyState {
         reported: Option<Network>,
         now: Timestamp,
     ) -> Result<(), PolicyError> {
-        let network = match self.source.resolve(reported) {
+        let network = match reported {
             Some(n) => Some(with_users_word(&self.store, n)?),
             None => None,
         };
@@ -216,6 +216,7 @@ impl PolicyState {
         decide(
             &DecisionInput {
                 network: self.network.as_ref(),
+                offline: self.source.offline(),
                 budget: budget.as_ref(),
                 schedule: Some(&self.schedule),
                 settings: &self.settings,
@@ -257,7 +258,8 @@ impl PolicyState {
         };
         match (self.account.as_mut(), self.network.is_some()) {
             (Some(account), _) => account.debit(&self.store, direction, class, bytes, counted),
-            // Offline: the decision suspends everything, nothing to account.
+            // Offline: with no route nothing can be billed, and a network
+            // file describing none suspends everything: nothing to account.
             (None, false) => Ok(()),
             // The account could not be opened (database trouble): we cannot
             // know the budget, so nothing moves. Failing closed keeps the

@@ -126,9 +126,42 @@ pub fn parse_rate(input: &str) -> Result<u64, UnitError> {
     to_bytes(input, number, unit, (MAX_RATE, MAX_RATE_TEXT))
 }
 
+/// A rate for people, the one formatter every command uses: SI units as
+/// the rest of capwise writes them ("1.2 MB/s", "640 kB/s", "0 B/s").
+pub fn format_rate(bytes_per_second: f64) -> String {
+    capwise_policy::units::HumanRate(json_rate(bytes_per_second) as u64).to_string()
+}
+
+/// A size for people: "4.95 GB".
+pub fn format_size(bytes: u64) -> String {
+    capwise_policy::units::HumanBytes(bytes).to_string()
+}
+
+/// A rate as the API shows it: whole bytes per second, never negative
+/// (no `-0.0`), 0 for anything not finite.
+pub fn json_rate(bytes_per_second: f64) -> f64 {
+    if bytes_per_second.is_finite() && bytes_per_second > 0.0 {
+        bytes_per_second.round()
+    } else {
+        0.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_print_in_si_and_json_rates_are_never_negative_zero() {
+        assert_eq!(format_rate(20_000_000.0), "20 MB/s");
+        assert_eq!(format_rate(1_234_567.0), "1.23 MB/s");
+        assert_eq!(format_rate(-0.0), "0 B/s");
+        assert_eq!(format_rate(f64::NAN), "0 B/s");
+        let zero = json_rate(-0.0);
+        assert!(!zero.is_sign_negative());
+        assert_eq!(serde_json::json!(zero).to_string(), "0.0");
+        assert_eq!(json_rate(512_000.4), 512_000.0);
+    }
 
     #[test]
     fn rates() {

@@ -296,24 +296,33 @@ fn why_explains_unmetered_metered_and_exhausted_networks() {
     // The shape the running agent's answer has too.
     assert_eq!(why["source"], "network file");
     assert_eq!(why["counts_against_budget"], true);
-    assert_eq!(why["seeding"], true);
+    assert_eq!(why["seeding_wan"], true);
+    assert_eq!(why["seeding_lan"], true);
 
     let hotspot = env.network_file(
         "hotspot.toml",
         "id = \"hotspot\"\nname = \"Pixel hotspot\"\nkind = \"wifi\"\nmetered = \"yes\"\n",
     );
     let text = env.ok(&["why", "--network-file", path_str(&hotspot)]);
-    assert!(text.contains("Seeding paused"), "{text}");
+    // LAN peers are still served: the sentence does not say "seeding paused".
+    assert!(
+        text.starts_with("Uploads to the internet paused and background torrents wait"),
+        "{text}"
+    );
+    assert!(
+        text.contains("peers on your LAN are still served"),
+        "{text}"
+    );
+    assert!(!text.contains("Seeding paused"), "{text}");
     assert!(text.contains("Pixel hotspot"), "{text}");
     let why = env.json(&["why", "--network-file", path_str(&hotspot)]);
     assert_eq!(why["reason"], "Metered");
     assert_eq!(why["allowances"]["up_wan"], "suspended");
     assert_eq!(why["allowances"]["down_wan"], "unlimited");
     assert_eq!(why["allowances"]["up_lan"], "unlimited");
-    assert!(why["explanation"]
-        .as_str()
-        .unwrap()
-        .contains("Seeding paused"));
+    assert_eq!(why["seeding_wan"], false, "{why}");
+    assert_eq!(why["seeding_lan"], true, "{why}");
+    assert_eq!(why["explanation"], text.trim_end());
 
     // A budget nearly used: 1 MB cap, 10% reserve, 900 kB already spent.
     env.ok(&["budget", "set", "hotspot", "--cap", "1MB"]);
@@ -448,7 +457,7 @@ fn offline_why_decides_with_the_configuration_file() {
         "--config",
         path_str(&config),
     ]);
-    assert!(!text.contains("Seeding paused"), "{text}");
+    assert!(!text.contains("Uploads to the internet paused"), "{text}");
     // The default file ($XDG_CONFIG_HOME/capwise/config.toml), with the
     // network file named in it.
     let default = env.dir.path().join("config").join("capwise");
@@ -481,11 +490,210 @@ fn offline_why_decides_with_the_configuration_file() {
 }
 
 #[test]
-fn why_with_a_broken_network_file_says_what_is_wrong() {
+fn why_and_net_say_an_invalid_network_file_is_invalid_since_when_and_assume_metered() {
     let env = Env::new();
-    let bad = env.network_file("bad.toml", "name = \"no id\"\n");
-    let err = env.fails(&["why", "--network-file", path_str(&bad)]);
-    assert!(err.contains("bad.toml"), "{err}");
+    for (name, text) in [
+        ("noid.toml", "name = \"no id\"\n"),
+        ("sometimes.toml", "id = \"home\"\nmetered = \"sometimes\"\n"),
+        ("phone.toml", "id = \"home\"\nkind = \"phone\"\n"),
+    ] {
+        let bad = env.network_file(name, text);
+        let said = env.ok(&["why", "--network-file", path_str(&bad)]);
+        assert!(
+            said.contains(&format!("{name} is invalid since ")),
+            "{said}"
+        );
+        assert!(said.contains("is assumed metered"), "{said}");
+        let why = env.json(&["why", "--network-file", path_str(&bad)]);
+        assert_eq!(why["network"]["metered"], true, "{why}");
+        assert_eq!(
+            why["network"]["metered_source"], "assumed while the network file is invalid",
+            "{why}"
+        );
+        assert_eq!(why["allowances"]["up_wan"], "suspended", "{why}");
+        assert!(
+            why["source_problem"]
+                .as_str()
+                .unwrap()
+                .contains("is invalid since"),
+            "{why}"
+        );
+        let net = env.ok(&["net", "--network-file", path_str(&bad)]);
+        assert!(net.contains(&format!("{name} is invalid since ")), "{net}");
+        assert!(
+            net.contains("metered: metered (assumed while the network file is invalid)"),
+            "{net}"
+        );
+    }
+    // Only a file that cannot be read at all is an error, naming the flag.
+    let err = env.fails(&["why", "--network-file", path_str(env.dir.path())]);
+    assert!(err.contains("set by --network-file"), "{err}");
+}
+
+#[test]
+fn a_configured_network_file_not_written_yet_is_offline_and_errors_name_the_key() {
+    let env = Env::new();
+    let default = env.dir.path().join("config").join("capwise");
+    std::fs::create_dir_all(&default).unwrap();
+    // The README's example: a file under /run that nothing wrote yet.
+    let missing = env
+        .dir
+        .path()
+        .join("run")
+        .join("capwise")
+        .join("network.toml");
+    std::fs::write(
+        default.join("config.toml"),
+        format!("network_file = \"{}\"\n", path_str(&missing)),
+    )
+    .unwrap();
+    let text = env.ok(&["why"]);
+    assert!(
+        text.starts_with(&format!(
+            "The network file {} does not exist yet: offline until it appears.",
+            missing.display()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("--network-file"), "{text}");
+    let why = env.json(&["why"]);
+    assert!(why["network"].is_null(), "{why}");
+    assert_eq!(why["reason"], "Offline", "{why}");
+    let net = env.ok(&["net"]);
+    assert!(net.contains("does not exist yet"), "{net}");
+    // A value that cannot be read at all is an error naming the key.
+    std::fs::write(
+        default.join("config.toml"),
+        format!("network_file = \"{}\"\n", path_str(env.dir.path())),
+    )
+    .unwrap();
+    let err = env.fails(&["why"]);
+    assert!(
+        err.contains("network_file in the configuration file"),
+        "{err}"
+    );
+    assert!(!err.contains("--network-file"), "{err}");
+}
+
+#[test]
+fn a_cellular_or_bluetooth_file_without_metered_is_guessed_metered_and_said_so() {
+    let env = Env::new();
+    for kind in ["cellular", "bluetooth"] {
+        let file = env.network_file(
+            &format!("{kind}.toml"),
+            &format!("id = \"{kind}\"\nkind = \"{kind}\"\n"),
+        );
+        let why = env.json(&["why", "--network-file", path_str(&file)]);
+        assert_eq!(why["network"]["metered"], true, "{why}");
+        assert_eq!(
+            why["network"]["metered_source"],
+            "guessed from the device type"
+        );
+        assert_eq!(why["allowances"]["up_wan"], "suspended", "{why}");
+        let net = env.ok(&["net", "--network-file", path_str(&file)]);
+        assert!(
+            net.contains("metered: probably metered (guessed from the device type)"),
+            "{net}"
+        );
+        assert!(!net.contains("GuessYes"), "{net}");
+    }
+    let wifi = env.network_file(
+        "wifi.toml",
+        "id = \"w\"\nkind = \"wifi\"\nmetered = \"guess-no\"\n",
+    );
+    let net = env.ok(&["net", "--network-file", path_str(&wifi)]);
+    assert!(
+        net.contains("metered: probably not metered (the network file says so)"),
+        "{net}"
+    );
+}
+
+#[test]
+fn why_names_the_users_limits_and_a_schedule_windows_rates() {
+    let env = Env::new();
+    let home = env.network_file("home.toml", "id = \"home\"\nmetered = \"no\"\n");
+    let config = env.network_file("config.toml", "[limits]\ndown = \"5MB/s\"\n");
+    let text = env.ok(&[
+        "why",
+        "--network-file",
+        path_str(&home),
+        "--config",
+        path_str(&config),
+    ]);
+    assert!(!text.starts_with("No limits"), "{text}");
+    assert!(
+        text.contains("your own limits: downloads at most 5 MB/s"),
+        "{text}"
+    );
+    env.ok(&[
+        "schedule", "add", "home", "--from", "00:00", "--to", "24:00", "--rule", "limit", "--down",
+        "100KB/s",
+    ]);
+    let text = env.ok(&["why", "--network-file", path_str(&home)]);
+    assert!(
+        text.contains("the schedule limits downloads to 100 kB/s now"),
+        "{text}"
+    );
+}
+
+#[test]
+fn words_for_a_one_off_budget_a_true_cap_network_state_and_unknown_link() {
+    let env = Env::new();
+    // 5.5 GB less 10%: capwise stops at 4.95 GB, and says so.
+    let text = env.ok(&["budget", "set", "home", "--cap", "5.5GB", "--reserve", "10"]);
+    assert!(text.contains("stops at 4.95 GB"), "{text}");
+    // A one-off budget never resets.
+    env.ok(&[
+        "budget", "set", "trip", "--cap", "2GB", "--period", "once", "--days", "3",
+    ]);
+    let list = env.ok(&["budget", "list"]);
+    let trip = list.lines().find(|l| l.starts_with("trip")).unwrap();
+    assert!(trip.trim_end().ends_with("never"), "{list}");
+    // No interface counters read: the whole link's use is unknown, not 0 B.
+    let usage = env.ok(&["usage", "home"]);
+    assert!(usage.contains("whole link: unknown"), "{usage}");
+    assert!(env.json(&["usage", "home"])[0]["link"].is_null());
+    // `network list` shows whether a network counts as metered, apart from
+    // the user's word.
+    {
+        let now = Timestamp::now_from_system();
+        let store = Store::open(&env.state_dir().join("capwise.db"), now).unwrap();
+        let modem = capwise_policy::network::Network {
+            id: NetworkId::new("modem"),
+            name: "Modem".into(),
+            kind: capwise_policy::network::NetworkKind::Cellular,
+            ..Default::default()
+        }
+        .with_kind_guess();
+        store.note_network_seen(&modem, now).unwrap();
+    }
+    let list = env.ok(&["network", "list"]);
+    let header = list.lines().next().unwrap();
+    let modem = list.lines().find(|l| l.starts_with("modem")).unwrap();
+    let col = header.find("METERED").unwrap();
+    let word = header.find("YOUR WORD").unwrap();
+    assert_eq!(
+        modem[col..].split_whitespace().next(),
+        Some("probably"),
+        "{list}"
+    );
+    assert_eq!(
+        modem[word..].split_whitespace().next(),
+        Some("auto"),
+        "{list}"
+    );
+    let json = env.json(&["network", "list"]);
+    let modem = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "modem")
+        .unwrap();
+    assert_eq!(modem["metered_state"], "guess-yes", "{json}");
+    assert_eq!(
+        modem["metered_source"], "guessed from the device type",
+        "{json}"
+    );
 }
 
 #[test]

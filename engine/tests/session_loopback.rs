@@ -177,3 +177,58 @@ async fn seeding_switch_off_sends_nothing() {
     leecher.shutdown().await;
     seeder.shutdown().await;
 }
+
+/// A torrent whose only tracker refuses connections says so: the announce
+/// outcome is a failure since the first try, with the error, so that the
+/// agent can tell why the torrent has no peers.
+#[tokio::test]
+async fn an_unreachable_tracker_is_reported_with_its_error_and_since_when() {
+    use capwise_engine::session::AnnounceOutcome;
+    let tmp = tempfile::tempdir().unwrap();
+    // A port that was free a moment ago: nothing listens, connect is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data_dir = tmp.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    std::fs::write(data_dir.join("a.bin"), vec![7u8; 100_000]).unwrap();
+    let opts = CreateOptions {
+        path: data_dir,
+        trackers: vec![format!("http://127.0.0.1:{port}/announce")],
+        ..CreateOptions::default()
+    };
+    let meta = Metainfo::from_bytes(&create_torrent(&opts).unwrap()).unwrap();
+    let session = Session::start(config(&tmp.path().join("state")), Hooks::default())
+        .await
+        .unwrap();
+    let before = std::time::SystemTime::now();
+    let handle = session
+        .add_torrent(meta, tmp.path().join("leech"), TorrentOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        handle.announce_outcome(),
+        None,
+        "nothing said before the first try"
+    );
+    let outcome = tokio::time::timeout(LIMIT, async {
+        loop {
+            if let Some(outcome) = handle.announce_outcome() {
+                return outcome;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("an announce outcome within the limit");
+    let AnnounceOutcome::Failed { since, error } = outcome else {
+        panic!("the tracker answered? {outcome:?}");
+    };
+    assert!(since >= before - Duration::from_secs(1), "{since:?}");
+    assert!(!error.is_empty());
+    assert_eq!(handle.progress().peers, 0);
+    assert_eq!(handle.progress().download_rate, 0.0);
+    session.shutdown().await;
+}

@@ -267,6 +267,7 @@ mod tests {
         let mut d = crate::decision::decide(
             &crate::decision::DecisionInput {
                 network: None,
+                offline: crate::decision::Offline::Told,
                 budget: None,
                 schedule: None,
                 settings: &crate::decision::Settings::default(),

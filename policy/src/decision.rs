@@ -86,11 +86,26 @@ pub struct BudgetState {
     pub resets_at: Timestamp,
 }
 
+/// What having no network means, by who says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Offline {
+    /// The network file says so (removed, or not written yet): every
+    /// transfer waits until it describes a network.
+    #[default]
+    Told,
+    /// No default route (the kernel, NetworkManager): nothing can reach the
+    /// internet, so nothing can be billed and capwise holds nothing back;
+    /// peers on the LAN and on this machine are still served.
+    NoRoute,
+}
+
 /// Everything the decision depends on.
 #[derive(Debug, Clone, Copy)]
 pub struct DecisionInput<'a> {
     /// The current uplink (user override already applied), `None` if offline.
     pub network: Option<&'a Network>,
+    /// What `network: None` means.
+    pub offline: Offline,
     /// The budget, if the network has one.
     pub budget: Option<&'a BudgetState>,
     /// The network's schedule.
@@ -102,8 +117,10 @@ pub struct DecisionInput<'a> {
 /// Why the allowances are what they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
-    /// No uplink.
+    /// No uplink, by the network file's word: everything waits.
     Offline,
+    /// No default route: nothing can be billed, nothing is held back.
+    NoRoute,
     /// Roaming: everything waits.
     Roaming,
     /// A schedule window pauses traffic.
@@ -146,12 +163,26 @@ pub fn decide(input: &DecisionInput<'_>, now: Timestamp) -> Decision {
     use Allowance::*;
     let settings = input.settings;
     let Some(network) = input.network else {
-        return uniform(
-            Suspended,
-            false,
-            Reason::Offline,
-            "Paused: no network connection.".into(),
-        );
+        return match input.offline {
+            Offline::Told => uniform(
+                Suspended,
+                false,
+                Reason::Offline,
+                "Paused: no network connection.".into(),
+            ),
+            Offline::NoRoute => {
+                let mut d = uniform(
+                    Unlimited,
+                    true,
+                    Reason::NoRoute,
+                    "Offline: no default route, so nothing can reach the internet or be \
+                     billed; peers on your LAN are still served."
+                        .into(),
+                );
+                d.counts_against_budget = false;
+                d
+            }
+        };
     };
     let name = network.quoted_name();
     let (metered_value, metered_source) = network.effective_metered();
@@ -207,35 +238,27 @@ pub fn decide(input: &DecisionInput<'_>, now: Timestamp) -> Decision {
             down_wan = down_wan.min(Allowance::rate(settings.near_cap_download_rate));
         }
         let background_allowed = !metered || settings.background_on_metered;
+        let held_back = held_back(down_wan, up_wan, background_allowed);
+        // Uploads to LAN peers go on (they cost nothing), unless a VPN
+        // carries them, where they cost what the internet costs.
+        let lan_note = if up_wan == Suspended && !network.through_vpn() {
+            "; peers on your LAN are still served"
+        } else {
+            ""
+        };
         let (reason, explanation) = if near {
             (
                 Reason::NearCap,
-                format!(
-                    "Downloads slowed to {}{}: {name} is near its limit{budget_note}.",
-                    HumanRate(settings.near_cap_download_rate),
-                    if up_wan == Suspended {
-                        " and seeding paused"
-                    } else {
-                        ""
-                    },
-                ),
+                format!("{held_back}: {name} is near its limit{lan_note}{budget_note}."),
             )
         } else if metered {
-            let mut s = String::new();
-            if up_wan == Suspended {
-                s.push_str("Seeding paused");
-                if !background_allowed {
-                    s.push_str(" and background downloads wait");
-                }
-            } else {
-                s.push_str("Limited");
-            }
-            let _ = write!(
-                s,
-                ": {name} is metered ({}){budget_note}.",
-                metered_source.says_so()
-            );
-            (Reason::Metered, s)
+            (
+                Reason::Metered,
+                format!(
+                    "{held_back}: {name} is metered ({}){lan_note}{budget_note}.",
+                    metered_source.says_so()
+                ),
+            )
         } else {
             (
                 Reason::Unmetered,
@@ -261,9 +284,19 @@ pub fn decide(input: &DecisionInput<'_>, now: Timestamp) -> Decision {
         if let Some(rate) = up {
             d.up_wan = d.up_wan.min(Allowance::rate(rate));
         }
+        let mut limits = Vec::new();
+        if let Some(rate) = down {
+            limits.push(schedule_clause("downloads", rate));
+        }
+        if let Some(rate) = up {
+            limits.push(schedule_clause("uploads", rate));
+        }
         d.explanation.pop();
-        d.explanation
-            .push_str("; the schedule limits the rate now.");
+        let _ = write!(
+            d.explanation,
+            "; the schedule {} now.",
+            join_clauses(&limits)
+        );
     }
 
     // LAN peers cost nothing, unless they are reached through a VPN, where
@@ -277,6 +310,59 @@ pub fn decide(input: &DecisionInput<'_>, now: Timestamp) -> Decision {
         d.up_lan = Unlimited;
     }
     d
+}
+
+/// What is held back, as the start of a sentence: "Downloads from the
+/// internet limited to 500 kB/s, uploads to the internet paused and
+/// background torrents wait"; "Nothing held back" when nothing is.
+fn held_back(down_wan: Allowance, up_wan: Allowance, background_allowed: bool) -> String {
+    let mut clauses = Vec::new();
+    match down_wan {
+        Allowance::Rate(rate) => clauses.push(format!(
+            "downloads from the internet slowed to {}",
+            HumanRate(rate)
+        )),
+        Allowance::Suspended => clauses.push("downloads from the internet paused".into()),
+        Allowance::Unlimited => {}
+    }
+    match up_wan {
+        Allowance::Rate(rate) => clauses.push(format!(
+            "uploads to the internet slowed to {}",
+            HumanRate(rate)
+        )),
+        Allowance::Suspended => clauses.push("uploads to the internet paused".into()),
+        Allowance::Unlimited => {}
+    }
+    if !background_allowed {
+        clauses.push("background torrents wait".into());
+    }
+    if clauses.is_empty() {
+        return "Nothing held back".into();
+    }
+    let mut sentence = join_clauses(&clauses);
+    if let Some(first) = sentence.get(..1) {
+        let upper = first.to_ascii_uppercase();
+        sentence.replace_range(..1, &upper);
+    }
+    sentence
+}
+
+/// "limits downloads to 100 kB/s", or "pauses uploads" for a rate of 0.
+fn schedule_clause(what: &str, rate: u64) -> String {
+    if rate == 0 {
+        format!("pauses {what}")
+    } else {
+        format!("limits {what} to {}", HumanRate(rate))
+    }
+}
+
+/// "a", "a and b", "a, b and c".
+fn join_clauses(clauses: &[String]) -> String {
+    match clauses {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
 }
 
 fn is_near_cap(state: &BudgetState, settings: &Settings) -> bool {
@@ -302,7 +388,12 @@ fn budget_sentence(state: &BudgetState) -> String {
             HumanBytes(others)
         );
     }
-    let _ = write!(s, ", resets {}", ShortDate(reset_day));
+    // A one-off allowance (a trip's data pack) never resets: it ends.
+    if matches!(state.budget.period, crate::budget::Period::OneOff { .. }) {
+        let _ = write!(s, ", until {}", ShortDate(reset_day));
+    } else {
+        let _ = write!(s, ", resets {}", ShortDate(reset_day));
+    }
     s
 }
 
@@ -367,6 +458,7 @@ mod tests {
         decide(
             &DecisionInput {
                 network: Some(net),
+                offline: Offline::Told,
                 budget,
                 schedule,
                 settings: &settings,
@@ -407,9 +499,27 @@ mod tests {
         assert_eq!(d.reason, Reason::Metered);
         assert_eq!(
             d.explanation,
-            "Seeding paused and background downloads wait: 'Pixel hotspot' is metered \
-             (NetworkManager says so); 1.2 GB of 5 GB used, resets 5 Dec."
+            "Uploads to the internet paused and background torrents wait: 'Pixel hotspot' \
+             is metered (NetworkManager says so); peers on your LAN are still served; \
+             1.2 GB of 5 GB used, resets 5 Dec."
         );
+    }
+
+    #[test]
+    fn a_one_off_budget_ends_and_never_resets() {
+        let mut s = state(1_000_000_000, 0);
+        s.budget.period = crate::budget::Period::OneOff {
+            start: at(2024, 11, 1, 0),
+            end: at(2024, 11, 29, 10),
+        };
+        s.resets_at = at(2024, 11, 29, 10);
+        let d = run(&hotspot(Metered::Yes), Some(&s), None, at(2024, 11, 20, 12));
+        assert!(
+            d.explanation.ends_with("1 GB of 5 GB used, until 29 Nov."),
+            "{}",
+            d.explanation
+        );
+        assert!(!d.explanation.contains("resets"), "{}", d.explanation);
     }
 
     #[test]
@@ -529,7 +639,35 @@ mod tests {
             at(2024, 11, 20, 10),
         );
         assert_eq!((d.down_wan, d.up_wan), (Rate(100_000), Suspended));
-        assert!(d.explanation.ends_with("the schedule limits the rate now."));
+        assert!(
+            d.explanation
+                .ends_with("; the schedule limits downloads to 100 kB/s and pauses uploads now."),
+            "{}",
+            d.explanation
+        );
+    }
+
+    #[test]
+    fn no_route_is_offline_holding_nothing_back_and_says_so() {
+        let settings = Settings::default();
+        let d = decide(
+            &DecisionInput {
+                network: None,
+                offline: Offline::NoRoute,
+                budget: None,
+                schedule: None,
+                settings: &settings,
+            },
+            Timestamp(0),
+        );
+        assert_eq!(d.reason, Reason::NoRoute);
+        assert!(
+            d.explanation.starts_with("Offline: no default route"),
+            "{}",
+            d.explanation
+        );
+        assert_eq!((d.down_lan, d.up_lan), (Unlimited, Unlimited));
+        assert!(!d.counts_against_budget);
     }
 
     #[test]
@@ -538,6 +676,7 @@ mod tests {
         let d = decide(
             &DecisionInput {
                 network: None,
+                offline: Offline::Told,
                 budget: None,
                 schedule: None,
                 settings: &settings,
@@ -546,6 +685,7 @@ mod tests {
         );
         assert_eq!(d.reason, Reason::Offline);
         assert_eq!(d.down_wan, Suspended);
+        assert_eq!(d.down_lan, Suspended);
 
         let settings = Settings {
             upload_on_metered: true,
@@ -557,6 +697,7 @@ mod tests {
         let d = decide(
             &DecisionInput {
                 network: Some(&net),
+                offline: Offline::Told,
                 budget: None,
                 schedule: None,
                 settings: &settings,
@@ -576,6 +717,7 @@ mod tests {
         decide(
             &DecisionInput {
                 network: Some(net),
+                offline: Offline::Told,
                 budget,
                 schedule: None,
                 settings,
@@ -629,8 +771,10 @@ mod tests {
         assert_eq!(d.reason, Reason::NearCap);
         assert_eq!(d.down_wan, Rate(250_000));
         assert!(
-            d.explanation
-                .starts_with("Downloads slowed to 250 kB/s and seeding paused"),
+            d.explanation.starts_with(
+                "Downloads from the internet slowed to 250 kB/s, uploads to the internet \
+                 paused and background torrents wait"
+            ),
             "{}",
             d.explanation
         );
@@ -649,6 +793,75 @@ mod tests {
         };
         let d = run_with(&settings, &hotspot(Metered::No), Some(&s), now);
         assert_eq!(d.down_wan, Suspended);
+    }
+
+    #[test]
+    fn the_sentence_names_every_allowance_and_lan_uploads_go_on() {
+        let now = at(2024, 11, 20, 12);
+        // Metered, with uploads allowed but downloads capped.
+        let settings = Settings {
+            upload_on_metered: true,
+            metered_download_rate: Some(500_000),
+            ..Settings::default()
+        };
+        let d = run_with(&settings, &hotspot(Metered::Yes), None, now);
+        assert_eq!(
+            d.explanation,
+            "Downloads from the internet slowed to 500 kB/s and background torrents wait: \
+             'Pixel hotspot' is metered (NetworkManager says so)."
+        );
+        // Everything allowed on a metered network: said so.
+        let settings = Settings {
+            upload_on_metered: true,
+            background_on_metered: true,
+            ..Settings::default()
+        };
+        let d = run_with(&settings, &hotspot(Metered::Yes), None, now);
+        assert!(
+            d.explanation.starts_with("Nothing held back: "),
+            "{}",
+            d.explanation
+        );
+        // Through a VPN, LAN peers are not spared: the sentence does not
+        // claim they are.
+        let mut vpn = hotspot(Metered::Unknown);
+        vpn.kind = NetworkKind::Vpn;
+        vpn.underlying = Some(Box::new(hotspot(Metered::Yes)));
+        let d = run(&vpn, None, None, now);
+        assert_eq!(d.up_lan, Suspended);
+        assert!(!d.explanation.contains("LAN"), "{}", d.explanation);
+    }
+
+    #[test]
+    fn a_decision_holding_background_torrents_back_says_so() {
+        let now = at(2024, 11, 20, 12);
+        let mut roaming = hotspot(Metered::No);
+        roaming.roaming = true;
+        let cases = [
+            run(&hotspot(Metered::Yes), None, None, now),
+            run(
+                &hotspot(Metered::Yes),
+                Some(&state(4_000_000_000, 0)),
+                None,
+                now,
+            ),
+            run(
+                &hotspot(Metered::No),
+                Some(&state(4_600_000_000, 0)),
+                None,
+                now,
+            ),
+            run(&roaming, None, None, now),
+        ];
+        for d in cases {
+            assert!(!d.background_allowed);
+            assert!(
+                d.explanation.starts_with("Paused")
+                    || d.explanation.contains("background torrents wait"),
+                "{}",
+                d.explanation
+            );
+        }
     }
 
     #[test]

@@ -62,6 +62,17 @@ impl NetworkKind {
         }
     }
 
+    /// What the kind alone suggests when nobody says whether the link is
+    /// metered: a cellular modem or Bluetooth tethering is probably metered
+    /// (a phone's data plan), anything else is not known. Every source uses
+    /// this one guess.
+    pub fn metered_guess(self) -> Metered {
+        match self {
+            NetworkKind::Cellular | NetworkKind::Bluetooth => Metered::GuessYes,
+            _ => Metered::Unknown,
+        }
+    }
+
     /// Parses [`NetworkKind::as_str`]'s output; anything else is `Unknown`.
     pub fn parse(text: &str) -> NetworkKind {
         match text {
@@ -100,6 +111,39 @@ impl Metered {
         matches!(self, Metered::Yes | Metered::GuessYes)
     }
 
+    /// Stable name, as in network files: "guess-yes".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metered::Yes => "yes",
+            Metered::No => "no",
+            Metered::GuessYes => "guess-yes",
+            Metered::GuessNo => "guess-no",
+            Metered::Unknown => "unknown",
+        }
+    }
+
+    /// Parses [`Metered::as_str`]'s output; anything else is unknown.
+    pub fn parse(text: &str) -> Metered {
+        match text {
+            "yes" => Metered::Yes,
+            "no" => Metered::No,
+            "guess-yes" => Metered::GuessYes,
+            "guess-no" => Metered::GuessNo,
+            _ => Metered::Unknown,
+        }
+    }
+
+    /// In words, for `capwise net`: "probably not metered".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Metered::Yes => "metered",
+            Metered::No => "not metered",
+            Metered::GuessYes => "probably metered",
+            Metered::GuessNo => "probably not metered",
+            Metered::Unknown => "not known, treated as not metered",
+        }
+    }
+
     /// NetworkManager's `NMMetered` value (0 unknown, 1 yes, 2 no,
     /// 3 guess-yes, 4 guess-no); other values are unknown.
     pub fn from_networkmanager(value: u32) -> Metered {
@@ -118,14 +162,17 @@ impl Metered {
 pub enum MeteredSource {
     /// NetworkManager's `Metered` property.
     NetworkManager,
-    /// The kind of device in sysfs (WWAN, tethering driver).
-    Sysfs,
+    /// A guess from the kind of device (a cellular modem, Bluetooth or USB
+    /// tethering), the same guess from every source.
+    DeviceType,
     /// The DHCP vendor option `ANDROID_METERED` in a lease file.
     Dhcp,
     /// The `--network-file`.
     File,
     /// The user marked the network metered or unmetered.
     User,
+    /// The network file is invalid: the safer guess, metered, is assumed.
+    InvalidFile,
     /// Nobody: the default.
     #[default]
     Default,
@@ -136,11 +183,12 @@ impl MeteredSource {
     pub fn says_so(self) -> &'static str {
         match self {
             MeteredSource::NetworkManager => "NetworkManager says so",
-            MeteredSource::Sysfs => "guessed from the device type",
+            MeteredSource::DeviceType => "guessed from the device type",
             MeteredSource::Dhcp => "the hotspot says so",
             MeteredSource::File => "the network file says so",
             MeteredSource::User => "you said so",
-            MeteredSource::Default => "assumed",
+            MeteredSource::InvalidFile => "assumed while the network file is invalid",
+            MeteredSource::Default => "nobody says",
         }
     }
 }
@@ -217,6 +265,17 @@ impl Network {
         self.kind == NetworkKind::Vpn || self.underlying.is_some()
     }
 
+    /// When the source does not know whether the network is metered, the
+    /// guess from its kind ([`NetworkKind::metered_guess`]), said as a guess.
+    pub fn with_kind_guess(mut self) -> Network {
+        let guess = self.kind.metered_guess();
+        if self.metered == Metered::Unknown && guess != Metered::Unknown {
+            self.metered = guess;
+            self.metered_source = MeteredSource::DeviceType;
+        }
+        self
+    }
+
     /// Applies the user's stored word: a network marked metered or unmetered
     /// stays so, whatever the source guessed.
     pub fn with_user_override(mut self, metered: Option<bool>) -> Network {
@@ -288,6 +347,37 @@ mod tests {
         assert!(!Metered::from_networkmanager(4).counts_as_metered());
         assert_eq!(Metered::from_networkmanager(0), Metered::Unknown);
         assert_eq!(Metered::from_networkmanager(99), Metered::Unknown);
+    }
+
+    #[test]
+    fn cellular_and_bluetooth_with_nobody_saying_are_guessed_metered() {
+        for kind in [NetworkKind::Cellular, NetworkKind::Bluetooth] {
+            let n = Network {
+                kind,
+                ..net(Metered::Unknown)
+            }
+            .with_kind_guess();
+            assert_eq!(n.metered, Metered::GuessYes, "{kind:?}");
+            assert_eq!(n.metered_source.says_so(), "guessed from the device type");
+            assert!(n.is_metered());
+        }
+        let wifi = Network {
+            kind: NetworkKind::Wifi,
+            ..net(Metered::Unknown)
+        }
+        .with_kind_guess();
+        assert_eq!(wifi.metered, Metered::Unknown);
+        // A source's own word is kept.
+        let said = Network {
+            kind: NetworkKind::Cellular,
+            ..net(Metered::No)
+        }
+        .with_kind_guess();
+        assert_eq!(
+            (said.metered, said.metered_source),
+            (Metered::No, MeteredSource::NetworkManager)
+        );
+        assert_eq!(Metered::GuessNo.describe(), "probably not metered");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::budget::{Budget, Counts, Period};
 use crate::error::{PolicyError, Result};
 use crate::interface_counters::{Counters, LinkReading};
 use crate::ledger::{Direction, PeerClass};
-use crate::network::{Network, NetworkId, NetworkKind};
+use crate::network::{Metered, Network, NetworkId, NetworkKind};
 use crate::schedule::{Days, Rule, Schedule, Window};
 use crate::time::{Timestamp, UtcOffset, Weekday};
 use crate::zone::Zone;
@@ -95,6 +95,12 @@ CREATE TABLE link_readings (
     at INTEGER NOT NULL
 );
 "#,
+    // 5: whether the network counted as metered when last seen, and who
+    // said so, for `capwise network list` (NULL: not seen since).
+    r#"
+ALTER TABLE networks ADD COLUMN last_metered TEXT;
+ALTER TABLE networks ADD COLUMN last_metered_source TEXT;
+"#,
 ];
 
 /// A network the agent has seen, as stored.
@@ -108,6 +114,10 @@ pub struct SeenNetwork {
     pub kind: NetworkKind,
     /// The user's word on metering, if any.
     pub metered_override: Option<bool>,
+    /// Whether it counted as metered when last seen (the user's word
+    /// applied), and who said so, in words; `None` if not seen since
+    /// capwise kept this.
+    pub last_metered: Option<(Metered, String)>,
     /// When first seen.
     pub first_seen: Timestamp,
     /// When last seen.
@@ -291,10 +301,21 @@ impl Store {
 
     /// Records that `network` is the current uplink at `now`.
     pub fn note_network_seen(&self, network: &Network, now: Timestamp) -> Result<()> {
+        let (metered, source) = network.effective_metered();
         self.conn.execute(
-            "INSERT INTO networks (id, name, kind, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)
-             ON CONFLICT(id) DO UPDATE SET name = ?2, kind = ?3, last_seen = max(last_seen, ?4)",
-            params![network.id.as_str(), network.name, network.kind.as_str(), now.0],
+            "INSERT INTO networks (id, name, kind, first_seen, last_seen, last_metered,
+                                   last_metered_source)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)
+             ON CONFLICT(id) DO UPDATE SET name = ?2, kind = ?3, last_seen = max(last_seen, ?4),
+                                           last_metered = ?5, last_metered_source = ?6",
+            params![
+                network.id.as_str(),
+                network.name,
+                network.kind.as_str(),
+                now.0,
+                metered.as_str(),
+                source.says_so()
+            ],
         )?;
         Ok(())
     }
@@ -327,15 +348,19 @@ impl Store {
     /// All networks seen, most recent first.
     pub fn networks(&self) -> Result<Vec<SeenNetwork>> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, name, kind, metered_override, first_seen, last_seen FROM networks
+            "SELECT id, name, kind, metered_override, first_seen, last_seen, last_metered,
+                    last_metered_source FROM networks
              ORDER BY last_seen DESC, id",
         )?;
         let rows = stmt.query_map([], |r| {
+            let last: Option<String> = r.get(6)?;
+            let source: Option<String> = r.get(7)?;
             Ok(SeenNetwork {
                 id: NetworkId(r.get(0)?),
                 name: r.get(1)?,
                 kind: NetworkKind::parse(&r.get::<_, String>(2)?),
                 metered_override: r.get(3)?,
+                last_metered: last.map(|m| (Metered::parse(&m), source.unwrap_or_default())),
                 first_seen: Timestamp(r.get(4)?),
                 last_seen: Timestamp(r.get(5)?),
             })

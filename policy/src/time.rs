@@ -17,7 +17,12 @@ impl Timestamp {
     /// The current wall-clock time. Only the edges of the program call this;
     /// the logic takes `now` as an argument.
     pub fn now_from_system() -> Timestamp {
-        let secs = std::time::SystemTime::now()
+        Timestamp::from_system_time(std::time::SystemTime::now())
+    }
+
+    /// A wall-clock time (a file's mtime); 0 before the epoch.
+    pub fn from_system_time(time: std::time::SystemTime) -> Timestamp {
+        let secs = time
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);

@@ -160,6 +160,19 @@ fn add_watch_pause_resume_restart_and_remove() {
             agent.cli(&["status", &id, "--watch"])?;
             let done = agent.wait_state(&id, "seeding", WAIT)?;
             ensure!(done["bytes_have"] == done["total_length"], "{done}");
+            // With --json, one JSON object per torrent and line, even while
+            // watching; rates are whole, never -0.0.
+            let lines = agent.cli(&["status", &id, "--watch", "--json"])?;
+            ensure!(
+                !lines.trim().is_empty(),
+                "status --watch --json printed nothing"
+            );
+            for line in lines.lines() {
+                let view: serde_json::Value = serde_json::from_str(line)
+                    .with_context(|| format!("not one JSON object per line: {line:?}"))?;
+                ensure!(view["id"] == id.as_str(), "{view}");
+                ensure!(!line.contains("-0.0"), "{line}");
+            }
             w.verify()?;
             let listed = agent.cli_json(&["list"])?;
             ensure!(listed.as_array().is_some_and(|a| a.len() == 1), "{listed}");

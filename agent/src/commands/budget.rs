@@ -72,7 +72,11 @@ fn list(args: &StoreArgs, now: Timestamp) -> Result<()> {
         .zip(&views)
         .map(|((id, budget), view)| {
             let used = view["used_bytes"].as_u64().unwrap_or(0);
-            let resets = budget.zone.to_local(budget.bounds(now).1).date;
+            // A one-off allowance never resets.
+            let resets = match budget.period {
+                Period::OneOff { .. } => "never".to_string(),
+                _ => ShortDate(budget.zone.to_local(budget.bounds(now).1).date).to_string(),
+            };
             [
                 id.as_str().to_string(),
                 HumanBytes(budget.cap_bytes).to_string(),
@@ -81,7 +85,7 @@ fn list(args: &StoreArgs, now: Timestamp) -> Result<()> {
                 counts_words(budget.counts).to_string(),
                 format!("{}%", budget.reserve_percent),
                 HumanBytes(used).to_string(),
-                ShortDate(resets).to_string(),
+                resets,
             ]
         })
         .collect();

@@ -9,11 +9,16 @@ use crate::client::AgentClient;
 use crate::state_db::state_dir;
 
 fn show(limits: &Limits) {
+    println!("{}", shown(limits));
+}
+
+/// The limits in words, with the rate formatter every command uses.
+fn shown(limits: &Limits) -> String {
     let text = |v: Option<u64>| match v {
-        Some(rate) => format!("{:.1} kB/s", rate as f64 / 1000.0),
+        Some(rate) => crate::units::format_rate(rate as f64),
         None => "unlimited".into(),
     };
-    println!("up:   {}\ndown: {}", text(limits.up), text(limits.down));
+    format!("up:   {}\ndown: {}", text(limits.up), text(limits.down))
 }
 
 /// Runs `capwise limits`.
@@ -44,4 +49,18 @@ pub async fn run(args: &LimitsArgs) -> Result<()> {
         show(&limits);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_show_in_the_same_units_as_every_rate() {
+        let limits = Limits {
+            up: None,
+            down: Some(20_000_000),
+        };
+        assert_eq!(shown(&limits), "up:   unlimited\ndown: 20 MB/s");
+    }
 }

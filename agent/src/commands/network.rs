@@ -2,7 +2,8 @@
 //! whether each is metered.
 
 use anyhow::{Context, Result};
-use capwise_policy::network::NetworkId;
+use capwise_policy::network::{Metered, NetworkId};
+use capwise_policy::store::SeenNetwork;
 use capwise_policy::time::Timestamp;
 use serde_json::{json, Value};
 
@@ -29,6 +30,28 @@ fn metered_word(word: Option<bool>) -> &'static str {
     }
 }
 
+/// Whether capwise takes the network as metered: the user's word when
+/// given, else what was detected when it was last seen.
+fn metered_state(n: &SeenNetwork) -> Metered {
+    match (n.metered_override, &n.last_metered) {
+        (Some(true), _) => Metered::Yes,
+        (Some(false), _) => Metered::No,
+        (None, Some((metered, _))) => *metered,
+        (None, None) => Metered::Unknown,
+    }
+}
+
+/// The METERED column: "yes", "no", "probably", "probably not", "unknown".
+fn metered_column(metered: Metered) -> &'static str {
+    match metered {
+        Metered::Yes => "yes",
+        Metered::No => "no",
+        Metered::GuessYes => "probably",
+        Metered::GuessNo => "probably not",
+        Metered::Unknown => "unknown",
+    }
+}
+
 fn list(args: &StoreArgs, now: Timestamp) -> Result<()> {
     let store = open_store(&state_dir(args.state_dir.as_deref()), now)?;
     let networks = store.networks().context("cannot read the networks")?;
@@ -38,7 +61,11 @@ fn list(args: &StoreArgs, now: Timestamp) -> Result<()> {
             "id": n.id.as_str(),
             "name": n.name,
             "kind": n.kind.as_str(),
+            // The user's word, as `network set --metered` takes it.
             "metered": metered_word(n.metered_override),
+            // What capwise goes by (when last seen), and who said so.
+            "metered_state": metered_state(n).as_str(),
+            "metered_source": n.last_metered.as_ref().map(|(_, source)| source.as_str()),
             "has_budget": store.budget(&n.id)?.is_some(),
             "first_seen": n.first_seen.0,
             "last_seen": n.last_seen.0,
@@ -52,13 +79,16 @@ fn list(args: &StoreArgs, now: Timestamp) -> Result<()> {
         println!("no networks seen yet");
         return Ok(());
     }
+    // METERED: what capwise goes by (the user's word when given, else the
+    // detection's, which only a running source knows); YOUR WORD: the
+    // override `network set` stores.
     println!(
-        "{:<24} {:<24} {:<10} {:<8} {:<7} LAST SEEN",
-        "ID", "NAME", "KIND", "METERED", "BUDGET"
+        "{:<24} {:<24} {:<10} {:<12} {:<9} {:<7} LAST SEEN",
+        "ID", "NAME", "KIND", "METERED", "YOUR WORD", "BUDGET"
     );
     for (n, row) in networks.iter().zip(&rows) {
         println!(
-            "{:<24} {:<24} {:<10} {:<8} {:<7} {}",
+            "{:<24} {:<24} {:<10} {:<12} {:<9} {:<7} {}",
             n.id.as_str(),
             // Set up ahead of time with `network set`: no name known yet.
             if n.last_seen.0 > 0 || !n.name.is_empty() {
@@ -67,6 +97,7 @@ fn list(args: &StoreArgs, now: Timestamp) -> Result<()> {
                 "(not seen yet)"
             },
             n.kind.as_str(),
+            metered_column(metered_state(n)),
             metered_word(n.metered_override),
             if row["has_budget"] == true {
                 "yes"

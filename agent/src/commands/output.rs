@@ -69,6 +69,26 @@ pub fn format_timestamp(ts: Timestamp) -> String {
     )
 }
 
+/// A moment on the machine's clock, as a sentence says it: "10:04" today,
+/// else "5 Dec 10:04".
+pub fn local_clock(ts: Timestamp) -> String {
+    use capwise_policy::time::ShortDate;
+    use capwise_policy::zone::Zone;
+    let now = Timestamp::now_from_system();
+    let zone = Zone::system(now);
+    let (then, today) = (zone.to_local(ts), zone.to_local(now));
+    let clock = format!(
+        "{:02}:{:02}",
+        then.second_of_day / 3600,
+        then.second_of_day % 3600 / 60
+    );
+    if then.date == today.date {
+        clock
+    } else {
+        format!("{} {clock}", ShortDate(then.date))
+    }
+}
+
 /// `"unlimited"`, `"suspended"`, or a rate in bytes per second.
 pub fn allowance_json(allowance: Allowance) -> Value {
     match allowance {

@@ -127,17 +127,66 @@ fn percent(t: &TorrentView) -> f64 {
 }
 
 fn rate(bytes_per_sec: f64) -> String {
-    format!("{:.1} kB/s", bytes_per_sec.max(0.0) / 1000.0)
+    crate::units::format_rate(bytes_per_sec)
+}
+
+/// The terminal's width for plain lines: `$COLUMNS` when set, else 80.
+fn line_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse::<usize>().ok())
+        .filter(|&c| c >= 20)
+        .unwrap_or(80)
+}
+
+/// Cuts `line` to `width` characters, marking the cut with "…".
+fn fit(line: &str, width: usize) -> String {
+    if line.chars().count() <= width {
+        return line.to_string();
+    }
+    let mut cut: String = line.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// One torrent on one line, as `status --watch` prints it: id, state,
+/// percent, rates, peers, then the name (cut first when the line is too
+/// long), then why it waits or has no peer.
+fn watch_line(t: &TorrentView) -> String {
+    let mut line = format!(
+        "{} {} {:.1}% ↓{} ↑{} {} {}  {}",
+        &t.id[..8.min(t.id.len())],
+        t.state,
+        percent(t),
+        rate(t.download_rate),
+        rate(t.upload_rate),
+        t.peers,
+        if t.peers == 1 { "peer" } else { "peers" },
+        t.name
+    );
+    if let Some(reason) = &t.reason {
+        line.push_str(&format!(" ({reason})"));
+    }
+    line
+}
+
+/// The message beside a progress bar: the same words as the plain line,
+/// after the bar's percentage.
+fn bar_message(t: &TorrentView) -> String {
+    let line = watch_line(t);
+    // The id is the bar's prefix already.
+    line.split_once(' ')
+        .map_or(line.clone(), |(_, rest)| rest.to_string())
 }
 
 fn describe(t: &TorrentView) -> String {
     let mut text = format!(
-        "{}  {}\n  state: {}\n  done: {}/{} bytes ({:.1}%), {}/{} pieces\n  peers: {}, down {}, up {}\n  data: {}",
+        "{}  {}\n  state: {}\n  done: {} of {} ({:.1}%), {}/{} pieces\n  peers: {}, down {}, up {}\n  data: {}",
         t.id,
         t.name,
         t.state,
-        t.bytes_have,
-        t.total_length,
+        crate::units::format_size(t.bytes_have),
+        crate::units::format_size(t.total_length),
         percent(t),
         t.pieces_have,
         t.piece_count,
@@ -166,6 +215,9 @@ pub async fn status(args: &StatusArgs) -> Result<()> {
             None => client.get::<Vec<TorrentView>>(&path).await?,
         })
     };
+    if args.watch && args.agent.json {
+        return watch_json(fetch, &mut std::io::stdout()).await;
+    }
     if !args.watch {
         let torrents = fetch().await?;
         if args.agent.json {
@@ -183,8 +235,42 @@ pub async fn status(args: &StatusArgs) -> Result<()> {
     watch(fetch).await
 }
 
+/// Whether `status --watch` goes on for this torrent.
+fn active(t: &TorrentView) -> bool {
+    matches!(t.state.as_str(), "checking" | "downloading")
+}
+
+/// `status --watch --json`: every second, one JSON object per torrent and
+/// line (as `status --json` shows it), until every torrent shown has
+/// finished or Ctrl-C.
+async fn watch_json<F, Fut>(fetch: F, out: &mut impl std::io::Write) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<TorrentView>>>,
+{
+    loop {
+        let torrents = fetch().await?;
+        for t in &torrents {
+            // A closed stdout (`| head`) ends the watch.
+            if writeln!(out, "{}", serde_json::to_string(t)?).is_err() {
+                return Ok(());
+            }
+        }
+        let _ = out.flush();
+        if !torrents.iter().any(active) {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
 /// Progress bars (plain lines when not on a terminal), refreshed every
-/// second until every torrent shown has finished or Ctrl-C.
+/// second until every torrent shown has finished or Ctrl-C. Rates are the
+/// agent's (bytes over its last seconds), not guessed from the bar's jumps;
+/// lines fit the terminal's width (80 columns by default).
 async fn watch<F, Fut>(fetch: F) -> Result<()>
 where
     F: Fn() -> Fut,
@@ -192,36 +278,31 @@ where
 {
     let terminal = std::io::stderr().is_terminal();
     let multi = MultiProgress::new();
-    let style = ProgressStyle::with_template(
-        "{prefix:10} {msg:12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}",
-    )
-    .expect("static template")
-    .progress_chars("=> ");
+    // `wide_msg` takes the width left and is cut to it.
+    let style = ProgressStyle::with_template("{prefix} [{bar:16}] {wide_msg}")
+        .expect("static template")
+        .progress_chars("=> ");
     let mut bars: HashMap<String, ProgressBar> = HashMap::new();
     loop {
         let torrents = fetch().await?;
         for t in &torrents {
             if terminal {
                 let bar = bars.entry(t.id.clone()).or_insert_with(|| {
-                    let bar = multi.add(ProgressBar::new(t.total_length));
-                    bar.set_style(style.clone());
-                    bar.set_prefix(t.id[..8.min(t.id.len())].to_string());
-                    bar
+                    // Complete before it is drawn: no first frame without a
+                    // name or state.
+                    let bar = ProgressBar::new(t.total_length)
+                        .with_style(style.clone())
+                        .with_prefix(t.id[..8.min(t.id.len())].to_string())
+                        .with_position(t.bytes_have)
+                        .with_message(bar_message(t));
+                    multi.add(bar)
                 });
                 bar.set_position(t.bytes_have);
-                bar.set_message(format!("{} {}", t.state, t.name));
+                bar.set_message(bar_message(t));
             } else {
-                eprintln!(
-                    "{} {} {:.1}% {} {}",
-                    &t.id[..8.min(t.id.len())],
-                    t.state,
-                    percent(t),
-                    rate(t.download_rate),
-                    t.name
-                );
+                eprintln!("{}", fit(&watch_line(t), line_width()));
             }
         }
-        let active = |t: &TorrentView| matches!(t.state.as_str(), "checking" | "downloading");
         if !torrents.iter().any(active) {
             for bar in bars.values() {
                 bar.finish();
@@ -287,4 +368,64 @@ pub async fn remove(args: &RemoveArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(state: &str, name: &str) -> TorrentView {
+        TorrentView {
+            id: "c036a1b2".repeat(5),
+            name: name.into(),
+            state: state.into(),
+            reason: None,
+            bytes_have: 500_000,
+            total_length: 1_000_000,
+            pieces_have: 1,
+            piece_count: 2,
+            peers: 3,
+            download_rate: 20_000_000.0,
+            upload_rate: 0.0,
+            downloaded: 500_000,
+            uploaded: 0,
+            download_dir: "/srv".into(),
+            background: false,
+        }
+    }
+
+    #[test]
+    fn watch_lines_use_si_rates_and_fit_the_width() {
+        let t = view("downloading", &"a-very-long-name-".repeat(10));
+        let line = watch_line(&t);
+        assert!(
+            line.starts_with("c036a1b2 downloading 50.0% ↓20 MB/s ↑0 B/s 3 peers  a-very"),
+            "{line}"
+        );
+        let cut = fit(&line, 80);
+        assert_eq!(cut.chars().count(), 80, "{cut}");
+        assert!(cut.ends_with('…'));
+        assert_eq!(fit("short", 80), "short");
+        // `list` and `status` use the same formatter.
+        assert_eq!(rate(20_000_000.0), "20 MB/s");
+        assert!(describe(&t).contains("down 20 MB/s"), "{}", describe(&t));
+    }
+
+    #[tokio::test]
+    async fn watch_json_prints_one_object_per_torrent_and_line() {
+        let mut out = Vec::new();
+        watch_json(
+            || async { Ok(vec![view("seeding", "a"), view("paused", "b")]) },
+            &mut out,
+        )
+        .await
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        for line in lines {
+            let back: TorrentView = serde_json::from_str(line).unwrap();
+            assert!(back.state == "seeding" || back.state == "paused");
+        }
+    }
 }

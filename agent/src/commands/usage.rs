@@ -70,6 +70,14 @@ fn report(store: &Store, id: &NetworkId, now: Timestamp) -> Result<Value> {
             .sum()
     };
     let (rx, tx) = store.link_usage(id, start)?;
+    // The whole link's traffic is known only once capwise read the
+    // network's interface counters; before that it is unknown, not 0 B.
+    let link_known = rx > 0 || tx > 0 || store.link_reading(id)?.is_some();
+    let link = if link_known {
+        json!({ "down": rx, "up": tx })
+    } else {
+        Value::Null
+    };
     let budget = match store.budget(id)? {
         Some(budget) => {
             let account = BudgetAccount::open(store, id.clone(), budget, now)?;
@@ -94,7 +102,7 @@ fn report(store: &Store, id: &NetworkId, now: Timestamp) -> Result<Value> {
             "up_wan": agent(Direction::Up, PeerClass::Wan),
             "up_lan": agent(Direction::Up, PeerClass::Lan),
         },
-        "link": { "down": rx, "up": tx },
+        "link": link,
         "budget": budget,
     }))
 }
@@ -115,11 +123,15 @@ fn print_text(r: &Value) {
         n(&a["up_wan"]),
         n(&a["up_lan"]),
     );
-    println!(
-        "  whole link: down {}, up {} (all programs)",
-        n(&r["link"]["down"]),
-        n(&r["link"]["up"]),
-    );
+    if r["link"].is_null() {
+        println!("  whole link: unknown (its interface counters were not read yet)");
+    } else {
+        println!(
+            "  whole link: down {}, up {} (all programs)",
+            n(&r["link"]["down"]),
+            n(&r["link"]["up"]),
+        );
+    }
     let b = &r["budget"];
     if !b.is_null() {
         println!(

@@ -4,7 +4,7 @@
 //! decision is shown instead.
 
 use anyhow::{Context, Result};
-use capwise_policy::decision::{decide, Decision, DecisionInput};
+use capwise_policy::decision::{decide, Allowance, Decision, DecisionInput};
 use capwise_policy::network::Network;
 use capwise_policy::schedule::Schedule;
 use capwise_policy::time::Timestamp;
@@ -14,8 +14,9 @@ use super::output::{allowance_json, print_json};
 use crate::accounting::Accounting;
 use crate::api_types::Why;
 use crate::cli_policy::WhyArgs;
-use crate::network_source::{detect_once, SourceKind};
-use crate::policy_runtime::seeding_allowed;
+use crate::config::RateLimits;
+use crate::limits::explain_with;
+use crate::network_source::{detect_once, NetworkFile, SourceKind};
 use crate::policy_state::with_users_word;
 use crate::state_db::{open_store, state_dir};
 
@@ -41,10 +42,11 @@ pub async fn run(args: &WhyArgs) -> Result<()> {
     // configuration file's settings and network file.
     let config = crate::config::load_warning(args.config.as_deref())?;
     let settings = config.settings()?;
-    let network_file = args.network_file.clone().or(config.network_file.clone());
+    let network_file =
+        NetworkFile::choose(args.network_file.as_deref(), config.network_file.as_deref());
     let store = open_store(&dir, now)?;
-    let (source, reported) = detect_once(network_file.as_ref()).await?;
-    let network = match source.resolve(reported) {
+    let (source, reported, problem) = detect_once(network_file.as_ref()).await?;
+    let network = match reported {
         Some(n) => Some(with_users_word(&store, n).context("cannot read your word on metering")?),
         None => None,
     };
@@ -61,20 +63,22 @@ pub async fn run(args: &WhyArgs) -> Result<()> {
     let decision = decide(
         &DecisionInput {
             network: network.as_ref(),
+            offline: source.offline(),
             budget: budget.as_ref(),
             schedule: Some(&schedule),
             settings: &settings,
         },
         now,
     );
-    if !args.store.json {
-        println!("{}", decision.explanation);
-        print_warnings(&config.warnings);
-        return Ok(());
-    }
-    let mut view = why_view(&decision, network.as_ref(), source);
+    let limits = stored_limits(&dir, &config)?;
+    let mut view = why_view(&decision, network.as_ref(), source, &limits, problem);
     view.warnings = config.warnings.clone();
-    print_json(&serde_json::to_value(view)?);
+    if args.store.json {
+        print_json(&serde_json::to_value(view)?);
+    } else {
+        println!("{}", view.explanation);
+        print_warnings(&view.warnings);
+    }
     Ok(())
 }
 
@@ -85,13 +89,57 @@ fn print_warnings(warnings: &[String]) {
     }
 }
 
+/// The user's limits as the agent would apply them: the configuration's,
+/// with those set at run time (`capwise limits set`) over them.
+fn stored_limits(dir: &std::path::Path, config: &crate::config::Config) -> Result<RateLimits> {
+    let from_config = config.limits()?;
+    let path = dir.join(crate::state_db::DB_FILE);
+    if !path.exists() {
+        return Ok(from_config);
+    }
+    match crate::torrent_db::TorrentDb::open(&path) {
+        Ok(db) => crate::daemon::control::effective_limits(&from_config, &db),
+        Err(error) => {
+            tracing::debug!(%error, "cannot read the limits set at run time");
+            Ok(from_config)
+        }
+    }
+}
+
 /// The decision as `why --json` and the API's `GET /v1/why` show it: one
 /// shape whether the agent answers or the CLI decides itself.
-pub fn why_view(decision: &Decision, network: Option<&Network>, source: SourceKind) -> Why {
+/// The user's own `limits` are named in the sentence, and a missing or
+/// invalid network file (`problem`) leads it.
+pub fn why_view(
+    decision: &Decision,
+    network: Option<&Network>,
+    source: SourceKind,
+    limits: &RateLimits,
+    problem: Option<String>,
+) -> Why {
+    // The user's limits do not matter while everything is paused anyway.
+    let all_paused = [
+        decision.down_wan,
+        decision.down_lan,
+        decision.up_wan,
+        decision.up_lan,
+    ]
+    .iter()
+    .all(|a| *a == Allowance::Suspended);
+    let explanation = if all_paused {
+        decision.explanation.clone()
+    } else {
+        explain_with(&decision.explanation, limits)
+    };
     Why {
         reason: format!("{:?}", decision.reason),
-        explanation: decision.explanation.clone(),
-        seeding: seeding_allowed(decision),
+        explanation: match &problem {
+            Some(problem) => format!("{problem} {explanation}"),
+            None => explanation,
+        },
+        source_problem: problem,
+        seeding_wan: decision.up_wan != Allowance::Suspended,
+        seeding_lan: decision.up_lan != Allowance::Suspended,
         background_allowed: decision.background_allowed,
         allowances: json!({
             "down_wan": allowance_json(decision.down_wan),
@@ -122,7 +170,7 @@ pub fn network_json(n: &Network) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy_runtime::{PolicyOptions, PolicyRuntime};
+    use crate::policy_runtime::{PolicyOptions, PolicyReload, PolicyRuntime};
     use capwise_policy::network::NetworkId;
 
     #[tokio::test]
@@ -138,7 +186,7 @@ mod tests {
         let runtime = PolicyRuntime::start(
             &PolicyOptions {
                 state_dir: state_dir.clone(),
-                network_file: Some(net_file),
+                network_file: crate::network_source::NetworkFile::choose(Some(&net_file), None),
                 settings: Default::default(),
             },
             &capwise_engine::session::Hooks::default(),
@@ -153,7 +201,14 @@ mod tests {
         let reload = runtime.reloader();
         let decision = reload.reload();
         let (source, network) = reload.network();
-        let why = serde_json::to_value(why_view(&decision, network.as_ref(), source)).unwrap();
+        let why = serde_json::to_value(why_view(
+            &decision,
+            network.as_ref(),
+            source,
+            &RateLimits::default(),
+            None,
+        ))
+        .unwrap();
         let mut keys: Vec<&str> = why
             .as_object()
             .unwrap()
@@ -170,8 +225,10 @@ mod tests {
                 "explanation",
                 "network",
                 "reason",
-                "seeding",
-                "source"
+                "seeding_lan",
+                "seeding_wan",
+                "source",
+                "source_problem"
             ]
         );
         assert_eq!(why["source"], "network file");
@@ -180,8 +237,85 @@ mod tests {
         assert_eq!(why["network"]["name"], "Home");
         assert_eq!(why["network"]["metered"], true, "{why}");
         assert_eq!(why["reason"], "Metered");
+        // Metered: no uploads to the internet, LAN peers still served, and
+        // the sentence says both.
+        assert_eq!(
+            (why["seeding_wan"].clone(), why["seeding_lan"].clone()),
+            (false.into(), true.into())
+        );
+        let text = why["explanation"].as_str().unwrap();
+        assert!(text.starts_with("Uploads to the internet paused"), "{text}");
+        assert!(
+            text.contains("peers on your LAN are still served"),
+            "{text}"
+        );
         // The CLI reads the agent's answer back without losing a field.
         let back: Why = serde_json::from_value(why.clone()).unwrap();
         assert_eq!(serde_json::to_value(back).unwrap(), why);
+    }
+
+    /// Waits (bounded) until the agent's `why` satisfies `done`.
+    async fn why_until(reload: &PolicyReload, done: impl Fn(&Why) -> bool) -> Why {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let decision = reload.reload();
+            let (source, network) = reload.network();
+            let problem = reload.source_problem(network.as_ref());
+            let why = why_view(
+                &decision,
+                network.as_ref(),
+                source,
+                &RateLimits::default(),
+                problem,
+            );
+            if done(&why) || tokio::time::Instant::now() > deadline {
+                return why;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_agent_starts_offline_on_a_file_not_written_yet_and_says_when_it_turns_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let net_file = dir.path().join("run").join("network.toml");
+        let runtime = PolicyRuntime::start(
+            &PolicyOptions {
+                state_dir: dir.path().join("state"),
+                network_file: NetworkFile::choose(None, Some(&net_file)),
+                settings: Default::default(),
+            },
+            &capwise_engine::session::Hooks::default(),
+        )
+        .await
+        .expect("a network file not written yet does not stop the agent");
+        let reload = runtime.reloader();
+        let why = why_until(&reload, |_| true).await;
+        assert_eq!(why.reason, "Offline");
+        assert!(why.network.is_none());
+        assert!(
+            why.explanation
+                .contains("does not exist yet: offline until it appears"),
+            "{}",
+            why.explanation
+        );
+        // It appears: followed (its directory did not exist: polled).
+        std::fs::create_dir_all(net_file.parent().unwrap()).unwrap();
+        std::fs::write(&net_file, "id = \"home\"\nmetered = \"no\"\n").unwrap();
+        let why = why_until(&reload, |w| w.reason == "Unmetered").await;
+        assert_eq!(why.reason, "Unmetered", "{}", why.explanation);
+        assert!(why.source_problem.is_none());
+        // Rewritten with a bad value: invalid since now, 'home' assumed metered.
+        std::fs::write(&net_file, "id = \"home\"\nmetered = \"sometimes\"\n").unwrap();
+        let why = why_until(&reload, |w| w.reason == "Metered").await;
+        assert_eq!(why.reason, "Metered", "{}", why.explanation);
+        let problem = why.source_problem.clone().unwrap_or_default();
+        assert!(problem.contains("is invalid since"), "{problem}");
+        assert!(
+            problem.ends_with("meanwhile 'home' is assumed metered."),
+            "{problem}"
+        );
+        assert!(why.explanation.starts_with(&problem), "{}", why.explanation);
+        assert_eq!(why.network.as_ref().unwrap()["id"], "home");
     }
 }

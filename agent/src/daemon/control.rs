@@ -92,9 +92,11 @@ impl AgentControl for Control {
     fn why(&self) -> Why {
         let decision = self.decisions.borrow().clone();
         let (source, network) = self.policy.network();
+        let limits = *self.user_limits.lock().unwrap_or_else(|e| e.into_inner());
+        let problem = self.policy.source_problem(network.as_ref());
         Why {
             warnings: self.config_warnings.clone(),
-            ..why_view(&decision, network.as_ref(), source)
+            ..why_view(&decision, network.as_ref(), source, &limits, problem)
         }
     }
 

@@ -4,7 +4,7 @@
 //! within 5 s of SIGTERM.
 
 mod api;
-mod control;
+pub(crate) mod control;
 mod torrents;
 
 use std::net::SocketAddr;
@@ -45,7 +45,10 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     // Before anything reads or writes the state: one capwise per directory.
     let _state_lock = crate::lock::lock_state_dir(&state_dir, "run")?;
     let config = config::load_warning(args.config.as_deref())?;
-    let network_file = args.network_file.clone().or(config.network_file.clone());
+    let network_file = crate::network_source::NetworkFile::choose(
+        args.network_file.as_deref(),
+        config.network_file.as_deref(),
+    );
 
     let hooks = Hooks::default();
     let policy = PolicyRuntime::start(

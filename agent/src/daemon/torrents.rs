@@ -12,6 +12,31 @@ use capwise_engine::session::{Session, TorrentHandle, TorrentOptions, TorrentSta
 use capwise_policy::time::Timestamp;
 
 use crate::api_types::TorrentView;
+use capwise_engine::session::AnnounceOutcome;
+
+/// Why a downloading torrent has no peer, when capwise knows: no tracker
+/// answered (since when, and the last error), or it lists no tracker at all
+/// (and peers cannot be found without one yet: no DHT).
+pub fn no_peers_reason(handle: &TorrentHandle) -> Option<String> {
+    if handle.metainfo().trackers.is_empty() {
+        return Some(
+            "no peers: the torrent lists no tracker, and capwise cannot find peers \
+             without one yet (no DHT)"
+                .into(),
+        );
+    }
+    match handle.announce_outcome()? {
+        AnnounceOutcome::Failed { since, error } => Some(format!(
+            "no tracker answered since {}: {error}",
+            crate::commands::output::local_clock(Timestamp::from_system_time(since))
+        )),
+        AnnounceOutcome::Answered { peers: 0, at } => Some(format!(
+            "no peers: the tracker listed none at {}",
+            crate::commands::output::local_clock(Timestamp::from_system_time(at))
+        )),
+        AnnounceOutcome::Answered { .. } => None,
+    }
+}
 use crate::torrent_db::{hex, StoredTorrent, TorrentDb};
 
 /// Why a request about torrents failed; the API maps each to a status.
@@ -313,10 +338,15 @@ impl Torrents {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
-            ("waiting", Some(format!("background work waits: {why}")))
+            // The decision's sentence says that background torrents wait
+            // and why (or that everything is paused).
+            ("waiting", Some(why))
         } else {
             match &p.state {
                 TorrentState::Checking => ("checking", None),
+                TorrentState::Downloading if p.peers == 0 => {
+                    ("downloading", no_peers_reason(&entry.handle))
+                }
                 TorrentState::Downloading => ("downloading", None),
                 TorrentState::Seeding => ("seeding", None),
                 TorrentState::Paused => ("paused", None),
@@ -333,8 +363,8 @@ impl Torrents {
             pieces_have: p.pieces_have,
             piece_count: p.piece_count,
             peers: p.peers,
-            download_rate: p.download_rate,
-            upload_rate: p.upload_rate,
+            download_rate: crate::units::json_rate(p.download_rate),
+            upload_rate: crate::units::json_rate(p.upload_rate),
             downloaded: p.downloaded,
             uploaded: p.uploaded,
             download_dir: entry.download_dir.display().to_string(),
@@ -346,6 +376,8 @@ impl Torrents {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use capwise_engine::create::{create_torrent, CreateOptions};
+    use capwise_engine::session::{Hooks, SessionConfig};
 
     #[test]
     fn an_engine_error_shows_its_os_message_once() {
@@ -356,5 +388,87 @@ mod tests {
         let text = TorrentError::Internal(anyhow::Error::new(engine)).to_string();
         assert_eq!(text.matches("Read-only file system").count(), 1, "{text}");
         assert!(text.contains("/srv/ro/payload"), "{text}");
+    }
+
+    fn torrent_bytes(dir: &std::path::Path, name: &str, trackers: Vec<String>) -> Vec<u8> {
+        let data = dir.join(name);
+        std::fs::write(&data, vec![1u8; 50_000]).unwrap();
+        create_torrent(&CreateOptions {
+            path: data,
+            trackers,
+            ..CreateOptions::default()
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_torrent_says_why_it_waits_once_and_why_it_has_no_peer() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = Session::start(
+            SessionConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                ..SessionConfig::default()
+            },
+            Hooks::default(),
+        )
+        .await
+        .unwrap();
+        let db = Arc::new(TorrentDb::open(&dir.path().join("capwise.db")).unwrap());
+        let torrents = Torrents::new(session.clone(), db, true);
+        let sentence = "Uploads to the internet paused and background torrents wait: \
+                        'Pixel hotspot' is metered (NetworkManager says so).";
+        torrents.apply_background(false, sentence).await;
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let leech = dir.path().join("leech");
+        let waiting = torrents
+            .add(
+                torrent_bytes(&src, "bg.bin", vec![]),
+                leech.clone(),
+                false,
+                true,
+            )
+            .await
+            .unwrap();
+        assert_eq!(waiting.state, "waiting");
+        // The decision's sentence, not "background work waits: ... background ... wait".
+        assert_eq!(waiting.reason.as_deref(), Some(sentence));
+
+        // A tracker that refuses connections: the torrent says so.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/announce");
+        let added = torrents
+            .add(
+                torrent_bytes(&src, "fg.bin", vec![url]),
+                leech.clone(),
+                false,
+                false,
+            )
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let view = loop {
+            let view = torrents.get(&added.id).unwrap();
+            if view.reason.is_some() || std::time::Instant::now() > deadline {
+                break view;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert_eq!(view.state, "downloading");
+        let reason = view.reason.unwrap_or_default();
+        assert!(reason.starts_with("no tracker answered since "), "{reason}");
+
+        // No tracker at all (and no DHT): said too.
+        let bare = torrents
+            .add(torrent_bytes(&src, "bare.bin", vec![]), leech, false, false)
+            .await
+            .unwrap();
+        let reason = torrents.get(&bare.id).unwrap().reason.unwrap_or_default();
+        assert!(reason.contains("lists no tracker"), "{reason}");
+        session.shutdown().await;
     }
 }

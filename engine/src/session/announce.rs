@@ -5,13 +5,14 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
 use crate::tracker::{self, AnnounceEvent, AnnounceRequest, TrackerTiers};
 
 use super::control::RunState;
+use super::handle::AnnounceOutcome;
 use super::torrent::TorrentShared;
 
 /// Never announce more often than this, whatever a tracker says.
@@ -91,10 +92,18 @@ async fn active_period(shared: &Arc<TorrentShared>, tiers: &mut TrackerTiers) {
         }
         let req = request(shared, event);
         let mut wait = None;
+        let mut last_error = None;
         let urls: Vec<String> = tiers.urls().into_iter().map(str::to_owned).collect();
         for url in urls {
             match tracker::announce(&url, &req, shared.session.config.tracker_timeout).await {
                 Ok(resp) => {
+                    note_outcome(
+                        shared,
+                        AnnounceOutcome::Answered {
+                            at: SystemTime::now(),
+                            peers: resp.peers.len(),
+                        },
+                    );
                     tiers.mark_success(&url);
                     *shared.last_tracker.lock().expect("tracker lock") = Some(url.clone());
                     shared.tracker_started.store(true, Ordering::Release);
@@ -108,8 +117,22 @@ async fn active_period(shared: &Arc<TorrentShared>, tiers: &mut TrackerTiers) {
                     retry = RETRY_FIRST;
                     break;
                 }
-                Err(e) => tracing::warn!(tracker = %url, error = %e, "announce failed"),
+                Err(e) => {
+                    tracing::warn!(tracker = %url, error = %e, "announce failed");
+                    last_error = Some(e.to_string());
+                }
             }
+        }
+        if let (None, Some(error)) = (wait, last_error) {
+            let since = match &*shared
+                .announce_outcome
+                .lock()
+                .expect("announce outcome lock")
+            {
+                Some(AnnounceOutcome::Failed { since, .. }) => *since,
+                _ => SystemTime::now(),
+            };
+            note_outcome(shared, AnnounceOutcome::Failed { since, error });
         }
         let wait = wait.unwrap_or_else(|| {
             let w = retry;
@@ -126,6 +149,13 @@ async fn active_period(shared: &Arc<TorrentShared>, tiers: &mut TrackerTiers) {
             _ = shared.reannounce.notified() => {}
         }
     }
+}
+
+fn note_outcome(shared: &TorrentShared, outcome: AnnounceOutcome) {
+    *shared
+        .announce_outcome
+        .lock()
+        .expect("announce outcome lock") = Some(outcome);
 }
 
 /// Tell the last tracker that answered that we leave, once per `started`;

@@ -51,14 +51,35 @@ pub struct Progress {
     pub total_length: u64,
     /// Connected peers.
     pub peers: usize,
-    /// Payload in, bytes/s.
+    /// Payload in, bytes/s over the last 5 s (0 without peers).
     pub download_rate: f64,
-    /// Payload out, bytes/s.
+    /// Payload out, bytes/s over the last 5 s (0 without peers).
     pub upload_rate: f64,
     /// Payload received so far in this session.
     pub downloaded: u64,
     /// Payload sent so far in this session.
     pub uploaded: u64,
+}
+
+/// How the torrent's last announce went, so that a torrent finding no
+/// peers can say why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnnounceOutcome {
+    /// A tracker answered.
+    Answered {
+        /// When.
+        at: std::time::SystemTime,
+        /// How many peers it listed.
+        peers: usize,
+    },
+    /// No tracker answered since `since` (the first failed round after the
+    /// last answer); `error` is the last attempt's.
+    Failed {
+        /// Since when none answered.
+        since: std::time::SystemTime,
+        /// Why the last one did not.
+        error: String,
+    },
 }
 
 /// The caller's handle on a torrent. Cheap to clone; every clone controls
@@ -111,6 +132,16 @@ impl TorrentHandle {
     pub fn connect(&self, peers: &[SocketAddr]) {
         self.shared.remember_peers(peers);
         self.shared.connect_peers(peers);
+    }
+
+    /// How the last announce went; `None` before the first one (or for a
+    /// torrent without trackers: see [`Metainfo::trackers`](crate::metainfo::Metainfo)).
+    pub fn announce_outcome(&self) -> Option<AnnounceOutcome> {
+        self.shared
+            .announce_outcome
+            .lock()
+            .expect("announce outcome lock")
+            .clone()
     }
 
     /// The torrent's info-hash.

@@ -13,6 +13,7 @@ mod control;
 mod evict;
 mod handle;
 mod peer;
+mod rate;
 mod recheck;
 mod send_room;
 mod torrent;
@@ -29,7 +30,7 @@ use tokio::sync::{broadcast, Semaphore};
 
 pub use crate::storage::{FileResumeStore, ResumeStore};
 pub use classify::SubnetClassifier;
-pub use handle::{Progress, TorrentHandle, TorrentOptions, TorrentState};
+pub use handle::{AnnounceOutcome, Progress, TorrentHandle, TorrentOptions, TorrentState};
 
 use crate::hooks::{ByteGate, Classifier, Counters, OpenGate, PeerClass, SeedingSwitch, WanSwitch};
 use crate::metainfo::{InfoHash, Metainfo};

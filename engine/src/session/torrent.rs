@@ -19,7 +19,8 @@ use crate::swarm::{Event, Swarm};
 use crate::{Error, Result};
 
 use super::control::{Fault, RunState};
-use super::handle::{Progress, TorrentHandle, TorrentOptions, TorrentState};
+use super::handle::{AnnounceOutcome, Progress, TorrentHandle, TorrentOptions, TorrentState};
+use super::rate::RateWindow;
 use super::{announce, peer, SessionInner};
 
 /// A peer connection as the torrent sees it.
@@ -75,6 +76,10 @@ pub(crate) struct TorrentShared {
     /// Held while resume data is saved or removed; `true` once removed, so a
     /// save racing the removal cannot bring the entry back.
     pub(crate) resume_removed: Mutex<bool>,
+    /// Payload samples the rates are measured over.
+    rates: Mutex<RateWindow>,
+    /// How the last announce went (`None` before the first one).
+    pub(crate) announce_outcome: Mutex<Option<AnnounceOutcome>>,
 }
 
 /// Resume data for this torrent from the session's store, if any usable.
@@ -211,6 +216,8 @@ impl TorrentShared {
             progress,
             resume_dirty: AtomicBool::new(true),
             resume_removed: Mutex::new(false),
+            rates: Mutex::new(RateWindow::default()),
+            announce_outcome: Mutex::new(None),
         });
         let handle = TorrentHandle::new(shared.clone());
         Ok((shared, handle))
@@ -342,13 +349,7 @@ impl TorrentShared {
             || events
                 .iter()
                 .any(|e| matches!(e, Event::PieceComplete { .. })))
-        .then(|| {
-            progress_of(
-                &swarm,
-                self.metainfo.info.total_length,
-                self.payload_totals(),
-            )
-        });
+        .then(|| self.progress_now(&swarm));
         drop(swarm);
         if !dirty.is_empty() {
             let links = self.links.lock().expect("links lock");
@@ -402,12 +403,22 @@ impl TorrentShared {
 
     /// Publish the current progress.
     pub(crate) fn publish_now(&self) {
-        let p = progress_of(
-            &self.lock_swarm(),
-            self.metainfo.info.total_length,
-            self.payload_totals(),
-        );
+        let p = self.progress_now(&self.lock_swarm());
         self.publish(p);
+    }
+
+    /// The progress now, its rates measured over the last few seconds of
+    /// payload ([`RateWindow`]); 0 without peers, since nothing can move.
+    pub(crate) fn progress_now(&self, swarm: &Swarm) -> Progress {
+        let totals = self.payload_totals();
+        let mut p = progress_of(swarm, self.metainfo.info.total_length, totals);
+        let (up, down) =
+            self.rates
+                .lock()
+                .expect("rates lock")
+                .sample(Instant::now(), totals.0, totals.1);
+        (p.upload_rate, p.download_rate) = if p.peers == 0 { (0.0, 0.0) } else { (up, down) };
+        p
     }
 
     /// Hash a finished piece off the executor; write it if it matches.
@@ -572,11 +583,7 @@ async fn drive(shared: Arc<TorrentShared>) {
             let mut swarm = shared.lock_swarm();
             swarm.set_seeding(seeding, now);
             swarm.tick(now);
-            let p = progress_of(
-                &swarm,
-                shared.metainfo.info.total_length,
-                shared.payload_totals(),
-            );
+            let p = shared.progress_now(&swarm);
             shared.dispatch(swarm);
             shared.publish(p);
         }

@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use super::{publish, NetworkWatch};
 use crate::error::{PolicyError, Result};
 use crate::network::{Metered, MeteredSource, Network, NetworkId, NetworkKind};
+use crate::time::Timestamp;
 
 /// How often the file is checked when inotify is not available (no
 /// inotify instances left, a file system without it): a rewrite is then
@@ -36,19 +37,68 @@ pub const FALLBACK_POLL: Duration = Duration::from_millis(250);
 struct NetworkFile {
     id: String,
     name: Option<String>,
-    #[serde(default)]
-    kind: NetworkKind,
-    metered: Option<MeteredField>,
+    /// Checked by hand, for a message naming the words allowed.
+    kind: Option<toml::Value>,
+    metered: Option<toml::Value>,
     #[serde(default)]
     roaming: bool,
     interface: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum MeteredField {
-    Flag(bool),
-    Word(Metered),
+/// A TOML error on one line: "line 2: unknown field `colour`, expected ...".
+fn one_line(error: &toml::de::Error, text: &str) -> String {
+    let message = error.message().trim().replace('\n', " ");
+    match error.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {message}")
+        }
+        None => message,
+    }
+}
+
+fn parse_kind(value: Option<&toml::Value>) -> std::result::Result<NetworkKind, String> {
+    let Some(value) = value else {
+        return Ok(NetworkKind::Unknown);
+    };
+    let word = value.as_str().unwrap_or_default();
+    let kind = NetworkKind::parse(word);
+    if kind.as_str() == word {
+        Ok(kind)
+    } else {
+        Err(format!(
+            "`kind = {value}` is not one of wifi, ethernet, cellular, bluetooth, vpn, unknown"
+        ))
+    }
+}
+
+fn parse_metered(value: Option<&toml::Value>) -> std::result::Result<Option<Metered>, String> {
+    match value {
+        None => Ok(None),
+        Some(toml::Value::Boolean(true)) => Ok(Some(Metered::Yes)),
+        Some(toml::Value::Boolean(false)) => Ok(Some(Metered::No)),
+        Some(value) => {
+            let word = value.as_str().unwrap_or_default();
+            let metered = Metered::parse(word);
+            if metered.as_str() == word {
+                Ok(Some(metered))
+            } else {
+                Err(format!(
+                    "`metered = {value}` is not one of yes, no, guess-yes, guess-no, unknown \
+                     (or true, false)"
+                ))
+            }
+        }
+    }
+}
+
+/// What was wrong with a network file, without its path (for sentences
+/// that name the path already).
+pub fn problem_of(error: &PolicyError) -> String {
+    match error {
+        PolicyError::NetworkFile { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// Parses the text of a network file; `path` is for error messages.
@@ -57,26 +107,26 @@ pub fn parse_network_file(path: &Path, text: &str) -> Result<Network> {
         path: path.to_owned(),
         message,
     };
-    let file: NetworkFile = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+    let file: NetworkFile = toml::from_str(text).map_err(|e| bad(one_line(&e, text)))?;
     if file.id.trim().is_empty() {
         return Err(bad("`id` is empty".into()));
     }
-    let metered = match file.metered {
-        None => Metered::Unknown,
-        Some(MeteredField::Flag(true)) => Metered::Yes,
-        Some(MeteredField::Flag(false)) => Metered::No,
-        Some(MeteredField::Word(m)) => m,
-    };
+    let kind = parse_kind(file.kind.as_ref()).map_err(bad)?;
+    // No `metered` key: the kind's guess, as every source makes it.
+    let metered = parse_metered(file.metered.as_ref())
+        .map_err(bad)?
+        .unwrap_or(Metered::Unknown);
     Ok(Network {
         name: file.name.unwrap_or_else(|| file.id.clone()),
         id: NetworkId(file.id),
-        kind: file.kind,
+        kind,
         metered,
         metered_source: MeteredSource::File,
         roaming: file.roaming,
         interface: file.interface,
         underlying: None,
-    })
+    }
+    .with_kind_guess())
 }
 
 /// Reads and parses a network file.
@@ -85,28 +135,160 @@ pub fn read_network_file(path: &Path) -> Result<Network> {
     parse_network_file(path, &text)
 }
 
-/// Reads the file now (it must be valid) and keeps watching it: every
-/// rewrite that parses to a different network is published; one that does
-/// not parse is logged and the last good network stays; a deleted file means
-/// offline. Inotify on the parent directory tells when to look; `poll` is the
-/// period of the fallback used only if inotify cannot be set up.
-pub fn watch_network_file(path: PathBuf, poll: Duration) -> Result<(NetworkWatch, JoinHandle<()>)> {
+/// How the network file stands, beside the network the source publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum FileState {
+    /// It describes the network published.
+    #[default]
+    Valid,
+    /// It does not exist (yet): offline until it appears.
+    Missing,
+    /// It cannot be used since `since`; meanwhile the last good network
+    /// (or an unknown one) is published, taken as metered: the safer guess.
+    Invalid {
+        /// When it was first found invalid (when read once: its mtime).
+        since: Timestamp,
+        /// Why it is invalid.
+        error: String,
+    },
+}
+
+impl FileState {
+    /// A sentence for `why` and `net` when the file is not valid: what is
+    /// wrong, since when (`clock` formats the time) and what is assumed.
+    pub fn sentence(
+        &self,
+        path: &Path,
+        assumed: Option<&Network>,
+        clock: impl Fn(Timestamp) -> String,
+    ) -> Option<String> {
+        match self {
+            FileState::Valid => None,
+            FileState::Missing => Some(format!(
+                "The network file {} does not exist yet: offline until it appears.",
+                path.display()
+            )),
+            FileState::Invalid { since, error } => Some(format!(
+                "The network file {} is invalid since {} ({error}); meanwhile {} is assumed \
+                 metered.",
+                path.display(),
+                clock(*since),
+                assumed.map_or_else(|| "the network".to_string(), Network::quoted_name),
+            )),
+        }
+    }
+}
+
+/// The network assumed while the file is invalid: the last good one (or an
+/// unknown one), metered, since being wrong that way costs nothing.
+pub fn assumed_while_invalid(last_good: Option<&Network>) -> Network {
+    let mut network = last_good.cloned().unwrap_or_else(|| Network {
+        id: NetworkId::new(UNKNOWN_ID),
+        name: "unknown network".into(),
+        ..Network::default()
+    });
+    network.metered = Metered::Yes;
+    network.metered_source = MeteredSource::InvalidFile;
+    network
+}
+
+/// The id of the network assumed when an invalid file never described one.
+pub const UNKNOWN_ID: &str = "unknown";
+
+/// Reads the file once: a missing file is offline, an invalid one gives the
+/// assumed network (invalid since its last modification). Only a file that
+/// cannot be read at all (permissions, a directory) is an error.
+pub fn read_once(path: &Path) -> Result<(Option<Network>, FileState)> {
+    match std::fs::read_to_string(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            Ok((None, FileState::Missing))
+        }
+        Err(error) => Err(PolicyError::io(path, error)),
+        Ok(text) => match parse_network_file(path, &text) {
+            Ok(network) => Ok((Some(network), FileState::Valid)),
+            Err(error) => {
+                let since = std::fs::metadata(path)
+                    .and_then(|m| m.modified())
+                    .map(Timestamp::from_system_time)
+                    .unwrap_or_else(|_| Timestamp::now_from_system());
+                Ok((
+                    Some(assumed_while_invalid(None)),
+                    FileState::Invalid {
+                        since,
+                        error: problem_of(&error),
+                    },
+                ))
+            }
+        },
+    }
+}
+
+/// The receiving end of the file's state.
+pub type FileStateWatch = watch::Receiver<FileState>;
+
+/// Reads the file now and keeps watching it: every rewrite that parses to
+/// a different network is published; a missing file (not written yet, or
+/// deleted) means offline until it appears; one that does not parse makes
+/// the last good network (or an unknown one) assumed metered, and the state
+/// says since when. Each change of state is logged once. Inotify on the
+/// parent directory tells when to look; `poll` is the period of the
+/// fallback used only if inotify cannot be set up (a directory that does not
+/// exist yet, no inotify instances left). Only a file that cannot be read
+/// at all is an error.
+pub fn watch_network_file(
+    path: PathBuf,
+    poll: Duration,
+) -> Result<(NetworkWatch, FileStateWatch, JoinHandle<()>)> {
     // Stamped before the read: a rewrite in between is read again, not missed.
     let first_stamp = stamp(&path);
-    let first = read_network_file(&path)?;
-    let (tx, rx) = watch::channel(Some(first));
-    let task = match watch_directory(&path) {
-        Ok((watcher, events)) => tokio::spawn(follow_events(path, tx, watcher, events)),
+    let (first, first_state) = read_once(&path)?;
+    log_state(&path, &first_state, first.as_ref());
+    let last_good = first.clone().filter(|_| first_state == FileState::Valid);
+    let (tx, rx) = watch::channel(first);
+    let (state_tx, state_rx) = watch::channel(first_state);
+    let follower = Follower {
+        path,
+        tx,
+        state: state_tx,
+        last_good,
+    };
+    let task = match watch_directory(&follower.path) {
+        Ok((watcher, events)) => tokio::spawn(follow_events(follower, watcher, events)),
         Err(error) => {
             tracing::warn!(
-                path = %path.display(),
+                path = %follower.path.display(),
                 %error,
                 "cannot watch the network file with inotify; polling it every {poll:?}"
             );
-            tokio::spawn(follow_by_polling(path, tx, poll, first_stamp))
+            tokio::spawn(follow_by_polling(follower, poll, first_stamp))
         }
     };
-    Ok((rx, task))
+    Ok((rx, state_rx, task))
+}
+
+/// Logs a state the file newly entered.
+fn log_state(path: &Path, state: &FileState, network: Option<&Network>) {
+    match state {
+        FileState::Valid => {}
+        FileState::Missing => tracing::info!(
+            path = %path.display(),
+            "the network file does not exist (yet): offline until it appears"
+        ),
+        FileState::Invalid { error, .. } => tracing::warn!(
+            %error,
+            assumed = network.map(|n| n.id.as_str()),
+            "the network file is invalid: assuming a metered network until it is fixed"
+        ),
+    }
+}
+
+/// What the watching task keeps.
+struct Follower {
+    path: PathBuf,
+    tx: watch::Sender<Option<Network>>,
+    state: watch::Sender<FileState>,
+    /// The network the file last described validly.
+    last_good: Option<Network>,
 }
 
 /// What an inotify event says about our file.
@@ -160,8 +342,7 @@ fn watch_directory(
 }
 
 async fn follow_events(
-    path: PathBuf,
-    tx: watch::Sender<Option<Network>>,
+    mut follower: Follower,
     // Kept alive here: dropping it ends the inotify watch.
     _watcher: notify::RecommendedWatcher,
     mut events: mpsc::UnboundedReceiver<Change>,
@@ -172,7 +353,7 @@ async fn follow_events(
                 Some(change) => change,
                 None => return,
             },
-            _ = tx.closed() => return,
+            _ = follower.tx.closed() => return,
         };
         // Several events for one rewrite come together: read once.
         while let Ok(more) = events.try_recv() {
@@ -180,37 +361,74 @@ async fn follow_events(
                 change = Change::Settled;
             }
         }
-        reread(&path, &tx, change);
+        follower.reread(change);
     }
 }
 
-/// Reads the file after `change` and publishes what it now says, if that
-/// differs from what was published.
-fn reread(path: &Path, tx: &watch::Sender<Option<Network>>, change: Change) {
-    match std::fs::read_to_string(path) {
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            if tx.borrow().is_some() {
-                tracing::info!(path = %path.display(), "network file removed: offline");
+impl Follower {
+    /// Reads the file after `change` and publishes what it now says, if
+    /// that differs from what was published.
+    fn reread(&mut self, change: Change) {
+        let path = self.path.as_path();
+        match std::fs::read_to_string(path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                self.set(None, FileState::Missing);
             }
-            publish(tx, None);
-        }
-        Err(error) => {
-            tracing::warn!(path = %path.display(), %error, "cannot read the network file")
-        }
-        Ok(text) => match parse_network_file(path, &text) {
-            Ok(network) => publish(tx, Some(network)),
-            Err(error) if change == Change::Settled => {
-                tracing::warn!(%error, "keeping the previous network")
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot read the network file")
             }
-            Err(error) => tracing::debug!(%error, "network file half written, it seems"),
-        },
+            Ok(text) => match parse_network_file(path, &text) {
+                Ok(network) => {
+                    self.last_good = Some(network.clone());
+                    self.set(Some(network), FileState::Valid);
+                }
+                Err(error) if change == Change::Settled => {
+                    let since = match &*self.state.borrow() {
+                        FileState::Invalid { since, .. } => *since,
+                        _ => Timestamp::now_from_system(),
+                    };
+                    let assumed = assumed_while_invalid(self.last_good.as_ref());
+                    let state = FileState::Invalid {
+                        since,
+                        error: problem_of(&error),
+                    };
+                    self.set(Some(assumed), state);
+                }
+                Err(error) => tracing::debug!(%error, "network file half written, it seems"),
+            },
+        }
+    }
+
+    /// Publishes the network and the state, logging a change of state.
+    fn set(&mut self, network: Option<Network>, state: FileState) {
+        let before = std::mem::discriminant(&*self.state.borrow());
+        if before != std::mem::discriminant(&state) {
+            let was_missing = *self.state.borrow() == FileState::Missing;
+            match (&state, was_missing) {
+                (FileState::Valid, true) => {
+                    tracing::info!(path = %self.path.display(), "the network file appeared")
+                }
+                (FileState::Valid, false) => {
+                    tracing::info!(path = %self.path.display(), "the network file is valid again")
+                }
+                _ => log_state(&self.path, &state, network.as_ref()),
+            }
+        }
+        self.state.send_if_modified(|current| {
+            if *current == state {
+                false
+            } else {
+                *current = state;
+                true
+            }
+        });
+        publish(&self.tx, network);
     }
 }
 
 /// The fallback: mtime and size checked every `poll`.
 async fn follow_by_polling(
-    path: PathBuf,
-    tx: watch::Sender<Option<Network>>,
+    mut follower: Follower,
     poll: Duration,
     mut last_stamp: Option<(SystemTime, u64)>,
 ) {
@@ -218,15 +436,15 @@ async fn follow_by_polling(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        if tx.is_closed() {
+        if follower.tx.is_closed() {
             return;
         }
-        let now_stamp = stamp(&path);
+        let now_stamp = stamp(&follower.path);
         if now_stamp == last_stamp {
             continue;
         }
         last_stamp = now_stamp;
-        reread(&path, &tx, Change::Settled);
+        follower.reread(Change::Settled);
     }
 }
 
@@ -260,6 +478,19 @@ mod tests {
         assert!(n.roaming);
         assert_eq!(n.interface.as_deref(), Some("wlan0"));
 
+        // No `metered` key: the same guess from the kind as the kernel's.
+        for kind in ["cellular", "bluetooth"] {
+            let n = parse_network_file(p, &format!("id = \"x\"\nkind = \"{kind}\"")).unwrap();
+            assert_eq!(n.metered, Metered::GuessYes, "{kind}");
+            assert_eq!(n.metered_source, MeteredSource::DeviceType);
+            assert!(n.is_metered());
+        }
+        let n = parse_network_file(p, "id = \"x\"\nkind = \"cellular\"\nmetered = \"no\"").unwrap();
+        assert_eq!(
+            (n.metered, n.metered_source),
+            (Metered::No, MeteredSource::File)
+        );
+
         let n = parse_network_file(p, "id = \"x\"\nmetered = true").unwrap();
         assert_eq!(
             (n.name.as_str(), n.kind, n.metered),
@@ -279,7 +510,24 @@ mod tests {
         ] {
             let err = parse_network_file(p, text).unwrap_err();
             assert!(err.to_string().contains("/etc/capwise/net.toml"), "{err}");
+            assert!(!problem_of(&err).contains('\n'), "{err}");
         }
+        // Bad words are named with the ones allowed.
+        let err = parse_network_file(p, "id = \"a\"\nmetered = \"sometimes\"").unwrap_err();
+        assert!(
+            problem_of(&err).starts_with("`metered = \"sometimes\"` is not one of yes, no"),
+            "{err}"
+        );
+        let err = parse_network_file(p, "id = \"a\"\nkind = \"phone\"").unwrap_err();
+        assert!(
+            problem_of(&err).starts_with("`kind = \"phone\"` is not one of wifi"),
+            "{err}"
+        );
+        let err = parse_network_file(p, "id = \"a\"\ncolour = 1").unwrap_err();
+        assert!(
+            problem_of(&err).starts_with("line 2: unknown field `colour`"),
+            "{err}"
+        );
     }
 
     /// Waits (bounded) for the next published value.
@@ -303,7 +551,8 @@ mod tests {
         let path = dir.path().join("net.toml");
         std::fs::write(&path, "id = \"home\"\nmetered = \"no\"").unwrap();
         // An hour's fallback poll: only inotify can tell the changes in time.
-        let (mut rx, task) = watch_network_file(path.clone(), Duration::from_secs(3600)).unwrap();
+        let (mut rx, state, task) =
+            watch_network_file(path.clone(), Duration::from_secs(3600)).unwrap();
         assert_eq!(rx.borrow_and_update().as_ref().unwrap().id.as_str(), "home");
 
         // Rewritten in place.
@@ -331,18 +580,96 @@ mod tests {
         let n = next(&mut rx).await.unwrap();
         assert_eq!((n.id.as_str(), n.metered), ("office", Metered::No));
 
-        // A broken rewrite keeps the last good network.
-        std::fs::write(&path, "id = ").unwrap();
-        quiet(&mut rx, "no change published for a broken file").await;
+        // A broken rewrite keeps the last good network, assumed metered,
+        // and the state says the file is invalid and since when.
+        let before = Timestamp::now_from_system();
+        std::fs::write(&path, "id = \"office\"\nmetered = \"sometimes\"").unwrap();
+        let n = next(&mut rx).await.unwrap();
+        assert_eq!(
+            (n.id.as_str(), n.metered, n.metered_source),
+            ("office", Metered::Yes, MeteredSource::InvalidFile)
+        );
+        let FileState::Invalid { since, error } = state.borrow().clone() else {
+            panic!("not invalid: {:?}", state.borrow());
+        };
+        assert!(since >= before, "since {since:?}");
+        assert!(error.contains("sometimes"), "{error}");
+        let sentence = state
+            .borrow()
+            .sentence(&path, Some(&n), |_| "10:04".into())
+            .unwrap();
+        assert!(sentence.contains("is invalid since 10:04"), "{sentence}");
+        assert!(
+            sentence.ends_with("meanwhile 'office' is assumed metered."),
+            "{sentence}"
+        );
+        // Another bad kind: still invalid since the first failure, still the
+        // last good network assumed.
+        std::fs::write(&path, "id = \"office\"\nkind = \"phone\"").unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(rx.borrow().as_ref().unwrap().id.as_str(), "office");
+        assert!(
+            matches!(&*state.borrow(), FileState::Invalid { since: s, error } if *s == since && error.contains("phone")),
+            "{:?}",
+            state.borrow()
+        );
 
         std::fs::remove_file(&path).unwrap();
         assert!(next(&mut rx).await.is_none(), "deleted file means offline");
+        assert_eq!(*state.borrow(), FileState::Missing);
 
         // Written again after the removal: online again.
         std::fs::write(&path, "id = \"home\"").unwrap();
         assert_eq!(next(&mut rx).await.unwrap().id.as_str(), "home");
+        assert_eq!(*state.borrow(), FileState::Valid);
         task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_file_not_written_yet_is_offline_until_it_appears() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("net.toml");
+        let (mut rx, state, task) =
+            watch_network_file(path.clone(), Duration::from_secs(3600)).unwrap();
+        assert!(rx.borrow_and_update().is_none());
+        assert_eq!(*state.borrow(), FileState::Missing);
+        let sentence = state
+            .borrow()
+            .sentence(&path, None, |_| String::new())
+            .unwrap();
+        assert!(
+            sentence.ends_with("does not exist yet: offline until it appears."),
+            "{sentence}"
+        );
+        std::fs::write(&path, "id = \"home\"").unwrap();
+        assert_eq!(next(&mut rx).await.unwrap().id.as_str(), "home");
+        assert_eq!(*state.borrow(), FileState::Valid);
+        task.abort();
+
+        // Its directory does not exist either (/run/capwise before anything
+        // made it): polled, and found once written.
+        let path = dir.path().join("later").join("net.toml");
+        let (mut rx, _state, task) =
+            watch_network_file(path.clone(), Duration::from_millis(20)).unwrap();
+        assert!(rx.borrow_and_update().is_none());
+        std::fs::create_dir(dir.path().join("later")).unwrap();
+        std::fs::write(&path, "id = \"late\"").unwrap();
+        assert_eq!(next(&mut rx).await.unwrap().id.as_str(), "late");
+        task.abort();
+    }
+
+    #[test]
+    fn read_once_says_missing_and_invalid_and_errs_only_when_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("net.toml");
+        assert_eq!(read_once(&path).unwrap(), (None, FileState::Missing));
+        std::fs::write(&path, "id = \"x\"\nmetered = \"sometimes\"").unwrap();
+        let (network, state) = read_once(&path).unwrap();
+        let network = network.unwrap();
+        assert!(network.is_metered());
+        assert_eq!(network.metered_source, MeteredSource::InvalidFile);
+        assert!(matches!(state, FileState::Invalid { .. }), "{state:?}");
+        assert!(read_once(dir.path()).is_err(), "a directory cannot be read");
     }
 
     #[tokio::test]
@@ -352,9 +679,14 @@ mod tests {
         std::fs::write(&path, "id = \"home\"").unwrap();
         let (tx, mut rx) = watch::channel(Some(read_network_file(&path).unwrap()));
         rx.borrow_and_update();
-        let task = tokio::spawn(follow_by_polling(
-            path.clone(),
+        let follower = Follower {
+            path: path.clone(),
             tx,
+            state: watch::channel(FileState::Valid).0,
+            last_good: None,
+        };
+        let task = tokio::spawn(follow_by_polling(
+            follower,
             Duration::from_millis(20),
             stamp(&path),
         ));

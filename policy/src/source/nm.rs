@@ -328,7 +328,8 @@ async fn read_active(
             roaming,
             interface,
             underlying: None,
-        },
+        }
+        .with_kind_guess(),
         modem,
     ))
 }

@@ -140,10 +140,10 @@ impl SysfsProbe {
 
         let (metered, metered_source) = if self.lease_says_metered(iface) {
             (Metered::Yes, MeteredSource::Dhcp)
-        } else if tethered || matches!(kind, NetworkKind::Cellular | NetworkKind::Bluetooth) {
-            (Metered::GuessYes, MeteredSource::Sysfs)
+        } else if tethered || kind.metered_guess() == Metered::GuessYes {
+            (Metered::GuessYes, MeteredSource::DeviceType)
         } else if matches!(kind, NetworkKind::Ethernet | NetworkKind::Wifi) {
-            (Metered::GuessNo, MeteredSource::Sysfs)
+            (Metered::GuessNo, MeteredSource::DeviceType)
         } else {
             (Metered::Unknown, MeteredSource::Default)
         };
@@ -405,7 +405,7 @@ usb0\t002AA8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0
         assert_eq!(n.kind, NetworkKind::Ethernet);
         assert_eq!(
             (n.metered, n.metered_source),
-            (Metered::GuessYes, MeteredSource::Sysfs)
+            (Metered::GuessYes, MeteredSource::DeviceType)
         );
         assert_eq!(n.id.as_str(), "usb0@aa:bb:cc:dd:ee:ff");
     }
