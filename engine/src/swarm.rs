@@ -24,7 +24,11 @@ pub struct SwarmConfig {
     pub min_queue: usize,
     /// Most requests kept in flight to one peer.
     pub max_queue: usize,
-    /// The queue holds about this much time of the peer's rate.
+    /// The queue holds about this much time of the peer's rate. It must be
+    /// well above the longest pause a peer makes between its sends: a peer
+    /// that answers in bursts (Transmission writes every 500 ms) sends one
+    /// burst per pause, so a queue of one pause's worth pins the rate where
+    /// it started. 3 s, as libtorrent's `request_queue_time`.
     pub queue_time: Duration,
     /// A request unanswered for this long goes back to the pool.
     pub request_timeout: Duration,
@@ -54,7 +58,7 @@ impl Default for SwarmConfig {
             initial_queue: 64,
             min_queue: 4,
             max_queue: 500,
-            queue_time: Duration::from_millis(500),
+            queue_time: Duration::from_secs(3),
             request_timeout: Duration::from_secs(40),
             max_peer_requests: 4000,
             max_request_len: 128 * 1024,
@@ -949,10 +953,8 @@ impl Swarm {
         let mut timed_out = Vec::new();
         for (&key, peer) in self.peers.iter_mut() {
             if dt > 0.0 {
-                peer.down_rate = RATE_SMOOTHING * peer.down_rate
-                    + (1.0 - RATE_SMOOTHING) * peer.down_bytes as f64 / dt;
-                peer.up_rate = RATE_SMOOTHING * peer.up_rate
-                    + (1.0 - RATE_SMOOTHING) * peer.up_bytes as f64 / dt;
+                peer.down_rate = smoothed(peer.down_rate, peer.down_bytes as f64 / dt);
+                peer.up_rate = smoothed(peer.up_rate, peer.up_bytes as f64 / dt);
                 peer.down_bytes = 0;
                 peer.up_bytes = 0;
             }
@@ -996,6 +998,17 @@ impl Swarm {
         for key in keys {
             self.fill_requests(key, now);
         }
+    }
+}
+
+/// The next smoothed rate from the last one and a new sample. A first sample
+/// (nothing moved before) is taken as it is: averaging it with the zero before
+/// it would halve the first estimate, and with it the first request queue.
+fn smoothed(rate: f64, sample: f64) -> f64 {
+    if rate == 0.0 {
+        sample
+    } else {
+        RATE_SMOOTHING * rate + (1.0 - RATE_SMOOTHING) * sample
     }
 }
 
