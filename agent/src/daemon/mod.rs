@@ -121,10 +121,12 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         let torrents = torrents.clone();
         async move {
             loop {
-                let (allowed, why) = {
+                let (allowed, why, wan) = {
                     let d = decisions.borrow_and_update();
-                    (d.background_allowed, d.explanation.clone())
+                    let wan = crate::policy_runtime::wan_allowed(&d);
+                    (d.background_allowed, d.explanation.clone(), wan)
                 };
+                torrents.set_wan_held(!wan);
                 torrents.apply_background(allowed, &why).await;
                 if decisions.changed().await.is_err() {
                     return;

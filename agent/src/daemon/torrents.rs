@@ -81,6 +81,9 @@ pub struct Torrents {
     background_allowed: AtomicBool,
     /// The decision's sentence, shown as the reason a torrent waits.
     waiting_reason: Mutex<String>,
+    /// The policy holds every WAN byte (and announce) back: a torrent with
+    /// no peer says the decision's sentence.
+    wan_held: AtomicBool,
 }
 
 impl Torrents {
@@ -92,7 +95,15 @@ impl Torrents {
             entries: Mutex::new(HashMap::new()),
             background_allowed: AtomicBool::new(background_allowed),
             waiting_reason: Mutex::new(String::new()),
+            wan_held: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the policy holds all WAN traffic back now (roaming, a spent
+    /// budget, offline): then trackers are not asked, and that is why a
+    /// torrent has no peer.
+    pub fn set_wan_held(&self, held: bool) {
+        self.wan_held.store(held, Ordering::Release);
     }
 
     fn entries(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
@@ -345,7 +356,17 @@ impl Torrents {
             match &p.state {
                 TorrentState::Checking => ("checking", None),
                 TorrentState::Downloading if p.peers == 0 => {
-                    ("downloading", no_peers_reason(&entry.handle))
+                    let reason = if self.wan_held.load(Ordering::Acquire) {
+                        Some(
+                            self.waiting_reason
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .clone(),
+                        )
+                    } else {
+                        no_peers_reason(&entry.handle)
+                    };
+                    ("downloading", reason)
                 }
                 TorrentState::Downloading => ("downloading", None),
                 TorrentState::Seeding => ("seeding", None),
@@ -469,6 +490,15 @@ mod tests {
             .unwrap();
         let reason = torrents.get(&bare.id).unwrap().reason.unwrap_or_default();
         assert!(reason.contains("lists no tracker"), "{reason}");
+
+        // The policy holds the WAN back (trackers are not asked): its
+        // sentence is why.
+        torrents.set_wan_held(true);
+        torrents
+            .apply_background(false, "Paused: 'Pixel hotspot' is roaming.")
+            .await;
+        let reason = torrents.get(&added.id).unwrap().reason.unwrap_or_default();
+        assert_eq!(reason, "Paused: 'Pixel hotspot' is roaming.");
         session.shutdown().await;
     }
 }
