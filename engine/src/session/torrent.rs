@@ -153,6 +153,9 @@ impl TorrentShared {
     ) -> Result<(Arc<TorrentShared>, TorrentHandle)> {
         let metainfo = Arc::new(metainfo);
         let info_hash = metainfo.info_hash.0;
+        for note in &metainfo.info.notes {
+            tracing::warn!(torrent = %metainfo.info.name, "{note}");
+        }
         let (storage, have) = {
             let metainfo = metainfo.clone();
             let session = session.clone();

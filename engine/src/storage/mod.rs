@@ -127,6 +127,8 @@ pub struct Storage {
     /// swap in a file recreated after it was deleted under us.
     files: Vec<RwLock<Option<File>>>,
     hashes: Vec<[u8; 20]>,
+    /// BEP 47 pad files: never on disk, read as zeros, writes to them dropped.
+    pads: Vec<bool>,
     writable: bool,
 }
 
@@ -165,9 +167,12 @@ impl Storage {
         let mut paths = Vec::with_capacity(info.files.len());
         let mut files = Vec::with_capacity(info.files.len());
         for f in &info.files {
-            files.push(RwLock::new(open::open_file(
-                &root, dir, &f.path, f.length, access, allocation,
-            )?));
+            let file = if f.pad {
+                None
+            } else {
+                open::open_file(&root, dir, &f.path, f.length, access, allocation)?
+            };
+            files.push(RwLock::new(file));
             paths.push(f.path.iter().fold(dir.to_path_buf(), |p, c| p.join(c)));
         }
         Ok(Storage {
@@ -177,6 +182,7 @@ impl Storage {
             components: info.files.iter().map(|f| f.path.clone()).collect(),
             files,
             hashes: info.piece_hashes.clone(),
+            pads: info.files.iter().map(|f| f.pad).collect(),
             writable: access == Access::Create,
         })
     }
@@ -191,9 +197,16 @@ impl Storage {
         &self.root
     }
 
-    /// Full path of file `file`, if there is one.
+    /// Full path of file `file`, if there is one (a pad file has none).
     pub fn file_path(&self, file: usize) -> Option<&Path> {
+        if self.is_pad(file) {
+            return None;
+        }
         self.paths.get(file).map(PathBuf::as_path)
+    }
+
+    fn is_pad(&self, file: usize) -> bool {
+        self.pads.get(file).copied().unwrap_or(false)
     }
 
     /// Writes a whole piece; `data.len()` must be the piece's size.
@@ -222,7 +235,9 @@ impl Storage {
         for s in spans {
             // Spans sum to data.len(), so each length fits usize.
             let n = s.len as usize;
-            self.with_file(s.file, |f| f.write_all_at(&data[at..at + n], s.offset))?;
+            if !self.is_pad(s.file) {
+                self.with_file(s.file, |f| f.write_all_at(&data[at..at + n], s.offset))?;
+            }
             at += n;
         }
         Ok(())
@@ -326,7 +341,11 @@ impl Storage {
         let mut at = 0usize;
         for s in spans {
             let n = s.len as usize; // spans sum to buf.len()
-            self.with_file(s.file, |f| f.read_exact_at(&mut buf[at..at + n], s.offset))?;
+            if self.is_pad(s.file) {
+                buf[at..at + n].fill(0);
+            } else {
+                self.with_file(s.file, |f| f.read_exact_at(&mut buf[at..at + n], s.offset))?;
+            }
             at += n;
         }
         Ok(())
