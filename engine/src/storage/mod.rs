@@ -7,6 +7,7 @@
 //! carry a [`StorageError`] inside the `io::Error` (see [`StorageError::of`]).
 
 mod delete;
+mod journal;
 mod layout;
 mod open;
 mod resume;
@@ -23,6 +24,7 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 use sha1::{Digest, Sha1};
 
 pub use delete::Deleted;
+pub use journal::{resume_plan, PieceJournal, MAX_BOOT_ID};
 pub use layout::{Layout, LayoutError, Span, Spans};
 pub use resume::{
     load_resume, recheck_plan, resume_check, save_resume, FileStamp, RecheckPlan, ResumeData,
@@ -129,6 +131,9 @@ pub struct Storage {
     hashes: Vec<[u8; 20]>,
     /// BEP 47 pad files: never on disk, read as zeros, writes to them dropped.
     pads: Vec<bool>,
+    /// Files that were shorter than the torrent says when opened (new, or
+    /// truncated since the last run), then grown.
+    grown: Vec<bool>,
     writable: bool,
 }
 
@@ -166,11 +171,12 @@ impl Storage {
         let root = open::open_root(dir, access)?;
         let mut paths = Vec::with_capacity(info.files.len());
         let mut files = Vec::with_capacity(info.files.len());
-        for f in &info.files {
+        let mut grown = vec![false; info.files.len()];
+        for (f, grown) in info.files.iter().zip(&mut grown) {
             let file = if f.pad {
                 None
             } else {
-                open::open_file(&root, dir, &f.path, f.length, access, allocation)?
+                open::open_file(&root, dir, &f.path, f.length, access, allocation, grown)?
             };
             files.push(RwLock::new(file));
             paths.push(f.path.iter().fold(dir.to_path_buf(), |p, c| p.join(c)));
@@ -183,6 +189,7 @@ impl Storage {
             files,
             hashes: info.piece_hashes.clone(),
             pads: info.files.iter().map(|f| f.pad).collect(),
+            grown,
             writable: access == Access::Create,
         })
     }
@@ -203,6 +210,12 @@ impl Storage {
             return None;
         }
         self.paths.get(file).map(PathBuf::as_path)
+    }
+
+    /// Whether file `file` was shorter than the torrent says when opened
+    /// (and then grown): new, or truncated since it was last written.
+    pub fn grown_at_open(&self, file: usize) -> bool {
+        self.grown.get(file).copied().unwrap_or(false)
     }
 
     fn is_pad(&self, file: usize) -> bool {
