@@ -69,6 +69,7 @@ async fn start_session(
     let mut config = SessionConfig {
         listen: args.listen,
         resume: Some(Arc::new(FileResumeStore::new(state_dir.join("resume")))),
+        boot_id: capwise_policy::interface_counters::current_boot_id().ok(),
         ..SessionConfig::default()
     };
     let session = match Session::start(config.clone(), hooks.clone()).await {

@@ -6,11 +6,11 @@
 //! account, schedule and interface counters are that link's: connecting a
 //! VPN must not get around a cap.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use capwise_policy::decision::{decide, Decision, DecisionInput, Settings};
 use capwise_policy::interface_counters::{
-    read_boot_id, read_counters, traffic_while_away, LinkMeter, LinkReading, BOOT_ID_PATH,
+    current_boot_id, read_counters, traffic_while_away, LinkMeter, LinkReading,
 };
 use capwise_policy::ledger::{DebitError, Direction, PeerClass};
 use capwise_policy::network::Network;
@@ -64,7 +64,7 @@ impl PolicyState {
             schedule: Schedule::default(),
             meter: LinkMeter::new(),
             metered_interface: None,
-            boot_id: read_boot_id(Path::new(BOOT_ID_PATH)).ok(),
+            boot_id: current_boot_id().ok(),
             measured_once: false,
             sys_class_net: PathBuf::from(SYS_CLASS_NET),
         }

@@ -89,7 +89,11 @@ pub fn create_torrent(opts: &CreateOptions) -> Result<Vec<u8>, Error> {
     let draft_bytes = draft.to_bytes();
     let parsed = crate::bencode::decode(&draft_bytes)?;
     if let Some(dict) = parsed.as_dict() {
-        Info::from_dict(dict)?;
+        // Clients load any path, renaming what they cannot create as it is;
+        // a torrent we make must need no renaming, so it loads alike everywhere.
+        if let Some(note) = Info::from_dict(dict)?.notes.into_iter().next() {
+            return Err(MetainfoError::NotPortable(note).into());
+        }
     }
 
     let pieces = hash_pieces(&source.files, total, piece_length, pieces_len)?;

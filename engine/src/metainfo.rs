@@ -1,13 +1,20 @@
 //! .torrent files (BEP 3, v1): parsing, validation and the info-hash.
 //!
-//! [`Metainfo::from_bytes`] is a pure function over the file's bytes. It refuses
-//! anything that could hurt the machine that later writes the files: paths that
-//! escape the download directory or mean something special on Windows,
-//! duplicate or colliding paths, lengths that overflow, and piece tables that do
-//! not match the data. Every error names the field at fault, e.g.
-//! `info.files[3].path: component ".." is not allowed`.
+//! [`Metainfo::from_bytes`] is a pure function over the file's bytes. It loads
+//! what other clients load, making every path safe to create below the
+//! download directory rather than refusing it (as libtorrent and Transmission
+//! do): `.`, `..` and empty components are dropped, a leading `/` is
+//! stripped, separators, NUL, control characters and the characters Windows
+//! file systems refuse (`<>:"\|?*`) become `_`, reserved device names get a
+//! `_` prefix, components longer than 255 bytes are shortened at a UTF-8
+//! boundary keeping the extension, and a path already taken (ignoring case)
+//! becomes `name (1).ext`. BEP 47 pad files are kept in the layout but never
+//! created; symlink entries are skipped (never created, never followed). What
+//! was changed is listed in [`Info::notes`]. It refuses lengths that
+//! overflow and piece tables that do not match the data; every error names
+//! the field at fault, e.g. `info.files[3].length: negative value -1`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use sha1::{Digest, Sha1};
@@ -22,6 +29,10 @@ pub const MAX_PIECE_LENGTH: u64 = 64 * 1024 * 1024;
 pub const MAX_FILES: usize = 1_000_000;
 /// Most pieces a torrent may have (as libtorrent's default limit, doubled).
 pub const MAX_PIECES: u64 = 1 << 22;
+/// Longest path component created, in bytes (the limit of ext4, XFS, Btrfs).
+pub const MAX_COMPONENT_BYTES: usize = 255;
+/// Most entries kept in [`Info::notes`]; the rest are counted.
+const MAX_NOTES: usize = 100;
 
 /// The SHA-1 of a torrent's bencoded `info` dictionary, as it appeared in the file.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -106,9 +117,6 @@ pub enum MetainfoError {
         /// Why it is refused, e.g. "is not allowed".
         reason: &'static str,
     },
-    /// A file's path list has no components.
-    #[error("{0}: path is empty")]
-    EmptyPath(String),
     /// The piece length is not a power of two in [16 KiB, 64 MiB].
     #[error("info.piece length: {0} is not a power of two between 16 KiB and 64 MiB")]
     PieceLength(u64),
@@ -148,6 +156,10 @@ pub enum MetainfoError {
     /// Both `length` (single-file) and `files` (multi-file) are present.
     #[error("info: has both `length` and `files`")]
     LengthAndFiles,
+    /// A torrent being created would have a path renamed by clients (e.g.
+    /// two files differing only in case).
+    #[error("{0}; rename it first so that every client saves the same paths")]
+    NotPortable(String),
     /// All files are empty, so there is nothing to share.
     #[error("info: total length is zero")]
     ZeroTotal,
@@ -157,12 +169,6 @@ pub enum MetainfoError {
         /// The field whose addition overflowed.
         field: String,
     },
-    /// Two files have the same path (compared case-insensitively, as on Windows and macOS).
-    #[error("info.files: duplicate path {0:?}")]
-    DuplicatePath(String),
-    /// A file's path is also used as a directory by another file (`a` and `a/b`).
-    #[error("info.files: {0:?} is both a file and a directory")]
-    FileIsDirectory(String),
 }
 
 /// One file of a torrent, in torrent order.
@@ -176,6 +182,9 @@ pub struct FileEntry {
     pub length: u64,
     /// Offset of the file's first byte within the torrent's concatenated data.
     pub offset: u64,
+    /// A BEP 47 pad file (`attr` holds `p`): zeros that align the next file
+    /// to a piece, never created on disk. Its `path` may be empty.
+    pub pad: bool,
 }
 
 /// The validated `info` dictionary.
@@ -193,6 +202,10 @@ pub struct Info {
     pub total_length: u64,
     /// BEP 27 private flag.
     pub private: bool,
+    /// What loading changed to make the files safe to create (components
+    /// renamed or shortened, duplicates renamed, symlinks skipped), one
+    /// sentence each, for the log.
+    pub notes: Vec<String>,
 }
 
 impl Info {
@@ -252,7 +265,9 @@ pub struct Metainfo {
 impl Metainfo {
     /// Parses and validates a .torrent file.
     pub fn from_bytes(bytes: &[u8]) -> Result<Metainfo, MetainfoError> {
-        let root = bencode::decode(bytes)?;
+        // Bytes after the top-level dictionary are ignored, as other
+        // clients do; the info-hash covers only `info`'s own bytes anyway.
+        let (root, _) = bencode::decode_prefix(bytes)?;
         let root = expect_dict(&root, "torrent")?;
         let info_value = root.get(b"info").ok_or_else(|| missing("info"))?;
         let info_dict = expect_dict(info_value, "info")?;
@@ -319,9 +334,17 @@ impl Metainfo {
 impl Info {
     /// Validates an `info` dictionary.
     pub fn from_dict(info: &Dict<'_>) -> Result<Info, MetainfoError> {
-        let name =
+        let raw_name =
             text_or_utf8_variant(info, "name", "info.name")?.ok_or_else(|| missing("info.name"))?;
-        validate_component(&name, "info.name")?;
+        let mut notes = Notes::default();
+        let name = match sanitize_component(&raw_name) {
+            Some(n) => n,
+            // Nothing usable: the info-hash names the torrent's file or directory.
+            None => InfoHash::of(info.raw).to_hex(),
+        };
+        if name != raw_name {
+            notes.push(format!("info.name {raw_name:?} is saved as {name:?}"));
+        }
 
         let piece_length = non_negative(info, "piece length", "info.piece length")?
             .ok_or_else(|| missing("info.piece length"))?;
@@ -350,9 +373,10 @@ impl Info {
                     path: vec![name.clone()],
                     length,
                     offset: 0,
+                    pad: false,
                 }]
             }
-            (None, Some(files)) => multi_files(&name, files)?,
+            (None, Some(files)) => multi_files(&name, files, &mut notes)?,
         };
         let total_length = files
             .last()
@@ -384,12 +408,42 @@ impl Info {
             files,
             total_length,
             private: info.get(b"private").and_then(Value::as_int) == Some(1),
+            notes: notes.finish(),
         })
     }
 }
 
-/// Reads and validates the `files` list of a multi-file torrent.
-fn multi_files(name: &str, files: &Value<'_>) -> Result<Vec<FileEntry>, MetainfoError> {
+/// [`Info::notes`] as they are gathered, bounded.
+#[derive(Default)]
+struct Notes {
+    kept: Vec<String>,
+    more: usize,
+}
+
+impl Notes {
+    fn push(&mut self, note: String) {
+        if self.kept.len() < MAX_NOTES {
+            self.kept.push(note);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        if self.more > 0 {
+            self.kept
+                .push(format!("and {} more changes like these", self.more));
+        }
+        self.kept
+    }
+}
+
+/// Reads the `files` list of a multi-file torrent, making every path safe.
+fn multi_files(
+    name: &str,
+    files: &Value<'_>,
+    notes: &mut Notes,
+) -> Result<Vec<FileEntry>, MetainfoError> {
     let list = files
         .as_list()
         .ok_or_else(|| wrong_type("info.files", "list", files))?;
@@ -403,32 +457,69 @@ fn multi_files(name: &str, files: &Value<'_>) -> Result<Vec<FileEntry>, Metainfo
         });
     }
     let mut entries = Vec::with_capacity(list.len());
-    let mut collisions = PathCollisions::default();
+    let mut paths = PathCollisions::default();
     let mut offset: u64 = 0;
     for (i, file) in list.iter().enumerate() {
         let field = format!("info.files[{i}]");
         let dict = expect_dict(file, &field)?;
         let length = non_negative(dict, "length", &format!("{field}.length"))?
             .ok_or_else(|| missing(&format!("{field}.length")))?;
-
+        let attr = dict.get(b"attr").and_then(Value::as_bytes).unwrap_or(b"");
+        let next = offset.checked_add(length).ok_or(MetainfoError::Overflow {
+            field: format!("{field}.length"),
+        })?;
         let path_field = format!("{field}.path");
+        if attr.contains(&b'p') {
+            // Zeros by definition: kept for the layout, never created.
+            entries.push(FileEntry {
+                path: Vec::new(),
+                length,
+                offset,
+                pad: true,
+            });
+            offset = next;
+            continue;
+        }
+        let raw = path_components(dict, &path_field)?;
+        if attr.contains(&b'l') {
+            if length == 0 {
+                notes.push(format!(
+                    "{field}: skipped the symlink {:?} (capwise never creates or follows symlinks)",
+                    raw.join("/")
+                ));
+                continue;
+            }
+            notes.push(format!(
+                "{field}: the symlink {:?} holds {length} bytes; saved as a regular file",
+                raw.join("/")
+            ));
+        }
+        let mut wanted: Vec<String> = raw.iter().filter_map(|c| sanitize_component(c)).collect();
+        if wanted.is_empty() {
+            wanted.push("_".to_owned());
+        }
         let mut path = vec![name.to_owned()];
-        path.extend(path_components(dict, &path_field)?);
-        collisions.add(&path)?;
-
+        path.extend(paths.place(name, &wanted));
+        if path[1..] != raw[..] {
+            notes.push(format!(
+                "{field}: {:?} is saved as {:?}",
+                raw.join("/"),
+                path[1..].join("/")
+            ));
+        }
         entries.push(FileEntry {
             path,
             length,
             offset,
+            pad: false,
         });
-        offset = offset.checked_add(length).ok_or(MetainfoError::Overflow {
-            field: format!("{field}.length"),
-        })?;
+        offset = next;
     }
     Ok(entries)
 }
 
-/// A file's components: `path.utf-8` when present and valid, else `path`.
+/// A file's components as the torrent gives them: `path.utf-8` when present
+/// and valid, else `path` (an absent or empty list is an empty path).
 fn path_components(dict: &Dict<'_>, field: &str) -> Result<Vec<String>, MetainfoError> {
     // Some clients write legacy-encoded names in `path` and the UTF-8 version in
     // `path.utf-8`; prefer the latter but only if it is entirely valid.
@@ -436,19 +527,15 @@ fn path_components(dict: &Dict<'_>, field: &str) -> Result<Vec<String>, Metainfo
         let utf8: Option<Vec<String>> =
             list.iter().map(|c| c.as_str().map(str::to_owned)).collect();
         if let Some(components) = utf8.filter(|c| !c.is_empty()) {
-            for c in &components {
-                validate_component(c, field)?;
-            }
             return Ok(components);
         }
     }
-    let value = dict.get(b"path").ok_or_else(|| missing(field))?;
+    let Some(value) = dict.get(b"path") else {
+        return Ok(Vec::new());
+    };
     let list = value
         .as_list()
         .ok_or_else(|| wrong_type(field, "list", value))?;
-    if list.is_empty() {
-        return Err(MetainfoError::EmptyPath(field.to_owned()));
-    }
     let mut components = Vec::with_capacity(list.len());
     for c in list {
         let bytes = c
@@ -459,10 +546,69 @@ fn path_components(dict: &Dict<'_>, field: &str) -> Result<Vec<String>, Metainfo
             component: String::from_utf8_lossy(bytes).into_owned(),
             reason: "is not valid UTF-8",
         })?;
-        validate_component(text, field)?;
         components.push(text.to_owned());
     }
     Ok(components)
+}
+
+/// `component` made safe to create inside its parent directory, or `None`
+/// when nothing is left of it (empty, `.`, `..`, only slashes). Leading `/`
+/// are stripped (an absolute path lands inside the download directory);
+/// separators, NUL, control characters and `<>:"|?*` become `_`; a Windows
+/// device name (`CON`, `com1.txt`) gets a `_` prefix; a drive letter's `:`
+/// becomes `_`; more than [`MAX_COMPONENT_BYTES`] bytes are shortened at a
+/// UTF-8 boundary, keeping the extension.
+pub fn sanitize_component(component: &str) -> Option<String> {
+    let trimmed = component.trim_start_matches('/');
+    if trimmed.is_empty() || trimmed == "." || trimmed == ".." {
+        return None;
+    }
+    let mut out: String = trimmed
+        .chars()
+        .map(|c| {
+            let bad =
+                c.is_control() || matches!(c, '/' | '\\' | '<' | '>' | ':' | '"' | '|' | '?' | '*');
+            if bad {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if is_windows_reserved(&out) {
+        out.insert(0, '_');
+    }
+    Some(shorten(&out, MAX_COMPONENT_BYTES))
+}
+
+/// `name` in at most `max` bytes, cut at a UTF-8 boundary; a short extension
+/// (up to 16 bytes after the last dot) is kept whole.
+fn shorten(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_owned();
+    }
+    let ext = match name.rfind('.') {
+        Some(dot) if dot > 0 && name.len() - dot <= 16 && name.len() - dot < max => &name[dot..],
+        _ => "",
+    };
+    let stem = &name[..name.len() - ext.len()];
+    let mut cut = max - ext.len();
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{ext}", &stem[..cut])
+}
+
+/// `name` with ` (n)` before its extension, within [`MAX_COMPONENT_BYTES`].
+fn numbered(name: &str, n: usize) -> String {
+    let suffix = format!(" ({n})");
+    let (stem, ext) = match name.rfind('.') {
+        Some(dot) if dot > 0 && name.len() - dot <= 16 => name.split_at(dot),
+        _ => (name, ""),
+    };
+    let room = MAX_COMPONENT_BYTES.saturating_sub(suffix.len() + ext.len());
+    let stem = shorten(stem, room.max(1));
+    format!("{stem}{suffix}{ext}")
 }
 
 /// Refuses a path component that could escape the download directory, that
@@ -518,41 +664,76 @@ fn is_windows_reserved(component: &str) -> bool {
     }
 }
 
-/// Catches two files with the same path (case-insensitively) and a file that is
-/// also another file's directory; either would make one file overwrite or
-/// block another on disk.
+/// Gives every file a path no other file or directory of the torrent has
+/// (compared ignoring case, as on Windows and macOS): a later file whose path
+/// is taken, or whose directory is another file, is renamed `name (1).ext`.
+/// A renamed directory stays renamed for every later file under it.
 #[derive(Default)]
 struct PathCollisions {
+    /// Lowercase keys of the final paths of files.
     files: HashSet<String>,
+    /// Lowercase keys of the final paths of directories.
     dirs: HashSet<String>,
+    /// A directory wanted under a final parent (lowercase key) -> its final name.
+    renamed_dirs: HashMap<String, String>,
+    /// The next number to try for a name (lowercase key), so a million
+    /// files of one name cost linear time.
+    next_number: HashMap<String, usize>,
 }
 
 impl PathCollisions {
-    fn add(&mut self, path: &[String]) -> Result<(), MetainfoError> {
-        let mut key = String::new();
-        for (i, component) in path.iter().enumerate() {
-            if i > 0 {
-                key.push('/');
-            }
-            key.push_str(&component.to_lowercase());
-            let is_last = i + 1 == path.len();
-            if is_last {
-                if self.dirs.contains(&key) {
-                    return Err(MetainfoError::FileIsDirectory(path.join("/")));
-                }
-                if !self.files.insert(key.clone()) {
-                    return Err(MetainfoError::DuplicatePath(path.join("/")));
-                }
-            } else {
-                if self.files.contains(&key) {
-                    return Err(MetainfoError::FileIsDirectory(
-                        path.get(..=i).unwrap_or_default().join("/"),
-                    ));
-                }
-                self.dirs.insert(key.clone());
+    fn key(parent: &str, component: &str) -> String {
+        format!("{parent}/{}", component.to_lowercase())
+    }
+
+    fn taken(&self, key: &str) -> bool {
+        self.files.contains(key) || self.dirs.contains(key)
+    }
+
+    /// `name (n).ext` for the first `n` free under `parent`.
+    fn numbered_free(&mut self, parent: &str, name: &str) -> String {
+        let asked = Self::key(parent, name);
+        let mut n = self.next_number.get(&asked).copied().unwrap_or(1);
+        loop {
+            let c = numbered(name, n);
+            n += 1;
+            if !self.taken(&Self::key(parent, &c)) {
+                self.next_number.insert(asked, n);
+                return c;
             }
         }
-        Ok(())
+    }
+
+    /// The final components for a file wanted at `name/wanted...`.
+    fn place(&mut self, name: &str, wanted: &[String]) -> Vec<String> {
+        let mut parent = name.to_lowercase();
+        let mut out = Vec::with_capacity(wanted.len());
+        let Some((file, dirs)) = wanted.split_last() else {
+            return out;
+        };
+        for dir in dirs {
+            let asked = Self::key(&parent, dir);
+            let chosen = match self.renamed_dirs.get(&asked) {
+                Some(c) => c.clone(),
+                None if !self.files.contains(&asked) => dir.clone(),
+                None => {
+                    let c = self.numbered_free(&parent, dir);
+                    self.renamed_dirs.insert(asked, c.clone());
+                    c
+                }
+            };
+            parent = Self::key(&parent, &chosen);
+            self.dirs.insert(parent.clone());
+            out.push(chosen);
+        }
+        let chosen = if self.taken(&Self::key(&parent, file)) {
+            self.numbered_free(&parent, file)
+        } else {
+            file.clone()
+        };
+        self.files.insert(Self::key(&parent, &chosen));
+        out.push(chosen);
+        out
     }
 }
 
@@ -718,7 +899,8 @@ mod tests {
             vec![FileEntry {
                 path: vec!["a.bin".into()],
                 length: 40000,
-                offset: 0
+                offset: 0,
+                pad: false,
             }]
         );
         assert_eq!(m.piece_count(), 3);
@@ -750,42 +932,171 @@ mod tests {
         assert!(m.info.is_multi_file());
     }
 
-    #[test]
-    fn refuses_unsafe_paths() {
-        let cases: &[(&[&str], &str)] = &[
-            (
-                &[".."],
-                r#"info.files[0].path: component ".." is not allowed"#,
-            ),
-            (&["."], "is not allowed"),
-            (&["/etc"], "absolute"),
-            (&["a/b"], "separator"),
-            (&["a\\b"], "backslash"),
-            (&["a\0b"], "NUL"),
-            (&[""], "is empty"),
-            (&["CON"], "reserved"),
-            (&["con.txt"], "reserved"),
-            (&["Lpt9"], "reserved"),
-            (&["C:"], "drive letter"),
-            (&["c:x"], "drive letter"),
-        ];
-        for (path, want) in cases {
-            let text = err_text(&multi(vec![(path.to_vec(), 1)]));
-            assert!(text.contains(want), "{path:?}: {text}");
-        }
-        assert!(
-            Metainfo::from_bytes(&multi(vec![(vec!["COM0"], 1), (vec!["console"], 1)])).is_ok()
-        );
-        assert!(err_text(&single("..", 1, 16384).to_bytes()).contains("info.name"));
+    fn paths(bytes: &[u8]) -> Vec<String> {
+        let m = Metainfo::from_bytes(bytes).expect("loads");
+        m.info.files.iter().map(|f| f.path.join("/")).collect()
     }
 
     #[test]
-    fn refuses_collisions() {
-        assert!(err_text(&multi(vec![(vec!["a"], 1), (vec!["A"], 1)])).contains("duplicate path"));
-        assert!(err_text(&multi(vec![(vec!["a"], 1), (vec!["a", "b"], 1)]))
-            .contains("both a file and a directory"));
-        assert!(err_text(&multi(vec![(vec!["a", "b"], 1), (vec!["a"], 1)]))
-            .contains("both a file and a directory"));
+    fn unsafe_paths_are_sanitized_into_the_directory() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["..", "etc", "passwd"], "top/etc/passwd"),
+            (&["a", ".", "b"], "top/a/b"),
+            (&["a", "", "b"], "top/a/b"),
+            (&["/etc", "passwd"], "top/etc/passwd"),
+            (&["a/../../b"], "top/a_.._.._b"),
+            (&["..\\..\\evil.exe"], "top/.._.._evil.exe"),
+            (&["a\0b"], "top/a_b"),
+            (&["tab\there?<*>|\"q\":"], "top/tab_here______q__"),
+            (&["CON"], "top/_CON"),
+            (&["con.txt"], "top/_con.txt"),
+            (&["C:", "Windows"], "top/C_/Windows"),
+            (&[""], "top/_"),
+            (&[".."], "top/_"),
+        ];
+        for (path, want) in cases {
+            let bytes = multi(vec![(path.to_vec(), 1)]);
+            assert_eq!(paths(&bytes), vec![want.to_string()], "{path:?}");
+            let notes = Metainfo::from_bytes(&bytes).unwrap().info.notes;
+            assert!(notes[0].contains("is saved as"), "{notes:?}");
+        }
+        assert_eq!(
+            paths(&multi(vec![(vec!["COM0"], 1), (vec!["console"], 1)])),
+            vec!["top/COM0", "top/console"]
+        );
+        let m = Metainfo::from_bytes(&single("..", 1, 16384).to_bytes()).unwrap();
+        assert_eq!(m.info.name, m.info_hash.to_hex());
+        let m = Metainfo::from_bytes(&single("/etc/passwd", 1, 16384).to_bytes()).unwrap();
+        assert_eq!(m.info.files[0].path, vec!["etc_passwd"]);
+        assert!(m.info.notes[0].contains("info.name"), "{:?}", m.info.notes);
+    }
+
+    #[test]
+    fn long_components_are_shortened_keeping_the_extension() {
+        // 100 three-byte characters: 300 bytes.
+        let long = format!("{}.mkv", "\u{65e5}".repeat(100));
+        let got = paths(&multi(vec![(vec![&long], 1), (vec![&long], 1)]));
+        for (i, p) in got.iter().enumerate() {
+            let name = p.strip_prefix("top/").unwrap();
+            assert!(
+                name.len() <= MAX_COMPONENT_BYTES,
+                "{i}: {} bytes",
+                name.len()
+            );
+            assert!(name.ends_with(".mkv"), "{name}");
+            assert!(name.starts_with("\u{65e5}"), "{name}");
+        }
+        assert!(got[1].ends_with(" (1).mkv"), "{}", got[1]);
+        assert_ne!(got[0], got[1]);
+        let no_ext = "x".repeat(400);
+        assert_eq!(paths(&multi(vec![(vec![&no_ext], 1)]))[0].len(), 4 + 255);
+    }
+
+    #[test]
+    fn collisions_are_renamed() {
+        assert_eq!(
+            paths(&multi(vec![
+                (vec!["a.txt"], 1),
+                (vec!["A.TXT"], 1),
+                (vec!["a.txt"], 1)
+            ])),
+            vec!["top/a.txt", "top/A (1).TXT", "top/a (2).txt"]
+        );
+        // A file, then a directory of its name: the directory is renamed,
+        // for every file under it.
+        assert_eq!(
+            paths(&multi(vec![
+                (vec!["a"], 1),
+                (vec!["a", "b"], 1),
+                (vec!["A", "c"], 1)
+            ])),
+            vec!["top/a", "top/a (1)/b", "top/a (1)/c"]
+        );
+        assert_eq!(
+            paths(&multi(vec![(vec!["a", "b"], 1), (vec!["a"], 1)])),
+            vec!["top/a/b", "top/a (1)"]
+        );
+        // Renaming skips names the torrent itself uses.
+        assert_eq!(
+            paths(&multi(vec![
+                (vec!["x (1)"], 1),
+                (vec!["x"], 1),
+                (vec!["x"], 1)
+            ])),
+            vec!["top/x (1)", "top/x", "top/x (2)"]
+        );
+    }
+
+    #[test]
+    fn many_files_of_one_name_load_in_linear_time() {
+        let files: Vec<(Vec<&str>, i64)> = (0..20_000).map(|_| (vec!["same"], 1)).collect();
+        let got = paths(&multi(files));
+        assert_eq!(got[19_999], "top/same (19999)");
+        let m = Metainfo::from_bytes(&multi(vec![(vec!["same"], 1); 300])).unwrap();
+        assert_eq!(m.info.notes.len(), MAX_NOTES + 1);
+    }
+
+    fn with_attrs(files: Vec<Owned>) -> Vec<u8> {
+        Owned::dict()
+            .with(
+                "info",
+                Owned::dict()
+                    .with("name", "top")
+                    .with("files", files)
+                    .with("piece length", 16384)
+                    .with("pieces", vec![1u8; 40]),
+            )
+            .build()
+            .to_bytes()
+    }
+
+    #[test]
+    fn bep47_pad_files_are_virtual_and_symlinks_skipped() {
+        let bytes = with_attrs(vec![
+            Owned::dict()
+                .with("length", 100)
+                .with("path", Owned::list(["a"]))
+                .build(),
+            // A pad file with no path at all.
+            Owned::dict()
+                .with("length", 16284)
+                .with("attr", "p")
+                .build(),
+            Owned::dict()
+                .with("length", 0)
+                .with("attr", "l")
+                .with("symlink path", Owned::list(["..", "..", "etc"]))
+                .with("path", Owned::list(["link"]))
+                .build(),
+            Owned::dict()
+                .with("length", 10)
+                .with("attr", "x")
+                .with("path", Owned::list(["b"]))
+                .build(),
+        ]);
+        let m = Metainfo::from_bytes(&bytes).unwrap();
+        let f = &m.info.files;
+        assert_eq!(f.len(), 3, "{f:?}");
+        assert!(!f[0].pad && f[1].pad && !f[2].pad);
+        assert!(f[1].path.is_empty());
+        assert_eq!((f[2].offset, f[2].path.join("/")), (16384, "top/b".into()));
+        assert_eq!(m.total_length(), 16394);
+        assert!(
+            m.info
+                .notes
+                .iter()
+                .any(|n| n.contains("skipped the symlink")),
+            "{:?}",
+            m.info.notes
+        );
+    }
+
+    #[test]
+    fn bytes_after_the_torrent_are_ignored() {
+        let mut bytes = single("a.bin", 40000, 16384).to_bytes();
+        let clean = Metainfo::from_bytes(&bytes).unwrap();
+        bytes.extend_from_slice(b"\r\ngarbage d3:fooe");
+        assert_eq!(Metainfo::from_bytes(&bytes), Ok(clean));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use capwise_engine::metainfo::Metainfo;
 use capwise_engine::session::{
     Hooks, ResumeStore, Session, SessionConfig, TorrentHandle, TorrentOptions, TorrentState,
 };
-use capwise_engine::storage::ResumeData;
+use capwise_engine::storage::{PieceJournal, ResumeData};
 use capwise_engine::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -44,6 +44,12 @@ impl ResumeStore for MemStore {
     }
     fn remove(&self, info_hash: &[u8; 20]) -> std::io::Result<()> {
         self.0.lock().unwrap().remove(info_hash);
+        Ok(())
+    }
+    fn load_journal(&self, _: &[u8; 20]) -> std::io::Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    fn save_journal(&self, _: &[u8; 20], _: &[u8]) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -336,6 +342,90 @@ async fn good_resume_data_means_nothing_is_hashed_on_restart() {
     assert_eq!(handle.progress().pieces_have, meta.info.piece_count());
     assert_eq!(third.hashed_bytes(), meta.info.total_length);
     third.shutdown().await;
+}
+
+/// Keeps the journal but drops every checkpoint: a store as a kill -9 before
+/// the first checkpoint leaves it.
+#[derive(Debug, Default)]
+struct JournalOnly(Mutex<HashMap<[u8; 20], Vec<u8>>>);
+
+impl ResumeStore for JournalOnly {
+    fn load(&self, _: &[u8; 20]) -> std::io::Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    fn save(&self, _: &[u8; 20], _: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn remove(&self, info_hash: &[u8; 20]) -> std::io::Result<()> {
+        self.0.lock().unwrap().remove(info_hash);
+        Ok(())
+    }
+    fn load_journal(&self, info_hash: &[u8; 20]) -> std::io::Result<Option<Vec<u8>>> {
+        Ok(self.0.lock().unwrap().get(info_hash).cloned())
+    }
+    fn save_journal(&self, info_hash: &[u8; 20], bytes: &[u8]) -> std::io::Result<()> {
+        self.0.lock().unwrap().insert(*info_hash, bytes.to_vec());
+        Ok(())
+    }
+}
+
+fn config_on_boot(store: Arc<dyn ResumeStore>, boot: Option<&str>) -> SessionConfig {
+    SessionConfig {
+        boot_id: boot.map(str::to_owned),
+        ..config(Some(store))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn written_pieces_are_trusted_without_a_checkpoint_on_the_same_boot_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = make_payload(tmp.path(), 7, vec![]);
+    let seeder = Session::start(config(None), Hooks::default())
+        .await
+        .unwrap();
+    let _seeding = add(&seeder, &meta, tmp.path(), false).await;
+    let store = Arc::new(JournalOnly::default());
+    let leech_dir = tmp.path().join("leech");
+    let leecher = Session::start(config_on_boot(store.clone(), Some("b1")), Hooks::default())
+        .await
+        .unwrap();
+    let mut leeching = add(&leecher, &meta, &leech_dir, false).await;
+    leeching.connect(&[seeder.local_addr()]);
+    tokio::time::timeout(LIMIT, leeching.wait_finished())
+        .await
+        .expect("download in time")
+        .expect("no error");
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+    let count = meta.info.piece_count();
+    let journal = store
+        .load_journal(&meta.info_hash.0)
+        .unwrap()
+        .expect("a journal");
+    let journal = PieceJournal::decode(&journal, count).unwrap();
+    assert_eq!(journal.pieces.count(), count);
+    assert_eq!(journal.boot_id, "b1");
+
+    // Same boot: the journal vouches for every piece, though the files'
+    // mtimes moved with every write and no checkpoint exists.
+    let again = Session::start(config_on_boot(store.clone(), Some("b1")), Hooks::default())
+        .await
+        .unwrap();
+    let handle = add(&again, &meta, &leech_dir, false).await;
+    assert_eq!(handle.progress().pieces_have, count);
+    assert_eq!(again.hashed_bytes(), 0, "nothing hashed on the same boot");
+    again.shutdown().await;
+
+    // Another boot (or an unknown one): nothing was synced, all is hashed.
+    for boot in [Some("b2"), None] {
+        let rebooted = Session::start(config_on_boot(store.clone(), boot), Hooks::default())
+            .await
+            .unwrap();
+        let handle = add(&rebooted, &meta, &leech_dir, false).await;
+        assert_eq!(handle.progress().pieces_have, count, "{boot:?}");
+        assert_eq!(rebooted.hashed_bytes(), meta.info.total_length, "{boot:?}");
+        rebooted.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

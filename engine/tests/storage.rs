@@ -38,6 +38,7 @@ fn torrent(files: &[(&str, u64)], piece_length: u64, seed: u8) -> (Info, Vec<u8>
             path,
             length: *length,
             offset,
+            pad: false,
         });
         offset += length;
     }
@@ -55,6 +56,7 @@ fn torrent(files: &[(&str, u64)], piece_length: u64, seed: u8) -> (Info, Vec<u8>
         files: entries,
         total_length: offset,
         private: false,
+        notes: Vec::new(),
     };
     (info, data)
 }
@@ -474,9 +476,11 @@ fn verify_throughput_256_mib() {
             path: vec!["big".into()],
             length: SIZE,
             offset: 0,
+            pad: false,
         }],
         total_length: SIZE,
         private: false,
+        notes: Vec::new(),
     };
     let mbps = |d: Duration| SIZE as f64 / 1e6 / d.as_secs_f64();
     let mut p = chunk.clone();
@@ -585,4 +589,108 @@ fn delete_files_removes_the_layout_and_nothing_else() {
         vec![dir.path().join("t/sub"), dir.path().join("t")]
     );
     assert!(dir.path().exists(), "the download directory itself stays");
+}
+
+/// A torrent as other clients make it, parsed by the engine's own parser.
+fn parsed(files: Vec<capwise_engine::bencode::Owned>, total: u64) -> Info {
+    use capwise_engine::bencode::Owned;
+    let bytes = Owned::dict()
+        .with(
+            "info",
+            Owned::dict()
+                .with("name", "t")
+                .with("files", files)
+                .with("piece length", PL as i64)
+                .with("pieces", vec![0u8; 20 * total.div_ceil(PL) as usize]),
+        )
+        .build()
+        .to_bytes();
+    capwise_engine::metainfo::Metainfo::from_bytes(&bytes)
+        .expect("loads")
+        .info
+}
+
+fn entry(path: &[&str], length: i64, attr: Option<&str>) -> capwise_engine::bencode::Owned {
+    use capwise_engine::bencode::Owned;
+    let mut d = Owned::dict().with("length", length);
+    if !path.is_empty() {
+        d = d.with("path", Owned::list(path.iter().copied()));
+    }
+    if let Some(a) = attr {
+        d = d.with("attr", a);
+    }
+    d.build()
+}
+
+#[test]
+fn bep47_pad_files_are_never_created_and_read_as_zeros() {
+    let mut info = parsed(
+        vec![
+            entry(&["a"], 100, None),
+            entry(&[".pad", "16284"], (PL - 100) as i64, Some("p")),
+            entry(&["link"], 0, Some("l")),
+            entry(&["b"], 50, None),
+        ],
+        PL + 50,
+    );
+    let mut data = vec![0u8; (PL + 50) as usize];
+    for (i, b) in data.iter_mut().enumerate() {
+        if i < 100 || i >= PL as usize {
+            *b = (i % 251) as u8 + 1;
+        }
+    }
+    info.piece_hashes = data
+        .chunks(PL as usize)
+        .map(|c| Sha1::digest(c).into())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(&info, dir.path()).unwrap();
+    s.write_piece(0, piece(&data, 0)).unwrap();
+    s.write_piece(1, &data[PL as usize..]).unwrap();
+    assert_eq!(bits(&s.verify_all(2).unwrap()), vec![0, 1]);
+    assert_eq!(s.read_piece(0).unwrap(), piece(&data, 0));
+    let mut names: Vec<String> = fs::read_dir(dir.path().join("t"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    // No `.pad` directory, no symlink: only the real files.
+    assert_eq!(names, vec!["a", "b"]);
+    assert_eq!(fs::metadata(dir.path().join("t/a")).unwrap().len(), 100);
+    let deleted = s.delete_files().unwrap();
+    assert_eq!(deleted.files.len(), 2, "{deleted:?}");
+}
+
+#[test]
+fn torrents_other_clients_load_can_be_written() {
+    // A 300-byte UTF-8 name (ENAMETOOLONG as is), a duplicate, a `..`, an
+    // absolute path and characters vfat refuses: all land inside `dir/t`.
+    let long = format!("{}.txt", "\u{e9}".repeat(150));
+    let info = parsed(
+        vec![
+            entry(&[&long], 10, None),
+            entry(&[&long], 10, None),
+            entry(&["..", "..", "escape"], 10, None),
+            entry(&["/etc", "passwd"], 10, None),
+            entry(&["a:b?"], 10, None),
+        ],
+        50,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let inner = dir.path().join("inner");
+    let s = Storage::open(&info, &inner).unwrap();
+    s.write_piece(0, &[7u8; 50]).unwrap();
+    let mut names: Vec<String> = fs::read_dir(inner.join("t"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 5, "{names:?}");
+    assert!(names.contains(&"escape".to_string()) && names.contains(&"a_b_".to_string()));
+    assert!(inner.join("t/etc/passwd").is_file());
+    assert!(names.iter().all(|n| n.len() <= 255), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with(" (1).txt")), "{names:?}");
+    // Nothing next to the download directory.
+    let outside: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(outside.len(), 1);
 }

@@ -26,6 +26,19 @@ pub struct LinkReading {
     pub at: Timestamp,
 }
 
+/// Names a file read instead of [`BOOT_ID_PATH`]: tests simulate a reboot
+/// with it (the link meter and the agent's piece journal both follow it).
+pub const BOOT_ID_FILE_ENV: &str = "CAPWISE_BOOT_ID_FILE";
+
+/// This boot's id: from the file named by [`BOOT_ID_FILE_ENV`] when set,
+/// else from [`BOOT_ID_PATH`].
+pub fn current_boot_id() -> Result<String> {
+    match std::env::var_os(BOOT_ID_FILE_ENV) {
+        Some(path) => read_boot_id(Path::new(&path)),
+        None => read_boot_id(Path::new(BOOT_ID_PATH)),
+    }
+}
+
 /// The kernel's boot id, from `path` (normally [`BOOT_ID_PATH`]).
 pub fn read_boot_id(path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(path).map_err(|e| PolicyError::io(path, e))?;

@@ -24,10 +24,26 @@ pub fn make_torrent(
     piece_size: u32,
     log_dir: &Path,
 ) -> Result<String> {
+    make_torrent_with(path, out, trackers, piece_size, false, log_dir)
+}
+
+/// [`make_torrent`], with BEP 47 pad files aligning every file to a piece
+/// when `pad_files` (libtorrent's `canonical_files`).
+pub fn make_torrent_with(
+    path: &Path,
+    out: &Path,
+    trackers: &[String],
+    piece_size: u32,
+    pad_files: bool,
+    log_dir: &Path,
+) -> Result<String> {
     let mut cmd = Command::new(PYTHON);
     cmd.arg(interop_script("make_torrent.py"))
         .arg(path)
         .arg(out);
+    if pad_files {
+        cmd.arg("--pad-files");
+    }
     for t in trackers {
         cmd.arg("--tracker").arg(t);
     }

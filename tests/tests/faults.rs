@@ -2,7 +2,7 @@
 //! run` and its CLI) with real libtorrent peers and opentracker on 127.0.0.1
 //! inside a private network namespace (`scripts/test` runs it in `unshare -n`
 //! with `ulimit -n 4096` and the `interop` feature): kill -9 at random
-//! moments, a full disk (a tmpfs in a private mount namespace), a corrupt,
+//! moments (and a simulated reboot after one), a full disk (a tmpfs in a private mount namespace), a corrupt,
 //! truncated or old database, data deleted or truncated under a seeder, and
 //! 1,000 hostile connections against a downloader. Each test is bounded in
 //! time.
@@ -310,6 +310,12 @@ fn kill9_at_random_moments_keeps_verified_pieces_and_the_ledger() {
                 pieces_after >= pieces_before,
                 "kill {run} lost verified pieces: {pieces_before} before, {pieces_after} after ({after})"
             );
+            // Same boot: the journal's records are trusted, nothing is re-hashed.
+            ensure!(
+                info["hashed_bytes"] == 0,
+                "kill {run}: the restart re-hashed {} B on the same boot",
+                info["hashed_bytes"]
+            );
             ensure!(
                 ledger_after >= ledger_before,
                 "kill {run}: the ledger went back from {ledger_before} to {ledger_after} B"
@@ -335,6 +341,101 @@ fn kill9_at_random_moments_keeps_verified_pieces_and_the_ledger() {
             "[faults]   {RUNS} kills in {:.1}s ({killed_downloading} mid-download); ledger at the end {ledger} B",
             t0.elapsed().as_secs_f64()
         );
+        stop(&mut agent)?;
+        Ok(())
+    });
+}
+
+/// Runs the agent and its CLI with the boot id read from `file`
+/// (`CAPWISE_BOOT_ID_FILE`), so a test can simulate a reboot.
+fn with_boot_id(file: PathBuf) -> Wrap {
+    Arc::new(move |c: &Command| {
+        let mut out = prefixed(c, &["env"]);
+        out.env("CAPWISE_BOOT_ID_FILE", &file);
+        out
+    })
+}
+
+/// Waits until the torrent has at least `pieces` pieces.
+fn wait_pieces(agent: &mut Agent, id: &str, pieces: u64) -> Result<u64> {
+    let s = wait_status(agent, id, &format!("{pieces} pieces"), WAIT, false, |s| {
+        s["pieces_have"].as_u64().unwrap_or(0) >= pieces
+    })?;
+    Ok(s["pieces_have"].as_u64().unwrap_or(0))
+}
+
+/// After the restart's check: (pieces had, bytes hashed by the check).
+fn after_restart(agent: &mut Agent, id: &str) -> Result<(u64, u64)> {
+    let s = wait_status(agent, id, "the check after restart", WAIT, false, |s| {
+        s["state"] != "checking"
+    })?;
+    let (_, info) = agent.api("GET", "/v1/agent", Some(&agent.token()?), &[], None)?;
+    let hashed = info["hashed_bytes"]
+        .as_u64()
+        .context("/v1/agent has no hashed_bytes")?;
+    Ok((s["pieces_have"].as_u64().unwrap_or(0), hashed))
+}
+
+#[test]
+fn after_a_reboot_only_pieces_not_synced_are_hashed_again() {
+    run("kill -9 then reboot", "reboot", &[40 * MIB], |w| {
+        w.seed(0, Vec::new())?;
+        let boot = w.root.join("boot_id");
+        std::fs::write(&boot, "11111111-1111-4111-8111-111111111111\n")?;
+        let start = |name: &str| {
+            Agent::start_wrapped(
+                name,
+                &w.state_dir,
+                &w.config,
+                Some(&w.network_file),
+                &w.logs,
+                Some(with_boot_id(boot.clone())),
+            )
+        };
+        let mut agent = start("agent-a")?;
+        agent.cli(&["limits", "set", "--down", "1500KB/s"])?;
+        let id = w.add(&mut agent, 0, None)?;
+        wait_pieces(&mut agent, &id, 16)?;
+        // A clean stop saves a synced checkpoint.
+        stop(&mut agent)?;
+        let mut agent = start("agent-b")?;
+        let (synced, hashed) = after_restart(&mut agent, &id)?;
+        ensure!(
+            hashed == 0,
+            "a restart after a clean stop hashed {hashed} B"
+        );
+        // Well within the 30 s between checkpoints: what comes now is only
+        // in the journal, written but not synced.
+        let before_kill = wait_pieces(&mut agent, &id, synced + 16)?;
+        kill9(&mut agent)?;
+        std::fs::write(&boot, "22222222-2222-4222-8222-222222222222\n")?;
+        let mut agent = start("agent-c")?;
+        let (after, hashed) = after_restart(&mut agent, &id)?;
+        let total = w.payloads[0].total(&w.data_dir)?;
+        let piece = u64::from(PIECE);
+        let last = total - (total.div_ceil(piece) - 1) * piece;
+        let unsynced = after.saturating_sub(synced);
+        eprintln!(
+            "[faults]   reboot: {synced} pieces synced, {before_kill} before the kill, {after} after; hashed {hashed} B"
+        );
+        ensure!(
+            after >= before_kill,
+            "the reboot lost pieces: {before_kill} before, {after} after"
+        );
+        ensure!(
+            unsynced > 0 && (hashed == unsynced * piece || hashed == (unsynced - 1) * piece + last),
+            "after the reboot {hashed} B were hashed; expected exactly the {unsynced} pieces not synced"
+        );
+        // The re-hashed pieces now count as this boot's: a crash on it costs nothing.
+        kill9(&mut agent)?;
+        let mut agent = start("agent-d")?;
+        let (_, hashed) = after_restart(&mut agent, &id)?;
+        ensure!(hashed == 0, "a kill -9 on the new boot hashed {hashed} B");
+        agent.cli(&["limits", "set", "--down", "unlimited"])?;
+        wait_status(&mut agent, &id, "seeding", WAIT, false, |s| {
+            s["state"] == "seeding"
+        })?;
+        w.verify(0, &w.data_dir)?;
         stop(&mut agent)?;
         Ok(())
     });

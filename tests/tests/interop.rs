@@ -7,7 +7,7 @@
 //! downloaded bytes with the original (SHA-1 of every file). Set `CAPWISE_KEEP_TMP=1` to keep the
 //! temp dir (and logs) of a failing test, `CAPWISE_KEEP_TMP=always` of every test.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use capwise_tests::clients::{aria2, capwise, libtorrent, local, transmission::Transmission};
 use capwise_tests::clients::{capwise::CapwiseOpts, libtorrent::LtOpts};
 use capwise_tests::hostile::{Counts, HostilePeer, Mode};
@@ -15,7 +15,7 @@ use capwise_tests::netns::assert_private_netns;
 use capwise_tests::payload::{assert_same_tree, make_tree};
 use capwise_tests::ports::free_port;
 use capwise_tests::process::{dump_logs, wait_until};
-use capwise_tests::torrent::{info_hash, make_torrent};
+use capwise_tests::torrent::{info_hash, make_torrent_with};
 use capwise_tests::tracker::{announce_url, hex_decode, reserve_port, Tracker};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -46,7 +46,7 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn new(files: &[(&str, u64)], seed: u64) -> Result<Self> {
+    fn new(files: &[(&str, u64)], seed: u64, pad_files: bool) -> Result<Self> {
         let tmp = tempfile::Builder::new()
             .prefix("capwise-interop-")
             .tempdir()?;
@@ -55,11 +55,12 @@ impl Ctx {
         make_tree(&seed_dir.join(NAME), files, seed)?;
         let port = reserve_port();
         let torrent = tmp.path().join("payload.torrent");
-        let hash = make_torrent(
+        let hash = make_torrent_with(
             &seed_dir.join(NAME),
             &torrent,
             &[announce_url(port)],
             PIECE,
+            pad_files,
             &logs,
         )?;
         let tracker = Tracker::start(
@@ -120,9 +121,19 @@ impl Ctx {
 
 /// Runs one interop test body with a fresh [`Ctx`]; on error dumps every log and panics.
 fn run(test: &str, files: &[(&str, u64)], body: impl FnOnce(&Ctx) -> Result<()>) {
+    run_with(test, files, false, body)
+}
+
+/// [`run`], the torrent made with BEP 47 pad files when `pad_files`.
+fn run_with(
+    test: &str,
+    files: &[(&str, u64)],
+    pad_files: bool,
+    body: impl FnOnce(&Ctx) -> Result<()>,
+) {
     assert_private_netns();
     let t0 = Instant::now();
-    let ctx = Ctx::new(files, 0xC0FFEE).expect("test setup (payload, torrent, tracker)");
+    let ctx = Ctx::new(files, 0xC0FFEE, pad_files).expect("test setup (payload, torrent, tracker)");
     let setup = t0.elapsed();
     let r = body(&ctx);
     let total = t0.elapsed();
@@ -289,6 +300,31 @@ fn capwise_gets_from_libtorrent() {
         let _seed = lt_seeder(c)?;
         capwise_get(c)
     });
+}
+
+/// libtorrent aligns files with BEP 47 pad files (as for v2 torrents): capwise
+/// loads such a torrent, downloads it and never creates the pad files.
+#[test]
+fn capwise_gets_a_padded_torrent_from_libtorrent_and_creates_no_pad_file() {
+    run_with(
+        "libtorrent (pad files) -> capwise",
+        &default_files(),
+        true,
+        |c| {
+            let meta = capwise_engine::metainfo::Metainfo::from_bytes(&std::fs::read(&c.torrent)?)?;
+            let pads = meta.info.files.iter().filter(|f| f.pad).count();
+            ensure!(pads > 0, "libtorrent made no pad file");
+            let _seed = lt_seeder(c)?;
+            capwise_get(c)?;
+            let got = c.dir("capwise").join(NAME);
+            ensure!(
+                !got.join(".pad").exists(),
+                "capwise created {}",
+                got.join(".pad").display()
+            );
+            Ok(())
+        },
+    );
 }
 
 #[test]
@@ -499,6 +535,33 @@ fn libtorrent_gets_from_capwise() {
         c.verify(&dir)?;
         capwise::stop_clean(&mut seed)
     });
+}
+
+/// capwise seeds a torrent with BEP 47 pad files from data without them (it
+/// serves their zeros) to libtorrent.
+#[test]
+fn libtorrent_gets_a_padded_torrent_from_capwise() {
+    run_with(
+        "capwise (pad files) -> libtorrent",
+        &default_files(),
+        true,
+        |c| {
+            let dir = c.dir("lt");
+            let mut get = libtorrent::get(
+                "lt-get",
+                &c.torrent,
+                &dir,
+                free_port(),
+                &LtOpts::default(),
+                &c.logs,
+            )?;
+            c.wait_tracker(0, 1)?;
+            let mut seed = capwise_seed(c, &c.torrent)?;
+            timed("libtorrent download", || get.expect_success(WAIT))?;
+            c.verify(&dir)?;
+            capwise::stop_clean(&mut seed)
+        },
+    );
 }
 
 #[test]

@@ -158,6 +158,7 @@ async fn start_session(listen: SocketAddr, db: Arc<TorrentDb>, hooks: Hooks) -> 
     let config = SessionConfig {
         listen,
         resume: Some(db),
+        boot_id: capwise_policy::interface_counters::current_boot_id().ok(),
         ..SessionConfig::default()
     };
     match Session::start(config.clone(), hooks.clone()).await {

@@ -61,6 +61,11 @@ pub struct SessionConfig {
     /// How often a torrent stopped by a full disk (ENOSPC, EDQUOT) tries
     /// again by itself.
     pub disk_full_retry: Duration,
+    /// The kernel's boot id (the caller reads it, e.g. with
+    /// `capwise_policy::interface_counters::current_boot_id`). The
+    /// verified-piece journal is trusted without hashing only when it was
+    /// recorded on this boot; none: it never is.
+    pub boot_id: Option<String>,
 }
 
 impl Default for SessionConfig {
@@ -76,6 +81,7 @@ impl Default for SessionConfig {
             tracker_timeout: Duration::from_secs(15),
             resume: None,
             disk_full_retry: Duration::from_secs(30),
+            boot_id: None,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha1::{Digest, Sha1};
 use tokio::sync::{watch, Notify};
@@ -14,7 +14,7 @@ use crate::bitfield::Bitfield;
 use crate::hooks::{Counters, Direction, PeerClass};
 use crate::metainfo::Metainfo;
 use crate::picker::PeerKey;
-use crate::storage::{self, ResumeData, Storage};
+use crate::storage::{self, PieceJournal, ResumeData, Storage};
 use crate::swarm::{Event, Swarm};
 use crate::{Error, Result};
 
@@ -80,6 +80,40 @@ pub(crate) struct TorrentShared {
     rates: Mutex<RateWindow>,
     /// How the last announce went (`None` before the first one).
     pub(crate) announce_outcome: Mutex<Option<AnnounceOutcome>>,
+    /// Pieces written but not yet in a committed journal record.
+    journal: Mutex<JournalState>,
+}
+
+/// The write side of the verified-piece journal (`storage/journal.rs`).
+#[derive(Debug)]
+struct JournalState {
+    /// Written, waiting for the next commit; reported verified only after it.
+    pending: Vec<u32>,
+    /// A task is committing `pending` (at most one per torrent).
+    flushing: bool,
+    /// The lease of the last record: writes stop before it without a new one.
+    lease_until: SystemTime,
+}
+
+/// How long a record lets the session write without another.
+/// Short: a change to a file between a crash and the restart is noticed
+/// only when it comes after the lease.
+const JOURNAL_LEASE: Duration = Duration::from_secs(2);
+/// A write less than this before the lease ends commits a record first.
+const JOURNAL_RENEW: Duration = Duration::from_secs(1);
+/// How long written pieces wait for others to share their commit...
+const JOURNAL_COALESCE: Duration = Duration::from_millis(20);
+/// ...unless this many are waiting already.
+const JOURNAL_BATCH: usize = 64;
+
+fn unix_pair(t: SystemTime) -> (i64, u32) {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            d.subsec_nanos(),
+        ),
+        Err(_) => (0, 0),
+    }
 }
 
 /// Resume data for this torrent from the session's store, if any usable.
@@ -114,28 +148,65 @@ fn load_resume(session: &SessionInner, metainfo: &Metainfo) -> Option<ResumeData
     }
 }
 
-/// Which pieces are present: resume data vouches for pieces of unchanged
-/// files, the rest that may hold data is hashed (and counted in the session's
-/// hashed bytes).
+/// The verified-piece journal for this torrent from the session's store, if
+/// any usable.
+fn load_journal(session: &SessionInner, metainfo: &Metainfo) -> Option<PieceJournal> {
+    let store = session.config.resume.as_ref()?;
+    let info_hash = metainfo.info_hash.0;
+    let bytes = match store.load_journal(&info_hash) {
+        Ok(b) => b?,
+        Err(e) => {
+            tracing::warn!(torrent = %metainfo.info.name, error = %e, "cannot load the piece journal");
+            return None;
+        }
+    };
+    match PieceJournal::decode(&bytes, metainfo.info.piece_count()) {
+        Ok(j) if j.info_hash == info_hash => Some(j),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(torrent = %metainfo.info.name, error = %e, "ignoring the piece journal");
+            None
+        }
+    }
+}
+
+/// Which pieces are present: resume data (the synced checkpoint and the
+/// journal of pieces written since) vouches for pieces of files only we
+/// changed, the rest that may hold data is hashed (and counted in the
+/// session's hashed bytes).
 fn check_existing(
     session: &SessionInner,
     metainfo: &Metainfo,
     storage: &Storage,
 ) -> Result<Bitfield> {
     let layout = storage.layout();
-    let (trusted, to_hash) = match load_resume(session, metainfo) {
-        Some(resume) => {
-            let plan = storage::recheck_plan(layout, &resume, &storage.stamps()?);
-            if !plan.rehash.is_empty() {
-                tracing::info!(
-                    torrent = %metainfo.info.name,
-                    pieces = plan.rehash.len(),
-                    "files changed since resume data; re-hashing"
-                );
+    let resume = load_resume(session, metainfo);
+    let journal = load_journal(session, metainfo);
+    let (trusted, to_hash) = if resume.is_some() || journal.is_some() {
+        let mut stamps = storage.stamps()?;
+        for (f, stamp) in stamps.iter_mut().enumerate() {
+            if storage.grown_at_open(f) {
+                // Shorter than ours was: truncated since, whatever its mtime.
+                stamp.length = 0;
             }
-            (Some(plan.trusted), plan.rehash)
         }
-        None => (None, storage.pieces_with_data()),
+        let plan = storage::resume_plan(
+            layout,
+            resume.as_ref(),
+            journal.as_ref(),
+            session.config.boot_id.as_deref(),
+            &stamps,
+        );
+        if !plan.rehash.is_empty() {
+            tracing::info!(
+                torrent = %metainfo.info.name,
+                pieces = plan.rehash.len(),
+                "files changed, or pieces not synced before a reboot; re-hashing"
+            );
+        }
+        (Some(plan.trusted), plan.rehash)
+    } else {
+        (None, storage.pieces_with_data())
     };
     let bytes: u64 = to_hash
         .iter()
@@ -158,6 +229,9 @@ impl TorrentShared {
     ) -> Result<(Arc<TorrentShared>, TorrentHandle)> {
         let metainfo = Arc::new(metainfo);
         let info_hash = metainfo.info_hash.0;
+        for note in &metainfo.info.notes {
+            tracing::warn!(torrent = %metainfo.info.name, "{note}");
+        }
         let (storage, have) = {
             let metainfo = metainfo.clone();
             let session = session.clone();
@@ -218,7 +292,16 @@ impl TorrentShared {
             resume_removed: Mutex::new(false),
             rates: Mutex::new(RateWindow::default()),
             announce_outcome: Mutex::new(None),
+            journal: Mutex::new(JournalState {
+                pending: Vec::new(),
+                flushing: false,
+                lease_until: UNIX_EPOCH,
+            }),
         });
+        // Records what was just found (pieces hashed after a reboot count as
+        // this boot's from now on) and takes the first lease.
+        let me = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || me.commit_journal(&[], false)).await;
         let handle = TorrentHandle::new(shared.clone());
         Ok((shared, handle))
     }
@@ -433,6 +516,7 @@ impl TorrentShared {
             let Ok(_permit) = self.session.hashing.clone().acquire_owned().await else {
                 return;
             };
+            let me = self.clone();
             let outcome = tokio::task::spawn_blocking(move || -> (Result<bool>, Vec<u8>) {
                 let digest: [u8; 20] = Sha1::digest(&data).into();
                 if digest != expected {
@@ -440,12 +524,19 @@ impl TorrentShared {
                 }
                 let written = {
                     let _one_writer = write_lock.lock().unwrap_or_else(|e| e.into_inner());
+                    me.renew_journal_lease();
                     storage.write_piece(index, &data).map(|()| true)
                 };
                 (written, data)
             })
             .await;
             match outcome {
+                Ok((Ok(true), buf)) if self.session.config.resume.is_some() => {
+                    // Reported (and announced) once its record is committed,
+                    // so a kill -9 never loses a piece the user saw verified.
+                    self.lock_swarm().recycle_buffer(buf);
+                    self.journal_written(index);
+                }
                 Ok((Ok(ok), buf)) => {
                     if !ok {
                         tracing::warn!(piece = index, "piece failed its hash check");
@@ -467,6 +558,109 @@ impl TorrentShared {
         });
     }
 
+    /// Before a write (blocking, under the write lock): commits a record
+    /// when the last one's lease is about to end, so no write of ours lands
+    /// after the lease a record on disk states.
+    fn renew_journal_lease(&self) {
+        if self.session.config.resume.is_none() {
+            return;
+        }
+        let due = {
+            let j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+            SystemTime::now() + JOURNAL_RENEW >= j.lease_until
+        };
+        if due {
+            self.commit_journal(&[], true);
+        }
+    }
+
+    /// A verified piece was written: queue it for the next journal commit.
+    fn journal_written(self: &Arc<Self>, index: u32) {
+        let start = {
+            let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+            j.pending.push(index);
+            !std::mem::replace(&mut j.flushing, true)
+        };
+        if start {
+            tokio::spawn(self.clone().flush_journal());
+        }
+    }
+
+    /// Commits the pending pieces in batches (one record per batch), then
+    /// reports them verified; ends when none are left.
+    async fn flush_journal(self: Arc<Self>) {
+        loop {
+            let waiting = self
+                .journal
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pending
+                .len();
+            if waiting < JOURNAL_BATCH {
+                tokio::time::sleep(JOURNAL_COALESCE).await;
+            }
+            let batch = {
+                let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+                if j.pending.is_empty() {
+                    j.flushing = false;
+                    return;
+                }
+                std::mem::take(&mut j.pending)
+            };
+            let me = self.clone();
+            let committed = batch.clone();
+            let _ = tokio::task::spawn_blocking(move || me.commit_journal(&committed, true)).await;
+            let mut swarm = self.lock_swarm();
+            let now = Instant::now();
+            for p in batch {
+                swarm.piece_verified(p, true, now);
+            }
+            self.dispatch(swarm);
+        }
+    }
+
+    /// Records the pieces had, written and pending, plus `extra`, with a new
+    /// lease: [`JOURNAL_LEASE`] ahead when `writes_follow`, else ending now
+    /// (so a file changed from now on without a newer record is someone
+    /// else's doing). Blocking. A failed commit is logged: the record on
+    /// disk keeps its older lease, so files we write after it are hashed
+    /// after a crash.
+    fn commit_journal(&self, extra: &[u32], writes_follow: bool) {
+        let Some(store) = &self.session.config.resume else {
+            return;
+        };
+        let removed = self
+            .resume_removed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *removed {
+            return;
+        }
+        let mut pieces = self.lock_swarm().have().clone();
+        let until = if writes_follow {
+            SystemTime::now() + JOURNAL_LEASE
+        } else {
+            SystemTime::now()
+        };
+        {
+            let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+            for &p in j.pending.iter().chain(extra) {
+                pieces.set(p);
+            }
+            // Also after a failure: retry at the next renewal, not every write.
+            j.lease_until = until;
+        }
+        let record = PieceJournal {
+            info_hash: self.info_hash,
+            boot_id: self.session.config.boot_id.clone().unwrap_or_default(),
+            lease_until: unix_pair(until),
+            pieces,
+        };
+        if let Err(e) = store.save_journal(&self.info_hash, &record.encode()) {
+            tracing::warn!(torrent = %self.metainfo.info.name, error = %e, "could not record written pieces");
+        }
+    }
+
     /// Save resume data if anything changed since the last save. Blocking:
     /// run it with `spawn_blocking`.
     pub(crate) fn save_resume(&self) {
@@ -480,7 +674,16 @@ impl TorrentShared {
         if *removed || !self.resume_dirty.swap(false, Ordering::Relaxed) {
             return;
         }
-        let pieces = self.lock_swarm().have().clone();
+        let mut pieces = self.lock_swarm().have().clone();
+        // Written pieces awaiting their journal commit are synced below too.
+        for &p in &self
+            .journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending
+        {
+            pieces.set(p);
+        }
         let result = self.storage.sync_all().and_then(|()| {
             let data = ResumeData {
                 info_hash: self.info_hash,
@@ -494,7 +697,14 @@ impl TorrentShared {
         if let Err(e) = result {
             tracing::warn!(torrent = %self.metainfo.info.name, error = %e, "could not save resume data");
             self.resume_dirty.store(true, Ordering::Relaxed);
+            return;
         }
+        drop(removed);
+        // The checkpoint's stamps are the truth now: end the journal's lease
+        // here, with no write in flight, so a change to a file after a stop
+        // is noticed however soon it comes. The next write takes a new one.
+        let _one_writer = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.commit_journal(&[], false);
     }
 
     /// Save resume data now, off the executor.

@@ -296,6 +296,7 @@ mod tests {
                 path: vec!["t".into(), format!("f{i}")],
                 length,
                 offset,
+                pad: false,
             });
             offset += length;
         }
@@ -307,6 +308,7 @@ mod tests {
             files,
             total_length: offset,
             private: false,
+            notes: Vec::new(),
         }
     }
 

@@ -7,6 +7,7 @@
 //! carry a [`StorageError`] inside the `io::Error` (see [`StorageError::of`]).
 
 mod delete;
+mod journal;
 mod layout;
 mod open;
 mod resume;
@@ -23,6 +24,7 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 use sha1::{Digest, Sha1};
 
 pub use delete::Deleted;
+pub use journal::{resume_plan, PieceJournal, MAX_BOOT_ID};
 pub use layout::{Layout, LayoutError, Span, Spans};
 pub use resume::{
     load_resume, recheck_plan, resume_check, save_resume, FileStamp, RecheckPlan, ResumeData,
@@ -127,6 +129,11 @@ pub struct Storage {
     /// swap in a file recreated after it was deleted under us.
     files: Vec<RwLock<Option<File>>>,
     hashes: Vec<[u8; 20]>,
+    /// BEP 47 pad files: never on disk, read as zeros, writes to them dropped.
+    pads: Vec<bool>,
+    /// Files that were shorter than the torrent says when opened (new, or
+    /// truncated since the last run), then grown.
+    grown: Vec<bool>,
     writable: bool,
 }
 
@@ -164,10 +171,14 @@ impl Storage {
         let root = open::open_root(dir, access)?;
         let mut paths = Vec::with_capacity(info.files.len());
         let mut files = Vec::with_capacity(info.files.len());
-        for f in &info.files {
-            files.push(RwLock::new(open::open_file(
-                &root, dir, &f.path, f.length, access, allocation,
-            )?));
+        let mut grown = vec![false; info.files.len()];
+        for (f, grown) in info.files.iter().zip(&mut grown) {
+            let file = if f.pad {
+                None
+            } else {
+                open::open_file(&root, dir, &f.path, f.length, access, allocation, grown)?
+            };
+            files.push(RwLock::new(file));
             paths.push(f.path.iter().fold(dir.to_path_buf(), |p, c| p.join(c)));
         }
         Ok(Storage {
@@ -177,6 +188,8 @@ impl Storage {
             components: info.files.iter().map(|f| f.path.clone()).collect(),
             files,
             hashes: info.piece_hashes.clone(),
+            pads: info.files.iter().map(|f| f.pad).collect(),
+            grown,
             writable: access == Access::Create,
         })
     }
@@ -191,9 +204,22 @@ impl Storage {
         &self.root
     }
 
-    /// Full path of file `file`, if there is one.
+    /// Full path of file `file`, if there is one (a pad file has none).
     pub fn file_path(&self, file: usize) -> Option<&Path> {
+        if self.is_pad(file) {
+            return None;
+        }
         self.paths.get(file).map(PathBuf::as_path)
+    }
+
+    /// Whether file `file` was shorter than the torrent says when opened
+    /// (and then grown): new, or truncated since it was last written.
+    pub fn grown_at_open(&self, file: usize) -> bool {
+        self.grown.get(file).copied().unwrap_or(false)
+    }
+
+    fn is_pad(&self, file: usize) -> bool {
+        self.pads.get(file).copied().unwrap_or(false)
     }
 
     /// Writes a whole piece; `data.len()` must be the piece's size.
@@ -222,7 +248,9 @@ impl Storage {
         for s in spans {
             // Spans sum to data.len(), so each length fits usize.
             let n = s.len as usize;
-            self.with_file(s.file, |f| f.write_all_at(&data[at..at + n], s.offset))?;
+            if !self.is_pad(s.file) {
+                self.with_file(s.file, |f| f.write_all_at(&data[at..at + n], s.offset))?;
+            }
             at += n;
         }
         Ok(())
@@ -326,7 +354,11 @@ impl Storage {
         let mut at = 0usize;
         for s in spans {
             let n = s.len as usize; // spans sum to buf.len()
-            self.with_file(s.file, |f| f.read_exact_at(&mut buf[at..at + n], s.offset))?;
+            if self.is_pad(s.file) {
+                buf[at..at + n].fill(0);
+            } else {
+                self.with_file(s.file, |f| f.read_exact_at(&mut buf[at..at + n], s.offset))?;
+            }
             at += n;
         }
         Ok(())

@@ -46,7 +46,8 @@ fn check_component(c: &str) -> bool {
 }
 
 /// Opens the file at `components` below `root`, sized to at least `length`
-/// when creating. `Ok(None)` only in read-only mode when something is missing.
+/// when creating (`grown` tells whether it was shorter). `Ok(None)` only in
+/// read-only mode when something is missing.
 pub(super) fn open_file(
     root: &OwnedFd,
     root_path: &Path,
@@ -54,6 +55,7 @@ pub(super) fn open_file(
     length: u64,
     access: Access,
     allocation: Allocation,
+    grown: &mut bool,
 ) -> Result<Option<File>, Error> {
     let mut path = root_path.to_path_buf();
     let Some((name, dirs)) = components.split_last() else {
@@ -94,6 +96,7 @@ pub(super) fn open_file(
         return Err(io_err(&path, StorageError::NotAFile.into()));
     }
     if access == Access::Create {
+        *grown = meta.len() < length;
         grow(&file, meta.len(), length, allocation).map_err(|e| io_err(&path, e))?;
     }
     Ok(Some(file))

@@ -19,12 +19,21 @@ pub trait ResumeStore: Send + Sync + std::fmt::Debug {
     fn load(&self, info_hash: &[u8; 20]) -> io::Result<Option<Vec<u8>>>;
     /// Replaces what is saved for `info_hash`; must be durable when it returns.
     fn save(&self, info_hash: &[u8; 20], bytes: &[u8]) -> io::Result<()>;
-    /// Forgets `info_hash`; forgetting what is not there is not an error.
+    /// Forgets `info_hash` (resume data and journal); forgetting what is not
+    /// there is not an error.
     fn remove(&self, info_hash: &[u8; 20]) -> io::Result<()>;
+    /// The verified-piece journal saved for `info_hash`, if any (the bytes of
+    /// [`PieceJournal::encode`](super::PieceJournal::encode)).
+    fn load_journal(&self, info_hash: &[u8; 20]) -> io::Result<Option<Vec<u8>>>;
+    /// Replaces the journal of `info_hash`. Called many times a second while
+    /// downloading; it must survive the death of the process, not a power
+    /// loss (the journal is trusted on the same boot only), so no fsync.
+    fn save_journal(&self, info_hash: &[u8; 20], bytes: &[u8]) -> io::Result<()>;
 }
 
 /// Resume data as files `<dir>/<info-hash hex>.resume`, each replaced
-/// atomically (temporary file, fsync, rename, fsync of the directory).
+/// atomically (temporary file, fsync, rename, fsync of the directory); the
+/// journal as `<hex>.journal`, replaced by a rename without fsync.
 #[derive(Debug, Clone)]
 pub struct FileResumeStore {
     dir: PathBuf,
@@ -42,8 +51,34 @@ impl FileResumeStore {
 
     /// Where the data of `info_hash` is kept.
     pub fn path(&self, info_hash: &[u8; 20]) -> PathBuf {
-        let hex: String = info_hash.iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(format!("{hex}.resume"))
+        self.dir.join(format!("{}.resume", hex(info_hash)))
+    }
+
+    /// Where the journal of `info_hash` is kept.
+    pub fn journal_path(&self, info_hash: &[u8; 20]) -> PathBuf {
+        self.dir.join(format!("{}.journal", hex(info_hash)))
+    }
+}
+
+fn hex(info_hash: &[u8; 20]) -> String {
+    info_hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn read_capped(path: &std::path::Path) -> io::Result<Option<Vec<u8>>> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    f.take(MAX_RESUME_BYTES).read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
+}
+
+fn remove_if_there(path: &std::path::Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
 }
 
@@ -58,15 +93,7 @@ fn into_io(e: Error) -> io::Error {
 
 impl ResumeStore for FileResumeStore {
     fn load(&self, info_hash: &[u8; 20]) -> io::Result<Option<Vec<u8>>> {
-        let path = self.path(info_hash);
-        let f = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut bytes = Vec::new();
-        f.take(MAX_RESUME_BYTES).read_to_end(&mut bytes)?;
-        Ok(Some(bytes))
+        read_capped(&self.path(info_hash))
     }
 
     fn save(&self, info_hash: &[u8; 20], bytes: &[u8]) -> io::Result<()> {
@@ -75,10 +102,20 @@ impl ResumeStore for FileResumeStore {
     }
 
     fn remove(&self, info_hash: &[u8; 20]) -> io::Result<()> {
-        match std::fs::remove_file(self.path(info_hash)) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        }
+        remove_if_there(&self.journal_path(info_hash))?;
+        remove_if_there(&self.path(info_hash))
+    }
+
+    fn load_journal(&self, info_hash: &[u8; 20]) -> io::Result<Option<Vec<u8>>> {
+        read_capped(&self.journal_path(info_hash))
+    }
+
+    fn save_journal(&self, info_hash: &[u8; 20], bytes: &[u8]) -> io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.journal_path(info_hash);
+        let tmp = self.dir.join(format!(".{}.journal.tmp", hex(info_hash)));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, &path)
     }
 }
 
@@ -98,8 +135,15 @@ mod tests {
         assert!(store
             .path(&key)
             .ends_with(format!("{}.resume", "07".repeat(20))));
+        store.save_journal(&key, b"j1").unwrap();
+        store.save_journal(&key, b"j2").unwrap();
+        assert_eq!(
+            store.load_journal(&key).unwrap().as_deref(),
+            Some(&b"j2"[..])
+        );
         store.remove(&key).unwrap();
         assert_eq!(store.load(&key).unwrap(), None);
+        assert_eq!(store.load_journal(&key).unwrap(), None);
         store.remove(&key).unwrap();
         let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("resume"))
             .unwrap()

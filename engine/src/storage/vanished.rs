@@ -47,6 +47,7 @@ impl Storage {
             0,
             Access::Create,
             Allocation::Sparse,
+            &mut false,
         )?;
         *slot.write().unwrap_or_else(PoisonError::into_inner) = fresh;
         Ok(())
