@@ -13,7 +13,7 @@ pub enum UnitError {
         example: &'static str,
     },
     /// A unit we do not know.
-    #[error("`{input}`: unknown unit `{unit}` (use B, kB, MB, GB, KiB, MiB, GiB, or bit, kbit, Mbit, Gbit)")]
+    #[error("`{input}`: unknown unit `{unit}` (use B, kB, MB, GB, TB, KiB, MiB, GiB, TiB, or bit, kbit, Mbit, Gbit, Tbit)")]
     UnknownUnit {
         /// The whole input.
         input: String,
@@ -161,6 +161,15 @@ mod tests {
         assert!(!zero.is_sign_negative());
         assert_eq!(serde_json::json!(zero).to_string(), "0.0");
         assert_eq!(json_rate(512_000.4), 512_000.0);
+    }
+
+    #[test]
+    fn an_unknown_unit_lists_every_unit_that_is_accepted() {
+        let message = parse_size("2EB").unwrap_err().to_string();
+        for unit in ["TB", "TiB", "Tbit"] {
+            assert!(parse_size(&format!("1{unit}")).is_ok(), "{unit}");
+            assert!(message.contains(unit), "{unit} missing: {message}");
+        }
     }
 
     #[test]

@@ -716,6 +716,8 @@ fn a_corrupt_database_is_left_for_the_agent_by_every_command() {
                 && err.contains("capwise run"),
             "{args:?}: {err}"
         );
+        // SQLite's reason once, not again as its code's description.
+        assert!(!err.contains("Error code"), "{args:?}: {err}");
         let names: Vec<_> = std::fs::read_dir(env.state_dir())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

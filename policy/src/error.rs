@@ -77,14 +77,15 @@ pub enum PolicyError {
     /// `get`/`seed`) moves it aside when it starts, carrying the usage over
     /// where it can be read.
     #[error(
-        "the policy database {path} is corrupt ({source}); it was left as it is: \
+        "the policy database {path} is corrupt ({error}); it was left as it is: \
          `capwise run` moves it aside when it starts and keeps the usage it can still read"
     )]
     DatabaseDamaged {
         /// The database file.
         path: PathBuf,
-        /// What showed the corruption.
-        source: rusqlite::Error,
+        /// What showed the corruption; in the message, not the error's source,
+        /// so that SQLite's reason is not repeated as its code's description.
+        error: rusqlite::Error,
     },
 
     /// A file or directory could not be read or written.

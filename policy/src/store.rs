@@ -221,9 +221,9 @@ impl Store {
                 moved_aside: None,
             }),
             Err(OpenFailure::Refused(error)) => Err(error),
-            Err(OpenFailure::Corrupt(source)) => Err(PolicyError::DatabaseDamaged {
+            Err(OpenFailure::Corrupt(error)) => Err(PolicyError::DatabaseDamaged {
                 path: path.to_path_buf(),
-                source,
+                error,
             }),
         }
     }

@@ -112,16 +112,21 @@ pub fn parse_network_file(path: &Path, text: &str) -> Result<Network> {
         return Err(bad("`id` is empty".into()));
     }
     let kind = parse_kind(file.kind.as_ref()).map_err(bad)?;
-    // No `metered` key: the kind's guess, as every source makes it.
-    let metered = parse_metered(file.metered.as_ref())
-        .map_err(bad)?
-        .unwrap_or(Metered::Unknown);
+    // No `metered` key: the kind's guess, as every source makes it; the
+    // file then said nothing about metering, so it is not named as saying so.
+    let stated = parse_metered(file.metered.as_ref()).map_err(bad)?;
+    let metered_source = if stated.is_some() {
+        MeteredSource::File
+    } else {
+        MeteredSource::Default
+    };
+    let metered = stated.unwrap_or(Metered::Unknown);
     Ok(Network {
         name: file.name.unwrap_or_else(|| file.id.clone()),
         id: NetworkId(file.id),
         kind,
         metered,
-        metered_source: MeteredSource::File,
+        metered_source,
         roaming: file.roaming,
         interface: file.interface,
         underlying: None,
@@ -489,6 +494,13 @@ mod tests {
         assert_eq!(
             (n.metered, n.metered_source),
             (Metered::No, MeteredSource::File)
+        );
+
+        // No `metered` key and a kind with no guess: the file did not say so.
+        let n = parse_network_file(p, "id = \"x\"\nkind = \"ethernet\"").unwrap();
+        assert_eq!(
+            (n.metered, n.metered_source),
+            (Metered::Unknown, MeteredSource::Default)
         );
 
         let n = parse_network_file(p, "id = \"x\"\nmetered = true").unwrap();
