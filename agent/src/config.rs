@@ -236,11 +236,13 @@ pub fn parse(text: &str) -> Result<Loaded> {
             "unknown key `{key}` in the configuration ignored{hint}"
         ));
     }
-    if let Some(dir) = config.download_dir.as_ref().filter(|d| !d.is_absolute()) {
-        bail!(
-            "download_dir = \"{}\": must be an absolute path",
-            dir.display()
-        );
+    for (key, path) in [
+        ("download_dir", &config.download_dir),
+        ("network_file", &config.network_file),
+    ] {
+        if let Some(path) = path.as_ref().filter(|p| !p.is_absolute()) {
+            bail!("{key} = \"{}\": must be an absolute path", path.display());
+        }
     }
     config.limits()?;
     config.settings()?;
@@ -423,6 +425,11 @@ mod tests {
             .to_string();
         assert!(e.contains("download_dir") && e.contains("absolute"), "{e}");
         assert!(parse("download_dir = \"/srv/data\"\n").is_ok());
+        // The working directory of the service is nobody's choice either.
+        let e = parse("network_file = \"rel.toml\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("network_file") && e.contains("absolute"), "{e}");
     }
 
     #[test]

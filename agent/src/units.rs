@@ -13,7 +13,7 @@ pub enum UnitError {
         example: &'static str,
     },
     /// A unit we do not know.
-    #[error("`{input}`: unknown unit `{unit}` (use B, kB, MB, GB, TB, KiB, MiB, GiB, TiB, or bit, kbit, Mbit, Gbit, Tbit)")]
+    #[error("`{input}`: unknown unit `{unit}` (use B, kB, MB, GB, TB, PB, EB, KiB, MiB, GiB, TiB, PiB, EiB, or bit, kbit, Mbit, Gbit, Tbit)")]
     UnknownUnit {
         /// The whole input.
         input: String,
@@ -81,10 +81,14 @@ fn unit_factor(unit: &str) -> Option<f64> {
         "M" => 1e6,
         "G" => 1e9,
         "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
         "Ki" => 1024.0,
         "Mi" => 1024.0 * 1024.0,
         "Gi" => 1024.0 * 1024.0 * 1024.0,
         "Ti" => 1024.0f64.powi(4),
+        "Pi" => 1024.0f64.powi(5),
+        "Ei" => 1024.0f64.powi(6),
         _ => return None,
     };
     Some(if bits { scale / 8.0 } else { scale })
@@ -165,11 +169,19 @@ mod tests {
 
     #[test]
     fn an_unknown_unit_lists_every_unit_that_is_accepted() {
-        let message = parse_size("2EB").unwrap_err().to_string();
-        for unit in ["TB", "TiB", "Tbit"] {
+        let message = parse_size("2XB").unwrap_err().to_string();
+        for unit in ["TB", "TiB", "Tbit", "PB", "PiB", "EB"] {
             assert!(parse_size(&format!("1{unit}")).is_ok(), "{unit}");
             assert!(message.contains(unit), "{unit} missing: {message}");
         }
+    }
+
+    #[test]
+    fn the_size_ceiling_can_be_written_in_its_own_unit() {
+        assert_eq!(parse_size("1EB"), Ok(MAX_SIZE));
+        assert_eq!(parse_size("2PB"), Ok(2_000_000_000_000_000));
+        let message = parse_size("2EB").unwrap_err().to_string();
+        assert!(message.contains("too large: at most 1 EB"), "{message}");
     }
 
     #[test]
