@@ -519,22 +519,29 @@ fn transmission_gets_from_capwise() {
 
 #[test]
 fn libtorrent_gets_from_capwise() {
-    run("capwise -> libtorrent", &default_files(), |c| {
-        let dir = c.dir("lt");
-        let mut get = libtorrent::get(
-            "lt-get",
-            &c.torrent,
-            &dir,
-            free_port(),
-            &LtOpts::default(),
-            &c.logs,
-        )?;
-        c.wait_tracker(0, 1)?;
-        let mut seed = capwise_seed(c, &c.torrent)?;
-        timed("libtorrent download", || get.expect_success(WAIT))?;
-        c.verify(&dir)?;
-        capwise::stop_clean(&mut seed)
-    });
+    run(
+        "capwise -> libtorrent",
+        &default_files(),
+        libtorrent_gets_from_capwise_seed,
+    );
+}
+
+/// libtorrent registers at the tracker first, then a capwise seeder dials it.
+fn libtorrent_gets_from_capwise_seed(c: &Ctx) -> Result<()> {
+    let dir = c.dir("lt");
+    let mut get = libtorrent::get(
+        "lt-get",
+        &c.torrent,
+        &dir,
+        free_port(),
+        &LtOpts::default(),
+        &c.logs,
+    )?;
+    c.wait_tracker(0, 1)?;
+    let mut seed = capwise_seed(c, &c.torrent)?;
+    timed("libtorrent download", || get.expect_success(WAIT))?;
+    c.verify(&dir)?;
+    capwise::stop_clean(&mut seed)
 }
 
 /// capwise seeds a torrent with BEP 47 pad files from data without them (it
@@ -545,22 +552,7 @@ fn libtorrent_gets_a_padded_torrent_from_capwise() {
         "capwise (pad files) -> libtorrent",
         &default_files(),
         true,
-        |c| {
-            let dir = c.dir("lt");
-            let mut get = libtorrent::get(
-                "lt-get",
-                &c.torrent,
-                &dir,
-                free_port(),
-                &LtOpts::default(),
-                &c.logs,
-            )?;
-            c.wait_tracker(0, 1)?;
-            let mut seed = capwise_seed(c, &c.torrent)?;
-            timed("libtorrent download", || get.expect_success(WAIT))?;
-            c.verify(&dir)?;
-            capwise::stop_clean(&mut seed)
-        },
+        libtorrent_gets_from_capwise_seed,
     );
 }
 
