@@ -6,14 +6,15 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
+use serde::de::DeserializeOwned;
 
 use super::torrents::{TorrentError, Torrents};
 use crate::api_types::{AddRequest, AgentInfo, ApiError, Limits, RemoveQuery, Why};
@@ -173,13 +174,50 @@ impl IntoResponse for TorrentError {
     }
 }
 
-fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, Box<Response>> {
-    payload.map(|Json(v)| v).map_err(|e| {
-        Box::new(error(
-            StatusCode::BAD_REQUEST,
-            format!("invalid request body: {}", e.body_text()),
-        ))
-    })
+/// A JSON body; one that does not parse is the API's JSON 400.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        Json::<T>::from_request(request, state)
+            .await
+            .map(|Json(v)| Body(v))
+            .map_err(|e| bad_request("invalid request body", e.body_text()))
+    }
+}
+
+/// The `{id}` of a path; one that does not decode (not UTF-8) is a JSON 400.
+struct TorrentIdPath(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for TorrentIdPath {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| TorrentIdPath(id))
+            .map_err(|e| bad_request("invalid torrent id in the path", e.body_text()))
+    }
+}
+
+/// A query string; one that does not parse is a JSON 400.
+struct ApiQuery<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|e| bad_request("invalid query", e.body_text()))
+    }
+}
+
+fn bad_request(what: &str, detail: String) -> Response {
+    error(StatusCode::BAD_REQUEST, format!("{what}: {detail}"))
 }
 
 async fn not_found() -> Response {
@@ -195,25 +233,6 @@ async fn method_not_allowed(request: Request) -> Response {
             request.uri().path()
         ),
     )
-}
-
-/// The `{id}` of a path; one that does not decode (not UTF-8) is a JSON 400.
-fn path_id(id: Result<Path<String>, PathRejection>) -> Result<String, Box<Response>> {
-    id.map(|Path(id)| id).map_err(|e| {
-        Box::new(error(
-            StatusCode::BAD_REQUEST,
-            format!("invalid torrent id in the path: {}", e.body_text()),
-        ))
-    })
-}
-
-fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Box<Response>> {
-    query.map(|Query(v)| v).map_err(|e| {
-        Box::new(error(
-            StatusCode::BAD_REQUEST,
-            format!("invalid query: {}", e.body_text()),
-        ))
-    })
 }
 
 async fn agent_info(State(s): State<Arc<ApiState>>) -> Json<AgentInfo> {
@@ -250,14 +269,7 @@ async fn limits(State(s): State<Arc<ApiState>>) -> Json<Limits> {
     Json(s.control.limits())
 }
 
-async fn set_limits(
-    State(s): State<Arc<ApiState>>,
-    payload: Result<Json<Limits>, JsonRejection>,
-) -> Response {
-    let change = match body(payload) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
+async fn set_limits(State(s): State<Arc<ApiState>>, Body(change): Body<Limits>) -> Response {
     for (name, rate) in [("up", change.up), ("down", change.down)] {
         if rate.is_some_and(|r| r > crate::units::MAX_RATE) {
             return error(
@@ -280,11 +292,7 @@ async fn list(State(s): State<Arc<ApiState>>) -> Response {
     Json(s.torrents.list()).into_response()
 }
 
-async fn one(State(s): State<Arc<ApiState>>, id: Result<Path<String>, PathRejection>) -> Response {
-    let id = match path_id(id) {
-        Ok(id) => id,
-        Err(r) => return *r,
-    };
+async fn one(State(s): State<Arc<ApiState>>, TorrentIdPath(id): TorrentIdPath) -> Response {
     match s.torrents.get(&id) {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
@@ -310,14 +318,7 @@ pub fn torrent_bytes(request: &AddRequest) -> Result<Vec<u8>, String> {
     }
 }
 
-async fn add(
-    State(s): State<Arc<ApiState>>,
-    payload: Result<Json<AddRequest>, JsonRejection>,
-) -> Response {
-    let request = match body(payload) {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
+async fn add(State(s): State<Arc<ApiState>>, Body(request): Body<AddRequest>) -> Response {
     let bytes = match torrent_bytes(&request) {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
@@ -336,28 +337,14 @@ async fn add(
     }
 }
 
-async fn pause(
-    State(s): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
-) -> Response {
-    let id = match path_id(id) {
-        Ok(id) => id,
-        Err(r) => return *r,
-    };
+async fn pause(State(s): State<Arc<ApiState>>, TorrentIdPath(id): TorrentIdPath) -> Response {
     match s.torrents.set_paused(&id, true).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn resume(
-    State(s): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
-) -> Response {
-    let id = match path_id(id) {
-        Ok(id) => id,
-        Err(r) => return *r,
-    };
+async fn resume(State(s): State<Arc<ApiState>>, TorrentIdPath(id): TorrentIdPath) -> Response {
     match s.torrents.set_paused(&id, false).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
@@ -366,17 +353,9 @@ async fn resume(
 
 async fn remove(
     State(s): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
-    q: Result<Query<RemoveQuery>, QueryRejection>,
+    TorrentIdPath(id): TorrentIdPath,
+    ApiQuery(q): ApiQuery<RemoveQuery>,
 ) -> Response {
-    let id = match path_id(id) {
-        Ok(id) => id,
-        Err(r) => return *r,
-    };
-    let q = match query(q) {
-        Ok(q) => q,
-        Err(r) => return *r,
-    };
     match s.torrents.remove(&id, q.delete_data).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),
