@@ -12,23 +12,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Direction of a transfer, seen from this agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// Bytes we send.
-    Up,
-    /// Bytes we receive.
-    Down,
-}
-
-/// Where a peer sits: on the local network (free) or beyond it (billed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PeerClass {
-    /// Same subnet as a local interface, link-local or loopback, not through a VPN.
-    Lan,
-    /// Everything else.
-    Wan,
-}
+pub use capwise_proto::class::{Direction, PeerClass};
 
 /// Decides how a peer address is classed; the session uses one of these.
 pub trait Classifier: Send + Sync {

@@ -1,9 +1,10 @@
 //! capwise-engine: a BitTorrent v1 engine.
 //!
 //! Layout, following quinn-proto/quinn: the protocol logic is sans-IO (bytes and
-//! `now` in, actions out) and is tested with in-memory peers and a fake clock;
-//! a thin tokio layer ([`session`]) moves bytes between sockets, disk and those
-//! state machines.
+//! `now` in, actions out) and lives in the `capwise-proto` crate, which has no
+//! tokio in its dependency tree; this crate re-exports its modules under the
+//! same paths and adds a thin tokio layer ([`session`]) that moves bytes between
+//! sockets, disk and those state machines.
 //!
 //! - [`bencode`], [`metainfo`], [`magnet`], [`create`]: pure parsers and builders.
 //! - [`wire`]: peer wire messages (BEP 3, 6, 10), handshake and codec.
@@ -15,19 +16,13 @@
 //!
 //! The engine knows nothing of the policy crate; it only offers [`hooks`].
 
-pub mod bencode;
-pub mod bitfield;
-pub mod choker;
+pub use capwise_proto::{bencode, bitfield, choker, magnet, metainfo, picker, swarm, wire};
+
 pub mod create;
 pub mod error;
 pub mod hooks;
-pub mod magnet;
-pub mod metainfo;
-pub mod picker;
 pub mod session;
 pub mod storage;
-pub mod swarm;
 pub mod tracker;
-pub mod wire;
 
 pub use error::{Error, Result};

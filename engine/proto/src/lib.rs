@@ -1,0 +1,25 @@
+//! capwise-proto: the BitTorrent protocol with no I/O in it.
+//!
+//! Following quinn-proto, everything here is a pure function over bytes or a
+//! deterministic state machine: bytes, timers and `now` go in, actions come
+//! out. No tokio, no sockets, no files, no clock of its own: the caller
+//! passes `Instant`s. `capwise-engine` adds the I/O around it.
+//!
+//! - [`bencode`], [`metainfo`], [`magnet`]: pure parsers and encoders.
+//! - [`wire`]: peer wire messages (BEP 3, 6, 10), handshake and codec.
+//! - [`picker`], [`choker`], [`swarm`]: which blocks to ask for, whom to serve.
+//! - [`bitfield`]: which pieces a peer (or we) have.
+//! - [`class`]: direction and peer class, the axes of gates and counters.
+//!
+//! Architecture invariant: this crate knows nothing of tokio, sockets, the
+//! file system or the policy crate; `scripts/test` checks its dependency tree.
+
+pub mod bencode;
+pub mod bitfield;
+pub mod choker;
+pub mod class;
+pub mod magnet;
+pub mod metainfo;
+pub mod picker;
+pub mod swarm;
+pub mod wire;
