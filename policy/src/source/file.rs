@@ -29,7 +29,8 @@ use crate::time::Timestamp;
 
 /// How often the file is checked when inotify is not available (no
 /// inotify instances left, a file system without it): a rewrite is then
-/// noticed within this.
+/// noticed within this. A directory that does not exist yet is watched
+/// through its nearest existing ancestor, not polled.
 pub const FALLBACK_POLL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Deserialize)]
@@ -236,10 +237,10 @@ pub type FileStateWatch = watch::Receiver<FileState>;
 /// deleted) means offline until it appears; one that does not parse makes
 /// the last good network (or an unknown one) assumed metered, and the state
 /// says since when. Each change of state is logged once. Inotify on the
-/// parent directory tells when to look; `poll` is the period of the
-/// fallback used only if inotify cannot be set up (a directory that does not
-/// exist yet, no inotify instances left). Only a file that cannot be read
-/// at all is an error.
+/// parent directory (or, until it exists, on its nearest existing ancestor)
+/// tells when to look; `poll` is the period of the fallback used only if
+/// inotify cannot be set up (no inotify instances left, a file system
+/// without it). Only a file that cannot be read at all is an error.
 pub fn watch_network_file(
     path: PathBuf,
     poll: Duration,
@@ -257,8 +258,18 @@ pub fn watch_network_file(
         state: state_tx,
         last_good,
     };
-    let task = match watch_directory(&follower.path) {
-        Ok((watcher, events)) => tokio::spawn(follow_events(follower, watcher, events)),
+    let watching = inotify_watcher()
+        .and_then(|(watcher, events)| Ok((Climber::new(watcher, &follower.path)?, events)));
+    let task = match watching {
+        Ok((climber, events)) => {
+            // The directory may have appeared, and the file in it, between
+            // the first read and the watch.
+            let mut follower = follower;
+            if climber.at_target() && stamp(&follower.path) != first_stamp {
+                follower.reread(Change::Settled);
+            }
+            tokio::spawn(follow_events(follower, climber, events))
+        }
         Err(error) => {
             tracing::warn!(
                 path = %follower.path.display(),
@@ -317,56 +328,146 @@ fn classify(kind: &EventKind) -> Option<Change> {
     }
 }
 
-/// Watches the file's directory rather than the file: an atomic rewrite
-/// (write a temporary file, rename it over) replaces the inode a watch on
-/// the file itself would follow. Events for other names are dropped here.
-fn watch_directory(
-    path: &Path,
-) -> notify::Result<(notify::RecommendedWatcher, mpsc::UnboundedReceiver<Change>)> {
-    let dir = match path.parent() {
+/// The file's directory, which is watched rather than the file: an atomic
+/// rewrite (write a temporary file, rename it over) replaces the inode a
+/// watch on the file itself would follow.
+fn directory_of(path: &Path) -> PathBuf {
+    match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
         _ => PathBuf::from("."),
-    };
-    let name = path.file_name().map(|n| n.to_owned());
+    }
+}
+
+/// The directory to watch now: the file's own directory if it exists, else
+/// its nearest existing ancestor (`/run` before anything made
+/// `/run/capwise`), whose events tell when the next level appears. Polling
+/// instead would wake an idle agent four times a second.
+fn nearest_existing(dir: &Path) -> PathBuf {
+    dir.ancestors()
+        .find(|a| !a.as_os_str().is_empty() && a.is_dir())
+        .map_or_else(|| PathBuf::from("."), Path::to_owned)
+}
+
+/// Sets up inotify (the error, e.g. no instances left, means polling).
+/// Events are forwarded raw: which ones matter depends on the directory
+/// watched at the time, which [`Climber`] knows.
+fn inotify_watcher() -> notify::Result<(
+    notify::RecommendedWatcher,
+    mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+)> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let change = match event {
-            Ok(event) if event.paths.iter().any(|p| p.file_name() == name.as_deref()) => {
-                classify(&event.kind)
-            }
-            Ok(_) => None,
-            // The kernel's queue overflowed or similar: look at the file.
-            Err(_) => Some(Change::Settled),
-        };
-        if let Some(change) = change {
-            let _ = tx.send(change);
-        }
+    let watcher = notify::recommended_watcher(move |event| {
+        let _ = tx.send(event);
     })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     Ok((watcher, rx))
+}
+
+/// Keeps one inotify watch on the file's directory, or while that does not
+/// exist on its nearest existing ancestor, moving down as directories
+/// appear and back up as they go.
+struct Climber {
+    watcher: notify::RecommendedWatcher,
+    /// The file's own directory.
+    target: PathBuf,
+    /// The directory under watch now.
+    watched: PathBuf,
+}
+
+impl Climber {
+    fn new(mut watcher: notify::RecommendedWatcher, file: &Path) -> notify::Result<Self> {
+        let target = directory_of(file);
+        let watched = nearest_existing(&target);
+        watcher.watch(&watched, RecursiveMode::NonRecursive)?;
+        Ok(Self {
+            watcher,
+            target,
+            watched,
+        })
+    }
+
+    fn at_target(&self) -> bool {
+        self.watched == self.target
+    }
+
+    /// Moves the watch to the nearest existing ancestor of the target (which
+    /// may be the target itself); true if it moved.
+    fn rewatch(&mut self) -> bool {
+        let nearest = nearest_existing(&self.target);
+        if nearest == self.watched {
+            return false;
+        }
+        let _ = self.watcher.unwatch(&self.watched);
+        match self.watcher.watch(&nearest, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                tracing::debug!(dir = %nearest.display(), "watching for the network file");
+                self.watched = nearest;
+                true
+            }
+            Err(error) => {
+                // Raced with a removal: the next event (or none) tells.
+                tracing::debug!(%error, dir = %nearest.display(), "cannot watch yet");
+                false
+            }
+        }
+    }
+
+    /// What an event means for the file: a change to read, after moving the
+    /// watch if directories on the way appeared or went.
+    fn change_for(&mut self, event: notify::Result<notify::Event>, file: &Path) -> Option<Change> {
+        let event = match event {
+            Ok(event) => event,
+            // The kernel's queue overflowed or similar: look again.
+            Err(_) => {
+                self.rewatch();
+                return Some(Change::Settled);
+            }
+        };
+        if self.at_target() {
+            let ours = event
+                .paths
+                .iter()
+                .any(|p| p.file_name() == file.file_name());
+            // The directory itself removed (its watch ends with it): climb.
+            if !self.watched.is_dir() && self.rewatch() {
+                return Some(Change::Settled);
+            }
+            return ours.then(|| classify(&event.kind)).flatten();
+        }
+        // Watching an ancestor: anything there may be the next level coming
+        // (or the ancestor going); once at the target, the file may already
+        // be in it.
+        if self.rewatch() && self.at_target() {
+            return Some(Change::Settled);
+        }
+        None
+    }
 }
 
 async fn follow_events(
     mut follower: Follower,
-    // Kept alive here: dropping it ends the inotify watch.
-    _watcher: notify::RecommendedWatcher,
-    mut events: mpsc::UnboundedReceiver<Change>,
+    mut climber: Climber,
+    mut events: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
 ) {
     loop {
-        let mut change = tokio::select! {
-            change = events.recv() => match change {
-                Some(change) => change,
+        let event = tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => event,
                 None => return,
             },
             _ = follower.tx.closed() => return,
         };
+        let mut change = climber.change_for(event, &follower.path);
         // Several events for one rewrite come together: read once.
         while let Ok(more) = events.try_recv() {
-            if more == Change::Settled {
-                change = Change::Settled;
+            match climber.change_for(more, &follower.path) {
+                Some(Change::Settled) => change = Some(Change::Settled),
+                Some(Change::InProgress) if change.is_none() => change = Some(Change::InProgress),
+                _ => {}
             }
         }
-        follower.reread(change);
+        if let Some(change) = change {
+            follower.reread(change);
+        }
     }
 }
 
@@ -658,15 +759,38 @@ mod tests {
         assert_eq!(*state.borrow(), FileState::Valid);
         task.abort();
 
-        // Its directory does not exist either (/run/capwise before anything
-        // made it): polled, and found once written.
-        let path = dir.path().join("later").join("net.toml");
+        // Two levels of its directory do not exist either (/run/capwise
+        // before anything made it). The fallback poll is an hour, so only
+        // the watch on the nearest existing ancestor can find it, as the
+        // levels appear and when they go and come back.
+        let path = dir.path().join("later").join("deeper").join("net.toml");
         let (mut rx, _state, task) =
-            watch_network_file(path.clone(), Duration::from_millis(20)).unwrap();
+            watch_network_file(path.clone(), Duration::from_secs(3600)).unwrap();
         assert!(rx.borrow_and_update().is_none());
         std::fs::create_dir(dir.path().join("later")).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        std::fs::create_dir(dir.path().join("later").join("deeper")).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
         std::fs::write(&path, "id = \"late\"").unwrap();
         assert_eq!(next(&mut rx).await.unwrap().id.as_str(), "late");
+        std::fs::remove_dir_all(dir.path().join("later")).unwrap();
+        assert!(next(&mut rx).await.is_none(), "gone with its directory");
+        std::fs::create_dir_all(dir.path().join("later").join("deeper")).unwrap();
+        std::fs::write(&path, "id = \"back\"").unwrap();
+        assert_eq!(next(&mut rx).await.unwrap().id.as_str(), "back");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_directory_made_with_the_file_in_it_at_once_is_read() {
+        // mkdir -p and a write racing the watch's move down a level.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a").join("b").join("net.toml");
+        let (mut rx, _state, task) =
+            watch_network_file(path.clone(), Duration::from_secs(3600)).unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "id = \"quick\"").unwrap();
+        assert_eq!(next(&mut rx).await.unwrap().id.as_str(), "quick");
         task.abort();
     }
 
