@@ -11,6 +11,7 @@
 //! - [`bitfield`]: which pieces a peer (or we) have.
 //! - [`class`]: direction and peer class, the axes of gates and counters.
 //! - [`ext`]: BEP 10 extensions (ut_pex).
+//! - [`lsd`]: local service discovery (BEP 14) packets and schedule.
 //! - [`privacy`]: BEP 27; a [`privacy::PublicTorrent`] is what PEX, LSD and the DHT require.
 //!
 //! Architecture invariant: this crate knows nothing of tokio, sockets, the
@@ -21,6 +22,7 @@ pub mod bitfield;
 pub mod choker;
 pub mod class;
 pub mod ext;
+pub mod lsd;
 pub mod magnet;
 pub mod metainfo;
 pub mod picker;
