@@ -851,4 +851,100 @@ mod tests {
             assert!(r.tracked_sources() <= MAX_SOURCES);
         }
     }
+
+    mod schedule {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Wait(u16),
+            AddTorrent(u8),
+            RemoveTorrent(u8),
+            AddTarget(bool),
+            RemoveTarget(bool),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => (0u16..400).prop_map(Op::Wait),
+                2 => (0u8..40).prop_map(Op::AddTorrent),
+                1 => (0u8..40).prop_map(Op::RemoveTorrent),
+                1 => any::<bool>().prop_map(Op::AddTarget),
+                1 => any::<bool>().prop_map(Op::RemoveTarget),
+            ]
+        }
+
+        proptest! {
+            /// Whatever is added and removed when: no torrent is announced
+            /// twice on one target within a minute, no packet exceeds 1400
+            /// bytes, and a torrent present on a target all along is
+            /// announced at least every 5 minutes (plus the poll's
+            /// granularity: we wake exactly at `poll_timeout`).
+            #[test]
+            fn at_most_once_a_minute_and_at_least_every_five(ops in proptest::collection::vec(op(), 1..120)) {
+                let t0 = Instant::now();
+                let mut now = t0;
+                let mut a = Announcer::new(Cookie::from_u32(3), 6881);
+                let mut last: BTreeMap<(Target, InfoHash), Instant> = BTreeMap::new();
+                // When each pair became continuously active.
+                let mut since: BTreeMap<(Target, InfoHash), Instant> = BTreeMap::new();
+                let target = |v6: bool| Target { ifindex: 1, group: if v6 { Group::V6 } else { Group::V4 } };
+                let mut torrents = BTreeSet::new();
+                let mut targets = BTreeSet::new();
+                for op in ops {
+                    match op {
+                        Op::Wait(secs) => {
+                            let end = now + Duration::from_secs(u64::from(secs));
+                            // Wake exactly when asked, as the driver does.
+                            loop {
+                                while let Some(tx) = a.poll_transmit(now) {
+                                    prop_assert!(tx.packet.len() <= MAX_PACKET);
+                                    for h in parse(&tx.packet).unwrap().info_hashes {
+                                        if let Some(prev) = last.insert((tx.target, h), now) {
+                                            prop_assert!(now - prev >= MIN_INTERVAL, "twice within {:?}", now - prev);
+                                        }
+                                    }
+                                }
+                                for (key, from) in &since {
+                                    let seen = last.get(key).copied().unwrap_or(*from).max(*from);
+                                    prop_assert!(now - seen <= ANNOUNCE_INTERVAL + MIN_INTERVAL,
+                                        "{key:?} silent for {:?}", now - seen);
+                                }
+                                match a.poll_timeout() {
+                                    Some(at) if at <= end => now = at.max(now),
+                                    _ => break,
+                                }
+                            }
+                            now = end;
+                        }
+                        Op::AddTorrent(n) => {
+                            a.add_torrent(hash(n), PublicTorrent::check(false).unwrap(), now);
+                            torrents.insert(n);
+                        }
+                        Op::RemoveTorrent(n) => {
+                            a.remove_torrent(&hash(n), now);
+                            torrents.remove(&n);
+                        }
+                        Op::AddTarget(v6) => {
+                            a.add_target(target(v6), now);
+                            targets.insert(v6);
+                        }
+                        Op::RemoveTarget(v6) => {
+                            a.remove_target(&target(v6), now);
+                            targets.remove(&v6);
+                        }
+                    }
+                    let active: BTreeSet<(Target, InfoHash)> = targets
+                        .iter()
+                        .flat_map(|v6| torrents.iter().map(move |n| (target(*v6), hash(*n))))
+                        .collect();
+                    since.retain(|k, _| active.contains(k));
+                    for k in active {
+                        since.entry(k).or_insert(now);
+                    }
+                }
+            }
+        }
+    }
 }

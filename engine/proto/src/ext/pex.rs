@@ -450,6 +450,7 @@ impl PexPeer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn v4(s: &str) -> SocketAddr {
         s.parse().unwrap()
@@ -725,5 +726,61 @@ mod tests {
             r.handle_message(t0, b"garbage", classify),
             Err(PexError::Bencode(_))
         ));
+    }
+
+    mod convergence {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever the connected set does, every message is bounded,
+            /// the recipient's view (its own copy of added minus dropped)
+            /// never lists itself or a LAN peer, and once the set stays still
+            /// the view becomes exactly the set within a few messages.
+            #[test]
+            fn the_recipients_view_follows_the_set(
+                steps in proptest::collection::vec(proptest::collection::btree_set(0u16..300, 0..200), 1..6)
+            ) {
+                let t0 = Instant::now();
+                let me = v4("8.8.8.8:1");
+                let mut p = PexPeer::new(public(), me, PeerClass::Wan, t0);
+                let addr = |n: u16| -> SocketAddr {
+                    // Every tenth is a LAN address; 0 is the recipient itself.
+                    if n == 0 { me } else if n.is_multiple_of(10) {
+                        SocketAddr::from(([192, 168, (n / 250) as u8, (n % 250) as u8], 6881))
+                    } else {
+                        SocketAddr::from(([44, 1, (n / 250) as u8, (n % 250) as u8], 6881))
+                    }
+                };
+                let mut view: BTreeSet<SocketAddr> = BTreeSet::new();
+                let mut now = t0;
+                for step in steps {
+                    let set: BTreeMap<SocketAddr, PeerFlags> =
+                        step.iter().map(|n| (addr(*n), PeerFlags::default())).collect();
+                    let want: BTreeSet<SocketAddr> = set
+                        .keys()
+                        .filter(|a| **a != me && classify(a.ip()) == PeerClass::Wan)
+                        .copied()
+                        .collect();
+                    for _ in 0..6 {
+                        if let Some(msg) = p.poll_transmit(now, &set, classify) {
+                            prop_assert!(msg.added.len() <= MAX_ADDED);
+                            prop_assert!(msg.dropped.len() <= MAX_DROPPED);
+                            let back = PexMessage::decode(&msg.encode()).unwrap();
+                            for a in &back.dropped {
+                                prop_assert!(view.remove(a), "dropped {a} it was never told");
+                            }
+                            for e in &back.added {
+                                prop_assert!(view.insert(e.addr), "added {} twice", e.addr);
+                            }
+                        }
+                        prop_assert!(!view.contains(&me));
+                        prop_assert!(view.iter().all(|a| classify(a.ip()) == PeerClass::Wan));
+                        now = p.poll_timeout();
+                    }
+                    prop_assert_eq!(&view, &want);
+                }
+            }
+        }
     }
 }
