@@ -1,5 +1,6 @@
-//! The local service discovery driver (BEP 14, IPv4): one UDP socket on one
-//! interface, joined to 239.192.152.143:6771, that sends what
+//! The local service discovery driver (BEP 14): one UDP socket on one
+//! interface, joined to 239.192.152.143:6771 or [ff15::efc0:988f]:6771,
+//! that sends what
 //! [`capwise_proto::lsd::Announcer`] schedules and hands what
 //! [`capwise_proto::lsd::Receiver`] hears to a callback.
 //!
@@ -12,7 +13,7 @@
 //! or the agent yet.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 
 use capwise_proto::lsd::{self, Announcer, Cookie, Group, Heard, Receiver, Target};
@@ -23,13 +24,37 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// The interface LSD runs on.
+/// The interface and group LSD runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LsdInterface {
-    /// Its index (`if_nametoindex`): the socket is bound to this device.
-    pub ifindex: u32,
-    /// Its IPv4 address: the group is joined and packets leave there.
-    pub addr: Ipv4Addr,
+pub enum LsdInterface {
+    /// 239.192.152.143 on the interface with index `ifindex`
+    /// (`if_nametoindex`), joined and sent from its IPv4 address `addr`.
+    V4 {
+        /// The interface index: the socket is bound to this device.
+        ifindex: u32,
+        /// Its IPv4 address.
+        addr: Ipv4Addr,
+    },
+    /// ff15::efc0:988f on the interface with index `ifindex`.
+    V6 {
+        /// The interface index: the socket is bound to this device.
+        ifindex: u32,
+    },
+}
+
+impl LsdInterface {
+    fn target(self) -> Target {
+        match self {
+            LsdInterface::V4 { ifindex, .. } => Target {
+                ifindex,
+                group: Group::V4,
+            },
+            LsdInterface::V6 { ifindex } => Target {
+                ifindex,
+                group: Group::V6,
+            },
+        }
+    }
 }
 
 /// What the driver is told after it starts.
@@ -79,19 +104,38 @@ impl Drop for Lsd {
 }
 
 fn open_socket(interface: LsdInterface) -> io::Result<UdpSocket> {
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind_device_by_index_v4(NonZeroU32::new(interface.ifindex))?;
-    socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, lsd::PORT)).into())?;
-    socket.join_multicast_v4(&lsd::GROUP_V4, &interface.addr)?;
-    // Only the groups this socket joined, not every group the host joined.
-    socket.set_multicast_all_v4(false)?;
-    socket.set_multicast_if_v4(&interface.addr)?;
-    // The local segment only.
-    socket.set_multicast_ttl_v4(1)?;
-    // Other clients on this host hear us; our own echo is dropped by cookie.
-    socket.set_multicast_loop_v4(true)?;
+    let socket = match interface {
+        LsdInterface::V4 { ifindex, addr } => {
+            let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            socket.bind_device_by_index_v4(NonZeroU32::new(ifindex))?;
+            socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, lsd::PORT)).into())?;
+            socket.join_multicast_v4(&lsd::GROUP_V4, &addr)?;
+            // Only the groups this socket joined, not every group the host joined.
+            socket.set_multicast_all_v4(false)?;
+            socket.set_multicast_if_v4(&addr)?;
+            // The local segment only.
+            socket.set_multicast_ttl_v4(1)?;
+            // Other clients on this host hear us; our own echo is dropped by cookie.
+            socket.set_multicast_loop_v4(true)?;
+            socket
+        }
+        LsdInterface::V6 { ifindex } => {
+            let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+            socket.set_only_v6(true)?;
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            socket.bind_device_by_index_v6(NonZeroU32::new(ifindex))?;
+            socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, lsd::PORT)).into())?;
+            socket.join_multicast_v6(&lsd::GROUP_V6, ifindex)?;
+            socket.set_multicast_all_v6(false)?;
+            socket.set_multicast_if_v6(ifindex)?;
+            socket.set_multicast_hops_v6(1)?;
+            socket.set_multicast_loop_v6(true)?;
+            socket
+        }
+    };
     socket.set_nonblocking(true)?;
     UdpSocket::from_std(socket.into())
 }
@@ -106,10 +150,7 @@ async fn run(
     let cookie = Cookie::random();
     let mut announcer = Announcer::new(cookie.clone(), listen_port);
     let mut receiver = Receiver::new(cookie);
-    let target = Target {
-        ifindex: interface.ifindex,
-        group: Group::V4,
-    };
+    let target = interface.target();
     announcer.add_target(target, std::time::Instant::now());
     // One byte more than parse takes, so an oversized datagram is seen as such.
     let mut buf = vec![0u8; lsd::MAX_PARSE + 1];

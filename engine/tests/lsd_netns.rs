@@ -1,11 +1,12 @@
 //! The LSD driver between two network namespaces this test makes (`ip netns
-//! add`, a veth pair with multicast on): each side hears the other's
+//! add`, a veth pair with multicast on), over IPv4 and over IPv6: each side
+//! hears the other's
 //! announce, with the packet's source address, for the torrent they share
 //! and not for the one only the other has, and never its own echo. Needs
 //! root and `ip`; run inside `unshare -n` (as scripts/test does), where the
 //! namespaces are bind mounts under /run/netns that this test removes.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::sync::{mpsc, Arc, Barrier};
 use std::time::Duration;
@@ -19,15 +20,17 @@ fn ip(args: &[&str]) {
     assert!(status.success(), "ip {}", args.join(" "));
 }
 
-/// Two namespaces joined by a veth pair: 10.77.0.1/24 and 10.77.0.2/24.
+/// Two namespaces joined by a veth pair: 10.77.0.1/24 and 10.77.0.2/24,
+/// fd77::1/64 and fd77::2/64 (no duplicate address detection, so they are
+/// usable at once).
 struct Pair {
     names: [String; 2],
 }
 
 impl Pair {
-    fn new() -> Pair {
+    fn new(tag: &str) -> Pair {
         let id = std::process::id();
-        let names = [format!("cwlsd-a-{id}"), format!("cwlsd-b-{id}")];
+        let names = [format!("cwlsd-{tag}a-{id}"), format!("cwlsd-{tag}b-{id}")];
         for ns in &names {
             ip(&["netns", "add", ns]);
         }
@@ -36,8 +39,12 @@ impl Pair {
         ip(&[
             "link", "add", "lsda", "netns", a, "type", "veth", "peer", "name", "lsdb", "netns", b,
         ]);
-        for (ns, dev, addr) in [(a, "lsda", "10.77.0.1/24"), (b, "lsdb", "10.77.0.2/24")] {
-            ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
+        for (ns, dev, v4, v6) in [
+            (a, "lsda", "10.77.0.1/24", "fd77::1/64"),
+            (b, "lsdb", "10.77.0.2/24", "fd77::2/64"),
+        ] {
+            ip(&["-n", ns, "addr", "add", v4, "dev", dev]);
+            ip(&["-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
             ip(&["-n", ns, "link", "set", dev, "multicast", "on"]);
             ip(&["-n", ns, "link", "set", dev, "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
@@ -74,11 +81,12 @@ fn ifindex(name: &str) -> u32 {
 
 type Heard = (SocketAddr, Vec<InfoHash>);
 
-/// One side: an LSD driver in namespace `ns` on `dev`.
+/// One side: an LSD driver in namespace `ns` on `dev`, on the IPv4 group
+/// from `addr`, or on the IPv6 group when `addr` is `None`.
 struct Side {
     ns: String,
     dev: &'static str,
-    addr: Ipv4Addr,
+    addr: Option<Ipv4Addr>,
     listen_port: u16,
     torrents: Vec<InfoHash>,
 }
@@ -97,9 +105,10 @@ fn run_side(
             .enable_all()
             .build()
             .unwrap();
-        let interface = LsdInterface {
-            ifindex: ifindex(side.dev),
-            addr: side.addr,
+        let ifindex = ifindex(side.dev);
+        let interface = match side.addr {
+            Some(addr) => LsdInterface::V4 { ifindex, addr },
+            None => LsdInterface::V6 { ifindex },
         };
         let lsd = rt
             .block_on(async {
@@ -125,9 +134,9 @@ fn run_side(
     })
 }
 
-#[test]
-fn two_namespaces_find_each_other_over_lsd() {
-    let pair = Pair::new();
+/// A and B (at `ips`) each announce and must hear the other.
+fn find_each_other(tag: &str, v6: bool, ips: [IpAddr; 2]) {
+    let pair = Pair::new(tag);
     let shared = InfoHash([0x11; 20]);
     let only_b = InfoHash([0x22; 20]);
     let ready = Arc::new(Barrier::new(2));
@@ -135,17 +144,21 @@ fn two_namespaces_find_each_other_over_lsd() {
     let (heard_b, from_b) = mpsc::channel();
     let (stop_a, stop_a_rx) = mpsc::channel();
     let (stop_b, stop_b_rx) = mpsc::channel();
+    let v4 = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) if !v6 => Some(v4),
+        _ => None,
+    };
     let a = Side {
         ns: pair.names[0].clone(),
         dev: "lsda",
-        addr: Ipv4Addr::new(10, 77, 0, 1),
+        addr: v4(ips[0]),
         listen_port: 7001,
         torrents: vec![shared],
     };
     let b = Side {
         ns: pair.names[1].clone(),
         dev: "lsdb",
-        addr: Ipv4Addr::new(10, 77, 0, 2),
+        addr: v4(ips[1]),
         listen_port: 7002,
         torrents: vec![shared, only_b],
     };
@@ -154,22 +167,30 @@ fn two_namespaces_find_each_other_over_lsd() {
 
     let wait = Duration::from_secs(10);
     let (peer, hashes) = from_a.recv_timeout(wait).expect("A hears B");
-    assert_eq!(peer, SocketAddr::from(([10, 77, 0, 2], 7002)));
+    assert_eq!((peer.ip(), peer.port()), (ips[1], 7002));
     assert_eq!(hashes, vec![shared], "only the torrent A has");
     let (peer, hashes) = from_b.recv_timeout(wait).expect("B hears A");
-    assert_eq!(peer, SocketAddr::from(([10, 77, 0, 1], 7001)));
+    assert_eq!((peer.ip(), peer.port()), (ips[0], 7001));
     assert_eq!(hashes, vec![shared]);
     // Neither hears itself (its echo comes back through multicast loop).
     std::thread::sleep(Duration::from_millis(500));
-    assert!(from_a
-        .try_iter()
-        .all(|(p, _)| p.ip() != Ipv4Addr::new(10, 77, 0, 1)));
-    assert!(from_b
-        .try_iter()
-        .all(|(p, _)| p.ip() != Ipv4Addr::new(10, 77, 0, 2)));
+    assert!(from_a.try_iter().all(|(p, _)| p.ip() != ips[0]));
+    assert!(from_b.try_iter().all(|(p, _)| p.ip() != ips[1]));
 
     let _ = stop_a.send(());
     let _ = stop_b.send(());
     a.join().unwrap();
     b.join().unwrap();
+}
+
+#[test]
+fn two_namespaces_find_each_other_over_lsd_ipv4() {
+    find_each_other("4", false, [[10, 77, 0, 1].into(), [10, 77, 0, 2].into()]);
+}
+
+#[test]
+fn two_namespaces_find_each_other_over_lsd_ipv6() {
+    let a: IpAddr = "fd77::1".parse().unwrap();
+    let b: IpAddr = "fd77::2".parse().unwrap();
+    find_each_other("6", true, [a, b]);
 }
