@@ -11,6 +11,7 @@
 //! - [`picker`], [`choker`], [`swarm`]: which blocks to ask for, whom to serve.
 //! - [`storage`]: pieces onto files, verification, resume data.
 //! - [`tracker`]: HTTP and UDP announces.
+//! - [`lsd`]: the local service discovery driver (a multicast socket on one interface).
 //! - [`hooks`]: what the policy may steer: byte gates, a seeding switch, counters.
 //! - [`session`]: the tokio layer that runs torrents.
 //!
@@ -21,6 +22,7 @@ pub use capwise_proto::{bencode, bitfield, choker, magnet, metainfo, picker, swa
 pub mod create;
 pub mod error;
 pub mod hooks;
+pub mod lsd;
 pub mod session;
 pub mod storage;
 pub mod tracker;

@@ -175,3 +175,23 @@ out("wire_stream", "plain_peer", header + chunks(0, plain, 200))
 # A small max_len (0x80 | 8): the bitfield fits, a request is too long.
 header = bytes([0x00, 7, 1, 0x80, 0x88]) + b"\x00"
 out("wire_stream", "small_max_len", header + chunks(0, msg(5, b"\xff") + msg(6, struct.pack(">III", 0, 0, 16384)), 3))
+
+# ut_pex (BEP 11) payloads: IPv4 and IPv6 with flags, dropped only, and a
+# short added.f (flags missing for the second peer).
+v4 = bytes([44, 0, 0, 1, 0x1a, 0xe1, 10, 0, 0, 2, 0, 80])
+v6 = bytes(range(1, 17)) + b"\xc8\xd5"
+out("ut_pex", "both_families", ben({"added": v4, "added.f": b"\x02\x10",
+                                    "added6": v6, "added6.f": b"\x05",
+                                    "dropped": bytes([1, 1, 1, 1, 1, 0]), "dropped6": v6}))
+out("ut_pex", "dropped_only", ben({"added": b"", "dropped": v4}))
+out("ut_pex", "short_flags", ben({"added": v4, "added.f": b"\x01"}))
+
+# LSD (BEP 14) packets: libtorrent's shape on both groups, two info-hashes,
+# and a bare-LF one with odd header case.
+ih1 = "ab" * 20
+ih2 = "0123456789abcdef0123456789ABCDEF01234567"
+out("lsd", "libtorrent_v4", "BT-SEARCH * HTTP/1.1\r\nHost: 239.192.152.143:6771\r\n"
+    "Port: 6881\r\nInfohash: %s\r\ncookie: 5a3b\r\n\r\n\r\n" % ih1)
+out("lsd", "two_hashes_v6", "BT-SEARCH * HTTP/1.1\r\nHost: [ff15::efc0:988f]:6771\r\n"
+    "Port: 51413\r\nInfohash: %s\r\nInfohash: %s\r\n\r\n\r\n" % (ih1, ih2))
+out("lsd", "lf_case", "bt-search * http/1.1\nPORT: 1\ninfohash: %s\nCOOKIE: x\n\n" % ih2)

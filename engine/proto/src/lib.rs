@@ -10,6 +10,9 @@
 //! - [`picker`], [`choker`], [`swarm`]: which blocks to ask for, whom to serve.
 //! - [`bitfield`]: which pieces a peer (or we) have.
 //! - [`class`]: direction and peer class, the axes of gates and counters.
+//! - [`ext`]: BEP 10 extensions (ut_pex).
+//! - [`lsd`]: local service discovery (BEP 14) packets and schedule.
+//! - [`privacy`]: BEP 27; a [`privacy::PublicTorrent`] is what PEX, LSD and the DHT require.
 //!
 //! Architecture invariant: this crate knows nothing of tokio, sockets, the
 //! file system or the policy crate; `scripts/test` checks its dependency tree.
@@ -18,8 +21,11 @@ pub mod bencode;
 pub mod bitfield;
 pub mod choker;
 pub mod class;
+pub mod ext;
+pub mod lsd;
 pub mod magnet;
 pub mod metainfo;
 pub mod picker;
+pub mod privacy;
 pub mod swarm;
 pub mod wire;
