@@ -25,6 +25,9 @@ pub const MAX_NODES: usize = 16;
 /// Most peers read from one `values` list.
 pub const MAX_VALUES: usize = 200;
 
+/// Longest error text kept, in bytes.
+pub const MAX_ERROR_TEXT: usize = 200;
+
 /// The KRPC error code for a malformed or refused query (BEP 5: "Protocol Error").
 pub const ERROR_PROTOCOL: i64 = 203;
 /// The KRPC error code for an unknown method.
@@ -89,7 +92,10 @@ pub enum Query {
         token: Vec<u8>,
     },
     /// A method we do not know (answered with error 204).
-    Unknown,
+    Unknown {
+        /// Its name.
+        method: Vec<u8>,
+    },
 }
 
 /// A response's fields (which of them are present depends on the query).
@@ -200,7 +206,9 @@ impl Message {
                             token: token.to_vec(),
                         }
                     }
-                    _ => Query::Unknown,
+                    _ => Query::Unknown {
+                        method: method.to_vec(),
+                    },
                 };
                 Body::Query { id, query }
             }
@@ -246,7 +254,7 @@ impl Message {
                 let message = list
                     .get(1)
                     .and_then(Value::as_bytes)
-                    .map(|b| String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned())
+                    .map(short_text)
                     .unwrap_or_default();
                 Body::Error { code, message }
             }
@@ -269,10 +277,12 @@ impl Message {
             Body::Query { id, query } => {
                 let args = Owned::dict().with("id", id.0);
                 let (method, args) = match query {
-                    Query::Ping => ("ping", args),
-                    Query::FindNode { target } => ("find_node", args.with("target", target.0)),
+                    Query::Ping => (&b"ping"[..], args),
+                    Query::FindNode { target } => {
+                        (&b"find_node"[..], args.with("target", target.0))
+                    }
                     Query::GetPeers { info_hash } => {
-                        ("get_peers", args.with("info_hash", *info_hash))
+                        (&b"get_peers"[..], args.with("info_hash", *info_hash))
                     }
                     Query::AnnouncePeer {
                         info_hash,
@@ -280,13 +290,13 @@ impl Message {
                         implied_port,
                         token,
                     } => (
-                        "announce_peer",
+                        &b"announce_peer"[..],
                         args.with("info_hash", *info_hash)
                             .with("port", u32::from(*port))
                             .with("implied_port", i32::from(*implied_port))
                             .with("token", token.clone()),
                     ),
-                    Query::Unknown => ("unknown", args),
+                    Query::Unknown { method } => (method.as_slice(), args),
                 };
                 top.with("y", "q").with("q", method).with("a", args)
             }
@@ -311,6 +321,18 @@ impl Message {
         };
         top.build().to_bytes()
     }
+}
+
+/// At most [`MAX_ERROR_TEXT`] bytes of `b` as UTF-8 (lossily, cut at a
+/// character boundary), so that the text re-encodes to what it decodes from.
+fn short_text(b: &[u8]) -> String {
+    let mut s = String::from_utf8_lossy(&b[..b.len().min(MAX_ERROR_TEXT)]).into_owned();
+    let mut end = s.len().min(MAX_ERROR_TEXT);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s
 }
 
 /// The address as IPv4 if it is one (or an IPv4-mapped IPv6 address).
@@ -348,6 +370,9 @@ mod tests {
                 implied_port: true,
                 token: b"tok".to_vec(),
             },
+            Query::Unknown {
+                method: b"vote".to_vec(),
+            },
         ] {
             round_trip(Message {
                 tid: b"aa".to_vec(),
@@ -373,6 +398,19 @@ mod tests {
                 message: "bad token".into(),
             },
         });
+    }
+
+    #[test]
+    fn long_invalid_error_text_decodes_to_what_it_encodes() {
+        let mut bytes = b"d1:eli201e300:".to_vec();
+        bytes.extend_from_slice(&[0xff; 300]);
+        bytes.extend_from_slice(b"e1:t1:x1:y1:ee");
+        let m = Message::decode(&bytes).unwrap();
+        let Body::Error { message, .. } = &m.body else {
+            panic!("not an error")
+        };
+        assert!(message.len() <= MAX_ERROR_TEXT);
+        assert_eq!(Message::decode(&m.encode()).unwrap(), m);
     }
 
     #[test]

@@ -664,7 +664,7 @@ impl Dht {
                         .add(info_hash, SocketAddrV4::new(*from.ip(), port), now);
                 }
             }
-            Query::Unknown => {
+            Query::Unknown { .. } => {
                 let body = Body::Error {
                     code: krpc::ERROR_METHOD_UNKNOWN,
                     message: "method unknown".into(),
