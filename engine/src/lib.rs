@@ -11,6 +11,8 @@
 //! - [`picker`], [`choker`], [`swarm`]: which blocks to ask for, whom to serve.
 //! - [`storage`]: pieces onto files, verification, resume data.
 //! - [`tracker`]: HTTP and UDP announces.
+//! - [`transport`]: what a peer connection's bytes travel over (TCP, or an
+//!   in-memory pipe), with its wire-byte counts.
 //! - [`hooks`]: what the policy may steer: byte gates, a seeding switch, counters.
 //! - [`session`]: the tokio layer that runs torrents.
 //!
@@ -24,5 +26,6 @@ pub mod hooks;
 pub mod session;
 pub mod storage;
 pub mod tracker;
+pub mod transport;
 
 pub use error::{Error, Result};
