@@ -18,7 +18,7 @@ mod recheck;
 mod torrent;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,7 +42,10 @@ use torrent::TorrentShared;
 /// How a session runs; every field has a sensible default.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// Where to accept peers; port 0 picks a free one.
+    /// Where to accept peers; port 0 picks a free one. A specific address
+    /// (not `0.0.0.0` or `::`) is also the one tracker announces and
+    /// outgoing peer connections leave from, so that the address others
+    /// learn is the one we listen on.
     pub listen: SocketAddr,
     /// Connections across all torrents.
     pub max_connections: usize,
@@ -287,6 +290,13 @@ async fn accept_loop(inner: Arc<SessionInner>, listener: TcpListener) {
 }
 
 impl SessionInner {
+    /// The address outgoing connections and announces leave from: the one
+    /// we listen on, when it is a specific one.
+    pub(crate) fn bind_ip(&self) -> Option<IpAddr> {
+        let ip = self.local_addr.ip();
+        (!ip.is_unspecified()).then_some(ip)
+    }
+
     /// An incoming connection, from the listener or a caller: refused at
     /// once when the WAN is off or no slot can be had, else handshaken in
     /// a task of its own.

@@ -36,13 +36,14 @@ const WRITE_BATCH: usize = 256 * 1024;
 const WAN_WRITE_BATCH: usize = 16 * 1024;
 const WAN_NOTSENT_LOWAT: u32 = 16 * 1024;
 
-/// Dial a peer a tracker listed.
+/// Dial a peer a tracker listed, from the address we listen on if it is a
+/// specific one.
 pub(crate) async fn dial(
     shared: Arc<TorrentShared>,
     addr: SocketAddr,
     permit: OwnedSemaphorePermit,
 ) -> Result<()> {
-    let transport = transport::dial(addr, None, CONNECT_TIMEOUT).await?;
+    let transport = transport::dial(addr, shared.session.bind_ip(), CONNECT_TIMEOUT).await?;
     handshake_out(shared, transport, permit).await
 }
 
