@@ -150,3 +150,61 @@ async fn a_wan_peer_downloads_over_an_in_memory_transport() {
     )
     .await;
 }
+
+/// A connection whose local address went away is closed at once and its
+/// peer dialled again, from an address that works: here the first
+/// connection is a pipe whose local end is 10.1.2.3, the seeder's address
+/// its real TCP listener, so the redial arrives over TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_from_a_vanished_address_is_closed_and_the_peer_redialled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (meta, bytes) = payload(tmp.path());
+    // The seeder serves nothing until the test says so: no transfer can
+    // finish over the pipe.
+    let seed_hooks = Hooks::default();
+    seed_hooks.seeding.set(false);
+    let seeder = Session::start(config(), seed_hooks.clone()).await.unwrap();
+    let _seeding = add(&seeder, &meta, tmp.path()).await;
+    let leecher = Session::start(config(), Hooks::default()).await.unwrap();
+    let mut leeching = add(&leecher, &meta, &tmp.path().join("leech")).await;
+
+    let gone: SocketAddr = "10.1.2.3:40000".parse().unwrap();
+    let (ours, theirs) = memory::pair(gone, seeder.local_addr(), 64 * 1024);
+    let pipe = ours.wire().clone();
+    seeder.accept(theirs);
+    leeching.connect_transport(ours);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while leeching.progress().peers == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never connected");
+        let _ = tokio::time::timeout(Duration::from_millis(100), leeching.changed()).await;
+    }
+
+    let here = leecher.local_addr().ip();
+    assert_eq!(leecher.close_connections_from(here), 0, "nothing from here");
+    assert_eq!(
+        leecher.local_addresses_changed(&[here]),
+        1,
+        "the pipe closed"
+    );
+    // The pipe's connection goes, a TCP one to the seeder's address comes.
+    let received = pipe.received();
+    seed_hooks.seeding.set(true);
+    tokio::time::timeout(LIMIT, leeching.wait_finished())
+        .await
+        .expect("download in time over the redialled connection")
+        .expect("no error");
+    let got = std::fs::read(tmp.path().join("leech/data/a.bin")).unwrap();
+    assert!(got == bytes, "the file arrived intact");
+    assert_eq!(pipe.received(), received, "nothing more came over the pipe");
+    assert!(
+        received < LEN as u64 / 4,
+        "the payload did not come over the pipe"
+    );
+    assert_eq!(
+        leecher.local_addresses_changed(&[here]),
+        0,
+        "the new connection is from an address we have"
+    );
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+}

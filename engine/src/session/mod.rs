@@ -7,6 +7,7 @@
 //! torrent also has its own run state (active, paused, stopped) that its
 //! tasks watch; a semaphore bounds connections across all torrents.
 
+mod addresses;
 mod announce;
 pub mod classify;
 mod control;

@@ -112,6 +112,7 @@ pub(crate) async fn run(
         let key = swarm.add_peer(addr, &theirs, now);
         let link = Arc::new(PeerLink {
             addr,
+            local: transport.local_addr(),
             peer_id: theirs.peer_id,
             class,
             wake: tokio::sync::Notify::new(),
