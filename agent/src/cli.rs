@@ -114,7 +114,8 @@ pub struct TransferArgs {
     /// Download limit, e.g. 500KB/s, 2MiB/s, 8Mbit/s.
     #[arg(long, value_parser = parse_rate_arg)]
     pub download_limit: Option<u64>,
-    /// Address to accept peers on; port 0 picks a free port.
+    /// Address to accept peers on; port 0 picks a free port. A specific
+    /// address is also the one announces and outgoing peer connections leave from.
     #[arg(long, default_value = "0.0.0.0:6881")]
     pub listen: SocketAddr,
     /// Where resume data and the policy database are kept (default: $XDG_STATE_HOME/capwise).

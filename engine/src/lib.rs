@@ -12,6 +12,8 @@
 //! - [`storage`]: pieces onto files, verification, resume data.
 //! - [`tracker`]: HTTP and UDP announces.
 //! - [`lsd`]: the local service discovery driver (a multicast socket on one interface).
+//! - [`transport`]: what a peer connection's bytes travel over (TCP, or an
+//!   in-memory pipe), with its wire-byte counts.
 //! - [`hooks`]: what the policy may steer: byte gates, a seeding switch, counters.
 //! - [`session`]: the tokio layer that runs torrents.
 //!
@@ -26,5 +28,6 @@ pub mod lsd;
 pub mod session;
 pub mod storage;
 pub mod tracker;
+pub mod transport;
 
 pub use error::{Error, Result};

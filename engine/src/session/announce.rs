@@ -95,7 +95,9 @@ async fn active_period(shared: &Arc<TorrentShared>, tiers: &mut TrackerTiers) {
         let mut last_error = None;
         let urls: Vec<String> = tiers.urls().into_iter().map(str::to_owned).collect();
         for url in urls {
-            match tracker::announce(&url, &req, shared.session.config.tracker_timeout).await {
+            let timeout = shared.session.config.tracker_timeout;
+            let from = shared.session.bind_ip();
+            match tracker::announce_from(&url, &req, timeout, from).await {
                 Ok(resp) => {
                     note_outcome(
                         shared,
@@ -171,7 +173,8 @@ pub(crate) async fn stopped(shared: &TorrentShared) {
     let url = shared.last_tracker.lock().expect("tracker lock").clone();
     if let Some(url) = url {
         let req = request(shared, AnnounceEvent::Stopped);
-        if let Err(e) = tracker::announce(&url, &req, Duration::from_secs(2)).await {
+        let from = shared.session.bind_ip();
+        if let Err(e) = tracker::announce_from(&url, &req, Duration::from_secs(2), from).await {
             tracing::debug!(tracker = %url, error = %e, "stopped announce failed");
         }
     }

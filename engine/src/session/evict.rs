@@ -14,12 +14,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::torrent::TorrentShared;
 use super::SessionInner;
 use crate::picker::PeerKey;
+use crate::transport::Transport;
 
 /// A newcomer may not evict a peer younger than this: it has had no time
 /// to say anything yet.
@@ -125,26 +125,24 @@ impl SessionInner {
     }
 }
 
+/// How much of a newcomer's first messages is looked at.
+const PEEK_LIMIT: usize = 4096;
+
 /// Waits up to [`PROOF_WAIT`] for the peer's first messages (after both
-/// handshakes) and tells whether one announces pieces or interest. Peeks:
-/// the connection's reader later gets every byte.
-pub(crate) async fn shows_useful(stream: &TcpStream) -> bool {
+/// handshakes) and tells whether one announces pieces or interest. Peeks
+/// ([`Transport::fill_peek`]): the connection's reader later gets every byte.
+pub(crate) async fn shows_useful(transport: &mut Transport) -> bool {
     let until = tokio::time::Instant::now() + PROOF_WAIT;
-    let mut buf = vec![0u8; 4096];
     loop {
-        let n = match tokio::time::timeout_at(until, stream.peek(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => n,
+        match tokio::time::timeout_at(until, transport.fill_peek(PEEK_LIMIT)).await {
+            Ok(Ok(n)) if n > 0 => {}
             _ => return false,
-        };
-        match first_useful(&buf[..n]) {
+        }
+        match first_useful(transport.peeked()) {
             Proof::Useful => return true,
             Proof::NotUseful => return false,
             Proof::NotYet => {}
         }
-        if tokio::time::Instant::now() >= until {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -155,8 +153,8 @@ enum Proof {
     NotYet,
 }
 
-/// Scans whole peer-wire messages from the start of `buf` (which peeking
-/// refills from the start each time).
+/// Scans whole peer-wire messages from the start of `buf` (all that was
+/// read ahead so far).
 fn first_useful(buf: &[u8]) -> Proof {
     // have, bitfield, have-all, have-none, interested, request.
     const USEFUL: [u8; 6] = [4, 5, 0x0E, 0x0F, 2, 6];
@@ -179,7 +177,7 @@ fn first_useful(buf: &[u8]) -> Proof {
         if tail.len() < len {
             // A large non-useful message (an extension handshake is small)
             // filling the peek buffer proves nothing either.
-            return if buf.len() >= 4096 {
+            return if buf.len() >= PEEK_LIMIT {
                 Proof::NotUseful
             } else {
                 Proof::NotYet

@@ -134,6 +134,13 @@ impl TorrentHandle {
         self.shared.connect_peers(peers);
     }
 
+    /// Run a connection to a peer over a transport the caller made, as if
+    /// we had dialled it (our handshake goes first). Dropped when no
+    /// connection slot is free or the torrent takes no peers now.
+    pub fn connect_transport(&self, transport: crate::transport::Transport) {
+        super::peer::connect_over(self.shared.clone(), transport);
+    }
+
     /// How the last announce went; `None` before the first one (or for a
     /// torrent without trackers: see [`Metainfo::trackers`](crate::metainfo::Metainfo)).
     pub fn announce_outcome(&self) -> Option<AnnounceOutcome> {

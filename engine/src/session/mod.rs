@@ -1,4 +1,4 @@
-//! The thin tokio layer: sockets, timers and disk around the sans-IO
+//! The thin tokio layer: transports, timers and disk around the sans-IO
 //! [`Swarm`](crate::swarm::Swarm).
 //!
 //! One task accepts connections; each torrent has a driver task (ticks,
@@ -7,6 +7,7 @@
 //! torrent also has its own run state (active, paused, stopped) that its
 //! tasks watch; a semaphore bounds connections across all torrents.
 
+mod addresses;
 mod announce;
 pub mod classify;
 mod control;
@@ -15,17 +16,16 @@ mod handle;
 mod peer;
 mod rate;
 mod recheck;
-mod send_room;
 mod torrent;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{broadcast, Semaphore};
 
 pub use crate::storage::{FileResumeStore, ResumeStore};
@@ -35,6 +35,7 @@ pub use handle::{AnnounceOutcome, Progress, TorrentHandle, TorrentOptions, Torre
 use crate::hooks::{ByteGate, Classifier, Counters, OpenGate, PeerClass, SeedingSwitch, WanSwitch};
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::swarm::SwarmConfig;
+use crate::transport::{self, Transport};
 use crate::wire::{Handshake, HANDSHAKE_LEN};
 use crate::{Error, Result};
 use torrent::TorrentShared;
@@ -42,7 +43,10 @@ use torrent::TorrentShared;
 /// How a session runs; every field has a sensible default.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// Where to accept peers; port 0 picks a free one.
+    /// Where to accept peers; port 0 picks a free one. A specific address
+    /// (not `0.0.0.0` or `::`) is also the one tracker announces and
+    /// outgoing peer connections leave from, so that the address others
+    /// learn is the one we listen on.
     pub listen: SocketAddr,
     /// Connections across all torrents.
     pub max_connections: usize,
@@ -175,6 +179,13 @@ impl Session {
         self.inner.hooks.counters.clone()
     }
 
+    /// Take an incoming connection over a transport the caller made (its
+    /// peer speaks first, as to our listener): it goes through the same
+    /// checks, handshake and slots as one accepted on the listen socket.
+    pub fn accept(&self, transport: Transport) {
+        self.inner.accept_transport(transport);
+    }
+
     /// Add a torrent whose data lives in (or goes to) `download_dir`: checks
     /// what is there (trusting resume data where files are unchanged), then
     /// joins the swarm.
@@ -275,35 +286,51 @@ async fn accept_loop(inner: Arc<SessionInner>, listener: TcpListener) {
             },
             _ = shutdown.recv() => return,
         };
-        if !inner.hooks.wan.is_on() && inner.hooks.classifier.classify(addr.ip()) == PeerClass::Wan
-        {
+        inner.accept_transport(transport::tcp::accepted(stream, addr));
+    }
+}
+
+impl SessionInner {
+    /// The address outgoing connections and announces leave from: the one
+    /// we listen on, when it is a specific one.
+    pub(crate) fn bind_ip(&self) -> Option<IpAddr> {
+        let ip = self.local_addr.ip();
+        (!ip.is_unspecified()).then_some(ip)
+    }
+
+    /// An incoming connection, from the listener or a caller: refused at
+    /// once when the WAN is off or no slot can be had, else handshaken in
+    /// a task of its own.
+    fn accept_transport(self: &Arc<Self>, transport: Transport) {
+        let addr = transport.remote_addr();
+        if !self.hooks.wan.is_on() && self.hooks.classifier.classify(addr.ip()) == PeerClass::Wan {
             // Closed before a byte is read or written: the WAN must stay silent.
             tracing::debug!(%addr, "WAN off; refusing peer");
-            continue;
+            return;
         }
         // With every slot taken, a newcomer may still get one by eviction
         // (session/evict.rs), once it has shown a handshake for one of our
         // torrents; a few such newcomers at a time.
-        let permit = match inner.connections.clone().try_acquire_owned() {
+        let permit = match self.connections.clone().try_acquire_owned() {
             Ok(p) => Slot::Held(p),
-            Err(_) => match inner.newcomers.clone().try_acquire_owned() {
+            Err(_) => match self.newcomers.clone().try_acquire_owned() {
                 Ok(p) => Slot::Wanted(p),
                 Err(_) => {
                     tracing::debug!(%addr, "connection limit reached; refusing peer");
-                    continue;
+                    return;
                 }
             },
         };
-        let inner = inner.clone();
+        let inner = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = accept_peer(inner, stream, addr, permit).await {
+            if let Err(e) = accept_peer(inner, transport, permit).await {
                 tracing::debug!(%addr, error = %e, "incoming peer dropped");
             }
         });
     }
 }
 
-async fn read_handshake(stream: &mut TcpStream) -> Result<Handshake> {
+async fn read_handshake(stream: &mut Transport) -> Result<Handshake> {
     use tokio::io::AsyncReadExt;
     let mut buf = [0u8; HANDSHAKE_LEN];
     tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf))
@@ -320,13 +347,9 @@ enum Slot {
 
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn accept_peer(
-    inner: Arc<SessionInner>,
-    mut stream: TcpStream,
-    addr: SocketAddr,
-    slot: Slot,
-) -> Result<()> {
+async fn accept_peer(inner: Arc<SessionInner>, mut stream: Transport, slot: Slot) -> Result<()> {
     use tokio::io::AsyncWriteExt;
+    let addr = stream.remote_addr();
     let theirs = read_handshake(&mut stream).await?;
     let torrent = inner
         .torrents
@@ -346,7 +369,7 @@ async fn accept_peer(
         .await?;
     // When full, only a newcomer that announces pieces or interest at once
     // may take the slot of a silent peer (session/evict.rs).
-    if full && !evict::shows_useful(&stream).await {
+    if full && !evict::shows_useful(&mut stream).await {
         tracing::debug!(%addr, "slots full and the newcomer sent nothing useful; refused");
         return Ok(());
     }
@@ -360,6 +383,6 @@ async fn accept_peer(
     if !torrent.admits(addr) && !torrent.make_room(addr).await {
         return Ok(());
     }
-    peer::run(torrent, stream, addr, theirs, permit).await;
+    peer::run(torrent, stream, theirs, permit).await;
     Ok(())
 }

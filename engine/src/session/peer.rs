@@ -1,5 +1,8 @@
-//! One peer connection: dial or accept, then a reader that feeds the swarm
-//! and a writer that sends what the swarm queued, through the byte gates.
+//! One peer connection, over any [`Transport`]: dial or accept, then a
+//! reader that feeds the swarm and a writer that sends what the swarm
+//! queued, through the byte gates. Counters take the transport's own tally
+//! of wire bytes, so whatever a kind adds (an RC4 handshake, a retransmit)
+//! counts as overhead.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -8,18 +11,16 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use std::task::{Context, Waker};
 
 use crate::hooks::{Direction, GateFuture, PeerClass};
 use crate::swarm::Outgoing;
+use crate::transport::{self, ReadHalf, Transport, WireBytes, WriteHalf};
 use crate::wire::{self, Handshake, Message, BLOCK_SIZE};
 use crate::Result;
 
-use super::send_room::wait_for_send_room;
 use super::torrent::{PeerLink, TorrentShared};
 use super::{read_handshake, HANDSHAKE_TIMEOUT};
 
@@ -28,53 +29,74 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_CHUNK: usize = 256 * 1024;
 /// Flush the write buffer once it holds this much (LAN peers).
 const WRITE_BATCH: usize = 256 * 1024;
-/// For WAN peers, both our batch and the kernel's unsent data stay small
-/// (about one block each, see `send_room`): a byte gate that closes (a
-/// metered switch, a cap) then holds back all but what the kernel already took.
+/// For WAN peers, both our batch and the carrier's unsent data stay small
+/// (about one block each, see [`transport::TransportWrite`]): a byte gate
+/// that closes (a metered switch, a cap) then holds back all but what the
+/// carrier already took.
 const WAN_WRITE_BATCH: usize = 16 * 1024;
 const WAN_NOTSENT_LOWAT: u32 = 16 * 1024;
 
-/// Dial a peer a tracker listed.
+/// Dial a peer a tracker listed, from the address we listen on if it is a
+/// specific one.
 pub(crate) async fn dial(
     shared: Arc<TorrentShared>,
     addr: SocketAddr,
     permit: OwnedSemaphorePermit,
 ) -> Result<()> {
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let transport = transport::dial(addr, shared.session.bind_ip(), CONNECT_TIMEOUT).await?;
+    handshake_out(shared, transport, permit).await
+}
+
+/// A connection the caller made: admitted like a peer we dial, in a task.
+pub(crate) fn connect_over(shared: Arc<TorrentShared>, transport: Transport) {
+    let addr = transport.remote_addr();
+    if !shared.admits(addr) {
+        tracing::debug!(%addr, "not taking peers now; connection dropped");
+        return;
+    }
+    let Ok(permit) = shared.session.connections.clone().try_acquire_owned() else {
+        tracing::debug!(%addr, "connection limit reached; connection dropped");
+        return;
+    };
+    tokio::spawn(async move {
+        if let Err(e) = handshake_out(shared, transport, permit).await {
+            tracing::debug!(%addr, error = %e, "connection failed");
+        }
+    });
+}
+
+/// The dialling side's handshakes over `transport`, then the connection.
+pub(crate) async fn handshake_out(
+    shared: Arc<TorrentShared>,
+    mut transport: Transport,
+    permit: OwnedSemaphorePermit,
+) -> Result<()> {
     let ours = Handshake::new(shared.info_hash, shared.session.peer_id);
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.write_all(&ours.encode()))
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, transport.write_all(&ours.encode()))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))??;
-    let theirs = read_handshake(&mut stream).await?;
+    let theirs = read_handshake(&mut transport).await?;
     if theirs.info_hash != shared.info_hash {
         return Err(wire::WireError::BadHandshake.into());
     }
-    run(shared, stream, addr, theirs, permit).await;
+    run(shared, transport, theirs, permit).await;
     Ok(())
 }
 
 /// Run a connection whose handshakes are done, until either side ends it.
 pub(crate) async fn run(
     shared: Arc<TorrentShared>,
-    stream: TcpStream,
-    addr: SocketAddr,
+    transport: Transport,
     theirs: Handshake,
     _permit: OwnedSemaphorePermit,
 ) {
     if theirs.peer_id == shared.session.peer_id {
         return;
     }
-    let _ = stream.set_nodelay(true);
+    let addr = transport.remote_addr();
     let class = shared.session.hooks.classifier.classify(addr.ip());
     if class == PeerClass::Wan && !shared.session.hooks.wan.is_on() {
         return;
-    }
-    if class == PeerClass::Wan {
-        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(WAN_NOTSENT_LOWAT) {
-            tracing::debug!(%addr, error = %e, "cannot bound unsent data");
-        }
     }
     let link = {
         let mut links = shared.links.lock().expect("links lock");
@@ -90,6 +112,7 @@ pub(crate) async fn run(
         let key = swarm.add_peer(addr, &theirs, now);
         let link = Arc::new(PeerLink {
             addr,
+            local: transport.local_addr(),
             peer_id: theirs.peer_id,
             class,
             wake: tokio::sync::Notify::new(),
@@ -103,21 +126,25 @@ pub(crate) async fn run(
         (key, link)
     };
     let (key, link) = link;
-    // Handshake bytes on both sides are protocol overhead.
-    count(&shared, Direction::Up, class, 0, wire::HANDSHAKE_LEN as u64);
-    count(
-        &shared,
-        Direction::Down,
-        class,
-        0,
-        wire::HANDSHAKE_LEN as u64,
-    );
-    tracing::debug!(%addr, ?class, "peer connected");
-    let (reader, writer) = stream.into_split();
+    // What crossed so far (the handshakes, anything a kind adds before
+    // them) is protocol overhead.
+    let wire = transport.wire().clone();
+    // Bytes read ahead (the eviction peek) are messages: the reader counts them.
+    let ahead = transport.peeked().len() as u64;
+    let down = Tally::new(wire.received().saturating_sub(ahead));
+    count(&shared, Direction::Up, class, 0, wire.sent());
+    count(&shared, Direction::Down, class, 0, down.reported);
+    tracing::debug!(%addr, kind = ?transport.kind(), ?class, "peer connected");
+    let (reader, mut writer) = transport.into_split();
+    if class == PeerClass::Wan {
+        if let Err(e) = writer.limit_unsent(WAN_NOTSENT_LOWAT) {
+            tracing::debug!(%addr, error = %e, "cannot bound unsent data");
+        }
+    }
     let mut shutdown = shared.session.shutdown.subscribe();
     let reason = tokio::select! {
-        r = read_loop(&shared, key, &link, reader) => r,
-        r = write_loop(&shared, key, &link, writer) => r,
+        r = read_loop(&shared, key, &link, reader, (&wire, down)) => r,
+        r = write_loop(&shared, key, &link, Outbound::new(&shared, link.class, writer, &wire)) => r,
         _ = shutdown.recv() => Ok(()),
     };
     if let Err(e) = reason {
@@ -147,17 +174,37 @@ fn count(
     }
 }
 
+/// The wire bytes one direction has put in the counters so far.
+struct Tally {
+    /// Wire bytes before the loop's first byte (after what `run` counted).
+    start: u64,
+    reported: u64,
+}
+
+impl Tally {
+    fn new(start: u64) -> Self {
+        Self {
+            start,
+            reported: start,
+        }
+    }
+}
+
 async fn read_loop(
     shared: &Arc<TorrentShared>,
     key: u64,
     link: &PeerLink,
-    mut reader: OwnedReadHalf,
+    mut reader: ReadHalf,
+    (wire, mut tally): (&WireBytes, Tally),
 ) -> Result<()> {
     // Large enough for the bitfield of the torrent; block payloads are far smaller.
     let bitfield_len = shared.metainfo.info.piece_count().div_ceil(8) + 1;
     let max_len = (BLOCK_SIZE * 2 + 13).max(bitfield_len + 16).max(1 << 20);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut messages = Vec::new();
+    // Bytes the reader returned; of them, those still in `buf` are part of
+    // a message not yet whole and are counted once it is.
+    let mut read_total = 0u64;
     loop {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
@@ -166,6 +213,7 @@ async fn read_loop(
         if n == 0 {
             return Ok(());
         }
+        read_total += n as u64;
         let mut payload = 0u64;
         while let Some(msg) = wire::decode(&mut buf, max_len)? {
             if let Message::Piece { data, .. } = &msg {
@@ -173,8 +221,21 @@ async fn read_loop(
             }
             messages.push(msg);
         }
-        let overhead = (n as u64).saturating_sub(payload);
-        count(shared, Direction::Down, link.class, payload, overhead);
+        // Whole messages, plus whatever the carrier moved beyond the bytes
+        // it handed us (a kind's own framing; none for TCP).
+        let carried = wire.received().saturating_sub(tally.start);
+        let settled = tally.start
+            + read_total.saturating_sub(buf.len() as u64)
+            + carried.saturating_sub(read_total);
+        let moved = settled.saturating_sub(tally.reported);
+        tally.reported = tally.reported.max(settled);
+        count(
+            shared,
+            Direction::Down,
+            link.class,
+            payload,
+            moved.saturating_sub(payload),
+        );
         if payload > 0 {
             shared.session.hooks.gate.arrived(link.class, payload);
         }
@@ -194,6 +255,54 @@ async fn read_loop(
         if link.closed.load(Ordering::Acquire) {
             return Ok(());
         }
+    }
+}
+
+/// The write half with its counting: bytes are counted once they crossed
+/// the carrier (the transport's tally), the payload among them as payload.
+struct Outbound<'a> {
+    shared: &'a TorrentShared,
+    class: PeerClass,
+    writer: WriteHalf,
+    wire: &'a WireBytes,
+    tally: Tally,
+    /// Payload encoded into the batch and not yet counted.
+    payload: u64,
+}
+
+impl<'a> Outbound<'a> {
+    fn new(
+        shared: &'a TorrentShared,
+        class: PeerClass,
+        writer: WriteHalf,
+        wire: &'a WireBytes,
+    ) -> Self {
+        Self {
+            shared,
+            class,
+            writer,
+            wire,
+            tally: Tally::new(wire.sent()),
+            payload: 0,
+        }
+    }
+
+    /// Sends and empties `out`, then counts what crossed.
+    async fn flush(&mut self, out: &mut BytesMut) -> Result<()> {
+        let written = self.writer.write_all(out).await;
+        out.clear();
+        let sent = self.wire.sent();
+        let moved = sent.saturating_sub(self.tally.reported);
+        self.tally.reported = self.tally.reported.max(sent);
+        let payload = std::mem::take(&mut self.payload).min(moved);
+        count(
+            self.shared,
+            Direction::Up,
+            self.class,
+            payload,
+            moved - payload,
+        );
+        Ok(written?)
     }
 }
 
@@ -221,7 +330,7 @@ fn held_back(shared: &Arc<TorrentShared>, key: u64, blocks: Vec<wire::BlockRef>)
 /// granted instead of in clumps (which skews short measurement windows).
 async fn pass_gate(
     mut gate: GateFuture<'_>,
-    writer: &mut OwnedWriteHalf,
+    writer: &mut Outbound<'_>,
     out: &mut BytesMut,
 ) -> Result<()> {
     // The probe context is not Send: keep it out of the awaits below.
@@ -231,8 +340,7 @@ async fn pass_gate(
         .is_pending();
     if would_wait {
         if !out.is_empty() {
-            writer.write_all(out).await?;
-            out.clear();
+            writer.flush(out).await?;
         }
         gate.await;
     }
@@ -243,7 +351,7 @@ async fn write_loop(
     shared: &Arc<TorrentShared>,
     key: u64,
     link: &PeerLink,
-    mut writer: OwnedWriteHalf,
+    mut writer: Outbound<'_>,
 ) -> Result<()> {
     let hooks = &shared.session.hooks;
     let mut items = Vec::new();
@@ -275,15 +383,7 @@ async fn write_loop(
                                 .acquire(Direction::Down, link.class, block.length as u64);
                         pass_gate(gate, &mut writer, &mut out).await?;
                     }
-                    let before = out.len();
                     wire::encode(&msg, &mut out);
-                    count(
-                        shared,
-                        Direction::Up,
-                        link.class,
-                        0,
-                        (out.len() - before) as u64,
-                    );
                 }
                 Outgoing::Block(block) => {
                     if !hooks.seeding.is_on() {
@@ -303,14 +403,13 @@ async fn write_loop(
                         continue;
                     }
                     if link.class == PeerClass::Wan {
-                        // Wait for room in the kernel (TCP_NOTSENT_LOWAT)
+                        // Wait for room in the carrier (TCP_NOTSENT_LOWAT)
                         // before the last look at the gate, so the block is
                         // judged when it can leave, not long before.
                         if !out.is_empty() {
-                            writer.write_all(&out).await?;
-                            out.clear();
+                            writer.flush(&mut out).await?;
                         }
-                        wait_for_send_room(writer.as_ref()).await?;
+                        writer.writer.room().await?;
                     }
                     if !hooks.gate.still_admits(Direction::Up, link.class) {
                         deferred.push(block);
@@ -331,25 +430,16 @@ async fn write_loop(
                         shared.block_unreadable(key, block, &e);
                         continue;
                     }
-                    let header = (data_at - start) as u64;
-                    count(
-                        shared,
-                        Direction::Up,
-                        link.class,
-                        block.length as u64,
-                        header,
-                    );
+                    writer.payload += block.length as u64;
                     sent_payload += block.length as u64;
                 }
             }
             if out.len() >= batch {
-                writer.write_all(&out).await?;
-                out.clear();
+                writer.flush(&mut out).await?;
             }
         }
         if !out.is_empty() {
-            writer.write_all(&out).await?;
-            out.clear();
+            writer.flush(&mut out).await?;
         }
         if sent_payload > 0 {
             shared.lock_swarm().on_payload_sent(key, sent_payload);

@@ -26,6 +26,8 @@ use super::{announce, peer, SessionInner};
 /// A peer connection as the torrent sees it.
 pub(crate) struct PeerLink {
     pub(crate) addr: SocketAddr,
+    /// Our end of the connection (`session/addresses.rs`).
+    pub(crate) local: SocketAddr,
     pub(crate) peer_id: [u8; 20],
     pub(crate) class: PeerClass,
     pub(crate) wake: Notify,

@@ -5,7 +5,7 @@
 //! request with hard limits on time, redirects and reply size.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
@@ -254,19 +254,40 @@ fn parse_peer_dicts(list: &[Value<'_>], out: &mut Vec<SocketAddr>) -> Result<(),
 fn client() -> Result<&'static reqwest::Client, TrackerError> {
     static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
     CLIENT
-        .get_or_init(|| {
-            reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
-                // No keep-alive pool: announces to one tracker are minutes
-                // apart, and trackers (opentracker among them) close idle
-                // connections, so a pooled one tends to be reset mid-request.
-                .pool_max_idle_per_host(0)
-                .user_agent(concat!("capwise/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| e.to_string())
-        })
+        .get_or_init(|| builder().build().map_err(|e| e.to_string()))
         .as_ref()
         .map_err(|e| TrackerError::Http(format!("cannot build HTTP client: {e}")))
+}
+
+/// How every client of ours is set up.
+fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        // No keep-alive pool: announces to one tracker are minutes
+        // apart, and trackers (opentracker among them) close idle
+        // connections, so a pooled one tends to be reset mid-request.
+        .pool_max_idle_per_host(0)
+        .user_agent(concat!("capwise/", env!("CARGO_PKG_VERSION")))
+}
+
+/// The client whose connections leave from `local` (reqwest's
+/// `local_address`), one per address, kept like the shared one; a session
+/// has one listen address, so these are few.
+fn client_from(local: Option<IpAddr>) -> Result<reqwest::Client, TrackerError> {
+    let Some(local) = local else {
+        return client().cloned();
+    };
+    static BOUND: Mutex<Vec<(IpAddr, reqwest::Client)>> = Mutex::new(Vec::new());
+    let mut bound = BOUND.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, c)) = bound.iter().find(|(ip, _)| *ip == local) {
+        return Ok(c.clone());
+    }
+    let c = builder()
+        .local_address(local)
+        .build()
+        .map_err(|e| TrackerError::Http(format!("cannot build HTTP client: {e}")))?;
+    bound.push((local, c.clone()));
+    Ok(c)
 }
 
 /// Announces `req` to the HTTP(S) tracker at `base`, finishing within
@@ -278,14 +299,31 @@ pub async fn announce(
     req: &AnnounceRequest,
     timeout: Duration,
 ) -> Result<AnnounceResponse, TrackerError> {
+    announce_from(base, req, timeout, None).await
+}
+
+/// As [`announce`], the request leaving from the local address `local`
+/// when given.
+pub async fn announce_from(
+    base: &str,
+    req: &AnnounceRequest,
+    timeout: Duration,
+    local: Option<IpAddr>,
+) -> Result<AnnounceResponse, TrackerError> {
     let url = announce_url(base, req)?;
-    let body = fetch(&url, timeout, MAX_BODY).await?;
+    let body = fetch(&url, timeout, MAX_BODY, local).await?;
     parse_response(&body)
 }
 
-/// GETs `url` and returns its body, at most `limit` bytes, within `timeout`.
-async fn fetch(url: &str, timeout: Duration, limit: usize) -> Result<Vec<u8>, TrackerError> {
-    let client = client()?;
+/// GETs `url` from `local` and returns its body, at most `limit` bytes,
+/// within `timeout`.
+async fn fetch(
+    url: &str,
+    timeout: Duration,
+    limit: usize,
+    local: Option<IpAddr>,
+) -> Result<Vec<u8>, TrackerError> {
+    let client = client_from(local)?;
     let exchange = async {
         let mut response = client
             .get(url)

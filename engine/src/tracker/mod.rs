@@ -7,7 +7,7 @@
 //! network; [`announce`] and the per-protocol `announce` functions are thin
 //! async wrappers that only move bytes and enforce time and size limits.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 pub mod http;
@@ -125,14 +125,27 @@ pub async fn announce(
     req: &AnnounceRequest,
     timeout: Duration,
 ) -> Result<AnnounceResponse, TrackerError> {
+    announce_from(url, req, timeout, None).await
+}
+
+/// As [`announce`], the request leaving from the local address `local` when
+/// given (the address a session listens on), so that the tracker records
+/// the address peers can reach us at. A tracker only reachable over the
+/// other address family fails.
+pub async fn announce_from(
+    url: &str,
+    req: &AnnounceRequest,
+    timeout: Duration,
+    local: Option<IpAddr>,
+) -> Result<AnnounceResponse, TrackerError> {
     // Only the scheme is needed here; the protocol modules validate the rest.
     let scheme = match url.split_once("://") {
         Some((scheme, _)) => scheme.to_ascii_lowercase(),
         None => return Err(TrackerError::InvalidUrl(truncate_message(url.as_bytes()))),
     };
     match scheme.as_str() {
-        "http" | "https" => http::announce(url, req, timeout).await,
-        "udp" => udp::announce(url, req, timeout).await,
+        "http" | "https" => http::announce_from(url, req, timeout, local).await,
+        "udp" => udp::announce_from(url, req, timeout, local).await,
         _ => Err(TrackerError::UnsupportedScheme(truncate_message(
             scheme.as_bytes(),
         ))),

@@ -186,8 +186,19 @@ pub async fn announce(
     req: &AnnounceRequest,
     timeout: Duration,
 ) -> Result<AnnounceResponse, TrackerError> {
+    announce_from(url, req, timeout, None).await
+}
+
+/// As [`announce`], from the local address `from` when given (a name is
+/// resolved to an address of its family).
+pub async fn announce_from(
+    url: &str,
+    req: &AnnounceRequest,
+    timeout: Duration,
+    from: Option<IpAddr>,
+) -> Result<AnnounceResponse, TrackerError> {
     let (host, port) = host_port(url)?;
-    tokio::time::timeout(timeout, run(host, port, req))
+    tokio::time::timeout(timeout, run(host, port, req, from))
         .await
         .map_err(|_| TrackerError::Timeout)?
 }
@@ -196,19 +207,27 @@ async fn run(
     host: url::Host<String>,
     port: u16,
     req: &AnnounceRequest,
+    from: Option<IpAddr>,
 ) -> Result<AnnounceResponse, TrackerError> {
+    let family_ok = |a: &SocketAddr| from.is_none_or(|ip| ip.is_ipv4() == a.is_ipv4());
     let addr = match host {
         url::Host::Ipv4(ip) => SocketAddr::new(IpAddr::V4(ip), port),
         url::Host::Ipv6(ip) => SocketAddr::new(IpAddr::V6(ip), port),
         url::Host::Domain(name) => tokio::net::lookup_host((name.as_str(), port))
             .await
             .map_err(|e| TrackerError::Io(format!("resolving {name}: {e}")))?
-            .next()
-            .ok_or_else(|| TrackerError::Io(format!("{name} has no address")))?,
+            .find(family_ok)
+            .ok_or_else(|| TrackerError::Io(format!("{name} has no usable address")))?,
     };
-    let local = match addr {
-        SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-        SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+    let local = match (addr, from) {
+        (_, Some(ip)) if family_ok(&addr) => SocketAddr::new(ip, 0),
+        (_, Some(ip)) => {
+            return Err(TrackerError::Io(format!(
+                "bound to {ip}, which cannot reach {addr}"
+            )))
+        }
+        (SocketAddr::V4(_), None) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        (SocketAddr::V6(_), None) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
     };
     let socket = UdpSocket::bind(local).await.map_err(io_error)?;
     // Connecting filters out datagrams from anyone but the tracker.
