@@ -15,6 +15,7 @@ mod handle;
 mod peer;
 mod rate;
 mod recheck;
+mod schedule;
 mod send_room;
 mod torrent;
 
