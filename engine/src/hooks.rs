@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use capwise_proto::class::{Direction, PeerClass};
@@ -53,23 +53,30 @@ impl ByteGate for OpenGate {
 
 /// Turns uploads off at once (choke everyone, refuse requests) without
 /// touching downloads.
+/// Torrents sleeping until their next deadline hear a change at once.
 #[derive(Debug, Clone)]
-pub struct SeedingSwitch(Arc<AtomicBool>);
+pub struct SeedingSwitch(Arc<tokio::sync::watch::Sender<bool>>);
 
 impl Default for SeedingSwitch {
     fn default() -> Self {
-        Self(Arc::new(AtomicBool::new(true)))
+        Self(Arc::new(tokio::sync::watch::Sender::new(true)))
     }
 }
 
 impl SeedingSwitch {
     /// Whether uploads are allowed now.
     pub fn is_on(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        *self.0.borrow()
     }
     /// Allow or stop uploads.
     pub fn set(&self, on: bool) {
-        self.0.store(on, Ordering::Release)
+        self.0
+            .send_if_modified(|current| std::mem::replace(current, on) != on);
+    }
+
+    /// A receiver that is told of every change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.subscribe()
     }
 }
 
@@ -97,6 +104,11 @@ impl WanSwitch {
     pub fn set(&self, on: bool) {
         self.0
             .send_if_modified(|current| std::mem::replace(current, on) != on);
+    }
+
+    /// A receiver that is told of every change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.subscribe()
     }
 
     /// Resolves once the WAN is on (at once if it is).

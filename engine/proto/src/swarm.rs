@@ -123,6 +123,10 @@ struct Peer {
     peer_interested: bool,
     announced_pieces: bool,
     outstanding: HashMap<BlockRef, Instant>,
+    /// No later than the oldest request in `outstanding` was sent (`None`
+    /// when there is none): the next request time-out without a scan.
+    /// `tick` makes it exact again.
+    oldest_request: Option<Instant>,
     allowed_fast: Vec<u32>,
     outbox: VecDeque<Outgoing>,
     queued_uploads: usize,
@@ -144,6 +148,37 @@ struct Peer {
 }
 
 impl Peer {
+    /// Takes `block` out of the outstanding requests; whether it was there.
+    fn forget_request(&mut self, block: &BlockRef) -> bool {
+        let was = self.outstanding.remove(block).is_some();
+        if self.outstanding.is_empty() {
+            self.oldest_request = None;
+        }
+        was
+    }
+
+    /// Whether payload moved or may be about to (blocks queued to send).
+    fn bytes_moving(&self) -> bool {
+        self.down_bytes > 0
+            || self.up_bytes > 0
+            || self.down_rate > 0.0
+            || self.up_rate > 0.0
+            || self.queued_uploads > 0
+    }
+
+    /// When a keep-alive is due. While messages wait in the outbox the
+    /// writer has yet to send them (and set `last_sent`): counted from
+    /// `since` at the latest, so the deadline is never one that a pending
+    /// send would make moot.
+    fn keepalive_at(&self, since: Instant) -> Instant {
+        let from = if self.outbox.is_empty() {
+            self.last_sent
+        } else {
+            self.last_sent.max(since)
+        };
+        from + KEEPALIVE_INTERVAL
+    }
+
     fn queue_target(&self, config: &SwarmConfig) -> usize {
         if self.snubbed {
             return 1;
@@ -191,6 +226,13 @@ pub struct Swarm {
     last_tick: Instant,
     last_choke: Instant,
     last_optimistic: Instant,
+    /// When the next rate sample is due; `None` while no payload moves.
+    next_sample: Option<Instant>,
+    /// When the current rate sample began.
+    sampled_at: Instant,
+    /// Blocks went back to the pool outside `tick` (a peer left, choked
+    /// us, refused a request, a write failed): other peers may ask for them.
+    refill: bool,
     scratch: Vec<BlockRef>,
     /// Peers that sent blocks of each piece being verified.
     contributors: HashMap<u32, Vec<PeerKey>>,
@@ -198,9 +240,18 @@ pub struct Swarm {
 
 const CHOKE_INTERVAL: Duration = Duration::from_secs(10);
 const OPTIMISTIC_INTERVAL: Duration = Duration::from_secs(30);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(90);
+/// A keep-alive goes out after this much silence on our side: under the
+/// two minutes libtorrent (`peer_timeout`) waits before it drops a silent
+/// peer, and well under our own `idle_timeout`.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(110);
 /// Rates are smoothed over a few ticks so a single burst does not swing the queue.
 const RATE_SMOOTHING: f64 = 0.5;
+/// Rates are sampled this often while payload moves (and not at all when
+/// none does).
+pub const RATE_INTERVAL: Duration = Duration::from_secs(1);
+/// A rate below this (bytes/s) after smoothing is taken as 0: a decaying
+/// rate would otherwise keep the sampling going for ever.
+const RATE_FLOOR: f64 = 1.0;
 
 impl Swarm {
     /// A swarm for a torrent of `total_length` bytes with the given verified pieces.
@@ -224,6 +275,9 @@ impl Swarm {
             last_tick: now,
             last_choke: now,
             last_optimistic: now,
+            next_sample: None,
+            sampled_at: now,
+            refill: false,
             scratch: Vec::new(),
             contributors: HashMap::new(),
         }
@@ -280,6 +334,7 @@ impl Swarm {
             peer_interested: false,
             announced_pieces: false,
             outstanding: HashMap::new(),
+            oldest_request: None,
             allowed_fast: Vec::new(),
             outbox: VecDeque::new(),
             queued_uploads: 0,
@@ -329,6 +384,7 @@ impl Swarm {
             for block in peer.outstanding.keys() {
                 self.picker.release(block);
             }
+            self.refill |= !peer.outstanding.is_empty();
             self.picker
                 .remove_peer_availability(&peer.has, peer.is_seed);
             self.picker.peer_gone(key);
@@ -459,6 +515,8 @@ impl Swarm {
             Message::Choke => {
                 peer.peer_choking = true;
                 if !peer.fast {
+                    self.refill |= !peer.outstanding.is_empty();
+                    peer.oldest_request = None;
                     for block in peer.outstanding.drain().map(|(b, _)| b) {
                         self.picker.release(&block);
                     }
@@ -526,7 +584,7 @@ impl Swarm {
                 }
                 peer.announced_pieces = true;
             }
-            Message::Request(block) => self.on_request(key, block)?,
+            Message::Request(block) => self.on_request(key, block, now)?,
             Message::Cancel(block) => {
                 let before = peer.outbox.len();
                 peer.outbox.retain(|o| *o != Outgoing::Block(block));
@@ -541,8 +599,9 @@ impl Swarm {
             }
             Message::RejectRequest(block) => {
                 need_fast(peer, "reject")?;
-                if peer.outstanding.remove(&block).is_some() {
+                if peer.forget_request(&block) {
                     self.picker.release(&block);
+                    self.refill = true;
                     // Refused while unchoked: the peer lost the piece (its
                     // disk copy went bad) and cannot unsay its `have`. Asking
                     // again would only be refused again.
@@ -608,7 +667,7 @@ impl Swarm {
         }
     }
 
-    fn on_request(&mut self, key: PeerKey, block: BlockRef) -> Result<(), Violation> {
+    fn on_request(&mut self, key: PeerKey, block: BlockRef, now: Instant) -> Result<(), Violation> {
         let count = self.picker.piece_count();
         let Some(peer) = self.peers.get_mut(&key) else {
             return Ok(());
@@ -637,6 +696,7 @@ impl Swarm {
         peer.queued_uploads += 1;
         peer.outbox.push_back(Outgoing::Block(block));
         self.dirty.push(key);
+        self.start_sampling(now);
         Ok(())
     }
 
@@ -659,7 +719,7 @@ impl Swarm {
             begin,
             length: data.len() as u32,
         };
-        if peer.outstanding.remove(&block).is_none() {
+        if !peer.forget_request(&block) {
             peer.unsolicited += 1;
             if peer.unsolicited > self.config.max_unsolicited {
                 return Err(Violation("too many unrequested blocks".into()));
@@ -667,6 +727,7 @@ impl Swarm {
         }
         peer.down_bytes += data.len() as u64;
         peer.snubbed = false;
+        self.start_sampling(now);
         let endgame = self.picker.in_endgame();
         match self.picker.on_block(key, index, begin, &data) {
             BlockOutcome::PieceComplete {
@@ -682,7 +743,7 @@ impl Swarm {
         if endgame {
             // Others were asked for the same block: take the request back.
             for (&other, p) in self.peers.iter_mut() {
-                if other != key && p.outstanding.remove(&block).is_some() {
+                if other != key && p.forget_request(&block) {
                     p.outbox
                         .push_back(Outgoing::Message(Message::Cancel(block)));
                     self.dirty.push(other);
@@ -726,6 +787,7 @@ impl Swarm {
         if self.scratch.is_empty() {
             return;
         }
+        peer.oldest_request.get_or_insert(now);
         for block in self.scratch.drain(..) {
             peer.outstanding.insert(block, now);
             peer.outbox
@@ -847,6 +909,7 @@ impl Swarm {
     pub fn piece_unwritten(&mut self, index: u32) {
         self.picker.on_verified(index, false);
         self.contributors.remove(&index);
+        self.refill = true;
     }
 
     fn drop_peer(&mut self, key: PeerKey, reason: String, ban: bool) {
@@ -944,43 +1007,116 @@ impl Swarm {
         }
     }
 
-    /// Periodic work: rates, request time-outs, idle peers, keep-alives, and
-    /// the choker every ten seconds. Call about once a second.
+    /// Payload moved (a block came, one was queued to send): rates are
+    /// sampled from now on, every [`RATE_INTERVAL`], until none moves.
+    fn start_sampling(&mut self, now: Instant) {
+        if self.next_sample.is_none() {
+            // The first sample spans the movement, not the idle spell before.
+            self.sampled_at = now;
+            self.next_sample = Some(now + RATE_INTERVAL);
+        }
+    }
+
+    /// Whether a choker round can change anything: someone is unchoked, or
+    /// someone interested could be (uploads allowed). An idle seed whose
+    /// peers want nothing needs no round.
+    fn choker_needed(&self) -> bool {
+        self.peers
+            .values()
+            .any(|p| !p.am_choking || (self.seeding_allowed && p.peer_interested))
+    }
+
+    /// Whether some peer is being served or asks to be (interested or
+    /// unchoked): the I/O layer's checks of the data served are worth
+    /// their cost then.
+    pub fn serving(&self) -> bool {
+        self.peers
+            .values()
+            .any(|p| !p.am_choking || p.peer_interested)
+    }
+
+    /// The earliest instant at which [`Swarm::tick`] has something to do
+    /// (`None`: nothing until a message or a call comes): a request time-out,
+    /// a silent or useless peer to drop, a keep-alive to send, a choker
+    /// round (only while one can change anything), a rate sample (only while
+    /// payload moves), blocks back in the pool to hand out. It may lie in
+    /// the past (due now). Ticking earlier is harmless; ticking only at this
+    /// instant, or after any other input, misses nothing. Recompute it
+    /// after every input: inputs move it earlier (a request sent, a block
+    /// queued), only `tick` and sends move it later.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut at: Option<Instant> = None;
+        let mut earliest = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
+        if self.refill {
+            earliest(self.last_tick);
+        }
+        if let Some(t) = self.next_sample {
+            earliest(t);
+        }
+        if self.choker_needed() {
+            earliest(self.last_choke + CHOKE_INTERVAL);
+        }
+        for peer in self.peers.values() {
+            earliest(peer.last_recv + self.config.idle_timeout);
+            if !peer.useful {
+                earliest(peer.connected_at + self.config.unproductive_timeout);
+            }
+            if let Some(sent) = peer.oldest_request {
+                earliest(sent + self.config.request_timeout);
+            }
+            earliest(peer.keepalive_at(self.last_tick));
+        }
+        at
+    }
+
+    /// Timed work: rates, request time-outs, idle peers, keep-alives, and the
+    /// choker every ten seconds while it has anyone to serve. Call it at
+    /// [`Swarm::poll_timeout`] (or any time before: nothing comes early).
     pub fn tick(&mut self, now: Instant) {
-        let dt = now.duration_since(self.last_tick).as_secs_f64();
         self.last_tick = now;
+        let sample = self.next_sample.is_some_and(|t| now >= t);
+        let dt = now.duration_since(self.sampled_at).as_secs_f64();
+        if sample {
+            self.sampled_at = now;
+        }
         let mut idle = Vec::new();
         let mut timed_out = Vec::new();
         for (&key, peer) in self.peers.iter_mut() {
-            if dt > 0.0 {
+            if sample && dt > 0.0 {
                 peer.down_rate = smoothed(peer.down_rate, peer.down_bytes as f64 / dt);
                 peer.up_rate = smoothed(peer.up_rate, peer.up_bytes as f64 / dt);
                 peer.down_bytes = 0;
                 peer.up_bytes = 0;
             }
-            if now.duration_since(peer.last_recv) > self.config.idle_timeout {
+            if now.duration_since(peer.last_recv) >= self.config.idle_timeout {
                 idle.push((key, "idle"));
                 continue;
             }
             if !peer.useful
-                && now.duration_since(peer.connected_at) > self.config.unproductive_timeout
+                && now.duration_since(peer.connected_at) >= self.config.unproductive_timeout
             {
                 idle.push((key, "sent nothing useful since connecting"));
                 continue;
             }
-            let before = timed_out.len();
-            for (block, sent) in peer.outstanding.iter() {
-                if now.duration_since(*sent) > self.config.request_timeout {
-                    timed_out.push(*block);
+            if peer
+                .oldest_request
+                .is_some_and(|t| now >= t + self.config.request_timeout)
+            {
+                let before = timed_out.len();
+                for (block, sent) in peer.outstanding.iter() {
+                    if now.duration_since(*sent) >= self.config.request_timeout {
+                        timed_out.push(*block);
+                    }
                 }
-            }
-            if timed_out.len() > before {
-                for block in &timed_out[before..] {
-                    peer.outstanding.remove(block);
+                if timed_out.len() > before {
+                    for block in &timed_out[before..] {
+                        peer.outstanding.remove(block);
+                    }
+                    peer.snubbed = true;
                 }
-                peer.snubbed = true;
+                peer.oldest_request = peer.outstanding.values().min().copied();
             }
-            if now.duration_since(peer.last_sent) > KEEPALIVE_INTERVAL && peer.outbox.is_empty() {
+            if now.duration_since(peer.last_sent) >= KEEPALIVE_INTERVAL && peer.outbox.is_empty() {
                 peer.outbox.push_back(Outgoing::Message(Message::KeepAlive));
                 self.dirty.push(key);
             }
@@ -991,9 +1127,17 @@ impl Swarm {
         for (key, reason) in idle {
             self.drop_peer(key, reason.into(), false);
         }
-        if now.duration_since(self.last_choke) >= CHOKE_INTERVAL {
+        if now.duration_since(self.last_choke) >= CHOKE_INTERVAL && self.choker_needed() {
             self.run_choker(now);
         }
+        if sample {
+            self.next_sample = self
+                .peers
+                .values()
+                .any(Peer::bytes_moving)
+                .then_some(now + RATE_INTERVAL);
+        }
+        self.refill = false;
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {
             self.fill_requests(key, now);
@@ -1005,10 +1149,15 @@ impl Swarm {
 /// (nothing moved before) is taken as it is: averaging it with the zero before
 /// it would halve the first estimate, and with it the first request queue.
 fn smoothed(rate: f64, sample: f64) -> f64 {
-    if rate == 0.0 {
+    let next = if rate == 0.0 {
         sample
     } else {
         RATE_SMOOTHING * rate + (1.0 - RATE_SMOOTHING) * sample
+    };
+    if next < RATE_FLOOR {
+        0.0
+    } else {
+        next
     }
 }
 

@@ -16,6 +16,7 @@ mod handle;
 mod peer;
 mod rate;
 mod recheck;
+mod schedule;
 mod torrent;
 
 use std::collections::HashMap;

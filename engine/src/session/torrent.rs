@@ -21,6 +21,7 @@ use crate::{Error, Result};
 use super::control::{Fault, RunState};
 use super::handle::{AnnounceOutcome, Progress, TorrentHandle, TorrentOptions, TorrentState};
 use super::rate::RateWindow;
+use super::schedule::{earliest, Duties, Seen};
 use super::{announce, peer, SessionInner};
 
 /// A peer connection as the torrent sees it.
@@ -65,8 +66,13 @@ pub(crate) struct TorrentShared {
     /// Active, paused or stopped; every task of the torrent watches it.
     pub(crate) run: watch::Sender<RunState>,
     pub(crate) fault: Mutex<Option<Fault>>,
-    /// Wakes the driver before its next tick (a peer came, a control changed).
+    /// Wakes the driver before its next deadline (a peer came, a control
+    /// changed, the swarm has an earlier deadline).
     pub(crate) driver_wake: Notify,
+    /// When the driver means to wake next; [`Planned::Awake`] while it works
+    /// (it looks at every deadline again before it sleeps). Written under
+    /// the swarm lock, read under it by [`TorrentShared::dispatch`].
+    planned: Mutex<Planned>,
     /// Asks the announce task for an announce now (an error was cleared).
     pub(crate) reannounce: Notify,
     /// Peers given by the caller, dialled again after a pause or an error.
@@ -84,6 +90,15 @@ pub(crate) struct TorrentShared {
     pub(crate) announce_outcome: Mutex<Option<AnnounceOutcome>>,
     /// Pieces written but not yet in a committed journal record.
     journal: Mutex<JournalState>,
+}
+
+/// The driver's plan, for those that may need it sooner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Planned {
+    /// Working: it looks at every deadline before it sleeps again.
+    Awake,
+    /// Asleep until then (`None`: until woken).
+    Until(Option<Instant>),
 }
 
 /// The write side of the verified-piece journal (`storage/journal.rs`).
@@ -286,6 +301,7 @@ impl TorrentShared {
             run: watch::channel(run).0,
             fault: Mutex::new(None),
             driver_wake: Notify::new(),
+            planned: Mutex::new(Planned::Awake),
             reannounce: Notify::new(),
             manual_peers: Mutex::new(Vec::new()),
             rechecking: Mutex::new(HashSet::new()),
@@ -430,11 +446,28 @@ impl TorrentShared {
             events.push(ev);
         }
         let finished_now = events.contains(&Event::Finished);
+        // A piece assembled, or one verified (or lost) since the last
+        // publication: watchers see it now, not at the driver's next wake.
+        let verified_changed = swarm.stats().pieces_have != self.progress.borrow().pieces_have;
         let progress = (finished_now
+            || verified_changed
             || events
                 .iter()
                 .any(|e| matches!(e, Event::PieceComplete { .. })))
         .then(|| self.progress_now(&swarm));
+        // An input may have brought a deadline forward (a request sent, a
+        // block queued, blocks back in the pool): the driver, asleep until
+        // later, must wake for it.
+        let due = swarm.poll_timeout();
+        let planned = *self.planned.lock().expect("planned lock");
+        let sooner = match (due, planned) {
+            (Some(due), Planned::Until(Some(until))) => due < until,
+            (Some(_), Planned::Until(None)) => true,
+            _ => false,
+        };
+        if sooner {
+            self.driver_wake.notify_one();
+        }
         drop(swarm);
         if !dirty.is_empty() {
             let links = self.links.lock().expect("links lock");
@@ -754,55 +787,76 @@ pub(crate) fn spawn_tasks(shared: Arc<TorrentShared>) {
     tokio::spawn(drive(shared));
 }
 
-/// With peers: rates, time-outs and the choker need a steady beat.
-const TICK: Duration = Duration::from_secs(1);
-/// Without peers there is little to do (save resume data, look for vanished
-/// files) and a new peer or a pause wakes the driver at once; a laptop
-/// seeding a hundred quiet torrents should not wake twenty times a second.
-const IDLE_TICK: Duration = Duration::from_secs(30);
-const RESUME_EVERY: Duration = Duration::from_secs(30);
-
+/// The driver: sleeps until the swarm's next deadline or its own duties
+/// ([`schedule::Duties`]: resume data, the vanished-file check, progress
+/// sampling while bytes move), or until woken (a peer came or left, the
+/// swarm has an earlier deadline, a control, the seeding or WAN switch
+/// changed). An idle seeding torrent with a quiet peer wakes for its
+/// keep-alives only.
 async fn drive(shared: Arc<TorrentShared>) {
+    let hooks = &shared.session.hooks;
     let mut shutdown = shared.session.shutdown.subscribe();
     let mut run = shared.run.subscribe();
-    let mut last_resume = Instant::now();
+    let mut seeding_changes = hooks.seeding.subscribe();
+    let mut wan_changes = hooks.wan.subscribe();
+    let mut duties = Duties::new(Instant::now());
     loop {
-        let mut period = if shared.lock_swarm().peer_count() > 0 {
-            TICK
-        } else {
-            IDLE_TICK
-        };
-        if let Some(at) = shared.retry_at() {
-            period = period.min(at.saturating_duration_since(Instant::now()));
+        let now = Instant::now();
+        shared.retry_if_due(now);
+        if !hooks.wan.is_on() {
+            shared.close_wan_links();
         }
+        let (p, serving) = {
+            let mut swarm = shared.lock_swarm();
+            swarm.set_seeding(hooks.seeding.is_on(), now);
+            swarm.tick(now);
+            let p = shared.progress_now(&swarm);
+            let serving = swarm.serving();
+            shared.dispatch(swarm);
+            (p, serving)
+        };
+        let rates_moving = p.upload_rate > 0.0 || p.download_rate > 0.0;
+        shared.publish(p);
+        let seen = |shared: &TorrentShared| Seen {
+            resume_dirty: shared.resume_dirty.load(Ordering::Relaxed),
+            serving,
+            totals: shared.payload_totals(),
+            rates_moving,
+        };
+        let due = duties.wake(now, &seen(&shared));
+        if due.vanished {
+            shared.check_vanished().await;
+        }
+        if due.resume {
+            shared.save_resume_now().await;
+        }
+        let next = {
+            let swarm = shared.lock_swarm();
+            let next = earliest(
+                earliest(swarm.poll_timeout(), duties.next(&seen(&shared))),
+                shared.retry_at(),
+            );
+            *shared.planned.lock().expect("planned lock") = Planned::Until(next);
+            next
+        };
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = shared.driver_wake.notified() => {}
+            () = sleep => {}
+            () = shared.driver_wake.notified() => {}
             changed = run.changed() => {
                 if changed.is_err() || *run.borrow_and_update() == RunState::Stopped {
                     return;
                 }
             }
+            _ = seeding_changes.changed() => {}
+            _ = wan_changes.changed() => {}
             _ = shutdown.recv() => return,
         }
-        let now = Instant::now();
-        shared.retry_if_due(now);
-        let seeding = shared.session.hooks.seeding.is_on();
-        if !shared.session.hooks.wan.is_on() {
-            shared.close_wan_links();
-        }
-        {
-            let mut swarm = shared.lock_swarm();
-            swarm.set_seeding(seeding, now);
-            swarm.tick(now);
-            let p = shared.progress_now(&swarm);
-            shared.dispatch(swarm);
-            shared.publish(p);
-        }
-        if now.duration_since(last_resume) >= RESUME_EVERY {
-            last_resume = now;
-            shared.check_vanished().await;
-            shared.save_resume_now().await;
-        }
+        *shared.planned.lock().expect("planned lock") = Planned::Awake;
     }
 }
