@@ -9,6 +9,7 @@
 //! - [`wire`]: peer wire messages (BEP 3, 6, 10), handshake and codec.
 //! - [`picker`], [`choker`], [`swarm`]: which blocks to ask for, whom to serve.
 //! - [`bitfield`]: which pieces a peer (or we) have.
+//! - [`ext`]: extension sub-protocols (ut_metadata).
 //! - [`class`]: direction and peer class, the axes of gates and counters.
 //!
 //! Architecture invariant: this crate knows nothing of tokio, sockets, the
@@ -18,6 +19,7 @@ pub mod bencode;
 pub mod bitfield;
 pub mod choker;
 pub mod class;
+pub mod ext;
 pub mod magnet;
 pub mod metainfo;
 pub mod picker;
