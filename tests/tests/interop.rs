@@ -61,7 +61,7 @@ impl Ctx {
         let hash = make_torrent_with(
             &seed_dir.join(NAME),
             &torrent,
-            &[announce.clone()],
+            std::slice::from_ref(&announce),
             PIECE,
             pad_files,
             &logs,
