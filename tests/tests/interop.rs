@@ -324,7 +324,6 @@ fn capwise_gets_a_magnet_from_libtorrent() {
 }
 
 #[test]
-#[ignore = "Transmission 3.00 and capwise's metadata phase do not meet yet (see the branch notes)"]
 fn capwise_gets_a_magnet_from_transmission() {
     run("transmission -> capwise (magnet)", &default_files(), |c| {
         let mut tr =

@@ -562,6 +562,7 @@ impl MagnetShared {
         shared.remember_peers(&manual);
         let known = self.known.lock().expect("known lock").clone();
         shared.connect_peers(&known);
+        redial_while_alone(Arc::downgrade(&shared), known);
         // Handles waiting on the magnet's progress move to the torrent's.
         let now = shared.subscribe_progress().borrow().clone();
         self.progress.send_replace(now);
@@ -691,4 +692,28 @@ async fn announce_loop(me: Arc<MagnetShared>) {
             _ = shutdown.recv() => return,
         }
     }
+}
+
+/// Waits before the peers of the metadata phase are dialled again while the
+/// new torrent has none: a peer may refuse a connection that follows the
+/// one just closed too closely (Transmission closes it at once), and the
+/// next announce can be half an hour away.
+const REDIAL_AFTER_METADATA: [u64; 5] = [2, 5, 10, 20, 40];
+
+fn redial_while_alone(torrent: std::sync::Weak<TorrentShared>, peers: Vec<SocketAddr>) {
+    tokio::spawn(async move {
+        for secs in REDIAL_AFTER_METADATA {
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            let Some(shared) = torrent.upgrade() else {
+                return;
+            };
+            if *shared.run.borrow() == RunState::Stopped {
+                return;
+            }
+            if shared.lock_swarm().peer_count() > 0 {
+                return;
+            }
+            shared.connect_peers(&peers);
+        }
+    });
 }
