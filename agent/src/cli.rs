@@ -129,6 +129,9 @@ pub struct TransferArgs {
     /// `capwise run` reads it (default: $XDG_CONFIG_HOME/capwise/config.toml, if present).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// A peer to dial, HOST:PORT, like a magnet link's x.pe; repeatable.
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    pub peers: Vec<String>,
 }
 
 /// `capwise get`

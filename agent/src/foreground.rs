@@ -21,13 +21,14 @@ use crate::policy_gate::PolicyGate;
 use crate::policy_runtime::{PolicyOptions, PolicyRuntime};
 use crate::units::format_rate;
 
-/// Read a .torrent file, or explain why a magnet link cannot be used yet.
+/// Read a .torrent file (a magnet link is for `get` only: `seed` needs
+/// the metadata to check the data against).
 pub fn load_torrent(source: &str) -> Result<Metainfo> {
     if source.starts_with("magnet:") {
         let magnet = Magnet::parse(source).context("invalid magnet link")?;
         bail!(
-            "magnet link for {} understood, but fetching metadata from peers (BEP 9) is not supported yet; \
-             pass the .torrent file instead",
+            "seeding needs the torrent's metadata to check the data: pass the .torrent file \
+             (or `capwise get` the magnet link for {} first)",
             magnet.info_hash
         );
     }
@@ -86,10 +87,60 @@ async fn start_session(
     Ok((session, policy, state_lock))
 }
 
-/// Run `get`: download, then seed if asked.
+/// Run `get`: download (a magnet link: its metadata first), then seed if asked.
 pub async fn get(source: &str, seed_after: bool, args: &TransferArgs) -> Result<()> {
+    if source.starts_with("magnet:") {
+        let magnet = Magnet::parse(source).context("invalid magnet link")?;
+        return get_magnet(magnet, args, seed_after).await;
+    }
     let metainfo = load_torrent(source)?;
     run(metainfo, args, seed_after, false, true).await
+}
+
+/// `--peer HOST:PORT` values, looked up; one that does not resolve is an error.
+pub async fn resolve_peers(peers: &[String]) -> Result<Vec<std::net::SocketAddr>> {
+    let mut out = Vec::new();
+    for peer in peers {
+        let addrs = tokio::net::lookup_host(peer.as_str())
+            .await
+            .with_context(|| format!("--peer {peer}: not a HOST:PORT that resolves"))?;
+        out.extend(addrs);
+    }
+    Ok(out)
+}
+
+/// `get MAGNET`: the metadata from peers (the link's trackers and x.pe,
+/// and `--peer`), then the download, as from a .torrent.
+async fn get_magnet(magnet: Magnet, args: &TransferArgs, keep_seeding: bool) -> Result<()> {
+    let peers = resolve_peers(&args.peers).await?;
+    let hash = magnet.info_hash.to_hex();
+    let name = magnet.display_name.clone().unwrap_or_else(|| hash.clone());
+    let (session, _policy, _state_lock) = start_session(args, "get").await?;
+    tracing::info!(listen = %session.local_addr(), info_hash = %hash, "fetching metadata");
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let _data_lock = crate::lock::lock_data(&args.dir, &hash, &name, "get")?;
+    let mut handle = session
+        .add_magnet(magnet, args.dir.clone(), TorrentOptions::default())
+        .with_context(|| format!("cannot add the magnet link for {hash}"))?;
+    handle.connect(&peers);
+    let outcome = tokio::select! {
+        r = follow(&mut handle, &name) => r,
+        _ = stop_signal() => {
+            session.shutdown().await;
+            bail!("interrupted before the download completed");
+        }
+    };
+    if let Err(e) = outcome {
+        session.shutdown().await;
+        bail!(e);
+    }
+    if keep_seeding {
+        eprintln!("seeding '{}' (Ctrl-C to stop)", handle.name());
+        stop_signal().await;
+    }
+    session.shutdown().await;
+    Ok(())
 }
 
 /// Run `seed`: verify what is on disk, then seed until stopped. Data that
@@ -202,6 +253,7 @@ async fn run(
         );
     }
     handle.resume().await;
+    handle.connect(&resolve_peers(&args.peers).await?);
     let outcome = tokio::select! {
         r = follow(&mut handle, &name) => r,
         _ = stop_signal() => {
@@ -242,6 +294,8 @@ async fn follow(handle: &mut TorrentHandle, name: &str) -> Result<(), String> {
     loop {
         let p = handle.progress();
         if let Some(bar) = &bar {
+            // A magnet's size is known once its metadata is.
+            bar.set_length(p.total_length);
             bar.set_position(p.bytes_have);
             bar.set_message(format!(
                 "down {} up {} {} peers  {name}",
@@ -249,6 +303,11 @@ async fn follow(handle: &mut TorrentHandle, name: &str) -> Result<(), String> {
                 format_rate(p.upload_rate),
                 p.peers
             ));
+        } else if p.state == TorrentState::FetchingMetadata {
+            if last_line.elapsed() >= Duration::from_secs(2) {
+                last_line = std::time::Instant::now();
+                eprintln!("{name}: fetching metadata, {} peers", p.peers);
+            }
         } else if last_line.elapsed() >= Duration::from_secs(2) || p.state == TorrentState::Seeding
         {
             last_line = std::time::Instant::now();
@@ -302,7 +361,18 @@ mod tests {
             state_dir: None,
             network_file,
             config,
+            peers: Vec::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn peers_resolve_and_a_bad_one_is_named() {
+        let got = resolve_peers(&["127.0.0.1:6881".into(), "[::1]:1".into()])
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 2);
+        let err = resolve_peers(&["no-port".into()]).await.unwrap_err();
+        assert!(format!("{err:#}").contains("--peer no-port"), "{err:#}");
     }
 
     #[test]

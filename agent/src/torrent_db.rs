@@ -122,6 +122,16 @@ impl TorrentDb {
         Ok(())
     }
 
+    /// Replaces a torrent's stored source (a magnet link once its metadata
+    /// is fetched) with .torrent bytes, and its name.
+    pub fn set_metainfo(&self, id: &str, name: &str, metainfo: &[u8]) -> Result<()> {
+        self.conn().execute(
+            "UPDATE torrents SET metainfo = ?1, name = ?2 WHERE info_hash = ?3",
+            params![metainfo, name, id],
+        )?;
+        Ok(())
+    }
+
     /// Forgets a torrent and its resume data.
     pub fn remove(&self, id: &str) -> Result<()> {
         self.conn()

@@ -958,3 +958,31 @@ fn fuzz_seeds_load_with_safe_distinct_paths_or_are_refused() {
     }
     assert!(loaded >= 20, "only {loaded} seeds loaded");
 }
+
+#[test]
+fn metadata_becomes_a_metainfo_only_when_its_hash_is_the_info_hash() {
+    let info = single_info(b"a.bin", 3 * PIECE, PIECE, 3).to_bytes();
+    let hash = InfoHash::of(&info);
+    let trackers = vec![vec!["http://t.example/announce".to_string()]];
+    let m = Metainfo::from_info_bytes(&info, hash, trackers.clone()).unwrap();
+    assert_eq!(
+        (m.info_hash, m.name(), &m.trackers),
+        (hash, "a.bin", &trackers)
+    );
+    // Stored as a .torrent, it parses back to the same torrent.
+    let back = Metainfo::from_bytes(&m.to_torrent_bytes()).unwrap();
+    assert_eq!(back.info_hash, hash);
+    assert_eq!(back.trackers, trackers);
+    assert_eq!(back.info_bytes, info);
+    let bare = Metainfo::from_info_bytes(&info, hash, Vec::new()).unwrap();
+    assert_eq!(
+        Metainfo::from_bytes(&bare.to_torrent_bytes())
+            .unwrap()
+            .info_hash,
+        hash
+    );
+    assert_eq!(
+        Metainfo::from_info_bytes(&info, InfoHash([0; 20]), trackers),
+        Err(capwise_engine::metainfo::MetainfoError::InfoHashMismatch)
+    );
+}

@@ -237,7 +237,7 @@ async fn remove_with_data_deletes_only_the_torrents_files() {
     let key = handle.info_hash();
     assert_eq!(handle.name(), "data");
     assert_eq!(handle.download_dir(), tmp.path());
-    assert_eq!(handle.metainfo().info_hash, meta.info_hash);
+    assert_eq!(handle.metainfo().unwrap().info_hash, meta.info_hash);
     assert_eq!(session.torrents().len(), 1);
     assert!(session.torrent(key).is_some());
     handle.pause().await; // saves resume data

@@ -326,7 +326,7 @@ fn fake_seeder(leecher: &mut Node, reqq: usize, now: Instant) -> PeerKey {
     let greeting = [
         Message::Extended {
             id: 0,
-            payload: Bytes::from(wire::extension::our_handshake(51413, reqq)),
+            payload: Bytes::from(wire::extension::our_handshake(51413, reqq, None)),
         },
         Message::HaveAll,
         Message::Unchoke,

@@ -120,9 +120,14 @@ def main():
     signal.signal(signal.SIGINT, on_signal)
     os.makedirs(a.dir, exist_ok=True)
     ses = make_session(a)
-    ti = lt.torrent_info(a.torrent)
-    p = lt.add_torrent_params()
-    p.ti = ti
+    # A magnet link (get only): the metadata comes from peers (BEP 9).
+    if a.torrent.startswith("magnet:"):
+        ti = None
+        p = lt.parse_magnet_uri(a.torrent)
+    else:
+        ti = lt.torrent_info(a.torrent)
+        p = lt.add_torrent_params()
+        p.ti = ti
     p.save_path = a.dir
     flags = p.flags & ~lt.torrent_flags.auto_managed & ~lt.torrent_flags.paused
     if a.mode == "seed" and a.seed_mode:
@@ -134,8 +139,12 @@ def main():
     if a.download_limit:
         h.set_download_limit(a.download_limit)
     peers = [parse_addr(x) for x in a.peer]
-    total = ti.total_size()
-    log("start mode=%s name=%s size=%d pieces=%d listen=%s" % (a.mode, ti.name(), total, ti.num_pieces(), a.listen))
+    if ti is not None:
+        total = ti.total_size()
+        log("start mode=%s name=%s size=%d pieces=%d listen=%s" % (a.mode, ti.name(), total, ti.num_pieces(), a.listen))
+    else:
+        total = 0
+        log("start mode=%s magnet listen=%s" % (a.mode, a.listen))
 
     # Wake at least twice per progress interval (at most every 100 ms).
     poll_ms = max(1, min(100, int(a.progress_interval * 500)))
@@ -186,6 +195,8 @@ def main():
     h.pause()
     ses.pause()
     elapsed = time.monotonic() - start
+    if ti is None:
+        total = h.status().total_wanted
     log("DONE %d bytes in %.2fs (%.1f MB/s)" % (total, elapsed, total / elapsed / 1e6))
     return 0
 

@@ -42,6 +42,8 @@ struct Ctx {
     seed_dir: PathBuf,
     torrent: PathBuf,
     hash: String,
+    /// The tracker's announce URL, as in the torrent.
+    announce: String,
     tracker: Tracker,
 }
 
@@ -54,11 +56,12 @@ impl Ctx {
         let seed_dir = tmp.path().join("seed");
         make_tree(&seed_dir.join(NAME), files, seed)?;
         let port = reserve_port();
+        let announce = announce_url(port);
         let torrent = tmp.path().join("payload.torrent");
         let hash = make_torrent_with(
             &seed_dir.join(NAME),
             &torrent,
-            &[announce_url(port)],
+            std::slice::from_ref(&announce),
             PIECE,
             pad_files,
             &logs,
@@ -75,8 +78,19 @@ impl Ctx {
             seed_dir,
             torrent,
             hash,
+            announce,
             tracker,
         })
+    }
+
+    /// The torrent's magnet link: its info-hash, name and tracker only.
+    fn magnet(&self) -> String {
+        let mut m = capwise_engine::magnet::Magnet::new(
+            capwise_engine::metainfo::InfoHash::from_hex(&self.hash).expect("hex info-hash"),
+        );
+        m.display_name = Some(NAME.into());
+        m.trackers = vec![self.announce.clone()];
+        m.to_uri()
     }
 
     /// A fresh directory for one participant.
@@ -281,6 +295,52 @@ fn capwise_get(c: &Ctx) -> Result<()> {
     )?;
     timed("capwise download", || get.expect_success(WAIT))?;
     c.verify(&dir)
+}
+
+/// `capwise get MAGNET`: the metadata from the seeder the link's `tr=`
+/// tracker lists, then the data.
+fn capwise_get_magnet(c: &Ctx) -> Result<()> {
+    let dir = c.dir("capwise");
+    let magnet = c.magnet();
+    let mut get = capwise::get(
+        "capwise-get",
+        Path::new(&magnet),
+        &dir,
+        free_port(),
+        &c.dir("capwise-state"),
+        &CapwiseOpts::default(),
+        &c.logs,
+    )?;
+    timed("capwise magnet download", || get.expect_success(WAIT))?;
+    c.verify(&dir)
+}
+
+#[test]
+fn capwise_gets_a_magnet_from_libtorrent() {
+    run("libtorrent -> capwise (magnet)", &default_files(), |c| {
+        let _seed = lt_seeder(c)?;
+        capwise_get_magnet(c)
+    });
+}
+
+#[test]
+fn capwise_gets_a_magnet_from_transmission() {
+    run("transmission -> capwise (magnet)", &default_files(), |c| {
+        let mut tr =
+            Transmission::start("tr", &c.dir("tr-work"), &c.seed_dir, free_port(), &c.logs)?;
+        tr.seed(&c.torrent, WAIT)?;
+        c.wait_tracker(1, 0)?;
+        capwise_get_magnet(c)
+    });
+}
+
+#[test]
+fn capwise_gets_a_magnet_from_aria2() {
+    run("aria2 -> capwise (magnet)", &default_files(), |c| {
+        let _seed = aria2::seed("aria2-seed", &c.torrent, &c.seed_dir, free_port(), &c.logs)?;
+        c.wait_tracker(1, 0)?;
+        capwise_get_magnet(c)
+    });
 }
 
 #[test]
@@ -542,6 +602,46 @@ fn libtorrent_gets_from_capwise_seed(c: &Ctx) -> Result<()> {
     timed("libtorrent download", || get.expect_success(WAIT))?;
     c.verify(&dir)?;
     capwise::stop_clean(&mut seed)
+}
+
+/// libtorrent knows only the magnet link; it registers at the tracker, a
+/// capwise seeder dials it and serves the metadata (BEP 9), then the data.
+#[test]
+fn libtorrent_gets_a_magnet_from_capwise() {
+    run("capwise -> libtorrent (magnet)", &default_files(), |c| {
+        let dir = c.dir("lt");
+        let magnet = c.magnet();
+        let mut get = libtorrent::get(
+            "lt-get",
+            Path::new(&magnet),
+            &dir,
+            free_port(),
+            &LtOpts::default(),
+            &c.logs,
+        )?;
+        c.wait_tracker(0, 1)?;
+        let mut seed = capwise_seed(c, &c.torrent)?;
+        timed("libtorrent magnet download", || get.expect_success(WAIT))?;
+        c.verify(&dir)?;
+        capwise::stop_clean(&mut seed)
+    });
+}
+
+/// Transmission knows only the magnet link; a capwise seeder dials it (it
+/// never dials 127.x peers) and serves the metadata, then the data.
+#[test]
+#[ignore = "Transmission 3.00 and capwise's metadata phase do not meet yet (see the branch notes)"]
+fn transmission_gets_a_magnet_from_capwise() {
+    run("capwise -> transmission (magnet)", &default_files(), |c| {
+        let dir = c.dir("tr");
+        let mut tr = Transmission::start("tr", &c.dir("tr-work"), &dir, free_port(), &c.logs)?;
+        tr.add(Path::new(&c.magnet()))?;
+        c.wait_tracker(0, 1)?;
+        let mut seed = capwise_seed(c, &c.torrent)?;
+        timed("transmission magnet download", || tr.wait_complete(WAIT))?;
+        c.verify(&dir)?;
+        capwise::stop_clean(&mut seed)
+    });
 }
 
 /// capwise seeds a torrent with BEP 47 pad files from data without them (it

@@ -299,19 +299,18 @@ async fn one(State(s): State<Arc<ApiState>>, TorrentIdPath(id): TorrentIdPath) -
     }
 }
 
-/// Checks an add request and returns the .torrent bytes it carries.
+/// Checks an add request and returns the .torrent bytes it carries, or a
+/// magnet link's URI (the form the agent stores it in).
 pub fn torrent_bytes(request: &AddRequest) -> Result<Vec<u8>, String> {
     match (&request.torrent, &request.magnet) {
         (Some(b64), None) => base64::engine::general_purpose::STANDARD
             .decode(b64.as_bytes())
             .map_err(|e| format!("'torrent' is not valid base64: {e}")),
         (None, Some(link)) => {
+            // Checked here, stored as its URI; the metadata is fetched from peers.
             let magnet = capwise_engine::magnet::Magnet::parse(link)
                 .map_err(|e| format!("invalid magnet link: {e}"))?;
-            Err(format!(
-                "magnet link for {} understood, but fetching metadata from peers (BEP 9) is not supported yet; add the .torrent file instead",
-                magnet.info_hash
-            ))
+            Ok(magnet.to_uri().into_bytes())
         }
         (Some(_), Some(_)) => Err("give either 'torrent' or 'magnet', not both".into()),
         (None, None) => Err("give 'torrent' (base64 .torrent bytes) or 'magnet'".into()),
@@ -405,6 +404,15 @@ mod tests {
             magnet: Some("magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567".into()),
             ..AddRequest::default()
         };
-        assert!(torrent_bytes(&magnet).unwrap_err().contains("BEP 9"));
+        assert!(torrent_bytes(&magnet)
+            .unwrap()
+            .starts_with(b"magnet:?xt=urn:btih:0123"));
+        let bad_magnet = AddRequest {
+            magnet: Some("magnet:?xt=urn:btih:123".into()),
+            ..AddRequest::default()
+        };
+        assert!(torrent_bytes(&bad_magnet)
+            .unwrap_err()
+            .contains("invalid magnet"));
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use capwise_engine::magnet::Magnet;
 use capwise_engine::metainfo::Metainfo;
 use capwise_engine::session::{Session, TorrentHandle, TorrentOptions, TorrentState};
 use capwise_policy::time::Timestamp;
@@ -18,7 +19,12 @@ use capwise_engine::session::AnnounceOutcome;
 /// answered (since when, and the last error), or it lists no tracker at all
 /// (and peers cannot be found without one yet: no DHT).
 pub fn no_peers_reason(handle: &TorrentHandle) -> Option<String> {
-    if handle.metainfo().trackers.is_empty() {
+    let no_trackers = match (handle.metainfo(), handle.magnet_link()) {
+        (Some(m), _) => m.trackers.is_empty(),
+        (None, Some(link)) => link.trackers.is_empty() && link.peers.is_empty(),
+        (None, None) => false,
+    };
+    if no_trackers {
         return Some(
             "no peers: the torrent lists no tracker, and capwise cannot find peers \
              without one yet (no DHT)"
@@ -60,6 +66,46 @@ pub enum TorrentError {
     /// The engine or the database failed.
     #[error("{}", crate::commands::output::error_chain(.0))]
     Internal(anyhow::Error),
+}
+
+/// What a torrent is added or restored from: a .torrent, or a magnet
+/// link whose metadata is still to fetch (stored as its URI, in the same
+/// column as a .torrent's bytes).
+enum Source {
+    Torrent(Metainfo),
+    Magnet(Magnet),
+}
+
+impl Source {
+    fn parse(bytes: &[u8]) -> Result<Source, String> {
+        if bytes.starts_with(b"magnet:") {
+            let text = std::str::from_utf8(bytes).map_err(|_| "magnet link is not UTF-8")?;
+            return Magnet::parse(text)
+                .map(Source::Magnet)
+                .map_err(|e| format!("invalid magnet link: {e}"));
+        }
+        Metainfo::from_bytes(bytes)
+            .map(Source::Torrent)
+            .map_err(|e| format!("not a usable torrent: {e}"))
+    }
+
+    fn info_hash(&self) -> [u8; 20] {
+        match self {
+            Source::Torrent(m) => m.info_hash.0,
+            Source::Magnet(m) => m.info_hash.0,
+        }
+    }
+
+    /// The name to show and to lock: the torrent's, or the link's `dn`, or the hash.
+    fn name(&self) -> String {
+        match self {
+            Source::Torrent(m) => m.info.name.clone(),
+            Source::Magnet(m) => m
+                .display_name
+                .clone()
+                .unwrap_or_else(|| m.info_hash.to_hex()),
+        }
+    }
 }
 
 struct Entry {
@@ -123,8 +169,8 @@ impl Torrents {
     /// Opens a stored torrent in the engine (resume data trusted where files
     /// are unchanged). A torrent whose data cannot be opened is logged and
     /// skipped, not fatal: the others must still start.
-    pub async fn restore(&self, stored: StoredTorrent) {
-        let metainfo = match Metainfo::from_bytes(&stored.metainfo) {
+    pub async fn restore(self: &Arc<Self>, stored: StoredTorrent) {
+        let metainfo = match Source::parse(&stored.metainfo) {
             Ok(m) => m,
             Err(error) => {
                 tracing::error!(id = %stored.id, %error, "stored torrent no longer parses; skipped");
@@ -145,31 +191,38 @@ impl Torrents {
     }
 
     async fn start(
-        &self,
-        metainfo: Metainfo,
+        self: &Arc<Self>,
+        source: Source,
         download_dir: PathBuf,
         user_paused: bool,
         background: bool,
     ) -> Result<TorrentView, TorrentError> {
-        let id = hex(&metainfo.info_hash.0);
+        let id = hex(&source.info_hash());
         let waiting = background && !self.background_allowed.load(Ordering::Acquire);
         // The engine would create the directory anyway; the lock file goes in it.
         std::fs::create_dir_all(&download_dir).map_err(|e| {
             TorrentError::Invalid(format!("cannot create {}: {e}", download_dir.display()))
         })?;
-        let data_lock = crate::lock::lock_data(&download_dir, &id, &metainfo.info.name, "run")
+        let data_lock = crate::lock::lock_data(&download_dir, &id, &source.name(), "run")
             .map_err(|e| TorrentError::InUse(crate::commands::output::error_chain(&e)))?;
-        let handle = self
-            .session
-            .add_torrent(
-                metainfo,
-                download_dir.clone(),
-                TorrentOptions {
-                    paused: user_paused || waiting,
-                },
-            )
-            .await
-            .map_err(|e| TorrentError::Internal(anyhow::Error::new(e)))?;
+        let options = TorrentOptions {
+            paused: user_paused || waiting,
+        };
+        let handle = match source {
+            Source::Torrent(metainfo) => self
+                .session
+                .add_torrent(metainfo, download_dir.clone(), options)
+                .await
+                .map_err(|e| TorrentError::Internal(anyhow::Error::new(e)))?,
+            Source::Magnet(magnet) => {
+                let handle = self
+                    .session
+                    .add_magnet(magnet, download_dir.clone(), options)
+                    .map_err(|e| TorrentError::Internal(anyhow::Error::new(e)))?;
+                self.store_metadata_when_fetched(id.clone(), handle.clone());
+                handle
+            }
+        };
         let entry = Entry {
             handle,
             download_dir,
@@ -183,23 +236,47 @@ impl Torrents {
         Ok(view)
     }
 
-    /// Adds a torrent: stored first, so a crash right after still knows it.
+    /// Once a magnet's metadata is fetched, it is stored in place of the
+    /// link, as a .torrent, so a restart does not fetch it again.
+    fn store_metadata_when_fetched(self: &Arc<Self>, id: String, mut handle: TorrentHandle) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let Some(metainfo) = handle.wait_metadata().await else {
+                return;
+            };
+            let Some(me) = me.upgrade() else { return };
+            if !me.entries().contains_key(&id) {
+                return;
+            }
+            match me
+                .db
+                .set_metainfo(&id, &metainfo.info.name, &metainfo.to_torrent_bytes())
+            {
+                Ok(()) => {
+                    tracing::info!(%id, name = %metainfo.info.name, "metadata fetched and stored")
+                }
+                Err(error) => tracing::warn!(%id, %error, "cannot store the fetched metadata"),
+            }
+        });
+    }
+
+    /// Adds a torrent (.torrent bytes, or a magnet link's URI): stored
+    /// first, so a crash right after still knows it.
     pub async fn add(
-        &self,
+        self: &Arc<Self>,
         metainfo_bytes: Vec<u8>,
         download_dir: PathBuf,
         paused: bool,
         background: bool,
     ) -> Result<TorrentView, TorrentError> {
-        let metainfo = Metainfo::from_bytes(&metainfo_bytes)
-            .map_err(|e| TorrentError::Invalid(format!("not a usable torrent: {e}")))?;
+        let metainfo = Source::parse(&metainfo_bytes).map_err(TorrentError::Invalid)?;
         if !download_dir.is_absolute() {
             return Err(TorrentError::Invalid(format!(
                 "download directory {} is not absolute",
                 download_dir.display()
             )));
         }
-        let id = hex(&metainfo.info_hash.0);
+        let id = hex(&metainfo.info_hash());
         if self.entries().contains_key(&id) {
             return Err(TorrentError::Duplicate(id));
         }
@@ -208,7 +285,7 @@ impl Torrents {
         })?;
         let stored = StoredTorrent {
             id: id.clone(),
-            name: metainfo.info.name.clone(),
+            name: metainfo.name(),
             metainfo: metainfo_bytes,
             download_dir: download_dir.clone(),
             paused,
@@ -354,6 +431,10 @@ impl Torrents {
             ("waiting", Some(why))
         } else {
             match &p.state {
+                TorrentState::FetchingMetadata if p.peers == 0 => {
+                    ("fetching metadata", no_peers_reason(&entry.handle))
+                }
+                TorrentState::FetchingMetadata => ("fetching metadata", None),
                 TorrentState::Checking => ("checking", None),
                 TorrentState::Downloading if p.peers == 0 => {
                     let reason = if self.wan_held.load(Ordering::Acquire) {
@@ -435,7 +516,7 @@ mod tests {
         .await
         .unwrap();
         let db = Arc::new(TorrentDb::open(&dir.path().join("capwise.db")).unwrap());
-        let torrents = Torrents::new(session.clone(), db, true);
+        let torrents = Arc::new(Torrents::new(session.clone(), db, true));
         let sentence = "Uploads to the internet paused and background torrents wait: \
                         'Pixel hotspot' is metered (NetworkManager says so).";
         torrents.apply_background(false, sentence).await;
@@ -500,5 +581,77 @@ mod tests {
         let reason = torrents.get(&added.id).unwrap().reason.unwrap_or_default();
         assert_eq!(reason, "Paused: 'Pixel hotspot' is roaming.");
         session.shutdown().await;
+    }
+
+    /// A magnet link is stored as its URI and listed as fetching metadata;
+    /// restored, it goes on fetching; once a peer served the metadata it is
+    /// stored as a .torrent, so the next restart does not fetch again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_magnet_is_kept_while_fetching_and_stored_as_a_torrent_once_fetched() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = || SessionConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..SessionConfig::default()
+        };
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let bytes = torrent_bytes(&src, "m.bin", vec![]);
+        let meta = Metainfo::from_bytes(&bytes).unwrap();
+        let uri = format!("magnet:?xt=urn:btih:{}&dn=m.bin", meta.info_hash.to_hex());
+        let db_path = dir.path().join("capwise.db");
+        let leech = dir.path().join("leech");
+        {
+            let session = Session::start(config(), Hooks::default()).await.unwrap();
+            let db = Arc::new(TorrentDb::open(&db_path).unwrap());
+            let torrents = Arc::new(Torrents::new(session.clone(), db.clone(), true));
+            let view = torrents
+                .add(uri.clone().into_bytes(), leech.clone(), false, false)
+                .await
+                .unwrap();
+            assert_eq!(view.state, "fetching metadata");
+            assert_eq!(view.name, "m.bin");
+            let stored = db.torrents().unwrap();
+            assert!(stored[0].metainfo.starts_with(b"magnet:?"));
+            session.shutdown().await;
+            torrents.release_all();
+        }
+        // Restarted: fetching again; a seeder comes and the metadata is stored.
+        let seeder = Session::start(config(), Hooks::default()).await.unwrap();
+        seeder
+            .add_torrent(meta.clone(), src.clone(), TorrentOptions::default())
+            .await
+            .unwrap();
+        let session = Session::start(config(), Hooks::default()).await.unwrap();
+        let db = Arc::new(TorrentDb::open(&db_path).unwrap());
+        let torrents = Arc::new(Torrents::new(session.clone(), db.clone(), true));
+        for stored in db.torrents().unwrap() {
+            torrents.restore(stored).await;
+        }
+        let id = hex(&meta.info_hash.0);
+        assert_eq!(torrents.get(&id).unwrap().state, "fetching metadata");
+        session
+            .torrent(meta.info_hash.0)
+            .unwrap()
+            .connect(&[seeder.local_addr()]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let stored = db.torrents().unwrap();
+            if Metainfo::from_bytes(&stored[0].metainfo).is_ok() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "metadata never stored"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let stored = db.torrents().unwrap();
+        assert_eq!(
+            Metainfo::from_bytes(&stored[0].metainfo).unwrap().info_hash,
+            meta.info_hash
+        );
+        assert_eq!(stored[0].name, "m.bin");
+        session.shutdown().await;
+        seeder.shutdown().await;
     }
 }

@@ -9,6 +9,7 @@
 //! - [`wire`]: peer wire messages (BEP 3, 6, 10), handshake and codec.
 //! - [`picker`], [`choker`], [`swarm`]: which blocks to ask for, whom to serve.
 //! - [`bitfield`]: which pieces a peer (or we) have.
+//! - [`ext`]: extension sub-protocols (ut_metadata).
 //! - [`class`]: direction and peer class, the axes of gates and counters.
 //! - [`ext`]: BEP 10 extensions (ut_pex).
 //! - [`lsd`]: local service discovery (BEP 14) packets and schedule.

@@ -53,6 +53,8 @@ pub struct Magnet {
     pub trackers: Vec<String>,
     /// `xl`: exact length in bytes.
     pub exact_length: Option<u64>,
+    /// `x.pe`: peers to dial, `HOST:PORT` as given (BEP 9).
+    pub peers: Vec<String>,
 }
 
 /// Characters to escape in values written by [`Magnet::to_uri`]: everything
@@ -71,6 +73,7 @@ impl Magnet {
             display_name: None,
             trackers: Vec::new(),
             exact_length: None,
+            peers: Vec::new(),
         }
     }
 
@@ -85,10 +88,18 @@ impl Magnet {
         let mut display_name = None;
         let mut trackers = Vec::new();
         let mut exact_length = None;
+        let mut peers = Vec::new();
         for pair in query.split('&') {
             let Some((key, value)) = pair.split_once('=') else {
                 continue;
             };
+            if key == "x.pe" {
+                let peer = decode(value, "x.pe")?;
+                if !peer.is_empty() && !peers.contains(&peer) {
+                    peers.push(peer);
+                }
+                continue;
+            }
             // BEP 9 allows numbered keys (`xt.1`, `tr.2`) for several values.
             let key = key.split_once('.').map_or(key, |(base, _)| base);
             match key {
@@ -131,6 +142,7 @@ impl Magnet {
             display_name,
             trackers,
             exact_length,
+            peers,
         })
     }
 
@@ -148,6 +160,10 @@ impl Magnet {
             uri.push_str("&tr=");
             uri.extend(utf8_percent_encode(tracker, VALUE));
         }
+        for peer in &self.peers {
+            uri.push_str("&x.pe=");
+            uri.extend(utf8_percent_encode(peer, VALUE));
+        }
         uri
     }
 }
@@ -160,6 +176,7 @@ impl From<&crate::metainfo::Metainfo> for Magnet {
             display_name: Some(m.info.name.clone()),
             trackers: m.tracker_urls().into_iter().map(str::to_owned).collect(),
             exact_length: Some(m.info.total_length),
+            peers: Vec::new(),
         }
     }
 }
@@ -314,9 +331,19 @@ mod tests {
             display_name: Some("a b&c=d+é".into()),
             trackers: vec!["udp://t.example:6969/announce?x=1&y=2".into()],
             exact_length: Some(99),
+            peers: vec!["10.0.0.1:6881".into(), "[::1]:51413".into()],
         };
         let uri = m.to_uri();
         assert!(uri.starts_with(&format!("magnet:?xt=urn:btih:{HEX}&dn=a%20b%26c%3Dd%2B")));
         assert_eq!(Magnet::parse(&uri), Ok(m));
+    }
+
+    #[test]
+    fn reads_x_pe_peers() {
+        let m = Magnet::parse(&format!(
+            "magnet:?xt=urn:btih:{HEX}&x.pe=127.0.0.1%3A6881&x.pe=host.example:1&x.pe=127.0.0.1:6881"
+        ))
+        .unwrap();
+        assert_eq!(m.peers, ["127.0.0.1:6881", "host.example:1"]);
     }
 }

@@ -163,6 +163,9 @@ pub enum MetainfoError {
     /// All files are empty, so there is nothing to share.
     #[error("info: total length is zero")]
     ZeroTotal,
+    /// Metadata whose SHA-1 is not the info-hash it was fetched for.
+    #[error("info: the metadata's SHA-1 is not the info-hash")]
+    InfoHashMismatch,
     /// A sum of lengths overflows 64 bits.
     #[error("{field}: total length overflows 64 bits")]
     Overflow {
@@ -297,6 +300,58 @@ impl Metainfo {
         }
         let value = bencode::decode(info_bytes)?;
         Info::from_dict(expect_dict(&value, "info")?).map(Some)
+    }
+
+    /// A metainfo from metadata fetched over BEP 9 (the bare `info`
+    /// dictionary) and the trackers a magnet link named. Metadata is
+    /// trusted only when its SHA-1 is `expected`:
+    /// [`MetainfoError::InfoHashMismatch`] otherwise.
+    pub fn from_info_bytes(
+        info_bytes: &[u8],
+        expected: InfoHash,
+        trackers: Vec<Vec<String>>,
+    ) -> Result<Metainfo, MetainfoError> {
+        let info = Metainfo::info_from_metadata(info_bytes, expected)?
+            .ok_or(MetainfoError::InfoHashMismatch)?;
+        Ok(Metainfo {
+            info_hash: expected,
+            info,
+            info_bytes: info_bytes.to_vec(),
+            trackers,
+            comment: None,
+            created_by: None,
+            creation_date: None,
+        })
+    }
+
+    /// A .torrent file for this metainfo: `announce`, `announce-list` and
+    /// the `info` bytes exactly as they are, so it parses back to the same
+    /// info-hash.
+    pub fn to_torrent_bytes(&self) -> Vec<u8> {
+        let urls: Vec<&str> = self.tracker_urls();
+        let mut out = b"d".to_vec();
+        if let Some(first) = urls.first() {
+            bencode::Owned::Bytes(b"announce".to_vec()).encode_into(&mut out);
+            bencode::Owned::Bytes(first.as_bytes().to_vec()).encode_into(&mut out);
+            let tiers = bencode::Owned::List(
+                self.trackers
+                    .iter()
+                    .map(|tier| {
+                        bencode::Owned::List(
+                            tier.iter()
+                                .map(|u| bencode::Owned::Bytes(u.as_bytes().to_vec()))
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+            );
+            bencode::Owned::Bytes(b"announce-list".to_vec()).encode_into(&mut out);
+            tiers.encode_into(&mut out);
+        }
+        bencode::Owned::Bytes(b"info".to_vec()).encode_into(&mut out);
+        out.extend_from_slice(&self.info_bytes);
+        out.push(b'e');
+        out
     }
 
     /// The expected SHA-1 of piece `index`.

@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use crate::bitfield::Bitfield;
 use crate::choker::{choose_unchoked, next_optimistic, ChokeCandidate};
+use crate::ext::metadata::{self, MetadataMsg};
 use crate::picker::{Asker, BlockOutcome, PeerKey, Picker};
 use crate::wire::{BlockRef, Handshake, Message, BLOCK_SIZE};
 
@@ -145,6 +146,8 @@ struct Peer {
     connected_at: Instant,
     /// Has sent something that can lead to an exchange of data.
     useful: bool,
+    /// The extended message id the peer gave ut_metadata (BEP 9).
+    ut_metadata: Option<u8>,
 }
 
 impl Peer {
@@ -236,7 +239,13 @@ pub struct Swarm {
     scratch: Vec<BlockRef>,
     /// Peers that sent blocks of each piece being verified.
     contributors: HashMap<u32, Vec<PeerKey>>,
+    /// The info dictionary's original bytes, served over ut_metadata.
+    metadata: Option<Bytes>,
 }
+
+/// A peer with this many messages waiting is refused metadata blocks
+/// (rejected instead), so requests cannot queue megabytes.
+const METADATA_OUTBOX_LIMIT: usize = 64;
 
 const CHOKE_INTERVAL: Duration = Duration::from_secs(10);
 const OPTIMISTIC_INTERVAL: Duration = Duration::from_secs(30);
@@ -280,7 +289,15 @@ impl Swarm {
             refill: false,
             scratch: Vec::new(),
             contributors: HashMap::new(),
+            metadata: None,
         }
+    }
+
+    /// The info dictionary's original bytes (whose SHA-1 is the
+    /// info-hash): peers that connect from now on are told its size, and
+    /// ut_metadata requests are answered from it.
+    pub fn set_metadata(&mut self, info_bytes: Bytes) {
+        self.metadata = Some(info_bytes);
     }
 
     /// Whether every piece is verified.
@@ -351,11 +368,13 @@ impl Swarm {
             last_sent: now,
             connected_at: now,
             useful: false,
+            ut_metadata: None,
         };
         if handshake.supports_extensions() {
             let payload = crate::wire::extension::our_handshake(
                 self.config.listen_port,
                 self.config.max_peer_requests,
+                self.metadata.as_ref().map(Bytes::len),
             );
             peer.outbox.push_back(Outgoing::Message(Message::Extended {
                 id: 0,
@@ -509,6 +528,25 @@ impl Swarm {
                 if id == 0 {
                     if let Some(reqq) = crate::wire::extension::peer_request_queue(&payload) {
                         peer.peer_max_queue = reqq.clamp(1, self.config.max_queue);
+                    }
+                    peer.ut_metadata = crate::wire::extension::peer_ut_metadata(&payload).0;
+                } else if id == metadata::OUR_ID {
+                    let msg =
+                        MetadataMsg::decode(&payload).map_err(|e| Violation(e.to_string()))?;
+                    if let (MetadataMsg::Request { piece }, Some(their_id)) =
+                        (msg, peer.ut_metadata)
+                    {
+                        let answer = match &self.metadata {
+                            Some(info) if peer.outbox.len() < METADATA_OUTBOX_LIMIT => {
+                                metadata::serve(info, piece)
+                            }
+                            _ => MetadataMsg::Reject { piece },
+                        };
+                        peer.outbox.push_back(Outgoing::Message(Message::Extended {
+                            id: their_id,
+                            payload: answer.encode(),
+                        }));
+                        self.dirty.push(key);
                     }
                 }
             }

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::hooks::Counters;
 use crate::metainfo::Metainfo;
 
+use super::metadata::MagnetShared;
 use super::torrent::TorrentShared;
 
 /// Per-torrent choices.
@@ -23,6 +24,9 @@ pub struct TorrentOptions {
 /// Where a torrent stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TorrentState {
+    /// A magnet link's torrent fetching its metadata (BEP 9) from peers;
+    /// nothing is on disk yet.
+    FetchingMetadata,
     /// Hashing what is on disk.
     Checking,
     /// Fetching pieces.
@@ -83,55 +87,145 @@ pub enum AnnounceOutcome {
 }
 
 /// The caller's handle on a torrent. Cheap to clone; every clone controls
-/// the same torrent.
+/// the same torrent. A torrent added from a magnet link starts without its
+/// metadata; the handle follows it once the metadata is in.
 #[derive(Clone)]
 pub struct TorrentHandle {
-    shared: Arc<TorrentShared>,
-    progress: watch::Receiver<Progress>,
+    inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Torrent {
+        shared: Arc<TorrentShared>,
+        progress: watch::Receiver<Progress>,
+    },
+    Magnet {
+        magnet: Arc<MagnetShared>,
+        progress: watch::Receiver<Progress>,
+    },
 }
 
 impl TorrentHandle {
     pub(crate) fn new(shared: Arc<TorrentShared>) -> TorrentHandle {
         let progress = shared.subscribe_progress();
-        TorrentHandle { shared, progress }
+        TorrentHandle {
+            inner: Inner::Torrent { shared, progress },
+        }
+    }
+
+    pub(crate) fn magnet(magnet: Arc<MagnetShared>) -> TorrentHandle {
+        match magnet.torrent.get() {
+            Some(shared) => TorrentHandle::new(shared.clone()),
+            None => {
+                let progress = magnet.subscribe_progress();
+                TorrentHandle {
+                    inner: Inner::Magnet { magnet, progress },
+                }
+            }
+        }
+    }
+
+    /// The torrent, when it has its metadata.
+    fn torrent(&self) -> Option<&Arc<TorrentShared>> {
+        match &self.inner {
+            Inner::Torrent { shared, .. } => Some(shared),
+            Inner::Magnet { magnet, .. } => magnet.torrent.get(),
+        }
+    }
+
+    /// Follow the torrent once a magnet's metadata is in.
+    fn upgrade(&mut self) {
+        if let Inner::Magnet { magnet, .. } = &self.inner {
+            if let Some(shared) = magnet.torrent.get() {
+                *self = TorrentHandle::new(shared.clone());
+            }
+        }
     }
 
     /// The latest progress.
     pub fn progress(&self) -> Progress {
-        self.progress.borrow().clone()
+        match &self.inner {
+            Inner::Torrent { progress, .. } => progress.borrow().clone(),
+            Inner::Magnet { magnet, progress } => match magnet.torrent.get() {
+                Some(shared) => shared.subscribe_progress().borrow().clone(),
+                None => progress.borrow().clone(),
+            },
+        }
+    }
+
+    /// Where the torrent stands (the state of [`progress`](Self::progress)).
+    pub fn state(&self) -> TorrentState {
+        self.progress().state
     }
 
     /// Wait until the progress changes.
     pub async fn changed(&mut self) -> Progress {
-        let _ = self.progress.changed().await;
+        self.upgrade();
+        match &mut self.inner {
+            Inner::Torrent { progress, .. } | Inner::Magnet { progress, .. } => {
+                let _ = progress.changed().await;
+            }
+        }
+        self.upgrade();
         self.progress()
     }
 
     /// Wait until every piece is verified, or the torrent fails.
     pub async fn wait_finished(&mut self) -> std::result::Result<(), String> {
         loop {
+            self.upgrade();
             match self.progress().state {
                 TorrentState::Seeding => return Ok(()),
                 TorrentState::Error(e) => return Err(e),
                 _ => {}
             }
-            if self.progress.changed().await.is_err() {
+            let changed = match &mut self.inner {
+                Inner::Torrent { progress, .. } | Inner::Magnet { progress, .. } => {
+                    progress.changed().await
+                }
+            };
+            if changed.is_err() {
                 return Err("session stopped".into());
             }
         }
     }
 
-    /// Byte counters of this torrent.
+    /// Wait until the torrent has its metadata (at once for one added from
+    /// a .torrent); `None` if it was removed or the session stopped first.
+    pub async fn wait_metadata(&mut self) -> Option<Arc<Metainfo>> {
+        loop {
+            self.upgrade();
+            if let Some(m) = self.metainfo() {
+                return Some(m);
+            }
+            let Inner::Magnet { progress, .. } = &mut self.inner else {
+                continue;
+            };
+            progress.changed().await.ok()?;
+        }
+    }
+
+    /// Byte counters of this torrent (while fetching metadata, those of
+    /// that phase).
     pub fn counters(&self) -> Arc<Counters> {
-        self.shared.counters.clone()
+        match (&self.inner, self.torrent()) {
+            (_, Some(shared)) => shared.counters.clone(),
+            (Inner::Magnet { magnet, .. }, None) => magnet.counters.clone(),
+            (Inner::Torrent { shared, .. }, None) => shared.counters.clone(),
+        }
     }
 
     /// Dial peers directly (a LAN peer, a peer named by the user), as if a
     /// tracker had listed them. They are dialled again after a pause or an
     /// error ends.
     pub fn connect(&self, peers: &[SocketAddr]) {
-        self.shared.remember_peers(peers);
-        self.shared.connect_peers(peers);
+        if let Some(shared) = self.torrent() {
+            shared.remember_peers(peers);
+            shared.connect_peers(peers);
+        } else if let Inner::Magnet { magnet, .. } = &self.inner {
+            magnet.connect(peers);
+        }
     }
 
     /// Run a connection to a peer over a transport the caller made, as if
@@ -144,44 +238,78 @@ impl TorrentHandle {
     /// How the last announce went; `None` before the first one (or for a
     /// torrent without trackers: see [`Metainfo::trackers`](crate::metainfo::Metainfo)).
     pub fn announce_outcome(&self) -> Option<AnnounceOutcome> {
-        self.shared
-            .announce_outcome
-            .lock()
-            .expect("announce outcome lock")
-            .clone()
+        let slot = match (&self.inner, self.torrent()) {
+            (_, Some(shared)) => &shared.announce_outcome,
+            (Inner::Magnet { magnet, .. }, None) => &magnet.announce_outcome,
+            (Inner::Torrent { shared, .. }, None) => &shared.announce_outcome,
+        };
+        slot.lock().expect("announce outcome lock").clone()
     }
 
     /// The torrent's info-hash.
     pub fn info_hash(&self) -> [u8; 20] {
-        self.shared.info_hash
+        match &self.inner {
+            Inner::Torrent { shared, .. } => shared.info_hash,
+            Inner::Magnet { magnet, .. } => magnet.info_hash,
+        }
     }
 
-    /// The torrent's name (its file, or its top directory).
-    pub fn name(&self) -> &str {
-        &self.shared.metainfo.info.name
+    /// The torrent's name (its file, or its top directory); before the
+    /// metadata, the magnet's `dn`, else the info-hash in hex.
+    pub fn name(&self) -> String {
+        match (&self.inner, self.torrent()) {
+            (_, Some(shared)) => shared.metainfo.info.name.clone(),
+            (Inner::Magnet { magnet, .. }, None) => magnet.display_name(),
+            (Inner::Torrent { shared, .. }, None) => shared.metainfo.info.name.clone(),
+        }
     }
 
-    /// The torrent's metainfo.
-    pub fn metainfo(&self) -> Arc<Metainfo> {
-        self.shared.metainfo.clone()
+    /// The torrent's metainfo; `None` while a magnet's metadata is fetched.
+    pub fn metainfo(&self) -> Option<Arc<Metainfo>> {
+        self.torrent().map(|shared| shared.metainfo.clone())
+    }
+
+    /// The magnet link the torrent was added from, if it was.
+    pub fn magnet_link(&self) -> Option<crate::magnet::Magnet> {
+        match &self.inner {
+            Inner::Magnet { magnet, .. } => Some(magnet.magnet.clone()),
+            Inner::Torrent { .. } => None,
+        }
     }
 
     /// The directory the torrent's files live in.
     pub fn download_dir(&self) -> PathBuf {
-        self.shared.storage.root().to_path_buf()
+        match (&self.inner, self.torrent()) {
+            (_, Some(shared)) => shared.storage.root().to_path_buf(),
+            (Inner::Magnet { magnet, .. }, None) => magnet.download_dir.clone(),
+            (Inner::Torrent { shared, .. }, None) => shared.storage.root().to_path_buf(),
+        }
     }
 
     /// Whether the torrent is paused.
     pub fn is_paused(&self) -> bool {
-        self.shared.is_paused()
+        match (&self.inner, self.torrent()) {
+            (_, Some(shared)) => shared.is_paused(),
+            (Inner::Magnet { magnet, .. }, None) => magnet.is_paused(),
+            (Inner::Torrent { shared, .. }, None) => shared.is_paused(),
+        }
     }
 
     /// Leave the swarm but keep the torrent: every connection closes, no
     /// peer is dialled or admitted, trackers are told `stopped` once and not
     /// announced to again; resume data is saved before this returns.
-    /// Pausing a paused torrent does nothing.
+    /// Pausing a paused torrent does nothing. A magnet's torrent paused
+    /// while fetching its metadata stops fetching.
     pub async fn pause(&self) {
-        self.shared.pause().await;
+        if let Some(shared) = self.torrent() {
+            shared.pause().await;
+        } else if let Inner::Magnet { magnet, .. } = &self.inner {
+            magnet.pause();
+            // The metadata may have come in meanwhile.
+            if let Some(shared) = magnet.torrent.get() {
+                shared.pause().await;
+            }
+        }
     }
 
     /// Undo [`pause`](Self::pause): announce `started` again and redial the
@@ -189,6 +317,13 @@ impl TorrentHandle {
     /// [`TorrentState::Error`] this clears the error and retries at once.
     /// Otherwise it does nothing. Returns without waiting for the network.
     pub async fn resume(&self) {
-        self.shared.resume();
+        if let Some(shared) = self.torrent() {
+            shared.resume();
+        } else if let Inner::Magnet { magnet, .. } = &self.inner {
+            magnet.resume();
+            if let Some(shared) = magnet.torrent.get() {
+                shared.resume();
+            }
+        }
     }
 }

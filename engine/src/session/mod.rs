@@ -13,6 +13,7 @@ pub mod classify;
 mod control;
 mod evict;
 mod handle;
+mod metadata;
 mod peer;
 mod rate;
 mod recheck;
@@ -132,6 +133,37 @@ pub(crate) struct SessionInner {
     /// Bytes hashed while checking existing data as torrents were added.
     pub(crate) hashed: AtomicU64,
     torrents: Mutex<HashMap<[u8; 20], Arc<TorrentShared>>>,
+    /// Magnet torrents still fetching their metadata (session/metadata.rs);
+    /// locked before `torrents` when both are.
+    magnets: Mutex<HashMap<[u8; 20], Arc<metadata::MagnetShared>>>,
+}
+
+impl SessionInner {
+    /// A magnet's metadata is in: its torrent takes the magnet's place.
+    /// False if the magnet was removed meanwhile.
+    pub(crate) fn adopt(&self, info_hash: [u8; 20], torrent: Arc<TorrentShared>) -> bool {
+        let mut magnets = self.magnets.lock().expect("magnets lock");
+        if magnets.remove(&info_hash).is_none() {
+            return false;
+        }
+        self.torrents
+            .lock()
+            .expect("torrents lock")
+            .insert(info_hash, torrent);
+        true
+    }
+
+    fn has_torrent(&self, info_hash: &[u8; 20]) -> bool {
+        self.magnets
+            .lock()
+            .expect("magnets lock")
+            .contains_key(info_hash)
+            || self
+                .torrents
+                .lock()
+                .expect("torrents lock")
+                .contains_key(info_hash)
+    }
 }
 
 /// A running engine: a listener and the torrents added to it.
@@ -165,6 +197,7 @@ impl Session {
             shutdown,
             hashed: AtomicU64::new(0),
             torrents: Mutex::new(HashMap::new()),
+            magnets: Mutex::new(HashMap::new()),
         });
         tokio::spawn(accept_loop(inner.clone(), listener));
         Ok(Session { inner })
@@ -197,13 +230,7 @@ impl Session {
         options: TorrentOptions,
     ) -> Result<TorrentHandle> {
         let key = metainfo.info_hash.0;
-        if self
-            .inner
-            .torrents
-            .lock()
-            .expect("torrents lock")
-            .contains_key(&key)
-        {
+        if self.inner.has_torrent(&key) {
             return Err(Error::Io {
                 path: download_dir,
                 source: std::io::Error::new(
@@ -223,6 +250,45 @@ impl Session {
         Ok(handle)
     }
 
+    /// Add a torrent known only by a magnet link: its metadata is fetched
+    /// from the peers its trackers (`tr`), its `x.pe` peers and those given
+    /// to [`TorrentHandle::connect`] name, checked against the info-hash,
+    /// and then it runs as if added with [`add_torrent`](Self::add_torrent).
+    /// Until then its state is [`TorrentState::FetchingMetadata`].
+    pub fn add_magnet(
+        &self,
+        magnet: crate::magnet::Magnet,
+        download_dir: PathBuf,
+        options: TorrentOptions,
+    ) -> Result<TorrentHandle> {
+        let key = magnet.info_hash.0;
+        let shared = {
+            let mut magnets = self.inner.magnets.lock().expect("magnets lock");
+            let taken = magnets.contains_key(&key)
+                || self
+                    .inner
+                    .torrents
+                    .lock()
+                    .expect("torrents lock")
+                    .contains_key(&key);
+            if taken {
+                return Err(Error::Io {
+                    path: download_dir,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "torrent already added",
+                    ),
+                });
+            }
+            let shared =
+                metadata::MagnetShared::new(self.inner.clone(), magnet, download_dir, &options);
+            magnets.insert(key, shared.clone());
+            shared
+        };
+        metadata::spawn_tasks(shared.clone());
+        Ok(TorrentHandle::magnet(shared))
+    }
+
     /// Bytes hashed so far while checking data already on disk as torrents
     /// were added (pieces that resume data could not vouch for).
     pub fn hashed_bytes(&self) -> u64 {
@@ -231,17 +297,25 @@ impl Session {
 
     /// The torrent with this info-hash, if it is in the session.
     pub fn torrent(&self, info_hash: [u8; 20]) -> Option<TorrentHandle> {
+        let magnet = self.lock_magnets().get(&info_hash).cloned();
+        if let Some(magnet) = magnet {
+            return Some(TorrentHandle::magnet(magnet));
+        }
         let shared = self.lock_torrents().get(&info_hash).cloned()?;
         Some(TorrentHandle::new(shared))
     }
 
     /// Every torrent in the session, in no particular order.
     pub fn torrents(&self) -> Vec<TorrentHandle> {
-        self.inner
-            .torrents_snapshot()
-            .into_iter()
-            .map(TorrentHandle::new)
-            .collect()
+        let magnets: Vec<_> = self.lock_magnets().values().cloned().collect();
+        let mut all: Vec<TorrentHandle> = magnets.into_iter().map(TorrentHandle::magnet).collect();
+        all.extend(
+            self.inner
+                .torrents_snapshot()
+                .into_iter()
+                .map(TorrentHandle::new),
+        );
+        all
     }
 
     /// Take a torrent out of the session: its connections and tasks end,
@@ -251,11 +325,23 @@ impl Session {
     /// nothing else in the download directory is touched. An info-hash not
     /// in the session is [`Error::UnknownTorrent`].
     pub async fn remove_torrent(&self, info_hash: [u8; 20], delete_data: bool) -> Result<()> {
+        let magnet = self.lock_magnets().remove(&info_hash);
+        if let Some(magnet) = magnet {
+            // No file exists before the metadata: nothing to delete.
+            magnet.remove();
+            return Ok(());
+        }
         let shared = self
             .lock_torrents()
             .remove(&info_hash)
             .ok_or(Error::UnknownTorrent(InfoHash(info_hash)))?;
         shared.remove(delete_data).await
+    }
+
+    fn lock_magnets(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<[u8; 20], Arc<metadata::MagnetShared>>> {
+        self.inner.magnets.lock().expect("magnets lock")
     }
 
     fn lock_torrents(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 20], Arc<TorrentShared>>> {

@@ -270,6 +270,7 @@ impl TorrentShared {
             swarm_config,
             Instant::now(),
         );
+        swarm.set_metadata(bytes::Bytes::from(metainfo.info_bytes.clone()));
         // Start as the switch says, not from a default, so no request is
         // accepted before the first tick only to be withheld.
         swarm.set_seeding(session.hooks.seeding.is_on(), Instant::now());

@@ -1,7 +1,10 @@
 //! Peer-wire extensions negotiated in the BEP 10 handshake, each a pure codec
-//! plus the per-peer state it needs, sans-IO like the rest of this crate:
+//! plus the per-peer or per-torrent state it needs, sans-IO like the rest of
+//! this crate (the way libtorrent runs them as torrent plugins):
 //!
+//! - [`metadata`]: ut_metadata (BEP 9), fetching and serving the info dictionary.
 //! - [`pex`]: ut_pex (BEP 11), peer exchange, bounded both ways; never for
 //!   a private torrent.
 
+pub mod metadata;
 pub mod pex;

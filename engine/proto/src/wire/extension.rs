@@ -1,11 +1,24 @@
 //! The extension protocol handshake (BEP 10).
 
 use crate::bencode::{self, Owned};
+use crate::ext::metadata;
 
-/// Our extension handshake: listen port, how many requests we accept, client name.
-pub fn our_handshake(listen_port: u16, request_queue: usize) -> Vec<u8> {
+/// Our extension handshake: `m` (ut_metadata), listen port, how many
+/// requests we accept, client name, and `metadata_size` when we have the
+/// metadata (a torrent still fetching it announces ut_metadata without).
+pub fn our_handshake(
+    listen_port: u16,
+    request_queue: usize,
+    metadata_size: Option<usize>,
+) -> Vec<u8> {
     let mut dict = std::collections::BTreeMap::new();
-    dict.insert(b"m".to_vec(), Owned::Dict(Default::default()));
+    let m = Owned::dict()
+        .with(metadata::NAME, Owned::Int(metadata::OUR_ID.into()))
+        .build();
+    dict.insert(b"m".to_vec(), m);
+    if let Some(size) = metadata_size {
+        dict.insert(b"metadata_size".to_vec(), Owned::Int(size as i64));
+    }
     if listen_port != 0 {
         dict.insert(b"p".to_vec(), Owned::Int(listen_port.into()));
     }
@@ -26,4 +39,53 @@ pub fn peer_request_queue(payload: &[u8]) -> Option<usize> {
     let value = bencode::decode(payload).ok()?;
     let reqq = value.as_dict()?.get(b"reqq")?.as_int()?;
     usize::try_from(reqq).ok()
+}
+
+/// What a peer's extension handshake says about ut_metadata: the message
+/// id it wants for it (none, or 0: it does not speak it, or stopped) and
+/// `metadata_size` as given (unchecked; see `ext::metadata`).
+pub fn peer_ut_metadata(payload: &[u8]) -> (Option<u8>, Option<i64>) {
+    let Ok(value) = bencode::decode(payload) else {
+        return (None, None);
+    };
+    let Some(dict) = value.as_dict() else {
+        return (None, None);
+    };
+    let id = dict
+        .get(b"m")
+        .and_then(|m| m.as_dict())
+        .and_then(|m| m.get(metadata::NAME))
+        .and_then(|v| v.as_int())
+        .and_then(|id| u8::try_from(id).ok())
+        .filter(|&id| id != 0);
+    let size = dict.get(b"metadata_size").and_then(|v| v.as_int());
+    (id, size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_handshake_announces_ut_metadata_and_the_size_when_known() {
+        assert_eq!(
+            peer_ut_metadata(&our_handshake(6881, 250, Some(1234))),
+            (Some(metadata::OUR_ID), Some(1234))
+        );
+        assert_eq!(
+            peer_ut_metadata(&our_handshake(0, 250, None)),
+            (Some(metadata::OUR_ID), None)
+        );
+        assert_eq!(peer_request_queue(&our_handshake(0, 250, None)), Some(250));
+    }
+
+    #[test]
+    fn a_peer_without_ut_metadata_or_with_id_zero_has_none() {
+        assert_eq!(peer_ut_metadata(b"d1:md6:ut_pexi1eee"), (None, None));
+        assert_eq!(
+            peer_ut_metadata(b"d1:md11:ut_metadatai0ee13:metadata_sizei5ee"),
+            (None, Some(5))
+        );
+        assert_eq!(peer_ut_metadata(b"garbage"), (None, None));
+    }
 }

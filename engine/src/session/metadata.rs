@@ -1,0 +1,719 @@
+//! A torrent before its metadata (BEP 9): known by its info-hash, the
+//! magnet's `tr=` trackers, `x.pe=` peers and the peers the caller names.
+//!
+//! One driver task announces to the trackers (`left` unknown, so 1), dials
+//! peers with the BitTorrent handshake and the extension bit, and runs the
+//! sans-IO [`MetadataFetch`] over them; each connection is a task that reads
+//! messages, feeds ut_metadata ones to the fetch and writes the requests it
+//! is handed. Once the fetch yields info bytes whose SHA-1 is the info-hash,
+//! the connections close, the torrent is opened as if from a .torrent
+//! (`TorrentShared::open`) and dials the same peers again. Until then the
+//! torrent is listed with [`TorrentState::FetchingMetadata`], and can be
+//! paused (every connection closes, nothing is announced) and removed.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::ext::metadata::{MetadataFetch, MetadataMsg, MAX_MESSAGE_LEN, OUR_ID};
+use crate::hooks::{Counters, Direction, PeerClass};
+use crate::magnet::Magnet;
+use crate::metainfo::Metainfo;
+use crate::picker::PeerKey;
+use crate::tracker::{self, AnnounceEvent, AnnounceRequest, TrackerTiers};
+use crate::wire::{self, Handshake, Message};
+use crate::Result;
+
+use super::announce::until;
+use super::control::RunState;
+use super::handle::{AnnounceOutcome, Progress, TorrentOptions, TorrentState};
+use super::torrent::TorrentShared;
+use super::{read_handshake, SessionInner, HANDSHAKE_TIMEOUT};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A peer that sends nothing for this long is dropped.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The driver looks at the fetch at least this often.
+const BEAT: Duration = Duration::from_secs(1);
+/// Peers redialled after this long when no connection is left.
+const REDIAL: Duration = Duration::from_secs(30);
+const ANNOUNCE_MIN: Duration = Duration::from_secs(30);
+const ANNOUNCE_RETRY: Duration = Duration::from_secs(15);
+/// The largest wire message read in this phase: ut_metadata's 17 KiB, or a
+/// bitfield of a torrent of up to 1 M pieces.
+const MAX_WIRE_LEN: u32 = 128 * 1024;
+/// Peers kept to dial; the rest of a tracker's answer is dropped.
+const MAX_KNOWN_PEERS: usize = 500;
+
+/// A magnet torrent's state while its metadata is fetched.
+pub(crate) struct MagnetShared {
+    pub(crate) session: Arc<SessionInner>,
+    pub(crate) info_hash: [u8; 20],
+    pub(crate) magnet: Magnet,
+    pub(crate) download_dir: PathBuf,
+    pub(crate) run: watch::Sender<RunState>,
+    progress: watch::Sender<Progress>,
+    /// The torrent, once the metadata is in.
+    pub(crate) torrent: OnceLock<Arc<TorrentShared>>,
+    /// Set when the torrent exists (handles follow it from then on).
+    pub(crate) ready: Notify,
+    fetch: Mutex<MetadataFetch>,
+    conns: Mutex<HashMap<PeerKey, Conn>>,
+    /// Peers to dial: the magnet's, the caller's, the trackers'.
+    known: Mutex<Vec<SocketAddr>>,
+    /// The caller's peers, handed to the torrent as its manual peers.
+    manual: Mutex<Vec<SocketAddr>>,
+    dialing: Mutex<HashSet<SocketAddr>>,
+    next_key: AtomicU64,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) announce_outcome: Mutex<Option<AnnounceOutcome>>,
+    /// Something changed: the driver polls the fetch now.
+    wake: Notify,
+    /// Why the metadata cannot be used (it verified but does not parse).
+    failure: Mutex<Option<String>>,
+    /// The verified metadata, for the driver to open the torrent with.
+    fetched: Mutex<Option<Metainfo>>,
+    /// The phase is over: no more dials, connections close.
+    over: AtomicBool,
+}
+
+struct Conn {
+    addr: SocketAddr,
+    tx: mpsc::UnboundedSender<Message>,
+    /// The peer's extended message id for ut_metadata.
+    their_id: Option<u8>,
+}
+
+impl MagnetShared {
+    pub(crate) fn new(
+        session: Arc<SessionInner>,
+        magnet: Magnet,
+        download_dir: PathBuf,
+        options: &TorrentOptions,
+    ) -> Arc<MagnetShared> {
+        let run = if options.paused {
+            RunState::Paused
+        } else {
+            RunState::Active
+        };
+        let shared = Arc::new(MagnetShared {
+            info_hash: magnet.info_hash.0,
+            fetch: Mutex::new(MetadataFetch::new(magnet.info_hash)),
+            session,
+            download_dir,
+            run: watch::channel(run).0,
+            progress: watch::channel(Progress {
+                state: TorrentState::FetchingMetadata,
+                pieces_have: 0,
+                piece_count: 0,
+                bytes_have: 0,
+                total_length: magnet.exact_length.unwrap_or(0),
+                peers: 0,
+                download_rate: 0.0,
+                upload_rate: 0.0,
+                downloaded: 0,
+                uploaded: 0,
+            })
+            .0,
+            magnet,
+            torrent: OnceLock::new(),
+            ready: Notify::new(),
+            conns: Mutex::new(HashMap::new()),
+            known: Mutex::new(Vec::new()),
+            manual: Mutex::new(Vec::new()),
+            dialing: Mutex::new(HashSet::new()),
+            next_key: AtomicU64::new(1),
+            counters: Arc::new(Counters::default()),
+            announce_outcome: Mutex::new(None),
+            wake: Notify::new(),
+            failure: Mutex::new(None),
+            fetched: Mutex::new(None),
+            over: AtomicBool::new(false),
+        });
+        shared.publish();
+        shared
+    }
+
+    pub(crate) fn subscribe_progress(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    /// The name to show: the magnet's `dn`, else the info-hash.
+    pub(crate) fn display_name(&self) -> String {
+        self.magnet
+            .display_name
+            .clone()
+            .unwrap_or_else(|| self.magnet.info_hash.to_hex())
+    }
+
+    pub(crate) fn is_paused(&self) -> bool {
+        *self.run.borrow() == RunState::Paused
+    }
+
+    fn publish(&self) {
+        let peers = self.conns.lock().expect("conns lock").len();
+        let failure = self.failure.lock().expect("failure lock").clone();
+        let state = match (failure, *self.run.borrow()) {
+            (Some(e), _) => TorrentState::Error(e),
+            (None, RunState::Paused) => TorrentState::Paused,
+            _ => TorrentState::FetchingMetadata,
+        };
+        self.progress.send_if_modified(|p| {
+            let changed = p.peers != peers || p.state != state;
+            p.peers = peers;
+            p.state = state;
+            changed
+        });
+    }
+
+    /// Peers the caller names: dialled now and after a pause, and handed
+    /// to the torrent once it exists.
+    pub(crate) fn connect(self: &Arc<Self>, peers: &[SocketAddr]) {
+        {
+            let mut manual = self.manual.lock().expect("manual lock");
+            for p in peers {
+                if !manual.contains(p) {
+                    manual.push(*p);
+                }
+            }
+        }
+        self.learn(peers);
+    }
+
+    /// Add peers to dial and dial them while active.
+    fn learn(self: &Arc<Self>, peers: &[SocketAddr]) {
+        {
+            let mut known = self.known.lock().expect("known lock");
+            for p in peers {
+                if !known.contains(p) && known.len() < MAX_KNOWN_PEERS {
+                    known.push(*p);
+                }
+            }
+        }
+        if *self.run.borrow() == RunState::Active {
+            self.dial(peers);
+        }
+    }
+
+    fn dial(self: &Arc<Self>, peers: &[SocketAddr]) {
+        let me = self.session.local_addr;
+        for &addr in peers {
+            let is_me = addr.port() == me.port()
+                && (addr.ip() == me.ip() || me.ip().is_unspecified() && addr.ip().is_loopback());
+            if is_me || self.over.load(Ordering::Acquire) {
+                continue;
+            }
+            let class = self.session.hooks.classifier.classify(addr.ip());
+            if class == PeerClass::Wan && !self.session.hooks.wan.is_on() {
+                continue;
+            }
+            let connected = self.conns.lock().expect("conns lock").len();
+            if connected >= self.session.config.max_peers_per_torrent {
+                return;
+            }
+            if self
+                .conns
+                .lock()
+                .expect("conns lock")
+                .values()
+                .any(|c| c.addr == addr)
+                || !self.dialing.lock().expect("dial lock").insert(addr)
+            {
+                continue;
+            }
+            let Ok(permit) = self.session.connections.clone().try_acquire_owned() else {
+                self.dialing.lock().expect("dial lock").remove(&addr);
+                return;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.clone().run_peer(addr, class).await {
+                    tracing::debug!(%addr, error = %e, "metadata peer ended");
+                }
+                drop(permit);
+                me.dialing.lock().expect("dial lock").remove(&addr);
+            });
+        }
+    }
+
+    fn count(&self, direction: Direction, class: PeerClass, bytes: usize) {
+        self.counters.add_overhead(direction, class, bytes as u64);
+        self.session
+            .hooks
+            .counters
+            .add_overhead(direction, class, bytes as u64);
+    }
+
+    /// One connection of the metadata phase, until it fails, the phase
+    /// ends, or the torrent is paused or removed.
+    async fn run_peer(self: Arc<Self>, addr: SocketAddr, class: PeerClass) -> Result<()> {
+        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+        let _ = stream.set_nodelay(true);
+        let ours = Handshake::new(self.info_hash, self.session.peer_id);
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.write_all(&ours.encode()))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out")
+            })??;
+        let theirs = read_handshake(&mut stream).await?;
+        self.count(Direction::Up, class, wire::HANDSHAKE_LEN);
+        self.count(Direction::Down, class, wire::HANDSHAKE_LEN);
+        if theirs.info_hash != self.info_hash || theirs.peer_id == self.session.peer_id {
+            return Err(wire::WireError::BadHandshake.into());
+        }
+        if !theirs.supports_extensions() {
+            // It cannot send metadata; the torrent dials it again later.
+            return Ok(());
+        }
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let greeting = wire::extension::our_handshake(self.session.local_addr.port(), 250, None);
+        let _ = tx.send(Message::Extended {
+            id: 0,
+            payload: Bytes::from(greeting),
+        });
+        self.conns.lock().expect("conns lock").insert(
+            key,
+            Conn {
+                addr,
+                tx,
+                their_id: None,
+            },
+        );
+        self.publish();
+        tracing::debug!(%addr, "metadata peer connected");
+        let mut run = self.run.subscribe();
+        let mut shutdown = self.session.shutdown.subscribe();
+        let (mut reader, mut writer) = stream.into_split();
+        let me = self.clone();
+        let read = async move {
+            let mut buf = BytesMut::with_capacity(32 * 1024);
+            loop {
+                while let Some(msg) = wire::decode(&mut buf, MAX_WIRE_LEN)? {
+                    me.count(Direction::Down, class, msg.wire_len());
+                    me.on_message(key, msg)?;
+                }
+                let n = tokio::time::timeout(IDLE_TIMEOUT, reader.read_buf(&mut buf))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "peer idle")
+                    })??;
+                if n == 0 {
+                    return Ok::<(), crate::Error>(());
+                }
+            }
+        };
+        let me = self.clone();
+        let write = async move {
+            let mut out = BytesMut::new();
+            while let Some(msg) = rx.recv().await {
+                me.count(Direction::Up, class, msg.wire_len());
+                out.clear();
+                wire::encode(&msg, &mut out);
+                writer.write_all(&out).await?;
+            }
+            Ok::<(), crate::Error>(())
+        };
+        let result = tokio::select! {
+            r = read => r,
+            r = write => r,
+            _ = until(&mut run, |s| *s != RunState::Active) => Ok(()),
+            _ = shutdown.recv() => Ok(()),
+            _ = self.ready.notified() => Ok(()),
+        };
+        self.conns.lock().expect("conns lock").remove(&key);
+        self.fetch.lock().expect("fetch lock").remove_peer(key);
+        self.publish();
+        self.wake.notify_one();
+        result
+    }
+
+    /// A message from a peer of this phase; `Err` drops it.
+    fn on_message(&self, key: PeerKey, msg: Message) -> Result<()> {
+        let Message::Extended { id, payload } = msg else {
+            // Bitfields, haves and the rest matter only once the torrent
+            // exists; it learns them again on its own connections.
+            return Ok(());
+        };
+        let now = Instant::now();
+        let violation = |e: String| -> crate::Error {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e).into()
+        };
+        if id == 0 {
+            let (ext_id, size) = wire::extension::peer_ut_metadata(&payload);
+            if let Some(conn) = self.conns.lock().expect("conns lock").get_mut(&key) {
+                conn.their_id = ext_id;
+            }
+            self.fetch
+                .lock()
+                .expect("fetch lock")
+                .add_peer(key, ext_id, size)
+                .map_err(|e| violation(e.to_string()))?;
+            self.wake.notify_one();
+            return Ok(());
+        }
+        if id != OUR_ID {
+            return Ok(());
+        }
+        if payload.len() > MAX_MESSAGE_LEN {
+            return Err(violation(format!(
+                "ut_metadata message of {} bytes",
+                payload.len()
+            )));
+        }
+        match MetadataMsg::decode(&payload).map_err(|e| violation(e.to_string()))? {
+            MetadataMsg::Data {
+                piece,
+                total_size,
+                data,
+            } => {
+                let done = self
+                    .fetch
+                    .lock()
+                    .expect("fetch lock")
+                    .on_data(key, piece, total_size, data, now)
+                    .map_err(|e| violation(e.to_string()))?;
+                if let Some(info) = done {
+                    self.finish(info);
+                }
+                self.wake.notify_one();
+            }
+            MetadataMsg::Reject { piece } => {
+                self.fetch
+                    .lock()
+                    .expect("fetch lock")
+                    .on_reject(key, piece, now);
+                self.wake.notify_one();
+            }
+            MetadataMsg::Request { piece } => {
+                // We have nothing to serve yet.
+                self.send(key, MetadataMsg::Reject { piece });
+            }
+            MetadataMsg::Unknown => {}
+        }
+        Ok(())
+    }
+
+    /// Send a ut_metadata message to `key` under the id it gave (none: it
+    /// said it does not speak ut_metadata, so nothing is sent).
+    fn send(&self, key: PeerKey, msg: MetadataMsg) {
+        if let Some(conn) = self.conns.lock().expect("conns lock").get(&key) {
+            if let Some(id) = conn.their_id {
+                let _ = conn.tx.send(Message::Extended {
+                    id,
+                    payload: msg.encode(),
+                });
+            }
+        }
+    }
+
+    /// Verified metadata: hand it to the driver.
+    fn finish(&self, info: Vec<u8>) {
+        let trackers = self
+            .magnet
+            .trackers
+            .iter()
+            .map(|t| vec![t.clone()])
+            .collect();
+        match Metainfo::from_info_bytes(&info, self.magnet.info_hash, trackers) {
+            Ok(metainfo) => {
+                *self.fetched.lock().expect("fetched lock") = Some(metainfo);
+            }
+            Err(e) => {
+                tracing::warn!(torrent = %self.display_name(), error = %e, "fetched metadata is unusable");
+                *self.failure.lock().expect("failure lock") = Some(format!("metadata: {e}"));
+                self.publish();
+            }
+        }
+    }
+
+    /// Send the fetch's requests to their peers.
+    fn pump(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut fetch = self.fetch.lock().expect("fetch lock");
+        let requests = fetch.poll_requests(now);
+        let next = fetch.poll_timeout();
+        drop(fetch);
+        let conns = self.conns.lock().expect("conns lock");
+        for r in requests {
+            if let Some(conn) = conns.get(&r.peer) {
+                let _ = conn.tx.send(Message::Extended {
+                    id: r.ext_id,
+                    payload: MetadataMsg::Request { piece: r.piece }.encode(),
+                });
+            }
+        }
+        next
+    }
+}
+
+/// Start the phase's tasks: the driver and the announces.
+pub(crate) fn spawn_tasks(shared: Arc<MagnetShared>) {
+    tokio::spawn(announce_loop(shared.clone()));
+    tokio::spawn(drive(shared));
+}
+
+/// `x.pe` values are `HOST:PORT`; names are looked up, bad ones skipped.
+async fn resolve(peers: &[String]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for peer in peers {
+        match tokio::net::lookup_host(peer.as_str()).await {
+            Ok(addrs) => out.extend(addrs),
+            Err(e) => tracing::debug!(peer, error = %e, "x.pe peer skipped"),
+        }
+    }
+    out
+}
+
+async fn drive(me: Arc<MagnetShared>) {
+    let xpe = resolve(&me.magnet.peers).await;
+    me.learn(&xpe);
+    let mut run = me.run.subscribe();
+    let mut shutdown = me.session.shutdown.subscribe();
+    let mut last_dial = Instant::now();
+    let mut was = *run.borrow();
+    loop {
+        let fetched = me.fetched.lock().expect("fetched lock").take();
+        if let Some(metainfo) = fetched {
+            me.open_torrent(metainfo).await;
+            return;
+        }
+        let state = *run.borrow_and_update();
+        if state == RunState::Stopped {
+            return;
+        }
+        let now = Instant::now();
+        let mut next = now + BEAT;
+        if state == RunState::Active {
+            let known = me.known.lock().expect("known lock").clone();
+            if was != RunState::Active
+                || (me.conns.lock().expect("conns lock").is_empty()
+                    && now.duration_since(last_dial) >= REDIAL)
+            {
+                me.dial(&known);
+                last_dial = now;
+            }
+            if let Some(t) = me.pump() {
+                next = next.min(t.max(now));
+            }
+        }
+        was = state;
+        me.publish();
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {}
+            _ = me.wake.notified() => {}
+            _ = run.changed() => {}
+            _ = shutdown.recv() => return,
+        }
+    }
+}
+
+impl MagnetShared {
+    /// The metadata is in: close this phase's connections and run the
+    /// torrent as if it came from a .torrent, with the same peers.
+    async fn open_torrent(self: &Arc<Self>, metainfo: Metainfo) {
+        self.over.store(true, Ordering::Release);
+        self.ready.notify_waiters();
+        tracing::info!(torrent = %metainfo.info.name, "metadata fetched and verified");
+        let paused = self.is_paused();
+        let opened = TorrentShared::open(
+            self.session.clone(),
+            metainfo,
+            self.download_dir.clone(),
+            TorrentOptions { paused },
+        )
+        .await;
+        let shared = match opened {
+            Ok((shared, _)) => shared,
+            Err(e) => {
+                tracing::warn!(torrent = %self.display_name(), error = %e, "cannot open the torrent");
+                *self.failure.lock().expect("failure lock") = Some(e.to_string());
+                self.publish();
+                return;
+            }
+        };
+        // Paused or resumed while the data was checked: the torrent follows.
+        if self.is_paused() != paused {
+            if paused {
+                shared.resume();
+            } else {
+                shared.pause().await;
+            }
+        }
+        if !self.session.adopt(self.info_hash, shared.clone()) {
+            // Removed meanwhile.
+            return;
+        }
+        let _ = self.torrent.set(shared.clone());
+        super::torrent::spawn_tasks(shared.clone());
+        let manual = self.manual.lock().expect("manual lock").clone();
+        shared.remember_peers(&manual);
+        let known = self.known.lock().expect("known lock").clone();
+        shared.connect_peers(&known);
+        redial_while_alone(Arc::downgrade(&shared), known);
+        // Handles waiting on the magnet's progress move to the torrent's.
+        let now = shared.subscribe_progress().borrow().clone();
+        self.progress.send_replace(now);
+        self.ready.notify_waiters();
+    }
+
+    pub(crate) fn pause(&self) {
+        self.run.send_if_modified(|s| {
+            let was = *s == RunState::Active;
+            if was {
+                *s = RunState::Paused;
+            }
+            was
+        });
+        self.publish();
+    }
+
+    pub(crate) fn resume(&self) {
+        self.run.send_if_modified(|s| {
+            let was = *s == RunState::Paused;
+            if was {
+                *s = RunState::Active;
+            }
+            was
+        });
+        self.publish();
+    }
+
+    /// Leave the session: every task and connection ends.
+    pub(crate) fn remove(&self) {
+        self.run.send_replace(RunState::Stopped);
+        self.over.store(true, Ordering::Release);
+        self.ready.notify_waiters();
+    }
+}
+
+fn note_outcome(me: &MagnetShared, outcome: AnnounceOutcome) {
+    *me.announce_outcome.lock().expect("announce outcome lock") = Some(outcome);
+}
+
+/// Announce while fetching: `started` once, then every interval, peers
+/// from each answer dialled. Ends when the torrent exists (its own
+/// announce task takes over) or is removed.
+async fn announce_loop(me: Arc<MagnetShared>) {
+    let tiers: Vec<Vec<String>> = me.magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
+    let mut tiers = TrackerTiers::new(tiers);
+    if tiers.is_empty() {
+        return;
+    }
+    let mut run = me.run.subscribe();
+    let mut shutdown = me.session.shutdown.subscribe();
+    let key: u32 = rand::random();
+    let mut event = AnnounceEvent::Started;
+    let mut retry = ANNOUNCE_RETRY;
+    loop {
+        let state = tokio::select! {
+            s = until(&mut run, |s| *s != RunState::Paused) => s,
+            _ = shutdown.recv() => return,
+        };
+        if state == RunState::Stopped || me.over.load(Ordering::Acquire) {
+            return;
+        }
+        if !me.session.hooks.wan.is_on() {
+            tokio::select! {
+                () = me.session.hooks.wan.until_on() => {}
+                _ = shutdown.recv() => return,
+            }
+        }
+        let req = AnnounceRequest {
+            info_hash: me.info_hash,
+            peer_id: me.session.peer_id,
+            port: me.session.local_addr.port(),
+            uploaded: 0,
+            downloaded: 0,
+            // Unknown until the metadata is in; not 0, which reads as a seed.
+            left: me.magnet.exact_length.unwrap_or(1).max(1),
+            event,
+            num_want: Some(200),
+            key,
+        };
+        let mut wait = None;
+        let mut last_error = None;
+        let urls: Vec<String> = tiers.urls().into_iter().map(str::to_owned).collect();
+        for url in urls {
+            match tracker::announce(&url, &req, me.session.config.tracker_timeout).await {
+                Ok(resp) => {
+                    note_outcome(
+                        &me,
+                        AnnounceOutcome::Answered {
+                            at: SystemTime::now(),
+                            peers: resp.peers.len(),
+                        },
+                    );
+                    tiers.mark_success(&url);
+                    tracing::debug!(tracker = %url, peers = resp.peers.len(), "announced (fetching metadata)");
+                    me.learn(&resp.peers);
+                    let floor = resp.min_interval.unwrap_or(ANNOUNCE_MIN).max(ANNOUNCE_MIN);
+                    wait = Some(resp.interval.max(floor).min(Duration::from_secs(1800)));
+                    retry = ANNOUNCE_RETRY;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(tracker = %url, error = %e, "announce failed");
+                    last_error = Some(e.to_string());
+                }
+            }
+        }
+        if let (None, Some(error)) = (wait, last_error) {
+            note_outcome(
+                &me,
+                AnnounceOutcome::Failed {
+                    since: SystemTime::now(),
+                    error,
+                },
+            );
+        }
+        let wait = wait.unwrap_or_else(|| {
+            let w = retry;
+            retry = (retry * 2).min(Duration::from_secs(300));
+            w
+        });
+        event = AnnounceEvent::None;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = until(&mut run, |s| *s != RunState::Active) => {}
+            _ = me.ready.notified() => {}
+            _ = shutdown.recv() => return,
+        }
+    }
+}
+
+/// Waits before the peers of the metadata phase are dialled again while the
+/// new torrent has none: a peer may refuse a connection that follows the
+/// one just closed too closely (Transmission closes it at once), and the
+/// next announce can be half an hour away.
+const REDIAL_AFTER_METADATA: [u64; 5] = [2, 5, 10, 20, 40];
+
+fn redial_while_alone(torrent: std::sync::Weak<TorrentShared>, peers: Vec<SocketAddr>) {
+    tokio::spawn(async move {
+        for secs in REDIAL_AFTER_METADATA {
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            let Some(shared) = torrent.upgrade() else {
+                return;
+            };
+            if *shared.run.borrow() == RunState::Stopped {
+                return;
+            }
+            if shared.lock_swarm().peer_count() > 0 {
+                return;
+            }
+            shared.connect_peers(&peers);
+        }
+    });
+}
