@@ -232,7 +232,9 @@ impl TorrentHandle {
     /// we had dialled it (our handshake goes first). Dropped when no
     /// connection slot is free or the torrent takes no peers now.
     pub fn connect_transport(&self, transport: crate::transport::Transport) {
-        super::peer::connect_over(self.shared.clone(), transport);
+        if let Some(shared) = self.torrent() {
+            super::peer::connect_over(shared.clone(), transport);
+        }
     }
 
     /// How the last announce went; `None` before the first one (or for a

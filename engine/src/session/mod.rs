@@ -417,7 +417,7 @@ impl SessionInner {
     }
 }
 
-async fn read_handshake(stream: &mut Transport) -> Result<Handshake> {
+async fn read_handshake<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Result<Handshake> {
     use tokio::io::AsyncReadExt;
     let mut buf = [0u8; HANDSHAKE_LEN];
     tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf))
