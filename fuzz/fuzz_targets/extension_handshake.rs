@@ -10,7 +10,9 @@ fuzz_target!(|data: &[u8]| {
     if data.len() >= 10 {
         let port = u16::from_le_bytes([data[0], data[1]]);
         let reqq = u64::from_le_bytes(data[2..10].try_into().unwrap()) as usize;
-        let ours = our_handshake(port, reqq);
+        // With and without a metadata size (BEP 9's `metadata_size`).
+        let metadata_size = (data.len() % 2 == 0).then_some(data.len());
+        let ours = our_handshake(port, reqq, metadata_size);
         let read = peer_request_queue(&ours);
         if reqq <= i64::MAX as usize {
             assert_eq!(read, Some(reqq));
