@@ -88,11 +88,45 @@ impl Tracker {
                 Ok(TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())
             },
         )?;
-        Ok(Self {
+        let tracker = Self {
             port,
             ip,
             _guard: guard,
-        })
+        };
+        // opentracker listens before its whitelist thread has read the file; until then it
+        // refuses every announce ("not authorized"), which a fast client sees as a failure.
+        if let Some(first) = info_hashes.first() {
+            wait_until(
+                "opentracker to load its whitelist",
+                Duration::from_secs(10),
+                Duration::from_millis(50),
+                || Ok(!tracker.get(&probe_path(first, "")?)?.contains("not authorized")),
+            )?;
+            // `stopped` skips the whitelist check, so it always goes through: the probe leaves
+            // no peer behind.
+            tracker.get(&probe_path(first, "&event=stopped")?)?;
+        }
+        Ok(tracker)
+    }
+
+    /// One HTTP/1.0 GET against the tracker; returns the body.
+    fn get(&self, path_and_query: &str) -> Result<String> {
+        let addr: SocketAddr = (self.ip, self.port).into();
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        s.set_write_timeout(Some(Duration::from_secs(3)))?;
+        write!(
+            s,
+            "GET {path_and_query} HTTP/1.0\r\nHost: {}:{}\r\nConnection: close\r\n\r\n",
+            self.ip, self.port
+        )?;
+        let mut resp = Vec::new();
+        s.take(1 << 20).read_to_end(&mut resp)?;
+        let text = String::from_utf8_lossy(&resp);
+        let (_, body) = text
+            .split_once("\r\n\r\n")
+            .context("malformed tracker response")?;
+        Ok(body.to_string())
     }
 
     pub fn announce_url(&self) -> String {
@@ -101,27 +135,10 @@ impl Tracker {
 
     /// Scrapes one info-hash (40-hex). A torrent the tracker has not seen yet reads as zeros.
     pub fn scrape(&self, info_hash: &str) -> Result<Scrape> {
-        let raw = hex_decode(info_hash)?;
-        let q: String = raw.iter().map(|b| format!("%{b:02X}")).collect();
-        let addr: SocketAddr = (self.ip, self.port).into();
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(3)))?;
-        s.set_write_timeout(Some(Duration::from_secs(3)))?;
-        write!(
-            s,
-            "GET /scrape?info_hash={q} HTTP/1.0\r\nHost: {}:{}\r\nConnection: close\r\n\r\n",
-            self.ip, self.port
-        )?;
-        let mut resp = Vec::new();
-        s.take(1 << 20).read_to_end(&mut resp)?;
-        let text = String::from_utf8_lossy(&resp);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .context("malformed scrape response")?;
+        let body = self.get(&format!("/scrape?info_hash={}", percent_hash(info_hash)?))?;
         Ok(Scrape {
-            complete: bencode_int_after(body, "8:completei").unwrap_or(0),
-            incomplete: bencode_int_after(body, "10:incompletei").unwrap_or(0),
+            complete: bencode_int_after(&body, "8:completei").unwrap_or(0),
+            incomplete: bencode_int_after(&body, "10:incompletei").unwrap_or(0),
         })
     }
 
@@ -145,6 +162,23 @@ impl Tracker {
         )
         .with_context(|| format!("last scrape: {last:?}"))
     }
+}
+
+/// `%AB%CD…` for a 40-hex info-hash.
+fn percent_hash(info_hash: &str) -> Result<String> {
+    Ok(hex_decode(info_hash)?
+        .iter()
+        .map(|b| format!("%{b:02X}"))
+        .collect())
+}
+
+/// The readiness probe's announce (a seeder on port 1 that wants no peers); `event` is
+/// empty or `&event=...`.
+fn probe_path(info_hash: &str, event: &str) -> Result<String> {
+    Ok(format!(
+        "/announce?info_hash={}&peer_id=-CWPROBE-00000000000&port=1&uploaded=0&downloaded=0&left=0&numwant=0&compact=1{event}",
+        percent_hash(info_hash)?
+    ))
 }
 
 fn bencode_int_after(body: &str, key: &str) -> Option<u64> {
