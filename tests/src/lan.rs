@@ -7,7 +7,8 @@
 //!   ...                                 |
 //! ```
 //!
-//! No route and no other link leads out: nothing can leave the machine. IPv6 is off on every
+//! No default route and no other link leads out (only 224.0.0.0/4 goes to the segment's
+//! interface): nothing can leave the machine. IPv6 is off on every
 //! leg (no router solicitations or DAD chatter). [`Drop`] kills what still runs in the
 //! namespaces and deletes them (also while a test panics).
 
@@ -124,6 +125,18 @@ impl LanSegment {
                 "on",
             ])?;
             self.sh(&["ip", "-n", host, "link", "set", self.ifname, "up"])?;
+            // There is no default route: multicast goes out of the segment's interface
+            // (Transmission joins the group on INADDR_ANY and fails with ENODEV without it).
+            self.sh(&[
+                "ip",
+                "-n",
+                host,
+                "route",
+                "add",
+                "224.0.0.0/4",
+                "dev",
+                self.ifname,
+            ])?;
         }
         Ok(())
     }

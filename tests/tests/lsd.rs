@@ -2,7 +2,8 @@
 //! namespaces this suite makes (`capwise_tests::lan`: veth legs on a bridge, so multicast
 //! works), with no tracker and no DHT: every peer is found through LSD alone.
 //!
-//! - capwise gets a magnet link from a libtorrent seeder (`enable_lsd`);
+//! - capwise gets a magnet link from a libtorrent seeder (`enable_lsd`) and from a
+//!   Transmission seeder (`lpd-enabled`; it announces within about 5 s of adding a torrent);
 //! - libtorrent gets a magnet link from a capwise seeder (capwise serves the metadata);
 //! - hostile: while capwise downloads, another host sends garbage to the group (random bytes,
 //!   oversized packets, malformed info-hashes), a flood of well-formed announces from one
@@ -16,6 +17,7 @@
 use anyhow::{ensure, Context, Result};
 use capwise_tests::clients::capwise::{self as cw, CapwiseOpts};
 use capwise_tests::clients::libtorrent::{self, LtOpts};
+use capwise_tests::clients::transmission::{Placement, Transmission};
 use capwise_tests::lan::LanSegment;
 use capwise_tests::netns::assert_private_netns;
 use capwise_tests::payload::{assert_same_tree, make_tree};
@@ -182,6 +184,45 @@ fn capwise_gets_a_magnet_from_libtorrent_found_only_through_lsd() {
         ensure!(
             heard_over_lsd(&get),
             "capwise never heard libtorrent over LSD"
+        );
+        w.verify(&leech_dir)
+    });
+}
+
+#[test]
+fn capwise_gets_a_magnet_from_transmission_found_only_through_lsd() {
+    run("capwise ← Transmission over LSD", 6 * MIB, |w| {
+        let lan = LanSegment::new(2)?;
+        let leech_dir = w.dir("cw-leech");
+        let mut get = lan.exec(
+            "capwise-get",
+            0,
+            &w.capwise("get", &w.magnet(), &leech_dir)?,
+            &w.logs,
+        )?;
+        wait_lsd_started(&mut get)?;
+        let started = Instant::now();
+        let mut tr = Transmission::start_on(
+            "tr-seed",
+            &w.dir("tr"),
+            &w.seed_dir(),
+            51413,
+            &w.logs,
+            &Placement {
+                netns: Some(lan.hosts[1].clone()),
+                bind_ipv4: lan.ip(1),
+                lpd: true,
+            },
+        )?;
+        tr.seed(&w.torrent, WAIT)?;
+        get.expect_success(WAIT)?;
+        eprintln!(
+            "[lsd] capwise got the magnet from Transmission in {:.1?} after it started",
+            started.elapsed()
+        );
+        ensure!(
+            heard_over_lsd(&get),
+            "capwise never heard Transmission over LSD"
         );
         w.verify(&leech_dir)
     });
