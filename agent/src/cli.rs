@@ -132,6 +132,18 @@ pub struct TransferArgs {
     /// A peer to dial, HOST:PORT, like a magnet link's x.pe; repeatable.
     #[arg(long = "peer", value_name = "HOST:PORT")]
     pub peers: Vec<String>,
+    /// Peer discovery switches.
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
+}
+
+/// Peer discovery switches of `get`, `seed` and `run`; each overrides its
+/// configuration key.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DiscoveryArgs {
+    /// No local service discovery (BEP 14 multicast on the LAN) [lsd.enabled = false].
+    #[arg(long)]
+    pub no_lsd: bool,
 }
 
 /// `capwise get`

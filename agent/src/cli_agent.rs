@@ -20,6 +20,9 @@ pub struct RunArgs {
     /// Describe the uplink with this TOML file instead of detecting it; re-read when it changes.
     #[arg(long)]
     pub network_file: Option<PathBuf>,
+    /// Peer discovery switches.
+    #[command(flatten)]
+    pub discovery: crate::cli::DiscoveryArgs,
 }
 
 /// `capwise add`

@@ -23,6 +23,9 @@
 //!
 //! [api]
 //! address = "127.0.0.1:0"
+//!
+//! [lsd]
+//! enabled = true      # local service discovery (BEP 14); `--no-lsd` turns it off
 //! ```
 
 use std::net::SocketAddr;
@@ -54,6 +57,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// The local API.
     pub api: ApiConfig,
+    /// Local service discovery.
+    pub lsd: LsdConfig,
     /// Sentences about keys that were ignored (unknown outside `[policy]`
     /// and `[limits]`), for the log and `capwise why`.
     #[serde(skip)]
@@ -110,6 +115,14 @@ pub struct ApiConfig {
     pub address: Option<SocketAddr>,
 }
 
+/// `[lsd]`: local service discovery (BEP 14).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct LsdConfig {
+    /// Announce and hear torrents on the LAN (default true).
+    pub enabled: Option<bool>,
+}
+
 /// Limits in bytes per second, `None` meaning unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateLimits {
@@ -158,8 +171,10 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "limits",
             "policy",
             "api",
+            "lsd",
         ],
     ),
+    ("lsd", &["enabled"]),
     ("limits", &["up", "down", "wan", "lan"]),
     ("limits.wan", &["up", "down"]),
     ("limits.lan", &["up", "down"]),
@@ -329,6 +344,12 @@ impl Config {
         Ok(s)
     }
 
+    /// Whether local service discovery runs: `lsd.enabled` (default on),
+    /// unless `--no-lsd` was given.
+    pub fn lsd_enabled(&self, no_lsd: bool) -> bool {
+        !no_lsd && self.lsd.enabled.unwrap_or(true)
+    }
+
     /// Where the API listens.
     pub fn api_address(&self) -> SocketAddr {
         self.api
@@ -439,6 +460,23 @@ mod tests {
         let e = parse("[policy]\nnear_cap_percent = 0\n").unwrap_err();
         assert!(format!("{e:#}").contains("near_cap_percent"), "{e:#}");
         assert!(parse("listen = 5\n").is_err());
+    }
+
+    #[test]
+    fn lsd_is_on_unless_the_file_or_the_flag_says_otherwise() {
+        assert!(parse("").unwrap().config.lsd_enabled(false));
+        assert!(!parse("").unwrap().config.lsd_enabled(true));
+        let off = parse("[lsd]\nenabled = false\n").unwrap().config;
+        assert!(!off.lsd_enabled(false));
+        let on = parse("[lsd]\nenabled = true\n").unwrap().config;
+        assert!(!on.lsd_enabled(true), "--no-lsd wins");
+        let typo = parse("[lsd]\nenabeld = false\n").unwrap().config;
+        assert!(
+            typo.warnings[0].contains("did you mean `enabled`"),
+            "{:?}",
+            typo.warnings
+        );
+        assert!(parse("[lsd]\nenabled = \"no\"\n").is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod discovery;
 mod foreground;
 mod limits;
 mod lock;
+mod lsd;
 mod network_source;
 mod paths;
 mod policy_gate;

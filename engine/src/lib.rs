@@ -25,6 +25,7 @@ pub mod create;
 pub mod error;
 pub mod hooks;
 pub mod lsd;
+mod netif;
 pub mod session;
 pub mod storage;
 pub mod tracker;

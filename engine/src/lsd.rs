@@ -9,12 +9,13 @@
 //! the announced port and the info-hashes of ours it named: the caller dials
 //! that address and classifies it like any other (an LSD packet does not make
 //! a peer LAN). Torrents are added with a [`PublicTorrent`], so a private
-//! torrent is never announced nor given LSD peers. Not wired into the session
-//! or the agent yet.
+//! torrent is never announced nor given LSD peers. The session runs one per
+//! interface and group (`session/local_discovery.rs`).
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::time::Instant;
 
 use capwise_proto::lsd::{self, Announcer, Cookie, Group, Heard, Receiver, Target};
 use capwise_proto::metainfo::InfoHash;
@@ -25,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// The interface and group LSD runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LsdInterface {
     /// 239.192.152.143 on the interface with index `ifindex`
     /// (`if_nametoindex`), joined and sent from its IPv4 address `addr`.
@@ -43,7 +44,8 @@ pub enum LsdInterface {
 }
 
 impl LsdInterface {
-    fn target(self) -> Target {
+    /// The announcer's name for it: the interface index and the group.
+    pub fn target(self) -> Target {
         match self {
             LsdInterface::V4 { ifindex, .. } => Target {
                 ifindex,
@@ -80,9 +82,22 @@ impl Lsd {
     /// driver, which announces our peers as listening on `listen_port`.
     /// Must be called within a tokio runtime; socket errors come back here.
     pub fn start(interface: LsdInterface, listen_port: u16, on_peer: OnPeer) -> io::Result<Lsd> {
+        Self::start_not_before(interface, listen_port, on_peer, Instant::now())
+    }
+
+    /// [`start`](Self::start), with the first announce no sooner than
+    /// `first` (plus [`lsd::FIRST_DELAY`]): a driver started again on an
+    /// interface that went away and came back keeps to the one-a-minute
+    /// bound of the one before it.
+    pub fn start_not_before(
+        interface: LsdInterface,
+        listen_port: u16,
+        on_peer: OnPeer,
+        first: Instant,
+    ) -> io::Result<Lsd> {
         let socket = open_socket(interface)?;
         let (commands, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(socket, interface, listen_port, rx, on_peer));
+        let task = tokio::spawn(run(socket, interface, listen_port, first, rx, on_peer));
         Ok(Lsd { commands, task })
     }
 
@@ -144,6 +159,7 @@ async fn run(
     socket: UdpSocket,
     interface: LsdInterface,
     listen_port: u16,
+    first: Instant,
     mut commands: mpsc::UnboundedReceiver<Command>,
     mut on_peer: OnPeer,
 ) {
@@ -151,11 +167,17 @@ async fn run(
     let mut announcer = Announcer::new(cookie.clone(), listen_port);
     let mut receiver = Receiver::new(cookie);
     let target = interface.target();
-    announcer.add_target(target, std::time::Instant::now());
+    // Until `first`, torrents are taken (and peers heard for them) but not
+    // announced: the target joins the announcer then.
+    let mut held = Some(first);
     // One byte more than parse takes, so an oversized datagram is seen as such.
     let mut buf = vec![0u8; lsd::MAX_PARSE + 1];
     loop {
-        let deadline = announcer.poll_timeout();
+        if held.is_some_and(|at| at <= Instant::now()) {
+            held = None;
+            announcer.add_target(target, Instant::now());
+        }
+        let deadline = held.or(announcer.poll_timeout());
         let sleep = async {
             match deadline {
                 Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,

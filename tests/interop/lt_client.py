@@ -9,7 +9,8 @@
 Progress lines ("MONOTONIC progress ... payload_down=N payload_up=N", every --progress-interval s)
 carry the torrent's payload byte counters since start; MONOTONIC is CLOCK_MONOTONIC seconds.
 
-Plain TCP only (no encryption, no uTP), DHT/LSD/UPnP/NAT-PMP off. Progress lines go to stdout.
+Plain TCP only (no encryption, no uTP), DHT/LSD/UPnP/NAT-PMP off (--lsd turns local service
+discovery on). Progress lines go to stdout.
 Must run with /usr/bin/python3 (Debian's python3-libtorrent).
 """
 import argparse
@@ -41,7 +42,7 @@ def make_session(a):
     s = {
         "listen_interfaces": a.listen,
         "enable_dht": False,
-        "enable_lsd": False,
+        "enable_lsd": bool(a.lsd),
         "enable_upnp": False,
         "enable_natpmp": False,
         "enable_outgoing_utp": False,
@@ -83,7 +84,8 @@ def drain(ses, handle, want=None):
             seen = True
         if isinstance(al, (lt.torrent_error_alert, lt.file_error_alert, lt.tracker_error_alert,
                            lt.listen_failed_alert, lt.peer_error_alert, lt.tracker_reply_alert,
-                           lt.listen_succeeded_alert, lt.torrent_finished_alert, lt.hash_failed_alert)):
+                           lt.listen_succeeded_alert, lt.torrent_finished_alert, lt.hash_failed_alert,
+                           lt.lsd_error_alert)):
             log("alert %s: %s" % (type(al).__name__, al.message()))
     return seen
 
@@ -114,6 +116,7 @@ def main():
     ap.add_argument("--seed-mode", action="store_true", help="seeder: trust the data, skip the initial hash check")
     ap.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     ap.add_argument("--progress-interval", type=float, default=1.0)
+    ap.add_argument("--lsd", action="store_true", help="local service discovery (BEP 14) on")
     a = ap.parse_args()
 
     signal.signal(signal.SIGTERM, on_signal)

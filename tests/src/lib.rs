@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod hostile;
+pub mod lan;
 pub mod netns;
 pub mod paths;
 pub mod payload;

@@ -415,7 +415,8 @@ pub fn tx_at(samples: &[(f64, u64)], t: f64) -> Option<u64> {
 }
 
 /// Moves the calling thread into the network namespace bound at `path`.
-fn enter_netns(path: &Path) -> Result<()> {
+/// Moves the calling thread into the network namespace at `path` (`/run/netns/NAME`).
+pub fn enter_netns(path: &Path) -> Result<()> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     // SAFETY: setns(2) on an open namespace fd; affects only the calling thread's network ns.
     let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };

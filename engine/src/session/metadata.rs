@@ -71,6 +71,8 @@ pub(crate) struct MagnetShared {
     known: Mutex<Vec<SocketAddr>>,
     /// The caller's peers, handed to the torrent as its manual peers.
     manual: Mutex<Vec<SocketAddr>>,
+    /// Peers heard over LSD, not handed on if the metadata says private.
+    from_lsd: Mutex<HashSet<SocketAddr>>,
     dialing: Mutex<HashSet<SocketAddr>>,
     next_key: AtomicU64,
     pub(crate) counters: Arc<Counters>,
@@ -129,6 +131,7 @@ impl MagnetShared {
             conns: Mutex::new(HashMap::new()),
             known: Mutex::new(Vec::new()),
             manual: Mutex::new(Vec::new()),
+            from_lsd: Mutex::new(HashSet::new()),
             dialing: Mutex::new(HashSet::new()),
             next_key: AtomicU64::new(1),
             counters: Arc::new(Counters::default()),
@@ -185,6 +188,21 @@ impl MagnetShared {
                 }
             }
         }
+        self.learn(peers);
+    }
+
+    /// Peers heard over local service discovery: dialled like the others,
+    /// but dropped once the metadata says the torrent is private (BEP 27).
+    pub(crate) fn learn_from_lsd(self: &Arc<Self>, peers: &[SocketAddr]) {
+        {
+            let mut from_lsd = self.from_lsd.lock().expect("lsd peers lock");
+            for p in peers {
+                if from_lsd.len() < MAX_KNOWN_PEERS {
+                    from_lsd.insert(*p);
+                }
+            }
+        }
+        // peer source: lsd
         self.learn(peers);
     }
 
@@ -560,7 +578,12 @@ impl MagnetShared {
         super::torrent::spawn_tasks(shared.clone());
         let manual = self.manual.lock().expect("manual lock").clone();
         shared.remember_peers(&manual);
-        let known = self.known.lock().expect("known lock").clone();
+        let mut known = self.known.lock().expect("known lock").clone();
+        if shared.metainfo.info.private {
+            // A private torrent takes no LSD peers (BEP 27).
+            let from_lsd = self.from_lsd.lock().expect("lsd peers lock");
+            known.retain(|p| !from_lsd.contains(p) || manual.contains(p));
+        }
         shared.connect_peers(&known);
         redial_while_alone(Arc::downgrade(&shared), known);
         // Handles waiting on the magnet's progress move to the torrent's.
@@ -578,6 +601,7 @@ impl MagnetShared {
             was
         });
         self.publish();
+        self.session.lsd_sync();
     }
 
     pub(crate) fn resume(&self) {
@@ -589,6 +613,7 @@ impl MagnetShared {
             was
         });
         self.publish();
+        self.session.lsd_sync();
     }
 
     /// Leave the session: every task and connection ends.

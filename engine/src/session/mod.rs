@@ -13,6 +13,7 @@ pub mod classify;
 mod control;
 mod evict;
 mod handle;
+mod local_discovery;
 mod metadata;
 mod peer;
 mod rate;
@@ -33,6 +34,7 @@ use tokio::sync::{broadcast, Semaphore};
 pub use crate::storage::{FileResumeStore, ResumeStore};
 pub use classify::SubnetClassifier;
 pub use handle::{AnnounceOutcome, Progress, TorrentHandle, TorrentOptions, TorrentState};
+pub use local_discovery::InterfaceFilter;
 
 use crate::hooks::{ByteGate, Classifier, Counters, OpenGate, PeerClass, SeedingSwitch, WanSwitch};
 use crate::metainfo::{InfoHash, Metainfo};
@@ -72,6 +74,13 @@ pub struct SessionConfig {
     /// verified-piece journal is trusted without hashing only when it was
     /// recorded on this boot; none: it never is.
     pub boot_id: Option<String>,
+    /// Local service discovery (BEP 14) for active public torrents, on the
+    /// LAN segments `lsd_interfaces` allows (never loopback or a tunnel;
+    /// see `session/local_discovery.rs`). Off by default, so that nothing
+    /// multicasts unless asked; the agent turns it on.
+    pub lsd: bool,
+    /// Which interfaces LSD may use, by name (the agent keeps it off VPNs).
+    pub lsd_interfaces: InterfaceFilter,
 }
 
 impl Default for SessionConfig {
@@ -88,6 +97,8 @@ impl Default for SessionConfig {
             resume: None,
             disk_full_retry: Duration::from_secs(30),
             boot_id: None,
+            lsd: false,
+            lsd_interfaces: InterfaceFilter::default(),
         }
     }
 }
@@ -136,6 +147,8 @@ pub(crate) struct SessionInner {
     /// Magnet torrents still fetching their metadata (session/metadata.rs);
     /// locked before `torrents` when both are.
     magnets: Mutex<HashMap<[u8; 20], Arc<metadata::MagnetShared>>>,
+    /// Local service discovery's drivers (idle unless `config.lsd`).
+    lsd: local_discovery::LocalDiscovery,
 }
 
 impl SessionInner {
@@ -150,7 +163,18 @@ impl SessionInner {
             .lock()
             .expect("torrents lock")
             .insert(info_hash, torrent);
+        drop(magnets);
+        // Its metadata may say private: LSD lets it go then.
+        self.lsd_sync();
         true
+    }
+
+    /// Announce over LSD exactly the active public torrents (after one was
+    /// added, removed, paused or resumed).
+    pub(crate) fn lsd_sync(&self) {
+        if self.config.lsd {
+            self.lsd.sync(self);
+        }
     }
 
     fn has_torrent(&self, info_hash: &[u8; 20]) -> bool {
@@ -198,8 +222,12 @@ impl Session {
             hashed: AtomicU64::new(0),
             torrents: Mutex::new(HashMap::new()),
             magnets: Mutex::new(HashMap::new()),
+            lsd: Default::default(),
         });
         tokio::spawn(accept_loop(inner.clone(), listener));
+        if inner.config.lsd {
+            inner.lsd.start(&inner);
+        }
         Ok(Session { inner })
     }
 
@@ -246,6 +274,7 @@ impl Session {
             .lock()
             .expect("torrents lock")
             .insert(key, shared.clone());
+        self.inner.lsd_sync();
         torrent::spawn_tasks(shared);
         Ok(handle)
     }
@@ -285,6 +314,7 @@ impl Session {
             magnets.insert(key, shared.clone());
             shared
         };
+        self.inner.lsd_sync();
         metadata::spawn_tasks(shared.clone());
         Ok(TorrentHandle::magnet(shared))
     }
@@ -329,13 +359,30 @@ impl Session {
         if let Some(magnet) = magnet {
             // No file exists before the metadata: nothing to delete.
             magnet.remove();
+            self.inner.lsd_sync();
             return Ok(());
         }
         let shared = self
             .lock_torrents()
             .remove(&info_hash)
             .ok_or(Error::UnknownTorrent(InfoHash(info_hash)))?;
+        self.inner.lsd_sync();
         shared.remove(delete_data).await
+    }
+
+    /// Local service discovery follows the interfaces there are now: call
+    /// after a network change (an interface or address came or went).
+    /// Drivers on unchanged interfaces go on undisturbed. Does nothing
+    /// unless [`SessionConfig::lsd`] is on.
+    pub fn rescan_lsd(&self) {
+        if self.inner.config.lsd {
+            self.inner.lsd.rescan(&self.inner);
+        }
+    }
+
+    /// The interfaces (and groups) local service discovery runs on now.
+    pub fn lsd_interfaces(&self) -> Vec<crate::lsd::LsdInterface> {
+        self.inner.lsd.interfaces()
     }
 
     fn lock_magnets(
@@ -353,6 +400,7 @@ impl Session {
     pub async fn shutdown(self) {
         let torrents = self.inner.torrents_snapshot();
         let _ = self.inner.shutdown.send(());
+        self.inner.lsd.stop();
         for t in torrents {
             t.stop().await;
         }

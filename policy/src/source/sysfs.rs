@@ -21,6 +21,14 @@ use crate::network::{Metered, MeteredSource, Network, NetworkId, NetworkKind};
 /// USB tethering drivers: a phone sharing its mobile data.
 const TETHERING_DRIVERS: &[&str] = &["rndis_host", "cdc_ether", "cdc_ncm", "ipheth"];
 
+/// Name prefixes of VPN and tunnel interfaces.
+const VPN_PREFIXES: &[&str] = &["tun", "tap", "wg", "vpn", "tailscale"];
+
+fn is_vpn(iface: &str, devtype: &str) -> bool {
+    matches!(devtype, "wireguard" | "tun" | "tap")
+        || VPN_PREFIXES.iter().any(|p| iface.starts_with(p))
+}
+
 /// `ANDROID_METERED` as text and as the hex dhclient/networkd write.
 const ANDROID_METERED: &str = "android_metered";
 const ANDROID_METERED_HEX: &str = "414e44524f49445f4d455445524544";
@@ -126,11 +134,7 @@ impl SysfsProbe {
             NetworkKind::Wifi
         } else if devtype == "bluetooth" || iface.starts_with("bnep") {
             NetworkKind::Bluetooth
-        } else if matches!(devtype.as_str(), "wireguard" | "tun" | "tap")
-            || ["tun", "tap", "wg", "vpn", "tailscale"]
-                .iter()
-                .any(|p| iface.starts_with(p))
-        {
+        } else if is_vpn(iface, &devtype) {
             NetworkKind::Vpn
         } else if dir.join("device").exists() || tethered {
             NetworkKind::Ethernet
@@ -167,6 +171,21 @@ impl SysfsProbe {
             interface: Some(iface.to_owned()),
             underlying: None,
         }
+    }
+
+    /// Whether `iface` is a VPN or tunnel, by its sysfs `DEVTYPE`
+    /// (wireguard, tun, tap) or its name (`tun*`, `tap*`, `wg*`, `vpn*`,
+    /// `tailscale*`): the uplink's kind uses it, and the agent keeps local
+    /// service discovery off such interfaces.
+    pub fn is_vpn(&self, iface: &str) -> bool {
+        let uevent = std::fs::read_to_string(self.sys_class_net.join(iface).join("uevent"))
+            .unwrap_or_default();
+        let devtype = uevent
+            .lines()
+            .find_map(|l| l.strip_prefix("DEVTYPE="))
+            .unwrap_or("")
+            .trim();
+        is_vpn(iface, devtype)
     }
 
     /// The hardware address of the gateway from `/proc/net/arp`.
@@ -373,6 +392,22 @@ usb0\t002AA8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0
                 lease_dirs: vec![leases],
             },
             _dir: dir,
+        }
+    }
+
+    #[test]
+    fn vpns_are_told_by_devtype_or_name() {
+        let t = tree(ROUTE);
+        let sys = &t.probe.sys_class_net;
+        // An OpenVPN tap device with an unremarkable name, told by DEVTYPE.
+        std::fs::create_dir_all(sys.join("office")).unwrap();
+        std::fs::write(sys.join("office/uevent"), "DEVTYPE=tap\nINTERFACE=office\n").unwrap();
+        assert!(t.probe.is_vpn("office"));
+        for name in ["wg0", "tun0", "tap1", "tailscale0", "vpn-work"] {
+            assert!(t.probe.is_vpn(name), "{name}");
+        }
+        for name in ["wlan0", "usb0", "eth0", "br0"] {
+            assert!(!t.probe.is_vpn(name), "{name}");
         }
     }
 

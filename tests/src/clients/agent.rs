@@ -31,7 +31,9 @@ pub struct Agent {
 }
 
 /// The `capwise run` command line for `state_dir`, with `config` and a
-/// network file if given.
+/// network file if given, and local service discovery off (`--no-lsd`:
+/// agents sharing a segment in one test must not find each other behind
+/// its back; a test of LSD removes it).
 pub fn run_command(state_dir: &Path, config: &Path, network_file: Option<&Path>) -> Command {
     let mut c = Command::new(capwise_bin());
     c.arg("run")
@@ -39,6 +41,7 @@ pub fn run_command(state_dir: &Path, config: &Path, network_file: Option<&Path>)
         .arg(state_dir)
         .arg("--config")
         .arg(config)
+        .arg("--no-lsd")
         .env("RUST_BACKTRACE", "1")
         .env(
             "CAPWISE_LOG",

@@ -2,8 +2,15 @@
 //!
 //! ```text
 //! capwise get TORRENT_OR_MAGNET [-d DIR] [--seed] [--upload-limit RATE] [--download-limit RATE]
-//!             [--listen ADDR:PORT] [--state-dir DIR]
-//! capwise seed TORRENT [-d DIR] [--listen ADDR:PORT] [--state-dir DIR]
+//!             [--listen ADDR:PORT] [--state-dir DIR] [--no-lsd]
+//! capwise seed TORRENT [-d DIR] [--listen ADDR:PORT] [--state-dir DIR] [--no-lsd]
+//! ```
+//!
+//! Local service discovery is off (`--no-lsd`) unless [`CapwiseOpts::lsd`]
+//! asks for it, so capwise processes sharing a segment in one test do not
+//! find each other behind the test's back.
+//!
+//! ```text
 //! capwise create PATH -o FILE.torrent [--tracker URL]... [--piece-size SIZE]
 //! ```
 
@@ -24,6 +31,8 @@ pub struct CapwiseOpts {
     pub seed_after: bool,
     /// Extra arguments appended verbatim.
     pub extra: Vec<String>,
+    /// Run local service discovery (default: `--no-lsd`).
+    pub lsd: bool,
 }
 
 /// Errors with a clear message when the capwise binary has not been built.
@@ -73,6 +82,9 @@ fn apply(c: &mut Command, o: &CapwiseOpts) {
     }
     if let Some(l) = &o.download_limit {
         c.arg("--download-limit").arg(l);
+    }
+    if !o.lsd {
+        c.arg("--no-lsd");
     }
     c.args(&o.extra);
 }

@@ -18,13 +18,36 @@ pub struct Transmission {
     log_dir: PathBuf,
     name: String,
     guard: ChildGuard,
+    /// The network namespace it runs in (`ip netns exec`), if not ours.
+    netns: Option<String>,
 }
 
-fn settings_json(peer_port: u16, rpc_port: u16, download_dir: &Path) -> String {
+/// Where a [`Transmission`] runs, for [`Transmission::start_on`].
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// A named network namespace to run in (its RPC too), or ours.
+    pub netns: Option<String>,
+    /// The peer listener's IPv4 address.
+    pub bind_ipv4: std::net::Ipv4Addr,
+    /// Local peer discovery (BEP 14).
+    pub lpd: bool,
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Placement {
+            netns: None,
+            bind_ipv4: std::net::Ipv4Addr::LOCALHOST,
+            lpd: false,
+        }
+    }
+}
+
+fn settings_json(peer_port: u16, rpc_port: u16, download_dir: &Path, at: &Placement) -> String {
     // Plain-text JSON; paths here are temp dirs without quotes or backslashes.
     format!(
         r#"{{
-    "bind-address-ipv4": "127.0.0.1",
+    "bind-address-ipv4": "{bind}",
     "bind-address-ipv6": "::1",
     "blocklist-enabled": false,
     "cache-size-mb": 4,
@@ -34,7 +57,7 @@ fn settings_json(peer_port: u16, rpc_port: u16, download_dir: &Path) -> String {
     "encryption": 0,
     "idle-seeding-limit-enabled": false,
     "incomplete-dir-enabled": false,
-    "lpd-enabled": false,
+    "lpd-enabled": {lpd},
     "message-level": 2,
     "peer-limit-global": 200,
     "peer-limit-per-torrent": 50,
@@ -64,7 +87,9 @@ fn settings_json(peer_port: u16, rpc_port: u16, download_dir: &Path) -> String {
     "watch-dir-enabled": false
 }}
 "#,
-        dl = download_dir.display()
+        dl = download_dir.display(),
+        bind = at.bind_ipv4,
+        lpd = at.lpd,
     )
 }
 
@@ -78,13 +103,32 @@ impl Transmission {
         peer_port: u16,
         log_dir: &Path,
     ) -> Result<Self> {
+        Self::start_on(
+            name,
+            work,
+            download_dir,
+            peer_port,
+            log_dir,
+            &Placement::default(),
+        )
+    }
+
+    /// [`start`](Self::start) placed `at` a namespace and address, with LPD if asked.
+    pub fn start_on(
+        name: &str,
+        work: &Path,
+        download_dir: &Path,
+        peer_port: u16,
+        log_dir: &Path,
+        at: &Placement,
+    ) -> Result<Self> {
         let config = work.join("config");
         std::fs::create_dir_all(&config)?;
         std::fs::create_dir_all(download_dir)?;
         let rpc_port = free_port();
         std::fs::write(
             config.join("settings.json"),
-            settings_json(peer_port, rpc_port, download_dir),
+            settings_json(peer_port, rpc_port, download_dir, at),
         )?;
         let mut cmd = Command::new("transmission-daemon");
         cmd.arg("-f")
@@ -93,6 +137,10 @@ impl Transmission {
             .arg("--log-info")
             .env("HOME", work)
             .env("TR_CURL_VERBOSE", "0");
+        let mut cmd = match &at.netns {
+            Some(ns) => crate::wan::netns_command(ns, &cmd),
+            None => cmd,
+        };
         let guard = ChildGuard::spawn(name, &mut cmd, log_dir)?;
         let mut t = Self {
             peer_port,
@@ -101,6 +149,7 @@ impl Transmission {
             log_dir: log_dir.to_path_buf(),
             name: name.to_string(),
             guard,
+            netns: at.netns.clone(),
         };
         wait_until(
             "transmission RPC",
@@ -123,6 +172,9 @@ impl Transmission {
     pub fn remote(&mut self, tag: &str, args: &[&str]) -> Result<String> {
         let mut c = Command::new("transmission-remote");
         c.arg(format!("127.0.0.1:{}", self.rpc_port)).args(args);
+        if let Some(ns) = &self.netns {
+            c = crate::wan::netns_command(ns, &c);
+        }
         run(
             &format!("{}-remote-{tag}", self.name),
             &mut c,
