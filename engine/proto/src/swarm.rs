@@ -611,11 +611,13 @@ impl Swarm {
 
     /// The I/O layer could not send `blocks` now (the gate closed for this
     /// peer's class after admitting them, e.g. a metered switch): they go
-    /// back to the front of the peer's outbox, in order, to be sent once
-    /// the gate lets them. Not a reject: a peer we keep unchoked would take
+    /// back to the front of the peer's queue, in order, and with
+    /// [`SwarmConfig::needs_credit`] need credit again, so the I/O layer
+    /// waits at the gate until it opens instead of being handed them
+    /// again at once. Not a reject: a peer we keep unchoked would take
     /// a reject as the piece being lost. Dropped if the peer is choked
     /// meanwhile (a choke already discarded its requests).
-    pub fn blocks_deferred(&mut self, key: PeerKey, blocks: Vec<BlockRef>) {
+    pub fn blocks_deferred(&mut self, key: PeerKey, blocks: Vec<BlockRef>, now: Instant) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
@@ -623,10 +625,10 @@ impl Swarm {
             return;
         }
         for block in blocks.into_iter().rev() {
-            peer.outbox.push_front(Outgoing::Block(block));
+            peer.unserved.push_front(block);
             peer.queued_uploads += 1;
         }
-        self.dirty.push(key);
+        self.release_credited(key, now);
     }
 
     /// Whether uploads are allowed.

@@ -271,3 +271,40 @@ fn a_peer_that_leaves_gives_its_picked_blocks_back() {
     }
     assert_eq!(seen.len() as u64, PIECE * PIECES as u64 / BLOCK);
 }
+
+/// A metered switch closes the gate after blocks were granted: the blocks
+/// the I/O layer hands back need credit again, so it waits at the (closed)
+/// gate rather than being given them again at once, round after round.
+#[test]
+fn blocks_held_back_by_a_closing_gate_wait_for_fresh_credit() {
+    let t0 = Instant::now();
+    let mut s = swarm(true, t0);
+    let key = plain_peer(&mut s, t0);
+    s.on_message(key, Message::Bitfield(Bytes::from(vec![0u8])), t0)
+        .unwrap();
+    s.on_message(key, Message::Interested, t0).unwrap();
+    drain(&mut s, key, t0);
+    let asked: Vec<BlockRef> = (0..2)
+        .map(|i| BlockRef {
+            index: 1,
+            begin: i * BLOCK_SIZE,
+            length: BLOCK_SIZE,
+        })
+        .collect();
+    for b in &asked {
+        s.on_message(key, Message::Request(*b), t0).unwrap();
+    }
+    s.grant_credit(key, Direction::Up, 2 * BLOCK, t0);
+    let handed = blocks(&drain(&mut s, key, t0));
+    assert_eq!(handed, asked);
+
+    s.blocks_deferred(key, handed, t0);
+    assert!(
+        blocks(&drain(&mut s, key, t0)).is_empty(),
+        "held-back blocks came straight back without credit"
+    );
+    assert_eq!(s.credit_wanted(key).up, 2 * BLOCK);
+
+    s.grant_credit(key, Direction::Up, 2 * BLOCK, t0);
+    assert_eq!(blocks(&drain(&mut s, key, t0)), asked, "in their order");
+}

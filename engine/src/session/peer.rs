@@ -319,7 +319,7 @@ fn withhold(shared: &Arc<TorrentShared>, key: u64, block: wire::BlockRef) {
 fn held_back(shared: &Arc<TorrentShared>, key: u64, blocks: Vec<wire::BlockRef>) {
     tracing::debug!(blocks = blocks.len(), "blocks held back: the gate closed");
     let mut swarm = shared.lock_swarm();
-    swarm.blocks_deferred(key, blocks);
+    swarm.blocks_deferred(key, blocks, Instant::now());
     shared.dispatch(swarm);
 }
 
