@@ -151,3 +151,78 @@ async fn blocks_are_held_back_while_the_gate_no_longer_admits_them() {
     wait_complete(&leeching).await;
     assert_eq!(leech_gate.arrived.load(Ordering::Relaxed), LEN);
 }
+
+/// Downloads pass a slow gate: each debit takes `delay` (a throttled or
+/// metered link). Counts what was debited.
+struct SlowDownloads {
+    delay: Duration,
+    debited: AtomicU64,
+    arrived: AtomicU64,
+}
+
+impl ByteGate for SlowDownloads {
+    fn acquire(&self, direction: Direction, _: PeerClass, bytes: u64) -> GateFuture<'_> {
+        if direction == Direction::Up {
+            return Box::pin(std::future::ready(()));
+        }
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.debited.fetch_add(bytes, Ordering::Relaxed);
+        })
+    }
+    fn arrived(&self, _: PeerClass, bytes: u64) {
+        self.arrived.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Before credits, requests were queued with their clock running and then
+/// waited at the gate one by one: with a gate slower than the request
+/// time-out, they timed out before they left, the peer was snubbed, the
+/// same blocks were asked (and paid for) again, and the late answers
+/// counted as unsolicited (enough of them and the honest seeder is dropped).
+/// Now a request leaves only once paid, and its clock starts then: every
+/// block is paid for once and none arrives unasked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_download_gate_neither_times_requests_out_nor_pays_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = payload(tmp.path());
+    let seeder = Session::start(config(), Hooks::default()).await.unwrap();
+    let _seeding = add(&seeder, &meta, tmp.path()).await;
+
+    let gate = Arc::new(SlowDownloads {
+        delay: Duration::from_millis(100),
+        debited: AtomicU64::new(0),
+        arrived: AtomicU64::new(0),
+    });
+    let mut leech_config = config();
+    leech_config.swarm.request_timeout = Duration::from_secs(1);
+    // Late answers to timed-out requests count as unsolicited; a few more
+    // than this and the (honest) seeder would be dropped as a flooder.
+    leech_config.swarm.max_unsolicited = 8;
+    let leecher = Session::start(
+        leech_config,
+        Hooks {
+            gate: gate.clone(),
+            ..Hooks::default()
+        },
+    )
+    .await
+    .unwrap();
+    let leeching = add(&leecher, &meta, &tmp.path().join("leech")).await;
+    leeching.connect(&[seeder.local_addr()]);
+    wait_complete(&leeching).await;
+
+    let debited = gate.debited.load(Ordering::Relaxed);
+    assert!(
+        debited >= LEN,
+        "every byte was debited before it moved: {debited} < {LEN}"
+    );
+    // One step of credit may be left over (debited, not yet spent).
+    assert!(
+        debited <= LEN + 256 * 1024,
+        "blocks were paid for more than once: {debited} debited for {LEN}"
+    );
+    assert_eq!(gate.arrived.load(Ordering::Relaxed), LEN);
+    let timeouts = leeching.progress().request_timeouts;
+    assert_eq!(timeouts, 0, "requests timed out waiting at the gate");
+}

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use capwise_engine::bitfield::Bitfield;
+use capwise_engine::hooks::Direction;
 use capwise_engine::swarm::{Event, Outgoing, Swarm, SwarmConfig};
 use capwise_engine::wire::{self, BlockRef, Handshake, Message, BLOCK_SIZE};
 use libfuzzer_sys::fuzz_target;
@@ -47,6 +48,10 @@ struct FakePeer {
     buf: BytesMut,
     /// Requests we sent and the peer has not answered yet.
     requested: VecDeque<BlockRef>,
+    /// Credit granted to this connection and payload it let out
+    /// (`SwarmConfig::needs_credit`): down for requests, up for blocks.
+    granted: [u64; 2],
+    spent: [u64; 2],
 }
 
 struct Harness {
@@ -59,6 +64,8 @@ struct Harness {
     outgoing: Vec<Outgoing>,
     /// A verified piece was lost: blocks of it may still sit in an outbox.
     lost_any: bool,
+    /// Payload moves only within granted credit.
+    needs_credit: bool,
 }
 
 /// `msg` encodes to exactly `wire_len` bytes that decode back to `msg`.
@@ -88,6 +95,8 @@ impl Harness {
             assert!(!self.swarm.is_connected(p.addr));
             let key = self.swarm.add_peer(p.addr, &p.handshake, self.now);
             self.peers[i].key = Some(key);
+            self.peers[i].granted = [0; 2];
+            self.peers[i].spent = [0; 2];
         }
     }
 
@@ -150,6 +159,7 @@ impl Harness {
                         match msg {
                             Message::Request(b) => {
                                 assert!(b.length > 0 && b.length <= BLOCK_SIZE);
+                                self.peers[i].spent[0] += u64::from(b.length);
                                 self.peers[i].requested.push_back(b);
                             }
                             Message::Cancel(b) => self.peers[i].requested.retain(|r| *r != b),
@@ -158,9 +168,15 @@ impl Harness {
                     }
                     Outgoing::Block(b) => {
                         assert!(self.lost_any || self.swarm.have().has(b.index));
+                        self.peers[i].spent[1] += u64::from(b.length);
                         self.swarm.on_payload_sent(key, u64::from(b.length));
                     }
                 }
+            }
+            let p = &self.peers[i];
+            if self.needs_credit {
+                assert!(p.spent[0] <= p.granted[0], "requests beyond credit");
+                assert!(p.spent[1] <= p.granted[1], "blocks beyond credit");
             }
         }
         while let Some(event) = self.swarm.poll_event() {
@@ -226,8 +242,10 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let now = Instant::now();
+    let needs_credit = plen & 0x80 != 0;
     let config = SwarmConfig {
         upload_slots: 1 + usize::from(flags >> 6),
+        needs_credit,
         ..SwarmConfig::default()
     };
     let npeers = 1 + usize::from(flags % 3);
@@ -246,6 +264,8 @@ fuzz_target!(|data: &[u8]| {
                 addr: SocketAddr::from((Ipv4Addr::new(10, 0, 0, i as u8 + 1), 6881)),
                 buf: BytesMut::new(),
                 requested: VecDeque::new(),
+                granted: [0; 2],
+                spent: [0; 2],
             }
         })
         .collect();
@@ -257,6 +277,7 @@ fuzz_target!(|data: &[u8]| {
         verifying: VecDeque::new(),
         outgoing: Vec::new(),
         lost_any: false,
+        needs_credit,
     };
     for i in 0..npeers {
         h.connect(i);
@@ -267,7 +288,7 @@ fuzz_target!(|data: &[u8]| {
         let i = usize::from(op >> 4) % npeers;
         match op & 0x0F {
             // Raw bytes from the peer, as they came off the socket.
-            0..=5 => {
+            0..=4 => {
                 let len = usize::from(input.byte().unwrap_or(0));
                 let chunk = input.take(len).to_vec();
                 if h.peers[i].key.is_some() {
@@ -290,6 +311,21 @@ fuzz_target!(|data: &[u8]| {
                     wire::encode(&msg, &mut h.peers[i].buf);
                     h.pump(i);
                 }
+            }
+            // The gate debits payload for the peer (in credit mode).
+            5 => {
+                let amount = input.byte().unwrap_or(0);
+                let Some(key) = h.peers[i].key else {
+                    continue;
+                };
+                let (direction, slot) = if amount & 1 == 0 {
+                    (Direction::Down, 0)
+                } else {
+                    (Direction::Up, 1)
+                };
+                let bytes = u64::from(amount >> 1) * 1024;
+                h.peers[i].granted[slot] += bytes;
+                h.swarm.grant_credit(key, direction, bytes, h.now);
             }
             // Time passes.
             7 => {

@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use crate::bitfield::Bitfield;
 use crate::choker::{choose_unchoked, next_optimistic, ChokeCandidate};
+use crate::class::Direction;
 use crate::ext::metadata::{self, MetadataMsg};
 use crate::picker::{Asker, BlockOutcome, PeerKey, Picker};
 use crate::wire::{BlockRef, Handshake, Message, BLOCK_SIZE};
@@ -50,6 +51,13 @@ pub struct SwarmConfig {
     pub unproductive_timeout: Duration,
     /// Our listen port, told to peers in the extension handshake.
     pub listen_port: u16,
+    /// Whether payload needs credit: a request leaves only once its block's
+    /// download bytes were granted ([`Swarm::grant_credit`]), a block is
+    /// served only once its upload bytes were. The I/O layer obtains the
+    /// credit from its byte gate ahead of time ([`Swarm::credit_wanted`]),
+    /// so that waiting at the gate never runs a request's clock. Off, as in
+    /// tests of the protocol alone, payload moves freely.
+    pub needs_credit: bool,
 }
 
 impl Default for SwarmConfig {
@@ -68,6 +76,7 @@ impl Default for SwarmConfig {
             idle_timeout: Duration::from_secs(180),
             unproductive_timeout: Duration::from_secs(20),
             listen_port: 0,
+            needs_credit: false,
         }
     }
 }
@@ -105,6 +114,22 @@ pub enum Event {
     Finished,
 }
 
+/// Payload bytes a peer's traffic waits for, per direction: the I/O layer
+/// debits them at its gate and hands them over with [`Swarm::grant_credit`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CreditWanted {
+    /// For requests we picked and have not sent.
+    pub down: u64,
+    /// For blocks the peer asked for that we have not served.
+    pub up: u64,
+}
+
+/// Blocks picked for a peer ahead of their download credit: enough that a
+/// grant of this many blocks' bytes keeps a fast peer's pipe full, few
+/// enough that a peer stuck at a closed gate holds back little of the
+/// torrent (they stay reserved to it, like sent requests).
+const PICKED_AHEAD: usize = 8;
+
 /// A peer broke the protocol; the caller drops it with [`Swarm::remove_peer`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -128,6 +153,15 @@ struct Peer {
     /// when there is none): the next request time-out without a scan.
     /// `tick` makes it exact again.
     oldest_request: Option<Instant>,
+    /// Picked for this peer, waiting for download credit; not yet requested
+    /// (no clock runs for them).
+    unsent: VecDeque<BlockRef>,
+    /// Asked for by the peer and admitted, waiting for upload credit.
+    unserved: VecDeque<BlockRef>,
+    /// Granted download bytes not yet spent on a request.
+    down_credit: u64,
+    /// Granted upload bytes not yet spent on a block.
+    up_credit: u64,
     allowed_fast: Vec<u32>,
     outbox: VecDeque<Outgoing>,
     queued_uploads: usize,
@@ -212,6 +246,9 @@ pub struct SwarmStats {
     pub download_rate: f64,
     /// Payload rate out, bytes/s.
     pub upload_rate: f64,
+    /// Requests that went unanswered for `request_timeout` since the swarm
+    /// began (they go back to the pool and the peer is snubbed).
+    pub request_timeouts: u64,
 }
 
 /// One torrent's swarm.
@@ -241,6 +278,8 @@ pub struct Swarm {
     contributors: HashMap<u32, Vec<PeerKey>>,
     /// The info dictionary's original bytes, served over ut_metadata.
     metadata: Option<Bytes>,
+    /// See [`SwarmStats::request_timeouts`].
+    request_timeouts: u64,
 }
 
 /// A peer with this many messages waiting is refused metadata blocks
@@ -290,6 +329,7 @@ impl Swarm {
             scratch: Vec::new(),
             contributors: HashMap::new(),
             metadata: None,
+            request_timeouts: 0,
         }
     }
 
@@ -330,6 +370,7 @@ impl Swarm {
             seeds: self.peers.values().filter(|p| p.is_seed).count(),
             download_rate: self.peers.values().map(|p| p.down_rate).sum(),
             upload_rate: self.peers.values().map(|p| p.up_rate).sum(),
+            request_timeouts: self.request_timeouts,
         }
     }
 
@@ -352,6 +393,10 @@ impl Swarm {
             announced_pieces: false,
             outstanding: HashMap::new(),
             oldest_request: None,
+            unsent: VecDeque::new(),
+            unserved: VecDeque::new(),
+            down_credit: 0,
+            up_credit: 0,
             allowed_fast: Vec::new(),
             outbox: VecDeque::new(),
             queued_uploads: 0,
@@ -400,10 +445,10 @@ impl Swarm {
     /// Forget a peer: its requests go back to the pool.
     pub fn remove_peer(&mut self, key: PeerKey) {
         if let Some(peer) = self.peers.remove(&key) {
-            for block in peer.outstanding.keys() {
+            for block in peer.outstanding.keys().chain(peer.unsent.iter()) {
                 self.picker.release(block);
             }
-            self.refill |= !peer.outstanding.is_empty();
+            self.refill |= !peer.outstanding.is_empty() || !peer.unsent.is_empty();
             self.picker
                 .remove_peer_availability(&peer.has, peer.is_seed);
             self.picker.peer_gone(key);
@@ -420,8 +465,17 @@ impl Swarm {
                 peer.last_sent = now;
             }
             for item in peer.outbox.drain(..) {
-                if matches!(item, Outgoing::Block(_)) {
-                    peer.queued_uploads = peer.queued_uploads.saturating_sub(1);
+                match &item {
+                    Outgoing::Block(_) => {
+                        peer.queued_uploads = peer.queued_uploads.saturating_sub(1);
+                    }
+                    // A request's time-out runs from when it leaves.
+                    Outgoing::Message(Message::Request(block)) => {
+                        if let Some(sent) = peer.outstanding.get_mut(block) {
+                            *sent = now;
+                        }
+                    }
+                    Outgoing::Message(_) => {}
                 }
                 out.push(item);
             }
@@ -445,6 +499,84 @@ impl Swarm {
     pub fn on_payload_sent(&mut self, key: PeerKey, bytes: u64) {
         if let Some(peer) = self.peers.get_mut(&key) {
             peer.up_bytes += bytes;
+        }
+    }
+
+    /// The payload bytes `key`'s traffic waits for (zero without
+    /// [`SwarmConfig::needs_credit`]). Obtain them from the gate, then
+    /// [`Swarm::grant_credit`]; asking again before granting names the same
+    /// bytes again.
+    pub fn credit_wanted(&self, key: PeerKey) -> CreditWanted {
+        let Some(peer) = self.peers.get(&key) else {
+            return CreditWanted::default();
+        };
+        let owed = |blocks: &VecDeque<BlockRef>, credit: u64| {
+            blocks
+                .iter()
+                .map(|b| b.length as u64)
+                .sum::<u64>()
+                .saturating_sub(credit)
+        };
+        CreditWanted {
+            down: owed(&peer.unsent, peer.down_credit),
+            up: owed(&peer.unserved, peer.up_credit),
+        }
+    }
+
+    /// `bytes` in `direction` were debited for `key`: the requests and
+    /// blocks they cover go to its outbox. Credit a peer cannot use (it
+    /// left, choked us, cancelled) is kept for its next ones and lost with it.
+    pub fn grant_credit(&mut self, key: PeerKey, direction: Direction, bytes: u64, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        match direction {
+            Direction::Down => peer.down_credit += bytes,
+            Direction::Up => peer.up_credit += bytes,
+        }
+        self.release_credited(key, now);
+        if direction == Direction::Down {
+            self.fill_requests(key, now);
+        }
+    }
+
+    /// Moves what the peer's credit covers from `unsent`/`unserved` to the
+    /// outbox.
+    fn release_credited(&mut self, key: PeerKey, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let mut moved = false;
+        while let Some(&block) = peer.unsent.front() {
+            let length = block.length as u64;
+            if self.config.needs_credit {
+                if peer.down_credit < length {
+                    break;
+                }
+                peer.down_credit -= length;
+            }
+            peer.unsent.pop_front();
+            peer.oldest_request.get_or_insert(now);
+            peer.outstanding.insert(block, now);
+            peer.outbox
+                .push_back(Outgoing::Message(Message::Request(block)));
+            moved = true;
+        }
+        while let Some(&block) = peer.unserved.front() {
+            let length = block.length as u64;
+            if self.config.needs_credit {
+                if peer.up_credit < length {
+                    break;
+                }
+                peer.up_credit -= length;
+            }
+            peer.unserved.pop_front();
+            peer.outbox.push_back(Outgoing::Block(block));
+            moved = true;
+        }
+        // Still waiting: the I/O layer must hear of it to go for credit.
+        if moved || !peer.unsent.is_empty() || !peer.unserved.is_empty() {
+            self.dirty.push(key);
         }
     }
 
@@ -479,11 +611,13 @@ impl Swarm {
 
     /// The I/O layer could not send `blocks` now (the gate closed for this
     /// peer's class after admitting them, e.g. a metered switch): they go
-    /// back to the front of the peer's outbox, in order, to be sent once
-    /// the gate lets them. Not a reject: a peer we keep unchoked would take
+    /// back to the front of the peer's queue, in order, and with
+    /// [`SwarmConfig::needs_credit`] need credit again, so the I/O layer
+    /// waits at the gate until it opens instead of being handed them
+    /// again at once. Not a reject: a peer we keep unchoked would take
     /// a reject as the piece being lost. Dropped if the peer is choked
     /// meanwhile (a choke already discarded its requests).
-    pub fn blocks_deferred(&mut self, key: PeerKey, blocks: Vec<BlockRef>) {
+    pub fn blocks_deferred(&mut self, key: PeerKey, blocks: Vec<BlockRef>, now: Instant) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
@@ -491,10 +625,10 @@ impl Swarm {
             return;
         }
         for block in blocks.into_iter().rev() {
-            peer.outbox.push_front(Outgoing::Block(block));
+            peer.unserved.push_front(block);
             peer.queued_uploads += 1;
         }
-        self.dirty.push(key);
+        self.release_credited(key, now);
     }
 
     /// Whether uploads are allowed.
@@ -552,6 +686,12 @@ impl Swarm {
             }
             Message::Choke => {
                 peer.peer_choking = true;
+                // Not asked for yet: back to the pool (allowed-fast ones
+                // are picked again).
+                self.refill |= !peer.unsent.is_empty();
+                for block in peer.unsent.drain(..) {
+                    self.picker.release(&block);
+                }
                 if !peer.fast {
                     self.refill |= !peer.outstanding.is_empty();
                     peer.oldest_request = None;
@@ -624,9 +764,10 @@ impl Swarm {
             }
             Message::Request(block) => self.on_request(key, block, now)?,
             Message::Cancel(block) => {
-                let before = peer.outbox.len();
+                let before = peer.outbox.len() + peer.unserved.len();
                 peer.outbox.retain(|o| *o != Outgoing::Block(block));
-                if peer.outbox.len() < before {
+                peer.unserved.retain(|b| *b != block);
+                if peer.outbox.len() + peer.unserved.len() < before {
                     peer.queued_uploads -= 1;
                     if peer.fast {
                         peer.outbox
@@ -732,8 +873,8 @@ impl Swarm {
             return Ok(());
         }
         peer.queued_uploads += 1;
-        peer.outbox.push_back(Outgoing::Block(block));
-        self.dirty.push(key);
+        peer.unserved.push_back(block);
+        self.release_credited(key, now);
         self.start_sampling(now);
         Ok(())
     }
@@ -781,6 +922,9 @@ impl Swarm {
         if endgame {
             // Others were asked for the same block: take the request back.
             for (&other, p) in self.peers.iter_mut() {
+                if other != key {
+                    p.unsent.retain(|b| *b != block);
+                }
                 if other != key && p.forget_request(&block) {
                     p.outbox
                         .push_back(Outgoing::Message(Message::Cancel(block)));
@@ -800,12 +944,20 @@ impl Swarm {
             return;
         }
         let target = peer.queue_target(&self.config);
-        if peer.outstanding.len() >= target {
+        let asked = peer.outstanding.len() + peer.unsent.len();
+        if asked >= target {
             return;
         }
-        let want = target - peer.outstanding.len();
+        let mut want = target - asked;
+        if self.config.needs_credit {
+            want = want.min(PICKED_AHEAD.saturating_sub(peer.unsent.len()));
+            if want == 0 {
+                return;
+            }
+        }
         self.scratch.clear();
         let outstanding = &peer.outstanding;
+        let unsent = &peer.unsent;
         let allowed_fast = &peer.allowed_fast;
         let allowed_fn = |i: u32| allowed_fast.contains(&i);
         let allowed: Option<&dyn Fn(u32) -> bool> = if peer.peer_choking {
@@ -818,20 +970,15 @@ impl Swarm {
             on_parole: peer.on_parole,
             has: &peer.has,
             is_seed: peer.is_seed,
-            already: &|b| outstanding.contains_key(b),
+            already: &|b| outstanding.contains_key(b) || unsent.contains(b),
             allowed,
         };
         self.picker.pick(&asker, want, &mut self.scratch);
         if self.scratch.is_empty() {
             return;
         }
-        peer.oldest_request.get_or_insert(now);
-        for block in self.scratch.drain(..) {
-            peer.outstanding.insert(block, now);
-            peer.outbox
-                .push_back(Outgoing::Message(Message::Request(block)));
-        }
-        self.dirty.push(key);
+        peer.unsent.extend(self.scratch.drain(..));
+        self.release_credited(key, now);
     }
 
     /// The hash check of piece `index` finished: `ok` means it matched and is
@@ -974,6 +1121,11 @@ impl Swarm {
                     }
                     Outgoing::Block(_) => {}
                     other => kept.push_back(other),
+                }
+            }
+            for b in peer.unserved.drain(..) {
+                if fast {
+                    kept.push_back(Outgoing::Message(Message::RejectRequest(b)));
                 }
             }
             peer.outbox = kept;
@@ -1159,6 +1311,7 @@ impl Swarm {
                 self.dirty.push(key);
             }
         }
+        self.request_timeouts += timed_out.len() as u64;
         for block in &timed_out {
             self.picker.release(block);
         }

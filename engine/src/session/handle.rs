@@ -63,6 +63,10 @@ pub struct Progress {
     pub downloaded: u64,
     /// Payload sent so far in this session.
     pub uploaded: u64,
+    /// Requests that went unanswered too long, so far in this session: a
+    /// slow or lying peer, or (were requests sent before their bytes were
+    /// debited) a gate holding them back.
+    pub request_timeouts: u64,
 }
 
 /// How the torrent's last announce went, so that a torrent finding no

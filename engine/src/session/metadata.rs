@@ -123,6 +123,7 @@ impl MagnetShared {
                 upload_rate: 0.0,
                 downloaded: 0,
                 uploaded: 0,
+                request_timeouts: 0,
             })
             .0,
             magnet,

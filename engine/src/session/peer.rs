@@ -13,8 +13,6 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 
-use std::task::{Context, Waker};
-
 use crate::hooks::{Direction, GateFuture, PeerClass};
 use crate::swarm::Outgoing;
 use crate::transport::{self, ReadHalf, Transport, WireBytes, WriteHalf};
@@ -321,32 +319,42 @@ fn withhold(shared: &Arc<TorrentShared>, key: u64, block: wire::BlockRef) {
 fn held_back(shared: &Arc<TorrentShared>, key: u64, blocks: Vec<wire::BlockRef>) {
     tracing::debug!(blocks = blocks.len(), "blocks held back: the gate closed");
     let mut swarm = shared.lock_swarm();
-    swarm.blocks_deferred(key, blocks);
+    swarm.blocks_deferred(key, blocks, Instant::now());
     shared.dispatch(swarm);
 }
 
-/// Wait for the byte gate; if it would make us wait, first send what is
-/// already batched, so that rate-paced blocks leave when their tokens were
-/// granted instead of in clumps (which skews short measurement windows).
-async fn pass_gate(
-    mut gate: GateFuture<'_>,
-    writer: &mut Outbound<'_>,
-    out: &mut BytesMut,
-) -> Result<()> {
-    // The probe context is not Send: keep it out of the awaits below.
-    let would_wait = gate
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-        .is_pending();
-    if would_wait {
-        if !out.is_empty() {
-            writer.flush(out).await?;
-        }
-        gate.await;
+/// Most payload one credit grant covers: a WAN peer's batch stays about
+/// one block, so that a gate that closes holds back all but what was
+/// already paid for; a LAN peer's is one write batch.
+fn credit_step(class: PeerClass) -> u64 {
+    match class {
+        PeerClass::Lan => WRITE_BATCH as u64,
+        PeerClass::Wan => 4 * BLOCK_SIZE as u64,
     }
-    Ok(())
 }
 
+/// A debit at the gate under way: how much, and the gate's future.
+struct Pending<'g> {
+    bytes: u64,
+    gate: GateFuture<'g>,
+}
+
+/// Resolves when `pending` (if any) was debited, with its bytes; never
+/// without one.
+async fn debited(pending: &mut Option<Pending<'_>>) -> u64 {
+    match pending {
+        Some(p) => {
+            p.gate.as_mut().await;
+            p.bytes
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends what the swarm queued for one peer. Payload needs credit
+/// (`SwarmConfig::needs_credit`): the writer obtains it from the gate
+/// while it waits for the swarm, and the swarm lets requests and blocks out
+/// only within it, so a wait at the gate never runs a request's clock.
 async fn write_loop(
     shared: &Arc<TorrentShared>,
     key: u64,
@@ -359,15 +367,51 @@ async fn write_loop(
         PeerClass::Lan => WRITE_BATCH,
         PeerClass::Wan => WAN_WRITE_BATCH,
     };
+    let step = credit_step(link.class);
+    let mut down: Option<Pending<'_>> = None;
+    let mut up: Option<Pending<'_>> = None;
     let mut out = BytesMut::with_capacity(batch + 64 * 1024);
     loop {
-        link.wake.notified().await;
+        let wanted = shared.lock_swarm().credit_wanted(key);
+        if down.is_none() && wanted.down > 0 {
+            let bytes = wanted.down.min(step);
+            down = Some(Pending {
+                bytes,
+                gate: hooks.gate.acquire(Direction::Down, link.class, bytes),
+            });
+        }
+        if up.is_none() && wanted.up > 0 && hooks.seeding.is_on() {
+            let bytes = wanted.up.min(step);
+            up = Some(Pending {
+                bytes,
+                gate: hooks.gate.acquire(Direction::Up, link.class, bytes),
+            });
+        }
+        let granted = tokio::select! {
+            _ = link.wake.notified() => None,
+            bytes = debited(&mut down) => {
+                down = None;
+                Some((Direction::Down, bytes))
+            }
+            bytes = debited(&mut up) => {
+                up = None;
+                Some((Direction::Up, bytes))
+            }
+        };
         if link.closed.load(Ordering::Acquire) {
             return Ok(());
         }
-        shared
-            .lock_swarm()
-            .poll_outgoing(key, Instant::now(), &mut items);
+        {
+            let mut swarm = shared.lock_swarm();
+            let now = Instant::now();
+            if let Some((direction, bytes)) = granted {
+                swarm.grant_credit(key, direction, bytes, now);
+            }
+            swarm.poll_outgoing(key, now, &mut items);
+            // Requests went out: the driver may have to wake sooner for
+            // their time-outs.
+            shared.dispatch(swarm);
+        }
         let mut sent_payload = 0u64;
         // Blocks the gate no longer admits, and every block after them (kept
         // in order); they go back to the swarm.
@@ -375,29 +419,8 @@ async fn write_loop(
         for item in items.drain(..) {
             match item {
                 Outgoing::Block(block) if !deferred.is_empty() => deferred.push(block),
-                Outgoing::Message(msg) => {
-                    if let Message::Request(block) = &msg {
-                        let gate =
-                            hooks
-                                .gate
-                                .acquire(Direction::Down, link.class, block.length as u64);
-                        pass_gate(gate, &mut writer, &mut out).await?;
-                    }
-                    wire::encode(&msg, &mut out);
-                }
+                Outgoing::Message(msg) => wire::encode(&msg, &mut out),
                 Outgoing::Block(block) => {
-                    if !hooks.seeding.is_on() {
-                        withhold(shared, key, block);
-                        continue;
-                    }
-                    let gate = hooks
-                        .gate
-                        .acquire(Direction::Up, link.class, block.length as u64);
-                    pass_gate(gate, &mut writer, &mut out).await?;
-                    // The switch may have flipped while we waited for the gate.
-                    if link.closed.load(Ordering::Acquire) {
-                        continue;
-                    }
                     if !hooks.seeding.is_on() {
                         withhold(shared, key, block);
                         continue;
@@ -410,6 +433,14 @@ async fn write_loop(
                             writer.flush(&mut out).await?;
                         }
                         writer.writer.room().await?;
+                        if link.closed.load(Ordering::Acquire) {
+                            return Ok(());
+                        }
+                        // The switch may have flipped while the carrier was full.
+                        if !hooks.seeding.is_on() {
+                            withhold(shared, key, block);
+                            continue;
+                        }
                     }
                     if !hooks.gate.still_admits(Direction::Up, link.class) {
                         deferred.push(block);

@@ -263,6 +263,8 @@ impl TorrentShared {
         let info = &metainfo.info;
         let mut swarm_config = session.config.swarm.clone();
         swarm_config.listen_port = session.local_addr.port();
+        // The writers obtain credit from the gate ahead of the swarm's sends.
+        swarm_config.needs_credit = true;
         let mut swarm = Swarm::new(
             info.piece_length,
             info.total_length,
@@ -779,6 +781,7 @@ pub(crate) fn progress_of(
         upload_rate: s.upload_rate,
         downloaded,
         uploaded,
+        request_timeouts: s.request_timeouts,
     }
 }
 
