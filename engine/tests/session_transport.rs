@@ -96,7 +96,6 @@ async fn download_over_memory(seeder_at: SocketAddr, leecher_at: SocketAddr, lan
     let counters = leeching.counters();
     assert_eq!(counters.payload(Direction::Down, class), LEN as u64);
     assert_eq!(counters.payload(Direction::Down, other), 0);
-    assert_eq!(seeder.counters().payload(Direction::Up, class), LEN as u64);
     assert!(
         leech_wire.received() > LEN as u64 && seed_wire.sent() >= leech_wire.received(),
         "the pipe carried the payload and its framing"
@@ -125,6 +124,9 @@ async fn download_over_memory(seeder_at: SocketAddr, leecher_at: SocketAddr, lan
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The seeder counts a batch once its write returned, which may be just
+    // after the leecher saw the last block: asked only once settled.
+    assert_eq!(seeder.counters().payload(Direction::Up, class), LEN as u64);
     leecher.shutdown().await;
     seeder.shutdown().await;
 }
@@ -195,7 +197,14 @@ async fn a_connection_from_a_vanished_address_is_closed_and_the_peer_redialled()
         .expect("no error");
     let got = std::fs::read(tmp.path().join("leech/data/a.bin")).unwrap();
     assert!(got == bytes, "the file arrived intact");
-    assert_eq!(pipe.received(), received, "nothing more came over the pipe");
+    // The close is asked of the connection's tasks: a message already on
+    // its way (the seeder's unchoke, 5 bytes) may still be read before they
+    // end, but no block.
+    assert!(
+        pipe.received() - received < 1024,
+        "nothing but a message in flight came over the pipe: {} B",
+        pipe.received() - received
+    );
     assert!(
         received < LEN as u64 / 4,
         "the payload did not come over the pipe"

@@ -100,8 +100,19 @@ pub(crate) async fn run(
         let mut links = shared.links.lock().expect("links lock");
         // Checked under the links lock, which a pause or an error takes to
         // close every link: a connection cannot slip in after that.
-        if !shared.takes_peers() || links.values().any(|l| l.peer_id == theirs.peer_id) {
+        if !shared.takes_peers() {
             return;
+        }
+        if let Some(old) = links.values().find(|l| l.peer_id == theirs.peer_id) {
+            // The same peer from another address has moved (its address
+            // changed): the old connection is dead, although we may not
+            // hear so before a time-out. From the same address it is a
+            // second connection (both sides dialled): keep the first.
+            if old.addr.ip() == addr.ip() {
+                return;
+            }
+            tracing::debug!(old = %old.addr, new = %addr, "peer came back from a new address: closing its old connection");
+            old.close();
         }
         let mut swarm = shared.lock_swarm();
         let now = Instant::now();
