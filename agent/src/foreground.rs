@@ -314,8 +314,22 @@ async fn follow(handle: &mut TorrentHandle, name: &str) -> Result<(), String> {
             .with_message(name.to_string())
     });
     let mut last_line = std::time::Instant::now();
+    // Milestones get a line of their own when stderr is not a terminal
+    // (logs, scripts): when the metadata came and the first piece passed.
+    let mut told_metadata = handle.progress().state != TorrentState::FetchingMetadata;
+    let mut told_first_piece = handle.progress().pieces_have > 0;
     loop {
         let p = handle.progress();
+        if bar.is_none() {
+            if !told_metadata && p.state != TorrentState::FetchingMetadata {
+                told_metadata = true;
+                eprintln!("{name}: metadata received, {} pieces", p.piece_count);
+            }
+            if !told_first_piece && p.pieces_have > 0 {
+                told_first_piece = true;
+                eprintln!("{name}: first piece verified");
+            }
+        }
         if let Some(bar) = &bar {
             // A magnet's size is known once its metadata is.
             bar.set_length(p.total_length);
