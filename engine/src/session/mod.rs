@@ -15,6 +15,7 @@ mod evict;
 mod handle;
 mod metadata;
 mod peer;
+mod pex;
 mod rate;
 mod recheck;
 mod schedule;
@@ -470,6 +471,6 @@ async fn accept_peer(inner: Arc<SessionInner>, mut stream: Transport, slot: Slot
     if !torrent.admits(addr) && !torrent.make_room(addr).await {
         return Ok(());
     }
-    peer::run(torrent, stream, theirs, permit).await;
+    peer::run(torrent, stream, theirs, permit, false).await;
     Ok(())
 }
