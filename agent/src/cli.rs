@@ -132,6 +132,10 @@ pub struct TransferArgs {
     /// A peer to dial, HOST:PORT, like a magnet link's x.pe; repeatable.
     #[arg(long = "peer", value_name = "HOST:PORT")]
     pub peers: Vec<String>,
+    /// No peer exchange (PEX, BEP 11): neither tell peers whom we know nor
+    /// dial whom they tell us of (config: `pex.enabled = false`).
+    #[arg(long)]
+    pub no_pex: bool,
 }
 
 /// `capwise get`

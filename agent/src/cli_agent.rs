@@ -20,6 +20,9 @@ pub struct RunArgs {
     /// Describe the uplink with this TOML file instead of detecting it; re-read when it changes.
     #[arg(long)]
     pub network_file: Option<PathBuf>,
+    /// No peer exchange (PEX, BEP 11) for any torrent (config: `pex.enabled = false`).
+    #[arg(long)]
+    pub no_pex: bool,
 }
 
 /// `capwise add`

@@ -39,8 +39,11 @@ pub fn load_torrent(source: &str) -> Result<Metainfo> {
 /// The policy a foreground transfer follows: the configuration file's
 /// settings and network file, as `capwise run` would use them; a
 /// `--network-file` given here wins over the file's.
-fn policy_options(args: &TransferArgs, state_dir: PathBuf) -> Result<PolicyOptions> {
-    let config = crate::config::load_warning(args.config.as_deref())?;
+fn policy_options(
+    args: &TransferArgs,
+    config: &crate::config::Config,
+    state_dir: PathBuf,
+) -> Result<PolicyOptions> {
     Ok(PolicyOptions {
         state_dir,
         network_file: crate::network_source::NetworkFile::choose(
@@ -61,7 +64,9 @@ async fn start_session(
     // The agent's default state directory is ours too: never both at once.
     let state_lock = crate::lock::lock_state_dir(&state_dir, command)?;
     let hooks = Hooks::default();
-    let policy = PolicyRuntime::start(&policy_options(args, state_dir.clone())?, &hooks).await?;
+    let file = crate::config::load_warning(args.config.as_deref())?;
+    let policy =
+        PolicyRuntime::start(&policy_options(args, &file, state_dir.clone())?, &hooks).await?;
     let limits = LimitGate::new(args.upload_limit, args.download_limit);
     let hooks = Hooks {
         gate: Arc::new(PolicyGate::new(&policy, limits)),
@@ -73,6 +78,7 @@ async fn start_session(
         boot_id: capwise_policy::interface_counters::current_boot_id().ok(),
         ..SessionConfig::default()
     };
+    config.swarm.pex = file.pex_enabled(args.no_pex);
     let session = match Session::start(config.clone(), hooks.clone()).await {
         Ok(s) => s,
         Err(capwise_engine::Error::Net(e))
@@ -362,6 +368,7 @@ mod tests {
             network_file,
             config,
             peers: Vec::new(),
+            no_pex: false,
         }
     }
 
@@ -375,6 +382,12 @@ mod tests {
         assert!(format!("{err:#}").contains("--peer no-port"), "{err:#}");
     }
 
+    /// The configuration file `args` names, then the policy options from it.
+    fn options_from_file(args: &TransferArgs, state_dir: PathBuf) -> Result<PolicyOptions> {
+        let file = crate::config::load_warning(args.config.as_deref())?;
+        policy_options(args, &file, state_dir)
+    }
+
     #[test]
     fn get_and_seed_follow_the_configuration_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -385,7 +398,7 @@ mod tests {
              near_cap_percent = 70\nsuspend_when_roaming = false\n",
         )
         .unwrap();
-        let options = policy_options(
+        let options = options_from_file(
             &transfer_args(Some(config.clone()), None),
             dir.path().into(),
         )
@@ -398,7 +411,7 @@ mod tests {
         assert_eq!(chosen.origin, "network_file in the configuration file");
         // The command line's network file wins over the file's.
         let given = PathBuf::from("/tmp/other.toml");
-        let options = policy_options(
+        let options = options_from_file(
             &transfer_args(Some(config), Some(given.clone())),
             dir.path().into(),
         )
@@ -406,7 +419,7 @@ mod tests {
         let chosen = options.network_file.unwrap();
         assert_eq!((chosen.path, chosen.origin), (given, "--network-file"));
         // A --config that does not exist is an error, as for `run`.
-        assert!(policy_options(
+        assert!(options_from_file(
             &transfer_args(Some(dir.path().join("missing.toml")), None),
             dir.path().into()
         )

@@ -81,7 +81,8 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let listen = config
         .listen
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 6881)));
-    let session = start_session(listen, db.clone(), hooks).await?;
+    let pex = config.pex_enabled(args.no_pex);
+    let session = start_session(listen, db.clone(), hooks, pex).await?;
     let mut decisions = policy.subscribe();
     let background_allowed = decisions.borrow_and_update().background_allowed;
     let torrents = Arc::new(Torrents::new(session, db.clone(), background_allowed));
@@ -154,13 +155,19 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-async fn start_session(listen: SocketAddr, db: Arc<TorrentDb>, hooks: Hooks) -> Result<Session> {
-    let config = SessionConfig {
+async fn start_session(
+    listen: SocketAddr,
+    db: Arc<TorrentDb>,
+    hooks: Hooks,
+    pex: bool,
+) -> Result<Session> {
+    let mut config = SessionConfig {
         listen,
         resume: Some(db),
         boot_id: capwise_policy::interface_counters::current_boot_id().ok(),
         ..SessionConfig::default()
     };
+    config.swarm.pex = pex;
     match Session::start(config.clone(), hooks.clone()).await {
         Ok(s) => Ok(s),
         Err(capwise_engine::Error::Net(e))
