@@ -144,6 +144,11 @@ pub struct DiscoveryArgs {
     /// No local service discovery (BEP 14 multicast on the LAN) [lsd.enabled = false].
     #[arg(long)]
     pub no_lsd: bool,
+
+    /// No peer exchange (PEX, BEP 11): neither tell peers whom we know nor
+    /// dial whom they tell us of (config: `pex.enabled = false`).
+    #[arg(long)]
+    pub no_pex: bool,
 }
 
 /// `capwise get`

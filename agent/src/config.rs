@@ -26,6 +26,8 @@
 //!
 //! [lsd]
 //! enabled = true      # local service discovery (BEP 14); `--no-lsd` turns it off
+//! [pex]
+//! enabled = true      # peer exchange (BEP 11); never for private torrents
 //! ```
 
 use std::net::SocketAddr;
@@ -59,6 +61,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// Local service discovery.
     pub lsd: LsdConfig,
+    /// Peer exchange.
+    pub pex: PexConfig,
     /// Sentences about keys that were ignored (unknown outside `[policy]`
     /// and `[limits]`), for the log and `capwise why`.
     #[serde(skip)]
@@ -123,6 +127,14 @@ pub struct LsdConfig {
     pub enabled: Option<bool>,
 }
 
+/// `[pex]`: peer exchange (BEP 11).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PexConfig {
+    /// Exchange peers with peers (default true; private torrents never do).
+    pub enabled: Option<bool>,
+}
+
 /// Limits in bytes per second, `None` meaning unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateLimits {
@@ -172,6 +184,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "policy",
             "api",
             "lsd",
+            "pex",
         ],
     ),
     ("lsd", &["enabled"]),
@@ -190,6 +203,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("api", &["address"]),
+    ("pex", &["enabled"]),
 ];
 
 /// Edits (insertions, deletions, substitutions) from `a` to `b`.
@@ -350,6 +364,12 @@ impl Config {
         !no_lsd && self.lsd.enabled.unwrap_or(true)
     }
 
+    /// Whether PEX runs: `pex.enabled` (default true), unless `no_pex`
+    /// (`--no-pex`) says no.
+    pub fn pex_enabled(&self, no_pex: bool) -> bool {
+        !no_pex && self.pex.enabled.unwrap_or(true)
+    }
+
     /// Where the API listens.
     pub fn api_address(&self) -> SocketAddr {
         self.api
@@ -375,6 +395,41 @@ pub fn default_download_dir(state_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pex_is_on_unless_the_file_or_no_pex_says_no() {
+        assert!(parse("").unwrap().config.pex_enabled(false));
+        assert!(!parse("").unwrap().config.pex_enabled(true));
+        let off = parse("[pex]\nenabled = false\n").unwrap().config;
+        assert!(!off.pex_enabled(false));
+        let on = parse("[pex]\nenabled = true\n").unwrap().config;
+        assert!(on.pex_enabled(false) && !on.pex_enabled(true));
+        // A typo there is a warning with the key meant, not a refusal.
+        let typo = parse("[pex]\nenabeld = false\n").unwrap().config;
+        assert!(
+            typo.warnings[0].contains("`enabled`"),
+            "{:?}",
+            typo.warnings
+        );
+        assert!(parse("[pex]\nenabled = \"no\"\n").is_err());
+    }
+
+    #[test]
+    fn no_pex_is_taken_by_get_seed_and_run() {
+        use crate::cli::{Cli, Command};
+        use clap::Parser;
+        let no_pex = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Get(a) => a.transfer.discovery.no_pex,
+            Command::Seed(a) => a.transfer.discovery.no_pex,
+            Command::Run(a) => a.discovery.no_pex,
+            other => panic!("{other:?}"),
+        };
+        assert!(no_pex(&["capwise", "get", "x.torrent", "--no-pex"]));
+        assert!(!no_pex(&["capwise", "get", "x.torrent"]));
+        assert!(no_pex(&["capwise", "seed", "x.torrent", "--no-pex"]));
+        assert!(no_pex(&["capwise", "run", "--no-pex"]));
+        assert!(!no_pex(&["capwise", "run"]));
+    }
 
     #[test]
     fn empty_file_gives_the_defaults() {

@@ -81,6 +81,7 @@ async fn start_session(
     };
     let lsd = file.lsd_enabled(args.discovery.no_lsd);
     crate::lsd::configure(&mut config, lsd);
+    config.swarm.pex = file.pex_enabled(args.discovery.no_pex);
     let session = match Session::start(config.clone(), hooks.clone()).await {
         Ok(s) => s,
         Err(capwise_engine::Error::Net(e))

@@ -114,6 +114,8 @@ fn handle_events(node: &mut Node, expected: &[[u8; 20]], now: Instant) {
                 node.links.retain(|_, k| *k != peer);
             }
             Event::Finished => node.finished = true,
+            // PEX is not enabled for these swarms.
+            Event::PeersLearnt { .. } => panic!("no PEX here"),
         }
     }
 }

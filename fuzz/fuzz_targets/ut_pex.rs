@@ -1,6 +1,7 @@
 //! ut_pex (BEP 11): decoding never panics; what decodes re-encodes to a
 //! message that decodes the same; a peer's state fed the input (as a message
-//! from a WAN peer, then its peers as our connected set) keeps its bounds.
+//! from a WAN peer, then its peers as our connected set) keeps its bounds,
+//! and what it yields to dial has no LAN address.
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -36,13 +37,16 @@ fuzz_target!(|data: &[u8]| {
     let now = Instant::now();
     let public = PublicTorrent::check(false).unwrap();
     let mut peer = PexPeer::new(public, "8.8.8.8:6881".parse().unwrap(), PeerClass::Wan, now);
-    if let Ok(learnt) = peer.handle_message(now, data, classify) {
-        assert!(learnt.added.len() <= MAX_ACCEPTED);
-        for entry in &learnt.added {
+    if let Ok(Some(learnt)) = peer.handle_message(now, data) {
+        let added = learnt.to_dial(classify);
+        assert!(added.len() <= MAX_ACCEPTED);
+        for entry in &added {
             assert_eq!(classify(entry.addr.ip()), PeerClass::Wan);
             assert_ne!(entry.addr.port(), 0);
         }
-        let mut set: BTreeMap<_, _> = learnt.added.iter().map(|e| (e.addr, e.flags)).collect();
+        // A second message at once is ignored, never taken.
+        assert!(!matches!(peer.handle_message(now, data), Ok(Some(_))));
+        let mut set: BTreeMap<_, _> = added.iter().map(|e| (e.addr, e.flags)).collect();
         let mut at = now;
         for _ in 0..3 {
             if let Some(out) = peer.poll_transmit(at, &set, classify) {

@@ -193,6 +193,8 @@ impl Harness {
                     }
                 }
                 Event::Finished => assert!(self.swarm.is_complete()),
+                // PEX is not enabled for this swarm.
+                Event::PeersLearnt { .. } => panic!("PEX event without PEX"),
             }
         }
         let stats = self.swarm.stats();

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """libtorrent seeder / leecher for the capwise interop harness and benchmark.
 
-  lt_client.py seed TORRENT DIR --listen 127.0.0.1:PORT [--peer ADDR:PORT]... [--upload-limit B/s]
+  lt_client.py seed TORRENT DIR --listen 127.0.0.1:PORT [--peer ADDR:PORT]... [--upload-limit B/s] [--no-pex]
       verifies DIR (unless --seed-mode), then seeds until killed (SIGTERM/SIGINT).
   lt_client.py get TORRENT DIR --listen 127.0.0.1:PORT [--peer ADDR:PORT]... [--download-limit B/s] [--timeout S]
       downloads into DIR, flushes the data to disk, exits 0; exits 1 on timeout or error.
@@ -114,6 +114,7 @@ def main():
     ap.add_argument("--upload-limit", type=int, default=0, help="bytes/s, 0 = unlimited")
     ap.add_argument("--download-limit", type=int, default=0, help="bytes/s, 0 = unlimited")
     ap.add_argument("--seed-mode", action="store_true", help="seeder: trust the data, skip the initial hash check")
+    ap.add_argument("--no-pex", action="store_true", help="no peer exchange for the torrent")
     ap.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     ap.add_argument("--progress-interval", type=float, default=1.0)
     ap.add_argument("--lsd", action="store_true", help="local service discovery (BEP 14) on")
@@ -135,6 +136,9 @@ def main():
     flags = p.flags & ~lt.torrent_flags.auto_managed & ~lt.torrent_flags.paused
     if a.mode == "seed" and a.seed_mode:
         flags |= lt.torrent_flags.seed_mode
+    if a.no_pex:
+        # This peer neither tells nor learns peers through ut_pex.
+        flags |= lt.torrent_flags.disable_pex
     p.flags = flags
     h = ses.add_torrent(p)
     if a.upload_limit:

@@ -9,7 +9,9 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use capwise_tests::clients::{aria2, capwise, libtorrent, local, transmission::Transmission};
-use capwise_tests::clients::{capwise::CapwiseOpts, libtorrent::LtOpts};
+use capwise_tests::clients::{
+    capwise::CapwiseOpts, libtorrent::parse_progress, libtorrent::LtOpts,
+};
 use capwise_tests::hostile::{Counts, HostilePeer, Mode};
 use capwise_tests::netns::assert_private_netns;
 use capwise_tests::payload::{assert_same_tree, make_tree};
@@ -341,6 +343,98 @@ fn capwise_gets_a_magnet_from_aria2() {
         c.wait_tracker(1, 0)?;
         capwise_get_magnet(c)
     });
+}
+
+/// How many peers the last progress line of a `lt_client.py` stdout counts.
+fn lt_peers(stdout: &str) -> Option<u32> {
+    let line = stdout.lines().rev().find(|l| l.contains(" progress "))?;
+    let at = line.find(" peers=")? + " peers=".len();
+    line[at..].split_whitespace().next()?.parse().ok()
+}
+
+/// Issue 12, interop (b): peers found only through PEX. capwise gets a
+/// magnet link with no `tr=` and one `x.pe=`: a libtorrent leecher that
+/// holds almost nothing (its downloads are limited to 16 KiB/s) but is
+/// connected to a libtorrent seeder that speaks no PEX itself. capwise
+/// has no tracker, DHT or LSD peer; it completes only if it learns the
+/// seeder from the leecher's ut_pex message and dials it. When capwise is done the leecher still
+/// lacks most of the torrent, so the data came from the seeder. Without
+/// PEX (`--no-pex`) the same run does not complete within the bound.
+#[test]
+fn capwise_gets_a_magnet_through_pex_only() {
+    let files = [("a.bin", 6 * MIB + 4_321)];
+    let total: u64 = files.iter().map(|(_, len)| len).sum();
+    run(
+        "libtorrent seeder, leecher -> capwise (PEX only)",
+        &files,
+        |c| {
+            let seed_port = free_port();
+            let _seed = libtorrent::seed(
+                "lt-seed",
+                &c.torrent,
+                &c.seed_dir,
+                seed_port,
+                // No PEX of its own: told of capwise by the leecher, it
+                // would dial capwise and serve it without capwise's PEX.
+                &LtOpts {
+                    seed_mode: true,
+                    no_pex: true,
+                    ..LtOpts::default()
+                },
+                &c.logs,
+            )?;
+            let leech_port = free_port();
+            let leech = libtorrent::get(
+                "lt-leech",
+                &c.torrent,
+                &c.dir("lt-leech"),
+                leech_port,
+                &LtOpts {
+                    peers: vec![local(seed_port)],
+                    download_limit: Some(16 * 1024),
+                    progress_interval: Some(0.2),
+                    ..LtOpts::default()
+                },
+                &c.logs,
+            )?;
+            // The leecher must know the seeder when capwise connects: its
+            // first PEX message lists the peers connected at that moment.
+            wait_until(
+                "the libtorrent leecher to connect to the seeder",
+                Duration::from_secs(15),
+                Duration::from_millis(100),
+                || Ok(lt_peers(&leech.stdout()).is_some_and(|n| n >= 1)),
+            )?;
+            let mut m = capwise_engine::magnet::Magnet::new(
+                capwise_engine::metainfo::InfoHash::from_hex(&c.hash).context("hex info-hash")?,
+            );
+            m.display_name = Some(NAME.into());
+            m.peers = vec![local(leech_port).to_string()];
+            let magnet = m.to_uri();
+            ensure!(!magnet.contains("tr="), "no tracker for capwise: {magnet}");
+            let dir = c.dir("capwise");
+            let mut get = capwise::get(
+                "capwise-get",
+                Path::new(&magnet),
+                &dir,
+                free_port(),
+                &c.dir("capwise-state"),
+                &CapwiseOpts::default(),
+                &c.logs,
+            )?;
+            timed("capwise download through PEX", || {
+                get.expect_success(Duration::from_secs(20))
+            })?;
+            let leech_had = parse_progress(&leech.stdout())
+                .last()
+                .map_or(0, |p| p.payload_down);
+            ensure!(
+                leech_had < total / 2,
+                "the leecher already had {leech_had} of {total} bytes: the seeder did not matter"
+            );
+            c.verify(&dir)
+        },
+    );
 }
 
 #[test]

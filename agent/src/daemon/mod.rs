@@ -82,7 +82,8 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         .listen
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 6881)));
     let lsd = config.lsd_enabled(args.discovery.no_lsd);
-    let session = start_session(listen, db.clone(), hooks, lsd).await?;
+    let pex = config.pex_enabled(args.discovery.no_pex);
+    let session = start_session(listen, db.clone(), hooks, lsd, pex).await?;
     let _lsd_follower = crate::lsd::follow_interfaces(&session, lsd);
     let mut decisions = policy.subscribe();
     let background_allowed = decisions.borrow_and_update().background_allowed;
@@ -161,6 +162,7 @@ async fn start_session(
     db: Arc<TorrentDb>,
     hooks: Hooks,
     lsd: bool,
+    pex: bool,
 ) -> Result<Session> {
     let mut config = SessionConfig {
         listen,
@@ -169,6 +171,7 @@ async fn start_session(
         ..SessionConfig::default()
     };
     crate::lsd::configure(&mut config, lsd);
+    config.swarm.pex = pex;
     match Session::start(config.clone(), hooks.clone()).await {
         Ok(s) => Ok(s),
         Err(capwise_engine::Error::Net(e))

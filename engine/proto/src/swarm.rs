@@ -11,9 +11,12 @@ use bytes::Bytes;
 use crate::bitfield::Bitfield;
 use crate::choker::{choose_unchoked, next_optimistic, ChokeCandidate};
 use crate::class::Direction;
+use crate::class::PeerClass;
 use crate::ext::metadata::{self, MetadataMsg};
 use crate::picker::{Asker, BlockOutcome, PeerKey, Picker};
 use crate::wire::{BlockRef, Handshake, Message, BLOCK_SIZE};
+
+mod pex;
 
 /// Tunables of a swarm; the defaults suit both a LAN and a thin WAN link.
 #[derive(Debug, Clone)]
@@ -58,6 +61,9 @@ pub struct SwarmConfig {
     /// so that waiting at the gate never runs a request's clock. Off, as in
     /// tests of the protocol alone, payload moves freely.
     pub needs_credit: bool,
+    /// Peer exchange (BEP 11) for torrents that ask for it with
+    /// [`Swarm::enable_pex`] (public ones only, BEP 27); off: never.
+    pub pex: bool,
 }
 
 impl Default for SwarmConfig {
@@ -77,6 +83,7 @@ impl Default for SwarmConfig {
             unproductive_timeout: Duration::from_secs(20),
             listen_port: 0,
             needs_credit: false,
+            pex: true,
         }
     }
 }
@@ -112,6 +119,36 @@ pub enum Event {
     },
     /// Every piece is verified.
     Finished,
+    /// A peer's ut_pex message named peers to dial (BEP 11, bounded). Dial
+    /// [`Learnt::to_dial`] with the classifier: it leaves out LAN
+    /// addresses learnt from a WAN peer.
+    ///
+    /// [`Learnt::to_dial`]: crate::ext::pex::Learnt::to_dial
+    PeersLearnt {
+        /// The sender.
+        peer: PeerKey,
+        /// What it said, bounded.
+        learnt: crate::ext::pex::Learnt,
+    },
+}
+
+/// How a peer came to us, as far as the swarm needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerOrigin {
+    /// Its class: a WAN peer is never told LAN addresses.
+    pub class: PeerClass,
+    /// We dialled it: its address is one others can dial too.
+    pub outgoing: bool,
+}
+
+impl Default for PeerOrigin {
+    /// The cautious guess: a WAN peer that dialled us.
+    fn default() -> Self {
+        Self {
+            class: PeerClass::Wan,
+            outgoing: false,
+        }
+    }
 }
 
 /// Payload bytes a peer's traffic waits for, per direction: the I/O layer
@@ -182,6 +219,10 @@ struct Peer {
     useful: bool,
     /// The extended message id the peer gave ut_metadata (BEP 9).
     ut_metadata: Option<u8>,
+    /// How it came to us.
+    origin: PeerOrigin,
+    /// Peer exchange with it (BEP 11).
+    pex: pex::PeerPex,
 }
 
 impl Peer {
@@ -280,6 +321,8 @@ pub struct Swarm {
     metadata: Option<Bytes>,
     /// See [`SwarmStats::request_timeouts`].
     request_timeouts: u64,
+    /// Peer exchange (BEP 11), once enabled.
+    pex: pex::SwarmPex,
 }
 
 /// A peer with this many messages waiting is refused metadata blocks
@@ -330,6 +373,7 @@ impl Swarm {
             contributors: HashMap::new(),
             metadata: None,
             request_timeouts: 0,
+            pex: pex::SwarmPex::default(),
         }
     }
 
@@ -375,8 +419,21 @@ impl Swarm {
     }
 
     /// A connection finished its handshake: greet the peer. `listen_port` in
-    /// the config is announced when the peer speaks BEP 10.
+    /// the config is announced when the peer speaks BEP 10. The peer is
+    /// taken as a WAN peer that dialled us ([`PeerOrigin::default`]); see
+    /// [`Swarm::add_peer_with`].
     pub fn add_peer(&mut self, addr: SocketAddr, handshake: &Handshake, now: Instant) -> PeerKey {
+        self.add_peer_with(addr, handshake, PeerOrigin::default(), now)
+    }
+
+    /// [`Swarm::add_peer`] for a peer whose class and direction are known.
+    pub fn add_peer_with(
+        &mut self,
+        addr: SocketAddr,
+        handshake: &Handshake,
+        origin: PeerOrigin,
+        now: Instant,
+    ) -> PeerKey {
         let key = self.next_key;
         self.next_key += 1;
         let fast = handshake.supports_fast();
@@ -414,12 +471,15 @@ impl Swarm {
             connected_at: now,
             useful: false,
             ut_metadata: None,
+            origin,
+            pex: pex::PeerPex::new(&mut self.pex, addr, origin, now),
         };
         if handshake.supports_extensions() {
-            let payload = crate::wire::extension::our_handshake(
+            let payload = crate::wire::extension::our_handshake_with_pex(
                 self.config.listen_port,
                 self.config.max_peer_requests,
                 self.metadata.as_ref().map(Bytes::len),
+                self.pex_enabled(),
             );
             peer.outbox.push_back(Outgoing::Message(Message::Extended {
                 id: 0,
@@ -455,6 +515,7 @@ impl Swarm {
             if self.optimistic == Some(key) {
                 self.optimistic = None;
             }
+            self.pex_peer_gone(&peer.pex);
         }
     }
 
@@ -664,6 +725,9 @@ impl Swarm {
                         peer.peer_max_queue = reqq.clamp(1, self.config.max_queue);
                     }
                     peer.ut_metadata = crate::wire::extension::peer_ut_metadata(&payload).0;
+                    self.pex_handshake(key, &payload);
+                } else if id == crate::ext::pex::OUR_ID {
+                    self.pex_message(key, &payload, now)?;
                 } else if id == metadata::OUR_ID {
                     let msg =
                         MetadataMsg::decode(&payload).map_err(|e| Violation(e.to_string()))?;
@@ -1243,6 +1307,9 @@ impl Swarm {
         if let Some(t) = self.next_sample {
             earliest(t);
         }
+        if let Some(t) = self.pex_timeout() {
+            earliest(t);
+        }
         if self.choker_needed() {
             earliest(self.last_choke + CHOKE_INTERVAL);
         }
@@ -1328,6 +1395,7 @@ impl Swarm {
                 .any(Peer::bytes_moving)
                 .then_some(now + RATE_INTERVAL);
         }
+        self.pex_tick(now);
         self.refill = false;
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {

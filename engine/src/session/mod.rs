@@ -16,6 +16,7 @@ mod handle;
 mod local_discovery;
 mod metadata;
 mod peer;
+mod pex;
 mod rate;
 mod recheck;
 mod schedule;
@@ -518,6 +519,6 @@ async fn accept_peer(inner: Arc<SessionInner>, mut stream: Transport, slot: Slot
     if !torrent.admits(addr) && !torrent.make_room(addr).await {
         return Ok(());
     }
-    peer::run(torrent, stream, theirs, permit).await;
+    peer::run(torrent, stream, theirs, permit, false).await;
     Ok(())
 }

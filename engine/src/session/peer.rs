@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::hooks::{Direction, GateFuture, PeerClass};
-use crate::swarm::Outgoing;
+use crate::swarm::{Outgoing, PeerOrigin};
 use crate::transport::{self, ReadHalf, Transport, WireBytes, WriteHalf};
 use crate::wire::{self, Handshake, Message, BLOCK_SIZE};
 use crate::Result;
@@ -77,16 +77,18 @@ pub(crate) async fn handshake_out(
     if theirs.info_hash != shared.info_hash {
         return Err(wire::WireError::BadHandshake.into());
     }
-    run(shared, transport, theirs, permit).await;
+    run(shared, transport, theirs, permit, true).await;
     Ok(())
 }
 
 /// Run a connection whose handshakes are done, until either side ends it.
+/// `outgoing`: we dialled it (its address is one others can dial: PEX).
 pub(crate) async fn run(
     shared: Arc<TorrentShared>,
     transport: Transport,
     theirs: Handshake,
     _permit: OwnedSemaphorePermit,
+    outgoing: bool,
 ) {
     if theirs.peer_id == shared.session.peer_id {
         return;
@@ -118,7 +120,7 @@ pub(crate) async fn run(
         let now = Instant::now();
         // The driver may be on its slow idle beat: take the switch as it is now.
         swarm.set_seeding(shared.session.hooks.seeding.is_on(), now);
-        let key = swarm.add_peer(addr, &theirs, now);
+        let key = swarm.add_peer_with(addr, &theirs, PeerOrigin { class, outgoing }, now);
         let link = Arc::new(PeerLink {
             addr,
             local: transport.local_addr(),

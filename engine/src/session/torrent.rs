@@ -273,6 +273,10 @@ impl TorrentShared {
             Instant::now(),
         );
         swarm.set_metadata(bytes::Bytes::from(metainfo.info_bytes.clone()));
+        // BEP 11 unless the torrent is private (BEP 27) or the config says no.
+        if let Ok(public) = capwise_proto::privacy::PublicTorrent::from_info(info) {
+            swarm.enable_pex(public);
+        }
         // Start as the switch says, not from a default, so no request is
         // accepted before the first tick only to be withheld.
         swarm.set_seeding(session.hooks.seeding.is_on(), Instant::now());
@@ -493,6 +497,7 @@ impl TorrentShared {
                         link.close();
                     }
                 }
+                Event::PeersLearnt { peer, learnt } => self.pex_learnt(peer, learnt),
                 Event::Finished => {
                     tracing::info!(torrent = %self.metainfo.info.name, "download complete");
                     self.completed.notify_one();

@@ -20,6 +20,8 @@ pub struct LtOpts {
     pub seed_mode: bool,
     /// Address to listen on; None = 127.0.0.1 (the port is the `port` argument).
     pub listen_ip: Option<std::net::IpAddr>,
+    /// No peer exchange for the torrent (libtorrent's `disable_pex` flag).
+    pub no_pex: bool,
     /// Seconds between progress lines; None = the script's default (1 s).
     pub progress_interval: Option<f64>,
 }
@@ -45,6 +47,9 @@ fn command(mode: &str, torrent: &Path, dir: &Path, port: u16, o: &LtOpts) -> Com
     }
     if o.seed_mode {
         c.arg("--seed-mode");
+    }
+    if o.no_pex {
+        c.arg("--no-pex");
     }
     if let Some(i) = o.progress_interval {
         c.arg("--progress-interval").arg(i.to_string());

@@ -10,10 +10,14 @@
 //!   told and emits at most [`MAX_ADDED`] added and [`MAX_DROPPED`] dropped
 //!   per message, at most one message per [`SEND_INTERVAL`] (it says when the
 //!   next one is due: [`PexPeer::poll_timeout`]); the receiver side refuses
-//!   floods (more than [`MAX_MESSAGES_PER_WINDOW`] in [`FLOOD_WINDOW`]),
-//!   oversized or malformed messages (any error from
-//!   [`PexPeer::handle_message`] means: drop this peer), and ignores LAN
-//!   addresses learnt from a WAN peer.
+//!   floods (more than [`MAX_MESSAGES_PER_WINDOW`] in [`FLOOD_WINDOW`], or
+//!   more than [`MAX_LISTED`] added in one message), oversized or malformed
+//!   messages (any error from [`PexPeer::handle_message`] means: drop this
+//!   peer), ignores a message that comes within [`MIN_RECEIVE_INTERVAL`] of
+//!   the last one taken, takes at most [`MAX_ACCEPTED`] added from one
+//!   message, and what it yields ([`Learnt`]) gives up its addresses only
+//!   through [`Learnt::to_dial`], which leaves out LAN addresses learnt from
+//!   a WAN peer ([`takes_from`]).
 //!
 //! A [`PexPeer`] needs a [`PublicTorrent`]: PEX cannot run for a private
 //! torrent (BEP 27). The extension id (the number in `Extended { id, .. }`)
@@ -38,8 +42,17 @@ pub const MAX_ADDED: usize = 50;
 /// Most dropped peers (IPv4 and IPv6 together) in one message we send (BEP 11).
 pub const MAX_DROPPED: usize = 50;
 /// Most added peers taken from one message we receive; the rest are ignored
-/// (libtorrent sends up to 100, BEP 11 says 50).
-pub const MAX_ACCEPTED: usize = 100;
+/// (BEP 11 says 50 per message; libtorrent sends up to 100).
+pub const MAX_ACCEPTED: usize = 50;
+/// A message listing more added peers than this (twice libtorrent's 100)
+/// is a flood: its sender is dropped.
+pub const MAX_LISTED: usize = 200;
+/// A message arriving sooner than this after the last one taken is ignored
+/// (the sender's interval is 60 s; this leaves room for its clock and the
+/// network).
+pub const MIN_RECEIVE_INTERVAL: Duration = Duration::from_secs(50);
+/// The extended message id we ask peers to use for ut_pex (libtorrent's).
+pub const OUR_ID: u8 = 1;
 /// Shortest time between two messages to one peer.
 pub const SEND_INTERVAL: Duration = Duration::from_secs(60);
 /// The window in which received messages are counted.
@@ -123,6 +136,14 @@ pub enum PexError {
         field: &'static str,
         /// What is wrong with it.
         reason: String,
+    },
+    /// A message lists more than [`MAX_LISTED`] added peers.
+    #[error("ut_pex message lists {count} added peers (at most {limit} allowed)")]
+    TooManyAdded {
+        /// Added entries in the message, IPv4 and IPv6.
+        count: usize,
+        /// [`MAX_LISTED`].
+        limit: usize,
     },
     /// The peer sent more than [`MAX_MESSAGES_PER_WINDOW`] messages in [`FLOOD_WINDOW`].
     #[error("peer sent {count} ut_pex messages within {window:?} (at most {limit} allowed)")]
@@ -290,17 +311,60 @@ fn read_v6(chunk: &[u8]) -> SocketAddr {
     ))
 }
 
-/// What a received message taught us, already filtered.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Whether an address of class `addr` learnt from a sender of class
+/// `sender` may be dialled: LAN addresses learnt from a WAN peer are not (a
+/// WAN peer cannot know our LAN; such an address is a mistake or an attempt
+/// to make us probe the LAN).
+pub fn takes_from(sender: PeerClass, addr: PeerClass) -> bool {
+    !(sender == PeerClass::Wan && addr == PeerClass::Lan)
+}
+
+/// What a received message taught us, bounded; its addresses come out only
+/// through [`Learnt::to_dial`], which applies the LAN-from-WAN rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Learnt {
-    /// Peers worth dialling: dialable, not the sender itself, and not LAN
-    /// addresses when the sender is a WAN peer; at most [`MAX_ACCEPTED`].
-    pub added: Vec<PexEntry>,
+    /// The sender's class.
+    from: PeerClass,
+    /// Dialable, not the sender itself; at most [`MAX_ACCEPTED`].
+    added: Vec<PexEntry>,
     /// Peers the sender no longer talks to.
-    pub dropped: Vec<SocketAddr>,
-    /// Added entries left out (undialable, LAN from a WAN peer, the sender
-    /// itself, or beyond [`MAX_ACCEPTED`]).
-    pub ignored: usize,
+    dropped: Vec<SocketAddr>,
+    /// Added entries left out (undialable, the sender itself, or beyond
+    /// [`MAX_ACCEPTED`]).
+    ignored: usize,
+}
+
+impl Learnt {
+    /// The class of the peer that sent it.
+    pub fn sender_class(&self) -> PeerClass {
+        self.from
+    }
+
+    /// The added peers worth dialling, with their flags: LAN addresses are
+    /// left out when the sender is a WAN peer ([`takes_from`]). `classify`
+    /// tells LAN from WAN now (the session's classifier).
+    pub fn to_dial(&self, classify: impl Fn(IpAddr) -> PeerClass) -> Vec<PexEntry> {
+        self.added
+            .iter()
+            .filter(|e| takes_from(self.from, classify(e.addr.ip())))
+            .copied()
+            .collect()
+    }
+
+    /// Whether it names no peer to dial, whatever the classes.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+    }
+
+    /// Peers the sender no longer talks to.
+    pub fn dropped(&self) -> &[SocketAddr] {
+        &self.dropped
+    }
+
+    /// Added entries left out before classification.
+    pub fn ignored(&self) -> usize {
+        self.ignored
+    }
 }
 
 /// The PEX state for one connected peer that negotiated ut_pex.
@@ -316,6 +380,8 @@ pub struct PexPeer {
     next_send: Instant,
     /// When its last messages arrived, at most `MAX_MESSAGES_PER_WINDOW + 1`.
     received: VecDeque<Instant>,
+    /// When the last message we took from it arrived.
+    last_taken: Option<Instant>,
 }
 
 impl PexPeer {
@@ -330,7 +396,19 @@ impl PexPeer {
             told: BTreeMap::new(),
             next_send: now,
             received: VecDeque::new(),
+            last_taken: None,
         }
+    }
+
+    /// The peer's dialable address became known (an incoming peer's listen
+    /// port, from its BEP 10 handshake).
+    pub fn set_addr(&mut self, addr: SocketAddr) {
+        self.addr = canonical(addr);
+    }
+
+    /// The peer's dialable address as far as known.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Like [`PexPeer::new`] from the metainfo's BEP 27 flag: refuses a private torrent.
@@ -404,14 +482,16 @@ impl PexPeer {
     }
 
     /// Takes a message from the peer. An error means the peer is to be
-    /// dropped: a flood (counted before parsing, so malformed messages count
-    /// too), an oversized message, or a malformed one.
+    /// dropped: a flood (more than [`MAX_MESSAGES_PER_WINDOW`] in
+    /// [`FLOOD_WINDOW`], counted before parsing, so malformed messages count
+    /// too; or more than [`MAX_LISTED`] added), an oversized message, or a
+    /// malformed one. `Ok(None)`: the message came within
+    /// [`MIN_RECEIVE_INTERVAL`] of the last one taken and is ignored.
     pub fn handle_message(
         &mut self,
         now: Instant,
         payload: &[u8],
-        classify: impl Fn(IpAddr) -> PeerClass,
-    ) -> Result<Learnt, PexError> {
+    ) -> Result<Option<Learnt>, PexError> {
         while self
             .received
             .front()
@@ -428,22 +508,36 @@ impl PexPeer {
             });
         }
         let msg = PexMessage::decode(payload)?;
+        if msg.added.len() > MAX_LISTED {
+            return Err(PexError::TooManyAdded {
+                count: msg.added.len(),
+                limit: MAX_LISTED,
+            });
+        }
+        if self
+            .last_taken
+            .is_some_and(|t| now.saturating_duration_since(t) < MIN_RECEIVE_INTERVAL)
+        {
+            return Ok(None);
+        }
+        self.last_taken = Some(now);
         let mut learnt = Learnt {
+            from: self.class,
+            added: Vec::new(),
             dropped: msg.dropped,
-            ..Learnt::default()
+            ignored: 0,
         };
         for entry in msg.added {
             let keep = learnt.added.len() < MAX_ACCEPTED
                 && entry.addr != self.addr
-                && is_dialable(entry.addr)
-                && !(self.class == PeerClass::Wan && classify(entry.addr.ip()) == PeerClass::Lan);
+                && is_dialable(entry.addr);
             if keep {
                 learnt.added.push(entry);
             } else {
                 learnt.ignored += 1;
             }
         }
-        Ok(learnt)
+        Ok(Some(learnt))
     }
 }
 
@@ -669,27 +763,39 @@ mod tests {
         }
         .encode();
         let mut wan = PexPeer::new(public(), v4("8.8.8.8:1"), PeerClass::Wan, t0);
-        let learnt = wan.handle_message(t0, &msg, classify).unwrap();
+        let learnt = wan.handle_message(t0, &msg).unwrap().unwrap();
+        assert_eq!(learnt.sender_class(), PeerClass::Wan);
         assert_eq!(
-            learnt.added,
+            learnt.to_dial(classify),
             vec![PexEntry {
                 addr: v4("44.0.0.1:6881"),
                 flags: PeerFlags::SEED
             }]
         );
-        assert_eq!(learnt.ignored, 5);
-        assert_eq!(learnt.dropped, vec![v4("44.0.0.9:1")]);
+        // Undialable entries and the sender itself; the two LAN ones are
+        // left out by `to_dial`, once classified.
+        assert_eq!(learnt.ignored(), 3);
+        assert_eq!(learnt.dropped(), &[v4("44.0.0.9:1")]);
         // From a LAN peer, LAN addresses are kept.
         let mut lan = PexPeer::new(public(), v4("10.9.9.9:1"), PeerClass::Lan, t0);
-        let learnt = lan.handle_message(t0, &msg, classify).unwrap();
-        assert_eq!(learnt.added.len(), 4);
+        let learnt = lan.handle_message(t0, &msg).unwrap().unwrap();
+        assert_eq!(learnt.to_dial(classify).len(), 4);
+    }
+
+    #[test]
+    fn lan_from_wan_is_the_only_refused_pair() {
+        use PeerClass::{Lan, Wan};
+        assert!(!takes_from(Wan, Lan));
+        assert!(takes_from(Wan, Wan));
+        assert!(takes_from(Lan, Lan));
+        assert!(takes_from(Lan, Wan));
     }
 
     #[test]
     fn receiver_takes_at_most_max_accepted() {
         let t0 = Instant::now();
         let msg = PexMessage {
-            added: peers(300, 30)
+            added: peers(MAX_LISTED, 30)
                 .into_iter()
                 .map(|(addr, flags)| PexEntry { addr, flags })
                 .collect(),
@@ -697,9 +803,53 @@ mod tests {
         }
         .encode();
         let mut p = PexPeer::new(public(), v4("8.8.8.8:1"), PeerClass::Wan, t0);
-        let learnt = p.handle_message(t0, &msg, classify).unwrap();
-        assert_eq!(learnt.added.len(), MAX_ACCEPTED);
-        assert_eq!(learnt.ignored, 300 - MAX_ACCEPTED);
+        let learnt = p.handle_message(t0, &msg).unwrap().unwrap();
+        assert_eq!(learnt.to_dial(classify).len(), MAX_ACCEPTED);
+        assert_eq!(learnt.ignored(), MAX_LISTED - MAX_ACCEPTED);
+    }
+
+    #[test]
+    fn a_huge_list_drops_the_peer() {
+        let t0 = Instant::now();
+        let msg = PexMessage {
+            added: peers(MAX_LISTED + 1, 30)
+                .into_iter()
+                .map(|(addr, flags)| PexEntry { addr, flags })
+                .collect(),
+            dropped: vec![],
+        }
+        .encode();
+        let mut p = PexPeer::new(public(), v4("8.8.8.8:1"), PeerClass::Wan, t0);
+        assert!(matches!(
+            p.handle_message(t0, &msg),
+            Err(PexError::TooManyAdded { count, limit: MAX_LISTED }) if count == MAX_LISTED + 1
+        ));
+    }
+
+    #[test]
+    fn a_second_message_within_the_interval_is_ignored() {
+        let t0 = Instant::now();
+        let one = |ip: &str| {
+            PexMessage {
+                added: vec![PexEntry {
+                    addr: v4(ip),
+                    flags: PeerFlags::default(),
+                }],
+                dropped: vec![],
+            }
+            .encode()
+        };
+        let mut p = PexPeer::new(public(), v4("8.8.8.8:1"), PeerClass::Wan, t0);
+        assert!(p.handle_message(t0, &one("44.0.0.1:1")).unwrap().is_some());
+        let soon = t0 + MIN_RECEIVE_INTERVAL - Duration::from_secs(1);
+        assert_eq!(p.handle_message(soon, &one("44.0.0.2:1")).unwrap(), None);
+        // The interval counts from the last message taken, not the ignored one.
+        let later = t0 + MIN_RECEIVE_INTERVAL;
+        let learnt = p
+            .handle_message(later, &one("44.0.0.3:1"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(learnt.to_dial(classify)[0].addr, v4("44.0.0.3:1"));
     }
 
     #[test]
@@ -708,22 +858,20 @@ mod tests {
         let msg = PexMessage::default().encode();
         let mut p = PexPeer::new(public(), v4("8.8.8.8:1"), PeerClass::Wan, t0);
         for i in 0..MAX_MESSAGES_PER_WINDOW as u64 {
-            p.handle_message(t0 + Duration::from_secs(i * 9), &msg, classify)
+            p.handle_message(t0 + Duration::from_secs(i * 9), &msg)
                 .unwrap();
         }
         // The first left the window at t0 + 60 s: one more is fine then, not before.
         let mut q = p.clone();
-        assert!(q
-            .handle_message(t0 + Duration::from_secs(60), &msg, classify)
-            .is_ok());
+        assert!(q.handle_message(t0 + Duration::from_secs(60), &msg).is_ok());
         let err = p
-            .handle_message(t0 + Duration::from_secs(59), &msg, classify)
+            .handle_message(t0 + Duration::from_secs(59), &msg)
             .unwrap_err();
         assert!(matches!(err, PexError::Flood { count: 7, .. }));
         // Malformed messages count too, and are themselves a reason to drop.
         let mut r = PexPeer::new(public(), v4("8.8.8.8:1"), PeerClass::Wan, t0);
         assert!(matches!(
-            r.handle_message(t0, b"garbage", classify),
+            r.handle_message(t0, b"garbage"),
             Err(PexError::Bencode(_))
         ));
     }

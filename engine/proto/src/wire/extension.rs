@@ -1,20 +1,34 @@
 //! The extension protocol handshake (BEP 10).
 
 use crate::bencode::{self, Owned};
-use crate::ext::metadata;
+use crate::ext::{metadata, pex};
 
 /// Our extension handshake: `m` (ut_metadata), listen port, how many
 /// requests we accept, client name, and `metadata_size` when we have the
 /// metadata (a torrent still fetching it announces ut_metadata without).
+/// No ut_pex: see [`our_handshake_with_pex`].
 pub fn our_handshake(
     listen_port: u16,
     request_queue: usize,
     metadata_size: Option<usize>,
 ) -> Vec<u8> {
+    our_handshake_with_pex(listen_port, request_queue, metadata_size, false)
+}
+
+/// [`our_handshake`], announcing ut_pex (BEP 11) under [`pex::OUR_ID`]
+/// when `ut_pex` is set (never for a private torrent, BEP 27).
+pub fn our_handshake_with_pex(
+    listen_port: u16,
+    request_queue: usize,
+    metadata_size: Option<usize>,
+    ut_pex: bool,
+) -> Vec<u8> {
     let mut dict = std::collections::BTreeMap::new();
-    let m = Owned::dict()
-        .with(metadata::NAME, Owned::Int(metadata::OUR_ID.into()))
-        .build();
+    let mut m = Owned::dict().with(metadata::NAME, Owned::Int(metadata::OUR_ID.into()));
+    if ut_pex {
+        m = m.with(pex::EXTENSION_NAME, Owned::Int(pex::OUR_ID.into()));
+    }
+    let m = m.build();
     dict.insert(b"m".to_vec(), m);
     if let Some(size) = metadata_size {
         dict.insert(b"metadata_size".to_vec(), Owned::Int(size as i64));
@@ -62,6 +76,26 @@ pub fn peer_ut_metadata(payload: &[u8]) -> (Option<u8>, Option<i64>) {
     (id, size)
 }
 
+/// The message id a peer's extension handshake gives ut_pex (none, or 0:
+/// it does not speak it, or stopped).
+pub fn peer_ut_pex(payload: &[u8]) -> Option<u8> {
+    let value = bencode::decode(payload).ok()?;
+    let id = value
+        .as_dict()?
+        .get(b"m")?
+        .as_dict()?
+        .get(pex::EXTENSION_NAME.as_bytes())?
+        .as_int()?;
+    u8::try_from(id).ok().filter(|&id| id != 0)
+}
+
+/// The listen port (`p`) a peer's extension handshake gives, if any.
+pub fn peer_listen_port(payload: &[u8]) -> Option<u16> {
+    let value = bencode::decode(payload).ok()?;
+    let p = value.as_dict()?.get(b"p")?.as_int()?;
+    u16::try_from(p).ok().filter(|&p| p != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +111,23 @@ mod tests {
             (Some(metadata::OUR_ID), None)
         );
         assert_eq!(peer_request_queue(&our_handshake(0, 250, None)), Some(250));
+    }
+
+    #[test]
+    fn ut_pex_is_announced_only_when_asked() {
+        assert_eq!(peer_ut_pex(&our_handshake(6881, 250, None)), None);
+        assert_eq!(
+            peer_ut_pex(&our_handshake_with_pex(6881, 250, None, true)),
+            Some(pex::OUR_ID)
+        );
+        assert_eq!(
+            peer_listen_port(&our_handshake(6881, 250, None)),
+            Some(6881)
+        );
+        assert_eq!(peer_listen_port(&our_handshake(0, 250, None)), None);
+        assert_eq!(peer_ut_pex(b"d1:md6:ut_pexi0eee"), None);
+        assert_eq!(peer_listen_port(b"d1:pi70000ee"), None);
+        assert_eq!(peer_ut_pex(b"garbage"), None);
     }
 
     #[test]
