@@ -321,11 +321,13 @@ impl TorrentHandle {
     pub async fn resume(&self) {
         if let Some(shared) = self.torrent() {
             shared.resume();
+            shared.session.torrents_changed();
         } else if let Inner::Magnet { magnet, .. } = &self.inner {
             magnet.resume();
             if let Some(shared) = magnet.torrent.get() {
                 shared.resume();
             }
+            magnet.session.torrents_changed();
         }
     }
 }

@@ -188,8 +188,13 @@ impl MagnetShared {
         self.learn(peers);
     }
 
+    /// Connections of this phase now.
+    pub(crate) fn peer_count(&self) -> usize {
+        self.conns.lock().expect("conns lock").len()
+    }
+
     /// Add peers to dial and dial them while active.
-    fn learn(self: &Arc<Self>, peers: &[SocketAddr]) {
+    pub(crate) fn learn(self: &Arc<Self>, peers: &[SocketAddr]) {
         {
             let mut known = self.known.lock().expect("known lock");
             for p in peers {

@@ -11,6 +11,7 @@ mod addresses;
 mod announce;
 pub mod classify;
 mod control;
+mod dht;
 mod evict;
 mod handle;
 mod metadata;
@@ -24,7 +25,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -34,7 +35,9 @@ pub use crate::storage::{FileResumeStore, ResumeStore};
 pub use classify::SubnetClassifier;
 pub use handle::{AnnounceOutcome, Progress, TorrentHandle, TorrentOptions, TorrentState};
 
-use crate::hooks::{ByteGate, Classifier, Counters, OpenGate, PeerClass, SeedingSwitch, WanSwitch};
+use crate::hooks::{
+    ByteGate, Classifier, Counters, DhtReadOnly, OpenGate, PeerClass, SeedingSwitch, WanSwitch,
+};
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::swarm::SwarmConfig;
 use crate::transport::{self, Transport};
@@ -72,6 +75,10 @@ pub struct SessionConfig {
     /// verified-piece journal is trusted without hashing only when it was
     /// recorded on this boot; none: it never is.
     pub boot_id: Option<String>,
+    /// The Mainline DHT (BEP 5) on the listen address and port: its
+    /// bootstrap nodes and state file. None (the default) runs no DHT, so
+    /// a session sends no DHT packet unless asked to.
+    pub dht: Option<crate::dht::DhtOptions>,
 }
 
 impl Default for SessionConfig {
@@ -88,6 +95,7 @@ impl Default for SessionConfig {
             resume: None,
             disk_full_retry: Duration::from_secs(30),
             boot_id: None,
+            dht: None,
         }
     }
 }
@@ -105,6 +113,8 @@ pub struct Hooks {
     pub classifier: Arc<dyn Classifier>,
     /// Bytes across all torrents.
     pub counters: Arc<Counters>,
+    /// The DHT's BEP 43 read-only mode (the agent: on a metered network).
+    pub dht_read_only: DhtReadOnly,
 }
 
 impl Default for Hooks {
@@ -115,6 +125,7 @@ impl Default for Hooks {
             wan: WanSwitch::default(),
             classifier: Arc::new(SubnetClassifier::from_system()),
             counters: Arc::new(Counters::default()),
+            dht_read_only: DhtReadOnly::default(),
         }
     }
 }
@@ -136,6 +147,8 @@ pub(crate) struct SessionInner {
     /// Magnet torrents still fetching their metadata (session/metadata.rs);
     /// locked before `torrents` when both are.
     magnets: Mutex<HashMap<[u8; 20], Arc<metadata::MagnetShared>>>,
+    /// The DHT, when configured and its socket could be opened.
+    dht: OnceLock<dht::SessionDht>,
 }
 
 impl SessionInner {
@@ -151,6 +164,13 @@ impl SessionInner {
             .expect("torrents lock")
             .insert(info_hash, torrent);
         true
+    }
+
+    /// A torrent started or resumed: the DHT looks it up now.
+    pub(crate) fn torrents_changed(&self) {
+        if let Some(dht) = self.dht.get() {
+            dht.torrents_changed();
+        }
     }
 
     fn has_torrent(&self, info_hash: &[u8; 20]) -> bool {
@@ -198,7 +218,13 @@ impl Session {
             hashed: AtomicU64::new(0),
             torrents: Mutex::new(HashMap::new()),
             magnets: Mutex::new(HashMap::new()),
+            dht: OnceLock::new(),
         });
+        if let Some(options) = inner.config.dht.clone() {
+            if let Some(dht) = dht::SessionDht::start(&inner, options).await {
+                let _ = inner.dht.set(dht);
+            }
+        }
         tokio::spawn(accept_loop(inner.clone(), listener));
         Ok(Session { inner })
     }
@@ -247,6 +273,7 @@ impl Session {
             .expect("torrents lock")
             .insert(key, shared.clone());
         torrent::spawn_tasks(shared);
+        self.inner.torrents_changed();
         Ok(handle)
     }
 
@@ -286,6 +313,7 @@ impl Session {
             shared
         };
         metadata::spawn_tasks(shared.clone());
+        self.inner.torrents_changed();
         Ok(TorrentHandle::magnet(shared))
     }
 
@@ -356,6 +384,15 @@ impl Session {
         for t in torrents {
             t.stop().await;
         }
+        if let Some(dht) = self.inner.dht.get() {
+            // Saves the node id and routing table.
+            dht.handle.shutdown().await;
+        }
+    }
+
+    /// The DHT node's state, when the session runs one.
+    pub async fn dht_snapshot(&self) -> Option<crate::dht::Snapshot> {
+        self.inner.dht.get()?.handle.inspect().await
     }
 }
 
