@@ -132,6 +132,22 @@ pub struct TransferArgs {
     /// A peer to dial, HOST:PORT, like a magnet link's x.pe; repeatable.
     #[arg(long = "peer", value_name = "HOST:PORT")]
     pub peers: Vec<String>,
+    /// The DHT.
+    #[command(flatten)]
+    pub dht: DhtArgs,
+}
+
+/// The Mainline DHT (on `get`, `seed` and `run`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct DhtArgs {
+    /// No DHT: peers come from trackers and the peers given only
+    /// (the configuration's `dht.enabled = false`).
+    #[arg(long)]
+    pub no_dht: bool,
+    /// A DHT node to join through, HOST:PORT; repeatable. Replaces the
+    /// configuration's `dht.bootstrap` (default: the public routers).
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    pub dht_bootstrap: Vec<String>,
 }
 
 /// `capwise get`

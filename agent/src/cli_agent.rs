@@ -20,6 +20,9 @@ pub struct RunArgs {
     /// Describe the uplink with this TOML file instead of detecting it; re-read when it changes.
     #[arg(long)]
     pub network_file: Option<PathBuf>,
+    /// The DHT.
+    #[command(flatten)]
+    pub dht: crate::cli::DhtArgs,
 }
 
 /// `capwise add`

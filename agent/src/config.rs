@@ -23,6 +23,10 @@
 //!
 //! [api]
 //! address = "127.0.0.1:0"
+//!
+//! [dht]
+//! enabled = true
+//! bootstrap = ["router.bittorrent.com:6881", "dht.transmissionbt.com:6881"]
 //! ```
 
 use std::net::SocketAddr;
@@ -54,6 +58,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// The local API.
     pub api: ApiConfig,
+    /// The Mainline DHT.
+    pub dht: DhtConfig,
     /// Sentences about keys that were ignored (unknown outside `[policy]`
     /// and `[limits]`), for the log and `capwise why`.
     #[serde(skip)]
@@ -110,6 +116,16 @@ pub struct ApiConfig {
     pub address: Option<SocketAddr>,
 }
 
+/// `[dht]`: the Mainline DHT (see `crate::dht`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct DhtConfig {
+    /// Whether to run the DHT (default true).
+    pub enabled: Option<bool>,
+    /// Nodes to join through, `HOST:PORT` (default: the public routers).
+    pub bootstrap: Option<Vec<String>>,
+}
+
 /// Limits in bytes per second, `None` meaning unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateLimits {
@@ -158,6 +174,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "limits",
             "policy",
             "api",
+            "dht",
         ],
     ),
     ("limits", &["up", "down", "wan", "lan"]),
@@ -175,6 +192,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("api", &["address"]),
+    ("dht", &["enabled", "bootstrap"]),
 ];
 
 /// Edits (insertions, deletions, substitutions) from `a` to `b`.

@@ -67,10 +67,12 @@ async fn start_session(
         gate: Arc::new(PolicyGate::new(&policy, limits)),
         ..hooks
     };
+    let file = crate::config::load(args.config.as_deref())?.config;
     let mut config = SessionConfig {
         listen: args.listen,
         resume: Some(Arc::new(FileResumeStore::new(state_dir.join("resume")))),
         boot_id: capwise_policy::interface_counters::current_boot_id().ok(),
+        dht: crate::dht::options(&args.dht, &file, &state_dir),
         ..SessionConfig::default()
     };
     let session = match Session::start(config.clone(), hooks.clone()).await {
@@ -362,6 +364,7 @@ mod tests {
             network_file,
             config,
             peers: Vec::new(),
+            dht: Default::default(),
         }
     }
 

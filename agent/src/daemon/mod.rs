@@ -81,7 +81,8 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let listen = config
         .listen
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 6881)));
-    let session = start_session(listen, db.clone(), hooks).await?;
+    let dht = crate::dht::options(&args.dht, &config, &state_dir);
+    let session = start_session(listen, db.clone(), hooks, dht).await?;
     let mut decisions = policy.subscribe();
     let background_allowed = decisions.borrow_and_update().background_allowed;
     let torrents = Arc::new(Torrents::new(session, db.clone(), background_allowed));
@@ -154,11 +155,17 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-async fn start_session(listen: SocketAddr, db: Arc<TorrentDb>, hooks: Hooks) -> Result<Session> {
+async fn start_session(
+    listen: SocketAddr,
+    db: Arc<TorrentDb>,
+    hooks: Hooks,
+    dht: Option<capwise_engine::dht::DhtOptions>,
+) -> Result<Session> {
     let config = SessionConfig {
         listen,
         resume: Some(db),
         boot_id: capwise_policy::interface_counters::current_boot_id().ok(),
+        dht,
         ..SessionConfig::default()
     };
     match Session::start(config.clone(), hooks.clone()).await {
