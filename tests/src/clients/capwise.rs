@@ -24,6 +24,9 @@ pub struct CapwiseOpts {
     pub seed_after: bool,
     /// Extra arguments appended verbatim.
     pub extra: Vec<String>,
+    /// DHT nodes to join through (`--dht-bootstrap`); none: `--no-dht`, so
+    /// that no test asks the public routers.
+    pub dht_bootstrap: Vec<std::net::SocketAddr>,
 }
 
 /// Errors with a clear message when the capwise binary has not been built.
@@ -51,10 +54,7 @@ fn base_on(
     state_dir: &Path,
 ) -> Command {
     let mut c = Command::new(capwise_bin());
-    // No test asks the public DHT routers (the DHT tests give --dht-bootstrap
-    // and take this flag out).
     c.arg(sub)
-        .arg("--no-dht")
         .arg(torrent)
         .arg("-d")
         .arg(dir)
@@ -76,6 +76,12 @@ fn apply(c: &mut Command, o: &CapwiseOpts) {
     }
     if let Some(l) = &o.download_limit {
         c.arg("--download-limit").arg(l);
+    }
+    if o.dht_bootstrap.is_empty() {
+        c.arg("--no-dht");
+    }
+    for b in &o.dht_bootstrap {
+        c.arg("--dht-bootstrap").arg(b.to_string());
     }
     c.args(&o.extra);
 }

@@ -22,6 +22,8 @@ pub struct LtOpts {
     pub listen_ip: Option<std::net::IpAddr>,
     /// Seconds between progress lines; None = the script's default (1 s).
     pub progress_interval: Option<f64>,
+    /// DHT on, joined through this node (none: DHT off).
+    pub dht_bootstrap: Option<SocketAddr>,
 }
 
 fn command(mode: &str, torrent: &Path, dir: &Path, port: u16, o: &LtOpts) -> Command {
@@ -49,7 +51,27 @@ fn command(mode: &str, torrent: &Path, dir: &Path, port: u16, o: &LtOpts) -> Com
     if let Some(i) = o.progress_interval {
         c.arg("--progress-interval").arg(i.to_string());
     }
+    if let Some(b) = o.dht_bootstrap {
+        c.arg("--dht-bootstrap").arg(b.to_string());
+    }
     c
+}
+
+/// A libtorrent DHT node and nothing else on `listen` (a private bootstrap
+/// node), joined through `bootstrap` if given; runs until dropped.
+pub fn dht_node(
+    name: &str,
+    listen: SocketAddr,
+    bootstrap: Option<SocketAddr>,
+    log_dir: &Path,
+) -> Result<ChildGuard> {
+    let opts = LtOpts {
+        listen_ip: Some(listen.ip()),
+        dht_bootstrap: bootstrap,
+        ..LtOpts::default()
+    };
+    let mut c = command("dht", Path::new("-"), Path::new("-"), listen.port(), &opts);
+    ChildGuard::spawn(name, &mut c, log_dir)
 }
 
 /// The `lt_client.py` command line (for callers that wrap it, e.g. in `ip netns exec`).
