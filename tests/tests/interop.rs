@@ -779,18 +779,24 @@ fn wait_dht_announce(router: &capwise_tests::process::ChildGuard, from: &str) ->
     )
 }
 
-/// `capwise get MAGNET` (the info-hash alone) on 127.0.0.3, joined to the
-/// private DHT through `router`.
-fn capwise_get_magnet_by_dht(c: &Ctx, router: SocketAddr) -> Result<()> {
-    let dir = c.dir("capwise");
+/// The torrent's magnet link with the info-hash alone: no `tr=`, no `x.pe=`.
+fn bare_magnet(c: &Ctx) -> String {
     let magnet = capwise_engine::magnet::Magnet::new(
         capwise_engine::metainfo::InfoHash::from_hex(&c.hash).expect("hex info-hash"),
     )
     .to_uri();
-    ensure!(
+    assert!(
         !magnet.contains("tr=") && !magnet.contains("x.pe="),
         "{magnet}"
     );
+    magnet
+}
+
+/// `capwise get MAGNET` (the info-hash alone) on 127.0.0.3, joined to the
+/// private DHT through `router`.
+fn capwise_get_magnet_by_dht(c: &Ctx, router: SocketAddr) -> Result<()> {
+    let dir = c.dir("capwise");
+    let magnet = bare_magnet(c);
     let mut cmd = capwise::command_line(
         "get",
         Path::new(&magnet),
@@ -837,6 +843,48 @@ fn capwise_gets_a_magnet_from_libtorrent_through_the_dht_alone() {
             wait_dht_announce(&router, "127.0.0.3")
         },
     );
+}
+
+/// aria2 finds a capwise seeder through the DHT alone (libtorrent's router,
+/// capwise's announce, aria2's get_peers) and fetches the metadata (BEP 9,
+/// served by capwise) and the data from it.
+#[test]
+fn aria2_gets_a_magnet_from_capwise_through_the_dht_alone() {
+    run("capwise -> aria2 (magnet, DHT only)", &small_files(), |c| {
+        let (router, at) = lt_dht_router(c)?;
+        let mut cmd = capwise::command_line(
+            "seed",
+            &c.torrent,
+            &c.seed_dir,
+            ([127, 0, 0, 2], free_port()).into(),
+            &c.dir("capwise-state"),
+            &CapwiseOpts {
+                dht_bootstrap: vec![at],
+                ..CapwiseOpts::default()
+            },
+        )?;
+        let mut seed =
+            capwise_tests::process::ChildGuard::spawn("capwise-seed", &mut cmd, &c.logs)?;
+        wait_dht_announce(&router, "127.0.0.2")?;
+        let dir = c.dir("aria2");
+        let mut get = aria2::get_magnet_by_dht(
+            "aria2-get",
+            &bare_magnet(c),
+            &dir,
+            free_port(),
+            &aria2::Aria2Dht {
+                port: free_port(),
+                entry: at,
+                file: c.dir("aria2-state").join("dht.dat"),
+            },
+            &c.logs,
+        )?;
+        timed("aria2 magnet download over the DHT", || {
+            get.expect_success(Duration::from_secs(45))
+        })?;
+        c.verify(&dir)?;
+        capwise::stop_clean(&mut seed)
+    });
 }
 
 /// A few MiB: the DHT tests are about finding the seeder.
