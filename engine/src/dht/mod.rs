@@ -86,6 +86,8 @@ pub struct Snapshot {
     pub read_only: bool,
     /// The node id.
     pub id: [u8; 20],
+    /// The UDP address it speaks from (None if the socket cannot say).
+    pub addr: Option<SocketAddr>,
 }
 
 /// The running driver; dropping every clone stops the task (without saving:
@@ -358,6 +360,7 @@ impl Driver {
                     in_flight: self.dht.in_flight(),
                     read_only: self.dht.is_read_only(),
                     id: self.dht.id().0,
+                    addr: self.socket.local_addr().ok(),
                 });
             }
             Command::Shutdown(done) => return Some(done),
