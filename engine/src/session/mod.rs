@@ -390,6 +390,12 @@ impl Session {
         }
     }
 
+    /// Whether the session runs a DHT node ([`SessionConfig::dht`], and its
+    /// socket could be had).
+    pub fn runs_dht(&self) -> bool {
+        self.inner.dht.get().is_some()
+    }
+
     /// The DHT node's state, when the session runs one.
     pub async fn dht_snapshot(&self) -> Option<crate::dht::Snapshot> {
         self.inner.dht.get()?.handle.inspect().await
