@@ -149,6 +149,23 @@ pub struct DiscoveryArgs {
     /// dial whom they tell us of (config: `pex.enabled = false`).
     #[arg(long)]
     pub no_pex: bool,
+
+    /// The DHT.
+    #[command(flatten)]
+    pub dht: DhtArgs,
+}
+
+/// The Mainline DHT (on `get`, `seed` and `run`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct DhtArgs {
+    /// No DHT: peers come from trackers and the peers given only
+    /// (the configuration's `dht.enabled = false`).
+    #[arg(long)]
+    pub no_dht: bool,
+    /// A DHT node to join through, HOST:PORT; repeatable. Replaces the
+    /// configuration's `dht.bootstrap` (default: the public routers).
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    pub dht_bootstrap: Vec<String>,
 }
 
 /// `capwise get`

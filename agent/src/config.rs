@@ -28,6 +28,9 @@
 //! enabled = true      # local service discovery (BEP 14); `--no-lsd` turns it off
 //! [pex]
 //! enabled = true      # peer exchange (BEP 11); never for private torrents
+//! [dht]
+//! enabled = true
+//! bootstrap = ["router.bittorrent.com:6881", "dht.transmissionbt.com:6881"]
 //! ```
 
 use std::net::SocketAddr;
@@ -63,6 +66,8 @@ pub struct Config {
     pub lsd: LsdConfig,
     /// Peer exchange.
     pub pex: PexConfig,
+    /// The Mainline DHT.
+    pub dht: DhtConfig,
     /// Sentences about keys that were ignored (unknown outside `[policy]`
     /// and `[limits]`), for the log and `capwise why`.
     #[serde(skip)]
@@ -135,6 +140,16 @@ pub struct PexConfig {
     pub enabled: Option<bool>,
 }
 
+/// `[dht]`: the Mainline DHT (see `crate::dht`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct DhtConfig {
+    /// Whether to run the DHT (default true).
+    pub enabled: Option<bool>,
+    /// Nodes to join through, `HOST:PORT` (default: the public routers).
+    pub bootstrap: Option<Vec<String>>,
+}
+
 /// Limits in bytes per second, `None` meaning unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateLimits {
@@ -185,6 +200,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "api",
             "lsd",
             "pex",
+            "dht",
         ],
     ),
     ("lsd", &["enabled"]),
@@ -204,6 +220,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ),
     ("api", &["address"]),
     ("pex", &["enabled"]),
+    ("dht", &["enabled", "bootstrap"]),
 ];
 
 /// Edits (insertions, deletions, substitutions) from `a` to `b`.

@@ -73,10 +73,12 @@ async fn start_session(
         gate: Arc::new(PolicyGate::new(&policy, limits)),
         ..hooks
     };
+    let file = crate::config::load(args.config.as_deref())?.config;
     let mut config = SessionConfig {
         listen: args.listen,
         resume: Some(Arc::new(FileResumeStore::new(state_dir.join("resume")))),
         boot_id: capwise_policy::interface_counters::current_boot_id().ok(),
+        dht: crate::dht::options(&args.discovery.dht, &file, &state_dir),
         ..SessionConfig::default()
     };
     let lsd = file.lsd_enabled(args.discovery.no_lsd);

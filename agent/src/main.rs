@@ -12,6 +12,7 @@ mod client;
 mod commands;
 mod config;
 mod daemon;
+mod dht;
 mod discovery;
 mod foreground;
 mod limits;

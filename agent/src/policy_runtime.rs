@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Result;
-use capwise_engine::hooks::{Direction, PeerClass, SeedingSwitch, WanSwitch};
+use capwise_engine::hooks::{DhtReadOnly, Direction, PeerClass, SeedingSwitch, WanSwitch};
 use capwise_engine::session::Hooks;
 use capwise_policy::bucket::{Throttle, Throttles};
-use capwise_policy::decision::{Allowance, Decision, Settings};
+use capwise_policy::decision::{Allowance, Decision, Reason, Settings};
 use capwise_policy::network::Network;
 use capwise_policy::store::Store;
 use capwise_policy::time::Timestamp;
@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     throttles: Throttles,
     seeding: SeedingSwitch,
     wan: WanSwitch,
+    /// The DHT's BEP 43 read-only mode, on while the link costs money.
+    dht_read_only: DhtReadOnly,
     /// The network source's last report, for reloads outside the follower.
     reported: Mutex<Option<Network>>,
     /// Blocks that asked the gate to pass, ever.
@@ -137,6 +139,7 @@ impl Shared {
         self.throttles.apply(&decision);
         self.seeding.set(seeding_allowed(&decision));
         self.wan.set(wan_allowed(&decision));
+        self.dht_read_only.set(dht_read_only(&decision));
         self.decision.send_if_modified(|current| {
             if *current == decision {
                 return false;
@@ -160,6 +163,15 @@ pub fn seeding_allowed(decision: &Decision) -> bool {
 /// budget, no network), where even handshakes and keep-alives must stop.
 pub fn wan_allowed(decision: &Decision) -> bool {
     !(decision.up_wan == Allowance::Suspended && decision.down_wan == Allowance::Suspended)
+}
+
+/// The DHT is read-only (BEP 43: it asks, never answers) while the link
+/// costs money: metered, or near or at a budget's cap.
+pub fn dht_read_only(decision: &Decision) -> bool {
+    matches!(
+        decision.reason,
+        Reason::Metered | Reason::NearCap | Reason::AtCap
+    )
 }
 
 fn same_allowances(a: &Decision, b: &Decision) -> bool {
@@ -206,12 +218,15 @@ impl PolicyRuntime {
         let (seeding, wan) = (hooks.seeding.clone(), hooks.wan.clone());
         seeding.set(seeding_allowed(&decision));
         wan.set(wan_allowed(&decision));
+        let dht_read_only = hooks.dht_read_only.clone();
+        dht_read_only.set(self::dht_read_only(&decision));
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             throttles: Throttles::new(&decision),
             decision: watch::Sender::new(decision),
             seeding,
             wan,
+            dht_read_only,
             reported: Mutex::new(reported),
             traffic: AtomicU64::new(0),
             idle: AtomicBool::new(false),

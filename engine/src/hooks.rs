@@ -3,6 +3,7 @@
 //! The engine awaits a [`ByteGate`] before it sends a block (up) and before it
 //! requests one (down), per peer class; a [`SeedingSwitch`] stops uploads at once
 //! without touching downloads; a [`WanSwitch`] cuts the WAN off entirely;
+//! [`DhtReadOnly`] puts the DHT in BEP 43 read-only mode;
 //! [`Counters`] count bytes per direction and class, payload and protocol
 //! overhead apart.
 
@@ -116,6 +117,37 @@ impl WanSwitch {
         let mut watch = self.0.subscribe();
         // The sender lives in `self`, so the watch cannot close under us.
         let _ = watch.wait_for(|on| *on).await;
+    }
+}
+
+/// The DHT's BEP 43 read-only mode: on, our node still looks peers up but
+/// answers no query and asks others not to put it in their routing tables,
+/// so it spends no upload on serving the DHT. The embedder turns it on on a
+/// metered network. Off by default.
+#[derive(Debug, Clone)]
+pub struct DhtReadOnly(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for DhtReadOnly {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::watch::Sender::new(false)))
+    }
+}
+
+impl DhtReadOnly {
+    /// Whether the DHT is read-only now.
+    pub fn is_on(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Read-only on or off.
+    pub fn set(&self, on: bool) {
+        self.0
+            .send_if_modified(|current| std::mem::replace(current, on) != on);
+    }
+
+    /// A receiver that is told of every change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.subscribe()
     }
 }
 

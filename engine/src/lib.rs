@@ -12,6 +12,8 @@
 //! - [`storage`]: pieces onto files, verification, resume data.
 //! - [`tracker`]: HTTP and UDP announces.
 //! - [`lsd`]: the local service discovery driver (a multicast socket on one interface).
+//! - [`udp`]: the UDP socket on the listen port, shared by its protocols (DHT now, uTP next).
+//! - [`dht`]: the tokio driver of the sans-IO DHT node (`capwise-dht`).
 //! - [`transport`]: what a peer connection's bytes travel over (TCP, or an
 //!   in-memory pipe), with its wire-byte counts.
 //! - [`hooks`]: what the policy may steer: byte gates, a seeding switch, counters.
@@ -22,6 +24,7 @@
 pub use capwise_proto::{bencode, bitfield, choker, ext, magnet, metainfo, picker, swarm, wire};
 
 pub mod create;
+pub mod dht;
 pub mod error;
 pub mod hooks;
 pub mod lsd;
@@ -30,5 +33,6 @@ pub mod session;
 pub mod storage;
 pub mod tracker;
 pub mod transport;
+pub mod udp;
 
 pub use error::{Error, Result};

@@ -5,12 +5,18 @@
       verifies DIR (unless --seed-mode), then seeds until killed (SIGTERM/SIGINT).
   lt_client.py get TORRENT DIR --listen 127.0.0.1:PORT [--peer ADDR:PORT]... [--download-limit B/s] [--timeout S]
       downloads into DIR, flushes the data to disk, exits 0; exits 1 on timeout or error.
+  lt_client.py dht - - --listen 127.0.0.1:PORT [--dht-bootstrap ADDR:PORT]
+      a DHT node and nothing else (a private bootstrap node), until killed.
+
+--dht-bootstrap ADDR:PORT turns libtorrent's DHT on, joined through that node, with the settings a
+private DHT on loopback needs (no per-IP routing restrictions, no BEP 42 node-id enforcement, no
+"dark internet" filter) and a 5 s announce interval.
 
 Progress lines ("MONOTONIC progress ... payload_down=N payload_up=N", every --progress-interval s)
 carry the torrent's payload byte counters since start; MONOTONIC is CLOCK_MONOTONIC seconds.
 
-Plain TCP only (no encryption, no uTP), DHT/LSD/UPnP/NAT-PMP off (--lsd turns local service
-discovery on). Progress lines go to stdout.
+Plain TCP only (no encryption, no uTP), UPnP/NAT-PMP off, LSD off (--lsd turns local service
+discovery on), DHT off unless asked for. Progress lines go to stdout.
 Must run with /usr/bin/python3 (Debian's python3-libtorrent).
 """
 import argparse
@@ -63,6 +69,18 @@ def make_session(a):
                           | lt.alert.category_t.connect_notification),
         "user_agent": "capwise-tests-libtorrent/" + lt.__version__,
     }
+    if a.dht_bootstrap is not None or a.mode == "dht":
+        s.update({
+            "enable_dht": True,
+            "dht_bootstrap_nodes": a.dht_bootstrap or "",
+            "dht_restrict_routing_ips": False,
+            "dht_restrict_search_ips": False,
+            "dht_enforce_node_id": False,
+            "dht_ignore_dark_internet": False,
+            "dht_prefer_verified_node_ids": False,
+            "dht_announce_interval": 5,
+        })
+        s["alert_mask"] |= int(lt.alert.category_t.dht_notification)
     if a.upload_limit:
         s["upload_rate_limit"] = a.upload_limit
     if a.download_limit:
@@ -106,7 +124,7 @@ def connect_direct(handle, peers, last):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["seed", "get"])
+    ap.add_argument("mode", choices=["seed", "get", "dht"])
     ap.add_argument("torrent")
     ap.add_argument("dir")
     ap.add_argument("--listen", default="127.0.0.1:0")
@@ -115,6 +133,7 @@ def main():
     ap.add_argument("--download-limit", type=int, default=0, help="bytes/s, 0 = unlimited")
     ap.add_argument("--seed-mode", action="store_true", help="seeder: trust the data, skip the initial hash check")
     ap.add_argument("--no-pex", action="store_true", help="no peer exchange for the torrent")
+    ap.add_argument("--dht-bootstrap", default=None, help="ADDR:PORT: DHT on, joined through it")
     ap.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     ap.add_argument("--progress-interval", type=float, default=1.0)
     ap.add_argument("--lsd", action="store_true", help="local service discovery (BEP 14) on")
@@ -122,6 +141,19 @@ def main():
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if a.mode == "dht":
+        ses = make_session(a)
+        log("start mode=dht listen=%s" % a.listen)
+        last = 0.0
+        while not STOP:
+            for al in ses.pop_alerts():
+                if isinstance(al, lt.dht_announce_alert):
+                    log("alert dht_announce_alert: %s" % al.message())
+            if time.monotonic() - last >= a.progress_interval:
+                last = time.monotonic()
+                log("dht nodes=%d" % ses.status().dht_nodes)
+            ses.wait_for_alert(500)
+        return 0
     os.makedirs(a.dir, exist_ok=True)
     ses = make_session(a)
     # A magnet link (get only): the metadata comes from peers (BEP 9).

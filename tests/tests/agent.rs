@@ -87,7 +87,7 @@ impl World {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{}\"\ndownload_dir = \"{}\"\nnetwork_file = \"{}\"\n",
+                "listen = \"127.0.0.1:{}\"\ndownload_dir = \"{}\"\nnetwork_file = \"{}\"\n[dht]\nenabled = false\n",
                 free_port(),
                 data_dir.display(),
                 network_file.display()
@@ -546,7 +546,7 @@ fn metered_switch_mid_seed_stops_wan_uploads_and_why_explains() {
             };
             write_network("no")?;
             let config = root.join("config.toml");
-            std::fs::write(&config, format!("listen = \"{A_IP}:6881\"\n"))?;
+            std::fs::write(&config, format!("listen = \"{A_IP}:6881\"\n[dht]\nenabled = false\n"))?;
             let ns_a = topo.a.clone();
             let wrap: Wrap = std::sync::Arc::new(move |c: &Command| netns_command(&ns_a, c));
             let mut agent = Agent::start_wrapped(

@@ -104,7 +104,7 @@ impl World {
         std::fs::write(
             &config,
             format!(
-                "listen = \"{listen}\"\ndownload_dir = \"{}\"\n",
+                "listen = \"{listen}\"\ndownload_dir = \"{}\"\n[dht]\nenabled = false\n",
                 data_dir.display()
             ),
         )?;

@@ -19,6 +19,7 @@ use capwise_tests::ports::free_port;
 use capwise_tests::process::{dump_logs, wait_until};
 use capwise_tests::torrent::{info_hash, make_torrent_with};
 use capwise_tests::tracker::{announce_url, hex_decode, reserve_port, Tracker};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -847,4 +848,140 @@ fn capwise_create_loads_in_all_three_clients() {
         c.verify(&dir)?;
         capwise::stop_clean(&mut seed)
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// DHT only: a private DHT on loopback, a magnet with no `tr=` and no `x.pe=`.
+// ---------------------------------------------------------------------------------------------
+
+/// The private DHT's bootstrap node: libtorrent, DHT only, on 127.0.0.1.
+fn lt_dht_router(c: &Ctx) -> Result<(capwise_tests::process::ChildGuard, SocketAddr)> {
+    let router: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let guard = libtorrent::dht_node("lt-dht-router", router, None, &c.logs)?;
+    Ok((guard, router))
+}
+
+/// Waits until the router's log shows an announce_peer from `from` (an IP
+/// address) that libtorrent accepted (its token checked).
+fn wait_dht_announce(router: &capwise_tests::process::ChildGuard, from: &str) -> Result<()> {
+    let line = format!("incoming dht announce: {from}:");
+    wait_until(
+        &format!("the DHT announce of {from} at the router"),
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || Ok(router.stdout().contains(&line)),
+    )
+}
+
+/// The torrent's magnet link with the info-hash alone: no `tr=`, no `x.pe=`.
+fn bare_magnet(c: &Ctx) -> String {
+    let magnet = capwise_engine::magnet::Magnet::new(
+        capwise_engine::metainfo::InfoHash::from_hex(&c.hash).expect("hex info-hash"),
+    )
+    .to_uri();
+    assert!(
+        !magnet.contains("tr=") && !magnet.contains("x.pe="),
+        "{magnet}"
+    );
+    magnet
+}
+
+/// `capwise get MAGNET` (the info-hash alone) on 127.0.0.3, joined to the
+/// private DHT through `router`.
+fn capwise_get_magnet_by_dht(c: &Ctx, router: SocketAddr) -> Result<()> {
+    let dir = c.dir("capwise");
+    let magnet = bare_magnet(c);
+    let mut cmd = capwise::command_line(
+        "get",
+        Path::new(&magnet),
+        &dir,
+        ([127, 0, 0, 3], free_port()).into(),
+        &c.dir("capwise-state"),
+        &CapwiseOpts {
+            dht_bootstrap: vec![router],
+            ..CapwiseOpts::default()
+        },
+    )?;
+    let mut get = capwise_tests::process::ChildGuard::spawn("capwise-get", &mut cmd, &c.logs)?;
+    timed("capwise magnet download over the DHT", || {
+        get.expect_success(Duration::from_secs(45))
+    })?;
+    c.verify(&dir)
+}
+
+/// capwise finds a libtorrent seeder through the DHT alone (libtorrent's
+/// router, libtorrent's announce, capwise's get_peers) and fetches the
+/// metadata and the data from it.
+#[test]
+fn capwise_gets_a_magnet_from_libtorrent_through_the_dht_alone() {
+    run(
+        "libtorrent -> capwise (magnet, DHT only)",
+        &small_files(),
+        |c| {
+            let (router, at) = lt_dht_router(c)?;
+            let _seed = libtorrent::seed(
+                "lt-seed",
+                &c.torrent,
+                &c.seed_dir,
+                free_port(),
+                &LtOpts {
+                    listen_ip: Some([127, 0, 0, 2].into()),
+                    dht_bootstrap: Some(at),
+                    ..LtOpts::default()
+                },
+                &c.logs,
+            )?;
+            wait_dht_announce(&router, "127.0.0.2")?;
+            capwise_get_magnet_by_dht(c, at)?;
+            // capwise announced itself too, with a token libtorrent accepts.
+            wait_dht_announce(&router, "127.0.0.3")
+        },
+    );
+}
+
+/// aria2 finds a capwise seeder through the DHT alone (libtorrent's router,
+/// capwise's announce, aria2's get_peers) and fetches the metadata (BEP 9,
+/// served by capwise) and the data from it.
+#[test]
+fn aria2_gets_a_magnet_from_capwise_through_the_dht_alone() {
+    run("capwise -> aria2 (magnet, DHT only)", &small_files(), |c| {
+        let (router, at) = lt_dht_router(c)?;
+        let mut cmd = capwise::command_line(
+            "seed",
+            &c.torrent,
+            &c.seed_dir,
+            ([127, 0, 0, 2], free_port()).into(),
+            &c.dir("capwise-state"),
+            &CapwiseOpts {
+                dht_bootstrap: vec![at],
+                ..CapwiseOpts::default()
+            },
+        )?;
+        let mut seed =
+            capwise_tests::process::ChildGuard::spawn("capwise-seed", &mut cmd, &c.logs)?;
+        wait_dht_announce(&router, "127.0.0.2")?;
+        let dir = c.dir("aria2");
+        let mut get = aria2::get_magnet_by_dht(
+            "aria2-get",
+            &bare_magnet(c),
+            &dir,
+            free_port(),
+            &aria2::Aria2Dht {
+                port: free_port(),
+                entry: at,
+                file: c.dir("aria2-state").join("dht.dat"),
+            },
+            &c.logs,
+        )?;
+        timed("aria2 magnet download over the DHT", || {
+            get.expect_success(Duration::from_secs(45))
+        })?;
+        c.verify(&dir)?;
+        capwise::stop_clean(&mut seed)
+    });
+}
+
+/// A few MiB: the DHT tests are about finding the seeder.
+fn small_files() -> Vec<(&'static str, u64)> {
+    vec![("a.bin", 3 * MIB + 12_345), ("sub/c.txt", 1_234)]
 }

@@ -83,7 +83,8 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 6881)));
     let lsd = config.lsd_enabled(args.discovery.no_lsd);
     let pex = config.pex_enabled(args.discovery.no_pex);
-    let session = start_session(listen, db.clone(), hooks, lsd, pex).await?;
+    let dht = crate::dht::options(&args.discovery.dht, &config, &state_dir);
+    let session = start_session(listen, db.clone(), hooks, lsd, pex, dht).await?;
     let _lsd_follower = crate::lsd::follow_interfaces(&session, lsd);
     let mut decisions = policy.subscribe();
     let background_allowed = decisions.borrow_and_update().background_allowed;
@@ -163,11 +164,13 @@ async fn start_session(
     hooks: Hooks,
     lsd: bool,
     pex: bool,
+    dht: Option<capwise_engine::dht::DhtOptions>,
 ) -> Result<Session> {
     let mut config = SessionConfig {
         listen,
         resume: Some(db),
         boot_id: capwise_policy::interface_counters::current_boot_id().ok(),
+        dht,
         ..SessionConfig::default()
     };
     crate::lsd::configure(&mut config, lsd);

@@ -17,19 +17,23 @@ use capwise_engine::session::AnnounceOutcome;
 
 /// Why a downloading torrent has no peer, when capwise knows: no tracker
 /// answered (since when, and the last error), or it lists no tracker at all
-/// (and peers cannot be found without one yet: no DHT).
-pub fn no_peers_reason(handle: &TorrentHandle) -> Option<String> {
-    let no_trackers = match (handle.metainfo(), handle.magnet_link()) {
-        (Some(m), _) => m.trackers.is_empty(),
-        (None, Some(link)) => link.trackers.is_empty() && link.peers.is_empty(),
-        (None, None) => false,
+/// (and then whether the DHT, `dht` when the session runs one, is looking:
+/// never for a private torrent).
+pub fn no_peers_reason(handle: &TorrentHandle, dht: bool) -> Option<String> {
+    let (no_trackers, private) = match (handle.metainfo(), handle.magnet_link()) {
+        (Some(m), _) => (m.trackers.is_empty(), m.info.private),
+        (None, Some(link)) => (link.trackers.is_empty() && link.peers.is_empty(), false),
+        (None, None) => (false, false),
     };
     if no_trackers {
-        return Some(
-            "no peers: the torrent lists no tracker, and capwise cannot find peers \
-             without one yet (no DHT)"
-                .into(),
-        );
+        let why = if private {
+            "no peers: the torrent lists no tracker, and it is private (no DHT)"
+        } else if dht {
+            "no peers: the torrent lists no tracker, and the DHT has found none yet"
+        } else {
+            "no peers: the torrent lists no tracker, and the DHT is off"
+        };
+        return Some(why.into());
     }
     match handle.announce_outcome()? {
         AnnounceOutcome::Failed { since, error } => Some(format!(
@@ -418,6 +422,7 @@ impl Torrents {
 
     fn view(&self, id: &str, entry: &Entry) -> TorrentView {
         let p = entry.handle.progress();
+        let dht = self.session.runs_dht();
         let (state, reason) = if entry.user_paused {
             ("paused", None)
         } else if entry.waiting {
@@ -432,7 +437,7 @@ impl Torrents {
         } else {
             match &p.state {
                 TorrentState::FetchingMetadata if p.peers == 0 => {
-                    ("fetching metadata", no_peers_reason(&entry.handle))
+                    ("fetching metadata", no_peers_reason(&entry.handle, dht))
                 }
                 TorrentState::FetchingMetadata => ("fetching metadata", None),
                 TorrentState::Checking => ("checking", None),
@@ -445,7 +450,7 @@ impl Torrents {
                                 .clone(),
                         )
                     } else {
-                        no_peers_reason(&entry.handle)
+                        no_peers_reason(&entry.handle, dht)
                     };
                     ("downloading", reason)
                 }
@@ -501,6 +506,56 @@ mod tests {
             ..CreateOptions::default()
         })
         .unwrap()
+    }
+
+    /// With the DHT on, a torrent without trackers is not said to be
+    /// stuck for want of a DHT; a private one is said to get no DHT help.
+    #[tokio::test]
+    async fn a_torrent_without_trackers_says_whether_the_dht_looks() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = Session::start(
+            SessionConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                // No bootstrap node: the node runs and sends nothing.
+                dht: Some(capwise_engine::dht::DhtOptions::default()),
+                ..SessionConfig::default()
+            },
+            Hooks::default(),
+        )
+        .await
+        .unwrap();
+        assert!(session.runs_dht());
+        let db = Arc::new(TorrentDb::open(&dir.path().join("capwise.db")).unwrap());
+        let torrents = Arc::new(Torrents::new(session, db, true));
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let leech = dir.path().join("leech");
+        let public = torrents
+            .add(
+                torrent_bytes(&src, "pub.bin", vec![]),
+                leech.clone(),
+                false,
+                false,
+            )
+            .await
+            .unwrap();
+        let reason = torrents.get(&public.id).unwrap().reason.unwrap_or_default();
+        assert!(reason.contains("the DHT has found none yet"), "{reason}");
+        let data = src.join("priv.bin");
+        std::fs::write(&data, vec![2u8; 50_000]).unwrap();
+        let private = create_torrent(&CreateOptions {
+            path: data,
+            private: true,
+            ..CreateOptions::default()
+        })
+        .unwrap();
+        let private = torrents.add(private, leech, false, false).await.unwrap();
+        let reason = torrents
+            .get(&private.id)
+            .unwrap()
+            .reason
+            .unwrap_or_default();
+        assert!(reason.contains("private (no DHT)"), "{reason}");
     }
 
     #[tokio::test]
@@ -571,6 +626,7 @@ mod tests {
             .unwrap();
         let reason = torrents.get(&bare.id).unwrap().reason.unwrap_or_default();
         assert!(reason.contains("lists no tracker"), "{reason}");
+        assert!(reason.contains("the DHT is off"), "{reason}");
 
         // The policy holds the WAN back (trackers are not asked): its
         // sentence is why.

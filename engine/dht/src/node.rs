@@ -336,6 +336,21 @@ impl Dht {
         }
     }
 
+    /// More nodes to join through (bootstrap names the caller resolved
+    /// late). With an empty routing table and no bootstrap running, a
+    /// bootstrap starts at once.
+    pub fn add_bootstrap(&mut self, nodes: &[SocketAddr], now: Instant) {
+        for addr in nodes.iter().copied().filter_map(krpc::as_v4) {
+            if !self.bootstrap.contains(&addr) {
+                self.bootstrap.push(addr);
+            }
+        }
+        let bootstrapping = self.lookups.values().any(|r| r.bootstrap);
+        if self.table.is_empty() && !bootstrapping && !self.silent {
+            self.start_bootstrap(now);
+        }
+    }
+
     /// Starts a `get_peers` lookup; peers come as [`Event::Peers`], the end as
     /// [`Event::LookupDone`]. A lookup already running for the same torrent
     /// and purpose is returned instead of a new one.

@@ -557,3 +557,21 @@ fn silent_node_sends_and_takes_nothing_then_resumes() {
     net.settle();
     assert_eq!(net.peers_found(s, h).len(), 1);
 }
+
+#[test]
+fn a_bootstrap_node_given_late_starts_the_bootstrap() {
+    let mut net = Net::build(20);
+    // A node whose bootstrap names resolved only after it started.
+    let late = net.add(Dht::new(Config::default(), net.now));
+    net.settle();
+    assert_eq!(net.nodes[late].routing_table().len(), 0);
+    let boot = net.addrs[0];
+    let now = net.now;
+    net.nodes[late].add_bootstrap(&[boot], now);
+    net.settle();
+    let n = net.nodes[late].routing_table().len();
+    assert!(n >= 8, "the late node knows only {n} nodes");
+    assert!(net.events[late]
+        .iter()
+        .any(|e| matches!(e, Event::Bootstrapped { .. })));
+}

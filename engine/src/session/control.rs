@@ -71,7 +71,7 @@ impl TorrentShared {
             return;
         }
         tracing::info!(torrent = %self.metainfo.info.name, "paused");
-        self.session.lsd_sync();
+        self.session.torrents_changed();
         // The announce task sees the change and tells the tracker `stopped`.
         self.close_links();
         self.resume_dirty.store(true, Ordering::Relaxed);
@@ -92,7 +92,7 @@ impl TorrentShared {
             return;
         }
         tracing::info!(torrent = %self.metainfo.info.name, "resumed");
-        self.session.lsd_sync();
+        self.session.torrents_changed();
         self.restart(resumed);
     }
 

@@ -207,8 +207,13 @@ impl MagnetShared {
         self.learn(peers);
     }
 
+    /// Connections of this phase now.
+    pub(crate) fn peer_count(&self) -> usize {
+        self.conns.lock().expect("conns lock").len()
+    }
+
     /// Add peers to dial and dial them while active.
-    fn learn(self: &Arc<Self>, peers: &[SocketAddr]) {
+    pub(crate) fn learn(self: &Arc<Self>, peers: &[SocketAddr]) {
         {
             let mut known = self.known.lock().expect("known lock");
             for p in peers {
@@ -602,7 +607,7 @@ impl MagnetShared {
             was
         });
         self.publish();
-        self.session.lsd_sync();
+        self.session.torrents_changed();
     }
 
     pub(crate) fn resume(&self) {
@@ -614,7 +619,7 @@ impl MagnetShared {
             was
         });
         self.publish();
-        self.session.lsd_sync();
+        self.session.torrents_changed();
     }
 
     /// Leave the session: every task and connection ends.

@@ -11,6 +11,7 @@ mod addresses;
 mod announce;
 pub mod classify;
 mod control;
+mod dht;
 mod evict;
 mod handle;
 mod local_discovery;
@@ -26,7 +27,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -37,7 +38,9 @@ pub use classify::SubnetClassifier;
 pub use handle::{AnnounceOutcome, Progress, TorrentHandle, TorrentOptions, TorrentState};
 pub use local_discovery::InterfaceFilter;
 
-use crate::hooks::{ByteGate, Classifier, Counters, OpenGate, PeerClass, SeedingSwitch, WanSwitch};
+use crate::hooks::{
+    ByteGate, Classifier, Counters, DhtReadOnly, OpenGate, PeerClass, SeedingSwitch, WanSwitch,
+};
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::swarm::SwarmConfig;
 use crate::transport::{self, Transport};
@@ -82,6 +85,10 @@ pub struct SessionConfig {
     pub lsd: bool,
     /// Which interfaces LSD may use, by name (the agent keeps it off VPNs).
     pub lsd_interfaces: InterfaceFilter,
+    /// The Mainline DHT (BEP 5) on the listen address and port: its
+    /// bootstrap nodes and state file. None (the default) runs no DHT, so
+    /// a session sends no DHT packet unless asked to.
+    pub dht: Option<crate::dht::DhtOptions>,
 }
 
 impl Default for SessionConfig {
@@ -100,6 +107,7 @@ impl Default for SessionConfig {
             boot_id: None,
             lsd: false,
             lsd_interfaces: InterfaceFilter::default(),
+            dht: None,
         }
     }
 }
@@ -117,6 +125,8 @@ pub struct Hooks {
     pub classifier: Arc<dyn Classifier>,
     /// Bytes across all torrents.
     pub counters: Arc<Counters>,
+    /// The DHT's BEP 43 read-only mode (the agent: on a metered network).
+    pub dht_read_only: DhtReadOnly,
 }
 
 impl Default for Hooks {
@@ -127,6 +137,7 @@ impl Default for Hooks {
             wan: WanSwitch::default(),
             classifier: Arc::new(SubnetClassifier::from_system()),
             counters: Arc::new(Counters::default()),
+            dht_read_only: DhtReadOnly::default(),
         }
     }
 }
@@ -150,6 +161,8 @@ pub(crate) struct SessionInner {
     magnets: Mutex<HashMap<[u8; 20], Arc<metadata::MagnetShared>>>,
     /// Local service discovery's drivers (idle unless `config.lsd`).
     lsd: local_discovery::LocalDiscovery,
+    /// The DHT, when configured and its socket could be opened.
+    dht: OnceLock<dht::SessionDht>,
 }
 
 impl SessionInner {
@@ -166,15 +179,19 @@ impl SessionInner {
             .insert(info_hash, torrent);
         drop(magnets);
         // Its metadata may say private: LSD lets it go then.
-        self.lsd_sync();
+        self.torrents_changed();
         true
     }
 
-    /// Announce over LSD exactly the active public torrents (after one was
-    /// added, removed, paused or resumed).
-    pub(crate) fn lsd_sync(&self) {
+    /// A torrent was added, removed, paused or resumed (or its metadata
+    /// came): LSD announces exactly the active public torrents, and the
+    /// DHT looks up the ones now due.
+    pub(crate) fn torrents_changed(&self) {
         if self.config.lsd {
             self.lsd.sync(self);
+        }
+        if let Some(dht) = self.dht.get() {
+            dht.torrents_changed();
         }
     }
 
@@ -224,7 +241,13 @@ impl Session {
             torrents: Mutex::new(HashMap::new()),
             magnets: Mutex::new(HashMap::new()),
             lsd: Default::default(),
+            dht: OnceLock::new(),
         });
+        if let Some(options) = inner.config.dht.clone() {
+            if let Some(dht) = dht::SessionDht::start(&inner, options).await {
+                let _ = inner.dht.set(dht);
+            }
+        }
         tokio::spawn(accept_loop(inner.clone(), listener));
         if inner.config.lsd {
             inner.lsd.start(&inner);
@@ -275,8 +298,8 @@ impl Session {
             .lock()
             .expect("torrents lock")
             .insert(key, shared.clone());
-        self.inner.lsd_sync();
         torrent::spawn_tasks(shared);
+        self.inner.torrents_changed();
         Ok(handle)
     }
 
@@ -315,8 +338,8 @@ impl Session {
             magnets.insert(key, shared.clone());
             shared
         };
-        self.inner.lsd_sync();
         metadata::spawn_tasks(shared.clone());
+        self.inner.torrents_changed();
         Ok(TorrentHandle::magnet(shared))
     }
 
@@ -360,14 +383,14 @@ impl Session {
         if let Some(magnet) = magnet {
             // No file exists before the metadata: nothing to delete.
             magnet.remove();
-            self.inner.lsd_sync();
+            self.inner.torrents_changed();
             return Ok(());
         }
         let shared = self
             .lock_torrents()
             .remove(&info_hash)
             .ok_or(Error::UnknownTorrent(InfoHash(info_hash)))?;
-        self.inner.lsd_sync();
+        self.inner.torrents_changed();
         shared.remove(delete_data).await
     }
 
@@ -405,6 +428,21 @@ impl Session {
         for t in torrents {
             t.stop().await;
         }
+        if let Some(dht) = self.inner.dht.get() {
+            // Saves the node id and routing table.
+            dht.handle.shutdown().await;
+        }
+    }
+
+    /// Whether the session runs a DHT node ([`SessionConfig::dht`], and its
+    /// socket could be had).
+    pub fn runs_dht(&self) -> bool {
+        self.inner.dht.get().is_some()
+    }
+
+    /// The DHT node's state, when the session runs one.
+    pub async fn dht_snapshot(&self) -> Option<crate::dht::Snapshot> {
+        self.inner.dht.get()?.handle.inspect().await
     }
 }
 

@@ -1,16 +1,23 @@
-//! aria2c seeder/leecher: BitTorrent over TCP only, no DHT/LPD/PEX.
+//! aria2c seeder/leecher: BitTorrent over TCP only, no LPD/PEX, no DHT but
+//! in [`get_magnet_by_dht`].
 
 use crate::process::ChildGuard;
 use anyhow::Result;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 fn command(name: &str, dir: &Path, port: u16, log_dir: &Path) -> Command {
+    let mut c = base(name, dir, port, log_dir);
+    c.arg("--enable-dht=false");
+    c
+}
+
+fn base(name: &str, dir: &Path, port: u16, log_dir: &Path) -> Command {
     let mut c = Command::new("aria2c");
     c.args([
         "--no-conf=true",
-        "--enable-dht=false",
         "--enable-dht6=false",
         "--bt-enable-lpd=false",
         "--enable-peer-exchange=false",
@@ -63,6 +70,37 @@ pub fn get(
 ) -> Result<ChildGuard> {
     let mut c = command(name, dir, port, log_dir);
     c.args(["--seed-time=0"]).arg("-T").arg(torrent);
+    ChildGuard::spawn(name, &mut c, log_dir)
+}
+
+/// aria2's DHT for [`get_magnet_by_dht`].
+#[derive(Debug, Clone)]
+pub struct Aria2Dht {
+    /// Its UDP port, on every address.
+    pub port: u16,
+    /// The node to join through.
+    pub entry: SocketAddr,
+    /// Where aria2 keeps its routing table.
+    pub file: std::path::PathBuf,
+}
+
+/// Starts an aria2 leecher of `magnet` into `dir` with its DHT on, as
+/// `dht` says; it exits 0 after the download completes (no seeding).
+pub fn get_magnet_by_dht(
+    name: &str,
+    magnet: &str,
+    dir: &Path,
+    port: u16,
+    dht: &Aria2Dht,
+    log_dir: &Path,
+) -> Result<ChildGuard> {
+    let mut c = base(name, dir, port, log_dir);
+    c.arg("--enable-dht=true")
+        .arg(format!("--dht-listen-port={}", dht.port))
+        .arg(format!("--dht-entry-point={}", dht.entry))
+        .arg(format!("--dht-file-path={}", dht.file.display()))
+        .arg("--seed-time=0")
+        .arg(magnet);
     ChildGuard::spawn(name, &mut c, log_dir)
 }
 

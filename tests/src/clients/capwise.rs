@@ -33,6 +33,9 @@ pub struct CapwiseOpts {
     pub extra: Vec<String>,
     /// Run local service discovery (default: `--no-lsd`).
     pub lsd: bool,
+    /// DHT nodes to join through (`--dht-bootstrap`); none: `--no-dht`, so
+    /// that no test asks the public routers.
+    pub dht_bootstrap: Vec<std::net::SocketAddr>,
 }
 
 /// Errors with a clear message when the capwise binary has not been built.
@@ -85,6 +88,12 @@ fn apply(c: &mut Command, o: &CapwiseOpts) {
     }
     if !o.lsd {
         c.arg("--no-lsd");
+    }
+    if o.dht_bootstrap.is_empty() {
+        c.arg("--no-dht");
+    }
+    for b in &o.dht_bootstrap {
+        c.arg("--dht-bootstrap").arg(b.to_string());
     }
     c.args(&o.extra);
 }

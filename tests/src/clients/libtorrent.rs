@@ -24,6 +24,8 @@ pub struct LtOpts {
     pub no_pex: bool,
     /// Seconds between progress lines; None = the script's default (1 s).
     pub progress_interval: Option<f64>,
+    /// DHT on, joined through this node (none: DHT off).
+    pub dht_bootstrap: Option<SocketAddr>,
 }
 
 fn command(mode: &str, torrent: &Path, dir: &Path, port: u16, o: &LtOpts) -> Command {
@@ -54,7 +56,45 @@ fn command(mode: &str, torrent: &Path, dir: &Path, port: u16, o: &LtOpts) -> Com
     if let Some(i) = o.progress_interval {
         c.arg("--progress-interval").arg(i.to_string());
     }
+    if let Some(b) = o.dht_bootstrap {
+        c.arg("--dht-bootstrap").arg(b.to_string());
+    }
     c
+}
+
+/// A libtorrent DHT node and nothing else on `listen` (a private bootstrap
+/// node), joined through `bootstrap` if given; runs until dropped. Returns
+/// once it answers a KRPC ping, so that a node bootstrapping through it is
+/// not left waiting for its retry.
+pub fn dht_node(
+    name: &str,
+    listen: SocketAddr,
+    bootstrap: Option<SocketAddr>,
+    log_dir: &Path,
+) -> Result<ChildGuard> {
+    let opts = LtOpts {
+        listen_ip: Some(listen.ip()),
+        dht_bootstrap: bootstrap,
+        ..LtOpts::default()
+    };
+    let mut c = command("dht", Path::new("-"), Path::new("-"), listen.port(), &opts);
+    let node = ChildGuard::spawn(name, &mut c, log_dir)?;
+    let probe = std::net::UdpSocket::bind((listen.ip(), 0))?;
+    probe.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let ping = b"d1:ad2:id20:capwise-tests-probe!e1:q4:ping1:t2:pp1:y1:qe";
+    crate::process::wait_until(
+        &format!("{name} to answer a DHT ping"),
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || {
+            probe.send_to(ping, listen)?;
+            let mut buf = [0u8; 1500];
+            Ok(probe
+                .recv_from(&mut buf)
+                .is_ok_and(|(n, from)| from == listen && buf[..n].starts_with(b"d")))
+        },
+    )?;
+    Ok(node)
 }
 
 /// The `lt_client.py` command line (for callers that wrap it, e.g. in `ip netns exec`).

@@ -1,5 +1,6 @@
 //! Reference BitTorrent clients (libtorrent, Transmission, aria2) and capwise itself, each run as a
-//! child process on 127.0.0.1 with plain TCP and no DHT/LSD/PEX/UPnP.
+//! child process on 127.0.0.1 with plain TCP and no LSD/PEX/UPnP, and no DHT
+//! unless a test asks for a private one on loopback.
 
 pub mod agent;
 pub mod aria2;
