@@ -192,6 +192,9 @@ def main():
     last_dial = 0.0
     last_progress = 0.0
     announced_seed = False
+    # Milestones for tests/bench/magnet: the metadata in, the first piece verified.
+    told_metadata = ti is not None
+    told_first_piece = False
     while not STOP:
         now = time.monotonic()
         if now > deadline:
@@ -203,6 +206,12 @@ def main():
             log("ERROR %s" % st.errc.message())
             return 1
         last_dial = connect_direct(h, peers, last_dial)
+        if not told_metadata and st.has_metadata:
+            told_metadata = True
+            log("METADATA")
+        if not told_first_piece and st.num_pieces > 0:
+            told_first_piece = True
+            log("FIRST_PIECE")
         if now - last_progress >= a.progress_interval:
             last_progress = now
             log("progress state=%s done=%d/%d (%.1f%%) down=%.1fMB/s up=%.1fMB/s peers=%d"
