@@ -193,6 +193,9 @@ pub struct MetadataRequest {
     pub ext_id: u8,
     /// The block.
     pub piece: u32,
+    /// The block's length (16 KiB, less for the last one): what the
+    /// answer's payload will be, for a byte gate to debit ahead.
+    pub len: usize,
 }
 
 #[derive(Debug)]
@@ -367,6 +370,7 @@ impl MetadataFetch {
                     peer: key,
                     ext_id: peer.ext_id,
                     piece: piece as u32,
+                    len: block_len(size, piece),
                 });
             }
         }
