@@ -20,6 +20,9 @@ pub struct RunArgs {
     /// Describe the uplink with this TOML file instead of detecting it; re-read when it changes.
     #[arg(long)]
     pub network_file: Option<PathBuf>,
+    /// A peer every torrent dials, HOST:PORT, like a magnet link's x.pe; repeatable.
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    pub peers: Vec<String>,
 }
 
 /// `capwise add`
