@@ -760,7 +760,6 @@ fn libtorrent_gets_a_magnet_from_capwise() {
 /// Transmission knows only the magnet link; a capwise seeder dials it (it
 /// never dials 127.x peers) and serves the metadata, then the data.
 #[test]
-#[ignore = "Transmission 3.00 and capwise's metadata phase do not meet yet (see the branch notes)"]
 fn transmission_gets_a_magnet_from_capwise() {
     run("capwise -> transmission (magnet)", &default_files(), |c| {
         let dir = c.dir("tr");
@@ -769,6 +768,23 @@ fn transmission_gets_a_magnet_from_capwise() {
         c.wait_tracker(0, 1)?;
         let mut seed = capwise_seed(c, &c.torrent)?;
         timed("transmission magnet download", || tr.wait_complete(WAIT))?;
+        c.verify(&dir)?;
+        capwise::stop_clean(&mut seed)
+    });
+}
+
+/// aria2 knows only the magnet link; it registers at the tracker, a capwise
+/// seeder dials it and serves the metadata (BEP 9), then the data.
+#[test]
+fn aria2_gets_a_magnet_from_capwise() {
+    run("capwise -> aria2 (magnet)", &default_files(), |c| {
+        let dir = c.dir("aria2");
+        let mut get = aria2::get_magnet("aria2-get", &c.magnet(), &dir, free_port(), &c.logs)?;
+        // Before it has the metadata aria2 announces `left=0`: the tracker
+        // counts it as a seeder.
+        c.wait_tracker(1, 0)?;
+        let mut seed = capwise_seed(c, &c.torrent)?;
+        timed("aria2 magnet download", || get.expect_success(WAIT))?;
         c.verify(&dir)?;
         capwise::stop_clean(&mut seed)
     });

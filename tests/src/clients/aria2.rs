@@ -66,6 +66,20 @@ pub fn get(
     ChildGuard::spawn(name, &mut c, log_dir)
 }
 
+/// Starts an aria2 leecher that knows only `magnet`: it fetches the
+/// metadata from peers (BEP 9), downloads into `dir` and exits 0 when done.
+pub fn get_magnet(
+    name: &str,
+    magnet: &str,
+    dir: &Path,
+    port: u16,
+    log_dir: &Path,
+) -> Result<ChildGuard> {
+    let mut c = command(name, dir, port, log_dir);
+    c.args(["--seed-time=0"]).arg(magnet);
+    ChildGuard::spawn(name, &mut c, log_dir)
+}
+
 /// Verifies `dir` against `torrent` and exits (aria2 `--hash-check-only`): proves aria2 loads it.
 pub fn hash_check(torrent: &Path, dir: &Path, log_dir: &Path) -> Result<String> {
     let mut c = Command::new("aria2c");
