@@ -170,6 +170,54 @@ fn run_peer_is_dialled_for_every_torrent() {
     });
 }
 
+/// `capwise add MAGNET` with no peer that has it: the torrent is `fetching
+/// metadata` in `list`, `status` and the API, and still is after a restart;
+/// once a seeder is known (`--peer`, the libtorrent seeder) it completes.
+#[test]
+fn a_magnet_fetches_metadata_across_a_restart_until_a_seeder_appears() {
+    run("add MAGNET, restart, seeder appears", 4 * MIB, |w| {
+        // No tracker and no x.pe: nobody to ask (and no DHT in the namespace).
+        let magnet = format!("magnet:?xt=urn:btih:{}&dn={NAME}", w.info_hash);
+        let fetching = |agent: &mut Agent| -> Result<()> {
+            let listed = agent.cli_json(&["list"])?;
+            let row = listed
+                .as_array()
+                .and_then(|a| a.iter().find(|t| t["id"] == w.info_hash.as_str()))
+                .with_context(|| format!("list has no {}: {listed}", w.info_hash))?;
+            ensure!(row["state"] == "fetching metadata", "list: {row}");
+            let status = agent.cli_json(&["status", &w.info_hash])?;
+            ensure!(status["state"] == "fetching metadata", "status: {status}");
+            let path = format!("/v1/torrents/{}", w.info_hash);
+            let (_, api) = agent.api("GET", &path, Some(&agent.token()?), &[], None)?;
+            ensure!(api["state"] == "fetching metadata", "API: {api}");
+            Ok(())
+        };
+
+        let mut agent = w.start_agent("agent-magnet-1")?;
+        let id = agent.cli(&["add", &magnet])?.trim().to_string();
+        ensure!(id == w.info_hash, "add printed {id:?}");
+        fetching(&mut agent)?;
+        // Still nobody after a while: it keeps fetching.
+        std::thread::sleep(Duration::from_secs(2));
+        fetching(&mut agent)?;
+        stop(&mut agent, Duration::from_secs(10))?;
+
+        let mut agent = w.start_agent("agent-magnet-2")?;
+        fetching(&mut agent)?;
+        stop(&mut agent, Duration::from_secs(10))?;
+
+        // The seeder appears: the agent is told of it.
+        let peer = vec!["--peer".to_string(), w.seeder.to_string()];
+        let mut agent =
+            Agent::start_with_args("agent-magnet-3", &w.state_dir, &w.config, &peer, &w.logs)?;
+        let done = agent.wait_state(&id, "seeding", WAIT)?;
+        ensure!(done["bytes_have"] == done["total_length"], "{done}");
+        w.verify()?;
+        stop(&mut agent, Duration::from_secs(10))?;
+        Ok(())
+    });
+}
+
 #[test]
 fn add_watch_pause_resume_restart_and_remove() {
     run(
