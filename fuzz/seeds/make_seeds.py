@@ -195,3 +195,14 @@ out("lsd", "libtorrent_v4", "BT-SEARCH * HTTP/1.1\r\nHost: 239.192.152.143:6771\
 out("lsd", "two_hashes_v6", "BT-SEARCH * HTTP/1.1\r\nHost: [ff15::efc0:988f]:6771\r\n"
     "Port: 51413\r\nInfohash: %s\r\nInfohash: %s\r\n\r\n\r\n" % (ih1, ih2))
 out("lsd", "lf_case", "bt-search * http/1.1\nPORT: 1\ninfohash: %s\nCOOKIE: x\n\n" % ih2)
+
+# ut_metadata (BEP 9), in the ut_metadata target's input format: a length
+# byte, an extension handshake, then messages each with a 2-byte length.
+def framed(b):
+    return struct.pack(">H", len(b)) + b
+hello = b"d1:md11:ut_metadatai2ee13:metadata_sizei20000ee"
+block0 = b"d8:msg_typei1e5:piecei0e10:total_sizei20000ee" + b"\xaa" * 16384
+out("ut_metadata", "two_blocks", bytes([len(hello)]) + hello + framed(block0)
+    + framed(b"d8:msg_typei2e5:piecei1ee"))
+huge = b"d1:md11:ut_metadatai2ee13:metadata_sizei4294967296ee"
+out("ut_metadata", "huge_size", bytes([len(huge)]) + huge)

@@ -1,5 +1,9 @@
 //! Scripted hostile BitTorrent peers (plain std threads and sockets) for robustness tests.
 //!
+//! Peers for a torrent's data ([`HostilePeer::start`]) and for its metadata
+//! ([`HostilePeer::start_metadata`], the `Meta*` modes: ut_metadata, BEP 9,
+//! scripted in `hostile/metadata.rs`).
+//!
 //! A [`HostilePeer`] listens on 127.0.0.1, registers itself with a tracker ([`HostilePeer::announce`])
 //! so that a leecher dials it, and then misbehaves in one scripted way ([`Mode`]). What happened is
 //! counted in atomics ([`HostilePeer::counts`]). Every connection is served in its own thread with
@@ -53,9 +57,28 @@ pub enum Mode {
     CorruptData,
     /// Slow loris: valid handshake, full bitfield, unchoke, then never answers a request.
     Silent,
+    /// ut_metadata announced with a `metadata_size` of 4 GiB.
+    MetaHugeSize,
+    /// The true `metadata_size`, and every request answered with a 100-byte block.
+    MetaWrongBlock,
+    /// The true `metadata_size`, and blocks of the right size whose bytes are all 0xAA
+    /// (so the metadata's SHA-1 does not match).
+    MetaBadHash,
+    /// The true `metadata_size`, and every request rejected, forever.
+    MetaRejects,
 }
 
+mod metadata;
+
 impl Mode {
+    /// The modes that misbehave in the metadata exchange (peers of a magnet link).
+    pub const METADATA: [Mode; 4] = [
+        Mode::MetaHugeSize,
+        Mode::MetaWrongBlock,
+        Mode::MetaBadHash,
+        Mode::MetaRejects,
+    ];
+
     pub const ALL: [Mode; 7] = [
         Mode::Garbage,
         Mode::WrongInfoHash,
@@ -76,6 +99,10 @@ impl Mode {
             Mode::OutOfRange => "OOR_",
             Mode::CorruptData => "CORR",
             Mode::Silent => "SILE",
+            Mode::MetaHugeSize => "MHUG",
+            Mode::MetaWrongBlock => "MBLK",
+            Mode::MetaBadHash => "MSHA",
+            Mode::MetaRejects => "MREJ",
         }
     }
 }
@@ -87,6 +114,8 @@ struct Shape {
     piece_count: u32,
     piece_len: u32,
     total_len: u64,
+    /// The size of the info dictionary (the `Meta*` modes).
+    metadata_len: u64,
 }
 
 impl Shape {
@@ -172,6 +201,22 @@ impl HostilePeer {
         Self::start_for(mode, info_hash, piece_count, piece_len, total_len, b"")
     }
 
+    /// A peer of a magnet link whose info dictionary is `metadata_len` bytes: misbehaves in
+    /// the ut_metadata exchange as one of the [`Mode::METADATA`] modes (its `requests` count
+    /// ut_metadata requests, `pieces_sent` its answers); serves only remotes whose peer id
+    /// starts with `peer_id_prefix`.
+    pub fn start_metadata(
+        mode: Mode,
+        info_hash: [u8; 20],
+        metadata_len: u64,
+        peer_id_prefix: &[u8],
+    ) -> Result<Self> {
+        if !Mode::METADATA.contains(&mode) || metadata_len == 0 {
+            bail!("{mode:?} is not a metadata mode, or the metadata is empty");
+        }
+        Self::start_shaped(mode, info_hash, (1, 1, 1, metadata_len), peer_id_prefix)
+    }
+
     /// Like [`start`](Self::start), but only serves remotes whose handshake peer id starts with
     /// `peer_id_prefix` (e.g. `b"-CW"` for capwise); others are closed after their handshake, so a
     /// reference client in the same swarm does not blur the counters.
@@ -186,6 +231,20 @@ impl HostilePeer {
         if piece_count == 0 || piece_len == 0 || total_len == 0 {
             bail!("hostile peer needs a non-empty torrent");
         }
+        Self::start_shaped(
+            mode,
+            info_hash,
+            (piece_count, piece_len, total_len, 0),
+            peer_id_prefix,
+        )
+    }
+
+    fn start_shaped(
+        mode: Mode,
+        info_hash: [u8; 20],
+        (piece_count, piece_len, total_len, metadata_len): (u32, u32, u64, u64),
+        peer_id_prefix: &[u8],
+    ) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding a hostile peer")?;
         let port = listener.local_addr()?.port();
         let mut peer_id = [0u8; 20];
@@ -202,6 +261,7 @@ impl HostilePeer {
                 piece_count,
                 piece_len,
                 total_len,
+                metadata_len,
             },
             peer_id,
             accept_prefix: peer_id_prefix.to_vec(),
@@ -384,13 +444,17 @@ impl Conn<'_> {
     }
 
     fn handshake(&mut self, info_hash: &[u8; 20], fast: bool) -> io::Result<()> {
-        let mut h = Vec::with_capacity(HANDSHAKE_LEN);
-        h.push(19);
-        h.extend_from_slice(PSTR);
         let mut reserved = [0u8; 8];
         if fast {
             reserved[7] |= 0x04;
         }
+        self.handshake_with(info_hash, reserved)
+    }
+
+    fn handshake_with(&mut self, info_hash: &[u8; 20], reserved: [u8; 8]) -> io::Result<()> {
+        let mut h = Vec::with_capacity(HANDSHAKE_LEN);
+        h.push(19);
+        h.extend_from_slice(PSTR);
         h.extend_from_slice(&reserved);
         h.extend_from_slice(info_hash);
         h.extend_from_slice(&self.shared.peer_id);
@@ -616,6 +680,9 @@ fn script(c: &mut Conn<'_>) -> io::Result<End> {
             c.send_msg(MSG_UNCHOKE, &[])?;
             c.serve_requests(false)
         }
+        Mode::MetaHugeSize | Mode::MetaWrongBlock | Mode::MetaBadHash | Mode::MetaRejects => {
+            metadata::script(c)
+        }
     }
 }
 
@@ -652,6 +719,7 @@ mod tests {
             piece_count: 10,
             piece_len: 4,
             total_len: 38,
+            metadata_len: 0,
         };
         assert_eq!(shape.full_bitfield(), vec![0xFF, 0xC0]);
         assert_eq!(shape.piece_size(9), 2);

@@ -34,6 +34,9 @@ struct World {
     state_dir: PathBuf,
     config: PathBuf,
     data_dir: PathBuf,
+    /// The libtorrent seeder's address.
+    seeder: std::net::SocketAddr,
+    info_hash: String,
     _tracker: Tracker,
     _seeder: ChildGuard,
 }
@@ -66,11 +69,12 @@ impl World {
             &root.join("tracker"),
             &logs,
         )?;
+        let seeder_port = free_port();
         let seeder = libtorrent::seed(
             "lt-seed",
             &torrent,
             &seed_dir,
-            free_port(),
+            seeder_port,
             &LtOpts::default(),
             &logs,
         )?;
@@ -101,6 +105,8 @@ impl World {
             state_dir,
             config,
             data_dir,
+            seeder: ([127, 0, 0, 1], seeder_port).into(),
+            info_hash: hash,
             _tracker: tracker,
             _seeder: seeder,
         })
@@ -142,6 +148,74 @@ fn stop(agent: &mut Agent, bound: Duration) -> Result<Duration> {
         .with_context(|| format!("the agent did not stop within {bound:?} of SIGTERM"))?;
     ensure!(status.success(), "the agent exited with {status}");
     Ok(t.elapsed())
+}
+
+/// `capwise run --peer HOST:PORT`: every torrent of the agent dials that
+/// peer, like a magnet link's `x.pe`. A magnet link with no tracker and no
+/// `x.pe` gets its metadata and data from the libtorrent seeder it names.
+#[test]
+fn run_peer_is_dialled_for_every_torrent() {
+    run("run --peer", 4 * MIB, |w| {
+        let peer = vec!["--peer".to_string(), w.seeder.to_string()];
+        let mut agent =
+            Agent::start_with_args("agent-peer", &w.state_dir, &w.config, &peer, &w.logs)?;
+        let magnet = format!("magnet:?xt=urn:btih:{}&dn={NAME}", w.info_hash);
+        let id = agent.cli(&["add", &magnet])?.trim().to_string();
+        ensure!(id == w.info_hash, "add printed {id:?}");
+        let done = agent.wait_state(&id, "seeding", WAIT)?;
+        ensure!(done["bytes_have"] == done["total_length"], "{done}");
+        w.verify()?;
+        stop(&mut agent, Duration::from_secs(10))?;
+        Ok(())
+    });
+}
+
+/// `capwise add MAGNET` with no peer that has it: the torrent is `fetching
+/// metadata` in `list`, `status` and the API, and still is after a restart;
+/// once a seeder is known (`--peer`, the libtorrent seeder) it completes.
+#[test]
+fn a_magnet_fetches_metadata_across_a_restart_until_a_seeder_appears() {
+    run("add MAGNET, restart, seeder appears", 4 * MIB, |w| {
+        // No tracker and no x.pe: nobody to ask (and no DHT in the namespace).
+        let magnet = format!("magnet:?xt=urn:btih:{}&dn={NAME}", w.info_hash);
+        let fetching = |agent: &mut Agent| -> Result<()> {
+            let listed = agent.cli_json(&["list"])?;
+            let row = listed
+                .as_array()
+                .and_then(|a| a.iter().find(|t| t["id"] == w.info_hash.as_str()))
+                .with_context(|| format!("list has no {}: {listed}", w.info_hash))?;
+            ensure!(row["state"] == "fetching metadata", "list: {row}");
+            let status = agent.cli_json(&["status", &w.info_hash])?;
+            ensure!(status["state"] == "fetching metadata", "status: {status}");
+            let path = format!("/v1/torrents/{}", w.info_hash);
+            let (_, api) = agent.api("GET", &path, Some(&agent.token()?), &[], None)?;
+            ensure!(api["state"] == "fetching metadata", "API: {api}");
+            Ok(())
+        };
+
+        let mut agent = w.start_agent("agent-magnet-1")?;
+        let id = agent.cli(&["add", &magnet])?.trim().to_string();
+        ensure!(id == w.info_hash, "add printed {id:?}");
+        fetching(&mut agent)?;
+        // Still nobody after a while: it keeps fetching.
+        std::thread::sleep(Duration::from_secs(2));
+        fetching(&mut agent)?;
+        stop(&mut agent, Duration::from_secs(10))?;
+
+        let mut agent = w.start_agent("agent-magnet-2")?;
+        fetching(&mut agent)?;
+        stop(&mut agent, Duration::from_secs(10))?;
+
+        // The seeder appears: the agent is told of it.
+        let peer = vec!["--peer".to_string(), w.seeder.to_string()];
+        let mut agent =
+            Agent::start_with_args("agent-magnet-3", &w.state_dir, &w.config, &peer, &w.logs)?;
+        let done = agent.wait_state(&id, "seeding", WAIT)?;
+        ensure!(done["bytes_have"] == done["total_length"], "{done}");
+        w.verify()?;
+        stop(&mut agent, Duration::from_secs(10))?;
+        Ok(())
+    });
 }
 
 #[test]

@@ -641,6 +641,136 @@ fn capwise_completes_despite_hostile_peers() {
     );
 }
 
+/// A magnet link whose `x.pe` peers all lie about the metadata (BEP 9): a 4 GiB
+/// `metadata_size`, blocks of the wrong size, metadata whose SHA-1 does not match, rejects
+/// forever. capwise asks each of them, drops or backs off each, and gets the metadata from a
+/// libtorrent seeder that dials it once they are all exhausted (an incoming peer during the
+/// metadata phase), then the data; memory stays bounded throughout.
+#[test]
+fn capwise_gets_a_magnet_despite_hostile_metadata_peers() {
+    run(
+        "libtorrent + 4 hostile metadata peers -> capwise (magnet)",
+        &default_files(),
+        |c| {
+            let ih = hex_decode(&c.hash)?;
+            let meta = capwise_engine::metainfo::Metainfo::from_bytes(&std::fs::read(&c.torrent)?)?;
+            let size = meta.info_bytes.len() as u64;
+            let mut hostile = Vec::new();
+            for mode in Mode::METADATA {
+                hostile.push(HostilePeer::start_metadata(mode, ih, size, b"-CW")?);
+            }
+            let mut m = capwise_engine::magnet::Magnet::parse(&c.magnet())?;
+            m.peers = hostile.iter().map(|p| p.addr().to_string()).collect();
+            let dir = c.dir("capwise");
+            let mut get = capwise::get(
+                "capwise-get",
+                Path::new(&m.to_uri()),
+                &dir,
+                free_port(),
+                &c.dir("capwise-state"),
+                &CapwiseOpts::default(),
+                &c.logs,
+            )?;
+            // capwise on the tracker, then every liar tried before an honest peer exists.
+            c.wait_tracker(0, 1)?;
+            let t0 = Instant::now();
+            let tried = |p: &HostilePeer| {
+                let cnt = p.counts();
+                match p.mode() {
+                    Mode::MetaHugeSize => cnt.remote_closed > 0,
+                    _ => cnt.requests > 0,
+                }
+            };
+            let mut rss = 0u64;
+            while !hostile.iter().all(tried) {
+                rss = rss.max(peak_rss(get.pid()).unwrap_or(0));
+                if t0.elapsed() > Duration::from_secs(30) {
+                    let counts: Vec<_> = hostile.iter().map(|p| (p.mode(), p.counts())).collect();
+                    bail!(
+                        "capwise did not try every hostile peer: {counts:?}\n{}",
+                        get.log_tail(3000)
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            eprintln!(
+                "[interop]   every hostile peer tried: {:.1}s",
+                t0.elapsed().as_secs_f64()
+            );
+            let _seed = libtorrent::seed(
+                "lt-seed",
+                &c.torrent,
+                &c.seed_dir,
+                free_port(),
+                &LtOpts::default(),
+                &c.logs,
+            )?;
+            let mut closed_live = vec![false; hostile.len()];
+            let status = loop {
+                let snap: Vec<Counts> = hostile.iter().map(HostilePeer::counts).collect();
+                let r = peak_rss(get.pid());
+                if let Some(s) = get.try_wait()? {
+                    break s;
+                }
+                rss = rss.max(r.unwrap_or(0));
+                for (seen, cnt) in closed_live.iter_mut().zip(&snap) {
+                    *seen |= cnt.remote_closed > 0;
+                }
+                if t0.elapsed() > WAIT {
+                    bail!(
+                        "capwise still running after {WAIT:?}\n{}",
+                        get.log_tail(3000)
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            eprintln!(
+                "[interop]   capwise magnet download: {:.1}s, peak RSS {} MiB",
+                t0.elapsed().as_secs_f64(),
+                rss >> 20
+            );
+            if !status.success() {
+                bail!("capwise exited with {status}\n{}", get.log_tail(3000));
+            }
+            c.verify(&dir)?;
+            let mut problems = Vec::new();
+            for (p, &live) in hostile.iter().zip(&closed_live) {
+                let cnt = p.counts();
+                eprintln!(
+                    "[interop]   hostile {:?} on {}: {cnt:?}",
+                    p.mode(),
+                    p.port()
+                );
+                match p.mode() {
+                    // Dropped at once: nothing asked of a peer that claims 4 GiB.
+                    Mode::MetaHugeSize if !live || cnt.requests > 0 => {
+                        problems.push(format!("the 4 GiB peer was not dropped at once: {cnt:?}"));
+                    }
+                    Mode::MetaWrongBlock if !live => {
+                        problems.push("the wrong-size peer was not dropped".into());
+                    }
+                    // Never asked again once its copy failed (per connection).
+                    Mode::MetaBadHash if cnt.requests > cnt.handshakes => {
+                        problems.push(format!("the bad-SHA-1 peer was asked again: {cnt:?}"));
+                    }
+                    // One minute of quiet after each reject.
+                    Mode::MetaRejects if cnt.requests > cnt.handshakes + 1 => {
+                        problems.push(format!("the rejecting peer was not backed off: {cnt:?}"));
+                    }
+                    _ => {}
+                }
+            }
+            if rss > 256 << 20 {
+                problems.push(format!("capwise peak RSS {} MiB", rss >> 20));
+            }
+            if !problems.is_empty() {
+                bail!("{}", problems.join("\n"));
+            }
+            Ok(())
+        },
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // capwise as seeder. Leechers start first and register at the tracker; capwise then learns them
 // from its first announce and dials them (Transmission never dials 127.x peers itself).
@@ -725,7 +855,6 @@ fn libtorrent_gets_a_magnet_from_capwise() {
 /// Transmission knows only the magnet link; a capwise seeder dials it (it
 /// never dials 127.x peers) and serves the metadata, then the data.
 #[test]
-#[ignore = "Transmission 3.00 and capwise's metadata phase do not meet yet (see the branch notes)"]
 fn transmission_gets_a_magnet_from_capwise() {
     run("capwise -> transmission (magnet)", &default_files(), |c| {
         let dir = c.dir("tr");
@@ -734,6 +863,24 @@ fn transmission_gets_a_magnet_from_capwise() {
         c.wait_tracker(0, 1)?;
         let mut seed = capwise_seed(c, &c.torrent)?;
         timed("transmission magnet download", || tr.wait_complete(WAIT))?;
+        c.verify(&dir)?;
+        capwise::stop_clean(&mut seed)
+    });
+}
+
+/// aria2 knows only the magnet link; it registers at the tracker, a capwise
+/// seeder dials it and serves the metadata (BEP 9), then the data.
+#[test]
+fn aria2_gets_a_magnet_from_capwise() {
+    run("capwise -> aria2 (magnet)", &default_files(), |c| {
+        let dir = c.dir("aria2");
+        let mut get =
+            aria2::get_magnet("aria2-get", &c.magnet(), &dir, free_port(), None, &c.logs)?;
+        // Before it has the metadata aria2 announces `left=0`: the tracker
+        // counts it as a seeder.
+        c.wait_tracker(1, 0)?;
+        let mut seed = capwise_seed(c, &c.torrent)?;
+        timed("aria2 magnet download", || get.expect_success(WAIT))?;
         c.verify(&dir)?;
         capwise::stop_clean(&mut seed)
     });
@@ -961,16 +1108,16 @@ fn aria2_gets_a_magnet_from_capwise_through_the_dht_alone() {
             capwise_tests::process::ChildGuard::spawn("capwise-seed", &mut cmd, &c.logs)?;
         wait_dht_announce(&router, "127.0.0.2")?;
         let dir = c.dir("aria2");
-        let mut get = aria2::get_magnet_by_dht(
+        let mut get = aria2::get_magnet(
             "aria2-get",
             &bare_magnet(c),
             &dir,
             free_port(),
-            &aria2::Aria2Dht {
+            Some(&aria2::Aria2Dht {
                 port: free_port(),
                 entry: at,
                 file: c.dir("aria2-state").join("dht.dat"),
-            },
+            }),
             &c.logs,
         )?;
         timed("aria2 magnet download over the DHT", || {

@@ -45,6 +45,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     // Before anything reads or writes the state: one capwise per directory.
     let _state_lock = crate::lock::lock_state_dir(&state_dir, "run")?;
     let config = config::load_warning(args.config.as_deref())?;
+    let manual_peers = crate::foreground::resolve_peers(&args.peers).await?;
     let network_file = crate::network_source::NetworkFile::choose(
         args.network_file.as_deref(),
         config.network_file.as_deref(),
@@ -88,7 +89,9 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let _lsd_follower = crate::lsd::follow_interfaces(&session, lsd);
     let mut decisions = policy.subscribe();
     let background_allowed = decisions.borrow_and_update().background_allowed;
-    let torrents = Arc::new(Torrents::new(session, db.clone(), background_allowed));
+    let torrents = Arc::new(
+        Torrents::new(session, db.clone(), background_allowed).with_manual_peers(manual_peers),
+    );
 
     let download_dir = config
         .download_dir

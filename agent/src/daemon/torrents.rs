@@ -3,6 +3,7 @@
 //! a metered network), kept in step with the database.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -134,6 +135,8 @@ pub struct Torrents {
     /// The policy holds every WAN byte (and announce) back: a torrent with
     /// no peer says the decision's sentence.
     wan_held: AtomicBool,
+    /// `capwise run --peer`: dialled for every torrent, like its `x.pe`.
+    manual_peers: Vec<SocketAddr>,
 }
 
 impl Torrents {
@@ -146,7 +149,15 @@ impl Torrents {
             background_allowed: AtomicBool::new(background_allowed),
             waiting_reason: Mutex::new(String::new()),
             wan_held: AtomicBool::new(false),
+            manual_peers: Vec::new(),
         }
+    }
+
+    /// Peers every torrent dials (and dials again after a pause), like a
+    /// magnet link's `x.pe`: `capwise run --peer`.
+    pub fn with_manual_peers(mut self, peers: Vec<SocketAddr>) -> Self {
+        self.manual_peers = peers;
+        self
     }
 
     /// Whether the policy holds all WAN traffic back now (roaming, a spent
@@ -227,6 +238,10 @@ impl Torrents {
                 handle
             }
         };
+        if !self.manual_peers.is_empty() {
+            // peer source: manual
+            handle.connect(&self.manual_peers);
+        }
         let entry = Entry {
             handle,
             download_dir,

@@ -233,11 +233,14 @@ impl TorrentHandle {
     }
 
     /// Run a connection to a peer over a transport the caller made, as if
-    /// we had dialled it (our handshake goes first). Dropped when no
-    /// connection slot is free or the torrent takes no peers now.
+    /// we had dialled it (our handshake goes first); before the metadata,
+    /// as a connection of the metadata phase. Dropped when no connection
+    /// slot is free or the torrent takes no peers now.
     pub fn connect_transport(&self, transport: crate::transport::Transport) {
         if let Some(shared) = self.torrent() {
             super::peer::connect_over(shared.clone(), transport);
+        } else if let Inner::Magnet { magnet, .. } = &self.inner {
+            super::metadata_peer::connect_over(magnet.clone(), transport);
         }
     }
 

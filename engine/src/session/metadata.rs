@@ -3,9 +3,10 @@
 //!
 //! One driver task announces to the trackers (`left` unknown, so 1), dials
 //! peers with the BitTorrent handshake and the extension bit, and runs the
-//! sans-IO [`MetadataFetch`] over them; each connection is a task that reads
-//! messages, feeds ut_metadata ones to the fetch and writes the requests it
-//! is handed. Once the fetch yields info bytes whose SHA-1 is the info-hash,
+//! sans-IO [`MetadataFetch`] over them; each connection
+//! (`metadata_peer.rs`: dialled, accepted or the caller's transport, through
+//! the byte gate) is a task that reads messages, feeds ut_metadata ones to
+//! the fetch and writes the requests it is handed. Once the fetch yields info bytes whose SHA-1 is the info-hash,
 //! the connections close, the torrent is opened as if from a .torrent
 //! (`TorrentShared::open`) and dials the same peers again. Until then the
 //! torrent is listed with [`TorrentState::FetchingMetadata`], and can be
@@ -18,38 +19,31 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use bytes::Bytes;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::ext::metadata::{MetadataFetch, MetadataMsg, MAX_MESSAGE_LEN, OUR_ID};
-use crate::hooks::{Counters, Direction, PeerClass};
+use crate::hooks::{Counters, PeerClass};
 use crate::magnet::Magnet;
 use crate::metainfo::Metainfo;
 use crate::picker::PeerKey;
 use crate::tracker::{self, AnnounceEvent, AnnounceRequest, TrackerTiers};
-use crate::wire::{self, Handshake, Message};
+use crate::wire::{self, Message};
 use crate::Result;
 
 use super::announce::until;
 use super::control::RunState;
 use super::handle::{AnnounceOutcome, Progress, TorrentOptions, TorrentState};
+use super::metadata_peer::{self, Queued};
 use super::torrent::TorrentShared;
-use super::{read_handshake, SessionInner, HANDSHAKE_TIMEOUT};
+use super::SessionInner;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A peer that sends nothing for this long is dropped.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The driver looks at the fetch at least this often.
 const BEAT: Duration = Duration::from_secs(1);
 /// Peers redialled after this long when no connection is left.
 const REDIAL: Duration = Duration::from_secs(30);
 const ANNOUNCE_MIN: Duration = Duration::from_secs(30);
 const ANNOUNCE_RETRY: Duration = Duration::from_secs(15);
-/// The largest wire message read in this phase: ut_metadata's 17 KiB, or a
-/// bitfield of a torrent of up to 1 M pieces.
-const MAX_WIRE_LEN: u32 = 128 * 1024;
 /// Peers kept to dial; the rest of a tracker's answer is dropped.
 const MAX_KNOWN_PEERS: usize = 500;
 
@@ -89,7 +83,8 @@ pub(crate) struct MagnetShared {
 
 struct Conn {
     addr: SocketAddr,
-    tx: mpsc::UnboundedSender<Message>,
+    peer_id: [u8; 20],
+    tx: mpsc::UnboundedSender<Queued>,
     /// The peer's extended message id for ut_metadata.
     their_id: Option<u8>,
 }
@@ -259,113 +254,79 @@ impl MagnetShared {
             };
             let me = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = me.clone().run_peer(addr, class).await {
+                if let Err(e) = metadata_peer::dial(me.clone(), addr, permit).await {
                     tracing::debug!(%addr, error = %e, "metadata peer ended");
                 }
-                drop(permit);
                 me.dialing.lock().expect("dial lock").remove(&addr);
             });
         }
     }
 
-    fn count(&self, direction: Direction, class: PeerClass, bytes: usize) {
-        self.counters.add_overhead(direction, class, bytes as u64);
-        self.session
-            .hooks
-            .counters
-            .add_overhead(direction, class, bytes as u64);
+    /// Whether a connection to `addr` may join the phase now.
+    pub(crate) fn takes_peer(&self, addr: SocketAddr) -> bool {
+        if self.over.load(Ordering::Acquire) || *self.run.borrow() != RunState::Active {
+            return false;
+        }
+        let conns = self.conns.lock().expect("conns lock");
+        conns.len() < self.session.config.max_peers_per_torrent
+            && !conns.values().any(|c| c.addr == addr)
     }
 
-    /// One connection of the metadata phase, until it fails, the phase
-    /// ends, or the torrent is paused or removed.
-    async fn run_peer(self: Arc<Self>, addr: SocketAddr, class: PeerClass) -> Result<()> {
-        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })??;
-        let _ = stream.set_nodelay(true);
-        let ours = Handshake::new(self.info_hash, self.session.peer_id);
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.write_all(&ours.encode()))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out")
-            })??;
-        let theirs = read_handshake(&mut stream).await?;
-        self.count(Direction::Up, class, wire::HANDSHAKE_LEN);
-        self.count(Direction::Down, class, wire::HANDSHAKE_LEN);
-        if theirs.info_hash != self.info_hash || theirs.peer_id == self.session.peer_id {
-            return Err(wire::WireError::BadHandshake.into());
-        }
-        if !theirs.supports_extensions() {
-            // It cannot send metadata; the torrent dials it again later.
-            return Ok(());
+    /// A connection whose handshakes are done joins the phase: it gets a
+    /// key and our extension handshake is queued. None: the phase takes no
+    /// peer now, or is already connected to this one.
+    pub(crate) fn register(
+        &self,
+        addr: SocketAddr,
+        peer_id: [u8; 20],
+        tx: mpsc::UnboundedSender<Queued>,
+    ) -> Option<PeerKey> {
+        if self.over.load(Ordering::Acquire) || *self.run.borrow() != RunState::Active {
+            return None;
         }
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let greeting = wire::extension::our_handshake(self.session.local_addr.port(), 250, None);
-        let _ = tx.send(Message::Extended {
-            id: 0,
-            payload: Bytes::from(greeting),
-        });
-        self.conns.lock().expect("conns lock").insert(
-            key,
-            Conn {
-                addr,
-                tx,
-                their_id: None,
-            },
-        );
+        {
+            let mut conns = self.conns.lock().expect("conns lock");
+            let taken = conns.len() >= self.session.config.max_peers_per_torrent
+                || conns
+                    .values()
+                    .any(|c| c.addr == addr || c.peer_id == peer_id);
+            if taken {
+                return None;
+            }
+            let greeting =
+                wire::extension::our_handshake(self.session.local_addr.port(), 250, None);
+            let _ = tx.send(Queued {
+                msg: Message::Extended {
+                    id: 0,
+                    payload: Bytes::from(greeting),
+                },
+                debit: 0,
+            });
+            conns.insert(
+                key,
+                Conn {
+                    addr,
+                    peer_id,
+                    tx,
+                    their_id: None,
+                },
+            );
+        }
         self.publish();
-        tracing::debug!(%addr, "metadata peer connected");
-        let mut run = self.run.subscribe();
-        let mut shutdown = self.session.shutdown.subscribe();
-        let (mut reader, mut writer) = stream.into_split();
-        let me = self.clone();
-        let read = async move {
-            let mut buf = BytesMut::with_capacity(32 * 1024);
-            loop {
-                while let Some(msg) = wire::decode(&mut buf, MAX_WIRE_LEN)? {
-                    me.count(Direction::Down, class, msg.wire_len());
-                    me.on_message(key, msg)?;
-                }
-                let n = tokio::time::timeout(IDLE_TIMEOUT, reader.read_buf(&mut buf))
-                    .await
-                    .map_err(|_| {
-                        std::io::Error::new(std::io::ErrorKind::TimedOut, "peer idle")
-                    })??;
-                if n == 0 {
-                    return Ok::<(), crate::Error>(());
-                }
-            }
-        };
-        let me = self.clone();
-        let write = async move {
-            let mut out = BytesMut::new();
-            while let Some(msg) = rx.recv().await {
-                me.count(Direction::Up, class, msg.wire_len());
-                out.clear();
-                wire::encode(&msg, &mut out);
-                writer.write_all(&out).await?;
-            }
-            Ok::<(), crate::Error>(())
-        };
-        let result = tokio::select! {
-            r = read => r,
-            r = write => r,
-            _ = until(&mut run, |s| *s != RunState::Active) => Ok(()),
-            _ = shutdown.recv() => Ok(()),
-            _ = self.ready.notified() => Ok(()),
-        };
+        Some(key)
+    }
+
+    /// A connection of the phase ended.
+    pub(crate) fn unregister(&self, key: PeerKey) {
         self.conns.lock().expect("conns lock").remove(&key);
         self.fetch.lock().expect("fetch lock").remove_peer(key);
         self.publish();
         self.wake.notify_one();
-        result
     }
 
     /// A message from a peer of this phase; `Err` drops it.
-    fn on_message(&self, key: PeerKey, msg: Message) -> Result<()> {
+    pub(crate) fn on_message(&self, key: PeerKey, class: PeerClass, msg: Message) -> Result<()> {
         let Message::Extended { id, payload } = msg else {
             // Bitfields, haves and the rest matter only once the torrent
             // exists; it learns them again on its own connections.
@@ -403,6 +364,8 @@ impl MagnetShared {
                 total_size,
                 data,
             } => {
+                // What the gate admitted for the request has come.
+                self.session.hooks.gate.arrived(class, data.len() as u64);
                 let done = self
                     .fetch
                     .lock()
@@ -435,9 +398,12 @@ impl MagnetShared {
     fn send(&self, key: PeerKey, msg: MetadataMsg) {
         if let Some(conn) = self.conns.lock().expect("conns lock").get(&key) {
             if let Some(id) = conn.their_id {
-                let _ = conn.tx.send(Message::Extended {
-                    id,
-                    payload: msg.encode(),
+                let _ = conn.tx.send(Queued {
+                    msg: Message::Extended {
+                        id,
+                        payload: msg.encode(),
+                    },
+                    debit: 0,
                 });
             }
         }
@@ -473,9 +439,12 @@ impl MagnetShared {
         let conns = self.conns.lock().expect("conns lock");
         for r in requests {
             if let Some(conn) = conns.get(&r.peer) {
-                let _ = conn.tx.send(Message::Extended {
-                    id: r.ext_id,
-                    payload: MetadataMsg::Request { piece: r.piece }.encode(),
+                let _ = conn.tx.send(Queued {
+                    msg: Message::Extended {
+                        id: r.ext_id,
+                        payload: MetadataMsg::Request { piece: r.piece }.encode(),
+                    },
+                    debit: r.len as u64,
                 });
             }
         }

@@ -16,6 +16,7 @@ mod evict;
 mod handle;
 mod local_discovery;
 mod metadata;
+mod metadata_peer;
 mod peer;
 mod pex;
 mod rate;
@@ -532,7 +533,24 @@ async fn accept_peer(inner: Arc<SessionInner>, mut stream: Transport, slot: Slot
         .get(&theirs.info_hash)
         .cloned();
     let Some(torrent) = torrent else {
-        return Err(crate::wire::WireError::BadHandshake.into());
+        // A magnet still fetching its metadata takes peers too: they may
+        // have the metadata. With every slot taken it evicts no one.
+        let magnet = inner
+            .magnets
+            .lock()
+            .expect("magnets lock")
+            .get(&theirs.info_hash)
+            .cloned();
+        let (Some(magnet), Slot::Held(permit)) = (magnet, slot) else {
+            return Err(crate::wire::WireError::BadHandshake.into());
+        };
+        if !magnet.takes_peer(addr) {
+            return Ok(());
+        }
+        stream
+            .write_all(&Handshake::new(theirs.info_hash, inner.peer_id).encode())
+            .await?;
+        return metadata_peer::run(magnet, stream, theirs, permit).await;
     };
     if !torrent.could_admit(addr) {
         return Ok(());

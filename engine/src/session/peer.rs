@@ -19,6 +19,7 @@ use crate::transport::{self, ReadHalf, Transport, WireBytes, WriteHalf};
 use crate::wire::{self, Handshake, Message, BLOCK_SIZE};
 use crate::Result;
 
+use super::control::RunState;
 use super::torrent::{PeerLink, TorrentShared};
 use super::{read_handshake, HANDSHAKE_TIMEOUT};
 
@@ -34,15 +35,84 @@ const WRITE_BATCH: usize = 256 * 1024;
 const WAN_WRITE_BATCH: usize = 16 * 1024;
 const WAN_NOTSENT_LOWAT: u32 = 16 * 1024;
 
+/// How a connection that was made ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The peer closed it (or it broke) with nothing held against the
+    /// peer: worth dialling again (Transmission closes every connection of
+    /// a magnet once its metadata is in, and never dials 127.x itself).
+    ByPeer,
+    /// We ended it (a protocol violation, a ban, a pause, an eviction, the
+    /// WAN off, shutdown), or it never got going.
+    Other,
+}
+
 /// Dial a peer a tracker listed, from the address we listen on if it is a
 /// specific one.
 pub(crate) async fn dial(
     shared: Arc<TorrentShared>,
     addr: SocketAddr,
     permit: OwnedSemaphorePermit,
-) -> Result<()> {
+) -> Result<Ended> {
     let transport = transport::dial(addr, shared.session.bind_ip(), CONNECT_TIMEOUT).await?;
     handshake_out(shared, transport, permit).await
+}
+
+/// Waits before a peer that closed our connection is dialled again.
+const REDIAL_AFTER_PEER_CLOSED: [Duration; 3] = [
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+];
+
+/// Dial `addr`; while the peer is the one to close each connection
+/// (nothing held against it), dial it again after 5, 30 and 120 s, as
+/// long as the torrent still admits it and a slot is free. A peer
+/// that never dials us (Transmission on 127.x) would else be lost
+/// until the next announce.
+pub(crate) async fn dial_and_redial(
+    shared: &Arc<TorrentShared>,
+    addr: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) {
+    let mut permit = permit;
+    for wait in REDIAL_AFTER_PEER_CLOSED {
+        match dial(shared.clone(), addr, permit).await {
+            Ok(Ended::ByPeer) => {}
+            Ok(Ended::Other) => return,
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "dial failed");
+                return;
+            }
+        }
+        tracing::debug!(%addr, after_s = wait.as_secs(), "peer closed the connection; dialling it again");
+        let mut shutdown = shared.session.shutdown.subscribe();
+        let mut run = shared.run.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            // Paused or removed meanwhile: its peers are dialled afresh
+            // when it runs again.
+            _ = super::announce::until(&mut run, |s| *s != RunState::Active) => return,
+            _ = shutdown.recv() => return,
+        }
+        let linked = shared
+            .links
+            .lock()
+            .expect("links lock")
+            .values()
+            .any(|l| l.addr == addr);
+        if linked || !shared.admits(addr) {
+            return;
+        }
+        let Ok(next) = shared.session.connections.clone().try_acquire_owned() else {
+            return;
+        };
+        permit = next;
+    }
+    // The last redial: whatever ends it, no more.
+    if let Err(e) = dial(shared.clone(), addr, permit).await {
+        tracing::debug!(%addr, error = %e, "dial failed");
+    }
 }
 
 /// A connection the caller made: admitted like a peer we dial, in a task.
@@ -68,7 +138,7 @@ pub(crate) async fn handshake_out(
     shared: Arc<TorrentShared>,
     mut transport: Transport,
     permit: OwnedSemaphorePermit,
-) -> Result<()> {
+) -> Result<Ended> {
     let ours = Handshake::new(shared.info_hash, shared.session.peer_id);
     tokio::time::timeout(HANDSHAKE_TIMEOUT, transport.write_all(&ours.encode()))
         .await
@@ -77,8 +147,7 @@ pub(crate) async fn handshake_out(
     if theirs.info_hash != shared.info_hash {
         return Err(wire::WireError::BadHandshake.into());
     }
-    run(shared, transport, theirs, permit, true).await;
-    Ok(())
+    Ok(run(shared, transport, theirs, permit, true).await)
 }
 
 /// Run a connection whose handshakes are done, until either side ends it.
@@ -89,21 +158,21 @@ pub(crate) async fn run(
     theirs: Handshake,
     _permit: OwnedSemaphorePermit,
     outgoing: bool,
-) {
+) -> Ended {
     if theirs.peer_id == shared.session.peer_id {
-        return;
+        return Ended::Other;
     }
     let addr = transport.remote_addr();
     let class = shared.session.hooks.classifier.classify(addr.ip());
     if class == PeerClass::Wan && !shared.session.hooks.wan.is_on() {
-        return;
+        return Ended::Other;
     }
     let link = {
         let mut links = shared.links.lock().expect("links lock");
         // Checked under the links lock, which a pause or an error takes to
         // close every link: a connection cannot slip in after that.
         if !shared.takes_peers() {
-            return;
+            return Ended::Other;
         }
         if let Some(old) = links.values().find(|l| l.peer_id == theirs.peer_id) {
             // The same peer from another address has moved (its address
@@ -111,7 +180,7 @@ pub(crate) async fn run(
             // hear so before a time-out. From the same address it is a
             // second connection (both sides dialled): keep the first.
             if old.addr.ip() == addr.ip() {
-                return;
+                return Ended::Other;
             }
             tracing::debug!(old = %old.addr, new = %addr, "peer came back from a new address: closing its old connection");
             old.close();
@@ -153,10 +222,18 @@ pub(crate) async fn run(
         }
     }
     let mut shutdown = shared.session.shutdown.subscribe();
-    let reason = tokio::select! {
-        r = read_loop(&shared, key, &link, reader, (&wire, down)) => r,
-        r = write_loop(&shared, key, &link, Outbound::new(&shared, link.class, writer, &wire)) => r,
-        _ = shutdown.recv() => Ok(()),
+    let (reason, from_peer) = tokio::select! {
+        r = read_loop(&shared, key, &link, reader, (&wire, down)) => (r, true),
+        r = write_loop(&shared, key, &link, Outbound::new(&shared, link.class, writer, &wire)) => {
+            let broke = r.is_err();
+            (r, broke)
+        }
+        _ = shutdown.recv() => (Ok(()), false),
+    };
+    let ended = if from_peer && !link.closed.load(Ordering::Acquire) {
+        Ended::ByPeer
+    } else {
+        Ended::Other
     };
     if let Err(e) = reason {
         tracing::debug!(%addr, error = %e, "peer connection ended");
@@ -169,6 +246,7 @@ pub(crate) async fn run(
     // (idle when this was the last peer).
     shared.publish_now();
     shared.driver_wake.notify_one();
+    ended
 }
 
 /// Count bytes in this torrent's counters and the session's (what the policy reads).
@@ -226,7 +304,17 @@ async fn read_loop(
         }
         read_total += n as u64;
         let mut payload = 0u64;
-        while let Some(msg) = wire::decode(&mut buf, max_len)? {
+        loop {
+            let msg = match wire::decode(&mut buf, max_len) {
+                Ok(Some(msg)) => msg,
+                Ok(None) => break,
+                Err(e) => {
+                    // A message we cannot take: ended by us, not a peer
+                    // to dial again.
+                    link.close();
+                    return Err(e.into());
+                }
+            };
             if let Message::Piece { data, .. } = &msg {
                 payload += data.len() as u64;
             }
@@ -259,6 +347,8 @@ async fn read_loop(
             if let Err(violation) = swarm.on_message(key, msg, now) {
                 drop(swarm);
                 tracing::info!(addr = %link.addr, %violation, "peer broke the protocol");
+                // Ended by us: not a peer to dial again.
+                link.close();
                 return Ok(());
             }
         }

@@ -419,9 +419,7 @@ impl TorrentShared {
                 };
                 if let Some(permit) = permit {
                     if shared.make_room(addr).await {
-                        if let Err(e) = peer::dial(shared.clone(), addr, permit).await {
-                            tracing::debug!(%addr, error = %e, "dial failed");
-                        }
+                        peer::dial_and_redial(&shared, addr, permit).await;
                     }
                 }
                 shared.dialing.lock().expect("dial lock").remove(&addr);

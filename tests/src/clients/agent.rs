@@ -77,8 +77,32 @@ impl Agent {
         log_dir: &Path,
         wrap: Option<Wrap>,
     ) -> Result<Agent> {
-        let _ = std::fs::remove_file(state_dir.join("agent.json"));
         let command = run_command(state_dir, config, network_file);
+        Self::spawn(name, state_dir, command, log_dir, wrap)
+    }
+
+    /// Starts `capwise run` with `extra` arguments after the usual ones
+    /// (e.g. `--peer HOST:PORT`).
+    pub fn start_with_args(
+        name: &str,
+        state_dir: &Path,
+        config: &Path,
+        extra: &[String],
+        log_dir: &Path,
+    ) -> Result<Agent> {
+        let mut command = run_command(state_dir, config, None);
+        command.args(extra);
+        Self::spawn(name, state_dir, command, log_dir, None)
+    }
+
+    fn spawn(
+        name: &str,
+        state_dir: &Path,
+        command: Command,
+        log_dir: &Path,
+        wrap: Option<Wrap>,
+    ) -> Result<Agent> {
+        let _ = std::fs::remove_file(state_dir.join("agent.json"));
         let mut command = match &wrap {
             Some(w) => w(&command),
             None => command,

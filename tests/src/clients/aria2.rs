@@ -1,5 +1,5 @@
 //! aria2c seeder/leecher: BitTorrent over TCP only, no LPD/PEX, no DHT but
-//! in [`get_magnet_by_dht`].
+//! in [`get_magnet`] when asked.
 
 use crate::process::ChildGuard;
 use anyhow::Result;
@@ -73,7 +73,7 @@ pub fn get(
     ChildGuard::spawn(name, &mut c, log_dir)
 }
 
-/// aria2's DHT for [`get_magnet_by_dht`].
+/// aria2's DHT for [`get_magnet`].
 #[derive(Debug, Clone)]
 pub struct Aria2Dht {
     /// Its UDP port, on every address.
@@ -84,23 +84,29 @@ pub struct Aria2Dht {
     pub file: std::path::PathBuf,
 }
 
-/// Starts an aria2 leecher of `magnet` into `dir` with its DHT on, as
-/// `dht` says; it exits 0 after the download completes (no seeding).
-pub fn get_magnet_by_dht(
+/// Starts an aria2 leecher that knows only `magnet`: it fetches the
+/// metadata from peers (BEP 9), downloads into `dir` and exits 0 when
+/// done (no seeding). With `dht`, its DHT is on, as `dht` says.
+pub fn get_magnet(
     name: &str,
     magnet: &str,
     dir: &Path,
     port: u16,
-    dht: &Aria2Dht,
+    dht: Option<&Aria2Dht>,
     log_dir: &Path,
 ) -> Result<ChildGuard> {
-    let mut c = base(name, dir, port, log_dir);
-    c.arg("--enable-dht=true")
-        .arg(format!("--dht-listen-port={}", dht.port))
-        .arg(format!("--dht-entry-point={}", dht.entry))
-        .arg(format!("--dht-file-path={}", dht.file.display()))
-        .arg("--seed-time=0")
-        .arg(magnet);
+    let mut c = match dht {
+        None => command(name, dir, port, log_dir),
+        Some(dht) => {
+            let mut c = base(name, dir, port, log_dir);
+            c.arg("--enable-dht=true")
+                .arg(format!("--dht-listen-port={}", dht.port))
+                .arg(format!("--dht-entry-point={}", dht.entry))
+                .arg(format!("--dht-file-path={}", dht.file.display()));
+            c
+        }
+    };
+    c.arg("--seed-time=0").arg(magnet);
     ChildGuard::spawn(name, &mut c, log_dir)
 }
 

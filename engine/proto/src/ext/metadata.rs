@@ -12,8 +12,12 @@
 //! above 32 MiB is refused; a message above 17 KiB, a block of the wrong
 //! size or a `total_size` other than announced drops the peer; at most 2
 //! requests outstanding per peer; a block is never asked again within 3 s;
-//! a peer that rejects is not asked for 60 s; after a failed SHA-1 the
-//! fetch waits 20–70 s and never asks the contributing peers again.
+//! a peer that rejects is not asked for 60 s. After a failed SHA-1 the
+//! senders of the copy wait 20–70 s (other peers are asked at once); a
+//! copy from one peer alone makes it suspect, never asked again; a copy
+//! from several puts them on parole: each of them then fills a copy alone
+//! (it *owns* the copy), so the next failure names the liar. An owner that
+//! rejects, times out or leaves gives the copy up (its blocks are dropped).
 //! Memory follows what arrived, not what a peer claims: a block's buffer is
 //! allocated when it arrives (and has the size the agreed total implies).
 //!
@@ -193,6 +197,9 @@ pub struct MetadataRequest {
     pub ext_id: u8,
     /// The block.
     pub piece: u32,
+    /// The block's length (16 KiB, less for the last one): what the
+    /// answer's payload will be, for a byte gate to debit ahead.
+    pub len: usize,
 }
 
 #[derive(Debug)]
@@ -203,8 +210,11 @@ struct FetchPeer {
     outstanding: Vec<(u32, Instant)>,
     /// Not asked before this (after a reject).
     quiet_until: Option<Instant>,
-    /// Sent a block of metadata that failed its hash: never asked again.
+    /// Sent a copy of the metadata, alone, that failed its hash: never
+    /// asked again.
     suspect: bool,
+    /// Shared in a copy that failed: fills copies alone from now on.
+    parole: bool,
 }
 
 /// Fetches one torrent's metadata from its peers.
@@ -220,8 +230,8 @@ pub struct MetadataFetch {
     senders: Vec<Option<PeerKey>>,
     /// When each block was last asked for.
     asked: Vec<Option<Instant>>,
-    /// No requests before this (after a failed hash).
-    backoff_until: Option<Instant>,
+    /// The peer on parole that fills the current copy alone.
+    owner: Option<PeerKey>,
     done: bool,
     hash_failures: u32,
 }
@@ -236,7 +246,7 @@ impl MetadataFetch {
             blocks: Vec::new(),
             senders: Vec::new(),
             asked: Vec::new(),
-            backoff_until: None,
+            owner: None,
             done: false,
             hash_failures: 0,
         }
@@ -266,6 +276,7 @@ impl MetadataFetch {
                 outstanding: Vec::new(),
                 quiet_until: None,
                 suspect: false,
+                parole: false,
             },
         );
         Ok(())
@@ -273,6 +284,9 @@ impl MetadataFetch {
 
     /// A peer left; its requests are free to go elsewhere.
     pub fn remove_peer(&mut self, key: PeerKey) {
+        if self.owner == Some(key) {
+            self.give_up_copy();
+        }
         if let Some(peer) = self.peers.remove(&key) {
             for (piece, _) in peer.outstanding {
                 if let Some(asked) = self.asked.get_mut(piece as usize) {
@@ -307,6 +321,30 @@ impl MetadataFetch {
         (self.blocks.iter().flatten().count(), self.blocks.len())
     }
 
+    /// The owner of the copy gave it up: its blocks are dropped, so that
+    /// no copy mixes a peer on parole with another.
+    fn give_up_copy(&mut self) {
+        self.owner = None;
+        for (block, (sender, asked)) in self
+            .blocks
+            .iter_mut()
+            .zip(self.senders.iter_mut().zip(self.asked.iter_mut()))
+        {
+            *block = None;
+            *sender = None;
+            *asked = None;
+        }
+        for p in self.peers.values_mut() {
+            p.outstanding.clear();
+        }
+    }
+
+    /// Whether the current copy has nothing yet: no block in, none asked.
+    fn copy_is_fresh(&self) -> bool {
+        self.blocks.iter().all(Option::is_none)
+            && self.peers.values().all(|p| p.outstanding.is_empty())
+    }
+
     /// Choose the size to assemble: the first usable peer's.
     fn choose_size(&mut self) {
         if self.size.is_some() {
@@ -332,10 +370,9 @@ impl MetadataFetch {
     /// being assembled, up to 2 outstanding, for blocks not asked within 3 s.
     pub fn poll_requests(&mut self, now: Instant) -> Vec<MetadataRequest> {
         let mut out = Vec::new();
-        if self.done || self.backoff_until.is_some_and(|t| now < t) {
+        if self.done {
             return out;
         }
-        self.backoff_until = None;
         if let Some(size) = self.size {
             // Everyone who announced this size left: assemble another's.
             if !self.peers.values().any(|p| !p.suspect && p.size == size) {
@@ -350,11 +387,30 @@ impl MetadataFetch {
         keys.sort_unstable();
         for key in keys {
             let peer = self.peers.get_mut(&key).expect("key from the map");
+            let before = peer.outstanding.len();
             peer.outstanding
                 .retain(|&(_, at)| now.duration_since(at) < REQUEST_TIMEOUT);
+            if self.owner == Some(key) && peer.outstanding.len() < before {
+                // The owner let a request time out: it gives the copy up.
+                peer.quiet_until = Some(now + REJECT_WAIT);
+                self.give_up_copy();
+                continue;
+            }
             if peer.suspect || peer.size != size || peer.quiet_until.is_some_and(|t| now < t) {
                 continue;
             }
+            match self.owner {
+                Some(owner) if owner != key => continue,
+                Some(_) => {}
+                None if peer.parole => {
+                    if !self.copy_is_fresh() {
+                        continue;
+                    }
+                    self.owner = Some(key);
+                }
+                None => {}
+            }
+            let peer = self.peers.get_mut(&key).expect("key from the map");
             while peer.outstanding.len() < MAX_OUTSTANDING {
                 let next = (0..self.blocks.len()).find(|&i| {
                     self.blocks[i].is_none()
@@ -367,6 +423,7 @@ impl MetadataFetch {
                     peer: key,
                     ext_id: peer.ext_id,
                     piece: piece as u32,
+                    len: block_len(size, piece),
                 });
             }
         }
@@ -378,9 +435,6 @@ impl MetadataFetch {
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.done {
             return None;
-        }
-        if let Some(t) = self.backoff_until {
-            return Some(t);
         }
         let asked = self.asked.iter().flatten().map(|&at| at + REASK_AFTER);
         let quiet = self.peers.values().filter_map(|p| p.quiet_until);
@@ -401,13 +455,17 @@ impl MetadataFetch {
         if let Some(asked) = self.asked.get_mut(piece as usize) {
             *asked = None;
         }
+        if self.owner == Some(key) {
+            self.give_up_copy();
+        }
     }
 
     /// A data message from `key`. `Err`: drop the peer (wrong sizes).
     /// `Ok(Some(bytes))`: the whole info dictionary, whose SHA-1 is the
     /// info-hash. A block not asked of this peer is ignored; when the last
-    /// block makes a copy whose hash fails, the fetch starts over after
-    /// 20–70 s without the peers that sent it.
+    /// block makes a copy whose hash fails, the fetch starts over: its
+    /// senders wait 20–70 s, a lone sender is never asked again, several
+    /// go on parole (see the module).
     pub fn on_data(
         &mut self,
         key: PeerKey,
@@ -464,15 +522,24 @@ impl MetadataFetch {
             return Ok(Some(info));
         }
         self.hash_failures += 1;
-        for sender in self.senders.iter().flatten() {
-            if let Some(p) = self.peers.get_mut(sender) {
-                p.suspect = true;
-            }
-        }
+        let mut senders: Vec<PeerKey> = self.senders.iter().flatten().copied().collect();
+        senders.sort_unstable();
+        senders.dedup();
+        let alone = senders.len() == 1;
         let (lo, hi) = HASH_FAIL_WAIT;
         let spread = (hi - lo).as_millis() as u64;
-        let wait = lo + Duration::from_millis(rand::random::<u64>() % (spread + 1));
-        self.backoff_until = Some(now + wait);
+        for sender in senders {
+            if let Some(p) = self.peers.get_mut(&sender) {
+                if alone {
+                    p.suspect = true;
+                } else {
+                    p.parole = true;
+                }
+                let wait = lo + Duration::from_millis(rand::random::<u64>() % (spread + 1));
+                p.quiet_until = Some(now + wait);
+            }
+        }
+        self.owner = None;
         self.size = None;
         self.blocks.clear();
         self.senders.clear();
@@ -695,7 +762,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_hash_backs_off_and_marks_the_senders() {
+    fn a_failed_hash_from_one_peer_makes_it_suspect_and_others_go_on() {
         let (bytes, hash) = info_of(2 * BLOCK_SIZE);
         let len = bytes.len() as i64;
         let mut fetch = MetadataFetch::new(hash);
@@ -709,18 +776,10 @@ mod tests {
         assert_eq!(fetch.hash_failures(), 1);
         assert!(fetch.is_suspect(1));
         assert_eq!(fetch.buffered(), 0);
-        // An honest peer arrives: nothing is asked during the back-off...
+        // An honest peer arrives: it is asked at once (no back-off for
+        // peers that sent nothing), the liar never again.
         fetch.add_peer(2, Some(5), Some(len)).unwrap();
-        let wait = fetch.poll_timeout().unwrap() - t0;
-        assert!(
-            wait >= HASH_FAIL_WAIT.0 && wait <= HASH_FAIL_WAIT.1,
-            "{wait:?}"
-        );
-        assert!(fetch
-            .poll_requests(t0 + HASH_FAIL_WAIT.0 - Duration::from_millis(1))
-            .is_empty());
-        // ...then only the honest peer is asked, and the copy verifies.
-        let t1 = t0 + HASH_FAIL_WAIT.1;
+        let t1 = t0 + Duration::from_millis(1);
         let reqs = fetch.poll_requests(t1);
         assert!(!reqs.is_empty() && reqs.iter().all(|r| r.peer == 2));
         let mut out = None;
@@ -750,5 +809,80 @@ mod tests {
             reqs.iter().map(|r| (r.peer, r.piece)).collect::<Vec<_>>(),
             [(3, 0), (3, 1)]
         );
+    }
+
+    #[test]
+    fn a_failed_copy_from_several_peers_puts_them_on_parole_until_the_liar_is_named() {
+        let (bytes, hash) = info_of(4 * BLOCK_SIZE);
+        let len = bytes.len() as i64;
+        let mut fetch = MetadataFetch::new(hash);
+        let t0 = Instant::now();
+        // Peer 1 lies, peer 2 is honest; each fills half of the first copy.
+        fetch.add_peer(1, Some(2), Some(len)).unwrap();
+        fetch.add_peer(2, Some(2), Some(len)).unwrap();
+        let answer = |fetch: &mut MetadataFetch, reqs: Vec<MetadataRequest>, now| {
+            let mut out = None;
+            for r in reqs {
+                let data = if r.peer == 1 {
+                    Bytes::from(vec![0xAA; r.len])
+                } else {
+                    block(&bytes, r.piece)
+                };
+                out = out.or(fetch.on_data(r.peer, r.piece, len, data, now).unwrap());
+            }
+            out
+        };
+        let reqs = fetch.poll_requests(t0);
+        assert!(reqs.iter().any(|r| r.peer == 1) && reqs.iter().any(|r| r.peer == 2));
+        assert_eq!(answer(&mut fetch, reqs, t0), None);
+        assert_eq!(fetch.hash_failures(), 1);
+        assert!(
+            !fetch.is_suspect(1) && !fetch.is_suspect(2),
+            "blame is shared"
+        );
+        // Both wait, then fill copies alone: the lower key first.
+        assert!(fetch.poll_requests(t0 + HASH_FAIL_WAIT.0 / 2).is_empty());
+        let t1 = t0 + HASH_FAIL_WAIT.1;
+        let mut now = t1;
+        let mut out = None;
+        for _ in 0..8 {
+            let reqs = fetch.poll_requests(now);
+            let mut owners: Vec<_> = reqs.iter().map(|r| r.peer).collect();
+            owners.dedup();
+            assert!(
+                owners.len() <= 1,
+                "a copy on parole has one sender: {owners:?}"
+            );
+            out = out.or(answer(&mut fetch, reqs, now));
+            if out.is_some() {
+                break;
+            }
+            now += HASH_FAIL_WAIT.1;
+        }
+        assert_eq!(out.unwrap(), bytes);
+        assert!(fetch.is_suspect(1), "the liar is named");
+        assert!(!fetch.is_suspect(2));
+    }
+
+    #[test]
+    fn an_owner_that_rejects_gives_the_copy_up() {
+        let (bytes, hash) = info_of(3 * BLOCK_SIZE);
+        let len = bytes.len() as i64;
+        let mut fetch = MetadataFetch::new(hash);
+        let t0 = Instant::now();
+        fetch.add_peer(1, Some(2), Some(len)).unwrap();
+        fetch.add_peer(2, Some(2), Some(len)).unwrap();
+        fetch.peers.get_mut(&1).unwrap().parole = true;
+        fetch.peers.get_mut(&2).unwrap().parole = true;
+        let reqs = fetch.poll_requests(t0);
+        assert!(reqs.iter().all(|r| r.peer == 1) && !reqs.is_empty());
+        let first = reqs[0];
+        fetch
+            .on_data(1, first.piece, len, block(&bytes, first.piece), t0)
+            .unwrap();
+        fetch.on_reject(1, reqs[1].piece, t0);
+        assert_eq!(fetch.buffered(), 0, "the owner's blocks are dropped");
+        let reqs = fetch.poll_requests(t0);
+        assert!(!reqs.is_empty() && reqs.iter().all(|r| r.peer == 2));
     }
 }
