@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Result;
-use capwise_engine::hooks::{DhtReadOnly, Direction, PeerClass, SeedingSwitch, WanSwitch};
+use capwise_engine::hooks::{Direction, PeerClass, Switch};
 use capwise_engine::session::Hooks;
 use capwise_policy::bucket::{Throttle, Throttles};
 use capwise_policy::decision::{Allowance, Decision, Reason, Settings};
@@ -50,10 +50,10 @@ pub(crate) struct Shared {
     state: Mutex<PolicyState>,
     decision: watch::Sender<Decision>,
     throttles: Throttles,
-    seeding: SeedingSwitch,
-    wan: WanSwitch,
+    seeding: Switch,
+    wan: Switch,
     /// The DHT's BEP 43 read-only mode, on while the link costs money.
-    dht_read_only: DhtReadOnly,
+    dht_read_only: Switch,
     /// The network source's last report, for reloads outside the follower.
     reported: Mutex<Option<Network>>,
     /// Blocks that asked the gate to pass, ever.

@@ -1,9 +1,9 @@
 //! What the policy may steer, with no dependency on the policy crate.
 //!
 //! The engine awaits a [`ByteGate`] before it sends a block (up) and before it
-//! requests one (down), per peer class; a [`SeedingSwitch`] stops uploads at once
-//! without touching downloads; a [`WanSwitch`] cuts the WAN off entirely;
-//! [`DhtReadOnly`] puts the DHT in BEP 43 read-only mode;
+//! requests one (down), per peer class; [`Switch`]es stop uploads at once
+//! without touching downloads (`seeding`), cut the WAN off entirely (`wan`)
+//! and put the DHT in BEP 43 read-only mode (`dht_read_only`);
 //! [`Counters`] count bytes per direction and class, payload and protocol
 //! overhead apart.
 
@@ -52,56 +52,35 @@ impl ByteGate for OpenGate {
     }
 }
 
-/// Turns uploads off at once (choke everyone, refuse requests) without
-/// touching downloads.
-/// Torrents sleeping until their next deadline hear a change at once.
+/// A shared on/off switch the embedder flips and the session follows at
+/// once (a torrent asleep until its next deadline hears a change): the
+/// hooks hold three, each named for what it switches.
+/// - `seeding`: uploads allowed (on by default); off chokes everyone and
+///   refuses requests without touching downloads.
+/// - `wan`: WAN traffic allowed (on by default); off (a roaming link, a
+///   spent budget) means no tracker announces and no WAN peers kept,
+///   dialled or accepted, so that not even handshakes and keep-alives cross
+///   a link that must stay silent, besides the gates holding back payload.
+///   LAN peers go on.
+/// - `dht_read_only`: the DHT's BEP 43 read-only mode (off by default); on,
+///   our node still looks peers up but answers no query and asks others not
+///   to put it in their routing tables, so it spends no upload on serving
+///   the DHT. The embedder turns it on on a metered network.
 #[derive(Debug, Clone)]
-pub struct SeedingSwitch(Arc<tokio::sync::watch::Sender<bool>>);
+pub struct Switch(Arc<tokio::sync::watch::Sender<bool>>);
 
-impl Default for SeedingSwitch {
-    fn default() -> Self {
-        Self(Arc::new(tokio::sync::watch::Sender::new(true)))
-    }
-}
-
-impl SeedingSwitch {
-    /// Whether uploads are allowed now.
-    pub fn is_on(&self) -> bool {
-        *self.0.borrow()
-    }
-    /// Allow or stop uploads.
-    pub fn set(&self, on: bool) {
-        self.0
-            .send_if_modified(|current| std::mem::replace(current, on) != on);
+impl Switch {
+    /// A switch that starts `on`.
+    pub fn new(on: bool) -> Self {
+        Self(Arc::new(tokio::sync::watch::Sender::new(on)))
     }
 
-    /// A receiver that is told of every change.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.0.subscribe()
-    }
-}
-
-/// Cuts the WAN off entirely (a roaming link, a spent budget): the gates
-/// already hold back payload, but a switched-off WAN also means no tracker
-/// announces, and no WAN peers kept, dialled or accepted, so that not even
-/// handshakes and keep-alives cross a link that must stay silent. LAN peers
-/// go on. On by default.
-#[derive(Debug, Clone)]
-pub struct WanSwitch(Arc<tokio::sync::watch::Sender<bool>>);
-
-impl Default for WanSwitch {
-    fn default() -> Self {
-        Self(Arc::new(tokio::sync::watch::Sender::new(true)))
-    }
-}
-
-impl WanSwitch {
-    /// Whether WAN traffic may flow now.
+    /// Whether it is on now.
     pub fn is_on(&self) -> bool {
         *self.0.borrow()
     }
 
-    /// Let WAN traffic flow, or stop all of it.
+    /// Turn it on or off.
     pub fn set(&self, on: bool) {
         self.0
             .send_if_modified(|current| std::mem::replace(current, on) != on);
@@ -112,42 +91,11 @@ impl WanSwitch {
         self.0.subscribe()
     }
 
-    /// Resolves once the WAN is on (at once if it is).
+    /// Resolves once it is on (at once if it is).
     pub async fn until_on(&self) {
         let mut watch = self.0.subscribe();
         // The sender lives in `self`, so the watch cannot close under us.
         let _ = watch.wait_for(|on| *on).await;
-    }
-}
-
-/// The DHT's BEP 43 read-only mode: on, our node still looks peers up but
-/// answers no query and asks others not to put it in their routing tables,
-/// so it spends no upload on serving the DHT. The embedder turns it on on a
-/// metered network. Off by default.
-#[derive(Debug, Clone)]
-pub struct DhtReadOnly(Arc<tokio::sync::watch::Sender<bool>>);
-
-impl Default for DhtReadOnly {
-    fn default() -> Self {
-        Self(Arc::new(tokio::sync::watch::Sender::new(false)))
-    }
-}
-
-impl DhtReadOnly {
-    /// Whether the DHT is read-only now.
-    pub fn is_on(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Read-only on or off.
-    pub fn set(&self, on: bool) {
-        self.0
-            .send_if_modified(|current| std::mem::replace(current, on) != on);
-    }
-
-    /// A receiver that is told of every change.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.0.subscribe()
     }
 }
 

@@ -15,9 +15,7 @@ use std::time::Duration;
 use capwise_dht::krpc::{Body, Message, Query};
 use capwise_dht::{Event, NodeId};
 use capwise_engine::dht::{spawn, DhtHandle, DhtHooks, DhtOptions};
-use capwise_engine::hooks::{
-    ByteGate, Counters, DhtReadOnly, Direction, GateFuture, PeerClass, WanSwitch,
-};
+use capwise_engine::hooks::{ByteGate, Counters, Direction, GateFuture, PeerClass, Switch};
 use capwise_engine::metainfo::InfoHash;
 use capwise_engine::udp::UdpEndpoint;
 use capwise_proto::privacy::PublicTorrent;
@@ -47,8 +45,8 @@ struct Node {
     events: mpsc::Receiver<Event>,
     gate: Arc<Gate>,
     counters: Arc<Counters>,
-    wan: WanSwitch,
-    read_only: DhtReadOnly,
+    wan: Switch,
+    read_only: Switch,
     addr: SocketAddr,
     _endpoint: UdpEndpoint,
 }
@@ -73,8 +71,8 @@ async fn node_with(
     )
     .await
     .unwrap();
-    let wan = WanSwitch::default();
-    let read_only = DhtReadOnly::default();
+    let wan = Switch::new(true);
+    let read_only = Switch::new(false);
     let hooks = DhtHooks {
         gate: gate.clone(),
         counters: counters.clone(),

@@ -495,6 +495,46 @@ fn capwise_gets_from_aria2() {
 /// several seconds, so capwise requests from the hostile peers and drops them while still running.
 const HONEST_RATE: u64 = 4_000_000;
 
+/// Waits (at most [`WAIT`]) for capwise `get` to exit successfully among `hostile` peers,
+/// keeping its peak RSS in `rss`. Returns, per hostile peer, whether capwise closed a connection
+/// to it while still running (counters read before a `try_wait` that finds it alive).
+fn finish_among_hostile(
+    get: &mut capwise_tests::process::ChildGuard,
+    hostile: &[HostilePeer],
+    t0: Instant,
+    rss: &mut u64,
+    what: &str,
+) -> Result<Vec<bool>> {
+    let mut closed_live = vec![false; hostile.len()];
+    let status = loop {
+        let snap: Vec<Counts> = hostile.iter().map(HostilePeer::counts).collect();
+        let r = peak_rss(get.pid());
+        if let Some(s) = get.try_wait()? {
+            break s;
+        }
+        *rss = (*rss).max(r.unwrap_or(0));
+        for (seen, cnt) in closed_live.iter_mut().zip(&snap) {
+            *seen |= cnt.remote_closed > 0;
+        }
+        if t0.elapsed() > WAIT {
+            bail!(
+                "capwise still running after {WAIT:?}\n{}",
+                get.log_tail(3000)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!(
+        "[interop]   capwise {what}: {:.1}s, peak RSS {} MiB",
+        t0.elapsed().as_secs_f64(),
+        *rss >> 20
+    );
+    if !status.success() {
+        bail!("capwise exited with {status}\n{}", get.log_tail(3000));
+    }
+    Ok(closed_live)
+}
+
 /// Peak resident set (VmHWM, bytes) of a running process, if readable.
 fn peak_rss(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -549,34 +589,8 @@ fn capwise_completes_despite_hostile_peers() {
             // Our own bounded wait: also records which hostile connections capwise closed while it
             // was still running (counters read before a `try_wait` that finds it alive), and its RSS.
             let t0 = Instant::now();
-            let mut closed_live = vec![false; hostile.len()];
             let mut rss = 0u64;
-            let status = loop {
-                let snap: Vec<Counts> = hostile.iter().map(HostilePeer::counts).collect();
-                let r = peak_rss(get.pid());
-                if let Some(s) = get.try_wait()? {
-                    break s;
-                }
-                rss = rss.max(r.unwrap_or(0));
-                for (seen, cnt) in closed_live.iter_mut().zip(&snap) {
-                    *seen |= cnt.remote_closed > 0;
-                }
-                if t0.elapsed() > WAIT {
-                    bail!(
-                        "capwise still running after {WAIT:?}\n{}",
-                        get.log_tail(3000)
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            };
-            eprintln!(
-                "[interop]   capwise download: {:.1}s, peak RSS {} MiB",
-                t0.elapsed().as_secs_f64(),
-                rss >> 20
-            );
-            if !status.success() {
-                bail!("capwise exited with {status}\n{}", get.log_tail(3000));
-            }
+            let closed_live = finish_among_hostile(&mut get, &hostile, t0, &mut rss, "download")?;
             c.verify(&dir)?;
 
             let log = std::fs::read_to_string(&get.stderr_path)?;
@@ -705,33 +719,8 @@ fn capwise_gets_a_magnet_despite_hostile_metadata_peers() {
                 &LtOpts::default(),
                 &c.logs,
             )?;
-            let mut closed_live = vec![false; hostile.len()];
-            let status = loop {
-                let snap: Vec<Counts> = hostile.iter().map(HostilePeer::counts).collect();
-                let r = peak_rss(get.pid());
-                if let Some(s) = get.try_wait()? {
-                    break s;
-                }
-                rss = rss.max(r.unwrap_or(0));
-                for (seen, cnt) in closed_live.iter_mut().zip(&snap) {
-                    *seen |= cnt.remote_closed > 0;
-                }
-                if t0.elapsed() > WAIT {
-                    bail!(
-                        "capwise still running after {WAIT:?}\n{}",
-                        get.log_tail(3000)
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            };
-            eprintln!(
-                "[interop]   capwise magnet download: {:.1}s, peak RSS {} MiB",
-                t0.elapsed().as_secs_f64(),
-                rss >> 20
-            );
-            if !status.success() {
-                bail!("capwise exited with {status}\n{}", get.log_tail(3000));
-            }
+            let closed_live =
+                finish_among_hostile(&mut get, &hostile, t0, &mut rss, "magnet download")?;
             c.verify(&dir)?;
             let mut problems = Vec::new();
             for (p, &live) in hostile.iter().zip(&closed_live) {

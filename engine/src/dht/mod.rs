@@ -9,8 +9,8 @@
 //! for its answer is dropped instead of sent late. The task sleeps until the
 //! node's `poll_timeout` (with no lookup running, the next bucket refresh,
 //! 15 minutes away), so an idle DHT does not wake the process: there is no
-//! tick. While the [`WanSwitch`] is off the node is silent (nothing sent,
-//! nothing taken in, no timer); [`DhtReadOnly`] on makes it read-only
+//! tick. While the `wan` [`Switch`] is off the node is silent (nothing sent,
+//! nothing taken in, no timer); `read_only` on makes it read-only
 //! (BEP 43). Bootstrap names are resolved in a task of their own, with a
 //! time-out, so neither start-up nor a machine without network waits on
 //! DNS. The node id and routing table are kept in a state file
@@ -33,7 +33,7 @@ use capwise_proto::privacy::PublicTorrent;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::hooks::{ByteGate, Counters, DhtReadOnly, Direction, PeerClass, WanSwitch};
+use crate::hooks::{ByteGate, Counters, Direction, PeerClass, Switch};
 use crate::udp::Datagram;
 
 /// What the driver needs from its embedder.
@@ -44,9 +44,9 @@ pub struct DhtHooks {
     /// Counts what is sent, as WAN overhead (the socket counts what arrives).
     pub counters: Arc<Counters>,
     /// Off: the node is silent.
-    pub wan: WanSwitch,
+    pub wan: Switch,
     /// On: BEP 43 read-only.
-    pub read_only: DhtReadOnly,
+    pub read_only: Switch,
 }
 
 /// How to start the driver.

@@ -39,9 +39,7 @@ pub use classify::SubnetClassifier;
 pub use handle::{AnnounceOutcome, Progress, TorrentHandle, TorrentOptions, TorrentState};
 pub use local_discovery::InterfaceFilter;
 
-use crate::hooks::{
-    ByteGate, Classifier, Counters, DhtReadOnly, OpenGate, PeerClass, SeedingSwitch, WanSwitch,
-};
+use crate::hooks::{ByteGate, Classifier, Counters, OpenGate, PeerClass, Switch};
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::swarm::SwarmConfig;
 use crate::transport::{self, Transport};
@@ -119,26 +117,26 @@ pub struct Hooks {
     /// Awaited before a block is sent or requested.
     pub gate: Arc<dyn ByteGate>,
     /// Uploads on or off.
-    pub seeding: SeedingSwitch,
+    pub seeding: Switch,
     /// WAN traffic of any kind on or off.
-    pub wan: WanSwitch,
+    pub wan: Switch,
     /// LAN or WAN for a peer address.
     pub classifier: Arc<dyn Classifier>,
     /// Bytes across all torrents.
     pub counters: Arc<Counters>,
     /// The DHT's BEP 43 read-only mode (the agent: on a metered network).
-    pub dht_read_only: DhtReadOnly,
+    pub dht_read_only: Switch,
 }
 
 impl Default for Hooks {
     fn default() -> Self {
         Self {
             gate: Arc::new(OpenGate),
-            seeding: SeedingSwitch::default(),
-            wan: WanSwitch::default(),
+            seeding: Switch::new(true),
+            wan: Switch::new(true),
             classifier: Arc::new(SubnetClassifier::from_system()),
             counters: Arc::new(Counters::default()),
-            dht_read_only: DhtReadOnly::default(),
+            dht_read_only: Switch::new(false),
         }
     }
 }
