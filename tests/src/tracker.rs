@@ -100,7 +100,11 @@ impl Tracker {
                 "opentracker to load its whitelist",
                 Duration::from_secs(10),
                 Duration::from_millis(50),
-                || Ok(!tracker.get(&probe_path(first, "")?)?.contains("not authorized")),
+                || {
+                    Ok(!tracker
+                        .get(&probe_path(first, "")?)?
+                        .contains("not authorized"))
+                },
             )?;
             // `stopped` skips the whitelist check, so it always goes through: the probe leaves
             // no peer behind.

@@ -7,6 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::class::PeerSource;
+
 use super::torrent::TorrentShared;
 use super::Session;
 
@@ -41,14 +43,18 @@ impl Session {
     }
 }
 
-/// Closes `torrent`'s links whose local address is gone; their peers.
-fn close_links_where(torrent: &TorrentShared, gone: &impl Fn(IpAddr) -> bool) -> Vec<SocketAddr> {
+/// Closes `torrent`'s links whose local address is gone; their peers, with
+/// the source each was found by.
+fn close_links_where(
+    torrent: &TorrentShared,
+    gone: &impl Fn(IpAddr) -> bool,
+) -> Vec<(SocketAddr, PeerSource)> {
     let links = torrent.links.lock().expect("links lock");
     let mut peers = Vec::new();
     for link in links.values() {
         if gone(link.local.ip()) && link.close() {
             tracing::info!(addr = %link.addr, local = %link.local, "local address gone: closing the connection");
-            peers.push(link.addr);
+            peers.push((link.addr, link.source));
         }
     }
     peers
@@ -56,8 +62,8 @@ fn close_links_where(torrent: &TorrentShared, gone: &impl Fn(IpAddr) -> bool) ->
 
 /// Dials `peers` again once their closed connections have left the
 /// torrent (a peer still connected is not dialled), waiting at most
-/// [`GONE_WAIT`].
-async fn redial(torrent: Arc<TorrentShared>, peers: Vec<SocketAddr>) {
+/// [`GONE_WAIT`]. Each keeps the source it was found by.
+async fn redial(torrent: Arc<TorrentShared>, peers: Vec<(SocketAddr, PeerSource)>) {
     let until = tokio::time::Instant::now() + GONE_WAIT;
     while tokio::time::Instant::now() < until {
         let lingering = torrent
@@ -65,11 +71,11 @@ async fn redial(torrent: Arc<TorrentShared>, peers: Vec<SocketAddr>) {
             .lock()
             .expect("links lock")
             .values()
-            .any(|l| peers.contains(&l.addr));
+            .any(|l| peers.iter().any(|&(addr, _)| addr == l.addr));
         if !lingering {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    torrent.connect_peers(&peers);
+    torrent.connect_found(&peers);
 }

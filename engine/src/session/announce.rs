@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
+use crate::class::PeerSource;
 use crate::tracker::{self, AnnounceEvent, AnnounceRequest, TrackerTiers};
 
 use super::control::RunState;
@@ -113,7 +114,7 @@ async fn active_period(shared: &Arc<TorrentShared>, tiers: &mut TrackerTiers) {
                         tracing::warn!(tracker = %url, warning = %w, "tracker warning");
                     }
                     tracing::debug!(tracker = %url, peers = resp.peers.len(), "announced");
-                    shared.connect_peers(&resp.peers);
+                    shared.connect_peers(&resp.peers, PeerSource::Tracker);
                     let floor = resp.min_interval.unwrap_or(MIN_INTERVAL).max(MIN_INTERVAL);
                     wait = Some(resp.interval.clamp(floor, MAX_INTERVAL.max(floor)));
                     retry = RETRY_FIRST;

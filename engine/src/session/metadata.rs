@@ -23,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Notify};
 
+use crate::class::{PeerSource, PeerSources};
 use crate::ext::metadata::{MetadataFetch, MetadataMsg, MAX_MESSAGE_LEN, OUR_ID};
 use crate::hooks::{Counters, Direction, PeerClass};
 use crate::magnet::Magnet;
@@ -67,8 +68,9 @@ pub(crate) struct MagnetShared {
     pub(crate) ready: Notify,
     fetch: Mutex<MetadataFetch>,
     conns: Mutex<HashMap<PeerKey, Conn>>,
-    /// Peers to dial: the magnet's, the caller's, the trackers'.
-    known: Mutex<Vec<SocketAddr>>,
+    /// Peers to dial: the magnet's, the caller's, the trackers', each with
+    /// the source it was found by (the torrent keeps it).
+    known: Mutex<Vec<(SocketAddr, PeerSource)>>,
     /// The caller's peers, handed to the torrent as its manual peers.
     manual: Mutex<Vec<SocketAddr>>,
     dialing: Mutex<HashSet<SocketAddr>>,
@@ -87,6 +89,7 @@ pub(crate) struct MagnetShared {
 
 struct Conn {
     addr: SocketAddr,
+    source: PeerSource,
     tx: mpsc::UnboundedSender<Message>,
     /// The peer's extended message id for ut_metadata.
     their_id: Option<u8>,
@@ -174,8 +177,18 @@ impl MagnetShared {
         });
     }
 
-    /// Peers the caller names: dialled now and after a pause, and handed
-    /// to the torrent once it exists.
+    /// Connected peers by where they came from.
+    pub(crate) fn peer_sources(&self) -> PeerSources {
+        self.conns
+            .lock()
+            .expect("conns lock")
+            .values()
+            .map(|c| c.source)
+            .collect()
+    }
+
+    /// Peers the caller names ([`PeerSource::Manual`]): dialled now and
+    /// after a pause, and handed to the torrent once it exists.
     pub(crate) fn connect(self: &Arc<Self>, peers: &[SocketAddr]) {
         {
             let mut manual = self.manual.lock().expect("manual lock");
@@ -185,27 +198,35 @@ impl MagnetShared {
                 }
             }
         }
-        self.learn(peers);
+        self.learn(peers, PeerSource::Manual);
     }
 
-    /// Add peers to dial and dial them while active.
-    fn learn(self: &Arc<Self>, peers: &[SocketAddr]) {
-        {
+    /// Add peers found through `source` to dial, and dial them while
+    /// active. A peer known already keeps its first source.
+    fn learn(self: &Arc<Self>, peers: &[SocketAddr], source: PeerSource) {
+        let found: Vec<(SocketAddr, PeerSource)> = {
             let mut known = self.known.lock().expect("known lock");
-            for p in peers {
-                if !known.contains(p) && known.len() < MAX_KNOWN_PEERS {
-                    known.push(*p);
+            for &p in peers {
+                if !known.iter().any(|&(k, _)| k == p) && known.len() < MAX_KNOWN_PEERS {
+                    known.push((p, source));
                 }
             }
-        }
+            peers
+                .iter()
+                .map(|&p| {
+                    let first = known.iter().find(|&&(k, _)| k == p).map(|&(_, s)| s);
+                    (p, first.unwrap_or(source))
+                })
+                .collect()
+        };
         if *self.run.borrow() == RunState::Active {
-            self.dial(peers);
+            self.dial(&found);
         }
     }
 
-    fn dial(self: &Arc<Self>, peers: &[SocketAddr]) {
+    fn dial(self: &Arc<Self>, peers: &[(SocketAddr, PeerSource)]) {
         let me = self.session.local_addr;
-        for &addr in peers {
+        for &(addr, source) in peers {
             let is_me = addr.port() == me.port()
                 && (addr.ip() == me.ip() || me.ip().is_unspecified() && addr.ip().is_loopback());
             if is_me || self.over.load(Ordering::Acquire) {
@@ -235,7 +256,7 @@ impl MagnetShared {
             };
             let me = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = me.clone().run_peer(addr, class).await {
+                if let Err(e) = me.clone().run_peer(addr, class, source).await {
                     tracing::debug!(%addr, error = %e, "metadata peer ended");
                 }
                 drop(permit);
@@ -254,7 +275,12 @@ impl MagnetShared {
 
     /// One connection of the metadata phase, until it fails, the phase
     /// ends, or the torrent is paused or removed.
-    async fn run_peer(self: Arc<Self>, addr: SocketAddr, class: PeerClass) -> Result<()> {
+    async fn run_peer(
+        self: Arc<Self>,
+        addr: SocketAddr,
+        class: PeerClass,
+        source: PeerSource,
+    ) -> Result<()> {
         let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| {
@@ -288,6 +314,7 @@ impl MagnetShared {
             key,
             Conn {
                 addr,
+                source,
                 tx,
                 their_id: None,
             },
@@ -479,7 +506,7 @@ async fn resolve(peers: &[String]) -> Vec<SocketAddr> {
 
 async fn drive(me: Arc<MagnetShared>) {
     let xpe = resolve(&me.magnet.peers).await;
-    me.learn(&xpe);
+    me.learn(&xpe, PeerSource::Manual);
     let mut run = me.run.subscribe();
     let mut shutdown = me.session.shutdown.subscribe();
     let mut last_dial = Instant::now();
@@ -561,7 +588,7 @@ impl MagnetShared {
         let manual = self.manual.lock().expect("manual lock").clone();
         shared.remember_peers(&manual);
         let known = self.known.lock().expect("known lock").clone();
-        shared.connect_peers(&known);
+        shared.connect_found(&known);
         redial_while_alone(Arc::downgrade(&shared), known);
         // Handles waiting on the magnet's progress move to the torrent's.
         let now = shared.subscribe_progress().borrow().clone();
@@ -658,7 +685,7 @@ async fn announce_loop(me: Arc<MagnetShared>) {
                     );
                     tiers.mark_success(&url);
                     tracing::debug!(tracker = %url, peers = resp.peers.len(), "announced (fetching metadata)");
-                    me.learn(&resp.peers);
+                    me.learn(&resp.peers, PeerSource::Tracker);
                     let floor = resp.min_interval.unwrap_or(ANNOUNCE_MIN).max(ANNOUNCE_MIN);
                     wait = Some(resp.interval.max(floor).min(Duration::from_secs(1800)));
                     retry = ANNOUNCE_RETRY;
@@ -700,7 +727,10 @@ async fn announce_loop(me: Arc<MagnetShared>) {
 /// next announce can be half an hour away.
 const REDIAL_AFTER_METADATA: [u64; 5] = [2, 5, 10, 20, 40];
 
-fn redial_while_alone(torrent: std::sync::Weak<TorrentShared>, peers: Vec<SocketAddr>) {
+fn redial_while_alone(
+    torrent: std::sync::Weak<TorrentShared>,
+    peers: Vec<(SocketAddr, PeerSource)>,
+) {
     tokio::spawn(async move {
         for secs in REDIAL_AFTER_METADATA {
             tokio::time::sleep(Duration::from_secs(secs)).await;
@@ -713,7 +743,7 @@ fn redial_while_alone(torrent: std::sync::Weak<TorrentShared>, peers: Vec<Socket
             if shared.lock_swarm().peer_count() > 0 {
                 return;
             }
-            shared.connect_peers(&peers);
+            shared.connect_found(&peers);
         }
     });
 }

@@ -470,6 +470,13 @@ async fn accept_peer(inner: Arc<SessionInner>, mut stream: Transport, slot: Slot
     if !torrent.admits(addr) && !torrent.make_room(addr).await {
         return Ok(());
     }
-    peer::run(torrent, stream, theirs, permit).await;
+    peer::run(
+        torrent,
+        stream,
+        theirs,
+        permit,
+        crate::class::PeerSource::Incoming,
+    )
+    .await;
     Ok(())
 }

@@ -15,6 +15,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use std::task::{Context, Waker};
 
+use crate::class::PeerSource;
 use crate::hooks::{Direction, GateFuture, PeerClass};
 use crate::swarm::Outgoing;
 use crate::transport::{self, ReadHalf, Transport, WireBytes, WriteHalf};
@@ -42,12 +43,14 @@ pub(crate) async fn dial(
     shared: Arc<TorrentShared>,
     addr: SocketAddr,
     permit: OwnedSemaphorePermit,
+    source: PeerSource,
 ) -> Result<()> {
     let transport = transport::dial(addr, shared.session.bind_ip(), CONNECT_TIMEOUT).await?;
-    handshake_out(shared, transport, permit).await
+    handshake_out(shared, transport, permit, source).await
 }
 
-/// A connection the caller made: admitted like a peer we dial, in a task.
+/// A connection the caller made: admitted like a peer we dial, in a task;
+/// its source is [`PeerSource::Manual`].
 pub(crate) fn connect_over(shared: Arc<TorrentShared>, transport: Transport) {
     let addr = transport.remote_addr();
     if !shared.admits(addr) {
@@ -59,7 +62,7 @@ pub(crate) fn connect_over(shared: Arc<TorrentShared>, transport: Transport) {
         return;
     };
     tokio::spawn(async move {
-        if let Err(e) = handshake_out(shared, transport, permit).await {
+        if let Err(e) = handshake_out(shared, transport, permit, PeerSource::Manual).await {
             tracing::debug!(%addr, error = %e, "connection failed");
         }
     });
@@ -70,6 +73,7 @@ pub(crate) async fn handshake_out(
     shared: Arc<TorrentShared>,
     mut transport: Transport,
     permit: OwnedSemaphorePermit,
+    source: PeerSource,
 ) -> Result<()> {
     let ours = Handshake::new(shared.info_hash, shared.session.peer_id);
     tokio::time::timeout(HANDSHAKE_TIMEOUT, transport.write_all(&ours.encode()))
@@ -79,16 +83,18 @@ pub(crate) async fn handshake_out(
     if theirs.info_hash != shared.info_hash {
         return Err(wire::WireError::BadHandshake.into());
     }
-    run(shared, transport, theirs, permit).await;
+    run(shared, transport, theirs, permit, source).await;
     Ok(())
 }
 
-/// Run a connection whose handshakes are done, until either side ends it.
+/// Run a connection whose handshakes are done, until either side ends it;
+/// `source` is where we learnt of the peer.
 pub(crate) async fn run(
     shared: Arc<TorrentShared>,
     transport: Transport,
     theirs: Handshake,
     _permit: OwnedSemaphorePermit,
+    source: PeerSource,
 ) {
     if theirs.peer_id == shared.session.peer_id {
         return;
@@ -115,6 +121,7 @@ pub(crate) async fn run(
             local: transport.local_addr(),
             peer_id: theirs.peer_id,
             class,
+            source,
             wake: tokio::sync::Notify::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
         });
@@ -134,7 +141,7 @@ pub(crate) async fn run(
     let down = Tally::new(wire.received().saturating_sub(ahead));
     count(&shared, Direction::Up, class, 0, wire.sent());
     count(&shared, Direction::Down, class, 0, down.reported);
-    tracing::debug!(%addr, kind = ?transport.kind(), ?class, "peer connected");
+    tracing::debug!(%addr, kind = ?transport.kind(), ?class, source = source.name(), "peer connected");
     let (reader, mut writer) = transport.into_split();
     if class == PeerClass::Wan {
         if let Err(e) = writer.limit_unsent(WAN_NOTSENT_LOWAT) {

@@ -11,6 +11,7 @@ use sha1::{Digest, Sha1};
 use tokio::sync::{watch, Notify};
 
 use crate::bitfield::Bitfield;
+use crate::class::{PeerSource, PeerSources};
 use crate::hooks::{Counters, Direction, PeerClass};
 use crate::metainfo::Metainfo;
 use crate::picker::PeerKey;
@@ -31,6 +32,8 @@ pub(crate) struct PeerLink {
     pub(crate) local: SocketAddr,
     pub(crate) peer_id: [u8; 20],
     pub(crate) class: PeerClass,
+    /// Where we learnt of the peer.
+    pub(crate) source: PeerSource,
     pub(crate) wake: Notify,
     pub(crate) closed: AtomicBool,
 }
@@ -364,8 +367,33 @@ impl TorrentShared {
                 < self.session.config.max_peers_per_torrent
     }
 
-    /// Dial peers a tracker listed, skipping ourselves, known and banned ones.
-    pub(crate) fn connect_peers(self: &Arc<Self>, peers: &[SocketAddr]) {
+    /// Connected peers by where they came from.
+    pub(crate) fn peer_sources(&self) -> PeerSources {
+        self.links
+            .lock()
+            .expect("links lock")
+            .values()
+            .map(|l| l.source)
+            .collect()
+    }
+
+    /// Dial peers, each found through its own source ([`Self::connect_peers`]).
+    pub(crate) fn connect_found(self: &Arc<Self>, peers: &[(SocketAddr, PeerSource)]) {
+        for source in PeerSource::ALL {
+            let these: Vec<SocketAddr> = peers
+                .iter()
+                .filter(|&&(_, s)| s == source)
+                .map(|&(addr, _)| addr)
+                .collect();
+            if !these.is_empty() {
+                self.connect_peers(&these, source);
+            }
+        }
+    }
+
+    /// Dial peers found through `source`, skipping ourselves, known and
+    /// banned ones; each connection records the source.
+    pub(crate) fn connect_peers(self: &Arc<Self>, peers: &[SocketAddr], source: PeerSource) {
         let me = self.session.local_addr;
         // Peers that may evict an unproductive one to get in (session/evict.rs).
         let mut evictions = super::evict::PER_ANNOUNCE;
@@ -413,7 +441,7 @@ impl TorrentShared {
                 };
                 if let Some(permit) = permit {
                     if shared.make_room(addr).await {
-                        if let Err(e) = peer::dial(shared.clone(), addr, permit).await {
+                        if let Err(e) = peer::dial(shared.clone(), addr, permit, source).await {
                             tracing::debug!(%addr, error = %e, "dial failed");
                         }
                     }
