@@ -84,6 +84,7 @@ async fn start_session(
         }
         Err(e) => return Err(e).with_context(|| format!("cannot listen on {}", args.listen)),
     };
+    crate::address_watch::follow(session.clone());
     Ok((session, policy, state_lock))
 }
 

@@ -82,6 +82,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         .listen
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 6881)));
     let session = start_session(listen, db.clone(), hooks).await?;
+    let addresses = crate::address_watch::follow(session.clone());
     let mut decisions = policy.subscribe();
     let background_allowed = decisions.borrow_and_update().background_allowed;
     let torrents = Arc::new(Torrents::new(session, db.clone(), background_allowed));
@@ -139,6 +140,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     tracing::info!("stopping");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     follower.abort();
+    addresses.abort();
     let _ = stop_api.send(true);
     discovery::remove_agent_file(&state_dir);
     if tokio::time::timeout(STOP_BUDGET, torrents.session().clone().shutdown())

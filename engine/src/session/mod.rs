@@ -17,6 +17,7 @@ mod metadata;
 mod peer;
 mod rate;
 mod recheck;
+mod reclassify;
 mod schedule;
 mod torrent;
 
@@ -31,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, Semaphore};
 
 pub use crate::storage::{FileResumeStore, ResumeStore};
+pub use addresses::NetworkChange;
 pub use classify::SubnetClassifier;
 pub use handle::{AnnounceOutcome, Progress, TorrentHandle, TorrentOptions, TorrentState};
 
@@ -132,6 +134,8 @@ pub(crate) struct SessionInner {
     pub(crate) shutdown: broadcast::Sender<()>,
     /// Bytes hashed while checking existing data as torrents were added.
     pub(crate) hashed: AtomicU64,
+    /// The machine's addresses when last looked at (`session/addresses.rs`).
+    pub(crate) addresses: Mutex<Vec<IpAddr>>,
     torrents: Mutex<HashMap<[u8; 20], Arc<TorrentShared>>>,
     /// Magnet torrents still fetching their metadata (session/metadata.rs);
     /// locked before `torrents` when both are.
@@ -196,6 +200,7 @@ impl Session {
             local_addr,
             shutdown,
             hashed: AtomicU64::new(0),
+            addresses: Mutex::new(addresses::local_ips().unwrap_or_default()),
             torrents: Mutex::new(HashMap::new()),
             magnets: Mutex::new(HashMap::new()),
         });

@@ -120,10 +120,11 @@ pub(crate) async fn run(
             addr,
             local: transport.local_addr(),
             peer_id: theirs.peer_id,
-            class,
+            wan: std::sync::atomic::AtomicBool::new(class == PeerClass::Wan),
             source,
             wake: tokio::sync::Notify::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
+            gone: tokio::sync::Notify::new(),
         });
         links.insert(key, link.clone());
         drop(links);
@@ -151,7 +152,8 @@ pub(crate) async fn run(
     let mut shutdown = shared.session.shutdown.subscribe();
     let reason = tokio::select! {
         r = read_loop(&shared, key, &link, reader, (&wire, down)) => r,
-        r = write_loop(&shared, key, &link, Outbound::new(&shared, link.class, writer, &wire)) => r,
+        r = write_loop(&shared, key, &link, Outbound::new(&shared, &link, writer, &wire)) => r,
+        () = link.until_closed() => Ok(()),
         _ = shutdown.recv() => Ok(()),
     };
     if let Err(e) = reason {
@@ -239,12 +241,12 @@ async fn read_loop(
         count(
             shared,
             Direction::Down,
-            link.class,
+            link.class(),
             payload,
             moved.saturating_sub(payload),
         );
         if payload > 0 {
-            shared.session.hooks.gate.arrived(link.class, payload);
+            shared.session.hooks.gate.arrived(link.class(), payload);
         }
         if messages.is_empty() {
             continue;
@@ -269,7 +271,8 @@ async fn read_loop(
 /// the carrier (the transport's tally), the payload among them as payload.
 struct Outbound<'a> {
     shared: &'a TorrentShared,
-    class: PeerClass,
+    /// Counted in the link's class at the time of each write.
+    link: &'a PeerLink,
     writer: WriteHalf,
     wire: &'a WireBytes,
     tally: Tally,
@@ -280,13 +283,13 @@ struct Outbound<'a> {
 impl<'a> Outbound<'a> {
     fn new(
         shared: &'a TorrentShared,
-        class: PeerClass,
+        link: &'a PeerLink,
         writer: WriteHalf,
         wire: &'a WireBytes,
     ) -> Self {
         Self {
             shared,
-            class,
+            link,
             writer,
             wire,
             tally: Tally::new(wire.sent()),
@@ -305,7 +308,7 @@ impl<'a> Outbound<'a> {
         count(
             self.shared,
             Direction::Up,
-            self.class,
+            self.link.class(),
             payload,
             moved - payload,
         );
@@ -362,7 +365,7 @@ async fn write_loop(
 ) -> Result<()> {
     let hooks = &shared.session.hooks;
     let mut items = Vec::new();
-    let batch = match link.class {
+    let batch = match link.class() {
         PeerClass::Lan => WRITE_BATCH,
         PeerClass::Wan => WAN_WRITE_BATCH,
     };
@@ -387,7 +390,7 @@ async fn write_loop(
                         let gate =
                             hooks
                                 .gate
-                                .acquire(Direction::Down, link.class, block.length as u64);
+                                .acquire(Direction::Down, link.class(), block.length as u64);
                         pass_gate(gate, &mut writer, &mut out).await?;
                     }
                     wire::encode(&msg, &mut out);
@@ -399,7 +402,7 @@ async fn write_loop(
                     }
                     let gate = hooks
                         .gate
-                        .acquire(Direction::Up, link.class, block.length as u64);
+                        .acquire(Direction::Up, link.class(), block.length as u64);
                     pass_gate(gate, &mut writer, &mut out).await?;
                     // The switch may have flipped while we waited for the gate.
                     if link.closed.load(Ordering::Acquire) {
@@ -409,7 +412,7 @@ async fn write_loop(
                         withhold(shared, key, block);
                         continue;
                     }
-                    if link.class == PeerClass::Wan {
+                    if link.class() == PeerClass::Wan {
                         // Wait for room in the carrier (TCP_NOTSENT_LOWAT)
                         // before the last look at the gate, so the block is
                         // judged when it can leave, not long before.
@@ -418,7 +421,7 @@ async fn write_loop(
                         }
                         writer.writer.room().await?;
                     }
-                    if !hooks.gate.still_admits(Direction::Up, link.class) {
+                    if !hooks.gate.still_admits(Direction::Up, link.class()) {
                         deferred.push(block);
                         continue;
                     }

@@ -31,20 +31,54 @@ pub(crate) struct PeerLink {
     /// Our end of the connection (`session/addresses.rs`).
     pub(crate) local: SocketAddr,
     pub(crate) peer_id: [u8; 20],
-    pub(crate) class: PeerClass,
+    /// LAN or WAN now (`true`: WAN): a network change may make it the
+    /// other (`session/reclassify.rs`); bytes are gated and counted by the
+    /// class at the moment they move.
+    pub(crate) wan: AtomicBool,
     /// Where we learnt of the peer.
     pub(crate) source: PeerSource,
     pub(crate) wake: Notify,
     pub(crate) closed: AtomicBool,
+    /// Told when the link is closed, so a connection ends at once even
+    /// while its writer waits at a gate and its reader for bytes.
+    pub(crate) gone: Notify,
 }
 
 impl PeerLink {
+    /// The peer's class now.
+    pub(crate) fn class(&self) -> PeerClass {
+        if self.wan.load(Ordering::Acquire) {
+            PeerClass::Wan
+        } else {
+            PeerClass::Lan
+        }
+    }
+
+    /// Class the peer as `class` from now on.
+    pub(crate) fn set_class(&self, class: PeerClass) {
+        self.wan.store(class == PeerClass::Wan, Ordering::Release);
+    }
+
     /// Asks the connection's tasks to end (they do on their own); false if
     /// it was already closing.
     pub(crate) fn close(&self) -> bool {
         let was_open = !self.closed.swap(true, Ordering::AcqRel);
         self.wake.notify_one();
+        self.gone.notify_waiters();
         was_open
+    }
+
+    /// Resolves once the link is closed.
+    pub(crate) async fn until_closed(&self) {
+        loop {
+            let gone = self.gone.notified();
+            tokio::pin!(gone);
+            gone.as_mut().enable();
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            gone.await;
+        }
     }
 }
 
@@ -454,7 +488,7 @@ impl TorrentShared {
     /// Close the connections to WAN peers (the WAN switch went off).
     pub(crate) fn close_wan_links(&self) {
         for link in self.links.lock().expect("links lock").values() {
-            if link.class == PeerClass::Wan && link.close() {
+            if link.class() == PeerClass::Wan && link.close() {
                 tracing::info!(addr = %link.addr, "WAN off: closing the connection");
             }
         }
