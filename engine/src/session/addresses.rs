@@ -1,8 +1,10 @@
 //! When the machine's addresses change: connections whose local address
 //! is gone are dead (their packets have nowhere to come back to) but TCP
 //! would keep them until a time-out, so they are closed at once and their
-//! peers dialled again, from an address that works now; and trackers are
-//! told where we are now. [`Session::network_changed`] is the one entry
+//! peers dialled again, from an address that works now, under a new peer
+//! id (the peers still hold the dead connections, and a peer refuses a
+//! second connection with an id it already has); and trackers are told
+//! where we are now. [`Session::network_changed`] is the one entry
 //! the agent calls on the kernel's address and route notifications.
 
 use std::net::{IpAddr, SocketAddr};
@@ -96,12 +98,23 @@ impl Session {
 
     fn close_where(&self, gone: impl Fn(IpAddr) -> bool) -> usize {
         let mut closed = 0;
+        let mut again = Vec::new();
         for torrent in self.inner.torrents_snapshot() {
             let (n, peers) = close_links_where(&torrent, &gone);
             closed += n;
             if !peers.is_empty() {
-                tokio::spawn(redial(torrent, peers));
+                again.push((torrent, peers));
             }
+        }
+        if closed > 0 {
+            // The peers at the other end still hold these connections
+            // (their end hears no close from an address that is gone) and
+            // refuse a second connection with the same peer id: we come
+            // back as a new peer (`SessionInner::new_identity`).
+            self.inner.new_identity();
+        }
+        for (torrent, peers) in again {
+            tokio::spawn(redial(torrent, peers));
         }
         closed
     }

@@ -26,7 +26,7 @@ pub(crate) fn request(shared: &TorrentShared, event: AnnounceEvent) -> AnnounceR
     let (uploaded, downloaded) = shared.payload_totals();
     AnnounceRequest {
         info_hash: shared.info_hash,
-        peer_id: shared.session.peer_id,
+        peer_id: shared.session.peer_id(),
         port: shared.session.local_addr.port(),
         uploaded,
         downloaded,

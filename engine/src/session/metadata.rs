@@ -287,7 +287,7 @@ impl MagnetShared {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
             })??;
         let _ = stream.set_nodelay(true);
-        let ours = Handshake::new(self.info_hash, self.session.peer_id);
+        let ours = Handshake::new(self.info_hash, self.session.peer_id());
         tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.write_all(&ours.encode()))
             .await
             .map_err(|_| {
@@ -296,7 +296,7 @@ impl MagnetShared {
         let theirs = read_handshake(&mut stream).await?;
         self.count(Direction::Up, class, wire::HANDSHAKE_LEN);
         self.count(Direction::Down, class, wire::HANDSHAKE_LEN);
-        if theirs.info_hash != self.info_hash || theirs.peer_id == self.session.peer_id {
+        if theirs.info_hash != self.info_hash || theirs.peer_id == self.session.peer_id() {
             return Err(wire::WireError::BadHandshake.into());
         }
         if !theirs.supports_extensions() {
@@ -660,7 +660,7 @@ async fn announce_loop(me: Arc<MagnetShared>) {
         }
         let req = AnnounceRequest {
             info_hash: me.info_hash,
-            peer_id: me.session.peer_id,
+            peer_id: me.session.peer_id(),
             port: me.session.local_addr.port(),
             uploaded: 0,
             downloaded: 0,

@@ -121,10 +121,28 @@ impl Default for Hooks {
     }
 }
 
+impl SessionInner {
+    /// The peer id we give in handshakes and announces now.
+    pub(crate) fn peer_id(&self) -> [u8; 20] {
+        *self.peer_id.lock().expect("peer id lock")
+    }
+
+    /// Take a new peer id. A peer still holding our connection from an
+    /// address that is gone (it cannot hear that the connection ended)
+    /// refuses a second one with the same id (libtorrent's duplicate
+    /// peer-id rule drops the newcomer when its id is the lower), so after
+    /// a move we come back as a new peer.
+    pub(crate) fn new_identity(&self) {
+        *self.peer_id.lock().expect("peer id lock") = new_peer_id();
+    }
+}
+
 pub(crate) struct SessionInner {
     pub(crate) config: SessionConfig,
     pub(crate) hooks: Hooks,
-    pub(crate) peer_id: [u8; 20],
+    /// Our peer id: a new one when an address of ours went away
+    /// ([`SessionInner::peer_id`], `session/addresses.rs`).
+    peer_id: Mutex<[u8; 20]>,
     pub(crate) local_addr: SocketAddr,
     pub(crate) connections: Arc<Semaphore>,
     /// Incoming peers waiting to see whether an eviction makes room.
@@ -196,7 +214,7 @@ impl Session {
             hashing: Arc::new(Semaphore::new(config.hash_threads.max(1))),
             config,
             hooks,
-            peer_id: new_peer_id(),
+            peer_id: Mutex::new(new_peer_id()),
             local_addr,
             shutdown,
             hashed: AtomicU64::new(0),
@@ -457,7 +475,7 @@ async fn accept_peer(inner: Arc<SessionInner>, mut stream: Transport, slot: Slot
     }
     let full = matches!(slot, Slot::Wanted(_)) || !torrent.admits(addr);
     stream
-        .write_all(&Handshake::new(theirs.info_hash, inner.peer_id).encode())
+        .write_all(&Handshake::new(theirs.info_hash, inner.peer_id()).encode())
         .await?;
     // When full, only a newcomer that announces pieces or interest at once
     // may take the slot of a silent peer (session/evict.rs).

@@ -75,7 +75,7 @@ pub(crate) async fn handshake_out(
     permit: OwnedSemaphorePermit,
     source: PeerSource,
 ) -> Result<()> {
-    let ours = Handshake::new(shared.info_hash, shared.session.peer_id);
+    let ours = Handshake::new(shared.info_hash, shared.session.peer_id());
     tokio::time::timeout(HANDSHAKE_TIMEOUT, transport.write_all(&ours.encode()))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))??;
@@ -96,7 +96,7 @@ pub(crate) async fn run(
     _permit: OwnedSemaphorePermit,
     source: PeerSource,
 ) {
-    if theirs.peer_id == shared.session.peer_id {
+    if theirs.peer_id == shared.session.peer_id() {
         return;
     }
     let addr = transport.remote_addr();
