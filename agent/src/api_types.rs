@@ -66,6 +66,9 @@ pub struct TorrentView {
     pub piece_count: u32,
     /// Connected peers.
     pub peers: usize,
+    /// The connected peers by where they came from.
+    #[serde(default)]
+    pub peer_sources: PeerSourceCounts,
     /// Payload in, bytes/s.
     pub download_rate: f64,
     /// Payload out, bytes/s.
@@ -78,6 +81,57 @@ pub struct TorrentView {
     pub download_dir: String,
     /// Background work.
     pub background: bool,
+}
+
+/// Connected peers by where we learnt of them (`capwise_engine::class::PeerSource`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerSourceCounts {
+    /// Listed by a tracker.
+    pub tracker: usize,
+    /// Found in the DHT.
+    pub dht: usize,
+    /// Learnt from another peer (PEX).
+    pub pex: usize,
+    /// Heard through local service discovery.
+    pub lsd: usize,
+    /// They dialled us.
+    pub incoming: usize,
+    /// Named by the user (`--peer`, a magnet link's `x.pe`).
+    pub manual: usize,
+}
+
+impl From<capwise_engine::class::PeerSources> for PeerSourceCounts {
+    fn from(counts: capwise_engine::class::PeerSources) -> Self {
+        use capwise_engine::class::PeerSource;
+        PeerSourceCounts {
+            tracker: counts.get(PeerSource::Tracker),
+            dht: counts.get(PeerSource::Dht),
+            pex: counts.get(PeerSource::Pex),
+            lsd: counts.get(PeerSource::Lsd),
+            incoming: counts.get(PeerSource::Incoming),
+            manual: counts.get(PeerSource::Manual),
+        }
+    }
+}
+
+impl PeerSourceCounts {
+    /// The non-zero counts in words, `2 tracker, 1 incoming`; empty when
+    /// no peer is connected.
+    pub fn describe(&self) -> String {
+        [
+            ("tracker", self.tracker),
+            ("dht", self.dht),
+            ("pex", self.pex),
+            ("lsd", self.lsd),
+            ("incoming", self.incoming),
+            ("manual", self.manual),
+        ]
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("{n} {name}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
 }
 
 /// `DELETE /v1/torrents/{id}` query.

@@ -95,6 +95,8 @@ async fn start_session(
         }
         Err(e) => return Err(e).with_context(|| format!("cannot listen on {}", args.listen)),
     };
+    // Detached: it ends with the runtime, when the command exits.
+    crate::address_watch::follow(session.clone());
     let lsd = crate::lsd::follow_interfaces(&session, lsd);
     Ok((
         session,

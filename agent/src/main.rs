@@ -3,6 +3,7 @@
 //! the policy commands.
 
 mod accounting;
+mod address_watch;
 mod api_types;
 mod cli;
 mod cli_agent;

@@ -19,6 +19,10 @@ pub use capwise_proto::class::{Direction, PeerClass};
 pub trait Classifier: Send + Sync {
     /// The class of a peer at `addr`.
     fn classify(&self, addr: IpAddr) -> PeerClass;
+
+    /// The machine's addresses or routes may have changed: look again
+    /// (a classifier that does not follow the machine ignores it).
+    fn refresh(&self) {}
 }
 
 /// A boxed future that resolves when the bytes may move.

@@ -21,7 +21,9 @@
 //!
 //! The engine knows nothing of the policy crate; it only offers [`hooks`].
 
-pub use capwise_proto::{bencode, bitfield, choker, ext, magnet, metainfo, picker, swarm, wire};
+pub use capwise_proto::{
+    bencode, bitfield, choker, class, ext, magnet, metainfo, picker, swarm, wire,
+};
 
 pub mod create;
 pub mod dht;

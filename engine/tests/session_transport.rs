@@ -14,7 +14,7 @@ use capwise_engine::metainfo::Metainfo;
 use capwise_engine::session::{
     Hooks, Session, SessionConfig, SubnetClassifier, TorrentHandle, TorrentOptions,
 };
-use capwise_engine::transport::{memory, TransportKind};
+use capwise_engine::transport::{memory, Transport, TransportKind};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const LEN: usize = 3 * 1024 * 1024 + 777;
@@ -214,6 +214,84 @@ async fn a_connection_from_a_vanished_address_is_closed_and_the_peer_redialled()
         0,
         "the new connection is from an address we have"
     );
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+}
+
+/// A connection whose path dies with our address: `ours` and `theirs` as
+/// [`memory::pair`] gives them, but once our end is gone the far end hears
+/// nothing, neither the close nor a byte (what it sends is lost), as a
+/// remote peer does when a TCP connection's local address went away and
+/// its FIN never arrives. The relay tasks keep the far end open.
+fn dying_pair(ours: SocketAddr, theirs: SocketAddr) -> (Transport, Transport) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (near, relay_near) = memory::pair(ours, theirs, 64 * 1024);
+    let (relay_far, far) = memory::pair(ours, theirs, 64 * 1024);
+    let (mut from_near, mut to_near) = relay_near.into_split();
+    let (mut from_far, mut to_far) = relay_far.into_split();
+    tokio::spawn(async move {
+        let mut buf = vec![0; 16 * 1024];
+        while let Ok(n @ 1..) = from_near.read(&mut buf).await {
+            if to_far.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+        // Our end closed: the far end is never told.
+        std::future::pending::<()>().await;
+        drop(to_far);
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0; 16 * 1024];
+        let mut near_open = true;
+        while let Ok(n @ 1..) = from_far.read(&mut buf).await {
+            if near_open {
+                near_open = to_near.write_all(&buf[..n]).await.is_ok();
+            }
+        }
+    });
+    (near, far)
+}
+
+/// After a move, a peer that still holds our dead connection (it cannot
+/// hear that it ended) must take the redial: capwise, like libtorrent,
+/// refuses a second connection with the same peer id, so the redial comes
+/// with a new one. Before the session took a new peer id on closing
+/// connections from a vanished address, the seeder refused the redial
+/// and the download never went on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_holding_the_dead_connection_takes_the_redial() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (meta, bytes) = payload(tmp.path());
+    let seed_hooks = Hooks::default();
+    seed_hooks.seeding.set(false);
+    let seeder = Session::start(config(), seed_hooks.clone()).await.unwrap();
+    let seeding = add(&seeder, &meta, tmp.path()).await;
+    let leecher = Session::start(config(), Hooks::default()).await.unwrap();
+    let mut leeching = add(&leecher, &meta, &tmp.path().join("leech")).await;
+
+    let gone: SocketAddr = "10.1.2.3:40000".parse().unwrap();
+    let (ours, theirs) = dying_pair(gone, seeder.local_addr());
+    seeder.accept(theirs);
+    leeching.connect_transport(ours);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while leeching.progress().peers == 0 || seeding.progress().peers == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never connected");
+        let _ = tokio::time::timeout(Duration::from_millis(100), leeching.changed()).await;
+    }
+
+    let here = leecher.local_addr().ip();
+    assert_eq!(
+        leecher.local_addresses_changed(&[here]),
+        1,
+        "the pipe closed"
+    );
+    seed_hooks.seeding.set(true);
+    tokio::time::timeout(Duration::from_secs(20), leeching.wait_finished())
+        .await
+        .expect("the seeder took the redial: download in time")
+        .expect("no error");
+    let got = std::fs::read(tmp.path().join("leech/data/a.bin")).unwrap();
+    assert!(got == bytes, "the file arrived intact");
     leecher.shutdown().await;
     seeder.shutdown().await;
 }

@@ -723,3 +723,160 @@ fn kill9_never_undercounts() {
         Ok(())
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+
+/// The address a moves to and back from: a second subnet on the same link, whose router side
+/// (`.1`) is added before the download starts.
+const MOVED_NET: [u8; 3] = [10, 201, 3];
+/// The download rate of the address-change test (`--download-limit`), so it lasts.
+const MOVE_RATE: &str = "2MB/s";
+/// Payload bytes from the current address before the next move.
+const BEFORE_MOVE: u64 = 2 * MIB;
+
+/// a's address in subnet `net`, with the router's `.1` there as its default route.
+fn a_address(net: [u8; 3]) -> (String, String) {
+    (
+        format!("{}.{}.{}.2", net[0], net[1], net[2]),
+        format!("{}.{}.{}.1", net[0], net[1], net[2]),
+    )
+}
+
+/// Payload (and framing) received so far on a's established TCP connections from `local`
+/// (`ss -ti`: tcp_info's bytes_received).
+fn received_on(w: &Wan, local: &str) -> Result<u64> {
+    let out = w.topo.exec_output(
+        &w.topo.a,
+        Command::new("ss").args(["-tinH", "state", "established", "src", local]),
+    )?;
+    Ok(out
+        .split_whitespace()
+        .filter_map(|f| f.strip_prefix("bytes_received:")?.parse::<u64>().ok())
+        .sum())
+}
+
+/// A download in namespace a survives changes of address: mid-download the old address is removed,
+/// a new one and a new default route added (`CAPWISE_WAN_MOVES` times, default 1, between
+/// 10.201.1.2 and 10.201.3.2). The download completes; the table shows, per move, the seconds
+/// from the change to the first 16 KiB received on a connection from the new address (the
+/// benchmark figure, `tests/bench/netchange`; goal ≤ 5 s).
+#[test]
+fn a_download_survives_a_change_of_address() {
+    let moves: usize = std::env::var("CAPWISE_WAN_MOVES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .clamp(1, 20);
+    let size = 8 * MIB * (moves as u64 + 1);
+    run("a_download_survives_a_change_of_address", size, |w| {
+        let (ifa, ifra) = (w.topo.if_a.clone(), w.topo.if_ra.clone());
+        let (moved_ip, moved_gw) = a_address(MOVED_NET);
+        w.topo.exec_output(
+            &w.topo.router,
+            Command::new("ip").args(["addr", "add", &format!("{moved_gw}/24"), "dev", &ifra]),
+        )?;
+        w.write_network("no")?;
+        let _seed = w.lt(
+            "lt-seed",
+            "seed",
+            &w.seed_dir,
+            LtOpts {
+                seed_mode: true,
+                ..LtOpts::default()
+            },
+        )?;
+        w.wait_tracker(1, 0)?;
+        // Listening on every address: a bound one would vanish with the move.
+        let opts = CapwiseOpts {
+            download_limit: Some(MOVE_RATE.into()),
+            extra: vec!["--network-file".into(), w.net_file.display().to_string()],
+            ..CapwiseOpts::default()
+        };
+        let cmd = capwise::command_line(
+            "get",
+            &w.torrent,
+            &w.dir("cw-get")?,
+            ([0, 0, 0, 0], CAPWISE_PORT).into(),
+            &w.state_dir,
+            &opts,
+        )?;
+        let mut get = w.topo.exec("capwise-get", Ns::A, &cmd, &w.logs)?;
+        let mut here = (A_IP.to_string(), ROUTER_A_IP.to_string());
+        let mut gaps = Vec::new();
+        for k in 0..moves {
+            wait_until(
+                "payload from the current address",
+                WAIT,
+                Duration::from_millis(100),
+                || {
+                    if let Some(s) = get.try_wait()? {
+                        bail!("capwise get exited before move {k}: {s}");
+                    }
+                    Ok(received_on(w, &here.0)? >= BEFORE_MOVE)
+                },
+            )?;
+            let there = if here.0 == A_IP.to_string() {
+                (moved_ip.clone(), moved_gw.clone())
+            } else {
+                (A_IP.to_string(), ROUTER_A_IP.to_string())
+            };
+            // The move, as a DHCP client on a new network does it: the old address goes (its
+            // routes with it), the new one and a default route through its gateway come.
+            let ip = |args: &[&str]| w.topo.exec_output(&w.topo.a, Command::new("ip").args(args));
+            let t_change = Instant::now();
+            ip(&["addr", "del", &format!("{}/24", here.0), "dev", &ifa])?;
+            ip(&["addr", "add", &format!("{}/24", there.0), "dev", &ifa])?;
+            ip(&["route", "replace", "default", "via", &there.1])?;
+            let mut gap = None;
+            wait_until(
+                "payload on a connection from the new address",
+                Duration::from_secs(60),
+                Duration::from_millis(20),
+                || {
+                    if let Some(s) = get.try_wait()? {
+                        bail!("capwise get exited after move {k}: {s}");
+                    }
+                    let resumed = received_on(w, &there.0)? >= 16 * KIB;
+                    if resumed {
+                        gap = Some(t_change.elapsed());
+                    }
+                    Ok(resumed)
+                },
+            )?;
+            gaps.push(gap.unwrap_or_default());
+            here = there;
+        }
+        // Far less than the download would wait for a TCP time-out (90 s in one try).
+        let finish = Duration::from_secs(60);
+        match get.wait_timeout(finish)? {
+            Some(s) if s.success() => {}
+            Some(s) => bail!("capwise get failed after the moves: {s}"),
+            None => bail!("capwise get did not finish within {finish:?} of the last move"),
+        }
+        let mut rows: Vec<(String, String)> = gaps
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                (
+                    format!("move {}: change to the next payload", i + 1),
+                    format!("{:.2} s", g.as_secs_f64()),
+                )
+            })
+            .collect();
+        let mut sorted = gaps.clone();
+        sorted.sort();
+        rows.push((
+            "median, max".into(),
+            format!(
+                "{:.2} s, {:.2} s (goal ≤ 5 s)",
+                sorted[sorted.len() / 2].as_secs_f64(),
+                sorted[sorted.len() - 1].as_secs_f64()
+            ),
+        ));
+        table(
+            &format!("a_download_survives_a_change_of_address ({moves} moves, {MOVE_RATE})"),
+            &rows,
+        );
+        Ok(())
+    });
+}

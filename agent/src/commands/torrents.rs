@@ -181,7 +181,7 @@ fn bar_message(t: &TorrentView) -> String {
 
 fn describe(t: &TorrentView) -> String {
     let mut text = format!(
-        "{}  {}\n  state: {}\n  done: {} of {} ({:.1}%), {}/{} pieces\n  peers: {}, down {}, up {}\n  data: {}",
+        "{}  {}\n  state: {}\n  done: {} of {} ({:.1}%), {}/{} pieces\n  peers: {}{}, down {}, up {}\n  data: {}",
         t.id,
         t.name,
         t.state,
@@ -191,6 +191,10 @@ fn describe(t: &TorrentView) -> String {
         t.pieces_have,
         t.piece_count,
         t.peers,
+        match t.peer_sources.describe() {
+            from if from.is_empty() => from,
+            from => format!(" ({from})"),
+        },
         rate(t.download_rate),
         rate(t.upload_rate),
         t.download_dir
@@ -385,6 +389,11 @@ mod tests {
             pieces_have: 1,
             piece_count: 2,
             peers: 3,
+            peer_sources: crate::api_types::PeerSourceCounts {
+                tracker: 2,
+                incoming: 1,
+                ..Default::default()
+            },
             download_rate: 20_000_000.0,
             upload_rate: 0.0,
             downloaded: 500_000,
@@ -409,6 +418,11 @@ mod tests {
         // `list` and `status` use the same formatter.
         assert_eq!(rate(20_000_000.0), "20 MB/s");
         assert!(describe(&t).contains("down 20 MB/s"), "{}", describe(&t));
+        assert!(
+            describe(&t).contains("peers: 3 (2 tracker, 1 incoming), down"),
+            "{}",
+            describe(&t)
+        );
     }
 
     #[tokio::test]

@@ -86,6 +86,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let pex = config.pex_enabled(args.discovery.no_pex);
     let dht = crate::dht::options(&args.discovery.dht, &config, &state_dir);
     let session = start_session(listen, db.clone(), hooks, lsd, pex, dht).await?;
+    let addresses = crate::address_watch::follow(session.clone());
     let _lsd_follower = crate::lsd::follow_interfaces(&session, lsd);
     let mut decisions = policy.subscribe();
     let background_allowed = decisions.borrow_and_update().background_allowed;
@@ -146,6 +147,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     tracing::info!("stopping");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     follower.abort();
+    addresses.abort();
     let _ = stop_api.send(true);
     discovery::remove_agent_file(&state_dir);
     if tokio::time::timeout(STOP_BUDGET, torrents.session().clone().shutdown())

@@ -485,6 +485,7 @@ impl Torrents {
             pieces_have: p.pieces_have,
             piece_count: p.piece_count,
             peers: p.peers,
+            peer_sources: entry.handle.peer_sources().into(),
             download_rate: crate::units::json_rate(p.download_rate),
             upload_rate: crate::units::json_rate(p.upload_rate),
             downloaded: p.downloaded,
@@ -498,6 +499,7 @@ impl Torrents {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api_types::PeerSourceCounts;
     use capwise_engine::create::{create_torrent, CreateOptions};
     use capwise_engine::session::{Hooks, SessionConfig};
 
@@ -651,6 +653,73 @@ mod tests {
             .await;
         let reason = torrents.get(&added.id).unwrap().reason.unwrap_or_default();
         assert_eq!(reason, "Paused: 'Pixel hotspot' is roaming.");
+        session.shutdown().await;
+    }
+
+    /// The API's view counts the connected peers by where they came from.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_view_counts_peers_by_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = || SessionConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..SessionConfig::default()
+        };
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let bytes = torrent_bytes(&src, "s.bin", vec![]);
+        let meta = Metainfo::from_bytes(&bytes).unwrap();
+        let session = Session::start(config(), Hooks::default()).await.unwrap();
+        let db = Arc::new(TorrentDb::open(&dir.path().join("capwise.db")).unwrap());
+        let torrents = Arc::new(Torrents::new(session.clone(), db, true));
+        let seeding = torrents.add(bytes, src, false, false).await.unwrap();
+        assert_eq!(seeding.peer_sources, PeerSourceCounts::default());
+        // The leecher never downloads, so it stays connected (a finished
+        // one leaves the seeder at once).
+        struct NoDownloads;
+        impl capwise_engine::hooks::ByteGate for NoDownloads {
+            fn acquire(
+                &self,
+                direction: capwise_engine::hooks::Direction,
+                _: capwise_engine::hooks::PeerClass,
+                _: u64,
+            ) -> capwise_engine::hooks::GateFuture<'_> {
+                match direction {
+                    capwise_engine::hooks::Direction::Up => Box::pin(std::future::ready(())),
+                    capwise_engine::hooks::Direction::Down => Box::pin(std::future::pending()),
+                }
+            }
+        }
+        let hooks = Hooks {
+            gate: Arc::new(NoDownloads),
+            ..Hooks::default()
+        };
+        let leecher = Session::start(config(), hooks).await.unwrap();
+        let leeching = leecher
+            .add_torrent(meta, dir.path().join("leech"), TorrentOptions::default())
+            .await
+            .unwrap();
+        leeching.connect(&[session.local_addr()]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let view = loop {
+            let view = torrents.get(&seeding.id).unwrap();
+            if view.peers == 1 || std::time::Instant::now() > deadline {
+                break view;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        let incoming = PeerSourceCounts {
+            incoming: 1,
+            ..PeerSourceCounts::default()
+        };
+        assert_eq!(view.peer_sources, incoming, "{view:?}");
+        assert_eq!(
+            PeerSourceCounts::from(leeching.peer_sources()),
+            PeerSourceCounts {
+                manual: 1,
+                ..PeerSourceCounts::default()
+            }
+        );
+        leecher.shutdown().await;
         session.shutdown().await;
     }
 

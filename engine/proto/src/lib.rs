@@ -10,7 +10,8 @@
 //! - [`picker`], [`choker`], [`swarm`]: which blocks to ask for, whom to serve.
 //! - [`bitfield`]: which pieces a peer (or we) have.
 //! - [`ext`]: extension sub-protocols (ut_metadata).
-//! - [`class`]: direction and peer class, the axes of gates and counters.
+//! - [`class`]: direction and peer class, the axes of gates and counters;
+//!   where a peer came from (tracker, DHT, PEX, LSD, incoming, manual).
 //! - [`ext`]: BEP 10 extensions (ut_pex).
 //! - [`lsd`]: local service discovery (BEP 14) packets and schedule.
 //! - [`privacy`]: BEP 27; a [`privacy::PublicTorrent`] is what PEX, LSD and the DHT require.

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
+use crate::class::PeerSource;
 use crate::tracker::{self, AnnounceEvent, AnnounceRequest, TrackerTiers};
 
 use super::control::RunState;
@@ -25,7 +26,7 @@ pub(crate) fn request(shared: &TorrentShared, event: AnnounceEvent) -> AnnounceR
     let (uploaded, downloaded) = shared.payload_totals();
     AnnounceRequest {
         info_hash: shared.info_hash,
-        peer_id: shared.session.peer_id,
+        peer_id: shared.session.peer_id(),
         port: shared.session.local_addr.port(),
         uploaded,
         downloaded,
@@ -113,7 +114,7 @@ async fn active_period(shared: &Arc<TorrentShared>, tiers: &mut TrackerTiers) {
                         tracing::warn!(tracker = %url, warning = %w, "tracker warning");
                     }
                     tracing::debug!(tracker = %url, peers = resp.peers.len(), "announced");
-                    shared.connect_peers(&resp.peers);
+                    shared.connect_peers(&resp.peers, PeerSource::Tracker);
                     let floor = resp.min_interval.unwrap_or(MIN_INTERVAL).max(MIN_INTERVAL);
                     wait = Some(resp.interval.clamp(floor, MAX_INTERVAL.max(floor)));
                     retry = RETRY_FIRST;

@@ -1,6 +1,7 @@
 //! Telling LAN peers from WAN peers by the machine's own interfaces.
 
 use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
 
 use crate::hooks::{Classifier, PeerClass};
 
@@ -18,38 +19,59 @@ const VPN_PREFIXES: &[&str] = &[
 ];
 
 /// LAN = loopback, link-local, or inside the subnet of a local interface that
-/// is not a tunnel. Interfaces are read once at creation.
+/// is not a tunnel. Interfaces are read at creation and again at each
+/// [`Classifier::refresh`] (the agent calls it when it hears that addresses
+/// or routes changed): a move from an office 10.x LAN to a carrier's 10.x
+/// CGNAT must not keep the old subnet free. Clones share the subnets.
 #[derive(Debug, Clone, Default)]
 pub struct SubnetClassifier {
-    subnets: Vec<(IpAddr, IpAddr)>,
+    subnets: Arc<RwLock<Vec<(IpAddr, IpAddr)>>>,
+    /// Re-read the machine's interfaces on refresh (not for fixed subnets).
+    follows_system: bool,
 }
 
 impl SubnetClassifier {
-    /// Read the machine's interfaces now.
+    /// Read the machine's interfaces now, and again on each refresh.
     pub fn from_system() -> Self {
-        let mut subnets = Vec::new();
-        if let Ok(ifaces) = if_addrs::get_if_addrs() {
-            for iface in ifaces {
-                if VPN_PREFIXES.iter().any(|p| iface.name.starts_with(p)) {
-                    continue;
-                }
-                match iface.addr {
-                    if_addrs::IfAddr::V4(v4) => {
-                        subnets.push((IpAddr::V4(v4.ip), IpAddr::V4(v4.netmask)))
-                    }
-                    if_addrs::IfAddr::V6(v6) => {
-                        subnets.push((IpAddr::V6(v6.ip), IpAddr::V6(v6.netmask)))
-                    }
-                }
-            }
+        Self {
+            subnets: Arc::new(RwLock::new(system_subnets())),
+            follows_system: true,
         }
-        Self { subnets }
     }
 
     /// A classifier over given (address, netmask) pairs, for tests.
     pub fn with_subnets(subnets: Vec<(IpAddr, IpAddr)>) -> Self {
-        Self { subnets }
+        Self {
+            subnets: Arc::new(RwLock::new(subnets)),
+            follows_system: false,
+        }
     }
+
+    /// Classify by these (address, netmask) pairs from now on.
+    pub fn set_subnets(&self, subnets: Vec<(IpAddr, IpAddr)>) {
+        *self.subnets.write().unwrap_or_else(|e| e.into_inner()) = subnets;
+    }
+}
+
+/// The (address, netmask) pairs of the machine's interfaces that are not tunnels.
+fn system_subnets() -> Vec<(IpAddr, IpAddr)> {
+    let mut subnets = Vec::new();
+    if let Ok(ifaces) = if_addrs::get_if_addrs() {
+        for iface in ifaces {
+            if VPN_PREFIXES.iter().any(|p| iface.name.starts_with(p)) {
+                continue;
+            }
+            match iface.addr {
+                if_addrs::IfAddr::V4(v4) => {
+                    subnets.push((IpAddr::V4(v4.ip), IpAddr::V4(v4.netmask)))
+                }
+                if_addrs::IfAddr::V6(v6) => {
+                    subnets.push((IpAddr::V6(v6.ip), IpAddr::V6(v6.netmask)))
+                }
+            }
+        }
+    }
+    subnets
 }
 
 fn same_subnet(a: IpAddr, b: IpAddr, mask: IpAddr) -> bool {
@@ -79,12 +101,20 @@ impl Classifier for SubnetClassifier {
         if local
             || self
                 .subnets
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
                 .iter()
                 .any(|&(ip, mask)| same_subnet(addr, ip, mask))
         {
             PeerClass::Lan
         } else {
             PeerClass::Wan
+        }
+    }
+
+    fn refresh(&self) {
+        if self.follows_system {
+            self.set_subnets(system_subnets());
         }
     }
 }
@@ -112,5 +142,39 @@ mod tests {
         for wan in ["192.168.2.1", "8.8.8.8", "2001:db8::1", "10.0.0.1"] {
             assert_eq!(c.classify(wan.parse().unwrap()), PeerClass::Wan, "{wan}");
         }
+    }
+
+    #[test]
+    fn a_move_to_another_10_network_makes_the_old_lan_wan() {
+        let pair = |ip: &str, mask: &str| (ip.parse().unwrap(), mask.parse().unwrap());
+        // The office: 10.20.0.0/16.
+        let c = SubnetClassifier::with_subnets(vec![pair("10.20.3.4", "255.255.0.0")]);
+        // What the session holds: a clone behind the trait.
+        let held: Arc<dyn Classifier> = Arc::new(c.clone());
+        let office_peer = "10.20.9.9".parse().unwrap();
+        let carrier_peer = "10.64.1.2".parse().unwrap();
+        assert_eq!(held.classify(office_peer), PeerClass::Lan);
+        assert_eq!(held.classify(carrier_peer), PeerClass::Wan);
+        // A carrier's CGNAT address replaces it.
+        c.set_subnets(vec![pair("10.64.1.1", "255.255.255.0")]);
+        assert_eq!(held.classify(office_peer), PeerClass::Wan, "no longer free");
+        assert_eq!(held.classify(carrier_peer), PeerClass::Lan);
+        // Fixed subnets stay as set on a refresh.
+        held.refresh();
+        assert_eq!(held.classify(carrier_peer), PeerClass::Lan);
+    }
+
+    #[test]
+    fn a_system_classifier_reads_the_interfaces_again_on_refresh() {
+        let c = SubnetClassifier::from_system();
+        // Pretend the machine was somewhere else.
+        c.set_subnets(vec![(
+            "10.99.0.1".parse().unwrap(),
+            "255.255.0.0".parse().unwrap(),
+        )]);
+        assert_eq!(c.classify("10.99.5.5".parse().unwrap()), PeerClass::Lan);
+        c.refresh();
+        let now = c.subnets.read().unwrap().clone();
+        assert_eq!(now, system_subnets(), "the machine's own interfaces");
     }
 }

@@ -56,7 +56,7 @@ impl TorrentShared {
 
     fn redial(self: &Arc<Self>) {
         let peers = self.manual_peers.lock().expect("peers lock").clone();
-        self.connect_peers(&peers);
+        self.connect_peers(&peers, crate::class::PeerSource::Manual);
     }
 
     pub(crate) async fn pause(self: &Arc<Self>) {

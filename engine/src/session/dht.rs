@@ -10,6 +10,7 @@
 //! without the private flag yields. The task sleeps until the next torrent
 //! is due, a torrent starts, or the node reports something.
 
+use crate::class::PeerSource;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -147,8 +148,7 @@ impl SessionInner {
             .cloned();
         if let Some(t) = torrent {
             if PublicTorrent::from_info(&t.metainfo.info).is_ok() && t.takes_peers() {
-                // peer source: dht
-                t.connect_peers(peers);
+                t.connect_peers(peers, PeerSource::Dht);
             }
             return;
         }
@@ -159,8 +159,7 @@ impl SessionInner {
             .get(info_hash)
             .cloned();
         if let Some(m) = magnet {
-            // peer source: dht
-            m.learn(peers);
+            m.learn(peers, PeerSource::Dht);
         }
     }
 }

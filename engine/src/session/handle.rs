@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::class::{PeerSource, PeerSources};
 use crate::hooks::Counters;
 use crate::metainfo::Metainfo;
 
@@ -221,26 +222,37 @@ impl TorrentHandle {
     }
 
     /// Dial peers directly (a LAN peer, a peer named by the user), as if a
-    /// tracker had listed them. They are dialled again after a pause or an
-    /// error ends.
+    /// tracker had listed them, recorded as [`PeerSource::Manual`]. They are
+    /// dialled again after a pause or an error ends.
     pub fn connect(&self, peers: &[SocketAddr]) {
         if let Some(shared) = self.torrent() {
             shared.remember_peers(peers);
-            shared.connect_peers(peers);
+            shared.connect_peers(peers, PeerSource::Manual);
         } else if let Inner::Magnet { magnet, .. } = &self.inner {
             magnet.connect(peers);
         }
     }
 
     /// Run a connection to a peer over a transport the caller made, as if
-    /// we had dialled it (our handshake goes first); before the metadata,
-    /// as a connection of the metadata phase. Dropped when no connection
-    /// slot is free or the torrent takes no peers now.
+    /// we had dialled it (our handshake goes first); its source is
+    /// [`PeerSource::Manual`]. Before the metadata, it joins as a
+    /// connection of the metadata phase. Dropped when no connection slot is
+    /// free or the torrent takes no peers now.
     pub fn connect_transport(&self, transport: crate::transport::Transport) {
         if let Some(shared) = self.torrent() {
             super::peer::connect_over(shared.clone(), transport);
         } else if let Inner::Magnet { magnet, .. } = &self.inner {
             super::metadata_peer::connect_over(magnet.clone(), transport);
+        }
+    }
+
+    /// Connected peers by where they came from (while fetching metadata,
+    /// those of that phase).
+    pub fn peer_sources(&self) -> PeerSources {
+        match (&self.inner, self.torrent()) {
+            (_, Some(shared)) => shared.peer_sources(),
+            (Inner::Magnet { magnet, .. }, None) => magnet.peer_sources(),
+            (Inner::Torrent { shared, .. }, None) => shared.peer_sources(),
         }
     }
 

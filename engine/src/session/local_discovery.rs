@@ -26,6 +26,7 @@
 //! never announced nor given LSD peers, and a magnet whose metadata turns
 //! out private is withdrawn then.
 
+use crate::class::PeerSource;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -254,8 +255,7 @@ fn heard(session: &Weak<SessionInner>, addr: SocketAddr, hashes: Vec<InfoHash>) 
                 continue;
             }
             tracing::debug!(%addr, torrent = %torrent.metainfo.info.name, "peer heard over LSD");
-            // peer source: lsd
-            torrent.connect_peers(&[addr]);
+            torrent.connect_peers(&[addr], PeerSource::Lsd);
         }
     }
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch, Notify};
 
+use crate::class::{PeerSource, PeerSources};
 use crate::ext::metadata::{MetadataFetch, MetadataMsg, MAX_MESSAGE_LEN, OUR_ID};
 use crate::hooks::{Counters, PeerClass};
 use crate::magnet::Magnet;
@@ -61,8 +62,9 @@ pub(crate) struct MagnetShared {
     pub(crate) ready: Notify,
     fetch: Mutex<MetadataFetch>,
     conns: Mutex<HashMap<PeerKey, Conn>>,
-    /// Peers to dial: the magnet's, the caller's, the trackers'.
-    known: Mutex<Vec<SocketAddr>>,
+    /// Peers to dial: the magnet's, the caller's, the trackers', each with
+    /// the source it was found by (the torrent keeps it).
+    known: Mutex<Vec<(SocketAddr, PeerSource)>>,
     /// The caller's peers, handed to the torrent as its manual peers.
     manual: Mutex<Vec<SocketAddr>>,
     /// Peers heard over LSD, not handed on if the metadata says private.
@@ -84,6 +86,7 @@ pub(crate) struct MagnetShared {
 struct Conn {
     addr: SocketAddr,
     peer_id: [u8; 20],
+    source: PeerSource,
     tx: mpsc::UnboundedSender<Queued>,
     /// The peer's extended message id for ut_metadata.
     their_id: Option<u8>,
@@ -173,8 +176,18 @@ impl MagnetShared {
         });
     }
 
-    /// Peers the caller names: dialled now and after a pause, and handed
-    /// to the torrent once it exists.
+    /// Connected peers by where they came from.
+    pub(crate) fn peer_sources(&self) -> PeerSources {
+        self.conns
+            .lock()
+            .expect("conns lock")
+            .values()
+            .map(|c| c.source)
+            .collect()
+    }
+
+    /// Peers the caller names ([`PeerSource::Manual`]): dialled now and
+    /// after a pause, and handed to the torrent once it exists.
     pub(crate) fn connect(self: &Arc<Self>, peers: &[SocketAddr]) {
         {
             let mut manual = self.manual.lock().expect("manual lock");
@@ -184,7 +197,7 @@ impl MagnetShared {
                 }
             }
         }
-        self.learn(peers);
+        self.learn(peers, PeerSource::Manual);
     }
 
     /// Peers heard over local service discovery: dialled like the others,
@@ -198,8 +211,7 @@ impl MagnetShared {
                 }
             }
         }
-        // peer source: lsd
-        self.learn(peers);
+        self.learn(peers, PeerSource::Lsd);
     }
 
     /// Connections of this phase now.
@@ -207,24 +219,32 @@ impl MagnetShared {
         self.conns.lock().expect("conns lock").len()
     }
 
-    /// Add peers to dial and dial them while active.
-    pub(crate) fn learn(self: &Arc<Self>, peers: &[SocketAddr]) {
-        {
+    /// Add peers found through `source` to dial, and dial them while
+    /// active. A peer known already keeps its first source.
+    pub(crate) fn learn(self: &Arc<Self>, peers: &[SocketAddr], source: PeerSource) {
+        let found: Vec<(SocketAddr, PeerSource)> = {
             let mut known = self.known.lock().expect("known lock");
-            for p in peers {
-                if !known.contains(p) && known.len() < MAX_KNOWN_PEERS {
-                    known.push(*p);
+            for &p in peers {
+                if !known.iter().any(|&(k, _)| k == p) && known.len() < MAX_KNOWN_PEERS {
+                    known.push((p, source));
                 }
             }
-        }
+            peers
+                .iter()
+                .map(|&p| {
+                    let first = known.iter().find(|&&(k, _)| k == p).map(|&(_, s)| s);
+                    (p, first.unwrap_or(source))
+                })
+                .collect()
+        };
         if *self.run.borrow() == RunState::Active {
-            self.dial(peers);
+            self.dial(&found);
         }
     }
 
-    fn dial(self: &Arc<Self>, peers: &[SocketAddr]) {
+    fn dial(self: &Arc<Self>, peers: &[(SocketAddr, PeerSource)]) {
         let me = self.session.local_addr;
-        for &addr in peers {
+        for &(addr, source) in peers {
             let is_me = addr.port() == me.port()
                 && (addr.ip() == me.ip() || me.ip().is_unspecified() && addr.ip().is_loopback());
             if is_me || self.over.load(Ordering::Acquire) {
@@ -254,7 +274,7 @@ impl MagnetShared {
             };
             let me = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = metadata_peer::dial(me.clone(), addr, permit).await {
+                if let Err(e) = metadata_peer::dial(me.clone(), addr, permit, source).await {
                     tracing::debug!(%addr, error = %e, "metadata peer ended");
                 }
                 me.dialing.lock().expect("dial lock").remove(&addr);
@@ -279,6 +299,7 @@ impl MagnetShared {
         &self,
         addr: SocketAddr,
         peer_id: [u8; 20],
+        source: PeerSource,
         tx: mpsc::UnboundedSender<Queued>,
     ) -> Option<PeerKey> {
         if self.over.load(Ordering::Acquire) || *self.run.borrow() != RunState::Active {
@@ -308,6 +329,7 @@ impl MagnetShared {
                 Conn {
                     addr,
                     peer_id,
+                    source,
                     tx,
                     their_id: None,
                 },
@@ -472,7 +494,7 @@ async fn resolve(peers: &[String]) -> Vec<SocketAddr> {
 
 async fn drive(me: Arc<MagnetShared>) {
     let xpe = resolve(&me.magnet.peers).await;
-    me.learn(&xpe);
+    me.learn(&xpe, PeerSource::Manual);
     let mut run = me.run.subscribe();
     let mut shutdown = me.session.shutdown.subscribe();
     let mut last_dial = Instant::now();
@@ -557,9 +579,9 @@ impl MagnetShared {
         if shared.metainfo.info.private {
             // A private torrent takes no LSD peers (BEP 27).
             let from_lsd = self.from_lsd.lock().expect("lsd peers lock");
-            known.retain(|p| !from_lsd.contains(p) || manual.contains(p));
+            known.retain(|(p, _)| !from_lsd.contains(p) || manual.contains(p));
         }
-        shared.connect_peers(&known);
+        shared.connect_found(&known);
         redial_while_alone(Arc::downgrade(&shared), known);
         // Handles waiting on the magnet's progress move to the torrent's.
         let now = shared.subscribe_progress().borrow().clone();
@@ -633,7 +655,7 @@ async fn announce_loop(me: Arc<MagnetShared>) {
         }
         let req = AnnounceRequest {
             info_hash: me.info_hash,
-            peer_id: me.session.peer_id,
+            peer_id: me.session.peer_id(),
             port: me.session.local_addr.port(),
             uploaded: 0,
             downloaded: 0,
@@ -658,7 +680,7 @@ async fn announce_loop(me: Arc<MagnetShared>) {
                     );
                     tiers.mark_success(&url);
                     tracing::debug!(tracker = %url, peers = resp.peers.len(), "announced (fetching metadata)");
-                    me.learn(&resp.peers);
+                    me.learn(&resp.peers, PeerSource::Tracker);
                     let floor = resp.min_interval.unwrap_or(ANNOUNCE_MIN).max(ANNOUNCE_MIN);
                     wait = Some(resp.interval.max(floor).min(Duration::from_secs(1800)));
                     retry = ANNOUNCE_RETRY;
@@ -700,7 +722,10 @@ async fn announce_loop(me: Arc<MagnetShared>) {
 /// next announce can be half an hour away.
 const REDIAL_AFTER_METADATA: [u64; 5] = [2, 5, 10, 20, 40];
 
-fn redial_while_alone(torrent: std::sync::Weak<TorrentShared>, peers: Vec<SocketAddr>) {
+fn redial_while_alone(
+    torrent: std::sync::Weak<TorrentShared>,
+    peers: Vec<(SocketAddr, PeerSource)>,
+) {
     tokio::spawn(async move {
         for secs in REDIAL_AFTER_METADATA {
             tokio::time::sleep(Duration::from_secs(secs)).await;
@@ -713,7 +738,7 @@ fn redial_while_alone(torrent: std::sync::Weak<TorrentShared>, peers: Vec<Socket
             if shared.lock_swarm().peer_count() > 0 {
                 return;
             }
-            shared.connect_peers(&peers);
+            shared.connect_found(&peers);
         }
     });
 }

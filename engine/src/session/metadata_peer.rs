@@ -21,6 +21,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
+use crate::class::PeerSource;
 use crate::hooks::{Direction, PeerClass};
 use crate::transport::{self, Transport, WireBytes};
 use crate::wire::{self, Handshake, Message};
@@ -51,9 +52,10 @@ pub(crate) async fn dial(
     me: Arc<MagnetShared>,
     addr: SocketAddr,
     permit: OwnedSemaphorePermit,
+    source: PeerSource,
 ) -> Result<()> {
     let transport = transport::dial(addr, me.session.bind_ip(), CONNECT_TIMEOUT).await?;
-    handshake_out(me, transport, permit).await
+    handshake_out(me, transport, permit, source).await
 }
 
 /// The dialling side's handshakes over `transport`, then the connection.
@@ -61,6 +63,7 @@ pub(crate) async fn handshake_out(
     me: Arc<MagnetShared>,
     mut transport: Transport,
     permit: OwnedSemaphorePermit,
+    source: PeerSource,
 ) -> Result<()> {
     let class = me
         .session
@@ -71,7 +74,7 @@ pub(crate) async fn handshake_out(
         // Not even a handshake crosses a WAN that must stay silent.
         return Ok(());
     }
-    let ours = Handshake::new(me.info_hash, me.session.peer_id);
+    let ours = Handshake::new(me.info_hash, me.session.peer_id());
     tokio::time::timeout(HANDSHAKE_TIMEOUT, transport.write_all(&ours.encode()))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))??;
@@ -79,7 +82,7 @@ pub(crate) async fn handshake_out(
     if theirs.info_hash != me.info_hash {
         return Err(wire::WireError::BadHandshake.into());
     }
-    run(me, transport, theirs, permit).await
+    run(me, transport, theirs, permit, source).await
 }
 
 fn count(me: &MagnetShared, direction: Direction, class: PeerClass, bytes: u64) {
@@ -114,6 +117,7 @@ pub(crate) async fn run(
     transport: Transport,
     theirs: Handshake,
     _permit: OwnedSemaphorePermit,
+    source: PeerSource,
 ) -> Result<()> {
     let addr = transport.remote_addr();
     let class = me.session.hooks.classifier.classify(addr.ip());
@@ -134,7 +138,7 @@ pub(crate) async fn run(
         class,
         down.moved(down.wire.received()),
     );
-    if theirs.peer_id == me.session.peer_id {
+    if theirs.peer_id == me.session.peer_id() {
         return Err(wire::WireError::BadHandshake.into());
     }
     if class == PeerClass::Wan && !me.session.hooks.wan.is_on() {
@@ -145,7 +149,7 @@ pub(crate) async fn run(
         return Ok(());
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let Some(key) = me.register(addr, theirs.peer_id, tx) else {
+    let Some(key) = me.register(addr, theirs.peer_id, source, tx) else {
         return Ok(());
     };
     tracing::debug!(%addr, kind = ?transport.kind(), ?class, "metadata peer connected");
@@ -215,7 +219,7 @@ pub(crate) fn connect_over(me: Arc<MagnetShared>, transport: Transport) {
         return;
     };
     tokio::spawn(async move {
-        if let Err(e) = handshake_out(me, transport, permit).await {
+        if let Err(e) = handshake_out(me, transport, permit, PeerSource::Manual).await {
             tracing::debug!(%addr, error = %e, "metadata connection failed");
         }
     });

@@ -21,6 +21,7 @@ mod peer;
 mod pex;
 mod rate;
 mod recheck;
+mod reclassify;
 mod schedule;
 mod torrent;
 
@@ -35,6 +36,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, Semaphore};
 
 pub use crate::storage::{FileResumeStore, ResumeStore};
+pub use addresses::NetworkChange;
 pub use classify::SubnetClassifier;
 pub use handle::{AnnounceOutcome, Progress, TorrentHandle, TorrentOptions, TorrentState};
 pub use local_discovery::InterfaceFilter;
@@ -141,10 +143,28 @@ impl Default for Hooks {
     }
 }
 
+impl SessionInner {
+    /// The peer id we give in handshakes and announces now.
+    pub(crate) fn peer_id(&self) -> [u8; 20] {
+        *self.peer_id.lock().expect("peer id lock")
+    }
+
+    /// Take a new peer id. A peer still holding our connection from an
+    /// address that is gone (it cannot hear that the connection ended)
+    /// refuses a second one with the same id (libtorrent's duplicate
+    /// peer-id rule drops the newcomer when its id is the lower), so after
+    /// a move we come back as a new peer.
+    pub(crate) fn new_identity(&self) {
+        *self.peer_id.lock().expect("peer id lock") = new_peer_id();
+    }
+}
+
 pub(crate) struct SessionInner {
     pub(crate) config: SessionConfig,
     pub(crate) hooks: Hooks,
-    pub(crate) peer_id: [u8; 20],
+    /// Our peer id: a new one when an address of ours went away
+    /// ([`SessionInner::peer_id`], `session/addresses.rs`).
+    peer_id: Mutex<[u8; 20]>,
     pub(crate) local_addr: SocketAddr,
     pub(crate) connections: Arc<Semaphore>,
     /// Incoming peers waiting to see whether an eviction makes room.
@@ -154,6 +174,8 @@ pub(crate) struct SessionInner {
     pub(crate) shutdown: broadcast::Sender<()>,
     /// Bytes hashed while checking existing data as torrents were added.
     pub(crate) hashed: AtomicU64,
+    /// The machine's addresses when last looked at (`session/addresses.rs`).
+    pub(crate) addresses: Mutex<Vec<IpAddr>>,
     torrents: Mutex<HashMap<[u8; 20], Arc<TorrentShared>>>,
     /// Magnet torrents still fetching their metadata (session/metadata.rs);
     /// locked before `torrents` when both are.
@@ -233,10 +255,11 @@ impl Session {
             hashing: Arc::new(Semaphore::new(config.hash_threads.max(1))),
             config,
             hooks,
-            peer_id: new_peer_id(),
+            peer_id: Mutex::new(new_peer_id()),
             local_addr,
             shutdown,
             hashed: AtomicU64::new(0),
+            addresses: Mutex::new(addresses::local_ips().unwrap_or_default()),
             torrents: Mutex::new(HashMap::new()),
             magnets: Mutex::new(HashMap::new()),
             lsd: Default::default(),
@@ -546,16 +569,23 @@ async fn accept_peer(inner: Arc<SessionInner>, mut stream: Transport, slot: Slot
             return Ok(());
         }
         stream
-            .write_all(&Handshake::new(theirs.info_hash, inner.peer_id).encode())
+            .write_all(&Handshake::new(theirs.info_hash, inner.peer_id()).encode())
             .await?;
-        return metadata_peer::run(magnet, stream, theirs, permit).await;
+        return metadata_peer::run(
+            magnet,
+            stream,
+            theirs,
+            permit,
+            crate::class::PeerSource::Incoming,
+        )
+        .await;
     };
     if !torrent.could_admit(addr) {
         return Ok(());
     }
     let full = matches!(slot, Slot::Wanted(_)) || !torrent.admits(addr);
     stream
-        .write_all(&Handshake::new(theirs.info_hash, inner.peer_id).encode())
+        .write_all(&Handshake::new(theirs.info_hash, inner.peer_id()).encode())
         .await?;
     // When full, only a newcomer that announces pieces or interest at once
     // may take the slot of a silent peer (session/evict.rs).
@@ -573,6 +603,13 @@ async fn accept_peer(inner: Arc<SessionInner>, mut stream: Transport, slot: Slot
     if !torrent.admits(addr) && !torrent.make_room(addr).await {
         return Ok(());
     }
-    peer::run(torrent, stream, theirs, permit, false).await;
+    peer::run(
+        torrent,
+        stream,
+        theirs,
+        permit,
+        crate::class::PeerSource::Incoming,
+    )
+    .await;
     Ok(())
 }

@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::class::PeerSource;
 use crate::hooks::{Direction, GateFuture, PeerClass};
 use crate::swarm::{Outgoing, PeerOrigin};
 use crate::transport::{self, ReadHalf, Transport, WireBytes, WriteHalf};
@@ -53,9 +54,10 @@ pub(crate) async fn dial(
     shared: Arc<TorrentShared>,
     addr: SocketAddr,
     permit: OwnedSemaphorePermit,
+    source: PeerSource,
 ) -> Result<Ended> {
     let transport = transport::dial(addr, shared.session.bind_ip(), CONNECT_TIMEOUT).await?;
-    handshake_out(shared, transport, permit).await
+    handshake_out(shared, transport, permit, source).await
 }
 
 /// Waits before a peer that closed our connection is dialled again.
@@ -74,10 +76,11 @@ pub(crate) async fn dial_and_redial(
     shared: &Arc<TorrentShared>,
     addr: SocketAddr,
     permit: OwnedSemaphorePermit,
+    source: PeerSource,
 ) {
     let mut permit = permit;
     for wait in REDIAL_AFTER_PEER_CLOSED {
-        match dial(shared.clone(), addr, permit).await {
+        match dial(shared.clone(), addr, permit, source).await {
             Ok(Ended::ByPeer) => {}
             Ok(Ended::Other) => return,
             Err(e) => {
@@ -110,12 +113,13 @@ pub(crate) async fn dial_and_redial(
         permit = next;
     }
     // The last redial: whatever ends it, no more.
-    if let Err(e) = dial(shared.clone(), addr, permit).await {
+    if let Err(e) = dial(shared.clone(), addr, permit, source).await {
         tracing::debug!(%addr, error = %e, "dial failed");
     }
 }
 
-/// A connection the caller made: admitted like a peer we dial, in a task.
+/// A connection the caller made: admitted like a peer we dial, in a task;
+/// its source is [`PeerSource::Manual`].
 pub(crate) fn connect_over(shared: Arc<TorrentShared>, transport: Transport) {
     let addr = transport.remote_addr();
     if !shared.admits(addr) {
@@ -127,7 +131,7 @@ pub(crate) fn connect_over(shared: Arc<TorrentShared>, transport: Transport) {
         return;
     };
     tokio::spawn(async move {
-        if let Err(e) = handshake_out(shared, transport, permit).await {
+        if let Err(e) = handshake_out(shared, transport, permit, PeerSource::Manual).await {
             tracing::debug!(%addr, error = %e, "connection failed");
         }
     });
@@ -138,8 +142,9 @@ pub(crate) async fn handshake_out(
     shared: Arc<TorrentShared>,
     mut transport: Transport,
     permit: OwnedSemaphorePermit,
+    source: PeerSource,
 ) -> Result<Ended> {
-    let ours = Handshake::new(shared.info_hash, shared.session.peer_id);
+    let ours = Handshake::new(shared.info_hash, shared.session.peer_id());
     tokio::time::timeout(HANDSHAKE_TIMEOUT, transport.write_all(&ours.encode()))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))??;
@@ -147,19 +152,19 @@ pub(crate) async fn handshake_out(
     if theirs.info_hash != shared.info_hash {
         return Err(wire::WireError::BadHandshake.into());
     }
-    Ok(run(shared, transport, theirs, permit, true).await)
+    Ok(run(shared, transport, theirs, permit, source).await)
 }
 
-/// Run a connection whose handshakes are done, until either side ends it.
-/// `outgoing`: we dialled it (its address is one others can dial: PEX).
+/// Run a connection whose handshakes are done, until either side ends it;
+/// `source` is where we learnt of the peer.
 pub(crate) async fn run(
     shared: Arc<TorrentShared>,
     transport: Transport,
     theirs: Handshake,
     _permit: OwnedSemaphorePermit,
-    outgoing: bool,
+    source: PeerSource,
 ) -> Ended {
-    if theirs.peer_id == shared.session.peer_id {
+    if theirs.peer_id == shared.session.peer_id() {
         return Ended::Other;
     }
     let addr = transport.remote_addr();
@@ -189,14 +194,18 @@ pub(crate) async fn run(
         let now = Instant::now();
         // The driver may be on its slow idle beat: take the switch as it is now.
         swarm.set_seeding(shared.session.hooks.seeding.is_on(), now);
+        // Its address is one others can dial too (PEX) unless it dialled us.
+        let outgoing = source != PeerSource::Incoming;
         let key = swarm.add_peer_with(addr, &theirs, PeerOrigin { class, outgoing }, now);
         let link = Arc::new(PeerLink {
             addr,
             local: transport.local_addr(),
             peer_id: theirs.peer_id,
-            class,
+            wan: std::sync::atomic::AtomicBool::new(class == PeerClass::Wan),
+            source,
             wake: tokio::sync::Notify::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
+            gone: tokio::sync::Notify::new(),
         });
         links.insert(key, link.clone());
         drop(links);
@@ -214,7 +223,7 @@ pub(crate) async fn run(
     let down = Tally::new(wire.received().saturating_sub(ahead));
     count(&shared, Direction::Up, class, 0, wire.sent());
     count(&shared, Direction::Down, class, 0, down.reported);
-    tracing::debug!(%addr, kind = ?transport.kind(), ?class, "peer connected");
+    tracing::debug!(%addr, kind = ?transport.kind(), ?class, source = source.name(), "peer connected");
     let (reader, mut writer) = transport.into_split();
     if class == PeerClass::Wan {
         if let Err(e) = writer.limit_unsent(WAN_NOTSENT_LOWAT) {
@@ -224,10 +233,11 @@ pub(crate) async fn run(
     let mut shutdown = shared.session.shutdown.subscribe();
     let (reason, from_peer) = tokio::select! {
         r = read_loop(&shared, key, &link, reader, (&wire, down)) => (r, true),
-        r = write_loop(&shared, key, &link, Outbound::new(&shared, link.class, writer, &wire)) => {
+        r = write_loop(&shared, key, &link, Outbound::new(&shared, &link, writer, &wire)) => {
             let broke = r.is_err();
             (r, broke)
         }
+        () = link.until_closed() => (Ok(()), false),
         _ = shutdown.recv() => (Ok(()), false),
     };
     let ended = if from_peer && !link.closed.load(Ordering::Acquire) {
@@ -331,12 +341,12 @@ async fn read_loop(
         count(
             shared,
             Direction::Down,
-            link.class,
+            link.class(),
             payload,
             moved.saturating_sub(payload),
         );
         if payload > 0 {
-            shared.session.hooks.gate.arrived(link.class, payload);
+            shared.session.hooks.gate.arrived(link.class(), payload);
         }
         if messages.is_empty() {
             continue;
@@ -363,7 +373,8 @@ async fn read_loop(
 /// the carrier (the transport's tally), the payload among them as payload.
 struct Outbound<'a> {
     shared: &'a TorrentShared,
-    class: PeerClass,
+    /// Counted in the link's class at the time of each write.
+    link: &'a PeerLink,
     writer: WriteHalf,
     wire: &'a WireBytes,
     tally: Tally,
@@ -374,13 +385,13 @@ struct Outbound<'a> {
 impl<'a> Outbound<'a> {
     fn new(
         shared: &'a TorrentShared,
-        class: PeerClass,
+        link: &'a PeerLink,
         writer: WriteHalf,
         wire: &'a WireBytes,
     ) -> Self {
         Self {
             shared,
-            class,
+            link,
             writer,
             wire,
             tally: Tally::new(wire.sent()),
@@ -399,7 +410,7 @@ impl<'a> Outbound<'a> {
         count(
             self.shared,
             Direction::Up,
-            self.class,
+            self.link.class(),
             payload,
             moved - payload,
         );
@@ -466,28 +477,31 @@ async fn write_loop(
 ) -> Result<()> {
     let hooks = &shared.session.hooks;
     let mut items = Vec::new();
-    let batch = match link.class {
-        PeerClass::Lan => WRITE_BATCH,
-        PeerClass::Wan => WAN_WRITE_BATCH,
-    };
-    let step = credit_step(link.class);
     let mut down: Option<Pending<'_>> = None;
     let mut up: Option<Pending<'_>> = None;
-    let mut out = BytesMut::with_capacity(batch + 64 * 1024);
+    let mut out = BytesMut::with_capacity(WRITE_BATCH + 64 * 1024);
     loop {
+        // A network change may reclassify the peer: batches and credit
+        // steps follow its class now.
+        let class = link.class();
+        let batch = match class {
+            PeerClass::Lan => WRITE_BATCH,
+            PeerClass::Wan => WAN_WRITE_BATCH,
+        };
+        let step = credit_step(class);
         let wanted = shared.lock_swarm().credit_wanted(key);
         if down.is_none() && wanted.down > 0 {
             let bytes = wanted.down.min(step);
             down = Some(Pending {
                 bytes,
-                gate: hooks.gate.acquire(Direction::Down, link.class, bytes),
+                gate: hooks.gate.acquire(Direction::Down, class, bytes),
             });
         }
         if up.is_none() && wanted.up > 0 && hooks.seeding.is_on() {
             let bytes = wanted.up.min(step);
             up = Some(Pending {
                 bytes,
-                gate: hooks.gate.acquire(Direction::Up, link.class, bytes),
+                gate: hooks.gate.acquire(Direction::Up, class, bytes),
             });
         }
         let granted = tokio::select! {
@@ -528,7 +542,7 @@ async fn write_loop(
                         withhold(shared, key, block);
                         continue;
                     }
-                    if link.class == PeerClass::Wan {
+                    if link.class() == PeerClass::Wan {
                         // Wait for room in the carrier (TCP_NOTSENT_LOWAT)
                         // before the last look at the gate, so the block is
                         // judged when it can leave, not long before.
@@ -545,7 +559,7 @@ async fn write_loop(
                             continue;
                         }
                     }
-                    if !hooks.gate.still_admits(Direction::Up, link.class) {
+                    if !hooks.gate.still_admits(Direction::Up, link.class()) {
                         deferred.push(block);
                         continue;
                     }

@@ -8,6 +8,7 @@
 //! and (with the WAN switch off) WAN peers, and dials within the
 //! connection limits.
 
+use crate::class::PeerSource;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -34,7 +35,6 @@ impl TorrentShared {
         if peers.is_empty() {
             return;
         }
-        // peer source: pex
-        self.connect_peers(&peers);
+        self.connect_peers(&peers, PeerSource::Pex);
     }
 }

@@ -11,6 +11,7 @@ use sha1::{Digest, Sha1};
 use tokio::sync::{watch, Notify};
 
 use crate::bitfield::Bitfield;
+use crate::class::{PeerSource, PeerSources};
 use crate::hooks::{Counters, Direction, PeerClass};
 use crate::metainfo::Metainfo;
 use crate::picker::PeerKey;
@@ -30,18 +31,54 @@ pub(crate) struct PeerLink {
     /// Our end of the connection (`session/addresses.rs`).
     pub(crate) local: SocketAddr,
     pub(crate) peer_id: [u8; 20],
-    pub(crate) class: PeerClass,
+    /// LAN or WAN now (`true`: WAN): a network change may make it the
+    /// other (`session/reclassify.rs`); bytes are gated and counted by the
+    /// class at the moment they move.
+    pub(crate) wan: AtomicBool,
+    /// Where we learnt of the peer.
+    pub(crate) source: PeerSource,
     pub(crate) wake: Notify,
     pub(crate) closed: AtomicBool,
+    /// Told when the link is closed, so a connection ends at once even
+    /// while its writer waits at a gate and its reader for bytes.
+    pub(crate) gone: Notify,
 }
 
 impl PeerLink {
+    /// The peer's class now.
+    pub(crate) fn class(&self) -> PeerClass {
+        if self.wan.load(Ordering::Acquire) {
+            PeerClass::Wan
+        } else {
+            PeerClass::Lan
+        }
+    }
+
+    /// Class the peer as `class` from now on.
+    pub(crate) fn set_class(&self, class: PeerClass) {
+        self.wan.store(class == PeerClass::Wan, Ordering::Release);
+    }
+
     /// Asks the connection's tasks to end (they do on their own); false if
     /// it was already closing.
     pub(crate) fn close(&self) -> bool {
         let was_open = !self.closed.swap(true, Ordering::AcqRel);
         self.wake.notify_one();
+        self.gone.notify_waiters();
         was_open
+    }
+
+    /// Resolves once the link is closed.
+    pub(crate) async fn until_closed(&self) {
+        loop {
+            let gone = self.gone.notified();
+            tokio::pin!(gone);
+            gone.as_mut().enable();
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            gone.await;
+        }
     }
 }
 
@@ -370,8 +407,33 @@ impl TorrentShared {
                 < self.session.config.max_peers_per_torrent
     }
 
-    /// Dial peers a tracker listed, skipping ourselves, known and banned ones.
-    pub(crate) fn connect_peers(self: &Arc<Self>, peers: &[SocketAddr]) {
+    /// Connected peers by where they came from.
+    pub(crate) fn peer_sources(&self) -> PeerSources {
+        self.links
+            .lock()
+            .expect("links lock")
+            .values()
+            .map(|l| l.source)
+            .collect()
+    }
+
+    /// Dial peers, each found through its own source ([`Self::connect_peers`]).
+    pub(crate) fn connect_found(self: &Arc<Self>, peers: &[(SocketAddr, PeerSource)]) {
+        for source in PeerSource::ALL {
+            let these: Vec<SocketAddr> = peers
+                .iter()
+                .filter(|&&(_, s)| s == source)
+                .map(|&(addr, _)| addr)
+                .collect();
+            if !these.is_empty() {
+                self.connect_peers(&these, source);
+            }
+        }
+    }
+
+    /// Dial peers found through `source`, skipping ourselves, known and
+    /// banned ones; each connection records the source.
+    pub(crate) fn connect_peers(self: &Arc<Self>, peers: &[SocketAddr], source: PeerSource) {
         let me = self.session.local_addr;
         // Peers that may evict an unproductive one to get in (session/evict.rs).
         let mut evictions = super::evict::PER_ANNOUNCE;
@@ -419,7 +481,7 @@ impl TorrentShared {
                 };
                 if let Some(permit) = permit {
                     if shared.make_room(addr).await {
-                        peer::dial_and_redial(&shared, addr, permit).await;
+                        peer::dial_and_redial(&shared, addr, permit, source).await;
                     }
                 }
                 shared.dialing.lock().expect("dial lock").remove(&addr);
@@ -430,7 +492,7 @@ impl TorrentShared {
     /// Close the connections to WAN peers (the WAN switch went off).
     pub(crate) fn close_wan_links(&self) {
         for link in self.links.lock().expect("links lock").values() {
-            if link.class == PeerClass::Wan && link.close() {
+            if link.class() == PeerClass::Wan && link.close() {
                 tracing::info!(addr = %link.addr, "WAN off: closing the connection");
             }
         }
