@@ -306,13 +306,30 @@ impl MagnetShared {
             return None;
         }
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let mut replaced = None;
         {
             let mut conns = self.conns.lock().expect("conns lock");
-            let taken = conns.len() >= self.session.config.max_peers_per_torrent
-                || conns
-                    .values()
-                    .any(|c| c.addr == addr || c.peer_id == peer_id);
-            if taken {
+            if conns.values().any(|c| c.addr == addr) {
+                return None;
+            }
+            // Both sides dialled each other: keep the one both ends keep
+            // (`peer::second_connection_wins`); its rival ends once its
+            // queue is dropped.
+            if let Some((&old_key, old)) = conns.iter().find(|(_, c)| c.peer_id == peer_id) {
+                let wins = old.addr.ip() == addr.ip()
+                    && super::peer::second_connection_wins(
+                        &self.session.peer_id(),
+                        &peer_id,
+                        source != PeerSource::Incoming,
+                        old.source != PeerSource::Incoming,
+                    );
+                if !wins {
+                    return None;
+                }
+                conns.remove(&old_key);
+                replaced = Some(old_key);
+            }
+            if conns.len() >= self.session.config.max_peers_per_torrent {
                 return None;
             }
             let greeting =
@@ -334,6 +351,9 @@ impl MagnetShared {
                     their_id: None,
                 },
             );
+        }
+        if let Some(old_key) = replaced {
+            self.fetch.lock().expect("fetch lock").remove_peer(old_key);
         }
         self.publish();
         Some(key)

@@ -180,14 +180,21 @@ pub(crate) async fn run(
             return Ended::Other;
         }
         if let Some(old) = links.values().find(|l| l.peer_id == theirs.peer_id) {
-            // The same peer from another address has moved (its address
+            // From another address the peer has moved (its address
             // changed): the old connection is dead, although we may not
-            // hear so before a time-out. From the same address it is a
-            // second connection (both sides dialled): keep the first.
-            if old.addr.ip() == addr.ip() {
+            // hear so before a time-out. From the same address both sides
+            // dialled: both ends must keep the same one of the two.
+            if old.addr.ip() == addr.ip()
+                && !second_connection_wins(
+                    &shared.session.peer_id(),
+                    &theirs.peer_id,
+                    source != PeerSource::Incoming,
+                    old.source != PeerSource::Incoming,
+                )
+            {
                 return Ended::Other;
             }
-            tracing::debug!(old = %old.addr, new = %addr, "peer came back from a new address: closing its old connection");
+            tracing::debug!(old = %old.addr, new = %addr, "a second connection to the peer replaces the first");
             old.close();
         }
         let mut swarm = shared.lock_swarm();
@@ -257,6 +264,21 @@ pub(crate) async fn run(
     shared.publish_now();
     shared.driver_wake.notify_one();
     ended
+}
+
+/// A peer we are connected to connects again with the same peer id from
+/// the same IP: whether the new connection replaces the old one. When both
+/// sides dialled each other at once, each end keeps the connection that
+/// the side with the higher peer id made (libtorrent's rule), so both keep
+/// the same one; keeping the first on both ends could close both. Else
+/// (the same direction twice) the first stays.
+pub(crate) fn second_connection_wins(
+    ours: &[u8; 20],
+    theirs: &[u8; 20],
+    new_outgoing: bool,
+    old_outgoing: bool,
+) -> bool {
+    new_outgoing != old_outgoing && new_outgoing == (ours > theirs)
 }
 
 /// Count bytes in this torrent's counters and the session's (what the policy reads).
@@ -595,5 +617,37 @@ async fn write_loop(
         if !deferred.is_empty() {
             held_back(shared, key, deferred);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::second_connection_wins;
+
+    /// Peers a and b dial each other at once: X is a's dial, Y is b's.
+    /// Whichever arrives first at each end, both ends keep the same one.
+    #[test]
+    fn both_ends_keep_the_same_of_two_crossed_connections() {
+        for (a, b) in [([1u8; 20], [2u8; 20]), ([9u8; 20], [3u8; 20])] {
+            for x_first_at_a in [true, false] {
+                for x_first_at_b in [true, false] {
+                    // At a, X is outgoing; at b, incoming.
+                    let a_keeps_x = if x_first_at_a {
+                        !second_connection_wins(&a, &b, false, true)
+                    } else {
+                        second_connection_wins(&a, &b, true, false)
+                    };
+                    let b_keeps_x = if x_first_at_b {
+                        !second_connection_wins(&b, &a, true, false)
+                    } else {
+                        second_connection_wins(&b, &a, false, true)
+                    };
+                    assert_eq!(a_keeps_x, b_keeps_x, "{x_first_at_a} {x_first_at_b}");
+                }
+            }
+        }
+        // The same direction twice: the first stays.
+        assert!(!second_connection_wins(&[1; 20], &[2; 20], true, true));
+        assert!(!second_connection_wins(&[1; 20], &[2; 20], false, false));
     }
 }
