@@ -41,8 +41,29 @@ impl Pair {
             ip(&["-n", ns, "link", "set", dev, "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
+        // A multicast sent before the veth's carrier is up, or while its
+        // link-local address is still tentative, may be lost: LSD sends
+        // once and not again for a minute. Wait (bounded) until both ends
+        // are up with no tentative address.
+        for (ns, dev) in [(a, "lsda"), (b, "lsdb")] {
+            let ready = || {
+                let up = output(&["-n", ns, "link", "show", "dev", dev]).contains("state UP");
+                let tentative = output(&["-n", ns, "-6", "addr", "show", "dev", dev, "tentative"]);
+                up && tentative.trim().is_empty()
+            };
+            let mut tries = 0;
+            while !ready() && tries < 100 {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                tries += 1;
+            }
+        }
         pair
     }
+}
+
+fn output(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl Drop for Pair {
