@@ -8,17 +8,21 @@
 //! - [`bencode`], [`metainfo`], [`magnet`]: pure parsers and encoders.
 //! - [`wire`]: peer wire messages (BEP 3, 6, 10), handshake and codec.
 //! - [`picker`], [`choker`], [`swarm`]: which blocks to ask for, whom to serve.
+//! - [`announce`]: when a torrent announces to its trackers, with which event.
+//! - [`torrent`]: one torrent's core: its swarm, [`admission`] (limits, bans,
+//!   dials under way, the self-connection check, crossed dials) and run state.
 //! - [`bitfield`]: which pieces a peer (or we) have.
-//! - [`ext`]: extension sub-protocols (ut_metadata).
 //! - [`class`]: direction and peer class, the axes of gates and counters;
 //!   where a peer came from (tracker, DHT, PEX, LSD, incoming, manual).
-//! - [`ext`]: BEP 10 extensions (ut_pex).
+//! - [`ext`]: BEP 10 extension sub-protocols (ut_metadata, ut_pex).
 //! - [`lsd`]: local service discovery (BEP 14) packets and schedule.
 //! - [`privacy`]: BEP 27; a [`privacy::PublicTorrent`] is what PEX, LSD and the DHT require.
 //!
 //! Architecture invariant: this crate knows nothing of tokio, sockets, the
 //! file system or the policy crate; `scripts/test` checks its dependency tree.
 
+pub mod admission;
+pub mod announce;
 pub mod bencode;
 pub mod bitfield;
 pub mod choker;
@@ -30,4 +34,5 @@ pub mod metainfo;
 pub mod picker;
 pub mod privacy;
 pub mod swarm;
+pub mod torrent;
 pub mod wire;

@@ -68,7 +68,7 @@ impl Session {
         };
         if reannounced {
             for torrent in self.inner.torrents_snapshot() {
-                torrent.reannounce.notify_one();
+                torrent.announce_now();
             }
         }
         let change = NetworkChange {

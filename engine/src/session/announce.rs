@@ -1,13 +1,16 @@
 //! Announcing to trackers: `started`, periodic, `completed`, `stopped`, with
 //! BEP 12 tiers; peers from each answer are dialled. Only while the torrent
 //! is active (a pause sends `stopped`, resuming `started` again) and the WAN
-//! switch is on.
+//! switch is on. When is decided by the sans-IO
+//! [`AnnounceSchedule`](capwise_proto::announce::AnnounceSchedule); this
+//! task only sends and sleeps.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::watch;
+use capwise_proto::announce::AnnounceSchedule;
+use tokio::sync::{watch, Notify};
 
 use crate::class::PeerSource;
 use crate::tracker::{self, AnnounceEvent, AnnounceRequest, TrackerTiers};
@@ -15,25 +18,77 @@ use crate::tracker::{self, AnnounceEvent, AnnounceRequest, TrackerTiers};
 use super::control::RunState;
 use super::handle::AnnounceOutcome;
 use super::torrent::TorrentShared;
+use super::SessionInner;
 
-/// Never announce more often than this, whatever a tracker says.
-const MIN_INTERVAL: Duration = Duration::from_secs(30);
-const MAX_INTERVAL: Duration = Duration::from_secs(3600);
-const RETRY_FIRST: Duration = Duration::from_secs(15);
-const RETRY_MAX: Duration = Duration::from_secs(300);
+/// What the announce task needs from what it announces: a torrent, or a
+/// magnet's metadata phase (which announces to the magnet's `tr=` trackers
+/// until the torrent exists and takes over).
+pub(crate) trait Announcer: Send + Sync + 'static {
+    fn session(&self) -> &SessionInner;
+    /// The trackers, tier by tier (BEP 12).
+    fn tiers(&self) -> Vec<Vec<String>>;
+    /// The announce to send for `event`.
+    fn request(&self, event: AnnounceEvent) -> AnnounceRequest;
+    /// Its schedule, under its owner's lock.
+    fn schedule<R>(&self, f: impl FnOnce(&mut AnnounceSchedule) -> R) -> R;
+    /// Its run state, watched.
+    fn run_state(&self) -> watch::Receiver<RunState>;
+    /// Told when the schedule may have changed (completed, reannounce, over).
+    fn schedule_changed(&self) -> &Notify;
+    /// Whether announcing is over for good (the metadata phase handed on).
+    fn is_over(&self) -> bool;
+    /// Peers a tracker returned.
+    fn found(self: &Arc<Self>, peers: &[SocketAddr]);
+    /// How the last announce went, for `status`.
+    fn outcome(&self) -> &Mutex<Option<AnnounceOutcome>>;
+}
 
-pub(crate) fn request(shared: &TorrentShared, event: AnnounceEvent) -> AnnounceRequest {
-    let (uploaded, downloaded) = shared.payload_totals();
-    AnnounceRequest {
-        info_hash: shared.info_hash,
-        peer_id: shared.session.peer_id(),
-        port: shared.session.local_addr.port(),
-        uploaded,
-        downloaded,
-        left: shared.bytes_left(),
-        event,
-        num_want: Some(200),
-        key: shared.announce_key,
+impl Announcer for TorrentShared {
+    fn session(&self) -> &SessionInner {
+        &self.session
+    }
+
+    fn tiers(&self) -> Vec<Vec<String>> {
+        self.metainfo.trackers.clone()
+    }
+
+    fn request(&self, event: AnnounceEvent) -> AnnounceRequest {
+        let (uploaded, downloaded) = self.payload_totals();
+        AnnounceRequest {
+            info_hash: self.info_hash,
+            peer_id: self.session.peer_id(),
+            port: self.session.local_addr.port(),
+            uploaded,
+            downloaded,
+            left: self.bytes_left(),
+            event,
+            num_want: Some(200),
+            key: self.announce_key,
+        }
+    }
+
+    fn schedule<R>(&self, f: impl FnOnce(&mut AnnounceSchedule) -> R) -> R {
+        f(&mut self.lock_core().announce)
+    }
+
+    fn run_state(&self) -> watch::Receiver<RunState> {
+        self.run.subscribe()
+    }
+
+    fn schedule_changed(&self) -> &Notify {
+        &self.reannounce
+    }
+
+    fn is_over(&self) -> bool {
+        false
+    }
+
+    fn found(self: &Arc<Self>, peers: &[SocketAddr]) {
+        self.connect_peers(peers, PeerSource::Tracker);
+    }
+
+    fn outcome(&self) -> &Mutex<Option<AnnounceOutcome>> {
+        &self.announce_outcome
     }
 }
 
@@ -48,76 +103,90 @@ pub(crate) async fn until(
     }
 }
 
-/// Announce while the torrent is active, until it is removed or the session
-/// shuts down. A pause tells the tracker `stopped`; the next active period
-/// starts with `started` again.
-pub(crate) async fn run(shared: Arc<TorrentShared>) {
-    let mut tiers = TrackerTiers::new(shared.metainfo.trackers.clone());
+/// Announce while active, until removed, over, or the session shuts down.
+/// A pause tells the tracker `stopped`; the next active period starts
+/// with `started` again.
+pub(crate) async fn run<A: Announcer>(target: Arc<A>) {
+    let mut tiers = TrackerTiers::new(target.tiers());
     if tiers.is_empty() {
         return;
     }
-    let mut shutdown = shared.session.shutdown.subscribe();
-    let mut run = shared.run.subscribe();
+    let mut shutdown = target.session().shutdown.subscribe();
+    let mut run = target.run_state();
     loop {
         let state = tokio::select! {
             s = until(&mut run, |s| *s != RunState::Paused) => s,
             _ = shutdown.recv() => return,
         };
-        if state == RunState::Stopped {
+        if state == RunState::Stopped || target.is_over() {
             return;
         }
+        target.schedule(|s| s.start(Instant::now()));
         tokio::select! {
-            () = active_period(&shared, &mut tiers) => {}
+            () = active_period(&target, &mut tiers) => {}
             _ = until(&mut run, |s| *s != RunState::Active) => {}
             _ = shutdown.recv() => return,
         }
-        if *run.borrow() == RunState::Stopped {
-            // Removal tells the tracker itself, within its own time bound.
+        if *run.borrow() == RunState::Stopped || target.is_over() {
+            // A removal tells the tracker itself, within its own time bound.
             return;
         }
-        stopped(&shared).await;
+        stopped(&*target).await;
     }
 }
 
-/// `started`, then periodic announces (and `completed` once) until cancelled.
-async fn active_period(shared: &Arc<TorrentShared>, tiers: &mut TrackerTiers) {
-    let mut event = AnnounceEvent::Started;
-    let mut retry = RETRY_FIRST;
-    let mut completed_sent = shared.is_complete();
+/// Announces as the schedule says, until cancelled or over.
+async fn active_period<A: Announcer>(target: &Arc<A>, tiers: &mut TrackerTiers) {
+    let session = target.session();
     loop {
-        if !shared.session.hooks.wan.is_on() {
-            // Trackers are reached over the WAN; the next announce goes out
-            // as soon as it is back on (the interval has likely passed).
-            tracing::debug!(torrent = %shared.metainfo.info.name, "WAN off: announces wait");
-            shared.session.hooks.wan.until_on().await;
+        let event = loop {
+            if target.is_over() {
+                return;
+            }
+            let (event, next) = target.schedule(|s| (s.due(Instant::now()), s.poll_timeout()));
+            if let Some(event) = event {
+                break event;
+            }
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = sleep => {}
+                () = target.schedule_changed().notified() => {}
+            }
+        };
+        if !session.hooks.wan.is_on() {
+            // Trackers are reached over the WAN; the announce goes out as
+            // soon as it is back on.
+            tracing::debug!("WAN off: announces wait");
+            session.hooks.wan.until_on().await;
         }
-        let req = request(shared, event);
-        let mut wait = None;
+        let req = target.request(event);
+        let mut answered = false;
         let mut last_error = None;
         let urls: Vec<String> = tiers.urls().into_iter().map(str::to_owned).collect();
         for url in urls {
-            let timeout = shared.session.config.tracker_timeout;
-            let from = shared.session.bind_ip();
-            match tracker::announce_from(&url, &req, timeout, from).await {
+            let timeout = session.config.tracker_timeout;
+            match tracker::announce_from(&url, &req, timeout, session.bind_ip()).await {
                 Ok(resp) => {
-                    note_outcome(
-                        shared,
-                        AnnounceOutcome::Answered {
+                    *target.outcome().lock().expect("announce outcome lock") =
+                        Some(AnnounceOutcome::Answered {
                             at: SystemTime::now(),
                             peers: resp.peers.len(),
-                        },
-                    );
+                        });
                     tiers.mark_success(&url);
-                    *shared.last_tracker.lock().expect("tracker lock") = Some(url.clone());
-                    shared.tracker_started.store(true, Ordering::Release);
                     if let Some(w) = &resp.warning {
                         tracing::warn!(tracker = %url, warning = %w, "tracker warning");
                     }
-                    tracing::debug!(tracker = %url, peers = resp.peers.len(), "announced");
-                    shared.connect_peers(&resp.peers, PeerSource::Tracker);
-                    let floor = resp.min_interval.unwrap_or(MIN_INTERVAL).max(MIN_INTERVAL);
-                    wait = Some(resp.interval.clamp(floor, MAX_INTERVAL.max(floor)));
-                    retry = RETRY_FIRST;
+                    tracing::debug!(tracker = %url, peers = resp.peers.len(), ?event, "announced");
+                    target.schedule(|s| {
+                        s.answered(Instant::now(), &url, resp.interval, resp.min_interval)
+                    });
+                    target.found(&resp.peers);
+                    answered = true;
                     break;
                 }
                 Err(e) => {
@@ -126,57 +195,34 @@ async fn active_period(shared: &Arc<TorrentShared>, tiers: &mut TrackerTiers) {
                 }
             }
         }
-        if let (None, Some(error)) = (wait, last_error) {
-            let since = match &*shared
-                .announce_outcome
-                .lock()
-                .expect("announce outcome lock")
-            {
+        if !answered {
+            target.schedule(|s| s.failed(Instant::now(), event));
+        }
+        if let (false, Some(error)) = (answered, last_error) {
+            let mut outcome = target.outcome().lock().expect("announce outcome lock");
+            let since = match &*outcome {
                 Some(AnnounceOutcome::Failed { since, .. }) => *since,
                 _ => SystemTime::now(),
             };
-            note_outcome(shared, AnnounceOutcome::Failed { since, error });
-        }
-        let wait = wait.unwrap_or_else(|| {
-            let w = retry;
-            retry = (retry * 2).min(RETRY_MAX);
-            w
-        });
-        event = AnnounceEvent::None;
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shared.completed.notified(), if !completed_sent => {
-                completed_sent = true;
-                event = AnnounceEvent::Completed;
-            }
-            _ = shared.reannounce.notified() => {}
+            *outcome = Some(AnnounceOutcome::Failed { since, error });
         }
     }
-}
-
-fn note_outcome(shared: &TorrentShared, outcome: AnnounceOutcome) {
-    *shared
-        .announce_outcome
-        .lock()
-        .expect("announce outcome lock") = Some(outcome);
 }
 
 /// Tell the last tracker that answered that we leave, once per `started`;
 /// bounded in time.
-pub(crate) async fn stopped(shared: &TorrentShared) {
-    if !shared.tracker_started.swap(false, Ordering::AcqRel) {
+pub(crate) async fn stopped<A: Announcer>(target: &A) {
+    let Some(url) = target.schedule(|s| s.leave()) else {
         return;
-    }
-    if !shared.session.hooks.wan.is_on() {
+    };
+    let session = target.session();
+    if !session.hooks.wan.is_on() {
         // The tracker times us out instead.
         return;
     }
-    let url = shared.last_tracker.lock().expect("tracker lock").clone();
-    if let Some(url) = url {
-        let req = request(shared, AnnounceEvent::Stopped);
-        let from = shared.session.bind_ip();
-        if let Err(e) = tracker::announce_from(&url, &req, Duration::from_secs(2), from).await {
-            tracing::debug!(tracker = %url, error = %e, "stopped announce failed");
-        }
+    let req = target.request(AnnounceEvent::Stopped);
+    let from = session.bind_ip();
+    if let Err(e) = tracker::announce_from(&url, &req, Duration::from_secs(2), from).await {
+        tracing::debug!(tracker = %url, error = %e, "stopped announce failed");
     }
 }

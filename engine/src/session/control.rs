@@ -6,39 +6,29 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use capwise_proto::torrent::Fault;
+
 use crate::storage;
 use crate::{Error, Result};
 
 use super::announce;
 use super::torrent::TorrentShared;
 
-/// Whether a torrent takes part in its swarm. Its tasks watch this value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RunState {
-    /// Peers, announces, downloads and uploads.
-    Active,
-    /// Kept, but out of the swarm until resumed.
-    Paused,
-    /// Removed from the session: tasks end.
-    Stopped,
-}
-
-/// Why a torrent stopped transferring.
-#[derive(Debug, Clone)]
-pub(crate) struct Fault {
-    /// Shown as [`TorrentState::Error`](super::TorrentState::Error).
-    pub(crate) message: String,
-    /// When the torrent tries again by itself (a full disk); `None` waits
-    /// for the caller.
-    pub(crate) retry_at: Option<Instant>,
-}
+pub(crate) use capwise_proto::torrent::RunState;
 
 /// Peers remembered for redialling; the caller names a few, not thousands.
 const MAX_MANUAL_PEERS: usize = 64;
 
 impl TorrentShared {
     pub(crate) fn is_paused(&self) -> bool {
-        *self.run.borrow() == RunState::Paused
+        self.lock_core().run_state() == RunState::Paused
+    }
+
+    /// Tell the torrent's tasks the core's run state.
+    fn run_changed(&self) {
+        let state = self.lock_core().run_state();
+        self.run
+            .send_if_modified(|s| std::mem::replace(s, state) != state);
     }
 
     /// Remember peers the caller named, to dial them again after a pause.
@@ -60,16 +50,10 @@ impl TorrentShared {
     }
 
     pub(crate) async fn pause(self: &Arc<Self>) {
-        let paused = self.run.send_if_modified(|s| {
-            let was_active = *s == RunState::Active;
-            if was_active {
-                *s = RunState::Paused;
-            }
-            was_active
-        });
-        if !paused {
+        if !self.lock_core().pause() {
             return;
         }
+        self.run_changed();
         tracing::info!(torrent = %self.metainfo.info.name, "paused");
         self.session.torrents_changed();
         // The announce task sees the change and tells the tracker `stopped`.
@@ -80,17 +64,11 @@ impl TorrentShared {
     }
 
     pub(crate) fn resume(self: &Arc<Self>) {
-        let had_fault = self.fault.lock().expect("fault lock").take().is_some();
-        let resumed = self.run.send_if_modified(|s| {
-            let was_paused = *s == RunState::Paused;
-            if was_paused {
-                *s = RunState::Active;
-            }
-            was_paused
-        });
+        let (resumed, had_fault) = self.lock_core().resume();
         if !had_fault && !resumed {
             return;
         }
+        self.run_changed();
         tracing::info!(torrent = %self.metainfo.info.name, "resumed");
         self.session.torrents_changed();
         self.restart(resumed);
@@ -100,7 +78,7 @@ impl TorrentShared {
     /// task on its own) or an error (ask it for an announce now).
     fn restart(self: &Arc<Self>, after_pause: bool) {
         if !after_pause {
-            self.reannounce.notify_one();
+            self.announce_now();
         }
         self.redial();
         self.driver_wake.notify_one();
@@ -111,7 +89,7 @@ impl TorrentShared {
     /// on. With `retry_at`, the driver clears it then by itself.
     pub(crate) fn fail(self: &Arc<Self>, message: String, retry_at: Option<Instant>) {
         tracing::error!(torrent = %self.metainfo.info.name, error = %message, "torrent stopped");
-        *self.fault.lock().expect("fault lock") = Some(Fault { message, retry_at });
+        self.lock_core().fail(Fault { message, retry_at });
         self.close_links();
         self.publish_now();
     }
@@ -135,26 +113,10 @@ impl TorrentShared {
         }
     }
 
-    /// When a fault clears by itself, if one is pending.
-    pub(crate) fn retry_at(&self) -> Option<Instant> {
-        self.fault.lock().expect("fault lock").as_ref()?.retry_at
-    }
-
     /// Clear a fault whose retry time has come; the lost piece is simply
     /// downloaded again.
     pub(crate) fn retry_if_due(self: &Arc<Self>, now: Instant) {
-        let due = {
-            let mut fault = self.fault.lock().expect("fault lock");
-            let due = fault
-                .as_ref()
-                .and_then(|f| f.retry_at)
-                .is_some_and(|at| now >= at);
-            if due {
-                *fault = None;
-            }
-            due
-        };
-        if due {
+        if self.lock_core().retry_if_due(now) {
             tracing::info!(torrent = %self.metainfo.info.name, "retrying after a full disk");
             self.restart(false);
         }
@@ -164,7 +126,8 @@ impl TorrentShared {
     /// `stopped` (bounded), resume data is forgotten, and with `delete_data`
     /// the torrent's own files are deleted.
     pub(crate) async fn remove(self: &Arc<Self>, delete_data: bool) -> Result<()> {
-        self.run.send_replace(RunState::Stopped);
+        self.lock_core().stop();
+        self.run_changed();
         self.close_links();
         let me = self.clone();
         let forgotten = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -183,7 +146,7 @@ impl TorrentShared {
             }
             Err(e) => tracing::warn!(error = %e, "resume removal task failed"),
         }
-        announce::stopped(self).await;
+        announce::stopped(&**self).await;
         tracing::info!(torrent = %self.metainfo.info.name, delete_data, "removed");
         if !delete_data {
             return Ok(());

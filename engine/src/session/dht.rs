@@ -130,7 +130,7 @@ impl SessionInner {
                 out.push(Candidate {
                     info_hash: t.info_hash,
                     public,
-                    hungry: !t.is_complete() && t.lock_swarm().peer_count() < FEW_PEERS,
+                    hungry: !t.is_complete() && t.lock_core().swarm.peer_count() < FEW_PEERS,
                 });
             }
         }

@@ -41,22 +41,22 @@ impl TorrentShared {
     /// Whether the torrent has no room for another peer (it may still
     /// refuse one for other reasons: paused, banned).
     pub(crate) fn is_full(&self) -> bool {
-        self.links.lock().expect("links lock").len() >= self.session.config.max_peers_per_torrent
+        self.lock_core().admission().is_full()
     }
 
     /// Whether `addr` would be admitted if there were room.
     pub(crate) fn could_admit(&self, addr: SocketAddr) -> bool {
-        self.takes_peers() && !self.banned.lock().expect("ban lock").contains(&addr)
+        self.lock_core().admission().could_admit(addr)
     }
 
     fn eviction_candidate(&self, now: Instant) -> Option<(PeerKey, Duration)> {
-        self.lock_swarm().eviction_candidate(now, GRACE)
+        self.lock_core().swarm.eviction_candidate(now, GRACE)
     }
 
     fn evict(self: &Arc<Self>, key: PeerKey, now: Instant) -> bool {
-        let mut swarm = self.lock_swarm();
-        let evicted = swarm.evict(key, now, GRACE);
-        self.dispatch(swarm);
+        let mut core = self.lock_core();
+        let evicted = core.swarm.evict(key, now, GRACE);
+        self.dispatch(core);
         evicted
     }
 

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch, Notify};
@@ -28,11 +28,13 @@ use crate::hooks::{Counters, PeerClass};
 use crate::magnet::Magnet;
 use crate::metainfo::Metainfo;
 use crate::picker::PeerKey;
-use crate::tracker::{self, AnnounceEvent, AnnounceRequest, TrackerTiers};
+use crate::tracker::{AnnounceEvent, AnnounceRequest};
 use crate::wire::{self, Message};
 use crate::Result;
+use capwise_proto::announce::AnnounceSchedule;
 
-use super::announce::until;
+use capwise_proto::admission::{is_self, Admission, Member, Refusal};
+
 use super::control::RunState;
 use super::handle::{AnnounceOutcome, Progress, TorrentOptions, TorrentState};
 use super::metadata_peer::{self, Queued};
@@ -43,8 +45,6 @@ use super::SessionInner;
 const BEAT: Duration = Duration::from_secs(1);
 /// Peers redialled after this long when no connection is left.
 const REDIAL: Duration = Duration::from_secs(30);
-const ANNOUNCE_MIN: Duration = Duration::from_secs(30);
-const ANNOUNCE_RETRY: Duration = Duration::from_secs(15);
 /// Peers kept to dial; the rest of a tracker's answer is dropped.
 const MAX_KNOWN_PEERS: usize = 500;
 
@@ -69,10 +69,18 @@ pub(crate) struct MagnetShared {
     manual: Mutex<Vec<SocketAddr>>,
     /// Peers heard over LSD, not handed on if the metadata says private.
     from_lsd: Mutex<HashSet<SocketAddr>>,
-    dialing: Mutex<HashSet<SocketAddr>>,
+    /// Who may join the phase (the torrent's rules: limits, dials under
+    /// way, crossed dials); open while active and not over. Lock order:
+    /// this first, then `conns`.
+    admission: Mutex<Admission>,
     next_key: AtomicU64,
     pub(crate) counters: Arc<Counters>,
     pub(crate) announce_outcome: Mutex<Option<AnnounceOutcome>>,
+    /// When to announce to the magnet's trackers.
+    announce: Mutex<AnnounceSchedule>,
+    /// Wakes the announce task (the phase is over).
+    announce_wake: Notify,
+    announce_key: u32,
     /// Something changed: the driver polls the fetch now.
     wake: Notify,
     /// Why the metadata cannot be used (it verified but does not parse).
@@ -83,10 +91,8 @@ pub(crate) struct MagnetShared {
     over: AtomicBool,
 }
 
+/// A connection's I/O end; who it is, the admission table knows.
 struct Conn {
-    addr: SocketAddr,
-    peer_id: [u8; 20],
-    source: PeerSource,
     tx: mpsc::UnboundedSender<Queued>,
     /// The peer's extended message id for ut_metadata.
     their_id: Option<u8>,
@@ -104,6 +110,7 @@ impl MagnetShared {
         } else {
             RunState::Active
         };
+        let session_max_peers = session.config.max_peers_per_torrent;
         let shared = Arc::new(MagnetShared {
             info_hash: magnet.info_hash.0,
             fetch: Mutex::new(MetadataFetch::new(magnet.info_hash)),
@@ -131,17 +138,31 @@ impl MagnetShared {
             known: Mutex::new(Vec::new()),
             manual: Mutex::new(Vec::new()),
             from_lsd: Mutex::new(HashSet::new()),
-            dialing: Mutex::new(HashSet::new()),
+            admission: Mutex::new(Admission::new(session_max_peers)),
             next_key: AtomicU64::new(1),
             counters: Arc::new(Counters::default()),
             announce_outcome: Mutex::new(None),
+            announce: Mutex::new(AnnounceSchedule::new(false)),
+            announce_wake: Notify::new(),
+            announce_key: rand::random(),
             wake: Notify::new(),
             failure: Mutex::new(None),
             fetched: Mutex::new(None),
             over: AtomicBool::new(false),
         });
+        shared.sync_admission();
         shared.publish();
         shared
+    }
+
+    fn lock_admission(&self) -> std::sync::MutexGuard<'_, Admission> {
+        self.admission.lock().expect("admission lock")
+    }
+
+    /// Open the admission table while active and not over, else close it.
+    fn sync_admission(&self) {
+        let open = !self.over.load(Ordering::Acquire) && *self.run.borrow() == RunState::Active;
+        self.lock_admission().set_open(open);
     }
 
     pub(crate) fn subscribe_progress(&self) -> watch::Receiver<Progress> {
@@ -178,12 +199,7 @@ impl MagnetShared {
 
     /// Connected peers by where they came from.
     pub(crate) fn peer_sources(&self) -> PeerSources {
-        self.conns
-            .lock()
-            .expect("conns lock")
-            .values()
-            .map(|c| c.source)
-            .collect()
+        self.lock_admission().sources()
     }
 
     /// Peers the caller names ([`PeerSource::Manual`]): dialled now and
@@ -245,31 +261,20 @@ impl MagnetShared {
     fn dial(self: &Arc<Self>, peers: &[(SocketAddr, PeerSource)]) {
         let me = self.session.local_addr;
         for &(addr, source) in peers {
-            let is_me = addr.port() == me.port()
-                && (addr.ip() == me.ip() || me.ip().is_unspecified() && addr.ip().is_loopback());
-            if is_me || self.over.load(Ordering::Acquire) {
+            if is_self(addr, me) {
                 continue;
             }
             let class = self.session.hooks.classifier.classify(addr.ip());
             if class == PeerClass::Wan && !self.session.hooks.wan.is_on() {
                 continue;
             }
-            let connected = self.conns.lock().expect("conns lock").len();
-            if connected >= self.session.config.max_peers_per_torrent {
-                return;
-            }
-            if self
-                .conns
-                .lock()
-                .expect("conns lock")
-                .values()
-                .any(|c| c.addr == addr)
-                || !self.dialing.lock().expect("dial lock").insert(addr)
-            {
-                continue;
+            match self.lock_admission().begin_dial(addr, false) {
+                Ok(()) => {}
+                Err(Refusal::Full | Refusal::Closed) => return,
+                Err(_) => continue,
             }
             let Ok(permit) = self.session.connections.clone().try_acquire_owned() else {
-                self.dialing.lock().expect("dial lock").remove(&addr);
+                self.lock_admission().end_dial(addr);
                 return;
             };
             let me = self.clone();
@@ -277,19 +282,15 @@ impl MagnetShared {
                 if let Err(e) = metadata_peer::dial(me.clone(), addr, permit, source).await {
                     tracing::debug!(%addr, error = %e, "metadata peer ended");
                 }
-                me.dialing.lock().expect("dial lock").remove(&addr);
+                me.lock_admission().end_dial(addr);
             });
         }
     }
 
     /// Whether a connection to `addr` may join the phase now.
     pub(crate) fn takes_peer(&self, addr: SocketAddr) -> bool {
-        if self.over.load(Ordering::Acquire) || *self.run.borrow() != RunState::Active {
-            return false;
-        }
-        let conns = self.conns.lock().expect("conns lock");
-        conns.len() < self.session.config.max_peers_per_torrent
-            && !conns.values().any(|c| c.addr == addr)
+        let admission = self.lock_admission();
+        admission.admits(addr) && !admission.is_connected(addr)
     }
 
     /// A connection whose handshakes are done joins the phase: it gets a
@@ -302,36 +303,27 @@ impl MagnetShared {
         source: PeerSource,
         tx: mpsc::UnboundedSender<Queued>,
     ) -> Option<PeerKey> {
-        if self.over.load(Ordering::Acquire) || *self.run.borrow() != RunState::Active {
-            return None;
-        }
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        let mut replaced = None;
-        {
-            let mut conns = self.conns.lock().expect("conns lock");
-            if conns.values().any(|c| c.addr == addr) {
+        let member = Member {
+            addr,
+            peer_id,
+            source,
+        };
+        let replaced = {
+            let mut admission = self.lock_admission();
+            if admission.is_connected(addr) {
                 return None;
             }
-            // Both sides dialled each other: keep the one both ends keep
-            // (`peer::second_connection_wins`); its rival ends once its
-            // queue is dropped.
-            if let Some((&old_key, old)) = conns.iter().find(|(_, c)| c.peer_id == peer_id) {
-                let wins = old.addr.ip() == addr.ip()
-                    && super::peer::second_connection_wins(
-                        &self.session.peer_id(),
-                        &peer_id,
-                        source != PeerSource::Incoming,
-                        old.source != PeerSource::Incoming,
-                    );
-                if !wins {
+            // Both sides dialled each other: keep the one both ends keep;
+            // its rival ends once its queue is dropped.
+            let admit = match admission.admit(&member, &self.session.peer_id()) {
+                Ok(admit) => admit,
+                Err(refusal) => {
+                    tracing::debug!(%addr, %refusal, "metadata connection not taken");
                     return None;
                 }
-                conns.remove(&old_key);
-                replaced = Some(old_key);
-            }
-            if conns.len() >= self.session.config.max_peers_per_torrent {
-                return None;
-            }
+            };
+            admission.insert(key, member, admit);
             let greeting =
                 wire::extension::our_handshake(self.session.local_addr.port(), 250, None);
             let _ = tx.send(Queued {
@@ -341,17 +333,13 @@ impl MagnetShared {
                 },
                 debit: 0,
             });
-            conns.insert(
-                key,
-                Conn {
-                    addr,
-                    peer_id,
-                    source,
-                    tx,
-                    their_id: None,
-                },
-            );
-        }
+            let mut conns = self.conns.lock().expect("conns lock");
+            if let Some(old) = admit.replaces {
+                conns.remove(&old);
+            }
+            conns.insert(key, Conn { tx, their_id: None });
+            admit.replaces
+        };
         if let Some(old_key) = replaced {
             self.fetch.lock().expect("fetch lock").remove_peer(old_key);
         }
@@ -361,6 +349,7 @@ impl MagnetShared {
 
     /// A connection of the phase ended.
     pub(crate) fn unregister(&self, key: PeerKey) {
+        self.lock_admission().remove(key);
         self.conns.lock().expect("conns lock").remove(&key);
         self.fetch.lock().expect("fetch lock").remove_peer(key);
         self.publish();
@@ -496,7 +485,7 @@ impl MagnetShared {
 
 /// Start the phase's tasks: the driver and the announces.
 pub(crate) fn spawn_tasks(shared: Arc<MagnetShared>) {
-    tokio::spawn(announce_loop(shared.clone()));
+    tokio::spawn(super::announce::run(shared.clone()));
     tokio::spawn(drive(shared));
 }
 
@@ -560,6 +549,9 @@ impl MagnetShared {
     /// torrent as if it came from a .torrent, with the same peers.
     async fn open_torrent(self: &Arc<Self>, metainfo: Metainfo) {
         self.over.store(true, Ordering::Release);
+        self.sync_admission();
+        // The torrent announces from now on, `started` again.
+        self.announce_wake.notify_one();
         self.ready.notify_waiters();
         tracing::info!(torrent = %metainfo.info.name, "metadata fetched and verified");
         let paused = self.is_paused();
@@ -617,6 +609,7 @@ impl MagnetShared {
             }
             was
         });
+        self.sync_admission();
         self.publish();
         self.session.torrents_changed();
     }
@@ -629,6 +622,7 @@ impl MagnetShared {
             }
             was
         });
+        self.sync_admission();
         self.publish();
         self.session.torrents_changed();
     }
@@ -637,102 +631,62 @@ impl MagnetShared {
     pub(crate) fn remove(&self) {
         self.run.send_replace(RunState::Stopped);
         self.over.store(true, Ordering::Release);
+        self.sync_admission();
+        self.announce_wake.notify_one();
         self.ready.notify_waiters();
     }
 }
 
-fn note_outcome(me: &MagnetShared, outcome: AnnounceOutcome) {
-    *me.announce_outcome.lock().expect("announce outcome lock") = Some(outcome);
-}
-
-/// Announce while fetching: `started` once, then every interval, peers
-/// from each answer dialled. Ends when the torrent exists (its own
-/// announce task takes over) or is removed.
-async fn announce_loop(me: Arc<MagnetShared>) {
-    let tiers: Vec<Vec<String>> = me.magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
-    let mut tiers = TrackerTiers::new(tiers);
-    if tiers.is_empty() {
-        return;
+impl super::announce::Announcer for MagnetShared {
+    fn session(&self) -> &SessionInner {
+        &self.session
     }
-    let mut run = me.run.subscribe();
-    let mut shutdown = me.session.shutdown.subscribe();
-    let key: u32 = rand::random();
-    let mut event = AnnounceEvent::Started;
-    let mut retry = ANNOUNCE_RETRY;
-    loop {
-        let state = tokio::select! {
-            s = until(&mut run, |s| *s != RunState::Paused) => s,
-            _ = shutdown.recv() => return,
-        };
-        if state == RunState::Stopped || me.over.load(Ordering::Acquire) {
-            return;
-        }
-        if !me.session.hooks.wan.is_on() {
-            tokio::select! {
-                () = me.session.hooks.wan.until_on() => {}
-                _ = shutdown.recv() => return,
-            }
-        }
-        let req = AnnounceRequest {
-            info_hash: me.info_hash,
-            peer_id: me.session.peer_id(),
-            port: me.session.local_addr.port(),
+
+    fn tiers(&self) -> Vec<Vec<String>> {
+        self.magnet
+            .trackers
+            .iter()
+            .map(|t| vec![t.clone()])
+            .collect()
+    }
+
+    fn request(&self, event: AnnounceEvent) -> AnnounceRequest {
+        AnnounceRequest {
+            info_hash: self.info_hash,
+            peer_id: self.session.peer_id(),
+            port: self.session.local_addr.port(),
             uploaded: 0,
             downloaded: 0,
             // Unknown until the metadata is in; not 0, which reads as a seed.
-            left: me.magnet.exact_length.unwrap_or(1).max(1),
+            left: self.magnet.exact_length.unwrap_or(1).max(1),
             event,
             num_want: Some(200),
-            key,
-        };
-        let mut wait = None;
-        let mut last_error = None;
-        let urls: Vec<String> = tiers.urls().into_iter().map(str::to_owned).collect();
-        for url in urls {
-            match tracker::announce(&url, &req, me.session.config.tracker_timeout).await {
-                Ok(resp) => {
-                    note_outcome(
-                        &me,
-                        AnnounceOutcome::Answered {
-                            at: SystemTime::now(),
-                            peers: resp.peers.len(),
-                        },
-                    );
-                    tiers.mark_success(&url);
-                    tracing::debug!(tracker = %url, peers = resp.peers.len(), "announced (fetching metadata)");
-                    me.learn(&resp.peers, PeerSource::Tracker);
-                    let floor = resp.min_interval.unwrap_or(ANNOUNCE_MIN).max(ANNOUNCE_MIN);
-                    wait = Some(resp.interval.max(floor).min(Duration::from_secs(1800)));
-                    retry = ANNOUNCE_RETRY;
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(tracker = %url, error = %e, "announce failed");
-                    last_error = Some(e.to_string());
-                }
-            }
+            key: self.announce_key,
         }
-        if let (None, Some(error)) = (wait, last_error) {
-            note_outcome(
-                &me,
-                AnnounceOutcome::Failed {
-                    since: SystemTime::now(),
-                    error,
-                },
-            );
-        }
-        let wait = wait.unwrap_or_else(|| {
-            let w = retry;
-            retry = (retry * 2).min(Duration::from_secs(300));
-            w
-        });
-        event = AnnounceEvent::None;
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = until(&mut run, |s| *s != RunState::Active) => {}
-            _ = me.ready.notified() => {}
-            _ = shutdown.recv() => return,
-        }
+    }
+
+    fn schedule<R>(&self, f: impl FnOnce(&mut AnnounceSchedule) -> R) -> R {
+        f(&mut self.announce.lock().expect("announce lock"))
+    }
+
+    fn run_state(&self) -> watch::Receiver<RunState> {
+        self.run.subscribe()
+    }
+
+    fn schedule_changed(&self) -> &Notify {
+        &self.announce_wake
+    }
+
+    fn is_over(&self) -> bool {
+        self.over.load(Ordering::Acquire)
+    }
+
+    fn found(self: &Arc<Self>, peers: &[SocketAddr]) {
+        self.learn(peers, PeerSource::Tracker);
+    }
+
+    fn outcome(&self) -> &Mutex<Option<AnnounceOutcome>> {
+        &self.announce_outcome
     }
 }
 
@@ -755,7 +709,7 @@ fn redial_while_alone(
             if *shared.run.borrow() == RunState::Stopped {
                 return;
             }
-            if shared.lock_swarm().peer_count() > 0 {
+            if shared.lock_core().swarm.peer_count() > 0 {
                 return;
             }
             shared.connect_found(&peers);

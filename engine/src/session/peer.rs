@@ -15,10 +15,11 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::class::PeerSource;
 use crate::hooks::{Direction, GateFuture, PeerClass};
-use crate::swarm::{Outgoing, PeerOrigin};
+use crate::swarm::Outgoing;
 use crate::transport::{self, ReadHalf, Transport, WireBytes, WriteHalf};
 use crate::wire::{self, Handshake, Message, BLOCK_SIZE};
 use crate::Result;
+use capwise_proto::admission::Member;
 
 use super::control::RunState;
 use super::torrent::{PeerLink, TorrentShared};
@@ -98,14 +99,11 @@ pub(crate) async fn dial_and_redial(
             _ = super::announce::until(&mut run, |s| *s != RunState::Active) => return,
             _ = shutdown.recv() => return,
         }
-        let linked = shared
-            .links
-            .lock()
-            .expect("links lock")
-            .values()
-            .any(|l| l.addr == addr);
-        if linked || !shared.admits(addr) {
-            return;
+        {
+            let core = shared.lock_core();
+            if core.admission().is_connected(addr) || !core.admission().admits(addr) {
+                return;
+            }
         }
         let Ok(next) = shared.session.connections.clone().try_acquire_owned() else {
             return;
@@ -164,62 +162,52 @@ pub(crate) async fn run(
     _permit: OwnedSemaphorePermit,
     source: PeerSource,
 ) -> Ended {
-    if theirs.peer_id == shared.session.peer_id() {
-        return Ended::Other;
-    }
     let addr = transport.remote_addr();
     let class = shared.session.hooks.classifier.classify(addr.ip());
     if class == PeerClass::Wan && !shared.session.hooks.wan.is_on() {
         return Ended::Other;
     }
     let link = {
-        let mut links = shared.links.lock().expect("links lock");
-        // Checked under the links lock, which a pause or an error takes to
-        // close every link: a connection cannot slip in after that.
-        if !shared.takes_peers() {
-            return Ended::Other;
-        }
-        if let Some(old) = links.values().find(|l| l.peer_id == theirs.peer_id) {
-            // From another address the peer has moved (its address
-            // changed): the old connection is dead, although we may not
-            // hear so before a time-out. From the same address both sides
-            // dialled: both ends must keep the same one of the two.
-            if old.addr.ip() == addr.ip()
-                && !second_connection_wins(
-                    &shared.session.peer_id(),
-                    &theirs.peer_id,
-                    source != PeerSource::Incoming,
-                    old.source != PeerSource::Incoming,
-                )
-            {
-                return Ended::Other;
-            }
-            tracing::debug!(old = %old.addr, new = %addr, "a second connection to the peer replaces the first");
-            old.close();
-        }
-        let mut swarm = shared.lock_swarm();
+        let mut core = shared.lock_core();
         let now = Instant::now();
         // The driver may be on its slow idle beat: take the switch as it is now.
-        swarm.set_seeding(shared.session.hooks.seeding.is_on(), now);
-        // Its address is one others can dial too (PEX) unless it dialled us.
-        let outgoing = source != PeerSource::Incoming;
-        let key = swarm.add_peer_with(addr, &theirs, PeerOrigin { class, outgoing }, now);
+        core.swarm
+            .set_seeding(shared.session.hooks.seeding.is_on(), now);
+        let member = Member {
+            addr,
+            peer_id: theirs.peer_id,
+            source,
+        };
+        // Admitted under the core lock, which a pause or an error takes to
+        // close the table: a connection cannot slip in after that.
+        let joined = match core.join(member, &theirs, class, &shared.session.peer_id(), now) {
+            Ok(joined) => joined,
+            Err(refusal) => {
+                tracing::debug!(%addr, %refusal, "connection not taken");
+                return Ended::Other;
+            }
+        };
         let link = Arc::new(PeerLink {
             addr,
             local: transport.local_addr(),
-            peer_id: theirs.peer_id,
             wan: std::sync::atomic::AtomicBool::new(class == PeerClass::Wan),
             source,
             wake: tokio::sync::Notify::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
             gone: tokio::sync::Notify::new(),
         });
-        links.insert(key, link.clone());
-        drop(links);
-        shared.dispatch(swarm);
+        {
+            let mut links = shared.links.lock().expect("links lock");
+            if let Some(old) = joined.replaces.and_then(|k| links.get(&k)) {
+                tracing::debug!(old = %old.addr, new = %addr, "a second connection to the peer replaces the first");
+                old.close();
+            }
+            links.insert(joined.key, link.clone());
+        }
+        shared.dispatch(core);
         // Back to the one-second beat that rates and time-outs need.
         shared.driver_wake.notify_one();
-        (key, link)
+        (joined.key, link)
     };
     let (key, link) = link;
     // What crossed so far (the handshakes, anything a kind adds before
@@ -255,30 +243,15 @@ pub(crate) async fn run(
     if let Err(e) = reason {
         tracing::debug!(%addr, error = %e, "peer connection ended");
     }
+    let mut core = shared.lock_core();
+    core.leave(key);
     shared.links.lock().expect("links lock").remove(&key);
-    let mut swarm = shared.lock_swarm();
-    swarm.remove_peer(key);
-    shared.dispatch(swarm);
+    shared.dispatch(core);
     // Watchers see the peer go now, and the driver picks its beat again
     // (idle when this was the last peer).
     shared.publish_now();
     shared.driver_wake.notify_one();
     ended
-}
-
-/// A peer we are connected to connects again with the same peer id from
-/// the same IP: whether the new connection replaces the old one. When both
-/// sides dialled each other at once, each end keeps the connection that
-/// the side with the higher peer id made (libtorrent's rule), so both keep
-/// the same one; keeping the first on both ends could close both. Else
-/// (the same direction twice) the first stays.
-pub(crate) fn second_connection_wins(
-    ours: &[u8; 20],
-    theirs: &[u8; 20],
-    new_outgoing: bool,
-    old_outgoing: bool,
-) -> bool {
-    new_outgoing != old_outgoing && new_outgoing == (ours > theirs)
 }
 
 /// Count bytes in this torrent's counters and the session's (what the policy reads).
@@ -374,17 +347,17 @@ async fn read_loop(
             continue;
         }
         let now = Instant::now();
-        let mut swarm = shared.lock_swarm();
+        let mut core = shared.lock_core();
         for msg in messages.drain(..) {
-            if let Err(violation) = swarm.on_message(key, msg, now) {
-                drop(swarm);
+            if let Err(violation) = core.swarm.on_message(key, msg, now) {
+                drop(core);
                 tracing::info!(addr = %link.addr, %violation, "peer broke the protocol");
                 // Ended by us: not a peer to dial again.
                 link.close();
                 return Ok(());
             }
         }
-        shared.dispatch(swarm);
+        shared.dispatch(core);
         if link.closed.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -443,10 +416,10 @@ impl<'a> Outbound<'a> {
 /// Uploads were switched off after `block` was queued: stop them in the swarm
 /// now (choke everyone) rather than at the next tick, and reject the block.
 fn withhold(shared: &Arc<TorrentShared>, key: u64, block: wire::BlockRef) {
-    let mut swarm = shared.lock_swarm();
-    swarm.set_seeding(false, Instant::now());
-    swarm.block_withheld(key, block);
-    shared.dispatch(swarm);
+    let mut core = shared.lock_core();
+    core.swarm.set_seeding(false, Instant::now());
+    core.swarm.block_withheld(key, block);
+    shared.dispatch(core);
 }
 
 /// The gate closed for this peer's class after these blocks were admitted
@@ -454,9 +427,9 @@ fn withhold(shared: &Arc<TorrentShared>, key: u64, block: wire::BlockRef) {
 /// gate until it opens; uploads to other classes go on.
 fn held_back(shared: &Arc<TorrentShared>, key: u64, blocks: Vec<wire::BlockRef>) {
     tracing::debug!(blocks = blocks.len(), "blocks held back: the gate closed");
-    let mut swarm = shared.lock_swarm();
-    swarm.blocks_deferred(key, blocks, Instant::now());
-    shared.dispatch(swarm);
+    let mut core = shared.lock_core();
+    core.swarm.blocks_deferred(key, blocks, Instant::now());
+    shared.dispatch(core);
 }
 
 /// Most payload one credit grant covers: a WAN peer's batch stays about
@@ -511,7 +484,7 @@ async fn write_loop(
             PeerClass::Wan => WAN_WRITE_BATCH,
         };
         let step = credit_step(class);
-        let wanted = shared.lock_swarm().credit_wanted(key);
+        let wanted = shared.lock_core().swarm.credit_wanted(key);
         if down.is_none() && wanted.down > 0 {
             let bytes = wanted.down.min(step);
             down = Some(Pending {
@@ -541,15 +514,15 @@ async fn write_loop(
             return Ok(());
         }
         {
-            let mut swarm = shared.lock_swarm();
+            let mut core = shared.lock_core();
             let now = Instant::now();
             if let Some((direction, bytes)) = granted {
-                swarm.grant_credit(key, direction, bytes, now);
+                core.swarm.grant_credit(key, direction, bytes, now);
             }
-            swarm.poll_outgoing(key, now, &mut items);
+            core.swarm.poll_outgoing(key, now, &mut items);
             // Requests went out: the driver may have to wake sooner for
             // their time-outs.
-            shared.dispatch(swarm);
+            shared.dispatch(core);
         }
         let mut sent_payload = 0u64;
         // Blocks the gate no longer admits, and every block after them (kept
@@ -612,42 +585,10 @@ async fn write_loop(
             writer.flush(&mut out).await?;
         }
         if sent_payload > 0 {
-            shared.lock_swarm().on_payload_sent(key, sent_payload);
+            shared.lock_core().swarm.on_payload_sent(key, sent_payload);
         }
         if !deferred.is_empty() {
             held_back(shared, key, deferred);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::second_connection_wins;
-
-    /// Peers a and b dial each other at once: X is a's dial, Y is b's.
-    /// Whichever arrives first at each end, both ends keep the same one.
-    #[test]
-    fn both_ends_keep_the_same_of_two_crossed_connections() {
-        for (a, b) in [([1u8; 20], [2u8; 20]), ([9u8; 20], [3u8; 20])] {
-            for x_first_at_a in [true, false] {
-                for x_first_at_b in [true, false] {
-                    // At a, X is outgoing; at b, incoming.
-                    let a_keeps_x = if x_first_at_a {
-                        !second_connection_wins(&a, &b, false, true)
-                    } else {
-                        second_connection_wins(&a, &b, true, false)
-                    };
-                    let b_keeps_x = if x_first_at_b {
-                        !second_connection_wins(&b, &a, true, false)
-                    } else {
-                        second_connection_wins(&b, &a, false, true)
-                    };
-                    assert_eq!(a_keeps_x, b_keeps_x, "{x_first_at_a} {x_first_at_b}");
-                }
-            }
-        }
-        // The same direction twice: the first stays.
-        assert!(!second_connection_wins(&[1; 20], &[2; 20], true, true));
-        assert!(!second_connection_wins(&[1; 20], &[2; 20], false, false));
     }
 }

@@ -23,10 +23,10 @@ impl TorrentShared {
         error: &Error,
     ) {
         let was_had = {
-            let mut swarm = self.lock_swarm();
-            let was_had = swarm.piece_lost(block.index);
-            swarm.block_withheld(peer, block);
-            self.dispatch(swarm);
+            let mut core = self.lock_core();
+            let was_had = core.swarm.piece_lost(block.index);
+            core.swarm.block_withheld(peer, block);
+            self.dispatch(core);
             was_had
         };
         if !was_had {
@@ -64,12 +64,12 @@ impl TorrentShared {
     /// Hash the pieces of `file` we claim to have; forget those that fail.
     async fn recheck_file(self: Arc<Self>, file: usize) {
         let pieces: Vec<u32> = {
-            let swarm = self.lock_swarm();
+            let core = self.lock_core();
             self.storage
                 .layout()
                 .file_pieces(file)
                 .unwrap_or(0..0)
-                .filter(|&p| swarm.have().has(p))
+                .filter(|&p| core.swarm.have().has(p))
                 .collect()
         };
         let checked = match self.session.hashing.clone().acquire_owned().await {
@@ -103,11 +103,11 @@ impl TorrentShared {
                 kept = pieces.len() - lost.len(),
                 "pieces missing on disk; downloading them again"
             );
-            let mut swarm = self.lock_swarm();
+            let mut core = self.lock_core();
             for p in lost {
-                swarm.piece_lost(p);
+                core.swarm.piece_lost(p);
             }
-            self.dispatch(swarm);
+            self.dispatch(core);
             self.resume_dirty.store(true, Ordering::Relaxed);
             self.publish_now();
         }
@@ -133,11 +133,11 @@ impl TorrentShared {
             );
             // Forgotten first, so nothing reads the new, empty file as data.
             {
-                let mut swarm = self.lock_swarm();
+                let mut core = self.lock_core();
                 for p in self.storage.layout().file_pieces(file).unwrap_or(0..0) {
-                    swarm.piece_lost(p);
+                    core.swarm.piece_lost(p);
                 }
-                self.dispatch(swarm);
+                self.dispatch(core);
             }
             self.resume_dirty.store(true, Ordering::Relaxed);
             let storage = self.storage.clone();

@@ -19,7 +19,9 @@ use crate::storage::{self, PieceJournal, ResumeData, Storage};
 use crate::swarm::{Event, Swarm};
 use crate::{Error, Result};
 
-use super::control::{Fault, RunState};
+use capwise_proto::admission::is_self;
+use capwise_proto::torrent::{RunState, TorrentCore};
+
 use super::handle::{AnnounceOutcome, Progress, TorrentHandle, TorrentOptions, TorrentState};
 use super::rate::RateWindow;
 use super::schedule::{earliest, Duties, Seen};
@@ -30,7 +32,6 @@ pub(crate) struct PeerLink {
     pub(crate) addr: SocketAddr,
     /// Our end of the connection (`session/addresses.rs`).
     pub(crate) local: SocketAddr,
-    pub(crate) peer_id: [u8; 20],
     /// LAN or WAN now (`true`: WAN): a network change may make it the
     /// other (`session/reclassify.rs`); bytes are gated and counted by the
     /// class at the moment they move.
@@ -90,19 +91,17 @@ pub(crate) struct TorrentShared {
     /// Hashing runs on several threads, writes one at a time: concurrent
     /// writes to one file only spin on the kernel's inode lock.
     write_lock: Arc<Mutex<()>>,
-    pub(crate) swarm: Mutex<Swarm>,
+    /// The protocol core (swarm, admission, run state): one lock for what
+    /// must change together.
+    core: Mutex<TorrentCore>,
+    /// The connections' I/O ends, by the key the core gave each. Lock
+    /// order: the core first, then this.
     pub(crate) links: Mutex<HashMap<PeerKey, Arc<PeerLink>>>,
-    pub(crate) dialing: Mutex<HashSet<SocketAddr>>,
-    pub(crate) banned: Mutex<HashSet<SocketAddr>>,
     pub(crate) counters: Arc<Counters>,
-    pub(crate) completed: Notify,
-    pub(crate) last_tracker: Mutex<Option<String>>,
-    /// Some tracker was told `started` and not yet `stopped`.
-    pub(crate) tracker_started: AtomicBool,
     pub(crate) announce_key: u32,
-    /// Active, paused or stopped; every task of the torrent watches it.
+    /// The core's run state, for the torrent's tasks to watch (the core
+    /// holds the truth; this follows each change).
     pub(crate) run: watch::Sender<RunState>,
-    pub(crate) fault: Mutex<Option<Fault>>,
     /// Wakes the driver before its next deadline (a peer came, a control
     /// changed, the swarm has an earlier deadline).
     pub(crate) driver_wake: Notify,
@@ -110,7 +109,8 @@ pub(crate) struct TorrentShared {
     /// (it looks at every deadline again before it sleeps). Written under
     /// the swarm lock, read under it by [`TorrentShared::dispatch`].
     planned: Mutex<Planned>,
-    /// Asks the announce task for an announce now (an error was cleared).
+    /// Tells the announce task that the schedule changed (an announce is
+    /// due now: completed, an error cleared, the address changed).
     pub(crate) reannounce: Notify,
     /// Peers given by the caller, dialled again after a pause or an error.
     pub(crate) manual_peers: Mutex<Vec<SocketAddr>>,
@@ -327,23 +327,18 @@ impl TorrentShared {
             initial.state = TorrentState::Paused;
         }
         let (progress, _) = watch::channel(initial);
+        let core = TorrentCore::new(swarm, session.config.max_peers_per_torrent, run);
         let shared = Arc::new(TorrentShared {
             session,
             info_hash,
             metainfo,
             storage: Arc::new(storage),
             write_lock: Arc::new(Mutex::new(())),
-            swarm: Mutex::new(swarm),
+            core: Mutex::new(core),
             links: Mutex::new(HashMap::new()),
-            dialing: Mutex::new(HashSet::new()),
-            banned: Mutex::new(HashSet::new()),
             counters: Arc::new(Counters::default()),
-            completed: Notify::new(),
-            last_tracker: Mutex::new(None),
-            tracker_started: AtomicBool::new(false),
             announce_key: rand::random(),
             run: watch::channel(run).0,
-            fault: Mutex::new(None),
             driver_wake: Notify::new(),
             planned: Mutex::new(Planned::Awake),
             reannounce: Notify::new(),
@@ -372,16 +367,16 @@ impl TorrentShared {
         self.progress.subscribe()
     }
 
-    pub(crate) fn lock_swarm(&self) -> MutexGuard<'_, Swarm> {
-        self.swarm.lock().expect("swarm lock poisoned")
+    pub(crate) fn lock_core(&self) -> MutexGuard<'_, TorrentCore> {
+        self.core.lock().expect("core lock poisoned")
     }
 
     pub(crate) fn is_complete(&self) -> bool {
-        self.lock_swarm().is_complete()
+        self.lock_core().swarm.is_complete()
     }
 
     pub(crate) fn bytes_left(&self) -> u64 {
-        let have = self.lock_swarm().stats().bytes_have;
+        let have = self.lock_core().swarm.stats().bytes_have;
         self.metainfo.info.total_length.saturating_sub(have)
     }
 
@@ -396,25 +391,17 @@ impl TorrentShared {
 
     /// Whether peers may be connected now: active and not failed.
     pub(crate) fn takes_peers(&self) -> bool {
-        *self.run.borrow() == RunState::Active && self.fault.lock().expect("fault lock").is_none()
+        self.lock_core().takes_peers()
     }
 
     /// Whether a peer at `addr` may connect now.
     pub(crate) fn admits(&self, addr: SocketAddr) -> bool {
-        self.takes_peers()
-            && !self.banned.lock().expect("ban lock").contains(&addr)
-            && self.links.lock().expect("links lock").len()
-                < self.session.config.max_peers_per_torrent
+        self.lock_core().admission().admits(addr)
     }
 
     /// Connected peers by where they came from.
     pub(crate) fn peer_sources(&self) -> PeerSources {
-        self.links
-            .lock()
-            .expect("links lock")
-            .values()
-            .map(|l| l.source)
-            .collect()
+        self.lock_core().admission().sources()
     }
 
     /// Dial peers, each found through its own source ([`Self::connect_peers`]).
@@ -438,9 +425,7 @@ impl TorrentShared {
         // Peers that may evict an unproductive one to get in (session/evict.rs).
         let mut evictions = super::evict::PER_ANNOUNCE;
         for &addr in peers {
-            let is_me = addr.port() == me.port()
-                && (addr.ip() == me.ip() || me.ip().is_unspecified() && addr.ip().is_loopback());
-            if is_me {
+            if is_self(addr, me) {
                 continue;
             }
             if !self.session.hooks.wan.is_on()
@@ -448,27 +433,18 @@ impl TorrentShared {
             {
                 continue;
             }
-            let may_evict = evictions > 0 && self.is_full() && self.could_admit(addr);
-            if !(self.admits(addr) || may_evict) {
-                continue;
-            }
-            if self
-                .links
-                .lock()
-                .expect("links lock")
-                .values()
-                .any(|l| l.addr == addr)
-            {
-                continue;
-            }
-            if !self.dialing.lock().expect("dial lock").insert(addr) {
-                continue;
-            }
+            let must_evict = {
+                let mut core = self.lock_core();
+                let full = core.admission().is_full();
+                if core.begin_dial(addr, evictions > 0 && full).is_err() {
+                    continue;
+                }
+                full
+            };
             let permit = self.session.connections.clone().try_acquire_owned().ok();
-            let must_wait = permit.is_none() || !self.admits(addr);
-            if must_wait {
+            if permit.is_none() || must_evict {
                 if evictions == 0 {
-                    self.dialing.lock().expect("dial lock").remove(&addr);
+                    self.lock_core().end_dial(addr);
                     return;
                 }
                 evictions -= 1;
@@ -484,9 +460,15 @@ impl TorrentShared {
                         peer::dial_and_redial(&shared, addr, permit, source).await;
                     }
                 }
-                shared.dialing.lock().expect("dial lock").remove(&addr);
+                shared.lock_core().end_dial(addr);
             });
         }
+    }
+
+    /// Announce now, if active (an error cleared, the address changed).
+    pub(crate) fn announce_now(&self) {
+        self.lock_core().announce.reannounce(Instant::now());
+        self.reannounce.notify_one();
     }
 
     /// Close the connections to WAN peers (the WAN switch went off).
@@ -506,7 +488,8 @@ impl TorrentShared {
     }
 
     /// Hand on what the swarm produced: wake writers, verify pieces, drop peers.
-    pub(crate) fn dispatch(self: &Arc<Self>, mut swarm: MutexGuard<'_, Swarm>) {
+    pub(crate) fn dispatch(self: &Arc<Self>, mut core: MutexGuard<'_, TorrentCore>) {
+        let swarm = &mut core.swarm;
         let dirty = swarm.take_dirty();
         let mut events = Vec::new();
         while let Some(ev) = swarm.poll_event() {
@@ -521,7 +504,7 @@ impl TorrentShared {
             || events
                 .iter()
                 .any(|e| matches!(e, Event::PieceComplete { .. })))
-        .then(|| self.progress_now(&swarm));
+        .then(|| self.progress_now(swarm));
         // An input may have brought a deadline forward (a request sent, a
         // block queued, blocks back in the pool): the driver, asleep until
         // later, must wake for it.
@@ -535,7 +518,22 @@ impl TorrentShared {
         if sooner {
             self.driver_wake.notify_one();
         }
-        drop(swarm);
+        if finished_now {
+            core.announce.completed(Instant::now());
+            self.reannounce.notify_one();
+        }
+        // Peers to ban are banned before the lock goes, so none slips back in.
+        for ev in &events {
+            if let Event::Disconnect {
+                peer, ban: true, ..
+            } = ev
+            {
+                if let Some(addr) = core.admission().member(*peer).map(|m| m.addr) {
+                    core.ban(addr);
+                }
+            }
+        }
+        drop(core);
         if !dirty.is_empty() {
             let links = self.links.lock().expect("links lock");
             for key in dirty {
@@ -551,16 +549,12 @@ impl TorrentShared {
                     let link = self.links.lock().expect("links lock").get(&peer).cloned();
                     if let Some(link) = link {
                         tracing::info!(addr = %link.addr, %reason, ban, "dropping peer");
-                        if ban {
-                            self.banned.lock().expect("ban lock").insert(link.addr);
-                        }
                         link.close();
                     }
                 }
                 Event::PeersLearnt { peer, learnt } => self.pex_learnt(peer, learnt),
                 Event::Finished => {
                     tracing::info!(torrent = %self.metainfo.info.name, "download complete");
-                    self.completed.notify_one();
                 }
             }
         }
@@ -579,17 +573,20 @@ impl TorrentShared {
 
     /// Publish `p`, with the state a pause or an error imposes.
     pub(crate) fn publish(&self, mut p: Progress) {
-        if *self.run.borrow() == RunState::Paused {
-            p.state = TorrentState::Paused;
-        } else if let Some(f) = &*self.fault.lock().expect("fault lock") {
-            p.state = TorrentState::Error(f.message.clone());
+        {
+            let core = self.lock_core();
+            if core.run_state() == RunState::Paused {
+                p.state = TorrentState::Paused;
+            } else if let Some(f) = core.fault() {
+                p.state = TorrentState::Error(f.message.clone());
+            }
         }
         self.progress.send_replace(p);
     }
 
     /// Publish the current progress.
     pub(crate) fn publish_now(&self) {
-        let p = self.progress_now(&self.lock_swarm());
+        let p = self.progress_now(&self.lock_core().swarm);
         self.publish(p);
     }
 
@@ -637,23 +634,23 @@ impl TorrentShared {
                 Ok((Ok(true), buf)) if self.session.config.resume.is_some() => {
                     // Reported (and announced) once its record is committed,
                     // so a kill -9 never loses a piece the user saw verified.
-                    self.lock_swarm().recycle_buffer(buf);
+                    self.lock_core().swarm.recycle_buffer(buf);
                     self.journal_written(index);
                 }
                 Ok((Ok(ok), buf)) => {
                     if !ok {
                         tracing::warn!(piece = index, "piece failed its hash check");
                     }
-                    let mut swarm = self.lock_swarm();
-                    swarm.recycle_buffer(buf);
-                    swarm.piece_verified(index, ok, Instant::now());
-                    self.dispatch(swarm);
+                    let mut core = self.lock_core();
+                    core.swarm.recycle_buffer(buf);
+                    core.swarm.piece_verified(index, ok, Instant::now());
+                    self.dispatch(core);
                 }
                 Ok((Err(e), buf)) => {
-                    let mut swarm = self.lock_swarm();
-                    swarm.recycle_buffer(buf);
-                    swarm.piece_unwritten(index);
-                    self.dispatch(swarm);
+                    let mut core = self.lock_core();
+                    core.swarm.recycle_buffer(buf);
+                    core.swarm.piece_unwritten(index);
+                    self.dispatch(core);
                     self.write_failed(index, &e);
                 }
                 Err(e) => self.fail(format!("verification task failed: {e}"), None),
@@ -713,12 +710,12 @@ impl TorrentShared {
             let me = self.clone();
             let committed = batch.clone();
             let _ = tokio::task::spawn_blocking(move || me.commit_journal(&committed, true)).await;
-            let mut swarm = self.lock_swarm();
+            let mut core = self.lock_core();
             let now = Instant::now();
             for p in batch {
-                swarm.piece_verified(p, true, now);
+                core.swarm.piece_verified(p, true, now);
             }
-            self.dispatch(swarm);
+            self.dispatch(core);
         }
     }
 
@@ -739,7 +736,7 @@ impl TorrentShared {
         if *removed {
             return;
         }
-        let mut pieces = self.lock_swarm().have().clone();
+        let mut pieces = self.lock_core().swarm.have().clone();
         let until = if writes_follow {
             SystemTime::now() + JOURNAL_LEASE
         } else {
@@ -777,7 +774,7 @@ impl TorrentShared {
         if *removed || !self.resume_dirty.swap(false, Ordering::Relaxed) {
             return;
         }
-        let mut pieces = self.lock_swarm().have().clone();
+        let mut pieces = self.lock_core().swarm.have().clone();
         // Written pieces awaiting their journal commit are synced below too.
         for &p in &self
             .journal
@@ -820,7 +817,7 @@ impl TorrentShared {
     pub(crate) async fn stop(self: &Arc<Self>) {
         self.close_links();
         self.save_resume_now().await;
-        announce::stopped(self).await;
+        announce::stopped(&**self).await;
     }
 }
 
@@ -876,12 +873,12 @@ async fn drive(shared: Arc<TorrentShared>) {
             shared.close_wan_links();
         }
         let (p, serving) = {
-            let mut swarm = shared.lock_swarm();
-            swarm.set_seeding(hooks.seeding.is_on(), now);
-            swarm.tick(now);
-            let p = shared.progress_now(&swarm);
-            let serving = swarm.serving();
-            shared.dispatch(swarm);
+            let mut core = shared.lock_core();
+            core.swarm.set_seeding(hooks.seeding.is_on(), now);
+            core.swarm.tick(now);
+            let p = shared.progress_now(&core.swarm);
+            let serving = core.swarm.serving();
+            shared.dispatch(core);
             (p, serving)
         };
         let rates_moving = p.upload_rate > 0.0 || p.download_rate > 0.0;
@@ -900,10 +897,10 @@ async fn drive(shared: Arc<TorrentShared>) {
             shared.save_resume_now().await;
         }
         let next = {
-            let swarm = shared.lock_swarm();
+            let core = shared.lock_core();
             let next = earliest(
-                earliest(swarm.poll_timeout(), duties.next(&seen(&shared))),
-                shared.retry_at(),
+                earliest(core.swarm.poll_timeout(), duties.next(&seen(&shared))),
+                core.retry_at(),
             );
             *shared.planned.lock().expect("planned lock") = Planned::Until(next);
             next

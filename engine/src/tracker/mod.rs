@@ -58,19 +58,7 @@ pub enum TrackerError {
     Io(String),
 }
 
-/// The `event` of an announce (BEP 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AnnounceEvent {
-    /// A regular periodic announce.
-    #[default]
-    None,
-    /// The first announce of a download.
-    Started,
-    /// The download just completed (sent once, not when starting as a seed).
-    Completed,
-    /// The client is leaving the swarm.
-    Stopped,
-}
+pub use capwise_proto::announce::AnnounceEvent;
 
 /// What a client tells a tracker.
 #[derive(Debug, Clone, PartialEq, Eq)]
