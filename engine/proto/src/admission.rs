@@ -265,6 +265,55 @@ pub fn second_connection_wins(
     new_outgoing != old_outgoing && new_outgoing == (ours > theirs)
 }
 
+/// What a newcomer's first messages prove ([`first_useful`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Proof {
+    /// One announces pieces or interest: worth a slot.
+    Useful,
+    /// The look-ahead is full of messages that prove nothing.
+    NotUseful,
+    /// Not enough bytes yet.
+    NotYet,
+}
+
+/// Scans whole peer-wire messages from the start of `buf` (all a
+/// newcomer's bytes read ahead so far, after both handshakes, at most
+/// `limit`), without decoding them: only their ids matter, and a bitfield
+/// may be larger than the look-ahead. When slots are full, only a newcomer
+/// that proves useful may evict a silent peer
+/// (`Swarm::eviction_candidate`).
+pub fn first_useful(buf: &[u8], limit: usize) -> Proof {
+    // have, bitfield, have-all, have-none, interested, request.
+    const USEFUL: [u8; 6] = [4, 5, 0x0E, 0x0F, 2, 6];
+    let mut rest = buf;
+    loop {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            return Proof::NotYet;
+        };
+        let len = u32::from_be_bytes(*len) as usize;
+        if len == 0 {
+            rest = tail;
+            continue;
+        }
+        let Some(&id) = tail.first() else {
+            return Proof::NotYet;
+        };
+        if USEFUL.contains(&id) {
+            return Proof::Useful;
+        }
+        if tail.len() < len {
+            // A large non-useful message (an extension handshake is small)
+            // filling the peek buffer proves nothing either.
+            return if buf.len() >= limit {
+                Proof::NotUseful
+            } else {
+                Proof::NotYet
+            };
+        }
+        rest = &tail[len..];
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,5 +452,36 @@ mod tests {
             Err(Refusal::Duplicate),
             "the same direction twice: the first stays"
         );
+    }
+
+    #[test]
+    fn a_bitfield_after_an_extension_handshake_is_useful() {
+        let mut b = vec![0, 0, 0, 4, 20, 0, b'd'];
+        assert_eq!(
+            first_useful(&b, 4096),
+            Proof::NotYet,
+            "extension handshake cut short"
+        );
+        b.push(b'e');
+        assert_eq!(first_useful(&b, 4096), Proof::NotYet, "nothing useful yet");
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 9, 5]);
+        assert_eq!(
+            first_useful(&b, 4096),
+            Proof::Useful,
+            "a bitfield's header is enough"
+        );
+    }
+
+    #[test]
+    fn keep_alives_and_choke_messages_are_not_useful() {
+        let b = [0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 0];
+        assert_eq!(first_useful(&b, 4096), Proof::NotYet);
+        assert_eq!(first_useful(&[], 4096), Proof::NotYet);
+        assert_eq!(first_useful(&[0, 0, 0, 1, 0x0E], 4096), Proof::Useful);
+        // A large extension message that fills the look-ahead proves nothing.
+        let mut big = vec![0, 0, 0x40, 0, 20];
+        big.resize(4096, 0);
+        assert_eq!(first_useful(&big, 4096), Proof::NotUseful);
+        assert_eq!(first_useful(&big[..4000], 4096), Proof::NotYet);
     }
 }

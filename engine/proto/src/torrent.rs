@@ -58,7 +58,12 @@ pub struct TorrentCore {
     admission: Admission,
     run: RunState,
     fault: Option<Fault>,
+    /// Peers the caller named, dialled again after a pause or an error.
+    manual_peers: Vec<SocketAddr>,
 }
+
+/// Peers remembered for redialling; the caller names a few, not thousands.
+pub const MAX_MANUAL_PEERS: usize = 64;
 
 impl TorrentCore {
     /// A torrent over `swarm` allowing `max_peers` connections, starting
@@ -70,6 +75,7 @@ impl TorrentCore {
             admission: Admission::new(max_peers),
             run,
             fault: None,
+            manual_peers: Vec::new(),
         };
         core.sync_admission();
         core
@@ -139,6 +145,33 @@ impl TorrentCore {
             self.sync_admission();
         }
         due
+    }
+
+    /// When the core next needs a wake: the swarm's next timer, or a
+    /// fault's retry.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.swarm.poll_timeout(), self.retry_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Remember peers the caller named, to dial them again after a pause
+    /// or an error (the oldest go beyond [`MAX_MANUAL_PEERS`]).
+    pub fn remember_peers(&mut self, peers: &[SocketAddr]) {
+        for &addr in peers {
+            if !self.manual_peers.contains(&addr) {
+                if self.manual_peers.len() >= MAX_MANUAL_PEERS {
+                    self.manual_peers.remove(0);
+                }
+                self.manual_peers.push(addr);
+            }
+        }
+    }
+
+    /// The peers the caller named.
+    pub fn manual_peers(&self) -> &[SocketAddr] {
+        &self.manual_peers
     }
 
     pub fn admission(&self) -> &Admission {
@@ -252,6 +285,32 @@ mod tests {
         assert!(!c.pause(), "a removed torrent is not paused");
         assert_eq!(c.resume(), (false, false));
         assert!(!c.takes_peers());
+    }
+
+    #[test]
+    fn named_peers_are_kept_once_and_bounded() {
+        let mut c = core(RunState::Active);
+        let a = SocketAddr::from(([10, 0, 0, 1], 1));
+        c.remember_peers(&[a, a]);
+        assert_eq!(c.manual_peers(), [a]);
+        let many: Vec<SocketAddr> = (0..100u16)
+            .map(|p| SocketAddr::from(([10, 0, 1, 1], p + 2)))
+            .collect();
+        c.remember_peers(&many);
+        assert_eq!(c.manual_peers().len(), MAX_MANUAL_PEERS);
+        assert_eq!(c.manual_peers().last(), many.last(), "the newest stay");
+    }
+
+    #[test]
+    fn a_fault_retry_is_a_deadline_of_the_core() {
+        let now = Instant::now();
+        let mut c = core(RunState::Active);
+        let at = now + std::time::Duration::from_secs(3);
+        c.fail(Fault {
+            message: "disk full".into(),
+            retry_at: Some(at),
+        });
+        assert!(c.poll_timeout().is_some_and(|t| t <= at));
     }
 
     #[test]

@@ -16,9 +16,6 @@ use super::torrent::TorrentShared;
 
 pub(crate) use capwise_proto::torrent::RunState;
 
-/// Peers remembered for redialling; the caller names a few, not thousands.
-const MAX_MANUAL_PEERS: usize = 64;
-
 impl TorrentShared {
     pub(crate) fn is_paused(&self) -> bool {
         self.lock_core().run_state() == RunState::Paused
@@ -33,19 +30,11 @@ impl TorrentShared {
 
     /// Remember peers the caller named, to dial them again after a pause.
     pub(crate) fn remember_peers(&self, peers: &[SocketAddr]) {
-        let mut known = self.manual_peers.lock().expect("peers lock");
-        for &addr in peers {
-            if !known.contains(&addr) {
-                if known.len() >= MAX_MANUAL_PEERS {
-                    known.remove(0);
-                }
-                known.push(addr);
-            }
-        }
+        self.lock_core().remember_peers(peers);
     }
 
     fn redial(self: &Arc<Self>) {
-        let peers = self.manual_peers.lock().expect("peers lock").clone();
+        let peers = self.lock_core().manual_peers().to_vec();
         self.connect_peers(&peers, crate::class::PeerSource::Manual);
     }
 

@@ -20,6 +20,7 @@ use super::torrent::TorrentShared;
 use super::SessionInner;
 use crate::picker::PeerKey;
 use crate::transport::Transport;
+use capwise_proto::admission::{first_useful, Proof};
 
 /// A newcomer may not evict a peer younger than this: it has had no time
 /// to say anything yet.
@@ -138,82 +139,10 @@ pub(crate) async fn shows_useful(transport: &mut Transport) -> bool {
             Ok(Ok(n)) if n > 0 => {}
             _ => return false,
         }
-        match first_useful(transport.peeked()) {
+        match first_useful(transport.peeked(), PEEK_LIMIT) {
             Proof::Useful => return true,
             Proof::NotUseful => return false,
             Proof::NotYet => {}
         }
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Proof {
-    Useful,
-    NotUseful,
-    NotYet,
-}
-
-/// Scans whole peer-wire messages from the start of `buf` (all that was
-/// read ahead so far).
-fn first_useful(buf: &[u8]) -> Proof {
-    // have, bitfield, have-all, have-none, interested, request.
-    const USEFUL: [u8; 6] = [4, 5, 0x0E, 0x0F, 2, 6];
-    let mut rest = buf;
-    loop {
-        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
-            return Proof::NotYet;
-        };
-        let len = u32::from_be_bytes(*len) as usize;
-        if len == 0 {
-            rest = tail;
-            continue;
-        }
-        let Some(&id) = tail.first() else {
-            return Proof::NotYet;
-        };
-        if USEFUL.contains(&id) {
-            return Proof::Useful;
-        }
-        if tail.len() < len {
-            // A large non-useful message (an extension handshake is small)
-            // filling the peek buffer proves nothing either.
-            return if buf.len() >= PEEK_LIMIT {
-                Proof::NotUseful
-            } else {
-                Proof::NotYet
-            };
-        }
-        rest = &tail[len..];
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_bitfield_after_an_extension_handshake_is_useful() {
-        let mut b = vec![0, 0, 0, 4, 20, 0, b'd'];
-        assert_eq!(
-            first_useful(&b),
-            Proof::NotYet,
-            "extension handshake cut short"
-        );
-        b.push(b'e');
-        assert_eq!(first_useful(&b), Proof::NotYet, "nothing useful yet");
-        b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 9, 5]);
-        assert_eq!(
-            first_useful(&b),
-            Proof::Useful,
-            "a bitfield's header is enough"
-        );
-    }
-
-    #[test]
-    fn keep_alives_and_choke_messages_are_not_useful() {
-        let b = [0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 0];
-        assert_eq!(first_useful(&b), Proof::NotYet);
-        assert_eq!(first_useful(&[]), Proof::NotYet);
-        assert_eq!(first_useful(&[0, 0, 0, 1, 0x0E]), Proof::Useful);
     }
 }

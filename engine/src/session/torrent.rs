@@ -112,8 +112,6 @@ pub(crate) struct TorrentShared {
     /// Tells the announce task that the schedule changed (an announce is
     /// due now: completed, an error cleared, the address changed).
     pub(crate) reannounce: Notify,
-    /// Peers given by the caller, dialled again after a pause or an error.
-    pub(crate) manual_peers: Mutex<Vec<SocketAddr>>,
     /// Files whose pieces are being hashed again after a failed read.
     pub(crate) rechecking: Mutex<HashSet<usize>>,
     progress: watch::Sender<Progress>,
@@ -342,7 +340,6 @@ impl TorrentShared {
             driver_wake: Notify::new(),
             planned: Mutex::new(Planned::Awake),
             reannounce: Notify::new(),
-            manual_peers: Mutex::new(Vec::new()),
             rechecking: Mutex::new(HashSet::new()),
             progress,
             resume_dirty: AtomicBool::new(true),
@@ -508,7 +505,7 @@ impl TorrentShared {
         // An input may have brought a deadline forward (a request sent, a
         // block queued, blocks back in the pool): the driver, asleep until
         // later, must wake for it.
-        let due = swarm.poll_timeout();
+        let due = core.poll_timeout();
         let planned = *self.planned.lock().expect("planned lock");
         let sooner = match (due, planned) {
             (Some(due), Planned::Until(Some(until))) => due < until,
@@ -898,10 +895,7 @@ async fn drive(shared: Arc<TorrentShared>) {
         }
         let next = {
             let core = shared.lock_core();
-            let next = earliest(
-                earliest(core.swarm.poll_timeout(), duties.next(&seen(&shared))),
-                core.retry_at(),
-            );
+            let next = earliest(core.poll_timeout(), duties.next(&seen(&shared)));
             *shared.planned.lock().expect("planned lock") = Planned::Until(next);
             next
         };
