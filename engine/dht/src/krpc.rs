@@ -33,6 +33,10 @@ pub const ERROR_PROTOCOL: i64 = 203;
 /// The KRPC error code for an unknown method.
 pub const ERROR_METHOD_UNKNOWN: i64 = 204;
 
+/// The `v` of our messages: two letters for the client, two bytes of
+/// version (BEP 5's convention; libtorrent sends `LT` and its version).
+pub const CLIENT_VERSION: [u8; 4] = [b'C', b'W', 0, 1];
+
 /// One KRPC message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -267,9 +271,12 @@ impl Message {
         })
     }
 
-    /// Encodes this message (keys sorted, as bencode requires).
+    /// Encodes this message (keys sorted, as bencode requires), with our
+    /// client version (`v`, BEP 5) so other nodes can tell who sent it.
     pub fn encode(&self) -> Vec<u8> {
-        let mut top = Owned::dict().with("t", self.tid.clone());
+        let mut top = Owned::dict()
+            .with("t", self.tid.clone())
+            .with("v", &CLIENT_VERSION[..]);
         if self.read_only {
             top = top.with("ro", 1);
         }
@@ -411,6 +418,10 @@ mod tests {
         };
         assert!(message.len() <= MAX_ERROR_TEXT);
         assert_eq!(Message::decode(&m.encode()).unwrap(), m);
+        assert!(
+            m.encode().windows(9).any(|w| w == b"1:v4:CW\0\x01"),
+            "our messages carry our version"
+        );
     }
 
     #[test]
