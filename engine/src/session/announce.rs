@@ -15,10 +15,10 @@ use tokio::sync::{watch, Notify};
 use crate::class::PeerSource;
 use crate::tracker::{self, AnnounceEvent, AnnounceRequest, TrackerTiers};
 
-use super::control::RunState;
 use super::handle::AnnounceOutcome;
 use super::torrent::TorrentShared;
 use super::SessionInner;
+use capwise_proto::torrent::RunState;
 
 /// What the announce task needs from what it announces: a torrent, or a
 /// magnet's metadata phase (which announces to the magnet's `tr=` trackers

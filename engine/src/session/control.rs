@@ -14,7 +14,7 @@ use crate::{Error, Result};
 use super::announce;
 use super::torrent::TorrentShared;
 
-pub(crate) use capwise_proto::torrent::RunState;
+use capwise_proto::torrent::RunState;
 
 impl TorrentShared {
     pub(crate) fn is_paused(&self) -> bool {

@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, Notify};
 use crate::dht::{self, DhtHandle, DhtHooks, DhtOptions};
 use crate::udp::UdpEndpoint;
 
-use super::control::RunState;
 use super::SessionInner;
+use capwise_proto::torrent::RunState;
 
 /// Lookups repeat this often for a torrent with enough peers...
 pub const LOOKUP_EVERY: Duration = Duration::from_secs(15 * 60);

@@ -35,11 +35,11 @@ use capwise_proto::announce::AnnounceSchedule;
 
 use capwise_proto::admission::{is_self, Admission, Member, Refusal};
 
-use super::control::RunState;
 use super::handle::{AnnounceOutcome, Progress, TorrentOptions, TorrentState};
 use super::metadata_peer::{self, Queued};
 use super::torrent::TorrentShared;
 use super::SessionInner;
+use capwise_proto::torrent::RunState;
 
 /// The driver looks at the fetch at least this often.
 const BEAT: Duration = Duration::from_secs(1);

@@ -28,9 +28,9 @@ use crate::wire::{self, Handshake, Message};
 use crate::Result;
 
 use super::announce::until;
-use super::control::RunState;
 use super::metadata::MagnetShared;
 use super::{read_handshake, HANDSHAKE_TIMEOUT};
+use capwise_proto::torrent::RunState;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A peer that sends nothing for this long is dropped.

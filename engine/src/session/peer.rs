@@ -21,9 +21,9 @@ use crate::wire::{self, Handshake, Message, BLOCK_SIZE};
 use crate::Result;
 use capwise_proto::admission::Member;
 
-use super::control::RunState;
 use super::torrent::{PeerLink, TorrentShared};
 use super::{read_handshake, HANDSHAKE_TIMEOUT};
+use capwise_proto::torrent::RunState;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reads this large keep syscalls per block low on a fast link.
