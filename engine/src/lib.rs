@@ -26,6 +26,7 @@ pub use capwise_proto::{
 };
 
 pub mod create;
+mod deadline;
 pub mod dht;
 pub mod error;
 pub mod hooks;

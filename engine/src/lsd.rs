@@ -178,12 +178,7 @@ async fn run(
             announcer.add_target(target, Instant::now());
         }
         let deadline = held.or(announcer.poll_timeout());
-        let sleep = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-                None => std::future::pending().await,
-            }
-        };
+        let sleep = crate::deadline::sleep_until(deadline);
         tokio::select! {
             command = commands.recv() => {
                 let now = std::time::Instant::now();

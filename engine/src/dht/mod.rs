@@ -33,6 +33,7 @@ use capwise_proto::privacy::PublicTorrent;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::deadline::sleep_until;
 use crate::hooks::{ByteGate, Counters, Direction, PeerClass, Switch};
 use crate::udp::Datagram;
 
@@ -239,14 +240,6 @@ struct Driver {
     /// How long a query waits for its answer: a datagram held at the gate
     /// longer would only be answered after the node gave up on it.
     query_timeout: Duration,
-}
-
-/// Resolves when `deadline` passes; never with none.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 impl Driver {

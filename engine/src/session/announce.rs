@@ -147,14 +147,8 @@ async fn active_period<A: Announcer>(target: &Arc<A>, tiers: &mut TrackerTiers) 
             if let Some(event) = event {
                 break event;
             }
-            let sleep = async {
-                match next {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                () = sleep => {}
+                () = crate::deadline::sleep_until(next) => {}
                 () = target.schedule_changed().notified() => {}
             }
         };

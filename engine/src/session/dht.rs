@@ -203,14 +203,8 @@ async fn lookups(
             }
         }
         let next = due.values().min().copied();
-        let sleep = async {
-            match next {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            () = sleep => {}
+            () = crate::deadline::sleep_until(next) => {}
             () = wake.notified() => {}
             event = events.recv() => match event {
                 None => return,

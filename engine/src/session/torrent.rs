@@ -899,14 +899,8 @@ async fn drive(shared: Arc<TorrentShared>) {
             *shared.planned.lock().expect("planned lock") = Planned::Until(next);
             next
         };
-        let sleep = async {
-            match next {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            () = sleep => {}
+            () = crate::deadline::sleep_until(next) => {}
             () = shared.driver_wake.notified() => {}
             changed = run.changed() => {
                 if changed.is_err() || *run.borrow_and_update() == RunState::Stopped {
