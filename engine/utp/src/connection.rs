@@ -619,6 +619,9 @@ impl Connection {
         let flight_before = self.flight_bytes;
         let mut acked_bytes = 0usize;
         let mut newly_acked = false;
+        // The smallest round trip of the packets this ACK covers: a one-way
+        // delay above it is clock drift, not queue (libutp's reasoning).
+        let mut ack_rtt: Option<Duration> = None;
         while let Some(front) = self.sent.front() {
             if !seq_le(front.seq, ack_nr) {
                 break;
@@ -626,6 +629,10 @@ impl Connection {
             let s = self.sent.pop_front().expect("front exists");
             if !s.sacked {
                 acked_bytes += s.payload.len();
+                if s.transmissions == 1 {
+                    let rtt = now.saturating_duration_since(s.sent_at);
+                    ack_rtt = Some(ack_rtt.map_or(rtt, |m: Duration| m.min(rtt)));
+                }
             }
             self.retire(now, &s);
             newly_acked = true;
@@ -653,7 +660,9 @@ impl Connection {
                     acked_bytes += s.payload.len();
                     newly_acked = true;
                     if s.transmissions == 1 {
-                        self.rtt.sample(now.saturating_duration_since(s.sent_at));
+                        let rtt = now.saturating_duration_since(s.sent_at);
+                        self.rtt.sample(rtt);
+                        ack_rtt = Some(ack_rtt.map_or(rtt, |m| m.min(rtt)));
                     }
                 }
             }
@@ -693,8 +702,7 @@ impl Connection {
 
         if acked_bytes > 0 {
             self.unacked_payload = self.unacked_payload.saturating_sub(acked_bytes);
-            self.ledbat
-                .on_ack(acked_bytes, flight_before, self.rtt.min_rtt());
+            self.ledbat.on_ack(acked_bytes, flight_before, ack_rtt);
         }
         if newly_acked {
             self.backoff = 0;

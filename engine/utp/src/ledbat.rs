@@ -173,16 +173,17 @@ impl Ledbat {
     }
 
     /// `acked` payload bytes were newly acknowledged; `flight` bytes were in
-    /// flight before; `min_rtt` bounds the queueing delay (a one-way delay
-    /// above the whole round trip is clock drift, as libutp reasons).
-    pub fn on_ack(&mut self, acked: usize, flight: usize, min_rtt: Option<Duration>) {
+    /// flight before; `ack_rtt`, the round trip of the packets acknowledged,
+    /// bounds the queueing delay (a one-way delay above the whole round
+    /// trip is clock drift, as libutp reasons).
+    pub fn on_ack(&mut self, acked: usize, flight: usize, ack_rtt: Option<Duration>) {
         if acked == 0 {
             return;
         }
         let Some(mut queuing) = self.history.queuing_delay() else {
             return;
         };
-        if let Some(rtt) = min_rtt {
+        if let Some(rtt) = ack_rtt {
             queuing = queuing.min(rtt);
         }
         // An application-limited sender has not tested the window: it must
