@@ -57,7 +57,10 @@ fn two_connections_between_the_same_endpoints_stay_apart() {
         let mut buf = [0u8; 8];
         let n = b.connection(s).unwrap().read(&mut buf);
         got.push(buf[..n].to_vec());
-        assert_eq!(b.connection(s).unwrap().poll_event(), Some(Event::Connected));
+        assert_eq!(
+            b.connection(s).unwrap().poll_event(),
+            Some(Event::Connected)
+        );
     }
     got.sort();
     assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
@@ -149,7 +152,10 @@ fn a_packet_for_no_connection_gets_a_reset_and_garbage_nothing() {
     }
     let mut replies = 0;
     while let Some((_, d)) = b.poll_transmit(now) {
-        assert_eq!(Packet::decode(&d).unwrap().header.packet_type, PacketType::Reset);
+        assert_eq!(
+            Packet::decode(&d).unwrap().header.packet_type,
+            PacketType::Reset
+        );
         replies += 1;
     }
     assert!(replies <= 64, "{replies}");

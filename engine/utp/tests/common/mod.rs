@@ -23,6 +23,9 @@ pub enum Action {
     Delay(Duration),
 }
 
+/// (arrival, tiebreak, bytes; None = cross traffic, not delivered).
+type InFlight = Reverse<(Instant, u64, Option<Vec<u8>>)>;
+
 pub struct Link {
     pub delay: Duration,
     /// Bytes per second through the bottleneck; None: no bottleneck.
@@ -33,8 +36,7 @@ pub struct Link {
     /// (finish time of serialisation, bytes) of what is queued or on the wire.
     serialising: VecDeque<(Instant, usize)>,
     busy_until: Option<Instant>,
-    /// (arrival, tiebreak, bytes; None = cross traffic, not delivered).
-    in_flight: BinaryHeap<Reverse<(Instant, u64, Option<Vec<u8>>)>>,
+    in_flight: BinaryHeap<InFlight>,
     count: u64,
     /// (enqueue time, queueing delay) of every packet of ours through the bottleneck.
     pub queue_delays: Vec<(Instant, Duration)>,
