@@ -222,6 +222,13 @@ pub struct Connection {
     reset_pending: bool,
     /// The acceptor's SYN-time deadline for the initiator's confirmation.
     handshake_deadline: Option<Instant>,
+    /// The initiator's bare confirmation (a STATE) is not retransmitted by
+    /// reliability: until the acceptor shows it is established (its data)
+    /// or we send data (which carries the confirmation), it goes again at
+    /// these instants, a few times. The acceptor never repeats its STATE,
+    /// so a forged SYN is answered once.
+    confirm_at: Option<Instant>,
+    confirm_retries: u32,
 
     // Receiving.
     /// Last sequence number received in order.
@@ -278,6 +285,8 @@ impl Connection {
             write_blocked: false,
             reset_pending: false,
             handshake_deadline: None,
+            confirm_at: None,
+            confirm_retries: 0,
             ack_nr: 0,
             readable: VecDeque::new(),
             held: HashMap::new(),
@@ -558,6 +567,7 @@ impl Connection {
                 self.backoff = 0;
                 // Confirms the handshake even when we have nothing to say.
                 self.ack_pending = true;
+                self.confirm_at = Some(now + self.rtt.rto(0));
                 self.events.push_back(Event::Connected);
                 return Ok(());
             }
@@ -754,6 +764,8 @@ impl Connection {
     }
 
     fn process_sequenced(&mut self, p: &Packet<'_>) {
+        // The acceptor sends sequenced packets only once confirmed.
+        self.confirm_at = None;
         let seq = p.header.seq_nr;
         let dist = seq.wrapping_sub(self.ack_nr);
         if dist == 0 || dist >= 0x8000 || self.peer_fin.is_some_and(|f| seq_lt(f, seq)) {
@@ -844,10 +856,12 @@ impl Connection {
             Phase::Closed(_) => None,
             Phase::Lingering(until) => Some(until),
             Phase::SynReceived => self.handshake_deadline,
-            Phase::SynSent | Phase::Established => [self.rto_deadline, self.probe_at]
-                .into_iter()
-                .flatten()
-                .min(),
+            Phase::SynSent | Phase::Established => {
+                [self.rto_deadline, self.probe_at, self.confirm_at]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            }
         }
     }
 
@@ -880,6 +894,12 @@ impl Connection {
                 }
             }
             Phase::Established => {
+                if self.confirm_at.is_some_and(|d| now >= d) {
+                    self.ack_pending = true;
+                    self.confirm_retries += 1;
+                    self.confirm_at = (self.confirm_retries < 3)
+                        .then(|| now + self.rtt.rto(self.confirm_retries));
+                }
                 if self.probe_at.is_some_and(|d| now >= d) {
                     self.probe_at = None;
                     self.probe_allowed = true;
@@ -1089,6 +1109,7 @@ impl Connection {
     }
 
     fn send_queued(&mut self, now: Instant, index: usize) -> Vec<u8> {
+        self.confirm_at = None;
         let s = &mut self.sent[index];
         if std::mem::take(&mut s.resend) {
             self.resend_count -= 1;

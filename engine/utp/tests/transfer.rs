@@ -365,3 +365,31 @@ fn the_initiators_confirmation_releases_the_acceptors_data() {
     let b = p.b().stats();
     assert_eq!(b.packets_sent, 2, "STATE, then DATA after the confirmation");
 }
+
+#[test]
+fn a_lost_confirmation_is_sent_again_when_the_acceptor_speaks_first() {
+    // a's first STATE after the handshake (its confirmation) is lost; b has
+    // something to say first and a has nothing: a repeats the confirmation.
+    let mut lost = false;
+    let ab = Link::new(ms(10)).with_fault(move |n, _| {
+        if n == 1 && !std::mem::replace(&mut lost, true) {
+            Action::Drop
+        } else {
+            Action::Pass
+        }
+    });
+    let mut p = Pair::new(Config::default(), ab, Link::new(ms(10)));
+    assert!(p.run(Duration::from_secs(1), |p| p.a.is_established()));
+    p.b().write(b"server first");
+    assert!(p.run(Duration::from_secs(10), |p| p.a.readable_len() == 12));
+    assert!(p.b().is_established());
+    assert_eq!(
+        p.b().stats().packets_sent,
+        2,
+        "one STATE, one DATA: nothing repeated by b"
+    );
+    assert!(
+        p.now - p.start >= ms(500),
+        "after a's first timer (the 500 ms floor)"
+    );
+}
