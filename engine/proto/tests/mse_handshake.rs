@@ -437,3 +437,28 @@ fn input_after_the_outcome_is_refused() {
     assert_eq!(a.handle_input(b"x"), Err(MseError::Over("finished")));
     assert_eq!(a.handle_eof(), Ok(()));
 }
+
+proptest::proptest! {
+    /// What the `mse_handshake` fuzz target does, on a smaller budget:
+    /// arbitrary bytes in arbitrary chunks end in an error or wait, never
+    /// a panic, and nothing is answered to input shorter than a key.
+    #[test]
+    fn arbitrary_input_never_panics(data in proptest::collection::vec(proptest::num::u8::ANY, 0..1500), chunk in 1usize..80) {
+        let mut b = responder(ResponderConfig::default(), 30);
+        for piece in data.chunks(chunk) {
+            if b.handle_input(piece).is_err() || b.compute_dh().is_err() {
+                break;
+            }
+        }
+        let answered = b.poll_transmit().is_some();
+        proptest::prop_assert!(answered == (data.len() >= PUBLIC_KEY_LEN) || data.len() > MAX_BEFORE_SYNC);
+        proptest::prop_assert!(b.handle_eof().is_err());
+        let mut a = initiator(Methods::BOTH, Padding::Random, 31);
+        for piece in data.chunks(chunk) {
+            if a.handle_input(piece).is_err() || a.compute_dh().is_err() {
+                break;
+            }
+        }
+        proptest::prop_assert!(a.handle_eof().is_err());
+    }
+}
