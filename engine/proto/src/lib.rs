@@ -7,6 +7,7 @@
 //!
 //! - [`bencode`], [`metainfo`], [`magnet`]: pure parsers and encoders.
 //! - [`wire`]: peer wire messages (BEP 3, 6, 10), handshake and codec.
+//! - [`mse`]: the MSE/PE handshake (Diffie–Hellman, RC4) as two state machines.
 //! - [`picker`], [`choker`], [`swarm`]: which blocks to ask for, whom to serve.
 //! - [`announce`]: when a torrent announces to its trackers, with which event.
 //! - [`torrent`]: one torrent's core: its swarm, [`admission`] (limits, bans,
@@ -31,6 +32,7 @@ pub mod ext;
 pub mod lsd;
 pub mod magnet;
 pub mod metainfo;
+pub mod mse;
 pub mod picker;
 pub mod privacy;
 pub mod swarm;
