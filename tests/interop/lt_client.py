@@ -5,8 +5,9 @@
       verifies DIR (unless --seed-mode), then seeds until killed (SIGTERM/SIGINT).
   lt_client.py get TORRENT DIR --listen 127.0.0.1:PORT [--peer ADDR:PORT]... [--download-limit B/s] [--timeout S]
       downloads into DIR, flushes the data to disk, exits 0; exits 1 on timeout or error.
-  lt_client.py dht - - --listen 127.0.0.1:PORT [--dht-bootstrap ADDR:PORT]
-      a DHT node and nothing else (a private bootstrap node), until killed.
+  lt_client.py dht - - --listen 127.0.0.1:PORT [--dht-bootstrap ADDR:PORT] [--dht-nodes N]
+      a DHT node and nothing else (a private bootstrap node), until killed; with --dht-nodes, N
+      nodes on PORT, PORT+1, ... (the others joined through the first).
 
 --dht-bootstrap ADDR:PORT turns libtorrent's DHT on, joined through that node, with the settings a
 private DHT on loopback needs (no per-IP routing restrictions, no BEP 42 node-id enforcement, no
@@ -122,6 +123,37 @@ def connect_direct(handle, peers, last):
     return now
 
 
+def run_dht_nodes(a):
+    """--dht-nodes N DHT nodes: the first on --listen, the others on the next ports of the same
+    address, joined through the first. Clients that want a populated routing table before they
+    announce (Transmission: at least 9 nodes, 4 of them answering) get one."""
+    host, port = parse_addr(a.listen)
+    sessions = [make_session(a)]
+    for i in range(1, a.dht_nodes):
+        b = argparse.Namespace(**vars(a))
+        b.listen = "%s:%d" % (host if ":" not in host else "[%s]" % host, port + i)
+        b.dht_bootstrap = a.listen
+        sessions.append(make_session(b))
+    # libtorrent never puts its bootstrap routers in the routing table: introduce every node to
+    # every other one, so that a find_node to any of them answers with the rest.
+    for i, ses in enumerate(sessions):
+        for j in range(len(sessions)):
+            if i != j:
+                ses.add_dht_node((host, port + j))
+    log("start mode=dht listen=%s nodes=%d" % (a.listen, len(sessions)))
+    last = 0.0
+    while not STOP:
+        for ses in sessions:
+            for al in ses.pop_alerts():
+                if isinstance(al, lt.dht_announce_alert):
+                    log("alert dht_announce_alert: %s" % al.message())
+        if time.monotonic() - last >= a.progress_interval:
+            last = time.monotonic()
+            log("dht nodes=%s" % ",".join(str(ses.status().dht_nodes) for ses in sessions))
+        sessions[0].wait_for_alert(100)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=["seed", "get", "dht"])
@@ -134,6 +166,7 @@ def main():
     ap.add_argument("--seed-mode", action="store_true", help="seeder: trust the data, skip the initial hash check")
     ap.add_argument("--no-pex", action="store_true", help="no peer exchange for the torrent")
     ap.add_argument("--dht-bootstrap", default=None, help="ADDR:PORT: DHT on, joined through it")
+    ap.add_argument("--dht-nodes", type=int, default=1, help="dht mode: this many nodes on consecutive ports")
     ap.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     ap.add_argument("--progress-interval", type=float, default=1.0)
     ap.add_argument("--lsd", action="store_true", help="local service discovery (BEP 14) on")
@@ -142,18 +175,7 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if a.mode == "dht":
-        ses = make_session(a)
-        log("start mode=dht listen=%s" % a.listen)
-        last = 0.0
-        while not STOP:
-            for al in ses.pop_alerts():
-                if isinstance(al, lt.dht_announce_alert):
-                    log("alert dht_announce_alert: %s" % al.message())
-            if time.monotonic() - last >= a.progress_interval:
-                last = time.monotonic()
-                log("dht nodes=%d" % ses.status().dht_nodes)
-            ses.wait_for_alert(500)
-        return 0
+        return run_dht_nodes(a)
     os.makedirs(a.dir, exist_ok=True)
     ses = make_session(a)
     # A magnet link (get only): the metadata comes from peers (BEP 9).

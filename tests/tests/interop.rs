@@ -8,11 +8,13 @@
 //! temp dir (and logs) of a failing test, `CAPWISE_KEEP_TMP=always` of every test.
 
 use anyhow::{bail, ensure, Context, Result};
-use capwise_tests::clients::{aria2, capwise, libtorrent, local, transmission::Transmission};
+use capwise_tests::clients::transmission::{Placement, Transmission};
+use capwise_tests::clients::{aria2, aria2::Aria2Opts, capwise, libtorrent, local};
 use capwise_tests::clients::{
     capwise::CapwiseOpts, libtorrent::parse_progress, libtorrent::LtOpts,
 };
 use capwise_tests::hostile::{Counts, HostilePeer, Mode};
+use capwise_tests::lan::LanSegment;
 use capwise_tests::netns::assert_private_netns;
 use capwise_tests::payload::{assert_same_tree, make_tree};
 use capwise_tests::ports::free_port;
@@ -353,21 +355,98 @@ fn lt_peers(stdout: &str) -> Option<u32> {
     line[at..].split_whitespace().next()?.parse().ok()
 }
 
+/// The payload of the PEX tests: a few MiB, so that a leecher limited to
+/// 16 KiB/s holds little of it when capwise is done.
+fn pex_files() -> Vec<(&'static str, u64)> {
+    vec![("a.bin", 6 * MIB + 4_321)]
+}
+
+/// Whether a capwise log (`capwise_engine::session::peer` at debug) shows
+/// a connection to `addr` with peers from `source`.
+fn connected_through(log: &str, addr: SocketAddr, source: &str) -> bool {
+    let at = format!("addr={addr} ");
+    let from = format!("source=\"{source}\"");
+    log.lines()
+        .any(|l| l.contains("peer connected") && l.contains(&at) && l.contains(&from))
+}
+
 /// Issue 12, interop (b): peers found only through PEX. capwise gets a
 /// magnet link with no `tr=` and one `x.pe=`: a libtorrent leecher that
 /// holds almost nothing (its downloads are limited to 16 KiB/s) but is
-/// connected to a libtorrent seeder that speaks no PEX itself. capwise
-/// has no tracker, DHT or LSD peer; it completes only if it learns the
-/// seeder from the leecher's ut_pex message and dials it. When capwise is done the leecher still
-/// lacks most of the torrent, so the data came from the seeder. Without
-/// PEX (`--no-pex`) the same run does not complete within the bound.
+/// connected to the seeder at `seeder`, which speaks no PEX itself (told of
+/// capwise by the leecher, it could dial capwise and serve it without
+/// capwise's PEX). capwise has no tracker, DHT or LSD peer: it completes
+/// only if it learns the seeder from the leecher's ut_pex message and dials
+/// it, and its log shows that connection with the source `pex`. When capwise is done
+/// the leecher still lacks most of the torrent, so the data came from the
+/// seeder. Without PEX (`--no-pex`) capwise would not learn the seeder at
+/// all: the metadata from the leecher, then only its 16 KiB/s trickle.
+fn capwise_gets_a_magnet_through_pex_from(c: &Ctx, seeder: SocketAddr) -> Result<()> {
+    let total: u64 = pex_files().iter().map(|(_, len)| len).sum();
+    let leech_port = free_port();
+    let leech = libtorrent::get(
+        "lt-leech",
+        &c.torrent,
+        &c.dir("lt-leech"),
+        leech_port,
+        &LtOpts {
+            peers: vec![seeder],
+            download_limit: Some(16 * 1024),
+            progress_interval: Some(0.2),
+            ..LtOpts::default()
+        },
+        &c.logs,
+    )?;
+    // The leecher must know the seeder when capwise connects: its first
+    // PEX message lists the peers connected at that moment.
+    wait_until(
+        "the libtorrent leecher to connect to the seeder",
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || Ok(lt_peers(&leech.stdout()).is_some_and(|n| n >= 1)),
+    )?;
+    let mut m = capwise_engine::magnet::Magnet::new(
+        capwise_engine::metainfo::InfoHash::from_hex(&c.hash).context("hex info-hash")?,
+    );
+    m.display_name = Some(NAME.into());
+    m.peers = vec![local(leech_port).to_string()];
+    let magnet = m.to_uri();
+    ensure!(!magnet.contains("tr="), "no tracker for capwise: {magnet}");
+    let dir = c.dir("capwise");
+    // An address of its own: Transmission keeps one peer per IP address, and
+    // aria2 leaves peers of the receiver's IP out of its PEX.
+    let mut cmd = capwise::command_line(
+        "get",
+        Path::new(&magnet),
+        &dir,
+        ([127, 0, 0, 3], free_port()).into(),
+        &c.dir("capwise-state"),
+        &CapwiseOpts::default(),
+    )?;
+    cmd.env("CAPWISE_LOG", "info,capwise_engine::session::peer=debug");
+    let mut get = capwise_tests::process::ChildGuard::spawn("capwise-get", &mut cmd, &c.logs)?;
+    timed("capwise download through PEX", || {
+        get.expect_success(Duration::from_secs(20))
+    })?;
+    ensure!(
+        connected_through(&get.log_tail(4 << 20), seeder, "pex"),
+        "capwise's log shows no connection to the seeder {seeder} learnt through PEX"
+    );
+    let leech_had = parse_progress(&leech.stdout())
+        .last()
+        .map_or(0, |p| p.payload_down);
+    ensure!(
+        leech_had < total / 2,
+        "the leecher already had {leech_had} of {total} bytes: the seeder did not matter"
+    );
+    c.verify(&dir)
+}
+
 #[test]
 fn capwise_gets_a_magnet_through_pex_only() {
-    let files = [("a.bin", 6 * MIB + 4_321)];
-    let total: u64 = files.iter().map(|(_, len)| len).sum();
     run(
         "libtorrent seeder, leecher -> capwise (PEX only)",
-        &files,
+        &pex_files(),
         |c| {
             let seed_port = free_port();
             let _seed = libtorrent::seed(
@@ -375,8 +454,6 @@ fn capwise_gets_a_magnet_through_pex_only() {
                 &c.torrent,
                 &c.seed_dir,
                 seed_port,
-                // No PEX of its own: told of capwise by the leecher, it
-                // would dial capwise and serve it without capwise's PEX.
                 &LtOpts {
                     seed_mode: true,
                     no_pex: true,
@@ -384,56 +461,43 @@ fn capwise_gets_a_magnet_through_pex_only() {
                 },
                 &c.logs,
             )?;
-            let leech_port = free_port();
-            let leech = libtorrent::get(
-                "lt-leech",
-                &c.torrent,
-                &c.dir("lt-leech"),
-                leech_port,
-                &LtOpts {
-                    peers: vec![local(seed_port)],
-                    download_limit: Some(16 * 1024),
-                    progress_interval: Some(0.2),
-                    ..LtOpts::default()
-                },
+            capwise_gets_a_magnet_through_pex_from(c, local(seed_port))
+        },
+    );
+}
+
+/// (b) with a Transmission seeder (PEX off, as the harness runs it).
+#[test]
+fn capwise_gets_a_magnet_from_transmission_through_pex_only() {
+    run(
+        "transmission seeder, leecher -> capwise (PEX only)",
+        &pex_files(),
+        |c| {
+            let seed_port = free_port();
+            let mut tr = Transmission::start(
+                "tr-seed",
+                &c.dir("tr-work"),
+                &c.seed_dir,
+                seed_port,
                 &c.logs,
             )?;
-            // The leecher must know the seeder when capwise connects: its
-            // first PEX message lists the peers connected at that moment.
-            wait_until(
-                "the libtorrent leecher to connect to the seeder",
-                Duration::from_secs(15),
-                Duration::from_millis(100),
-                || Ok(lt_peers(&leech.stdout()).is_some_and(|n| n >= 1)),
-            )?;
-            let mut m = capwise_engine::magnet::Magnet::new(
-                capwise_engine::metainfo::InfoHash::from_hex(&c.hash).context("hex info-hash")?,
-            );
-            m.display_name = Some(NAME.into());
-            m.peers = vec![local(leech_port).to_string()];
-            let magnet = m.to_uri();
-            ensure!(!magnet.contains("tr="), "no tracker for capwise: {magnet}");
-            let dir = c.dir("capwise");
-            let mut get = capwise::get(
-                "capwise-get",
-                Path::new(&magnet),
-                &dir,
-                free_port(),
-                &c.dir("capwise-state"),
-                &CapwiseOpts::default(),
-                &c.logs,
-            )?;
-            timed("capwise download through PEX", || {
-                get.expect_success(Duration::from_secs(20))
-            })?;
-            let leech_had = parse_progress(&leech.stdout())
-                .last()
-                .map_or(0, |p| p.payload_down);
-            ensure!(
-                leech_had < total / 2,
-                "the leecher already had {leech_had} of {total} bytes: the seeder did not matter"
-            );
-            c.verify(&dir)
+            tr.seed(&c.torrent, WAIT)?;
+            capwise_gets_a_magnet_through_pex_from(c, local(seed_port))
+        },
+    );
+}
+
+/// (b) with an aria2 seeder (PEX off, as the harness runs it).
+#[test]
+fn capwise_gets_a_magnet_from_aria2_through_pex_only() {
+    run(
+        "aria2 seeder, leecher -> capwise (PEX only)",
+        &pex_files(),
+        |c| {
+            let seed_port = free_port();
+            let _seed = aria2::seed("aria2-seed", &c.torrent, &c.seed_dir, seed_port, &c.logs)?;
+            c.wait_tracker(1, 0)?;
+            capwise_gets_a_magnet_through_pex_from(c, local(seed_port))
         },
     );
 }
@@ -1000,10 +1064,19 @@ fn lt_dht_router(c: &Ctx) -> Result<(capwise_tests::process::ChildGuard, SocketA
 /// Waits until the router's log shows an announce_peer from `from` (an IP
 /// address) that libtorrent accepted (its token checked).
 fn wait_dht_announce(router: &capwise_tests::process::ChildGuard, from: &str) -> Result<()> {
+    wait_dht_announce_within(router, from, Duration::from_secs(20))
+}
+
+/// [`wait_dht_announce`] with a bound of `limit`.
+fn wait_dht_announce_within(
+    router: &capwise_tests::process::ChildGuard,
+    from: &str,
+    limit: Duration,
+) -> Result<()> {
     let line = format!("incoming dht announce: {from}:");
     wait_until(
         &format!("the DHT announce of {from} at the router"),
-        Duration::from_secs(20),
+        limit,
         Duration::from_millis(100),
         || Ok(router.stdout().contains(&line)),
     )
@@ -1115,6 +1188,104 @@ fn aria2_gets_a_magnet_from_capwise_through_the_dht_alone() {
         c.verify(&dir)?;
         capwise::stop_clean(&mut seed)
     });
+}
+
+/// capwise finds an aria2 seeder through the DHT alone (libtorrent's
+/// router, aria2's announce, capwise's get_peers) and fetches the metadata
+/// and the data from it.
+#[test]
+fn capwise_gets_a_magnet_from_aria2_through_the_dht_alone() {
+    run("aria2 -> capwise (magnet, DHT only)", &small_files(), |c| {
+        let (router, at) = lt_dht_router(c)?;
+        let _seed = aria2::seed_with(
+            "aria2-seed",
+            &c.torrent,
+            &c.seed_dir,
+            free_port(),
+            &Aria2Opts {
+                dht: Some(aria2::Aria2Dht {
+                    port: free_port(),
+                    entry: at,
+                    file: c.dir("aria2-state").join("dht.dat"),
+                }),
+                ..Aria2Opts::default()
+            },
+            &c.logs,
+        )?;
+        // aria2's DHT socket is on every address: its packets leave from 127.0.0.1.
+        wait_dht_announce(&router, "127.0.0.1")?;
+        capwise_get_magnet_by_dht(c, at)
+    });
+}
+
+/// How many libtorrent nodes make the private DHT for Transmission: it
+/// announces only once its routing table holds 9 nodes, 4 of them
+/// answering (dht.c's "poor" state), and it learns them by pinging the
+/// nodes of its `dht.dat` one by one.
+const TR_DHT_NODES: u16 = 12;
+
+/// capwise finds a Transmission seeder through the DHT alone. Transmission's
+/// DHT (jech's dht.c) drops every packet from 127/8 ("martian": tried on
+/// loopback, its routing table stays at 0 nodes), so this one runs on a LAN
+/// segment of namespaces: libtorrent's DHT nodes on 10.203.0.1, Transmission
+/// on .2 (`dht.dat` lists the nodes), capwise on .3 (bootstrapped through
+/// the first node); no tracker, PEX or LSD.
+#[test]
+fn capwise_gets_a_magnet_from_transmission_through_the_dht_alone() {
+    run(
+        "transmission -> capwise (magnet, DHT only, namespaces)",
+        &small_files(),
+        |c| {
+            let lan = LanSegment::new(3)?;
+            let nodes_at = SocketAddr::new(lan.ip(0).into(), 7000);
+            let nodes = lan.exec(
+                "lt-dht-nodes",
+                0,
+                &libtorrent::dht_nodes_command(nodes_at, TR_DHT_NODES, None),
+                &c.logs,
+            )?;
+            lan.in_host(0, || libtorrent::wait_dht_answers("lt-dht-nodes", nodes_at))??;
+            let started = Instant::now();
+            let mut tr = Transmission::start_on(
+                "tr-seed",
+                &c.dir("tr-work"),
+                &c.seed_dir,
+                51413,
+                &c.logs,
+                &Placement {
+                    netns: Some(lan.hosts[1].clone()),
+                    bind_ipv4: lan.ip(1),
+                    dht: libtorrent::dht_node_addrs(nodes_at, TR_DHT_NODES),
+                    ..Placement::default()
+                },
+            )?;
+            tr.seed(&c.torrent, WAIT)?;
+            // Its get_peers search before the announce often waits out one
+            // retransmission (about 10 s) for a node that answers late.
+            wait_dht_announce_within(&nodes, &lan.ip(1).to_string(), Duration::from_secs(40))?;
+            eprintln!(
+                "[interop]   Transmission announced on the DHT {:.1}s after it started",
+                started.elapsed().as_secs_f64()
+            );
+            let dir = c.dir("capwise");
+            let cmd = capwise::command_line(
+                "get",
+                Path::new(&bare_magnet(c)),
+                &dir,
+                SocketAddr::new(lan.ip(2).into(), 6881),
+                &c.dir("capwise-state"),
+                &CapwiseOpts {
+                    dht_bootstrap: vec![nodes_at],
+                    ..CapwiseOpts::default()
+                },
+            )?;
+            let mut get = lan.exec("capwise-get", 2, &cmd, &c.logs)?;
+            timed("capwise magnet download over the DHT", || {
+                get.expect_success(Duration::from_secs(45))
+            })?;
+            c.verify(&dir)
+        },
+    );
 }
 
 /// A few MiB: the DHT tests are about finding the seeder.

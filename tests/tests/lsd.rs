@@ -2,8 +2,9 @@
 //! namespaces this suite makes (`capwise_tests::lan`: veth legs on a bridge, so multicast
 //! works), with no tracker and no DHT: every peer is found through LSD alone.
 //!
-//! - capwise gets a magnet link from a libtorrent seeder (`enable_lsd`) and from a
-//!   Transmission seeder (`lpd-enabled`; it announces within about 5 s of adding a torrent);
+//! - capwise gets a magnet link from a libtorrent seeder (`enable_lsd`), from a
+//!   Transmission seeder (`lpd-enabled`; it announces within about 5 s of adding a torrent)
+//!   and from an aria2 seeder (`--bt-enable-lpd` on the segment's interface);
 //! - libtorrent gets a magnet link from a capwise seeder (capwise serves the metadata);
 //! - hostile: while capwise downloads, another host sends garbage to the group (random bytes,
 //!   oversized packets, malformed info-hashes), a flood of well-formed announces from one
@@ -15,6 +16,7 @@
 //! torrent when it starts and capwise one second after, so each test waits a few seconds.
 
 use anyhow::{ensure, Context, Result};
+use capwise_tests::clients::aria2::{self, Aria2Opts};
 use capwise_tests::clients::capwise::{self as cw, CapwiseOpts};
 use capwise_tests::clients::libtorrent::{self, LtOpts};
 use capwise_tests::clients::transmission::{Placement, Transmission};
@@ -212,6 +214,7 @@ fn capwise_gets_a_magnet_from_transmission_found_only_through_lsd() {
                 netns: Some(lan.hosts[1].clone()),
                 bind_ipv4: lan.ip(1),
                 lpd: true,
+                ..Placement::default()
             },
         )?;
         tr.seed(&w.torrent, WAIT)?;
@@ -224,6 +227,42 @@ fn capwise_gets_a_magnet_from_transmission_found_only_through_lsd() {
             heard_over_lsd(&get),
             "capwise never heard Transmission over LSD"
         );
+        w.verify(&leech_dir)
+    });
+}
+
+#[test]
+fn capwise_gets_a_magnet_from_aria2_found_only_through_lsd() {
+    run("capwise ← aria2 over LSD", 6 * MIB, |w| {
+        let lan = LanSegment::new(2)?;
+        let leech_dir = w.dir("cw-leech");
+        let mut get = lan.exec(
+            "capwise-get",
+            0,
+            &w.capwise("get", &w.magnet(), &leech_dir)?,
+            &w.logs,
+        )?;
+        wait_lsd_started(&mut get)?;
+        let started = Instant::now();
+        let seed = aria2::seed_command(
+            "aria2-seed",
+            &w.torrent,
+            &w.seed_dir(),
+            6881,
+            &Aria2Opts {
+                lpd_interface: Some(lan.ifname.into()),
+                external_ip: Some(lan.ip(1).into()),
+                ..Aria2Opts::default()
+            },
+            &w.logs,
+        );
+        let _seed = lan.exec("aria2-seed", 1, &seed, &w.logs)?;
+        get.expect_success(WAIT)?;
+        eprintln!(
+            "[lsd] capwise got the magnet from aria2 in {:.1?} after it started",
+            started.elapsed()
+        );
+        ensure!(heard_over_lsd(&get), "capwise never heard aria2 over LSD");
         w.verify(&leech_dir)
     });
 }

@@ -72,16 +72,43 @@ pub fn dht_node(
     bootstrap: Option<SocketAddr>,
     log_dir: &Path,
 ) -> Result<ChildGuard> {
+    let mut c = dht_nodes_command(listen, 1, bootstrap);
+    let node = ChildGuard::spawn(name, &mut c, log_dir)?;
+    wait_dht_answers(name, listen)?;
+    Ok(node)
+}
+
+/// The command line of `count` libtorrent DHT nodes in one process, on
+/// `listen` and the next `count - 1` ports of its address, each introduced
+/// to all the others (see [`dht_node_addrs`]); the first joins through
+/// `bootstrap` if given. For callers that wrap it (e.g. in `ip netns exec`).
+pub fn dht_nodes_command(listen: SocketAddr, count: u16, bootstrap: Option<SocketAddr>) -> Command {
     let opts = LtOpts {
         listen_ip: Some(listen.ip()),
         dht_bootstrap: bootstrap,
         ..LtOpts::default()
     };
     let mut c = command("dht", Path::new("-"), Path::new("-"), listen.port(), &opts);
-    let node = ChildGuard::spawn(name, &mut c, log_dir)?;
+    c.arg("--dht-nodes").arg(count.to_string());
+    c
+}
+
+/// The addresses of the nodes [`dht_nodes_command`] starts.
+pub fn dht_node_addrs(listen: SocketAddr, count: u16) -> Vec<SocketAddr> {
+    (0..count)
+        .map(|i| SocketAddr::new(listen.ip(), listen.port() + i))
+        .collect()
+}
+
+/// Waits (at most 10 s) until the DHT node on `listen` answers a KRPC ping
+/// sent from this thread's network namespace.
+pub fn wait_dht_answers(name: &str, listen: SocketAddr) -> Result<()> {
     let probe = std::net::UdpSocket::bind((listen.ip(), 0))?;
     probe.set_read_timeout(Some(Duration::from_millis(100)))?;
-    let ping = b"d1:ad2:id20:capwise-tests-probe!e1:q4:ping1:t2:pp1:y1:qe";
+    // Read-only (BEP 43): a probe that enters routing tables would be handed
+    // out to lookups as a node that never answers again, and dht.c (Transmission)
+    // waits for three retries before it announces past it.
+    let ping = b"d1:ad2:id20:capwise-tests-probe!e1:q4:ping2:roi1e1:t2:pp1:y1:qe";
     crate::process::wait_until(
         &format!("{name} to answer a DHT ping"),
         Duration::from_secs(10),
@@ -93,8 +120,7 @@ pub fn dht_node(
                 .recv_from(&mut buf)
                 .is_ok_and(|(n, from)| from == listen && buf[..n].starts_with(b"d")))
         },
-    )?;
-    Ok(node)
+    )
 }
 
 /// The `lt_client.py` command line (for callers that wrap it, e.g. in `ip netns exec`).
