@@ -151,119 +151,99 @@ fn heard_over_lsd(g: &ChildGuard) -> bool {
     g.log_tail(1_000_000).contains("peer heard over LSD")
 }
 
+/// capwise on host 0 of a new LAN segment gets the magnet (no tracker, no
+/// DHT) from a seeder that `start_seeder` puts on host 1 once capwise's
+/// LSD runs, found only through LSD; `client` names it in messages.
+fn capwise_gets_over_lsd<S>(
+    w: &World,
+    client: &str,
+    start_seeder: impl FnOnce(&LanSegment) -> Result<S>,
+) -> Result<()> {
+    let lan = LanSegment::new(2)?;
+    let leech_dir = w.dir("cw-leech");
+    let mut get = lan.exec(
+        "capwise-get",
+        0,
+        &w.capwise("get", &w.magnet(), &leech_dir)?,
+        &w.logs,
+    )?;
+    wait_lsd_started(&mut get)?;
+    let started = Instant::now();
+    let _seeder = start_seeder(&lan)?;
+    get.expect_success(WAIT)?;
+    eprintln!(
+        "[lsd] capwise got the magnet from {client} in {:.1?} after it started",
+        started.elapsed()
+    );
+    ensure!(
+        heard_over_lsd(&get),
+        "capwise never heard {client} over LSD"
+    );
+    w.verify(&leech_dir)
+}
+
 #[test]
 fn capwise_gets_a_magnet_from_libtorrent_found_only_through_lsd() {
     run("capwise ← libtorrent over LSD", 6 * MIB, |w| {
-        let lan = LanSegment::new(2)?;
-        let leech_dir = w.dir("cw-leech");
-        let started = Instant::now();
-        let mut get = lan.exec(
-            "capwise-get",
-            0,
-            &w.capwise("get", &w.magnet(), &leech_dir)?,
-            &w.logs,
-        )?;
-        wait_lsd_started(&mut get)?;
-        let cmd = libtorrent::command_line(
-            "seed",
-            &w.torrent,
-            &w.seed_dir(),
-            6881,
-            &LtOpts {
-                listen_ip: Some(lan.ip(1).into()),
-                seed_mode: true,
-                ..LtOpts::default()
-            },
-        );
-        let mut cmd = cmd;
-        cmd.arg("--lsd");
-        let _seed = lan.exec("lt-seed", 1, &cmd, &w.logs)?;
-        get.expect_success(WAIT)?;
-        eprintln!(
-            "[lsd] capwise got the magnet from libtorrent in {:.1?}",
-            started.elapsed()
-        );
-        ensure!(
-            heard_over_lsd(&get),
-            "capwise never heard libtorrent over LSD"
-        );
-        w.verify(&leech_dir)
+        capwise_gets_over_lsd(w, "libtorrent", |lan| {
+            let mut cmd = libtorrent::command_line(
+                "seed",
+                &w.torrent,
+                &w.seed_dir(),
+                6881,
+                &LtOpts {
+                    listen_ip: Some(lan.ip(1).into()),
+                    seed_mode: true,
+                    ..LtOpts::default()
+                },
+            );
+            cmd.arg("--lsd");
+            lan.exec("lt-seed", 1, &cmd, &w.logs)
+        })
     });
 }
 
 #[test]
 fn capwise_gets_a_magnet_from_transmission_found_only_through_lsd() {
     run("capwise ← Transmission over LSD", 6 * MIB, |w| {
-        let lan = LanSegment::new(2)?;
-        let leech_dir = w.dir("cw-leech");
-        let mut get = lan.exec(
-            "capwise-get",
-            0,
-            &w.capwise("get", &w.magnet(), &leech_dir)?,
-            &w.logs,
-        )?;
-        wait_lsd_started(&mut get)?;
-        let started = Instant::now();
-        let mut tr = Transmission::start_on(
-            "tr-seed",
-            &w.dir("tr"),
-            &w.seed_dir(),
-            51413,
-            &w.logs,
-            &Placement {
-                netns: Some(lan.hosts[1].clone()),
-                bind_ipv4: lan.ip(1),
-                lpd: true,
-                ..Placement::default()
-            },
-        )?;
-        tr.seed(&w.torrent, WAIT)?;
-        get.expect_success(WAIT)?;
-        eprintln!(
-            "[lsd] capwise got the magnet from Transmission in {:.1?} after it started",
-            started.elapsed()
-        );
-        ensure!(
-            heard_over_lsd(&get),
-            "capwise never heard Transmission over LSD"
-        );
-        w.verify(&leech_dir)
+        capwise_gets_over_lsd(w, "Transmission", |lan| {
+            let mut tr = Transmission::start_on(
+                "tr-seed",
+                &w.dir("tr"),
+                &w.seed_dir(),
+                51413,
+                &w.logs,
+                &Placement {
+                    netns: Some(lan.hosts[1].clone()),
+                    bind_ipv4: lan.ip(1),
+                    lpd: true,
+                    ..Placement::default()
+                },
+            )?;
+            tr.seed(&w.torrent, WAIT)?;
+            Ok(tr)
+        })
     });
 }
 
 #[test]
 fn capwise_gets_a_magnet_from_aria2_found_only_through_lsd() {
     run("capwise ← aria2 over LSD", 6 * MIB, |w| {
-        let lan = LanSegment::new(2)?;
-        let leech_dir = w.dir("cw-leech");
-        let mut get = lan.exec(
-            "capwise-get",
-            0,
-            &w.capwise("get", &w.magnet(), &leech_dir)?,
-            &w.logs,
-        )?;
-        wait_lsd_started(&mut get)?;
-        let started = Instant::now();
-        let seed = aria2::seed_command(
-            "aria2-seed",
-            &w.torrent,
-            &w.seed_dir(),
-            6881,
-            &Aria2Opts {
-                lpd_interface: Some(lan.ifname.into()),
-                external_ip: Some(lan.ip(1).into()),
-                ..Aria2Opts::default()
-            },
-            &w.logs,
-        );
-        let _seed = lan.exec("aria2-seed", 1, &seed, &w.logs)?;
-        get.expect_success(WAIT)?;
-        eprintln!(
-            "[lsd] capwise got the magnet from aria2 in {:.1?} after it started",
-            started.elapsed()
-        );
-        ensure!(heard_over_lsd(&get), "capwise never heard aria2 over LSD");
-        w.verify(&leech_dir)
+        capwise_gets_over_lsd(w, "aria2", |lan| {
+            let seed = aria2::seed_command(
+                "aria2-seed",
+                &w.torrent,
+                &w.seed_dir(),
+                6881,
+                &Aria2Opts {
+                    lpd_interface: Some(lan.ifname.into()),
+                    external_ip: Some(lan.ip(1).into()),
+                    ..Aria2Opts::default()
+                },
+                &w.logs,
+            );
+            lan.exec("aria2-seed", 1, &seed, &w.logs)
+        })
     });
 }
 
