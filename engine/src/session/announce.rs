@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use capwise_proto::announce::AnnounceSchedule;
+use capwise_proto::torrent::RunState;
 use tokio::sync::{watch, Notify};
 
 use crate::class::PeerSource;
@@ -18,7 +19,6 @@ use crate::tracker::{self, AnnounceEvent, AnnounceRequest, TrackerTiers};
 use super::handle::AnnounceOutcome;
 use super::torrent::TorrentShared;
 use super::SessionInner;
-use capwise_proto::torrent::RunState;
 
 /// What the announce task needs from what it announces: a torrent, or a
 /// magnet's metadata phase (which announces to the magnet's `tr=` trackers

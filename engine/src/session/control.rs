@@ -6,15 +6,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use capwise_proto::torrent::Fault;
+use capwise_proto::torrent::{Fault, RunState};
 
 use crate::storage;
 use crate::{Error, Result};
 
 use super::announce;
 use super::torrent::TorrentShared;
-
-use capwise_proto::torrent::RunState;
 
 impl TorrentShared {
     pub(crate) fn is_paused(&self) -> bool {

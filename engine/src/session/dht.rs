@@ -10,7 +10,6 @@
 //! without the private flag yields. The task sleeps until the next torrent
 //! is due, a torrent starts, or the node reports something.
 
-use crate::class::PeerSource;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -19,14 +18,14 @@ use std::time::{Duration, Instant};
 use capwise_dht::Event;
 use capwise_proto::metainfo::InfoHash;
 use capwise_proto::privacy::PublicTorrent;
+use capwise_proto::torrent::RunState;
 use tokio::sync::{mpsc, Notify};
 
+use crate::class::PeerSource;
 use crate::dht::{self, DhtHandle, DhtHooks, DhtOptions};
 use crate::udp::UdpEndpoint;
 
 use super::SessionInner;
-use capwise_proto::torrent::RunState;
-
 /// Lookups repeat this often for a torrent with enough peers...
 pub const LOOKUP_EVERY: Duration = Duration::from_secs(15 * 60);
 /// ...and this often for one downloading with fewer than [`FEW_PEERS`].

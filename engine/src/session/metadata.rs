@@ -20,6 +20,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use capwise_proto::admission::{is_self, Admission, Member, Refusal};
+use capwise_proto::announce::AnnounceSchedule;
+use capwise_proto::torrent::RunState;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::class::{PeerSource, PeerSources};
@@ -31,16 +34,11 @@ use crate::picker::PeerKey;
 use crate::tracker::{AnnounceEvent, AnnounceRequest};
 use crate::wire::{self, Message};
 use crate::Result;
-use capwise_proto::announce::AnnounceSchedule;
-
-use capwise_proto::admission::{is_self, Admission, Member, Refusal};
 
 use super::handle::{AnnounceOutcome, Progress, TorrentOptions, TorrentState};
 use super::metadata_peer::{self, Queued};
 use super::torrent::TorrentShared;
 use super::SessionInner;
-use capwise_proto::torrent::RunState;
-
 /// The driver looks at the fetch at least this often.
 const BEAT: Duration = Duration::from_secs(1);
 /// Peers redialled after this long when no connection is left.

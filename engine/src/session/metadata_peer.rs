@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use capwise_proto::torrent::RunState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
@@ -30,8 +31,6 @@ use crate::Result;
 use super::announce::until;
 use super::metadata::MagnetShared;
 use super::{read_handshake, HANDSHAKE_TIMEOUT};
-use capwise_proto::torrent::RunState;
-
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A peer that sends nothing for this long is dropped.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use capwise_proto::admission::Member;
+use capwise_proto::torrent::RunState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -19,12 +21,9 @@ use crate::swarm::Outgoing;
 use crate::transport::{self, ReadHalf, Transport, WireBytes, WriteHalf};
 use crate::wire::{self, Handshake, Message, BLOCK_SIZE};
 use crate::Result;
-use capwise_proto::admission::Member;
 
 use super::torrent::{PeerLink, TorrentShared};
 use super::{read_handshake, HANDSHAKE_TIMEOUT};
-use capwise_proto::torrent::RunState;
-
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reads this large keep syscalls per block low on a fast link.
 const READ_CHUNK: usize = 256 * 1024;
