@@ -53,7 +53,7 @@ pub(crate) async fn dial(
     permit: OwnedSemaphorePermit,
     source: PeerSource,
 ) -> Result<()> {
-    let transport = transport::dial(addr, me.session.bind_ip(), CONNECT_TIMEOUT).await?;
+    let transport = transport::dial(&me.session.dialer, addr, CONNECT_TIMEOUT).await?;
     handshake_out(me, transport, permit, source).await
 }
 

@@ -9,6 +9,7 @@
 
 mod addresses;
 mod announce;
+mod carriers;
 pub mod classify;
 mod control;
 mod dht;
@@ -90,6 +91,10 @@ pub struct SessionConfig {
     /// bootstrap nodes and state file. None (the default) runs no DHT, so
     /// a session sends no DHT packet unless asked to.
     pub dht: Option<crate::dht::DhtOptions>,
+    /// The carriers peers are dialled over, in order, and accepted on
+    /// (`transport/carriers.rs`): uTP then TCP by default. Without TCP no
+    /// TCP listener is opened; uTP shares the DHT's UDP socket.
+    pub transports: transport::Transports,
 }
 
 impl Default for SessionConfig {
@@ -109,6 +114,7 @@ impl Default for SessionConfig {
             lsd: false,
             lsd_interfaces: InterfaceFilter::default(),
             dht: None,
+            transports: transport::Transports::default(),
         }
     }
 }
@@ -184,6 +190,10 @@ pub(crate) struct SessionInner {
     lsd: local_discovery::LocalDiscovery,
     /// The DHT, when configured and its socket could be opened.
     dht: OnceLock<dht::SessionDht>,
+    /// The UDP socket the DHT and uTP share, while either runs.
+    _udp: Option<crate::udp::UdpEndpoint>,
+    /// How peers are dialled: the carriers in order (`transport/carriers.rs`).
+    pub(crate) dialer: transport::Dialer,
 }
 
 impl SessionInner {
@@ -246,8 +256,13 @@ fn new_peer_id() -> [u8; 20] {
 impl Session {
     /// Bind the listener and start accepting peers.
     pub async fn start(config: SessionConfig, hooks: Hooks) -> Result<Session> {
-        let listener = TcpListener::bind(config.listen).await?;
-        let local_addr = listener.local_addr()?;
+        let sockets = carriers::bind(&config, &hooks).await?;
+        let local_addr = sockets.local_addr;
+        let dialer = transport::Dialer {
+            transports: config.transports.clone(),
+            utp: sockets.utp.as_ref().map(|(driver, _)| driver.clone()),
+            bind: (!local_addr.ip().is_unspecified()).then_some(local_addr.ip()),
+        };
         let (shutdown, _) = broadcast::channel(1);
         let inner = Arc::new(SessionInner {
             connections: Arc::new(Semaphore::new(config.max_connections)),
@@ -264,13 +279,24 @@ impl Session {
             magnets: Mutex::new(HashMap::new()),
             lsd: Default::default(),
             dht: OnceLock::new(),
+            _udp: sockets.udp,
+            dialer,
         });
-        if let Some(options) = inner.config.dht.clone() {
-            if let Some(dht) = dht::SessionDht::start(&inner, options).await {
+        if let (Some(options), Some(datagrams)) = (inner.config.dht.clone(), sockets.dht_datagrams)
+        {
+            let socket = inner._udp.as_ref().map(|u| u.socket());
+            if let Some(socket) = socket {
+                let dht = dht::SessionDht::start(&inner, options, socket, datagrams);
                 let _ = inner.dht.set(dht);
             }
         }
-        tokio::spawn(accept_loop(inner.clone(), listener));
+        if let Some(listener) = sockets.listener {
+            tokio::spawn(accept_loop(inner.clone(), listener));
+        }
+        if let Some((_, accepted)) = sockets.utp {
+            let shutdown = inner.shutdown.subscribe();
+            tokio::spawn(carriers::accept_utp(inner.clone(), accepted, shutdown));
+        }
         if inner.config.lsd {
             inner.lsd.start(&inner);
         }

@@ -56,7 +56,7 @@ pub(crate) async fn dial(
     permit: OwnedSemaphorePermit,
     source: PeerSource,
 ) -> Result<Ended> {
-    let transport = transport::dial(addr, shared.session.bind_ip(), CONNECT_TIMEOUT).await?;
+    let transport = transport::dial(&shared.session.dialer, addr, CONNECT_TIMEOUT).await?;
     handshake_out(shared, transport, permit, source).await
 }
 

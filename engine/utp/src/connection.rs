@@ -450,6 +450,12 @@ impl Connection {
             .saturating_sub(self.unsent.len() + self.unacked_payload)
     }
 
+    /// Bytes written and not yet sent once (what TCP calls "not sent"; in
+    /// flight bytes are not among them).
+    pub fn unsent_len(&self) -> usize {
+        self.unsent.len()
+    }
+
     /// Takes received bytes in order; 0 means nothing yet, or the end of the
     /// stream when [`is_read_closed`](Self::is_read_closed).
     pub fn read(&mut self, buf: &mut [u8]) -> usize {
