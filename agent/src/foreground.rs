@@ -79,6 +79,7 @@ async fn start_session(
         resume: Some(Arc::new(FileResumeStore::new(state_dir.join("resume")))),
         boot_id: capwise_policy::interface_counters::current_boot_id().ok(),
         dht: crate::dht::options(&args.discovery.dht, &file, &state_dir),
+        transports: file.transports(args.discovery.transports.as_ref())?,
         ..SessionConfig::default()
     };
     let lsd = file.lsd_enabled(args.discovery.no_lsd);

@@ -85,7 +85,8 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let lsd = config.lsd_enabled(args.discovery.no_lsd);
     let pex = config.pex_enabled(args.discovery.no_pex);
     let dht = crate::dht::options(&args.discovery.dht, &config, &state_dir);
-    let session = start_session(listen, db.clone(), hooks, lsd, pex, dht).await?;
+    let transports = config.transports(args.discovery.transports.as_ref())?;
+    let session = start_session(listen, db.clone(), hooks, (lsd, pex, dht), transports).await?;
     let addresses = crate::address_watch::follow(session.clone());
     let _lsd_follower = crate::lsd::follow_interfaces(&session, lsd);
     let mut decisions = policy.subscribe();
@@ -167,15 +168,15 @@ async fn start_session(
     listen: SocketAddr,
     db: Arc<TorrentDb>,
     hooks: Hooks,
-    lsd: bool,
-    pex: bool,
-    dht: Option<capwise_engine::dht::DhtOptions>,
+    (lsd, pex, dht): (bool, bool, Option<capwise_engine::dht::DhtOptions>),
+    transports: capwise_engine::transport::Transports,
 ) -> Result<Session> {
     let mut config = SessionConfig {
         listen,
         resume: Some(db),
         boot_id: capwise_policy::interface_counters::current_boot_id().ok(),
         dht,
+        transports,
         ..SessionConfig::default()
     };
     crate::lsd::configure(&mut config, lsd);

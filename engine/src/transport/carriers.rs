@@ -16,9 +16,11 @@ use std::time::Duration;
 use super::utp_driver::UtpDriver;
 use super::{tcp, utp, Transport};
 
-/// How long a uTP dial may take when TCP is tried after it: two SYNs (1 s,
-/// then 2 s) and a margin. uTP alone gets the caller's whole timeout.
-pub const UTP_FALLBACK_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long a uTP dial may take when TCP is tried after it: two SYNs (the
+/// second after 1 s) and as long again for the answer. A peer without uTP
+/// usually says nothing at all (no RESET), so this is what it costs; uTP
+/// alone gets the caller's whole timeout.
+pub const UTP_FALLBACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A carrier for peer connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
