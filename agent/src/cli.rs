@@ -149,6 +149,12 @@ pub struct WireArgs {
     /// dials plaintext; all but `require` accept both [encryption = "prefer"].
     #[arg(long, value_name = "MODE")]
     pub encryption: Option<capwise_engine::Encryption>,
+
+    /// The carriers peers are dialled over, in order, and accepted on:
+    /// `utp,tcp` (the default), `tcp,utp`, `tcp` or `utp` (no TCP listener)
+    /// [transports = ["utp", "tcp"]].
+    #[arg(long, value_name = "LIST", value_parser = parse_transports)]
+    pub transports: Option<capwise_engine::transport::Transports>,
 }
 
 /// Peer discovery switches of `get`, `seed` and `run`; each overrides its
@@ -167,6 +173,11 @@ pub struct DiscoveryArgs {
     /// The DHT.
     #[command(flatten)]
     pub dht: DhtArgs,
+}
+
+fn parse_transports(s: &str) -> Result<capwise_engine::transport::Transports, String> {
+    s.parse()
+        .map_err(|e: capwise_engine::transport::carriers::TransportsError| e.to_string())
 }
 
 /// The Mainline DHT (on `get`, `seed` and `run`).

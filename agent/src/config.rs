@@ -9,6 +9,7 @@
 //! listen = "0.0.0.0:6881"
 //! encryption = "prefer"   # or "require", "allow"; `--encryption` overrides
 //! network_file = "/run/capwise/network.toml"
+//! transports = ["utp", "tcp"]   # dial order; `--transports` overrides it
 //!
 //! [limits]            # global; also [limits.wan] and [limits.lan]
 //! up = "1MB/s"
@@ -59,6 +60,8 @@ pub struct Config {
     pub network_file: Option<PathBuf>,
     /// Protocol encryption: `allow`, `prefer` or `require`.
     pub encryption: Option<String>,
+    /// The carriers peers are dialled over, in order (`tcp`, `utp`).
+    pub transports: Option<Vec<String>>,
     /// Rate limits set by the user, below whatever the policy allows.
     pub limits: LimitsConfig,
     /// Changes to the metered-network defaults.
@@ -199,6 +202,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "listen",
             "network_file",
             "encryption",
+            "transports",
             "limits",
             "policy",
             "api",
@@ -402,6 +406,28 @@ impl Config {
         }
     }
 
+    /// The carriers to use: `flag` (`--transports`) if given, else the
+    /// file's `transports`, else uTP then TCP.
+    pub fn transports(
+        &self,
+        flag: Option<&capwise_engine::transport::Transports>,
+    ) -> Result<capwise_engine::transport::Transports> {
+        use capwise_engine::transport::{Carrier, Transports};
+        if let Some(t) = flag {
+            return Ok(t.clone());
+        }
+        let Some(names) = &self.transports else {
+            return Ok(Transports::default());
+        };
+        let carriers = names
+            .iter()
+            .map(|n| n.parse::<Carrier>())
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(Transports::new)
+            .map_err(|e| anyhow::anyhow!("transports: {e}"))?;
+        Ok(carriers)
+    }
+
     /// Whether PEX runs: `pex.enabled` (default true), unless `no_pex`
     /// (`--no-pex`) says no.
     pub fn pex_enabled(&self, no_pex: bool) -> bool {
@@ -570,6 +596,26 @@ mod tests {
         let typo = parse("encryption = \"requird\"\n").unwrap().config;
         let err = typo.encryption(None).unwrap_err().to_string();
         assert!(err.contains("allow, prefer or require"), "{err}");
+    }
+
+    #[test]
+    fn transports_come_from_the_flag_then_the_file_then_the_default() {
+        use capwise_engine::transport::{Carrier, Transports};
+        assert_eq!(
+            parse("").unwrap().config.transports(None).unwrap(),
+            Transports::default()
+        );
+        let file = parse("transports = [\"tcp\", \"utp\"]\n").unwrap().config;
+        assert!(file.warnings.is_empty(), "{:?}", file.warnings);
+        let t = file.transports(None).unwrap();
+        assert_eq!(t.order(), &[Carrier::Tcp, Carrier::Utp]);
+        let flag: Transports = "utp".parse().unwrap();
+        assert_eq!(file.transports(Some(&flag)).unwrap(), flag, "the flag wins");
+        let bad = parse("transports = [\"tcp\", \"quic\"]\n").unwrap().config;
+        let err = bad.transports(None).unwrap_err().to_string();
+        assert!(err.contains("quic") && err.contains("tcp and utp"), "{err}");
+        let none = parse("transports = []\n").unwrap().config;
+        assert!(none.transports(None).is_err());
     }
 
     #[test]

@@ -80,6 +80,7 @@ async fn start_session(
         boot_id: capwise_policy::interface_counters::current_boot_id().ok(),
         dht: crate::dht::options(&args.discovery.dht, &file, &state_dir),
         encryption: file.encryption(args.wire.encryption)?,
+        transports: file.transports(args.wire.transports.as_ref())?,
         ..SessionConfig::default()
     };
     let lsd = file.lsd_enabled(args.discovery.no_lsd);

@@ -3,14 +3,20 @@
 //!
 //! Like libtorrent, capwise puts its UDP protocols on the port peers use.
 //! The [`UdpEndpoint`] owns the socket and one receive task that reads every
-//! datagram, counts it (WAN overhead, down: whatever arrives was billed) and
-//! hands it to the protocol its first byte names: a KRPC message (the DHT)
-//! is a bencoded dictionary, so it starts with `d`; a uTP packet starts with
-//! its type and version nibbles (0x01, 0x11, ... 0x41) and goes to uTP once
-//! uTP exists (next issue); anything else is dropped. Each protocol's queue
-//! is bounded and a full queue drops the datagram, so a flood costs at most
-//! the queue's memory. Senders share the socket through
-//! [`UdpEndpoint::socket`]; each protocol debits and counts what it sends.
+//! datagram and hands it to the protocol its first byte names: a KRPC
+//! message (the DHT) is a bencoded dictionary, so it starts with `d`; a uTP
+//! packet starts with its type and version nibbles (0x01, 0x11, ... 0x41)
+//! and goes to the uTP driver (`transport/utp_driver.rs`); anything else is
+//! dropped. Each protocol's queue is bounded and a full queue drops the
+//! datagram, so a flood costs at most the queue's memory. Senders share the
+//! socket through [`UdpEndpoint::socket`]; each protocol debits and counts
+//! what it sends.
+//!
+//! Counting: what is not uTP is counted here as it arrives (WAN overhead,
+//! down: whatever arrives was billed). uTP datagrams are counted by the
+//! driver, per connection in its transport's `WireBytes` (which the peer
+//! code turns into payload and overhead of the peer's class) or as overhead
+//! when they reach no connection, so no uTP byte is counted twice.
 
 use std::io;
 use std::net::SocketAddr;
@@ -24,6 +30,13 @@ use crate::hooks::{Counters, Direction, PeerClass};
 
 /// Datagrams queued for the DHT before new ones are dropped.
 pub const DHT_QUEUE: usize = 256;
+/// Datagrams queued for uTP before new ones are dropped: deep enough for a
+/// full receive window of 1400-byte packets (a drop is a loss to LEDBAT),
+/// at most ~6 MB.
+pub const UTP_QUEUE: usize = 4096;
+
+/// The kernel buffers asked for, each way.
+const SOCKET_BUFFER: usize = 4 << 20;
 
 /// One datagram as it arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,19 +75,42 @@ pub struct UdpEndpoint {
     task: JoinHandle<()>,
 }
 
+/// Where the receive task puts each protocol's datagrams; a receiver not
+/// taken (the protocol does not run) is dropped, and so are its datagrams.
+pub struct Receivers {
+    /// KRPC datagrams, for the DHT.
+    pub dht: mpsc::Receiver<Datagram>,
+    /// uTP datagrams, for the uTP driver.
+    pub utp: mpsc::Receiver<Datagram>,
+}
+
 impl UdpEndpoint {
     /// Binds `addr` and starts the receive task. Datagrams for the DHT (at
-    /// most `max_dht_len` bytes each, larger ones are dropped unread) come
-    /// out of the returned receiver. Must be called within a tokio runtime.
+    /// most `max_dht_len` bytes each, larger ones are dropped unread) and
+    /// for uTP come out of the returned receivers. Must be called within a
+    /// tokio runtime.
     pub async fn bind(
         addr: SocketAddr,
         counters: Arc<Counters>,
         max_dht_len: usize,
-    ) -> io::Result<(UdpEndpoint, mpsc::Receiver<Datagram>)> {
-        let socket = Arc::new(UdpSocket::bind(addr).await?);
-        let (dht_tx, dht_rx) = mpsc::channel(DHT_QUEUE);
-        let task = tokio::spawn(receive(socket.clone(), counters, dht_tx, max_dht_len));
-        Ok((UdpEndpoint { socket, task }, dht_rx))
+    ) -> io::Result<(UdpEndpoint, Receivers)> {
+        let socket = UdpSocket::bind(addr).await?;
+        // uTP at speed sends bursts of a window's worth: a deeper kernel
+        // queue than the default (~200 KB) loses fewer of them. Best effort:
+        // the kernel caps it at net.core.rmem_max / wmem_max.
+        let sock = socket2::SockRef::from(&socket);
+        let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+        let socket = Arc::new(socket);
+        let (dht_tx, dht) = mpsc::channel(DHT_QUEUE);
+        let (utp_tx, utp) = mpsc::channel(UTP_QUEUE);
+        let queues = Queues {
+            dht: dht_tx,
+            utp: utp_tx,
+            max_dht_len,
+        };
+        let task = tokio::spawn(receive(socket.clone(), counters, queues));
+        Ok((UdpEndpoint { socket, task }, Receivers { dht, utp }))
     }
 
     /// The socket, for sending.
@@ -94,12 +130,13 @@ impl Drop for UdpEndpoint {
     }
 }
 
-async fn receive(
-    socket: Arc<UdpSocket>,
-    counters: Arc<Counters>,
+struct Queues {
     dht: mpsc::Sender<Datagram>,
+    utp: mpsc::Sender<Datagram>,
     max_dht_len: usize,
-) {
+}
+
+async fn receive(socket: Arc<UdpSocket>, counters: Arc<Counters>, queues: Queues) {
     // The largest UDP payload: nothing is cut short unseen.
     let mut buf = vec![0u8; 65536];
     loop {
@@ -112,16 +149,25 @@ async fn receive(
                 continue;
             }
         };
-        counters.add_overhead(Direction::Down, PeerClass::Wan, n as u64);
         let bytes = &buf[..n];
-        match Protocol::of(bytes) {
-            Protocol::Dht if n <= max_dht_len => {
-                let datagram = Datagram {
-                    from,
-                    bytes: bytes.to_vec(),
-                };
+        let protocol = Protocol::of(bytes);
+        if protocol != Protocol::Utp || queues.utp.is_closed() {
+            counters.add_overhead(Direction::Down, PeerClass::Wan, n as u64);
+        }
+        let datagram = || Datagram {
+            from,
+            bytes: bytes.to_vec(),
+        };
+        match protocol {
+            Protocol::Dht if n <= queues.max_dht_len => {
                 // Full (a flood): dropped. Closed (no DHT): dropped.
-                let _ = dht.try_send(datagram);
+                let _ = queues.dht.try_send(datagram());
+            }
+            Protocol::Utp if !queues.utp.is_closed() => {
+                if let Err(mpsc::error::TrySendError::Full(d)) = queues.utp.try_send(datagram()) {
+                    // Never seen by the driver: counted here.
+                    counters.add_overhead(Direction::Down, PeerClass::Wan, d.bytes.len() as u64);
+                }
             }
             Protocol::Dht | Protocol::Utp | Protocol::Unknown => {
                 tracing::trace!(%from, n, "UDP datagram dropped");

@@ -64,7 +64,7 @@ async fn node_with(
     gate: Arc<Gate>,
 ) -> Node {
     let counters = Arc::new(Counters::default());
-    let (endpoint, incoming) = UdpEndpoint::bind(
+    let (endpoint, receivers) = UdpEndpoint::bind(
         format!("{ip}:0").parse().unwrap(),
         counters.clone(),
         capwise_dht::krpc::MAX_PACKET,
@@ -84,7 +84,7 @@ async fn node_with(
         state_file,
         node: None,
     };
-    let (handle, events) = spawn(endpoint.socket(), incoming, options, hooks);
+    let (handle, events) = spawn(endpoint.socket(), receivers.dht, options, hooks);
     Node {
         handle,
         events,

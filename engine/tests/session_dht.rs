@@ -139,9 +139,11 @@ async fn a_magnet_finds_its_seeder_through_the_dht_alone() {
 
 #[tokio::test]
 async fn a_session_without_dht_options_runs_no_dht() {
+    // Without uTP either (which shares the DHT's socket).
     let session = Session::start(
         SessionConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
+            transports: capwise_engine::transport::Transports::tcp_only(),
             ..SessionConfig::default()
         },
         Hooks::default(),
@@ -149,7 +151,7 @@ async fn a_session_without_dht_options_runs_no_dht() {
     .await
     .unwrap();
     assert!(session.dht_snapshot().await.is_none());
-    // No UDP socket on the listen port either.
+    // No UDP socket on the listen port.
     let port = session.local_addr().port();
     assert!(std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok());
 }

@@ -21,6 +21,8 @@ fn config(encryption: Encryption) -> SessionConfig {
     SessionConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         encryption,
+        // TCP: the plaintext-only fake peers below listen on TCP only.
+        transports: "tcp".parse().unwrap(),
         ..SessionConfig::default()
     }
 }
@@ -50,13 +52,21 @@ async fn add(session: &Session, meta: &Metainfo, dir: &Path) -> TorrentHandle {
 /// Leecher and seeder with these modes: the download completes, and how
 /// many of the leecher's peers were RC4-encrypted along the way.
 async fn download(leecher_mode: Encryption, seeder_mode: Encryption) -> usize {
+    download_over("tcp", leecher_mode, seeder_mode).await
+}
+
+async fn download_over(carriers: &str, leecher_mode: Encryption, seeder_mode: Encryption) -> usize {
     let tmp = tempfile::tempdir().unwrap();
     let meta = make_payload(tmp.path());
-    let seeder = Session::start(config(seeder_mode), Hooks::default())
+    let over = |mode| SessionConfig {
+        transports: carriers.parse().unwrap(),
+        ..config(mode)
+    };
+    let seeder = Session::start(over(seeder_mode), Hooks::default())
         .await
         .unwrap();
     add(&seeder, &meta, tmp.path()).await;
-    let leecher = Session::start(config(leecher_mode), Hooks::default())
+    let leecher = Session::start(over(leecher_mode), Hooks::default())
         .await
         .unwrap();
     let into = tmp.path().join("into");
@@ -86,6 +96,11 @@ async fn download(leecher_mode: Encryption, seeder_mode: Encryption) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_on_both_sides_carries_the_payload_in_rc4() {
     assert_eq!(download(Encryption::Require, Encryption::Require).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rc4_over_utp() {
+    assert_eq!(download_over("utp", Encryption::Require, Encryption::Require).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

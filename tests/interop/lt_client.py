@@ -16,7 +16,7 @@ private DHT on loopback needs (no per-IP routing restrictions, no BEP 42 node-id
 Progress lines ("MONOTONIC progress ... payload_down=N payload_up=N", every --progress-interval s)
 carry the torrent's payload byte counters since start; MONOTONIC is CLOCK_MONOTONIC seconds.
 
-Plain TCP only (no encryption, no uTP), UPnP/NAT-PMP off, LSD off (--lsd turns local service
+Plain TCP only (no encryption, no uTP; --utp-only: uTP only, TCP off), UPnP/NAT-PMP off, LSD off (--lsd turns local service
 discovery on), DHT off unless asked for. Progress lines go to stdout.
 Must run with /usr/bin/python3 (Debian's python3-libtorrent).
 """
@@ -82,6 +82,13 @@ def make_session(a):
             "dht_announce_interval": 5,
         })
         s["alert_mask"] |= int(lt.alert.category_t.dht_notification)
+    if getattr(a, "utp_only", False):
+        s.update({
+            "enable_outgoing_utp": True,
+            "enable_incoming_utp": True,
+            "enable_outgoing_tcp": False,
+            "enable_incoming_tcp": False,
+        })
     if a.upload_limit:
         s["upload_rate_limit"] = a.upload_limit
     if a.download_limit:
@@ -170,6 +177,8 @@ def main():
     ap.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     ap.add_argument("--progress-interval", type=float, default=1.0)
     ap.add_argument("--lsd", action="store_true", help="local service discovery (BEP 14) on")
+    ap.add_argument("--utp-only", action="store_true",
+                    help="uTP in and out, TCP off (enable_outgoing/incoming_tcp = False)")
     a = ap.parse_args()
 
     signal.signal(signal.SIGTERM, on_signal)

@@ -89,6 +89,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         boot_id: capwise_policy::interface_counters::current_boot_id().ok(),
         dht: crate::dht::options(&args.discovery.dht, &config, &state_dir),
         encryption: config.encryption(args.wire.encryption)?,
+        transports: config.transports(args.wire.transports.as_ref())?,
         ..SessionConfig::default()
     };
     crate::lsd::configure(&mut session_config, lsd);

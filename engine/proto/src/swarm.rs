@@ -399,6 +399,12 @@ impl Swarm {
         self.peers.len()
     }
 
+    /// Peer `key` is connected over uTP: PEX tells others it speaks uTP
+    /// (`added.f` 0x04).
+    pub fn peer_speaks_utp(&mut self, key: PeerKey) {
+        self.pex_peer_speaks_utp(key);
+    }
+
     /// Whether a peer at `addr` is connected already.
     pub fn is_connected(&self, addr: SocketAddr) -> bool {
         self.peers.values().any(|p| p.addr == addr)

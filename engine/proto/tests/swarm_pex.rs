@@ -574,3 +574,33 @@ fn a_flooding_swarm_peer_is_dropped_in_the_pair() {
     assert!(net.links.is_empty(), "dropped on both sides");
     assert_eq!(net.nodes[ours].1.peer_count(), 0);
 }
+
+#[test]
+fn a_peer_connected_over_utp_is_listed_with_the_utp_flag() {
+    let t0 = Instant::now();
+    let mut net = Net::new(t0);
+    let a = net.add([44, 0, 0, 1], swarm(false, true, t0));
+    let b = net.add([44, 0, 0, 2], swarm(false, true, t0));
+    let c = net.add([44, 0, 0, 3], swarm(false, true, t0));
+    let d = net.add([44, 0, 0, 4], swarm(false, true, t0));
+    net.connect(a, b);
+    net.connect(c, b);
+    net.connect(d, b);
+    // b's connection from c is uTP, the one from d TCP.
+    let bc = net.link(b, c);
+    net.nodes[b].1.peer_speaks_utp(bc);
+    net.run_until(t0 + Duration::from_secs(1));
+    let told: Vec<PexEntry> = net
+        .pex_from_to(b, a)
+        .iter()
+        .flat_map(|s| s.msg.added.clone())
+        .collect();
+    let flags_of = |ip: [u8; 4]| {
+        told.iter()
+            .find(|e| e.addr == listen_addr(ip.into()))
+            .map(|e| e.flags)
+            .expect("listed")
+    };
+    assert_eq!(flags_of([44, 0, 0, 3]), PeerFlags::SEED | PeerFlags::UTP);
+    assert_eq!(flags_of([44, 0, 0, 4]), PeerFlags::SEED);
+}

@@ -55,7 +55,7 @@ impl SessionInner {
             .expect("plaintext peers lock")
             .contains(&addr);
         if mode == Encryption::Require || (mode == Encryption::Prefer && !known_plaintext) {
-            let carrier = transport::dial(addr, self.bind_ip(), CONNECT_TIMEOUT).await?;
+            let carrier = transport::dial(&self.dialer, addr, CONNECT_TIMEOUT).await?;
             let tried = mse::initiate(
                 carrier,
                 info_hash,
@@ -80,7 +80,7 @@ impl SessionInner {
                 }
             }
         }
-        let mut carrier = transport::dial(addr, self.bind_ip(), CONNECT_TIMEOUT).await?;
+        let mut carrier = transport::dial(&self.dialer, addr, CONNECT_TIMEOUT).await?;
         tokio::time::timeout(HANDSHAKE_TIMEOUT, carrier.write_all(&ours))
             .await
             .map_err(|_| {

@@ -19,11 +19,12 @@ use capwise_dht::Event;
 use capwise_proto::metainfo::InfoHash;
 use capwise_proto::privacy::PublicTorrent;
 use capwise_proto::torrent::RunState;
+use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
 
 use crate::class::PeerSource;
 use crate::dht::{self, DhtHandle, DhtHooks, DhtOptions};
-use crate::udp::UdpEndpoint;
+use crate::udp::Datagram;
 
 use super::SessionInner;
 /// Lookups repeat this often for a torrent with enough peers...
@@ -38,35 +39,20 @@ pub(crate) struct SessionDht {
     pub(crate) handle: DhtHandle,
     /// Wakes the lookup task: a torrent started or resumed.
     wake: Arc<Notify>,
-    _endpoint: UdpEndpoint,
 }
 
 impl SessionDht {
-    /// Binds the UDP socket on the listen address and port (another free
-    /// port if that one is taken, with a warning) and starts the driver and
-    /// the lookup task. None, with a warning, when no socket can be had: the
-    /// session runs without a DHT.
-    pub(crate) async fn start(inner: &Arc<SessionInner>, options: DhtOptions) -> Option<Self> {
+    /// Starts the driver on the session's UDP socket (`session/carriers.rs`
+    /// binds it on the listen address and port, another free port if that
+    /// one is taken) and the lookup task.
+    pub(crate) fn start(
+        inner: &Arc<SessionInner>,
+        options: DhtOptions,
+        socket: Arc<UdpSocket>,
+        incoming: mpsc::Receiver<Datagram>,
+    ) -> Self {
         let hooks = &inner.hooks;
-        let want = inner.local_addr;
-        let max = capwise_dht::krpc::MAX_PACKET;
-        let bound = match UdpEndpoint::bind(want, hooks.counters.clone(), max).await {
-            Ok(b) => Ok(b),
-            Err(e) => {
-                tracing::warn!(addr = %want, error = %e, "DHT: UDP port taken; using another");
-                let mut any = want;
-                any.set_port(0);
-                UdpEndpoint::bind(any, hooks.counters.clone(), max).await
-            }
-        };
-        let (endpoint, incoming) = match bound {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(addr = %want, error = %e, "DHT off: cannot open its UDP socket");
-                return None;
-            }
-        };
-        if let Ok(addr) = endpoint.local_addr() {
+        if let Ok(addr) = socket.local_addr() {
             tracing::info!(%addr, "DHT listening");
         }
         let dht_hooks = DhtHooks {
@@ -75,7 +61,7 @@ impl SessionDht {
             wan: hooks.wan.clone(),
             read_only: hooks.dht_read_only.clone(),
         };
-        let (handle, events) = dht::spawn(endpoint.socket(), incoming, options, dht_hooks);
+        let (handle, events) = dht::spawn(socket, incoming, options, dht_hooks);
         let wake = Arc::new(Notify::new());
         tokio::spawn(lookups(
             Arc::downgrade(inner),
@@ -83,11 +69,7 @@ impl SessionDht {
             events,
             wake.clone(),
         ));
-        Some(SessionDht {
-            handle,
-            wake,
-            _endpoint: endpoint,
-        })
+        SessionDht { handle, wake }
     }
 
     /// A torrent started or resumed: look it up now.

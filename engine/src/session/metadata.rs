@@ -285,15 +285,17 @@ impl MagnetShared {
         }
     }
 
-    /// Whether a connection to `addr` may join the phase now.
+    /// Whether a connection from `addr` may join the phase now. One from an
+    /// address already connected may still be the peer's half of a crossed
+    /// dial (over uTP both come from its one port): [`Self::register`]
+    /// decides by peer id which of the two both ends keep.
     pub(crate) fn takes_peer(&self, addr: SocketAddr) -> bool {
-        let admission = self.lock_admission();
-        admission.admits(addr) && !admission.is_connected(addr)
+        self.lock_admission().admits(addr)
     }
 
     /// A connection whose handshakes are done joins the phase: it gets a
     /// key and our extension handshake is queued. None: the phase takes no
-    /// peer now, or is already connected to this one.
+    /// peer now, or keeps the other of two connections to this peer.
     pub(crate) fn register(
         &self,
         addr: SocketAddr,
@@ -309,11 +311,9 @@ impl MagnetShared {
         };
         let replaced = {
             let mut admission = self.lock_admission();
-            if admission.is_connected(addr) {
-                return None;
-            }
-            // Both sides dialled each other: keep the one both ends keep;
-            // its rival ends once its queue is dropped.
+            // Both sides dialled each other: keep the one both ends keep
+            // (by peer id, as the torrent does: over uTP both connections
+            // share the addresses); its rival ends once its queue is dropped.
             let admit = match admission.admit(&member, &self.session.peer_id()) {
                 Ok(admit) => admit,
                 Err(refusal) => {

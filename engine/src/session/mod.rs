@@ -9,6 +9,7 @@
 
 mod addresses;
 mod announce;
+mod carriers;
 pub mod classify;
 mod connect;
 mod control;
@@ -94,6 +95,10 @@ pub struct SessionConfig {
     /// Protocol encryption (MSE/PE): by default dial encrypted, fall back
     /// to plaintext, accept both (`session/connect.rs`).
     pub encryption: crate::Encryption,
+    /// The carriers peers are dialled over, in order, and accepted on
+    /// (`transport/carriers.rs`): uTP then TCP by default. Without TCP no
+    /// TCP listener is opened; uTP shares the DHT's UDP socket.
+    pub transports: transport::Transports,
 }
 
 impl Default for SessionConfig {
@@ -114,6 +119,7 @@ impl Default for SessionConfig {
             lsd_interfaces: InterfaceFilter::default(),
             dht: None,
             encryption: crate::Encryption::default(),
+            transports: transport::Transports::default(),
         }
     }
 }
@@ -195,6 +201,10 @@ pub(crate) struct SessionInner {
     told_refusal: std::sync::atomic::AtomicBool,
     /// Peers that refused an encrypted handshake (`session/connect.rs`).
     plaintext_only: Mutex<std::collections::HashSet<SocketAddr>>,
+    /// The UDP socket the DHT and uTP share, while either runs.
+    _udp: Option<crate::udp::UdpEndpoint>,
+    /// How peers are dialled: the carriers in order (`transport/carriers.rs`).
+    pub(crate) dialer: transport::Dialer,
 }
 
 impl SessionInner {
@@ -257,8 +267,13 @@ fn new_peer_id() -> [u8; 20] {
 impl Session {
     /// Bind the listener and start accepting peers.
     pub async fn start(config: SessionConfig, hooks: Hooks) -> Result<Session> {
-        let listener = TcpListener::bind(config.listen).await?;
-        let local_addr = listener.local_addr()?;
+        let sockets = carriers::bind(&config, &hooks).await?;
+        let local_addr = sockets.local_addr;
+        let dialer = transport::Dialer {
+            transports: config.transports.clone(),
+            utp: sockets.utp.as_ref().map(|(driver, _)| driver.clone()),
+            bind: (!local_addr.ip().is_unspecified()).then_some(local_addr.ip()),
+        };
         let (shutdown, _) = broadcast::channel(1);
         let inner = Arc::new(SessionInner {
             connections: Arc::new(Semaphore::new(config.max_connections)),
@@ -278,13 +293,24 @@ impl Session {
             dh_budget: crate::transport::mse::DhBudget::new(connect::DH_SPACING),
             told_refusal: Default::default(),
             plaintext_only: Default::default(),
+            _udp: sockets.udp,
+            dialer,
         });
-        if let Some(options) = inner.config.dht.clone() {
-            if let Some(dht) = dht::SessionDht::start(&inner, options).await {
+        if let (Some(options), Some(datagrams)) = (inner.config.dht.clone(), sockets.dht_datagrams)
+        {
+            let socket = inner._udp.as_ref().map(|u| u.socket());
+            if let Some(socket) = socket {
+                let dht = dht::SessionDht::start(&inner, options, socket, datagrams);
                 let _ = inner.dht.set(dht);
             }
         }
-        tokio::spawn(accept_loop(inner.clone(), listener));
+        if let Some(listener) = sockets.listener {
+            tokio::spawn(accept_loop(inner.clone(), listener));
+        }
+        if let Some((_, accepted)) = sockets.utp {
+            let shutdown = inner.shutdown.subscribe();
+            tokio::spawn(carriers::accept_utp(inner.clone(), accepted, shutdown));
+        }
         if inner.config.lsd {
             inner.lsd.start(&inner);
         }

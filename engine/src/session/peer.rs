@@ -195,6 +195,9 @@ pub(crate) async fn run(
                 return Ended::Other;
             }
         };
+        if transport.kind() == crate::transport::TransportKind::Utp {
+            core.swarm.peer_speaks_utp(joined.key);
+        }
         let link = Arc::new(PeerLink {
             addr,
             local: transport.local_addr(),

@@ -1,7 +1,7 @@
 //! Transports: what a peer connection's bytes travel over.
 //!
 //! A [`Transport`] is one connected peer, whatever carries it: a kind
-//! ([`TransportKind`]: TCP now; uTP and QUIC are to come), whether MSE
+//! ([`TransportKind`]: TCP and uTP; QUIC is to come), whether MSE
 //! encrypts it ([`Transport::encryption`], a layer over any kind: `mse.rs`),
 //! the local and remote address, a read and a write half (boxed, as rqbit's
 //! `stream_connect` returns them), and the bytes that crossed the carrier
@@ -18,14 +18,19 @@
 //! (`Session::accept`, `TorrentHandle::connect_transport`), such as the
 //! in-memory pair of [`memory::pair`].
 
+pub mod carriers;
 pub mod memory;
 pub mod mse;
 mod send_room;
 pub(crate) mod tcp;
+pub mod utp;
+pub mod utp_driver;
+
+pub use carriers::{Carrier, Dialer, Transports};
 
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,6 +47,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 pub enum TransportKind {
     /// Plain TCP.
     Tcp,
+    /// uTP (BEP 29) with LEDBAT, over the session's UDP socket (`utp.rs`).
+    Utp,
     /// An in-process pipe ([`memory::pair`]): tests, and embedders that
     /// carry the bytes themselves.
     Memory,
@@ -306,17 +313,17 @@ impl AsyncWrite for Transport {
     }
 }
 
-/// Dial `remote`, leaving from `bind` when given (the address we listen on,
-/// so that the peer sees the address others are told); within `timeout`.
-/// The one place outgoing connections are made: the kind is chosen here.
+/// Dial `remote` over the dialer's carriers in order (TCP leaving from its
+/// `bind` address when given: the address we listen on, so that the peer
+/// sees the address others are told); within `timeout` each. The one place
+/// outgoing connections are made: the kind is chosen here
+/// (`carriers.rs`).
 pub(crate) async fn dial(
+    dialer: &Dialer,
     remote: SocketAddr,
-    bind: Option<IpAddr>,
     timeout: Duration,
 ) -> io::Result<Transport> {
-    tokio::time::timeout(timeout, tcp::connect(remote, bind))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+    dialer.dial(remote, timeout).await
 }
 
 #[cfg(test)]

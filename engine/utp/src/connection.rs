@@ -57,6 +57,10 @@ pub struct Config {
     /// How long a closed connection stays to acknowledge a retransmitted
     /// FIN whose ACK was lost.
     pub linger: Duration,
+    /// An established connection that sent nothing this long sends a
+    /// STATE, so that NAT mappings on the way stay open (libutp: 29 s;
+    /// UDP mappings often last 30 s). None: never.
+    pub keepalive: Option<Duration>,
 }
 
 impl Default for Config {
@@ -73,6 +77,7 @@ impl Default for Config {
             max_retransmits: 6,
             handshake_timeout: Duration::from_secs(10),
             linger: Duration::from_secs(2),
+            keepalive: Some(Duration::from_secs(29)),
         }
     }
 }
@@ -229,6 +234,8 @@ pub struct Connection {
     /// so a forged SYN is answered once.
     confirm_at: Option<Instant>,
     confirm_retries: u32,
+    /// When the last datagram left (for the keepalive).
+    last_sent: Instant,
 
     // Receiving.
     /// Last sequence number received in order.
@@ -287,6 +294,7 @@ impl Connection {
             handshake_deadline: None,
             confirm_at: None,
             confirm_retries: 0,
+            last_sent: now,
             ack_nr: 0,
             readable: VecDeque::new(),
             held: HashMap::new(),
@@ -448,6 +456,12 @@ impl Connection {
         self.config
             .send_buffer
             .saturating_sub(self.unsent.len() + self.unacked_payload)
+    }
+
+    /// Bytes written and not yet sent once (what TCP calls "not sent"; in
+    /// flight bytes are not among them).
+    pub fn unsent_len(&self) -> usize {
+        self.unsent.len()
     }
 
     /// Takes received bytes in order; 0 means nothing yet, or the end of the
@@ -856,12 +870,19 @@ impl Connection {
             Phase::Closed(_) => None,
             Phase::Lingering(until) => Some(until),
             Phase::SynReceived => self.handshake_deadline,
-            Phase::SynSent | Phase::Established => {
-                [self.rto_deadline, self.probe_at, self.confirm_at]
-                    .into_iter()
-                    .flatten()
-                    .min()
-            }
+            Phase::SynSent => [self.rto_deadline, self.probe_at, self.confirm_at]
+                .into_iter()
+                .flatten()
+                .min(),
+            Phase::Established => [
+                self.rto_deadline,
+                self.probe_at,
+                self.confirm_at,
+                self.keepalive_at(),
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
         }
     }
 
@@ -894,6 +915,9 @@ impl Connection {
                 }
             }
             Phase::Established => {
+                if self.keepalive_at().is_some_and(|d| now >= d) {
+                    self.ack_pending = true;
+                }
                 if self.confirm_at.is_some_and(|d| now >= d) {
                     self.ack_pending = true;
                     self.confirm_retries += 1;
@@ -930,6 +954,13 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// When the keepalive is due: only while nothing else is (an ACK
+    /// already queued goes first).
+    fn keepalive_at(&self) -> Option<Instant> {
+        let every = self.config.keepalive?;
+        (!self.ack_pending).then(|| self.last_sent + every)
     }
 
     fn header(&self, now: Instant, packet_type: PacketType, seq_nr: u16) -> Header {
@@ -986,6 +1017,7 @@ impl Connection {
         self.stats.bytes_sent_on_wire += out.len() as u64;
         self.stats.packets_sent += 1;
         self.ack_pending = false;
+        self.last_sent = now;
         out
     }
 

@@ -161,3 +161,45 @@ fn a_packet_for_no_connection_gets_a_reset_and_garbage_nothing() {
     assert!(replies <= 64, "{replies}");
     assert!(b.is_empty());
 }
+
+/// Both ends dial each other at once (two BitTorrent peers that heard of
+/// each other together), over the one socket each: the two connections
+/// share both addresses. Closing one, or removing it unclosed, must leave
+/// the other carrying bytes both ways.
+#[test]
+fn crossed_dials_stay_apart_when_one_goes() {
+    for abort in [false, true] {
+        let now = Instant::now();
+        let (aa, ab) = (addr("10.0.0.1:6881"), addr("10.0.0.2:6881"));
+        let mut a = Endpoint::new(EndpointConfig::default(), 11);
+        let mut b = Endpoint::new(EndpointConfig::default(), 12);
+        let a_out = a.connect(now, ab).unwrap();
+        let b_out = b.connect(now, aa).unwrap();
+        exchange(now, (&mut a, aa), (&mut b, ab));
+        let a_in = a.accept().expect("b's dial reached a");
+        let b_in = b.accept().expect("a's dial reached b");
+        // Keep a's dial (a_out <-> b_in), drop b's (b_out <-> a_in).
+        if abort {
+            a.connection(a_in).unwrap().abort();
+            b.connection(b_out).unwrap().abort();
+        } else {
+            a.connection(a_in).unwrap().close();
+            b.connection(b_out).unwrap().close();
+        }
+        exchange(now, (&mut a, aa), (&mut b, ab));
+        a.remove(a_in);
+        b.remove(b_out);
+        exchange(now, (&mut a, aa), (&mut b, ab));
+        assert!(!a.connection(a_out).unwrap().is_closed(), "abort={abort}");
+        assert!(!b.connection(b_in).unwrap().is_closed(), "abort={abort}");
+        a.connection(a_out).unwrap().write(b"request");
+        exchange(now, (&mut a, aa), (&mut b, ab));
+        let mut buf = [0u8; 16];
+        let n = b.connection(b_in).unwrap().read(&mut buf);
+        assert_eq!(&buf[..n], b"request", "abort={abort}");
+        b.connection(b_in).unwrap().write(b"answer");
+        exchange(now, (&mut a, aa), (&mut b, ab));
+        let n = a.connection(a_out).unwrap().read(&mut buf);
+        assert_eq!(&buf[..n], b"answer", "abort={abort}");
+    }
+}

@@ -393,3 +393,20 @@ fn a_lost_confirmation_is_sent_again_when_the_acceptor_speaks_first() {
         "after a's first timer (the 500 ms floor)"
     );
 }
+
+#[test]
+fn an_idle_connection_sends_a_keepalive_every_29_seconds() {
+    let mut p = connected_pair(Link::new(ms(10)), Link::new(ms(10)));
+    let sent = (p.a.stats().packets_sent, p.b().stats().packets_sent);
+    // Two minutes with nothing to say: a STATE each way about every 29 s
+    // (4 each; a also repeats its handshake confirmation, at most 3 times,
+    // while b has sent no data), and the connection is still up.
+    assert!(!p.run(Duration::from_secs(120), |_| false));
+    let a_more = p.a.stats().packets_sent - sent.0;
+    let b_more = p.b().stats().packets_sent - sent.1;
+    assert!((4..=7).contains(&a_more), "a sent {a_more} keepalives");
+    assert!((4..=5).contains(&b_more), "b sent {b_more} keepalives");
+    assert!(p.a.is_established() && p.b().is_established());
+    let bytes = p.a.stats().bytes_sent_on_wire;
+    assert_eq!(bytes % 20, 0, "keepalives are bare 20-byte STATEs: {bytes}");
+}

@@ -26,6 +26,8 @@ pub struct LtOpts {
     pub progress_interval: Option<f64>,
     /// DHT on, joined through this node (none: DHT off).
     pub dht_bootstrap: Option<SocketAddr>,
+    /// uTP in and out with TCP off (`--utp-only`); default: TCP only.
+    pub utp_only: bool,
 }
 
 fn command(mode: &str, torrent: &Path, dir: &Path, port: u16, o: &LtOpts) -> Command {
@@ -58,6 +60,9 @@ fn command(mode: &str, torrent: &Path, dir: &Path, port: u16, o: &LtOpts) -> Com
     }
     if let Some(b) = o.dht_bootstrap {
         c.arg("--dht-bootstrap").arg(b.to_string());
+    }
+    if o.utp_only {
+        c.arg("--utp-only");
     }
     c
 }

@@ -35,6 +35,9 @@ pub struct Placement {
     /// packets from 127/8, so these must be on other addresses (namespaces the test made), and
     /// it announces only once it knows 9 nodes of which 4 answered: give at least 9.
     pub dht: Vec<std::net::SocketAddr>,
+    /// uTP on (Transmission's own default; off here unless asked, so that the suites that are
+    /// not about uTP run over TCP).
+    pub utp: bool,
 }
 
 impl Default for Placement {
@@ -44,6 +47,7 @@ impl Default for Placement {
             bind_ipv4: std::net::Ipv4Addr::LOCALHOST,
             lpd: false,
             dht: Vec::new(),
+            utp: false,
         }
     }
 }
@@ -88,7 +92,7 @@ fn settings_json(peer_port: u16, rpc_port: u16, download_dir: &Path, at: &Placem
     "start-added-torrents": true,
     "trash-original-torrent-files": false,
     "umask": 18,
-    "utp-enabled": false,
+    "utp-enabled": {utp},
     "watch-dir-enabled": false
 }}
 "#,
@@ -96,6 +100,7 @@ fn settings_json(peer_port: u16, rpc_port: u16, download_dir: &Path, at: &Placem
         bind = at.bind_ipv4,
         lpd = at.lpd,
         dht = !at.dht.is_empty(),
+        utp = at.utp,
     )
 }
 

@@ -54,6 +54,8 @@ pub(super) struct PeerPex {
     dialable: Option<SocketAddr>,
     /// The set version it was last fully told.
     told_version: Option<u64>,
+    /// Connected over uTP: it speaks uTP, which others are told (0x04).
+    utp: bool,
 }
 
 impl PeerPex {
@@ -76,6 +78,7 @@ impl PeerPex {
             their_id: None,
             dialable,
             told_version: None,
+            utp: false,
         }
     }
 
@@ -152,6 +155,15 @@ impl Swarm {
         }
     }
 
+    /// The peer is connected over uTP: others are told it speaks uTP.
+    pub(super) fn pex_peer_speaks_utp(&mut self, key: PeerKey) {
+        if let Some(p) = self.peers.get_mut(&key) {
+            if !std::mem::replace(&mut p.pex.utp, true) && p.pex.dialable.is_some() {
+                self.pex.version += 1;
+            }
+        }
+    }
+
     /// A peer left: the set changed if others could have been told of it.
     pub(super) fn pex_peer_gone(&mut self, pex: &PeerPex) {
         if pex.dialable.is_some() {
@@ -190,6 +202,9 @@ impl Swarm {
                 }
                 if p.origin.outgoing {
                     flags = flags | PeerFlags::REACHABLE;
+                }
+                if p.pex.utp {
+                    flags = flags | PeerFlags::UTP;
                 }
                 connected.insert(addr, flags);
                 classes.insert(addr.ip(), p.origin.class);

@@ -1,0 +1,206 @@
+//! Which carriers a session speaks ([`Transports`]) and dialling over them
+//! in order ([`Dialer`]).
+//!
+//! The default is uTP first, then TCP, as libtorrent does: uTP's LEDBAT
+//! yields to the user's own traffic, which is the point of a background
+//! agent, and a peer without uTP costs one short SYN timeout
+//! ([`UTP_FALLBACK_TIMEOUT`]) before TCP is tried. A peer known not to speak
+//! uTP (PEX flags without 0x04) could skip it; the list is the order for
+//! everyone else.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::utp_driver::UtpDriver;
+use super::{tcp, utp, Transport};
+
+/// How long a uTP dial may take when TCP is tried after it: two SYNs (the
+/// second after 1 s) and as long again for the answer. A peer without uTP
+/// usually says nothing at all (no RESET), so this is what it costs; uTP
+/// alone gets the caller's whole timeout.
+pub const UTP_FALLBACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A carrier for peer connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Carrier {
+    /// TCP.
+    Tcp,
+    /// uTP (BEP 29) over the session's UDP socket, with LEDBAT.
+    Utp,
+}
+
+impl Carrier {
+    /// Its name in settings: `tcp`, `utp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Carrier::Tcp => "tcp",
+            Carrier::Utp => "utp",
+        }
+    }
+}
+
+impl FromStr for Carrier {
+    type Err = TransportsError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "tcp" => Ok(Carrier::Tcp),
+            "utp" => Ok(Carrier::Utp),
+            other => Err(TransportsError::Unknown(other.to_string())),
+        }
+    }
+}
+
+/// Why a list of carriers was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportsError {
+    /// Not `tcp` or `utp`.
+    #[error("unknown transport {0:?}: the transports are tcp and utp")]
+    Unknown(String),
+    /// Nothing listed.
+    #[error("no transport given: name at least one of tcp, utp")]
+    Empty,
+    /// Listed twice.
+    #[error("transport {0} is listed twice")]
+    Repeated(&'static str),
+}
+
+/// The carriers a session uses, in dial order: what is not listed is
+/// neither dialled nor accepted (no TCP listener without TCP, no uTP on the
+/// UDP socket without uTP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transports(Vec<Carrier>);
+
+impl Default for Transports {
+    fn default() -> Self {
+        Transports(vec![Carrier::Utp, Carrier::Tcp])
+    }
+}
+
+impl Transports {
+    /// The carriers in this order; none, or one twice, is refused.
+    pub fn new(order: impl IntoIterator<Item = Carrier>) -> Result<Self, TransportsError> {
+        let mut list = Vec::new();
+        for c in order {
+            if list.contains(&c) {
+                return Err(TransportsError::Repeated(c.name()));
+            }
+            list.push(c);
+        }
+        if list.is_empty() {
+            return Err(TransportsError::Empty);
+        }
+        Ok(Transports(list))
+    }
+
+    /// TCP only (what capwise spoke before uTP).
+    pub fn tcp_only() -> Self {
+        Transports(vec![Carrier::Tcp])
+    }
+
+    /// Whether `carrier` is used.
+    pub fn uses(&self, carrier: Carrier) -> bool {
+        self.0.contains(&carrier)
+    }
+
+    /// The carriers in dial order.
+    pub fn order(&self) -> &[Carrier] {
+        &self.0
+    }
+}
+
+impl FromStr for Transports {
+    type Err = TransportsError;
+
+    /// A comma-separated list, in dial order: `utp,tcp`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let carriers = s
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(str::parse)
+            .collect::<Result<Vec<Carrier>, _>>()?;
+        Transports::new(carriers)
+    }
+}
+
+impl std::fmt::Display for Transports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|c| c.name()).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+/// What dialling needs: the carriers in order, the uTP driver when uTP
+/// runs, and the address TCP dials leave from.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    /// The carriers, in dial order.
+    pub transports: Transports,
+    /// The uTP driver (none: uTP is skipped).
+    pub utp: Option<UtpDriver>,
+    /// The address TCP connections leave from, when a specific one.
+    pub bind: Option<IpAddr>,
+}
+
+impl Dialer {
+    /// Dials `remote` over each carrier in turn until one connects, within
+    /// `timeout` each (uTP gets [`UTP_FALLBACK_TIMEOUT`] when something is
+    /// tried after it); the last error when none does.
+    pub async fn dial(&self, remote: SocketAddr, timeout: Duration) -> io::Result<Transport> {
+        let order = self.transports.order();
+        let mut last = io::Error::new(io::ErrorKind::Unsupported, "no transport to dial with");
+        for (i, carrier) in order.iter().enumerate() {
+            let fallback = i + 1 < order.len();
+            let tried = match carrier {
+                Carrier::Tcp => tokio::time::timeout(timeout, tcp::connect(remote, self.bind))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+                    }),
+                Carrier::Utp => {
+                    let Some(driver) = &self.utp else { continue };
+                    let limit = if fallback {
+                        timeout.min(UTP_FALLBACK_TIMEOUT)
+                    } else {
+                        timeout
+                    };
+                    utp::connect(driver, remote, limit).await
+                }
+            };
+            match tried {
+                Ok(t) => return Ok(t),
+                Err(e) => {
+                    tracing::debug!(%remote, carrier = carrier.name(), error = %e, "dial failed");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_parse_in_order_and_bad_ones_say_why() {
+        let t: Transports = "utp, tcp".parse().unwrap();
+        assert_eq!(t.order(), &[Carrier::Utp, Carrier::Tcp]);
+        assert_eq!(t.to_string(), "utp,tcp");
+        let t: Transports = "TCP".parse().unwrap();
+        assert!(t.uses(Carrier::Tcp) && !t.uses(Carrier::Utp));
+        assert_eq!(
+            "tcp,quic".parse::<Transports>(),
+            Err(TransportsError::Unknown("quic".into()))
+        );
+        assert_eq!("".parse::<Transports>(), Err(TransportsError::Empty));
+        assert_eq!(
+            "utp,utp".parse::<Transports>(),
+            Err(TransportsError::Repeated("utp"))
+        );
+        assert_eq!(Transports::default().to_string(), "utp,tcp");
+    }
+}
