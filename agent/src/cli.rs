@@ -155,8 +155,8 @@ pub struct DiscoveryArgs {
     pub dht: DhtArgs,
 
     /// The carriers peers are dialled over, in order, and accepted on:
-    /// `utp,tcp` (the default), `tcp,utp`, `tcp` or `utp` (no TCP listener)
-    /// [transports = ["utp", "tcp"]].
+    /// `tcp` (the default), `utp,tcp`, `tcp,utp` or `utp` (no TCP listener)
+    /// [transports = ["tcp"]].
     #[arg(long, value_name = "LIST", value_parser = parse_transports)]
     pub transports: Option<capwise_engine::transport::Transports>,
 }

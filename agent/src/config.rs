@@ -8,7 +8,7 @@
 //! download_dir = "/srv/downloads"
 //! listen = "0.0.0.0:6881"
 //! network_file = "/run/capwise/network.toml"
-//! transports = ["utp", "tcp"]   # dial order; `--transports` overrides it
+//! transports = ["utp", "tcp"]   # dial order (default ["tcp"]); `--transports` overrides it
 //!
 //! [limits]            # global; also [limits.wan] and [limits.lan]
 //! up = "1MB/s"
@@ -386,7 +386,7 @@ impl Config {
     }
 
     /// The carriers to use: `flag` (`--transports`) if given, else the
-    /// file's `transports`, else uTP then TCP.
+    /// file's `transports`, else TCP alone (`Transports::default`).
     pub fn transports(
         &self,
         flag: Option<&capwise_engine::transport::Transports>,

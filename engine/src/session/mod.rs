@@ -92,7 +92,7 @@ pub struct SessionConfig {
     /// a session sends no DHT packet unless asked to.
     pub dht: Option<crate::dht::DhtOptions>,
     /// The carriers peers are dialled over, in order, and accepted on
-    /// (`transport/carriers.rs`): uTP then TCP by default. Without TCP no
+    /// (`transport/carriers.rs`): TCP alone by default for now. Without TCP no
     /// TCP listener is opened; uTP shares the DHT's UDP socket.
     pub transports: transport::Transports,
 }

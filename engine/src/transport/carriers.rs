@@ -1,12 +1,13 @@
 //! Which carriers a session speaks ([`Transports`]) and dialling over them
 //! in order ([`Dialer`]).
 //!
-//! The default is uTP first, then TCP, as libtorrent does: uTP's LEDBAT
-//! yields to the user's own traffic, which is the point of a background
-//! agent, and a peer without uTP costs one short SYN timeout
-//! ([`UTP_FALLBACK_TIMEOUT`]) before TCP is tried. A peer known not to speak
-//! uTP (PEX flags without 0x04) could skip it; the list is the order for
-//! everyone else.
+//! The order meant to be the default is uTP first, then TCP, as libtorrent
+//! does: uTP's LEDBAT yields to the user's own traffic, which is the point
+//! of a background agent, and a peer without uTP costs one short SYN
+//! timeout ([`UTP_FALLBACK_TIMEOUT`]) before TCP is tried. For now the
+//! default is TCP alone: a libtorrent leecher fed by capwise over uTP stalls
+//! after ~600 KB and drops the connection (`tests/tests/utp.rs`, the ignored
+//! test), so uTP is opt-in (`utp,tcp`) until that is understood.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -74,8 +75,9 @@ pub enum TransportsError {
 pub struct Transports(Vec<Carrier>);
 
 impl Default for Transports {
+    /// TCP alone, for now (see the module's note).
     fn default() -> Self {
-        Transports(vec![Carrier::Utp, Carrier::Tcp])
+        Transports::tcp_only()
     }
 }
 
@@ -201,6 +203,6 @@ mod tests {
             "utp,utp".parse::<Transports>(),
             Err(TransportsError::Repeated("utp"))
         );
-        assert_eq!(Transports::default().to_string(), "utp,tcp");
+        assert_eq!(Transports::default().to_string(), "tcp");
     }
 }
