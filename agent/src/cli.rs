@@ -151,8 +151,8 @@ pub struct WireArgs {
     pub encryption: Option<capwise_engine::Encryption>,
 
     /// The carriers peers are dialled over, in order, and accepted on:
-    /// `utp,tcp` (the default), `tcp,utp`, `tcp` or `utp` (no TCP listener)
-    /// [transports = ["utp", "tcp"]].
+    /// `tcp,utp` (the default), `utp,tcp`, `tcp` or `utp` (no TCP listener)
+    /// [transports = ["tcp", "utp"]].
     #[arg(long, value_name = "LIST", value_parser = parse_transports)]
     pub transports: Option<capwise_engine::transport::Transports>,
 }

@@ -9,7 +9,7 @@
 //! listen = "0.0.0.0:6881"
 //! encryption = "prefer"   # or "require", "allow"; `--encryption` overrides
 //! network_file = "/run/capwise/network.toml"
-//! transports = ["utp", "tcp"]   # dial order; `--transports` overrides it
+//! transports = ["tcp", "utp"]   # dial order, both accepted (the default); `--transports` overrides it
 //!
 //! [limits]            # global; also [limits.wan] and [limits.lan]
 //! up = "1MB/s"
@@ -407,7 +407,7 @@ impl Config {
     }
 
     /// The carriers to use: `flag` (`--transports`) if given, else the
-    /// file's `transports`, else uTP then TCP.
+    /// file's `transports`, else TCP then uTP (`Transports::default`).
     pub fn transports(
         &self,
         flag: Option<&capwise_engine::transport::Transports>,

@@ -105,7 +105,12 @@ fn run(test: &str, body: impl FnOnce(&Ctx) -> Result<()>) {
     let t0 = Instant::now();
     let ctx = Ctx::new().expect("test setup (payload, torrent, tracker)");
     match body(&ctx) {
-        Ok(()) => eprintln!("[utp] {test}: ok in {:.1}s", t0.elapsed().as_secs_f64()),
+        Ok(()) => {
+            eprintln!("[utp] {test}: ok in {:.1}s", t0.elapsed().as_secs_f64());
+            if std::env::var_os("CAPWISE_KEEP_TMP").is_some_and(|v| v == "always") {
+                eprintln!("[utp] kept {}", ctx.tmp.keep().display());
+            }
+        }
         Err(e) => {
             dump_logs(&ctx.logs, Some("-remote-"));
             if std::env::var_os("CAPWISE_KEEP_TMP").is_some() {
@@ -214,6 +219,8 @@ fn capwise_gets_from_libtorrent_over_utp_only() {
     });
 }
 
+/// capwise sends the bulk: libtorrent's selective ACKs (lengths that are not multiples of 4)
+/// must be taken, or the connection dies at the first loss (it did: 70 s, a redial).
 #[test]
 fn libtorrent_gets_from_capwise_over_utp_only() {
     run("capwise (uTP only) -> libtorrent (uTP only)", |c| {

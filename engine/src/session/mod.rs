@@ -96,7 +96,7 @@ pub struct SessionConfig {
     /// to plaintext, accept both (`session/connect.rs`).
     pub encryption: crate::Encryption,
     /// The carriers peers are dialled over, in order, and accepted on
-    /// (`transport/carriers.rs`): uTP then TCP by default. Without TCP no
+    /// (`transport/carriers.rs`): TCP then uTP by default. Without TCP no
     /// TCP listener is opened; uTP shares the DHT's UDP socket.
     pub transports: transport::Transports,
 }

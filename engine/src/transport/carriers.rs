@@ -1,12 +1,12 @@
 //! Which carriers a session speaks ([`Transports`]) and dialling over them
 //! in order ([`Dialer`]).
 //!
-//! The default is uTP first, then TCP, as libtorrent does: uTP's LEDBAT
-//! yields to the user's own traffic, which is the point of a background
-//! agent, and a peer without uTP costs one short SYN timeout
-//! ([`UTP_FALLBACK_TIMEOUT`]) before TCP is tried. A peer known not to speak
-//! uTP (PEX flags without 0x04) could skip it; the list is the order for
-//! everyone else.
+//! The default is TCP first, then uTP, and both accepted: a peer that
+//! speaks uTP only (or whose TCP is firewalled) is still reached, uTP peers
+//! can reach us, and a dial to the many peers without uTP costs nothing
+//! more. uTP first (`utp,tcp`, libtorrent's order: LEDBAT yields to the
+//! user's own traffic) costs such peers one short SYN timeout
+//! ([`UTP_FALLBACK_TIMEOUT`]) before TCP is tried; it is one setting away.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -74,8 +74,9 @@ pub enum TransportsError {
 pub struct Transports(Vec<Carrier>);
 
 impl Default for Transports {
+    /// TCP, then uTP (see the module's note).
     fn default() -> Self {
-        Transports(vec![Carrier::Utp, Carrier::Tcp])
+        Transports(vec![Carrier::Tcp, Carrier::Utp])
     }
 }
 
@@ -201,6 +202,6 @@ mod tests {
             "utp,utp".parse::<Transports>(),
             Err(TransportsError::Repeated("utp"))
         );
-        assert_eq!(Transports::default().to_string(), "utp,tcp");
+        assert_eq!(Transports::default().to_string(), "tcp,utp");
     }
 }

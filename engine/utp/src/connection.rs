@@ -627,9 +627,10 @@ impl Connection {
         {
             return Err(DatagramError::Ignored);
         }
+        let window_before = self.peer_wnd;
         self.note_peer(&h, now);
         if !stale {
-            self.process_ack(now, &p);
+            self.process_ack(now, &p, window_before);
         }
         if matches!(h.packet_type, PacketType::Data | PacketType::Fin) {
             self.process_sequenced(&p);
@@ -638,7 +639,7 @@ impl Connection {
         Ok(())
     }
 
-    fn process_ack(&mut self, now: Instant, p: &Packet<'_>) {
+    fn process_ack(&mut self, now: Instant, p: &Packet<'_>, window_before: usize) {
         let ack_nr = p.header.ack_nr;
         let flight_before = self.flight_bytes;
         let mut acked_bytes = 0usize;
@@ -693,11 +694,14 @@ impl Connection {
         }
 
         // Duplicate ACKs: the same cumulative ACK on a STATE, nothing new,
-        // with data outstanding.
+        // with data outstanding, and the same window (RFC 5681's rule: a
+        // STATE that only says the receiver read, libtorrent's window
+        // update, is no sign of loss).
         if !cumulative_moved
             && p.header.packet_type == PacketType::State
             && !self.sent.is_empty()
             && !newly_acked
+            && p.header.wnd_size as usize == window_before
         {
             self.dup_acks += 1;
             if self.dup_acks == 3 {

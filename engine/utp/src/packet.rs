@@ -35,8 +35,8 @@ pub enum PacketError {
     /// An extension's header or body runs past the datagram's end.
     #[error("extension chain runs past the end of the datagram")]
     TruncatedExtension,
-    /// A selective ACK whose length is 0, not a multiple of 4, or too long.
-    #[error("selective ACK of {0} bytes: must be 4 to 32 bytes, a multiple of 4")]
+    /// A selective ACK of no bytes.
+    #[error("selective ACK of {0} bytes: it needs at least one")]
     SackLength(usize),
     /// Two selective ACK extensions in one packet.
     #[error("two selective ACK extensions in one packet")]
@@ -147,7 +147,13 @@ impl<'a> Packet<'a> {
                 return Err(PacketError::TruncatedExtension);
             };
             if next_ext == EXT_SELECTIVE_ACK {
-                if len == 0 || len % 4 != 0 || len > MAX_SACK_BYTES {
+                // BEP 29 asks for a multiple of 4, but libtorrent sends
+                // (span + 7) / 8 bytes, 1 to 32: refusing those dropped
+                // every packet it sent once it held one of ours out of
+                // order (its ACKs with them), and the connection died.
+                // Any non-empty length is read (a u8 bounds it; the walk
+                // stops at the sent queue's end).
+                if len == 0 {
                     return Err(PacketError::SackLength(len));
                 }
                 if selective_ack.replace(body).is_some() {
@@ -257,6 +263,18 @@ mod tests {
         let p = Packet::decode(&bytes).unwrap();
         assert_eq!(p.selective_ack, Some(&[0b101, 0, 0, 0x80][..]));
         assert_eq!(p.payload, b"tail");
+        // libtorrent's lengths are not multiples of 4: (span + 7) / 8 bytes.
+        let mut lt = Packet {
+            header: header(PacketType::State),
+            selective_ack: None,
+            payload: b"",
+        }
+        .encode();
+        lt[1] = 1;
+        lt.extend_from_slice(&[0, 3, 0b11, 0, 0x40]);
+        let p = Packet::decode(&lt).unwrap();
+        assert_eq!(p.selective_ack, Some(&[0b11, 0, 0x40][..]));
+        assert!(p.payload.is_empty());
     }
 
     #[test]
@@ -278,9 +296,10 @@ mod tests {
             Packet::decode(&good[..23]),
             Err(PacketError::TruncatedExtension)
         );
-        let mut len3 = good.clone();
-        len3[21] = 3;
-        assert_eq!(Packet::decode(&len3), Err(PacketError::SackLength(3)));
+        let mut len0 = good.clone();
+        len0[21] = 0;
+        len0.truncate(22);
+        assert_eq!(Packet::decode(&len0), Err(PacketError::SackLength(0)));
         let mut twice = good.clone();
         twice[20] = 1;
         twice.truncate(26);

@@ -410,3 +410,51 @@ fn an_idle_connection_sends_a_keepalive_every_29_seconds() {
     let bytes = p.a.stats().bytes_sent_on_wire;
     assert_eq!(bytes % 20, 0, "keepalives are bare 20-byte STATEs: {bytes}");
 }
+
+/// A STATE from b that acknowledges nothing new: ack_nr 1 (a's SYN), the
+/// window given.
+fn bare_state(wnd_size: u32, seq_nr: u16) -> Vec<u8> {
+    use capwise_utp::packet::{encode_into, Header};
+    let header = Header {
+        packet_type: PacketType::State,
+        connection_id: 1000,
+        timestamp_us: 1,
+        timestamp_diff_us: 1,
+        wnd_size,
+        seq_nr,
+        ack_nr: 1,
+    };
+    let mut out = Vec::new();
+    encode_into(&header, None, &[], &mut out);
+    out
+}
+
+#[test]
+fn window_updates_are_not_duplicate_acks() {
+    let config = Config::default();
+    let t0 = std::time::Instant::now();
+    let mut a = Connection::connect(config.clone(), t0, 1000);
+    let syn = a.poll_transmit(t0).unwrap();
+    let mut b = Connection::accept(config, t0, &syn, 500).unwrap();
+    a.handle_datagram(t0, &b.poll_transmit(t0).unwrap())
+        .unwrap();
+    a.write(&pattern(10 * 1400, 4));
+    let mut sent = 0;
+    while a.poll_transmit(t0).is_some() {
+        sent += 1;
+    }
+    assert!(sent >= 2, "data outstanding");
+    // The receiver read and says so: same ACK, a larger window each time.
+    for (i, wnd) in [100_000u32, 200_000, 300_000, 400_000]
+        .into_iter()
+        .enumerate()
+    {
+        let _ = a.handle_datagram(t0, &bare_state(wnd, 500 + i as u16));
+    }
+    assert_eq!(a.stats().fast_retransmits, 0, "window updates are no loss");
+    // Three true duplicates (same ACK, same window): the first packet is lost.
+    for i in 0..3u16 {
+        let _ = a.handle_datagram(t0, &bare_state(400_000, 510 + i));
+    }
+    assert_eq!(a.stats().fast_retransmits, 1);
+}
