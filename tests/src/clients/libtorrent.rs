@@ -26,6 +26,9 @@ pub struct LtOpts {
     pub progress_interval: Option<f64>,
     /// DHT on, joined through this node (none: DHT off).
     pub dht_bootstrap: Option<SocketAddr>,
+    /// Encryption forced in both directions, RC4 only (MSE/PE); otherwise plaintext only (an
+    /// encrypted handshake is refused).
+    pub rc4_only: bool,
 }
 
 fn command(mode: &str, torrent: &Path, dir: &Path, port: u16, o: &LtOpts) -> Command {
@@ -58,6 +61,9 @@ fn command(mode: &str, torrent: &Path, dir: &Path, port: u16, o: &LtOpts) -> Com
     }
     if let Some(b) = o.dht_bootstrap {
         c.arg("--dht-bootstrap").arg(b.to_string());
+    }
+    if o.rc4_only {
+        c.args(["--encryption", "forced"]);
     }
     c
 }
@@ -153,6 +159,20 @@ pub fn parse_progress(stdout: &str) -> Vec<LtProgress> {
             })
         })
         .collect()
+}
+
+/// The most peers with an RC4-encrypted connection (libtorrent's `rc4_encrypted` peer flag) that
+/// any progress line of a `lt_client.py` stdout counts.
+pub fn max_rc4_peers(stdout: &str) -> u32 {
+    stdout
+        .lines()
+        .filter(|l| l.contains(" progress "))
+        .filter_map(|l| {
+            let at = l.find(" rc4_peers=")? + " rc4_peers=".len();
+            l[at..].split_whitespace().next()?.parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Starts a libtorrent seeder of `torrent` whose data is in `dir`; seeds until dropped.

@@ -35,6 +35,9 @@ pub struct Placement {
     /// packets from 127/8, so these must be on other addresses (namespaces the test made), and
     /// it announces only once it knows 9 nodes of which 4 answered: give at least 9.
     pub dht: Vec<std::net::SocketAddr>,
+    /// settings.json `encryption`: 0 prefers plaintext, 1 prefers encryption, 2 requires it
+    /// (only MSE/PE connections, both directions).
+    pub encryption: u8,
 }
 
 impl Default for Placement {
@@ -44,6 +47,7 @@ impl Default for Placement {
             bind_ipv4: std::net::Ipv4Addr::LOCALHOST,
             lpd: false,
             dht: Vec::new(),
+            encryption: 0,
         }
     }
 }
@@ -59,7 +63,7 @@ fn settings_json(peer_port: u16, rpc_port: u16, download_dir: &Path, at: &Placem
     "dht-enabled": {dht},
     "download-dir": "{dl}",
     "download-queue-enabled": false,
-    "encryption": 0,
+    "encryption": {encryption},
     "idle-seeding-limit-enabled": false,
     "incomplete-dir-enabled": false,
     "lpd-enabled": {lpd},
@@ -96,6 +100,7 @@ fn settings_json(peer_port: u16, rpc_port: u16, download_dir: &Path, at: &Placem
         bind = at.bind_ipv4,
         lpd = at.lpd,
         dht = !at.dht.is_empty(),
+        encryption = at.encryption,
     )
 }
 
