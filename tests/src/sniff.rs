@@ -25,6 +25,8 @@ const ETH_HEADER: usize = 14;
 const PACKET_OUTGOING: u8 = 4;
 /// No capture runs longer than this, whatever the test does.
 const MAX_CAPTURE: Duration = Duration::from_secs(900);
+/// How long a stopped capture goes on reading the frames still queued.
+const MAX_DRAIN: Duration = Duration::from_secs(5);
 
 /// One direction of a TCP connection: (source, destination).
 type Flow = (SocketAddrV4, SocketAddrV4);
@@ -231,7 +233,17 @@ fn capture(fd: Fd, ports: HashSet<u16>, stop: Arc<AtomicBool>) -> Result<Capture
     let mut isn: HashMap<Flow, u32> = HashMap::new();
     let mut buf = vec![0u8; 70_000];
     let t0 = Instant::now();
-    while !stop.load(Ordering::Relaxed) && t0.elapsed() < MAX_CAPTURE {
+    // Once told to stop, what is still queued is read too: the loop ends at the first read that
+    // finds the queue empty for a whole SO_RCVTIMEO, or after MAX_DRAIN on a busy `lo`.
+    let mut drain_until: Option<Instant> = None;
+    while t0.elapsed() < MAX_CAPTURE {
+        if drain_until.is_none() && stop.load(Ordering::Relaxed) {
+            drain_until = Some(Instant::now() + MAX_DRAIN);
+        }
+        let stopping = drain_until.is_some();
+        if drain_until.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
         // SAFETY: sockaddr_ll is plain data.
         let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
@@ -249,6 +261,7 @@ fn capture(fd: Fd, ports: HashSet<u16>, stop: Arc<AtomicBool>) -> Result<Capture
         if n < 0 {
             let e = std::io::Error::last_os_error();
             match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut if stopping => break,
                 std::io::ErrorKind::WouldBlock
                 | std::io::ErrorKind::TimedOut
                 | std::io::ErrorKind::Interrupted => continue,
@@ -307,7 +320,8 @@ impl LoopbackCapture {
         })
     }
 
-    /// Stops the capture (within about 100 ms) and returns what it saw.
+    /// Stops the capture once the frames already queued are read (the queue empty for 100 ms) and
+    /// returns what it saw.
     pub fn finish(mut self) -> Result<Captured> {
         self.stop.store(true, Ordering::Relaxed);
         match self.thread.take().map(JoinHandle::join) {
