@@ -69,6 +69,9 @@ pub struct TorrentView {
     /// The connected peers by where they came from.
     #[serde(default)]
     pub peer_sources: PeerSourceCounts,
+    /// Of them, those whose payload is RC4-encrypted (MSE/PE).
+    #[serde(default)]
+    pub encrypted_peers: usize,
     /// Payload in, bytes/s.
     pub download_rate: f64,
     /// Payload out, bytes/s.

@@ -135,6 +135,20 @@ pub struct TransferArgs {
     /// Peer discovery switches.
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
+    /// How peer connections are made.
+    #[command(flatten)]
+    pub wire: WireArgs,
+}
+
+/// How `get`, `seed` and `run` connect to peers; each overrides its
+/// configuration key.
+#[derive(Debug, Clone, Default, Args)]
+pub struct WireArgs {
+    /// Protocol encryption (MSE/PE, RC4): `prefer` dials encrypted and
+    /// falls back to plaintext, `require` refuses plaintext peers, `allow`
+    /// dials plaintext; all but `require` accept both [encryption = "prefer"].
+    #[arg(long, value_name = "MODE")]
+    pub encryption: Option<capwise_engine::Encryption>,
 }
 
 /// Peer discovery switches of `get`, `seed` and `run`; each overrides its

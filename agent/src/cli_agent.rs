@@ -23,6 +23,9 @@ pub struct RunArgs {
     /// Peer discovery switches.
     #[command(flatten)]
     pub discovery: crate::cli::DiscoveryArgs,
+    /// How peer connections are made.
+    #[command(flatten)]
+    pub wire: crate::cli::WireArgs,
     /// A peer every torrent dials, HOST:PORT, like a magnet link's x.pe; repeatable.
     #[arg(long = "peer", value_name = "HOST:PORT")]
     pub peers: Vec<String>,

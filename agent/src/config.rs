@@ -7,6 +7,7 @@
 //! ```toml
 //! download_dir = "/srv/downloads"
 //! listen = "0.0.0.0:6881"
+//! encryption = "prefer"   # or "require", "allow"; `--encryption` overrides
 //! network_file = "/run/capwise/network.toml"
 //!
 //! [limits]            # global; also [limits.wan] and [limits.lan]
@@ -56,6 +57,8 @@ pub struct Config {
     pub listen: Option<SocketAddr>,
     /// Describe the uplink with this file instead of detecting it.
     pub network_file: Option<PathBuf>,
+    /// Protocol encryption: `allow`, `prefer` or `require`.
+    pub encryption: Option<String>,
     /// Rate limits set by the user, below whatever the policy allows.
     pub limits: LimitsConfig,
     /// Changes to the metered-network defaults.
@@ -195,6 +198,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "download_dir",
             "listen",
             "network_file",
+            "encryption",
             "limits",
             "policy",
             "api",
@@ -381,6 +385,23 @@ impl Config {
         !no_lsd && self.lsd.enabled.unwrap_or(true)
     }
 
+    /// The encryption mode: `flag` (`--encryption`) if given, else the
+    /// file's `encryption` (default `prefer`).
+    pub fn encryption(
+        &self,
+        flag: Option<capwise_engine::Encryption>,
+    ) -> Result<capwise_engine::Encryption> {
+        if let Some(mode) = flag {
+            return Ok(mode);
+        }
+        match &self.encryption {
+            None => Ok(capwise_engine::Encryption::default()),
+            Some(name) => name
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("encryption: {e}")),
+        }
+    }
+
     /// Whether PEX runs: `pex.enabled` (default true), unless `no_pex`
     /// (`--no-pex`) says no.
     pub fn pex_enabled(&self, no_pex: bool) -> bool {
@@ -532,6 +553,23 @@ mod tests {
         let e = parse("[policy]\nnear_cap_percent = 0\n").unwrap_err();
         assert!(format!("{e:#}").contains("near_cap_percent"), "{e:#}");
         assert!(parse("listen = 5\n").is_err());
+    }
+
+    #[test]
+    fn encryption_is_preferred_unless_the_file_or_the_flag_says_otherwise() {
+        use capwise_engine::Encryption;
+        let plain = parse("").unwrap().config;
+        assert_eq!(plain.encryption(None).unwrap(), Encryption::Prefer);
+        let file = parse("encryption = \"require\"\n").unwrap().config;
+        assert_eq!(file.encryption(None).unwrap(), Encryption::Require);
+        assert_eq!(
+            file.encryption(Some(Encryption::Allow)).unwrap(),
+            Encryption::Allow,
+            "the flag wins"
+        );
+        let typo = parse("encryption = \"requird\"\n").unwrap().config;
+        let err = typo.encryption(None).unwrap_err().to_string();
+        assert!(err.contains("allow, prefer or require"), "{err}");
     }
 
     #[test]

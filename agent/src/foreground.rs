@@ -79,6 +79,7 @@ async fn start_session(
         resume: Some(Arc::new(FileResumeStore::new(state_dir.join("resume")))),
         boot_id: capwise_policy::interface_counters::current_boot_id().ok(),
         dht: crate::dht::options(&args.discovery.dht, &file, &state_dir),
+        encryption: file.encryption(args.wire.encryption)?,
         ..SessionConfig::default()
     };
     let lsd = file.lsd_enabled(args.discovery.no_lsd);
@@ -405,6 +406,7 @@ mod tests {
             config,
             peers: Vec::new(),
             discovery: Default::default(),
+            wire: Default::default(),
         }
     }
 

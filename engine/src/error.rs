@@ -32,6 +32,29 @@ pub enum Error {
     /// removed already).
     #[error("no torrent {0} in this session")]
     UnknownTorrent(crate::metainfo::InfoHash),
+    /// An encrypted handshake (MSE/PE) with a peer failed.
+    #[error("encrypted handshake with {addr}: {source}")]
+    Mse {
+        /// The peer.
+        addr: std::net::SocketAddr,
+        /// What went wrong.
+        source: crate::transport::mse::HandshakeError,
+    },
+    /// Encryption is required and the peer did not complete an encrypted
+    /// handshake (most likely it speaks plaintext only).
+    #[error(
+        "{addr} did not take an encrypted connection ({source}), and encryption is required \
+         (--encryption require): the peer is skipped"
+    )]
+    EncryptionRefused {
+        /// The peer.
+        addr: std::net::SocketAddr,
+        /// What went wrong.
+        source: crate::transport::mse::HandshakeError,
+    },
+    /// A plaintext peer came while encryption is required.
+    #[error("{0} opened in plaintext, and encryption is required: refused")]
+    PlaintextRefused(std::net::SocketAddr),
     /// Any other I/O error (sockets).
     #[error("i/o: {0}")]
     Net(#[from] std::io::Error),

@@ -39,3 +39,4 @@ pub mod transport;
 pub mod udp;
 
 pub use error::{Error, Result};
+pub use transport::mse::Encryption;

@@ -16,6 +16,9 @@ use capwise_engine::session::{Hooks, Session, SessionConfig, TorrentOptions};
 fn config() -> SessionConfig {
     SessionConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        // The fake peers speak plaintext only: an encrypted attempt first
+        // would be one more connection for them to count.
+        encryption: capwise_engine::Encryption::Allow,
         ..SessionConfig::default()
     }
 }

@@ -394,6 +394,7 @@ mod tests {
                 incoming: 1,
                 ..Default::default()
             },
+            encrypted_peers: 1,
             download_rate: 20_000_000.0,
             upload_rate: 0.0,
             downloaded: 500_000,

@@ -83,9 +83,17 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         .listen
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 6881)));
     let lsd = config.lsd_enabled(args.discovery.no_lsd);
-    let pex = config.pex_enabled(args.discovery.no_pex);
-    let dht = crate::dht::options(&args.discovery.dht, &config, &state_dir);
-    let session = start_session(listen, db.clone(), hooks, lsd, pex, dht).await?;
+    let mut session_config = SessionConfig {
+        listen,
+        resume: Some(db.clone()),
+        boot_id: capwise_policy::interface_counters::current_boot_id().ok(),
+        dht: crate::dht::options(&args.discovery.dht, &config, &state_dir),
+        encryption: config.encryption(args.wire.encryption)?,
+        ..SessionConfig::default()
+    };
+    crate::lsd::configure(&mut session_config, lsd);
+    session_config.swarm.pex = config.pex_enabled(args.discovery.no_pex);
+    let session = start_session(session_config, hooks).await?;
     let addresses = crate::address_watch::follow(session.clone());
     let _lsd_follower = crate::lsd::follow_interfaces(&session, lsd);
     let mut decisions = policy.subscribe();
@@ -163,23 +171,8 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-async fn start_session(
-    listen: SocketAddr,
-    db: Arc<TorrentDb>,
-    hooks: Hooks,
-    lsd: bool,
-    pex: bool,
-    dht: Option<capwise_engine::dht::DhtOptions>,
-) -> Result<Session> {
-    let mut config = SessionConfig {
-        listen,
-        resume: Some(db),
-        boot_id: capwise_policy::interface_counters::current_boot_id().ok(),
-        dht,
-        ..SessionConfig::default()
-    };
-    crate::lsd::configure(&mut config, lsd);
-    config.swarm.pex = pex;
+async fn start_session(config: SessionConfig, hooks: Hooks) -> Result<Session> {
+    let listen = config.listen;
     match Session::start(config.clone(), hooks.clone()).await {
         Ok(s) => Ok(s),
         Err(capwise_engine::Error::Net(e))

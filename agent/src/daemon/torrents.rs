@@ -486,6 +486,7 @@ impl Torrents {
             piece_count: p.piece_count,
             peers: p.peers,
             peer_sources: entry.handle.peer_sources().into(),
+            encrypted_peers: entry.handle.encrypted_peers(),
             download_rate: crate::units::json_rate(p.download_rate),
             upload_rate: crate::units::json_rate(p.upload_rate),
             downloaded: p.downloaded,

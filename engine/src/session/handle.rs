@@ -256,6 +256,12 @@ impl TorrentHandle {
         }
     }
 
+    /// Connected peers whose payload is RC4-encrypted (MSE/PE); none while
+    /// a magnet fetches its metadata.
+    pub fn encrypted_peers(&self) -> usize {
+        self.torrent().map_or(0, |shared| shared.encrypted_peers())
+    }
+
     /// How the last announce went; `None` before the first one (or for a
     /// torrent without trackers: see [`Metainfo::trackers`](crate::metainfo::Metainfo)).
     pub fn announce_outcome(&self) -> Option<AnnounceOutcome> {

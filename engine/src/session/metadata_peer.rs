@@ -1,5 +1,5 @@
 //! One connection of the metadata phase (BEP 9), over any [`Transport`]:
-//! dialled through [`transport::dial`] (from the address we listen on),
+//! dialled through `SessionInner::dial_peer` (`session/connect.rs`: from the address we listen on, encrypted or not),
 //! accepted (the session's accept loop hands over a peer whose handshake
 //! names a magnet still fetching its metadata: it may have the metadata),
 //! or made by the caller (`TorrentHandle::connect_transport`).
@@ -24,14 +24,13 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::class::PeerSource;
 use crate::hooks::{Direction, PeerClass};
-use crate::transport::{self, Transport, WireBytes};
+use crate::transport::{Transport, WireBytes};
 use crate::wire::{self, Handshake, Message};
 use crate::Result;
 
 use super::announce::until;
 use super::metadata::MagnetShared;
 use super::{read_handshake, HANDSHAKE_TIMEOUT};
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A peer that sends nothing for this long is dropped.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The largest wire message read in this phase: ut_metadata's 17 KiB, or a
@@ -53,8 +52,8 @@ pub(crate) async fn dial(
     permit: OwnedSemaphorePermit,
     source: PeerSource,
 ) -> Result<()> {
-    let transport = transport::dial(addr, me.session.bind_ip(), CONNECT_TIMEOUT).await?;
-    handshake_out(me, transport, permit, source).await
+    let transport = me.session.dial_peer(addr, me.info_hash).await?;
+    handshake_sent(me, transport, permit, source).await
 }
 
 /// The dialling side's handshakes over `transport`, then the connection.
@@ -77,6 +76,16 @@ pub(crate) async fn handshake_out(
     tokio::time::timeout(HANDSHAKE_TIMEOUT, transport.write_all(&ours.encode()))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))??;
+    handshake_sent(me, transport, permit, source).await
+}
+
+/// The peer's handshake, once ours is sent, then the connection.
+async fn handshake_sent(
+    me: Arc<MagnetShared>,
+    mut transport: Transport,
+    permit: OwnedSemaphorePermit,
+    source: PeerSource,
+) -> Result<()> {
     let theirs = read_handshake(&mut transport).await?;
     if theirs.info_hash != me.info_hash {
         return Err(wire::WireError::BadHandshake.into());

@@ -10,6 +10,7 @@
 mod addresses;
 mod announce;
 pub mod classify;
+mod connect;
 mod control;
 mod dht;
 mod evict;
@@ -90,6 +91,9 @@ pub struct SessionConfig {
     /// bootstrap nodes and state file. None (the default) runs no DHT, so
     /// a session sends no DHT packet unless asked to.
     pub dht: Option<crate::dht::DhtOptions>,
+    /// Protocol encryption (MSE/PE): by default dial encrypted, fall back
+    /// to plaintext, accept both (`session/connect.rs`).
+    pub encryption: crate::Encryption,
 }
 
 impl Default for SessionConfig {
@@ -109,6 +113,7 @@ impl Default for SessionConfig {
             lsd: false,
             lsd_interfaces: InterfaceFilter::default(),
             dht: None,
+            encryption: crate::Encryption::default(),
         }
     }
 }
@@ -184,6 +189,12 @@ pub(crate) struct SessionInner {
     lsd: local_discovery::LocalDiscovery,
     /// The DHT, when configured and its socket could be opened.
     dht: OnceLock<dht::SessionDht>,
+    /// Bounds the exponentiations incoming MSE handshakes cost.
+    dh_budget: crate::transport::mse::DhBudget,
+    /// Whether a peer refused for want of encryption was warned of yet.
+    told_refusal: std::sync::atomic::AtomicBool,
+    /// Peers that refused an encrypted handshake (`session/connect.rs`).
+    plaintext_only: Mutex<std::collections::HashSet<SocketAddr>>,
 }
 
 impl SessionInner {
@@ -264,6 +275,9 @@ impl Session {
             magnets: Mutex::new(HashMap::new()),
             lsd: Default::default(),
             dht: OnceLock::new(),
+            dh_budget: crate::transport::mse::DhBudget::new(connect::DH_SPACING),
+            told_refusal: Default::default(),
+            plaintext_only: Default::default(),
         });
         if let Some(options) = inner.config.dht.clone() {
             if let Some(dht) = dht::SessionDht::start(&inner, options).await {
@@ -543,10 +557,15 @@ enum Slot {
 
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn accept_peer(inner: Arc<SessionInner>, mut stream: Transport, slot: Slot) -> Result<()> {
+async fn accept_peer(inner: Arc<SessionInner>, carrier: Transport, slot: Slot) -> Result<()> {
     use tokio::io::AsyncWriteExt;
-    let addr = stream.remote_addr();
+    let addr = carrier.remote_addr();
+    let (mut stream, encrypted_for) = inner.open_incoming(carrier).await?;
     let theirs = read_handshake(&mut stream).await?;
+    if encrypted_for.is_some_and(|ih| ih != theirs.info_hash) {
+        // Encrypted for one torrent, then asking for another.
+        return Err(crate::wire::WireError::BadHandshake.into());
+    }
     let torrent = inner
         .torrents
         .lock()

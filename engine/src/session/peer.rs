@@ -18,19 +18,18 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::class::PeerSource;
 use crate::hooks::{Direction, GateFuture, PeerClass};
 use crate::swarm::Outgoing;
-use crate::transport::{self, ReadHalf, Transport, WireBytes, WriteHalf};
+use crate::transport::{ReadHalf, Transport, WireBytes, WriteHalf};
 use crate::wire::{self, Handshake, Message, BLOCK_SIZE};
 use crate::Result;
 
 use super::torrent::{PeerLink, TorrentShared};
 use super::{read_handshake, HANDSHAKE_TIMEOUT};
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reads this large keep syscalls per block low on a fast link.
 const READ_CHUNK: usize = 256 * 1024;
 /// Flush the write buffer once it holds this much (LAN peers).
 const WRITE_BATCH: usize = 256 * 1024;
 /// For WAN peers, both our batch and the carrier's unsent data stay small
-/// (about one block each, see [`transport::TransportWrite`]): a byte gate
+/// (about one block each, see [`crate::transport::TransportWrite`]): a byte gate
 /// that closes (a metered switch, a cap) then holds back all but what the
 /// carrier already took.
 const WAN_WRITE_BATCH: usize = 16 * 1024;
@@ -56,8 +55,8 @@ pub(crate) async fn dial(
     permit: OwnedSemaphorePermit,
     source: PeerSource,
 ) -> Result<Ended> {
-    let transport = transport::dial(addr, shared.session.bind_ip(), CONNECT_TIMEOUT).await?;
-    handshake_out(shared, transport, permit, source).await
+    let transport = shared.session.dial_peer(addr, shared.info_hash).await?;
+    handshake_sent(shared, transport, permit, source).await
 }
 
 /// Waits before a peer that closed our connection is dialled again.
@@ -145,6 +144,16 @@ pub(crate) async fn handshake_out(
     tokio::time::timeout(HANDSHAKE_TIMEOUT, transport.write_all(&ours.encode()))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))??;
+    handshake_sent(shared, transport, permit, source).await
+}
+
+/// The peer's handshake, once ours is sent, then the connection.
+async fn handshake_sent(
+    shared: Arc<TorrentShared>,
+    mut transport: Transport,
+    permit: OwnedSemaphorePermit,
+    source: PeerSource,
+) -> Result<Ended> {
     let theirs = read_handshake(&mut transport).await?;
     if theirs.info_hash != shared.info_hash {
         return Err(wire::WireError::BadHandshake.into());
@@ -191,6 +200,7 @@ pub(crate) async fn run(
             local: transport.local_addr(),
             wan: std::sync::atomic::AtomicBool::new(class == PeerClass::Wan),
             source,
+            encrypted: transport.encryption() == Some(capwise_proto::mse::Method::Rc4),
             wake: tokio::sync::Notify::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
             gone: tokio::sync::Notify::new(),

@@ -38,6 +38,8 @@ pub(crate) struct PeerLink {
     pub(crate) wan: AtomicBool,
     /// Where we learnt of the peer.
     pub(crate) source: PeerSource,
+    /// Whether the connection's payload is RC4-encrypted (MSE).
+    pub(crate) encrypted: bool,
     pub(crate) wake: Notify,
     pub(crate) closed: AtomicBool,
     /// Told when the link is closed, so a connection ends at once even
@@ -399,6 +401,12 @@ impl TorrentShared {
     /// Connected peers by where they came from.
     pub(crate) fn peer_sources(&self) -> PeerSources {
         self.lock_core().admission().sources()
+    }
+
+    /// Connected peers whose payload is RC4-encrypted.
+    pub(crate) fn encrypted_peers(&self) -> usize {
+        let links = self.links.lock().expect("links lock");
+        links.values().filter(|link| link.encrypted).count()
     }
 
     /// Dial peers, each found through its own source ([`Self::connect_peers`]).

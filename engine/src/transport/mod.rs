@@ -1,8 +1,9 @@
 //! Transports: what a peer connection's bytes travel over.
 //!
 //! A [`Transport`] is one connected peer, whatever carries it: a kind
-//! ([`TransportKind`]: TCP now; MSE, uTP and QUIC are to come), the local and
-//! remote address, a read and a write half (boxed, as rqbit's
+//! ([`TransportKind`]: TCP now; uTP and QUIC are to come), whether MSE
+//! encrypts it ([`Transport::encryption`], a layer over any kind: `mse.rs`),
+//! the local and remote address, a read and a write half (boxed, as rqbit's
 //! `stream_connect` returns them), and the bytes that crossed the carrier
 //! each way ([`WireBytes`]). Those are counted *in the transport*, as the
 //! carrier bills them: an RC4 handshake or a retransmit is a byte too. The
@@ -18,6 +19,7 @@
 //! in-memory pair of [`memory::pair`].
 
 pub mod memory;
+pub mod mse;
 mod send_room;
 pub(crate) mod tcp;
 
@@ -31,6 +33,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use capwise_proto::mse::Method;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 /// What carries a connection.
@@ -170,6 +173,8 @@ pub struct Transport {
     wire: Arc<WireBytes>,
     /// Read ahead by [`fill_peek`](Self::fill_peek), handed out first.
     peeked: BytesMut,
+    /// What an MSE handshake selected for the payload; none: no MSE.
+    encryption: Option<Method>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -178,6 +183,7 @@ impl std::fmt::Debug for Transport {
             .field("kind", &self.kind)
             .field("local", &self.local)
             .field("remote", &self.remote)
+            .field("encryption", &self.encryption)
             .field("wire", &self.wire)
             .finish_non_exhaustive()
     }
@@ -203,12 +209,20 @@ impl Transport {
             writer,
             wire,
             peeked: BytesMut::new(),
+            encryption: None,
         }
     }
 
     /// What carries this connection.
     pub fn kind(&self) -> TransportKind {
         self.kind
+    }
+
+    /// What an MSE handshake selected for this connection's payload:
+    /// [`Method::Rc4`] when it is encrypted, [`Method::Plaintext`] when only
+    /// the handshake was obfuscated; `None` when it began in plaintext.
+    pub fn encryption(&self) -> Option<Method> {
+        self.encryption
     }
 
     /// Our end's address.

@@ -3,6 +3,10 @@
 use super::WireError;
 
 const PROTOCOL: &[u8; 19] = b"BitTorrent protocol";
+/// How every plaintext handshake begins: the protocol name's length and
+/// the name. A connection that starts otherwise is an MSE handshake or
+/// noise.
+pub const PROTOCOL_HEADER: [u8; 20] = *b"\x13BitTorrent protocol";
 /// Bytes in a handshake.
 pub const HANDSHAKE_LEN: usize = 68;
 

@@ -5,7 +5,7 @@ pub mod extension;
 mod handshake;
 mod message;
 
-pub use handshake::{Handshake, HANDSHAKE_LEN};
+pub use handshake::{Handshake, HANDSHAKE_LEN, PROTOCOL_HEADER};
 pub use message::{decode, encode, encode_piece_header, BlockRef, Message, BLOCK_SIZE};
 
 /// A peer broke the protocol; the connection is dropped, others go on.
