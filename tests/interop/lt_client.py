@@ -19,7 +19,7 @@ carry the torrent's payload byte counters since start; MONOTONIC is CLOCK_MONOTO
 --encryption forced makes every connection RC4-encrypted (MSE/PE, both directions: libtorrent's
 pe_forced in and out, pe_rc4 only, prefer_rc4); the default, disabled, speaks plaintext only and
 refuses encrypted handshakes. Progress lines then also count the peers whose connection is RC4
-("rc4_peers=N").
+("rc4_peers=N"), and a line "PEER ADDR rc4=0|1" tells it for each peer past its handshake.
 
 TCP only (no uTP), UPnP/NAT-PMP off, LSD off (--lsd turns local service
 discovery on), DHT off unless asked for. Progress lines go to stdout.
@@ -114,6 +114,18 @@ def drain(ses, handle, want=None):
                            lt.lsd_error_alert)):
             log("alert %s: %s" % (type(al).__name__, al.message()))
     return seen
+
+
+def tell_peers(handle, told):
+    """One "PEER ADDR rc4=0|1" line per peer address, once its handshake is done: whether that
+    connection is RC4-encrypted (MSE/PE)."""
+    for p in handle.get_peer_info():
+        addr = "%s:%d" % (p.ip[0], p.ip[1])
+        if addr in told or p.flags & (lt.peer_info.handshake | lt.peer_info.connecting):
+            continue
+        told.add(addr)
+        log("PEER %s rc4=%d" % (addr, 1 if p.flags & lt.peer_info.rc4_encrypted else 0))
+    return told
 
 
 def connect_direct(handle, peers, last):
@@ -226,6 +238,7 @@ def main():
     # Milestones for tests/bench/magnet: the metadata in, the first piece verified.
     told_metadata = ti is not None
     told_first_piece = False
+    told_peers = set()
     while not STOP:
         now = time.monotonic()
         if now > deadline:
@@ -251,6 +264,7 @@ def main():
                     st.state, st.total_wanted_done, st.total_wanted, st.progress * 100,
                     st.download_rate / 1e6, st.upload_rate / 1e6, st.num_peers,
                     st.total_payload_download, st.total_payload_upload, rc4))
+        told_peers = tell_peers(h, told_peers)
         if st.is_seeding:
             if a.mode == "get":
                 break
