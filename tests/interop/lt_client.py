@@ -16,7 +16,12 @@ private DHT on loopback needs (no per-IP routing restrictions, no BEP 42 node-id
 Progress lines ("MONOTONIC progress ... payload_down=N payload_up=N", every --progress-interval s)
 carry the torrent's payload byte counters since start; MONOTONIC is CLOCK_MONOTONIC seconds.
 
-Plain TCP only (no encryption, no uTP; --utp-only: uTP only, TCP off), UPnP/NAT-PMP off, LSD off (--lsd turns local service
+--encryption forced makes every connection RC4-encrypted (MSE/PE, both directions: libtorrent's
+pe_forced in and out, pe_rc4 only, prefer_rc4); the default, disabled, speaks plaintext only and
+refuses encrypted handshakes. Progress lines then also count the peers whose connection is RC4
+("rc4_peers=N"), and a line "PEER ADDR rc4=0|1" tells it for each peer past its handshake.
+
+TCP only (--utp-only: uTP only, TCP off), UPnP/NAT-PMP off, LSD off (--lsd turns local service
 discovery on), DHT off unless asked for. Progress lines go to stdout.
 Must run with /usr/bin/python3 (Debian's python3-libtorrent).
 """
@@ -29,6 +34,7 @@ import time
 import libtorrent as lt
 
 STOP = False
+ENC_POLICY = {"disabled": lt.enc_policy.disabled, "forced": lt.enc_policy.forced}
 
 
 def on_signal(_sig, _frm):
@@ -46,6 +52,7 @@ def parse_addr(s):
 
 
 def make_session(a):
+    enc = getattr(a, "encryption", "disabled")
     s = {
         "listen_interfaces": a.listen,
         "enable_dht": False,
@@ -54,10 +61,10 @@ def make_session(a):
         "enable_natpmp": False,
         "enable_outgoing_utp": False,
         "enable_incoming_utp": False,
-        "out_enc_policy": int(lt.enc_policy.disabled),
-        "in_enc_policy": int(lt.enc_policy.disabled),
-        "allowed_enc_level": int(lt.enc_level.plaintext),
-        "prefer_rc4": False,
+        "out_enc_policy": int(ENC_POLICY[enc]),
+        "in_enc_policy": int(ENC_POLICY[enc]),
+        "allowed_enc_level": int(lt.enc_level.rc4 if enc == "forced" else lt.enc_level.plaintext),
+        "prefer_rc4": enc == "forced",
         "allow_multiple_connections_per_ip": True,
         "min_reconnect_time": 1,
         "peer_connect_timeout": 3,
@@ -114,6 +121,18 @@ def drain(ses, handle, want=None):
                            lt.lsd_error_alert)):
             log("alert %s: %s" % (type(al).__name__, al.message()))
     return seen
+
+
+def tell_peers(handle, told):
+    """One "PEER ADDR rc4=0|1" line per peer address, once its handshake is done: whether that
+    connection is RC4-encrypted (MSE/PE)."""
+    for p in handle.get_peer_info():
+        addr = "%s:%d" % (p.ip[0], p.ip[1])
+        if addr in told or p.flags & (lt.peer_info.handshake | lt.peer_info.connecting):
+            continue
+        told.add(addr)
+        log("PEER %s rc4=%d" % (addr, 1 if p.flags & lt.peer_info.rc4_encrypted else 0))
+    return told
 
 
 def connect_direct(handle, peers, last):
@@ -179,6 +198,8 @@ def main():
     ap.add_argument("--lsd", action="store_true", help="local service discovery (BEP 14) on")
     ap.add_argument("--utp-only", action="store_true",
                     help="uTP in and out, TCP off (enable_outgoing/incoming_tcp = False)")
+    ap.add_argument("--encryption", choices=sorted(ENC_POLICY), default="disabled",
+                    help="disabled: plaintext only; forced: RC4-encrypted (MSE/PE) only")
     a = ap.parse_args()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -226,6 +247,7 @@ def main():
     # Milestones for tests/bench/magnet: the metadata in, the first piece verified.
     told_metadata = ti is not None
     told_first_piece = False
+    told_peers = set()
     while not STOP:
         now = time.monotonic()
         if now > deadline:
@@ -245,11 +267,13 @@ def main():
             log("FIRST_PIECE")
         if now - last_progress >= a.progress_interval:
             last_progress = now
+            rc4 = sum(1 for p in h.get_peer_info() if p.flags & lt.peer_info.rc4_encrypted)
             log("progress state=%s done=%d/%d (%.1f%%) down=%.1fMB/s up=%.1fMB/s peers=%d"
-                " payload_down=%d payload_up=%d" % (
+                " payload_down=%d payload_up=%d rc4_peers=%d" % (
                     st.state, st.total_wanted_done, st.total_wanted, st.progress * 100,
                     st.download_rate / 1e6, st.upload_rate / 1e6, st.num_peers,
-                    st.total_payload_download, st.total_payload_upload))
+                    st.total_payload_download, st.total_payload_upload, rc4))
+        told_peers = tell_peers(h, told_peers)
         if st.is_seeding:
             if a.mode == "get":
                 break

@@ -5,12 +5,14 @@
 
 pub mod clients;
 pub mod hostile;
+pub mod hostile_handshake;
 pub mod lan;
 pub mod netns;
 pub mod paths;
 pub mod payload;
 pub mod ports;
 pub mod process;
+pub mod sniff;
 pub mod torrent;
 pub mod tracker;
 pub mod wan;

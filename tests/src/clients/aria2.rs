@@ -32,6 +32,8 @@ pub struct Aria2Opts {
     pub download_limit: Option<u64>,
     /// The address aria2 reports to trackers; none: 127.0.0.1.
     pub external_ip: Option<IpAddr>,
+    /// Encrypted connections only, RC4 (`--bt-require-crypto=true --bt-min-crypto-level=arc4`).
+    pub require_crypto: bool,
 }
 
 fn command(name: &str, dir: &Path, port: u16, o: &Aria2Opts, log_dir: &Path) -> Command {
@@ -77,6 +79,9 @@ fn command(name: &str, dir: &Path, port: u16, o: &Aria2Opts, log_dir: &Path) -> 
                 .arg(format!("--dht-entry-point={}", dht.entry))
                 .arg(format!("--dht-file-path={}", dht.file.display()));
         }
+    }
+    if o.require_crypto {
+        c.args(["--bt-require-crypto=true", "--bt-min-crypto-level=arc4"]);
     }
     match &o.lpd_interface {
         None => {

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! capwise get TORRENT_OR_MAGNET [-d DIR] [--seed] [--upload-limit RATE] [--download-limit RATE]
-//!             [--listen ADDR:PORT] [--state-dir DIR] [--no-lsd]
-//! capwise seed TORRENT [-d DIR] [--listen ADDR:PORT] [--state-dir DIR] [--no-lsd]
+//!             [--listen ADDR:PORT] [--state-dir DIR] [--no-lsd] [--encryption allow|prefer|require]
+//! capwise seed TORRENT [-d DIR] [--listen ADDR:PORT] [--state-dir DIR] [--no-lsd] [--encryption ...]
 //! ```
 //!
 //! Local service discovery is off (`--no-lsd`) unless [`CapwiseOpts::lsd`]
@@ -36,6 +36,8 @@ pub struct CapwiseOpts {
     /// DHT nodes to join through (`--dht-bootstrap`); none: `--no-dht`, so
     /// that no test asks the public routers.
     pub dht_bootstrap: Vec<std::net::SocketAddr>,
+    /// `--encryption allow|prefer|require`; none: capwise's default (prefer).
+    pub encryption: Option<String>,
 }
 
 /// Errors with a clear message when the capwise binary has not been built.
@@ -94,6 +96,9 @@ fn apply(c: &mut Command, o: &CapwiseOpts) {
     }
     for b in &o.dht_bootstrap {
         c.arg("--dht-bootstrap").arg(b.to_string());
+    }
+    if let Some(e) = &o.encryption {
+        c.arg("--encryption").arg(e);
     }
     c.args(&o.extra);
 }

@@ -28,6 +28,9 @@ pub struct LtOpts {
     pub dht_bootstrap: Option<SocketAddr>,
     /// uTP in and out with TCP off (`--utp-only`); default: TCP only.
     pub utp_only: bool,
+    /// Encryption forced in both directions, RC4 only (MSE/PE); otherwise plaintext only (an
+    /// encrypted handshake is refused).
+    pub rc4_only: bool,
 }
 
 fn command(mode: &str, torrent: &Path, dir: &Path, port: u16, o: &LtOpts) -> Command {
@@ -63,6 +66,9 @@ fn command(mode: &str, torrent: &Path, dir: &Path, port: u16, o: &LtOpts) -> Com
     }
     if o.utp_only {
         c.arg("--utp-only");
+    }
+    if o.rc4_only {
+        c.args(["--encryption", "forced"]);
     }
     c
 }
@@ -158,6 +164,20 @@ pub fn parse_progress(stdout: &str) -> Vec<LtProgress> {
             })
         })
         .collect()
+}
+
+/// The most peers with an RC4-encrypted connection (libtorrent's `rc4_encrypted` peer flag) that
+/// any progress line of a `lt_client.py` stdout counts.
+pub fn max_rc4_peers(stdout: &str) -> u32 {
+    stdout
+        .lines()
+        .filter(|l| l.contains(" progress "))
+        .filter_map(|l| {
+            let at = l.find(" rc4_peers=")? + " rc4_peers=".len();
+            l[at..].split_whitespace().next()?.parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Starts a libtorrent seeder of `torrent` whose data is in `dir`; seeds until dropped.

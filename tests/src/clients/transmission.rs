@@ -38,6 +38,9 @@ pub struct Placement {
     /// uTP on (Transmission's own default; off here unless asked, so that the suites that are
     /// not about uTP run over TCP).
     pub utp: bool,
+    /// settings.json `encryption`: 0 prefers plaintext, 1 prefers encryption, 2 requires it
+    /// (only MSE/PE connections, both directions).
+    pub encryption: u8,
 }
 
 impl Default for Placement {
@@ -48,6 +51,7 @@ impl Default for Placement {
             lpd: false,
             dht: Vec::new(),
             utp: false,
+            encryption: 0,
         }
     }
 }
@@ -63,7 +67,7 @@ fn settings_json(peer_port: u16, rpc_port: u16, download_dir: &Path, at: &Placem
     "dht-enabled": {dht},
     "download-dir": "{dl}",
     "download-queue-enabled": false,
-    "encryption": 0,
+    "encryption": {encryption},
     "idle-seeding-limit-enabled": false,
     "incomplete-dir-enabled": false,
     "lpd-enabled": {lpd},
@@ -101,6 +105,7 @@ fn settings_json(peer_port: u16, rpc_port: u16, download_dir: &Path, at: &Placem
         lpd = at.lpd,
         dht = !at.dht.is_empty(),
         utp = at.utp,
+        encryption = at.encryption,
     )
 }
 
