@@ -79,15 +79,27 @@ def iperf_bps(path):
 
 
 def iperf_second_half_bps(path):
-    """Mean of iperf3's per-second intervals in the second half of the run: the steady state,
-    once a delay-based background has had time to react."""
+    """Mean of the receiver's per-second intervals (--get-server-output; the client's own are
+    what it wrote into its socket buffer) in the second half of the run: the steady state, once
+    a delay-based background has had time to react."""
     try:
         with open(path) as f:
-            iv = [float(i["sum"]["bits_per_second"]) for i in json.load(f)["intervals"]]
-    except (OSError, ValueError, KeyError):
+            server = json.load(f)["server_output_json"]
+        # the receiver's last interval is the few ms after the sender's end: not a second's rate
+        iv = [float(i["sum"]["bits_per_second"]) for i in server["intervals"] if i["sum"]["seconds"] >= 0.5]
+    except (OSError, ValueError, KeyError, TypeError):
         return float("nan")
     half = iv[len(iv) // 2:]
     return sum(half) / len(half) if half else float("nan")
+
+
+def iperf_mean_rtt_ms(path):
+    """The sender's smoothed RTT (TCP_INFO) averaged by iperf3: a cross-check of the probes."""
+    try:
+        with open(path) as f:
+            return float(json.load(f)["end"]["streams"][0]["sender"]["mean_rtt"]) / 1000
+    except (OSError, ValueError, KeyError, IndexError):
+        return float("nan")
 
 
 def ping_ms(path):
@@ -171,9 +183,12 @@ def main():
         ok_back = back is not None and back <= TAKE_BACK_SECONDS
         steady = (iperf_second_half_bps(os.path.join(d, "with.json"))
                   / iperf_second_half_bps(os.path.join(d, "alone.json")))
-        verdicts.append("%s: foreground kept %.0f%% (%s; %.0f%% over the second half), link taken back %s (%s)" % (
-            name, kept * 100, "ok" if ok_keep else "below 90%", steady * 100,
-            "in %.1f s" % back if back is not None else "not in time", "ok" if ok_back else "over 5 s"))
+        verdicts.append("%s: foreground kept %.0f%% (%s; %.0f%% over the second half), link taken back %s (%s); "
+                        "iperf3's mean RTT alone / with: %s / %s ms" % (
+                            name, kept * 100, "ok" if ok_keep else "below 90%", steady * 100,
+                            "in %.1f s" % back if back is not None else "not in time", "ok" if ok_back else "over 5 s",
+                            ms(iperf_mean_rtt_ms(os.path.join(d, "alone.json"))),
+                            ms(iperf_mean_rtt_ms(os.path.join(d, "with.json")))))
         print("|  | link as B received it during fg alone: %s Mbit/s wire (nominal %s) |" % (
             mbit(link_bps), mbit(a.rate_bps)) + " |" * 8)
     print()
