@@ -110,6 +110,29 @@ def ping_ms(path):
         return []
 
 
+def delay_line_stats(path):
+    """(wall clock, line, worst lateness ms since the previous line) per counter line of
+    delay_line.py: how much of the RTT was the emulator's own jitter."""
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                m = re.match(r"delay line: at ([0-9.]+) .*\(([0-9.]+) ms since the last line\)", line)
+                if m:
+                    out.append((float(m.group(1)), line.strip(), float(m.group(2))))
+    except OSError:
+        pass
+    return out
+
+
+def count_lines(path):
+    try:
+        with open(path) as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return 0
+
+
 def pct(xs, q):
     if not xs:
         return float("nan")
@@ -132,13 +155,15 @@ def main():
     ap.add_argument("--rate-bps", type=float, required=True)
     ap.add_argument("--rate", default="")
     ap.add_argument("--delay-ms", default="")
+    ap.add_argument("--cc", default="")
     ap.add_argument("--fg-seconds", default="")
     ap.add_argument("--payload-mib", default="")
     a = ap.parse_args()
     idle = ping_ms(os.path.join(a.work, "idle.ping"))
     print()
     print("capwise yield benchmark: tbf %s toward B (queue <= 400 ms), %s ms delay each way, idle RTT %s ms (median), "
-          "foreground iperf3 A->B %s s, payload %s MiB" % (a.rate, a.delay_ms, ms(pct(idle, 0.5)), a.fg_seconds, a.payload_mib))
+          "foreground iperf3 A->B %s s (TCP %s), payload %s MiB" % (a.rate, a.delay_ms, ms(pct(idle, 0.5)), a.fg_seconds,
+                                                            a.cc, a.payload_mib))
     print()
     print("| background | fg alone Mbit/s | fg with bg Mbit/s | kept (goal >= 90%) | RTT alone ms median/p90 "
           "| RTT with bg ms median/p90 | RTT inflation ms | bg alone Mbit/s (RTT ms) | bg beside fg Mbit/s "
@@ -146,6 +171,7 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|")
     verdicts = []
     failed = 0
+    lines = delay_line_stats(os.path.join(a.work, "delay_line.log"))
     for row in a.rows.split(","):
         d = os.path.join(a.work, row)
         name = NAMES.get(row, row)
@@ -175,6 +201,9 @@ def main():
         inflation = pct(rtt_with, 0.5) - pct(rtt_alone, 0.5)
         back_s = "%.1f" % back if back is not None else "not within %.0f s" % horizon
         note = " (leecher exited early)" if os.path.exists(os.path.join(d, "leecher-exited")) else ""
+        tcp = count_lines(os.path.join(d, "tcp-established"))
+        if row.endswith("-utp") and tcp:
+            note += " (but %d TCP connections on A: not uTP only)" % tcp
         print("| %s%s | %s | %s | %.0f%% | %s / %s | %s / %s | %+.0f | %s (%s) | %s | %s |" % (
             name, note, mbit(alone_bps), mbit(with_bps), kept * 100,
             ms(pct(rtt_alone, 0.5)), ms(pct(rtt_alone, 0.9)), ms(pct(rtt_with, 0.5)), ms(pct(rtt_with, 0.9)),
@@ -183,9 +212,10 @@ def main():
         ok_back = back is not None and back <= TAKE_BACK_SECONDS
         steady = (iperf_second_half_bps(os.path.join(d, "with.json"))
                   / iperf_second_half_bps(os.path.join(d, "alone.json")))
-        verdicts.append("%s: foreground kept %.0f%% (%s; %.0f%% over the second half), link taken back %s (%s); "
+        jitter = max((w for t, _, w in lines if marks["alone_start"] <= t <= marks["after_end"] + 5), default=float("nan"))
+        verdicts.append("%s: delay line at most %s ms late during the row; foreground kept %.0f%% (%s; %.0f%% over the second half), link taken back %s (%s); "
                         "iperf3's mean RTT alone / with: %s / %s ms" % (
-                            name, kept * 100, "ok" if ok_keep else "below 90%", steady * 100,
+                            name, ms(jitter), kept * 100, "ok" if ok_keep else "below 90%", steady * 100,
                             "in %.1f s" % back if back is not None else "not in time", "ok" if ok_back else "over 5 s",
                             ms(iperf_mean_rtt_ms(os.path.join(d, "alone.json"))),
                             ms(iperf_mean_rtt_ms(os.path.join(d, "with.json")))))
@@ -194,6 +224,8 @@ def main():
     print()
     for v in verdicts:
         print(v)
+    if lines:
+        print(lines[-1][1])
     # The goals are figures to read, not a test (nothing timed fails CI); a row that produced
     # no figures is a broken harness, and that does.
     return 1 if failed else 0
