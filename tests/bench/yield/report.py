@@ -156,14 +156,15 @@ def main():
     ap.add_argument("--rate", default="")
     ap.add_argument("--delay-ms", default="")
     ap.add_argument("--cc", default="")
+    ap.add_argument("--bg-cc", default="")
     ap.add_argument("--fg-seconds", default="")
     ap.add_argument("--payload-mib", default="")
     a = ap.parse_args()
     idle = ping_ms(os.path.join(a.work, "idle.ping"))
     print()
     print("capwise yield benchmark: tbf %s toward B (queue <= 400 ms), %s ms delay each way, idle RTT %s ms (median), "
-          "foreground iperf3 A->B %s s (TCP %s), payload %s MiB" % (a.rate, a.delay_ms, ms(pct(idle, 0.5)), a.fg_seconds,
-                                                            a.cc, a.payload_mib))
+          "foreground iperf3 A->B %s s (TCP %s), TCP backgrounds on %s, payload %s MiB"
+          % (a.rate, a.delay_ms, ms(pct(idle, 0.5)), a.fg_seconds, a.cc, a.bg_cc, a.payload_mib))
     print()
     print("| background | fg alone Mbit/s | fg with bg Mbit/s | kept (goal >= 90%) | RTT alone ms median/p90 "
           "| RTT with bg ms median/p90 | RTT inflation ms | bg alone Mbit/s (RTT ms) | bg beside fg Mbit/s "
