@@ -100,7 +100,10 @@ async fn require_on_both_sides_carries_the_payload_in_rc4() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rc4_over_utp() {
-    assert_eq!(download_over("utp", Encryption::Require, Encryption::Require).await, 1);
+    assert_eq!(
+        download_over("utp", Encryption::Require, Encryption::Require).await,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
