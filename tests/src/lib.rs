@@ -16,3 +16,4 @@ pub mod sniff;
 pub mod torrent;
 pub mod tracker;
 pub mod wan;
+pub mod world;

@@ -15,21 +15,18 @@ use capwise_tests::clients::{
 };
 use capwise_tests::hostile::{Counts, HostilePeer, Mode};
 use capwise_tests::lan::LanSegment;
-use capwise_tests::netns::assert_private_netns;
-use capwise_tests::payload::{assert_same_tree, make_tree};
 use capwise_tests::ports::free_port;
-use capwise_tests::process::{dump_logs, wait_until};
-use capwise_tests::torrent::{info_hash, make_torrent_with};
+use capwise_tests::process::wait_until;
+use capwise_tests::torrent::info_hash;
 use capwise_tests::tracker::{announce_url, hex_decode, reserve_port, Tracker};
+use capwise_tests::world::{World, WorldSpec, NAME, PIECE};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Bound for every wait (download, seeding start, tracker registration).
 const WAIT: Duration = Duration::from_secs(120);
-const PIECE: u32 = 256 * 1024;
 const MIB: u64 = 1 << 20;
-const NAME: &str = "payload";
 
 /// ~28 MiB over three files with sizes that do not line up with pieces.
 fn default_files() -> Vec<(&'static str, u64)> {
@@ -40,106 +37,19 @@ fn default_files() -> Vec<(&'static str, u64)> {
     ]
 }
 
-/// One test's world: temp dir, logs, payload under `seed/payload`, torrent, tracker.
-struct Ctx {
-    tmp: tempfile::TempDir,
-    logs: PathBuf,
-    seed_dir: PathBuf,
-    torrent: PathBuf,
-    hash: String,
-    /// The tracker's announce URL, as in the torrent.
-    announce: String,
-    tracker: Tracker,
-}
-
-impl Ctx {
-    fn new(files: &[(&str, u64)], seed: u64, pad_files: bool) -> Result<Self> {
-        let tmp = tempfile::Builder::new()
-            .prefix("capwise-interop-")
-            .tempdir()?;
-        let logs = tmp.path().join("logs");
-        let seed_dir = tmp.path().join("seed");
-        make_tree(&seed_dir.join(NAME), files, seed)?;
-        let port = reserve_port();
-        let announce = announce_url(port);
-        let torrent = tmp.path().join("payload.torrent");
-        let hash = make_torrent_with(
-            &seed_dir.join(NAME),
-            &torrent,
-            std::slice::from_ref(&announce),
-            PIECE,
-            pad_files,
-            &logs,
-        )?;
-        let tracker = Tracker::start(
-            port,
-            std::slice::from_ref(&hash),
-            &tmp.path().join("tracker"),
-            &logs,
-        )?;
-        Ok(Self {
-            tmp,
-            logs,
-            seed_dir,
-            torrent,
-            hash,
-            announce,
-            tracker,
-        })
-    }
-
-    /// The torrent's magnet link: its info-hash, name and tracker only.
-    fn magnet(&self) -> String {
-        let mut m = capwise_engine::magnet::Magnet::new(
-            capwise_engine::metainfo::InfoHash::from_hex(&self.hash).expect("hex info-hash"),
-        );
-        m.display_name = Some(NAME.into());
-        m.trackers = vec![self.announce.clone()];
-        m.to_uri()
-    }
-
-    /// A fresh directory for one participant.
-    fn dir(&self, who: &str) -> PathBuf {
-        let d = self.tmp.path().join(who);
-        std::fs::create_dir_all(&d).expect("create participant dir");
-        d
-    }
-
-    fn source(&self) -> PathBuf {
-        self.seed_dir.join(NAME)
-    }
-
-    /// The payload in `dir` equals the original byte for byte (allowing 20 s for disk flushes).
-    fn verify(&self, dir: &Path) -> Result<()> {
-        let got = dir.join(NAME);
-        let mut last = None;
-        let r = wait_until(
-            "downloaded bytes to match",
-            Duration::from_secs(20),
-            Duration::from_millis(500),
-            || match assert_same_tree(&self.source(), &got) {
-                Ok(()) => Ok(true),
-                Err(e) => {
-                    last = Some(format!("{e:#}"));
-                    Ok(false)
-                }
-            },
-        );
-        r.with_context(|| last.unwrap_or_default())
-    }
-
-    /// Waits until the tracker lists at least this many seeders and leechers.
-    fn wait_tracker(&self, seeders: u64, leechers: u64) -> Result<()> {
-        self.tracker.wait_swarm(&self.hash, seeders, leechers, WAIT)
-    }
-
-    fn dump_logs(&self) {
-        dump_logs(&self.logs, Some("-remote-"));
+/// This suite's worlds: the interop temp-dir prefix, `files`, the tree seed, pad files or not.
+fn spec<'a>(files: &'a [(&'a str, u64)], pad_files: bool) -> WorldSpec<'a> {
+    WorldSpec {
+        suite: "interop",
+        files,
+        tree_seed: 0xC0FFEE,
+        pad_files,
+        wait: WAIT,
     }
 }
 
-/// Runs one interop test body with a fresh [`Ctx`]; on error dumps every log and panics.
-fn run(test: &str, files: &[(&str, u64)], body: impl FnOnce(&Ctx) -> Result<()>) {
+/// Runs one interop test body with a fresh [`World`]; on error dumps every log and panics.
+fn run(test: &str, files: &[(&str, u64)], body: impl FnOnce(&World) -> Result<()>) {
     run_with(test, files, false, body)
 }
 
@@ -148,37 +58,9 @@ fn run_with(
     test: &str,
     files: &[(&str, u64)],
     pad_files: bool,
-    body: impl FnOnce(&Ctx) -> Result<()>,
+    body: impl FnOnce(&World) -> Result<()>,
 ) {
-    assert_private_netns();
-    let t0 = Instant::now();
-    let ctx = Ctx::new(files, 0xC0FFEE, pad_files).expect("test setup (payload, torrent, tracker)");
-    let setup = t0.elapsed();
-    let r = body(&ctx);
-    let total = t0.elapsed();
-    match r {
-        Ok(()) => {
-            eprintln!(
-                "[interop] {test}: ok in {:.1}s (setup {:.1}s)",
-                total.as_secs_f64(),
-                setup.as_secs_f64()
-            );
-            if std::env::var_os("CAPWISE_KEEP_TMP").is_some_and(|v| v == "always") {
-                eprintln!("[interop] kept {}", ctx.tmp.keep().display());
-            }
-        }
-        Err(e) => {
-            ctx.dump_logs();
-            if std::env::var_os("CAPWISE_KEEP_TMP").is_some() {
-                let kept = ctx.tmp.keep();
-                eprintln!("[interop] kept {}", kept.display());
-            }
-            panic!(
-                "[interop] {test} failed after {:.1}s: {e:#}",
-                total.as_secs_f64()
-            );
-        }
-    }
+    World::run(&spec(files, pad_files), test, body)
 }
 
 fn timed<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -189,7 +71,7 @@ fn timed<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 /// A libtorrent seeder with default options, registered at the tracker.
-fn lt_seeder(c: &Ctx) -> Result<capwise_tests::process::ChildGuard> {
+fn lt_seeder(c: &World) -> Result<capwise_tests::process::ChildGuard> {
     let seed = libtorrent::seed(
         "lt-seed",
         &c.torrent,
@@ -287,7 +169,7 @@ fn reference_transmission_to_libtorrent() {
 // capwise as leecher.
 // ---------------------------------------------------------------------------------------------
 
-fn capwise_get(c: &Ctx) -> Result<()> {
+fn capwise_get(c: &World) -> Result<()> {
     let dir = c.dir("capwise");
     let mut get = capwise::get(
         "capwise-get",
@@ -304,7 +186,7 @@ fn capwise_get(c: &Ctx) -> Result<()> {
 
 /// `capwise get MAGNET`: the metadata from the seeder the link's `tr=`
 /// tracker lists, then the data.
-fn capwise_get_magnet(c: &Ctx) -> Result<()> {
+fn capwise_get_magnet(c: &World) -> Result<()> {
     let dir = c.dir("capwise");
     let magnet = c.magnet();
     let mut get = capwise::get(
@@ -381,7 +263,7 @@ fn connected_through(log: &str, addr: SocketAddr, source: &str) -> bool {
 /// the leecher still lacks most of the torrent, so the data came from the
 /// seeder. Without PEX (`--no-pex`) capwise would not learn the seeder at
 /// all: the metadata from the leecher, then only its 16 KiB/s trickle.
-fn capwise_gets_a_magnet_through_pex_from(c: &Ctx, seeder: SocketAddr) -> Result<()> {
+fn capwise_gets_a_magnet_through_pex_from(c: &World, seeder: SocketAddr) -> Result<()> {
     let total: u64 = pex_files().iter().map(|(_, len)| len).sum();
     let leech_port = free_port();
     let leech = libtorrent::get(
@@ -829,7 +711,7 @@ fn capwise_gets_a_magnet_despite_hostile_metadata_peers() {
 // from its first announce and dials them (Transmission never dials 127.x peers itself).
 // ---------------------------------------------------------------------------------------------
 
-fn capwise_seed(c: &Ctx, torrent: &Path) -> Result<capwise_tests::process::ChildGuard> {
+fn capwise_seed(c: &World, torrent: &Path) -> Result<capwise_tests::process::ChildGuard> {
     capwise::seed(
         "capwise-seed",
         torrent,
@@ -865,7 +747,7 @@ fn libtorrent_gets_from_capwise() {
 }
 
 /// libtorrent registers at the tracker first, then a capwise seeder dials it.
-fn libtorrent_gets_from_capwise_seed(c: &Ctx) -> Result<()> {
+fn libtorrent_gets_from_capwise_seed(c: &World) -> Result<()> {
     let dir = c.dir("lt");
     let mut get = libtorrent::get(
         "lt-get",
@@ -1055,7 +937,7 @@ fn capwise_create_loads_in_all_three_clients() {
 // ---------------------------------------------------------------------------------------------
 
 /// The private DHT's bootstrap node: libtorrent, DHT only, on 127.0.0.1.
-fn lt_dht_router(c: &Ctx) -> Result<(capwise_tests::process::ChildGuard, SocketAddr)> {
+fn lt_dht_router(c: &World) -> Result<(capwise_tests::process::ChildGuard, SocketAddr)> {
     let router: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let guard = libtorrent::dht_node("lt-dht-router", router, None, &c.logs)?;
     Ok((guard, router))
@@ -1083,7 +965,7 @@ fn wait_dht_announce_within(
 }
 
 /// The torrent's magnet link with the info-hash alone: no `tr=`, no `x.pe=`.
-fn bare_magnet(c: &Ctx) -> String {
+fn bare_magnet(c: &World) -> String {
     let magnet = capwise_engine::magnet::Magnet::new(
         capwise_engine::metainfo::InfoHash::from_hex(&c.hash).expect("hex info-hash"),
     )
@@ -1097,7 +979,7 @@ fn bare_magnet(c: &Ctx) -> String {
 
 /// `capwise get MAGNET` (the info-hash alone) on 127.0.0.3, joined to the
 /// private DHT through `router`.
-fn capwise_get_magnet_by_dht(c: &Ctx, router: SocketAddr) -> Result<()> {
+fn capwise_get_magnet_by_dht(c: &World, router: SocketAddr) -> Result<()> {
     let dir = c.dir("capwise");
     let magnet = bare_magnet(c);
     let mut cmd = capwise::command_line(

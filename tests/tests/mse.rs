@@ -18,21 +18,19 @@ use capwise_tests::clients::local;
 use capwise_tests::clients::transmission::{Placement, Transmission};
 use capwise_tests::hostile_handshake::{self, Attack};
 use capwise_tests::netns::assert_private_netns;
-use capwise_tests::payload::{assert_same_tree, make_tree};
+use capwise_tests::payload::assert_same_tree;
 use capwise_tests::ports::free_port;
-use capwise_tests::process::{dump_logs, wait_until, ChildGuard};
+use capwise_tests::process::{wait_until, ChildGuard};
 use capwise_tests::sniff::{LoopbackCapture, PLAINTEXT_HEADER};
-use capwise_tests::torrent::make_torrent;
-use capwise_tests::tracker::{announce_url, hex_decode, reserve_port, Tracker};
+use capwise_tests::tracker::hex_decode;
+use capwise_tests::world::{World, WorldSpec, NAME};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 /// Bound for every wait (download, seeding start, tracker registration).
 const WAIT: Duration = Duration::from_secs(90);
-const PIECE: u32 = 256 * 1024;
 const MIB: u64 = 1 << 20;
-const NAME: &str = "payload";
 /// capwise's limit on a whole MSE handshake (the session's `HANDSHAKE_TIMEOUT`, from the byte
 /// that tells it from a plaintext one, the first one here).
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
@@ -51,123 +49,39 @@ fn total() -> u64 {
     files().iter().map(|(_, n)| n).sum()
 }
 
-/// One test's world: temp dir, logs, payload under `seed/payload`, torrent, tracker.
-struct World {
-    tmp: tempfile::TempDir,
-    logs: PathBuf,
-    seed_dir: PathBuf,
-    torrent: PathBuf,
-    hash: String,
-    tracker: Tracker,
-}
-
-impl World {
-    fn new() -> Result<Self> {
-        let tmp = tempfile::Builder::new().prefix("capwise-mse-").tempdir()?;
-        let logs = tmp.path().join("logs");
-        let seed_dir = tmp.path().join("seed");
-        make_tree(&seed_dir.join(NAME), &files(), 0x5EC_2E7)?;
-        let port = reserve_port();
-        let torrent = tmp.path().join("payload.torrent");
-        let hash = make_torrent(
-            &seed_dir.join(NAME),
-            &torrent,
-            &[announce_url(port)],
-            PIECE,
-            &logs,
-        )?;
-        let tracker = Tracker::start(
+/// `capwise get|seed` with `--encryption require` on 127.0.0.1:`port`.
+fn capwise_require(w: &World, sub: &str, dir: &Path, port: u16) -> Result<ChildGuard> {
+    let opts = CapwiseOpts {
+        encryption: Some("require".into()),
+        ..CapwiseOpts::default()
+    };
+    let state = w.dir(&format!("capwise-{sub}-state"));
+    match sub {
+        "get" => capwise::get("capwise-get", &w.torrent, dir, port, &state, &opts, &w.logs),
+        _ => capwise::seed(
+            "capwise-seed",
+            &w.torrent,
+            dir,
             port,
-            std::slice::from_ref(&hash),
-            &tmp.path().join("tracker"),
-            &logs,
-        )?;
-        Ok(Self {
-            tmp,
-            logs,
-            seed_dir,
-            torrent,
-            hash,
-            tracker,
-        })
-    }
-
-    fn dir(&self, who: &str) -> PathBuf {
-        let d = self.tmp.path().join(who);
-        std::fs::create_dir_all(&d).expect("create participant dir");
-        d
-    }
-
-    /// The payload in `dir` equals the original byte for byte (allowing 20 s for disk flushes).
-    fn verify(&self, dir: &Path) -> Result<()> {
-        let mut last = None;
-        let r = wait_until(
-            "downloaded bytes to match",
-            Duration::from_secs(20),
-            Duration::from_millis(300),
-            || match assert_same_tree(&self.seed_dir.join(NAME), &dir.join(NAME)) {
-                Ok(()) => Ok(true),
-                Err(e) => {
-                    last = Some(format!("{e:#}"));
-                    Ok(false)
-                }
-            },
-        );
-        r.with_context(|| last.unwrap_or_default())
-    }
-
-    fn wait_tracker(&self, seeders: u64, leechers: u64) -> Result<()> {
-        self.tracker.wait_swarm(&self.hash, seeders, leechers, WAIT)
-    }
-
-    /// `capwise get|seed` with `--encryption require` on 127.0.0.1:`port`.
-    fn capwise(&self, sub: &str, dir: &Path, port: u16) -> Result<ChildGuard> {
-        let opts = CapwiseOpts {
-            encryption: Some("require".into()),
-            ..CapwiseOpts::default()
-        };
-        let state = self.dir(&format!("capwise-{sub}-state"));
-        match sub {
-            "get" => capwise::get(
-                "capwise-get",
-                &self.torrent,
-                dir,
-                port,
-                &state,
-                &opts,
-                &self.logs,
-            ),
-            _ => capwise::seed(
-                "capwise-seed",
-                &self.torrent,
-                dir,
-                port,
-                &state,
-                &opts,
-                &self.logs,
-            ),
-        }
+            &state,
+            &opts,
+            &w.logs,
+        ),
     }
 }
 
-/// Runs one test body with a fresh [`World`]; on error dumps every log and panics.
+/// Runs one test body with a fresh [`World`] of this suite's payload; on error dumps every log
+/// and panics.
 fn run(test: &str, body: impl FnOnce(&World) -> Result<()>) {
-    assert_private_netns();
-    let t0 = Instant::now();
-    let w = World::new().expect("test setup (payload, torrent, tracker)");
-    match body(&w) {
-        Ok(()) => eprintln!("[mse] {test}: ok in {:.1}s", t0.elapsed().as_secs_f64()),
-        Err(e) => {
-            dump_logs(&w.logs, Some("-remote-"));
-            if std::env::var_os("CAPWISE_KEEP_TMP").is_some() {
-                eprintln!("[mse] kept {}", w.tmp.keep().display());
-            }
-            panic!(
-                "[mse] {test} failed after {:.1}s: {e:#}",
-                t0.elapsed().as_secs_f64()
-            );
-        }
-    }
+    let files = files();
+    let spec = WorldSpec {
+        suite: "mse",
+        files: &files,
+        tree_seed: 0x5EC_2E7,
+        pad_files: false,
+        wait: WAIT,
+    };
+    World::run(&spec, test, body)
 }
 
 /// Runs `transfer` under a capture of the TCP traffic of `ports` and requires that the capture saw
@@ -312,7 +226,7 @@ fn libtorrent_rc4_gets_from_capwise_require() {
         encrypted(&[lt_port, cw_port], || {
             let mut get = libtorrent::get("lt-get", &w.torrent, &dir, lt_port, &lt_rc4(), &w.logs)?;
             w.wait_tracker(0, 1)?;
-            let mut seed = w.capwise("seed", &w.seed_dir, cw_port)?;
+            let mut seed = capwise_require(w, "seed", &w.seed_dir, cw_port)?;
             get.expect_success(WAIT)?;
             lt_peers_rc4(&get)?;
             capwise::stop_clean(&mut seed)
@@ -334,7 +248,7 @@ fn capwise_require_gets_from_libtorrent_rc4() {
             let seed =
                 libtorrent::seed("lt-seed", &w.torrent, &w.seed_dir, lt_port, &opts, &w.logs)?;
             w.wait_tracker(1, 0)?;
-            let mut get = w.capwise("get", &dir, cw_port)?;
+            let mut get = capwise_require(w, "get", &dir, cw_port)?;
             get.expect_success(WAIT)?;
             lt_peers_rc4(&seed)
         })?;
@@ -364,7 +278,7 @@ fn aria2_require_crypto_gets_from_capwise_require() {
                 &w.logs,
             )?;
             w.wait_tracker(0, 1)?;
-            let mut seed = w.capwise("seed", &w.seed_dir, cw_port)?;
+            let mut seed = capwise_require(w, "seed", &w.seed_dir, cw_port)?;
             get.expect_success(WAIT)?;
             capwise::stop_clean(&mut seed)
         })?;
@@ -387,7 +301,7 @@ fn capwise_require_gets_from_aria2_require_crypto() {
                 &w.logs,
             )?;
             w.wait_tracker(1, 0)?;
-            let mut get = w.capwise("get", &dir, cw_port)?;
+            let mut get = capwise_require(w, "get", &dir, cw_port)?;
             get.expect_success(WAIT)
         })?;
         w.verify(&dir)
@@ -418,7 +332,7 @@ fn transmission_required_gets_from_capwise_require() {
         tr.add(&w.torrent)?;
         w.wait_tracker(0, 1)?;
         encrypted(&[tr_port, cw_port], || {
-            let mut seed = w.capwise("seed", &w.seed_dir, cw_port)?;
+            let mut seed = capwise_require(w, "seed", &w.seed_dir, cw_port)?;
             tr.wait_complete(WAIT)?;
             capwise::stop_clean(&mut seed)
         })?;
@@ -442,7 +356,7 @@ fn capwise_require_gets_from_transmission_required() {
         tr.seed(&w.torrent, WAIT)?;
         w.wait_tracker(1, 0)?;
         encrypted(&[tr_port, cw_port], || {
-            let mut get = w.capwise("get", &dir, cw_port)?;
+            let mut get = capwise_require(w, "get", &dir, cw_port)?;
             get.expect_success(WAIT)
         })?;
         w.verify(&dir)
@@ -484,7 +398,7 @@ fn capwise_require_refuses_a_plaintext_only_libtorrent_and_says_why() {
                 libtorrent::seed("lt-seed", &w.torrent, &w.seed_dir, lt_port, &opts, &w.logs)?;
             w.wait_tracker(1, 0)?;
             let dir = w.dir("capwise");
-            let mut get = w.capwise("get", &dir, cw_port)?;
+            let mut get = capwise_require(w, "get", &dir, cw_port)?;
             let peer = local(lt_port).to_string();
             let mut reason = String::new();
             wait_until(
@@ -535,7 +449,7 @@ fn capwise_require_refuses_a_plaintext_only_libtorrent_and_says_why() {
 fn hostile_handshakes_are_dropped_and_capwise_still_serves() {
     run("hostile handshakes -> capwise seeder (require)", |w| {
         let cw_port = free_port();
-        let mut seed = w.capwise("seed", &w.seed_dir, cw_port)?;
+        let mut seed = capwise_require(w, "seed", &w.seed_dir, cw_port)?;
         w.wait_tracker(1, 0)?;
         let mut attacks = Attack::BROKEN.to_vec();
         attacks.push(Attack::Plaintext {

@@ -7,121 +7,34 @@
 use anyhow::{ensure, Context, Result};
 use capwise_tests::clients::transmission::{Placement, Transmission};
 use capwise_tests::clients::{capwise, capwise::CapwiseOpts, libtorrent, libtorrent::LtOpts};
-use capwise_tests::netns::assert_private_netns;
-use capwise_tests::payload::{assert_same_tree, make_tree};
 use capwise_tests::ports::free_port;
-use capwise_tests::process::{dump_logs, wait_until, ChildGuard};
-use capwise_tests::torrent::make_torrent_with;
-use capwise_tests::tracker::{announce_url, reserve_port, Tracker};
-use std::path::{Path, PathBuf};
+use capwise_tests::process::{wait_until, ChildGuard};
+use capwise_tests::world::{World, WorldSpec};
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Bound for every wait.
 const WAIT: Duration = Duration::from_secs(120);
-const PIECE: u32 = 256 * 1024;
 const MIB: u64 = 1 << 20;
-const NAME: &str = "payload";
 
 /// ~12 MiB over two files with sizes that do not line up with pieces.
 fn files() -> Vec<(&'static str, u64)> {
     vec![("a.bin", 11 * MIB + 4_321), ("sub/b.txt", 777_777)]
 }
 
-struct Ctx {
-    tmp: tempfile::TempDir,
-    logs: PathBuf,
-    seed_dir: PathBuf,
-    torrent: PathBuf,
-    hash: String,
-    tracker: Tracker,
-}
-
-impl Ctx {
-    fn new() -> Result<Self> {
-        let tmp = tempfile::Builder::new().prefix("capwise-utp-").tempdir()?;
-        let logs = tmp.path().join("logs");
-        let seed_dir = tmp.path().join("seed");
-        make_tree(&seed_dir.join(NAME), &files(), 0x5EED)?;
-        let port = reserve_port();
-        let announce = announce_url(port);
-        let torrent = tmp.path().join("payload.torrent");
-        let hash = make_torrent_with(
-            &seed_dir.join(NAME),
-            &torrent,
-            std::slice::from_ref(&announce),
-            PIECE,
-            false,
-            &logs,
-        )?;
-        let tracker = Tracker::start(
-            port,
-            std::slice::from_ref(&hash),
-            &tmp.path().join("tracker"),
-            &logs,
-        )?;
-        Ok(Self {
-            tmp,
-            logs,
-            seed_dir,
-            torrent,
-            hash,
-            tracker,
-        })
-    }
-
-    fn dir(&self, who: &str) -> PathBuf {
-        let d = self.tmp.path().join(who);
-        std::fs::create_dir_all(&d).expect("create participant dir");
-        d
-    }
-
-    /// The payload in `dir` equals the original byte for byte (20 s allowed for disk flushes).
-    fn verify(&self, dir: &Path) -> Result<()> {
-        let (src, got) = (self.seed_dir.join(NAME), dir.join(NAME));
-        let mut last = None;
-        wait_until(
-            "downloaded bytes to match",
-            Duration::from_secs(20),
-            Duration::from_millis(500),
-            || match assert_same_tree(&src, &got) {
-                Ok(()) => Ok(true),
-                Err(e) => {
-                    last = Some(format!("{e:#}"));
-                    Ok(false)
-                }
-            },
-        )
-        .with_context(|| last.unwrap_or_default())
-    }
-
-    fn wait_tracker(&self, seeders: u64, leechers: u64) -> Result<()> {
-        self.tracker.wait_swarm(&self.hash, seeders, leechers, WAIT)
-    }
-}
-
-fn run(test: &str, body: impl FnOnce(&Ctx) -> Result<()>) {
-    assert_private_netns();
-    let t0 = Instant::now();
-    let ctx = Ctx::new().expect("test setup (payload, torrent, tracker)");
-    match body(&ctx) {
-        Ok(()) => {
-            eprintln!("[utp] {test}: ok in {:.1}s", t0.elapsed().as_secs_f64());
-            if std::env::var_os("CAPWISE_KEEP_TMP").is_some_and(|v| v == "always") {
-                eprintln!("[utp] kept {}", ctx.tmp.keep().display());
-            }
-        }
-        Err(e) => {
-            dump_logs(&ctx.logs, Some("-remote-"));
-            if std::env::var_os("CAPWISE_KEEP_TMP").is_some() {
-                eprintln!("[utp] kept {}", ctx.tmp.keep().display());
-            }
-            panic!(
-                "[utp] {test} failed after {:.1}s: {e:#}",
-                t0.elapsed().as_secs_f64()
-            );
-        }
-    }
+/// Runs one test body with a fresh [`World`] of this suite's payload; on error dumps every log
+/// and panics.
+fn run(test: &str, body: impl FnOnce(&World) -> Result<()>) {
+    let files = files();
+    let spec = WorldSpec {
+        suite: "utp",
+        files: &files,
+        tree_seed: 0x5EED,
+        pad_files: false,
+        wait: WAIT,
+    };
+    World::run(&spec, test, body)
 }
 
 fn utp_only() -> CapwiseOpts {
@@ -174,7 +87,7 @@ fn assert_no_tcp_listener(port: u16) -> Result<()> {
     Ok(())
 }
 
-fn capwise_seed(c: &Ctx, port: u16) -> Result<ChildGuard> {
+fn capwise_seed(c: &World, port: u16) -> Result<ChildGuard> {
     capwise::seed(
         "capwise-seed",
         &c.torrent,
@@ -186,7 +99,7 @@ fn capwise_seed(c: &Ctx, port: u16) -> Result<ChildGuard> {
     )
 }
 
-fn capwise_get(c: &Ctx) -> Result<()> {
+fn capwise_get(c: &World) -> Result<()> {
     let dir = c.dir("capwise");
     let port = free_port();
     let mut get = capwise::get(
@@ -244,7 +157,7 @@ fn libtorrent_gets_from_capwise_over_utp_only() {
 }
 
 /// Transmission 3.00 with uTP on (its default), TCP too (it cannot be turned off).
-fn transmission(c: &Ctx, dir: &Path) -> Result<Transmission> {
+fn transmission(c: &World, dir: &Path) -> Result<Transmission> {
     let at = Placement {
         utp: true,
         ..Placement::default()
