@@ -72,6 +72,10 @@ pub struct TorrentView {
     /// Of them, those whose payload is RC4-encrypted (MSE/PE).
     #[serde(default)]
     pub encrypted_peers: usize,
+    /// Of them, those over uTP (the rest are over TCP). A background
+    /// torrent dials uTP first, so its TCP peers are those without uTP.
+    #[serde(default)]
+    pub utp_peers: usize,
     /// Payload in, bytes/s.
     pub download_rate: f64,
     /// Payload out, bytes/s.

@@ -261,7 +261,14 @@ async fn run(
     // Added paused: checked, but no peer or tracker hears of it before the
     // check's outcome is accepted.
     let mut handle = session
-        .add_torrent(metainfo, args.dir.clone(), TorrentOptions { paused: true })
+        .add_torrent(
+            metainfo,
+            args.dir.clone(),
+            TorrentOptions {
+                paused: true,
+                ..TorrentOptions::default()
+            },
+        )
         .await
         .with_context(|| format!("cannot open the data of '{name}' in {}", args.dir.display()))?;
     let p = handle.progress();

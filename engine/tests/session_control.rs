@@ -103,7 +103,14 @@ fn make_payload(dir: &Path, seed: u32, trackers: Vec<String>) -> Metainfo {
 
 async fn add(session: &Session, meta: &Metainfo, dir: &Path, paused: bool) -> TorrentHandle {
     session
-        .add_torrent(meta.clone(), dir.to_path_buf(), TorrentOptions { paused })
+        .add_torrent(
+            meta.clone(),
+            dir.to_path_buf(),
+            TorrentOptions {
+                paused,
+                ..TorrentOptions::default()
+            },
+        )
         .await
         .unwrap()
 }

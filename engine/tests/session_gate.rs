@@ -81,11 +81,7 @@ fn payload(dir: &std::path::Path) -> Metainfo {
 
 async fn add(session: &Session, meta: &Metainfo, dir: &std::path::Path) -> TorrentHandle {
     session
-        .add_torrent(
-            meta.clone(),
-            dir.to_path_buf(),
-            TorrentOptions { paused: false },
-        )
+        .add_torrent(meta.clone(), dir.to_path_buf(), TorrentOptions::default())
         .await
         .unwrap()
 }

@@ -152,7 +152,10 @@ async fn a_magnet_is_paused_resumed_and_removed_while_fetching() {
         .add_magnet(
             Magnet::new(meta.info_hash),
             tmp.path().join("leech"),
-            TorrentOptions { paused: true },
+            TorrentOptions {
+                paused: true,
+                ..TorrentOptions::default()
+            },
         )
         .unwrap();
     paused.connect(&[seeder.local_addr()]);

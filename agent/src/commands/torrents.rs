@@ -199,6 +199,17 @@ fn describe(t: &TorrentView) -> String {
         rate(t.upload_rate),
         t.download_dir
     );
+    if t.peers > 0 {
+        text.push_str(&format!(
+            "\n  connections: {} over uTP, {} over TCP, {} encrypted",
+            t.utp_peers,
+            t.peers.saturating_sub(t.utp_peers),
+            t.encrypted_peers
+        ));
+    }
+    if t.background {
+        text.push_str("\n  background: dials uTP first, which yields to your own traffic");
+    }
     if let Some(reason) = &t.reason {
         text.push_str(&format!("\n  why: {reason}"));
     }
@@ -395,6 +406,7 @@ mod tests {
                 ..Default::default()
             },
             encrypted_peers: 1,
+            utp_peers: 0,
             download_rate: 20_000_000.0,
             upload_rate: 0.0,
             downloaded: 500_000,

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use capwise_engine::magnet::Magnet;
 use capwise_engine::metainfo::Metainfo;
 use capwise_engine::session::{Session, TorrentHandle, TorrentOptions, TorrentState};
+use capwise_engine::transport::Transports;
 use capwise_policy::time::Timestamp;
 
 use crate::api_types::TorrentView;
@@ -222,6 +223,9 @@ impl Torrents {
             .map_err(|e| TorrentError::InUse(crate::commands::output::error_chain(&e)))?;
         let options = TorrentOptions {
             paused: user_paused || waiting,
+            // A background torrent stays out of the way of the user's own
+            // traffic: uTP (LEDBAT) with every peer that answers it.
+            transports: background.then(Transports::background),
         };
         let handle = match source {
             Source::Torrent(metainfo) => self
@@ -487,6 +491,7 @@ impl Torrents {
             peers: p.peers,
             peer_sources: entry.handle.peer_sources().into(),
             encrypted_peers: entry.handle.encrypted_peers(),
+            utp_peers: entry.handle.utp_peers(),
             download_rate: crate::units::json_rate(p.download_rate),
             upload_rate: crate::units::json_rate(p.upload_rate),
             downloaded: p.downloaded,

@@ -13,6 +13,7 @@ use crate::choker::{choose_unchoked, next_optimistic, ChokeCandidate};
 use crate::class::Direction;
 use crate::class::PeerClass;
 use crate::ext::metadata::{self, MetadataMsg};
+use crate::ext::pex::PeerFlags;
 use crate::picker::{Asker, BlockOutcome, PeerKey, Picker};
 use crate::wire::{BlockRef, Handshake, Message, BLOCK_SIZE};
 
@@ -399,10 +400,12 @@ impl Swarm {
         self.peers.len()
     }
 
-    /// Peer `key` is connected over uTP: PEX tells others it speaks uTP
-    /// (`added.f` 0x04).
-    pub fn peer_speaks_utp(&mut self, key: PeerKey) {
-        self.pex_peer_speaks_utp(key);
+    /// Peer `key`'s connection showed it speaks what `flags` say: uTP
+    /// ([`PeerFlags::UTP`], it came over uTP) or encryption
+    /// ([`PeerFlags::ENCRYPTION`], it came through an MSE handshake). PEX
+    /// tells others (`added.f`).
+    pub fn peer_shows(&mut self, key: PeerKey, flags: PeerFlags) {
+        self.pex_peer_shows(key, flags);
     }
 
     /// Whether a peer at `addr` is connected already.

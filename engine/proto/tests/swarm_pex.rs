@@ -576,7 +576,7 @@ fn a_flooding_swarm_peer_is_dropped_in_the_pair() {
 }
 
 #[test]
-fn a_peer_connected_over_utp_is_listed_with_the_utp_flag() {
+fn peers_are_listed_with_what_their_connections_showed() {
     let t0 = Instant::now();
     let mut net = Net::new(t0);
     let a = net.add([44, 0, 0, 1], swarm(false, true, t0));
@@ -586,9 +586,11 @@ fn a_peer_connected_over_utp_is_listed_with_the_utp_flag() {
     net.connect(a, b);
     net.connect(c, b);
     net.connect(d, b);
-    // b's connection from c is uTP, the one from d TCP.
+    // b's connection from c is uTP, the one from d TCP through MSE.
     let bc = net.link(b, c);
-    net.nodes[b].1.peer_speaks_utp(bc);
+    net.nodes[b].1.peer_shows(bc, PeerFlags::UTP);
+    let bd = net.link(b, d);
+    net.nodes[b].1.peer_shows(bd, PeerFlags::ENCRYPTION);
     net.run_until(t0 + Duration::from_secs(1));
     let told: Vec<PexEntry> = net
         .pex_from_to(b, a)
@@ -602,5 +604,8 @@ fn a_peer_connected_over_utp_is_listed_with_the_utp_flag() {
             .expect("listed")
     };
     assert_eq!(flags_of([44, 0, 0, 3]), PeerFlags::SEED | PeerFlags::UTP);
-    assert_eq!(flags_of([44, 0, 0, 4]), PeerFlags::SEED);
+    assert_eq!(
+        flags_of([44, 0, 0, 4]),
+        PeerFlags::SEED | PeerFlags::ENCRYPTION
+    );
 }

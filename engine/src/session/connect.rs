@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::hooks::PeerClass;
 use crate::transport::mse::{self, Opening};
-use crate::transport::{self, Transport};
+use crate::transport::{self, Transport, Transports};
 use crate::wire::Handshake;
 use crate::{Encryption, Error, Result};
 
@@ -36,11 +36,13 @@ impl SessionInner {
     /// Dial `addr` for the torrent `info_hash` and send our BitTorrent
     /// handshake: inside an MSE handshake offering RC4 unless encryption is
     /// only allowed; when preferred and the peer refuses it, over a new
-    /// plaintext connection.
+    /// plaintext connection. `wanted`: the torrent's own carrier order
+    /// (`TorrentOptions::transports`), else the session's.
     pub(crate) async fn dial_peer(
         self: &Arc<Self>,
         addr: SocketAddr,
         info_hash: [u8; 20],
+        wanted: Option<&Transports>,
     ) -> Result<Transport> {
         let class = self.hooks.classifier.classify(addr.ip());
         if class == PeerClass::Wan && !self.hooks.wan.is_on() {
@@ -55,7 +57,7 @@ impl SessionInner {
             .expect("plaintext peers lock")
             .contains(&addr);
         if mode == Encryption::Require || (mode == Encryption::Prefer && !known_plaintext) {
-            let carrier = transport::dial(&self.dialer, addr, CONNECT_TIMEOUT).await?;
+            let carrier = transport::dial(&self.dialer, addr, CONNECT_TIMEOUT, wanted).await?;
             let tried = mse::initiate(
                 carrier,
                 info_hash,
@@ -80,7 +82,7 @@ impl SessionInner {
                 }
             }
         }
-        let mut carrier = transport::dial(&self.dialer, addr, CONNECT_TIMEOUT).await?;
+        let mut carrier = transport::dial(&self.dialer, addr, CONNECT_TIMEOUT, wanted).await?;
         tokio::time::timeout(HANDSHAKE_TIMEOUT, carrier.write_all(&ours))
             .await
             .map_err(|_| {

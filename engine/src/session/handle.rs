@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::class::{PeerSource, PeerSources};
 use crate::hooks::Counters;
 use crate::metainfo::Metainfo;
+use crate::transport::Transports;
 
 use super::metadata::MagnetShared;
 use super::torrent::TorrentShared;
@@ -20,6 +21,12 @@ pub struct TorrentOptions {
     /// Check the data, then stay paused: no peers, no announce, until
     /// [`TorrentHandle::resume`].
     pub paused: bool,
+    /// The carriers to dial this torrent's peers over, in order, instead of
+    /// the session's ([`Transports::background`] for a torrent that must
+    /// yield to the user's own traffic); carriers the session does not run
+    /// are skipped. Incoming connections are taken on whatever carrier the
+    /// session accepts.
+    pub transports: Option<Transports>,
 }
 
 /// Where a torrent stands.
@@ -260,6 +267,12 @@ impl TorrentHandle {
     /// a magnet fetches its metadata.
     pub fn encrypted_peers(&self) -> usize {
         self.torrent().map_or(0, |shared| shared.encrypted_peers())
+    }
+
+    /// Connected peers over uTP (the rest are over TCP); none while a
+    /// magnet fetches its metadata.
+    pub fn utp_peers(&self) -> usize {
+        self.torrent().map_or(0, |shared| shared.utp_peers())
     }
 
     /// How the last announce went; `None` before the first one (or for a

@@ -39,6 +39,7 @@ use super::handle::{AnnounceOutcome, Progress, TorrentOptions, TorrentState};
 use super::metadata_peer::{self, Queued};
 use super::torrent::TorrentShared;
 use super::SessionInner;
+use crate::transport::Transports;
 /// The driver looks at the fetch at least this often.
 const BEAT: Duration = Duration::from_secs(1);
 /// Peers redialled after this long when no connection is left.
@@ -52,6 +53,9 @@ pub(crate) struct MagnetShared {
     pub(crate) info_hash: [u8; 20],
     pub(crate) magnet: Magnet,
     pub(crate) download_dir: PathBuf,
+    /// The carriers its peers are dialled over, when not the session's
+    /// (`TorrentOptions::transports`); the torrent keeps them.
+    pub(crate) transports: Option<Transports>,
     pub(crate) run: watch::Sender<RunState>,
     progress: watch::Sender<Progress>,
     /// The torrent, once the metadata is in.
@@ -111,6 +115,7 @@ impl MagnetShared {
         let session_max_peers = session.config.max_peers_per_torrent;
         let shared = Arc::new(MagnetShared {
             info_hash: magnet.info_hash.0,
+            transports: options.transports.clone(),
             fetch: Mutex::new(MetadataFetch::new(magnet.info_hash)),
             session,
             download_dir,
@@ -557,7 +562,10 @@ impl MagnetShared {
             self.session.clone(),
             metainfo,
             self.download_dir.clone(),
-            TorrentOptions { paused },
+            TorrentOptions {
+                paused,
+                transports: self.transports.clone(),
+            },
         )
         .await;
         let shared = match opened {

@@ -52,7 +52,10 @@ pub(crate) async fn dial(
     permit: OwnedSemaphorePermit,
     source: PeerSource,
 ) -> Result<()> {
-    let transport = me.session.dial_peer(addr, me.info_hash).await?;
+    let transport = me
+        .session
+        .dial_peer(addr, me.info_hash, me.transports.as_ref())
+        .await?;
     handshake_sent(me, transport, permit, source).await
 }
 

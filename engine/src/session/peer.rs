@@ -18,9 +18,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::class::PeerSource;
 use crate::hooks::{Direction, GateFuture, PeerClass};
 use crate::swarm::Outgoing;
-use crate::transport::{ReadHalf, Transport, WireBytes, WriteHalf};
+use crate::transport::{ReadHalf, Transport, TransportKind, WireBytes, WriteHalf};
 use crate::wire::{self, Handshake, Message, BLOCK_SIZE};
 use crate::Result;
+use capwise_proto::ext::pex::PeerFlags;
 
 use super::torrent::{PeerLink, TorrentShared};
 use super::{read_handshake, HANDSHAKE_TIMEOUT};
@@ -55,7 +56,10 @@ pub(crate) async fn dial(
     permit: OwnedSemaphorePermit,
     source: PeerSource,
 ) -> Result<Ended> {
-    let transport = shared.session.dial_peer(addr, shared.info_hash).await?;
+    let transport = shared
+        .session
+        .dial_peer(addr, shared.info_hash, shared.transports.as_ref())
+        .await?;
     handshake_sent(shared, transport, permit, source).await
 }
 
@@ -195,15 +199,21 @@ pub(crate) async fn run(
                 return Ended::Other;
             }
         };
-        if transport.kind() == crate::transport::TransportKind::Utp {
-            core.swarm.peer_speaks_utp(joined.key);
+        let mut shown = PeerFlags::default();
+        if transport.kind() == TransportKind::Utp {
+            shown = shown | PeerFlags::UTP;
         }
+        if transport.encryption().is_some() {
+            shown = shown | PeerFlags::ENCRYPTION;
+        }
+        core.swarm.peer_shows(joined.key, shown);
         let link = Arc::new(PeerLink {
             addr,
             local: transport.local_addr(),
             wan: std::sync::atomic::AtomicBool::new(class == PeerClass::Wan),
             source,
             encrypted: transport.encryption() == Some(capwise_proto::mse::Method::Rc4),
+            kind: transport.kind(),
             wake: tokio::sync::Notify::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
             gone: tokio::sync::Notify::new(),

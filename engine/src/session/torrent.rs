@@ -17,6 +17,7 @@ use crate::metainfo::Metainfo;
 use crate::picker::PeerKey;
 use crate::storage::{self, PieceJournal, ResumeData, Storage};
 use crate::swarm::{Event, Swarm};
+use crate::transport::{TransportKind, Transports};
 use crate::{Error, Result};
 
 use capwise_proto::admission::is_self;
@@ -40,6 +41,8 @@ pub(crate) struct PeerLink {
     pub(crate) source: PeerSource,
     /// Whether the connection's payload is RC4-encrypted (MSE).
     pub(crate) encrypted: bool,
+    /// What carries it.
+    pub(crate) kind: TransportKind,
     pub(crate) wake: Notify,
     pub(crate) closed: AtomicBool,
     /// Told when the link is closed, so a connection ends at once even
@@ -90,6 +93,9 @@ pub(crate) struct TorrentShared {
     pub(crate) info_hash: [u8; 20],
     pub(crate) metainfo: Arc<Metainfo>,
     pub(crate) storage: Arc<Storage>,
+    /// The carriers its peers are dialled over, when not the session's
+    /// ([`TorrentOptions::transports`]).
+    pub(crate) transports: Option<Transports>,
     /// Hashing runs on several threads, writes one at a time: concurrent
     /// writes to one file only spin on the kernel's inode lock.
     write_lock: Arc<Mutex<()>>,
@@ -333,6 +339,7 @@ impl TorrentShared {
             info_hash,
             metainfo,
             storage: Arc::new(storage),
+            transports: options.transports,
             write_lock: Arc::new(Mutex::new(())),
             core: Mutex::new(core),
             links: Mutex::new(HashMap::new()),
@@ -407,6 +414,15 @@ impl TorrentShared {
     pub(crate) fn encrypted_peers(&self) -> usize {
         let links = self.links.lock().expect("links lock");
         links.values().filter(|link| link.encrypted).count()
+    }
+
+    /// Connected peers over uTP.
+    pub(crate) fn utp_peers(&self) -> usize {
+        let links = self.links.lock().expect("links lock");
+        links
+            .values()
+            .filter(|link| link.kind == TransportKind::Utp)
+            .count()
     }
 
     /// Dial peers, each found through its own source ([`Self::connect_peers`]).

@@ -101,6 +101,14 @@ impl Transports {
         Transports(vec![Carrier::Tcp])
     }
 
+    /// For a torrent that must stay out of the way of the user's own
+    /// traffic: uTP first, whose LEDBAT yields to it, and TCP only to a
+    /// peer that does not answer uTP (many clients, aria2 among them, have
+    /// no uTP; leaving them out would leave the torrent without them).
+    pub fn background() -> Self {
+        Transports(vec![Carrier::Utp, Carrier::Tcp])
+    }
+
     /// Whether `carrier` is used.
     pub fn uses(&self, carrier: Carrier) -> bool {
         self.0.contains(&carrier)
@@ -146,11 +154,33 @@ pub struct Dialer {
 }
 
 impl Dialer {
-    /// Dials `remote` over each carrier in turn until one connects, within
-    /// `timeout` each (uTP gets [`UTP_FALLBACK_TIMEOUT`] when something is
-    /// tried after it); the last error when none does.
-    pub async fn dial(&self, remote: SocketAddr, timeout: Duration) -> io::Result<Transport> {
-        let order = self.transports.order();
+    /// The carriers to try, in order: `wanted` (a torrent's own order) or
+    /// else the session's, keeping only carriers the session runs.
+    pub fn order_for(&self, wanted: Option<&Transports>) -> Vec<Carrier> {
+        let runs = |c: &Carrier| match c {
+            Carrier::Tcp => self.transports.uses(Carrier::Tcp),
+            Carrier::Utp => self.transports.uses(Carrier::Utp) && self.utp.is_some(),
+        };
+        wanted
+            .unwrap_or(&self.transports)
+            .order()
+            .iter()
+            .copied()
+            .filter(runs)
+            .collect()
+    }
+
+    /// Dials `remote` over each carrier of [`Dialer::order_for`]`(wanted)`
+    /// in turn until one connects, within `timeout` each (uTP gets
+    /// [`UTP_FALLBACK_TIMEOUT`] when something is tried after it); the last
+    /// error when none does.
+    pub async fn dial(
+        &self,
+        remote: SocketAddr,
+        timeout: Duration,
+        wanted: Option<&Transports>,
+    ) -> io::Result<Transport> {
+        let order = self.order_for(wanted);
         let mut last = io::Error::new(io::ErrorKind::Unsupported, "no transport to dial with");
         for (i, carrier) in order.iter().enumerate() {
             let fallback = i + 1 < order.len();
@@ -203,5 +233,22 @@ mod tests {
             Err(TransportsError::Repeated("utp"))
         );
         assert_eq!(Transports::default().to_string(), "tcp,utp");
+        assert_eq!(Transports::background().to_string(), "utp,tcp");
+    }
+
+    #[test]
+    fn a_torrents_order_keeps_only_what_the_session_runs() {
+        let tcp_session = Dialer {
+            transports: Transports::tcp_only(),
+            utp: None,
+            bind: None,
+        };
+        assert_eq!(tcp_session.order_for(None), vec![Carrier::Tcp]);
+        assert_eq!(
+            tcp_session.order_for(Some(&Transports::background())),
+            vec![Carrier::Tcp]
+        );
+        let utp_wanted = Transports::new([Carrier::Utp]).unwrap();
+        assert!(tcp_session.order_for(Some(&utp_wanted)).is_empty());
     }
 }

@@ -313,17 +313,18 @@ impl AsyncWrite for Transport {
     }
 }
 
-/// Dial `remote` over the dialer's carriers in order (TCP leaving from its
-/// `bind` address when given: the address we listen on, so that the peer
-/// sees the address others are told); within `timeout` each. The one place
-/// outgoing connections are made: the kind is chosen here
-/// (`carriers.rs`).
+/// Dial `remote` over the dialer's carriers in order, or in a torrent's
+/// own order (`wanted`) among them (TCP leaving from its `bind` address
+/// when given: the address we listen on, so that the peer sees the address
+/// others are told); within `timeout` each. The one place outgoing
+/// connections are made: the kind is chosen here (`carriers.rs`).
 pub(crate) async fn dial(
     dialer: &Dialer,
     remote: SocketAddr,
     timeout: Duration,
+    wanted: Option<&Transports>,
 ) -> io::Result<Transport> {
-    dialer.dial(remote, timeout).await
+    dialer.dial(remote, timeout, wanted).await
 }
 
 #[cfg(test)]

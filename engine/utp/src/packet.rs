@@ -275,6 +275,11 @@ mod tests {
         let p = Packet::decode(&lt).unwrap();
         assert_eq!(p.selective_ack, Some(&[0b11, 0, 0x40][..]));
         assert!(p.payload.is_empty());
+        // Sent on, it is padded to 4 bytes, and that form is canonical.
+        let again = p.encode();
+        let q = Packet::decode(&again).unwrap();
+        assert_eq!(q.selective_ack, Some(&[0b11, 0, 0x40, 0][..]));
+        assert_eq!(q.encode(), again);
     }
 
     #[test]

@@ -54,8 +54,10 @@ pub(super) struct PeerPex {
     dialable: Option<SocketAddr>,
     /// The set version it was last fully told.
     told_version: Option<u64>,
-    /// Connected over uTP: it speaks uTP, which others are told (0x04).
-    utp: bool,
+    /// What its connection showed it speaks: uTP (0x04) when it came over
+    /// uTP, encryption (0x01) when it came through an MSE handshake. Others
+    /// are told.
+    shown: PeerFlags,
 }
 
 impl PeerPex {
@@ -78,7 +80,7 @@ impl PeerPex {
             their_id: None,
             dialable,
             told_version: None,
-            utp: false,
+            shown: PeerFlags::default(),
         }
     }
 
@@ -155,10 +157,13 @@ impl Swarm {
         }
     }
 
-    /// The peer is connected over uTP: others are told it speaks uTP.
-    pub(super) fn pex_peer_speaks_utp(&mut self, key: PeerKey) {
+    /// The peer's connection showed it speaks what `flags` say (uTP,
+    /// encryption): others are told.
+    pub(super) fn pex_peer_shows(&mut self, key: PeerKey, flags: PeerFlags) {
         if let Some(p) = self.peers.get_mut(&key) {
-            if !std::mem::replace(&mut p.pex.utp, true) && p.pex.dialable.is_some() {
+            let before = p.pex.shown;
+            p.pex.shown = before | flags;
+            if p.pex.shown != before && p.pex.dialable.is_some() {
                 self.pex.version += 1;
             }
         }
@@ -196,15 +201,12 @@ impl Swarm {
         let mut classes = HashMap::new();
         for p in self.peers.values() {
             if let Some(addr) = p.pex.dialable {
-                let mut flags = PeerFlags::default();
+                let mut flags = p.pex.shown;
                 if p.is_seed {
                     flags = flags | PeerFlags::SEED;
                 }
                 if p.origin.outgoing {
                     flags = flags | PeerFlags::REACHABLE;
-                }
-                if p.pex.utp {
-                    flags = flags | PeerFlags::UTP;
                 }
                 connected.insert(addr, flags);
                 classes.insert(addr.ip(), p.origin.class);
