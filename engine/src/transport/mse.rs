@@ -14,7 +14,9 @@
 //! 768-bit exponentiation) waits for a [`DhBudget`], so a flood of half-open
 //! handshakes costs at most a share of one core.
 
+use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{ready, Context, Poll};
@@ -102,16 +104,60 @@ pub enum HandshakeError {
     /// The whole handshake took longer than its time limit.
     #[error("MSE handshake not finished within {0:?}")]
     TimedOut(Duration),
+    /// Too many incoming handshakes wait for their key exchange, from the
+    /// peer's address or in all: this one is dropped rather than queued
+    /// behind a flood (a genuine peer dials again).
+    #[error(
+        "{waiting} encrypted handshakes already wait for their key exchange ({scope}): dropped"
+    )]
+    Busy {
+        /// How many wait in that scope.
+        waiting: usize,
+        /// `"from this address"` or `"in all"`.
+        scope: &'static str,
+    },
 }
+
+/// Incoming handshakes that may wait for the budget at once, in all: at
+/// 2 ms each the last waits about 130 ms, so a genuine peer is answered
+/// long before its time-out even while a flood keeps the queue full.
+pub(crate) const MAX_DH_WAITING: usize = 64;
+
+/// Incoming handshakes that may wait for the budget at once from one
+/// address: a flood from one host holds this many places, not the queue.
+pub(crate) const MAX_DH_WAITING_PER_ADDRESS: usize = 4;
 
 /// How many 768-bit exponentiations half-open handshakes may cost: one at
 /// a time, and at most one per `spacing`, so that a flood of handshakes
-/// that never finish takes at most that share of one core. Our own dials
-/// do not wait for it: their number is bounded by our connection limit.
+/// that never finish takes at most that share of one core. A bounded
+/// number wait, and few per address ([`MAX_DH_WAITING`],
+/// [`MAX_DH_WAITING_PER_ADDRESS`]): the rest are dropped at once, so a
+/// flood cannot queue genuine peers past their time-out. Our own dials do
+/// not wait for it: their number is bounded by our connection limit.
 pub(crate) struct DhBudget {
     spacing: Duration,
     next: Mutex<Instant>,
     one_at_a_time: tokio::sync::Semaphore,
+    waiting: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// A place among the waiting, given back when the handshake is done or
+/// dropped (a time-out cancels the wait).
+struct Waiting<'a> {
+    budget: &'a DhBudget,
+    from: IpAddr,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.budget.waiting.lock().expect("DH waiting lock");
+        if let Some(n) = waiting.get_mut(&self.from) {
+            *n -= 1;
+            if *n == 0 {
+                waiting.remove(&self.from);
+            }
+        }
+    }
 }
 
 impl DhBudget {
@@ -121,11 +167,36 @@ impl DhBudget {
             spacing,
             next: Mutex::new(Instant::now()),
             one_at_a_time: tokio::sync::Semaphore::new(1),
+            waiting: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Runs `work` when the budget allows.
-    async fn spend<T>(&self, work: impl FnOnce() -> T) -> T {
+    /// Takes a place among the waiting for a handshake from `from`, if one
+    /// is free.
+    fn queue(&self, from: IpAddr) -> Result<Waiting<'_>, HandshakeError> {
+        let mut waiting = self.waiting.lock().expect("DH waiting lock");
+        let in_all: usize = waiting.values().sum();
+        if in_all >= MAX_DH_WAITING {
+            return Err(HandshakeError::Busy {
+                waiting: in_all,
+                scope: "in all",
+            });
+        }
+        let mine = waiting.entry(from).or_insert(0);
+        if *mine >= MAX_DH_WAITING_PER_ADDRESS {
+            return Err(HandshakeError::Busy {
+                waiting: *mine,
+                scope: "from this address",
+            });
+        }
+        *mine += 1;
+        Ok(Waiting { budget: self, from })
+    }
+
+    /// Runs `work` for a handshake from `from` when the budget allows, or
+    /// refuses it at once when too many already wait.
+    async fn spend<T>(&self, from: IpAddr, work: impl FnOnce() -> T) -> Result<T, HandshakeError> {
+        let _place = self.queue(from)?;
         let _turn = self
             .one_at_a_time
             .acquire()
@@ -139,7 +210,7 @@ impl DhBudget {
             at
         };
         tokio::time::sleep_until(at.into()).await;
-        work()
+        Ok(work())
     }
 }
 
@@ -253,6 +324,7 @@ async fn drive(
     budget: Option<&DhBudget>,
     limit: Duration,
 ) -> Result<Outcome, HandshakeError> {
+    let from = transport.remote_addr().ip();
     let steps = async {
         let mut chunk = [0u8; 2048];
         loop {
@@ -265,7 +337,7 @@ async fn drive(
             }
             if machine.wants_dh() {
                 match budget {
-                    Some(budget) => budget.spend(|| machine.compute_dh()).await?,
+                    Some(budget) => budget.spend(from, || machine.compute_dh()).await??,
                     None => machine.compute_dh()?,
                 }
                 continue;
@@ -544,9 +616,52 @@ mod tests {
     async fn the_budget_spaces_exponentiations() {
         let budget = DhBudget::new(Duration::from_millis(50));
         let start = tokio::time::Instant::now();
+        let from: IpAddr = "192.0.2.1".parse().unwrap();
         for _ in 0..5 {
-            budget.spend(|| ()).await;
+            budget.spend(from, || ()).await.unwrap();
         }
         assert!(start.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_holds_few_places_and_the_queue_stays_short() {
+        let budget = std::sync::Arc::new(DhBudget::new(Duration::from_millis(2)));
+        let flooder: IpAddr = "192.0.2.66".parse().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..MAX_DH_WAITING_PER_ADDRESS {
+            held.push(budget.queue(flooder).unwrap());
+        }
+        assert!(matches!(
+            budget.queue(flooder),
+            Err(HandshakeError::Busy {
+                scope: "from this address",
+                ..
+            })
+        ));
+        // Another address still gets in, at once.
+        let genuine: IpAddr = "198.51.100.7".parse().unwrap();
+        let start = tokio::time::Instant::now();
+        budget.spend(genuine, || ()).await.unwrap();
+        assert!(start.elapsed() <= Duration::from_millis(2));
+        // Spread over many addresses, a flood fills the queue, then is
+        // refused in all; places come back when their handshakes end.
+        let mut many = Vec::new();
+        for i in 0..=255u8 {
+            if let Ok(place) = budget.queue(IpAddr::from([203, 0, 113, i])) {
+                many.push(place);
+            }
+        }
+        assert_eq!(many.len() + held.len(), MAX_DH_WAITING);
+        assert!(matches!(
+            budget.queue(genuine),
+            Err(HandshakeError::Busy {
+                scope: "in all",
+                ..
+            })
+        ));
+        drop(many);
+        drop(held);
+        assert!(budget.waiting.lock().unwrap().is_empty());
+        budget.spend(flooder, || ()).await.unwrap();
     }
 }
