@@ -12,16 +12,25 @@
 //! socket through [`UdpEndpoint::socket`]; each protocol debits and counts
 //! what it sends.
 //!
+//! Reading is batched with `quinn-udp` (quinn's datapath): one `recvmmsg`
+//! takes up to [`RECV_BATCH`] datagrams, and with UDP GRO on (Linux) the
+//! kernel hands a run of same-sized datagrams from one sender (a uTP
+//! sender's GSO burst) as one buffer cut at `stride`; each datagram is then
+//! demuxed on its own as before. Without that support it reads one
+//! datagram at a time.
+//!
 //! Counting: what is not uTP is counted here as it arrives (WAN overhead,
 //! down: whatever arrives was billed). uTP datagrams are counted by the
 //! driver, per connection in its transport's `WireBytes` (which the peer
 //! code turns into payload and overhead of the peer's class) or as overhead
 //! when they reach no connection, so no uTP byte is counted twice.
 
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use quinn_udp::{RecvMeta, UdpSocketState};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -37,6 +46,11 @@ pub const UTP_QUEUE: usize = 4096;
 
 /// The kernel buffers asked for, each way.
 const SOCKET_BUFFER: usize = 4 << 20;
+/// Buffers one receive call fills at most (`recvmmsg`).
+pub const RECV_BATCH: usize = 16;
+/// Each receive buffer: the largest UDP payload, which is also the most a
+/// GRO run can hold, so nothing is cut short unseen.
+const RECV_BUFFER: usize = 65536;
 
 /// One datagram as it arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,11 +151,27 @@ struct Queues {
 }
 
 async fn receive(socket: Arc<UdpSocket>, counters: Arc<Counters>, queues: Queues) {
-    // The largest UDP payload: nothing is cut short unseen.
-    let mut buf = vec![0u8; 65536];
+    let state = match UdpSocketState::new((&*socket).into()) {
+        Ok(state) => state,
+        Err(e) => {
+            tracing::debug!("UDP: no batched receive ({e}), one datagram at a time");
+            return receive_one_by_one(socket, counters, queues).await;
+        }
+    };
+    let mut storage = vec![0u8; RECV_BATCH * RECV_BUFFER];
+    let mut bufs: Vec<IoSliceMut<'_>> = storage
+        .chunks_mut(RECV_BUFFER)
+        .map(IoSliceMut::new)
+        .collect();
+    let mut meta = [RecvMeta::default(); RECV_BATCH];
     loop {
-        let (n, from) = match socket.recv_from(&mut buf).await {
-            Ok(pair) => pair,
+        let got = socket
+            .async_io(Interest::READABLE, || {
+                state.recv((&*socket).into(), &mut bufs, &mut meta)
+            })
+            .await;
+        let n = match got {
+            Ok(n) => n,
             Err(e) => {
                 // ICMP errors (a port unreachable from an earlier send) land
                 // here on Linux; they say nothing about the socket itself.
@@ -149,29 +179,53 @@ async fn receive(socket: Arc<UdpSocket>, counters: Arc<Counters>, queues: Queues
                 continue;
             }
         };
-        let bytes = &buf[..n];
-        let protocol = Protocol::of(bytes);
-        if protocol != Protocol::Utp || queues.utp.is_closed() {
-            counters.add_overhead(Direction::Down, PeerClass::Wan, n as u64);
+        for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
+            let bytes = &buf[..m.len.min(buf.len())];
+            // A GRO run: datagrams of `stride` bytes each (the last may be
+            // shorter), all from one sender.
+            let stride = if m.stride == 0 { bytes.len() } else { m.stride };
+            for one in bytes.chunks(stride.max(1)) {
+                dispatch(one, m.addr, &counters, &queues);
+            }
         }
-        let datagram = || Datagram {
-            from,
-            bytes: bytes.to_vec(),
-        };
-        match protocol {
-            Protocol::Dht if n <= queues.max_dht_len => {
-                // Full (a flood): dropped. Closed (no DHT): dropped.
-                let _ = queues.dht.try_send(datagram());
+    }
+}
+
+/// The plain path: `recv_from`, one datagram per call.
+async fn receive_one_by_one(socket: Arc<UdpSocket>, counters: Arc<Counters>, queues: Queues) {
+    let mut buf = vec![0u8; RECV_BUFFER];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, from)) => dispatch(&buf[..n], from, &counters, &queues),
+            Err(e) => tracing::trace!("UDP receive: {e}"),
+        }
+    }
+}
+
+/// Hands one datagram to the protocol its first byte names.
+fn dispatch(bytes: &[u8], from: SocketAddr, counters: &Counters, queues: &Queues) {
+    let n = bytes.len();
+    let protocol = Protocol::of(bytes);
+    if protocol != Protocol::Utp || queues.utp.is_closed() {
+        counters.add_overhead(Direction::Down, PeerClass::Wan, n as u64);
+    }
+    let datagram = || Datagram {
+        from,
+        bytes: bytes.to_vec(),
+    };
+    match protocol {
+        Protocol::Dht if n <= queues.max_dht_len => {
+            // Full (a flood): dropped. Closed (no DHT): dropped.
+            let _ = queues.dht.try_send(datagram());
+        }
+        Protocol::Utp if !queues.utp.is_closed() => {
+            if let Err(mpsc::error::TrySendError::Full(d)) = queues.utp.try_send(datagram()) {
+                // Never seen by the driver: counted here.
+                counters.add_overhead(Direction::Down, PeerClass::Wan, d.bytes.len() as u64);
             }
-            Protocol::Utp if !queues.utp.is_closed() => {
-                if let Err(mpsc::error::TrySendError::Full(d)) = queues.utp.try_send(datagram()) {
-                    // Never seen by the driver: counted here.
-                    counters.add_overhead(Direction::Down, PeerClass::Wan, d.bytes.len() as u64);
-                }
-            }
-            Protocol::Dht | Protocol::Utp | Protocol::Unknown => {
-                tracing::trace!(%from, n, "UDP datagram dropped");
-            }
+        }
+        Protocol::Dht | Protocol::Utp | Protocol::Unknown => {
+            tracing::trace!(%from, n, "UDP datagram dropped");
         }
     }
 }

@@ -93,7 +93,10 @@ impl AsyncRead for Reader {
         let Some(conn) = state.endpoint.connection(self.handle) else {
             return Poll::Ready(Err(driver_ended()));
         };
-        let n = conn.read(buf.initialize_unfilled());
+        // Only as much as is there: zeroing the caller's whole buffer
+        // for each read cost more than the copy.
+        let want = buf.remaining().min(conn.readable_len());
+        let n = conn.read(buf.initialize_unfilled_to(want));
         if n > 0 {
             buf.advance(n);
             self.wire.add_received(n as u64);

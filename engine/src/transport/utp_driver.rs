@@ -34,6 +34,8 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use capwise_utp::{CloseReason, ConnectionHandle, Endpoint, EndpointConfig, Event, Routed};
+use quinn_udp::{Transmit, UdpSocketState};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -50,6 +52,9 @@ const BATCH: usize = 256;
 /// How long a connection both halves let go of may take to finish its FIN
 /// exchange before it is reset.
 const RELEASE_GRACE: Duration = Duration::from_secs(10);
+/// Bytes of one GSO send at most: the segments of one UDP datagram, which
+/// IPv4's 16-bit total length bounds.
+const GSO_BYTES: usize = 65_000;
 
 /// What the driver needs from the session.
 #[derive(Clone)]
@@ -209,9 +214,19 @@ impl UtpDriver {
             local,
         });
         let (accepted_tx, accepted) = mpsc::channel(ACCEPT_QUEUE);
+        // Batched sends (GSO) where the socket allows; plain `send_to` if not.
+        let udp = match UdpSocketState::new((&*socket).into()) {
+            Ok(state) => Some(state),
+            Err(e) => {
+                tracing::debug!("uTP: no segmentation offload ({e})");
+                None
+            }
+        };
         let driver = Driver {
             shared: shared.clone(),
             socket,
+            udp,
+            gso: Vec::new(),
             datagrams,
             accepted: accepted_tx,
             hooks,
@@ -305,6 +320,10 @@ pub(super) fn close_error(reason: CloseReason) -> io::Error {
 struct Driver {
     shared: Arc<Shared>,
     socket: Arc<UdpSocket>,
+    /// quinn-udp's view of the socket, for GSO sends.
+    udp: Option<UdpSocketState>,
+    /// A run of datagrams laid end to end for one GSO send.
+    gso: Vec<u8>,
     datagrams: mpsc::Receiver<Datagram>,
     accepted: mpsc::Sender<Transport>,
     hooks: UtpHooks,
@@ -334,9 +353,8 @@ impl Driver {
             }
             let mut accepted = Vec::new();
             let more = self.turn(&mut inbox, &mut outbox, &mut accepted);
-            for (to, bytes) in outbox.drain(..) {
-                self.send(to, &bytes).await;
-            }
+            self.send_all(&outbox).await;
+            outbox.clear();
             for transport in accepted {
                 if let Err(e) = self.accepted.try_send(transport) {
                     // The session takes no more now (full or gone): the
@@ -363,6 +381,79 @@ impl Driver {
                 }
             }
             slot.wake_all();
+        }
+    }
+
+    /// Sends a turn's datagrams in order. A run of datagrams to one
+    /// address, all as long as the first but the last (which may be
+    /// shorter), leaves as one GSO send: the kernel cuts it into the same
+    /// datagrams, so the peer sees exactly what one send each would give.
+    async fn send_all(&mut self, outbox: &[(SocketAddr, Vec<u8>)]) {
+        let max_segments = self.udp.as_ref().map_or(1, |u| u.max_gso_segments());
+        let mut i = 0;
+        while i < outbox.len() {
+            let (to, first) = &outbox[i];
+            let segment = first.len();
+            let limit = max_segments.min(GSO_BYTES / segment.max(1)).max(1);
+            let mut j = i + 1;
+            while j < outbox.len()
+                && j - i < limit
+                && outbox[j].0 == *to
+                && outbox[j].1.len() <= segment
+                && outbox[j - 1].1.len() == segment
+            {
+                j += 1;
+            }
+            if j - i == 1 {
+                self.send(*to, first).await;
+            } else {
+                let mut gso = std::mem::take(&mut self.gso);
+                gso.clear();
+                for (_, d) in &outbox[i..j] {
+                    gso.extend_from_slice(d);
+                }
+                if !self.send_segments(*to, &gso, segment).await {
+                    for (to, d) in &outbox[i..j] {
+                        self.send(*to, d).await;
+                    }
+                }
+                self.gso = gso;
+            }
+            i = j;
+        }
+    }
+
+    /// One GSO send of `bytes`, cut by the kernel every `segment` bytes;
+    /// false when the datagrams should go one by one instead.
+    async fn send_segments(&self, to: SocketAddr, bytes: &[u8], segment: usize) -> bool {
+        let Some(udp) = self.udp.as_ref() else {
+            return false;
+        };
+        let transmit = Transmit {
+            destination: to,
+            ecn: None,
+            contents: bytes,
+            segment_size: Some(segment),
+            src_ip: None,
+        };
+        let socket = &*self.socket;
+        let send = || udp.try_send(socket.into(), &transmit);
+        let sent = match socket.try_io(Interest::WRITABLE, send) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                socket.async_io(Interest::WRITABLE, send).await
+            }
+            other => other,
+        };
+        match sent {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::trace!(%to, error = %e, "uTP GSO send failed");
+                // EIO or EINVAL: the device cannot segment, and quinn-udp
+                // has turned GSO off for good; these go one by one. Any
+                // other error would fail one by one too (lost like any
+                // datagram: uTP sends them again).
+                udp.max_gso_segments() > 1
+            }
         }
     }
 

@@ -469,9 +469,12 @@ impl Connection {
     pub fn read(&mut self, buf: &mut [u8]) -> usize {
         let before = self.receive_window();
         let n = buf.len().min(self.readable.len());
-        for (dst, src) in buf.iter_mut().zip(self.readable.drain(..n)) {
-            *dst = src;
-        }
+        // Two slice copies (the ring's halves), not a byte-wise drain.
+        let (a, b) = self.readable.as_slices();
+        let first = n.min(a.len());
+        buf[..first].copy_from_slice(&a[..first]);
+        buf[first..n].copy_from_slice(&b[..n - first]);
+        self.readable.drain(..n);
         // A window that reopens from below one packet is told at once: the
         // peer may be waiting on it.
         if before < self.config.max_payload
@@ -792,16 +795,19 @@ impl Connection {
             self.ack_pending = true;
             return;
         }
-        let item = match p.header.packet_type {
-            PacketType::Fin => Held::Fin,
-            _ => Held::Data(p.payload.to_vec()),
-        };
-        if let Held::Fin = item {
+        let fin = p.header.packet_type == PacketType::Fin;
+        if fin {
             self.peer_fin = Some(seq);
         }
         self.ack_pending = true;
         if dist == 1 {
-            if !self.deliver(item) {
+            // In order: straight from the datagram into the read buffer.
+            let delivered = if fin {
+                self.deliver_fin()
+            } else {
+                self.deliver_data(p.payload)
+            };
+            if !delivered {
                 return;
             }
             self.ack_nr = seq;
@@ -815,6 +821,11 @@ impl Connection {
                 self.ack_nr = self.ack_nr.wrapping_add(1);
             }
         } else {
+            let item = if fin {
+                Held::Fin
+            } else {
+                Held::Data(p.payload.to_vec())
+            };
             let len = match &item {
                 Held::Data(d) => d.len(),
                 Held::Fin => 0,
@@ -835,31 +846,35 @@ impl Connection {
     /// fit (it is dropped unacknowledged and comes again).
     fn deliver(&mut self, item: Held) -> bool {
         match item {
-            Held::Data(d) => {
-                if d.len()
-                    > self
-                        .config
-                        .receive_buffer
-                        .saturating_sub(self.readable.len() + self.held_bytes)
-                {
-                    return false;
-                }
-                if !d.is_empty() {
-                    if self.readable.is_empty() {
-                        self.events.push_back(Event::Readable);
-                    }
-                    self.stats.payload_received += d.len() as u64;
-                    self.readable.extend(d);
-                }
-                true
-            }
-            Held::Fin => {
-                self.eof = true;
-                self.events.push_back(Event::PeerFinished);
-                self.events.push_back(Event::Readable);
-                true
-            }
+            Held::Data(d) => self.deliver_data(&d),
+            Held::Fin => self.deliver_fin(),
         }
+    }
+
+    fn deliver_data(&mut self, d: &[u8]) -> bool {
+        if d.len()
+            > self
+                .config
+                .receive_buffer
+                .saturating_sub(self.readable.len() + self.held_bytes)
+        {
+            return false;
+        }
+        if !d.is_empty() {
+            if self.readable.is_empty() {
+                self.events.push_back(Event::Readable);
+            }
+            self.stats.payload_received += d.len() as u64;
+            self.readable.extend(d);
+        }
+        true
+    }
+
+    fn deliver_fin(&mut self) -> bool {
+        self.eof = true;
+        self.events.push_back(Event::PeerFinished);
+        self.events.push_back(Event::Readable);
+        true
     }
 
     fn check_done(&mut self, now: Instant) {
@@ -1107,7 +1122,12 @@ impl Connection {
                 }
                 len = self.peer_wnd;
             }
-            let payload: Vec<u8> = self.unsent.drain(..len).collect();
+            let mut payload = Vec::with_capacity(len);
+            let (a, b) = self.unsent.as_slices();
+            let first = len.min(a.len());
+            payload.extend_from_slice(&a[..first]);
+            payload.extend_from_slice(&b[..len - first]);
+            self.unsent.drain(..len);
             self.unacked_payload += payload.len();
             self.stats.payload_sent += payload.len() as u64;
             self.push_sent(now, PacketType::Data, payload);
