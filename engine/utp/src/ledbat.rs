@@ -7,9 +7,12 @@
 //! smallest such sample over ten minutes (kept in per-minute buckets, so an
 //! old minimum ages out) is the base delay; what a sample has above it is
 //! queueing delay. The window grows while that is below the 100 ms target
-//! and shrinks above it, proportionally (gain 1: at most
-//! [`MAX_GROWTH_PER_RTT`] bytes per RTT, libutp's figure), halves on a loss
-//! and falls to the minimum on a time-out. All arithmetic on timestamps
+//! (gain 1: at most [`MAX_GROWTH_PER_RTT`] bytes per RTT, libutp's figure)
+//! and shrinks above it by a share of itself per RTT (LEDBAT++'s
+//! multiplicative decrease: RFC 6817's linear one is too slow to make room
+//! for a TCP flow starting beside a 100 ms queue), halves on a loss and
+//! falls to the minimum on a time-out. Slow start ends on delay (3/4 of the
+//! target) with half its window, so it does not overshoot into the queue. All arithmetic on timestamps
 //! wraps, since the clocks are 32-bit microsecond counters with arbitrary
 //! offsets.
 
@@ -28,6 +31,45 @@ const BUCKET: Duration = Duration::from_secs(60);
 /// The samples the current delay is the minimum of (RFC 6817
 /// CURRENT_FILTER; libutp keeps 3): one late ACK does not look like a queue.
 const CURRENT_FILTER: usize = 4;
+
+/// Slow start ends once the queueing delay passes this share of the target
+/// (RFC 6817 lets slow start end on delay; LEDBAT++ uses 3/4).
+const SLOW_START_EXIT: f64 = 0.75;
+
+/// The window slow start leaves with, once the delay says stop: half of
+/// what it had. Slow start doubles the window every round trip and the
+/// delay it sees is at least a round trip old (the queue it measures was
+/// built by the window before), so the window at the exit is about twice
+/// the one that made that delay; keeping it would overshoot the queue to
+/// twice the target (220 ms on a 10 Mbit/s, 40 ms path), which LEDBAT's
+/// gain-1 decrease then takes 20 s to drain.
+fn slow_start_exit_window(cwnd: f64) -> f64 {
+    cwnd / 2.0
+}
+
+/// Above the target the window shrinks by this share of itself per round
+/// trip for each target's worth of excess delay, at most
+/// [`MAX_DECREASE_PER_RTT`] (LEDBAT++'s multiplicative decrease, constant 1).
+const DECREASE: f64 = 1.0;
+
+/// The most a window shrinks from delay in one round trip (LEDBAT++: half).
+const MAX_DECREASE_PER_RTT: f64 = 0.5;
+
+/// The change of the window for `acked` bytes acknowledged at `off_target`
+/// ((target - queueing) / target). Below the target it grows by at most
+/// [`MAX_GROWTH_PER_RTT`] bytes per round trip (gain 1). Above it, it shrinks
+/// in proportion to itself: RFC 6817's linear decrease (the same 3000 bytes
+/// per round trip and target of excess) sheds a 170 KB window, 100 ms of
+/// queue at 10 Mbit/s, at about 15 KB/s, so a CUBIC flow that starts beside
+/// it waits 10 s for the link; a multiplicative decrease makes room within
+/// a few round trips, whatever the window.
+fn window_delta(off_target: f64, acked: f64, cwnd: f64) -> f64 {
+    if off_target >= 0.0 {
+        MAX_GROWTH_PER_RTT * off_target.min(1.0) * acked / cwnd.max(1.0)
+    } else {
+        -(DECREASE * -off_target).min(MAX_DECREASE_PER_RTT) * acked
+    }
+}
 
 /// `a` is an earlier (smaller) delay than `b`, in wrapping u32 space.
 fn wrapping_lt(a: u32, b: u32) -> bool {
@@ -192,12 +234,12 @@ impl Ledbat {
         let target = self.config.target.as_secs_f64();
         let off_target = (target - queuing.as_secs_f64()) / target;
         let acked = acked as f64;
-        let ledbat_delta = MAX_GROWTH_PER_RTT * off_target.min(1.0) * acked / self.cwnd.max(1.0);
+        let ledbat_delta = window_delta(off_target, acked, self.cwnd);
         let mut cwnd = self.cwnd;
         if self.slow_start {
-            if queuing.as_secs_f64() > 0.9 * target {
+            if queuing.as_secs_f64() > SLOW_START_EXIT * target {
                 self.slow_start = false;
-                cwnd += ledbat_delta;
+                cwnd = slow_start_exit_window(cwnd);
             } else if cwnd_limited {
                 cwnd += acked.max(ledbat_delta);
             }
@@ -329,16 +371,86 @@ mod tests {
         // A full window acknowledged with no queue: +3000 bytes (gain 1).
         l.on_ack(20_000, 20_000, None);
         assert_eq!(l.window(), 23_000);
-        // 200 ms of queue: off target by -1, the same step down.
+        // 150 ms of queue (half a target too much): a window acknowledged
+        // takes half a window off.
         for _ in 0..CURRENT_FILTER {
-            l.on_delay_sample(210_000, t0);
+            l.on_delay_sample(160_000, t0);
         }
         l.on_ack(23_000, 23_000, None);
-        assert_eq!(l.window(), 20_000);
+        assert_eq!(l.window(), 11_500);
         l.on_loss();
-        assert_eq!(l.window(), 10_000);
+        assert_eq!(l.window(), 5_750);
         l.on_timeout();
         assert_eq!(l.window(), 2_000, "two packets");
+    }
+
+    #[test]
+    fn the_decrease_is_proportional_to_the_window_and_at_most_half() {
+        let t0 = Instant::now();
+        for (window, queue_us, after) in [
+            // 120 ms: 20% off target, 20% off the window per window acked.
+            (200_000.0, 120_000, 160_000),
+            (20_000.0, 120_000, 16_000),
+            // 400 ms: at most half per round trip.
+            (200_000.0, 400_000, 100_000),
+        ] {
+            let mut l = Ledbat::new(LedbatConfig::default(), 1000);
+            l.slow_start = false;
+            l.cwnd = window;
+            l.on_delay_sample(10_000, t0);
+            for _ in 0..CURRENT_FILTER {
+                l.on_delay_sample(10_000 + queue_us, t0);
+            }
+            // One window acknowledged in packets: the decrease compounds a
+            // little within it, so allow a few percent.
+            let mut acked = 0.0;
+            while acked < window {
+                l.on_ack(1000, l.window(), None);
+                acked += 1000.0;
+            }
+            let got = l.window() as f64;
+            let want = after as f64;
+            assert!(
+                (got - want).abs() <= 0.1 * want && got >= want * 0.9,
+                "window {window} at {queue_us} us: {got}, want about {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn slow_start_ends_on_delay_with_half_its_window() {
+        let t0 = Instant::now();
+        let mut l = Ledbat::new(LedbatConfig::default(), 1000);
+        l.on_delay_sample(50_000, t0);
+        // Doubling while the queue stays short (the first step is gain 1's
+        // 3000 bytes, more than the 2000 acknowledged).
+        for _ in 0..5 {
+            let w = l.window();
+            l.on_ack(w, w, None);
+        }
+        assert!(l.in_slow_start());
+        assert_eq!(l.window(), 80_000);
+        // 70 ms of queue: below 3/4 of the target, still slow start.
+        for _ in 0..CURRENT_FILTER {
+            l.on_delay_sample(120_000, t0 + Duration::from_millis(100));
+        }
+        l.on_ack(1000, 80_000, None);
+        assert!(l.in_slow_start());
+        assert_eq!(l.window(), 81_000);
+        // 80 ms: out, with half the window (the one that built the queue).
+        for _ in 0..CURRENT_FILTER {
+            l.on_delay_sample(130_000, t0 + Duration::from_millis(200));
+        }
+        l.on_ack(1000, 81_000, None);
+        assert!(!l.in_slow_start());
+        assert_eq!(l.window(), 40_500);
+        // And from there LEDBAT's growth, not slow start's.
+        for _ in 0..CURRENT_FILTER {
+            l.on_delay_sample(60_000, t0 + Duration::from_millis(300));
+        }
+        l.on_ack(40_500, 40_500, None);
+        assert!(l.window() > 40_500);
+        assert!(l.window() <= 40_500 + MAX_GROWTH_PER_RTT as usize);
     }
 
     #[test]
