@@ -322,3 +322,43 @@ impl<'a> Assembler<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use capwise_proto::metainfo::FileEntry;
+
+    #[test]
+    fn a_job_groups_consecutive_pieces_and_skips_pad_bytes() {
+        let pl = 16 * 1024;
+        let lens = [(10_000u64, false), (6_384, true), (40_000, false)];
+        let mut offset = 0;
+        let files = lens
+            .iter()
+            .enumerate()
+            .map(|(i, (len, pad))| {
+                let e = FileEntry {
+                    path: vec!["t".into(), format!("f{i}")],
+                    length: *len,
+                    offset,
+                    pad: *pad,
+                };
+                offset += len;
+                e
+            })
+            .collect();
+        let info = Info {
+            name: "t".into(),
+            piece_length: pl,
+            piece_hashes: vec![[0; 20]; offset.div_ceil(pl) as usize],
+            files,
+            total_length: offset,
+            private: false,
+            notes: Vec::new(),
+        };
+        let job = Job::new(&info, "http://h/", &[3, 0, 1]);
+        assert_eq!(job.runs, vec![(0, 1), (3, 3)]);
+        // Pieces 0, 1 and 3 (short): 3 * 16 KiB - 7232 bytes, less the pad file's 6384.
+        assert_eq!(job.file_bytes(), 16_384 * 2 - 6_384 + (56_384 - 3 * 16_384));
+    }
+}

@@ -69,19 +69,20 @@ pub(crate) fn spawn(shared: &Arc<TorrentShared>) {
         tracing::warn!(torrent = %meta.info.name, "{note}");
     }
     for url in &meta.web_seeds {
+        let client = match fetch::client(local_ip(shared)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(%url, error = %e, "web seed not used: no HTTP client");
+                continue;
+            }
+        };
         let key = shared.lock_core().swarm.add_web_seed();
         shared.web_seeds.active.fetch_add(1, Ordering::Relaxed);
         let seed = Arc::new(Seed {
             shared: shared.clone(),
             key,
             machine: Mutex::new(WebSeed::new(url.clone(), SeedConfig::default())),
-            client: match fetch::client(local_ip(shared)) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(%url, error = %e, "web seed not used: no HTTP client");
-                    continue;
-                }
-            },
+            client,
             workers: AtomicUsize::new(0),
         });
         let connections = SeedConfig::default().connections;
@@ -112,8 +113,6 @@ struct Seed {
 /// How long a worker with nothing to pick waits before it looks again
 /// (pieces come back when a peer or another worker gives them up).
 const IDLE_RECHECK: Duration = Duration::from_secs(1);
-/// ...and when the torrent is complete (a lost piece reopens work).
-const COMPLETE_RECHECK: Duration = Duration::from_secs(60);
 
 impl Seed {
     fn url(&self) -> String {
@@ -136,7 +135,8 @@ impl Seed {
             let wait: Option<Duration> = if state != RunState::Active {
                 None
             } else if self.shared.is_complete() {
-                Some(COMPLETE_RECHECK)
+                // Until a piece is lost (progress changes) or the run state does.
+                None
             } else {
                 match self.turn().await {
                     Turn::Again => continue,
@@ -198,20 +198,35 @@ impl Seed {
             PeerClass::Wan => 64 * 1024,
         };
         let mut left = job.file_bytes();
-        let mut wan_changes = hooks.wan.subscribe();
+        // Ends the request: the torrent paused or stopped, or (for a WAN
+        // seed) the WAN switch went off.
         let mut run = self.shared.run.subscribe();
+        let mut wan = hooks.wan.subscribe();
+        let interrupted = async move {
+            let not_active = run.wait_for(|s| *s != RunState::Active);
+            let wan_off = async {
+                if class == PeerClass::Wan {
+                    let _ = wan.wait_for(|on| !on).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                _ = not_active => {}
+                () = wan_off => {}
+            }
+        };
+        tokio::pin!(interrupted);
         while left > 0 {
             let bytes = left.min(step);
             let gate = hooks.gate.acquire(Direction::Down, class, bytes);
             tokio::select! {
                 () = gate => left -= bytes,
-                _ = run.changed() => { return self.abandon(id, &pieces, Outcome::Aborted, 0); }
-                _ = wan_changes.changed(), if class == PeerClass::Wan => {
-                    return self.abandon(id, &pieces, Outcome::Aborted, 0);
-                }
+                () = &mut interrupted => return self.abandon(id, &pieces, Outcome::Aborted, 0),
             }
         }
-        let Some(deadline) = self.lock().begin(id, job.file_bytes(), Instant::now()) else {
+        let begun = self.lock().begin(id, job.file_bytes(), Instant::now());
+        let Some(deadline) = begun else {
             return self.abandon(id, &pieces, Outcome::Aborted, 0);
         };
         let mut delivered = Vec::new();
@@ -220,8 +235,7 @@ impl Seed {
                 Ok(outcome) => outcome,
                 Err(_) => Outcome::TimedOut,
             },
-            _ = run.changed() => Outcome::Aborted,
-            _ = wan_changes.changed(), if class == PeerClass::Wan => Outcome::Aborted,
+            () = &mut interrupted => Outcome::Aborted,
         };
         let moved: u64 = delivered
             .iter()
