@@ -18,6 +18,7 @@
 //!   in-memory pipe), with its wire-byte counts.
 //! - [`hooks`]: what the policy may steer: byte gates, a seeding switch, counters.
 //! - [`session`]: the tokio layer that runs torrents.
+//! - `webseed`: BEP 19 web seeds as a download source (HTTP range requests, gated and counted like a WAN peer).
 //!
 //! The engine knows nothing of the policy crate; it only offers [`hooks`].
 
@@ -37,6 +38,9 @@ pub mod storage;
 pub mod tracker;
 pub mod transport;
 pub mod udp;
+mod webseed;
+
+pub use webseed::WebSeedStats;
 
 pub use error::{Error, Result};
 pub use transport::mse::Encryption;

@@ -18,6 +18,7 @@
 //! - [`ext`]: BEP 10 extension sub-protocols (ut_metadata, ut_pex).
 //! - [`lsd`]: local service discovery (BEP 14) packets and schedule.
 //! - [`privacy`]: BEP 27; a [`privacy::PublicTorrent`] is what PEX, LSD and the DHT require.
+//! - [`webseed`]: BEP 19 web seeds: file URLs, pieces onto file ranges, one seed's state machine.
 //!
 //! Architecture invariant: this crate knows nothing of tokio, sockets, the
 //! file system or the policy crate; `scripts/test` checks its dependency tree.
@@ -37,4 +38,5 @@ pub mod picker;
 pub mod privacy;
 pub mod swarm;
 pub mod torrent;
+pub mod webseed;
 pub mod wire;

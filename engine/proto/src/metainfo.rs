@@ -263,6 +263,11 @@ pub struct Metainfo {
     pub created_by: Option<String>,
     /// Creation time, seconds since the Unix epoch.
     pub creation_date: Option<i64>,
+    /// BEP 19 web seeds (`url-list`): http and https URLs, in order, without repeats.
+    pub web_seeds: Vec<String>,
+    /// Why `url-list` entries were left out (not http/https, not text), one
+    /// sentence each, for the log.
+    pub web_seed_notes: Vec<String>,
 }
 
 impl Metainfo {
@@ -275,6 +280,7 @@ impl Metainfo {
         let info_value = root.get(b"info").ok_or_else(|| missing("info"))?;
         let info_dict = expect_dict(info_value, "info")?;
         let info = Info::from_dict(info_dict)?;
+        let (web_seeds, web_seed_notes) = web_seeds(root);
         Ok(Metainfo {
             // Hash the bytes as they were: a re-encoding would differ for
             // unsorted keys and the swarm would not recognise the torrent.
@@ -285,6 +291,8 @@ impl Metainfo {
             comment: text_field(root, "comment"),
             created_by: text_field(root, "created by"),
             creation_date: root.get(b"creation date").and_then(Value::as_int),
+            web_seeds,
+            web_seed_notes,
         })
     }
 
@@ -321,6 +329,8 @@ impl Metainfo {
             comment: None,
             created_by: None,
             creation_date: None,
+            web_seeds: Vec::new(),
+            web_seed_notes: Vec::new(),
         })
     }
 
@@ -348,8 +358,21 @@ impl Metainfo {
             bencode::Owned::Bytes(b"announce-list".to_vec()).encode_into(&mut out);
             tiers.encode_into(&mut out);
         }
+        // Keys in sorted order: "info" < "url-list".
+        let mut tail = Vec::new();
+        if !self.web_seeds.is_empty() {
+            bencode::Owned::Bytes(b"url-list".to_vec()).encode_into(&mut tail);
+            bencode::Owned::List(
+                self.web_seeds
+                    .iter()
+                    .map(|u| bencode::Owned::Bytes(u.as_bytes().to_vec()))
+                    .collect(),
+            )
+            .encode_into(&mut tail);
+        }
         bencode::Owned::Bytes(b"info".to_vec()).encode_into(&mut out);
         out.extend_from_slice(&self.info_bytes);
+        out.extend_from_slice(&tail);
         out.push(b'e');
         out
     }
@@ -819,6 +842,72 @@ fn trackers(root: &Dict<'_>) -> Vec<Vec<String>> {
     }
 }
 
+/// Most web seeds kept from one `url-list`; more is a denial-of-service attempt.
+pub const MAX_WEB_SEEDS: usize = 64;
+
+/// BEP 19 `url-list`: a string or a list of strings. Only http and https
+/// URLs are kept (an ftp or file URL is no source of ours); whatever is
+/// left out is named in the notes, never an error: the torrent still loads.
+fn web_seeds(root: &Dict<'_>) -> (Vec<String>, Vec<String>) {
+    let mut urls = Vec::new();
+    let mut notes = Vec::new();
+    let entries: Vec<&Value<'_>> = match root.get(b"url-list") {
+        None => return (urls, notes),
+        Some(v @ Value::Bytes(_)) => vec![v],
+        Some(Value::List(list)) => list.iter().collect(),
+        Some(other) => {
+            notes.push(format!(
+                "url-list: ignored, a {} is neither a URL nor a list of URLs",
+                other.kind()
+            ));
+            return (urls, notes);
+        }
+    };
+    for (i, entry) in entries.into_iter().enumerate() {
+        let Some(text) = entry.as_str() else {
+            notes.push(format!("url-list[{i}]: ignored, not a UTF-8 string"));
+            continue;
+        };
+        let url = text.trim();
+        // BEP 19 lets an empty string stand for "no web seed" (mktorrent
+        // writes none, some tools write ""): nothing to say about it.
+        if url.is_empty() {
+            continue;
+        }
+        if !is_http_url(url) {
+            notes.push(format!(
+                "url-list[{i}]: ignored {url:?}: only http:// and https:// web seeds are used"
+            ));
+            continue;
+        }
+        if urls.len() >= MAX_WEB_SEEDS {
+            notes.push(format!(
+                "url-list: only the first {MAX_WEB_SEEDS} web seeds are used"
+            ));
+            break;
+        }
+        if !urls.iter().any(|u| u == url) {
+            urls.push(url.to_owned());
+        }
+    }
+    (urls, notes)
+}
+
+/// `http://HOST...` or `https://HOST...` (scheme in any case), with a host,
+/// and no whitespace or control character that would make the request line unsafe.
+fn is_http_url(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    let rest = if let Some(r) = lower.strip_prefix("http://") {
+        r
+    } else if let Some(r) = lower.strip_prefix("https://") {
+        r
+    } else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    !host.is_empty() && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 /// A free-text field (`comment`, `created by`): the `.utf-8` variant if valid,
 /// else the plain one, lossily decoded since it is only for display.
 fn text_field(dict: &Dict<'_>, key: &str) -> Option<String> {
@@ -896,6 +985,56 @@ fn wrong_type(field: &str, expected: &'static str, found: &Value<'_>) -> Metainf
 mod tests {
     use super::*;
     use crate::bencode::Owned;
+
+    fn with_url_list(url_list: Owned) -> Metainfo {
+        let Owned::Dict(mut d) = single("f", 20000, 16384) else {
+            unreachable!()
+        };
+        d.insert(b"url-list".to_vec(), url_list);
+        Metainfo::from_bytes(&Owned::Dict(d).to_bytes()).unwrap()
+    }
+
+    #[test]
+    fn url_list_as_string_or_list_keeps_http_urls_only() {
+        let m = with_url_list(Owned::from("http://hq.example/pub/"));
+        assert_eq!(m.web_seeds, vec!["http://hq.example/pub/"]);
+        assert!(m.web_seed_notes.is_empty());
+
+        let m = with_url_list(Owned::list(vec![
+            "https://a.example/x",
+            "ftp://b.example/x",
+            "",
+            "http://",
+            "HTTP://c.example/y",
+            "https://a.example/x",
+            "http://d.example/ z",
+        ]));
+        assert_eq!(
+            m.web_seeds,
+            vec!["https://a.example/x", "HTTP://c.example/y"]
+        );
+        assert_eq!(m.web_seed_notes.len(), 3, "{:?}", m.web_seed_notes);
+        assert!(m.web_seed_notes[0].contains("ftp://"));
+
+        let m = with_url_list(Owned::Int(5));
+        assert!(m.web_seeds.is_empty());
+        assert!(m.web_seed_notes[0].contains("url-list"));
+
+        let m = with_url_list(Owned::List(vec![Owned::Int(1), Owned::Bytes(vec![0xff])]));
+        assert!(m.web_seeds.is_empty());
+        assert_eq!(m.web_seed_notes.len(), 2);
+    }
+
+    #[test]
+    fn url_list_survives_to_torrent_bytes() {
+        let m = with_url_list(Owned::list(vec![
+            "http://hq.example/a",
+            "http://hq.example/b",
+        ]));
+        let again = Metainfo::from_bytes(&m.to_torrent_bytes()).unwrap();
+        assert_eq!(again.web_seeds, m.web_seeds);
+        assert_eq!(again.info_hash, m.info_hash);
+    }
 
     fn single(name: &str, length: i64, piece_length: i64) -> Owned {
         let pieces = (length as u64).div_ceil(piece_length as u64) as usize;

@@ -351,6 +351,23 @@ impl Picker {
         }
     }
 
+    /// A partial piece nobody holds a block of (every block open, none
+    /// received) is missing again, for anyone to start: a web seed gives
+    /// back a whole piece it took for itself this way. False, and nothing
+    /// changes, if any block is requested or received.
+    pub fn abandon(&mut self, index: u32) -> bool {
+        let Some(p) = self.partial.get(&index) else {
+            return false;
+        };
+        if p.received > 0 || p.open as usize != p.blocks.len() {
+            return false;
+        }
+        self.partial.remove(&index);
+        self.state[index as usize] = PieceState::Missing;
+        self.missing_count += 1;
+        true
+    }
+
     /// A block arrived from `peer`.
     pub fn on_block(&mut self, peer: PeerKey, index: u32, begin: u32, data: &[u8]) -> BlockOutcome {
         let size = self.piece_size(index);

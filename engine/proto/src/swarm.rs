@@ -18,6 +18,7 @@ use crate::picker::{Asker, BlockOutcome, PeerKey, Picker};
 use crate::wire::{BlockRef, Handshake, Message, BLOCK_SIZE};
 
 mod pex;
+mod webseed;
 
 /// Tunables of a swarm; the defaults suit both a LAN and a thin WAN link.
 #[derive(Debug, Clone)]

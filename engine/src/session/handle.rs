@@ -275,6 +275,13 @@ impl TorrentHandle {
         self.torrent().map_or(0, |shared| shared.utp_peers())
     }
 
+    /// Its web seeds (BEP 19 `url-list`): in use, dropped, bytes delivered;
+    /// none while a magnet fetches its metadata.
+    pub fn web_seeds(&self) -> crate::WebSeedStats {
+        self.torrent()
+            .map_or_else(Default::default, |shared| shared.web_seeds.stats())
+    }
+
     /// How the last announce went; `None` before the first one (or for a
     /// torrent without trackers: see [`Metainfo::trackers`](crate::metainfo::Metainfo)).
     pub fn announce_outcome(&self) -> Option<AnnounceOutcome> {

@@ -49,7 +49,7 @@ use crate::swarm::SwarmConfig;
 use crate::transport::{self, Transport};
 use crate::wire::{Handshake, HANDSHAKE_LEN};
 use crate::{Error, Result};
-use torrent::TorrentShared;
+pub(crate) use torrent::TorrentShared;
 
 /// How a session runs; every field has a sensible default.
 #[derive(Debug, Clone)]

@@ -133,6 +133,8 @@ pub(crate) struct TorrentShared {
     pub(crate) announce_outcome: Mutex<Option<AnnounceOutcome>>,
     /// Pieces written but not yet in a committed journal record.
     journal: Mutex<JournalState>,
+    /// What its web seeds (BEP 19) are doing (`crate::webseed`).
+    pub(crate) web_seeds: crate::webseed::Status,
 }
 
 /// The driver's plan, for those that may need it sooner.
@@ -360,6 +362,7 @@ impl TorrentShared {
                 flushing: false,
                 lease_until: UNIX_EPOCH,
             }),
+            web_seeds: crate::webseed::Status::default(),
         });
         // Records what was just found (pieces hashed after a reboot count as
         // this boot's from now on) and takes the first lease.
@@ -871,6 +874,7 @@ pub(crate) fn progress_of(
 /// Start a torrent's driver and announce tasks.
 pub(crate) fn spawn_tasks(shared: Arc<TorrentShared>) {
     tokio::spawn(announce::run(shared.clone()));
+    crate::webseed::spawn(&shared);
     tokio::spawn(drive(shared));
 }
 

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod aria2;
 pub mod capwise;
 pub mod libtorrent;
+pub mod lighttpd;
 pub mod transmission;
 
 use std::net::SocketAddr;
