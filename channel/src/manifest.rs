@@ -96,18 +96,24 @@ impl Manifest {
             });
         }
         let body = serde_json::to_vec(self).map_err(|e| ChannelError::Body(e.to_string()))?;
-        let signature = key.sign(&signed_message(&body));
-        let envelope = Envelope {
-            capwise_channel: FORMAT,
-            key: public.to_hex(),
-            signature: hex::encode(&signature),
-            body: base64::engine::general_purpose::STANDARD.encode(&body),
-        };
-        let mut out =
-            serde_json::to_vec_pretty(&envelope).map_err(|e| ChannelError::Body(e.to_string()))?;
-        out.push(b'\n');
-        Ok(out)
+        seal(&body, key)
     }
+}
+
+/// The manifest file for the exact `body` bytes, signed with `key`, whatever
+/// they hold (tests and the fuzz target seal bodies no publisher would write).
+pub fn seal(body: &[u8], key: &ChannelKey) -> Result<Vec<u8>, ChannelError> {
+    let signature = key.sign(&signed_message(body));
+    let envelope = Envelope {
+        capwise_channel: FORMAT,
+        key: key.public().to_hex(),
+        signature: hex::encode(&signature),
+        body: base64::engine::general_purpose::STANDARD.encode(body),
+    };
+    let mut out =
+        serde_json::to_vec_pretty(&envelope).map_err(|e| ChannelError::Body(e.to_string()))?;
+    out.push(b'\n');
+    Ok(out)
 }
 
 /// What the signature covers.
