@@ -28,4 +28,6 @@ pub use error::ChannelError;
 pub use key::{ChannelKey, PublicKey};
 pub use manifest::{Item, Manifest, Retired, MAX_ITEMS, MAX_MANIFEST_BYTES};
 pub use subscription::{accept, step, Actions, SubscriptionState};
+/// The URL type of [`Trust::manifest_url`], re-exported so callers agree on its version.
+pub use url;
 pub use verify::{verify, Trust};
