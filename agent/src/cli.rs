@@ -24,6 +24,8 @@ pub enum Command {
     Seed(SeedArgs),
     /// Create a .torrent file from a file or directory.
     Create(CreateArgs),
+    /// Signed channels of torrents: create, publish, list.
+    Channel(crate::cli_channel::ChannelArgs),
     /// Data-cap budgets per network: set, list, rm.
     Budget(crate::cli_policy::BudgetArgs),
     /// Networks seen, and whether each is metered: list, set.
@@ -91,6 +93,10 @@ impl Command {
             Command::Limits(a) => match &a.command {
                 LimitsCommand::Show(a) => a.json,
                 LimitsCommand::Set(a) => a.agent.json,
+            },
+            Command::Channel(a) => match &a.command {
+                crate::cli_channel::ChannelCommand::List(a) => a.json,
+                _ => false,
             },
             Command::Get(_)
             | Command::Seed(_)

@@ -7,6 +7,7 @@ mod address_watch;
 mod api_types;
 mod cli;
 mod cli_agent;
+mod cli_channel;
 mod cli_policy;
 mod cli_schedule;
 mod client;
@@ -80,7 +81,7 @@ fn stderr_is_journal() -> bool {
 }
 
 /// Whether `url` looks like a tracker's: http, https or udp, with a host.
-fn looks_like_tracker_url(url: &str) -> bool {
+pub(crate) fn looks_like_tracker_url(url: &str) -> bool {
     let Some((scheme, rest)) = url.split_once("://") else {
         return false;
     };
@@ -133,6 +134,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Get(a) => foreground::get(&a.source, a.seed, &a.transfer).await,
         Command::Seed(a) => foreground::seed(&a.torrent, a.fetch_missing, &a.transfer).await,
         Command::Create(a) => create(&a),
+        Command::Channel(a) => commands::channel::run(&a).await,
         Command::Budget(a) => {
             commands::budget::run(&a)?;
             if let Some(dir) = a.command.edited_state_dir() {

@@ -66,6 +66,17 @@ pub fn suggest_piece_length(total: u64) -> u64 {
 
 /// Builds the .torrent file for `opts.path` and returns its bytes.
 pub fn create_torrent(opts: &CreateOptions) -> Result<Vec<u8>, Error> {
+    create_torrent_with_web_seeds(opts, &[])
+}
+
+/// [`create_torrent`] with web seeds (BEP 19 `url-list`). They go outside
+/// `info`: adding or changing them leaves the info-hash as it is. (A
+/// separate function rather than a field of [`CreateOptions`], which many
+/// callers build field by field.)
+pub fn create_torrent_with_web_seeds(
+    opts: &CreateOptions,
+    web_seeds: &[String],
+) -> Result<Vec<u8>, Error> {
     let source = list_files(&opts.path)?;
     let total = source.total_length()?;
     let piece_length = opts
@@ -114,6 +125,16 @@ pub fn create_torrent(opts: &CreateOptions) -> Result<Vec<u8>, Error> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let web_seeds: Vec<&str> = web_seeds
+        .iter()
+        .map(|u| u.trim())
+        .filter(|u| !u.is_empty())
+        .collect();
+    // Always a list (BEP 19 allows a string for one URL; every client reads both).
+    let url_list = (!web_seeds.is_empty()).then(|| Owned::list(web_seeds.iter().copied()));
+    // The creation date and everything else that varies stay outside `info`,
+    // so the same content always gives the same info-hash (channels rely on
+    // it: a republished, unchanged file keeps its torrent).
     let torrent = Owned::dict()
         .with_opt("announce", trackers.first().copied())
         .with_opt("announce-list", announce_list)
@@ -121,6 +142,7 @@ pub fn create_torrent(opts: &CreateOptions) -> Result<Vec<u8>, Error> {
         .with("created by", created_by)
         .with("creation date", now)
         .with("info", info)
+        .with_opt("url-list", url_list)
         .build();
     Ok(torrent.to_bytes())
 }
@@ -445,6 +467,71 @@ impl SpanReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metainfo::Metainfo;
+
+    #[test]
+    fn same_content_same_info_hash_and_web_seeds_outside_info() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a.bin");
+        let b = dir.path().join("b.bin");
+        fs::write(&a, vec![7u8; 100_000]).expect("write");
+        fs::write(&b, vec![8u8; 50_000]).expect("write");
+        let plain = CreateOptions {
+            path: a.clone(),
+            ..Default::default()
+        };
+        let seeded = CreateOptions {
+            path: a.clone(),
+            trackers: vec!["http://127.0.0.1:6969/announce".into()],
+            comment: Some("v2".into()),
+            created_by: Some("other".into()),
+            ..Default::default()
+        };
+        let seeds = [
+            "http://hq.example/ch/".to_owned(),
+            "http://hq.example/m/".to_owned(),
+        ];
+        let first = create_torrent(&plain).expect("create");
+        let with_seeds = create_torrent_with_web_seeds(&seeded, &seeds).expect("create");
+        assert_ne!(first, with_seeds);
+        // Another file of the directory changes; `a` is republished.
+        fs::write(&b, vec![9u8; 60_000]).expect("write");
+        let again = create_torrent(&plain).expect("create");
+        let hash = |bytes: &[u8]| Metainfo::from_bytes(bytes).expect("parses").info_hash;
+        assert_eq!(hash(&first), hash(&with_seeds));
+        assert_eq!(hash(&first), hash(&again));
+        // A changed file does get a new info-hash.
+        fs::write(&a, vec![6u8; 100_000]).expect("write");
+        assert_ne!(hash(&first), hash(&create_torrent(&plain).expect("create")));
+
+        let decoded = crate::bencode::decode(&with_seeds).expect("bencode");
+        let top = decoded.as_dict().expect("dict");
+        let urls: Vec<&[u8]> = top
+            .get(b"url-list".as_slice())
+            .and_then(|v| v.as_list())
+            .expect("url-list")
+            .iter()
+            .filter_map(|v| v.as_bytes())
+            .collect();
+        assert_eq!(
+            urls,
+            [&b"http://hq.example/ch/"[..], b"http://hq.example/m/"]
+        );
+        let info = top
+            .get(b"info".as_slice())
+            .and_then(|v| v.as_dict())
+            .expect("info");
+        assert!(info.get(b"creation date".as_slice()).is_none());
+        assert!(decoded
+            .as_dict()
+            .and_then(|d| d.get(b"creation date".as_slice()))
+            .is_some());
+        assert!(crate::bencode::decode(&first)
+            .expect("bencode")
+            .as_dict()
+            .and_then(|d| d.get(b"url-list".as_slice()))
+            .is_none());
+    }
 
     #[test]
     fn suggested_piece_lengths() {

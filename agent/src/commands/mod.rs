@@ -4,6 +4,7 @@
 //! torrent commands talk to the running agent.
 
 pub mod budget;
+pub mod channel;
 pub mod docs;
 pub mod limits;
 pub mod net;

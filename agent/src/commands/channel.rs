@@ -1,0 +1,383 @@
+//! `capwise channel create | publish | list`: the publisher's side. The
+//! key stays in `<state dir>/channels/NAME.key` (0600); publishing writes
+//! the .torrent files and `manifest.json` into the output directory a web
+//! server serves, and has a running agent seed the items.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use base64::Engine as _;
+use capwise_channel::{manifest::Manifest, ChannelKey, Item, Retired, Trust};
+
+use crate::api_types::{AddRequest, TorrentView};
+use crate::cli_channel::{
+    ChannelArgs, ChannelCommand, ChannelCreateArgs, ChannelListArgs, ChannelPublishArgs,
+};
+
+/// The manifest's file name in the output directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Retired entries kept across publications (the oldest are dropped).
+const MAX_RETIRED: usize = 1024;
+
+/// Runs a `capwise channel` subcommand.
+pub async fn run(args: &ChannelArgs) -> Result<()> {
+    match &args.command {
+        ChannelCommand::Create(a) => create(a),
+        ChannelCommand::Publish(a) => publish(a).await,
+        ChannelCommand::List(a) => list(a),
+    }
+}
+
+fn keys_dir(state_dir: Option<&Path>) -> PathBuf {
+    crate::state_db::state_dir(state_dir).join("channels")
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        bail!("channel name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'");
+    }
+    Ok(())
+}
+
+fn key_path(state_dir: Option<&Path>, name: &str) -> Result<PathBuf> {
+    check_name(name)?;
+    Ok(keys_dir(state_dir).join(format!("{name}.key")))
+}
+
+fn load_key(state_dir: Option<&Path>, name: &str) -> Result<ChannelKey> {
+    let path = key_path(state_dir, name)?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no channel {name:?} here ({}); make it with `capwise channel create {name}`",
+            path.display()
+        )
+    })?;
+    ChannelKey::from_hex(&text).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// `capwise channel create NAME`
+fn create(args: &ChannelCreateArgs) -> Result<()> {
+    use rand::RngCore as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = key_path(args.state_dir.as_deref(), &args.name)?;
+    crate::state_db::create_state_dir(&crate::state_db::state_dir(args.state_dir.as_deref()))?;
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(keys_dir(args.state_dir.as_deref()))
+            .context("cannot create the channels directory")?;
+    }
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut seed);
+    let key = ChannelKey::from_seed(seed);
+    // create_new: never overwrite a channel's key (its subscribers pin it).
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {} (does the channel exist?)", path.display()))?;
+    writeln!(file, "{}", key.to_hex())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!("{}", key.public());
+    Ok(())
+}
+
+/// `capwise channel list`
+fn list(args: &ChannelListArgs) -> Result<()> {
+    let dir = keys_dir(args.state_dir.as_deref());
+    let mut rows = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            let file_name = entry.file_name();
+            let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".key")) else {
+                continue;
+            };
+            if let Ok(key) = load_key(args.state_dir.as_deref(), name) {
+                rows.push((name.to_owned(), key.public().to_hex()));
+            }
+        }
+    }
+    rows.sort();
+    if args.json {
+        let list: Vec<_> = rows
+            .iter()
+            .map(|(name, key)| serde_json::json!({"name": name, "key": key}))
+            .collect();
+        crate::commands::output::print_json(&serde_json::Value::Array(list));
+    } else if rows.is_empty() {
+        println!("no channels published from here");
+    } else {
+        for (name, key) in rows {
+            println!("{name}\t{key}");
+        }
+    }
+    Ok(())
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The base URL as a directory (ends with '/'), checked.
+fn base_url(text: &str) -> Result<capwise_channel::url::Url> {
+    let mut url = capwise_channel::url::Url::parse(text)
+        .with_context(|| format!("--web-seed {text:?} is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        bail!("--web-seed {text:?}: an http:// or https:// URL with a host");
+    }
+    if !url.path().ends_with('/') {
+        url.set_path(&format!("{}/", url.path()));
+    }
+    Ok(url)
+}
+
+/// The previous manifest in `out`, if any, checked with our own key (its
+/// expiry does not matter here: we are replacing it).
+fn previous(
+    out: &Path,
+    key: &ChannelKey,
+    base: &capwise_channel::url::Url,
+) -> Result<Option<Manifest>> {
+    let path = out.join(MANIFEST_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let public = key.public();
+    let manifest_url = base.join(MANIFEST_FILE)?;
+    let manifest = capwise_channel::verify(
+        &bytes,
+        &Trust {
+            key: &public,
+            manifest_url: &manifest_url,
+            last_sequence: None,
+            now: 0,
+        },
+    )
+    .with_context(|| {
+        format!(
+            "{} is not a manifest of this channel; move it away to start afresh",
+            path.display()
+        )
+    })?;
+    Ok(Some(manifest))
+}
+
+/// Copies `from` (a file or a directory tree, symlinks skipped) to `to`,
+/// replacing what is there.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    let meta =
+        std::fs::metadata(from).with_context(|| format!("cannot read {}", from.display()))?;
+    if meta.is_dir() {
+        if to.is_file() {
+            std::fs::remove_file(to)?;
+        }
+        std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            if entry.file_type()?.is_symlink() {
+                continue;
+            }
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+    } else {
+        if to.is_dir() {
+            std::fs::remove_dir_all(to)?;
+        }
+        std::fs::copy(from, to)
+            .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    }
+    Ok(())
+}
+
+/// One item made: its manifest entry, its .torrent and where its data is.
+struct Made {
+    item: Item,
+    torrent: Vec<u8>,
+    data_parent: PathBuf,
+}
+
+fn make_item(
+    path: &Path,
+    args: &ChannelPublishArgs,
+    out: &Path,
+    base: Option<&capwise_channel::url::Url>,
+) -> Result<Made> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{}: needs a UTF-8 file name", path.display()))?
+        .to_owned();
+    capwise_channel::checks::item_name(&name)?;
+    let (source, data_parent, web_seeds): (PathBuf, PathBuf, Vec<String>) = match base {
+        Some(base) => {
+            let placed = out.join(&name);
+            let same = std::fs::canonicalize(path).ok() == std::fs::canonicalize(&placed).ok();
+            if !same {
+                copy_tree(path, &placed)?;
+            }
+            // BEP 19: a URL ending in '/' gets the torrent's name appended.
+            (placed, out.to_owned(), vec![base.to_string()])
+        }
+        None => {
+            let absolute = std::path::absolute(path)?;
+            let parent = absolute
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("/"));
+            (absolute, parent, Vec::new())
+        }
+    };
+    let opts = capwise_engine::create::CreateOptions {
+        path: source,
+        trackers: args.trackers.clone(),
+        ..Default::default()
+    };
+    let torrent = capwise_engine::create::create_torrent_with_web_seeds(&opts, &web_seeds)
+        .with_context(|| format!("cannot make a torrent of {}", path.display()))?;
+    let metainfo = capwise_engine::metainfo::Metainfo::from_bytes(&torrent)
+        .context("the torrent made does not parse back")?;
+    Ok(Made {
+        item: Item {
+            info_hash: metainfo.info_hash.to_string(),
+            name: name.clone(),
+            size: metainfo.info.total_length,
+            torrent: format!("{name}.torrent"),
+            web_seeds,
+        },
+        torrent,
+        data_parent,
+    })
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a
+/// web server never serves half a file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `capwise channel publish NAME PATH... --out DIR`
+async fn publish(args: &ChannelPublishArgs) -> Result<()> {
+    if let Some(bad) = args
+        .trackers
+        .iter()
+        .find(|t| !crate::looks_like_tracker_url(t))
+    {
+        bail!("'{bad}' is not a tracker URL (http://, https:// or udp:// with a host)");
+    }
+    let key = load_key(args.state_dir.as_deref(), &args.name)?;
+    let base = args.web_seed.as_deref().map(base_url).transpose()?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    // For reading back our own manifest: a stand-in host when there is no web seed.
+    let check_base = match &base {
+        Some(base) => base.clone(),
+        None => capwise_channel::url::Url::parse("http://publisher.invalid/")?,
+    };
+    let previous = previous(&args.out, &key, &check_base)?;
+
+    let mut made = Vec::new();
+    for path in &args.paths {
+        made.push(make_item(path, args, &args.out, base.as_ref())?);
+    }
+    let offered: std::collections::HashSet<&str> =
+        made.iter().map(|m| m.item.info_hash.as_str()).collect();
+    // Whatever the last publication offered or retired and this one does
+    // not offer stays retired, newest first.
+    let mut retired: Vec<Retired> = Vec::new();
+    if let Some(prev) = &previous {
+        let old = prev.items.iter().map(|i| &i.info_hash);
+        let old_retired = prev.retired.iter().map(|r| &r.info_hash);
+        for hash in old.chain(old_retired) {
+            if !offered.contains(hash.as_str()) && !retired.iter().any(|r| &r.info_hash == hash) {
+                retired.push(Retired {
+                    info_hash: hash.clone(),
+                    delete_data: false,
+                });
+            }
+        }
+    }
+    retired.truncate(MAX_RETIRED);
+
+    let published = now();
+    let manifest = Manifest {
+        channel: key.public().to_hex(),
+        name: args.name.clone(),
+        sequence: previous
+            .as_ref()
+            .map_or(1, |p| p.sequence.saturating_add(1)),
+        published,
+        expires: published.saturating_add(args.valid_days.saturating_mul(86_400)),
+        items: made.iter().map(|m| m.item.clone()).collect(),
+        retired,
+    };
+    for m in &made {
+        write_atomically(&args.out.join(&m.item.torrent), &m.torrent)?;
+    }
+    let bytes = manifest.sign(&key)?;
+    write_atomically(&args.out.join(MANIFEST_FILE), &bytes)?;
+    println!(
+        "channel {} sequence {} ({} items, {} retired) in {}",
+        args.name,
+        manifest.sequence,
+        manifest.items.len(),
+        manifest.retired.len(),
+        args.out.join(MANIFEST_FILE).display()
+    );
+    for m in &made {
+        println!("{} {}", m.item.info_hash, m.item.name);
+    }
+    seed_through_agent(args.state_dir.as_deref(), &made).await;
+    Ok(())
+}
+
+/// Has the running agent (if any) seed the items; an item it already has
+/// is fine. Failures are warnings: the publication itself is done.
+async fn seed_through_agent(state_dir: Option<&Path>, made: &[Made]) {
+    let dir = crate::state_db::state_dir(state_dir);
+    let Ok(client) = crate::client::AgentClient::connect(&dir) else {
+        eprintln!("note: no agent is running here; start one and `capwise add` the .torrent files to seed them");
+        return;
+    };
+    for m in made {
+        let Some(download_dir) = std::path::absolute(&m.data_parent)
+            .ok()
+            .and_then(|p| p.to_str().map(str::to_owned))
+        else {
+            eprintln!(
+                "warning: {}: the data directory's name is not UTF-8",
+                m.item.name
+            );
+            continue;
+        };
+        let request = AddRequest {
+            torrent: Some(base64::engine::general_purpose::STANDARD.encode(&m.torrent)),
+            download_dir: Some(download_dir),
+            ..AddRequest::default()
+        };
+        let added: Result<TorrentView> = client.post("/v1/torrents", &request).await;
+        if let Err(error) = added {
+            let text = format!("{error:#}");
+            if !text.contains("already") {
+                eprintln!("warning: the agent did not take {}: {text}", m.item.name);
+            }
+        }
+    }
+}
