@@ -15,6 +15,7 @@ mod connect;
 mod control;
 mod dht;
 mod evict;
+mod half_open;
 mod handle;
 mod local_discovery;
 mod metadata;
@@ -180,6 +181,8 @@ pub(crate) struct SessionInner {
     pub(crate) connections: Arc<Semaphore>,
     /// Incoming peers waiting to see whether an eviction makes room.
     pub(crate) newcomers: Arc<Semaphore>,
+    /// Incoming handshakes under way, a few per address (`half_open.rs`).
+    half_open: Arc<half_open::HalfOpen>,
     /// One permit per hashing thread: pieces queue here, not in threads.
     pub(crate) hashing: Arc<Semaphore>,
     pub(crate) shutdown: broadcast::Sender<()>,
@@ -278,6 +281,7 @@ impl Session {
         let inner = Arc::new(SessionInner {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             newcomers: Arc::new(Semaphore::new(evict::NEWCOMERS)),
+            half_open: Arc::default(),
             hashing: Arc::new(Semaphore::new(config.hash_threads.max(1))),
             config,
             hooks,
@@ -544,6 +548,10 @@ impl SessionInner {
             tracing::debug!(%addr, "WAN off; refusing peer");
             return;
         }
+        let Some(place) = self.half_open.enter(addr.ip()) else {
+            tracing::debug!(%addr, "too many handshakes under way from its address; refusing peer");
+            return;
+        };
         // With every slot taken, a newcomer may still get one by eviction
         // (session/evict.rs), once it has shown a handshake for one of our
         // torrents; a few such newcomers at a time.
@@ -559,7 +567,7 @@ impl SessionInner {
         };
         let inner = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = accept_peer(inner, transport, permit).await {
+            if let Err(e) = accept_peer(inner, transport, permit, place).await {
                 tracing::debug!(%addr, error = %e, "incoming peer dropped");
             }
         });
@@ -583,11 +591,17 @@ enum Slot {
 
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn accept_peer(inner: Arc<SessionInner>, carrier: Transport, slot: Slot) -> Result<()> {
+async fn accept_peer(
+    inner: Arc<SessionInner>,
+    carrier: Transport,
+    slot: Slot,
+    half_open: half_open::HalfOpenPlace,
+) -> Result<()> {
     use tokio::io::AsyncWriteExt;
     let addr = carrier.remote_addr();
     let (mut stream, encrypted_for) = inner.open_incoming(carrier).await?;
     let theirs = read_handshake(&mut stream).await?;
+    drop(half_open);
     if encrypted_for.is_some_and(|ih| ih != theirs.info_hash) {
         // Encrypted for one torrent, then asking for another.
         return Err(crate::wire::WireError::BadHandshake.into());
