@@ -987,10 +987,7 @@ impl Swarm {
                 index,
                 data,
                 contributors,
-            } => {
-                self.events.push_back(Event::PieceComplete { index, data });
-                self.contributors.insert(index, contributors);
-            }
+            } => self.piece_assembled(index, data, contributors),
             BlockOutcome::Stored | BlockOutcome::Duplicate | BlockOutcome::Unexpected => {}
         }
         if endgame {
@@ -1273,6 +1270,13 @@ impl Swarm {
 
     /// Payload moved (a block came, one was queued to send): rates are
     /// sampled from now on, every [`RATE_INTERVAL`], until none moves.
+    /// A piece's last block is in, from peers or a web seed: the caller
+    /// hashes and stores it, and who sent it is kept for the verdict.
+    fn piece_assembled(&mut self, index: u32, data: Vec<u8>, contributors: Vec<PeerKey>) {
+        self.events.push_back(Event::PieceComplete { index, data });
+        self.contributors.insert(index, contributors);
+    }
+
     fn start_sampling(&mut self, now: Instant) {
         if self.next_sample.is_none() {
             // The first sample spans the movement, not the idle spell before.

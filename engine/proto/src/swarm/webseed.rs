@@ -6,14 +6,14 @@
 //! owner). So a piece from a web seed comes from that seed alone, and the
 //! I/O layer can hash it before handing it in: a bad piece is blamed on
 //! the seed with certainty and never reaches the disk. Handed in, the
-//! piece takes the peers' path ([`Event::PieceComplete`], hashed again and
+//! piece takes the peers' path ([`Event::PieceComplete`](super::Event::PieceComplete), hashed again and
 //! written by the torrent's verifier, then [`Swarm::piece_verified`]).
 
 use crate::bitfield::Bitfield;
 use crate::picker::{Asker, BlockOutcome, PeerKey};
 use crate::wire::{BlockRef, BLOCK_SIZE};
 
-use super::{Event, Swarm};
+use super::Swarm;
 
 impl Swarm {
     /// A key for a new web seed.
@@ -94,7 +94,7 @@ impl Swarm {
     }
 
     /// Web seed `key` delivers piece `index`, whose hash the caller checked:
-    /// it goes the way of a piece from peers ([`Event::PieceComplete`]).
+    /// it goes the way of a piece from peers ([`Event::PieceComplete`](super::Event::PieceComplete)).
     /// Returns false if the piece was not the seed's to deliver (its data
     /// is dropped).
     pub fn web_seed_piece(&mut self, key: PeerKey, index: u32, data: &[u8]) -> bool {
@@ -114,8 +114,7 @@ impl Swarm {
                     data,
                     contributors,
                 } => {
-                    self.events.push_back(Event::PieceComplete { index, data });
-                    self.contributors.insert(index, contributors);
+                    self.piece_assembled(index, data, contributors);
                     return true;
                 }
                 BlockOutcome::Stored => {}
@@ -132,7 +131,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::swarm::SwarmConfig;
+    use crate::swarm::{Event, SwarmConfig};
 
     fn swarm(pieces: u32, last: u64) -> Swarm {
         let pl = 32 * 1024;
