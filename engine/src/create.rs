@@ -50,6 +50,9 @@ pub struct CreateOptions {
     pub comment: Option<String>,
     /// Creating program; defaults to `capwise/<version>`.
     pub created_by: Option<String>,
+    /// Web seeds (BEP 19 `url-list`). They go outside `info`: adding or
+    /// changing them leaves the info-hash as it is.
+    pub web_seeds: Vec<String>,
 }
 
 /// A piece length for `total` bytes: the smallest power of two in
@@ -66,17 +69,6 @@ pub fn suggest_piece_length(total: u64) -> u64 {
 
 /// Builds the .torrent file for `opts.path` and returns its bytes.
 pub fn create_torrent(opts: &CreateOptions) -> Result<Vec<u8>, Error> {
-    create_torrent_with_web_seeds(opts, &[])
-}
-
-/// [`create_torrent`] with web seeds (BEP 19 `url-list`). They go outside
-/// `info`: adding or changing them leaves the info-hash as it is. (A
-/// separate function rather than a field of [`CreateOptions`], which many
-/// callers build field by field.)
-pub fn create_torrent_with_web_seeds(
-    opts: &CreateOptions,
-    web_seeds: &[String],
-) -> Result<Vec<u8>, Error> {
     let source = list_files(&opts.path)?;
     let total = source.total_length()?;
     let piece_length = opts
@@ -125,7 +117,8 @@ pub fn create_torrent_with_web_seeds(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    let web_seeds: Vec<&str> = web_seeds
+    let web_seeds: Vec<&str> = opts
+        .web_seeds
         .iter()
         .map(|u| u.trim())
         .filter(|u| !u.is_empty())
@@ -485,14 +478,14 @@ mod tests {
             trackers: vec!["http://127.0.0.1:6969/announce".into()],
             comment: Some("v2".into()),
             created_by: Some("other".into()),
+            web_seeds: vec![
+                "http://hq.example/ch/".to_owned(),
+                "http://hq.example/m/".to_owned(),
+            ],
             ..Default::default()
         };
-        let seeds = [
-            "http://hq.example/ch/".to_owned(),
-            "http://hq.example/m/".to_owned(),
-        ];
         let first = create_torrent(&plain).expect("create");
-        let with_seeds = create_torrent_with_web_seeds(&seeded, &seeds).expect("create");
+        let with_seeds = create_torrent(&seeded).expect("create");
         assert_ne!(first, with_seeds);
         // Another file of the directory changes; `a` is republished.
         fs::write(&b, vec![9u8; 60_000]).expect("write");

@@ -669,6 +669,7 @@ fn created_torrent_round_trips_and_loads_in_reference_clients() {
         private: true,
         comment: Some("capwise test".into()),
         created_by: None,
+        web_seeds: Vec::new(),
     };
     let bytes = create_torrent(&opts).unwrap();
     let m = Metainfo::from_bytes(&bytes).unwrap();

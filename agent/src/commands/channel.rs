@@ -246,9 +246,10 @@ fn make_item(
     let opts = capwise_engine::create::CreateOptions {
         path: source,
         trackers: args.trackers.clone(),
+        web_seeds,
         ..Default::default()
     };
-    let torrent = capwise_engine::create::create_torrent_with_web_seeds(&opts, &web_seeds)
+    let torrent = capwise_engine::create::create_torrent(&opts)
         .with_context(|| format!("cannot make a torrent of {}", path.display()))?;
     let metainfo = capwise_engine::metainfo::Metainfo::from_bytes(&torrent)
         .context("the torrent made does not parse back")?;
@@ -258,7 +259,7 @@ fn make_item(
             name: name.clone(),
             size: metainfo.info.total_length,
             torrent: format!("{name}.torrent"),
-            web_seeds,
+            web_seeds: opts.web_seeds,
         },
         torrent,
         data_parent,
