@@ -2,8 +2,9 @@
 //! and only its holder can sign a manifest they accept.
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use hex::FromHex;
 
-use crate::{hex, ChannelError};
+use crate::ChannelError;
 
 /// The public key subscribers pin (`--key`), shown as 64 hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -12,7 +13,8 @@ pub struct PublicKey(pub [u8; 32]);
 impl PublicKey {
     /// Parses 64 hex digits.
     pub fn from_hex(text: &str) -> Result<Self, ChannelError> {
-        let bytes = hex::decode::<32>(text.trim())
+        let bytes = <[u8; 32]>::from_hex(text.trim())
+            .ok()
             .ok_or_else(|| ChannelError::Key("a public key is 64 hex digits".into()))?;
         // Refuse points that are not on the curve now, not at the first manifest.
         VerifyingKey::from_bytes(&bytes)
@@ -22,7 +24,7 @@ impl PublicKey {
 
     /// 64 lower-case hex digits.
     pub fn to_hex(&self) -> String {
-        hex::encode(&self.0)
+        hex::encode(self.0)
     }
 
     /// Whether `signature` is this key's over `message` (strict: no malleable forms).
@@ -59,7 +61,8 @@ impl ChannelKey {
 
     /// Parses the key file's text: 64 hex digits of the seed.
     pub fn from_hex(text: &str) -> Result<Self, ChannelError> {
-        hex::decode::<32>(text.trim())
+        <[u8; 32]>::from_hex(text.trim())
+            .ok()
             .map(Self::from_seed)
             .ok_or_else(|| ChannelError::Key("a secret key file holds 64 hex digits".into()))
     }

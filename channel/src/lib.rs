@@ -18,7 +18,6 @@
 
 pub mod checks;
 pub mod error;
-pub mod hex;
 pub mod key;
 pub mod manifest;
 pub mod subscription;

@@ -14,9 +14,10 @@
 //! the same key) cannot pass as a manifest's.
 
 use base64::Engine as _;
+use hex::FromHex;
 use serde::{Deserialize, Serialize};
 
-use crate::{hex, ChannelError, ChannelKey, PublicKey};
+use crate::{ChannelError, ChannelKey, PublicKey};
 
 /// Largest manifest file accepted (envelope included): about 2000 items.
 /// The bound is checked before any parsing.
@@ -107,7 +108,7 @@ pub fn seal(body: &[u8], key: &ChannelKey) -> Result<Vec<u8>, ChannelError> {
     let envelope = Envelope {
         capwise_channel: FORMAT,
         key: key.public().to_hex(),
-        signature: hex::encode(&signature),
+        signature: hex::encode(signature),
         body: base64::engine::general_purpose::STANDARD.encode(body),
     };
     let mut out =
@@ -141,10 +142,12 @@ pub(crate) fn open(bytes: &[u8]) -> Result<Opened, ChannelError> {
             envelope.capwise_channel
         )));
     }
-    let key = hex::decode::<32>(&envelope.key)
+    let key = <[u8; 32]>::from_hex(&envelope.key)
+        .ok()
         .map(PublicKey)
         .ok_or_else(|| ChannelError::Envelope("key is not 64 hex digits".into()))?;
-    let signature = hex::decode::<64>(&envelope.signature)
+    let signature = <[u8; 64]>::from_hex(&envelope.signature)
+        .ok()
         .ok_or_else(|| ChannelError::Envelope("signature is not 128 hex digits".into()))?;
     let body = base64::engine::general_purpose::STANDARD
         .decode(envelope.body.as_bytes())

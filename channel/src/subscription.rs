@@ -96,13 +96,13 @@ pub fn accept(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{hex, ChannelKey};
+    use crate::ChannelKey;
 
     const NOW: u64 = 1_800_000_000;
 
     fn item(n: u8) -> Item {
         Item {
-            info_hash: hex::encode(&[n; 20]),
+            info_hash: hex::encode([n; 20]),
             name: format!("f{n}"),
             size: 1,
             torrent: format!("f{n}.torrent"),
@@ -121,7 +121,7 @@ mod tests {
             retired: retired
                 .iter()
                 .map(|(n, delete_data)| Retired {
-                    info_hash: hex::encode(&[*n; 20]),
+                    info_hash: hex::encode([*n; 20]),
                     delete_data: *delete_data,
                 })
                 .collect(),
@@ -147,7 +147,7 @@ mod tests {
         assert!(!actions.remove[0].delete_data);
         assert_eq!(
             next.held,
-            [1u8, 3].iter().map(|n| hex::encode(&[*n; 20])).collect()
+            [1u8, 3].iter().map(|n| hex::encode([*n; 20])).collect()
         );
         // The same manifest again does nothing.
         let (again, same) = step(&next, &manifest(2, &[1, 3], &[(2, false)]));

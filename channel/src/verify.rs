@@ -1,11 +1,12 @@
 //! From untrusted bytes to a manifest a subscriber may act on.
 
+use hex::FromHex;
 use std::collections::HashSet;
 
 use url::Url;
 
 use crate::manifest::{open, signed_message};
-use crate::{checks, hex, ChannelError, Manifest, PublicKey, MAX_ITEMS, MAX_MANIFEST_BYTES};
+use crate::{checks, ChannelError, Manifest, PublicKey, MAX_ITEMS, MAX_MANIFEST_BYTES};
 
 /// What a subscriber trusts and remembers.
 #[derive(Debug, Clone, Copy)]
@@ -80,8 +81,9 @@ pub fn verify(bytes: &[u8], trust: &Trust<'_>) -> Result<Manifest, ChannelError>
 }
 
 fn info_hash(text: &str) -> Result<String, ChannelError> {
-    hex::decode::<20>(text)
-        .map(|bytes| hex::encode(&bytes))
+    <[u8; 20]>::from_hex(text)
+        .ok()
+        .map(hex::encode)
         .ok_or_else(|| ChannelError::Body(format!("info-hash {text:?} is not 40 hex digits")))
 }
 
@@ -143,7 +145,7 @@ mod tests {
 
     fn item(n: u8) -> Item {
         Item {
-            info_hash: hex::encode(&[n; 20]),
+            info_hash: hex::encode([n; 20]),
             name: format!("file{n}"),
             size: 1000 + u64::from(n),
             torrent: format!("file{n}.torrent"),
@@ -160,7 +162,7 @@ mod tests {
             expires: NOW + 3600,
             items: vec![item(1), item(2)],
             retired: vec![Retired {
-                info_hash: hex::encode(&[9; 20]),
+                info_hash: hex::encode([9; 20]),
                 delete_data: false,
             }],
         }
