@@ -14,9 +14,7 @@
 //! 768-bit exponentiation) waits for a [`DhBudget`], so a flood of half-open
 //! handshakes costs at most a share of one core.
 
-use std::collections::HashMap;
 use std::io;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{ready, Context, Poll};
@@ -27,6 +25,7 @@ use capwise_proto::mse::{
     ResponderConfig, SkeyLookup,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::Semaphore;
 
 use super::{BoxFuture, ReadHalf, Transport, TransportWrite, WriteHalf};
 use crate::wire::PROTOCOL_HEADER;
@@ -104,60 +103,31 @@ pub enum HandshakeError {
     /// The whole handshake took longer than its time limit.
     #[error("MSE handshake not finished within {0:?}")]
     TimedOut(Duration),
-    /// Too many incoming handshakes wait for their key exchange, from the
-    /// peer's address or in all: this one is dropped rather than queued
-    /// behind a flood (a genuine peer dials again).
-    #[error(
-        "{waiting} encrypted handshakes already wait for their key exchange ({scope}): dropped"
-    )]
-    Busy {
-        /// How many wait in that scope.
-        waiting: usize,
-        /// `"from this address"` or `"in all"`.
-        scope: &'static str,
-    },
+    /// Too many incoming handshakes wait for their key exchange: this one
+    /// is dropped rather than queued behind a flood (a genuine peer dials
+    /// again).
+    #[error("{MAX_DH_WAITING} encrypted handshakes already wait for their key exchange: dropped")]
+    Busy,
 }
 
-/// Incoming handshakes that may wait for the budget at once, in all: at
-/// 2 ms each the last waits about 130 ms, so a genuine peer is answered
-/// long before its time-out even while a flood keeps the queue full.
+/// Incoming handshakes that may wait for the budget at once: at 2 ms each
+/// the last waits about 130 ms, so a genuine peer is answered long before
+/// its time-out even while a flood keeps the queue full. (How many of them
+/// one address may hold is bounded before, where connections are accepted:
+/// `session/half_open.rs`.)
 pub(crate) const MAX_DH_WAITING: usize = 64;
-
-/// Incoming handshakes that may wait for the budget at once from one
-/// address: a flood from one host holds this many places, not the queue.
-pub(crate) const MAX_DH_WAITING_PER_ADDRESS: usize = 4;
 
 /// How many 768-bit exponentiations half-open handshakes may cost: one at
 /// a time, and at most one per `spacing`, so that a flood of handshakes
-/// that never finish takes at most that share of one core. A bounded
-/// number wait, and few per address ([`MAX_DH_WAITING`],
-/// [`MAX_DH_WAITING_PER_ADDRESS`]): the rest are dropped at once, so a
-/// flood cannot queue genuine peers past their time-out. Our own dials do
-/// not wait for it: their number is bounded by our connection limit.
+/// that never finish takes at most that share of one core. At most
+/// [`MAX_DH_WAITING`] wait; the rest are dropped at once, so a flood
+/// cannot queue genuine peers past their time-out. Our own dials do not
+/// wait for it: their number is bounded by our connection limit.
 pub(crate) struct DhBudget {
     spacing: Duration,
     next: Mutex<Instant>,
-    one_at_a_time: tokio::sync::Semaphore,
-    waiting: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// A place among the waiting, given back when the handshake is done or
-/// dropped (a time-out cancels the wait).
-struct Waiting<'a> {
-    budget: &'a DhBudget,
-    from: IpAddr,
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        let mut waiting = self.budget.waiting.lock().expect("DH waiting lock");
-        if let Some(n) = waiting.get_mut(&self.from) {
-            *n -= 1;
-            if *n == 0 {
-                waiting.remove(&self.from);
-            }
-        }
-    }
+    one_at_a_time: Semaphore,
+    waiting: Semaphore,
 }
 
 impl DhBudget {
@@ -166,37 +136,20 @@ impl DhBudget {
         Self {
             spacing,
             next: Mutex::new(Instant::now()),
-            one_at_a_time: tokio::sync::Semaphore::new(1),
-            waiting: Mutex::new(HashMap::new()),
+            one_at_a_time: Semaphore::new(1),
+            waiting: Semaphore::new(MAX_DH_WAITING),
         }
     }
 
-    /// Takes a place among the waiting for a handshake from `from`, if one
-    /// is free.
-    fn queue(&self, from: IpAddr) -> Result<Waiting<'_>, HandshakeError> {
-        let mut waiting = self.waiting.lock().expect("DH waiting lock");
-        let in_all: usize = waiting.values().sum();
-        if in_all >= MAX_DH_WAITING {
-            return Err(HandshakeError::Busy {
-                waiting: in_all,
-                scope: "in all",
-            });
-        }
-        let mine = waiting.entry(from).or_insert(0);
-        if *mine >= MAX_DH_WAITING_PER_ADDRESS {
-            return Err(HandshakeError::Busy {
-                waiting: *mine,
-                scope: "from this address",
-            });
-        }
-        *mine += 1;
-        Ok(Waiting { budget: self, from })
-    }
-
-    /// Runs `work` for a handshake from `from` when the budget allows, or
-    /// refuses it at once when too many already wait.
-    async fn spend<T>(&self, from: IpAddr, work: impl FnOnce() -> T) -> Result<T, HandshakeError> {
-        let _place = self.queue(from)?;
+    /// Runs `work` when the budget allows, or refuses at once when
+    /// [`MAX_DH_WAITING`] already wait.
+    async fn spend<T>(&self, work: impl FnOnce() -> T) -> Result<T, HandshakeError> {
+        // Given back when the handshake is done or dropped (a time-out
+        // cancels the wait).
+        let _place = self
+            .waiting
+            .try_acquire()
+            .map_err(|_| HandshakeError::Busy)?;
         let _turn = self
             .one_at_a_time
             .acquire()
@@ -324,7 +277,6 @@ async fn drive(
     budget: Option<&DhBudget>,
     limit: Duration,
 ) -> Result<Outcome, HandshakeError> {
-    let from = transport.remote_addr().ip();
     let steps = async {
         let mut chunk = [0u8; 2048];
         loop {
@@ -337,7 +289,7 @@ async fn drive(
             }
             if machine.wants_dh() {
                 match budget {
-                    Some(budget) => budget.spend(from, || machine.compute_dh()).await??,
+                    Some(budget) => budget.spend(|| machine.compute_dh()).await??,
                     None => machine.compute_dh()?,
                 }
                 continue;
@@ -616,52 +568,38 @@ mod tests {
     async fn the_budget_spaces_exponentiations() {
         let budget = DhBudget::new(Duration::from_millis(50));
         let start = tokio::time::Instant::now();
-        let from: IpAddr = "192.0.2.1".parse().unwrap();
         for _ in 0..5 {
-            budget.spend(from, || ()).await.unwrap();
+            budget.spend(|| ()).await.unwrap();
         }
         assert!(start.elapsed() >= Duration::from_millis(200));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_flood_holds_few_places_and_the_queue_stays_short() {
-        let budget = std::sync::Arc::new(DhBudget::new(Duration::from_millis(2)));
-        let flooder: IpAddr = "192.0.2.66".parse().unwrap();
-        let mut held = Vec::new();
-        for _ in 0..MAX_DH_WAITING_PER_ADDRESS {
-            held.push(budget.queue(flooder).unwrap());
-        }
-        assert!(matches!(
-            budget.queue(flooder),
-            Err(HandshakeError::Busy {
-                scope: "from this address",
-                ..
-            })
-        ));
-        // Another address still gets in, at once.
-        let genuine: IpAddr = "198.51.100.7".parse().unwrap();
+    async fn a_flood_fills_a_short_queue_and_the_rest_are_dropped() {
+        let budget = DhBudget::new(Duration::from_millis(2));
+        // A few waiting: the next still gets in, at once.
+        let held: Vec<_> = (0..4)
+            .map(|_| budget.waiting.try_acquire().unwrap())
+            .collect();
         let start = tokio::time::Instant::now();
-        budget.spend(genuine, || ()).await.unwrap();
+        budget.spend(|| ()).await.unwrap();
         assert!(start.elapsed() <= Duration::from_millis(2));
-        // Spread over many addresses, a flood fills the queue, then is
-        // refused in all; places come back when their handshakes end.
+        // A flood fills the queue, then is refused; places come back when
+        // their handshakes end.
         let mut many = Vec::new();
-        for i in 0..=255u8 {
-            if let Ok(place) = budget.queue(IpAddr::from([203, 0, 113, i])) {
+        for _ in 0..=255 {
+            if let Ok(place) = budget.waiting.try_acquire() {
                 many.push(place);
             }
         }
         assert_eq!(many.len() + held.len(), MAX_DH_WAITING);
         assert!(matches!(
-            budget.queue(genuine),
-            Err(HandshakeError::Busy {
-                scope: "in all",
-                ..
-            })
+            budget.spend(|| ()).await,
+            Err(HandshakeError::Busy)
         ));
         drop(many);
         drop(held);
-        assert!(budget.waiting.lock().unwrap().is_empty());
-        budget.spend(flooder, || ()).await.unwrap();
+        assert_eq!(budget.waiting.available_permits(), MAX_DH_WAITING);
+        budget.spend(|| ()).await.unwrap();
     }
 }
