@@ -20,13 +20,35 @@ use capwise_engine::session::AnnounceOutcome;
 /// Why a downloading torrent has no peer, when capwise knows: no tracker
 /// answered (since when, and the last error), or it lists no tracker at all
 /// (and then whether the DHT, `dht` when the session runs one, is looking:
-/// never for a private torrent).
+/// never for a private torrent). A torrent fetching from its web seeds
+/// (BEP 19) has a source and needs no excuse; one whose web seeds all
+/// failed says so.
 pub fn no_peers_reason(handle: &TorrentHandle, dht: bool) -> Option<String> {
     let (no_trackers, private) = match (handle.metainfo(), handle.magnet_link()) {
         (Some(m), _) => (m.trackers.is_empty(), m.info.private),
         (None, Some(link)) => (link.trackers.is_empty() && link.peers.is_empty(), false),
         (None, None) => (false, false),
     };
+    let web_seeds = handle.web_seeds();
+    if web_seeds.active > 0 {
+        return None;
+    }
+    if no_trackers && web_seeds.dropped > 0 {
+        return Some(format!(
+            "no peers: the torrent lists no tracker, and its web {} failed too often \
+             and {} dropped (the log says why)",
+            if web_seeds.dropped == 1 {
+                "seed"
+            } else {
+                "seeds"
+            },
+            if web_seeds.dropped == 1 {
+                "was"
+            } else {
+                "were"
+            },
+        ));
+    }
     if no_trackers {
         let why = if private {
             "no peers: the torrent lists no tracker, and it is private (no DHT)"
@@ -579,6 +601,59 @@ mod tests {
             .reason
             .unwrap_or_default();
         assert!(reason.contains("private (no DHT)"), "{reason}");
+    }
+
+    /// A torrent without trackers whose web seed is in use has a source:
+    /// no "no peers" sentence blames the missing tracker or the DHT.
+    #[tokio::test]
+    async fn a_torrent_with_a_web_seed_needs_no_tracker() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = Session::start(
+            SessionConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                ..SessionConfig::default()
+            },
+            Hooks::default(),
+        )
+        .await
+        .unwrap();
+        let db = Arc::new(TorrentDb::open(&dir.path().join("capwise.db")).unwrap());
+        let torrents = Arc::new(Torrents::new(session, db, true));
+        let data = dir.path().join("seeded.bin");
+        std::fs::write(&data, vec![3u8; 50_000]).unwrap();
+        let bytes = create_torrent(&CreateOptions {
+            path: data,
+            // Port 1 on loopback refuses: the seed stays in use (backing
+            // off) long after this test has looked.
+            web_seeds: vec!["http://127.0.0.1:1/files/".into()],
+            ..CreateOptions::default()
+        })
+        .unwrap();
+        let added = torrents
+            .add(bytes, dir.path().join("leech"), false, false)
+            .await
+            .unwrap();
+        let mut view = torrents.get(&added.id).unwrap();
+        for _ in 0..100 {
+            if view.state == "downloading" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            view = torrents.get(&added.id).unwrap();
+        }
+        assert_eq!(view.state, "downloading", "{view:?}");
+        assert_eq!(view.reason, None, "{view:?}");
+        let plain = torrents
+            .add(
+                torrent_bytes(dir.path(), "plain.bin", vec![]),
+                dir.path().join("leech"),
+                false,
+                false,
+            )
+            .await
+            .unwrap();
+        let reason = torrents.get(&plain.id).unwrap().reason.unwrap_or_default();
+        assert!(reason.contains("lists no tracker"), "{reason}");
     }
 
     #[tokio::test]

@@ -615,7 +615,8 @@ impl TorrentShared {
     }
 
     /// The progress now, its rates measured over the last few seconds of
-    /// payload ([`RateWindow`]); 0 without peers, since nothing can move.
+    /// payload ([`RateWindow`]); 0 without peers or web seeds in use, since
+    /// nothing can move (a web-seed-only download still shows its rate).
     pub(crate) fn progress_now(&self, swarm: &Swarm) -> Progress {
         let totals = self.payload_totals();
         let mut p = progress_of(swarm, self.metainfo.info.total_length, totals);
@@ -624,7 +625,8 @@ impl TorrentShared {
                 .lock()
                 .expect("rates lock")
                 .sample(Instant::now(), totals.0, totals.1);
-        (p.upload_rate, p.download_rate) = if p.peers == 0 { (0.0, 0.0) } else { (up, down) };
+        let sources = p.peers + self.web_seeds.stats().active;
+        (p.upload_rate, p.download_rate) = if sources == 0 { (0.0, 0.0) } else { (up, down) };
         p
     }
 
