@@ -248,6 +248,7 @@ impl Torrents {
             // A background torrent stays out of the way of the user's own
             // traffic: uTP (LEDBAT) with every peer that answers it.
             transports: background.then(Transports::background),
+            ..TorrentOptions::default()
         };
         let handle = match source {
             Source::Torrent(metainfo) => self

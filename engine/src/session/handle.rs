@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::class::{PeerSource, PeerSources};
-use crate::hooks::Counters;
+use crate::hooks::{Counters, Switch};
 use crate::metainfo::Metainfo;
 use crate::transport::Transports;
 
@@ -27,6 +27,14 @@ pub struct TorrentOptions {
     /// are skipped. Incoming connections are taken on whatever carrier the
     /// session accepts.
     pub transports: Option<Transports>,
+    /// This torrent's own WAN window (a subscription limited to nights, say):
+    /// while the switch is off, no payload moves between this torrent and
+    /// WAN peers or web seeds; LAN peers go on. It only narrows the
+    /// session's `wan` switch ([`Hooks::wan`](super::Hooks::wan)), never
+    /// widens it: both must be on for WAN payload to move. Connections and
+    /// announces stay (they cost a few bytes, and the tracker is how branch
+    /// machines find each other).
+    pub wan_window: Option<Switch>,
 }
 
 /// Where a torrent stands.

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use crate::class::{PeerSource, PeerSources};
 use crate::ext::metadata::{MetadataFetch, MetadataMsg, MAX_MESSAGE_LEN, OUR_ID};
-use crate::hooks::{Counters, PeerClass};
+use crate::hooks::{Counters, PeerClass, Switch};
 use crate::magnet::Magnet;
 use crate::metainfo::Metainfo;
 use crate::picker::PeerKey;
@@ -56,6 +56,8 @@ pub(crate) struct MagnetShared {
     /// The carriers its peers are dialled over, when not the session's
     /// (`TorrentOptions::transports`); the torrent keeps them.
     pub(crate) transports: Option<Transports>,
+    /// Its WAN window (`TorrentOptions::wan_window`), kept for the torrent.
+    pub(crate) wan_window: Option<Switch>,
     pub(crate) run: watch::Sender<RunState>,
     progress: watch::Sender<Progress>,
     /// The torrent, once the metadata is in.
@@ -116,6 +118,7 @@ impl MagnetShared {
         let shared = Arc::new(MagnetShared {
             info_hash: magnet.info_hash.0,
             transports: options.transports.clone(),
+            wan_window: options.wan_window.clone(),
             fetch: Mutex::new(MetadataFetch::new(magnet.info_hash)),
             session,
             download_dir,
@@ -565,6 +568,7 @@ impl MagnetShared {
             TorrentOptions {
                 paused,
                 transports: self.transports.clone(),
+                wan_window: self.wan_window.clone(),
             },
         )
         .await;

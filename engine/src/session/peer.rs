@@ -497,6 +497,7 @@ async fn write_loop(
     let mut down: Option<Pending<'_>> = None;
     let mut up: Option<Pending<'_>> = None;
     let mut out = BytesMut::with_capacity(WRITE_BATCH + 64 * 1024);
+    let mut window = shared.window_watch();
     loop {
         // A network change may reclassify the peer: batches and credit
         // steps follow its class now.
@@ -506,7 +507,17 @@ async fn write_loop(
             PeerClass::Wan => WAN_WRITE_BATCH,
         };
         let step = credit_step(class);
-        let wanted = shared.lock_core().swarm.credit_wanted(key);
+        let wanted = if shared.window_admits(class) {
+            shared.lock_core().swarm.credit_wanted(key)
+        } else {
+            // The torrent's WAN window is shut: no credit is asked for, and
+            // what was being asked for is given up, so no payload moves
+            // until it opens (a debit already made stays counted: the cap
+            // errs on the safe side).
+            down = None;
+            up = None;
+            Default::default()
+        };
         if down.is_none() && wanted.down > 0 {
             let bytes = wanted.down.min(step);
             down = Some(Pending {
@@ -523,6 +534,7 @@ async fn write_loop(
         }
         let granted = tokio::select! {
             _ = link.wake.notified() => None,
+            () = TorrentShared::window_changed(&mut window) => None,
             bytes = debited(&mut down) => {
                 down = None;
                 Some((Direction::Down, bytes))
@@ -576,7 +588,9 @@ async fn write_loop(
                             continue;
                         }
                     }
-                    if !hooks.gate.still_admits(Direction::Up, link.class()) {
+                    if !hooks.gate.still_admits(Direction::Up, link.class())
+                        || !shared.window_admits(link.class())
+                    {
                         deferred.push(block);
                         continue;
                     }

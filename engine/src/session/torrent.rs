@@ -12,7 +12,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::bitfield::Bitfield;
 use crate::class::{PeerSource, PeerSources};
-use crate::hooks::{Counters, Direction, PeerClass};
+use crate::hooks::{Counters, Direction, PeerClass, Switch};
 use crate::metainfo::Metainfo;
 use crate::picker::PeerKey;
 use crate::storage::{self, PieceJournal, ResumeData, Storage};
@@ -96,6 +96,8 @@ pub(crate) struct TorrentShared {
     /// The carriers its peers are dialled over, when not the session's
     /// ([`TorrentOptions::transports`]).
     pub(crate) transports: Option<Transports>,
+    /// Its own WAN window ([`TorrentOptions::wan_window`]), if any.
+    pub(crate) wan_window: Option<Switch>,
     /// Hashing runs on several threads, writes one at a time: concurrent
     /// writes to one file only spin on the kernel's inode lock.
     write_lock: Arc<Mutex<()>>,
@@ -342,6 +344,7 @@ impl TorrentShared {
             metainfo,
             storage: Arc::new(storage),
             transports: options.transports,
+            wan_window: options.wan_window,
             write_lock: Arc::new(Mutex::new(())),
             core: Mutex::new(core),
             links: Mutex::new(HashMap::new()),
@@ -396,6 +399,31 @@ impl TorrentShared {
         let down =
             c.payload(Direction::Down, PeerClass::Lan) + c.payload(Direction::Down, PeerClass::Wan);
         (up, down)
+    }
+
+    /// Whether this torrent's own WAN window lets payload move to or from a
+    /// peer of `class` now (always for LAN peers, and without a window).
+    pub(crate) fn window_admits(&self, class: PeerClass) -> bool {
+        class == PeerClass::Lan || self.wan_window.as_ref().is_none_or(Switch::is_on)
+    }
+
+    /// Resolves when the WAN window opens or closes (never without one).
+    pub(crate) async fn window_changed(window: &mut Option<watch::Receiver<bool>>) {
+        match window {
+            Some(rx) => {
+                if rx.changed().await.is_err() {
+                    // The switch is gone with its owner: it cannot change again.
+                    *window = None;
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// A watch on the WAN window, for [`Self::window_changed`].
+    pub(crate) fn window_watch(&self) -> Option<watch::Receiver<bool>> {
+        self.wan_window.as_ref().map(Switch::subscribe)
     }
 
     /// Whether peers may be connected now: active and not failed.

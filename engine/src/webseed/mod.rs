@@ -174,7 +174,7 @@ impl Seed {
         let url = self.url();
         let class = fetch::classify(&url, &*self.shared.session.hooks.classifier).await;
         let hooks = &self.shared.session.hooks;
-        if class == PeerClass::Wan && !hooks.wan.is_on() {
+        if !self.shared.window_admits(class) || (class == PeerClass::Wan && !hooks.wan.is_on()) {
             self.lock().cancel(id);
             return Turn::Wait(IDLE_RECHECK);
         }
@@ -199,14 +199,26 @@ impl Seed {
         };
         let mut left = job.file_bytes();
         // Ends the request: the torrent paused or stopped, or (for a WAN
-        // seed) the WAN switch went off.
+        // seed) the WAN switch or the torrent's WAN window went off.
         let mut run = self.shared.run.subscribe();
         let mut wan = hooks.wan.subscribe();
+        let mut window = self.shared.window_watch();
         let interrupted = async move {
             let not_active = run.wait_for(|s| *s != RunState::Active);
             let wan_off = async {
                 if class == PeerClass::Wan {
-                    let _ = wan.wait_for(|on| !on).await;
+                    let window_shut = async {
+                        match &mut window {
+                            Some(rx) => {
+                                let _ = rx.wait_for(|on| !on).await;
+                            }
+                            None => std::future::pending::<()>().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = wan.wait_for(|on| !on) => {}
+                        () = window_shut => {}
+                    }
                 } else {
                     std::future::pending::<()>().await;
                 }
