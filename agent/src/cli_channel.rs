@@ -21,6 +21,8 @@ pub enum ChannelCommand {
     Publish(ChannelPublishArgs),
     /// The channels this machine publishes, with their public keys.
     List(ChannelListArgs),
+    /// Every subscribed machine that reported: its site, its version and what it is missing.
+    Status(ChannelStatusArgs),
 }
 
 /// `capwise channel create`
@@ -57,6 +59,11 @@ pub struct ChannelPublishArgs {
     /// so publish again before.
     #[arg(long, default_value_t = 30)]
     pub valid_days: u64,
+    /// Where subscribers send their delivery reports: this machine's
+    /// report endpoint (`[channel] report_listen` in the config), on the
+    /// host of --web-seed, e.g. http://hq.example:7979/v1/reports.
+    #[arg(long = "report-url", value_name = "URL")]
+    pub report_url: Option<String>,
     /// Where the channel's key is kept, and whose running agent seeds the items.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -66,6 +73,19 @@ pub struct ChannelPublishArgs {
 #[derive(Debug, Args)]
 pub struct ChannelListArgs {
     /// Where the keys are kept (default: $XDG_STATE_HOME/capwise).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `capwise channel status`
+#[derive(Debug, Args)]
+pub struct ChannelStatusArgs {
+    /// The channel's name, as given to `channel create`.
+    pub name: String,
+    /// Where the keys and reports are kept (default: $XDG_STATE_HOME/capwise).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
     /// Print JSON instead of text.

@@ -74,6 +74,8 @@ pub struct Config {
     pub pex: PexConfig,
     /// The Mainline DHT.
     pub dht: DhtConfig,
+    /// Channels published from here.
+    pub channel: ChannelConfig,
     /// Sentences about keys that were ignored (unknown outside `[policy]`
     /// and `[limits]`), for the log and `capwise why`.
     #[serde(skip)]
@@ -154,6 +156,15 @@ pub struct DhtConfig {
     pub enabled: Option<bool>,
     /// Nodes to join through, `HOST:PORT` (default: the public routers).
     pub bootstrap: Option<Vec<String>>,
+}
+
+/// `[channel]`: what a publishing agent offers its subscribers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ChannelConfig {
+    /// Where subscribers' delivery reports are received, `ADDR:PORT`
+    /// (default: nowhere). Publish with `--report-url` naming it.
+    pub report_listen: Option<SocketAddr>,
 }
 
 /// Limits in bytes per second, `None` meaning unlimited.

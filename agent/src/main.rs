@@ -14,6 +14,7 @@ mod client;
 mod commands;
 mod config;
 mod daemon;
+mod delivery;
 mod dht;
 mod discovery;
 mod foreground;

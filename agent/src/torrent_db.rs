@@ -29,6 +29,19 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE agent_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
     // 2: the verified-piece journal, written between resume checkpoints.
     "ALTER TABLE torrents ADD COLUMN journal BLOB;",
+    // 3: at a publisher, the last delivery report of each subscribed
+    // machine (agent key) per channel.
+    "CREATE TABLE delivery_reports (
+        channel     TEXT NOT NULL,
+        agent       TEXT NOT NULL,
+        machine     TEXT NOT NULL,
+        site        TEXT NOT NULL,
+        sequence    INTEGER,
+        reported_at INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        report      TEXT NOT NULL,
+        PRIMARY KEY (channel, agent)
+    );",
 ];
 
 /// One stored torrent.
@@ -229,7 +242,7 @@ pub fn hex(info_hash: &[u8; 20]) -> String {
     info_hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn migrate(conn: &Connection) -> Result<()> {
+pub(crate) fn migrate(conn: &Connection) -> Result<()> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS agent_schema (version INTEGER NOT NULL)")?;
     let version: Option<i64> = conn
         .query_row("SELECT version FROM agent_schema", [], |r| r.get(0))

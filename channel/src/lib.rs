@@ -10,6 +10,8 @@
 //!   manifest's directory or host).
 //! - [`verify()`]: the one function from untrusted bytes to a [`Manifest`]
 //!   a subscriber may act on, refusing with a [`ChannelError`].
+//! - [`report`]: a subscribed machine's signed delivery report (what it
+//!   holds), and its pure check at the publisher.
 //! - [`subscription`]: the pure step from (stored state, verified manifest)
 //!   to the actions to take.
 //!
@@ -20,6 +22,7 @@ pub mod checks;
 pub mod error;
 pub mod key;
 pub mod manifest;
+pub mod report;
 pub mod subscription;
 mod verify;
 

@@ -47,6 +47,11 @@ pub struct Manifest {
     /// Torrents withdrawn: subscribers remove them.
     #[serde(default)]
     pub retired: Vec<Retired>,
+    /// Where subscribers send their delivery reports ([`crate::report`]):
+    /// an http(s) URL on the manifest's host, served by the publisher's
+    /// agent. None: nobody asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
 }
 
 /// One torrent on offer.
@@ -104,7 +109,18 @@ impl Manifest {
 /// The manifest file for the exact `body` bytes, signed with `key`, whatever
 /// they hold (tests and the fuzz target seal bodies no publisher would write).
 pub fn seal(body: &[u8], key: &ChannelKey) -> Result<Vec<u8>, ChannelError> {
-    let signature = key.sign(&signed_message(body));
+    seal_as(SIGNING_CONTEXT, body, key)
+}
+
+/// The envelope around `body` signed with `key` under `context` (a
+/// manifest's or a delivery report's: a signature for one never passes as
+/// the other's).
+pub(crate) fn seal_as(
+    context: &[u8],
+    body: &[u8],
+    key: &ChannelKey,
+) -> Result<Vec<u8>, ChannelError> {
+    let signature = key.sign(&signed_message_as(context, body));
     let envelope = Envelope {
         capwise_channel: FORMAT,
         key: key.public().to_hex(),
@@ -117,10 +133,15 @@ pub fn seal(body: &[u8], key: &ChannelKey) -> Result<Vec<u8>, ChannelError> {
     Ok(out)
 }
 
-/// What the signature covers.
+/// What a manifest's signature covers.
 pub(crate) fn signed_message(body: &[u8]) -> Vec<u8> {
-    let mut message = Vec::with_capacity(SIGNING_CONTEXT.len() + body.len());
-    message.extend_from_slice(SIGNING_CONTEXT);
+    signed_message_as(SIGNING_CONTEXT, body)
+}
+
+/// What a signature under `context` covers.
+pub(crate) fn signed_message_as(context: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(context.len() + body.len());
+    message.extend_from_slice(context);
     message.extend_from_slice(body);
     message
 }

@@ -77,10 +77,13 @@ pub fn verify(bytes: &[u8], trust: &Trust<'_>) -> Result<Manifest, ChannelError>
         }
     }
     check_items(&mut manifest, trust.manifest_url)?;
+    if let Some(report) = &manifest.report {
+        checks::same_host_url("delivery reports", report, trust.manifest_url)?;
+    }
     Ok(manifest)
 }
 
-fn info_hash(text: &str) -> Result<String, ChannelError> {
+pub(crate) fn info_hash(text: &str) -> Result<String, ChannelError> {
     <[u8; 20]>::from_hex(text)
         .ok()
         .map(hex::encode)
@@ -165,6 +168,7 @@ mod tests {
                 info_hash: hex::encode([9; 20]),
                 delete_data: false,
             }],
+            report: None,
         }
     }
 

@@ -14,6 +14,7 @@ use capwise_channel::{manifest::Manifest, ChannelKey, Item, Retired, Trust};
 use crate::api_types::{AddRequest, TorrentView};
 use crate::cli_channel::{
     ChannelArgs, ChannelCommand, ChannelCreateArgs, ChannelListArgs, ChannelPublishArgs,
+    ChannelStatusArgs,
 };
 
 /// The manifest's file name in the output directory.
@@ -27,6 +28,7 @@ pub async fn run(args: &ChannelArgs) -> Result<()> {
         ChannelCommand::Create(a) => create(a),
         ChannelCommand::Publish(a) => publish(a).await,
         ChannelCommand::List(a) => list(a),
+        ChannelCommand::Status(a) => status(a),
     }
 }
 
@@ -65,8 +67,6 @@ fn load_key(state_dir: Option<&Path>, name: &str) -> Result<ChannelKey> {
 
 /// `capwise channel create NAME`
 fn create(args: &ChannelCreateArgs) -> Result<()> {
-    use rand::RngCore as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let path = key_path(args.state_dir.as_deref(), &args.name)?;
     crate::state_db::create_state_dir(&crate::state_db::state_dir(args.state_dir.as_deref()))?;
     {
@@ -77,39 +77,59 @@ fn create(args: &ChannelCreateArgs) -> Result<()> {
             .create(keys_dir(args.state_dir.as_deref()))
             .context("cannot create the channels directory")?;
     }
-    let mut seed = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut seed);
-    let key = ChannelKey::from_seed(seed);
-    // create_new: never overwrite a channel's key (its subscribers pin it).
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
+    let key = new_key_file(&path)
         .with_context(|| format!("cannot create {} (does the channel exist?)", path.display()))?;
-    writeln!(file, "{}", key.to_hex())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))?;
     println!("{}", key.public());
     Ok(())
 }
 
-/// `capwise channel list`
-fn list(args: &ChannelListArgs) -> Result<()> {
-    let dir = keys_dir(args.state_dir.as_deref());
+/// A new ed25519 key from the OS's randomness, written to `path` (0600)
+/// as hex. Never overwrites a key: a channel's subscribers pin it, and a
+/// machine is known at its publishers by its agent key.
+pub fn new_key_file(path: &Path) -> Result<ChannelKey> {
+    use rand::RngCore as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut seed);
+    let key = ChannelKey::from_seed(seed);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(file, "{}", key.to_hex()).and_then(|()| file.sync_all())?;
+    Ok(key)
+}
+
+/// Whether this machine publishes the channel whose public key is
+/// `channel` (hex): one of its keys in `<state dir>/channels`.
+pub fn publishes(state_dir: &Path, channel: &str) -> bool {
+    published_channels(state_dir)
+        .iter()
+        .any(|(_, key)| key.eq_ignore_ascii_case(channel))
+}
+
+/// The channels published from `state_dir`: (name, public key hex), by name.
+fn published_channels(state_dir: &Path) -> Vec<(String, String)> {
     let mut rows = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(&dir) {
+    if let Ok(entries) = std::fs::read_dir(keys_dir(Some(state_dir))) {
         for entry in entries.flatten() {
             let file_name = entry.file_name();
             let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".key")) else {
                 continue;
             };
-            if let Ok(key) = load_key(args.state_dir.as_deref(), name) {
+            if let Ok(key) = load_key(Some(state_dir), name) {
                 rows.push((name.to_owned(), key.public().to_hex()));
             }
         }
     }
     rows.sort();
+    rows
+}
+
+/// `capwise channel list`
+fn list(args: &ChannelListArgs) -> Result<()> {
+    let rows = published_channels(&crate::state_db::state_dir(args.state_dir.as_deref()));
     if args.json {
         let list: Vec<_> = rows
             .iter()
@@ -124,6 +144,155 @@ fn list(args: &ChannelListArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The last manifest published from here, unsigned (this machine's own record).
+fn published_path(state_dir: Option<&Path>, name: &str) -> Result<PathBuf> {
+    check_name(name)?;
+    Ok(keys_dir(state_dir).join(format!("{name}.published.json")))
+}
+
+/// `capwise channel status NAME`
+fn status(args: &ChannelStatusArgs) -> Result<()> {
+    let state_dir = crate::state_db::state_dir(args.state_dir.as_deref());
+    let key = load_key(Some(&state_dir), &args.name)?;
+    let path = published_path(Some(&state_dir), &args.name)?;
+    let published: Option<Manifest> = match std::fs::read(&path) {
+        Ok(bytes) => Some(
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let store =
+        crate::delivery::store::DeliveryStore::open(&state_dir.join(crate::state_db::DB_FILE))?;
+    let kept = store.for_channel(&key.public().to_hex())?;
+    let rows: Vec<MachineStatus> = kept
+        .iter()
+        .map(|k| MachineStatus::of(&k.report, k.received_at, published.as_ref()))
+        .collect();
+    if args.json {
+        let list: Vec<_> = rows.iter().map(MachineStatus::json).collect();
+        crate::commands::output::print_json(&serde_json::json!({
+            "channel": args.name,
+            "key": key.public().to_hex(),
+            "sequence": published.as_ref().map(|m| m.sequence),
+            "machines": list,
+        }));
+        return Ok(());
+    }
+    match &published {
+        Some(m) => println!(
+            "channel {}: sequence {} published, {} items; {} machines reported",
+            args.name,
+            m.sequence,
+            m.items.len(),
+            rows.len()
+        ),
+        None => println!(
+            "channel {}: nothing published from here yet; {} machines reported",
+            args.name,
+            rows.len()
+        ),
+    }
+    if rows.is_empty() {
+        println!("no machine has reported yet (subscribers report to the manifest's --report-url)");
+        return Ok(());
+    }
+    for row in &rows {
+        let version = match row.sequence {
+            Some(s) if published.as_ref().is_some_and(|m| s < m.sequence) => {
+                format!("{s} (behind)")
+            }
+            Some(s) => s.to_string(),
+            None => "none yet".into(),
+        };
+        let missing = if row.missing.is_empty() {
+            "has everything".to_string()
+        } else {
+            format!("missing {}", row.missing.join(", "))
+        };
+        let at = crate::commands::output::local_clock(capwise_policy::time::Timestamp(
+            i64::try_from(row.received_at).unwrap_or(i64::MAX),
+        ));
+        println!(
+            "{}\t{}\tversion {version}\t{missing}\treported at {at}{}",
+            row.site,
+            row.machine,
+            row.problem
+                .as_deref()
+                .map(|p| format!("\tproblem: {p}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// One machine's line in `channel status`.
+struct MachineStatus {
+    machine: String,
+    agent: String,
+    site: String,
+    sequence: Option<u64>,
+    received_at: u64,
+    /// The published items it does not hold in full, with how much it has.
+    missing: Vec<String>,
+    problem: Option<String>,
+}
+
+impl MachineStatus {
+    fn of(
+        report: &capwise_channel::report::Report,
+        received_at: u64,
+        published: Option<&Manifest>,
+    ) -> Self {
+        let missing = match published {
+            Some(m) => m
+                .items
+                .iter()
+                .filter_map(|item| {
+                    let held = report.items.iter().find(|h| h.info_hash == item.info_hash);
+                    match held {
+                        Some(h) if h.complete() => None,
+                        Some(h) if item.size > 0 => Some(format!(
+                            "{} ({}%)",
+                            item.name,
+                            h.have.saturating_mul(100) / item.size
+                        )),
+                        _ => Some(item.name.clone()),
+                    }
+                })
+                .collect(),
+            None => report
+                .items
+                .iter()
+                .filter(|h| !h.complete())
+                .map(|h| h.name.clone())
+                .collect(),
+        };
+        MachineStatus {
+            machine: report.machine.clone(),
+            agent: report.agent.clone(),
+            site: report.site.clone(),
+            sequence: report.sequence,
+            received_at,
+            missing,
+            problem: report.problem.clone(),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "machine": self.machine,
+            "agent": self.agent,
+            "site": self.site,
+            "sequence": self.sequence,
+            "received_at": self.received_at,
+            "missing": self.missing,
+            "problem": self.problem,
+        })
+    }
 }
 
 fn now() -> u64 {
@@ -285,6 +454,19 @@ async fn publish(args: &ChannelPublishArgs) -> Result<()> {
     }
     let key = load_key(args.state_dir.as_deref(), &args.name)?;
     let base = args.web_seed.as_deref().map(base_url).transpose()?;
+    if let Some(report) = &args.report_url {
+        match &base {
+            // Subscribers refuse a report URL on another host than the manifest's.
+            Some(base) => {
+                capwise_channel::checks::same_host_url(
+                    "--report-url",
+                    report,
+                    &base.join(MANIFEST_FILE)?,
+                )?;
+            }
+            None => bail!("--report-url needs --web-seed: it must be on the web server's host"),
+        }
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     // For reading back our own manifest: a stand-in host when there is no web seed.
@@ -328,12 +510,18 @@ async fn publish(args: &ChannelPublishArgs) -> Result<()> {
         expires: published.saturating_add(args.valid_days.saturating_mul(86_400)),
         items: made.iter().map(|m| m.item.clone()).collect(),
         retired,
+        report: args.report_url.clone(),
     };
     for m in &made {
         write_atomically(&args.out.join(&m.item.torrent), &m.torrent)?;
     }
     let bytes = manifest.sign(&key)?;
     write_atomically(&args.out.join(MANIFEST_FILE), &bytes)?;
+    // What `channel status` compares the machines' reports with.
+    write_atomically(
+        &published_path(args.state_dir.as_deref(), &args.name)?,
+        &serde_json::to_vec_pretty(&manifest)?,
+    )?;
     println!(
         "channel {} sequence {} ({} items, {} retired) in {}",
         args.name,

@@ -123,6 +123,11 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     });
     let (stop_api, api_task) =
         start_api(&state_dir, config.api_address(), torrents.clone(), control).await?;
+    if let Some(addr) = config.channel.report_listen {
+        // Stops with the API.
+        crate::delivery::listener::start(addr, state_dir.clone(), &db_path, stop_api.subscribe())
+            .await?;
+    }
 
     restore(&torrents, &db).await;
     ready.store(true, Ordering::Release);
