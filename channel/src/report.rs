@@ -86,6 +86,12 @@ impl Report {
     }
 }
 
+/// The report file for the exact `body` bytes, signed with `key`, whatever
+/// they hold (the fuzz target seals bodies no agent would write).
+pub fn seal(body: &[u8], key: &AgentKey) -> Result<Vec<u8>, ChannelError> {
+    seal_as(REPORT_CONTEXT, body, key)
+}
+
 /// Checks a report's bytes: size, envelope, signature by the key it
 /// carries, body, names and item bounds, and a date not ahead of `now` by
 /// more than [`MAX_CLOCK_AHEAD`]. Whether the channel is one this agent
