@@ -60,8 +60,8 @@ fn parse() -> Result<Args> {
         bail!("--timeout must be 1..3600 s");
     }
     for w in &a.which {
-        if !["curl", "libtorrent", "capwise"].contains(&w.as_str()) {
-            bail!("--which takes curl, libtorrent, capwise; not {w:?}");
+        if !["curl", "libtorrent", "capwise", "capwise-kill"].contains(&w.as_str()) {
+            bail!("--which takes curl, libtorrent, capwise, capwise-kill; not {w:?}");
         }
     }
     Ok(a)
@@ -128,11 +128,11 @@ fn main() -> Result<()> {
                         show(&f);
                         figs.push(f);
                     }
-                    if a.kill {
-                        for f in s.capwise(true, false)? {
-                            show(&f);
-                            figs.push(f);
-                        }
+                }
+                if a.kill || wants("capwise-kill") {
+                    for f in s.capwise(true, false)? {
+                        show(&f);
+                        figs.push(f);
                     }
                 }
                 Ok(figs)

@@ -94,6 +94,9 @@ pub struct Figures {
     pub per: [u64; BRANCHES],
     /// What `per` is, in words.
     pub per_what: &'static str,
+    /// The most LAN peers found through LSD that any capwise machine was connected to at once
+    /// (capwise cases only): whether the machines found each other at all.
+    pub max_lsd_peers: Option<u64>,
 }
 
 /// The world: HQ's servers and publisher, the publications, the logs.
@@ -405,6 +408,7 @@ impl<'t> Scenario<'t> {
             branch_seconds,
             per,
             per_what,
+            max_lsd_peers: None,
         }
     }
 
@@ -600,7 +604,8 @@ impl<'t> Scenario<'t> {
         items: &[Item],
         t0: Instant,
         mut hook: impl FnMut(&Scenario, &mut [Machine], &[(usize, u64)]) -> Result<()>,
-    ) -> Result<[f64; BRANCHES]> {
+    ) -> Result<([f64; BRANCHES], u64)> {
+        let mut max_lsd = 0u64;
         let total: u64 = items.iter().map(|i| i.size).sum();
         let mut branch_seconds = [0.0f64; BRANCHES];
         let mut finished = vec![false; machines.len()];
@@ -618,13 +623,18 @@ impl<'t> Scenario<'t> {
                 let rows = agent_torrents(self.topo, &mach.ns, &mach.agent)?;
                 let (done, have) = agent_progress(&rows, items)?;
                 progress.push((done, have));
+                let lsd: u64 = rows
+                    .iter()
+                    .filter_map(|r| r["peer_sources"]["lsd"].as_u64())
+                    .sum();
+                max_lsd = max_lsd.max(lsd);
                 if !finished[k] && done == items.len() {
                     finished[k] = true;
                     branch_seconds[mach.b] = branch_seconds[mach.b].max(t0.elapsed().as_secs_f64());
                 }
             }
             if finished.iter().all(|f| *f) {
-                return Ok(branch_seconds);
+                return Ok((branch_seconds, max_lsd));
             }
             hook(self, machines, &progress)?;
             if Instant::now() >= deadline {
@@ -654,7 +664,7 @@ impl<'t> Scenario<'t> {
         }
         let total: u64 = self.v1.items.iter().map(|i| i.size).sum();
         let mut killed = false;
-        let branch_seconds =
+        let (branch_seconds, lsd) =
             self.wait_machines(&mut machines, &self.v1.items, t0, |s, ms, progress| {
                 if !kill || killed {
                     return Ok(());
@@ -692,14 +702,17 @@ impl<'t> Scenario<'t> {
         for mach in &machines {
             verify(&mach.data, &self.v1.items, &self.logs)?;
         }
-        let mut out = vec![self.figures(
-            case,
-            &before,
-            &after,
-            branch_seconds,
-            self.one_copy,
-            "one curl copy",
-        )];
+        let mut out = vec![Figures {
+            max_lsd_peers: Some(lsd),
+            ..self.figures(
+                case,
+                &before,
+                &after,
+                branch_seconds,
+                self.one_copy,
+                "one curl copy",
+            )
+        }];
         if republish {
             if let Some(v2) = &self.v2 {
                 out.push(self.republish(&mut machines, v2)?);
@@ -719,20 +732,24 @@ impl<'t> Scenario<'t> {
         for mach in machines.iter_mut() {
             deliver_update(&mut mach.agent, &self.v1, v2)?;
         }
-        let branch_seconds = self.wait_machines(machines, &v2.items, t0, |_, _, _| Ok(()))?;
+        let (branch_seconds, lsd) =
+            self.wait_machines(machines, &v2.items, t0, |_, _, _| Ok(()))?;
         let after = self.counters()?;
         for mach in machines.iter() {
             verify(&mach.data, &v2.items, &self.logs)?;
         }
         let changed: u64 = v2.items.iter().map(|i| i.size).sum();
-        Ok(self.figures(
-            "capwise-republish",
-            &before,
-            &after,
-            branch_seconds,
-            [changed; BRANCHES],
-            "changed file",
-        ))
+        Ok(Figures {
+            max_lsd_peers: Some(lsd),
+            ..self.figures(
+                "capwise-republish",
+                &before,
+                &after,
+                branch_seconds,
+                [changed; BRANCHES],
+                "changed file",
+            )
+        })
     }
 
     /// The HQ publisher's torrents (for a test's checks).
@@ -796,7 +813,10 @@ pub fn table(figs: &[Figures]) -> String {
             mb(f.tx[1]),
             f.branch_seconds[1],
             f.seconds,
-            f.per_what
+            match f.max_lsd_peers {
+                Some(n) => format!("{}; LSD peers seen: {n}", f.per_what),
+                None => f.per_what.to_string(),
+            }
         ));
     }
     s
@@ -837,6 +857,7 @@ mod tests {
             branch_seconds: [1.0, 2.0],
             per: [100, 0],
             per_what: "one curl copy",
+            max_lsd_peers: None,
         };
         let t = table(&[f]);
         assert!(t.contains("4.000"), "{t}");
