@@ -3,6 +3,7 @@
 //! The interop suite (`tests/interop.rs`) drives real BitTorrent clients (libtorrent, Transmission,
 //! aria2, opentracker) on loopback inside a private network namespace; run it with `scripts/test`.
 
+pub mod branch;
 pub mod clients;
 pub mod hostile;
 pub mod hostile_handshake;

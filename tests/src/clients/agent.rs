@@ -95,6 +95,18 @@ impl Agent {
         Self::spawn(name, state_dir, command, log_dir, None)
     }
 
+    /// Starts `command` (a `capwise run` command line the caller made, e.g. with LSD on)
+    /// through `wrap` if given, and waits until its API answers `ready`.
+    pub fn start_command(
+        name: &str,
+        state_dir: &Path,
+        command: Command,
+        log_dir: &Path,
+        wrap: Option<Wrap>,
+    ) -> Result<Agent> {
+        Self::spawn(name, state_dir, command, log_dir, wrap)
+    }
+
     fn spawn(
         name: &str,
         state_dir: &Path,

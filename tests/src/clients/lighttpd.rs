@@ -16,13 +16,33 @@ pub struct Lighttpd {
 impl Lighttpd {
     /// Serves `root` on `127.0.0.1:port` (foreground, `-D`); waits until it accepts connections.
     pub fn start(root: &Path, port: u16, work: &Path, log_dir: &Path) -> Result<Self> {
+        Self::start_on(
+            std::net::Ipv4Addr::LOCALHOST,
+            root,
+            port,
+            work,
+            log_dir,
+            |c| c,
+        )
+    }
+
+    /// Like [`Lighttpd::start`] on `ip`; `wrap` may rewrite the command (e.g. into
+    /// `ip netns exec`). The readiness probe connects from the calling thread's namespace.
+    pub fn start_on(
+        ip: std::net::Ipv4Addr,
+        root: &Path,
+        port: u16,
+        work: &Path,
+        log_dir: &Path,
+        wrap: impl FnOnce(Command) -> Command,
+    ) -> Result<Self> {
         std::fs::create_dir_all(work)?;
         let conf = work.join("lighttpd.conf");
         std::fs::write(
             &conf,
             format!(
                 "server.document-root = \"{root}\"\n\
-                 server.bind = \"127.0.0.1\"\n\
+                 server.bind = \"{ip}\"\n\
                  server.port = {port}\n\
                  server.errorlog = \"{err}\"\n\
                  server.modules = ( \"mod_accesslog\" )\n\
@@ -35,12 +55,13 @@ impl Lighttpd {
         )?;
         let mut c = Command::new("lighttpd");
         c.arg("-D").arg("-f").arg(&conf);
+        let mut c = wrap(c);
         let child = ChildGuard::spawn("lighttpd", &mut c, log_dir).context("start lighttpd")?;
         wait_until(
             "lighttpd to listen",
             Duration::from_secs(10),
             Duration::from_millis(50),
-            || Ok(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()),
+            || Ok(std::net::TcpStream::connect((ip, port)).is_ok()),
         )?;
         Ok(Self {
             port,
