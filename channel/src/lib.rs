@@ -11,7 +11,8 @@
 //! - [`verify()`]: the one function from untrusted bytes to a [`Manifest`]
 //!   a subscriber may act on, refusing with a [`ChannelError`].
 //! - [`subscription`]: the pure step from (stored state, verified manifest)
-//!   to the actions to take.
+//!   to the actions to take; [`accept`] also refuses a second body under an
+//!   accepted sequence (a fork), by the SHA-256 the state keeps.
 //!
 //! Nothing here does I/O or reads the clock: `now` is passed in, so every
 //! decision can be replayed and fuzzed.
@@ -29,4 +30,4 @@ pub use manifest::{Item, Manifest, Retired, MAX_ITEMS, MAX_MANIFEST_BYTES};
 pub use subscription::{accept, step, Actions, SubscriptionState};
 /// The URL type of [`Trust::manifest_url`], re-exported so callers agree on its version.
 pub use url;
-pub use verify::{verify, Trust};
+pub use verify::{verify, verify_with_digest, BodyDigest, Trust};
