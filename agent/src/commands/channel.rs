@@ -26,7 +26,7 @@ pub async fn run(args: &ChannelArgs) -> Result<()> {
     match &args.command {
         ChannelCommand::Create(a) => create(a),
         ChannelCommand::Publish(a) => publish(a).await,
-        ChannelCommand::List(a) => list(a),
+        ChannelCommand::List(a) => list(a).await,
     }
 }
 
@@ -94,8 +94,9 @@ fn create(args: &ChannelCreateArgs) -> Result<()> {
     Ok(())
 }
 
-/// `capwise channel list`
-fn list(args: &ChannelListArgs) -> Result<()> {
+/// `capwise channel list`: the channels published from here, then the
+/// subscriptions (from the running agent, or as the database left them).
+async fn list(args: &ChannelListArgs) -> Result<()> {
     let dir = keys_dir(args.state_dir.as_deref());
     let mut rows = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&dir) {
@@ -110,18 +111,25 @@ fn list(args: &ChannelListArgs) -> Result<()> {
         }
     }
     rows.sort();
+    let subscriptions = crate::commands::subscribe::list(args.state_dir.as_deref()).await?;
     if args.json {
         let list: Vec<_> = rows
             .iter()
             .map(|(name, key)| serde_json::json!({"name": name, "key": key}))
             .collect();
-        crate::commands::output::print_json(&serde_json::Value::Array(list));
-    } else if rows.is_empty() {
-        println!("no channels published from here");
+        crate::commands::output::print_json(&serde_json::json!({
+            "channels": list,
+            "subscriptions": subscriptions,
+        }));
     } else {
-        for (name, key) in rows {
-            println!("{name}\t{key}");
+        if rows.is_empty() {
+            println!("no channels published from here");
+        } else {
+            for (name, key) in rows {
+                println!("{name}\t{key}");
+            }
         }
+        crate::commands::subscribe::print(&subscriptions);
     }
     Ok(())
 }
