@@ -134,3 +134,89 @@ fn sentence(error: &reqwest::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serves one connection on loopback with `response`; returns the URL
+    /// and the request it received.
+    async fn serve_once(response: Vec<u8>) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/ch/manifest.json", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 4096];
+            let n = stream.read(&mut request).await.unwrap_or(0);
+            let _ = stream.write_all(&response).await;
+            let _ = stream.shutdown().await;
+            String::from_utf8_lossy(&request[..n]).into_owned()
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn a_body_larger_than_the_bound_is_refused_with_or_without_a_length() {
+        let client = client().unwrap();
+        let announced =
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\nConnection: close\r\n\r\nxx".to_vec();
+        let (url, _server) = serve_once(announced).await;
+        let e = get(&client, &url, None, 1000).await.unwrap_err();
+        assert!(e.contains("announces 2000000 bytes"), "{e}");
+        // No length: cut off while reading.
+        let mut unannounced = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+        unannounced.extend(std::iter::repeat_n(b'x', 5000));
+        let (url, _server) = serve_once(unannounced).await;
+        let e = get(&client, &url, None, 1000).await.unwrap_err();
+        assert!(e.contains("more than the limit of 1000"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn validators_are_sent_and_a_304_is_not_modified() {
+        let client = client().unwrap();
+        let (url, server) =
+            serve_once(b"HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n".to_vec()).await;
+        let since = Validators {
+            etag: Some("\"abc\"".into()),
+            last_modified: Some("Wed, 02 Dec 2026 20:00:00 GMT".into()),
+        };
+        let got = get(&client, &url, Some(&since), 1000).await.unwrap();
+        assert!(matches!(got, Fetched::NotModified));
+        let request = server.await.unwrap().to_ascii_lowercase();
+        assert!(request.contains("if-none-match: \"abc\""), "{request}");
+        assert!(
+            request.contains("if-modified-since: wed, 02 dec 2026"),
+            "{request}"
+        );
+        // A 200 brings the body and its validators.
+        let ok =
+            b"HTTP/1.1 200 OK\r\nETag: \"e2\"\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+                .to_vec();
+        let (url, _server) = serve_once(ok).await;
+        match get(&client, &url, None, 1000).await.unwrap() {
+            Fetched::Body(body, v) => {
+                assert_eq!(body, b"hi");
+                assert_eq!(v.etag.as_deref(), Some("\"e2\""));
+            }
+            Fetched::NotModified => panic!("a 200 is not a 304"),
+        }
+    }
+
+    #[tokio::test]
+    async fn redirects_and_errors_are_not_followed() {
+        let client = client().unwrap();
+        let redirect = b"HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec();
+        let (url, _server) = serve_once(redirect).await;
+        let e = get(&client, &url, None, 1000).await.unwrap_err();
+        assert!(
+            e.contains("redirects") && e.contains("169.254.169.254"),
+            "{e}"
+        );
+        let missing =
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec();
+        let (url, _server) = serve_once(missing).await;
+        let e = get(&client, &url, None, 1000).await.unwrap_err();
+        assert!(e.contains("404"), "{e}");
+    }
+}
