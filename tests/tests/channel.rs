@@ -399,3 +399,152 @@ fn body(root: &Path, logs: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// A manifest signed with the channel's own key whose items do not match their .torrent files:
+/// one names another info-hash than its .torrent has, one's .torrent lists a web seed on
+/// another host. The manifest is accepted (it is the channel's), neither item is added, and
+/// `channel list` says why; then a manifest over 1 MiB is not even read.
+#[test]
+fn items_that_do_not_match_their_torrents_are_not_added() {
+    assert_private_netns();
+    let tmp = tempfile::Builder::new()
+        .prefix("capwise-channel-")
+        .tempdir()
+        .expect("temp dir");
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    if let Err(e) = hostile_items(tmp.path(), &logs) {
+        dump_logs(&logs, None);
+        panic!("[channel] hostile items failed: {e:#}");
+    }
+}
+
+fn hostile_items(root: &Path, logs: &Path) -> Result<()> {
+    use capwise_channel::{manifest::Manifest, ChannelKey, Item, Trust};
+    let src = root.join("src");
+    write_random_file(&src.join("a.bin"), MIB, 4)?;
+    let www = root.join("www");
+    let ch = www.join("ch");
+    std::fs::create_dir_all(&ch)?;
+    let server = Lighttpd::start(&www, free_port(), &root.join("lighttpd"), logs)?;
+    let manifest_url = server.url("ch/manifest.json");
+    // The publisher needs no agent for this: its key and `channel publish` are enough.
+    let ma = machine(root, "a")?;
+    let publish_cli = |args: &[&str]| -> Result<String> {
+        let mut c = Command::new(capwise_tests::paths::capwise_bin());
+        c.args(args).arg("--state-dir").arg(&ma.state);
+        capwise_tests::process::run("publisher", &mut c, logs, WAIT)
+    };
+    let key_hex = publish_cli(&["channel", "create", "demo"])?
+        .trim()
+        .to_owned();
+    let a_path = src.join("a.bin").display().to_string();
+    let out = ch.display().to_string();
+    let web_seed = server.url("ch/");
+    publish_cli(&[
+        "channel",
+        "publish",
+        "demo",
+        &a_path,
+        "--out",
+        &out,
+        "--web-seed",
+        &web_seed,
+    ])?;
+    let key = ChannelKey::from_hex(&std::fs::read_to_string(
+        ma.state.join("channels/demo.key"),
+    )?)?;
+    let public = key.public();
+    let url = capwise_channel::url::Url::parse(&manifest_url)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let mut manifest: Manifest = capwise_channel::verify(
+        &std::fs::read(ch.join("manifest.json"))?,
+        &Trust {
+            key: &public,
+            manifest_url: &url,
+            last_sequence: None,
+            now,
+        },
+    )?;
+    // 1: the manifest names another info-hash than a.bin.torrent has.
+    let real = manifest.items[0].clone();
+    let mut liar = real.clone();
+    liar.info_hash = "11".repeat(20);
+    // 2: a .torrent whose url-list is on another host (127.0.0.2).
+    write_random_file(&ch.join("y.bin"), 100_000, 5)?;
+    capwise_tests::clients::lighttpd::mktorrent(
+        &ch.join("y.bin"),
+        &ch.join("y.bin.torrent"),
+        &["http://127.0.0.2:1/ch/".to_owned()],
+        15,
+        logs,
+    )?;
+    let y =
+        capwise_engine::metainfo::Metainfo::from_bytes(&std::fs::read(ch.join("y.bin.torrent"))?)?;
+    let foreign = Item {
+        info_hash: y.info_hash.to_string(),
+        name: "y.bin".into(),
+        size: 100_000,
+        torrent: "y.bin.torrent".into(),
+        web_seeds: vec![],
+    };
+    manifest.items = vec![liar, foreign];
+    manifest.sequence = 10;
+    serve_manifest(&ch, &manifest.sign(&key)?)?;
+
+    let mb = machine(root, "b")?;
+    let mut b = start("agent-b", &mb, logs)?;
+    b.cli(&[
+        "subscribe",
+        &manifest_url,
+        "--key",
+        &key_hex,
+        "--interval",
+        "2",
+    ])?;
+    let mut last = Value::Null;
+    wait_until("B to poll", WAIT, Duration::from_millis(300), || {
+        last = subscription(&mut b)?;
+        Ok(last["outcome"] != "pending")
+    })
+    .with_context(|| format!("last seen: {last}"))?;
+    let result = last["result"].as_str().unwrap_or_default().to_owned();
+    ensure!(
+        last["outcome"] == "accepted" && last["last_sequence"] == 10,
+        "{last}"
+    );
+    ensure!(
+        result.contains("0 added") && result.contains("not the manifest's"),
+        "the info-hash mismatch is not reported: {result}"
+    );
+    ensure!(
+        result.contains("another host"),
+        "the foreign web seed is not reported: {result}"
+    );
+    ensure!(held(&last).is_empty(), "B holds items it must not: {last}");
+    ensure!(
+        torrents(&mut b)?.is_empty(),
+        "B added a torrent it must not"
+    );
+
+    // A manifest over the 1 MiB bound is refused before its body is read.
+    serve_manifest(&ch, &vec![b' '; 2 * MIB as usize])?;
+    wait_until(
+        "B to refuse the large manifest",
+        WAIT,
+        Duration::from_millis(300),
+        || {
+            last = subscription(&mut b)?;
+            Ok(last["outcome"] == "failed"
+                && last["result"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("more than the limit")))
+        },
+    )
+    .with_context(|| format!("last seen: {last}"))?;
+    ensure!(last["last_sequence"] == 10, "{last}");
+    eprintln!("[channel] hostile items: {result}");
+    Ok(())
+}
