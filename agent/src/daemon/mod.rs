@@ -173,7 +173,8 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     follower.abort();
     addresses.abort();
-    subscriptions.stop();
+    // Before the session stops: a poll under way finishes adding its item.
+    subscriptions.stop(Duration::from_millis(500)).await;
     let _ = stop_api.send(true);
     discovery::remove_agent_file(&state_dir);
     if tokio::time::timeout(STOP_BUDGET, torrents.session().clone().shutdown())

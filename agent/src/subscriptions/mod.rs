@@ -183,10 +183,15 @@ impl Subscriptions {
         Ok(all.iter().map(view).collect())
     }
 
-    /// Stops every poller (at shutdown).
-    pub fn stop(&self) {
-        for (_, r) in self.running().drain() {
+    /// Stops every poller (at shutdown), letting a poll under way finish
+    /// for up to `grace` in all, so that a torrent it adds is recorded held.
+    pub async fn stop(&self, grace: Duration) {
+        let running: Vec<Running> = self.running().drain().map(|(_, r)| r).collect();
+        let deadline = tokio::time::Instant::now() + grace;
+        for r in running {
+            let idle = tokio::time::timeout_at(deadline, r.busy.clone().lock_owned()).await;
             r.task.abort();
+            drop(idle);
         }
     }
 }
@@ -233,14 +238,18 @@ pub fn view(s: &Subscription) -> SubscriptionView {
         polled_at: s.polled_at,
         outcome: s.outcome.clone().unwrap_or_else(|| "pending".into()),
         result: s.result.clone().unwrap_or_else(|| "not polled yet".into()),
-        items: s
-            .names
-            .iter()
-            .map(|(info_hash, name)| HeldItem {
-                info_hash: info_hash.clone(),
-                name: name.clone(),
-            })
-            .collect(),
+        items: {
+            let mut items: Vec<HeldItem> = s
+                .names
+                .iter()
+                .map(|(info_hash, name)| HeldItem {
+                    info_hash: info_hash.clone(),
+                    name: name.clone(),
+                })
+                .collect();
+            items.sort_by(|a, b| a.name.cmp(&b.name).then(a.info_hash.cmp(&b.info_hash)));
+            items
+        },
     }
 }
 
