@@ -198,6 +198,69 @@ pub struct Why {
     pub warnings: Vec<String>,
 }
 
+/// `POST /v1/subscriptions`: subscribe to a channel's manifest.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeRequest {
+    /// The manifest's URL (http or https).
+    pub url: String,
+    /// The channel's public key, 64 hex digits: only manifests it signed are accepted.
+    pub key: String,
+    /// Absolute directory for the items' data; default: the agent's download directory.
+    #[serde(default)]
+    pub download_dir: Option<String>,
+    /// The items are background work (as `capwise add --background`).
+    #[serde(default)]
+    pub background: bool,
+    /// Seconds between polls (2 to 604800; default 900).
+    #[serde(default)]
+    pub interval_secs: Option<u64>,
+}
+
+/// `DELETE /v1/subscriptions` query.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UnsubscribeQuery {
+    /// The manifest's URL.
+    pub url: String,
+    /// Delete the data of the torrents the subscription added.
+    #[serde(default)]
+    pub delete_data: bool,
+}
+
+/// A subscription as the API shows it (`GET /v1/subscriptions`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SubscriptionView {
+    /// The manifest's URL.
+    pub url: String,
+    /// The pinned channel key.
+    pub key: String,
+    /// Where its items go (`null`: the agent's download directory).
+    pub download_dir: Option<String>,
+    /// Its items are background work.
+    pub background: bool,
+    /// Seconds between polls.
+    pub interval_secs: u64,
+    /// The sequence of the last accepted manifest.
+    pub last_sequence: Option<u64>,
+    /// When it was last polled, Unix seconds.
+    pub polled_at: Option<i64>,
+    /// pending, accepted, unchanged, refused, failed or waiting.
+    pub outcome: String,
+    /// The last poll's result in words (a refusal says why).
+    pub result: String,
+    /// The items the subscription added and holds.
+    pub items: Vec<HeldItem>,
+}
+
+/// An item a subscription holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HeldItem {
+    /// Its info-hash.
+    pub info_hash: String,
+    /// Its name.
+    pub name: String,
+}
+
 /// Every error body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiError {

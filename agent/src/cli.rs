@@ -24,8 +24,12 @@ pub enum Command {
     Seed(SeedArgs),
     /// Create a .torrent file from a file or directory.
     Create(CreateArgs),
-    /// Signed channels of torrents: create, publish, list.
+    /// Signed channels of torrents: create, publish, list (with the subscriptions).
     Channel(crate::cli_channel::ChannelArgs),
+    /// Have the running agent follow a channel: poll its signed manifest, add new items, remove retired ones.
+    Subscribe(crate::cli_channel::SubscribeArgs),
+    /// Stop following a channel and remove the torrents it added (data kept unless --delete-data).
+    Unsubscribe(crate::cli_channel::UnsubscribeArgs),
     /// Data-cap budgets per network: set, list, rm.
     Budget(crate::cli_policy::BudgetArgs),
     /// Networks seen, and whether each is metered: list, set.
@@ -94,6 +98,8 @@ impl Command {
                 LimitsCommand::Show(a) => a.json,
                 LimitsCommand::Set(a) => a.agent.json,
             },
+            Command::Subscribe(a) => a.agent.json,
+            Command::Unsubscribe(a) => a.agent.json,
             Command::Channel(a) => match &a.command {
                 crate::cli_channel::ChannelCommand::List(a) => a.json,
                 _ => false,

@@ -19,7 +19,7 @@ pub enum ChannelCommand {
     Create(ChannelCreateArgs),
     /// Make torrents of PATHs and write them with a signed manifest into --out DIR.
     Publish(ChannelPublishArgs),
-    /// The channels this machine publishes, with their public keys.
+    /// The channels this machine publishes, with their public keys, and the subscriptions.
     List(ChannelListArgs),
     /// Every subscribed machine that reported: its site, its version and what it is missing.
     Status(ChannelStatusArgs),
@@ -91,4 +91,40 @@ pub struct ChannelStatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `capwise subscribe`
+#[derive(Debug, Args)]
+pub struct SubscribeArgs {
+    /// The channel's manifest URL (http:// or https://), e.g. https://hq.example/ch/manifest.json.
+    pub url: String,
+    /// The channel's public key (64 hex digits, as `channel create` printed it):
+    /// only manifests it signed are accepted.
+    #[arg(long)]
+    pub key: String,
+    /// Directory for the items' data (default: the agent's download directory).
+    #[arg(short = 'd', long = "dir")]
+    pub dir: Option<PathBuf>,
+    /// The items are background work: they wait while the network is metered.
+    #[arg(long)]
+    pub background: bool,
+    /// Seconds between polls of the manifest (at least 2).
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    pub interval: u64,
+    /// Agent selection and output.
+    #[command(flatten)]
+    pub agent: crate::cli_policy::StoreArgs,
+}
+
+/// `capwise unsubscribe`
+#[derive(Debug, Args)]
+pub struct UnsubscribeArgs {
+    /// The manifest URL given to `subscribe`.
+    pub url: String,
+    /// Also delete the data of the torrents the subscription added (kept by default).
+    #[arg(long)]
+    pub delete_data: bool,
+    /// Agent selection and output.
+    #[command(flatten)]
+    pub agent: crate::cli_policy::StoreArgs,
 }

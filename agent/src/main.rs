@@ -27,6 +27,7 @@ mod policy_gate;
 mod policy_runtime;
 mod policy_state;
 mod state_db;
+mod subscriptions;
 mod torrent_db;
 mod units;
 
@@ -136,6 +137,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Seed(a) => foreground::seed(&a.torrent, a.fetch_missing, &a.transfer).await,
         Command::Create(a) => create(&a),
         Command::Channel(a) => commands::channel::run(&a).await,
+        Command::Subscribe(a) => commands::subscribe::subscribe(&a).await,
+        Command::Unsubscribe(a) => commands::subscribe::unsubscribe(&a).await,
         Command::Budget(a) => {
             commands::budget::run(&a)?;
             if let Some(dir) = a.command.edited_state_dir() {

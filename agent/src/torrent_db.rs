@@ -29,7 +29,29 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE agent_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
     // 2: the verified-piece journal, written between resume checkpoints.
     "ALTER TABLE torrents ADD COLUMN journal BLOB;",
-    // 3: at a publisher, the last delivery report of each subscribed
+    // 3: channel subscriptions (`subscriptions/store.rs`) and the items each holds.
+    "CREATE TABLE subscriptions (
+        url           TEXT PRIMARY KEY,
+        key           TEXT NOT NULL,
+        download_dir  TEXT,
+        background    INTEGER NOT NULL DEFAULT 0,
+        interval_secs INTEGER NOT NULL,
+        added_at      INTEGER NOT NULL,
+        last_sequence INTEGER,
+        digest        TEXT,
+        etag          TEXT,
+        last_modified TEXT,
+        polled_at     INTEGER,
+        outcome       TEXT,
+        result        TEXT
+    );
+    CREATE TABLE subscription_items (
+        url       TEXT NOT NULL,
+        info_hash TEXT NOT NULL,
+        name      TEXT NOT NULL,
+        PRIMARY KEY (url, info_hash)
+    );",
+    // 4: at a publisher, the last delivery report of each subscribed
     // machine (agent key) per channel.
     "CREATE TABLE delivery_reports (
         channel     TEXT NOT NULL,
@@ -90,6 +112,11 @@ impl TorrentDb {
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection, for the agent's other tables (`subscriptions/store.rs`).
+    pub(crate) fn with_conn<R>(&self, f: impl FnOnce(&Connection) -> R) -> R {
+        f(&self.conn())
     }
 
     /// Every stored torrent, oldest first.

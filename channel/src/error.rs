@@ -39,6 +39,13 @@ pub enum ChannelError {
         /// The last accepted sequence.
         last: u64,
     },
+    /// The sequence already accepted, with other body bytes: the publisher
+    /// signed two manifests with one sequence number, or a fork is replayed.
+    #[error("sequence {sequence} was already accepted with a different body (two manifests signed with one sequence number, or a replayed fork); refused")]
+    Fork {
+        /// The sequence both bodies carry.
+        sequence: u64,
+    },
     /// The manifest's expiry has passed: the publisher stopped refreshing it, or a mirror froze.
     #[error("manifest expired at {expires} (now {now}); the publisher must republish")]
     Expired {

@@ -13,7 +13,8 @@
 //! - [`report`]: a subscribed machine's signed delivery report (what it
 //!   holds), and its pure check at the publisher.
 //! - [`subscription`]: the pure step from (stored state, verified manifest)
-//!   to the actions to take.
+//!   to the actions to take; [`accept`] also refuses a second body under an
+//!   accepted sequence (a fork), by the SHA-256 the state keeps.
 //!
 //! Nothing here does I/O or reads the clock: `now` is passed in, so every
 //! decision can be replayed and fuzzed.
@@ -32,4 +33,4 @@ pub use manifest::{Item, Manifest, Retired, MAX_ITEMS, MAX_MANIFEST_BYTES};
 pub use subscription::{accept, step, Actions, SubscriptionState};
 /// The URL type of [`Trust::manifest_url`], re-exported so callers agree on its version.
 pub use url;
-pub use verify::{verify, Trust};
+pub use verify::{verify, verify_with_digest, BodyDigest, Trust};

@@ -7,12 +7,18 @@
 //! offered nor retired) is kept, since only an explicit retirement removes
 //! anything. Items the subscriber holds for other reasons are never
 //! touched: `held` lists only what this subscription added.
+//!
+//! One sequence number names one body: the state keeps the SHA-256 of the
+//! body it accepted, and the same sequence with other bytes is refused
+//! ([`ChannelError::Fork`]), while the same bytes again are a no-op.
 
 use std::collections::BTreeSet;
 
 use url::Url;
 
-use crate::{verify, ChannelError, Item, Manifest, PublicKey, Retired, Trust};
+use crate::{
+    verify_with_digest, BodyDigest, ChannelError, Item, Manifest, PublicKey, Retired, Trust,
+};
 
 /// What a subscription remembers between polls.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,6 +27,8 @@ pub struct SubscriptionState {
     pub last_sequence: Option<u64>,
     /// Info-hashes (lower-case hex) this subscription added and still holds.
     pub held: BTreeSet<String>,
+    /// SHA-256 of the body accepted at `last_sequence`.
+    pub digest: Option<BodyDigest>,
 }
 
 /// What to do after accepting a manifest.
@@ -40,8 +48,9 @@ impl Actions {
 }
 
 /// The actions for `manifest` (already verified) given `state`, and the
-/// state once they are all carried out. A caller that fails an action
-/// records the held set it actually reached instead.
+/// state once they are all carried out (its `digest` is the old one: only
+/// [`accept`] knows the body's). A caller that fails an action records the
+/// held set it actually reached instead.
 pub fn step(state: &SubscriptionState, manifest: &Manifest) -> (Actions, SubscriptionState) {
     let add: Vec<Item> = manifest
         .items
@@ -67,12 +76,14 @@ pub fn step(state: &SubscriptionState, manifest: &Manifest) -> (Actions, Subscri
                 .map_or(manifest.sequence, |last| last.max(manifest.sequence)),
         ),
         held,
+        digest: state.digest,
     };
     (Actions { add, remove }, next)
 }
 
-/// [`verify()`] against the state's last sequence, then [`step`]. On a
-/// refusal the caller keeps `state` as it is.
+/// [`verify()`] against the state's last sequence, the fork check (the
+/// last sequence again must be the same body), then [`step`]. On a refusal
+/// the caller keeps `state` as it is.
 pub fn accept(
     state: &SubscriptionState,
     bytes: &[u8],
@@ -80,7 +91,7 @@ pub fn accept(
     manifest_url: &Url,
     now: u64,
 ) -> Result<(Manifest, Actions, SubscriptionState), ChannelError> {
-    let manifest = verify(
+    let (manifest, digest) = verify_with_digest(
         bytes,
         &Trust {
             key,
@@ -89,7 +100,17 @@ pub fn accept(
             now,
         },
     )?;
-    let (actions, next) = step(state, &manifest);
+    if state.last_sequence == Some(manifest.sequence)
+        && state.digest.is_some_and(|held| held != digest)
+    {
+        return Err(ChannelError::Fork {
+            sequence: manifest.sequence,
+        });
+    }
+    let (actions, mut next) = step(state, &manifest);
+    if next.last_sequence == Some(manifest.sequence) {
+        next.digest = Some(digest);
+    }
     Ok((manifest, actions, next))
 }
 
@@ -162,6 +183,68 @@ mod tests {
         let (actions, next) = step(&held, &manifest(2, &[1], &[]));
         assert!(actions.is_empty());
         assert_eq!(next.held, held.held);
+    }
+
+    #[test]
+    fn the_same_sequence_with_another_body_is_a_fork() {
+        let key = ChannelKey::from_seed([1; 32]);
+        let url = Url::parse("http://hq/ch/manifest.json").unwrap();
+        let first = manifest(5, &[1, 2], &[]).sign(&key).unwrap();
+        let (_, actions, state) = accept(
+            &SubscriptionState::default(),
+            &first,
+            &key.public(),
+            &url,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(actions.add.len(), 2);
+        assert!(state.digest.is_some());
+        // The same bytes again: accepted, nothing to do, the same state.
+        let (_, again, same) = accept(&state, &first, &key.public(), &url, NOW).unwrap();
+        assert!(again.is_empty());
+        assert_eq!(same, state);
+        // The same body in a reformatted envelope is the same publication.
+        let text = String::from_utf8(first.clone()).unwrap();
+        let compact: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let reformatted = serde_json::to_vec(&compact).unwrap();
+        assert_ne!(reformatted, first);
+        assert!(accept(&state, &reformatted, &key.public(), &url, NOW).is_ok());
+        // Sequence 5 signed again with other items: refused, nothing changes.
+        let fork = manifest(5, &[3], &[(1, true)]).sign(&key).unwrap();
+        assert_eq!(
+            accept(&state, &fork, &key.public(), &url, NOW),
+            Err(ChannelError::Fork { sequence: 5 })
+        );
+        // A newer sequence moves on, with its own digest.
+        let next = manifest(6, &[3], &[(1, false)]).sign(&key).unwrap();
+        let (_, actions, newer) = accept(&state, &next, &key.public(), &url, NOW).unwrap();
+        assert_eq!(actions.add, vec![item(3)]);
+        assert_eq!(actions.remove.len(), 1);
+        assert_eq!(newer.last_sequence, Some(6));
+        assert_ne!(newer.digest, state.digest);
+        // And the old sequence 5 is now a rollback, whichever body.
+        assert!(matches!(
+            accept(&newer, &first, &key.public(), &url, NOW),
+            Err(ChannelError::Rollback { .. })
+        ));
+    }
+
+    #[test]
+    fn a_state_without_a_digest_takes_the_body_it_sees() {
+        // A state stored before digests were kept: the same sequence is
+        // accepted once and pins its body from then on.
+        let key = ChannelKey::from_seed([1; 32]);
+        let url = Url::parse("http://hq/ch/manifest.json").unwrap();
+        let old = SubscriptionState {
+            last_sequence: Some(5),
+            ..SubscriptionState::default()
+        };
+        let bytes = manifest(5, &[1], &[]).sign(&key).unwrap();
+        let (_, _, state) = accept(&old, &bytes, &key.public(), &url, NOW).unwrap();
+        assert!(state.digest.is_some());
+        let fork = manifest(5, &[2], &[]).sign(&key).unwrap();
+        assert!(accept(&state, &fork, &key.public(), &url, NOW).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! From untrusted bytes to a manifest a subscriber may act on.
 
 use hex::FromHex;
+use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 
 use url::Url;
@@ -27,6 +28,18 @@ pub struct Trust<'a> {
 /// returned with its info-hashes in lower case. The same sequence as the
 /// last accepted one passes (a re-fetch of an unchanged manifest).
 pub fn verify(bytes: &[u8], trust: &Trust<'_>) -> Result<Manifest, ChannelError> {
+    verify_with_digest(bytes, trust).map(|(manifest, _)| manifest)
+}
+
+/// SHA-256 of a signed body: what makes two manifests of one sequence the
+/// same publication (the envelope's whitespace may differ, the body not).
+pub type BodyDigest = [u8; 32];
+
+/// [`verify`], also returning the SHA-256 of the signed body bytes.
+pub fn verify_with_digest(
+    bytes: &[u8],
+    trust: &Trust<'_>,
+) -> Result<(Manifest, BodyDigest), ChannelError> {
     if bytes.len() > MAX_MANIFEST_BYTES {
         return Err(ChannelError::TooLarge {
             size: bytes.len(),
@@ -80,7 +93,8 @@ pub fn verify(bytes: &[u8], trust: &Trust<'_>) -> Result<Manifest, ChannelError>
     if let Some(report) = &manifest.report {
         checks::same_host_url("delivery reports", report, trust.manifest_url)?;
     }
-    Ok(manifest)
+    let digest = Sha256::digest(&opened.body).into();
+    Ok((manifest, digest))
 }
 
 pub(crate) fn info_hash(text: &str) -> Result<String, ChannelError> {

@@ -3,10 +3,11 @@
 //! parsing and signature refusals); even seals the rest as a body with the
 //! fuzzer's own key first, so the signed-body checks (paths, URLs, hashes,
 //! sequence, expiry) are reached too. An accepted manifest re-signs to one
-//! that verifies alike, and the subscription step on it never panics.
+//! that verifies alike, and the subscription step on it never panics; the
+//! same bytes accepted twice are a no-op the second time (same digest).
 #![no_main]
 
-use capwise_channel::{manifest, step, verify, ChannelKey, SubscriptionState, Trust};
+use capwise_channel::{accept, manifest, step, verify, ChannelKey, SubscriptionState, Trust};
 use libfuzzer_sys::fuzz_target;
 
 const NOW: u64 = 1_800_000_000;
@@ -42,4 +43,14 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(state.last_sequence, Some(accepted.sequence));
     let again = accepted.sign(&key).expect("an accepted manifest signs");
     assert_eq!(verify(&again, &trust).as_ref(), Ok(&accepted));
+    let start = SubscriptionState {
+        last_sequence,
+        ..SubscriptionState::default()
+    };
+    if let Ok((_, _, state)) = accept(&start, &file, &public, &url, NOW) {
+        let (_, actions, same) =
+            accept(&state, &file, &public, &url, NOW).expect("the same bytes again are accepted");
+        assert!(actions.is_empty());
+        assert_eq!(same, state);
+    }
 });

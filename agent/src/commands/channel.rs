@@ -27,7 +27,7 @@ pub async fn run(args: &ChannelArgs) -> Result<()> {
     match &args.command {
         ChannelCommand::Create(a) => create(a),
         ChannelCommand::Publish(a) => publish(a).await,
-        ChannelCommand::List(a) => list(a),
+        ChannelCommand::List(a) => list(a).await,
         ChannelCommand::Status(a) => status(a),
     }
 }
@@ -127,21 +127,29 @@ fn published_channels(state_dir: &Path) -> Vec<(String, String)> {
     rows
 }
 
-/// `capwise channel list`
-fn list(args: &ChannelListArgs) -> Result<()> {
+/// `capwise channel list`: the channels published from here, then the
+/// subscriptions (from the running agent, or as the database left them).
+async fn list(args: &ChannelListArgs) -> Result<()> {
     let rows = published_channels(&crate::state_db::state_dir(args.state_dir.as_deref()));
+    let subscriptions = crate::commands::subscribe::list(args.state_dir.as_deref()).await?;
     if args.json {
         let list: Vec<_> = rows
             .iter()
             .map(|(name, key)| serde_json::json!({"name": name, "key": key}))
             .collect();
-        crate::commands::output::print_json(&serde_json::Value::Array(list));
-    } else if rows.is_empty() {
-        println!("no channels published from here");
+        crate::commands::output::print_json(&serde_json::json!({
+            "channels": list,
+            "subscriptions": subscriptions,
+        }));
     } else {
-        for (name, key) in rows {
-            println!("{name}\t{key}");
+        if rows.is_empty() {
+            println!("no channels published from here");
+        } else {
+            for (name, key) in rows {
+                println!("{name}\t{key}");
+            }
         }
+        crate::commands::subscribe::print(&subscriptions);
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod net;
 pub mod network;
 pub(crate) mod output;
 pub mod schedule;
+pub mod subscribe;
 pub mod torrents;
 pub mod usage;
 pub mod why;

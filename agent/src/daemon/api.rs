@@ -17,7 +17,10 @@ use base64::Engine as _;
 use serde::de::DeserializeOwned;
 
 use super::torrents::{TorrentError, Torrents};
-use crate::api_types::{AddRequest, AgentInfo, ApiError, Limits, RemoveQuery, Why};
+use crate::api_types::{
+    AddRequest, AgentInfo, ApiError, Limits, RemoveQuery, SubscribeRequest, UnsubscribeQuery, Why,
+};
+use crate::subscriptions::{SubscriptionError, Subscriptions};
 
 /// A .torrent of up to 16 MiB, base64-encoded, plus the JSON around it.
 const MAX_BODY: usize = 24 << 20;
@@ -34,6 +37,8 @@ pub struct ApiState {
     pub allowed_origins: Vec<String>,
     /// Answers `GET /v1/agent`, `/v1/why` and `/v1/limits`.
     pub control: Arc<dyn AgentControl>,
+    /// Channel subscriptions and their pollers.
+    pub subscriptions: Arc<Subscriptions>,
 }
 
 /// What the API asks of the agent beyond its torrents.
@@ -78,6 +83,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/torrents/{id}", get(one).delete(remove))
         .route("/v1/torrents/{id}/pause", post(pause))
         .route("/v1/torrents/{id}/resume", post(resume))
+        .route(
+            "/v1/subscriptions",
+            get(subscriptions).post(subscribe).delete(unsubscribe),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -169,6 +178,18 @@ impl IntoResponse for TorrentError {
             TorrentError::Ambiguous(_) | TorrentError::Invalid(_) => StatusCode::BAD_REQUEST,
             TorrentError::Duplicate(_) | TorrentError::InUse(_) => StatusCode::CONFLICT,
             TorrentError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        error(status, self.to_string())
+    }
+}
+
+impl IntoResponse for SubscriptionError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            SubscriptionError::NotFound(_) => StatusCode::NOT_FOUND,
+            SubscriptionError::Invalid(_) => StatusCode::BAD_REQUEST,
+            SubscriptionError::Exists(_) => StatusCode::CONFLICT,
+            SubscriptionError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         error(status, self.to_string())
     }
@@ -356,6 +377,33 @@ async fn remove(
     ApiQuery(q): ApiQuery<RemoveQuery>,
 ) -> Response {
     match s.torrents.remove(&id, q.delete_data).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn subscriptions(State(s): State<Arc<ApiState>>) -> Response {
+    match s.subscriptions.list() {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn subscribe(
+    State(s): State<Arc<ApiState>>,
+    Body(request): Body<SubscribeRequest>,
+) -> Response {
+    match s.subscriptions.subscribe(&request) {
+        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn unsubscribe(
+    State(s): State<Arc<ApiState>>,
+    ApiQuery(q): ApiQuery<UnsubscribeQuery>,
+) -> Response {
+    match s.subscriptions.unsubscribe(&q.url, q.delete_data).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),
     }

@@ -5,7 +5,7 @@
 
 mod api;
 pub(crate) mod control;
-mod torrents;
+pub(crate) mod torrents;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -121,8 +121,22 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         download_dir,
         config_warnings: config.warnings.clone(),
     });
-    let (stop_api, api_task) =
-        start_api(&state_dir, config.api_address(), torrents.clone(), control).await?;
+    let subscriptions =
+        crate::subscriptions::Subscriptions::new(crate::subscriptions::poller::Context {
+            db: db.clone(),
+            torrents: torrents.clone(),
+            download_dir: control.download_dir.clone(),
+            client: crate::subscriptions::fetch::client().map_err(anyhow::Error::msg)?,
+            decisions: policy.subscribe(),
+        });
+    let (stop_api, api_task) = start_api(
+        &state_dir,
+        config.api_address(),
+        torrents.clone(),
+        control,
+        subscriptions.clone(),
+    )
+    .await?;
     if let Some(addr) = config.channel.report_listen {
         // Stops with the API.
         crate::delivery::listener::start(addr, state_dir.clone(), &db_path, stop_api.subscribe())
@@ -130,6 +144,8 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     }
 
     restore(&torrents, &db).await;
+    // After the restore: the pollers find the items they hold in the session.
+    subscriptions.resume_all();
     ready.store(true, Ordering::Release);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tracing::info!(
@@ -162,6 +178,8 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     follower.abort();
     addresses.abort();
+    // Before the session stops: a poll under way finishes adding its item.
+    subscriptions.stop(Duration::from_millis(500)).await;
     let _ = stop_api.send(true);
     discovery::remove_agent_file(&state_dir);
     if tokio::time::timeout(STOP_BUDGET, torrents.session().clone().shutdown())
@@ -200,6 +218,7 @@ async fn start_api(
     address: SocketAddr,
     torrents: Arc<Torrents>,
     control: Arc<Control>,
+    subscriptions: Arc<crate::subscriptions::Subscriptions>,
 ) -> Result<(watch::Sender<bool>, tokio::task::JoinHandle<()>)> {
     if !address.ip().is_loopback() {
         tracing::warn!(%address, "the API listens beyond loopback, as configured; the token is its only guard");
@@ -216,6 +235,7 @@ async fn start_api(
         allowed_hosts,
         allowed_origins,
         control,
+        subscriptions,
     });
     let (stop, mut stopped) = watch::channel(false);
     let app = api::router(state);

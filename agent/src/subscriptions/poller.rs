@@ -1,0 +1,233 @@
+//! One poll of one subscription: fetch the manifest (conditionally), have
+//! `capwise_channel::accept` judge it against the stored state, and carry
+//! out what it decides: fetch each new item's .torrent from the manifest's
+//! host, check it is the item the manifest names, add it; remove retired
+//! items. The held set recorded is the one actually reached. A refusal
+//! changes nothing but the stored result, in words.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use capwise_channel::url::Url;
+use capwise_channel::{accept, checks, Item, PublicKey, MAX_MANIFEST_BYTES};
+use capwise_engine::metainfo::Metainfo;
+use capwise_policy::decision::Decision;
+use capwise_policy::time::Timestamp;
+use tokio::sync::watch;
+
+use super::fetch::{self, Fetched, Validators};
+use super::store::{self, Accepted, Outcome, Subscription};
+use super::words;
+use crate::daemon::torrents::{TorrentError, Torrents};
+use crate::torrent_db::TorrentDb;
+
+/// Largest .torrent fetched (the API's own bound on an added .torrent).
+pub const MAX_TORRENT_BYTES: usize = 16 << 20;
+
+/// What every poll needs.
+pub struct Context {
+    /// The agent's database.
+    pub db: Arc<TorrentDb>,
+    /// The agent's torrents.
+    pub torrents: Arc<Torrents>,
+    /// Where items go when the subscription names no directory.
+    pub download_dir: PathBuf,
+    /// The HTTP client ([`fetch::client`]).
+    pub client: reqwest::Client,
+    /// The policy's decisions: no poll while all WAN traffic is held back.
+    pub decisions: watch::Receiver<Decision>,
+}
+
+/// Polls the subscription at `url` once; returns the outcome (also stored).
+pub async fn poll(ctx: &Context, url: &str) -> Outcome {
+    let now = Timestamp::now_from_system().0;
+    let sub = match store::get(&ctx.db, url) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Outcome::Failed,
+        Err(error) => {
+            tracing::error!(%url, error = %format!("{error:#}"), "cannot read the subscription");
+            return Outcome::Failed;
+        }
+    };
+    let (outcome, result) = match run(ctx, &sub, now).await {
+        Ok(done) => return done,
+        Err(refusal) => refusal,
+    };
+    match outcome {
+        Outcome::Refused => tracing::warn!(%url, %result, "channel manifest refused"),
+        Outcome::Failed => tracing::warn!(%url, %result, "channel poll failed"),
+        _ => tracing::info!(%url, %result, "channel poll"),
+    }
+    if let Err(error) = store::record_result(&ctx.db, url, now, outcome, &result) {
+        tracing::error!(%url, error = %format!("{error:#}"), "cannot store the poll's result");
+    }
+    outcome
+}
+
+/// `Err((outcome, words))` for a poll that changed nothing; `Ok` once an
+/// accepted manifest was carried out and recorded.
+async fn run(ctx: &Context, sub: &Subscription, now: i64) -> Result<Outcome, (Outcome, String)> {
+    let failed = |e: String| (Outcome::Failed, e);
+    {
+        let decision = ctx.decisions.borrow();
+        if !crate::policy_runtime::wan_allowed(&decision) {
+            return Err((
+                Outcome::Waiting,
+                format!("not polled: {}", decision.explanation),
+            ));
+        }
+    }
+    let manifest_url = Url::parse(&sub.url).map_err(|e| failed(format!("bad URL: {e}")))?;
+    let key = PublicKey::from_hex(&sub.key).map_err(|e| failed(e.to_string()))?;
+    // Conditional only once something was accepted and fully carried out
+    // (otherwise validators are not kept: the next poll retries).
+    let since = Validators {
+        etag: sub.etag.clone(),
+        last_modified: sub.last_modified.clone(),
+    };
+    let conditional = sub.state.last_sequence.is_some() && since != Validators::default();
+    let fetched = fetch::get(
+        &ctx.client,
+        &sub.url,
+        conditional.then_some(&since),
+        MAX_MANIFEST_BYTES,
+    )
+    .await
+    .map_err(|e| failed(format!("cannot fetch the manifest: {e}")))?;
+    let (bytes, validators) = match fetched {
+        Fetched::NotModified => {
+            return Err((
+                Outcome::Unchanged,
+                format!(
+                    "unchanged since the last poll (sequence {}, HTTP 304)",
+                    sub.state.last_sequence.unwrap_or(0)
+                ),
+            ))
+        }
+        Fetched::Body(bytes, validators) => (bytes, validators),
+    };
+    let unix_now = u64::try_from(now).unwrap_or(0);
+    let (manifest, actions, next) = accept(&sub.state, &bytes, &key, &manifest_url, unix_now)
+        .map_err(|e| (Outcome::Refused, words::refusal(&e)))?;
+
+    let mut problems = Vec::new();
+    let mut retired = 0;
+    for r in &actions.remove {
+        match ctx.torrents.remove(&r.info_hash, r.delete_data).await {
+            Ok(()) | Err(TorrentError::NotFound(_)) => {
+                retired += 1;
+                record(store::release(&ctx.db, &sub.url, &r.info_hash), &sub.url);
+            }
+            Err(e) => problems.push(format!("{} not removed: {e}", r.info_hash)),
+        }
+    }
+    let dir = sub
+        .download_dir
+        .clone()
+        .unwrap_or_else(|| ctx.download_dir.clone());
+    let mut added = 0;
+    for item in &actions.add {
+        match add_item(ctx, &manifest_url, item, &dir, sub.background).await {
+            Ok(()) => {
+                added += 1;
+                record(
+                    store::hold(&ctx.db, &sub.url, &item.info_hash, &item.name),
+                    &sub.url,
+                );
+            }
+            Err(e) => problems.push(format!("{}: {e}", item.name)),
+        }
+    }
+    let outcome = if actions.is_empty() && next == sub.state {
+        Outcome::Unchanged
+    } else {
+        Outcome::Accepted
+    };
+    let mut result = if outcome == Outcome::Unchanged {
+        format!("unchanged (sequence {})", manifest.sequence)
+    } else {
+        format!(
+            "accepted sequence {}: {added} added, {retired} retired",
+            manifest.sequence
+        )
+    };
+    if !problems.is_empty() {
+        result = format!(
+            "accepted sequence {}: {added} added, {retired} retired; not done, retried at the next poll: {}",
+            manifest.sequence,
+            problems.join("; ")
+        );
+    }
+    let accepted = Accepted {
+        sequence: manifest.sequence,
+        digest: next.digest,
+        validators: problems.is_empty().then_some((
+            validators.etag.as_deref(),
+            validators.last_modified.as_deref(),
+        )),
+    };
+    tracing::info!(url = %sub.url, %result, "channel poll");
+    record(
+        store::record_accepted(&ctx.db, &sub.url, &accepted, now, outcome, &result),
+        &sub.url,
+    );
+    Ok(outcome)
+}
+
+fn record(done: anyhow::Result<()>, url: &str) {
+    if let Err(error) = done {
+        tracing::error!(%url, error = %format!("{error:#}"), "cannot store the subscription's state");
+    }
+}
+
+/// Fetches an item's .torrent from the manifest's host, checks that it is
+/// the item the manifest names (info-hash, name, web seeds on the
+/// manifest's host) and adds it.
+async fn add_item(
+    ctx: &Context,
+    manifest_url: &Url,
+    item: &Item,
+    dir: &std::path::Path,
+    background: bool,
+) -> Result<(), String> {
+    let url = checks::torrent_url(item, manifest_url).map_err(|e| e.to_string())?;
+    let bytes = match fetch::get(&ctx.client, url.as_str(), None, MAX_TORRENT_BYTES).await {
+        Ok(Fetched::Body(bytes, _)) => bytes,
+        Ok(Fetched::NotModified) => return Err("HTTP 304 to an unconditional request".into()),
+        Err(e) => return Err(format!("cannot fetch {url}: {e}")),
+    };
+    let metainfo =
+        Metainfo::from_bytes(&bytes).map_err(|e| format!("{url} is not a torrent: {e}"))?;
+    if !metainfo
+        .info_hash
+        .to_string()
+        .eq_ignore_ascii_case(&item.info_hash)
+    {
+        return Err(format!(
+            "{url} has info-hash {}, not the manifest's {}; refused",
+            metainfo.info_hash, item.info_hash
+        ));
+    }
+    if metainfo.info.name != item.name {
+        return Err(format!(
+            "{url} names its data {:?}, not the manifest's {:?}; refused",
+            metainfo.info.name, item.name
+        ));
+    }
+    for seed in &metainfo.web_seeds {
+        checks::same_host_url(&item.name, seed, manifest_url).map_err(|e| e.to_string())?;
+    }
+    match ctx
+        .torrents
+        .add(bytes, dir.to_path_buf(), false, background)
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Someone added it by hand: it is theirs, the subscription leaves it alone.
+        Err(TorrentError::Duplicate(_)) => Err(
+            "already in the agent, added by other means; left alone (not held by this channel)"
+                .into(),
+        ),
+        Err(e) => Err(e.to_string()),
+    }
+}
