@@ -43,7 +43,8 @@ const MIGRATIONS: &[&str] = &[
         last_modified TEXT,
         polled_at     INTEGER,
         outcome       TEXT,
-        result        TEXT
+        result        TEXT,
+        report_url    TEXT
     );
     CREATE TABLE subscription_items (
         url       TEXT NOT NULL,

@@ -63,6 +63,23 @@ pub fn item_name(name: &str) -> Result<(), ChannelError> {
 /// Parses an absolute URL a manifest may name: http or https, no user
 /// name or password, on the manifest's host and port.
 pub fn same_host_url(item: &str, text: &str, manifest_url: &Url) -> Result<Url, ChannelError> {
+    checked_url(item, text, manifest_url, true)
+}
+
+/// The manifest's delivery-report URL: like [`same_host_url`], but on any
+/// port of the manifest's host (the publisher's agent listens beside the
+/// web server). The host is the bound that matters: no report goes to an
+/// arbitrary internal machine, and what is posted is a signed report.
+pub fn report_url(text: &str, manifest_url: &Url) -> Result<Url, ChannelError> {
+    checked_url("delivery reports", text, manifest_url, false)
+}
+
+fn checked_url(
+    item: &str,
+    text: &str,
+    manifest_url: &Url,
+    same_port: bool,
+) -> Result<Url, ChannelError> {
     let bad = |reason: &str| ChannelError::BadUrl {
         url: text.to_owned(),
         reason: reason.to_owned(),
@@ -76,7 +93,7 @@ pub fn same_host_url(item: &str, text: &str, manifest_url: &Url) -> Result<Url, 
     }
     let same = url.host_str().is_some()
         && url.host_str() == manifest_url.host_str()
-        && url.port_or_known_default() == manifest_url.port_or_known_default();
+        && (!same_port || url.port_or_known_default() == manifest_url.port_or_known_default());
     if !same {
         return Err(ChannelError::ForeignHost {
             item: item.to_owned(),
@@ -203,5 +220,16 @@ mod tests {
         assert!(torrent_url(&item("../a.torrent"), &base).is_err());
         assert!(torrent_url(&item("http://127.0.0.2:8080/a.torrent"), &base).is_err());
         assert!(torrent_url(&item("http://127.0.0.1:8080/other/a.torrent"), &base).is_ok());
+    }
+
+    #[test]
+    fn a_report_url_may_use_another_port_of_the_manifest_host_only() {
+        let manifest = Url::parse("http://hq.example:8080/ch/manifest.json").unwrap();
+        assert!(report_url("http://hq.example:7979/v1/reports", &manifest).is_ok());
+        assert!(report_url("http://10.0.0.1:7979/v1/reports", &manifest).is_err());
+        assert!(report_url("ftp://hq.example/v1/reports", &manifest).is_err());
+        assert!(report_url("http://u:p@hq.example:7979/v1/reports", &manifest).is_err());
+        // Web seeds and .torrent URLs keep the port too.
+        assert!(same_host_url("x", "http://hq.example:7979/ch/", &manifest).is_err());
     }
 }

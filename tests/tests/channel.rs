@@ -122,25 +122,57 @@ fn wait_holding(b: &mut Agent, want: &BTreeSet<String>, sequence: u64) -> Result
     .with_context(|| format!("last seen: {last}"))
 }
 
-/// `capwise channel publish demo PATHS --out www/ch --web-seed URL` on A; the info-hashes printed.
+/// `capwise channel publish demo PATHS --out www/ch --web-seed URL [--report-url URL]` on A;
+/// the info-hashes printed.
 fn publish(
     a: &mut Agent,
     name: &str,
     paths: &[&Path],
     out: &Path,
     web_seed: &str,
+    report_url: Option<&str>,
 ) -> Result<Vec<String>> {
     let mut args = vec!["channel", "publish", name];
     let texts: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     args.extend(texts.iter().map(String::as_str));
     let out_text = out.display().to_string();
     args.extend(["--out", &out_text, "--web-seed", web_seed]);
+    if let Some(url) = report_url {
+        args.extend(["--report-url", url]);
+    }
     let printed = a.cli(&args)?;
     Ok(printed
         .lines()
         .skip(1)
         .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
         .collect())
+}
+
+/// Waits until A's `channel status demo` shows B's report: one machine, at `sequence`,
+/// missing nothing; then checks the plain text says so too.
+fn wait_reported(a: &mut Agent, sequence: u64) -> Result<()> {
+    let mut last = Value::Null;
+    wait_until(
+        &format!("A to hear that B holds sequence {sequence}"),
+        WAIT,
+        Duration::from_millis(300),
+        || {
+            last = a.cli_json(&["channel", "status", "demo"])?;
+            let machines = last["machines"].as_array().cloned().unwrap_or_default();
+            Ok(last["sequence"] == sequence
+                && machines.len() == 1
+                && machines[0]["sequence"] == sequence
+                && machines[0]["missing"].as_array().is_some_and(Vec::is_empty))
+        },
+    )
+    .with_context(|| format!("last seen: {last}"))?;
+    let text = a.cli(&["channel", "status", "demo"])?;
+    ensure!(
+        text.contains("has everything") && text.contains(&format!("version {sequence}")),
+        "channel status does not say it: {text}"
+    );
+    eprintln!("[channel] channel status on A:\n{text}");
+    Ok(())
 }
 
 /// Replaces the served manifest (a rename, as a publisher does).
@@ -216,6 +248,14 @@ fn body(root: &Path, logs: &Path) -> Result<()> {
     let manifest_url = server.url("ch/manifest.json");
 
     let ma = machine(root, "a")?;
+    // A receives delivery reports beside lighttpd, on the same host.
+    let report_port = free_port();
+    let mut config = std::fs::read_to_string(&ma.config)?;
+    config.push_str(&format!(
+        "[channel]\nreport_listen = \"127.0.0.1:{report_port}\"\n"
+    ));
+    std::fs::write(&ma.config, config)?;
+    let report_url = format!("http://127.0.0.1:{report_port}/v1/reports");
     let mb = machine(root, "b")?;
     let mut a = start("agent-a", &ma, logs)?;
     let key = a.cli(&["channel", "create", "demo"])?.trim().to_owned();
@@ -226,6 +266,7 @@ fn body(root: &Path, logs: &Path) -> Result<()> {
         &[&src.join("a.bin"), &src.join("b.bin")],
         &ch,
         &web_seed,
+        Some(&report_url),
     )?;
     ensure!(first.len() == 2, "publish printed {first:?}");
     let seq1 = std::fs::read(ch.join("manifest.json"))?;
@@ -257,6 +298,7 @@ fn body(root: &Path, logs: &Path) -> Result<()> {
             "{f} differs from the published file"
         );
     }
+    wait_reported(&mut a, 1)?;
     // Subscribing twice is refused.
     let again = Command::new(capwise_tests::paths::capwise_bin())
         .args(["subscribe", &manifest_url, "--key", &key, "--state-dir"])
@@ -277,6 +319,7 @@ fn body(root: &Path, logs: &Path) -> Result<()> {
         &[&src.join("a.bin"), &src.join("b.bin")],
         &ch,
         &web_seed,
+        Some(&report_url),
     )?;
     ensure!(
         second[0] == first[0] && second[1] != first[1],
@@ -306,6 +349,7 @@ fn body(root: &Path, logs: &Path) -> Result<()> {
         "the unchanged a.bin was downloaded again"
     );
     let seq2 = std::fs::read(ch.join("manifest.json"))?;
+    wait_reported(&mut a, 2)?;
 
     // Restart B: the subscription is still there and nothing is downloaded again.
     b.guard.signal(libc::SIGTERM);
@@ -342,6 +386,7 @@ fn body(root: &Path, logs: &Path) -> Result<()> {
         &[&src.join("a.bin")],
         &other_dir,
         &server.url("other/"),
+        None,
     )?;
     let other = std::fs::read(other_dir.join("manifest.json"))?;
     serve_manifest(&ch, &other)?;

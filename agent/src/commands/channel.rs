@@ -466,11 +466,7 @@ async fn publish(args: &ChannelPublishArgs) -> Result<()> {
         match &base {
             // Subscribers refuse a report URL on another host than the manifest's.
             Some(base) => {
-                capwise_channel::checks::same_host_url(
-                    "--report-url",
-                    report,
-                    &base.join(MANIFEST_FILE)?,
-                )?;
+                capwise_channel::checks::report_url(report, &base.join(MANIFEST_FILE)?)?;
             }
             None => bail!("--report-url needs --web-seed: it must be on the web server's host"),
         }

@@ -128,6 +128,10 @@ pub async fn run(args: &RunArgs) -> Result<()> {
             download_dir: control.download_dir.clone(),
             client: crate::subscriptions::fetch::client().map_err(anyhow::Error::msg)?,
             decisions: policy.subscribe(),
+            reporter: Arc::new(crate::subscriptions::report::Reporter::new(
+                crate::delivery::agent_key::load_or_create(&state_dir)?,
+                String::new(),
+            )),
         });
     let (stop_api, api_task) = start_api(
         &state_dir,

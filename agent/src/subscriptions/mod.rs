@@ -11,6 +11,7 @@
 
 pub mod fetch;
 pub mod poller;
+pub mod report;
 pub mod store;
 mod words;
 

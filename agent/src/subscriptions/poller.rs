@@ -36,6 +36,8 @@ pub struct Context {
     pub client: reqwest::Client,
     /// The policy's decisions: no poll while all WAN traffic is held back.
     pub decisions: watch::Receiver<Decision>,
+    /// Tells publishers that ask what this machine holds.
+    pub reporter: Arc<super::report::Reporter>,
 }
 
 /// Polls the subscription at `url` once; returns the outcome (also stored).
@@ -50,7 +52,10 @@ pub async fn poll(ctx: &Context, url: &str) -> Outcome {
         }
     };
     let (outcome, result) = match run(ctx, &sub, now).await {
-        Ok(done) => return done,
+        Ok(done) => {
+            ctx.reporter.after_poll(ctx, url, None).await;
+            return done;
+        }
         Err(refusal) => refusal,
     };
     match outcome {
@@ -61,6 +66,8 @@ pub async fn poll(ctx: &Context, url: &str) -> Outcome {
     if let Err(error) = store::record_result(&ctx.db, url, now, outcome, &result) {
         tracing::error!(%url, error = %format!("{error:#}"), "cannot store the poll's result");
     }
+    let problem = matches!(outcome, Outcome::Refused | Outcome::Failed).then_some(result);
+    ctx.reporter.after_poll(ctx, url, problem).await;
     outcome
 }
 
@@ -165,6 +172,7 @@ async fn run(ctx: &Context, sub: &Subscription, now: i64) -> Result<Outcome, (Ou
             validators.etag.as_deref(),
             validators.last_modified.as_deref(),
         )),
+        report_url: manifest.report.as_deref(),
     };
     tracing::info!(url = %sub.url, %result, "channel poll");
     record(

@@ -44,6 +44,8 @@ pub struct Subscription {
     pub outcome: Option<String>,
     /// The last poll's result, in words.
     pub result: Option<String>,
+    /// Where the last accepted manifest asks for delivery reports.
+    pub report_url: Option<String>,
 }
 
 impl Subscription {
@@ -68,6 +70,7 @@ impl Subscription {
             polled_at: None,
             outcome: None,
             result: None,
+            report_url: None,
         }
     }
 }
@@ -183,7 +186,7 @@ pub fn all_without_agent(db_path: &Path) -> Result<Vec<Subscription>> {
 fn read(conn: &Connection, url: Option<&str>) -> Result<Vec<Subscription>> {
     let mut stmt = conn.prepare(
         "SELECT url, key, download_dir, background, interval_secs, last_sequence, digest,
-                etag, last_modified, polled_at, outcome, result
+                etag, last_modified, polled_at, outcome, result, report_url
          FROM subscriptions WHERE ?1 IS NULL OR url = ?1 ORDER BY url",
     )?;
     let rows = stmt.query_map(params![url], |r| {
@@ -207,6 +210,7 @@ fn read(conn: &Connection, url: Option<&str>) -> Result<Vec<Subscription>> {
             polled_at: r.get(9)?,
             outcome: r.get(10)?,
             result: r.get(11)?,
+            report_url: r.get(12)?,
         })
     })?;
     let mut subs: Vec<Subscription> = rows.collect::<rusqlite::Result<_>>()?;
@@ -257,6 +261,8 @@ pub struct Accepted<'a> {
     /// Validators for the next conditional poll; `None` when an action
     /// failed, so that the next poll fetches the manifest again and retries.
     pub validators: Option<(Option<&'a str>, Option<&'a str>)>,
+    /// The manifest's delivery-report URL.
+    pub report_url: Option<&'a str>,
 }
 
 /// Records an accepted manifest and the poll's result.
@@ -272,7 +278,8 @@ pub fn record_accepted(
     db.with_conn(|conn| {
         conn.execute(
             "UPDATE subscriptions SET last_sequence = ?2, digest = ?3, etag = ?4,
-                 last_modified = ?5, polled_at = ?6, outcome = ?7, result = ?8
+                 last_modified = ?5, polled_at = ?6, outcome = ?7, result = ?8,
+                 report_url = ?9
              WHERE url = ?1",
             params![
                 url,
@@ -282,7 +289,8 @@ pub fn record_accepted(
                 last_modified,
                 now,
                 outcome.word(),
-                result
+                result,
+                accepted.report_url
             ],
         )?;
         Ok(())
@@ -327,6 +335,7 @@ mod tests {
                 sequence: 7,
                 digest: Some([9; 32]),
                 validators: Some((Some("\"e1\""), None)),
+                report_url: Some("http://hq/v1/reports"),
             };
             record_accepted(&db, url, &accepted, 5, Outcome::Accepted, "accepted 7").unwrap();
         }
@@ -334,6 +343,7 @@ mod tests {
         let s = get(&db, url).unwrap().expect("stored");
         assert_eq!(s.state.last_sequence, Some(7));
         assert_eq!(s.state.digest, Some([9; 32]));
+        assert_eq!(s.report_url.as_deref(), Some("http://hq/v1/reports"));
         assert_eq!(
             s.state.held.iter().cloned().collect::<Vec<_>>(),
             vec!["22".repeat(20)]
