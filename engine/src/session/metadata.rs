@@ -56,6 +56,8 @@ pub(crate) struct MagnetShared {
     /// The carriers its peers are dialled over, when not the session's
     /// (`TorrentOptions::transports`); the torrent keeps them.
     pub(crate) transports: Option<Transports>,
+    /// `TorrentOptions::site_coordination`, kept for the torrent.
+    pub(crate) site_coordination: bool,
     pub(crate) run: watch::Sender<RunState>,
     progress: watch::Sender<Progress>,
     /// The torrent, once the metadata is in.
@@ -116,6 +118,7 @@ impl MagnetShared {
         let shared = Arc::new(MagnetShared {
             info_hash: magnet.info_hash.0,
             transports: options.transports.clone(),
+            site_coordination: options.site_coordination,
             fetch: Mutex::new(MetadataFetch::new(magnet.info_hash)),
             session,
             download_dir,
@@ -565,6 +568,7 @@ impl MagnetShared {
             TorrentOptions {
                 paused,
                 transports: self.transports.clone(),
+                site_coordination: self.site_coordination,
             },
         )
         .await;
