@@ -589,3 +589,44 @@ fn a_wan_peer_is_never_told_of_the_site() {
     assert!(!names_site(&mut s, PeerClass::Wan, [44, 0, 0, 1]));
     assert!(names_site(&mut s, PeerClass::Lan, [10, 20, 0, 2]));
 }
+
+#[test]
+fn a_wan_web_seed_gets_only_unclaimed_pieces_and_a_lan_one_anything() {
+    let t0 = Instant::now();
+    let (mut s, member, _) = with_fake_member(t0);
+    // The member claims the first half and holds piece 59.
+    s.on_message(member, claim_msg([2; 8], (0..30).collect(), true), t0)
+        .unwrap();
+    s.on_message(member, Message::Have(59), t0).unwrap();
+    let wan_seed = s.add_web_seed();
+    let mut got = Vec::new();
+    for _ in 0..PIECES {
+        let picked = s.web_seed_pick_from(wan_seed, PIECE, PeerClass::Wan);
+        if picked.is_empty() {
+            break;
+        }
+        got.extend(picked);
+    }
+    assert!(!got.is_empty());
+    assert!(
+        got.iter().all(|&i| (30..59).contains(&i)),
+        "only unclaimed pieces nobody holds: {got:?}"
+    );
+    // Before the split settles, only our own share of them.
+    let settled = t0 + site::SETTLE_TIME + Duration::from_millis(1);
+    s.tick(settled);
+    loop {
+        let picked = s.web_seed_pick_from(wan_seed, PIECE, PeerClass::Wan);
+        if picked.is_empty() {
+            break;
+        }
+        got.extend(picked);
+    }
+    got.sort_unstable();
+    assert_eq!(got, (30..59).collect::<Vec<_>>(), "then every free one");
+    // A LAN web seed costs no WAN: it may take what the member claims.
+    let lan_seed = s.add_web_seed();
+    let lan = s.web_seed_pick_from(lan_seed, PIECE, PeerClass::Lan);
+    assert!(lan.iter().all(|&i| i < 30 || i == 59), "{lan:?}");
+    assert!(!lan.is_empty());
+}
