@@ -630,3 +630,40 @@ fn a_wan_web_seed_gets_only_unclaimed_pieces_and_a_lan_one_anything() {
     assert!(lan.iter().all(|&i| i < 30 || i == 59), "{lan:?}");
     assert!(!lan.is_empty());
 }
+
+#[test]
+fn a_complete_member_keeps_no_site_timer() {
+    let mut net = Net::new(8);
+    let members: Vec<usize> = (1..=2).map(|n| net.member(n)).collect();
+    net.mesh(&members);
+    for &m in &members {
+        let seed = net.seed;
+        net.connect(m, seed);
+    }
+    net.run_until_complete(&members, 2_000);
+    // Let the last renewals (now empty) go out.
+    for _ in 0..(2 * site::RENEW_INTERVAL.as_millis() / STEP.as_millis()) {
+        net.step();
+    }
+    for &m in &members {
+        let due = net.nodes[m].swarm.poll_timeout();
+        // Ticking at its deadlines (rates decay to nothing meanwhile) moves
+        // it well beyond the renewal interval.
+        let mut due = due;
+        for _ in 0..20 {
+            match due {
+                Some(t) if t < net.now + Duration::from_secs(30) => {
+                    net.now = net.now.max(t);
+                    net.nodes[m].swarm.tick(net.now);
+                    due = net.nodes[m].swarm.poll_timeout();
+                }
+                _ => break,
+            }
+        }
+        assert!(
+            due.is_none_or(|t| t >= net.now + Duration::from_secs(30)),
+            "member {m} wakes at {:?} from now",
+            due.map(|t| t.saturating_duration_since(net.now))
+        );
+    }
+}

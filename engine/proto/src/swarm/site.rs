@@ -222,10 +222,12 @@ impl Swarm {
         match crate::wire::extension::peer_extension_id(payload, site::EXTENSION_NAME) {
             Some(id) => {
                 self.site.speakers.insert(key, id);
-                self.site
-                    .next_renewal
-                    .get_or_insert(now + site::RENEW_INTERVAL);
                 self.site.ours = self.site_in_flight();
+                if !self.site.ours.is_empty() {
+                    self.site
+                        .next_renewal
+                        .get_or_insert(now + site::RENEW_INTERVAL);
+                }
                 let msg = self.site_msg(true, self.site.ours.iter().copied().collect());
                 self.site_send(key, &msg);
             }
@@ -381,6 +383,9 @@ impl Swarm {
         if new.is_empty() {
             return;
         }
+        // Renewals run while we claim anything (an idle seed has no timer).
+        let renew_at = self.last_tick + site::RENEW_INTERVAL;
+        self.site.next_renewal.get_or_insert(renew_at);
         let msg = self.site_msg(false, new);
         let keys: Vec<PeerKey> = self.site.speakers.keys().copied().collect();
         for key in keys {
@@ -451,8 +456,10 @@ impl Swarm {
             self.refill |= lapsed;
         }
         if self.site.next_renewal.is_some_and(|t| t <= now) {
-            self.site.next_renewal = Some(now + site::RENEW_INTERVAL);
             let live = self.site_in_flight();
+            // An empty list goes out once (it releases everything), then
+            // renewals stop until we claim again.
+            self.site.next_renewal = (!live.is_empty()).then_some(now + site::RENEW_INTERVAL);
             self.site.ours = live;
             let msg = self.site_msg(true, self.site.ours.iter().copied().collect());
             let keys: Vec<PeerKey> = self.site.speakers.keys().copied().collect();
