@@ -33,6 +33,8 @@
 //! [dht]
 //! enabled = true
 //! bootstrap = ["router.bittorrent.com:6881", "dht.transmissionbt.com:6881"]
+//! [site]
+//! prefixes = ["10.20.0.0/16"]   # routed branch networks that count as LAN (this site)
 //! ```
 
 use std::net::SocketAddr;
@@ -76,6 +78,8 @@ pub struct Config {
     pub dht: DhtConfig,
     /// Channels published from here.
     pub channel: ChannelConfig,
+    /// This machine's site (branch office).
+    pub site: SiteConfig,
     /// Sentences about keys that were ignored (unknown outside `[policy]`
     /// and `[limits]`), for the log and `capwise why`.
     #[serde(skip)]
@@ -167,6 +171,16 @@ pub struct ChannelConfig {
     pub report_listen: Option<SocketAddr>,
 }
 
+/// `[site]`: the branch office this machine belongs to.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct SiteConfig {
+    /// CIDRs of the site's routed networks: their peers count as LAN (for
+    /// budgets and for sharing pieces within the site), like the subnets of
+    /// the machine's own interfaces.
+    pub prefixes: Vec<String>,
+}
+
 /// Limits in bytes per second, `None` meaning unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateLimits {
@@ -220,9 +234,11 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "lsd",
             "pex",
             "dht",
+            "site",
         ],
     ),
     ("lsd", &["enabled"]),
+    ("site", &["prefixes"]),
     ("limits", &["up", "down", "wan", "lan"]),
     ("limits.wan", &["up", "down"]),
     ("limits.lan", &["up", "down"]),
@@ -311,6 +327,7 @@ pub fn parse(text: &str) -> Result<Loaded> {
     }
     config.limits()?;
     config.settings()?;
+    config.site_prefixes()?;
     Ok(Loaded { config })
 }
 
@@ -392,6 +409,28 @@ impl Config {
             s.suspend_when_roaming = v;
         }
         Ok(s)
+    }
+
+    /// `site.prefixes`, parsed: networks whose peers count as LAN.
+    pub fn site_prefixes(&self) -> Result<Vec<capwise_engine::session::classify::IpNet>> {
+        self.site
+            .prefixes
+            .iter()
+            .map(|p| {
+                p.trim().parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "site.prefixes: \"{p}\" is not a network prefix; write an address, a slash and the prefix length, such as \"10.20.0.0/16\" or \"fd00:20::/48\""
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The LAN/WAN classifier: the machine's interfaces, plus the site's
+    /// prefixes.
+    pub fn classifier(&self) -> Result<capwise_engine::session::SubnetClassifier> {
+        Ok(capwise_engine::session::SubnetClassifier::from_system()
+            .with_site_prefixes(self.site_prefixes()?))
     }
 
     /// Whether local service discovery runs: `lsd.enabled` (default on),
@@ -644,6 +683,40 @@ mod tests {
             typo.warnings
         );
         assert!(parse("[lsd]\nenabled = \"no\"\n").is_err());
+    }
+
+    #[test]
+    fn site_prefixes_are_parsed_and_a_bad_one_is_named() {
+        assert!(parse("")
+            .unwrap()
+            .config
+            .site_prefixes()
+            .unwrap()
+            .is_empty());
+        let c = parse("[site]\nprefixes = [\"10.20.0.0/16\", \"fd00:20::/48\"]\n")
+            .unwrap()
+            .config;
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let p = c.site_prefixes().unwrap();
+        assert_eq!(p.len(), 2);
+        let classifier = c.classifier().unwrap();
+        use capwise_engine::hooks::{Classifier, PeerClass};
+        assert_eq!(
+            classifier.classify("10.20.77.1".parse().unwrap()),
+            PeerClass::Lan
+        );
+        for bad in ["10.20.0.0", "10.20.0.0/33", "branch", "10.300.0.0/16"] {
+            let e = parse(&format!("[site]\nprefixes = [\"{bad}\"]\n")).unwrap_err();
+            let e = format!("{e:#}");
+            assert!(
+                e.contains("site.prefixes") && e.contains(bad) && e.contains("10.20.0.0/16"),
+                "{e}"
+            );
+        }
+        assert!(
+            parse("[site]\nprefixes = \"10.20.0.0/16\"\n").is_err(),
+            "a list"
+        );
     }
 
     #[test]

@@ -64,8 +64,11 @@ async fn start_session(
     crate::state_db::create_state_dir(&state_dir)?;
     // The agent's default state directory is ours too: never both at once.
     let state_lock = crate::lock::lock_state_dir(&state_dir, command)?;
-    let hooks = Hooks::default();
     let file = crate::config::load_warning(args.config.as_deref())?;
+    let hooks = Hooks {
+        classifier: Arc::new(file.classifier()?),
+        ..Hooks::default()
+    };
     let policy =
         PolicyRuntime::start(&policy_options(args, &file, state_dir.clone())?, &hooks).await?;
     let limits = LimitGate::new(args.upload_limit, args.download_limit);

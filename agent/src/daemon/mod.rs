@@ -51,7 +51,10 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         config.network_file.as_deref(),
     );
 
-    let hooks = Hooks::default();
+    let hooks = Hooks {
+        classifier: Arc::new(config.classifier()?),
+        ..Hooks::default()
+    };
     let policy = PolicyRuntime::start(
         &PolicyOptions {
             state_dir: state_dir.clone(),

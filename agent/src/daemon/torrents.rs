@@ -248,6 +248,9 @@ impl Torrents {
             // A background torrent stays out of the way of the user's own
             // traffic: uTP (LEDBAT) with every peer that answers it.
             transports: background.then(Transports::background),
+            // Site members share WAN fetching for private torrents (a
+            // channel's are): their LAN peers are the tracker's members.
+            site_coordination: matches!(&source, Source::Torrent(m) if m.info.private),
             ..TorrentOptions::default()
         };
         let handle = match source {

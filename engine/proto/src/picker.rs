@@ -155,6 +155,11 @@ impl Picker {
         self.state.get(index as usize) == Some(&PieceState::Have)
     }
 
+    /// Whether piece `index` is assembled and waits for its hash check.
+    pub fn is_verifying(&self, index: u32) -> bool {
+        self.state.get(index as usize) == Some(&PieceState::Verifying)
+    }
+
     /// Verified pieces so far.
     pub fn have_count(&self) -> u32 {
         self.have_count

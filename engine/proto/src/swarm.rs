@@ -18,6 +18,7 @@ use crate::picker::{Asker, BlockOutcome, PeerKey, Picker};
 use crate::wire::{BlockRef, Handshake, Message, BLOCK_SIZE};
 
 mod pex;
+mod site;
 mod webseed;
 
 /// Tunables of a swarm; the defaults suit both a LAN and a thin WAN link.
@@ -325,6 +326,8 @@ pub struct Swarm {
     request_timeouts: u64,
     /// Peer exchange (BEP 11), once enabled.
     pex: pex::SwarmPex,
+    /// Site coordination ("LAN first, WAN once"), once enabled.
+    site: site::SwarmSite,
 }
 
 /// A peer with this many messages waiting is refused metadata blocks
@@ -376,6 +379,7 @@ impl Swarm {
             metadata: None,
             request_timeouts: 0,
             pex: pex::SwarmPex::default(),
+            site: site::SwarmSite::default(),
         }
     }
 
@@ -485,11 +489,18 @@ impl Swarm {
             pex: pex::PeerPex::new(&mut self.pex, addr, origin, now),
         };
         if handshake.supports_extensions() {
-            let payload = crate::wire::extension::our_handshake_with_pex(
+            let pex = self
+                .pex_enabled()
+                .then_some((crate::ext::pex::EXTENSION_NAME, crate::ext::pex::OUR_ID));
+            let site = self
+                .site_offered(origin.class)
+                .then_some((crate::ext::site::EXTENSION_NAME, crate::ext::site::OUR_ID));
+            let extensions: Vec<(&str, u8)> = pex.into_iter().chain(site).collect();
+            let payload = crate::wire::extension::our_handshake_with(
                 self.config.listen_port,
                 self.config.max_peer_requests,
                 self.metadata.as_ref().map(Bytes::len),
-                self.pex_enabled(),
+                &extensions,
             );
             peer.outbox.push_back(Outgoing::Message(Message::Extended {
                 id: 0,
@@ -526,6 +537,7 @@ impl Swarm {
                 self.optimistic = None;
             }
             self.pex_peer_gone(&peer.pex);
+            self.site_peer_gone(key, &peer.has);
         }
     }
 
@@ -736,8 +748,11 @@ impl Swarm {
                     }
                     peer.ut_metadata = crate::wire::extension::peer_ut_metadata(&payload).0;
                     self.pex_handshake(key, &payload);
+                    self.site_handshake(key, &payload, now);
                 } else if id == crate::ext::pex::OUR_ID {
                     self.pex_message(key, &payload, now)?;
+                } else if id == crate::ext::site::OUR_ID {
+                    self.site_message(key, &payload, now)?;
                 } else if id == metadata::OUR_ID {
                     let msg =
                         MetadataMsg::decode(&payload).map_err(|e| Violation(e.to_string()))?;
@@ -792,6 +807,10 @@ impl Swarm {
                 peer.announced_pieces = true;
                 if !peer.is_seed && !peer.has.has(index) {
                     peer.has.set(index);
+                    self.site_peer_has(key, index);
+                    let Some(peer) = self.peers.get_mut(&key) else {
+                        return Ok(());
+                    };
                     self.picker.add_availability(index);
                     if !self.have.has(index) {
                         peer.wanted += 1;
@@ -897,6 +916,7 @@ impl Swarm {
             peer.wanted = wanted;
         }
         peer.has = has;
+        self.site_peer_pieces(key);
         self.update_interest(key, now);
     }
 
@@ -1030,26 +1050,54 @@ impl Swarm {
         let outstanding = &peer.outstanding;
         let unsent = &peer.unsent;
         let allowed_fast = &peer.allowed_fast;
-        let allowed_fn = |i: u32| allowed_fast.contains(&i);
-        let allowed: Option<&dyn Fn(u32) -> bool> = if peer.peer_choking {
-            Some(&allowed_fn)
-        } else {
-            None
-        };
-        let asker = Asker {
-            peer: key,
-            on_parole: peer.on_parole,
-            has: &peer.has,
-            is_seed: peer.is_seed,
-            already: &|b| outstanding.contains_key(b) || unsent.contains(b),
-            allowed,
-        };
-        self.picker.pick(&asker, want, &mut self.scratch);
+        let choked = peer.peer_choking;
+        let wan = peer.origin.class == PeerClass::Wan;
+        // A WAN peer, with site members around, first for our share (and
+        // our claims), then for any piece no member holds or claims.
+        let coordinated = wan && self.site.active();
+        for reach in site::Reach::ALL {
+            let site = if coordinated {
+                self.site.wan_filter(now, reach)
+            } else {
+                None
+            };
+            if coordinated && site.is_none() {
+                break;
+            }
+            let allowed_fn = |i: u32| {
+                (!choked || allowed_fast.contains(&i)) && site.as_ref().is_none_or(|f| f.allows(i))
+            };
+            let allowed: Option<&dyn Fn(u32) -> bool> = if choked || site.is_some() {
+                Some(&allowed_fn)
+            } else {
+                None
+            };
+            let asker = Asker {
+                peer: key,
+                on_parole: peer.on_parole,
+                has: &peer.has,
+                is_seed: peer.is_seed,
+                already: &|b| outstanding.contains_key(b) || unsent.contains(b),
+                allowed,
+            };
+            self.picker.pick(&asker, want, &mut self.scratch);
+            if !self.scratch.is_empty() || !coordinated {
+                break;
+            }
+        }
         if self.scratch.is_empty() {
             return;
         }
+        let mut pieces: Vec<u32> = Vec::new();
+        if wan && self.site.enabled() {
+            pieces = self.scratch.iter().map(|b| b.index).collect();
+            pieces.dedup();
+        }
         peer.unsent.extend(self.scratch.drain(..));
         self.release_credited(key, now);
+        if !pieces.is_empty() {
+            self.site_claim(&pieces);
+        }
     }
 
     /// The hash check of piece `index` finished: `ok` means it matched and is
@@ -1085,6 +1133,7 @@ impl Swarm {
             return;
         }
         self.have.set(index);
+        self.site_piece_had(index);
         let complete = self.picker.is_complete();
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {
@@ -1131,6 +1180,10 @@ impl Swarm {
             return;
         }
         peer.has.clear(index);
+        self.site_peer_lacks(key, index);
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
         self.picker.remove_availability(index);
         if !self.have.has(index) {
             peer.wanted = peer.wanted.saturating_sub(1);
@@ -1222,7 +1275,7 @@ impl Swarm {
             return;
         }
         let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
-        if unchoked < self.config.upload_slots {
+        if unchoked < self.config.upload_slots || self.site_always_unchoked(key) {
             self.unchoke(key);
         }
     }
@@ -1260,7 +1313,7 @@ impl Swarm {
         };
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {
-            if chosen.contains(&key) {
+            if chosen.contains(&key) || (self.seeding_allowed && self.site_always_unchoked(key)) {
                 self.unchoke(key);
             } else {
                 self.choke(key);
@@ -1322,6 +1375,9 @@ impl Swarm {
             earliest(t);
         }
         if let Some(t) = self.pex_timeout() {
+            earliest(t);
+        }
+        if let Some(t) = self.site_timeout() {
             earliest(t);
         }
         if self.choker_needed() {
@@ -1410,6 +1466,7 @@ impl Swarm {
                 .then_some(now + RATE_INTERVAL);
         }
         self.pex_tick(now);
+        self.site_tick(now);
         self.refill = false;
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {

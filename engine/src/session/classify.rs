@@ -5,6 +5,10 @@ use std::sync::{Arc, RwLock};
 
 use crate::hooks::{Classifier, PeerClass};
 
+/// A site prefix: a CIDR such as `10.20.0.0/16` (re-exported so callers
+/// parse them with the same type).
+pub use ipnet::IpNet;
+
 /// Interface names of tunnels: traffic through them goes over someone's WAN.
 const VPN_PREFIXES: &[&str] = &[
     "tun",
@@ -23,11 +27,20 @@ const VPN_PREFIXES: &[&str] = &[
 /// [`Classifier::refresh`] (the agent calls it when it hears that addresses
 /// or routes changed): a move from an office 10.x LAN to a carrier's 10.x
 /// CGNAT must not keep the old subnet free. Clones share the subnets.
+///
+/// Site prefixes ([`SubnetClassifier::with_site_prefixes`], the agent's
+/// `[site] prefixes`) are LAN too, whatever the interfaces say: a routed
+/// branch network (several subnets behind one router) is one site, and its
+/// peers count as LAN for budgets and for site coordination alike (a site
+/// peer *is* a [`PeerClass::Lan`] peer; there is no third class). They are
+/// the user's declaration, so a refresh keeps them.
 #[derive(Debug, Clone, Default)]
 pub struct SubnetClassifier {
     subnets: Arc<RwLock<Vec<(IpAddr, IpAddr)>>>,
     /// Re-read the machine's interfaces on refresh (not for fixed subnets).
     follows_system: bool,
+    /// Declared site prefixes: LAN whatever the interfaces.
+    site: Arc<Vec<IpNet>>,
 }
 
 impl SubnetClassifier {
@@ -36,6 +49,7 @@ impl SubnetClassifier {
         Self {
             subnets: Arc::new(RwLock::new(system_subnets())),
             follows_system: true,
+            site: Arc::default(),
         }
     }
 
@@ -44,7 +58,20 @@ impl SubnetClassifier {
         Self {
             subnets: Arc::new(RwLock::new(subnets)),
             follows_system: false,
+            site: Arc::default(),
         }
+    }
+
+    /// The same classifier, with `prefixes` counted as LAN too (a routed
+    /// branch office's networks). IPv4-mapped IPv6 peers match IPv4 prefixes.
+    pub fn with_site_prefixes(mut self, prefixes: Vec<IpNet>) -> Self {
+        self.site = Arc::new(prefixes.into_iter().map(|p| p.trunc()).collect());
+        self
+    }
+
+    /// The declared site prefixes.
+    pub fn site_prefixes(&self) -> &[IpNet] {
+        &self.site
     }
 
     /// Classify by these (address, netmask) pairs from now on.
@@ -99,6 +126,7 @@ impl Classifier for SubnetClassifier {
             IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xffc0) == 0xfe80,
         };
         if local
+            || self.site.iter().any(|p| p.contains(&addr))
             || self
                 .subnets
                 .read()
@@ -162,6 +190,35 @@ mod tests {
         // Fixed subnets stay as set on a refresh.
         held.refresh();
         assert_eq!(held.classify(carrier_peer), PeerClass::Lan);
+    }
+
+    #[test]
+    fn site_prefixes_are_lan_and_survive_a_refresh() {
+        let site: Vec<IpNet> = vec![
+            "10.20.0.0/16".parse().unwrap(),
+            "fd00:20::/32".parse().unwrap(),
+        ];
+        let c = SubnetClassifier::with_subnets(vec![(
+            "10.20.3.4".parse().unwrap(),
+            "255.255.255.0".parse().unwrap(),
+        )])
+        .with_site_prefixes(site.clone());
+        assert_eq!(c.site_prefixes(), &site[..]);
+        for lan in ["10.20.3.9", "10.20.200.1", "::ffff:10.20.9.9", "fd00:20::7"] {
+            assert_eq!(c.classify(lan.parse().unwrap()), PeerClass::Lan, "{lan}");
+        }
+        for wan in ["10.21.0.1", "8.8.8.8", "fd00:21::1"] {
+            assert_eq!(c.classify(wan.parse().unwrap()), PeerClass::Wan, "{wan}");
+        }
+        // Interfaces change; the declared site stays.
+        c.set_subnets(Vec::new());
+        c.refresh();
+        assert_eq!(c.classify("10.20.200.1".parse().unwrap()), PeerClass::Lan);
+        assert_eq!(c.classify("10.20.3.9".parse().unwrap()), PeerClass::Lan);
+        // A prefix with host bits set means its network.
+        let c = SubnetClassifier::with_subnets(Vec::new())
+            .with_site_prefixes(vec!["10.30.4.5/16".parse().unwrap()]);
+        assert_eq!(c.classify("10.30.0.1".parse().unwrap()), PeerClass::Lan);
     }
 
     #[test]

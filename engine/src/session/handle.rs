@@ -35,6 +35,15 @@ pub struct TorrentOptions {
     /// announces stay (they cost a few bytes, and the tracker is how branch
     /// machines find each other).
     pub wan_window: Option<Switch>,
+    /// Coordinate WAN fetching with this torrent's site members (LAN
+    /// peers that speak `capwise_site`): each piece is fetched over the
+    /// WAN by about one machine of the site and taken over the LAN by the
+    /// others (`swarm/site.rs` in capwise-proto). Off by default: a member's
+    /// claims hold our WAN sources back from a piece for up to 10 minutes,
+    /// so it is for torrents whose LAN peers are trusted (a channel's,
+    /// which are private and can require membership). With no site member
+    /// connected it changes nothing.
+    pub site_coordination: bool,
 }
 
 /// Where a torrent stands.

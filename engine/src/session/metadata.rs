@@ -58,6 +58,8 @@ pub(crate) struct MagnetShared {
     pub(crate) transports: Option<Transports>,
     /// Its WAN window (`TorrentOptions::wan_window`), kept for the torrent.
     pub(crate) wan_window: Option<Switch>,
+    /// `TorrentOptions::site_coordination`, kept for the torrent.
+    pub(crate) site_coordination: bool,
     pub(crate) run: watch::Sender<RunState>,
     progress: watch::Sender<Progress>,
     /// The torrent, once the metadata is in.
@@ -119,6 +121,7 @@ impl MagnetShared {
             info_hash: magnet.info_hash.0,
             transports: options.transports.clone(),
             wan_window: options.wan_window.clone(),
+            site_coordination: options.site_coordination,
             fetch: Mutex::new(MetadataFetch::new(magnet.info_hash)),
             session,
             download_dir,
@@ -569,6 +572,7 @@ impl MagnetShared {
                 paused,
                 transports: self.transports.clone(),
                 wan_window: self.wan_window.clone(),
+                site_coordination: self.site_coordination,
             },
         )
         .await;

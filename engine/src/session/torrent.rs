@@ -324,6 +324,11 @@ impl TorrentShared {
         if let Ok(public) = capwise_proto::privacy::PublicTorrent::from_info(info) {
             swarm.enable_pex(public);
         }
+        // A member id of its own per torrent and run: the site's split
+        // must not move when the session renews its peer id.
+        if options.site_coordination {
+            swarm.enable_site(rand::random());
+        }
         // Start as the switch says, not from a default, so no request is
         // accepted before the first tick only to be withheld.
         swarm.set_seeding(session.hooks.seeding.is_on(), Instant::now());

@@ -182,7 +182,7 @@ impl Seed {
         let pieces = {
             let mut core = self.shared.lock_core();
             if core.run_state() == RunState::Active {
-                core.swarm.web_seed_pick(self.key, max_bytes)
+                core.swarm.web_seed_pick_from(self.key, max_bytes, class)
             } else {
                 Vec::new()
             }

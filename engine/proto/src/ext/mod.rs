@@ -6,5 +6,9 @@
 //! - [`pex`]: ut_pex (BEP 11), peer exchange, bounded both ways; never for
 //!   a private torrent.
 
+//! - [`site`]: capwise_site, claims of pieces a site member fetches over
+//!   the WAN (capwise peers of one LAN only).
+
 pub mod metadata;
 pub mod pex;
+pub mod site;

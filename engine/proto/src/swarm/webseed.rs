@@ -10,6 +10,7 @@
 //! written by the torrent's verifier, then [`Swarm::piece_verified`]).
 
 use crate::bitfield::Bitfield;
+use crate::class::PeerClass;
 use crate::picker::{Asker, BlockOutcome, PeerKey};
 use crate::wire::{BlockRef, BLOCK_SIZE};
 
@@ -26,6 +27,7 @@ impl Swarm {
     /// The web seed is gone (dropped, or the torrent stops). Pieces it
     /// still holds must be released first.
     pub fn remove_web_seed(&mut self, key: PeerKey) {
+        self.site_seed_dropped(None, key);
         self.picker.peer_gone(key);
         self.refill = true;
     }
@@ -35,6 +37,47 @@ impl Swarm {
     /// no peer around, consecutive). Empty when nothing is left or too much
     /// awaits verification.
     pub fn web_seed_pick(&mut self, key: PeerKey, max_bytes: u64) -> Vec<u32> {
+        self.web_seed_pick_from(key, max_bytes, PeerClass::Wan)
+    }
+
+    /// [`Swarm::web_seed_pick`] for a seed of `class`: a WAN seed, with
+    /// site members around, gets only pieces no member holds or fetches
+    /// (our share first), and its pieces are claimed for the site
+    /// (`swarm/site.rs`).
+    pub fn web_seed_pick_from(
+        &mut self,
+        key: PeerKey,
+        max_bytes: u64,
+        class: PeerClass,
+    ) -> Vec<u32> {
+        let coordinated = class == PeerClass::Wan && self.site.active();
+        let mut pieces = Vec::new();
+        for reach in super::site::Reach::ALL {
+            let filtered = coordinated.then_some(reach);
+            if coordinated && self.site.wan_filter(self.last_tick, reach).is_none() {
+                break;
+            }
+            pieces = self.web_seed_pick_filtered(key, max_bytes, filtered);
+            if !pieces.is_empty() || !coordinated {
+                break;
+            }
+        }
+        let wan = class == PeerClass::Wan;
+        if wan {
+            self.site_seed_took(key, &pieces);
+        }
+        pieces
+    }
+
+    fn web_seed_pick_filtered(
+        &mut self,
+        key: PeerKey,
+        max_bytes: u64,
+        reach: Option<super::site::Reach>,
+    ) -> Vec<u32> {
+        let now = self.last_tick;
+        let site = reach.and_then(|r| self.site.wan_filter(now, r));
+        let site_fn = |i: u32| site.as_ref().is_none_or(|f| f.allows(i));
         let piece_blocks = self.picker.piece_size(0).div_ceil(BLOCK_SIZE).max(1) as u64;
         let want = (max_bytes / u64::from(BLOCK_SIZE)).max(piece_blocks) as usize;
         let empty = Bitfield::new(0);
@@ -46,7 +89,7 @@ impl Swarm {
             // Endgame duplicates go to peers only: with every block
             // counted as "already asked", the picker gives a seed none.
             already: &|_| true,
-            allowed: None,
+            allowed: site.is_some().then_some(&site_fn as &dyn Fn(u32) -> bool),
         };
         let mut blocks = Vec::new();
         self.picker.pick(&asker, want, &mut blocks);
@@ -77,7 +120,7 @@ impl Swarm {
     /// Web seed `key` will not deliver piece `index` (an error, a bad
     /// hash, a pause): it is missing again, for anyone to pick.
     pub fn web_seed_release(&mut self, key: PeerKey, index: u32) {
-        let _ = key;
+        self.site_seed_dropped(Some(index), key);
         let size = self.picker.piece_size(index);
         let mut begin = 0;
         while begin < size {

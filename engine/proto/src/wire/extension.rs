@@ -23,10 +23,22 @@ pub fn our_handshake_with_pex(
     metadata_size: Option<usize>,
     ut_pex: bool,
 ) -> Vec<u8> {
+    let pex = ut_pex.then_some((pex::EXTENSION_NAME, pex::OUR_ID));
+    our_handshake_with(listen_port, request_queue, metadata_size, pex.as_slice())
+}
+
+/// [`our_handshake`], naming `extensions` (name, our id) in `m` besides
+/// ut_metadata.
+pub fn our_handshake_with(
+    listen_port: u16,
+    request_queue: usize,
+    metadata_size: Option<usize>,
+    extensions: &[(&str, u8)],
+) -> Vec<u8> {
     let mut dict = std::collections::BTreeMap::new();
     let mut m = Owned::dict().with(metadata::NAME, Owned::Int(metadata::OUR_ID.into()));
-    if ut_pex {
-        m = m.with(pex::EXTENSION_NAME, Owned::Int(pex::OUR_ID.into()));
+    for &(name, id) in extensions {
+        m = m.with(name, Owned::Int(id.into()));
     }
     let m = m.build();
     dict.insert(b"m".to_vec(), m);
@@ -85,6 +97,19 @@ pub fn peer_ut_pex(payload: &[u8]) -> Option<u8> {
         .get(b"m")?
         .as_dict()?
         .get(pex::EXTENSION_NAME.as_bytes())?
+        .as_int()?;
+    u8::try_from(id).ok().filter(|&id| id != 0)
+}
+
+/// The message id a peer's extension handshake gives extension `name`
+/// (none, or 0: it does not speak it, or stopped).
+pub fn peer_extension_id(payload: &[u8], name: &str) -> Option<u8> {
+    let value = bencode::decode(payload).ok()?;
+    let id = value
+        .as_dict()?
+        .get(b"m")?
+        .as_dict()?
+        .get(name.as_bytes())?
         .as_int()?;
     u8::try_from(id).ok().filter(|&id| id != 0)
 }
