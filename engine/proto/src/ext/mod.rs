@@ -6,5 +6,9 @@
 //! - [`pex`]: ut_pex (BEP 11), peer exchange, bounded both ways; never for
 //!   a private torrent.
 
+//! - [`member`]: capwise_member, proof of channel membership for torrents
+//!   that require it.
+
+pub mod member;
 pub mod metadata;
 pub mod pex;
