@@ -27,6 +27,10 @@ pub struct TorrentOptions {
     /// are skipped. Incoming connections are taken on whatever carrier the
     /// session accepts.
     pub transports: Option<Transports>,
+    /// The channel's membership secret (the token): every peer must prove
+    /// membership before it gets anything, and a private torrent may then
+    /// use LSD and PEX among proven members (`capwise_proto::ext::member`).
+    pub membership: Option<crate::ext::member::MembershipKey>,
 }
 
 /// Where a torrent stands.
@@ -267,6 +271,19 @@ impl TorrentHandle {
     /// a magnet fetches its metadata.
     pub fn encrypted_peers(&self) -> usize {
         self.torrent().map_or(0, |shared| shared.encrypted_peers())
+    }
+
+    /// Connected peers that proved channel membership (none for a torrent
+    /// that requires none, or while a magnet fetches its metadata).
+    pub fn proven_members(&self) -> usize {
+        self.torrent().map_or(0, |shared| shared.proven_members())
+    }
+
+    /// Whether the peer connected from `addr` proved channel membership:
+    /// the predicate site coordination combines with "same site".
+    pub fn is_proven_member(&self, addr: SocketAddr) -> bool {
+        self.torrent()
+            .is_some_and(|shared| shared.is_proven_member(addr))
     }
 
     /// Connected peers over uTP (the rest are over TCP); none while a

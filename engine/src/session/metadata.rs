@@ -565,6 +565,9 @@ impl MagnetShared {
             TorrentOptions {
                 paused,
                 transports: self.transports.clone(),
+                // A magnet has no membership token (channel torrents come
+                // as .torrent files).
+                membership: None,
             },
         )
         .await;

@@ -33,6 +33,9 @@ pub(super) struct SwarmMember {
 #[derive(Debug)]
 pub(super) struct PeerMember {
     state: MemberPeer,
+    /// Our peer id in this connection's handshake (the session takes a new
+    /// one after a move): what our proof must name.
+    ours: [u8; 20],
     /// Our greeting (bitfield, have-all or have-none), sent once proven.
     held: Option<Message>,
 }
@@ -54,6 +57,14 @@ impl Swarm {
     /// it gets anything (module docs). Call it before adding peers.
     pub fn require_membership(&mut self, membership: Membership) {
         self.member.membership = Some(membership);
+    }
+
+    /// Our peer id from now on (the one our next handshakes give): proofs
+    /// for connections that join later name it.
+    pub fn set_own_peer_id(&mut self, peer_id: [u8; 20]) {
+        if let Some(m) = self.member.membership.as_mut() {
+            m.peer_id = peer_id;
+        }
     }
 
     /// Whether this torrent's peers must prove membership.
@@ -87,11 +98,12 @@ impl Swarm {
         their_peer_id: [u8; 20],
         now: Instant,
     ) -> Option<(PeerMember, [u8; NONCE_LEN])> {
-        self.member.membership.as_ref()?;
+        let membership = self.member.membership.as_ref()?;
         let nonce = member::fresh_nonce();
         Some((
             PeerMember {
                 state: MemberPeer::new(nonce, their_peer_id, now),
+                ours: membership.peer_id,
                 held: None,
             },
             nonce,
@@ -129,9 +141,13 @@ impl Swarm {
         let Some(state) = peer.member.as_mut() else {
             return Ok(());
         };
+        let signer = Membership {
+            peer_id: state.ours,
+            ..membership.clone()
+        };
         let (id, proof) = state
             .state
-            .on_handshake(membership, payload)
+            .on_handshake(&signer, payload)
             .map_err(|e| Violation(e.to_string()))?;
         peer.outbox.push_back(Outgoing::Message(Message::Extended {
             id,
