@@ -21,6 +21,19 @@ pub enum ChannelCommand {
     Publish(ChannelPublishArgs),
     /// The channels this machine publishes, with their public keys.
     List(ChannelListArgs),
+    /// Print the channel's membership token, for subscribers (`--token`):
+    /// only peers holding it get the channel's torrents. Keep it secret.
+    Token(ChannelTokenArgs),
+}
+
+/// `capwise channel token`
+#[derive(Debug, Args)]
+pub struct ChannelTokenArgs {
+    /// The channel's name, as given to `channel create`.
+    pub name: String,
+    /// Where the keys are kept (default: $XDG_STATE_HOME/capwise).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// `capwise channel create`

@@ -125,6 +125,7 @@ mod tests {
                     delete_data: *delete_data,
                 })
                 .collect(),
+            membership: None,
         }
     }
 

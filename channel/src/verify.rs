@@ -165,6 +165,7 @@ mod tests {
                 info_hash: hex::encode([9; 20]),
                 delete_data: false,
             }],
+            membership: None,
         }
     }
 

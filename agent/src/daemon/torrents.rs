@@ -51,6 +51,9 @@ pub fn no_peers_reason(handle: &TorrentHandle, dht: bool) -> Option<String> {
 }
 use crate::torrent_db::{hex, StoredTorrent, TorrentDb};
 
+mod membership;
+pub use membership::parse_token;
+
 /// Why a request about torrents failed; the API maps each to a status.
 #[derive(Debug, thiserror::Error)]
 pub enum TorrentError {
@@ -226,6 +229,7 @@ impl Torrents {
             // A background torrent stays out of the way of the user's own
             // traffic: uTP (LEDBAT) with every peer that answers it.
             transports: background.then(Transports::background),
+            membership: self.member_token(&id),
         };
         let handle = match source {
             Source::Torrent(metainfo) => self
@@ -401,6 +405,7 @@ impl Torrents {
             .map_err(|e| TorrentError::Internal(anyhow::Error::new(e)))?;
         self.entries().remove(&id);
         self.db.remove(&id).map_err(TorrentError::Internal)?;
+        self.forget_member_token(&id);
         tracing::info!(%id, delete_data, "torrent removed");
         Ok(())
     }
