@@ -81,3 +81,48 @@ impl Torrents {
         added
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use capwise_engine::create::{create_torrent, CreateOptions};
+    use capwise_engine::session::{Hooks, Session, SessionConfig};
+
+    use super::*;
+    use crate::torrent_db::TorrentDb;
+
+    #[tokio::test]
+    async fn a_token_is_kept_with_its_torrent_and_forgotten_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = Session::start(
+            SessionConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                ..SessionConfig::default()
+            },
+            Hooks::default(),
+        )
+        .await
+        .unwrap();
+        let db = Arc::new(TorrentDb::open(&dir.path().join("capwise.db")).unwrap());
+        let torrents = Arc::new(Torrents::new(session, db, true));
+        let data = dir.path().join("item.bin");
+        std::fs::write(&data, vec![3u8; 40_000]).unwrap();
+        let bytes = create_torrent(&CreateOptions {
+            path: data,
+            private: true,
+            ..CreateOptions::default()
+        })
+        .unwrap();
+        assert!(parse_token("not hex").is_err());
+        let token = parse_token(&"ab".repeat(32)).unwrap();
+        let view = torrents
+            .add_with_token(bytes, dir.path().to_path_buf(), false, false, &token)
+            .await
+            .unwrap();
+        let kept = torrents.member_token(&view.id).expect("token stored");
+        assert_eq!(kept.public(), token.public());
+        torrents.remove(&view.id, false).await.unwrap();
+        assert!(torrents.member_token(&view.id).is_none());
+    }
+}
