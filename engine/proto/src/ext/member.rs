@@ -246,15 +246,19 @@ impl MemberPeer {
     }
 
     /// Its extension handshake: our proof to send (under the id it gave),
-    /// or an error if it cannot take part (drop it).
+    /// or an error if it cannot take part (drop it). Only the first one is
+    /// answered (BEP 10 allows more), so a peer cannot make us sign at will.
     pub fn on_handshake(
         &mut self,
         m: &Membership,
         payload: &[u8],
-    ) -> Result<(u8, Vec<u8>), MemberError> {
+    ) -> Result<Option<(u8, Vec<u8>)>, MemberError> {
         let (id, their_nonce) = peer_member(payload)?;
+        if self.their_id.is_some() {
+            return Ok(None);
+        }
         self.their_id = Some(id);
-        Ok((id, encode_proof(&sign(m, &their_nonce))))
+        Ok(Some((id, encode_proof(&sign(m, &their_nonce)))))
     }
 
     /// Its proof message. `Ok` once proven (a second good proof changes
@@ -330,10 +334,17 @@ mod tests {
         let mut b_of_a = MemberPeer::new([2; 32], a.peer_id, t0);
         let (_, a_proof) = a_of_b
             .on_handshake(&a, &handshake(b_of_a.our_nonce()))
+            .unwrap()
             .unwrap();
         let (_, b_proof) = b_of_a
             .on_handshake(&b, &handshake(a_of_b.our_nonce()))
+            .unwrap()
             .unwrap();
+        // A second handshake is not answered again.
+        assert_eq!(
+            a_of_b.on_handshake(&a, &handshake(b_of_a.our_nonce())),
+            Ok(None)
+        );
         b_of_a.on_proof(&b, &a_proof).unwrap();
         a_of_b.on_proof(&a, &b_proof).unwrap();
         assert!(a_of_b.is_proven() && b_of_a.is_proven());

@@ -145,10 +145,13 @@ impl Swarm {
             peer_id: state.ours,
             ..membership.clone()
         };
-        let (id, proof) = state
+        let Some((id, proof)) = state
             .state
             .on_handshake(&signer, payload)
-            .map_err(|e| Violation(e.to_string()))?;
+            .map_err(|e| Violation(e.to_string()))?
+        else {
+            return Ok(());
+        };
         peer.outbox.push_back(Outgoing::Message(Message::Extended {
             id,
             payload: proof.into(),
