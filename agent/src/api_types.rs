@@ -43,6 +43,10 @@ pub struct AddRequest {
     /// Background work: waits on metered networks.
     #[serde(default)]
     pub background: bool,
+    /// A channel's membership token (64 hex digits): every peer must prove
+    /// membership before it gets anything of this torrent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_token: Option<String>,
 }
 
 /// A torrent as the API shows it.

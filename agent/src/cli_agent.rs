@@ -45,6 +45,10 @@ pub struct AddArgs {
     /// Background work: waits while the network is metered.
     #[arg(long)]
     pub background: bool,
+    /// A channel's membership token (`capwise channel token NAME`): every
+    /// peer must prove membership before it gets anything of this torrent.
+    #[arg(long, value_name = "TOKEN")]
+    pub member_token: Option<String>,
     /// Agent selection and output.
     #[command(flatten)]
     pub agent: StoreArgs,

@@ -23,6 +23,19 @@ pub enum ChannelCommand {
     List(ChannelListArgs),
     /// Every subscribed machine that reported: its site, its version and what it is missing.
     Status(ChannelStatusArgs),
+    /// Print the channel's membership token, for subscribers (`--token`):
+    /// only peers holding it get the channel's torrents. Keep it secret.
+    Token(ChannelTokenArgs),
+}
+
+/// `capwise channel token`
+#[derive(Debug, Args)]
+pub struct ChannelTokenArgs {
+    /// The channel's name, as given to `channel create`.
+    pub name: String,
+    /// Where the keys are kept (default: $XDG_STATE_HOME/capwise).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// `capwise channel create`

@@ -52,6 +52,12 @@ pub struct Manifest {
     /// agent. None: nobody asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<String>,
+    /// The channel's membership public key, hex: the items' swarms admit
+    /// only peers that prove they hold its secret (the token a subscriber
+    /// is given out of band, `capwise channel token`). Absent: no
+    /// membership is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<String>,
 }
 
 /// One torrent on offer.
@@ -91,6 +97,15 @@ struct Envelope {
 }
 
 impl Manifest {
+    /// The membership public key, checked (a valid ed25519 point); `None`
+    /// when the channel requires no membership.
+    pub fn membership_key(&self) -> Result<Option<PublicKey>, ChannelError> {
+        self.membership
+            .as_deref()
+            .map(PublicKey::from_hex)
+            .transpose()
+    }
+
     /// The manifest file: this manifest signed with `key`. Refuses a
     /// manifest that names another channel than `key`'s.
     pub fn sign(&self, key: &ChannelKey) -> Result<Vec<u8>, ChannelError> {

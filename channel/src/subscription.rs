@@ -147,6 +147,7 @@ mod tests {
                 })
                 .collect(),
             report: None,
+            membership: None,
         }
     }
 

@@ -183,6 +183,7 @@ mod tests {
                 delete_data: false,
             }],
             report: None,
+            membership: None,
         }
     }
 

@@ -8,7 +8,7 @@
 //! the socket and a timer. The callback gets the datagram's source IP with
 //! the announced port and the info-hashes of ours it named: the caller dials
 //! that address and classifies it like any other (an LSD packet does not make
-//! a peer LAN). Torrents are added with a [`PublicTorrent`], so a private
+//! a peer LAN). Torrents are added with a [`PeerSharing`], so an ordinary private
 //! torrent is never announced nor given LSD peers. The session runs one per
 //! interface and group (`session/local_discovery.rs`).
 
@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use capwise_proto::lsd::{self, Announcer, Cookie, Group, Heard, Receiver, Target};
 use capwise_proto::metainfo::InfoHash;
-use capwise_proto::privacy::PublicTorrent;
+use capwise_proto::privacy::PeerSharing;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -61,7 +61,7 @@ impl LsdInterface {
 
 /// What the driver is told after it starts.
 enum Command {
-    Add(InfoHash, PublicTorrent),
+    Add(InfoHash, PeerSharing),
     Remove(InfoHash),
 }
 
@@ -102,8 +102,8 @@ impl Lsd {
     }
 
     /// Announces a torrent from now on (soon, then every 5 minutes).
-    pub fn add_torrent(&self, info_hash: InfoHash, public: PublicTorrent) {
-        let _ = self.commands.send(Command::Add(info_hash, public));
+    pub fn add_torrent(&self, info_hash: InfoHash, sharing: impl Into<PeerSharing>) {
+        let _ = self.commands.send(Command::Add(info_hash, sharing.into()));
     }
 
     /// Stops announcing a torrent and hearing peers for it.

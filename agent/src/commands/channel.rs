@@ -1,7 +1,9 @@
-//! `capwise channel create | publish | list`: the publisher's side. The
-//! key stays in `<state dir>/channels/NAME.key` (0600); publishing writes
-//! the .torrent files and `manifest.json` into the output directory a web
-//! server serves, and has a running agent seed the items.
+//! `capwise channel create | publish | list | token`: the publisher's side.
+//! The key stays in `<state dir>/channels/NAME.key` (0600), the membership
+//! secret beside it in `NAME.member` (0600, `membership.rs`); publishing
+//! writes private .torrent files and `manifest.json` (with the membership
+//! public key) into the output directory a web server serves, and has a
+//! running agent seed the items, requiring membership of their peers.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,9 @@ use crate::cli_channel::{
     ChannelStatusArgs,
 };
 
+#[path = "channel_membership.rs"]
+mod membership;
+
 /// The manifest's file name in the output directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// Retired entries kept across publications (the oldest are dropped).
@@ -29,6 +34,7 @@ pub async fn run(args: &ChannelArgs) -> Result<()> {
         ChannelCommand::Publish(a) => publish(a).await,
         ChannelCommand::List(a) => list(a).await,
         ChannelCommand::Status(a) => status(a),
+        ChannelCommand::Token(a) => membership::token(a),
     }
 }
 
@@ -79,6 +85,7 @@ fn create(args: &ChannelCreateArgs) -> Result<()> {
     }
     let key = new_key_file(&path)
         .with_context(|| format!("cannot create {} (does the channel exist?)", path.display()))?;
+    membership::load_or_create(args.state_dir.as_deref(), &args.name)?;
     println!("{}", key.public());
     Ok(())
 }
@@ -424,6 +431,10 @@ fn make_item(
         path: source,
         trackers: args.trackers.clone(),
         web_seeds,
+        // BEP 27: the HQ tracker only, no DHT; LSD and PEX among proven
+        // members only (engine/proto/src/privacy.rs). Deterministic, so an
+        // unchanged file keeps its info-hash.
+        private: true,
         ..Default::default()
     };
     let torrent = capwise_engine::create::create_torrent(&opts)
@@ -461,6 +472,8 @@ async fn publish(args: &ChannelPublishArgs) -> Result<()> {
         bail!("'{bad}' is not a tracker URL (http://, https:// or udp:// with a host)");
     }
     let key = load_key(args.state_dir.as_deref(), &args.name)?;
+    // A channel made before membership existed gets its secret now.
+    let member = membership::load_or_create(args.state_dir.as_deref(), &args.name)?;
     let base = args.web_seed.as_deref().map(base_url).transpose()?;
     if let Some(report) = &args.report_url {
         match &base {
@@ -515,6 +528,7 @@ async fn publish(args: &ChannelPublishArgs) -> Result<()> {
         items: made.iter().map(|m| m.item.clone()).collect(),
         retired,
         report: args.report_url.clone(),
+        membership: Some(membership::public_hex(&member)),
     };
     for m in &made {
         write_atomically(&args.out.join(&m.item.torrent), &m.torrent)?;
@@ -537,13 +551,17 @@ async fn publish(args: &ChannelPublishArgs) -> Result<()> {
     for m in &made {
         println!("{} {}", m.item.info_hash, m.item.name);
     }
-    seed_through_agent(args.state_dir.as_deref(), &made).await;
+    seed_through_agent(args.state_dir.as_deref(), &made, &member).await;
     Ok(())
 }
 
 /// Has the running agent (if any) seed the items; an item it already has
 /// is fine. Failures are warnings: the publication itself is done.
-async fn seed_through_agent(state_dir: Option<&Path>, made: &[Made]) {
+async fn seed_through_agent(
+    state_dir: Option<&Path>,
+    made: &[Made],
+    member: &capwise_engine::ext::member::MembershipKey,
+) {
     let dir = crate::state_db::state_dir(state_dir);
     let Ok(client) = crate::client::AgentClient::connect(&dir) else {
         eprintln!("note: no agent is running here; start one and `capwise add` the .torrent files to seed them");
@@ -563,6 +581,7 @@ async fn seed_through_agent(state_dir: Option<&Path>, made: &[Made]) {
         let request = AddRequest {
             torrent: Some(base64::engine::general_purpose::STANDARD.encode(&m.torrent)),
             download_dir: Some(download_dir),
+            member_token: Some(member.to_hex()),
             ..AddRequest::default()
         };
         let added: Result<TorrentView> = client.post("/v1/torrents", &request).await;

@@ -53,6 +53,7 @@ pub async fn add(args: &AddArgs) -> Result<()> {
     let mut request = AddRequest {
         paused: args.paused,
         background: args.background,
+        member_token: args.member_token.clone(),
         ..AddRequest::default()
     };
     if args.source.starts_with("magnet:") {

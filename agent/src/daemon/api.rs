@@ -347,11 +347,22 @@ async fn add(State(s): State<Arc<ApiState>>, Body(request): Body<AddRequest>) ->
         .download_dir
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| s.control.default_download_dir());
-    match s
-        .torrents
-        .add(bytes, dir, request.paused, request.background)
-        .await
-    {
+    let added = match request.member_token.as_deref() {
+        Some(text) => match crate::daemon::torrents::parse_token(text) {
+            Ok(token) => {
+                s.torrents
+                    .add_with_token(bytes, dir, request.paused, request.background, &token)
+                    .await
+            }
+            Err(e) => Err(e),
+        },
+        None => {
+            s.torrents
+                .add(bytes, dir, request.paused, request.background)
+                .await
+        }
+    };
+    match added {
         Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
         Err(e) => e.into_response(),
     }

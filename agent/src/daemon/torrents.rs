@@ -73,6 +73,9 @@ pub fn no_peers_reason(handle: &TorrentHandle, dht: bool) -> Option<String> {
 }
 use crate::torrent_db::{hex, StoredTorrent, TorrentDb};
 
+mod membership;
+pub use membership::parse_token;
+
 /// Why a request about torrents failed; the API maps each to a status.
 #[derive(Debug, thiserror::Error)]
 pub enum TorrentError {
@@ -251,6 +254,7 @@ impl Torrents {
             // Site members share WAN fetching for private torrents (a
             // channel's are): their LAN peers are the tracker's members.
             site_coordination: matches!(&source, Source::Torrent(m) if m.info.private),
+            membership: self.member_token(&id),
             ..TorrentOptions::default()
         };
         let handle = match source {
@@ -427,6 +431,7 @@ impl Torrents {
             .map_err(|e| TorrentError::Internal(anyhow::Error::new(e)))?;
         self.entries().remove(&id);
         self.db.remove(&id).map_err(TorrentError::Internal)?;
+        self.forget_member_token(&id);
         tracing::info!(%id, delete_data, "torrent removed");
         Ok(())
     }

@@ -15,7 +15,8 @@
 //! - [`bitfield`]: which pieces a peer (or we) have.
 //! - [`class`]: direction and peer class, the axes of gates and counters;
 //!   where a peer came from (tracker, DHT, PEX, LSD, incoming, manual).
-//! - [`ext`]: BEP 10 extension sub-protocols (ut_metadata, ut_pex).
+//! - [`ext`]: BEP 10 extension sub-protocols (ut_metadata, ut_pex,
+//!   capwise_member: proof of channel membership).
 //! - [`lsd`]: local service discovery (BEP 14) packets and schedule.
 //! - [`privacy`]: BEP 27; a [`privacy::PublicTorrent`] is what PEX, LSD and the DHT require.
 //! - [`webseed`]: BEP 19 web seeds: file URLs, pieces onto file ranges, one seed's state machine.

@@ -10,8 +10,9 @@
 //!   after the torrent or the interface is added, then every
 //!   [`ANNOUNCE_INTERVAL`], and never twice within [`MIN_INTERVAL`];
 //!   [`Announcer::poll_timeout`] says when it next has a packet to send. It
-//!   takes torrents only with a [`PublicTorrent`]: LSD is never used for a
-//!   private torrent (BEP 27).
+//!   takes torrents only with a [`PeerSharing`]: LSD is never used for an
+//!   ordinary private torrent (BEP 27); a private channel torrent may use it
+//!   (it stays on the LAN, and its peers must prove membership).
 //! - [`Receiver`]: drops our own echoes (by cookie), limits how many packets
 //!   one source address is heard per minute (in a bounded table), and yields
 //!   the peer as the packet's *source* IP with the announced port (an
@@ -25,7 +26,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::metainfo::InfoHash;
-use crate::privacy::PublicTorrent;
+use crate::privacy::PeerSharing;
 
 /// The UDP port of both groups.
 pub const PORT: u16 = 6771;
@@ -333,10 +334,10 @@ impl Announcer {
         self.torrents.contains(hash)
     }
 
-    /// Starts announcing a torrent on every target; `public` proves it is
-    /// not private.
-    pub fn add_torrent(&mut self, hash: InfoHash, public: PublicTorrent, now: Instant) {
-        let _ = public;
+    /// Starts announcing a torrent on every target; `sharing` proves it is
+    /// not private, or is a channel torrent whose peers prove membership.
+    pub fn add_torrent(&mut self, hash: InfoHash, sharing: impl Into<PeerSharing>, now: Instant) {
+        let _ = sharing.into();
         if self.torrents.insert(hash) {
             for target in self.targets.clone() {
                 self.schedule(target, hash, now);
@@ -570,8 +571,8 @@ mod tests {
         InfoHash(h)
     }
 
-    fn public() -> PublicTorrent {
-        PublicTorrent::check(false).unwrap()
+    fn public() -> crate::privacy::PublicTorrent {
+        crate::privacy::PublicTorrent::check(false).unwrap()
     }
 
     const T4: Target = Target {
@@ -919,7 +920,7 @@ mod tests {
                             now = end;
                         }
                         Op::AddTorrent(n) => {
-                            a.add_torrent(hash(n), PublicTorrent::check(false).unwrap(), now);
+                            a.add_torrent(hash(n), crate::privacy::PublicTorrent::check(false).unwrap(), now);
                             torrents.insert(n);
                         }
                         Op::RemoveTorrent(n) => {

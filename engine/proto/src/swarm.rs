@@ -17,6 +17,7 @@ use crate::ext::pex::PeerFlags;
 use crate::picker::{Asker, BlockOutcome, PeerKey, Picker};
 use crate::wire::{BlockRef, Handshake, Message, BLOCK_SIZE};
 
+mod member;
 mod pex;
 mod site;
 mod webseed;
@@ -226,6 +227,8 @@ struct Peer {
     origin: PeerOrigin,
     /// Peer exchange with it (BEP 11).
     pex: pex::PeerPex,
+    /// Its membership proof, for a torrent that requires one.
+    member: Option<member::PeerMember>,
 }
 
 impl Peer {
@@ -328,6 +331,8 @@ pub struct Swarm {
     pex: pex::SwarmPex,
     /// Site coordination ("LAN first, WAN once"), once enabled.
     site: site::SwarmSite,
+    /// Channel membership, once required.
+    member: member::SwarmMember,
 }
 
 /// A peer with this many messages waiting is refused metadata blocks
@@ -380,6 +385,7 @@ impl Swarm {
             request_timeouts: 0,
             pex: pex::SwarmPex::default(),
             site: site::SwarmSite::default(),
+            member: member::SwarmMember::default(),
         }
     }
 
@@ -451,6 +457,7 @@ impl Swarm {
         let key = self.next_key;
         self.next_key += 1;
         let fast = handshake.supports_fast();
+        let (member, nonce) = self.member_new(handshake.peer_id, now).unzip();
         let mut peer = Peer {
             addr,
             fast,
@@ -486,7 +493,8 @@ impl Swarm {
             useful: false,
             ut_metadata: None,
             origin,
-            pex: pex::PeerPex::new(&mut self.pex, addr, origin, now),
+            pex: pex::PeerPex::new(&mut self.pex, addr, origin, member.is_none(), now),
+            member,
         };
         if handshake.supports_extensions() {
             let pex = self
@@ -501,6 +509,7 @@ impl Swarm {
                 self.config.max_peer_requests,
                 self.metadata.as_ref().map(Bytes::len),
                 &extensions,
+                nonce.as_ref(),
             );
             peer.outbox.push_back(Outgoing::Message(Message::Extended {
                 id: 0,
@@ -516,7 +525,9 @@ impl Swarm {
         };
         // Without BEP 6 an empty bitfield is simply not sent.
         if fast || self.have.count() > 0 {
-            peer.outbox.push_back(Outgoing::Message(greeting));
+            if let Some(greeting) = Self::member_hold(&mut peer.member, greeting) {
+                peer.outbox.push_back(Outgoing::Message(greeting));
+            }
         }
         self.peers.insert(key, peer);
         self.dirty.push(key);
@@ -749,6 +760,9 @@ impl Swarm {
                     peer.ut_metadata = crate::wire::extension::peer_ut_metadata(&payload).0;
                     self.pex_handshake(key, &payload);
                     self.site_handshake(key, &payload, now);
+                    self.member_handshake(key, &payload)?;
+                } else if id == crate::ext::member::OUR_ID {
+                    self.member_proof(key, &payload, now)?;
                 } else if id == crate::ext::pex::OUR_ID {
                     self.pex_message(key, &payload, now)?;
                 } else if id == crate::ext::site::OUR_ID {
@@ -760,7 +774,10 @@ impl Swarm {
                         (msg, peer.ut_metadata)
                     {
                         let answer = match &self.metadata {
-                            Some(info) if peer.outbox.len() < METADATA_OUTBOX_LIMIT => {
+                            Some(info)
+                                if peer.outbox.len() < METADATA_OUTBOX_LIMIT
+                                    && member::admitted(&peer.member) =>
+                            {
                                 metadata::serve(info, piece)
                             }
                             _ => MetadataMsg::Reject { piece },
@@ -925,6 +942,9 @@ impl Swarm {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
+        if !member::admitted(&peer.member) {
+            return;
+        }
         let want = peer.wanted > 0 && !complete;
         if want != peer.am_interested {
             peer.am_interested = want;
@@ -1031,7 +1051,10 @@ impl Swarm {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        if !peer.am_interested || (peer.peer_choking && peer.allowed_fast.is_empty()) {
+        if !peer.am_interested
+            || (peer.peer_choking && peer.allowed_fast.is_empty())
+            || !member::admitted(&peer.member)
+        {
             return;
         }
         let target = peer.queue_target(&self.config);
@@ -1263,7 +1286,7 @@ impl Swarm {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        if peer.am_choking {
+        if peer.am_choking && member::admitted(&peer.member) {
             peer.am_choking = false;
             peer.outbox.push_back(Outgoing::Message(Message::Unchoke));
             self.dirty.push(key);
@@ -1286,7 +1309,7 @@ impl Swarm {
         let candidates: Vec<ChokeCandidate> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.peer_interested)
+            .filter(|(_, p)| p.peer_interested && member::admitted(&p.member))
             .map(|(&peer, p)| ChokeCandidate {
                 peer,
                 download_rate: p.down_rate,
@@ -1380,6 +1403,9 @@ impl Swarm {
         if let Some(t) = self.site_timeout() {
             earliest(t);
         }
+        if let Some(t) = self.member_timeout() {
+            earliest(t);
+        }
         if self.choker_needed() {
             earliest(self.last_choke + CHOKE_INTERVAL);
         }
@@ -1455,6 +1481,7 @@ impl Swarm {
         for (key, reason) in idle {
             self.drop_peer(key, reason.into(), false);
         }
+        self.member_tick(now);
         if now.duration_since(self.last_choke) >= CHOKE_INTERVAL && self.choker_needed() {
             self.run_choker(now);
         }

@@ -198,6 +198,8 @@ impl TorrentCore {
         now: Instant,
     ) -> Result<Joined, Refusal> {
         let admit = self.admission.admit(&member, ours)?;
+        // A membership proof names the id our handshake gave.
+        self.swarm.set_own_peer_id(*ours);
         let origin = PeerOrigin {
             class,
             outgoing: member.outgoing(),

@@ -457,6 +457,7 @@ fn with_fake_member(now: Instant) -> (Swarm, PeerKey, PeerKey) {
         250,
         None,
         &[(site::EXTENSION_NAME, site::OUR_ID)],
+        None,
     );
     s.on_message(
         member,

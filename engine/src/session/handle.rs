@@ -44,6 +44,10 @@ pub struct TorrentOptions {
     /// which are private and can require membership). With no site member
     /// connected it changes nothing.
     pub site_coordination: bool,
+    /// The channel's membership secret (the token): every peer must prove
+    /// membership before it gets anything, and a private torrent may then
+    /// use LSD and PEX among proven members (`capwise_proto::ext::member`).
+    pub membership: Option<crate::ext::member::MembershipKey>,
 }
 
 /// Where a torrent stands.
@@ -284,6 +288,19 @@ impl TorrentHandle {
     /// a magnet fetches its metadata.
     pub fn encrypted_peers(&self) -> usize {
         self.torrent().map_or(0, |shared| shared.encrypted_peers())
+    }
+
+    /// Connected peers that proved channel membership (none for a torrent
+    /// that requires none, or while a magnet fetches its metadata).
+    pub fn proven_members(&self) -> usize {
+        self.torrent().map_or(0, |shared| shared.proven_members())
+    }
+
+    /// Whether the peer connected from `addr` proved channel membership:
+    /// the predicate site coordination combines with "same site".
+    pub fn is_proven_member(&self, addr: SocketAddr) -> bool {
+        self.torrent()
+            .is_some_and(|shared| shared.is_proven_member(addr))
     }
 
     /// Connected peers over uTP (the rest are over TCP); none while a

@@ -22,7 +22,8 @@
 //!
 //! What is announced is recomputed from the session ([`LocalDiscovery::sync`])
 //! whenever a torrent is added, removed, paused, resumed or gets its
-//! metadata: a private torrent (BEP 27) never has a `PublicTorrent`, so it is
+//! metadata: an ordinary private torrent (BEP 27) never has a `PeerSharing`
+//! (a private channel torrent whose peers prove membership does), so it is
 //! never announced nor given LSD peers, and a magnet whose metadata turns
 //! out private is withdrawn then.
 
@@ -34,7 +35,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use capwise_proto::lsd::{Group, MIN_INTERVAL};
-use capwise_proto::privacy::PublicTorrent;
+use capwise_proto::privacy::{PeerSharing, PublicTorrent};
 
 use crate::lsd::{Lsd, LsdInterface};
 use crate::metainfo::InfoHash;
@@ -84,7 +85,7 @@ struct State {
     /// Each with its interface's name.
     drivers: BTreeMap<LsdInterface, (String, Lsd)>,
     /// What is announced, to give to drivers started later.
-    torrents: HashMap<[u8; 20], PublicTorrent>,
+    torrents: HashMap<[u8; 20], PeerSharing>,
     /// When a driver on an interface (by name: an interface made again
     /// gets a new index) and group stopped, so that one started again
     /// there within [`MIN_INTERVAL`] does not announce sooner.
@@ -170,7 +171,7 @@ impl LocalDiscovery {
     /// Announces exactly the session's active public torrents and active
     /// magnets (which have no private flag yet), and no others.
     pub(crate) fn sync(&self, session: &SessionInner) {
-        let mut wanted: HashMap<[u8; 20], PublicTorrent> = HashMap::new();
+        let mut wanted: HashMap<[u8; 20], PeerSharing> = HashMap::new();
         // One lock order: magnets, then torrents (see SessionInner).
         {
             let magnets = session.magnets.lock().expect("magnets lock");
@@ -178,7 +179,7 @@ impl LocalDiscovery {
                 if !magnet.is_paused() {
                     // No metadata, so no private flag yet (privacy.rs).
                     if let Ok(public) = PublicTorrent::check(false) {
-                        wanted.insert(*hash, public);
+                        wanted.insert(*hash, public.into());
                     }
                 }
             }
@@ -187,8 +188,11 @@ impl LocalDiscovery {
                 if torrent.is_paused() {
                     continue;
                 }
-                if let Ok(public) = PublicTorrent::from_info(&torrent.metainfo.info) {
-                    wanted.insert(*hash, public);
+                // A private channel torrent too: LSD stays on the LAN and
+                // its peers must prove membership (privacy.rs).
+                let private = torrent.metainfo.info.private;
+                if let Ok(sharing) = PeerSharing::check(private, torrent.requires_membership()) {
+                    wanted.insert(*hash, sharing);
                 }
             }
         }

@@ -573,6 +573,9 @@ impl MagnetShared {
                 transports: self.transports.clone(),
                 wan_window: self.wan_window.clone(),
                 site_coordination: self.site_coordination,
+                // A magnet has no membership token (channel torrents come
+                // as .torrent files).
+                membership: None,
             },
         )
         .await;

@@ -18,6 +18,7 @@ mod evict;
 mod half_open;
 mod handle;
 mod local_discovery;
+mod membership;
 mod metadata;
 mod metadata_peer;
 mod peer;

@@ -320,9 +320,18 @@ impl TorrentShared {
             Instant::now(),
         );
         swarm.set_metadata(bytes::Bytes::from(metainfo.info_bytes.clone()));
-        // BEP 11 unless the torrent is private (BEP 27) or the config says no.
-        if let Ok(public) = capwise_proto::privacy::PublicTorrent::from_info(info) {
-            swarm.enable_pex(public);
+        // BEP 11 unless the torrent is private (BEP 27) or the config says
+        // no; among proven members only for a private channel torrent.
+        let member = options.membership.is_some();
+        if let Some(key) = options.membership.clone() {
+            swarm.require_membership(capwise_proto::ext::member::Membership {
+                key,
+                info_hash,
+                peer_id: session.peer_id(),
+            });
+        }
+        if let Ok(sharing) = capwise_proto::privacy::PeerSharing::check(info.private, member) {
+            swarm.enable_pex(sharing);
         }
         // A member id of its own per torrent and run: the site's split
         // must not move when the session renews its peer id.

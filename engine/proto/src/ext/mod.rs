@@ -9,6 +9,10 @@
 //! - [`site`]: capwise_site, claims of pieces a site member fetches over
 //!   the WAN (capwise peers of one LAN only).
 
+//! - [`member`]: capwise_member, proof of channel membership for torrents
+//!   that require it.
+
+pub mod member;
 pub mod metadata;
 pub mod pex;
 pub mod site;

@@ -19,8 +19,9 @@
 //!   through [`Learnt::to_dial`], which leaves out LAN addresses learnt from
 //!   a WAN peer ([`takes_from`]).
 //!
-//! A [`PexPeer`] needs a [`PublicTorrent`]: PEX cannot run for a private
-//! torrent (BEP 27). The extension id (the number in `Extended { id, .. }`)
+//! A [`PexPeer`] needs a [`PeerSharing`]: PEX cannot run for an ordinary
+//! private torrent (BEP 27); for a private channel torrent the swarm runs it
+//! among proven members only. The extension id (the number in `Extended { id, .. }`)
 //! is the caller's: it is negotiated in the BEP 10 handshake under
 //! [`EXTENSION_NAME`].
 
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use crate::bencode::{self, BencodeError, Owned};
 use crate::class::PeerClass;
-use crate::privacy::PublicTorrent;
+use crate::privacy::{PeerSharing, PublicTorrent};
 
 /// The name of this extension in the BEP 10 handshake's `m` dictionary.
 pub const EXTENSION_NAME: &str = "ut_pex";
@@ -387,9 +388,16 @@ pub struct PexPeer {
 impl PexPeer {
     /// State for a peer at `addr` (its dialable address) of class `class`,
     /// connected at `now`. The first message is due at once (once the BEP 10
-    /// handshakes are through); `public` proves the torrent is not private.
-    pub fn new(public: PublicTorrent, addr: SocketAddr, class: PeerClass, now: Instant) -> Self {
-        let _ = public;
+    /// handshakes are through); `sharing` proves the torrent is not private,
+    /// or is a channel torrent whose PEX runs among proven members only
+    /// (the swarm then creates this only for a proven member).
+    pub fn new(
+        sharing: impl Into<PeerSharing>,
+        addr: SocketAddr,
+        class: PeerClass,
+        now: Instant,
+    ) -> Self {
+        let _ = sharing.into();
         Self {
             addr: canonical(addr),
             class,

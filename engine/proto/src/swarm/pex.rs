@@ -20,6 +20,11 @@
 //!   [`Event::PeersLearnt`], whose addresses the I/O layer gets through
 //!   [`pex::Learnt::to_dial`] with its classifier (LAN addresses from a
 //!   WAN peer are left out there: the swarm has no classifier of its own).
+//! - Membership ([`super::member`]): on a torrent whose peers must prove
+//!   channel membership (and always for a private channel torrent, whose
+//!   [`PeerSharing::Members`] allows PEX among members only), a peer takes
+//!   part only once proven: before that it is not sent to, not listed to
+//!   others and its messages are ignored.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -31,14 +36,14 @@ use super::{Event, Message, Outgoing, PeerOrigin, Swarm, Violation};
 use crate::class::PeerClass;
 use crate::ext::pex::{self, PeerFlags, PexPeer};
 use crate::picker::PeerKey;
-use crate::privacy::PublicTorrent;
+use crate::privacy::PeerSharing;
 use crate::wire::extension;
 
 /// The swarm's side: whether PEX runs, and a version of the connected set.
 #[derive(Debug, Default)]
 pub(super) struct SwarmPex {
     /// Set by [`Swarm::enable_pex`] when the config allows it.
-    public: Option<PublicTorrent>,
+    public: Option<PeerSharing>,
     /// Bumped whenever a peer with a dialable address comes or goes.
     version: u64,
 }
@@ -58,6 +63,8 @@ pub(super) struct PeerPex {
     /// uTP, encryption (0x01) when it came through an MSE handshake. Others
     /// are told.
     shown: PeerFlags,
+    /// It may take part: no membership is required, or it proved it.
+    member_ok: bool,
 }
 
 impl PeerPex {
@@ -66,11 +73,13 @@ impl PeerPex {
         swarm: &mut SwarmPex,
         addr: SocketAddr,
         origin: PeerOrigin,
+        no_membership: bool,
         now: Instant,
     ) -> Self {
         let Some(public) = swarm.public else {
             return Self::default();
         };
+        let member_ok = no_membership && !public.members_only();
         let dialable = origin.outgoing.then(|| pex::canonical(addr));
         if dialable.is_some() {
             swarm.version += 1;
@@ -81,6 +90,7 @@ impl PeerPex {
             dialable,
             told_version: None,
             shown: PeerFlags::default(),
+            member_ok,
         }
     }
 
@@ -89,6 +99,9 @@ impl PeerPex {
     fn due(&self, version: u64) -> Option<Instant> {
         let state = self.state.as_ref()?;
         self.their_id?;
+        if !self.member_ok {
+            return None;
+        }
         (self.told_version != Some(version)).then(|| state.poll_timeout())
     }
 }
@@ -96,13 +109,27 @@ impl PeerPex {
 impl Swarm {
     /// Run PEX for this torrent (unless [`SwarmConfig::pex`] is off): from
     /// now on our extension handshake names ut_pex, and peers that connect
-    /// take part. Call it before adding peers. Only a [`PublicTorrent`]
-    /// (BEP 27) can ask for it.
+    /// take part. Call it before adding peers. Only a public torrent
+    /// (BEP 27) or a private channel torrent (PEX among proven members
+    /// only) can ask for it: see [`PeerSharing`].
     ///
     /// [`SwarmConfig::pex`]: super::SwarmConfig::pex
-    pub fn enable_pex(&mut self, public: PublicTorrent) {
+    pub fn enable_pex(&mut self, sharing: impl Into<PeerSharing>) {
         if self.config.pex {
-            self.pex.public = Some(public);
+            self.pex.public = Some(sharing.into());
+        }
+    }
+
+    /// A peer proved membership: it takes part in PEX from now on.
+    pub(super) fn pex_member_proven(&mut self, key: PeerKey) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if p.pex.state.is_some() && !p.pex.member_ok {
+            p.pex.member_ok = true;
+            if p.pex.dialable.is_some() {
+                self.pex.version += 1;
+            }
         }
     }
 
@@ -143,7 +170,12 @@ impl Swarm {
         payload: &[u8],
         now: Instant,
     ) -> Result<(), Violation> {
-        let Some(state) = self.peers.get_mut(&key).and_then(|p| p.pex.state.as_mut()) else {
+        let Some(state) = self
+            .peers
+            .get_mut(&key)
+            .filter(|p| p.pex.member_ok)
+            .and_then(|p| p.pex.state.as_mut())
+        else {
             return Ok(());
         };
         match state.handle_message(now, payload) {
@@ -199,7 +231,7 @@ impl Swarm {
         }
         let mut connected = BTreeMap::new();
         let mut classes = HashMap::new();
-        for p in self.peers.values() {
+        for p in self.peers.values().filter(|p| p.pex.member_ok) {
             if let Some(addr) = p.pex.dialable {
                 let mut flags = p.pex.shown;
                 if p.is_seed {

@@ -1,7 +1,7 @@
 //! The extension protocol handshake (BEP 10).
 
 use crate::bencode::{self, Owned};
-use crate::ext::{metadata, pex};
+use crate::ext::{member, metadata, pex};
 
 /// Our extension handshake: `m` (ut_metadata), listen port, how many
 /// requests we accept, client name, and `metadata_size` when we have the
@@ -24,21 +24,33 @@ pub fn our_handshake_with_pex(
     ut_pex: bool,
 ) -> Vec<u8> {
     let pex = ut_pex.then_some((pex::EXTENSION_NAME, pex::OUR_ID));
-    our_handshake_with(listen_port, request_queue, metadata_size, pex.as_slice())
+    our_handshake_with(
+        listen_port,
+        request_queue,
+        metadata_size,
+        pex.as_slice(),
+        None,
+    )
 }
 
 /// [`our_handshake`], naming `extensions` (name, our id) in `m` besides
-/// ut_metadata.
+/// ut_metadata, and `capwise_member` with our nonce for this connection when
+/// the torrent requires membership ([`crate::ext::member`]).
 pub fn our_handshake_with(
     listen_port: u16,
     request_queue: usize,
     metadata_size: Option<usize>,
     extensions: &[(&str, u8)],
+    member_nonce: Option<&[u8; member::NONCE_LEN]>,
 ) -> Vec<u8> {
     let mut dict = std::collections::BTreeMap::new();
     let mut m = Owned::dict().with(metadata::NAME, Owned::Int(metadata::OUR_ID.into()));
     for &(name, id) in extensions {
         m = m.with(name, Owned::Int(id.into()));
+    }
+    if let Some(nonce) = member_nonce {
+        m = m.with(member::EXTENSION_NAME, Owned::Int(member::OUR_ID.into()));
+        dict.insert(member::NONCE_KEY.to_vec(), Owned::Bytes(nonce.to_vec()));
     }
     let m = m.build();
     dict.insert(b"m".to_vec(), m);

@@ -1,0 +1,29 @@
+//! Channel membership seen from the session: which connected peers proved
+//! it (`capwise_proto::swarm` keeps the truth per peer key; this maps the
+//! I/O layer's addresses onto it).
+
+use std::net::SocketAddr;
+
+use super::torrent::TorrentShared;
+
+impl TorrentShared {
+    /// Whether this torrent's peers must prove membership.
+    pub(crate) fn requires_membership(&self) -> bool {
+        self.lock_core().swarm.requires_membership()
+    }
+
+    /// Connected peers that proved membership.
+    pub(crate) fn proven_members(&self) -> usize {
+        self.lock_core().swarm.proven_members()
+    }
+
+    /// Whether the peer connected from `addr` proved membership.
+    pub(crate) fn is_proven_member(&self, addr: SocketAddr) -> bool {
+        // Lock order: the core first, then the links.
+        let core = self.lock_core();
+        let links = self.links.lock().expect("links lock");
+        links
+            .iter()
+            .any(|(&key, link)| link.addr == addr && core.swarm.is_proven_member(key))
+    }
+}
