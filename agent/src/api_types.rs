@@ -219,6 +219,10 @@ pub struct SubscribeRequest {
     /// Seconds between polls (2 to 604800; default 900).
     #[serde(default)]
     pub interval_secs: Option<u64>,
+    /// The channel's membership token (64 hex digits, `capwise channel
+    /// token` at the publisher), for a channel whose swarms admit members only.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// `DELETE /v1/subscriptions` query.

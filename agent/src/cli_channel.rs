@@ -124,6 +124,10 @@ pub struct SubscribeArgs {
     /// Seconds between polls of the manifest (at least 2).
     #[arg(long, value_name = "SECS", default_value_t = 900)]
     pub interval: u64,
+    /// The channel's membership token, as `capwise channel token NAME` printed
+    /// it at the publisher: needed when the channel admits members only.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
     /// Agent selection and output.
     #[command(flatten)]
     pub agent: crate::cli_policy::StoreArgs,

@@ -44,7 +44,8 @@ const MIGRATIONS: &[&str] = &[
         polled_at     INTEGER,
         outcome       TEXT,
         result        TEXT,
-        report_url    TEXT
+        report_url    TEXT,
+        token         TEXT
     );
     CREATE TABLE subscription_items (
         url       TEXT NOT NULL,

@@ -275,11 +275,34 @@ fn body(root: &Path, logs: &Path) -> Result<()> {
     let mut b = start("agent-b", &mb, logs)?;
     let dl = mb.data.join("channel");
     let dl_text = dl.display().to_string();
+    // The channel admits members only: without its token nothing is added, and B says why.
+    b.cli(&["subscribe", &manifest_url, "--key", &key, "--interval", "2"])?;
+    let mut last = Value::Null;
+    wait_until(
+        "B to refuse items without a token",
+        WAIT,
+        Duration::from_millis(300),
+        || {
+            last = subscription(&mut b)?;
+            Ok(last["result"]
+                .as_str()
+                .is_some_and(|r| r.contains("members only")))
+        },
+    )
+    .with_context(|| format!("last seen: {last}"))?;
+    ensure!(
+        held(&last).is_empty() && torrents(&mut b)?.is_empty(),
+        "items were added without the channel's token: {last}"
+    );
+    b.cli(&["unsubscribe", &manifest_url])?;
+    let token = a.cli(&["channel", "token", "demo"])?.trim().to_owned();
     b.cli(&[
         "subscribe",
         &manifest_url,
         "--key",
         &key,
+        "--token",
+        &token,
         "-d",
         &dl_text,
         "--interval",
@@ -541,11 +564,16 @@ fn hostile_items(root: &Path, logs: &Path) -> Result<()> {
 
     let mb = machine(root, "b")?;
     let mut b = start("agent-b", &mb, logs)?;
+    let token = publish_cli(&["channel", "token", "demo"])?
+        .trim()
+        .to_owned();
     b.cli(&[
         "subscribe",
         &manifest_url,
         "--key",
         &key_hex,
+        "--token",
+        &token,
         "--interval",
         "2",
     ])?;

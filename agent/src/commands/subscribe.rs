@@ -36,6 +36,7 @@ pub async fn subscribe(args: &SubscribeArgs) -> Result<()> {
         download_dir,
         background: args.background,
         interval_secs: Some(args.interval),
+        token: args.token.clone(),
     };
     let view: SubscriptionView = client
         .post("/v1/subscriptions", &request)

@@ -129,13 +129,22 @@ impl Subscriptions {
                 "the poll interval is {MIN_INTERVAL_SECS} s to {MAX_INTERVAL_SECS} s (a week), not {interval}"
             )));
         }
-        let sub = Subscription::new(
+        let token = match request.token.as_deref() {
+            Some(text) => Some(
+                crate::daemon::torrents::parse_token(text)
+                    .map_err(|e| SubscriptionError::Invalid(format!("--token: {e}")))?
+                    .to_hex(),
+            ),
+            None => None,
+        };
+        let mut sub = Subscription::new(
             url.to_string(),
             key.to_hex(),
             dir,
             request.background,
             interval,
         );
+        sub.token = token;
         store::insert(&self.ctx.db, &sub, Timestamp::now_from_system().0).map_err(|e| match e {
             StoreError::Exists(_) => SubscriptionError::Exists(e.to_string()),
             StoreError::Db(e) => SubscriptionError::Internal(e),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use capwise_channel::url::Url;
 use capwise_channel::{accept, checks, Item, PublicKey, MAX_MANIFEST_BYTES};
+use capwise_engine::ext::member::MembershipKey;
 use capwise_engine::metainfo::Metainfo;
 use capwise_policy::decision::Decision;
 use capwise_policy::time::Timestamp;
@@ -133,8 +134,28 @@ async fn run(ctx: &Context, sub: &Subscription, now: i64) -> Result<Outcome, (Ou
         .clone()
         .unwrap_or_else(|| ctx.download_dir.clone());
     let mut added = 0;
-    for item in &actions.add {
-        match add_item(ctx, &manifest_url, item, &dir, sub.background).await {
+    // Without the channel's token nothing is added: the items would serve
+    // anyone, or no one.
+    let (token, adds) = match member_token(&manifest, sub) {
+        Ok(token) => (token, actions.add.as_slice()),
+        Err(why) => {
+            if !actions.add.is_empty() {
+                problems.push(why);
+            }
+            (None, &[][..])
+        }
+    };
+    for item in adds {
+        match add_item(
+            ctx,
+            &manifest_url,
+            item,
+            &dir,
+            sub.background,
+            token.as_ref(),
+        )
+        .await
+        {
             Ok(()) => {
                 added += 1;
                 record(
@@ -188,15 +209,43 @@ fn record(done: anyhow::Result<()>, url: &str) {
     }
 }
 
+/// The membership token the items must be added with: none for a channel
+/// that admits anyone; the subscription's for one that admits members
+/// only, which must be the one whose public key the manifest names.
+fn member_token(
+    manifest: &capwise_channel::Manifest,
+    sub: &Subscription,
+) -> Result<Option<MembershipKey>, String> {
+    let wanted = manifest.membership_key().map_err(|e| e.to_string())?;
+    match (wanted, sub.token.as_deref()) {
+        (None, _) => Ok(None),
+        (Some(public), Some(text)) => match MembershipKey::from_hex(text) {
+            Some(token) if token.public() == public.0 => Ok(Some(token)),
+            _ => Err(
+                "the channel admits members only, and the --token given is not its membership \
+                 token: unsubscribe and subscribe again with the token `capwise channel token` \
+                 prints at the publisher"
+                    .into(),
+            ),
+        },
+        (Some(_), None) => Err(
+            "the channel admits members only: unsubscribe and subscribe again with --token \
+             (the token `capwise channel token` prints at the publisher)"
+                .into(),
+        ),
+    }
+}
+
 /// Fetches an item's .torrent from the manifest's host, checks that it is
 /// the item the manifest names (info-hash, name, web seeds on the
-/// manifest's host) and adds it.
+/// manifest's host) and adds it (with the channel's membership `token`).
 async fn add_item(
     ctx: &Context,
     manifest_url: &Url,
     item: &Item,
     dir: &std::path::Path,
     background: bool,
+    token: Option<&MembershipKey>,
 ) -> Result<(), String> {
     let url = checks::torrent_url(item, manifest_url).map_err(|e| e.to_string())?;
     let bytes = match fetch::get(&ctx.client, url.as_str(), None, MAX_TORRENT_BYTES).await {
@@ -225,11 +274,19 @@ async fn add_item(
     for seed in &metainfo.web_seeds {
         checks::same_host_url(&item.name, seed, manifest_url).map_err(|e| e.to_string())?;
     }
-    match ctx
-        .torrents
-        .add(bytes, dir.to_path_buf(), false, background)
-        .await
-    {
+    let added = match token {
+        Some(token) => {
+            ctx.torrents
+                .add_with_token(bytes, dir.to_path_buf(), false, background, token)
+                .await
+        }
+        None => {
+            ctx.torrents
+                .add(bytes, dir.to_path_buf(), false, background)
+                .await
+        }
+    };
+    match added {
         Ok(_) => Ok(()),
         // Someone added it by hand: it is theirs, the subscription leaves it alone.
         Err(TorrentError::Duplicate(_)) => Err(

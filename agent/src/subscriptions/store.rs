@@ -46,6 +46,8 @@ pub struct Subscription {
     pub result: Option<String>,
     /// Where the last accepted manifest asks for delivery reports.
     pub report_url: Option<String>,
+    /// The channel's membership token (hex), if given at `subscribe`.
+    pub token: Option<String>,
 }
 
 impl Subscription {
@@ -71,6 +73,7 @@ impl Subscription {
             outcome: None,
             result: None,
             report_url: None,
+            token: None,
         }
     }
 }
@@ -125,11 +128,22 @@ pub fn insert(db: &TorrentDb, s: &Subscription, now: i64) -> Result<(), StoreErr
         None => None,
     };
     db.with_conn(|conn| {
-        let inserted = conn.execute(
-            "INSERT OR IGNORE INTO subscriptions (url, key, download_dir, background, interval_secs, added_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![s.url, s.key, dir, s.background, s.interval_secs as i64, now],
-        ).context("cannot store the subscription")?;
+        let inserted = conn
+            .execute(
+                "INSERT OR IGNORE INTO subscriptions
+                 (url, key, download_dir, background, interval_secs, added_at, token)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    s.url,
+                    s.key,
+                    dir,
+                    s.background,
+                    s.interval_secs as i64,
+                    now,
+                    s.token
+                ],
+            )
+            .context("cannot store the subscription")?;
         if inserted == 0 {
             return Err(StoreError::Exists(s.url.clone()));
         }
@@ -186,7 +200,7 @@ pub fn all_without_agent(db_path: &Path) -> Result<Vec<Subscription>> {
 fn read(conn: &Connection, url: Option<&str>) -> Result<Vec<Subscription>> {
     let mut stmt = conn.prepare(
         "SELECT url, key, download_dir, background, interval_secs, last_sequence, digest,
-                etag, last_modified, polled_at, outcome, result, report_url
+                etag, last_modified, polled_at, outcome, result, report_url, token
          FROM subscriptions WHERE ?1 IS NULL OR url = ?1 ORDER BY url",
     )?;
     let rows = stmt.query_map(params![url], |r| {
@@ -211,6 +225,7 @@ fn read(conn: &Connection, url: Option<&str>) -> Result<Vec<Subscription>> {
             outcome: r.get(10)?,
             result: r.get(11)?,
             report_url: r.get(12)?,
+            token: r.get(13)?,
         })
     })?;
     let mut subs: Vec<Subscription> = rows.collect::<rusqlite::Result<_>>()?;

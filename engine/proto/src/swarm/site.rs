@@ -47,10 +47,13 @@ use crate::ext::site::{self, MemberId, SiteMsg};
 use crate::picker::PeerKey;
 
 /// The one predicate "is this peer a trusted site member": LAN, speaks
-/// `capwise_site`, and told us its member id. (Where a channel torrent
-/// requires proven membership, that condition joins here.)
+/// `capwise_site`, told us its member id, and, where the torrent requires
+/// channel membership, proved it (a rogue LAN peer cannot claim pieces for
+/// the site).
 fn is_site_member(peer: &Peer, state: &SwarmSite, key: PeerKey) -> bool {
-    peer.origin.class == PeerClass::Lan && state.members.contains_key(&key)
+    peer.origin.class == PeerClass::Lan
+        && state.members.contains_key(&key)
+        && super::member::admitted(&peer.member)
 }
 
 /// A member's live claim on a piece.
