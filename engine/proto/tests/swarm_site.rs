@@ -668,3 +668,118 @@ fn a_complete_member_keeps_no_site_timer() {
         );
     }
 }
+
+/// Where the torrent admits channel members only, a LAN peer that speaks
+/// `capwise_site` but has not proved membership claims nothing for the
+/// site: its claims keep no piece from our WAN sources.
+#[test]
+fn an_unproven_peer_claims_nothing_for_the_site() {
+    use capwise_proto::ext::member::{self, Membership, MembershipKey};
+    let t0 = Instant::now();
+    let mut s = Swarm::new(
+        PIECE,
+        PIECE * PIECES as u64,
+        Bitfield::new(PIECES),
+        SwarmConfig::default(),
+        t0,
+    );
+    s.enable_site([1; 8]);
+    s.require_membership(Membership {
+        key: MembershipKey::from_seed([4; 32]),
+        info_hash: [9; 20],
+        peer_id: [1; 20],
+    });
+    let lan = PeerOrigin {
+        class: PeerClass::Lan,
+        outgoing: true,
+    };
+    let rogue = s.add_peer_with(
+        SocketAddr::from(([10, 20, 0, 9], 6881)),
+        &Handshake::new([9; 20], [2; 20]),
+        lan,
+        t0,
+    );
+    // Names both extensions (so it is not dropped at its handshake), but
+    // sends no proof.
+    let ext = capwise_proto::wire::extension::our_handshake_with(
+        6881,
+        250,
+        None,
+        &[(site::EXTENSION_NAME, site::OUR_ID)],
+        Some(&[7; 32]),
+    );
+    s.on_message(
+        rogue,
+        Message::Extended {
+            id: 0,
+            payload: Bytes::from(ext),
+        },
+        t0,
+    )
+    .unwrap();
+    let _ = s.on_message(rogue, claim_msg([2; 8], (0..PIECES).collect(), true), t0);
+    let seed = s.add_peer_with(
+        SocketAddr::from(([44, 0, 0, 1], 6881)),
+        &Handshake::new([9; 20], [3; 20]),
+        PeerOrigin {
+            class: PeerClass::Wan,
+            outgoing: true,
+        },
+        t0,
+    );
+    // The seed (WAN, a channel machine at headquarters) proves membership.
+    let mut out = Vec::new();
+    s.poll_outgoing(seed, t0, &mut out);
+    let our_nonce = out
+        .iter()
+        .find_map(|o| match o {
+            Outgoing::Message(Message::Extended { id: 0, payload }) => {
+                member::peer_member(payload).ok().map(|(_, n)| n)
+            }
+            _ => None,
+        })
+        .expect("our handshake carries a nonce");
+    let seed_ext =
+        capwise_proto::wire::extension::our_handshake_with(6881, 250, None, &[], Some(&[8; 32]));
+    s.on_message(
+        seed,
+        Message::Extended {
+            id: 0,
+            payload: Bytes::from(seed_ext),
+        },
+        t0,
+    )
+    .unwrap();
+    let seed_membership = Membership {
+        key: MembershipKey::from_seed([4; 32]),
+        info_hash: [9; 20],
+        peer_id: [3; 20],
+    };
+    s.on_message(
+        seed,
+        Message::Extended {
+            id: member::OUR_ID,
+            payload: Bytes::from(member::encode_proof(&member::sign(
+                &seed_membership,
+                &our_nonce,
+            ))),
+        },
+        t0,
+    )
+    .unwrap();
+    assert!(s.is_proven_member(seed) && !s.is_proven_member(rogue));
+    s.on_message(
+        seed,
+        Message::Bitfield(Bytes::from(Bitfield::full(PIECES).as_bytes().to_vec())),
+        t0,
+    )
+    .unwrap();
+    s.on_message(seed, Message::Unchoke, t0).unwrap();
+    let t1 = t0 + Duration::from_secs(3);
+    s.tick(t1);
+    let asked = requested_pieces(&mut s, seed, t1);
+    assert!(
+        !asked.is_empty(),
+        "an unproven peer's claims held the WAN back"
+    );
+}

@@ -259,6 +259,12 @@ impl Swarm {
         let Some(peer) = self.peers.get(&key) else {
             return Ok(());
         };
+        // A peer that has not proved channel membership (where the torrent
+        // requires it) is no member: its claims and pieces count for nothing
+        // until it has; its next full list (every few seconds) then counts.
+        if !super::member::admitted(&peer.member) {
+            return Ok(());
+        }
         match self.site.members.get(&key) {
             Some(m) if m.id != msg.member => {
                 return Err(Violation("capwise_site: the member id changed".into()));
