@@ -94,18 +94,24 @@ fn create(args: &ChannelCreateArgs) -> Result<()> {
 /// as hex. Never overwrites a key: a channel's subscribers pin it, and a
 /// machine is known at its publishers by its agent key.
 pub fn new_key_file(path: &Path) -> Result<ChannelKey> {
+    Ok(ChannelKey::from_seed(new_secret_file(path)?))
+}
+
+/// 32 random bytes from the OS, written to a new file at `path` (0600) as
+/// hex: the seed of an ed25519 key (a channel's, an agent's, a channel's
+/// membership secret). Fails if the file exists.
+pub fn new_secret_file(path: &Path) -> std::io::Result<[u8; 32]> {
     use rand::RngCore as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut seed = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut seed);
-    let key = ChannelKey::from_seed(seed);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)?;
-    writeln!(file, "{}", key.to_hex()).and_then(|()| file.sync_all())?;
-    Ok(key)
+    writeln!(file, "{}", hex::encode(seed)).and_then(|()| file.sync_all())?;
+    Ok(seed)
 }
 
 /// Whether this machine publishes the channel whose public key is

@@ -5,7 +5,6 @@
 //! (`capwise channel token NAME`), with which their agents prove membership
 //! in the items' swarms (`capwise_proto::ext::member`).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -35,33 +34,19 @@ fn load(path: &Path) -> Result<Option<MembershipKey>> {
 /// The channel's membership secret, made (0600, never overwritten) if the
 /// channel has none yet. The channel itself must exist.
 pub fn load_or_create(state_dir: Option<&Path>, name: &str) -> Result<MembershipKey> {
-    use rand::RngCore as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     super::load_key(state_dir, name)?;
     let path = member_path(state_dir, name)?;
     if let Some(key) = load(&path)? {
         return Ok(key);
     }
-    let mut seed = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut seed);
-    let key = MembershipKey::from_seed(seed);
-    let mut file = match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-    {
-        Ok(file) => file,
+    match super::new_secret_file(&path) {
+        Ok(seed) => Ok(MembershipKey::from_seed(seed)),
         // Made meanwhile by another publish: take that one.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return load(&path)?.context("the membership secret vanished");
+            load(&path)?.context("the membership secret vanished")
         }
-        Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
-    };
-    writeln!(file, "{}", key.to_hex())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(key)
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
 }
 
 /// `capwise channel token NAME`

@@ -551,6 +551,21 @@ mod tests {
         assert!(text.contains("/srv/ro/payload"), "{text}");
     }
 
+    /// A session on loopback, with the default hooks.
+    pub(super) async fn loopback_session() -> Session {
+        let config = SessionConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..SessionConfig::default()
+        };
+        Session::start(config, Hooks::default()).await.unwrap()
+    }
+
+    /// The agent's torrents over `session`, stored in a database in `dir`.
+    pub(super) fn torrents_in(session: Session, dir: &std::path::Path) -> Arc<Torrents> {
+        let db = Arc::new(TorrentDb::open(&dir.join("capwise.db")).unwrap());
+        Arc::new(Torrents::new(session, db, true))
+    }
+
     fn torrent_bytes(dir: &std::path::Path, name: &str, trackers: Vec<String>) -> Vec<u8> {
         let data = dir.join(name);
         std::fs::write(&data, vec![1u8; 50_000]).unwrap();
@@ -617,17 +632,7 @@ mod tests {
     #[tokio::test]
     async fn a_torrent_with_a_web_seed_needs_no_tracker() {
         let dir = tempfile::tempdir().unwrap();
-        let session = Session::start(
-            SessionConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                ..SessionConfig::default()
-            },
-            Hooks::default(),
-        )
-        .await
-        .unwrap();
-        let db = Arc::new(TorrentDb::open(&dir.path().join("capwise.db")).unwrap());
-        let torrents = Arc::new(Torrents::new(session, db, true));
+        let torrents = torrents_in(loopback_session().await, dir.path());
         let data = dir.path().join("seeded.bin");
         std::fs::write(&data, vec![3u8; 50_000]).unwrap();
         let bytes = create_torrent(&CreateOptions {
@@ -668,17 +673,8 @@ mod tests {
     #[tokio::test]
     async fn a_torrent_says_why_it_waits_once_and_why_it_has_no_peer() {
         let dir = tempfile::tempdir().unwrap();
-        let session = Session::start(
-            SessionConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                ..SessionConfig::default()
-            },
-            Hooks::default(),
-        )
-        .await
-        .unwrap();
-        let db = Arc::new(TorrentDb::open(&dir.path().join("capwise.db")).unwrap());
-        let torrents = Arc::new(Torrents::new(session.clone(), db, true));
+        let session = loopback_session().await;
+        let torrents = torrents_in(session.clone(), dir.path());
         let sentence = "Uploads to the internet paused and background torrents wait: \
                         'Pixel hotspot' is metered (NetworkManager says so).";
         torrents.apply_background(false, sentence).await;

@@ -84,28 +84,15 @@ impl Torrents {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use capwise_engine::create::{create_torrent, CreateOptions};
-    use capwise_engine::session::{Hooks, Session, SessionConfig};
 
+    use super::super::tests::{loopback_session, torrents_in};
     use super::*;
-    use crate::torrent_db::TorrentDb;
 
     #[tokio::test]
     async fn a_token_is_kept_with_its_torrent_and_forgotten_with_it() {
         let dir = tempfile::tempdir().unwrap();
-        let session = Session::start(
-            SessionConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                ..SessionConfig::default()
-            },
-            Hooks::default(),
-        )
-        .await
-        .unwrap();
-        let db = Arc::new(TorrentDb::open(&dir.path().join("capwise.db")).unwrap());
-        let torrents = Arc::new(Torrents::new(session, db, true));
+        let torrents = torrents_in(loopback_session().await, dir.path());
         let data = dir.path().join("item.bin");
         std::fs::write(&data, vec![3u8; 40_000]).unwrap();
         let bytes = create_torrent(&CreateOptions {
