@@ -8,17 +8,20 @@
 //! - `curl`: every machine fetches them with `curl` (about 4 copies per branch);
 //! - `libtorrent`: 4 libtorrent machines per branch (`lt_client.py`, one session per torrent,
 //!   LSD on, DHT off), seeding on once done as a plain swarm does;
-//! - `capwise`: 8 capwise agents (`capwise run`, LSD on, DHT off), given the publication by
-//!   [`deliver`]; optionally a second publication changing one file ([`Scenario::republish`])
-//!   and, as its own case, one branch-1 machine killed mid-transfer and restarted.
+//! - `capwise`: 8 capwise agents (`capwise run`, LSD on, DHT off), each subscribed to HQ's
+//!   channel (`capwise subscribe URL --key K --token T`, [`deliver`]); optionally a second
+//!   publication changing one file (the machines find it by polling) and, as its own case, one
+//!   branch-1 machine killed mid-transfer and restarted. Each capwise case ends with
+//!   `capwise channel status demo --json` at HQ listing its 8 machines at the latest sequence,
+//!   missing nothing.
 //!
 //! Every case ends when all 8 machines hold every file byte for byte (`cmp` against HQ's copy),
 //! or fails at its time bound.
 //!
-//! How capwise machines get the publication is in one place, [`deliver`] and
-//! [`deliver_update`], and how HQ makes it in [`publish`]: today `mktorrent` plus
-//! `capwise add FILE.torrent`; once channels land, `capwise channel publish` and
-//! `capwise subscribe URL --key K`.
+//! Two publications of the same bytes: [`publish`] (`mktorrent`, public torrents, for the curl
+//! and libtorrent references: libtorrent needs public torrents to use LSD) and HQ's channel
+//! `demo` (`capwise channel publish`, private torrents with a web seed, a signed manifest and
+//! delivery reports to HQ's agent, [`Scenario::channel_publish`]) for the capwise cases.
 
 use super::{BranchTopology, BRANCHES, HQ_IP, MACHINES};
 use crate::clients::agent::{Agent, Wrap};
@@ -45,6 +48,14 @@ const MACHINE_PORT: u16 = 7001;
 /// Log2 of the piece size (256 KiB).
 const PIECE_LOG2: u32 = 18;
 const POLL: Duration = Duration::from_millis(1000);
+/// HQ's agent receives the subscribers' delivery reports here (`[channel] report_listen`).
+const REPORT_PORT: u16 = 7979;
+/// The channel's name at HQ.
+const CHANNEL: &str = "demo";
+/// Where the channel's files are served from (under the web root).
+const CHANNEL_DIR: &str = "ch";
+/// The subscribers' poll interval, seconds (the agent's minimum).
+const SUB_INTERVAL: &str = "2";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -110,6 +121,12 @@ pub struct Scenario<'t> {
     pub v2: Option<Publication>,
     /// Bytes in for one curl download of v1, per branch (after [`Scenario::curl_one`]).
     pub one_copy: [u64; BRANCHES],
+    /// The channel's current publication (all its items; the same bytes as v1, or after the
+    /// republication v1 with v2's file in place of its namesake).
+    pub channel: Publication,
+    /// The channel's public key and membership token, as handed to subscribers.
+    pub channel_key: String,
+    channel_token: String,
     hq: Agent,
     _tracker: Tracker,
     _web: Lighttpd,
@@ -169,32 +186,134 @@ pub fn publish(
     Ok(Publication { seq, dir, items })
 }
 
-/// Gives a capwise branch machine the publication. Today: `capwise add FILE.torrent` for each
-/// item, data into the agent's download directory. Once channels land this becomes one
-/// `capwise subscribe URL --key K` (and [`deliver_update`] nothing: the agent polls).
-pub fn deliver(agent: &mut Agent, publication: &Publication) -> Result<()> {
-    for item in &publication.items {
-        let path = item.torrent.display().to_string();
-        let id = agent.cli(&["add", &path])?.trim().to_string();
-        ensure!(
-            id == item.hash,
-            "capwise add printed {id:?}, not {}",
-            item.hash
-        );
-    }
-    Ok(())
+/// The channel's manifest URL on HQ's web server.
+fn manifest_url() -> String {
+    format!("http://{HQ_IP}:{WEB_PORT}/{CHANNEL_DIR}/manifest.json")
 }
 
-/// Gives a capwise branch machine a second publication whose `changed` items replace the
-/// same-named items of `old`: today the old torrent is removed (data kept, so the agent checks
-/// it against the new one) and the new one added.
-pub fn deliver_update(agent: &mut Agent, old: &Publication, changed: &Publication) -> Result<()> {
-    for item in &changed.items {
-        if let Some(prev) = old.items.iter().find(|i| i.name == item.name) {
-            agent.cli(&["remove", &prev.hash])?;
-        }
+fn channel_base() -> String {
+    format!("http://{HQ_IP}:{WEB_PORT}/{CHANNEL_DIR}/")
+}
+
+fn report_url() -> String {
+    format!("http://{HQ_IP}:{REPORT_PORT}/v1/reports")
+}
+
+/// The `HASH NAME` lines `capwise channel publish` prints after its summary line.
+pub fn parse_published(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .filter_map(|l| {
+            let (hash, name) = l.trim().split_once(' ')?;
+            let hex = hash.len() == 40 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+            (hex && !name.is_empty() && !name.contains(' '))
+                .then(|| (hash.to_string(), name.to_string()))
+        })
+        .collect()
+}
+
+/// The info-hashes `capwise channel publish` will give `paths` (in order), learnt from a
+/// throw-away channel in `scratch` with no agent and no web seed: the info dictionary (name,
+/// piece length, pieces, private) does not depend on the channel, its trackers or web seeds,
+/// so HQ's channel gets the same ones. opentracker needs them before it starts.
+fn channel_hashes(scratch: &Path, paths: &[PathBuf], logs: &Path) -> Result<Vec<String>> {
+    let state = scratch.join("state");
+    std::fs::create_dir_all(&state)?;
+    let mut c = Command::new(capwise_bin());
+    c.args(["channel", "create", "scratch", "--state-dir"])
+        .arg(&state);
+    run(
+        "channel-create-scratch",
+        &mut c,
+        logs,
+        Duration::from_secs(30),
+    )?;
+    let mut c = Command::new(capwise_bin());
+    c.args(["channel", "publish", "scratch"])
+        .args(paths)
+        .arg("--out")
+        .arg(scratch.join("out"))
+        .arg("--state-dir")
+        .arg(&state);
+    let out = run(
+        "channel-publish-scratch",
+        &mut c,
+        logs,
+        Duration::from_secs(600),
+    )?;
+    let got = parse_published(&out);
+    ensure!(
+        got.len() == paths.len(),
+        "channel publish printed {} items for {} paths: {out}",
+        got.len(),
+        paths.len()
+    );
+    Ok(got.into_iter().map(|(h, _)| h).collect())
+}
+
+/// HQ publishes `paths` (the whole publication) to its channel: `capwise channel publish` with
+/// the web seed on HQ's web server (the data copied into `www/ch/`), HQ's tracker and report
+/// URL; HQ's running agent then seeds the items. Returns the publication as printed.
+fn channel_publish(hq: &mut Agent, www: &Path, paths: &[PathBuf]) -> Result<Publication> {
+    let dir = www.join(CHANNEL_DIR);
+    let mut args: Vec<String> = vec!["channel".into(), "publish".into(), CHANNEL.into()];
+    args.extend(paths.iter().map(|p| p.display().to_string()));
+    args.extend([
+        "--out".into(),
+        dir.display().to_string(),
+        "--web-seed".into(),
+        channel_base(),
+        "--tracker".into(),
+        tracker_url(),
+        "--report-url".into(),
+        report_url(),
+    ]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = hq.cli(&argv)?;
+    let seq = out
+        .split_whitespace()
+        .skip_while(|w| *w != "sequence")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no sequence in {out:?}"))?;
+    let mut items = Vec::new();
+    for (hash, name) in parse_published(&out) {
+        let data = dir.join(&name);
+        let size = std::fs::metadata(&data)
+            .with_context(|| format!("{}", data.display()))?
+            .len();
+        items.push(Item {
+            torrent: dir.join(format!("{name}.torrent")),
+            url: format!("{}{name}", channel_base()),
+            name,
+            size,
+            hash,
+            data,
+        });
     }
-    deliver(agent, changed)
+    ensure!(
+        items.len() == paths.len(),
+        "channel publish printed {} items for {} paths: {out}",
+        items.len(),
+        paths.len()
+    );
+    Ok(Publication { seq, dir, items })
+}
+
+/// Subscribes a capwise branch machine to HQ's channel; the agent polls the manifest every
+/// [`SUB_INTERVAL`] seconds, adds its items with the membership token and removes retired ones
+/// (so a republication needs nothing more here).
+pub fn deliver(agent: &mut Agent, key: &str, token: &str) -> Result<()> {
+    agent.cli(&[
+        "subscribe",
+        &manifest_url(),
+        "--key",
+        key,
+        "--token",
+        token,
+        "--interval",
+        SUB_INTERVAL,
+    ])?;
+    Ok(())
 }
 
 /// `capwise run` for a machine: LSD on (it is on by default; only the CLI flag turns it off),
@@ -216,7 +335,12 @@ fn agent_command(state: &Path, config: &Path) -> Command {
 }
 
 /// Writes a machine's config and network file under `dir`; returns the config's path.
-fn write_agent_config(dir: &Path, listen: std::net::SocketAddr, data: &Path) -> Result<PathBuf> {
+fn write_agent_config(
+    dir: &Path,
+    listen: std::net::SocketAddr,
+    data: &Path,
+    extra: &str,
+) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     std::fs::create_dir_all(data)?;
     let net = dir.join("network.toml");
@@ -228,7 +352,7 @@ fn write_agent_config(dir: &Path, listen: std::net::SocketAddr, data: &Path) -> 
     std::fs::write(
         &config,
         format!(
-            "listen = \"{listen}\"\ndownload_dir = \"{}\"\nnetwork_file = \"{}\"\n[dht]\nenabled = false\n[lsd]\nenabled = true\n",
+            "listen = \"{listen}\"\ndownload_dir = \"{}\"\nnetwork_file = \"{}\"\n[dht]\nenabled = false\n[lsd]\nenabled = true\n{extra}",
             data.display(),
             net.display()
         ),
@@ -317,6 +441,13 @@ impl<'t> Scenario<'t> {
         if let Some(v2) = &v2 {
             hashes.extend(v2.items.iter().map(|i| i.hash.clone()));
         }
+        // The channel's items: v1's files, and v2's changed file.
+        let mut ch_paths: Vec<PathBuf> = v1.items.iter().map(|i| i.data.clone()).collect();
+        if let Some(v2) = &v2 {
+            ch_paths.extend(v2.items.iter().map(|i| i.data.clone()));
+        }
+        let ch_hashes = channel_hashes(&root.join("scratch"), &ch_paths, &logs)?;
+        hashes.extend(ch_hashes.iter().cloned());
         let web = Lighttpd::start_on(HQ_IP, &www, WEB_PORT, &root.join("lighttpd"), &logs, |c| {
             topo.command(&topo.hq, &c)
         })?;
@@ -330,7 +461,12 @@ impl<'t> Scenario<'t> {
         )?;
         // The publisher: a capwise agent at HQ seeding the web root's files.
         let hq_dir = root.join("hq");
-        let config = write_agent_config(&hq_dir, (HQ_IP, HQ_PEER_PORT).into(), &www)?;
+        let config = write_agent_config(
+            &hq_dir,
+            (HQ_IP, HQ_PEER_PORT).into(),
+            &www,
+            &format!("[channel]\nreport_listen = \"{HQ_IP}:{REPORT_PORT}\"\n"),
+        )?;
         let mut hq = Agent::start_command(
             "hq-agent",
             &hq_dir.join("state"),
@@ -351,6 +487,21 @@ impl<'t> Scenario<'t> {
             let id = hq.cli(&["add", &t, "-d", &d])?.trim().to_string();
             ensure!(id == item.hash, "HQ add printed {id:?}");
         }
+        // The channel: made and published with the agent running, so that it seeds the items
+        // (with the membership token) from the web root's copy.
+        let channel_key = hq.cli(&["channel", "create", CHANNEL])?.trim().to_string();
+        let channel_token = hq.cli(&["channel", "token", CHANNEL])?.trim().to_string();
+        let paths: Vec<PathBuf> = v1.items.iter().map(|i| i.data.clone()).collect();
+        let channel = channel_publish(&mut hq, &www, &paths)?;
+        for (item, want) in channel.items.iter().zip(&ch_hashes) {
+            ensure!(
+                &item.hash == want,
+                "HQ's channel gave {} the info-hash {}, the scratch channel {want}",
+                item.name,
+                item.hash
+            );
+        }
+        all.extend(channel.items.clone());
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let rows = agent_torrents(topo, &topo.hq, &hq)?;
@@ -371,6 +522,9 @@ impl<'t> Scenario<'t> {
             v1,
             v2,
             one_copy: [0; BRANCHES],
+            channel,
+            channel_key,
+            channel_token,
             hq,
             _tracker: tracker,
             _web: web,
@@ -570,7 +724,7 @@ impl<'t> Scenario<'t> {
                 let dir = self.machine_dir(case, b, m)?;
                 let data = dir.join("data");
                 let listen = (BranchTopology::machine_ip(b, m), MACHINE_PORT + m as u16).into();
-                let config = write_agent_config(&dir, listen, &data)?;
+                let config = write_agent_config(&dir, listen, &data, "")?;
                 let state = dir.join("state");
                 let name = format!("{case}-b{}m{m}", b + 1);
                 let ns = self.topo.machines[b][m].clone();
@@ -654,18 +808,20 @@ impl<'t> Scenario<'t> {
     /// 8 capwise agents given the publication by [`deliver`]. With `kill`, branch 1's machine 1
     /// is killed (SIGKILL) once it holds 40 % and restarted on the same state 2 s later. With
     /// `republish` (and a second publication made), the changed file follows as its own row.
-    pub fn capwise(&self, kill: bool, republish: bool) -> Result<Vec<Figures>> {
+    pub fn capwise(&mut self, kill: bool, republish: bool) -> Result<Vec<Figures>> {
         let case = if kill { "capwise-kill" } else { "capwise" };
         let mut machines = self.start_agents(case)?;
+        let since = unix_now();
         let t0 = Instant::now();
         let before = self.counters()?;
         for mach in machines.iter_mut() {
-            deliver(&mut mach.agent, &self.v1)?;
+            deliver(&mut mach.agent, &self.channel_key, &self.channel_token)?;
         }
-        let total: u64 = self.v1.items.iter().map(|i| i.size).sum();
+        let items = self.channel.items.clone();
+        let total: u64 = items.iter().map(|i| i.size).sum();
         let mut killed = false;
         let (branch_seconds, lsd) =
-            self.wait_machines(&mut machines, &self.v1.items, t0, |s, ms, progress| {
+            self.wait_machines(&mut machines, &items, t0, |s, ms, progress| {
                 if !kill || killed {
                     return Ok(());
                 }
@@ -700,7 +856,7 @@ impl<'t> Scenario<'t> {
             );
         }
         for mach in &machines {
-            verify(&mach.data, &self.v1.items, &self.logs)?;
+            verify(&mach.data, &items, &self.logs)?;
         }
         let mut out = vec![Figures {
             max_lsd_peers: Some(lsd),
@@ -714,10 +870,11 @@ impl<'t> Scenario<'t> {
             )
         }];
         if republish {
-            if let Some(v2) = &self.v2 {
-                out.push(self.republish(&mut machines, v2)?);
+            if let Some(v2) = self.v2.clone() {
+                out.push(self.republish(&mut machines, &v2)?);
             }
         }
+        self.check_status(since, machines.len())?;
         for mach in machines.iter_mut() {
             let _ = mach.agent.guard.stop(Duration::from_secs(10));
         }
@@ -725,20 +882,56 @@ impl<'t> Scenario<'t> {
         Ok(out)
     }
 
-    /// The second publication reaches the agents that hold the first.
-    fn republish(&self, machines: &mut [Machine], v2: &Publication) -> Result<Figures> {
+    /// HQ publishes its channel again with v2's changed file in place of its namesake; the
+    /// subscribed machines find it at their next poll (nothing is handed to them).
+    fn republish(&mut self, machines: &mut [Machine], v2: &Publication) -> Result<Figures> {
         let t0 = Instant::now();
         let before = self.counters()?;
-        for mach in machines.iter_mut() {
-            deliver_update(&mut mach.agent, &self.v1, v2)?;
+        let old = self.channel.clone();
+        // HQ stops seeding what it replaces: the new data overwrites the old item's file.
+        for item in &old.items {
+            if v2.items.iter().any(|c| c.name == item.name) {
+                self.hq.cli(&["remove", &item.hash])?;
+            }
         }
+        let paths: Vec<PathBuf> = old
+            .items
+            .iter()
+            .map(|i| {
+                v2.items
+                    .iter()
+                    .find(|c| c.name == i.name)
+                    .map_or_else(|| i.data.clone(), |c| c.data.clone())
+            })
+            .collect();
+        let www = self.root.join("www");
+        let new = channel_publish(&mut self.hq, &www, &paths)?;
+        ensure!(
+            new.seq > old.seq,
+            "the sequence did not go up: {} then {}",
+            old.seq,
+            new.seq
+        );
+        let changed: Vec<Item> = new
+            .items
+            .iter()
+            .filter(|i| !old.items.iter().any(|o| o.hash == i.hash))
+            .cloned()
+            .collect();
+        ensure!(
+            changed.len() == v2.items.len(),
+            "{} items changed their info-hash, not {}",
+            changed.len(),
+            v2.items.len()
+        );
+        self.channel = new.clone();
         let (branch_seconds, lsd) =
-            self.wait_machines(machines, &v2.items, t0, |_, _, _| Ok(()))?;
+            self.wait_machines(machines, &new.items, t0, |_, _, _| Ok(()))?;
         let after = self.counters()?;
         for mach in machines.iter() {
-            verify(&mach.data, &v2.items, &self.logs)?;
+            verify(&mach.data, &new.items, &self.logs)?;
         }
-        let changed: u64 = v2.items.iter().map(|i| i.size).sum();
+        let changed: u64 = changed.iter().map(|i| i.size).sum();
         Ok(Figures {
             max_lsd_peers: Some(lsd),
             ..self.figures(
@@ -750,6 +943,41 @@ impl<'t> Scenario<'t> {
                 "changed file",
             )
         })
+    }
+
+    /// `capwise channel status demo --json` at HQ lists `want` machines that reported since
+    /// `since` (unix seconds; earlier cases' machines are gone) at the latest sequence, missing
+    /// nothing. Reports follow each poll, so this waits a little (bounded).
+    fn check_status(&mut self, since: u64, want: usize) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.hq.cli_json(&["channel", "status", CHANNEL])?;
+            let seq = v["sequence"].as_u64();
+            let machines = v["machines"].as_array().cloned().unwrap_or_default();
+            let current: Vec<&Value> = machines
+                .iter()
+                .filter(|m| m["received_at"].as_u64().unwrap_or(0) >= since)
+                .collect();
+            let good = current
+                .iter()
+                .filter(|m| {
+                    m["sequence"].as_u64() == seq
+                        && m["missing"].as_array().is_some_and(|a| a.is_empty())
+                })
+                .count();
+            if seq == Some(u64::from(self.channel.seq)) && good == want && current.len() == want {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "channel status: {good} of {} machines reporting since {since} are at \
+                     sequence {seq:?} (want {}) with nothing missing, want {want}: {v}",
+                    current.len(),
+                    self.channel.seq
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     /// The HQ publisher's torrents (for a test's checks).
@@ -769,6 +997,13 @@ struct Machine {
     config: PathBuf,
     data: PathBuf,
     agent: Agent,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn mb(b: u64) -> String {
@@ -845,6 +1080,16 @@ mod tests {
         let bad: Vec<Value> =
             serde_json::from_str(r#"[{"id":"aa","state":"error","reason":"disk"}]"#).unwrap();
         assert!(agent_progress(&bad, &items).is_err());
+    }
+
+    #[test]
+    fn publish_output_gives_hash_and_name_lines_only() {
+        let h = "ab".repeat(20);
+        let out = format!(
+            "channel demo sequence 2 (3 items, 0 retired) in /x/manifest.json\n{h} alpha.bin\nnot a line\n{} b\n",
+            "zz".repeat(20)
+        );
+        assert_eq!(parse_published(&out), vec![(h, "alpha.bin".to_string())]);
     }
 
     #[test]
