@@ -2,7 +2,8 @@
 //! test makes (see `netns/mod.rs`; root and `ip`, inside `unshare -n`):
 //! a magnet finds its seeder through LSD alone (no tracker, no peer given)
 //! while a private torrent both sides have is never announced nor dialled
-//! (BEP 27); interfaces that come and go are followed without a restart, a
+//! (BEP 27) unless it is a channel torrent whose peers prove membership,
+//! which finds its member seeder the same way; interfaces that come and go are followed without a restart, a
 //! VPN-named one is refused by the caller's filter, an interface that comes
 //! back within the minute does not announce again sooner, and a session
 //! with the default config never runs LSD.
@@ -13,6 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use capwise_engine::create::{create_torrent, CreateOptions};
+use capwise_engine::ext::member::MembershipKey;
 use capwise_engine::lsd::LsdInterface;
 use capwise_engine::magnet::Magnet;
 use capwise_engine::metainfo::Metainfo;
@@ -147,6 +149,67 @@ fn a_magnet_finds_its_seeder_through_lsd_alone_and_a_private_torrent_is_never_an
     assert_eq!(
         private_peers, 0,
         "a private torrent is never dialled over LSD"
+    );
+}
+
+/// A private channel torrent whose peers prove membership is announced and
+/// dialled over LSD (that is how a branch's machines find each other): the
+/// member leecher completes from the member seeder with no tracker and no
+/// peer given.
+#[test]
+fn a_channel_torrent_finds_its_member_seeder_through_lsd_alone() {
+    let pair = Pair::new("m");
+    let tmp = tempfile::tempdir().unwrap();
+    let channel = make_torrent(tmp.path(), "channel", true);
+    let member = || TorrentOptions {
+        membership: Some(MembershipKey::from_seed([0x5A; 32])),
+        ..TorrentOptions::default()
+    };
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+
+    let (seed_dir, meta) = (tmp.path().to_path_buf(), channel.clone());
+    let seeder = in_ns(&pair.names[0], move || {
+        Box::pin(async move {
+            let session = Session::start(lsd_config(), Hooks::default())
+                .await
+                .unwrap();
+            session.add_torrent(meta, seed_dir, member()).await.unwrap();
+            let _ =
+                tokio::task::spawn_blocking(move || done_rx.recv_timeout(Duration::from_secs(60)))
+                    .await;
+            session.shutdown().await;
+        })
+    });
+
+    let (leech_dir, meta) = (tmp.path().join("leech"), channel.clone());
+    let leecher = in_ns(&pair.names[1], move || {
+        Box::pin(async move {
+            let session = Session::start(lsd_config(), Hooks::default())
+                .await
+                .unwrap();
+            let mut handle = session
+                .add_torrent(meta, leech_dir, member())
+                .await
+                .unwrap();
+            let finished = tokio::time::timeout(Duration::from_secs(30), handle.wait_finished())
+                .await
+                .map(|r| r.is_ok());
+            session.shutdown().await;
+            finished
+        })
+    });
+    let finished = leecher.join().unwrap();
+    let _ = done_tx.send(());
+    seeder.join().unwrap();
+
+    assert_eq!(
+        finished,
+        Ok(true),
+        "the channel torrent completes from its LSD peer"
+    );
+    assert_eq!(
+        std::fs::read(tmp.path().join("leech/channel/a.bin")).unwrap(),
+        std::fs::read(tmp.path().join("channel/a.bin")).unwrap()
     );
 }
 

@@ -71,13 +71,23 @@ fn ss_port(args: &str, port: u16) -> Result<Vec<String>> {
         .collect())
 }
 
-/// capwise on `port` listens on UDP and has no TCP listener (waits for the UDP socket first).
-fn assert_no_tcp_listener(port: u16) -> Result<()> {
+/// capwise on `port` listens on UDP and has no TCP listener (waits for the UDP socket first;
+/// `process` must still be running, or the check would wait for a socket that is gone).
+fn assert_no_tcp_listener(port: u16, process: &mut ChildGuard) -> Result<()> {
     wait_until(
         "capwise's UDP socket",
         Duration::from_secs(20),
         Duration::from_millis(100),
-        || Ok(!ss_port("-lunH", port)?.is_empty()),
+        || {
+            if let Some(status) = process.try_wait()? {
+                anyhow::bail!(
+                    "{} exited ({status}) before its UDP socket was seen:\n{}",
+                    process.name(),
+                    process.log_tail(2000)
+                );
+            }
+            Ok(!ss_port("-lunH", port)?.is_empty())
+        },
     )?;
     let tcp = ss_port("-ltnH", port)?;
     ensure!(
@@ -99,20 +109,33 @@ fn capwise_seed(c: &World, port: u16) -> Result<ChildGuard> {
     )
 }
 
+/// `capwise get --seed`: it stays up once the data is complete, so the listener check cannot
+/// race a download that finishes (and exits) between two looks with `ss` (12 MiB from
+/// libtorrent on loopback takes well under a second).
 fn capwise_get(c: &World) -> Result<()> {
     let dir = c.dir("capwise");
     let port = free_port();
+    let opts = CapwiseOpts {
+        seed_after: true,
+        ..utp_only()
+    };
     let mut get = capwise::get(
         "capwise-get",
         &c.torrent,
         &dir,
         port,
         &c.dir("capwise-state"),
-        &utp_only(),
+        &opts,
         &c.logs,
     )?;
-    assert_no_tcp_listener(port)?;
-    get.expect_success(WAIT)?;
+    wait_until("capwise's data", WAIT, Duration::from_millis(200), || {
+        if let Some(status) = get.try_wait()? {
+            anyhow::bail!("capwise get --seed exited ({status})");
+        }
+        Ok(c.verify(&dir).is_ok())
+    })?;
+    assert_no_tcp_listener(port, &mut get)?;
+    capwise::stop_clean(&mut get)?;
     c.verify(&dir)
 }
 
@@ -149,7 +172,7 @@ fn libtorrent_gets_from_capwise_over_utp_only() {
         c.wait_tracker(0, 1)?;
         let port = free_port();
         let mut seed = capwise_seed(c, port)?;
-        assert_no_tcp_listener(port)?;
+        assert_no_tcp_listener(port, &mut seed)?;
         get.expect_success(WAIT)?;
         c.verify(&dir)?;
         capwise::stop_clean(&mut seed)
@@ -184,7 +207,7 @@ fn transmission_gets_from_capwise_over_utp() {
         c.wait_tracker(0, 1)?;
         let port = free_port();
         let mut seed = capwise_seed(c, port)?;
-        assert_no_tcp_listener(port)?;
+        assert_no_tcp_listener(port, &mut seed)?;
         tr.wait_complete(WAIT)?;
         c.verify(&dir)?;
         capwise::stop_clean(&mut seed)

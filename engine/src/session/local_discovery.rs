@@ -255,7 +255,12 @@ fn heard(session: &Weak<SessionInner>, addr: SocketAddr, hashes: Vec<InfoHash>) 
             .get(&hash.0)
             .cloned();
         if let Some(torrent) = torrent {
-            if torrent.metainfo.info.private || torrent.is_paused() {
+            // The same test as `sync`: a private channel torrent takes LSD
+            // peers (they prove membership before they get anything), an
+            // ordinary private torrent never does.
+            let private = torrent.metainfo.info.private;
+            let shares = PeerSharing::check(private, torrent.requires_membership()).is_ok();
+            if !shares || torrent.is_paused() {
                 continue;
             }
             tracing::debug!(%addr, torrent = %torrent.metainfo.info.name, "peer heard over LSD");
