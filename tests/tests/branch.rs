@@ -27,8 +27,10 @@ fn eight_capwise_machines_complete_through_two_shaped_branches() {
     let topo =
         BranchTopology::new(BranchOpts::default()).expect("branch topology (root, iproute2)");
     eprintln!("[branch] routing: {}", topo.routing_note);
+    // CAPWISE_KEEP_TMP=1 keeps the machines' data and logs for a look afterwards.
     let tmp = tempfile::Builder::new()
         .prefix("capwise-branch-")
+        .disable_cleanup(std::env::var_os("CAPWISE_KEEP_TMP").is_some())
         .tempdir()
         .expect("temp dir");
     let opts = ScenarioOpts {

@@ -759,8 +759,12 @@ impl Swarm {
                     }
                     peer.ut_metadata = crate::wire::extension::peer_ut_metadata(&payload).0;
                     self.pex_handshake(key, &payload);
-                    self.site_handshake(key, &payload, now);
+                    // Our proof goes out before our site message: a peer
+                    // that requires membership ignores a site message from
+                    // a peer not proven yet, and would then learn of us
+                    // only at our next renewal.
                     self.member_handshake(key, &payload)?;
+                    self.site_handshake(key, &payload, now);
                 } else if id == crate::ext::member::OUR_ID {
                     self.member_proof(key, &payload, now)?;
                 } else if id == crate::ext::pex::OUR_ID {

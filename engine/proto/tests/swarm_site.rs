@@ -108,13 +108,29 @@ impl Net {
         self.push([10, 20, 0, n], s)
     }
 
+    /// Node `n` admits proven members of one channel only (its peer id is
+    /// its node index, as [`Net::connect`] hands out).
+    fn require_membership(&mut self, n: usize) {
+        use capwise_proto::ext::member::{Membership, MembershipKey};
+        self.nodes[n].swarm.require_membership(Membership {
+            key: MembershipKey::from_seed([4; 32]),
+            info_hash: [9; 20],
+            peer_id: [n as u8; 20],
+        });
+    }
+
     fn connect(&mut self, from: usize, to: usize) {
         let (fi, ti) = (self.nodes[from].ip, self.nodes[to].ip);
-        let hs = Handshake::new([9; 20], [from as u8; 20]);
+        // Each side sees the other's peer id (node index), which membership
+        // proofs are bound to.
+        let (to_hs, from_hs) = (
+            Handshake::new([9; 20], [to as u8; 20]),
+            Handshake::new([9; 20], [from as u8; 20]),
+        );
         let now = self.now;
         let a = self.nodes[from].swarm.add_peer_with(
             SocketAddr::from((ti, 6881)),
-            &hs,
+            &to_hs,
             PeerOrigin {
                 class: classify(ti),
                 outgoing: true,
@@ -123,7 +139,7 @@ impl Net {
         );
         let b = self.nodes[to].swarm.add_peer_with(
             SocketAddr::from((fi, 40000 + from as u16)),
-            &hs,
+            &from_hs,
             PeerOrigin {
                 class: classify(fi),
                 outgoing: false,
@@ -299,6 +315,39 @@ fn three_members_ask_the_wan_seed_for_each_block_once() {
         let part = net.nodes[net.seed].uploaded.get(&m).copied().unwrap_or(0);
         assert!(part > TOTAL_BLOCKS / 6, "member {m} fetched only {part}");
     }
+}
+
+/// Channel members (every peer must prove membership) become site members
+/// as soon as their proofs are exchanged, not at the first renewal of a
+/// claim 10 s later: the site message follows the proof on the wire. Then
+/// the WAN seed (a member too) is asked for each block once.
+#[test]
+fn proven_channel_members_join_the_site_at_once() {
+    let mut net = Net::new(8);
+    let seed = net.seed;
+    net.require_membership(seed);
+    let members: Vec<usize> = (1..=3).map(|n| net.member(n)).collect();
+    for &m in &members {
+        net.require_membership(m);
+    }
+    net.mesh(&members);
+    for &m in &members {
+        assert_eq!(
+            net.nodes[m].swarm.proven_members(),
+            2,
+            "node {m}: proofs exchanged"
+        );
+        assert_eq!(
+            net.nodes[m].swarm.site_members(),
+            2,
+            "node {m}: site members"
+        );
+    }
+    for &m in &members {
+        net.connect(m, seed);
+    }
+    net.run_until_complete(&members, 2_000);
+    assert_eq!(net.seed_uploads(), TOTAL_BLOCKS, "one copy over the WAN");
 }
 
 #[test]

@@ -935,6 +935,7 @@ async fn drive(shared: Arc<TorrentShared>) {
     let mut seeding_changes = hooks.seeding.subscribe();
     let mut wan_changes = hooks.wan.subscribe();
     let mut duties = Duties::new(Instant::now());
+    let mut site_members = 0;
     loop {
         let now = Instant::now();
         shared.retry_if_due(now);
@@ -945,6 +946,10 @@ async fn drive(shared: Arc<TorrentShared>) {
             let mut core = shared.lock_core();
             core.swarm.set_seeding(hooks.seeding.is_on(), now);
             core.swarm.tick(now);
+            if core.swarm.site_enabled() && core.swarm.site_members() != site_members {
+                site_members = core.swarm.site_members();
+                tracing::debug!(torrent = %shared.metainfo.info.name, site_members, "site members");
+            }
             let p = shared.progress_now(&core.swarm);
             let serving = core.swarm.serving();
             shared.dispatch(core);
