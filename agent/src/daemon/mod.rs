@@ -5,6 +5,7 @@
 
 mod api;
 pub(crate) mod control;
+mod site_share;
 pub(crate) mod torrents;
 
 use std::net::SocketAddr;
@@ -110,6 +111,11 @@ pub async fn run(args: &RunArgs) -> Result<()> {
             .with_manual_peers(manual_peers)
             .with_wan_windows(wan_windows.clone()),
     );
+
+    // `[site] wan_rate`: this machine's share of the site's WAN cap.
+    let _site_share = config
+        .site_wan_rate()?
+        .map(|cap| site_share::follow(torrents.session().clone(), limits.clone(), cap));
 
     let download_dir = config
         .download_dir
