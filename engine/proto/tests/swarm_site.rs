@@ -934,3 +934,114 @@ fn our_messages_say_whether_we_want_wan_bytes() {
     );
     assert!(!s.site_wants_wan());
 }
+
+#[test]
+fn a_member_whose_wan_window_shuts_releases_its_claims_and_wants_nothing() {
+    let t0 = Instant::now();
+    // Payload needs credit, as in the engine: a shut window gives none.
+    let config = SwarmConfig {
+        needs_credit: true,
+        ..SwarmConfig::default()
+    };
+    let mut s = Swarm::new(
+        PIECE,
+        PIECE * PIECES as u64,
+        Bitfield::new(PIECES),
+        config,
+        t0,
+    );
+    s.enable_site([1; 8]);
+    let hs = Handshake::new([9; 20], [2; 20]);
+    let member = s.add_peer_with(
+        SocketAddr::from(([10, 20, 0, 2], 6881)),
+        &hs,
+        PeerOrigin {
+            class: PeerClass::Lan,
+            outgoing: true,
+        },
+        t0,
+    );
+    let ext = capwise_proto::wire::extension::our_handshake_with(
+        6881,
+        250,
+        None,
+        &[(site::EXTENSION_NAME, site::OUR_ID)],
+        None,
+    );
+    s.on_message(
+        member,
+        Message::Extended {
+            id: 0,
+            payload: Bytes::from(ext),
+        },
+        t0,
+    )
+    .unwrap();
+    s.on_message(member, claim_msg([2; 8], vec![], true), t0)
+        .unwrap();
+    let site_msgs = |s: &mut Swarm, now: Instant| -> Vec<SiteMsg> {
+        let mut out = Vec::new();
+        s.poll_outgoing(member, now, &mut out);
+        out.into_iter()
+            .filter_map(|o| match o {
+                Outgoing::Message(Message::Extended { id, payload }) if id == site::OUR_ID => {
+                    Some(SiteMsg::decode(&payload, PIECES).unwrap())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    site_msgs(&mut s, t0);
+    let wan = s.add_peer_with(
+        SocketAddr::from(([44, 0, 0, 1], 6881)),
+        &Handshake::new([9; 20], [3; 20]),
+        PeerOrigin {
+            class: PeerClass::Wan,
+            outgoing: true,
+        },
+        t0,
+    );
+    let full = Bitfield::full(PIECES);
+    s.on_message(
+        wan,
+        Message::Bitfield(Bytes::from(full.as_bytes().to_vec())),
+        t0,
+    )
+    .unwrap();
+    s.on_message(wan, Message::Unchoke, t0).unwrap();
+    // Open: blocks are picked for the WAN seed (waiting for credit) and claimed.
+    let mut out = Vec::new();
+    s.poll_outgoing(wan, t0, &mut out);
+    assert!(s.site_wants_wan());
+    assert!(site_msgs(&mut s, t0)
+        .iter()
+        .any(|m| m.wants_wan == Some(true) && !m.claims.is_empty()));
+    // The window shuts: the picks go back, the next tick releases every
+    // claim and says `w` = 0, and nothing more is picked for the WAN.
+    let t1 = t0 + Duration::from_millis(100);
+    s.set_wan_held(true, t1);
+    s.tick(t1);
+    let released = site_msgs(&mut s, t1);
+    assert_eq!(
+        released
+            .last()
+            .map(|m| (m.full, m.claims.len(), m.wants_wan)),
+        Some((true, 0, Some(false))),
+        "{released:?}"
+    );
+    assert!(!s.site_wants_wan());
+    assert_eq!(
+        s.credit_wanted(wan).down,
+        0,
+        "blocks picked for the WAN while shut"
+    );
+    // Open again: picked and claimed again.
+    s.set_wan_held(false, t1);
+    s.tick(t1);
+    let mut out = Vec::new();
+    s.poll_outgoing(wan, t1, &mut out);
+    assert!(s.credit_wanted(wan).down > 0);
+    assert!(site_msgs(&mut s, t1)
+        .iter()
+        .any(|m| m.wants_wan == Some(true) && !m.claims.is_empty()));
+}

@@ -463,6 +463,14 @@ impl Swarm {
         self.site.seed_held.remove(&index);
     }
 
+    /// Our claims are to be renewed at the next tick (the WAN window shut:
+    /// what we can no longer fetch is released, and `w` says 0).
+    pub(super) fn site_renew_now(&mut self, now: Instant) {
+        if self.site.enabled() && !self.site.speakers.is_empty() {
+            self.site.next_renewal = Some(now);
+        }
+    }
+
     /// The next instant site coordination has timed work.
     pub(super) fn site_timeout(&self) -> Option<Instant> {
         [
