@@ -131,6 +131,29 @@ pub fn explain_with(explanation: &str, limits: &RateLimits) -> String {
 }
 
 #[cfg(test)]
+mod site_share_tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The site's share holds WAN downloads only: 1 MB at 1 kB/s cannot
+    /// pass in half a second (the burst is 16 KiB), a LAN download and a
+    /// WAN upload pass at once, and without a share WAN downloads do too.
+    #[tokio::test]
+    async fn the_site_share_holds_wan_downloads_only() {
+        let gate = LimitGate::with_limits(&RateLimits::default());
+        let quick = Duration::from_millis(500);
+        let pass = |d, c| tokio::time::timeout(quick, gate.acquire(d, c, 1_000_000));
+        assert!(pass(Direction::Down, PeerClass::Wan).await.is_ok());
+        gate.set_site_wan_share(Some(1000));
+        assert!(pass(Direction::Down, PeerClass::Wan).await.is_err());
+        assert!(pass(Direction::Down, PeerClass::Lan).await.is_ok());
+        assert!(pass(Direction::Up, PeerClass::Wan).await.is_ok());
+        gate.set_site_wan_share(None);
+        assert!(pass(Direction::Down, PeerClass::Wan).await.is_ok());
+    }
+}
+
+#[cfg(test)]
 mod words_tests {
     use super::*;
 
