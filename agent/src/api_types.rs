@@ -223,6 +223,11 @@ pub struct SubscribeRequest {
     /// token` at the publisher), for a channel whose swarms admit members only.
     #[serde(default)]
     pub token: Option<String>,
+    /// Its WAN window, e.g. `22:00-06:00` or `weekdays 19:00-07:00` (local
+    /// time): outside it the items move nothing over the WAN and the
+    /// manifest is not polled; LAN sharing goes on.
+    #[serde(default)]
+    pub wan_window: Option<String>,
 }
 
 /// `DELETE /v1/subscriptions` query.
@@ -258,6 +263,13 @@ pub struct SubscriptionView {
     pub result: String,
     /// The items the subscription added and holds.
     pub items: Vec<HeldItem>,
+    /// Its WAN window (`22:00-06:00`), if it has one.
+    #[serde(default)]
+    pub wan_window: Option<String>,
+    /// While the window holds WAN traffic back, why, in words ("outside
+    /// its window 22:00–06:00; next opens at 22:00").
+    #[serde(default)]
+    pub wan_held: Option<String>,
 }
 
 /// An item a subscription holds.

@@ -128,6 +128,12 @@ pub struct SubscribeArgs {
     /// it at the publisher: needed when the channel admits members only.
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// Limit the channel's WAN traffic to a local-time window, as schedules
+    /// write it: "22:00-06:00", "weekdays 19:00-07:00". Outside it nothing
+    /// of the channel crosses the WAN (no data, no manifest poll); LAN
+    /// sharing goes on. It narrows the network's schedule, never widens it.
+    #[arg(long, value_name = "WINDOW")]
+    pub wan_window: Option<String>,
     /// Agent selection and output.
     #[command(flatten)]
     pub agent: crate::cli_policy::StoreArgs,

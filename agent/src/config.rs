@@ -35,6 +35,7 @@
 //! bootstrap = ["router.bittorrent.com:6881", "dht.transmissionbt.com:6881"]
 //! [site]
 //! prefixes = ["10.20.0.0/16"]   # routed branch networks that count as LAN (this site)
+//! wan_rate = "20Mbit/s"          # the site's WAN download cap, shared by its machines
 //! ```
 
 use std::net::SocketAddr;
@@ -179,6 +180,9 @@ pub struct SiteConfig {
     /// budgets and for sharing pieces within the site), like the subnets of
     /// the machine's own interfaces.
     pub prefixes: Vec<String>,
+    /// The site's WAN download cap, shared by its machines ("20Mbit/s"):
+    /// each takes an equal share among those fetching over the WAN now.
+    pub wan_rate: Option<String>,
 }
 
 /// Limits in bytes per second, `None` meaning unlimited.
@@ -238,7 +242,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("lsd", &["enabled"]),
-    ("site", &["prefixes"]),
+    ("site", &["prefixes", "wan_rate"]),
     ("limits", &["up", "down", "wan", "lan"]),
     ("limits.wan", &["up", "down"]),
     ("limits.lan", &["up", "down"]),
@@ -328,6 +332,7 @@ pub fn parse(text: &str) -> Result<Loaded> {
     config.limits()?;
     config.settings()?;
     config.site_prefixes()?;
+    config.site_wan_rate()?;
     Ok(Loaded { config })
 }
 
@@ -424,6 +429,14 @@ impl Config {
                 })
             })
             .collect()
+    }
+
+    /// `site.wan_rate`, parsed: the site's shared WAN download cap.
+    pub fn site_wan_rate(&self) -> Result<Option<u64>> {
+        match rate("site.wan_rate", &self.site.wan_rate)? {
+            Some(0) => bail!("site.wan_rate must be above 0 (leave it out for no site cap)"),
+            r => Ok(r),
+        }
     }
 
     /// The LAN/WAN classifier: the machine's interfaces, plus the site's
@@ -683,6 +696,20 @@ mod tests {
             typo.warnings
         );
         assert!(parse("[lsd]\nenabled = \"no\"\n").is_err());
+    }
+
+    #[test]
+    fn the_site_wan_rate_is_a_rate() {
+        let c = parse("[site]\nwan_rate = \"20Mbit/s\"\n").unwrap().config;
+        assert_eq!(c.site_wan_rate().unwrap(), Some(2_500_000));
+        assert_eq!(parse("").unwrap().config.site_wan_rate().unwrap(), None);
+        for bad in ["fast", "0MB/s", "20MB"] {
+            let e = format!(
+                "{:#}",
+                parse(&format!("[site]\nwan_rate = \"{bad}\"\n")).unwrap_err()
+            );
+            assert!(e.contains("site.wan_rate"), "{bad}: {e}");
+        }
     }
 
     #[test]

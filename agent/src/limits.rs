@@ -23,6 +23,9 @@ struct Buckets {
     wan_down: Throttle,
     lan_up: Throttle,
     lan_down: Throttle,
+    /// This machine's share of the site's WAN download cap (`[site]
+    /// wan_rate`, `daemon/site_share.rs`); unlimited without one.
+    site_wan_down: Throttle,
 }
 
 impl LimitGate {
@@ -44,7 +47,14 @@ impl LimitGate {
             wan_down: Throttle::new(allowance(limits.wan_down)),
             lan_up: Throttle::new(allowance(limits.lan_up)),
             lan_down: Throttle::new(allowance(limits.lan_down)),
+            site_wan_down: Throttle::new(Allowance::Unlimited),
         }))
+    }
+
+    /// This machine's share of the site's WAN download cap, bytes per
+    /// second (`None`: no site cap).
+    pub fn set_site_wan_share(&self, rate: Option<u64>) {
+        self.0.site_wan_down.set_allowance(allowance(rate));
     }
 
     /// Applies new limits to the buckets in place: waiting transfers see them at once.
@@ -72,9 +82,14 @@ impl LimitGate {
 impl ByteGate for LimitGate {
     fn acquire(&self, direction: Direction, class: PeerClass, bytes: u64) -> GateFuture<'_> {
         let (per_class, global) = self.buckets(direction, class);
+        let site = (direction == Direction::Down && class == PeerClass::Wan)
+            .then_some(&self.0.site_wan_down);
         Box::pin(async move {
             per_class.acquire(bytes).await;
             global.acquire(bytes).await;
+            if let Some(site) = site {
+                site.acquire(bytes).await;
+            }
         })
     }
 }
@@ -113,6 +128,29 @@ pub fn explain_with(explanation: &str, limits: &RateLimits) -> String {
         },
     };
     format!("{body}; your own limits: {own}.")
+}
+
+#[cfg(test)]
+mod site_share_tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The site's share holds WAN downloads only: 1 MB at 1 kB/s cannot
+    /// pass in half a second (the burst is 16 KiB), a LAN download and a
+    /// WAN upload pass at once, and without a share WAN downloads do too.
+    #[tokio::test]
+    async fn the_site_share_holds_wan_downloads_only() {
+        let gate = LimitGate::with_limits(&RateLimits::default());
+        let quick = Duration::from_millis(500);
+        let pass = |d, c| tokio::time::timeout(quick, gate.acquire(d, c, 1_000_000));
+        assert!(pass(Direction::Down, PeerClass::Wan).await.is_ok());
+        gate.set_site_wan_share(Some(1000));
+        assert!(pass(Direction::Down, PeerClass::Wan).await.is_err());
+        assert!(pass(Direction::Down, PeerClass::Lan).await.is_ok());
+        assert!(pass(Direction::Up, PeerClass::Wan).await.is_ok());
+        gate.set_site_wan_share(None);
+        assert!(pass(Direction::Down, PeerClass::Wan).await.is_ok());
+    }
 }
 
 #[cfg(test)]

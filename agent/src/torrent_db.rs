@@ -66,6 +66,9 @@ const MIGRATIONS: &[&str] = &[
         report      TEXT NOT NULL,
         PRIMARY KEY (channel, agent)
     );",
+    // 5: a subscription's WAN window (`subscriptions/window.rs`), as
+    // `subscribe --wan-window` gave it; NULL: none.
+    "ALTER TABLE subscriptions ADD COLUMN wan_window TEXT;",
 ];
 
 /// One stored torrent.

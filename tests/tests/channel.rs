@@ -471,7 +471,9 @@ fn body(root: &Path, logs: &Path) -> Result<()> {
 /// A manifest signed with the channel's own key whose items do not match their .torrent files:
 /// one names another info-hash than its .torrent has, one's .torrent lists a web seed on
 /// another host. The manifest is accepted (it is the channel's), neither item is added, and
-/// `channel list` says why; then a manifest over 1 MiB is not even read.
+/// `channel list` says why; then a manifest over 1 MiB is not even read; then, subscribed
+/// again with a WAN window closed now, the manifest is not polled and `channel list` and
+/// `why` say why.
 #[test]
 fn items_that_do_not_match_their_torrents_are_not_added() {
     assert_private_netns();
@@ -619,5 +621,74 @@ fn hostile_items(root: &Path, logs: &Path) -> Result<()> {
     .with_context(|| format!("last seen: {last}"))?;
     ensure!(last["last_sequence"] == 10, "{last}");
     eprintln!("[channel] hostile items: {result}");
+
+    // Subscribed again with a WAN window that is closed now (it opens in two hours): the
+    // manifest is not even fetched (the oversized one would be refused), and `channel list`
+    // and `why` say why in words.
+    b.cli(&["unsubscribe", &manifest_url])?;
+    let window = window_closed_now()?;
+    b.cli(&[
+        "subscribe",
+        &manifest_url,
+        "--key",
+        &key_hex,
+        "--token",
+        &token,
+        "--interval",
+        "2",
+        "--wan-window",
+        &window,
+    ])?;
+    wait_until(
+        "B to hold its poll back",
+        WAIT,
+        Duration::from_millis(300),
+        || {
+            last = subscription(&mut b)?;
+            Ok(last["outcome"] == "waiting")
+        },
+    )
+    .with_context(|| format!("last seen: {last}"))?;
+    let shown = window.replace('-', "\u{2013}");
+    ensure!(
+        last["result"].as_str().is_some_and(|r| r.contains(&format!(
+            "not polled: outside its window {shown}; next opens at"
+        ))),
+        "{last}"
+    );
+    ensure!(
+        last["last_sequence"].is_null() && held(&last).is_empty(),
+        "{last}"
+    );
+    let text = b.cli(&["channel", "list"])?;
+    ensure!(
+        text.contains("held back: outside its window"),
+        "channel list does not say why: {text}"
+    );
+    let why = b.cli(&["why"])?;
+    ensure!(
+        why.contains("its WAN traffic waits, outside its window"),
+        "why does not mention the window: {why}"
+    );
+    eprintln!("[channel] WAN window: {text}");
     Ok(())
+}
+
+/// A one-minute window two hours from now, in the machine's local time (as the agent reads it).
+fn window_closed_now() -> Result<String> {
+    let out = Command::new("date").arg("+%H %M").output()?;
+    let text = String::from_utf8(out.stdout)?;
+    let mut parts = text.split_whitespace().map(str::parse::<u32>);
+    let (Some(Ok(h)), Some(Ok(m))) = (parts.next(), parts.next()) else {
+        anyhow::bail!("date printed {text:?}");
+    };
+    let start = (h * 60 + m + 120) % 1440;
+    let end = (start + 1) % 1440;
+    Ok(format!(
+        "{:02}:{:02}-{:02}:{:02}",
+        start / 60,
+        start % 60,
+        end / 60,
+        end % 60
+    ))
 }

@@ -37,6 +37,7 @@ pub async fn subscribe(args: &SubscribeArgs) -> Result<()> {
         background: args.background,
         interval_secs: Some(args.interval),
         token: args.token.clone(),
+        wan_window: args.wan_window.clone(),
     };
     let view: SubscriptionView = client
         .post("/v1/subscriptions", &request)
@@ -49,6 +50,12 @@ pub async fn subscribe(args: &SubscribeArgs) -> Result<()> {
             "subscribed to {} (polled every {} s; `capwise channel list` shows what it holds)",
             view.url, view.interval_secs
         );
+        if let Some(window) = &view.wan_window {
+            match &view.wan_held {
+                Some(why) => println!("WAN window {window}: held back now, {why}"),
+                None => println!("WAN window {window}: open now"),
+            }
+        }
     }
     Ok(())
 }
@@ -98,6 +105,19 @@ pub async fn list(state: Option<&Path>) -> Result<Vec<SubscriptionView>> {
     Ok(stored.iter().map(crate::subscriptions::view).collect())
 }
 
+/// For `capwise why`: each channel subscription whose own WAN window holds
+/// its traffic back now (the network's decision above still comes first).
+pub async fn print_windows_holding_back(state: Option<&Path>) {
+    let Ok(subs) = list(state).await else {
+        return;
+    };
+    for s in subs {
+        if let Some(why) = &s.wan_held {
+            println!("Channel {}: its WAN traffic waits, {why}.", s.url);
+        }
+    }
+}
+
 /// The subscriptions as `channel list` prints them.
 pub fn print(subs: &[SubscriptionView]) {
     if subs.is_empty() {
@@ -117,6 +137,12 @@ pub fn print(subs: &[SubscriptionView]) {
             |t| super::output::local_clock(capwise_policy::time::Timestamp(t)),
         );
         println!("  last poll {when}: {}", s.result);
+        if let Some(window) = &s.wan_window {
+            match &s.wan_held {
+                Some(why) => println!("  WAN       held back: {why}"),
+                None => println!("  WAN       open (window {window})"),
+            }
+        }
         println!("  items     {}", s.items.len());
         for item in &s.items {
             println!(

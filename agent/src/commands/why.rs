@@ -34,6 +34,7 @@ pub async fn run(args: &WhyArgs) -> Result<()> {
             } else {
                 println!("{}", why.explanation);
                 print_warnings(&why.warnings);
+                super::subscribe::print_windows_holding_back(Some(&dir)).await;
             }
             return Ok(());
         }
@@ -78,6 +79,7 @@ pub async fn run(args: &WhyArgs) -> Result<()> {
     } else {
         println!("{}", view.explanation);
         print_warnings(&view.warnings);
+        super::subscribe::print_windows_holding_back(Some(&dir)).await;
     }
     Ok(())
 }

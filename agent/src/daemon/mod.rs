@@ -5,6 +5,7 @@
 
 mod api;
 pub(crate) mod control;
+mod site_share;
 pub(crate) mod torrents;
 
 use std::net::SocketAddr;
@@ -102,9 +103,19 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let _lsd_follower = crate::lsd::follow_interfaces(&session, lsd);
     let mut decisions = policy.subscribe();
     let background_allowed = decisions.borrow_and_update().background_allowed;
+    // Before the restore: each subscription's torrents start with its WAN window.
+    let wan_windows = crate::subscriptions::window::Windows::load(&db)?;
+    let _window_clock = wan_windows.follow_clock();
     let torrents = Arc::new(
-        Torrents::new(session, db.clone(), background_allowed).with_manual_peers(manual_peers),
+        Torrents::new(session, db.clone(), background_allowed)
+            .with_manual_peers(manual_peers)
+            .with_wan_windows(wan_windows.clone()),
     );
+
+    // `[site] wan_rate`: this machine's share of the site's WAN cap.
+    let _site_share = config
+        .site_wan_rate()?
+        .map(|cap| site_share::follow(torrents.session().clone(), limits.clone(), cap));
 
     let download_dir = config
         .download_dir
@@ -135,6 +146,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
                 crate::delivery::agent_key::load_or_create(&state_dir)?,
                 String::new(),
             )),
+            windows: wan_windows,
         });
     let (stop_api, api_task) = start_api(
         &state_dir,

@@ -163,6 +163,9 @@ pub struct Torrents {
     wan_held: AtomicBool,
     /// `capwise run --peer`: dialled for every torrent, like its `x.pe`.
     manual_peers: Vec<SocketAddr>,
+    /// Channel subscriptions' WAN windows: a torrent of a subscription
+    /// with one starts with its switch.
+    wan_windows: crate::subscriptions::window::Windows,
 }
 
 impl Torrents {
@@ -176,7 +179,15 @@ impl Torrents {
             waiting_reason: Mutex::new(String::new()),
             wan_held: AtomicBool::new(false),
             manual_peers: Vec::new(),
+            wan_windows: Default::default(),
         }
+    }
+
+    /// The subscriptions' WAN windows, looked up by each torrent's info-hash
+    /// as it starts (added or restored).
+    pub fn with_wan_windows(mut self, windows: crate::subscriptions::window::Windows) -> Self {
+        self.wan_windows = windows;
+        self
     }
 
     /// Peers every torrent dials (and dials again after a pause), like a
@@ -246,6 +257,9 @@ impl Torrents {
         })?;
         let data_lock = crate::lock::lock_data(&download_dir, &id, &source.name(), "run")
             .map_err(|e| TorrentError::InUse(crate::commands::output::error_chain(&e)))?;
+        // Every field is set today; the rest stays the engine's default
+        // when the engine grows another.
+        #[allow(clippy::needless_update)]
         let options = TorrentOptions {
             paused: user_paused || waiting,
             // A background torrent stays out of the way of the user's own
@@ -255,6 +269,7 @@ impl Torrents {
             // channel's are): their LAN peers are the tracker's members.
             site_coordination: matches!(&source, Source::Torrent(m) if m.info.private),
             membership: self.member_token(&id),
+            wan_window: self.wan_windows.switch_for(&id),
             ..TorrentOptions::default()
         };
         let handle = match source {

@@ -2,8 +2,8 @@
 //! daemon owns one poller task per subscription (`poller.rs`: fetch,
 //! verify, carry out), stored in `capwise.db` (`store.rs`) so they survive
 //! restarts; `fetch.rs` is the bounded HTTP GET, `words.rs` a refusal in
-//! plain words. The CLI reaches them through the API
-//! (`/v1/subscriptions`).
+//! plain words, `window.rs` a subscription's WAN window. The CLI reaches
+//! them through the API (`/v1/subscriptions`).
 //!
 //! **Invariant:** a poll and an unsubscribe never overlap (each
 //! subscription's `busy` lock), so an unsubscribe removes every torrent
@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod poller;
 pub mod report;
 pub mod store;
+pub mod window;
 mod words;
 
 use std::collections::HashMap;
@@ -145,11 +146,22 @@ impl Subscriptions {
             interval,
         );
         sub.token = token;
+        let window = match request.wan_window.as_deref() {
+            Some(text) => Some(
+                window::WanWindow::parse(text)
+                    .map_err(|e| SubscriptionError::Invalid(format!("--wan-window: {e}")))?,
+            ),
+            None => None,
+        };
+        sub.wan_window = window.map(|w| w.text());
         store::insert(&self.ctx.db, &sub, Timestamp::now_from_system().0).map_err(|e| match e {
             StoreError::Exists(_) => SubscriptionError::Exists(e.to_string()),
             StoreError::Db(e) => SubscriptionError::Internal(e),
         })?;
-        tracing::info!(url = %sub.url, key = %sub.key, interval, "subscribed");
+        tracing::info!(url = %sub.url, key = %sub.key, interval, wan_window = ?sub.wan_window, "subscribed");
+        if window.is_some() {
+            self.ctx.windows.set(&sub.url, window);
+        }
         self.spawn(&sub.url, interval);
         Ok(view(&sub))
     }
@@ -183,6 +195,7 @@ impl Subscriptions {
             }
         }
         store::delete(&self.ctx.db, &url).map_err(SubscriptionError::Internal)?;
+        self.ctx.windows.forget(&url);
         tracing::info!(%url, removed = held.len(), delete_data, "unsubscribed");
         Ok(())
     }
@@ -217,7 +230,17 @@ async fn poll_forever(
             let _polling = busy.lock().await;
             poller::poll(&ctx, &url).await;
         }
-        tokio::time::sleep(interval).await;
+        // A poll held back by the subscription's window is made as soon as
+        // the window opens, not an interval later.
+        match ctx.windows.closed(&url) {
+            Some((_, switch)) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = switch.until_on() => {}
+                }
+            }
+            None => tokio::time::sleep(interval).await,
+        }
     }
 }
 
@@ -260,6 +283,8 @@ pub fn view(s: &Subscription) -> SubscriptionView {
             items.sort_by(|a, b| a.name.cmp(&b.name).then(a.info_hash.cmp(&b.info_hash)));
             items
         },
+        wan_window: s.wan_window.clone(),
+        wan_held: window::note(s.wan_window.as_deref(), Timestamp::now_from_system()),
     }
 }
 

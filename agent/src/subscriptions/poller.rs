@@ -39,6 +39,8 @@ pub struct Context {
     pub decisions: watch::Receiver<Decision>,
     /// Tells publishers that ask what this machine holds.
     pub reporter: Arc<super::report::Reporter>,
+    /// The subscriptions' WAN windows (shared with the torrents).
+    pub windows: super::window::Windows,
 }
 
 /// Polls the subscription at `url` once; returns the outcome (also stored).
@@ -59,6 +61,14 @@ pub async fn poll(ctx: &Context, url: &str) -> Outcome {
         }
         Err(refusal) => refusal,
     };
+    if outcome == Outcome::Waiting {
+        // WAN traffic is held back: no delivery report either.
+        if let Err(error) = store::record_result(&ctx.db, url, now, outcome, &result) {
+            tracing::error!(%url, error = %format!("{error:#}"), "cannot store the poll's result");
+        }
+        tracing::debug!(%url, %result, "channel poll");
+        return outcome;
+    }
     match outcome {
         Outcome::Refused => tracing::warn!(%url, %result, "channel manifest refused"),
         Outcome::Failed => tracing::warn!(%url, %result, "channel poll failed"),
@@ -84,6 +94,17 @@ async fn run(ctx: &Context, sub: &Subscription, now: i64) -> Result<Outcome, (Ou
                 format!("not polled: {}", decision.explanation),
             ));
         }
+    }
+    // The policy allows WAN traffic; the subscription's own window may
+    // still hold it back (a manifest poll and the .torrent fetches cross
+    // the WAN too).
+    if let Some((window, _)) = ctx.windows.closed(&sub.url) {
+        let now = Timestamp(now);
+        let zone = capwise_policy::zone::Zone::system(now);
+        let why = window
+            .holds_back(now, &zone)
+            .unwrap_or_else(|| format!("outside its window {}", window.shown()));
+        return Err((Outcome::Waiting, format!("not polled: {why}")));
     }
     let manifest_url = Url::parse(&sub.url).map_err(|e| failed(format!("bad URL: {e}")))?;
     let key = PublicKey::from_hex(&sub.key).map_err(|e| failed(e.to_string()))?;
@@ -124,6 +145,7 @@ async fn run(ctx: &Context, sub: &Subscription, now: i64) -> Result<Outcome, (Ou
         match ctx.torrents.remove(&r.info_hash, r.delete_data).await {
             Ok(()) | Err(TorrentError::NotFound(_)) => {
                 retired += 1;
+                ctx.windows.unassign(&r.info_hash);
                 record(store::release(&ctx.db, &sub.url, &r.info_hash), &sub.url);
             }
             Err(e) => problems.push(format!("{} not removed: {e}", r.info_hash)),
@@ -146,6 +168,8 @@ async fn run(ctx: &Context, sub: &Subscription, now: i64) -> Result<Outcome, (Ou
         }
     };
     for item in adds {
+        // Before the add, so the torrent starts with the window's switch.
+        let assigned = ctx.windows.assign(&item.info_hash, &sub.url);
         match add_item(
             ctx,
             &manifest_url,
@@ -163,7 +187,12 @@ async fn run(ctx: &Context, sub: &Subscription, now: i64) -> Result<Outcome, (Ou
                     &sub.url,
                 );
             }
-            Err(e) => problems.push(format!("{}: {e}", item.name)),
+            Err(e) => {
+                if assigned {
+                    ctx.windows.unassign(&item.info_hash);
+                }
+                problems.push(format!("{}: {e}", item.name))
+            }
         }
     }
     let outcome = if actions.is_empty() && next == sub.state {

@@ -1,5 +1,5 @@
-//! Subscriptions in `capwise.db` (the agent's tables, migration 3 of
-//! `torrent_db.rs`): what was subscribed to, the channel state the pure
+//! Subscriptions in `capwise.db` (the agent's tables, migrations 3 and 5
+//! of `torrent_db.rs`): what was subscribed to, the channel state the pure
 //! step needs (last sequence, body digest, held items), the HTTP
 //! validators for conditional polls, and the last poll's result in words.
 //!
@@ -48,6 +48,8 @@ pub struct Subscription {
     pub report_url: Option<String>,
     /// The channel's membership token (hex), if given at `subscribe`.
     pub token: Option<String>,
+    /// Its WAN window (`window.rs` syntax), if given at `subscribe`.
+    pub wan_window: Option<String>,
 }
 
 impl Subscription {
@@ -74,6 +76,7 @@ impl Subscription {
             result: None,
             report_url: None,
             token: None,
+            wan_window: None,
         }
     }
 }
@@ -131,8 +134,8 @@ pub fn insert(db: &TorrentDb, s: &Subscription, now: i64) -> Result<(), StoreErr
         let inserted = conn
             .execute(
                 "INSERT OR IGNORE INTO subscriptions
-                 (url, key, download_dir, background, interval_secs, added_at, token)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 (url, key, download_dir, background, interval_secs, added_at, token, wan_window)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     s.url,
                     s.key,
@@ -140,7 +143,8 @@ pub fn insert(db: &TorrentDb, s: &Subscription, now: i64) -> Result<(), StoreErr
                     s.background,
                     s.interval_secs as i64,
                     now,
-                    s.token
+                    s.token,
+                    s.wan_window
                 ],
             )
             .context("cannot store the subscription")?;
@@ -194,15 +198,26 @@ pub fn all_without_agent(db_path: &Path) -> Result<Vec<Subscription>> {
     if exists.is_none() {
         return Ok(Vec::new());
     }
-    read(&conn, None)
+    // A database no agent has migrated since an upgrade has no window column.
+    let windows: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('subscriptions') WHERE name = 'wan_window'",
+        [],
+        |r| r.get(0),
+    )?;
+    read_columns(&conn, None, windows)
 }
 
 fn read(conn: &Connection, url: Option<&str>) -> Result<Vec<Subscription>> {
-    let mut stmt = conn.prepare(
+    read_columns(conn, url, true)
+}
+
+fn read_columns(conn: &Connection, url: Option<&str>, windows: bool) -> Result<Vec<Subscription>> {
+    let mut stmt = conn.prepare(&format!(
         "SELECT url, key, download_dir, background, interval_secs, last_sequence, digest,
-                etag, last_modified, polled_at, outcome, result, report_url, token
+                etag, last_modified, polled_at, outcome, result, report_url, token, {}
          FROM subscriptions WHERE ?1 IS NULL OR url = ?1 ORDER BY url",
-    )?;
+        if windows { "wan_window" } else { "NULL" }
+    ))?;
     let rows = stmt.query_map(params![url], |r| {
         let digest: Option<String> = r.get(6)?;
         Ok(Subscription {
@@ -226,6 +241,7 @@ fn read(conn: &Connection, url: Option<&str>) -> Result<Vec<Subscription>> {
             result: r.get(11)?,
             report_url: r.get(12)?,
             token: r.get(13)?,
+            wan_window: r.get(14)?,
         })
     })?;
     let mut subs: Vec<Subscription> = rows.collect::<rusqlite::Result<_>>()?;
@@ -340,7 +356,8 @@ mod tests {
         let url = "http://hq.example/ch/manifest.json";
         {
             let db = TorrentDb::open(&path).unwrap();
-            let s = Subscription::new(url.into(), "ab".repeat(32), None, true, 60);
+            let mut s = Subscription::new(url.into(), "ab".repeat(32), None, true, 60);
+            s.wan_window = Some("22:00-06:00".into());
             insert(&db, &s, 1).unwrap();
             assert!(matches!(insert(&db, &s, 2), Err(StoreError::Exists(_))));
             hold(&db, url, &"11".repeat(20), "a.iso").unwrap();
@@ -366,6 +383,7 @@ mod tests {
         assert_eq!(s.names[&"22".repeat(20)], "b.img");
         assert_eq!(s.etag.as_deref(), Some("\"e1\""));
         assert!(s.background && s.interval_secs == 60);
+        assert_eq!(s.wan_window.as_deref(), Some("22:00-06:00"));
         record_result(&db, url, 6, Outcome::Refused, "refused: rollback").unwrap();
         let s = get(&db, url).unwrap().unwrap();
         assert_eq!(s.state.last_sequence, Some(7));

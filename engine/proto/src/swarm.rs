@@ -309,6 +309,8 @@ pub struct Swarm {
     events: VecDeque<Event>,
     dirty: Vec<PeerKey>,
     seeding_allowed: bool,
+    /// The torrent's own WAN window is shut ([`Swarm::set_wan_held`]).
+    wan_held: bool,
     optimistic: Option<PeerKey>,
     last_tick: Instant,
     last_choke: Instant,
@@ -372,6 +374,7 @@ impl Swarm {
             events: VecDeque::new(),
             dirty: Vec::new(),
             seeding_allowed: true,
+            wan_held: false,
             optimistic: None,
             last_tick: now,
             last_choke: now,
@@ -730,6 +733,36 @@ impl Swarm {
         self.seeding_allowed
     }
 
+    /// The torrent's own WAN window (the engine's
+    /// `TorrentOptions::wan_window`) shut or opened. Shut, no block is
+    /// picked for a WAN peer or web seed (the writers would get no credit
+    /// for it anyway), and what was picked but not sent goes back to the
+    /// pool, so a site member whose window is shut neither claims pieces it
+    /// cannot fetch nor says it wants WAN bytes: its claims are renewed
+    /// (released) at the next tick.
+    pub fn set_wan_held(&mut self, held: bool, now: Instant) {
+        if self.wan_held == held {
+            return;
+        }
+        self.wan_held = held;
+        self.refill = true;
+        if held {
+            for peer in self.peers.values_mut() {
+                if peer.origin.class == PeerClass::Wan {
+                    for block in peer.unsent.drain(..) {
+                        self.picker.release(&block);
+                    }
+                }
+            }
+            self.site_renew_now(now);
+        }
+    }
+
+    /// Whether the torrent's WAN window is shut.
+    pub fn wan_held(&self) -> bool {
+        self.wan_held
+    }
+
     /// Feed one message from `key`. On `Err` the caller removes the peer.
     pub fn on_message(
         &mut self,
@@ -1058,6 +1091,7 @@ impl Swarm {
         if !peer.am_interested
             || (peer.peer_choking && peer.allowed_fast.is_empty())
             || !member::admitted(&peer.member)
+            || (self.wan_held && peer.origin.class == PeerClass::Wan)
         {
             return;
         }

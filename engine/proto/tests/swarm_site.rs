@@ -4,7 +4,8 @@
 //! the order of delivery, decide who fetches what. The WAN seed must be
 //! asked for each block once; a member that leaves mid-transfer has its
 //! pieces taken again; a late joiner takes everything from the LAN; a
-//! claim that is not renewed lapses.
+//! claim that is not renewed lapses. The site-wide WAN cap: members say
+//! whether they want WAN bytes, and the cap is split among those that do.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -478,6 +479,8 @@ fn claim_msg(member: [u8; 8], claims: Vec<u32>, full: bool) -> Message {
                 ttl_secs: 30,
                 full,
                 claims,
+                // As an older member sends it.
+                wants_wan: None,
             }
             .encode(),
         ),
@@ -831,4 +834,263 @@ fn an_unproven_peer_claims_nothing_for_the_site() {
         !asked.is_empty(),
         "an unproven peer's claims held the WAN back"
     );
+}
+
+/// What member `n` sees: how many others want WAN bytes, and so its share
+/// of a site-wide cap.
+fn share_seen(net: &Net, n: usize, cap: u64) -> (usize, u64) {
+    let wanting = net.nodes[n].swarm.site_wan_wanting().len();
+    (wanting, site::wan_share(cap, wanting))
+}
+
+#[test]
+fn members_that_fetch_over_the_wan_split_the_site_cap_and_the_split_follows_them() {
+    const CAP: u64 = 3_000_000;
+    let mut net = Net::new(2);
+    let members: Vec<usize> = (1..=3).map(|n| net.member(n)).collect();
+    net.mesh(&members);
+    // Met, but nobody fetches: alone in wanting, each may take the whole cap.
+    for &m in &members {
+        assert_eq!(net.nodes[m].swarm.site_members(), 2);
+        assert_eq!(share_seen(&net, m, CAP), (0, CAP));
+        assert!(!net.nodes[m].swarm.site_wants_wan());
+    }
+    for &m in &members {
+        let seed = net.seed;
+        net.connect(m, seed);
+    }
+    for _ in 0..4 {
+        net.step();
+    }
+    // All three fetch their shares over the WAN: a third of the cap each.
+    for &m in &members {
+        assert!(net.nodes[m].swarm.site_wants_wan(), "member {m}");
+        assert_eq!(share_seen(&net, m, CAP), (2, CAP / 3), "member {m}");
+    }
+    // One leaves: the two that stay split the cap between them at once.
+    net.leave(members[2]);
+    for &m in &members[..2] {
+        assert_eq!(share_seen(&net, m, CAP), (1, CAP / 2), "member {m}");
+    }
+    // Done: within a renewal each says it wants no more, and a member that
+    // joins now (and fetches) sees the whole cap for itself.
+    net.run_until_complete(&members[..2], 4_000);
+    let renewal = (site::RENEW_INTERVAL.as_millis() / STEP.as_millis()) as usize + 2;
+    for _ in 0..renewal {
+        net.step();
+    }
+    for &m in &members[..2] {
+        assert!(!net.nodes[m].swarm.site_wants_wan());
+    }
+    let late = net.member(4);
+    net.connect(late, members[0]);
+    net.connect(late, members[1]);
+    assert_eq!(share_seen(&net, late, CAP), (0, CAP));
+    assert_eq!(share_seen(&net, members[0], CAP), (0, CAP));
+}
+
+#[test]
+fn an_older_member_that_does_not_say_counts_as_wanting() {
+    let t0 = Instant::now();
+    let (mut s, member, _) = with_fake_member(t0);
+    assert!(
+        s.site_wan_wanting().is_empty(),
+        "not a member before its message"
+    );
+    // An older member's message: no `w`.
+    s.on_message(member, claim_msg([2; 8], vec![], true), t0)
+        .unwrap();
+    assert_eq!(s.site_wan_wanting(), vec![member]);
+    let says = |w: bool| Message::Extended {
+        id: site::OUR_ID,
+        payload: Bytes::from(
+            SiteMsg {
+                member: [2; 8],
+                ttl_secs: 30,
+                full: true,
+                claims: vec![],
+                wants_wan: Some(w),
+            }
+            .encode(),
+        ),
+    };
+    s.on_message(member, says(false), t0).unwrap();
+    assert!(s.site_wan_wanting().is_empty());
+    s.on_message(member, says(true), t0).unwrap();
+    assert_eq!(s.site_wan_wanting(), vec![member]);
+    // It leaves: nobody wants, the whole cap is ours again.
+    s.remove_peer(member);
+    assert!(s.site_wan_wanting().is_empty());
+    assert_eq!(site::wan_share(1000, s.site_wan_wanting().len()), 1000);
+}
+
+#[test]
+fn our_messages_say_whether_we_want_wan_bytes() {
+    let t0 = Instant::now();
+    let (mut s, member, _) = with_fake_member(t0);
+    let sent = |s: &mut Swarm, now: Instant| -> Vec<SiteMsg> {
+        let mut out = Vec::new();
+        s.poll_outgoing(member, now, &mut out);
+        out.into_iter()
+            .filter_map(|o| match o {
+                Outgoing::Message(Message::Extended { id, payload }) if id == site::OUR_ID => {
+                    Some(SiteMsg::decode(&payload, PIECES).unwrap())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // The greeting: nothing in flight, no WAN wanted.
+    let greeting = sent(&mut s, t0);
+    assert_eq!(greeting.last().map(|m| m.wants_wan), Some(Some(false)));
+    s.on_message(member, claim_msg([2; 8], vec![], true), t0)
+        .unwrap();
+    // A WAN seed comes: the pieces picked for it are claimed, with `w` = 1.
+    let hs = Handshake::new([9; 20], [3; 20]);
+    let wan = s.add_peer_with(
+        SocketAddr::from(([44, 0, 0, 1], 6881)),
+        &hs,
+        PeerOrigin {
+            class: PeerClass::Wan,
+            outgoing: true,
+        },
+        t0,
+    );
+    s.on_message(
+        wan,
+        Message::Bitfield(Bytes::from(Bitfield::full(PIECES).as_bytes().to_vec())),
+        t0,
+    )
+    .unwrap();
+    s.on_message(wan, Message::Unchoke, t0).unwrap();
+    assert!(!requested_pieces(&mut s, wan, t0).is_empty());
+    assert!(s.site_wants_wan());
+    let claims = sent(&mut s, t0);
+    assert!(
+        claims
+            .iter()
+            .any(|m| m.wants_wan == Some(true) && !m.claims.is_empty()),
+        "{claims:?}"
+    );
+    // The seed leaves: the next renewal releases everything and says `w` = 0.
+    s.remove_peer(wan);
+    let t1 = t0 + site::RENEW_INTERVAL + Duration::from_millis(1);
+    s.tick(t1);
+    let renewal = sent(&mut s, t1);
+    assert_eq!(
+        renewal.last().map(|m| (m.full, m.wants_wan)),
+        Some((true, Some(false)))
+    );
+    assert!(!s.site_wants_wan());
+}
+
+#[test]
+fn a_member_whose_wan_window_shuts_releases_its_claims_and_wants_nothing() {
+    let t0 = Instant::now();
+    // Payload needs credit, as in the engine: a shut window gives none.
+    let config = SwarmConfig {
+        needs_credit: true,
+        ..SwarmConfig::default()
+    };
+    let mut s = Swarm::new(
+        PIECE,
+        PIECE * PIECES as u64,
+        Bitfield::new(PIECES),
+        config,
+        t0,
+    );
+    s.enable_site([1; 8]);
+    let hs = Handshake::new([9; 20], [2; 20]);
+    let member = s.add_peer_with(
+        SocketAddr::from(([10, 20, 0, 2], 6881)),
+        &hs,
+        PeerOrigin {
+            class: PeerClass::Lan,
+            outgoing: true,
+        },
+        t0,
+    );
+    let ext = capwise_proto::wire::extension::our_handshake_with(
+        6881,
+        250,
+        None,
+        &[(site::EXTENSION_NAME, site::OUR_ID)],
+        None,
+    );
+    s.on_message(
+        member,
+        Message::Extended {
+            id: 0,
+            payload: Bytes::from(ext),
+        },
+        t0,
+    )
+    .unwrap();
+    s.on_message(member, claim_msg([2; 8], vec![], true), t0)
+        .unwrap();
+    let site_msgs = |s: &mut Swarm, now: Instant| -> Vec<SiteMsg> {
+        let mut out = Vec::new();
+        s.poll_outgoing(member, now, &mut out);
+        out.into_iter()
+            .filter_map(|o| match o {
+                Outgoing::Message(Message::Extended { id, payload }) if id == site::OUR_ID => {
+                    Some(SiteMsg::decode(&payload, PIECES).unwrap())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    site_msgs(&mut s, t0);
+    let wan = s.add_peer_with(
+        SocketAddr::from(([44, 0, 0, 1], 6881)),
+        &Handshake::new([9; 20], [3; 20]),
+        PeerOrigin {
+            class: PeerClass::Wan,
+            outgoing: true,
+        },
+        t0,
+    );
+    let full = Bitfield::full(PIECES);
+    s.on_message(
+        wan,
+        Message::Bitfield(Bytes::from(full.as_bytes().to_vec())),
+        t0,
+    )
+    .unwrap();
+    s.on_message(wan, Message::Unchoke, t0).unwrap();
+    // Open: blocks are picked for the WAN seed (waiting for credit) and claimed.
+    let mut out = Vec::new();
+    s.poll_outgoing(wan, t0, &mut out);
+    assert!(s.site_wants_wan());
+    assert!(site_msgs(&mut s, t0)
+        .iter()
+        .any(|m| m.wants_wan == Some(true) && !m.claims.is_empty()));
+    // The window shuts: the picks go back, the next tick releases every
+    // claim and says `w` = 0, and nothing more is picked for the WAN.
+    let t1 = t0 + Duration::from_millis(100);
+    s.set_wan_held(true, t1);
+    s.tick(t1);
+    let released = site_msgs(&mut s, t1);
+    assert_eq!(
+        released
+            .last()
+            .map(|m| (m.full, m.claims.len(), m.wants_wan)),
+        Some((true, 0, Some(false))),
+        "{released:?}"
+    );
+    assert!(!s.site_wants_wan());
+    assert_eq!(
+        s.credit_wanted(wan).down,
+        0,
+        "blocks picked for the WAN while shut"
+    );
+    // Open again: picked and claimed again.
+    s.set_wan_held(false, t1);
+    s.tick(t1);
+    let mut out = Vec::new();
+    s.poll_outgoing(wan, t1, &mut out);
+    assert!(s.credit_wanted(wan).down > 0);
+    assert!(site_msgs(&mut s, t1)
+        .iter()
+        .any(|m| m.wants_wan == Some(true) && !m.claims.is_empty()));
 }

@@ -27,6 +27,7 @@ mod rate;
 mod recheck;
 mod reclassify;
 mod schedule;
+mod site_share;
 mod torrent;
 
 use std::collections::HashMap;
@@ -44,6 +45,7 @@ pub use addresses::NetworkChange;
 pub use classify::SubnetClassifier;
 pub use handle::{AnnounceOutcome, Progress, TorrentHandle, TorrentOptions, TorrentState};
 pub use local_discovery::InterfaceFilter;
+pub use site_share::SiteShare;
 
 use crate::hooks::{ByteGate, Classifier, Counters, OpenGate, PeerClass, Switch};
 use crate::metainfo::{InfoHash, Metainfo};

@@ -341,6 +341,11 @@ impl TorrentShared {
         // Start as the switch says, not from a default, so no request is
         // accepted before the first tick only to be withheld.
         swarm.set_seeding(session.hooks.seeding.is_on(), Instant::now());
+        // Likewise the torrent's own WAN window.
+        swarm.set_wan_held(
+            options.wan_window.as_ref().is_some_and(|w| !w.is_on()),
+            Instant::now(),
+        );
         let run = if options.paused {
             RunState::Paused
         } else {
@@ -934,6 +939,7 @@ async fn drive(shared: Arc<TorrentShared>) {
     let mut run = shared.run.subscribe();
     let mut seeding_changes = hooks.seeding.subscribe();
     let mut wan_changes = hooks.wan.subscribe();
+    let mut window = shared.window_watch();
     let mut duties = Duties::new(Instant::now());
     let mut site_members = 0;
     loop {
@@ -945,6 +951,8 @@ async fn drive(shared: Arc<TorrentShared>) {
         let (p, serving) = {
             let mut core = shared.lock_core();
             core.swarm.set_seeding(hooks.seeding.is_on(), now);
+            core.swarm
+                .set_wan_held(!shared.window_admits(PeerClass::Wan), now);
             core.swarm.tick(now);
             if core.swarm.site_enabled() && core.swarm.site_members() != site_members {
                 site_members = core.swarm.site_members();
@@ -986,6 +994,7 @@ async fn drive(shared: Arc<TorrentShared>) {
             }
             _ = seeding_changes.changed() => {}
             _ = wan_changes.changed() => {}
+            () = TorrentShared::window_changed(&mut window) => {}
             _ = shutdown.recv() => return,
         }
         *shared.planned.lock().expect("planned lock") = Planned::Awake;

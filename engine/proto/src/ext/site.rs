@@ -16,7 +16,12 @@
 //!   [`MAX_TTL`]);
 //! - `full`: 1 when `c` replaces every claim of the sender (a renewal or a
 //!   greeting), 0 when it adds to them;
-//! - `c`: the claimed piece indices, 4-byte big-endian each.
+//! - `c`: the claimed piece indices, 4-byte big-endian each;
+//! - `w` (optional, newer members): 1 while the sender fetches over the
+//!   WAN (it has WAN fetches in flight), 0 when it does not: the members
+//!   of a site split a site-wide WAN rate cap among those that want WAN
+//!   bytes ([`wan_share`]). A message without `w` (an older member) counts
+//!   as wanting, so an older member gets an equal share.
 //!
 //! Bounds: a message over [`MAX_MESSAGE_LEN`] is refused before parsing,
 //! one naming more than [`MAX_CLAIMS`] pieces, a piece beyond the torrent,
@@ -65,6 +70,9 @@ pub struct SiteMsg {
     pub full: bool,
     /// Pieces the sender fetches over the WAN now.
     pub claims: Vec<u32>,
+    /// Whether the sender wants WAN bytes now (`w`); `None` from a member
+    /// that does not send it, which counts as wanting.
+    pub wants_wan: Option<bool>,
 }
 
 /// Why a `capwise_site` message was refused.
@@ -101,13 +109,15 @@ impl SiteMsg {
         for &i in &self.claims {
             c.extend_from_slice(&i.to_be_bytes());
         }
-        Owned::dict()
+        let mut dict = Owned::dict()
             .with("c", Owned::Bytes(c))
             .with("full", Owned::Int(i64::from(self.full)))
             .with("id", Owned::Bytes(self.member.to_vec()))
-            .with("ttl", Owned::Int(i64::from(self.ttl_secs)))
-            .build()
-            .to_bytes()
+            .with("ttl", Owned::Int(i64::from(self.ttl_secs)));
+        if let Some(w) = self.wants_wan {
+            dict = dict.with("w", Owned::Int(i64::from(w)));
+        }
+        dict.build().to_bytes()
     }
 
     /// Parses a message for a torrent of `piece_count` pieces.
@@ -135,6 +145,12 @@ impl SiteMsg {
             Some(1) => true,
             _ => return Err(SiteError::Bad("`full` is not 0 or 1")),
         };
+        let wants_wan = match dict.get(b"w").map(|v| v.as_int()) {
+            None => None,
+            Some(Some(0)) => Some(false),
+            Some(Some(1)) => Some(true),
+            Some(_) => return Err(SiteError::Bad("`w` is not 0 or 1")),
+        };
         let c = match dict.get(b"c") {
             None => &[][..],
             Some(v) => v.as_bytes().ok_or(SiteError::Bad("`c` is not a string"))?,
@@ -161,8 +177,19 @@ impl SiteMsg {
             ttl_secs,
             full,
             claims,
+            wants_wan,
         })
     }
+}
+
+/// This machine's share of a site-wide WAN rate cap of `cap` bytes per
+/// second, when `others_wanting` other members of the site want WAN bytes
+/// now: an equal share among them and us (we count ourselves whether we
+/// want or not, so that the moment we start, before the others have heard,
+/// the sum stays within the cap on our side). Alone, the whole cap; never
+/// below 1 byte per second.
+pub fn wan_share(cap: u64, others_wanting: usize) -> u64 {
+    (cap / (others_wanting as u64).saturating_add(1)).max(1)
 }
 
 /// The rendezvous weight of member `id` for piece `index`: the member with
@@ -194,6 +221,7 @@ mod tests {
             ttl_secs: 30,
             full: true,
             claims: vec![0, 7, 99],
+            wants_wan: Some(true),
         };
         let bytes = msg.encode();
         assert_eq!(SiteMsg::decode(&bytes, 100).unwrap(), msg);
@@ -222,6 +250,33 @@ mod tests {
             ..msg
         };
         assert!(SiteMsg::decode(&too_many.encode(), 100).is_err());
+    }
+
+    #[test]
+    fn the_wan_wish_is_optional_and_strict() {
+        // An older member's message has no `w`: it parses, as "unknown".
+        let old = SiteMsg::decode(b"d1:c0:4:fulli1e2:id8:abcdefgh3:ttli30ee", 10).unwrap();
+        assert_eq!(old.wants_wan, None);
+        for w in [false, true] {
+            let msg = SiteMsg {
+                wants_wan: Some(w),
+                ..old.clone()
+            };
+            assert_eq!(SiteMsg::decode(&msg.encode(), 10).unwrap(), msg);
+        }
+        // Without `w`, the bytes are exactly an older member's.
+        assert_eq!(old.encode(), b"d1:c0:4:fulli1e2:id8:abcdefgh3:ttli30ee");
+        assert!(SiteMsg::decode(b"d1:c0:4:fulli1e2:id8:abcdefgh3:ttli30e1:wi2ee", 10).is_err());
+        assert!(SiteMsg::decode(b"d1:c0:4:fulli1e2:id8:abcdefgh3:ttli30e1:w1:xe", 10).is_err());
+    }
+
+    #[test]
+    fn the_cap_is_split_evenly_and_alone_a_member_takes_it_all() {
+        assert_eq!(wan_share(2_500_000, 0), 2_500_000);
+        assert_eq!(wan_share(2_500_000, 1), 1_250_000);
+        assert_eq!(wan_share(3_000_000, 2), 1_000_000);
+        assert_eq!(wan_share(1, 5), 1);
+        assert_eq!(wan_share(u64::MAX, usize::MAX), 1);
     }
 
     #[test]

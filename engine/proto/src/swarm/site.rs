@@ -34,6 +34,12 @@
 //!   list at once.
 //! - With no member connected the filter is off: exactly the swarm's
 //!   behaviour without coordination.
+//! - A site-wide WAN rate cap: every message says whether we want WAN
+//!   bytes now (`w`: we have WAN fetches in flight, so it turns on with
+//!   the first claim and off with the renewal that releases the last);
+//!   [`Swarm::site_wan_wanting`] names the members that want (an older
+//!   member that sends no `w` always counts), and the engine splits the
+//!   cap with [`site::wan_share`] over the members of all its torrents.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
@@ -69,6 +75,8 @@ struct Claim {
 struct Member {
     id: MemberId,
     claims: HashMap<u32, Claim>,
+    /// Its last word on wanting WAN bytes (an older member: always).
+    wants_wan: bool,
 }
 
 /// The swarm's side of site coordination.
@@ -207,6 +215,31 @@ impl Swarm {
         self.site.members.len()
     }
 
+    /// The site members that want WAN bytes now, by their last message
+    /// (one without `w`, from an older member, counts as wanting): those
+    /// a site-wide WAN rate cap is split among, besides us.
+    pub fn site_wan_wanting(&self) -> Vec<PeerKey> {
+        self.site
+            .members
+            .iter()
+            .filter(|(key, m)| {
+                m.wants_wan
+                    && self
+                        .peers
+                        .get(key)
+                        .is_some_and(|p| is_site_member(p, &self.site, **key))
+            })
+            .map(|(&key, _)| key)
+            .collect()
+    }
+
+    /// Whether we want WAN bytes for this torrent now: we have WAN fetches
+    /// in flight (claims we stand behind; a finished one leaves at once,
+    /// the others hear of it at the next renewal).
+    pub fn site_wants_wan(&self) -> bool {
+        self.site.enabled() && !self.site.ours.is_empty()
+    }
+
     /// Whether our extension handshake to a peer of `class` names
     /// `capwise_site`: to LAN peers only, and only when enabled.
     pub(super) fn site_offered(&self, class: PeerClass) -> bool {
@@ -283,6 +316,7 @@ impl Swarm {
                     Member {
                         id: msg.member,
                         claims: HashMap::new(),
+                        wants_wan: true,
                     },
                 );
                 self.site_split_changed(now);
@@ -290,6 +324,7 @@ impl Swarm {
         }
         let has = &self.peers.get(&key).expect("looked up above").has;
         let member = self.site.members.get_mut(&key).expect("inserted above");
+        member.wants_wan = msg.wants_wan.unwrap_or(true);
         let ttl = std::time::Duration::from_secs(msg.ttl_secs.into()).min(site::MAX_TTL);
         let expires = now + ttl;
         let before = member.claims.len();
@@ -428,6 +463,14 @@ impl Swarm {
         self.site.seed_held.remove(&index);
     }
 
+    /// Our claims are to be renewed at the next tick (the WAN window shut:
+    /// what we can no longer fetch is released, and `w` says 0).
+    pub(super) fn site_renew_now(&mut self, now: Instant) {
+        if self.site.enabled() && !self.site.speakers.is_empty() {
+            self.site.next_renewal = Some(now);
+        }
+    }
+
     /// The next instant site coordination has timed work.
     pub(super) fn site_timeout(&self) -> Option<Instant> {
         [
@@ -505,6 +548,8 @@ impl Swarm {
             ttl_secs: site::CLAIM_TTL.as_secs() as u32,
             full,
             claims,
+            // Sent after `ours` was brought up to date.
+            wants_wan: Some(!self.site.ours.is_empty()),
         };
         Bytes::from(msg.encode())
     }

@@ -50,6 +50,9 @@ impl Swarm {
         max_bytes: u64,
         class: PeerClass,
     ) -> Vec<u32> {
+        if class == PeerClass::Wan && self.wan_held() {
+            return Vec::new();
+        }
         let coordinated = class == PeerClass::Wan && self.site.active();
         let mut pieces = Vec::new();
         for reach in super::site::Reach::ALL {
