@@ -23,6 +23,7 @@ mod lock;
 mod lsd;
 mod metrics;
 mod network_source;
+mod notify;
 mod paths;
 mod policy_gate;
 mod policy_runtime;

@@ -100,6 +100,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let session = start_session(session_config, hooks).await?;
     let addresses = crate::address_watch::follow(session.clone());
     let _lsd_follower = crate::lsd::follow_interfaces(&session, lsd);
+    crate::notify::follow(policy.subscribe(), config.notify.unwrap_or(true));
     let mut decisions = policy.subscribe();
     let background_allowed = decisions.borrow_and_update().background_allowed;
     let torrents = Arc::new(
