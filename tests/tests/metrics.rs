@@ -5,7 +5,8 @@
 //! and their byte counters follow the transfer: B's LAN download payload and A's LAN upload
 //! payload grow by about the torrent's size. A missing or wrong token, and the API's control
 //! token, get 401; the tokenless `[metrics] listen` answers without one but refuses a foreign
-//! Host. Inside a private network namespace (`scripts/test` runs it in `unshare -n`).
+//! Host. A real Prometheus then scrapes B's OpenMetrics with the token (up, B's bytes) and is
+//! refused with a wrong one. Inside a private network namespace (`scripts/test` runs it in `unshare -n`).
 
 use anyhow::{bail, ensure, Context, Result};
 use capwise_tests::clients::agent::Agent;
@@ -13,7 +14,7 @@ use capwise_tests::netns::assert_private_netns;
 use capwise_tests::paths::capwise_bin;
 use capwise_tests::payload::write_random_file;
 use capwise_tests::ports::free_port;
-use capwise_tests::process::{dump_logs, run, wait_until};
+use capwise_tests::process::{dump_logs, run, wait_until, ChildGuard};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -341,12 +342,105 @@ fn transfer_and_scrape(root: &Path, logs: &Path) -> Result<()> {
         "a foreign Host on the local listener: {status}"
     );
 
+    prometheus_scrapes(root, logs, &api, &token_b)?;
+
     for agent in [&mut leecher, &mut seeder] {
         agent.guard.signal(libc::SIGTERM);
         if agent.guard.wait_timeout(Duration::from_secs(10))?.is_none() {
             bail!("an agent did not stop within 10 s of SIGTERM");
         }
     }
+    Ok(())
+}
+
+/// A real Prometheus (Debian's `prometheus`) scrapes B's OpenMetrics every second, as
+/// docs/api.md configures it: with the metrics token it is `up` and has B's bytes; a job with a
+/// wrong token is down.
+fn prometheus_scrapes(root: &Path, logs: &Path, api: &str, token: &str) -> Result<()> {
+    let dir = root.join("prometheus");
+    std::fs::create_dir_all(&dir)?;
+    let good = dir.join("token");
+    let bad = dir.join("wrong-token");
+    std::fs::write(&good, token)?;
+    std::fs::write(&bad, "0".repeat(64))?;
+    let config = dir.join("prometheus.yml");
+    let job = |name: &str, file: &Path| {
+        format!(
+            "  - job_name: {name}\n    authorization: {{type: Bearer, credentials_file: {}}}\n    static_configs: [{{targets: [\"{api}\"]}}]\n",
+            file.display()
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\nscrape_configs:\n{}{}",
+            job("capwise", &good),
+            job("wrong-token", &bad)
+        ),
+    )?;
+    let port = free_port();
+    let web = format!("127.0.0.1:{port}");
+    let mut cmd = Command::new("prometheus");
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={web}"));
+    let mut server = ChildGuard::spawn("prometheus", &mut cmd, logs)?;
+    let query = |q: &str| -> Result<Vec<f64>> {
+        let encoded: String = q
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let (status, _, body) = get(&web, &format!("/api/v1/query?query={encoded}"), &[])?;
+        ensure!(status == 200, "query {q}: {status} {body}");
+        let v: serde_json::Value = serde_json::from_str(&body)?;
+        Ok(v["data"]["result"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|s| s["value"][1].as_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default())
+    };
+    let mut last = (Vec::new(), Vec::new());
+    wait_until(
+        "Prometheus to scrape both jobs",
+        WAIT,
+        Duration::from_millis(500),
+        || {
+            if let Some(status) = server.try_wait()? {
+                bail!("prometheus exited with {status}: {}", server.log_tail(2000));
+            }
+            last = (
+                query("up{job=\"capwise\"}").unwrap_or_default(),
+                query("up{job=\"wrong-token\"}").unwrap_or_default(),
+            );
+            Ok(!last.0.is_empty() && !last.1.is_empty())
+        },
+    )?;
+    ensure!(last.0 == [1.0], "the capwise job is not up: {last:?}");
+    ensure!(last.1 == [0.0], "a wrong token was scraped: {last:?}");
+    let down = query(&format!(
+        "capwise_transfer_bytes_total{{direction=\"down\",class=\"lan\",network=\"{NETWORK}\",kind=\"payload\"}}"
+    ))?;
+    ensure!(
+        down.len() == 1 && down[0] >= SIZE as f64,
+        "Prometheus has B's download payload as {down:?}"
+    );
+    let reason =
+        query("capwise_decision_allowance{direction=\"up\",class=\"wan\",reason=\"unmetered\"}")?;
+    ensure!(reason == [2.0], "decision in Prometheus: {reason:?}");
+    eprintln!(
+        "[metrics] Prometheus scraped OpenMetrics: down payload {}",
+        down[0]
+    );
+    server.stop(Duration::from_secs(5))?;
     Ok(())
 }
 
