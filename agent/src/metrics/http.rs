@@ -3,7 +3,9 @@
 //! a scraper's configuration should not hold the key to the agent); on the
 //! optional `[metrics] listen` address it needs none, for a Prometheus on
 //! the same machine. Both refuse a Host that is not their own address and a
-//! foreign Origin, so a web page cannot read them through DNS rebinding.
+//! foreign Origin, so a web page cannot read them through DNS rebinding (a
+//! wildcard listener takes any IP literal with its port as its own Host:
+//! rebinding needs a name).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,10 +26,18 @@ pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; char
 
 struct Served {
     metrics: Arc<Metrics>,
+    guard: Guard,
+}
+
+/// Who may read.
+struct Guard {
     /// `None` on the tokenless listener.
     token: Option<String>,
     hosts: Vec<String>,
     origins: Vec<String>,
+    /// Bound to every address (`0.0.0.0:PORT`): any IP literal with this
+    /// port is a Host of ours (DNS rebinding needs a name, never a literal).
+    any_ip_port: Option<u16>,
 }
 
 /// The `/metrics` route for the API's listener, guarded by `token`; `hosts`
@@ -40,9 +50,12 @@ pub fn api_routes(
 ) -> Router {
     router(Served {
         metrics,
-        token: Some(token),
-        hosts,
-        origins,
+        guard: Guard {
+            token: Some(token),
+            hosts,
+            origins,
+            any_ip_port: None,
+        },
     })
 }
 
@@ -69,9 +82,12 @@ pub async fn serve_local(
     let (hosts, origins) = crate::daemon::api::own_names(bound);
     let app = router(Served {
         metrics,
-        token: None,
-        hosts,
-        origins,
+        guard: Guard {
+            token: None,
+            hosts,
+            origins,
+            any_ip_port: bound.ip().is_unspecified().then_some(bound.port()),
+        },
     });
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
@@ -91,12 +107,15 @@ fn refusal(status: StatusCode, message: &str) -> Response {
     (status, format!("{message}\n")).into_response()
 }
 
-fn refuse(served: &Served, headers: &HeaderMap) -> Option<Response> {
+fn refuse(served: &Guard, headers: &HeaderMap) -> Option<Response> {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    if !served.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+    let ip_literal_of_ours = served
+        .any_ip_port
+        .is_some_and(|port| host.parse::<SocketAddr>().is_ok_and(|a| a.port() == port));
+    if !ip_literal_of_ours && !served.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
         return Some(refusal(
             StatusCode::FORBIDDEN,
             "this Host is not the agent's address",
@@ -162,7 +181,7 @@ fn wants_prometheus_text(headers: &HeaderMap) -> bool {
 }
 
 async fn scrape(State(served): State<Arc<Served>>, request: Request) -> Response {
-    if let Some(r) = refuse(&served, request.headers()) {
+    if let Some(r) = refuse(&served.guard, request.headers()) {
         return r;
     }
     let text_format = wants_prometheus_text(request.headers());
@@ -196,6 +215,36 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
         h
+    }
+
+    fn served(any_ip_port: Option<u16>) -> Guard {
+        let (hosts, origins) = crate::daemon::api::own_names("127.0.0.1:9469".parse().unwrap());
+        Guard {
+            token: None,
+            hosts,
+            origins,
+            any_ip_port,
+        }
+    }
+
+    fn host(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn hosts_are_our_names_or_on_a_wildcard_listener_ip_literals_with_our_port() {
+        let loopback = served(None);
+        assert!(refuse(&loopback, &host("127.0.0.1:9469")).is_none());
+        assert!(refuse(&loopback, &host("localhost:9469")).is_none());
+        assert!(refuse(&loopback, &host("10.0.0.5:9469")).is_some());
+        assert!(refuse(&loopback, &host("attacker.example:9469")).is_some());
+        let wildcard = served(Some(9469));
+        assert!(refuse(&wildcard, &host("10.0.0.5:9469")).is_none());
+        assert!(refuse(&wildcard, &host("[fd00::5]:9469")).is_none());
+        assert!(refuse(&wildcard, &host("10.0.0.5:80")).is_some());
+        assert!(refuse(&wildcard, &host("attacker.example:9469")).is_some());
     }
 
     #[test]
