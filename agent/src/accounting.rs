@@ -185,6 +185,14 @@ impl Accounting {
         Ok(())
     }
 
+    /// The budget account, if the network has a budget (for the metrics).
+    pub fn budget_account(&self) -> Option<&BudgetAccount> {
+        match &self.kind {
+            Kind::Budgeted(account) => Some(account),
+            Kind::Plain(_) => None,
+        }
+    }
+
     /// The budget's state for the decision, if there is a budget.
     pub fn budget_state(&self) -> Option<BudgetState> {
         match &self.kind {

@@ -38,6 +38,8 @@ pub enum Command {
     Schedule(crate::cli_schedule::ScheduleArgs),
     /// This period's traffic per network: capwise's share and the whole link's.
     Usage(crate::cli_policy::UsageArgs),
+    /// Prometheus metrics: the read-only token for GET /metrics.
+    Metrics(crate::metrics::token::MetricsArgs),
     /// Why transfers are (or are not) limited right now.
     Why(crate::cli_policy::WhyArgs),
     /// The uplink as capwise sees it now: name, kind, metered, roaming.
@@ -88,6 +90,7 @@ impl Command {
                 crate::cli_schedule::ScheduleCommand::Rm(a) => a.store.json,
             },
             Command::Usage(a) => a.store.json,
+            Command::Metrics(_) => false,
             Command::Why(a) | Command::Net(a) => a.store.json,
             Command::Info(a) | Command::List(a) => a.json,
             Command::Add(a) => a.agent.json,

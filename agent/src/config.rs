@@ -10,6 +10,7 @@
 //! encryption = "prefer"   # or "require", "allow"; `--encryption` overrides
 //! network_file = "/run/capwise/network.toml"
 //! transports = ["tcp", "utp"]   # dial order, both accepted (the default); `--transports` overrides it
+//! notify = true      # a desktop notification when capwise starts holding back
 //!
 //! [limits]            # global; also [limits.wan] and [limits.lan]
 //! up = "1MB/s"
@@ -36,6 +37,8 @@
 //! [site]
 //! prefixes = ["10.20.0.0/16"]   # routed branch networks that count as LAN (this site)
 //! wan_rate = "20Mbit/s"          # the site's WAN download cap, shared by its machines
+//! [metrics]
+//! listen = "127.0.0.1:9469"     # /metrics without a token, for a local Prometheus
 //! ```
 
 use std::net::SocketAddr;
@@ -81,6 +84,10 @@ pub struct Config {
     pub channel: ChannelConfig,
     /// This machine's site (branch office).
     pub site: SiteConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
+    /// Desktop notifications when capwise starts holding back (default true).
+    pub notify: Option<bool>,
     /// Sentences about keys that were ignored (unknown outside `[policy]`
     /// and `[limits]`), for the log and `capwise why`.
     #[serde(skip)]
@@ -172,6 +179,16 @@ pub struct ChannelConfig {
     pub report_listen: Option<SocketAddr>,
 }
 
+/// `[metrics]`: `GET /metrics` is always on the API's listener (with the
+/// metrics token); this serves it without a token too.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` without a token on this address (default: nowhere),
+    /// for a Prometheus on the same machine.
+    pub listen: Option<SocketAddr>,
+}
+
 /// `[site]`: the branch office this machine belongs to.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -239,9 +256,12 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "pex",
             "dht",
             "site",
+            "metrics",
+            "notify",
         ],
     ),
     ("lsd", &["enabled"]),
+    ("metrics", &["listen"]),
     ("site", &["prefixes", "wan_rate"]),
     ("limits", &["up", "down", "wan", "lan"]),
     ("limits.wan", &["up", "down"]),

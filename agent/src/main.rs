@@ -21,7 +21,9 @@ mod foreground;
 mod limits;
 mod lock;
 mod lsd;
+mod metrics;
 mod network_source;
+mod notify;
 mod paths;
 mod policy_gate;
 mod policy_runtime;
@@ -137,6 +139,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Seed(a) => foreground::seed(&a.torrent, a.fetch_missing, &a.transfer).await,
         Command::Create(a) => create(&a),
         Command::Channel(a) => commands::channel::run(&a).await,
+        Command::Metrics(a) => metrics::token::run(&a),
         Command::Subscribe(a) => commands::subscribe::subscribe(&a).await,
         Command::Unsubscribe(a) => commands::subscribe::unsubscribe(&a).await,
         Command::Budget(a) => {

@@ -12,8 +12,8 @@ use capwise_policy::decision::{decide, Decision, DecisionInput, Settings};
 use capwise_policy::interface_counters::{
     current_boot_id, read_counters, traffic_while_away, LinkMeter, LinkReading,
 };
-use capwise_policy::ledger::{DebitError, Direction, PeerClass};
-use capwise_policy::network::Network;
+use capwise_policy::ledger::{BudgetAccount, DebitError, Direction, PeerClass};
+use capwise_policy::network::{Network, NetworkId};
 use capwise_policy::schedule::Schedule;
 use capwise_policy::store::Store;
 use capwise_policy::time::Timestamp;
@@ -208,6 +208,15 @@ impl PolicyState {
             Some(account) => account.close(&self.store),
             None => Ok(()),
         }
+    }
+
+    /// The network whose ledger bytes go to now (the link the carrier
+    /// bills), and its budget account if it has a budget: for the metrics.
+    pub fn billed(&self) -> Option<(NetworkId, Option<&BudgetAccount>)> {
+        let network = self.network.as_ref()?;
+        let account = self.account.as_ref();
+        let id = account.map_or_else(|| network.billed_link().id.clone(), |a| a.network().clone());
+        Some((id, account.and_then(Accounting::budget_account)))
     }
 
     /// The decision at `now` from what is known.

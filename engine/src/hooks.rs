@@ -5,7 +5,8 @@
 //! without touching downloads (`seeding`), cut the WAN off entirely (`wan`)
 //! and put the DHT in BEP 43 read-only mode (`dht_read_only`);
 //! [`Counters`] count bytes per direction and class, payload and protocol
-//! overhead apart.
+//! overhead apart, and the faults a monitor wants to see (pieces that failed
+//! their hash check, disk reads and writes that failed).
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -112,13 +113,15 @@ pub struct Counter {
     pub overhead: AtomicU64,
 }
 
-/// Byte counters per direction and peer class.
+/// Byte counters per direction and peer class, and fault counts.
 #[derive(Debug, Default)]
 pub struct Counters {
     up_lan: Counter,
     up_wan: Counter,
     down_lan: Counter,
     down_wan: Counter,
+    hash_failures: AtomicU64,
+    disk_errors: AtomicU64,
 }
 
 impl Counters {
@@ -150,5 +153,21 @@ impl Counters {
     /// Overhead bytes so far in one direction and class.
     pub fn overhead(&self, direction: Direction, class: PeerClass) -> u64 {
         self.get(direction, class).overhead.load(Ordering::Relaxed)
+    }
+    /// A downloaded piece (from a peer or a web seed) failed its hash check.
+    pub fn add_hash_failure(&self) {
+        self.hash_failures.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Pieces that failed their hash check so far.
+    pub fn hash_failures(&self) -> u64 {
+        self.hash_failures.load(Ordering::Relaxed)
+    }
+    /// Writing a verified piece, or reading a block to serve, failed.
+    pub fn add_disk_error(&self) {
+        self.disk_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Failed disk reads and writes so far.
+    pub fn disk_errors(&self) -> u64 {
+        self.disk_errors.load(Ordering::Relaxed)
     }
 }

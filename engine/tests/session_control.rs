@@ -519,6 +519,11 @@ async fn truncated_file_under_a_seeder_is_never_served() {
     // What did arrive is the original data.
     let got = std::fs::read(leech_dir.join("data/a.bin")).unwrap();
     assert_eq!(got, pseudo_random(7, A_LEN));
+    // The failed reads are counted, in the torrent's and the session's counters.
+    assert!(seeding.counters().disk_errors() >= 1);
+    assert!(seeder.counters().disk_errors() >= 1);
+    assert_eq!(leecher.counters().disk_errors(), 0);
+    assert_eq!(leecher.counters().hash_failures(), 0);
     leecher.shutdown().await;
     seeder.shutdown().await;
 }

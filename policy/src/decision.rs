@@ -137,6 +137,37 @@ pub enum Reason {
     Unmetered,
 }
 
+impl Reason {
+    /// Every reason, in the order above.
+    pub const ALL: [Reason; 9] = [
+        Reason::Offline,
+        Reason::NoRoute,
+        Reason::Roaming,
+        Reason::SchedulePause,
+        Reason::ScheduleFree,
+        Reason::AtCap,
+        Reason::NearCap,
+        Reason::Metered,
+        Reason::Unmetered,
+    ];
+
+    /// A stable snake_case code for machines (metrics labels): it names
+    /// the reason, never the sentence, and does not change with the wording.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::Offline => "offline",
+            Reason::NoRoute => "no_route",
+            Reason::Roaming => "roaming",
+            Reason::SchedulePause => "schedule_pause",
+            Reason::ScheduleFree => "schedule_free",
+            Reason::AtCap => "at_cap",
+            Reason::NearCap => "near_cap",
+            Reason::Metered => "metered",
+            Reason::Unmetered => "unmetered",
+        }
+    }
+}
+
 /// The outcome: allowances per direction and peer class, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -418,6 +449,18 @@ fn uniform(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reason_codes_are_distinct_snake_case_identifiers() {
+        let codes: std::collections::BTreeSet<_> = Reason::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(codes.len(), Reason::ALL.len());
+        for code in codes {
+            assert!(
+                code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{code}"
+            );
+        }
+    }
     use crate::network::{Metered, MeteredSource, NetworkId, NetworkKind};
     use crate::schedule::{Days, Window};
     use crate::time::{days_from_civil, UtcOffset};

@@ -3,7 +3,7 @@
 //! database and the local API; tells systemd when it is ready and stops
 //! within 5 s of SIGTERM.
 
-mod api;
+pub(crate) mod api;
 pub(crate) mod control;
 mod site_share;
 pub(crate) mod torrents;
@@ -101,6 +101,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let session = start_session(session_config, hooks).await?;
     let addresses = crate::address_watch::follow(session.clone());
     let _lsd_follower = crate::lsd::follow_interfaces(&session, lsd);
+    crate::notify::follow(policy.subscribe(), config.notify.unwrap_or(true));
     let mut decisions = policy.subscribe();
     let background_allowed = decisions.borrow_and_update().background_allowed;
     // Before the restore: each subscription's torrents start with its WAN window.
@@ -148,14 +149,20 @@ pub async fn run(args: &RunArgs) -> Result<()> {
             )),
             windows: wan_windows,
         });
+    let metrics = crate::metrics::Metrics::new(&state_dir, torrents.clone(), &policy).await?;
+    let _metrics_follower = metrics.follow_decisions();
     let (stop_api, api_task) = start_api(
         &state_dir,
         config.api_address(),
         torrents.clone(),
         control,
         subscriptions.clone(),
+        metrics.clone(),
     )
     .await?;
+    if let Some(addr) = config.metrics.listen {
+        crate::metrics::http::serve_local(addr, metrics, stop_api.subscribe()).await?;
+    }
     if let Some(addr) = config.channel.report_listen {
         // Stops with the API.
         crate::delivery::listener::start(addr, state_dir.clone(), &db_path, stop_api.subscribe())
@@ -238,11 +245,13 @@ async fn start_api(
     torrents: Arc<Torrents>,
     control: Arc<Control>,
     subscriptions: Arc<crate::subscriptions::Subscriptions>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<(watch::Sender<bool>, tokio::task::JoinHandle<()>)> {
     if !address.ip().is_loopback() {
         tracing::warn!(%address, "the API listens beyond loopback, as configured; the token is its only guard");
     }
     let token = discovery::ensure_token(state_dir)?;
+    let metrics_token = crate::metrics::token::load_or_create(state_dir)?;
     let listener = TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen for the API on {address}"))?;
@@ -257,7 +266,12 @@ async fn start_api(
         subscriptions,
     });
     let (stop, mut stopped) = watch::channel(false);
-    let app = api::router(state);
+    // Beside the API's routes, outside their guard: it checks its own token.
+    let app = api::router(state).merge(crate::metrics::http::api_routes(
+        metrics,
+        metrics_token,
+        api::own_names(bound),
+    ));
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {

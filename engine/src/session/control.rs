@@ -85,6 +85,7 @@ impl TorrentShared {
     /// user deletes something): retry every `disk_full_retry`; anything else
     /// waits for the caller.
     pub(crate) fn write_failed(self: &Arc<Self>, index: u32, error: &Error) {
+        self.count_fault(crate::hooks::Counters::add_disk_error);
         if storage::is_disk_full(error) {
             let every = self.session.config.disk_full_retry;
             self.fail(

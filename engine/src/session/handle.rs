@@ -284,6 +284,16 @@ impl TorrentHandle {
         }
     }
 
+    /// Each connected peer's source and carrier (while fetching metadata,
+    /// those of that phase), for a monitor to count by both.
+    pub fn peer_carriers(&self) -> Vec<(PeerSource, crate::transport::TransportKind)> {
+        match (&self.inner, self.torrent()) {
+            (_, Some(shared)) => shared.peer_carriers(),
+            (Inner::Magnet { magnet, .. }, None) => magnet.peer_carriers(),
+            (Inner::Torrent { shared, .. }, None) => shared.peer_carriers(),
+        }
+    }
+
     /// Connected peers whose payload is RC4-encrypted (MSE/PE); none while
     /// a magnet fetches its metadata.
     pub fn encrypted_peers(&self) -> usize {

@@ -39,7 +39,7 @@ use super::handle::{AnnounceOutcome, Progress, TorrentOptions, TorrentState};
 use super::metadata_peer::{self, Queued};
 use super::torrent::TorrentShared;
 use super::SessionInner;
-use crate::transport::Transports;
+use crate::transport::{TransportKind, Transports};
 /// The driver looks at the fetch at least this often.
 const BEAT: Duration = Duration::from_secs(1);
 /// Peers redialled after this long when no connection is left.
@@ -100,6 +100,9 @@ pub(crate) struct MagnetShared {
 /// A connection's I/O end; who it is, the admission table knows.
 struct Conn {
     tx: mpsc::UnboundedSender<Queued>,
+    /// Where we learnt of the peer, and what carries it (for the metrics).
+    source: PeerSource,
+    kind: TransportKind,
     /// The peer's extended message id for ut_metadata.
     their_id: Option<u8>,
 }
@@ -211,6 +214,12 @@ impl MagnetShared {
         self.lock_admission().sources()
     }
 
+    /// Each connected peer's source and carrier.
+    pub(crate) fn peer_carriers(&self) -> Vec<(PeerSource, TransportKind)> {
+        let conns = self.conns.lock().expect("conns lock");
+        conns.values().map(|c| (c.source, c.kind)).collect()
+    }
+
     /// Peers the caller names ([`PeerSource::Manual`]): dialled now and
     /// after a pause, and handed to the torrent once it exists.
     pub(crate) fn connect(self: &Arc<Self>, peers: &[SocketAddr]) {
@@ -312,6 +321,7 @@ impl MagnetShared {
         addr: SocketAddr,
         peer_id: [u8; 20],
         source: PeerSource,
+        kind: TransportKind,
         tx: mpsc::UnboundedSender<Queued>,
     ) -> Option<PeerKey> {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
@@ -346,7 +356,15 @@ impl MagnetShared {
             if let Some(old) = admit.replaces {
                 conns.remove(&old);
             }
-            conns.insert(key, Conn { tx, their_id: None });
+            conns.insert(
+                key,
+                Conn {
+                    tx,
+                    source,
+                    kind,
+                    their_id: None,
+                },
+            );
             admit.replaces
         };
         if let Some(old_key) = replaced {

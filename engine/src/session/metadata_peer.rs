@@ -160,7 +160,7 @@ pub(crate) async fn run(
         return Ok(());
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let Some(key) = me.register(addr, theirs.peer_id, source, tx) else {
+    let Some(key) = me.register(addr, theirs.peer_id, source, transport.kind(), tx) else {
         return Ok(());
     };
     tracing::debug!(%addr, kind = ?transport.kind(), ?class, "metadata peer connected");

@@ -22,6 +22,7 @@ impl TorrentShared {
         block: BlockRef,
         error: &Error,
     ) {
+        self.count_fault(crate::hooks::Counters::add_disk_error);
         let was_had = {
             let mut core = self.lock_core();
             let was_had = core.swarm.piece_lost(block.index);

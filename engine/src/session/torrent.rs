@@ -466,6 +466,21 @@ impl TorrentShared {
         links.values().filter(|link| link.encrypted).count()
     }
 
+    /// Count a fault in this torrent's counters and the session's.
+    pub(crate) fn count_fault(&self, add: fn(&Counters)) {
+        add(&self.counters);
+        add(&self.session.hooks.counters);
+    }
+
+    /// Each connected peer's source and carrier.
+    pub(crate) fn peer_carriers(&self) -> Vec<(PeerSource, TransportKind)> {
+        let links = self.links.lock().expect("links lock");
+        links
+            .values()
+            .map(|link| (link.source, link.kind))
+            .collect()
+    }
+
     /// Connected peers over uTP.
     pub(crate) fn utp_peers(&self) -> usize {
         let links = self.links.lock().expect("links lock");
@@ -713,6 +728,7 @@ impl TorrentShared {
                 Ok((Ok(ok), buf)) => {
                     if !ok {
                         tracing::warn!(piece = index, "piece failed its hash check");
+                        self.count_fault(Counters::add_hash_failure);
                     }
                     let mut core = self.lock_core();
                     core.swarm.recycle_buffer(buf);

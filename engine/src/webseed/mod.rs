@@ -310,6 +310,8 @@ impl Seed {
     /// A piece it sent failed its hash check: counts against the seed.
     fn bad_piece(&self, index: u32) {
         tracing::warn!(url = %self.url(), piece = index, "piece from a web seed failed its hash check");
+        self.shared
+            .count_fault(crate::hooks::Counters::add_hash_failure);
         let mut m = self.lock();
         let was = m.dropped().is_some();
         m.piece_failed(Instant::now());

@@ -45,6 +45,12 @@ pub fn run_command(state_dir: &Path, config: &Path, network_file: Option<&Path>)
         .arg(config)
         .arg("--no-lsd")
         .env("RUST_BACKTRACE", "1")
+        // No desktop notifications from test agents on a developer's session bus
+        // (tests/tests/notify.rs gives its agents a private bus).
+        .env(
+            "DBUS_SESSION_BUS_ADDRESS",
+            "unix:path=/nonexistent/capwise-tests-no-bus",
+        )
         .env(
             "CAPWISE_LOG",
             std::env::var("CAPWISE_LOG").unwrap_or_else(|_| "info".into()),
