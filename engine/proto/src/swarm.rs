@@ -1085,13 +1085,14 @@ impl Swarm {
     }
 
     fn fill_requests(&mut self, key: PeerKey, now: Instant) {
+        let wan_waits = self.wan_held || self.site_meeting(now);
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
         if !peer.am_interested
             || (peer.peer_choking && peer.allowed_fast.is_empty())
             || !member::admitted(&peer.member)
-            || (self.wan_held && peer.origin.class == PeerClass::Wan)
+            || (wan_waits && peer.origin.class == PeerClass::Wan)
         {
             return;
         }

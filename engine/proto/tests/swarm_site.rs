@@ -1094,3 +1094,112 @@ fn a_member_whose_wan_window_shuts_releases_its_claims_and_wants_nothing() {
         .iter()
         .any(|m| m.wants_wan == Some(true) && !m.claims.is_empty()));
 }
+
+/// A coordinating torrent with no member yet waits [`site::MEET_TIME`]
+/// before it asks the WAN (a branch's machines start at once and meet over
+/// LSD meanwhile), then goes on alone; a WAN web seed is asked for one
+/// piece at a time however much the fetcher offers to take.
+#[test]
+fn alone_it_waits_for_the_site_to_meet_then_fetches_piece_by_piece() {
+    let t0 = Instant::now();
+    let mut s = Swarm::new(
+        PIECE,
+        PIECE * PIECES as u64,
+        Bitfield::new(PIECES),
+        SwarmConfig::default(),
+        t0,
+    );
+    s.enable_site([1; 8]);
+    let seed = s.add_peer_with(
+        SocketAddr::from(([44, 0, 0, 1], 6881)),
+        &Handshake::new([9; 20], [3; 20]),
+        PeerOrigin {
+            class: PeerClass::Wan,
+            outgoing: true,
+        },
+        t0,
+    );
+    s.on_message(seed, Message::HaveAll, t0).unwrap();
+    s.on_message(seed, Message::Unchoke, t0).unwrap();
+    let web = s.add_web_seed();
+    assert!(
+        requested_pieces(&mut s, seed, t0).is_empty(),
+        "the WAN peer waits"
+    );
+    assert!(
+        s.web_seed_pick_from(web, 64 * PIECE, PeerClass::Wan)
+            .is_empty(),
+        "the WAN web seed waits"
+    );
+    assert!(s.poll_timeout().is_some_and(|t| t <= t0 + site::MEET_TIME));
+    let met = t0 + site::MEET_TIME;
+    s.tick(met);
+    assert!(
+        !requested_pieces(&mut s, seed, met).is_empty(),
+        "then alone"
+    );
+    assert_eq!(
+        s.web_seed_pick_from(web, 64 * PIECE, PeerClass::Wan).len(),
+        1,
+        "one piece per web seed request"
+    );
+}
+
+/// Both machines dialled each other: the second connection replaces the
+/// first. The member, its claims and the split go on over the new
+/// connection; nothing it was fetching is freed for our WAN sources when
+/// the old connection closes.
+#[test]
+fn a_member_whose_connection_is_replaced_keeps_its_claims() {
+    let t0 = Instant::now();
+    let (mut s, member, _) = with_fake_member(t0);
+    s.on_message(member, claim_msg([2; 8], (0..PIECES).collect(), true), t0)
+        .unwrap();
+    // The same machine (same member id) over its second connection.
+    let second = s.add_peer_with(
+        SocketAddr::from(([10, 20, 0, 2], 40001)),
+        &Handshake::new([9; 20], [2; 20]),
+        PeerOrigin {
+            class: PeerClass::Lan,
+            outgoing: false,
+        },
+        t0,
+    );
+    let ext = capwise_proto::wire::extension::our_handshake_with(
+        6881,
+        250,
+        None,
+        &[(site::EXTENSION_NAME, site::OUR_ID)],
+        None,
+    );
+    s.on_message(
+        second,
+        Message::Extended {
+            id: 0,
+            payload: Bytes::from(ext),
+        },
+        t0,
+    )
+    .unwrap();
+    s.on_message(second, claim_msg([2; 8], (0..PIECES).collect(), true), t0)
+        .unwrap();
+    s.remove_peer(member);
+    assert_eq!(s.site_members(), 1, "the member stays");
+    let seed = s.add_peer_with(
+        SocketAddr::from(([44, 0, 0, 1], 6881)),
+        &Handshake::new([9; 20], [3; 20]),
+        PeerOrigin {
+            class: PeerClass::Wan,
+            outgoing: true,
+        },
+        t0,
+    );
+    s.on_message(seed, Message::HaveAll, t0).unwrap();
+    s.on_message(seed, Message::Unchoke, t0).unwrap();
+    let later = t0 + Duration::from_millis(100);
+    s.tick(later);
+    assert!(
+        requested_pieces(&mut s, seed, later).is_empty(),
+        "its claims still keep the WAN away"
+    );
+}

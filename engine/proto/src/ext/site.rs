@@ -48,6 +48,13 @@ pub const RENEW_INTERVAL: Duration = Duration::from_secs(10);
 /// share over the WAN: the others' claims for their new shares arrive
 /// meanwhile, so two members do not both grab a piece the change freed.
 pub const SETTLE_TIME: Duration = Duration::from_secs(2);
+/// After coordination starts, this long WAN sources wait for the site to
+/// meet (LSD and the LAN handshakes take well under a second on a branch
+/// LAN) while no member is connected: otherwise every machine of a branch
+/// that starts at once asks the WAN for the same first pieces, and a web
+/// seed for whole spans of them. A machine alone starts its WAN fetch this
+/// much later.
+pub const MEET_TIME: Duration = Duration::from_secs(2);
 /// The longest ttl taken from a peer: a claim that is not renewed frees
 /// its piece within this, whatever the sender said.
 pub const MAX_TTL: Duration = Duration::from_secs(120);

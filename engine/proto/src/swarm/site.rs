@@ -103,6 +103,9 @@ pub(super) struct SwarmSite {
     /// Until then the split is new (a member came or went): every member
     /// first takes its own share, nobody takes another's.
     settling_until: Option<Instant>,
+    /// Until then, with no member connected yet, WAN sources are asked for
+    /// nothing ([`site::MEET_TIME`]).
+    meeting_until: Option<Instant>,
 }
 
 /// How far a WAN source may reach beyond our own share.
@@ -203,6 +206,13 @@ impl Swarm {
     pub fn enable_site(&mut self, id: MemberId) {
         self.site.id = Some(id);
         self.site.held = vec![0; self.picker.piece_count() as usize];
+        self.site.meeting_until = Some(self.last_tick + site::MEET_TIME);
+    }
+
+    /// Whether WAN sources wait for the site to meet: coordination has just
+    /// started and no member is connected yet.
+    pub(super) fn site_meeting(&self, now: Instant) -> bool {
+        self.site.members.is_empty() && self.site.meeting_until.is_some_and(|t| now < t)
     }
 
     /// Whether site coordination runs for this torrent.
@@ -304,13 +314,30 @@ impl Swarm {
             }
             Some(_) => {}
             None => {
-                // Our own echo, or a second connection of a known member.
-                if msg.member == our_id || self.site.members.values().any(|m| m.id == msg.member) {
-                    return Ok(());
+                if msg.member == our_id {
+                    return Ok(()); // our own echo
+                }
+                let known = self
+                    .site
+                    .members
+                    .iter()
+                    .find(|(_, m)| m.id == msg.member)
+                    .map(|(&k, _)| k);
+                if let Some(old) = known {
+                    // A second connection of a known member: admission let
+                    // it in because it replaces the first (both sides
+                    // dialled, or the member moved). The member, its claims
+                    // and the split stay as they are; only the connection
+                    // changes, so nothing it was fetching is freed.
+                    self.site_member_moved(old, key);
+                    return self.site_message(key, payload, now);
                 }
                 for i in peer.has.ones() {
                     self.site.held[i as usize] = self.site.held[i as usize].saturating_add(1);
                 }
+                // The site met: a member that leaves later does not bring
+                // the wait back.
+                self.site.meeting_until = None;
                 self.site.members.insert(
                     key,
                     Member {
@@ -385,6 +412,27 @@ impl Swarm {
         for i in peer.has.ones() {
             self.site.held[i as usize] = self.site.held[i as usize].saturating_add(1);
         }
+    }
+
+    /// Site member `old` goes on over connection `new` (a replacement):
+    /// what the old connection held counts no more, what the new one holds
+    /// does.
+    fn site_member_moved(&mut self, old: PeerKey, new: PeerKey) {
+        let Some(member) = self.site.members.remove(&old) else {
+            return;
+        };
+        let held = &mut self.site.held;
+        if let Some(peer) = self.peers.get(&old) {
+            for i in peer.has.ones() {
+                held[i as usize] = held[i as usize].saturating_sub(1);
+            }
+        }
+        if let Some(peer) = self.peers.get(&new) {
+            for i in peer.has.ones() {
+                held[i as usize] = held[i as usize].saturating_add(1);
+            }
+        }
+        self.site.members.insert(new, member);
     }
 
     /// Peer `key` (with pieces `has`) left: its claims go, its share is
@@ -477,6 +525,7 @@ impl Swarm {
             self.site.next_renewal,
             self.site.next_expiry,
             self.site.settling_until,
+            self.site.meeting_until,
         ]
         .into_iter()
         .flatten()
@@ -485,6 +534,11 @@ impl Swarm {
 
     /// Timed work: renew our claims, let members' claims lapse.
     pub(super) fn site_tick(&mut self, now: Instant) {
+        if self.site.meeting_until.is_some_and(|t| t <= now) {
+            // Alone or not, the WAN sources may go on now.
+            self.site.meeting_until = None;
+            self.refill = true;
+        }
         if self.site.settling_until.is_some_and(|t| t <= now) {
             // Others' shares are open to our WAN sources from now on.
             self.site.settling_until = None;

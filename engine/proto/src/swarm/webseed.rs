@@ -50,9 +50,17 @@ impl Swarm {
         max_bytes: u64,
         class: PeerClass,
     ) -> Vec<u32> {
-        if class == PeerClass::Wan && self.wan_held() {
+        if class == PeerClass::Wan && (self.wan_held() || self.site_meeting(self.last_tick)) {
             return Vec::new();
         }
+        // A coordinating torrent asks a WAN seed for one piece at a time: a
+        // span of pieces is claimed for as long as it takes, and the split
+        // among members is by piece.
+        let max_bytes = if class == PeerClass::Wan && self.site_enabled() {
+            0
+        } else {
+            max_bytes
+        };
         let coordinated = class == PeerClass::Wan && self.site.active();
         let mut pieces = Vec::new();
         for reach in super::site::Reach::ALL {
