@@ -3,7 +3,7 @@
 //! database and the local API; tells systemd when it is ready and stops
 //! within 5 s of SIGTERM.
 
-mod api;
+pub(crate) mod api;
 pub(crate) mod control;
 pub(crate) mod torrents;
 
@@ -243,6 +243,7 @@ async fn start_api(
         allowed_origins,
         control,
         subscriptions,
+        dashboard: Arc::new(crate::dashboard::Dashboard::new(bound)),
     });
     let (stop, mut stopped) = watch::channel(false);
     let app = api::router(state);
