@@ -231,9 +231,26 @@ async fn start_api(
         tracing::warn!(%address, "the API listens beyond loopback, as configured; the token is its only guard");
     }
     let token = discovery::ensure_token(state_dir)?;
-    let listener = TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen for the API on {address}"))?;
+    let listener = match TcpListener::bind(address).await {
+        Ok(l) => l,
+        // Another agent (another user, another state directory) or another
+        // program has the port: the CLI finds this agent through
+        // agent.json whatever its port; only a bookmark would miss it.
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && address.port() != 0 => {
+            let mut free = address;
+            free.set_port(0);
+            let l = TcpListener::bind(free)
+                .await
+                .with_context(|| format!("cannot listen for the API on {free}"))?;
+            tracing::warn!(
+                wanted = %address,
+                api = %l.local_addr()?,
+                "the API's port is taken; listening on a free port instead (the CLI finds it; a dashboard bookmark will not)"
+            );
+            l
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot listen for the API on {address}")),
+    };
     let bound = listener.local_addr()?;
     let (allowed_hosts, allowed_origins) = api::own_names(bound);
     let state = Arc::new(api::ApiState {
