@@ -32,6 +32,14 @@ function bytes(n) {
   return (i === 0 ? n.toFixed(0) : n.toFixed(n < 10 ? 2 : 1)) + ' ' + units[i];
 }
 
+// A cap as `budget set --cap` takes it back: whole units, else bytes.
+function capText(n) {
+  for (const [unit, size] of [['TB', 1e12], ['GB', 1e9], ['MB', 1e6], ['kB', 1e3]]) {
+    if (n % size === 0) return (n / size) + unit;
+  }
+  return n + 'B';
+}
+
 const rate = (n) => bytes(Math.round(n || 0)) + '/s';
 
 function date(secs) {
@@ -120,7 +128,8 @@ function budgetBar(b) {
   root.append(svg('rect', { x: 0, y: 2, width: x(agent), height: height - 4, fill: '#1f6feb', class: 'agent-used' }));
   root.append(svg('rect', { x: x(agent), y: 2, width: x(others), height: height - 4, fill: '#8a96a3', class: 'others-used' }));
   root.append(svg('line', { x1: x(b.agent_limit_bytes), x2: x(b.agent_limit_bytes), y1: 0, y2: height + 4, stroke: '#b35900', 'stroke-width': 2 }));
-  const label = svg('text', { x: Math.min(x(b.agent_limit_bytes), width - 120), y: height + 14 });
+  const right = x(b.agent_limit_bytes) > width / 2;
+  const label = svg('text', { x: x(b.agent_limit_bytes), y: height + 14, 'text-anchor': right ? 'end' : 'start' });
   label.textContent = 'capwise stops at ' + bytes(b.agent_limit_bytes);
   root.append(label);
   const title = svg('title', {});
@@ -249,7 +258,7 @@ function renderNetworks() {
     word.value = n.metered;
     word.addEventListener('change', () => act(() => editNetwork(id, { metered: word.value })));
     const cap = el('input', { type: 'text', class: 'cap', placeholder: 'e.g. 5GB' });
-    cap.value = n.budget ? bytes(n.budget.cap_bytes).replace(' ', '') : '';
+    cap.value = n.budget ? capText(n.budget.cap_bytes) : '';
     const save = button('Set', 'set-cap', () => editNetwork(id, { cap: cap.value.trim() || 'none' }));
     const state = n.metered_state + (n.metered_source ? ` (${n.metered_source})` : '');
     rows.append(el('tr', { 'data-network': id, class: 'network' },
