@@ -244,6 +244,18 @@ fn raw_status(addr: &str, path: &str) -> Result<u16> {
         .with_context(|| format!("no HTTP status in {text:.200}"))
 }
 
+/// A process's resident set in kB, 0 if unknown.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn percent_of(text: &str) -> f64 {
     text.trim_end_matches('%').trim().parse().unwrap_or(-1.0)
 }
@@ -293,6 +305,7 @@ async fn scenario(w: &World) -> Result<()> {
 async fn in_browser(w: &World, agent: &mut Agent, browser: &Client, base: &str) -> Result<()> {
     let mut shots = Vec::new();
 
+    let rss_before = rss_kib(agent.guard.pid());
     // Without a session: the sign-in hint only, and no data.
     browser.goto(&format!("{base}/")).await?;
     browser
@@ -349,6 +362,21 @@ async fn in_browser(w: &World, agent: &mut Agent, browser: &Client, base: &str) 
     eventually!("the decision sentence", {
         Ok(!text(browser, "#decision").await?.is_empty())
     });
+    // Figures (printed, not asserted): what the first load transferred.
+    let sizes = browser
+        .execute(
+            "const nav = performance.getEntriesByType('navigation')[0];
+             return [nav.transferSize].concat(performance.getEntriesByType('resource')
+               .filter(r => r.initiatorType === 'script' || r.initiatorType === 'link')
+               .map(r => r.transferSize));",
+            vec![],
+        )
+        .await?;
+    let first_load: u64 = sizes
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).sum())
+        .unwrap_or(0);
+    let opened = Instant::now();
     let uplink = text(browser, "#uplink").await?;
     ensure!(
         uplink.contains("Dash LAN") && uplink.contains("not metered"),
@@ -473,6 +501,12 @@ async fn in_browser(w: &World, agent: &mut Agent, browser: &Client, base: &str) 
         .await
         .context("the hint after --revoke-all")?;
 
+    eprintln!(
+        "[dashboard] first load: {first_load} bytes (page, script, style sheet: {sizes}); \
+         agent RSS {rss_before} kB before sign-in, {} kB after {:.0} s with the page open",
+        rss_kib(agent.guard.pid()),
+        opened.elapsed().as_secs_f64()
+    );
     eprintln!("[dashboard] screenshots:");
     for s in &shots {
         eprintln!("[dashboard]   {}", s.display());
