@@ -330,6 +330,18 @@ async fn in_browser(w: &World, agent: &mut Agent, browser: &Client, base: &str) 
     }
     shots.push(screenshot(browser, "signed-out").await?);
 
+    // A schedule window, which the page lists under what would change the decision.
+    // Twelve hours away from now (the machine's zone, the schedule's), so
+    // it does not change the decision while the test runs.
+    let hour: u32 = String::from_utf8(Command::new("date").arg("+%H").output()?.stdout)?
+        .trim()
+        .parse()?;
+    let from = format!("{:02}:00", (hour + 12) % 24);
+    let to = format!("{:02}:00", (hour + 13) % 24);
+    agent.cli(&[
+        "schedule", "add", NETWORK, "--from", &from, "--to", &to, "--rule", "free",
+    ])?;
+
     // Sign in through the one-time URL.
     let url = agent.cli(&["dashboard"])?.trim().to_string();
     ensure!(
@@ -382,6 +394,11 @@ async fn in_browser(w: &World, agent: &mut Agent, browser: &Client, base: &str) 
         uplink.contains("Dash LAN") && uplink.contains("not metered"),
         "uplink: {uplink}"
     );
+    eventually!("the schedule window under Now", {
+        Ok(text(browser, "#changes")
+            .await?
+            .contains("Schedule of 'Dash LAN': "))
+    });
 
     // A torrent added with the CLI appears, and its progress moves.
     let torrent = w.torrent.display().to_string();

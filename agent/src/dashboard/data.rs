@@ -1,5 +1,5 @@
 //! `GET /v1/networks`, `PUT /v1/networks/{id}` and `GET /v1/usage`: what
-//! `capwise network list`, `network set`, `budget set --cap` and `usage`
+//! `capwise network list`, `network set`, `budget set --cap`, `schedule list` and `usage`
 //! read and write, for the page. Edits go to the same database and are
 //! applied at once through the same reload as the CLI's.
 
@@ -51,6 +51,20 @@ pub(crate) fn networks_json(state_dir: &std::path::Path) -> Result<Vec<Value>> {
             Some(b) => crate::commands::budget::describe(&store, &n.id, &b, now)?,
             None => Value::Null,
         };
+        // Its schedule windows in words, as `schedule list` shows them: what
+        // would change the decision, and when.
+        let schedule = store.schedule(&n.id)?;
+        row["schedule"] = schedule
+            .windows
+            .iter()
+            .map(|w| {
+                Value::String(format!(
+                    "{} ({})",
+                    crate::commands::schedule::window_words(w),
+                    schedule.zone
+                ))
+            })
+            .collect();
     }
     Ok(rows)
 }

@@ -108,6 +108,8 @@ function renderNow() {
   } else if (n && n.metered) {
     add(`No budget on '${n.name}': set a cap below to let capwise use part of it.`);
   }
+  const seen = n && view.networks.find((x) => x.id === n.id);
+  for (const w of (seen && seen.schedule) || []) add(`Schedule of '${n.name}': ${w}.`);
   if (!why.counts_against_budget && n) add('Traffic now does not count against the budget (a free window, or no route).');
   for (const w of why.warnings || []) add('Configuration: ' + w);
 }
@@ -281,6 +283,7 @@ async function refreshNetworks() {
   view.networks = await api('GET', '/v1/networks');
   renderNetworks();
   renderBudget();
+  renderNow();
 }
 
 // ---- Live ----
