@@ -54,6 +54,8 @@ pub enum Command {
     List(crate::cli_policy::StoreArgs),
     /// Progress of one torrent or all, once or with --watch.
     Status(crate::cli_agent::StatusArgs),
+    /// Sign in to the dashboard in a browser: prints a one-time URL (--open opens it).
+    Dashboard(crate::dashboard::command::DashboardArgs),
     /// Pause a torrent (kept across restarts).
     Pause(crate::cli_agent::IdArgs),
     /// Resume a paused torrent.
@@ -95,6 +97,7 @@ impl Command {
             Command::Info(a) | Command::List(a) => a.json,
             Command::Add(a) => a.agent.json,
             Command::Status(a) => a.agent.json,
+            Command::Dashboard(a) => a.agent.json,
             Command::Pause(a) | Command::Resume(a) => a.agent.json,
             Command::Remove(a) => a.agent.json,
             Command::Limits(a) => match &a.command {

@@ -60,7 +60,8 @@ pub struct StatusArgs {
     /// A torrent id (or a unique prefix of 4+ digits); default: all.
     pub id: Option<String>,
     /// Keep showing progress bars until interrupted (or until all finish);
-    /// with --json, one JSON object per torrent and line, every second.
+    /// with --json, one JSON object per torrent and line at each change.
+    /// Follows the agent's event stream (GET /v1/events), not polling.
     #[arg(long)]
     pub watch: bool,
     /// Agent selection and output.

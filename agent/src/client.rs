@@ -59,6 +59,33 @@ impl AgentClient {
         serde_json::from_slice(body).context("the agent's answer is not the expected JSON")
     }
 
+    /// `GET path` as a stream that stays open (server-sent events): no
+    /// overall time-out, but one between reads, as the agent sends a
+    /// keep-alive every 15 s.
+    pub async fn stream(&self, path: &str) -> Result<reqwest::Response> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(45))
+            .build()
+            .context("cannot set up the HTTP client")?;
+        let response = http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the agent at {}", self.base))?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.unwrap_or_default();
+            let message = serde_json::from_slice::<ApiError>(&bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            bail!("{message}");
+        }
+        Ok(response)
+    }
+
     /// `GET path`.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.send(self.http.get(format!("{}{path}", self.base)))

@@ -136,11 +136,16 @@ pub struct PolicyConfig {
     pub suspend_when_roaming: Option<bool>,
 }
 
+/// The API's (and the dashboard's) port unless `[api] address` says
+/// otherwise: stable, so a dashboard bookmark keeps working; when it is
+/// taken the agent takes a free one and says so.
+pub const DEFAULT_API_PORT: u16 = 7245;
+
 /// `[api]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct ApiConfig {
-    /// Where the HTTP API listens (default 127.0.0.1, a free port).
+    /// Where the HTTP API listens (default 127.0.0.1:7245; a free port if that is taken).
     pub address: Option<SocketAddr>,
 }
 
@@ -521,7 +526,7 @@ impl Config {
     pub fn api_address(&self) -> SocketAddr {
         self.api
             .address
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], DEFAULT_API_PORT)))
     }
 }
 
@@ -585,6 +590,7 @@ mod tests {
         assert_eq!(loaded.config.limits().unwrap(), RateLimits::default());
         assert_eq!(loaded.config.settings().unwrap(), Settings::default());
         assert!(loaded.config.api_address().ip().is_loopback());
+        assert_eq!(loaded.config.api_address().port(), DEFAULT_API_PORT);
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod client;
 mod commands;
 mod config;
 mod daemon;
+mod dashboard;
 mod delivery;
 mod dht;
 mod discovery;
@@ -171,6 +172,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Add(a) => commands::torrents::add(&a).await,
         Command::List(a) => commands::torrents::list(&a).await,
         Command::Status(a) => commands::torrents::status(&a).await,
+        Command::Dashboard(a) => dashboard::command::run(&a).await,
         Command::Pause(a) => commands::torrents::set_paused(&a, true).await,
         Command::Resume(a) => commands::torrents::set_paused(&a, false).await,
         Command::Remove(a) => commands::torrents::remove(&a).await,

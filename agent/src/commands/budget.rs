@@ -282,7 +282,12 @@ fn counts_words(counts: Counts) -> &'static str {
 }
 
 /// A budget with where it stands this period, as JSON.
-fn describe(store: &Store, id: &NetworkId, budget: &Budget, now: Timestamp) -> Result<Value> {
+pub(crate) fn describe(
+    store: &Store,
+    id: &NetworkId,
+    budget: &Budget,
+    now: Timestamp,
+) -> Result<Value> {
     let account = BudgetAccount::open(store, id.clone(), *budget, now)
         .with_context(|| format!("cannot read the usage of '{id}'"))?;
     let (start, end) = account.period();

@@ -52,8 +52,9 @@ fn metered_column(metered: Metered) -> &'static str {
     }
 }
 
-fn list(args: &StoreArgs, now: Timestamp) -> Result<()> {
-    let store = open_store(&state_dir(args.state_dir.as_deref()), now)?;
+/// The networks seen, as `network list --json` prints them (and
+/// `GET /v1/networks` serves them).
+pub(crate) fn rows(store: &capwise_policy::store::Store) -> Result<(Vec<SeenNetwork>, Vec<Value>)> {
     let networks = store.networks().context("cannot read the networks")?;
     let mut rows = Vec::with_capacity(networks.len());
     for n in &networks {
@@ -71,6 +72,12 @@ fn list(args: &StoreArgs, now: Timestamp) -> Result<()> {
             "last_seen": n.last_seen.0,
         }));
     }
+    Ok((networks, rows))
+}
+
+fn list(args: &StoreArgs, now: Timestamp) -> Result<()> {
+    let store = open_store(&state_dir(args.state_dir.as_deref()), now)?;
+    let (networks, rows) = rows(&store)?;
     if args.json {
         print_json(&Value::Array(rows));
         return Ok(());

@@ -191,7 +191,7 @@ fn window_json(id: &NetworkId, number: usize, w: &Window, schedule: &Schedule) -
 }
 
 /// "Mon-Fri 22:00-06:00 (to the next day): free, not counted".
-fn window_words(w: &Window) -> String {
+pub(crate) fn window_words(w: &Window) -> String {
     let overnight = if w.end_minute <= w.start_minute {
         " (to the next day)"
     } else {

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use base64::Engine as _;
@@ -231,10 +230,27 @@ pub async fn status(args: &StatusArgs) -> Result<()> {
             None => client.get::<Vec<TorrentView>>(&path).await?,
         })
     };
-    if args.watch && args.agent.json {
-        return watch_json(fetch, &mut std::io::stdout()).await;
+    if args.watch {
+        // The agent's event stream, not polling: it says when something
+        // changed (at most every second). One torrent: its full id first
+        // (a prefix, and a 404 for an unknown one, resolved once).
+        let only = match &id {
+            Some(_) => Some(fetch().await?.remove(0).id),
+            None => None,
+        };
+        let feed = std::sync::Arc::new(tokio::sync::Mutex::new(
+            crate::dashboard::sse::TorrentFeed::open(&client, only).await?,
+        ));
+        let next = || {
+            let feed = feed.clone();
+            async move { feed.lock().await.next().await }
+        };
+        if args.agent.json {
+            return watch_json(next, &mut std::io::stdout()).await;
+        }
+        return watch(next).await;
     }
-    if !args.watch {
+    {
         let torrents = fetch().await?;
         if args.agent.json {
             match &args.id {
@@ -246,9 +262,8 @@ pub async fn status(args: &StatusArgs) -> Result<()> {
                 println!("{}", describe(t));
             }
         }
-        return Ok(());
+        Ok(())
     }
-    watch(fetch).await
 }
 
 /// Whether `status --watch` goes on for this torrent.
@@ -256,8 +271,8 @@ fn active(t: &TorrentView) -> bool {
     matches!(t.state.as_str(), "checking" | "downloading")
 }
 
-/// `status --watch --json`: every second, one JSON object per torrent and
-/// line (as `status --json` shows it), until every torrent shown has
+/// `status --watch --json`: whenever they change (at most every second),
+/// one JSON object per torrent and line (as `status --json` shows it), until every torrent shown has
 /// finished or Ctrl-C.
 async fn watch_json<F, Fut>(fetch: F, out: &mut impl std::io::Write) -> Result<()>
 where
@@ -265,7 +280,10 @@ where
     Fut: std::future::Future<Output = Result<Vec<TorrentView>>>,
 {
     loop {
-        let torrents = fetch().await?;
+        let torrents = tokio::select! {
+            t = fetch() => t?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
         for t in &torrents {
             // A closed stdout (`| head`) ends the watch.
             if writeln!(out, "{}", serde_json::to_string(t)?).is_err() {
@@ -276,15 +294,11 @@ where
         if !torrents.iter().any(active) {
             return Ok(());
         }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        }
     }
 }
 
-/// Progress bars (plain lines when not on a terminal), refreshed every
-/// second until every torrent shown has finished or Ctrl-C. Rates are the
+/// Progress bars (plain lines when not on a terminal), refreshed when the
+/// agent says something changed (at most every second) until every torrent shown has finished or Ctrl-C. Rates are the
 /// agent's (bytes over its last seconds), not guessed from the bar's jumps;
 /// lines fit the terminal's width (80 columns by default).
 async fn watch<F, Fut>(fetch: F) -> Result<()>
@@ -300,7 +314,10 @@ where
         .progress_chars("=> ");
     let mut bars: HashMap<String, ProgressBar> = HashMap::new();
     loop {
-        let torrents = fetch().await?;
+        let torrents = tokio::select! {
+            t = fetch() => t?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
         for t in &torrents {
             if terminal {
                 let bar = bars.entry(t.id.clone()).or_insert_with(|| {
@@ -324,10 +341,6 @@ where
                 bar.finish();
             }
             return Ok(());
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
 }

@@ -47,7 +47,7 @@ pub fn run(args: &UsageArgs) -> Result<()> {
 }
 
 /// Every network seen or budgeted.
-fn known_networks(store: &Store) -> Result<Vec<NetworkId>> {
+pub(crate) fn known_networks(store: &Store) -> Result<Vec<NetworkId>> {
     let mut ids: BTreeSet<NetworkId> = store
         .networks()
         .context("cannot read the networks")?
@@ -58,7 +58,7 @@ fn known_networks(store: &Store) -> Result<Vec<NetworkId>> {
     Ok(ids.into_iter().collect())
 }
 
-fn report(store: &Store, id: &NetworkId, now: Timestamp) -> Result<Value> {
+pub(crate) fn report(store: &Store, id: &NetworkId, now: Timestamp) -> Result<Value> {
     let (start, end) = usage_period(store, id, now)?;
     let rows = store
         .usage(id, start)

@@ -39,6 +39,8 @@ pub struct ApiState {
     pub control: Arc<dyn AgentControl>,
     /// Channel subscriptions and their pollers.
     pub subscriptions: Arc<Subscriptions>,
+    /// The dashboard's sign-in and event streams.
+    pub dashboard: Arc<crate::dashboard::Dashboard>,
 }
 
 /// What the API asks of the agent beyond its torrents.
@@ -74,7 +76,7 @@ pub fn own_names(addr: SocketAddr) -> (Vec<String>, Vec<String>) {
 
 /// The router, with the guard on every route.
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/v1/agent", get(agent_info))
         .route("/v1/why", get(why))
         .route("/v1/policy/reload", post(reload_policy))
@@ -86,7 +88,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(
             "/v1/subscriptions",
             get(subscriptions).post(subscribe).delete(unsubscribe),
-        )
+        );
+    crate::dashboard::routes(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -114,13 +117,43 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
-async fn guard(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+async fn guard(State(state): State<Arc<ApiState>>, mut request: Request, next: Next) -> Response {
     if let Some(refusal) = refuse(&state, request.headers()) {
         return refusal;
+    }
+    // The dashboard's page and sign-in carry no data (docs/api.md).
+    if !crate::dashboard::is_public(request.uri().path()) {
+        match caller(&state, request.method(), request.headers()) {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+            }
+            Err((status, message)) => return error(status, message),
+        }
     }
     next.run(request).await
 }
 
+/// Who may make this request: the API token's holder, or else a
+/// dashboard session.
+fn caller(
+    state: &ApiState,
+    method: &axum::http::Method,
+    headers: &HeaderMap,
+) -> Result<crate::dashboard::Caller, (StatusCode, String)> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(bearer_token);
+    match token {
+        Some(t) if same_secret(t.trim().as_bytes(), state.token.as_bytes()) => {
+            Ok(crate::dashboard::Caller::Token)
+        }
+        Some(_) => Err((StatusCode::UNAUTHORIZED, "wrong API token".into())),
+        None => crate::dashboard::session_caller(&state.dashboard, method, headers),
+    }
+}
+
+/// The Host and Origin checks, on every request.
 fn refuse(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
     let host = headers
         .get(header::HOST)
@@ -150,18 +183,7 @@ fn refuse(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
             ));
         }
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(bearer_token);
-    match token {
-        Some(t) if same_secret(t.trim().as_bytes(), state.token.as_bytes()) => None,
-        Some(_) => Some(error(StatusCode::UNAUTHORIZED, "wrong API token")),
-        None => Some(error(
-            StatusCode::UNAUTHORIZED,
-            "missing API token (Authorization: Bearer <contents of api-token>)",
-        )),
-    }
+    None
 }
 
 /// The token of an `Authorization: Bearer TOKEN` header; the scheme is

@@ -252,9 +252,26 @@ async fn start_api(
     }
     let token = discovery::ensure_token(state_dir)?;
     let metrics_token = crate::metrics::token::load_or_create(state_dir)?;
-    let listener = TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen for the API on {address}"))?;
+    let listener = match TcpListener::bind(address).await {
+        Ok(l) => l,
+        // Another agent (another user, another state directory) or another
+        // program has the port: the CLI finds this agent through
+        // agent.json whatever its port; only a bookmark would miss it.
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && address.port() != 0 => {
+            let mut free = address;
+            free.set_port(0);
+            let l = TcpListener::bind(free)
+                .await
+                .with_context(|| format!("cannot listen for the API on {free}"))?;
+            tracing::warn!(
+                wanted = %address,
+                api = %l.local_addr()?,
+                "the API's port is taken; listening on a free port instead (the CLI finds it; a dashboard bookmark will not)"
+            );
+            l
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot listen for the API on {address}")),
+    };
     let bound = listener.local_addr()?;
     let (allowed_hosts, allowed_origins) = api::own_names(bound);
     let state = Arc::new(api::ApiState {
@@ -264,6 +281,7 @@ async fn start_api(
         allowed_origins,
         control,
         subscriptions,
+        dashboard: Arc::new(crate::dashboard::Dashboard::new(bound)),
     });
     let (stop, mut stopped) = watch::channel(false);
     // Beside the API's routes, outside their guard: it checks its own token.
