@@ -504,6 +504,28 @@ fn with_fake_member(now: Instant) -> (Swarm, PeerKey, PeerKey) {
         outgoing: true,
     };
     let member = s.add_peer_with(SocketAddr::from(([10, 20, 0, 2], 6881)), &hs, lan, now);
+    names_site(&mut s, member, now);
+    (s, member, 0)
+}
+
+/// A WAN seed (44.0.0.1) that has everything and unchokes us.
+fn wan_seed(s: &mut Swarm, now: Instant) -> PeerKey {
+    let seed = s.add_peer_with(
+        SocketAddr::from(([44, 0, 0, 1], 6881)),
+        &Handshake::new([9; 20], [3; 20]),
+        PeerOrigin {
+            class: PeerClass::Wan,
+            outgoing: true,
+        },
+        now,
+    );
+    s.on_message(seed, Message::HaveAll, now).unwrap();
+    s.on_message(seed, Message::Unchoke, now).unwrap();
+    seed
+}
+
+/// Peer `key`'s extension handshake names `capwise_site`.
+fn names_site(s: &mut Swarm, key: PeerKey, now: Instant) {
     let ext = capwise_proto::wire::extension::our_handshake_with(
         6881,
         250,
@@ -511,16 +533,11 @@ fn with_fake_member(now: Instant) -> (Swarm, PeerKey, PeerKey) {
         &[(site::EXTENSION_NAME, site::OUR_ID)],
         None,
     );
-    s.on_message(
-        member,
-        Message::Extended {
-            id: 0,
-            payload: Bytes::from(ext),
-        },
-        now,
-    )
-    .unwrap();
-    (s, member, 0)
+    let msg = Message::Extended {
+        id: 0,
+        payload: Bytes::from(ext),
+    };
+    s.on_message(key, msg, now).unwrap();
 }
 
 fn requested_pieces(s: &mut Swarm, key: PeerKey, now: Instant) -> Vec<u32> {
@@ -593,14 +610,7 @@ fn a_member_that_leaves_frees_its_claims_at_once_and_the_split_follows() {
         .unwrap();
     // It holds piece 5 too: a have ends its claim but the piece is held.
     s.on_message(member, Message::Have(5), t0).unwrap();
-    let hs = Handshake::new([9; 20], [3; 20]);
-    let wan = PeerOrigin {
-        class: PeerClass::Wan,
-        outgoing: true,
-    };
-    let seed = s.add_peer_with(SocketAddr::from(([44, 0, 0, 1], 6881)), &hs, wan, t0);
-    s.on_message(seed, Message::HaveAll, t0).unwrap();
-    s.on_message(seed, Message::Unchoke, t0).unwrap();
+    let seed = wan_seed(&mut s, t0);
     assert!(requested_pieces(&mut s, seed, t0).is_empty());
     s.remove_peer(member);
     assert_eq!(s.site_members(), 0);
@@ -1110,17 +1120,7 @@ fn alone_it_waits_for_the_site_to_meet_then_fetches_piece_by_piece() {
         t0,
     );
     s.enable_site([1; 8]);
-    let seed = s.add_peer_with(
-        SocketAddr::from(([44, 0, 0, 1], 6881)),
-        &Handshake::new([9; 20], [3; 20]),
-        PeerOrigin {
-            class: PeerClass::Wan,
-            outgoing: true,
-        },
-        t0,
-    );
-    s.on_message(seed, Message::HaveAll, t0).unwrap();
-    s.on_message(seed, Message::Unchoke, t0).unwrap();
+    let seed = wan_seed(&mut s, t0);
     let web = s.add_web_seed();
     assert!(
         requested_pieces(&mut s, seed, t0).is_empty(),
@@ -1165,37 +1165,12 @@ fn a_member_whose_connection_is_replaced_keeps_its_claims() {
         },
         t0,
     );
-    let ext = capwise_proto::wire::extension::our_handshake_with(
-        6881,
-        250,
-        None,
-        &[(site::EXTENSION_NAME, site::OUR_ID)],
-        None,
-    );
-    s.on_message(
-        second,
-        Message::Extended {
-            id: 0,
-            payload: Bytes::from(ext),
-        },
-        t0,
-    )
-    .unwrap();
+    names_site(&mut s, second, t0);
     s.on_message(second, claim_msg([2; 8], (0..PIECES).collect(), true), t0)
         .unwrap();
     s.remove_peer(member);
     assert_eq!(s.site_members(), 1, "the member stays");
-    let seed = s.add_peer_with(
-        SocketAddr::from(([44, 0, 0, 1], 6881)),
-        &Handshake::new([9; 20], [3; 20]),
-        PeerOrigin {
-            class: PeerClass::Wan,
-            outgoing: true,
-        },
-        t0,
-    );
-    s.on_message(seed, Message::HaveAll, t0).unwrap();
-    s.on_message(seed, Message::Unchoke, t0).unwrap();
+    let seed = wan_seed(&mut s, t0);
     let later = t0 + Duration::from_millis(100);
     s.tick(later);
     assert!(
