@@ -282,6 +282,13 @@ impl Net {
         self.nodes[self.seed].uploaded.values().sum()
     }
 
+    /// Every node in `nodes` dials the WAN seed.
+    fn connect_to_seed(&mut self, nodes: &[usize]) {
+        for &n in nodes {
+            self.connect(n, self.seed);
+        }
+    }
+
     fn mesh(&mut self, members: &[usize]) {
         for (i, &a) in members.iter().enumerate() {
             for &b in &members[i + 1..] {
@@ -301,10 +308,7 @@ fn three_members_ask_the_wan_seed_for_each_block_once() {
     for &m in &members {
         assert_eq!(net.nodes[m].swarm.site_members(), 2);
     }
-    for &m in &members {
-        let seed = net.seed;
-        net.connect(m, seed);
-    }
+    net.connect_to_seed(&members);
     net.run_until_complete(&members, 2_000);
     assert_eq!(net.seed_uploads(), TOTAL_BLOCKS, "one copy over the WAN");
     assert!(
@@ -358,10 +362,7 @@ fn without_site_members_the_wan_seed_is_asked_as_usual() {
     let mut net = Net::new(8);
     let a = net.member(1);
     let b = net.member(2);
-    for m in [a, b] {
-        let seed = net.seed;
-        net.connect(m, seed);
-    }
+    net.connect_to_seed(&[a, b]);
     net.run_until_complete(&[a, b], 2_000);
     assert_eq!(net.seed_uploads(), 2 * TOTAL_BLOCKS);
 }
@@ -371,10 +372,7 @@ fn a_member_that_leaves_mid_transfer_has_its_pieces_taken_again() {
     let mut net = Net::new(4);
     let members: Vec<usize> = (1..=3).map(|n| net.member(n)).collect();
     net.mesh(&members);
-    for &m in &members {
-        let seed = net.seed;
-        net.connect(m, seed);
-    }
+    net.connect_to_seed(&members);
     // 120 blocks at 4 a step: about a third of the way.
     for _ in 0..12 {
         net.step();
@@ -427,10 +425,7 @@ fn a_late_joiner_takes_everything_from_the_lan() {
     let mut net = Net::new(8);
     let early: Vec<usize> = (1..=2).map(|n| net.member(n)).collect();
     net.mesh(&early);
-    for &m in &early {
-        let seed = net.seed;
-        net.connect(m, seed);
-    }
+    net.connect_to_seed(&early);
     net.run_until_complete(&early, 2_000);
     let before = net.seed_uploads();
     assert_eq!(before, TOTAL_BLOCKS);
@@ -449,10 +444,7 @@ fn a_late_joiner_mid_transfer_fetches_only_what_nobody_has_or_claims() {
     let mut net = Net::new(4);
     let early: Vec<usize> = (1..=2).map(|n| net.member(n)).collect();
     net.mesh(&early);
-    for &m in &early {
-        let seed = net.seed;
-        net.connect(m, seed);
-    }
+    net.connect_to_seed(&early);
     for _ in 0..8 {
         net.step();
     }
@@ -699,10 +691,7 @@ fn a_complete_member_keeps_no_site_timer() {
     let mut net = Net::new(8);
     let members: Vec<usize> = (1..=2).map(|n| net.member(n)).collect();
     net.mesh(&members);
-    for &m in &members {
-        let seed = net.seed;
-        net.connect(m, seed);
-    }
+    net.connect_to_seed(&members);
     net.run_until_complete(&members, 2_000);
     // Let the last renewals (now empty) go out.
     for _ in 0..(2 * site::RENEW_INTERVAL.as_millis() / STEP.as_millis()) {
@@ -865,10 +854,7 @@ fn members_that_fetch_over_the_wan_split_the_site_cap_and_the_split_follows_them
         assert_eq!(share_seen(&net, m, CAP), (0, CAP));
         assert!(!net.nodes[m].swarm.site_wants_wan());
     }
-    for &m in &members {
-        let seed = net.seed;
-        net.connect(m, seed);
-    }
+    net.connect_to_seed(&members);
     for _ in 0..4 {
         net.step();
     }
