@@ -96,10 +96,6 @@ async fn download_over_memory(seeder_at: SocketAddr, leecher_at: SocketAddr, lan
     let counters = leeching.counters();
     assert_eq!(counters.payload(Direction::Down, class), LEN as u64);
     assert_eq!(counters.payload(Direction::Down, other), 0);
-    assert!(
-        leech_wire.received() > LEN as u64 && seed_wire.sent() >= leech_wire.received(),
-        "the pipe carried the payload and its framing"
-    );
     // Once nothing is in flight, what the counters hold is exactly what
     // crossed the transport, each way, on each side.
     let settled = || {
@@ -115,17 +111,27 @@ async fn download_over_memory(seeder_at: SocketAddr, leecher_at: SocketAddr, lan
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let pairs = settled();
-        if pairs.iter().all(|(counted, wire)| counted == wire) {
+        // The writer counts a write once it returned, which may be just after
+        // the reader took the bytes: what was received is read first.
+        let received = leech_wire.received();
+        let carried = seed_wire.sent() >= received;
+        if carried && pairs.iter().all(|(counted, wire)| counted == wire) {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "counters (counted, wire) never matched the transport: {pairs:?}"
+            "counters (counted, wire) never matched the transport, or the seed sent less than \
+             the leecher received ({} < {received}): {pairs:?}",
+            seed_wire.sent()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The seeder counts a batch once its write returned, which may be just
     // after the leecher saw the last block: asked only once settled.
+    assert!(
+        leech_wire.received() > LEN as u64,
+        "the pipe carried the payload and its framing"
+    );
     assert_eq!(seeder.counters().payload(Direction::Up, class), LEN as u64);
     leecher.shutdown().await;
     seeder.shutdown().await;
