@@ -190,8 +190,7 @@ impl LocalDiscovery {
                 }
                 // A private channel torrent too: LSD stays on the LAN and
                 // its peers must prove membership (privacy.rs).
-                let private = torrent.metainfo.info.private;
-                if let Ok(sharing) = PeerSharing::check(private, torrent.requires_membership()) {
+                if let Some(sharing) = torrent.peer_sharing() {
                     wanted.insert(*hash, sharing);
                 }
             }
@@ -258,9 +257,7 @@ fn heard(session: &Weak<SessionInner>, addr: SocketAddr, hashes: Vec<InfoHash>) 
             // The same test as `sync`: a private channel torrent takes LSD
             // peers (they prove membership before they get anything), an
             // ordinary private torrent never does.
-            let private = torrent.metainfo.info.private;
-            let shares = PeerSharing::check(private, torrent.requires_membership()).is_ok();
-            if !shares || torrent.is_paused() {
+            if torrent.peer_sharing().is_none() || torrent.is_paused() {
                 continue;
             }
             tracing::debug!(%addr, torrent = %torrent.metainfo.info.name, "peer heard over LSD");

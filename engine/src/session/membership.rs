@@ -12,6 +12,14 @@ impl TorrentShared {
         self.lock_core().swarm.requires_membership()
     }
 
+    /// Whether PEX and LSD may run for this torrent, and how: public, or a
+    /// private channel torrent whose peers prove membership (privacy.rs).
+    /// The one test LSD's announcements and the peers it hears both take.
+    pub(crate) fn peer_sharing(&self) -> Option<capwise_proto::privacy::PeerSharing> {
+        let private = self.metainfo.info.private;
+        capwise_proto::privacy::PeerSharing::check(private, self.requires_membership()).ok()
+    }
+
     /// Connected peers that proved membership.
     pub(crate) fn proven_members(&self) -> usize {
         self.lock_core().swarm.proven_members()
