@@ -62,6 +62,19 @@ fn is_site_member(peer: &Peer, state: &SwarmSite, key: PeerKey) -> bool {
         && super::member::admitted(&peer.member)
 }
 
+/// A member's pieces `has` start (`add`) or stop counting in `held`.
+fn count_held(held: &mut [u16], has: &Bitfield, add: bool) {
+    for i in has.ones() {
+        if let Some(h) = held.get_mut(i as usize) {
+            *h = if add {
+                h.saturating_add(1)
+            } else {
+                h.saturating_sub(1)
+            };
+        }
+    }
+}
+
 /// A member's live claim on a piece.
 #[derive(Debug, Clone, Copy)]
 struct Claim {
@@ -332,9 +345,7 @@ impl Swarm {
                     self.site_member_moved(old, key);
                     return self.site_message(key, payload, now);
                 }
-                for i in peer.has.ones() {
-                    self.site.held[i as usize] = self.site.held[i as usize].saturating_add(1);
-                }
+                count_held(&mut self.site.held, &peer.has, true);
                 // The site met: a member that leaves later does not bring
                 // the wait back.
                 self.site.meeting_until = None;
@@ -409,9 +420,7 @@ impl Swarm {
         let Some(peer) = self.peers.get(&key) else {
             return;
         };
-        for i in peer.has.ones() {
-            self.site.held[i as usize] = self.site.held[i as usize].saturating_add(1);
-        }
+        count_held(&mut self.site.held, &peer.has, true);
     }
 
     /// Site member `old` goes on over connection `new` (a replacement):
@@ -421,16 +430,11 @@ impl Swarm {
         let Some(member) = self.site.members.remove(&old) else {
             return;
         };
-        let held = &mut self.site.held;
         if let Some(peer) = self.peers.get(&old) {
-            for i in peer.has.ones() {
-                held[i as usize] = held[i as usize].saturating_sub(1);
-            }
+            count_held(&mut self.site.held, &peer.has, false);
         }
         if let Some(peer) = self.peers.get(&new) {
-            for i in peer.has.ones() {
-                held[i as usize] = held[i as usize].saturating_add(1);
-            }
+            count_held(&mut self.site.held, &peer.has, true);
         }
         self.site.members.insert(new, member);
     }
@@ -441,11 +445,7 @@ impl Swarm {
         let now = self.last_tick;
         self.site.speakers.remove(&key);
         if self.site.members.remove(&key).is_some() {
-            for i in has.ones() {
-                if let Some(h) = self.site.held.get_mut(i as usize) {
-                    *h = h.saturating_sub(1);
-                }
-            }
+            count_held(&mut self.site.held, has, false);
             self.site_split_changed(now);
         }
         if self.site.speakers.is_empty() {
