@@ -25,7 +25,7 @@
 pub mod scenario;
 
 use crate::process::{run, ChildGuard};
-use crate::wan::{enter_netns, netns_command};
+use crate::wan::{delete_netns, in_named_netns, netns_command};
 use anyhow::{bail, Context, Result};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -434,27 +434,7 @@ impl BranchTopology {
 
     /// Runs `f` on a fresh thread inside namespace `ns`; sockets it opens live there.
     pub fn in_ns<T: Send>(&self, ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
-        let path = Path::new("/run/netns").join(ns);
-        std::thread::scope(|s| {
-            let h = s.spawn(move || -> Result<T> {
-                enter_netns(&path)?;
-                Ok(f())
-            });
-            match h.join() {
-                Ok(r) => r,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        })
-    }
-
-    fn pids(&self, ns: &str) -> Vec<i32> {
-        self.sh(&["ip", "netns", "pids", ns])
-            .map(|o| {
-                o.split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
+        in_named_netns(ns, f)
     }
 }
 
@@ -473,25 +453,7 @@ fn parse_counters(out: &str) -> Result<(u64, u64)> {
 
 impl Drop for BranchTopology {
     fn drop(&mut self) {
-        for ns in self.created.clone().iter().rev() {
-            // Kill what still runs there (only what this topology's users started), bounded.
-            for _ in 0..5 {
-                let pids = self.pids(ns);
-                if pids.is_empty() {
-                    break;
-                }
-                for pid in pids {
-                    // SAFETY: kill(2) by pid on a process inside a namespace this topology made.
-                    unsafe {
-                        libc::kill(pid, libc::SIGKILL);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if let Err(e) = self.sh(&["ip", "netns", "del", ns]) {
-                eprintln!("[branch] cannot delete namespace {ns}: {e:#}");
-            }
-        }
+        delete_netns(&self.created, self.logs.path(), "branch");
     }
 }
 

@@ -13,7 +13,7 @@
 //! namespaces and deletes them (also while a test panics).
 
 use crate::process::{run, ChildGuard};
-use crate::wan::{enter_netns, netns_command};
+use crate::wan::{delete_netns, enter_netns, in_named_netns, netns_command};
 use anyhow::{Context, Result};
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -160,50 +160,13 @@ impl LanSegment {
 
     /// Runs `f` on a thread inside host `i`'s namespace (sockets it opens live there).
     pub fn in_host<T: Send>(&self, i: usize, f: impl FnOnce() -> T + Send) -> Result<T> {
-        let path = Path::new("/run/netns").join(&self.hosts[i]);
-        std::thread::scope(|s| {
-            let h = s.spawn(move || -> Result<T> {
-                enter_netns(&path)?;
-                Ok(f())
-            });
-            match h.join() {
-                Ok(r) => r,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        })
-    }
-
-    fn pids(&self, ns: &str) -> Vec<i32> {
-        self.sh(&["ip", "netns", "pids", ns])
-            .map(|o| {
-                o.split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
+        in_named_netns(&self.hosts[i], f)
     }
 }
 
 impl Drop for LanSegment {
     fn drop(&mut self) {
-        for ns in self.created.clone().iter().rev() {
-            for _ in 0..5 {
-                let pids = self.pids(ns);
-                if pids.is_empty() {
-                    break;
-                }
-                for pid in pids {
-                    // SAFETY: kill(2) by pid on a process inside a namespace this segment made.
-                    unsafe {
-                        libc::kill(pid, libc::SIGKILL);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if let Err(e) = self.sh(&["ip", "netns", "del", ns]) {
-                eprintln!("[lan] cannot delete namespace {ns}: {e:#}");
-            }
-        }
+        delete_netns(&self.created, self.logs.path(), "lan");
     }
 }
 

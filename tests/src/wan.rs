@@ -326,17 +326,7 @@ impl WanTopology {
     /// Runs `f` on a fresh thread that has entered namespace `ns` (setns), so sockets `f` opens
     /// live there; children it spawns start there too. A panic in `f` is resumed here.
     pub fn in_ns<T: Send>(&self, ns: Ns, f: impl FnOnce() -> T + Send) -> Result<T> {
-        let path = Path::new("/run/netns").join(self.name(ns));
-        std::thread::scope(|s| {
-            let h = s.spawn(move || -> Result<T> {
-                enter_netns(&path)?;
-                Ok(f())
-            });
-            match h.join() {
-                Ok(r) => r,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        })
+        in_named_netns(self.name(ns), f)
     }
 
     /// Starts sampling `ifname`'s tx bytes in namespace `ns` every `period`, from a thread
@@ -360,17 +350,6 @@ impl WanTopology {
             Ok(samples)
         });
         TxSampler { stop, thread }
-    }
-
-    /// Pids of the processes in a namespace (`ip netns pids`).
-    fn pids(&self, ns: &str) -> Vec<i32> {
-        self.ip(&["netns", "pids", ns])
-            .map(|o| {
-                o.split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 }
 
@@ -432,25 +411,7 @@ pub fn enter_netns(path: &Path) -> Result<()> {
 
 impl Drop for WanTopology {
     fn drop(&mut self) {
-        for ns in self.created.clone().iter().rev() {
-            // Kill what still runs there (only processes this topology's tests started), bounded.
-            for _ in 0..5 {
-                let pids = self.pids(ns);
-                if pids.is_empty() {
-                    break;
-                }
-                for pid in pids {
-                    // SAFETY: kill(2) by pid on a process inside our own namespace.
-                    unsafe {
-                        libc::kill(pid, libc::SIGKILL);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if let Err(e) = self.ip(&["netns", "del", ns]) {
-                eprintln!("[wan] cannot delete namespace {ns}: {e:#}");
-            }
-        }
+        delete_netns(&self.created, self.logs.path(), "wan");
     }
 }
 
@@ -466,6 +427,57 @@ pub fn monotonic_secs() -> f64 {
         libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
     }
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// Runs `f` on a fresh thread that has entered the named namespace `ns` (setns), so sockets
+/// `f` opens live there; children it spawns start there too. A panic in `f` is resumed here.
+pub fn in_named_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
+    let path = Path::new("/run/netns").join(ns);
+    std::thread::scope(|s| {
+        let h = s.spawn(move || -> Result<T> {
+            enter_netns(&path)?;
+            Ok(f())
+        });
+        match h.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// Tears down the namespaces a topology `who` made, last first: kills what still runs in each
+/// (only what the topology's users started; bounded), then deletes it. Errors are printed, not
+/// returned: this runs in `Drop`.
+pub fn delete_netns(created: &[String], logs: &Path, who: &str) {
+    let ip = |args: &[&str]| {
+        let mut c = Command::new("ip");
+        c.args(args);
+        run("ip", &mut c, logs, CMD_TIMEOUT)
+    };
+    for ns in created.iter().rev() {
+        for _ in 0..5 {
+            let pids: Vec<i32> = ip(&["netns", "pids", ns])
+                .map(|o| {
+                    o.split_whitespace()
+                        .filter_map(|p| p.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                // SAFETY: kill(2) by pid on a process inside a namespace the topology made.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if let Err(e) = ip(&["netns", "del", ns]) {
+            eprintln!("[{who}] cannot delete namespace {ns}: {e:#}");
+        }
+    }
 }
 
 /// `ip netns exec NS` + `inner`'s program, arguments, environment and directory.
