@@ -123,6 +123,67 @@ fn out_of_order_writes_read_back_across_boundaries() {
 }
 
 #[test]
+fn skipped_files_stay_off_the_disk_until_wanted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (info, data) = torrent(FILES, PL, 3);
+    // Skip "a" (inside piece 0 with b and sub/c) and "sub/d" (pieces 1 and 2).
+    let skipped = [true, false, false, false, true, false];
+    let s = Storage::open_selected(&info, dir.path(), Allocation::Sparse, &skipped, "abc").unwrap();
+    assert_eq!(s.parked_files(), vec![0, 4]);
+    let parts = dir.path().join(".abc.parts");
+    assert!(
+        !parts.exists(),
+        "no parts file before a boundary piece is written"
+    );
+    for i in 0..6 {
+        s.write_piece(i, piece(&data, i)).unwrap();
+    }
+    assert!(!dir.path().join("t/a").exists() && !dir.path().join("t/sub/d").exists());
+    assert!(parts.exists());
+    assert_eq!(bits(&s.verify_all(2).unwrap()), vec![0, 1, 2, 3, 4, 5]);
+    s.sync_all().unwrap();
+    assert_eq!(s.stamps().unwrap().len(), 6);
+    // A restart finds the parked bytes where it left them.
+    drop(s);
+    let s = Storage::open_selected(&info, dir.path(), Allocation::Sparse, &skipped, "abc").unwrap();
+    assert_eq!(bits(&s.verify_all(1).unwrap()), vec![0, 1, 2, 3, 4, 5]);
+    // Wanting sub/d again: it appears with the bytes of the pieces we have.
+    let mut have = Bitfield::new(6);
+    have.set(1);
+    have.set(2);
+    s.unpark_file(4, &have).unwrap();
+    assert_eq!(
+        fs::read(dir.path().join("t/sub/d")).unwrap(),
+        data[18_000..48_000]
+    );
+    assert_eq!(s.parked_files(), vec![0]);
+    assert!(s.verify_piece(2).unwrap());
+    // The last parked file leaves: the parts file goes.
+    s.unpark_file(0, &Bitfield::full(6)).unwrap();
+    assert_eq!(fs::read(dir.path().join("t/a")).unwrap(), data[..10_000]);
+    assert!(!parts.exists());
+    assert_eq!(bits(&s.verify_all(2).unwrap()), vec![0, 1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn a_skipped_file_already_on_disk_is_used_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let (info, data) = torrent(FILES, PL, 4);
+    {
+        let s = Storage::open(&info, dir.path()).unwrap();
+        for i in 0..6 {
+            s.write_piece(i, piece(&data, i)).unwrap();
+        }
+    }
+    let skipped = [true; 6];
+    let s = Storage::open_selected(&info, dir.path(), Allocation::Sparse, &skipped, "x").unwrap();
+    assert!(s.parked_files().is_empty());
+    assert_eq!(bits(&s.verify_all(2).unwrap()), vec![0, 1, 2, 3, 4, 5]);
+    let deleted = s.delete_files().unwrap();
+    assert_eq!(deleted.files.len(), 6);
+}
+
+#[test]
 fn bad_requests_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (info, data) = torrent(FILES, PL, 1);

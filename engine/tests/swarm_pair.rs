@@ -177,6 +177,55 @@ fn leecher_downloads_everything_from_seeder() {
 }
 
 #[test]
+fn a_leecher_fetches_only_the_pieces_of_its_wanted_files() {
+    use capwise_engine::priority::{piece_priorities, Priority};
+    let start = Instant::now();
+    // Three files: 2.5 pieces, 3 pieces, 4.5 pieces; only the middle one wanted.
+    let lengths = [PIECE * 5 / 2, PIECE * 3, PIECE * 9 / 2];
+    let data = payload(lengths.iter().sum::<u64>() as usize);
+    let expected = hashes(&data);
+    let pieces = expected.len() as u32;
+    let mut nodes = vec![
+        node(data.clone(), Bitfield::full(pieces), start),
+        node(vec![0; data.len()], Bitfield::new(pieces), start),
+    ];
+    let prio = piece_priorities(
+        PIECE,
+        &lengths,
+        &[Priority::Skip, Priority::Normal, Priority::Skip],
+        false,
+    );
+    nodes[1].swarm.set_priorities(&prio, false, start);
+    connect(&mut nodes, 0, 1, 0, start);
+    run(&mut nodes, &[(0, 1)], 1, &expected, start);
+    let leecher = &nodes[1].swarm;
+    assert!(leecher.is_done() && !leecher.is_complete());
+    // The middle file spans pieces 2..=5 (it starts and ends mid-piece).
+    let had: Vec<u32> = leecher.have().ones().collect();
+    assert_eq!(had, vec![2, 3, 4, 5]);
+    let middle = (lengths[0] as usize)..(lengths[0] + lengths[1]) as usize;
+    assert_eq!(nodes[1].data[middle.clone()], data[middle]);
+    let stats = leecher.stats();
+    assert_eq!(
+        (stats.bytes_wanted, stats.bytes_wanted_have),
+        (4 * PIECE, 4 * PIECE)
+    );
+    // The seeder is dropped once we are done: nothing more to trade.
+    assert_eq!(leecher.peer_count(), 0);
+    // Wanting the rest later: the download goes on from another seeder.
+    nodes[1].finished = false;
+    nodes.push(node(data.clone(), Bitfield::full(pieces), start));
+    nodes[1]
+        .swarm
+        .set_priorities(&vec![Priority::Normal; pieces as usize], false, start);
+    assert!(!nodes[1].swarm.is_done());
+    connect(&mut nodes, 2, 1, 1, start);
+    run(&mut nodes, &[(0, 1), (2, 1)], 1, &expected, start);
+    assert!(nodes[1].swarm.is_complete());
+    assert_eq!(nodes[1].data, data);
+}
+
+#[test]
 fn corrupt_peer_is_banned_and_download_completes_from_honest_one() {
     let start = Instant::now();
     let data = payload(PIECE as usize * 64);

@@ -8,7 +8,8 @@
 //! - [`bencode`], [`metainfo`], [`magnet`]: pure parsers and encoders.
 //! - [`wire`]: peer wire messages (BEP 3, 6, 10), handshake and codec.
 //! - [`mse`]: the MSE/PE handshake (Diffie–Hellman, RC4) as two state machines.
-//! - [`picker`], [`choker`], [`swarm`]: which blocks to ask for, whom to serve.
+//! - [`picker`], [`choker`], [`swarm`]: which blocks to ask for, whom to serve;
+//!   [`priority`]: file priorities (skip, high, sequential) onto pieces.
 //! - [`announce`]: when a torrent announces to its trackers, with which event.
 //! - [`torrent`]: one torrent's core: its swarm, [`admission`] (limits, bans,
 //!   dials under way, the self-connection check, crossed dials) and run state.
@@ -36,6 +37,7 @@ pub mod magnet;
 pub mod metainfo;
 pub mod mse;
 pub mod picker;
+pub mod priority;
 pub mod privacy;
 pub mod swarm;
 pub mod torrent;

@@ -1,10 +1,13 @@
 //! Which blocks to ask for: rarest piece first, partial pieces before new
 //! ones, and an endgame that asks a second peer for blocks still in flight.
 //! It also assembles received blocks into whole pieces for verification.
+//! Pieces are asked for by [`Priority`] first: skipped pieces never, high
+//! before normal; in sequential mode in order instead of rarest first.
 
 use std::collections::BTreeMap;
 
 use crate::bitfield::Bitfield;
+use crate::priority::Priority;
 use crate::wire::{BlockRef, BLOCK_SIZE};
 
 /// Bytes of assembled pieces that may wait for verification at once.
@@ -94,7 +97,20 @@ pub struct Picker {
     have_count: u32,
     /// Bytes in verified pieces, kept as they change: progress reads it often.
     bytes_have: u64,
+    /// Wanted pieces (priority above `Skip`) in state `Missing`.
     missing_count: u32,
+    /// Each piece's priority; all `Normal` unless set.
+    priority: Vec<Priority>,
+    /// The highest priority of any wanted piece: a scan may stop early at
+    /// a piece of this priority.
+    top_priority: Priority,
+    /// Pick the lowest missing index instead of the rarest.
+    sequential: bool,
+    /// Wanted pieces not verified yet; zero when the wanted data is done.
+    wanted_left: u32,
+    /// Bytes in wanted pieces, and in those verified.
+    bytes_wanted: u64,
+    bytes_wanted_have: u64,
     seed_count: u32,
     scan_start: u32,
     /// Pieces assembled and waiting for their hash check.
@@ -131,6 +147,12 @@ impl Picker {
             have_count: have.count(),
             bytes_have,
             missing_count: count - have.count(),
+            priority: vec![Priority::Normal; count as usize],
+            top_priority: Priority::Normal,
+            sequential: false,
+            wanted_left: count - have.count(),
+            bytes_wanted: total_length,
+            bytes_wanted_have: bytes_have,
             seed_count: 0,
             scan_start: rand::random::<u32>() % count.max(1),
             spare_buffers: Vec::new(),
@@ -168,6 +190,63 @@ impl Picker {
     /// Whether every piece is verified.
     pub fn is_complete(&self) -> bool {
         self.have_count == self.piece_count()
+    }
+
+    /// Whether every wanted piece is verified (skipped ones may be missing).
+    pub fn is_done(&self) -> bool {
+        self.wanted_left == 0
+    }
+
+    /// Wanted pieces not verified yet.
+    pub fn wanted_left(&self) -> u32 {
+        self.wanted_left
+    }
+
+    /// Whether piece `index` is wanted at all.
+    pub fn is_wanted(&self, index: u32) -> bool {
+        self.priority
+            .get(index as usize)
+            .is_some_and(|p| p.is_wanted())
+    }
+
+    /// Bytes in wanted pieces, and how many of them are verified.
+    pub fn bytes_wanted(&self) -> (u64, u64) {
+        (self.bytes_wanted_have, self.bytes_wanted)
+    }
+
+    /// Sets every piece's priority (see [`crate::priority::piece_priorities`]);
+    /// a slice of the wrong length is ignored. Pieces already in flight
+    /// finish; skipped pieces are not started again.
+    pub fn set_priorities(&mut self, priority: &[Priority]) {
+        if priority.len() != self.state.len() {
+            return;
+        }
+        self.priority = priority.to_vec();
+        self.top_priority = priority.iter().copied().max().unwrap_or_default();
+        self.missing_count = 0;
+        self.wanted_left = 0;
+        self.bytes_wanted = 0;
+        self.bytes_wanted_have = 0;
+        for i in 0..self.piece_count() {
+            if !priority[i as usize].is_wanted() {
+                continue;
+            }
+            let size = self.piece_size(i) as u64;
+            self.bytes_wanted += size;
+            match self.state[i as usize] {
+                PieceState::Have => self.bytes_wanted_have += size,
+                PieceState::Missing => {
+                    self.missing_count += 1;
+                    self.wanted_left += 1;
+                }
+                PieceState::Partial | PieceState::Verifying => self.wanted_left += 1,
+            }
+        }
+    }
+
+    /// Sequential mode: new pieces in index order (within a priority).
+    pub fn set_sequential(&mut self, on: bool) {
+        self.sequential = on;
     }
 
     /// A peer announced it has `index`.
@@ -228,6 +307,7 @@ impl Picker {
                 Some(owner) => owner == peer,
                 None => !on_parole,
             })
+            .filter(|(&i, _)| self.priority[i as usize].is_wanted())
             .map(|(&i, _)| i)
             .collect();
         for index in &partial_keys {
@@ -278,25 +358,34 @@ impl Picker {
 
     fn rarest_missing(&mut self, peer_has: &dyn Fn(u32) -> bool) -> Option<u32> {
         let count = self.piece_count();
-        let mut best: Option<(u32, u32)> = None;
+        // Sequential mode scans from the first piece, and the lowest index
+        // wins a tie; otherwise from a moving start, the rarest winning.
+        let from = if self.sequential { 0 } else { self.scan_start };
+        let mut best: Option<(u32, Priority, u32)> = None;
         for k in 0..count {
-            let i = (self.scan_start + k) % count;
-            if self.state[i as usize] != PieceState::Missing || !peer_has(i) {
+            let i = (from + k) % count;
+            let prio = self.priority[i as usize];
+            if self.state[i as usize] != PieceState::Missing || !prio.is_wanted() || !peer_has(i) {
                 continue;
             }
-            let avail = self.availability[i as usize];
-            if best.is_none_or(|(_, a)| avail < a) {
-                best = Some((i, avail));
-                if avail <= 1 {
+            let avail = if self.sequential {
+                0
+            } else {
+                self.availability[i as usize]
+            };
+            let better = best.is_none_or(|(_, p, a)| prio > p || (prio == p && avail < a));
+            if better {
+                best = Some((i, prio, avail));
+                if prio == self.top_priority && avail <= 1 {
                     break;
                 }
             }
         }
         // Move on so that ties among equally rare pieces spread across peers.
-        if let Some((i, _)) = best {
+        if let Some((i, _, _)) = best {
             self.scan_start = (i + 1) % count;
         }
-        best.map(|(i, _)| i)
+        best.map(|(i, _, _)| i)
     }
 
     fn start_piece(&mut self, index: u32, exclusive: Option<PeerKey>) {
@@ -369,7 +458,9 @@ impl Picker {
         }
         self.partial.remove(&index);
         self.state[index as usize] = PieceState::Missing;
-        self.missing_count += 1;
+        if self.is_wanted(index) {
+            self.missing_count += 1;
+        }
         true
     }
 
@@ -475,13 +566,20 @@ impl Picker {
             return;
         }
         self.verifying -= 1;
+        let wanted = self.priority[index as usize].is_wanted();
         if ok {
             *st = PieceState::Have;
             self.have_count += 1;
             self.bytes_have += size;
+            if wanted {
+                self.wanted_left -= 1;
+                self.bytes_wanted_have += size;
+            }
         } else {
             *st = PieceState::Missing;
-            self.missing_count += 1;
+            if wanted {
+                self.missing_count += 1;
+            }
         }
     }
 
@@ -493,7 +591,11 @@ impl Picker {
                 *st = PieceState::Missing;
                 self.have_count -= 1;
                 self.bytes_have -= size;
-                self.missing_count += 1;
+                if self.priority[index as usize].is_wanted() {
+                    self.missing_count += 1;
+                    self.wanted_left += 1;
+                    self.bytes_wanted_have -= size;
+                }
             }
         }
     }
@@ -571,6 +673,66 @@ mod tests {
             out.iter().all(|b| b.index != 0),
             "never asks for what the peer lacks"
         );
+    }
+
+    /// Picks one block at a time from a seed and completes each piece it
+    /// starts, returning the pieces in the order they were started.
+    fn order_of_pieces(p: &mut Picker, rounds: usize) -> Vec<u32> {
+        let all = Bitfield::full(p.piece_count());
+        let mut order = Vec::new();
+        for _ in 0..rounds {
+            let mut out = Vec::new();
+            p.pick(&ask(1, false, &all, true, &never), 1, &mut out);
+            let Some(b) = out.first().copied() else {
+                break;
+            };
+            let data = vec![0u8; b.length as usize];
+            if let BlockOutcome::PieceComplete { index, .. } =
+                p.on_block(1, b.index, b.begin, &data)
+            {
+                order.push(index);
+                p.on_verified(index, true);
+            }
+        }
+        order
+    }
+
+    #[test]
+    fn skipped_pieces_are_never_asked_for_and_high_ones_come_first() {
+        use Priority::*;
+        let mut p = Picker::new(BLOCK_SIZE as u64, 6 * BLOCK_SIZE as u64, &Bitfield::new(6));
+        p.set_priorities(&[Normal, Skip, High, Normal, Skip, High]);
+        assert_eq!(p.bytes_wanted(), (0, 4 * BLOCK_SIZE as u64));
+        let order = order_of_pieces(&mut p, 20);
+        assert_eq!(order.len(), 4, "only the four wanted pieces: {order:?}");
+        let mut first_two = order[..2].to_vec();
+        first_two.sort();
+        assert_eq!(first_two, vec![2, 5], "high before normal: {order:?}");
+        assert!(!order.contains(&1) && !order.contains(&4));
+        assert!(p.is_done() && !p.is_complete());
+        assert_eq!(
+            p.bytes_wanted(),
+            (4 * BLOCK_SIZE as u64, 4 * BLOCK_SIZE as u64)
+        );
+        // Wanting a skipped piece again makes the torrent not done.
+        p.set_priorities(&[Normal; 6]);
+        assert!(!p.is_done());
+        assert_eq!(order_of_pieces(&mut p, 20).len(), 2);
+        assert!(p.is_done() && p.is_complete());
+    }
+
+    #[test]
+    fn sequential_mode_goes_in_order_after_its_high_pieces() {
+        use Priority::*;
+        let mut p = Picker::new(BLOCK_SIZE as u64, 5 * BLOCK_SIZE as u64, &Bitfield::new(5));
+        // As piece_priorities gives it for one file in sequential mode.
+        p.set_priorities(&[High, Normal, Normal, Normal, High]);
+        p.set_sequential(true);
+        // Availability would make piece 3 the rarest; order wins.
+        for i in [0, 1, 2, 4] {
+            p.add_availability(i);
+        }
+        assert_eq!(order_of_pieces(&mut p, 20), vec![0, 4, 1, 2, 3]);
     }
 
     #[test]

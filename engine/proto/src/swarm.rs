@@ -15,6 +15,7 @@ use crate::class::PeerClass;
 use crate::ext::metadata::{self, MetadataMsg};
 use crate::ext::pex::PeerFlags;
 use crate::picker::{Asker, BlockOutcome, PeerKey, Picker};
+use crate::priority::Priority;
 use crate::wire::{BlockRef, Handshake, Message, BLOCK_SIZE};
 
 mod member;
@@ -285,6 +286,10 @@ pub struct SwarmStats {
     pub piece_count: u32,
     /// Bytes verified.
     pub bytes_have: u64,
+    /// Bytes in wanted pieces (all of them unless files are skipped).
+    pub bytes_wanted: u64,
+    /// Bytes verified in wanted pieces.
+    pub bytes_wanted_have: u64,
     /// Connected peers.
     pub peers: usize,
     /// Connected peers that have everything.
@@ -404,6 +409,45 @@ impl Swarm {
         self.picker.is_complete()
     }
 
+    /// Whether every wanted piece is verified: the download is over, even if
+    /// skipped files leave pieces missing.
+    pub fn is_done(&self) -> bool {
+        self.picker.is_done()
+    }
+
+    /// Sets each piece's priority (see [`crate::priority::piece_priorities`])
+    /// and sequential mode; interest in every peer follows at once. A slice
+    /// of the wrong length changes nothing.
+    pub fn set_priorities(&mut self, priority: &[Priority], sequential: bool, now: Instant) {
+        if priority.len() != self.picker.piece_count() as usize {
+            return;
+        }
+        let was_done = self.picker.is_done();
+        self.picker.set_priorities(priority);
+        self.picker.set_sequential(sequential);
+        if !was_done && self.picker.is_done() {
+            self.events.push_back(Event::Finished);
+        }
+        let wanted_left = self.picker.wanted_left();
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in &keys {
+            let Some(peer) = self.peers.get_mut(key) else {
+                continue;
+            };
+            peer.wanted = if peer.is_seed {
+                wanted_left
+            } else {
+                peer.has
+                    .ones()
+                    .filter(|&i| !self.have.has(i) && priority[i as usize].is_wanted())
+                    .count() as u32
+            };
+        }
+        for key in keys {
+            self.update_interest(key, now);
+        }
+    }
+
     /// Verified pieces.
     pub fn have(&self) -> &Bitfield {
         &self.have
@@ -433,6 +477,8 @@ impl Swarm {
             pieces_have: self.picker.have_count(),
             piece_count: self.picker.piece_count(),
             bytes_have: self.picker.bytes_have(),
+            bytes_wanted: self.picker.bytes_wanted().1,
+            bytes_wanted_have: self.picker.bytes_wanted().0,
             peers: self.peers.len(),
             seeds: self.peers.values().filter(|p| p.is_seed).count(),
             download_rate: self.peers.values().map(|p| p.down_rate).sum(),
@@ -866,7 +912,7 @@ impl Swarm {
                         return Ok(());
                     };
                     self.picker.add_availability(index);
-                    if !self.have.has(index) {
+                    if !self.have.has(index) && self.picker.is_wanted(index) {
                         peer.wanted += 1;
                     }
                     if peer.has.is_full() {
@@ -958,12 +1004,12 @@ impl Swarm {
         if has.is_full() {
             peer.is_seed = true;
             self.picker.add_seed();
-            peer.wanted = self.have.len() - self.have.count();
+            peer.wanted = self.picker.wanted_left();
         } else {
             let mut wanted = 0;
             for i in has.ones() {
                 self.picker.add_availability(i);
-                if !self.have.has(i) {
+                if !self.have.has(i) && self.picker.is_wanted(i) {
                     wanted += 1;
                 }
             }
@@ -975,14 +1021,14 @@ impl Swarm {
     }
 
     fn update_interest(&mut self, key: PeerKey, now: Instant) {
-        let complete = self.picker.is_complete();
+        let done = self.picker.is_done();
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
         if !member::admitted(&peer.member) {
             return;
         }
-        let want = peer.wanted > 0 && !complete;
+        let want = peer.wanted > 0 && !done;
         if want != peer.am_interested {
             peer.am_interested = want;
             peer.outbox.push_back(Outgoing::Message(if want {
@@ -1196,26 +1242,31 @@ impl Swarm {
         }
         self.have.set(index);
         self.site_piece_had(index);
-        let complete = self.picker.is_complete();
+        // Done with what we want: a seed has nothing more for us, nor we for it.
+        let complete = self.picker.is_done();
+        let wanted = self.picker.is_wanted(index);
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {
             let Some(peer) = self.peers.get_mut(&key) else {
                 continue;
             };
             if peer.is_seed || peer.has.has(index) {
-                peer.wanted = peer.wanted.saturating_sub(1);
+                if wanted {
+                    peer.wanted = peer.wanted.saturating_sub(1);
+                }
             } else {
                 peer.outbox
                     .push_back(Outgoing::Message(Message::Have(index)));
                 self.dirty.push(key);
             }
             if complete && peer.is_seed {
-                self.drop_peer(key, "both sides are seeds".into(), false);
+                self.drop_peer(key, "done, and the peer is a seed".into(), false);
                 continue;
             }
             self.update_interest(key, now);
         }
-        if complete {
+        // Only the piece that completed the wanted set finishes the download.
+        if complete && wanted {
             self.events.push_back(Event::Finished);
         }
     }
@@ -1247,7 +1298,7 @@ impl Swarm {
             return;
         };
         self.picker.remove_availability(index);
-        if !self.have.has(index) {
+        if !self.have.has(index) && self.picker.is_wanted(index) {
             peer.wanted = peer.wanted.saturating_sub(1);
         }
         self.update_interest(key, now);
@@ -1263,10 +1314,11 @@ impl Swarm {
         self.have.clear(index);
         // Peers holding it are worth asking again.
         let now = self.last_tick;
+        let wanted = self.picker.is_wanted(index);
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {
             if let Some(peer) = self.peers.get_mut(&key) {
-                if peer.is_seed || peer.has.has(index) {
+                if wanted && (peer.is_seed || peer.has.has(index)) {
                     peer.wanted += 1;
                 }
             }
@@ -1344,7 +1396,7 @@ impl Swarm {
 
     fn run_choker(&mut self, now: Instant) {
         self.last_choke = now;
-        let seeding = self.picker.is_complete();
+        let seeding = self.picker.is_done();
         let candidates: Vec<ChokeCandidate> = self
             .peers
             .iter()

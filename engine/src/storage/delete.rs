@@ -104,6 +104,7 @@ impl Storage {
                 Err(e) => return Err(io_err(&path, e.into())),
             }
         }
+        self.remove_parts(&root)?;
         // Deepest first, so a parent is tried after its children.
         let mut dirs: Vec<Vec<String>> = dirs.into_iter().collect();
         dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));

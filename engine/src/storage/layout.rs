@@ -161,6 +161,11 @@ impl Layout {
         self.files.get(file).map(|&(_, len)| len)
     }
 
+    /// Where file `file` starts within the data, if it exists.
+    pub fn file_offset(&self, file: usize) -> Option<u64> {
+        self.files.get(file).map(|&(off, _)| off)
+    }
+
     /// Byte range of piece `piece` within the data.
     pub fn piece_range(&self, piece: u32) -> Result<Range<u64>, LayoutError> {
         if piece >= self.piece_count {

@@ -10,6 +10,7 @@ mod delete;
 mod journal;
 mod layout;
 mod open;
+mod parts;
 mod resume;
 mod resume_store;
 mod vanished;
@@ -19,6 +20,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use sha1::{Digest, Sha1};
@@ -134,6 +136,14 @@ pub struct Storage {
     /// Files that were shorter than the torrent says when opened (new, or
     /// truncated since the last run), then grown.
     grown: Vec<bool>,
+    /// Skipped files that were not on disk when opened: their bytes (of
+    /// pieces shared with a wanted file) live in the parts file instead,
+    /// at the same offset as in the torrent's data (`parts.rs`).
+    parked: Vec<AtomicBool>,
+    /// The parts file: its name in the download directory, and the file
+    /// once something was written to it (or found there at open).
+    parts_name: Option<String>,
+    parts: RwLock<Option<File>>,
     writable: bool,
 }
 
@@ -143,7 +153,28 @@ impl Storage {
     ///
     /// Refuses any symlink below `download_dir`, and non-regular files.
     pub fn open(info: &Info, download_dir: &Path) -> Result<Storage, Error> {
-        Self::open_with(info, download_dir, Access::Create, Allocation::Sparse)
+        Self::open_with(info, download_dir, Access::Create, Allocation::Sparse, None)
+    }
+
+    /// Like [`Storage::open_allocated`], but files marked in `skipped` that
+    /// are not on disk yet are neither created nor grown: the bytes of
+    /// theirs that pieces shared with wanted files carry go to the parts
+    /// file `.<parts_name>.parts` in the download directory. A skipped file
+    /// already on disk is used as it is.
+    pub fn open_selected(
+        info: &Info,
+        download_dir: &Path,
+        allocation: Allocation,
+        skipped: &[bool],
+        parts_name: &str,
+    ) -> Result<Storage, Error> {
+        Self::open_with(
+            info,
+            download_dir,
+            Access::Create,
+            allocation,
+            Some((skipped, parts_name)),
+        )
     }
 
     /// Like [`Storage::open`], choosing how disk space is reserved.
@@ -152,13 +183,19 @@ impl Storage {
         download_dir: &Path,
         allocation: Allocation,
     ) -> Result<Storage, Error> {
-        Self::open_with(info, download_dir, Access::Create, allocation)
+        Self::open_with(info, download_dir, Access::Create, allocation, None)
     }
 
     /// Opens existing files read-only, creating nothing; missing files read as
     /// absent pieces. For checking or seeding data already on disk.
     pub fn open_readonly(info: &Info, download_dir: &Path) -> Result<Storage, Error> {
-        Self::open_with(info, download_dir, Access::ReadOnly, Allocation::Sparse)
+        Self::open_with(
+            info,
+            download_dir,
+            Access::ReadOnly,
+            Allocation::Sparse,
+            None,
+        )
     }
 
     fn open_with(
@@ -166,18 +203,26 @@ impl Storage {
         dir: &Path,
         access: Access,
         allocation: Allocation,
+        selection: Option<(&[bool], &str)>,
     ) -> Result<Storage, Error> {
         let layout = Layout::new(info).map_err(|e| io_err(dir, StorageError::Layout(e).into()))?;
         let root = open::open_root(dir, access)?;
         let mut paths = Vec::with_capacity(info.files.len());
         let mut files = Vec::with_capacity(info.files.len());
         let mut grown = vec![false; info.files.len()];
-        for (f, grown) in info.files.iter().zip(&mut grown) {
-            let file = if f.pad {
+        let mut parked = Vec::with_capacity(info.files.len());
+        for (i, (f, grown)) in info.files.iter().zip(&mut grown).enumerate() {
+            let skipped = selection.is_some_and(|(s, _)| s.get(i).copied().unwrap_or(false));
+            let absent = skipped
+                && !f.pad
+                && open::open_file(&root, dir, &f.path, 0, Access::ReadOnly, allocation, grown)?
+                    .is_none();
+            let file = if f.pad || absent {
                 None
             } else {
                 open::open_file(&root, dir, &f.path, f.length, access, allocation, grown)?
             };
+            parked.push(AtomicBool::new(absent));
             files.push(RwLock::new(file));
             paths.push(f.path.iter().fold(dir.to_path_buf(), |p, c| p.join(c)));
         }
@@ -190,6 +235,14 @@ impl Storage {
             hashes: info.piece_hashes.clone(),
             pads: info.files.iter().map(|f| f.pad).collect(),
             grown,
+            parts: RwLock::new(match selection {
+                Some((_, name)) if parked.iter().any(|p| p.load(Ordering::Relaxed)) => {
+                    parts::open_existing(&root, dir, name)?
+                }
+                _ => None,
+            }),
+            parked,
+            parts_name: selection.map(|(_, name)| parts::file_name(name)),
             writable: access == Access::Create,
         })
     }
@@ -249,7 +302,9 @@ impl Storage {
             // Spans sum to data.len(), so each length fits usize.
             let n = s.len as usize;
             if !self.is_pad(s.file) {
-                self.with_file(s.file, |f| f.write_all_at(&data[at..at + n], s.offset))?;
+                self.with_file(s.file, s.offset, true, |f, offset| {
+                    f.write_all_at(&data[at..at + n], offset)
+                })?;
             }
             at += n;
         }
@@ -288,6 +343,8 @@ impl Storage {
                 f.sync_data().map_err(|e| self.file_err(i, e))?;
             }
         }
+        self.sync_parts()
+            .map_err(|e| io_err(&self.parts_path().unwrap_or_default(), e))?;
         Ok(())
     }
 
@@ -298,6 +355,17 @@ impl Storage {
     pub fn stamps(&self) -> Result<Vec<FileStamp>, Error> {
         let mut out = Vec::with_capacity(self.files.len());
         for (i, slot) in self.files.iter().enumerate() {
+            if self.is_parked(i) {
+                // A parked file's bytes live in the parts file: its changes are theirs.
+                match self.parts_metadata() {
+                    Some(m) => {
+                        let m = m.map_err(|e| self.file_err(i, e))?;
+                        out.push(stamp_of(&m));
+                    }
+                    None => out.push(FileStamp::MISSING),
+                }
+                continue;
+            }
             let m = match &*read_slot(slot) {
                 Some(f) => f.metadata().map_err(|e| self.file_err(i, e))?,
                 None => {
@@ -305,12 +373,7 @@ impl Storage {
                     continue;
                 }
             };
-            out.push(FileStamp {
-                length: m.len(),
-                mtime_secs: m.mtime(),
-                // The kernel keeps this in 0..1e9; anything else is meaningless.
-                mtime_nanos: u32::try_from(m.mtime_nsec()).unwrap_or(0),
-            });
+            out.push(stamp_of(&m));
         }
         Ok(out)
     }
@@ -357,7 +420,9 @@ impl Storage {
             if self.is_pad(s.file) {
                 buf[at..at + n].fill(0);
             } else {
-                self.with_file(s.file, |f| f.read_exact_at(&mut buf[at..at + n], s.offset))?;
+                self.with_file(s.file, s.offset, false, |f, offset| {
+                    f.read_exact_at(&mut buf[at..at + n], offset)
+                })?;
             }
             at += n;
         }
@@ -374,12 +439,23 @@ impl Storage {
         self.read_spans(spans, buf)
     }
 
-    /// Runs `op` on file `i`, naming the file in any error.
-    fn with_file<T>(&self, i: usize, op: impl FnOnce(&File) -> io::Result<T>) -> Result<T, Error> {
+    /// Runs `op` on file `i` at `offset` (or on the parts file, at the
+    /// same bytes' place there, while the file is parked), naming the file
+    /// in any error. `write`: the parts file may be created for it.
+    fn with_file<T>(
+        &self,
+        i: usize,
+        offset: u64,
+        write: bool,
+        op: impl FnOnce(&File, u64) -> io::Result<T>,
+    ) -> Result<T, Error> {
+        if self.is_parked(i) {
+            return self.with_parts(i, offset, write, op);
+        }
         let missing = || self.file_err(i, StorageError::Missing.into());
         let slot = read_slot(self.files.get(i).ok_or_else(missing)?);
         let file = slot.as_ref().ok_or_else(missing)?;
-        op(file).map_err(|e| self.file_err(i, e))
+        op(file, offset).map_err(|e| self.file_err(i, e))
     }
 
     fn file_err(&self, i: usize, e: io::Error) -> Error {
@@ -388,6 +464,16 @@ impl Storage {
 
     fn refuse(&self, e: StorageError) -> Error {
         io_err(&self.root, e.into())
+    }
+}
+
+/// A file's size and modification time, as resume data records them.
+fn stamp_of(m: &std::fs::Metadata) -> FileStamp {
+    FileStamp {
+        length: m.len(),
+        mtime_secs: m.mtime(),
+        // The kernel keeps this in 0..1e9; anything else is meaningless.
+        mtime_nanos: u32::try_from(m.mtime_nsec()).unwrap_or(0),
     }
 }
 

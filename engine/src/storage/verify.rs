@@ -1,5 +1,6 @@
 //! Hashing many pieces on several threads with large sequential reads.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use sha1::{Digest, Sha1};
@@ -151,8 +152,12 @@ impl Storage {
         use std::os::unix::fs::MetadataExt;
         let mut pieces = Vec::new();
         for file in 0..self.layout.file_count() {
-            let has_data = self
-                .file_path(file)
+            let path = if self.is_parked(file) {
+                self.parts_path()
+            } else {
+                self.file_path(file).map(Path::to_path_buf)
+            };
+            let has_data = path
                 .and_then(|p| std::fs::symlink_metadata(p).ok())
                 .is_some_and(|m| m.is_file() && m.blocks() > 0);
             if has_data {
