@@ -47,6 +47,59 @@ pub struct AddRequest {
     /// membership before it gets anything of this torrent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_token: Option<String>,
+    /// Globs of the files to download (paths inside the torrent; `*` also
+    /// crosses `/`); all files when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only: Vec<String>,
+    /// Globs of files not to download.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Download pieces in order (media), each file's first and last first.
+    #[serde(default)]
+    pub sequential: bool,
+}
+
+/// One file of a torrent (`GET /v1/torrents/{id}/files`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileView {
+    /// Its number, for `capwise files ID --skip N`.
+    pub index: usize,
+    /// Its path inside the torrent.
+    pub path: String,
+    /// Bytes in all.
+    pub length: u64,
+    /// Bytes in verified pieces.
+    pub bytes_have: u64,
+    /// skip, normal or high.
+    pub priority: String,
+}
+
+/// A torrent's files and whether it downloads in order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FilesView {
+    /// The torrent's id.
+    pub id: String,
+    /// Pieces in order (first and last of each file first).
+    pub sequential: bool,
+    /// Its files (BEP 47 pad files left out), by index.
+    pub files: Vec<FileView>,
+}
+
+/// `POST /v1/torrents/{id}/files`: what to change; every list may be empty.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FilesChange {
+    /// Files not to download (any data already there stays).
+    #[serde(default)]
+    pub skip: Vec<usize>,
+    /// Files to download again, at normal priority.
+    #[serde(default)]
+    pub want: Vec<usize>,
+    /// Files with a priority word each (skip, normal, high).
+    #[serde(default)]
+    pub priority: Vec<(usize, String)>,
+    /// Sequential mode on or off; unchanged when absent.
+    #[serde(default)]
+    pub sequential: Option<bool>,
 }
 
 /// A torrent as the API shows it.
@@ -64,6 +117,13 @@ pub struct TorrentView {
     pub bytes_have: u64,
     /// Bytes in all.
     pub total_length: u64,
+    /// Bytes in the pieces of wanted files (`total_length` unless files are
+    /// skipped): progress is `wanted_have` of it.
+    #[serde(default)]
+    pub wanted_length: u64,
+    /// Bytes verified among those.
+    #[serde(default)]
+    pub wanted_have: u64,
     /// Pieces verified.
     pub pieces_have: u32,
     /// Pieces in all.

@@ -60,6 +60,9 @@ pub enum Command {
     Pause(crate::cli_agent::IdArgs),
     /// Resume a paused torrent.
     Resume(crate::cli_agent::IdArgs),
+    /// A torrent's files with their progress; skip, want, prioritise them,
+    /// or download in order.
+    Files(crate::cli_agent::FilesArgs),
     /// Remove a torrent from the agent, and its files with --delete-data.
     Remove(crate::cli_agent::RemoveArgs),
     /// The agent's own rate limits: show, set.
@@ -100,6 +103,7 @@ impl Command {
             Command::Dashboard(a) => a.agent.json,
             Command::Pause(a) | Command::Resume(a) => a.agent.json,
             Command::Remove(a) => a.agent.json,
+            Command::Files(a) => a.agent.json,
             Command::Limits(a) => match &a.command {
                 LimitsCommand::Show(a) => a.json,
                 LimitsCommand::Set(a) => a.agent.json,

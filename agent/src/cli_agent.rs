@@ -49,9 +49,65 @@ pub struct AddArgs {
     /// peer must prove membership before it gets anything of this torrent.
     #[arg(long, value_name = "TOKEN")]
     pub member_token: Option<String>,
+    /// Download only the files matching GLOB (a path inside the torrent;
+    /// `*` also crosses `/`, so `*.mkv` finds them in any folder). Repeat
+    /// for several; the others are not created on disk.
+    #[arg(long, value_name = "GLOB")]
+    pub only: Vec<String>,
+    /// Do not download the files matching GLOB (after --only).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Download pieces in order, each file's first and last pieces first
+    /// (to play media while it downloads).
+    #[arg(long)]
+    pub sequential: bool,
     /// Agent selection and output.
     #[command(flatten)]
     pub agent: StoreArgs,
+}
+
+/// `capwise files`
+#[derive(Debug, Args)]
+pub struct FilesArgs {
+    /// A torrent id (or a unique prefix of 4+ digits).
+    pub id: String,
+    /// Stop downloading these files (numbers as listed); data already there stays.
+    #[arg(long, value_name = "N", num_args = 1..)]
+    pub skip: Vec<usize>,
+    /// Download these files again.
+    #[arg(long, value_name = "N", num_args = 1..)]
+    pub want: Vec<usize>,
+    /// Set a file's priority: N=skip, N=normal or N=high.
+    #[arg(long, value_name = "N=PRIORITY", num_args = 1.., value_parser = parse_file_priority)]
+    pub priority: Vec<(usize, String)>,
+    /// Download in order (on) or rarest first (off).
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub sequential: Option<bool>,
+    /// Agent selection and output.
+    #[command(flatten)]
+    pub agent: StoreArgs,
+}
+
+fn parse_file_priority(text: &str) -> Result<(usize, String), String> {
+    let (n, word) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected N=PRIORITY, e.g. 3=high"))?;
+    let n = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("{n:?} is not a file number"))?;
+    let word = word.trim().to_ascii_lowercase();
+    word.parse::<capwise_engine::priority::Priority>()
+        .map_err(|e| e.to_string())?;
+    Ok((n, word))
+}
+
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "on" | "yes" | "true" => Ok(true),
+        "off" | "no" | "false" => Ok(false),
+        other => Err(format!("{other:?}: expected on or off")),
+    }
 }
 
 /// `capwise status`

@@ -176,6 +176,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Pause(a) => commands::torrents::set_paused(&a, true).await,
         Command::Resume(a) => commands::torrents::set_paused(&a, false).await,
         Command::Remove(a) => commands::torrents::remove(&a).await,
+        Command::Files(a) => commands::files::run(&a).await,
         Command::Limits(a) => commands::limits::run(&a).await,
         Command::Completions(a) => {
             commands::docs::completions(a.shell);

@@ -55,6 +55,10 @@ pub enum Error {
     /// A plaintext peer came while encryption is required.
     #[error("{0} opened in plaintext, and encryption is required: refused")]
     PlaintextRefused(std::net::SocketAddr),
+    /// A file selection the torrent cannot take: a bad glob, or a list of
+    /// priorities that does not match its files.
+    #[error("file selection: {0}")]
+    FileSelection(String),
     /// Any other I/O error (sockets).
     #[error("i/o: {0}")]
     Net(#[from] std::io::Error),

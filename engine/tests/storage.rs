@@ -148,10 +148,7 @@ fn skipped_files_stay_off_the_disk_until_wanted() {
     let s = Storage::open_selected(&info, dir.path(), Allocation::Sparse, &skipped, "abc").unwrap();
     assert_eq!(bits(&s.verify_all(1).unwrap()), vec![0, 1, 2, 3, 4, 5]);
     // Wanting sub/d again: it appears with the bytes of the pieces we have.
-    let mut have = Bitfield::new(6);
-    have.set(1);
-    have.set(2);
-    s.unpark_file(4, &have).unwrap();
+    s.unpark_file(4).unwrap();
     assert_eq!(
         fs::read(dir.path().join("t/sub/d")).unwrap(),
         data[18_000..48_000]
@@ -159,7 +156,7 @@ fn skipped_files_stay_off_the_disk_until_wanted() {
     assert_eq!(s.parked_files(), vec![0]);
     assert!(s.verify_piece(2).unwrap());
     // The last parked file leaves: the parts file goes.
-    s.unpark_file(0, &Bitfield::full(6)).unwrap();
+    s.unpark_file(0).unwrap();
     assert_eq!(fs::read(dir.path().join("t/a")).unwrap(), data[..10_000]);
     assert!(!parts.exists());
     assert_eq!(bits(&s.verify_all(2).unwrap()), vec![0, 1, 2, 3, 4, 5]);

@@ -303,6 +303,97 @@ fn add_watch_pause_resume_restart_and_remove() {
     );
 }
 
+/// `add --only`: only the wanted file's pieces are fetched (the ledger says
+/// so), the skipped file is not created, the choice survives a restart, and
+/// `files --want` completes the rest.
+#[test]
+fn add_only_fetches_the_wanted_file_and_files_want_fetches_the_rest() {
+    // big.bin and small/note.txt share a piece (200,000 bytes past 3 MiB).
+    run("add --only, files --want", 3 * MIB + 200_000, |w| {
+        let mut agent = w.start_agent("agent-1")?;
+        let torrent = w.torrent.to_str().context("utf-8 path")?;
+        let added = agent.cli_json(&["add", torrent, "--only", "small/*"])?;
+        let id = added["id"]
+            .as_str()
+            .context("add --json has no id")?
+            .to_string();
+        let done = agent.wait_state(&id, "seeding", WAIT)?;
+        // note.txt shares a piece with big.bin: the first piece if it comes
+        // first in the torrent, else the short last one.
+        let files = agent.cli_json(&["files", &id[..8]])?;
+        let path_of = |i: usize| files["files"][i]["path"].as_str().unwrap_or("").to_string();
+        let (big, note) = if path_of(0) == "big.bin" {
+            (0, 1)
+        } else {
+            (1, 0)
+        };
+        ensure!(
+            path_of(big) == "big.bin" && path_of(note) == "small/note.txt",
+            "{files}"
+        );
+        let shared_piece = if note == 0 {
+            u64::from(PIECE)
+        } else {
+            200_000 + 1234
+        };
+        ensure!(
+            done["wanted_length"] == shared_piece && done["wanted_have"] == shared_piece,
+            "only the piece holding note.txt is wanted: {done}"
+        );
+        ensure!(
+            files["files"][big]["priority"] == "skip"
+                && files["files"][note]["priority"] == "normal",
+            "{files}"
+        );
+        let data = w.data_dir.join(NAME);
+        ensure!(!data.join("big.bin").exists(), "a skipped file was created");
+        ensure!(
+            std::fs::read(data.join("small/note.txt"))?
+                == std::fs::read(w.seed_dir.join(NAME).join("small/note.txt"))?,
+            "note.txt differs from the seeder's"
+        );
+        ensure!(
+            w.data_dir.join(format!(".{id}.parts")).exists(),
+            "big.bin's share of the shared piece is not kept aside"
+        );
+        // A clean stop takes back what the ledger wrote ahead of the bytes.
+        stop(&mut agent, Duration::from_secs(10))?;
+        let ledger = downloaded_per_ledger(&mut agent)?;
+        ensure!(
+            ledger >= shared_piece && ledger <= shared_piece + 64 * 1024,
+            "the ledger counts {ledger} bytes down for a wanted piece of {shared_piece}"
+        );
+        // The choice is kept: a restart does not fetch or create big.bin.
+        let mut agent = w.start_agent("agent-2")?;
+        agent.wait_state(&id, "seeding", WAIT)?;
+        ensure!(
+            !data.join("big.bin").exists(),
+            "a restart created the skipped file"
+        );
+        let bad = agent.cli(&["files", &id, "--want", "7"]).unwrap_err();
+        ensure!(format!("{bad:#}").contains("no file 7"), "{bad:#}");
+        let changed = agent.cli_json(&[
+            "files",
+            &id,
+            "--want",
+            &big.to_string(),
+            "--priority",
+            &format!("{note}=high"),
+        ])?;
+        ensure!(changed["files"][big]["priority"] == "normal", "{changed}");
+        ensure!(changed["files"][note]["priority"] == "high", "{changed}");
+        let done = agent.wait_state(&id, "seeding", WAIT)?;
+        ensure!(done["bytes_have"] == done["total_length"], "{done}");
+        w.verify()?;
+        ensure!(
+            !w.data_dir.join(format!(".{id}.parts")).exists(),
+            "the parts file outlived the last skipped file"
+        );
+        stop(&mut agent, Duration::from_secs(10))?;
+        Ok(())
+    });
+}
+
 #[test]
 fn kill9_during_download_keeps_verified_pieces() {
     run("kill -9 mid-download", 24 * MIB, |w| {

@@ -6,6 +6,7 @@
 pub mod budget;
 pub mod channel;
 pub mod docs;
+pub mod files;
 pub mod limits;
 pub mod net;
 pub mod network;

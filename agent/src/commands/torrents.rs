@@ -53,6 +53,9 @@ pub async fn add(args: &AddArgs) -> Result<()> {
         paused: args.paused,
         background: args.background,
         member_token: args.member_token.clone(),
+        only: args.only.clone(),
+        exclude: args.exclude.clone(),
+        sequential: args.sequential,
         ..AddRequest::default()
     };
     if args.source.starts_with("magnet:") {
@@ -118,11 +121,17 @@ pub async fn list(args: &StoreArgs) -> Result<()> {
     Ok(())
 }
 
+/// Progress of what is wanted: skipped files do not count.
 fn percent(t: &TorrentView) -> f64 {
-    if t.total_length == 0 {
+    let (have, of) = if t.wanted_length > 0 {
+        (t.wanted_have, t.wanted_length)
+    } else {
+        (t.bytes_have, t.total_length)
+    };
+    if of == 0 {
         100.0
     } else {
-        t.bytes_have as f64 * 100.0 / t.total_length as f64
+        have as f64 * 100.0 / of as f64
     }
 }
 
@@ -411,6 +420,8 @@ mod tests {
             reason: None,
             bytes_have: 500_000,
             total_length: 1_000_000,
+            wanted_length: 1_000_000,
+            wanted_have: 500_000,
             pieces_have: 1,
             piece_count: 2,
             peers: 3,

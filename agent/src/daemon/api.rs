@@ -85,6 +85,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/torrents/{id}", get(one).delete(remove))
         .route("/v1/torrents/{id}/pause", post(pause))
         .route("/v1/torrents/{id}/resume", post(resume))
+        .route("/v1/torrents/{id}/files", get(files).post(change_files))
         .route(
             "/v1/subscriptions",
             get(subscriptions).post(subscribe).delete(unsubscribe),
@@ -369,23 +370,51 @@ async fn add(State(s): State<Arc<ApiState>>, Body(request): Body<AddRequest>) ->
         .download_dir
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| s.control.default_download_dir());
-    let added = match request.member_token.as_deref() {
-        Some(text) => match crate::daemon::torrents::parse_token(text) {
-            Ok(token) => {
-                s.torrents
-                    .add_with_token(bytes, dir, request.paused, request.background, &token)
-                    .await
-            }
-            Err(e) => Err(e),
-        },
-        None => {
-            s.torrents
-                .add(bytes, dir, request.paused, request.background)
-                .await
-        }
+    let token = match request
+        .member_token
+        .as_deref()
+        .map(crate::daemon::torrents::parse_token)
+    {
+        Some(Err(e)) => return e.into_response(),
+        Some(Ok(token)) => Some(token),
+        None => None,
     };
+    let files = crate::daemon::torrents::FileSettings {
+        only: request.only,
+        exclude: request.exclude,
+        priorities: Vec::new(),
+        sequential: request.sequential,
+    };
+    let added = s
+        .torrents
+        .add_choosing(
+            bytes,
+            dir,
+            (request.paused, request.background),
+            files,
+            token.as_ref(),
+        )
+        .await;
     match added {
         Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn files(State(s): State<Arc<ApiState>>, TorrentIdPath(id): TorrentIdPath) -> Response {
+    match s.torrents.files(&id) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn change_files(
+    State(s): State<Arc<ApiState>>,
+    TorrentIdPath(id): TorrentIdPath,
+    Body(change): Body<crate::api_types::FilesChange>,
+) -> Response {
+    match s.torrents.change_files(&id, &change).await {
+        Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }
 }

@@ -73,7 +73,9 @@ pub fn no_peers_reason(handle: &TorrentHandle, dht: bool) -> Option<String> {
 }
 use crate::torrent_db::{hex, StoredTorrent, TorrentDb};
 
+mod files;
 mod membership;
+pub use files::FileSettings;
 pub use membership::parse_token;
 
 /// Why a request about torrents failed; the API maps each to a status.
@@ -270,6 +272,7 @@ impl Torrents {
             site_coordination: matches!(&source, Source::Torrent(m) if m.info.private),
             membership: self.member_token(&id),
             wan_window: self.wan_windows.switch_for(&id),
+            files: self.file_choice(&id),
             ..TorrentOptions::default()
         };
         let handle = match source {
@@ -447,6 +450,7 @@ impl Torrents {
         self.entries().remove(&id);
         self.db.remove(&id).map_err(TorrentError::Internal)?;
         self.forget_member_token(&id);
+        self.forget_file_settings(&id);
         tracing::info!(%id, delete_data, "torrent removed");
         Ok(())
     }
@@ -532,6 +536,8 @@ impl Torrents {
             reason,
             bytes_have: p.bytes_have,
             total_length: p.total_length,
+            wanted_length: p.wanted_length,
+            wanted_have: p.wanted_have,
             pieces_have: p.pieces_have,
             piece_count: p.piece_count,
             peers: p.peers,

@@ -48,6 +48,9 @@ pub struct TorrentOptions {
     /// membership before it gets anything, and a private torrent may then
     /// use LSD and PEX among proven members (`capwise_proto::ext::member`).
     pub membership: Option<crate::ext::member::MembershipKey>,
+    /// Which files to download, and in which order (all of them, rarest
+    /// first, by default).
+    pub files: super::files::FileChoice,
 }
 
 /// Where a torrent stands.
@@ -82,6 +85,11 @@ pub struct Progress {
     pub bytes_have: u64,
     /// Bytes in all.
     pub total_length: u64,
+    /// Bytes in the pieces of wanted files (`total_length` unless files
+    /// are skipped); the download is over when `wanted_have` reaches it.
+    pub wanted_length: u64,
+    /// Bytes verified among those.
+    pub wanted_have: u64,
     /// Connected peers.
     pub peers: usize,
     /// Payload in, bytes/s over the last 5 s (0 without peers).
@@ -401,6 +409,35 @@ impl TorrentHandle {
                 shared.pause().await;
             }
         }
+    }
+
+    /// Each file with its progress and priority, in the torrent's order
+    /// (empty while a magnet's metadata is fetched).
+    pub fn files(&self) -> Vec<super::files::FileProgress> {
+        self.torrent().map(|s| s.files()).unwrap_or_default()
+    }
+
+    /// Whether pieces are fetched in order.
+    pub fn is_sequential(&self) -> bool {
+        self.torrent().is_some_and(|s| s.file_state().1)
+    }
+
+    /// Sets every file's priority (one per file, as [`files`](Self::files)
+    /// lists them) and sequential mode, at once and for the running
+    /// torrent; the caller keeps them for the next start
+    /// ([`TorrentOptions::files`]). A skipped file kept off the disk is
+    /// created when it is wanted again, with the bytes of the pieces it
+    /// shares with others. Refused ([`Error::FileSelection`](crate::Error))
+    /// when the list does not fit or the metadata is not in yet.
+    pub async fn set_files(
+        &self,
+        priorities: Vec<crate::priority::Priority>,
+        sequential: bool,
+    ) -> crate::Result<()> {
+        let shared = self.torrent().ok_or_else(|| {
+            crate::Error::FileSelection("the torrent's metadata is not in yet".into())
+        })?;
+        shared.set_files(priorities, sequential).await
     }
 
     /// Undo [`pause`](Self::pause): announce `started` again and redial the

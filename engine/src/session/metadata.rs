@@ -60,6 +60,8 @@ pub(crate) struct MagnetShared {
     pub(crate) wan_window: Option<Switch>,
     /// `TorrentOptions::site_coordination`, kept for the torrent.
     pub(crate) site_coordination: bool,
+    /// `TorrentOptions::files`, applied once the file list is known.
+    pub(crate) files: super::files::FileChoice,
     pub(crate) run: watch::Sender<RunState>,
     progress: watch::Sender<Progress>,
     /// The torrent, once the metadata is in.
@@ -125,6 +127,7 @@ impl MagnetShared {
             transports: options.transports.clone(),
             wan_window: options.wan_window.clone(),
             site_coordination: options.site_coordination,
+            files: options.files.clone(),
             fetch: Mutex::new(MetadataFetch::new(magnet.info_hash)),
             session,
             download_dir,
@@ -135,6 +138,8 @@ impl MagnetShared {
                 piece_count: 0,
                 bytes_have: 0,
                 total_length: magnet.exact_length.unwrap_or(0),
+                wanted_length: magnet.exact_length.unwrap_or(0),
+                wanted_have: 0,
                 peers: 0,
                 download_rate: 0.0,
                 upload_rate: 0.0,
@@ -594,6 +599,7 @@ impl MagnetShared {
                 // A magnet has no membership token (channel torrents come
                 // as .torrent files).
                 membership: None,
+                files: self.files.clone(),
             },
         )
         .await;

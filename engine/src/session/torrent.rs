@@ -15,7 +15,8 @@ use crate::class::{PeerSource, PeerSources};
 use crate::hooks::{Counters, Direction, PeerClass, Switch};
 use crate::metainfo::Metainfo;
 use crate::picker::PeerKey;
-use crate::storage::{self, PieceJournal, ResumeData, Storage};
+use crate::priority::Priority;
+use crate::storage::{self, Allocation, PieceJournal, ResumeData, Storage};
 use crate::swarm::{Event, Swarm};
 use crate::transport::{TransportKind, Transports};
 use crate::{Error, Result};
@@ -26,7 +27,7 @@ use capwise_proto::torrent::{RunState, TorrentCore};
 use super::handle::{AnnounceOutcome, Progress, TorrentHandle, TorrentOptions, TorrentState};
 use super::rate::RateWindow;
 use super::schedule::{earliest, Duties, Seen};
-use super::{announce, peer, SessionInner};
+use super::{announce, files, peer, SessionInner};
 
 /// A peer connection as the torrent sees it.
 pub(crate) struct PeerLink {
@@ -100,7 +101,7 @@ pub(crate) struct TorrentShared {
     pub(crate) wan_window: Option<Switch>,
     /// Hashing runs on several threads, writes one at a time: concurrent
     /// writes to one file only spin on the kernel's inode lock.
-    write_lock: Arc<Mutex<()>>,
+    pub(crate) write_lock: Arc<Mutex<()>>,
     /// The protocol core (swarm, admission, run state): one lock for what
     /// must change together.
     core: Mutex<TorrentCore>,
@@ -137,6 +138,9 @@ pub(crate) struct TorrentShared {
     journal: Mutex<JournalState>,
     /// What its web seeds (BEP 19) are doing (`crate::webseed`).
     pub(crate) web_seeds: crate::webseed::Status,
+    /// Each file's priority and sequential mode, as last set (the swarm
+    /// holds the pieces' priorities made from them).
+    pub(crate) files: Mutex<(Vec<Priority>, bool)>,
 }
 
 /// The driver's plan, for those that may need it sooner.
@@ -296,11 +300,20 @@ impl TorrentShared {
         for note in &metainfo.info.notes {
             tracing::warn!(torrent = %metainfo.info.name, "{note}");
         }
+        let file_priorities = options.files.resolve(&metainfo.info);
+        let sequential = options.files.sequential;
         let (storage, have) = {
             let metainfo = metainfo.clone();
             let session = session.clone();
+            let skipped = files::skipped(&file_priorities);
             tokio::task::spawn_blocking(move || -> Result<_> {
-                let storage = Storage::open(&metainfo.info, &download_dir)?;
+                let storage = Storage::open_selected(
+                    &metainfo.info,
+                    &download_dir,
+                    Allocation::Sparse,
+                    &skipped,
+                    &files::parts_name(&info_hash),
+                )?;
                 let have = check_existing(&session, &metainfo, &storage)?;
                 Ok((storage, have))
             })
@@ -320,6 +333,11 @@ impl TorrentShared {
             Instant::now(),
         );
         swarm.set_metadata(bytes::Bytes::from(metainfo.info_bytes.clone()));
+        swarm.set_priorities(
+            &files::pieces_for(info, &file_priorities, sequential),
+            sequential,
+            Instant::now(),
+        );
         // BEP 11 unless the torrent is private (BEP 27) or the config says
         // no; among proven members only for a private channel torrent.
         let member = options.membership.is_some();
@@ -385,6 +403,7 @@ impl TorrentShared {
                 lease_until: UNIX_EPOCH,
             }),
             web_seeds: crate::webseed::Status::default(),
+            files: Mutex::new((file_priorities, sequential)),
         });
         // Records what was just found (pieces hashed after a reboot count as
         // this boot's from now on) and takes the first lease.
@@ -916,7 +935,7 @@ pub(crate) fn progress_of(
     (uploaded, downloaded): (u64, u64),
 ) -> Progress {
     let s = swarm.stats();
-    let state = if swarm.is_complete() {
+    let state = if swarm.is_done() {
         TorrentState::Seeding
     } else {
         TorrentState::Downloading
@@ -927,6 +946,8 @@ pub(crate) fn progress_of(
         piece_count: s.piece_count,
         bytes_have: s.bytes_have,
         total_length,
+        wanted_length: s.bytes_wanted,
+        wanted_have: s.bytes_wanted_have,
         peers: s.peers,
         download_rate: s.download_rate,
         upload_rate: s.upload_rate,

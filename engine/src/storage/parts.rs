@@ -21,7 +21,6 @@ use rustix::io::Errno;
 
 use super::open::{self, Access};
 use super::{io_err, read_slot, Allocation, Storage, StorageError};
-use crate::bitfield::Bitfield;
 use crate::Error;
 
 /// Bytes copied per read when a parked file is filled from the parts file.
@@ -127,11 +126,14 @@ impl Storage {
         op(f, at).map_err(|e| io_err(&path, e))
     }
 
-    /// File `file` is wanted again: create it and copy into it its bytes of
-    /// the pieces in `have` from the parts file. Nothing else may write the
-    /// file meanwhile (the caller holds the torrent's write lock). Removes
-    /// the parts file once no file is parked. A no-op for a file on disk.
-    pub fn unpark_file(&self, file: usize, have: &Bitfield) -> Result<(), Error> {
+    /// File `file` is wanted again: create it and copy into it what the
+    /// parts file holds of it. Only its first and last pieces can be there
+    /// (they alone may be shared with wanted files; its inner pieces were
+    /// never wanted while it was parked), so those two ranges are copied,
+    /// whether verified yet or not. Nothing else may write the file
+    /// meanwhile (the caller holds the torrent's write lock). Removes the
+    /// parts file once no file is parked. A no-op for a file on disk.
+    pub fn unpark_file(&self, file: usize) -> Result<(), Error> {
         if !self.is_parked(file) {
             return Ok(());
         }
@@ -157,27 +159,33 @@ impl Storage {
             &mut false,
         )?
         .ok_or_else(|| self.file_err(file, StorageError::Missing.into()))?;
-        let mut buf = vec![0u8; COPY_CHUNK];
-        for piece in self.layout.file_pieces(file).unwrap_or(0..0) {
-            if !have.has(piece) {
-                continue;
-            }
-            let range = self
-                .layout
-                .piece_range(piece)
-                .map_err(|e| self.refuse(e.into()))?;
-            let from = range.start.max(start);
-            let to = range.end.min(start + length);
-            let mut at = from;
-            while at < to {
-                let n = ((to - at) as usize).min(COPY_CHUNK);
-                self.with_parts(file, at - start, false, |f, off| {
-                    f.read_exact_at(&mut buf[..n], off)
-                })?;
-                fresh
-                    .write_all_at(&buf[..n], at - start)
-                    .map_err(|e| self.file_err(file, e))?;
-                at += n as u64;
+        let pieces = self.layout.file_pieces(file).unwrap_or(0..0);
+        let ends = [pieces.start, pieces.end.saturating_sub(1)];
+        let parts_path = self.parts_path().unwrap_or_default();
+        if let (false, Some(parts)) = (pieces.is_empty(), read_slot(&self.parts).as_ref()) {
+            let mut buf = vec![0u8; COPY_CHUNK];
+            for (k, &piece) in ends.iter().enumerate() {
+                if k == 1 && ends[0] == ends[1] {
+                    break;
+                }
+                let range = self
+                    .layout
+                    .piece_range(piece)
+                    .map_err(|e| self.refuse(e.into()))?;
+                let mut at = range.start.max(start);
+                let to = range.end.min(start + length);
+                while at < to {
+                    let n = ((to - at) as usize).min(COPY_CHUNK);
+                    let got =
+                        read_up_to(parts, &mut buf[..n], at).map_err(|e| io_err(&parts_path, e))?;
+                    if got == 0 {
+                        break; // past the parts file's end: nothing was written there
+                    }
+                    fresh
+                        .write_all_at(&buf[..got], at - start)
+                        .map_err(|e| self.file_err(file, e))?;
+                    at += got as u64;
+                }
             }
         }
         fresh.sync_data().map_err(|e| self.file_err(file, e))?;
@@ -217,4 +225,18 @@ impl Storage {
             None => Ok(()),
         }
     }
+}
+
+/// Reads up to `buf.len()` bytes at `offset`, fewer only at the end of the file.
+fn read_up_to(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
