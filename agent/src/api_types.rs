@@ -124,6 +124,10 @@ pub struct TorrentView {
     /// Bytes verified among those.
     #[serde(default)]
     pub wanted_have: u64,
+    /// The torrent's own rate limits (`capwise set`), bytes per second;
+    /// `null`: none (the global limits and the policy still apply).
+    #[serde(default)]
+    pub limits: Limits,
     /// Pieces verified.
     pub pieces_have: u32,
     /// Pieces in all.

@@ -66,6 +66,23 @@ pub struct AddArgs {
     pub agent: StoreArgs,
 }
 
+/// `capwise set`
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// A torrent id (or a unique prefix of 4+ digits).
+    pub id: String,
+    /// This torrent's upload limit, e.g. 500KB/s, 2MiB/s, unlimited (under the
+    /// global limits and the policy, never above them).
+    #[arg(long, value_parser = parse_limit)]
+    pub up: Option<u64>,
+    /// This torrent's download limit, e.g. 500KB/s, 8Mbit/s, unlimited.
+    #[arg(long, value_parser = parse_limit)]
+    pub down: Option<u64>,
+    /// Agent selection and output.
+    #[command(flatten)]
+    pub agent: StoreArgs,
+}
+
 /// `capwise files`
 #[derive(Debug, Args)]
 pub struct FilesArgs {

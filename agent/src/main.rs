@@ -177,6 +177,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Resume(a) => commands::torrents::set_paused(&a, false).await,
         Command::Remove(a) => commands::torrents::remove(&a).await,
         Command::Files(a) => commands::files::run(&a).await,
+        Command::Set(a) => commands::torrents::set(&a).await,
         Command::Limits(a) => commands::limits::run(&a).await,
         Command::Completions(a) => {
             commands::docs::completions(a.shell);

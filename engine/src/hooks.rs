@@ -47,6 +47,17 @@ pub trait ByteGate: Send + Sync {
     }
 }
 
+/// A gate shared by reference, for one torrent's own limit
+/// ([`TorrentOptions::gate`](crate::session::TorrentOptions::gate)).
+#[derive(Clone)]
+pub struct SharedGate(pub std::sync::Arc<dyn ByteGate>);
+
+impl std::fmt::Debug for SharedGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedGate")
+    }
+}
+
 /// A gate that always lets bytes through.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OpenGate;

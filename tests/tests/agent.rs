@@ -394,6 +394,44 @@ fn add_only_fetches_the_wanted_file_and_files_want_fetches_the_rest() {
     });
 }
 
+/// `capwise set ID --down RATE`: the torrent's own limit holds its download
+/// back (an upper bound, not a timing figure), is kept across a restart,
+/// and lifting it lets the download finish.
+#[test]
+fn set_limits_one_torrent_and_keeps_the_limit() {
+    run("set --down", 12 * MIB, |w| {
+        let mut agent = w.start_agent("agent-1")?;
+        let torrent = w.torrent.to_str().context("utf-8 path")?;
+        let id = agent.cli(&["add", torrent, "--paused"])?.trim().to_string();
+        let set = agent.cli_json(&["set", &id[..8], "--down", "1MB/s"])?;
+        ensure!(
+            set["limits"]["down"] == 1_000_000 && set["limits"]["up"].is_null(),
+            "{set}"
+        );
+        agent.cli(&["resume", &id])?;
+        std::thread::sleep(Duration::from_secs(3));
+        let view = agent.cli_json(&["status", &id])?;
+        let have = view["bytes_have"].as_u64().unwrap_or(u64::MAX);
+        // 3 s at 1 MB/s plus one burst and the requests in flight.
+        ensure!(have <= 5 * MIB, "{have} bytes in 3 s under a 1 MB/s limit");
+        stop(&mut agent, Duration::from_secs(10))?;
+        let mut agent = w.start_agent("agent-2")?;
+        let view = agent.cli_json(&["status", &id])?;
+        ensure!(
+            view["limits"]["down"] == 1_000_000,
+            "the limit was not kept: {view}"
+        );
+        let lifted = agent.cli_json(&["set", &id, "--down", "unlimited"])?;
+        ensure!(lifted["limits"]["down"].is_null(), "{lifted}");
+        agent.wait_state(&id, "seeding", WAIT)?;
+        w.verify()?;
+        let none = agent.cli(&["set", &id]).unwrap_err();
+        ensure!(format!("{none:#}").contains("nothing to set"), "{none:#}");
+        stop(&mut agent, Duration::from_secs(10))?;
+        Ok(())
+    });
+}
+
 #[test]
 fn kill9_during_download_keeps_verified_pieces() {
     run("kill -9 mid-download", 24 * MIB, |w| {

@@ -10,7 +10,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::output::print_json;
 use crate::api_types::{AddRequest, AgentInfo, TorrentView};
-use crate::cli_agent::{AddArgs, IdArgs, RemoveArgs, StatusArgs};
+use crate::cli_agent::{AddArgs, IdArgs, RemoveArgs, SetArgs, StatusArgs};
 use crate::cli_policy::StoreArgs;
 use crate::client::AgentClient;
 use crate::state_db::state_dir;
@@ -374,6 +374,35 @@ pub async fn set_paused(args: &IdArgs, paused: bool) -> Result<()> {
     Ok(())
 }
 
+/// `capwise set ID --up RATE --down RATE`: the torrent's own limits.
+pub async fn set(args: &SetArgs) -> Result<()> {
+    let id = checked_id(&args.id)?;
+    anyhow::ensure!(
+        args.up.is_some() || args.down.is_some(),
+        "nothing to set: give --up and/or --down"
+    );
+    let change = crate::api_types::Limits {
+        up: args.up,
+        down: args.down,
+    };
+    let view: TorrentView = connect(&args.agent)?
+        .put(&format!("/v1/torrents/{id}/limits"), &change)
+        .await?;
+    if args.agent.json {
+        print_json(&serde_json::to_value(&view)?);
+    } else {
+        let show = |r: Option<u64>| r.map_or_else(|| "unlimited".to_string(), |r| rate(r as f64));
+        println!(
+            "{} {}: up {}, down {}",
+            &view.id[..8.min(view.id.len())],
+            view.name,
+            show(view.limits.up),
+            show(view.limits.down)
+        );
+    }
+    Ok(())
+}
+
 /// `capwise remove ID [--delete-data]`; with `--json`,
 /// `{"removed": ID, "name": NAME, "data_deleted": BOOL}`.
 pub async fn remove(args: &RemoveArgs) -> Result<()> {
@@ -422,6 +451,7 @@ mod tests {
             total_length: 1_000_000,
             wanted_length: 1_000_000,
             wanted_have: 500_000,
+            limits: Default::default(),
             pieces_have: 1,
             piece_count: 2,
             peers: 3,

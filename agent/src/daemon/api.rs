@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
@@ -86,6 +86,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/torrents/{id}/pause", post(pause))
         .route("/v1/torrents/{id}/resume", post(resume))
         .route("/v1/torrents/{id}/files", get(files).post(change_files))
+        .route("/v1/torrents/{id}/limits", put(set_torrent_limits))
         .route(
             "/v1/subscriptions",
             get(subscriptions).post(subscribe).delete(unsubscribe),
@@ -313,18 +314,26 @@ async fn limits(State(s): State<Arc<ApiState>>) -> Json<Limits> {
     Json(s.control.limits())
 }
 
-async fn set_limits(State(s): State<Arc<ApiState>>, Body(change): Body<Limits>) -> Response {
+/// A rate above what the API takes, as a 400 naming the field.
+fn too_large(change: &Limits) -> Option<Response> {
     for (name, rate) in [("up", change.up), ("down", change.down)] {
         if rate.is_some_and(|r| r > crate::units::MAX_RATE) {
-            return error(
+            return Some(error(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "'{name}' is too large: at most {} B/s ({})",
                     crate::units::MAX_RATE,
                     crate::units::MAX_RATE_TEXT
                 ),
-            );
+            ));
         }
+    }
+    None
+}
+
+async fn set_limits(State(s): State<Arc<ApiState>>, Body(change): Body<Limits>) -> Response {
+    if let Some(refusal) = too_large(&change) {
+        return refusal;
     }
     match s.control.set_limits(change) {
         Ok(l) => Json(l).into_response(),
@@ -397,6 +406,20 @@ async fn add(State(s): State<Arc<ApiState>>, Body(request): Body<AddRequest>) ->
         .await;
     match added {
         Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn set_torrent_limits(
+    State(s): State<Arc<ApiState>>,
+    TorrentIdPath(id): TorrentIdPath,
+    Body(change): Body<Limits>,
+) -> Response {
+    if let Some(refusal) = too_large(&change) {
+        return refusal;
+    }
+    match s.torrents.set_limits(&id, change) {
+        Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }
 }

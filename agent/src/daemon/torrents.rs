@@ -74,6 +74,7 @@ pub fn no_peers_reason(handle: &TorrentHandle, dht: bool) -> Option<String> {
 use crate::torrent_db::{hex, StoredTorrent, TorrentDb};
 
 mod files;
+mod limits;
 mod membership;
 pub use files::FileSettings;
 pub use membership::parse_token;
@@ -150,6 +151,8 @@ struct Entry {
     waiting: bool,
     /// Held while the engine has the torrent: no other process writes its files.
     _data_lock: Option<crate::lock::Lock>,
+    /// Its own rate limits (`capwise set`), asked before the session's gate.
+    limit: Arc<limits::TorrentLimit>,
 }
 
 /// Torrents by id.
@@ -259,6 +262,7 @@ impl Torrents {
         })?;
         let data_lock = crate::lock::lock_data(&download_dir, &id, &source.name(), "run")
             .map_err(|e| TorrentError::InUse(crate::commands::output::error_chain(&e)))?;
+        let limit = limits::TorrentLimit::new(self.stored_limits(&id));
         // Every field is set today; the rest stays the engine's default
         // when the engine grows another.
         #[allow(clippy::needless_update)]
@@ -273,6 +277,7 @@ impl Torrents {
             membership: self.member_token(&id),
             wan_window: self.wan_windows.switch_for(&id),
             files: self.file_choice(&id),
+            gate: Some(capwise_engine::hooks::SharedGate(limit.clone())),
             ..TorrentOptions::default()
         };
         let handle = match source {
@@ -301,6 +306,7 @@ impl Torrents {
             background,
             waiting,
             _data_lock: data_lock,
+            limit,
         };
         let view = self.view(&id, &entry);
         self.entries().insert(id, entry);
@@ -451,6 +457,7 @@ impl Torrents {
         self.db.remove(&id).map_err(TorrentError::Internal)?;
         self.forget_member_token(&id);
         self.forget_file_settings(&id);
+        self.forget_limits(&id);
         tracing::info!(%id, delete_data, "torrent removed");
         Ok(())
     }
@@ -550,6 +557,7 @@ impl Torrents {
             uploaded: p.uploaded,
             download_dir: entry.download_dir.display().to_string(),
             background: entry.background,
+            limits: entry.limit.limits(),
         }
     }
 }

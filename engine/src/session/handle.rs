@@ -51,6 +51,11 @@ pub struct TorrentOptions {
     /// Which files to download, and in which order (all of them, rarest
     /// first, by default).
     pub files: super::files::FileChoice,
+    /// This torrent's own gate (a per-torrent rate limit), asked before
+    /// the session's [`Hooks::gate`](super::Hooks::gate) for every payload
+    /// byte of its peers and web seeds: it can only hold bytes back
+    /// further, and a byte it holds is not debited from the session's yet.
+    pub gate: Option<crate::hooks::SharedGate>,
 }
 
 /// Where a torrent stands.

@@ -62,6 +62,8 @@ pub(crate) struct MagnetShared {
     pub(crate) site_coordination: bool,
     /// `TorrentOptions::files`, applied once the file list is known.
     pub(crate) files: super::files::FileChoice,
+    /// `TorrentOptions::gate`, kept for the torrent.
+    pub(crate) gate: Option<crate::hooks::SharedGate>,
     pub(crate) run: watch::Sender<RunState>,
     progress: watch::Sender<Progress>,
     /// The torrent, once the metadata is in.
@@ -128,6 +130,7 @@ impl MagnetShared {
             wan_window: options.wan_window.clone(),
             site_coordination: options.site_coordination,
             files: options.files.clone(),
+            gate: options.gate.clone(),
             fetch: Mutex::new(MetadataFetch::new(magnet.info_hash)),
             session,
             download_dir,
@@ -600,6 +603,7 @@ impl MagnetShared {
                 // as .torrent files).
                 membership: None,
                 files: self.files.clone(),
+                gate: self.gate.clone(),
             },
         )
         .await;

@@ -522,14 +522,14 @@ async fn write_loop(
             let bytes = wanted.down.min(step);
             down = Some(Pending {
                 bytes,
-                gate: hooks.gate.acquire(Direction::Down, class, bytes),
+                gate: shared.acquire(Direction::Down, class, bytes),
             });
         }
         if up.is_none() && wanted.up > 0 && hooks.seeding.is_on() {
             let bytes = wanted.up.min(step);
             up = Some(Pending {
                 bytes,
-                gate: hooks.gate.acquire(Direction::Up, class, bytes),
+                gate: shared.acquire(Direction::Up, class, bytes),
             });
         }
         let granted = tokio::select! {

@@ -141,6 +141,8 @@ pub(crate) struct TorrentShared {
     /// Each file's priority and sequential mode, as last set (the swarm
     /// holds the pieces' priorities made from them).
     pub(crate) files: Mutex<(Vec<Priority>, bool)>,
+    /// Its own gate ([`TorrentOptions::gate`]), before the session's.
+    gate: Option<crate::hooks::SharedGate>,
 }
 
 /// The driver's plan, for those that may need it sooner.
@@ -404,6 +406,7 @@ impl TorrentShared {
             }),
             web_seeds: crate::webseed::Status::default(),
             files: Mutex::new((file_priorities, sequential)),
+            gate: options.gate,
         });
         // Records what was just found (pieces hashed after a reboot count as
         // this boot's from now on) and takes the first lease.
@@ -411,6 +414,27 @@ impl TorrentShared {
         let _ = tokio::task::spawn_blocking(move || me.commit_journal(&[], false)).await;
         let handle = TorrentHandle::new(shared.clone());
         Ok((shared, handle))
+    }
+
+    /// Waits for the torrent's own gate, then the session's: the credit
+    /// every payload byte of this torrent's peers and web seeds needs.
+    pub(crate) fn acquire(
+        &self,
+        direction: Direction,
+        class: PeerClass,
+        bytes: u64,
+    ) -> crate::hooks::GateFuture<'_> {
+        let session = self.session.hooks.gate.acquire(direction, class, bytes);
+        match &self.gate {
+            None => session,
+            Some(own) => {
+                let own = own.0.acquire(direction, class, bytes);
+                Box::pin(async move {
+                    own.await;
+                    session.await;
+                })
+            }
+        }
     }
 
     pub(crate) fn subscribe_progress(&self) -> watch::Receiver<Progress> {

@@ -231,7 +231,7 @@ impl Seed {
         tokio::pin!(interrupted);
         while left > 0 {
             let bytes = left.min(step);
-            let gate = hooks.gate.acquire(Direction::Down, class, bytes);
+            let gate = self.shared.acquire(Direction::Down, class, bytes);
             tokio::select! {
                 () = gate => left -= bytes,
                 () = &mut interrupted => return self.abandon(id, &pieces, Outcome::Aborted, 0),
