@@ -67,6 +67,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/torrents/{id}", get(one).delete(remove))
         .route("/v1/torrents/{id}/pause", post(pause))
         .route("/v1/torrents/{id}/resume", post(resume))
+        .route("/v1/torrents/{id}/peers", get(peers))
         .route(
             "/v1/subscriptions",
             get(subscriptions).post(subscribe).delete(unsubscribe),
@@ -310,6 +311,13 @@ async fn list(State(s): State<Arc<ApiState>>) -> Response {
 
 async fn one(State(s): State<Arc<ApiState>>, TorrentIdPath(id): TorrentIdPath) -> Response {
     match s.torrents.get(&id) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn peers(State(s): State<Arc<ApiState>>, TorrentIdPath(id): TorrentIdPath) -> Response {
+    match s.torrents.peers(&id) {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }

@@ -43,7 +43,9 @@ use tokio::sync::{broadcast, Semaphore};
 pub use crate::storage::{FileResumeStore, ResumeStore};
 pub use addresses::NetworkChange;
 pub use classify::SubnetClassifier;
-pub use handle::{AnnounceOutcome, Progress, TorrentHandle, TorrentOptions, TorrentState};
+pub use handle::{
+    AnnounceOutcome, PeerInfo, Progress, TorrentHandle, TorrentOptions, TorrentState,
+};
 pub use local_discovery::InterfaceFilter;
 pub use site_share::SiteShare;
 
