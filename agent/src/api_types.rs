@@ -414,3 +414,61 @@ mod tests {
         );
     }
 }
+
+/// `GET /v1/torrents/{id}/peers`: who the torrent talks to now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TorrentPeers {
+    /// The connected peers (none while a magnet fetches its metadata).
+    pub peers: Vec<PeerView>,
+    /// Web seeds (BEP 19 `url-list`, HTTP servers rather than peers).
+    pub web_seeds: WebSeedView,
+}
+
+/// One connected peer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerView {
+    /// Its address, `ip:port`.
+    pub addr: String,
+    /// Where we learnt of it: `tracker`, `dht`, `pex`, `lsd`, `incoming`
+    /// (it dialled us), `manual` (named by the user, a magnet's `x.pe`).
+    pub source: String,
+    /// What carries it: `tcp`, `utp` (or `memory`, in tests).
+    pub transport: String,
+    /// Whether the payload is RC4-encrypted (MSE/PE).
+    pub encrypted: bool,
+    /// `lan` or `wan` now: only WAN bytes count against a budget.
+    pub class: String,
+    /// It proved channel membership (a member of the same site channel).
+    pub site_member: bool,
+}
+
+/// A torrent's web seeds.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WebSeedView {
+    /// In use.
+    pub active: usize,
+    /// Given up on (the log says why).
+    pub dropped: usize,
+    /// Payload bytes of verified pieces they delivered.
+    pub bytes: u64,
+}
+
+impl From<capwise_engine::session::PeerInfo> for PeerView {
+    fn from(p: capwise_engine::session::PeerInfo) -> Self {
+        use capwise_engine::transport::TransportKind;
+        PeerView {
+            addr: p.addr.to_string(),
+            source: p.source.name().to_string(),
+            transport: match p.transport {
+                TransportKind::Tcp => "tcp",
+                TransportKind::Utp => "utp",
+                TransportKind::Memory => "memory",
+                _ => "other",
+            }
+            .to_string(),
+            encrypted: p.encrypted,
+            class: if p.lan { "lan" } else { "wan" }.to_string(),
+            site_member: p.proven_member,
+        }
+    }
+}

@@ -14,6 +14,7 @@
 //! - [`decision`]: the pure function from (network, budget, schedule,
 //!   settings, now) to allowances and a sentence.
 //! - [`bucket`]: the token buckets that enforce the allowances live.
+//! - [`projection`]: where a period's use is heading (a straight line).
 //!
 //! Time is always passed in as `now`; nothing here reads the clock on its
 //! own, so every decision can be replayed.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod interface_counters;
 pub mod ledger;
 pub mod network;
+pub mod projection;
 pub mod schedule;
 pub mod source;
 pub mod store;

@@ -135,6 +135,17 @@ pub struct UsageRow {
     pub bytes: u64,
 }
 
+/// One period's usage, as [`Store::recent_periods`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeriodUsage {
+    /// When the period started.
+    pub period_start: Timestamp,
+    /// The agent's ledger rows of the period.
+    pub rows: Vec<UsageRow>,
+    /// The whole link's `(rx, tx)` in the period (0 if never read).
+    pub link: (u64, u64),
+}
+
 /// The policy database.
 #[derive(Debug)]
 pub struct Store {
@@ -759,6 +770,32 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// The usage of the last `count` periods of a network that have any
+    /// (the agent's or the link's), oldest first.
+    pub fn recent_periods(&self, id: &NetworkId, count: usize) -> Result<Vec<PeriodUsage>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT period_start FROM usage WHERE network_id = ?1
+             UNION SELECT period_start FROM link_usage WHERE network_id = ?1
+             ORDER BY period_start DESC LIMIT ?2",
+        )?;
+        let limit = i64::try_from(count).unwrap_or(i64::MAX);
+        let starts = stmt
+            .query_map(params![id.as_str(), limit], |r| r.get::<_, i64>(0))?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        starts
+            .into_iter()
+            .rev()
+            .map(|start| {
+                let period_start = Timestamp(start);
+                Ok(PeriodUsage {
+                    period_start,
+                    rows: self.usage(id, period_start)?,
+                    link: self.link_usage(id, period_start)?,
+                })
+            })
+            .collect()
     }
 
     /// Adds whole-link traffic (all programs) measured on the interface.
@@ -1439,5 +1476,44 @@ mod tests {
         store.add_link_usage(&id, Timestamp(0), 7, 3).unwrap();
         store.add_link_usage(&id, Timestamp(0), 1, 1).unwrap();
         assert_eq!(store.link_usage(&id, Timestamp(0)).unwrap(), (8, 4));
+    }
+
+    #[test]
+    fn recent_periods_are_the_last_ones_with_usage_oldest_first() {
+        let store = Store::open_in_memory().unwrap();
+        let id = NetworkId::new("n");
+        for start in [100, 200, 300] {
+            store
+                .add_usage(
+                    &id,
+                    Timestamp(start),
+                    Direction::Down,
+                    PeerClass::Wan,
+                    start as u64,
+                )
+                .unwrap();
+        }
+        // A period where only the link was read counts too.
+        store.add_link_usage(&id, Timestamp(400), 9, 1).unwrap();
+        store
+            .add_usage(
+                &NetworkId::new("other"),
+                Timestamp(500),
+                Direction::Up,
+                PeerClass::Wan,
+                1,
+            )
+            .unwrap();
+        let periods = store.recent_periods(&id, 3).unwrap();
+        let starts: Vec<i64> = periods.iter().map(|p| p.period_start.0).collect();
+        assert_eq!(starts, vec![200, 300, 400]);
+        assert_eq!(periods[0].rows[0].bytes, 200);
+        assert_eq!(periods[0].link, (0, 0));
+        assert!(periods[2].rows.is_empty());
+        assert_eq!(periods[2].link, (9, 1));
+        assert!(store
+            .recent_periods(&NetworkId::new("none"), 3)
+            .unwrap()
+            .is_empty());
     }
 }

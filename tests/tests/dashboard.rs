@@ -4,9 +4,11 @@
 //! private network namespace (`scripts/test` runs it in `unshare -n` with
 //! the `interop` feature). Signs in through the one-time URL of `capwise
 //! dashboard`; a torrent added with the CLI appears and its progress moves;
-//! pausing it on the page pauses it (the CLI agrees); marking the network
+//! its peer list shows the seeder with the source and transport the API
+//! gives; pausing it on the page pauses it (the CLI agrees); marking the network
 //! metered on the page changes `capwise why`, and a cap set there is the
-//! CLI's budget; the used URL is refused the second time; without a session
+//! CLI's budget, with the period's plot and the API's projection on the
+//! page, and the history's bars one per period of `/v1/history`; the used URL is refused the second time; without a session
 //! no data is served; `--revoke-all` signs the page out. Also: the API's
 //! default port, and the free port an agent takes when it is taken.
 //! Screenshots of the main views go to a directory printed at the end.
@@ -256,6 +258,14 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// `GET path` with the API token: the JSON body of a 200.
+fn api_get(agent: &Agent, path: &str) -> Result<Value> {
+    let token = agent.token()?;
+    let (status, body) = agent.api("GET", path, Some(&token), &[], None)?;
+    ensure!(status == 200, "GET {path}: {status} {body}");
+    Ok(body)
+}
+
 fn percent_of(text: &str) -> f64 {
     text.trim_end_matches('%').trim().parse().unwrap_or(-1.0)
 }
@@ -323,6 +333,7 @@ async fn in_browser(w: &World, agent: &mut Agent, browser: &Client, base: &str) 
         "/v1/why",
         "/v1/networks",
         "/v1/usage",
+        "/v1/history",
         "/v1/events",
     ] {
         let (status, body) = fetch_from_page(browser, path).await?;
@@ -416,6 +427,44 @@ async fn in_browser(w: &World, agent: &mut Agent, browser: &Client, base: &str) 
     });
     shots.push(screenshot(browser, "torrents").await?);
 
+    // Its peers, with source and transport: the seeder, found through the
+    // tracker, as the API says.
+    browser
+        .find(Locator::Css(&format!("{row} button.show-peers")))
+        .await
+        .context("the peers button")?
+        .click()
+        .await?;
+    let peers = api_get(agent, &format!("/v1/torrents/{id}/peers"))?;
+    let listed = peers["peers"].as_array().cloned().unwrap_or_default();
+    ensure!(
+        listed.iter().any(|p| p["source"] == "tracker"),
+        "the seeder is not listed as found through the tracker: {peers}"
+    );
+    let seeder = &listed[0];
+    let seeder_row = format!(
+        "#peer-rows tr[data-addr='{}']",
+        seeder["addr"].as_str().unwrap_or("")
+    );
+    eventually!("the seeder in the peer list", {
+        Ok(text(browser, &format!("{seeder_row} .source")).await? == "tracker")
+    });
+    let transport = text(browser, &format!("{seeder_row} .transport")).await?;
+    let expected = format!(
+        "{}, {}",
+        seeder["transport"].as_str().unwrap_or("?").to_uppercase(),
+        if seeder["encrypted"] == true {
+            "encrypted"
+        } else {
+            "not encrypted"
+        }
+    );
+    ensure!(
+        transport == expected,
+        "transport {transport:?}, the API says {expected:?}"
+    );
+    shots.push(screenshot(browser, "peers").await?);
+
     // Pause it on the page: the CLI agrees.
     browser
         .find(Locator::Css(&format!("{row} button.pause")))
@@ -478,7 +527,66 @@ async fn in_browser(w: &World, agent: &mut Agent, browser: &Client, base: &str) 
             .await
             .is_ok())
     });
+    // The plot over the period, and the projection the API computed.
+    let usage = api_get(agent, "/v1/usage")?;
+    let mine = usage
+        .as_array()
+        .and_then(|a| a.iter().find(|u| u["network_id"] == NETWORK))
+        .with_context(|| format!("no usage of {NETWORK}: {usage}"))?
+        .clone();
+    let card = format!("#budgets [data-network='{NETWORK}']");
+    eventually!("the budget plot", {
+        Ok(browser
+            .find(Locator::Css(&format!("{card} svg.budget-plot")))
+            .await
+            .is_ok())
+    });
+    let said = text(browser, &format!("{card} .projection")).await?;
+    let projection = &mine["budget"]["projection"];
+    if projection.is_null() {
+        ensure!(said.starts_with("No projection yet"), "{said}");
+    } else {
+        ensure!(projection["method"] == "linear", "{projection}");
+        ensure!(
+            projection["end_bytes"].as_u64() >= mine["budget"]["used_bytes"].as_u64(),
+            "projected below the use so far: {mine}"
+        );
+        ensure!(
+            said.starts_with("Projected by the reset") && said.contains("linear"),
+            "{said}"
+        );
+        browser
+            .find(Locator::Css(&format!("{card} line.projection-line")))
+            .await
+            .context("the dashed projection line")?;
+    }
+    // The history: this period's ledger, a bar per period.
+    let history = api_get(agent, "/v1/history")?;
+    let periods = history
+        .as_array()
+        .and_then(|a| a.iter().find(|h| h["network_id"] == NETWORK))
+        .map(|h| h["periods"].as_array().map_or(0, Vec::len))
+        .unwrap_or(0);
+    ensure!(
+        periods >= 1,
+        "no period in the history of {NETWORK}: {history}"
+    );
+    eventually!("the history plot's bars", {
+        let bars = browser
+            .find_all(Locator::Css(&format!(
+                "#histories [data-network='{NETWORK}'] rect.agent-bar"
+            )))
+            .await?;
+        Ok(bars.len() == periods)
+    });
     shots.push(screenshot(browser, "now-metered-budget").await?);
+    browser
+        .execute(
+            "document.querySelector('#history').scrollIntoView()",
+            vec![],
+        )
+        .await?;
+    shots.push(screenshot(browser, "history").await?);
     browser
         .execute(
             "document.querySelector('#networks').scrollIntoView()",
@@ -529,6 +637,119 @@ async fn in_browser(w: &World, agent: &mut Agent, browser: &Client, base: &str) 
         eprintln!("[dashboard]   {}", s.display());
     }
     Ok(())
+}
+
+/// A one-piece single-file .torrent named `name`, bencoded by hand (its
+/// data need not exist: the agent adds it paused, nothing to fetch).
+fn tiny_torrent(name: &str) -> Vec<u8> {
+    use sha1::{Digest, Sha1};
+    let piece = Sha1::digest(name.as_bytes());
+    let mut out = format!(
+        "d4:infod6:lengthi{}e4:name{}:{name}12:piece lengthi16384e6:pieces20:",
+        name.len(),
+        name.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&piece);
+    out.extend_from_slice(b"ee");
+    out
+}
+
+/// How many torrents the list benchmark adds (`CAPWISE_BENCH_TORRENTS`).
+fn bench_torrents() -> usize {
+    std::env::var("CAPWISE_BENCH_TORRENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000)
+}
+
+/// The list benchmark (tests/bench/dashboard list; ignored in CI): an
+/// agent with N paused torrents; prints the time from the page's
+/// navigation start to the first painted frame whose table holds every
+/// row, over a few loads. A figure, not an assertion.
+async fn list_scenario(w: &World) -> Result<()> {
+    use base64::Engine as _;
+    let n = bench_torrents();
+    let state_dir = w.tmp.path().join("state");
+    let mut agent = Agent::start("agent", &state_dir, &w.config, None, &w.logs)?;
+    let token = agent.token()?;
+    let t0 = Instant::now();
+    for i in 0..n {
+        let body = json!({
+            "torrent": base64::engine::general_purpose::STANDARD.encode(tiny_torrent(&format!("bench-{i:05}"))),
+            "paused": true,
+        });
+        let (status, answer) = agent.api("POST", "/v1/torrents", Some(&token), &[], Some(&body))?;
+        ensure!(status == 201 || status == 200, "add {i}: {status} {answer}");
+    }
+    let added = t0.elapsed();
+    let base = format!("http://{}", agent.api_addr()?);
+    let (mut driver, browser) = browser(w).await?;
+    let result = async {
+        let url = agent.cli(&["dashboard"])?.trim().to_string();
+        browser.goto(&url).await?;
+        browser
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css("#dashboard"))
+            .await?;
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            browser.goto(&format!("{base}/")).await?;
+            let ms = browser
+                .execute_async(
+                    "const [n, done] = arguments;
+                     const t0 = Date.now();
+                     (function look() {
+                       if (document.querySelectorAll('#torrent-rows tr').length >= n) {
+                         // The frame after the rows are in: they are painted.
+                         requestAnimationFrame(() => requestAnimationFrame(() => done(performance.now())));
+                       } else if (Date.now() - t0 > 50000) {
+                         done(-1);
+                       } else {
+                         requestAnimationFrame(look);
+                       }
+                     })();",
+                    vec![json!(n)],
+                )
+                .await?
+                .as_f64()
+                .unwrap_or(-1.0);
+            ensure!(ms >= 0.0, "the page never showed {n} rows");
+            times.push(ms);
+        }
+        Ok::<_, anyhow::Error>(times)
+    }
+    .await;
+    let _ = browser.close().await;
+    let _ = driver.stop(Duration::from_secs(5));
+    let mut times = result?;
+    agent.guard.stop(Duration::from_secs(10))?;
+    times.sort_by(f64::total_cmp);
+    eprintln!(
+        "[dashboard-list] {n} torrents added through the API in {:.1} s; \
+         navigation start to a painted list of {n} rows: median {:.0} ms, min {:.0} ms, max {:.0} ms (5 loads)",
+        added.as_secs_f64(),
+        times[times.len() / 2],
+        times[0],
+        times[times.len() - 1]
+    );
+    Ok(())
+}
+
+#[test]
+#[ignore = "a benchmark: tests/bench/dashboard list"]
+fn list_of_many_torrents() {
+    assert_private_netns();
+    let world = World::new(MIB).expect("test setup (payload, tracker, seeder)");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if let Err(e) = runtime.block_on(list_scenario(&world)) {
+        dump_logs(&world.logs, None);
+        panic!("[dashboard-list] failed: {e:#}");
+    }
 }
 
 #[test]

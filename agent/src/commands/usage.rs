@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use anyhow::{Context, Result};
 use capwise_policy::ledger::{BudgetAccount, Direction, PeerClass};
 use capwise_policy::network::NetworkId;
+use capwise_policy::projection::linear;
 use capwise_policy::store::Store;
 use capwise_policy::time::Timestamp;
 use capwise_policy::units::HumanBytes;
@@ -81,6 +82,19 @@ pub(crate) fn report(store: &Store, id: &NetworkId, now: Timestamp) -> Result<Va
     let budget = match store.budget(id)? {
         Some(budget) => {
             let account = BudgetAccount::open(store, id.clone(), budget, now)?;
+            let (start, end) = account.period();
+            let link = linear(start, end, now, account.link_used(), budget.cap_bytes);
+            let agent = linear(start, end, now, account.used(), budget.agent_limit());
+            let projection = match (link, agent) {
+                (Some(link), Some(agent)) => json!({
+                    "method": "linear",
+                    "end_bytes": link.end_bytes,
+                    "reaches_cap_at": link.reaches_limit_at.map(|t| t.0),
+                    "agent_end_bytes": agent.end_bytes,
+                    "agent_reaches_limit_at": agent.reaches_limit_at.map(|t| t.0),
+                }),
+                _ => Value::Null,
+            };
             json!({
                 "cap_bytes": budget.cap_bytes,
                 "agent_limit_bytes": budget.agent_limit(),
@@ -88,6 +102,7 @@ pub(crate) fn report(store: &Store, id: &NetworkId, now: Timestamp) -> Result<Va
                 "agent_used_bytes": account.used(),
                 "others_used_bytes": account.others_used(),
                 "available_bytes": account.available(),
+                "projection": projection,
             })
         }
         None => Value::Null,

@@ -3,7 +3,6 @@
 //! own address, is refused so that a web page cannot drive the agent (CSRF,
 //! DNS rebinding).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
@@ -31,10 +30,8 @@ pub struct ApiState {
     pub torrents: Arc<Torrents>,
     /// The bearer token.
     pub token: String,
-    /// Host header values accepted (the API's own address spellings).
-    pub allowed_hosts: Vec<String>,
-    /// Origins accepted (the API's own).
-    pub allowed_origins: Vec<String>,
+    /// The Host and Origin values accepted (the API's own address spellings).
+    pub names: super::own_names::OwnNames,
     /// Answers `GET /v1/agent`, `/v1/why` and `/v1/limits`.
     pub control: Arc<dyn AgentControl>,
     /// Channel subscriptions and their pollers.
@@ -59,21 +56,6 @@ pub trait AgentControl: Send + Sync {
     fn default_download_dir(&self) -> std::path::PathBuf;
 }
 
-/// The Host and Origin spellings of an API bound at `addr`.
-pub fn own_names(addr: SocketAddr) -> (Vec<String>, Vec<String>) {
-    let port = addr.port();
-    let mut hosts = vec![addr.to_string()];
-    if addr.ip().is_loopback() {
-        hosts.push(format!("localhost:{port}"));
-        hosts.push(format!("127.0.0.1:{port}"));
-        hosts.push(format!("[::1]:{port}"));
-    }
-    hosts.sort();
-    hosts.dedup();
-    let origins = hosts.iter().map(|h| format!("http://{h}")).collect();
-    (hosts, origins)
-}
-
 /// The router, with the guard on every route.
 pub fn router(state: Arc<ApiState>) -> Router {
     let api = Router::new()
@@ -87,6 +69,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/torrents/{id}/resume", post(resume))
         .route("/v1/torrents/{id}/files", get(files).post(change_files))
         .route("/v1/torrents/{id}/limits", put(set_torrent_limits))
+        .route("/v1/torrents/{id}/peers", get(peers))
         .route(
             "/v1/subscriptions",
             get(subscriptions).post(subscribe).delete(unsubscribe),
@@ -161,12 +144,7 @@ fn refuse(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    // Host names are case-insensitive (RFC 9110 4.2.3), and so is the rest here.
-    if !state
-        .allowed_hosts
-        .iter()
-        .any(|h| h.eq_ignore_ascii_case(host))
-    {
+    if !state.names.host_ok(host) {
         return Some(error(
             StatusCode::FORBIDDEN,
             format!("Host '{host}' is not this agent's address"),
@@ -174,11 +152,7 @@ fn refuse(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
-        if !state
-            .allowed_origins
-            .iter()
-            .any(|o| o.eq_ignore_ascii_case(origin))
-        {
+        if !state.names.origin_ok(origin) {
             return Some(error(
                 StatusCode::FORBIDDEN,
                 format!("requests from Origin '{origin}' are refused"),
@@ -352,6 +326,13 @@ async fn one(State(s): State<Arc<ApiState>>, TorrentIdPath(id): TorrentIdPath) -
     }
 }
 
+async fn peers(State(s): State<Arc<ApiState>>, TorrentIdPath(id): TorrentIdPath) -> Response {
+    match s.torrents.peers(&id) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
 /// Checks an add request and returns the .torrent bytes it carries, or a
 /// magnet link's URI (the form the agent stores it in).
 pub fn torrent_bytes(request: &AddRequest) -> Result<Vec<u8>, String> {
@@ -504,15 +485,6 @@ mod tests {
         assert!(!same_secret(b"abd", b"abc"));
         assert!(!same_secret(b"ab", b"abc"));
         assert!(!same_secret(b"", b"abc"));
-    }
-
-    #[test]
-    fn loopback_api_accepts_its_own_names_only() {
-        let (hosts, origins) = own_names("127.0.0.1:9000".parse().unwrap());
-        assert!(hosts.contains(&"localhost:9000".to_string()));
-        assert!(hosts.contains(&"127.0.0.1:9000".to_string()));
-        assert!(!hosts.iter().any(|h| h.ends_with(":9001")));
-        assert!(origins.contains(&"http://127.0.0.1:9000".to_string()));
     }
 
     #[test]

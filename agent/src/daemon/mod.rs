@@ -5,6 +5,7 @@
 
 pub(crate) mod api;
 pub(crate) mod control;
+pub(crate) mod own_names;
 mod site_share;
 pub(crate) mod torrents;
 
@@ -273,12 +274,11 @@ async fn start_api(
         Err(e) => return Err(e).with_context(|| format!("cannot listen for the API on {address}")),
     };
     let bound = listener.local_addr()?;
-    let (allowed_hosts, allowed_origins) = api::own_names(bound);
+    let names = own_names::OwnNames::of(bound);
     let state = Arc::new(api::ApiState {
         torrents,
         token,
-        allowed_hosts,
-        allowed_origins,
+        names: names.clone(),
         control,
         subscriptions,
         dashboard: Arc::new(crate::dashboard::Dashboard::new(bound)),
@@ -288,7 +288,7 @@ async fn start_api(
     let app = api::router(state).merge(crate::metrics::http::api_routes(
         metrics,
         metrics_token,
-        api::own_names(bound),
+        names,
     ));
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)

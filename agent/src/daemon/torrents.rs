@@ -417,6 +417,29 @@ impl Torrents {
         Ok(self.view(&id, entry))
     }
 
+    /// A torrent's connected peers and web seeds.
+    pub fn peers(&self, id: &str) -> Result<crate::api_types::TorrentPeers, TorrentError> {
+        let id = self.resolve(id)?;
+        let handle = self
+            .entries()
+            .get(&id)
+            .ok_or_else(|| TorrentError::NotFound(id.clone()))?
+            .handle
+            .clone();
+        let mut peers: Vec<crate::api_types::PeerView> =
+            handle.peer_list().into_iter().map(Into::into).collect();
+        peers.sort_by(|a, b| a.addr.cmp(&b.addr));
+        let w = handle.web_seeds();
+        Ok(crate::api_types::TorrentPeers {
+            peers,
+            web_seeds: crate::api_types::WebSeedView {
+                active: w.active,
+                dropped: w.dropped,
+                bytes: w.bytes,
+            },
+        })
+    }
+
     /// Pauses (or resumes) a torrent for the user; remembered across restarts.
     pub async fn set_paused(&self, id: &str, paused: bool) -> Result<TorrentView, TorrentError> {
         let id = self.resolve(id)?;

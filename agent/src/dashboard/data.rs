@@ -79,6 +79,81 @@ pub(crate) fn usage_json(state_dir: &std::path::Path) -> Result<Vec<Value>> {
         .collect()
 }
 
+/// How many past periods `GET /v1/history` gives by default, and at most.
+const HISTORY_PERIODS: usize = 12;
+const HISTORY_PERIODS_MAX: usize = 120;
+
+/// The last periods' usage of every known network, oldest first: what the
+/// ledger keeps (one row per period, direction and peer class).
+pub(crate) fn history_json(state_dir: &std::path::Path, periods: usize) -> Result<Vec<Value>> {
+    use capwise_policy::ledger::{Direction, PeerClass};
+    let now = Timestamp::now_from_system();
+    let store = open_store(state_dir, now)?;
+    crate::commands::usage::known_networks(&store)?
+        .iter()
+        .map(|id| {
+            let rows = store
+                .recent_periods(id, periods)
+                .with_context(|| format!("cannot read the history of '{id}'"))?;
+            let periods: Vec<Value> = rows
+                .iter()
+                .map(|p| {
+                    let sum = |direction: Direction, class: PeerClass| -> u64 {
+                        p.rows
+                            .iter()
+                            .filter(|r| r.direction == direction && r.peer_class == class)
+                            .map(|r| r.bytes)
+                            .sum()
+                    };
+                    serde_json::json!({
+                        "period_start": p.period_start.0,
+                        "agent": {
+                            "down_wan": sum(Direction::Down, PeerClass::Wan),
+                            "down_lan": sum(Direction::Down, PeerClass::Lan),
+                            "up_wan": sum(Direction::Up, PeerClass::Wan),
+                            "up_lan": sum(Direction::Up, PeerClass::Lan),
+                        },
+                        "link": { "down": p.link.0, "up": p.link.1 },
+                    })
+                })
+                .collect();
+            Ok(serde_json::json!({ "network_id": id.as_str(), "periods": periods }))
+        })
+        .collect()
+}
+
+/// The `periods` parameter of `GET /v1/history`.
+fn periods_of(query: Option<&str>) -> Result<usize, String> {
+    let Some(value) = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("periods="))
+    else {
+        return Ok(HISTORY_PERIODS);
+    };
+    match value.parse::<usize>() {
+        Ok(n) if (1..=HISTORY_PERIODS_MAX).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "'periods' is a whole number from 1 to {HISTORY_PERIODS_MAX}, not '{value}'"
+        )),
+    }
+}
+
+pub(super) async fn history(
+    State(s): State<Arc<ApiState>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let periods = match periods_of(query.as_deref()) {
+        Ok(n) => n,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, e),
+    };
+    let dir = state_dir(&s);
+    match blocking(move || history_json(&dir, periods)).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
 pub(super) async fn networks(State(s): State<Arc<ApiState>>) -> Response {
     let dir = state_dir(&s);
     match blocking(move || networks_json(&dir)).await {
@@ -222,6 +297,18 @@ mod tests {
             metered: metered.map(String::from),
             cap: cap.map(String::from),
         }
+    }
+
+    #[test]
+    fn the_history_length_is_checked() {
+        assert_eq!(periods_of(None), Ok(HISTORY_PERIODS));
+        assert_eq!(periods_of(Some("x=1")), Ok(HISTORY_PERIODS));
+        assert_eq!(periods_of(Some("periods=3")), Ok(3));
+        assert!(periods_of(Some("periods=0")).is_err());
+        assert!(periods_of(Some("periods=121")).is_err());
+        assert!(periods_of(Some("periods=lots"))
+            .unwrap_err()
+            .contains("lots"));
     }
 
     #[test]

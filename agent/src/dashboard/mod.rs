@@ -134,6 +134,7 @@ pub fn routes(router: Router<Arc<ApiState>>) -> Router<Arc<ApiState>> {
         .route("/v1/networks", get(data::networks))
         .route("/v1/networks/{id}", put(data::set_network))
         .route("/v1/usage", get(data::usage))
+        .route("/v1/history", get(data::history))
 }
 
 const APP_HTML: &str = include_str!("assets/app.html");

@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::Metrics;
+use crate::daemon::own_names::OwnNames;
 
 /// The OpenMetrics text format's media type.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -33,28 +34,19 @@ struct Served {
 struct Guard {
     /// `None` on the tokenless listener.
     token: Option<String>,
-    hosts: Vec<String>,
-    origins: Vec<String>,
-    /// Bound to every address (`0.0.0.0:PORT`): any IP literal with this
-    /// port is a Host of ours (DNS rebinding needs a name, never a literal).
-    any_ip_port: Option<u16>,
+    /// The listener's own Host and Origin values.
+    names: OwnNames,
 }
 
-/// The `/metrics` route for the API's listener, guarded by `token`; `hosts`
-/// and `origins` are the API's own names. Merged beside the API's routes,
+/// The `/metrics` route for the API's listener, guarded by `token`; `names`
+/// are the API's own. Merged beside the API's routes,
 /// outside their guard (which wants the control token).
-pub fn api_routes(
-    metrics: Arc<Metrics>,
-    token: String,
-    (hosts, origins): (Vec<String>, Vec<String>),
-) -> Router {
+pub fn api_routes(metrics: Arc<Metrics>, token: String, names: OwnNames) -> Router {
     router(Served {
         metrics,
         guard: Guard {
             token: Some(token),
-            hosts,
-            origins,
-            any_ip_port: None,
+            names,
         },
     })
 }
@@ -79,14 +71,11 @@ pub async fn serve_local(
         .await
         .with_context(|| format!("cannot listen for metrics on {addr}"))?;
     let bound = listener.local_addr()?;
-    let (hosts, origins) = crate::daemon::api::own_names(bound);
     let app = router(Served {
         metrics,
         guard: Guard {
             token: None,
-            hosts,
-            origins,
-            any_ip_port: bound.ip().is_unspecified().then_some(bound.port()),
+            names: OwnNames::of(bound),
         },
     });
     tokio::spawn(async move {
@@ -112,22 +101,14 @@ fn refuse(served: &Guard, headers: &HeaderMap) -> Option<Response> {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    let ip_literal_of_ours = served
-        .any_ip_port
-        .is_some_and(|port| host.parse::<SocketAddr>().is_ok_and(|a| a.port() == port));
-    if !ip_literal_of_ours && !served.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+    if !served.names.host_ok(host) {
         return Some(refusal(
             StatusCode::FORBIDDEN,
             "this Host is not the agent's address",
         ));
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or("");
-        if !served
-            .origins
-            .iter()
-            .any(|o| o.eq_ignore_ascii_case(origin))
-        {
+        if !served.names.origin_ok(origin.to_str().unwrap_or("")) {
             return Some(refusal(StatusCode::FORBIDDEN, "foreign Origin refused"));
         }
     }
@@ -217,13 +198,10 @@ mod tests {
         h
     }
 
-    fn served(any_ip_port: Option<u16>) -> Guard {
-        let (hosts, origins) = crate::daemon::api::own_names("127.0.0.1:9469".parse().unwrap());
+    fn served(bound: &str) -> Guard {
         Guard {
             token: None,
-            hosts,
-            origins,
-            any_ip_port,
+            names: OwnNames::of(bound.parse().unwrap()),
         }
     }
 
@@ -235,12 +213,12 @@ mod tests {
 
     #[test]
     fn hosts_are_our_names_or_on_a_wildcard_listener_ip_literals_with_our_port() {
-        let loopback = served(None);
+        let loopback = served("127.0.0.1:9469");
         assert!(refuse(&loopback, &host("127.0.0.1:9469")).is_none());
         assert!(refuse(&loopback, &host("localhost:9469")).is_none());
         assert!(refuse(&loopback, &host("10.0.0.5:9469")).is_some());
         assert!(refuse(&loopback, &host("attacker.example:9469")).is_some());
-        let wildcard = served(Some(9469));
+        let wildcard = served("0.0.0.0:9469");
         assert!(refuse(&wildcard, &host("10.0.0.5:9469")).is_none());
         assert!(refuse(&wildcard, &host("[fd00::5]:9469")).is_none());
         assert!(refuse(&wildcard, &host("10.0.0.5:80")).is_some());

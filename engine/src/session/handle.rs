@@ -307,6 +307,13 @@ impl TorrentHandle {
         }
     }
 
+    /// Each connected peer ([`PeerInfo`]); none while a magnet fetches its
+    /// metadata (those connections live only for that).
+    pub fn peer_list(&self) -> Vec<PeerInfo> {
+        self.torrent()
+            .map_or_else(Vec::new, |shared| shared.peer_list())
+    }
+
     /// Connected peers whose payload is RC4-encrypted (MSE/PE); none while
     /// a magnet fetches its metadata.
     pub fn encrypted_peers(&self) -> usize {
@@ -459,4 +466,21 @@ impl TorrentHandle {
             }
         }
     }
+}
+
+/// One connected peer, as [`TorrentHandle::peer_list`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Where we learnt of it.
+    pub source: PeerSource,
+    /// What carries the connection.
+    pub transport: crate::transport::TransportKind,
+    /// Whether the payload is RC4-encrypted (MSE/PE).
+    pub encrypted: bool,
+    /// A LAN peer now (else WAN): its bytes do not count against a budget.
+    pub lan: bool,
+    /// It proved channel membership (site coordination).
+    pub proven_member: bool,
 }

@@ -25,6 +25,25 @@ impl TorrentShared {
         self.lock_core().swarm.proven_members()
     }
 
+    /// Each connected peer: address, source, carrier, encryption, class
+    /// and whether it proved membership (the dashboard's peer list).
+    pub(crate) fn peer_list(&self) -> Vec<super::handle::PeerInfo> {
+        // Lock order: the core first, then the links.
+        let core = self.lock_core();
+        let links = self.links.lock().expect("links lock");
+        links
+            .iter()
+            .map(|(&key, link)| super::handle::PeerInfo {
+                addr: link.addr,
+                source: link.source,
+                transport: link.kind,
+                encrypted: link.encrypted,
+                lan: link.class() == crate::hooks::PeerClass::Lan,
+                proven_member: core.swarm.is_proven_member(key),
+            })
+            .collect()
+    }
+
     /// Whether the peer connected from `addr` proved membership.
     pub(crate) fn is_proven_member(&self, addr: SocketAddr) -> bool {
         // Lock order: the core first, then the links.

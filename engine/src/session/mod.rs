@@ -45,7 +45,9 @@ pub use crate::storage::{FileResumeStore, ResumeStore};
 pub use addresses::NetworkChange;
 pub use classify::SubnetClassifier;
 pub use files::{file_progress, FileChoice, FileFilter, FileProgress};
-pub use handle::{AnnounceOutcome, Progress, TorrentHandle, TorrentOptions, TorrentState};
+pub use handle::{
+    AnnounceOutcome, PeerInfo, Progress, TorrentHandle, TorrentOptions, TorrentState,
+};
 pub use local_discovery::InterfaceFilter;
 pub use site_share::SiteShare;
 

@@ -3,7 +3,7 @@
 // string from the agent goes into the page as text, never as HTML.
 'use strict';
 
-const view = { torrents: [], why: null, usage: [], networks: [] };
+const view = { torrents: [], why: null, usage: [], networks: [], history: [], peersOf: null };
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -140,6 +140,68 @@ function budgetBar(b) {
   return root;
 }
 
+// The period as a plot: use so far (a straight line from the start: the
+// ledger keeps a period's total, not its course) and the agent's linear
+// projection to the reset, against the cap and capwise's limit.
+function budgetPlot(u) {
+  const b = u.budget;
+  const p = b.projection;
+  const width = 480;
+  const height = 150;
+  const left = 4;
+  const top = 14;
+  const plotH = height - top - 18;
+  const start = u.period_start;
+  const end = u.period_end;
+  const now = Math.min(Math.max(Date.now() / 1000, start), end);
+  const peak = Math.max(b.cap_bytes, b.used_bytes, p ? p.end_bytes : 0, 1);
+  const x = (t) => left + ((t - start) / Math.max(end - start, 1)) * (width - 2 * left);
+  const y = (v) => top + plotH - (Math.min(v, peak) / peak) * plotH;
+  const root = svg('svg', { viewBox: `0 0 ${width} ${height}`, width: width, height: height, role: 'img', class: 'budget-plot' });
+  root.append(svg('rect', { x: left, y: top, width: width - 2 * left, height: plotH, fill: '#f7f9fb', stroke: '#d7dce1' }));
+  const level = (v, color, text, cls, dash) => {
+    root.append(svg('line', { x1: left, x2: width - left, y1: y(v), y2: y(v), stroke: color, 'stroke-dasharray': dash || '', class: cls }));
+    const label = svg('text', { x: width - left - 2, y: y(v) - 3, 'text-anchor': 'end' });
+    label.textContent = text;
+    root.append(label);
+  };
+  level(b.cap_bytes, '#b00020', 'cap ' + bytes(b.cap_bytes), 'cap-line');
+  level(b.agent_limit_bytes, '#b35900', 'capwise stops at ' + bytes(b.agent_limit_bytes), 'limit-line', '4 3');
+  const line = (from, to, color, cls, dash) => root.append(svg('line', {
+    x1: x(from[0]), y1: y(from[1]), x2: x(to[0]), y2: y(to[1]),
+    stroke: color, 'stroke-width': 2, 'stroke-dasharray': dash || '', class: cls,
+  }));
+  line([start, 0], [now, b.used_bytes], '#55606b', 'used-line');
+  line([start, 0], [now, b.agent_used_bytes], '#1f6feb', 'agent-line');
+  if (p) {
+    line([now, b.used_bytes], [end, p.end_bytes], '#55606b', 'projection-line', '6 4');
+    line([now, b.agent_used_bytes], [end, p.agent_end_bytes], '#1f6feb', 'agent-projection-line', '6 4');
+  }
+  root.append(svg('line', { x1: x(now), x2: x(now), y1: top, y2: top + plotH, stroke: '#9aa4ae', 'stroke-dasharray': '2 3' }));
+  const axis = (t, anchor, text) => {
+    const label = svg('text', { x: x(t), y: height - 4, 'text-anchor': anchor });
+    label.textContent = text;
+    root.append(label);
+  };
+  axis(start, 'start', date(start));
+  axis(end, 'end', date(end));
+  const title = svg('title', {});
+  title.textContent = 'Grey: the whole link; blue: capwise. Solid: so far; dashed: projected.';
+  root.append(title);
+  return root;
+}
+
+function projectionText(u) {
+  const b = u.budget;
+  const p = b.projection;
+  if (!p) return 'No projection yet: less than an hour of the period has passed.';
+  let text = `Projected by the reset: ${bytes(p.end_bytes)} on the whole link, ${bytes(p.agent_end_bytes)} by capwise ` +
+    '(linear: the average rate since the period began, continued to its end).';
+  if (p.reaches_cap_at) text += ` At this rate the link reaches the cap on ${date(p.reaches_cap_at)}.`;
+  if (p.agent_reaches_limit_at) text += ` capwise would reach its limit on ${date(p.agent_reaches_limit_at)} and then stop.`;
+  return text;
+}
+
 function renderBudget() {
   const box = $('#budgets');
   box.replaceChildren();
@@ -159,6 +221,8 @@ function renderBudget() {
         `capwise ${bytes(b.agent_used_bytes)}, other programs ${bytes(b.others_used_bytes)}; ` +
         `${bytes(b.available_bytes)} left for capwise, ${bytes(b.cap_bytes - b.agent_limit_bytes)} kept in reserve for you.`));
       card.append(budgetBar(b));
+      card.append(budgetPlot(u));
+      card.append(el('p', { class: 'projection' }, projectionText(u)));
     } else {
       card.append(el('p', { class: 'muted' }, 'No budget on this network.'));
     }
@@ -170,6 +234,66 @@ function renderBudget() {
   }
 }
 
+// ---- History ----
+
+// Per network, a bar per period from the ledger (one total per period):
+// capwise's internet traffic (blue) within the whole link's (grey), and
+// capwise's LAN traffic (light, on top: it crosses no carrier's meter).
+function historyPlot(h) {
+  const width = 480;
+  const height = 130;
+  const top = 16;
+  const plotH = height - top - 18;
+  const periods = h.periods;
+  const wan = (p) => p.agent.down_wan + p.agent.up_wan;
+  const lan = (p) => p.agent.down_lan + p.agent.up_lan;
+  const link = (p) => Math.max(p.link.down + p.link.up, wan(p));
+  const peak = Math.max(1, ...periods.map((p) => link(p) + lan(p)));
+  const slot = width / Math.max(periods.length, 1);
+  const root = svg('svg', { viewBox: `0 0 ${width} ${height}`, width: width, height: height, role: 'img', class: 'history-plot' });
+  const scale = svg('text', { x: 2, y: 11 });
+  scale.textContent = 'top: ' + bytes(peak);
+  root.append(scale);
+  root.append(svg('line', { x1: 0, x2: width, y1: top + plotH, y2: top + plotH, stroke: '#c5ccd3' }));
+  periods.forEach((p, i) => {
+    const hl = (link(p) / peak) * plotH;
+    const hw = (wan(p) / peak) * plotH;
+    const hn = (lan(p) / peak) * plotH;
+    const x = i * slot + slot * 0.15;
+    const w = Math.min(slot * 0.7, 60);
+    root.append(svg('rect', { x: x, y: top + plotH - hl, width: w, height: hl, fill: '#c5ccd3', class: 'link-bar' }));
+    root.append(svg('rect', { x: x, y: top + plotH - hw, width: w, height: hw, fill: '#1f6feb', class: 'agent-bar' }));
+    root.append(svg('rect', { x: x, y: top + plotH - hl - hn, width: w, height: hn, fill: '#a9c8f5', class: 'lan-bar' }));
+    const label = svg('text', { x: x + w / 2, y: height - 4, 'text-anchor': 'middle' });
+    label.textContent = new Date(p.period_start * 1000).toLocaleDateString(undefined, { month: 'short', day: 'numeric' });
+    root.append(label);
+    const title = svg('title', {});
+    title.textContent = `from ${date(p.period_start)}: capwise ${bytes(wan(p))} with internet peers, ` +
+      `${bytes(lan(p))} on the LAN; the whole link ${bytes(p.link.down + p.link.up)}`;
+    root.append(title);
+  });
+  return root;
+}
+
+function renderHistory() {
+  const box = $('#histories');
+  box.replaceChildren();
+  const names = new Map(view.networks.map((n) => [n.id, n.name || n.id]));
+  const shown = view.history.filter((h) => h.periods.length > 0);
+  if (shown.length === 0) box.append(el('p', { class: 'muted' }, 'Nothing recorded yet.'));
+  for (const h of shown) {
+    const card = el('div', { class: 'history', 'data-network': h.network_id });
+    card.append(el('h3', {}, names.get(h.network_id) || h.network_id));
+    card.append(historyPlot(h));
+    box.append(card);
+  }
+}
+
+async function refreshHistory() {
+  view.history = await api('GET', '/v1/history');
+  renderHistory();
+}
+
 // ---- Torrents ----
 
 function button(label, cls, handler) {
@@ -178,9 +302,11 @@ function button(label, cls, handler) {
   return b;
 }
 
+// One DOM build per update: rows go into a fragment, the table takes it
+// in one replaceChildren (no reflow per row).
 function renderTorrents() {
   const rows = $('#torrent-rows');
-  rows.replaceChildren();
+  const fragment = document.createDocumentFragment();
   $('#no-torrents').hidden = view.torrents.length > 0;
   for (const t of view.torrents) {
     const done = t.total_length > 0 ? t.bytes_have / t.total_length : 0;
@@ -202,9 +328,10 @@ function renderTorrents() {
         await api('DELETE', `/v1/torrents/${id}`);
         await refreshTorrents();
       }));
-    const peers = el('td', { class: 'num peers' }, String(t.peers));
+    const peers = el('td', { class: 'num peers' },
+      button(String(t.peers), 'show-peers', () => showPeers(id)));
     peers.title = Object.entries(t.peer_sources || {}).filter(([, n]) => n > 0).map(([k, n]) => `${k}: ${n}`).join(', ');
-    rows.append(el('tr', { 'data-id': id, class: 'torrent' },
+    fragment.append(el('tr', { 'data-id': id, class: 'torrent' },
       el('td', { class: 'name' }, t.name, t.background ? el('span', { class: 'reason' }, 'background') : ''),
       state, progress,
       el('td', { class: 'num down' }, rate(t.download_rate)),
@@ -213,6 +340,46 @@ function renderTorrents() {
       el('td', { class: 'num ratio' }, ratio),
       actions));
   }
+  rows.replaceChildren(fragment);
+  if (view.peersOf) act(() => showPeers(view.peersOf));
+}
+
+// ---- Peers of one torrent ----
+
+const SOURCE_WORDS = {
+  tracker: 'tracker', dht: 'DHT', pex: 'PEX (from another peer)', lsd: 'LSD (local discovery)',
+  incoming: 'dialled us', manual: 'named by you',
+};
+
+async function showPeers(id) {
+  view.peersOf = id;
+  const t = view.torrents.find((x) => x.id === id);
+  const detail = await api('GET', `/v1/torrents/${id}/peers`);
+  if (view.peersOf !== id) return;
+  const box = $('#peer-detail');
+  box.hidden = false;
+  $('#peer-title').textContent = `Peers of '${t ? t.name : id}'`;
+  const fragment = document.createDocumentFragment();
+  for (const p of detail.peers) {
+    fragment.append(el('tr', { class: 'peer', 'data-addr': p.addr },
+      el('td', { class: 'addr' }, p.addr),
+      el('td', { class: 'source' }, (SOURCE_WORDS[p.source] || p.source) + (p.site_member ? ', site member' : '')),
+      el('td', { class: 'transport' }, p.transport.toUpperCase() + (p.encrypted ? ', encrypted' : ', not encrypted')),
+      el('td', { class: 'class' }, p.class === 'lan' ? 'LAN' : 'internet')));
+  }
+  $('#peer-rows').replaceChildren(fragment);
+  const w = detail.web_seeds;
+  $('#peer-none').hidden = detail.peers.length > 0;
+  $('#web-seeds').textContent = w.active + w.dropped > 0
+    ? `Web seeds: ${w.active} in use, ${w.dropped} given up; ${bytes(w.bytes)} delivered.`
+    : 'No web seeds.';
+}
+
+function setUpPeers() {
+  $('#peer-close').addEventListener('click', () => {
+    view.peersOf = null;
+    $('#peer-detail').hidden = true;
+  });
 }
 
 async function refreshTorrents() {
@@ -284,6 +451,7 @@ async function refreshNetworks() {
   renderNetworks();
   renderBudget();
   renderNow();
+  await refreshHistory();
 }
 
 // ---- Live ----
@@ -305,11 +473,18 @@ function listen() {
     const after = view.why.network ? view.why.network.id : null;
     if (before !== after) act(refreshNetworks);
   });
-  events.addEventListener('usage', (e) => { view.usage = JSON.parse(e.data); renderBudget(); renderNow(); });
+  events.addEventListener('usage', (e) => {
+    view.usage = JSON.parse(e.data);
+    renderBudget();
+    renderNow();
+    // The ledger moved: this period's bar of the history too.
+    act(refreshHistory);
+  });
 }
 
 document.addEventListener('DOMContentLoaded', () => {
   setUpAdd();
+  setUpPeers();
   $('#signout').addEventListener('click', () => act(async () => {
     await api('POST', '/v1/dashboard/signout', {});
     location.reload();
