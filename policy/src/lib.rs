@@ -11,8 +11,9 @@
 //! - [`ledger`]: the hard-cap promise: bytes are debited from durably
 //!   reserved chunks before they are sent or requested.
 //! - [`interface_counters`]: the whole link's traffic, from the kernel.
+//! - [`power`]: on AC or on battery (UPower, [`source::upower`]).
 //! - [`decision`]: the pure function from (network, budget, schedule,
-//!   settings, now) to allowances and a sentence.
+//!   power, settings, now) to allowances and a sentence.
 //! - [`bucket`]: the token buckets that enforce the allowances live.
 //!
 //! Time is always passed in as `now`; nothing here reads the clock on its
@@ -25,6 +26,7 @@ pub mod error;
 pub mod interface_counters;
 pub mod ledger;
 pub mod network;
+pub mod power;
 pub mod schedule;
 pub mod source;
 pub mod store;
