@@ -261,7 +261,7 @@ pub fn default_config_path() -> Option<PathBuf> {
 }
 
 /// The keys each table knows, by the table's dotted path.
-const KNOWN_KEYS: &[(&str, &[&str])] = &[
+pub(crate) const KNOWN_KEYS: &[(&str, &[&str])] = &[
     (
         "",
         &[
@@ -280,6 +280,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "site",
             "metrics",
             "notify",
+            "channel",
         ],
     ),
     ("lsd", &["enabled"]),
@@ -304,6 +305,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
         &["wan_uploads_on_battery", "background_below_percent"],
     ),
     ("api", &["address"]),
+    ("channel", &["report_listen"]),
     ("pex", &["enabled"]),
     ("dht", &["enabled", "bootstrap"]),
 ];

@@ -183,6 +183,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Man => commands::docs::man(),
+        Command::Config(a) => commands::config::run(&a),
     }
 }
 
