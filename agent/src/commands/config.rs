@@ -180,7 +180,7 @@ fn path_value(p: &Path) -> Value {
 
 /// A rate in bytes per second as the file would say it.
 fn rate_text(bytes_per_second: u64) -> Value {
-    if bytes_per_second % 1000 == 0 {
+    if bytes_per_second.is_multiple_of(1000) {
         string(format!("{}KB/s", bytes_per_second / 1000))
     } else {
         string(format!("{bytes_per_second}B/s"))
