@@ -73,6 +73,8 @@ pub enum Command {
     Completions(crate::cli_agent::CompletionsArgs),
     /// Print the man page (roff).
     Man,
+    /// The configuration: `show` prints each value in force and where it comes from.
+    Config(crate::commands::config::ConfigArgs),
 }
 
 impl Command {
@@ -98,6 +100,9 @@ impl Command {
             },
             Command::Usage(a) => a.store.json,
             Command::Metrics(_) => false,
+            Command::Config(a) => match &a.command {
+                crate::commands::config::ConfigCommand::Show(a) => a.json,
+            },
             Command::Why(a) | Command::Net(a) => a.store.json,
             Command::Info(a) | Command::List(a) => a.json,
             Command::Add(a) => a.agent.json,

@@ -24,6 +24,10 @@
 //! near_cap_download_rate = "64KB/s"
 //! suspend_when_roaming = true
 //!
+//! [power]             # on battery (UPower); on AC nothing changes
+//! wan_uploads_on_battery = false   # seed to the internet on battery
+//! background_below_percent = 30    # background torrents wait below this charge (0: never)
+//!
 //! [api]
 //! address = "127.0.0.1:0"
 //!
@@ -72,6 +76,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Changes to the metered-network defaults.
     pub policy: PolicyConfig,
+    /// Changes to the battery defaults.
+    pub power: PowerConfig,
     /// The local API.
     pub api: ApiConfig,
     /// Local service discovery.
@@ -134,6 +140,16 @@ pub struct PolicyConfig {
     pub near_cap_download_rate: Option<String>,
     /// Suspend everything while roaming.
     pub suspend_when_roaming: Option<bool>,
+}
+
+/// `[power]`: what being on battery holds back.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PowerConfig {
+    /// Seed to WAN peers while on battery (default false).
+    pub wan_uploads_on_battery: Option<bool>,
+    /// Background torrents wait on battery below this charge (default 30).
+    pub background_below_percent: Option<u8>,
 }
 
 /// The API's (and the dashboard's) port unless `[api] address` says
@@ -245,7 +261,7 @@ pub fn default_config_path() -> Option<PathBuf> {
 }
 
 /// The keys each table knows, by the table's dotted path.
-const KNOWN_KEYS: &[(&str, &[&str])] = &[
+pub(crate) const KNOWN_KEYS: &[(&str, &[&str])] = &[
     (
         "",
         &[
@@ -256,6 +272,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "transports",
             "limits",
             "policy",
+            "power",
             "api",
             "lsd",
             "pex",
@@ -263,6 +280,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "site",
             "metrics",
             "notify",
+            "channel",
         ],
     ),
     ("lsd", &["enabled"]),
@@ -282,7 +300,12 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "suspend_when_roaming",
         ],
     ),
+    (
+        "power",
+        &["wan_uploads_on_battery", "background_below_percent"],
+    ),
     ("api", &["address"]),
+    ("channel", &["report_listen"]),
     ("pex", &["enabled"]),
     ("dht", &["enabled", "bootstrap"]),
 ];
@@ -437,6 +460,15 @@ impl Config {
         }
         if let Some(v) = p.suspend_when_roaming {
             s.suspend_when_roaming = v;
+        }
+        if let Some(v) = self.power.wan_uploads_on_battery {
+            s.wan_uploads_on_battery = v;
+        }
+        if let Some(v) = self.power.background_below_percent {
+            if v > 100 {
+                bail!("power.background_below_percent = {v}: must be between 0 and 100");
+            }
+            s.background_below_percent = v;
         }
         Ok(s)
     }
@@ -781,5 +813,32 @@ mod tests {
         assert!(s.upload_on_metered);
         assert_eq!(s.metered_download_rate, Some(500_000));
         assert!(!s.background_on_metered);
+    }
+
+    #[test]
+    fn power_keys_change_the_battery_defaults() {
+        let s = parse("").unwrap().config.settings().unwrap();
+        assert!(!s.wan_uploads_on_battery);
+        assert_eq!(s.background_below_percent, 30);
+        let c = parse("[power]\nwan_uploads_on_battery = true\nbackground_below_percent = 15\n")
+            .unwrap()
+            .config;
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let s = c.settings().unwrap();
+        assert!(s.wan_uploads_on_battery);
+        assert_eq!(s.background_below_percent, 15);
+        let e = format!(
+            "{:#}",
+            parse("[power]\nbackground_below_percent = 101\n").unwrap_err()
+        );
+        assert!(e.contains("power.background_below_percent"), "{e}");
+        let typo = parse("[power]\nwan_uploads_on_batery = true\n")
+            .unwrap()
+            .config;
+        assert!(
+            typo.warnings[0].contains("did you mean `wan_uploads_on_battery`"),
+            "{:?}",
+            typo.warnings
+        );
     }
 }

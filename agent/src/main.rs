@@ -29,6 +29,7 @@ mod paths;
 mod policy_gate;
 mod policy_runtime;
 mod policy_state;
+mod power_source;
 mod state_db;
 mod subscriptions;
 mod torrent_db;
@@ -184,6 +185,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Man => commands::docs::man(),
+        Command::Config(a) => commands::config::run(&a),
     }
 }
 

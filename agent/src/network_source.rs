@@ -172,7 +172,7 @@ async fn networkmanager_watch() -> Result<(NetworkWatch, JoinHandle<()>)> {
 /// Whether a system bus may answer: its address is set, or its socket is at
 /// the well-known path. Without one there is no NetworkManager to ask, and
 /// not setting up a D-Bus connection keeps a small agent small.
-fn system_bus_present() -> bool {
+pub(crate) fn system_bus_present() -> bool {
     std::env::var_os("DBUS_SYSTEM_BUS_ADDRESS").is_some()
         || Path::new("/run/dbus/system_bus_socket").exists()
         || Path::new("/var/run/dbus/system_bus_socket").exists()

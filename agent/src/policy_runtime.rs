@@ -1,5 +1,5 @@
-//! The policy, live: follows the network source, re-decides on every change
-//! and every few seconds, and applies each decision at once to the token
+//! The policy, live: follows the network and power sources, re-decides on
+//! every change and every few seconds, and applies each decision at once to the token
 //! buckets and the engine's seeding and WAN switches.
 
 use std::path::PathBuf;
@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::network_source::{self, LiveSource, NetworkFile, SourceKind};
 use crate::policy_state::{with_users_word, PolicyState};
+use crate::power_source::PowerSource;
 use crate::state_db::open_store_waiting;
 use capwise_policy::source::file::FileStateWatch;
 
@@ -199,16 +200,27 @@ pub struct PolicyRuntime {
 }
 
 impl PolicyRuntime {
-    /// Opens the store, starts the network source and decides once before
-    /// returning, so the first byte already obeys the policy. Steers
-    /// `hooks`' seeding and WAN switches.
+    /// Opens the store, starts the network and power sources and decides
+    /// once before returning, so the first byte already obeys the policy.
+    /// Steers `hooks`' seeding and WAN switches.
     pub async fn start(options: &PolicyOptions, hooks: &Hooks) -> Result<Self> {
+        let power = crate::power_source::follow().await;
+        Self::start_with_power(options, hooks, power).await
+    }
+
+    /// [`PolicyRuntime::start`] with the power state from `power`.
+    pub(crate) async fn start_with_power(
+        options: &PolicyOptions,
+        hooks: &Hooks,
+        mut power: PowerSource,
+    ) -> Result<Self> {
         let now = Timestamp::now_from_system();
         let store = open_store_waiting(&options.state_dir).await?;
         let words = open_store_waiting(&options.state_dir).await?;
         let mut source = network_source::follow(options.network_file.as_ref()).await?;
         tracing::info!(source = source.kind.describe(), "following the network");
         let mut state = PolicyState::new(store, source.kind, options.settings.clone());
+        state.set_power(*power.watch.borrow_and_update());
         let reported = source.watch.borrow_and_update().clone();
         if let Err(error) = state.refresh(reported.clone(), now) {
             tracing::warn!(%error, "cannot read the policy state");
@@ -235,7 +247,7 @@ impl PolicyRuntime {
             file: source.file.clone(),
             words: Mutex::new(words),
         });
-        let task = tokio::spawn(follow(Arc::clone(&shared), source));
+        let task = tokio::spawn(follow(Arc::clone(&shared), source, power));
         Ok(PolicyRuntime { shared, task })
     }
 
@@ -315,10 +327,11 @@ impl PolicyReload {
     }
 }
 
-/// Re-decides on every network change, every [`REFRESH_PERIOD`] while bytes
-/// move and every [`IDLE_REFRESH_PERIOD`] while none do.
-async fn follow(shared: Arc<Shared>, mut source: LiveSource) {
+/// Re-decides on every network or power change, every [`REFRESH_PERIOD`]
+/// while bytes move and every [`IDLE_REFRESH_PERIOD`] while none do.
+async fn follow(shared: Arc<Shared>, mut source: LiveSource, mut power: PowerSource) {
     let mut source_alive = true;
+    let mut power_alive = true;
     let mut traffic_seen = shared.traffic.load(Ordering::Relaxed);
     loop {
         let period = if shared.idle.load(Ordering::Acquire) {
@@ -334,15 +347,88 @@ async fn follow(shared: Arc<Shared>, mut source: LiveSource) {
                     source_alive = false;
                 }
             }
+            changed = power.watch.changed(), if power_alive => {
+                if changed.is_err() {
+                    // UPower went away: keep the last state it reported.
+                    tracing::warn!("power source stopped");
+                    power_alive = false;
+                }
+            }
             () = tokio::time::sleep(period) => {}
             () = shared.wake.notified() => {}
         }
         let reported = source.watch.borrow_and_update().clone();
+        let now_power = *power.watch.borrow_and_update();
+        shared.state().set_power(now_power);
         shared.refresh(reported, Timestamp::now_from_system());
         let traffic = shared.traffic.load(Ordering::Relaxed);
         shared
             .idle
             .store(traffic == traffic_seen, Ordering::Release);
         traffic_seen = traffic;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use capwise_policy::power::Power;
+
+    /// Waits (bounded) until the decision in force satisfies `done`.
+    async fn decision_until(runtime: &PolicyRuntime, done: impl Fn(&Decision) -> bool) -> Decision {
+        let mut decisions = runtime.subscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1_500);
+        loop {
+            let d = decisions.borrow_and_update().clone();
+            if done(&d) {
+                return d;
+            }
+            if tokio::time::timeout_at(deadline, decisions.changed())
+                .await
+                .is_err()
+            {
+                return d;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_power_change_is_decided_at_once_and_steers_seeding() {
+        let dir = tempfile::tempdir().unwrap();
+        let net_file = dir.path().join("net.toml");
+        std::fs::write(&net_file, "id = \"home\"\nmetered = \"no\"\n").unwrap();
+        let (power, set_power) = PowerSource::fixed(Power::Ac);
+        let hooks = Hooks::default();
+        let runtime = PolicyRuntime::start_with_power(
+            &PolicyOptions {
+                state_dir: dir.path().join("state"),
+                network_file: NetworkFile::choose(Some(&net_file), None),
+                settings: Settings::default(),
+            },
+            &hooks,
+            power,
+        )
+        .await
+        .unwrap();
+        assert_eq!(runtime.decision().reason, Reason::Unmetered);
+        // Within well under REFRESH_PERIOD: the change itself wakes the
+        // runtime, not the periodic refresh.
+        set_power
+            .send(Power::Battery { percent: Some(42) })
+            .unwrap();
+        let d = decision_until(&runtime, |d| d.reason == Reason::OnBattery).await;
+        assert_eq!(d.reason, Reason::OnBattery, "{}", d.explanation);
+        assert_eq!(d.up_wan, Allowance::Suspended);
+        assert!(d.background_allowed);
+        assert!(hooks.seeding.is_on(), "LAN peers are still served");
+        set_power
+            .send(Power::Battery { percent: Some(20) })
+            .unwrap();
+        let d = decision_until(&runtime, |d| !d.background_allowed).await;
+        assert!(!d.background_allowed, "{}", d.explanation);
+        set_power.send(Power::Ac).unwrap();
+        let d = decision_until(&runtime, |d| d.reason == Reason::Unmetered).await;
+        assert_eq!(d.up_wan, Allowance::Unlimited, "{}", d.explanation);
+        assert!(d.background_allowed);
     }
 }

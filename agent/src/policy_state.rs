@@ -14,6 +14,7 @@ use capwise_policy::interface_counters::{
 };
 use capwise_policy::ledger::{BudgetAccount, DebitError, Direction, PeerClass};
 use capwise_policy::network::{Network, NetworkId};
+use capwise_policy::power::Power;
 use capwise_policy::schedule::Schedule;
 use capwise_policy::store::Store;
 use capwise_policy::time::Timestamp;
@@ -50,6 +51,8 @@ pub struct PolicyState {
     measured_once: bool,
     /// Where interface counters are read; a fake tree in tests.
     sys_class_net: PathBuf,
+    /// On AC or on battery, as the power source last said.
+    power: Power,
 }
 
 impl PolicyState {
@@ -67,6 +70,7 @@ impl PolicyState {
             boot_id: current_boot_id().ok(),
             measured_once: false,
             sys_class_net: PathBuf::from(SYS_CLASS_NET),
+            power: Power::Ac,
         }
     }
 
@@ -219,6 +223,12 @@ impl PolicyState {
         Some((id, account.and_then(Accounting::budget_account)))
     }
 
+    /// Takes in the power source's word (decided with at the next
+    /// [`PolicyState::decide`]).
+    pub fn set_power(&mut self, power: Power) {
+        self.power = power;
+    }
+
     /// The decision at `now` from what is known.
     pub fn decide(&self, now: Timestamp) -> Decision {
         let budget = self.account.as_ref().and_then(Accounting::budget_state);
@@ -228,6 +238,7 @@ impl PolicyState {
                 offline: self.source.offline(),
                 budget: budget.as_ref(),
                 schedule: Some(&self.schedule),
+                power: self.power,
                 settings: &self.settings,
             },
             now,

@@ -1056,3 +1056,57 @@ fn the_man_page_covers_every_command_and_points_to_no_missing_page() {
         assert!(page.contains(text), "the man page lacks {text}");
     }
 }
+
+#[test]
+fn config_show_gives_each_value_and_its_source_and_refuses_a_bad_file() {
+    let env = Env::new();
+    let default = env.dir.path().join("config").join("capwise");
+    std::fs::create_dir_all(&default).unwrap();
+    std::fs::write(
+        default.join("config.toml"),
+        "[power]\nwan_uploads_on_battery = true\n",
+    )
+    .unwrap();
+    let shown = env.json(&["config", "show", "--no-dht"]);
+    let value = |key: &str| {
+        shown["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["key"] == key)
+            .unwrap_or_else(|| panic!("{key} in {shown}"))
+            .clone()
+    };
+    assert_eq!(shown["file"]["source"], "environment", "{shown}");
+    assert_eq!(shown["file"]["detail"], "XDG_CONFIG_HOME");
+    assert_eq!(shown["file"]["exists"], true);
+    assert_eq!(shown["state_dir"]["source"], "flag");
+    let battery = value("power.wan_uploads_on_battery");
+    assert_eq!(
+        (&battery["value"], &battery["source"]),
+        (&true.into(), &"file".into())
+    );
+    let percent = value("power.background_below_percent");
+    assert_eq!(
+        (&percent["value"], &percent["source"]),
+        (&30.into(), &"default".into())
+    );
+    assert_eq!(value("dht.enabled")["detail"], "--no-dht");
+    // The text form: the same, as TOML with the sources as comments.
+    let text = env.ok(&["config", "show"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("wan_uploads_on_battery = true") && l.ends_with("# file")),
+        "{text}"
+    );
+    // A bad file is the same error `capwise run` gives.
+    std::fs::write(
+        default.join("config.toml"),
+        "[power]\nbackground_below_percent = 300\n",
+    )
+    .unwrap();
+    let out = env.run(&["config", "show"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("background_below_percent"), "{stderr}");
+}

@@ -270,6 +270,7 @@ mod tests {
                 offline: crate::decision::Offline::Told,
                 budget: None,
                 schedule: None,
+                power: crate::power::Power::Ac,
                 settings: &crate::decision::Settings::default(),
             },
             crate::time::Timestamp(0),

@@ -1,11 +1,16 @@
 //! The decision: a pure function of (network, budget state, schedule,
-//! settings, now) giving the allowance for each direction and peer class,
-//! and a sentence saying why.
+//! power, settings, now) giving the allowance for each direction and peer
+//! class, and a sentence saying why.
+//!
+//! The network decides first; being on battery can only hold back more
+//! (uploads to the internet, and background torrents when the charge is
+//! low), never lift what the network holds back.
 
 use std::fmt::Write as _;
 
 use crate::budget::Budget;
 use crate::network::Network;
+use crate::power::Power;
 use crate::schedule::{Rule, Schedule};
 use crate::time::{ShortDate, Timestamp};
 use crate::units::{HumanBytes, HumanRate};
@@ -58,6 +63,11 @@ pub struct Settings {
     pub near_cap_download_rate: u64,
     /// Suspend everything while roaming (default: yes).
     pub suspend_when_roaming: bool,
+    /// Seed to WAN peers while on battery (default: no).
+    pub wan_uploads_on_battery: bool,
+    /// On battery below this charge (percent), background torrents wait
+    /// (default 30; 0 never).
+    pub background_below_percent: u8,
 }
 
 impl Default for Settings {
@@ -69,6 +79,8 @@ impl Default for Settings {
             near_cap_percent: 80,
             near_cap_download_rate: 64_000,
             suspend_when_roaming: true,
+            wan_uploads_on_battery: false,
+            background_below_percent: 30,
         }
     }
 }
@@ -110,6 +122,8 @@ pub struct DecisionInput<'a> {
     pub budget: Option<&'a BudgetState>,
     /// The network's schedule.
     pub schedule: Option<&'a Schedule>,
+    /// On AC or on battery.
+    pub power: Power,
     /// The user's settings.
     pub settings: &'a Settings,
 }
@@ -135,11 +149,15 @@ pub enum Reason {
     Metered,
     /// Unmetered (or within budget on an unmetered link): no limits.
     Unmetered,
+    /// On battery: uploads to the internet paused, background torrents
+    /// wait when the charge is low (the network itself holds nothing back,
+    /// or no route).
+    OnBattery,
 }
 
 impl Reason {
     /// Every reason, in the order above.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::Offline,
         Reason::NoRoute,
         Reason::Roaming,
@@ -149,6 +167,7 @@ impl Reason {
         Reason::NearCap,
         Reason::Metered,
         Reason::Unmetered,
+        Reason::OnBattery,
     ];
 
     /// A stable snake_case code for machines (metrics labels): it names
@@ -164,6 +183,7 @@ impl Reason {
             Reason::NearCap => "near_cap",
             Reason::Metered => "metered",
             Reason::Unmetered => "unmetered",
+            Reason::OnBattery => "on_battery",
         }
     }
 }
@@ -211,7 +231,7 @@ pub fn decide(input: &DecisionInput<'_>, now: Timestamp) -> Decision {
                         .into(),
                 );
                 d.counts_against_budget = false;
-                d
+                on_battery(d, input.power, settings, false)
             }
         };
     };
@@ -221,7 +241,7 @@ pub fn decide(input: &DecisionInput<'_>, now: Timestamp) -> Decision {
     let budget_note = input.budget.map(budget_sentence).unwrap_or_default();
     let window = input.schedule.and_then(|s| s.active_at(now));
 
-    let mut d = if network.is_roaming() && settings.suspend_when_roaming {
+    let d = if network.is_roaming() && settings.suspend_when_roaming {
         uniform(
             Suspended,
             false,
@@ -308,6 +328,8 @@ pub fn decide(input: &DecisionInput<'_>, now: Timestamp) -> Decision {
         }
     };
 
+    let mut d = on_battery(d, input.power, settings, network.through_vpn());
+
     if let Some(Rule::Limit { down, up }) = window.map(|w| w.rule) {
         if let Some(rate) = down {
             d.down_wan = d.down_wan.min(Allowance::rate(rate));
@@ -341,6 +363,61 @@ pub fn decide(input: &DecisionInput<'_>, now: Timestamp) -> Decision {
         d.up_lan = Unlimited;
     }
     d
+}
+
+/// Holds back what being on battery asks for, on top of the network's
+/// decision `d`. Where the network's reason is the bill (metered, near the
+/// cap) that stays the reason and the sentence ends with the power state;
+/// otherwise the battery becomes the reason: "On battery (42%): uploads to
+/// the internet paused; 'Home' is not metered."
+fn on_battery(mut d: Decision, power: Power, settings: &Settings, through_vpn: bool) -> Decision {
+    if !power.on_battery() {
+        return d;
+    }
+    let stop_uploads = !settings.wan_uploads_on_battery && d.up_wan != Allowance::Suspended;
+    let stop_background = d.background_allowed && power.below(settings.background_below_percent);
+    if !stop_uploads && !stop_background {
+        return d;
+    }
+    if stop_uploads {
+        d.up_wan = Allowance::Suspended;
+    }
+    if stop_background {
+        d.background_allowed = false;
+    }
+    let held = held_back(d.down_wan, d.up_wan, d.background_allowed);
+    // Every sentence is "What is held back: why ...", and what is held
+    // back never holds a colon; the rest names the network.
+    let rest = d
+        .explanation
+        .split_once(": ")
+        .map_or(d.explanation.as_str(), |(_, rest)| rest)
+        .trim_end_matches('.')
+        .to_owned();
+    d.explanation = if matches!(d.reason, Reason::Metered | Reason::NearCap) {
+        format!("{held}: {rest}; {power}.")
+    } else {
+        d.reason = Reason::OnBattery;
+        let lan_note = if stop_uploads && !through_vpn && !rest.contains("LAN") {
+            "; peers on your LAN are still served"
+        } else {
+            ""
+        };
+        let mut power = power.to_string();
+        power.replace_range(..1, &power[..1].to_ascii_uppercase());
+        format!("{power}: {}{lan_note}; {rest}.", lower_first(&held))
+    };
+    d
+}
+
+/// `s` with its first letter in lower case.
+fn lower_first(s: &str) -> String {
+    let mut s = s.to_owned();
+    if let Some(first) = s.get(..1) {
+        let lower = first.to_ascii_lowercase();
+        s.replace_range(..1, &lower);
+    }
+    s
 }
 
 /// What is held back, as the start of a sentence: "Downloads from the
@@ -504,6 +581,7 @@ mod tests {
                 offline: Offline::Told,
                 budget,
                 schedule,
+                power: Power::Ac,
                 settings: &settings,
             },
             now,
@@ -699,6 +777,7 @@ mod tests {
                 offline: Offline::NoRoute,
                 budget: None,
                 schedule: None,
+                power: Power::Ac,
                 settings: &settings,
             },
             Timestamp(0),
@@ -722,6 +801,7 @@ mod tests {
                 offline: Offline::Told,
                 budget: None,
                 schedule: None,
+                power: Power::Ac,
                 settings: &settings,
             },
             Timestamp(0),
@@ -743,6 +823,7 @@ mod tests {
                 offline: Offline::Told,
                 budget: None,
                 schedule: None,
+                power: Power::Ac,
                 settings: &settings,
             },
             Timestamp(0),
@@ -763,6 +844,7 @@ mod tests {
                 offline: Offline::Told,
                 budget,
                 schedule: None,
+                power: Power::Ac,
                 settings,
             },
             now,
@@ -926,5 +1008,167 @@ mod tests {
         let d = run_with(&settings, &roaming, Some(&s), now);
         assert_eq!(d.reason, Reason::AtCap);
         assert_eq!(d.down_wan, Suspended);
+    }
+
+    fn on_power(
+        settings: &Settings,
+        net: Option<&Network>,
+        offline: Offline,
+        power: Power,
+    ) -> Decision {
+        decide(
+            &DecisionInput {
+                network: net,
+                offline,
+                budget: None,
+                schedule: None,
+                power,
+                settings,
+            },
+            at(2024, 11, 20, 12),
+        )
+    }
+
+    const AT_42: Power = Power::Battery { percent: Some(42) };
+    const AT_29: Power = Power::Battery { percent: Some(29) };
+
+    #[test]
+    fn on_battery_uploads_to_the_internet_pause_and_low_charge_holds_background_back() {
+        let s = Settings::default();
+        let home = hotspot(Metered::No);
+        let d = on_power(&s, Some(&home), Offline::Told, Power::Ac);
+        assert_eq!((d.reason, d.up_wan), (Reason::Unmetered, Unlimited));
+
+        let d = on_power(&s, Some(&home), Offline::Told, AT_42);
+        assert_eq!(d.reason, Reason::OnBattery);
+        assert_eq!(d.up_wan, Suspended);
+        assert_eq!(d.down_wan, Unlimited, "downloads go on");
+        assert_eq!((d.down_lan, d.up_lan), (Unlimited, Unlimited));
+        assert!(d.background_allowed, "42% is above 30%");
+        assert_eq!(
+            d.explanation,
+            "On battery (42%): uploads to the internet paused; peers on your LAN are \
+             still served; 'Pixel hotspot' is not metered."
+        );
+
+        let d = on_power(&s, Some(&home), Offline::Told, AT_29);
+        assert_eq!(d.reason, Reason::OnBattery);
+        assert!(!d.background_allowed);
+        assert!(
+            d.explanation.starts_with(
+                "On battery (29%): uploads to the internet paused and background torrents wait"
+            ),
+            "{}",
+            d.explanation
+        );
+
+        // An unknown charge pauses uploads but holds background work only
+        // on the percentage's word.
+        let d = on_power(
+            &s,
+            Some(&home),
+            Offline::Told,
+            Power::Battery { percent: None },
+        );
+        assert!(d.background_allowed);
+        assert!(
+            d.explanation.starts_with("On battery: "),
+            "{}",
+            d.explanation
+        );
+    }
+
+    #[test]
+    fn power_settings_change_both_battery_defaults() {
+        let home = hotspot(Metered::No);
+        let s = Settings {
+            wan_uploads_on_battery: true,
+            ..Settings::default()
+        };
+        let d = on_power(&s, Some(&home), Offline::Told, AT_42);
+        assert_eq!((d.reason, d.up_wan), (Reason::Unmetered, Unlimited));
+        let d = on_power(&s, Some(&home), Offline::Told, AT_29);
+        assert_eq!(d.reason, Reason::OnBattery);
+        assert_eq!(d.up_wan, Unlimited);
+        assert!(!d.background_allowed);
+        assert!(
+            d.explanation
+                .starts_with("On battery (29%): background torrents wait; 'Pixel hotspot'"),
+            "{}",
+            d.explanation
+        );
+        let s = Settings {
+            background_below_percent: 0,
+            ..Settings::default()
+        };
+        let d = on_power(
+            &s,
+            Some(&home),
+            Offline::Told,
+            Power::Battery { percent: Some(0) },
+        );
+        assert!(d.background_allowed, "0 never holds background back");
+        let s = Settings {
+            background_below_percent: 50,
+            ..Settings::default()
+        };
+        assert!(!on_power(&s, Some(&home), Offline::Told, AT_42).background_allowed);
+    }
+
+    #[test]
+    fn the_bill_stays_the_reason_and_the_battery_only_adds() {
+        // Metered: uploads already paused, background already waits: the
+        // battery changes nothing and says nothing.
+        let metered = hotspot(Metered::Yes);
+        let s = Settings::default();
+        let plain = on_power(&s, Some(&metered), Offline::Told, Power::Ac);
+        assert_eq!(on_power(&s, Some(&metered), Offline::Told, AT_29), plain);
+        // With uploads allowed on metered networks, the battery still pauses
+        // them; the bill stays the reason (the DHT stays read-only on it).
+        let s = Settings {
+            upload_on_metered: true,
+            background_on_metered: true,
+            ..Settings::default()
+        };
+        let d = on_power(&s, Some(&metered), Offline::Told, AT_29);
+        assert_eq!(d.reason, Reason::Metered);
+        assert_eq!(d.up_wan, Suspended);
+        assert!(!d.background_allowed);
+        assert_eq!(
+            d.explanation,
+            "Uploads to the internet paused and background torrents wait: 'Pixel hotspot' \
+             is metered (NetworkManager says so); on battery (29%)."
+        );
+        // Everything paused already (roaming, offline by the file): no change.
+        let mut roaming = hotspot(Metered::No);
+        roaming.roaming = true;
+        let s = Settings::default();
+        assert_eq!(
+            on_power(&s, Some(&roaming), Offline::Told, AT_29).reason,
+            Reason::Roaming
+        );
+        assert_eq!(
+            on_power(&s, None, Offline::Told, AT_29).reason,
+            Reason::Offline
+        );
+        // No route: LAN peers are still served, but not from a battery to
+        // the internet.
+        let d = on_power(&s, None, Offline::NoRoute, AT_42);
+        assert_eq!(d.reason, Reason::OnBattery);
+        assert_eq!((d.up_wan, d.up_lan), (Suspended, Unlimited));
+        assert!(!d.counts_against_budget);
+        assert!(
+            d.explanation
+                .starts_with("On battery (42%): uploads to the internet paused; no default route"),
+            "{}",
+            d.explanation
+        );
+        // Through a VPN, LAN peers cost what the internet costs: paused too.
+        let mut vpn = hotspot(Metered::No);
+        vpn.kind = NetworkKind::Vpn;
+        vpn.underlying = Some(Box::new(hotspot(Metered::No)));
+        let d = on_power(&s, Some(&vpn), Offline::Told, AT_42);
+        assert_eq!((d.reason, d.up_lan), (Reason::OnBattery, Suspended));
+        assert!(!d.explanation.contains("LAN"), "{}", d.explanation);
     }
 }

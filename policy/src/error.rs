@@ -123,6 +123,11 @@ pub enum PolicyError {
     /// Talking to NetworkManager over D-Bus failed.
     #[error("D-Bus error talking to NetworkManager: {0}")]
     DBus(#[from] zbus::Error),
+
+    /// Talking to UPower over D-Bus failed (not running, or no answer):
+    /// capwise then decides as on AC power.
+    #[error("D-Bus error talking to UPower: {0}")]
+    UPower(zbus::Error),
 }
 
 impl PolicyError {

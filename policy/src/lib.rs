@@ -11,8 +11,9 @@
 //! - [`ledger`]: the hard-cap promise: bytes are debited from durably
 //!   reserved chunks before they are sent or requested.
 //! - [`interface_counters`]: the whole link's traffic, from the kernel.
+//! - [`power`]: on AC or on battery (UPower, [`source::upower`]).
 //! - [`decision`]: the pure function from (network, budget, schedule,
-//!   settings, now) to allowances and a sentence.
+//!   power, settings, now) to allowances and a sentence.
 //! - [`bucket`]: the token buckets that enforce the allowances live.
 //! - [`projection`]: where a period's use is heading (a straight line).
 //!
@@ -26,6 +27,7 @@ pub mod error;
 pub mod interface_counters;
 pub mod ledger;
 pub mod network;
+pub mod power;
 pub mod projection;
 pub mod schedule;
 pub mod source;

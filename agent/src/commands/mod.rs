@@ -5,6 +5,7 @@
 
 pub mod budget;
 pub mod channel;
+pub mod config;
 pub mod docs;
 pub mod files;
 pub mod limits;

@@ -67,6 +67,7 @@ pub async fn run(args: &WhyArgs) -> Result<()> {
             offline: source.offline(),
             budget: budget.as_ref(),
             schedule: Some(&schedule),
+            power: crate::power_source::read_once().await,
             settings: &settings,
         },
         now,

@@ -1,6 +1,6 @@
 //! Desktop notifications: when capwise starts holding back (seeding paused
-//! on a metered network, a budget near its cap or at its end, roaming) it
-//! says so once, in the decision's sentence, through
+//! on a metered network, a budget near its cap or at its end, roaming, on
+//! battery) it says so once, in the decision's sentence, through
 //! `org.freedesktop.Notifications` on the session bus (`dbus.rs`). Once per
 //! change: the same holding-back again (a re-read of the network file, a
 //! new usage figure in the sentence) says nothing. Off with `notify = false`;
@@ -38,7 +38,7 @@ impl Watcher {
 fn holding(d: &Decision) -> Option<Holding> {
     let allowances = [d.up_wan, d.up_lan, d.down_wan, d.down_lan];
     let held = match d.reason {
-        Reason::Roaming | Reason::AtCap | Reason::NearCap => true,
+        Reason::Roaming | Reason::AtCap | Reason::NearCap | Reason::OnBattery => true,
         Reason::Metered => {
             d.up_wan == Allowance::Suspended
                 || d.down_wan != Allowance::Unlimited
@@ -88,9 +88,14 @@ mod tests {
     use super::*;
     use capwise_policy::decision::{decide, DecisionInput, Offline, Settings};
     use capwise_policy::network::{Metered, MeteredSource, Network, NetworkId, NetworkKind};
+    use capwise_policy::power::Power;
     use capwise_policy::time::Timestamp;
 
     fn decision(metered: Metered, roaming: bool, settings: &Settings) -> Decision {
+        decision_on(metered, roaming, settings, Power::Ac)
+    }
+
+    fn decision_on(metered: Metered, roaming: bool, settings: &Settings, power: Power) -> Decision {
         let network = Network {
             id: NetworkId::new("hotspot"),
             name: "Pixel hotspot".into(),
@@ -106,10 +111,37 @@ mod tests {
                 offline: Offline::Told,
                 budget: None,
                 schedule: None,
+                power,
                 settings,
             },
             Timestamp(1_790_000_000),
         )
+    }
+
+    #[test]
+    fn going_on_battery_is_news_and_a_lower_charge_holding_more_back_too() {
+        let s = Settings::default();
+        let mut w = Watcher::default();
+        assert_eq!(w.next(&decision(Metered::No, false, &s)), None);
+        let at = |p| Power::Battery { percent: Some(p) };
+        let unplugged = decision_on(Metered::No, false, &s, at(42));
+        let said = w.next(&unplugged).expect("on battery is news");
+        assert!(
+            said.starts_with("On battery (42%): uploads to the internet paused"),
+            "{said}"
+        );
+        assert_eq!(
+            w.next(&decision_on(Metered::No, false, &s, at(41))),
+            None,
+            "1% less"
+        );
+        let low = w.next(&decision_on(Metered::No, false, &s, at(29)));
+        assert!(low.is_some_and(|l| l.contains("background torrents wait")));
+        assert_eq!(
+            w.next(&decision(Metered::No, false, &s)),
+            None,
+            "plugged in"
+        );
     }
 
     #[test]

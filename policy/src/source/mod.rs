@@ -6,11 +6,17 @@
 //! - [`sysfs`]: Linux without NetworkManager: kernel routes, sysfs, DHCP leases,
 //!   re-read on the kernel's [`route_events`].
 //! - [`nm`]: NetworkManager over D-Bus, followed through PropertiesChanged.
+//!
+//! Beside the uplink, [`upower`] follows the power state (on battery, the
+//! charge left) the same way, on a channel of its own.
 
 pub mod file;
 pub mod nm;
 pub mod route_events;
 pub mod sysfs;
+#[cfg(test)]
+mod test_bus;
+pub mod upower;
 
 use tokio::sync::watch;
 
