@@ -416,7 +416,7 @@ mod tests {
 }
 
 /// `GET /v1/torrents/{id}/peers`: who the torrent talks to now.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct TorrentPeers {
     /// The connected peers (none while a magnet fetches its metadata).
     pub peers: Vec<PeerView>,
@@ -425,7 +425,7 @@ pub struct TorrentPeers {
 }
 
 /// One connected peer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PeerView {
     /// Its address, `ip:port`.
     pub addr: String,
@@ -440,6 +440,23 @@ pub struct PeerView {
     pub class: String,
     /// It proved channel membership (a member of the same site channel).
     pub site_member: bool,
+    /// Its client and version, from its peer id, when in a known style.
+    #[serde(default)]
+    pub client: Option<String>,
+    /// Payload from it, bytes/s.
+    #[serde(default)]
+    pub download_rate: f64,
+    /// Payload to it, bytes/s.
+    #[serde(default)]
+    pub upload_rate: f64,
+    /// Share of the pieces it has, 0 to 1.
+    #[serde(default)]
+    pub progress: f64,
+    /// As qBittorrent shows them: `D` downloading from it, `d` we want
+    /// from it but it chokes us, `U` uploading to it, `u` it wants from us
+    /// but we choke it, `S` snubbed, `E` encrypted, `P` uTP, `L` LAN.
+    #[serde(default)]
+    pub flags: String,
 }
 
 /// A torrent's web seeds.
@@ -451,6 +468,36 @@ pub struct WebSeedView {
     pub dropped: usize,
     /// Payload bytes of verified pieces they delivered.
     pub bytes: u64,
+}
+
+/// The flags column of `capwise peers` (see [`PeerView::flags`]).
+fn peer_flags(p: &capwise_engine::session::PeerInfo) -> String {
+    let mut f = String::new();
+    if let Some(s) = &p.snapshot {
+        match (s.we_interested, s.choked_by_peer) {
+            (true, false) => f.push('D'),
+            (true, true) => f.push('d'),
+            _ => {}
+        }
+        match (s.peer_interested, s.we_choke) {
+            (true, false) => f.push('U'),
+            (true, true) => f.push('u'),
+            _ => {}
+        }
+        if s.snubbed {
+            f.push('S');
+        }
+    }
+    if p.encrypted {
+        f.push('E');
+    }
+    if p.transport == capwise_engine::transport::TransportKind::Utp {
+        f.push('P');
+    }
+    if p.lan {
+        f.push('L');
+    }
+    f
 }
 
 impl From<capwise_engine::session::PeerInfo> for PeerView {
@@ -469,6 +516,17 @@ impl From<capwise_engine::session::PeerInfo> for PeerView {
             encrypted: p.encrypted,
             class: if p.lan { "lan" } else { "wan" }.to_string(),
             site_member: p.proven_member,
+            client: p.snapshot.as_ref().and_then(|s| s.client.clone()),
+            download_rate: p
+                .snapshot
+                .as_ref()
+                .map_or(0.0, |s| crate::units::json_rate(s.download_rate)),
+            upload_rate: p
+                .snapshot
+                .as_ref()
+                .map_or(0.0, |s| crate::units::json_rate(s.upload_rate)),
+            progress: p.snapshot.as_ref().map_or(0.0, |s| s.progress),
+            flags: peer_flags(&p),
         }
     }
 }

@@ -60,6 +60,8 @@ pub enum Command {
     Pause(crate::cli_agent::IdArgs),
     /// Resume a paused torrent.
     Resume(crate::cli_agent::IdArgs),
+    /// A torrent's connected peers: address, client, LAN/WAN, rates, source, flags.
+    Peers(crate::cli_agent::IdArgs),
     /// Change one torrent's settings: its own rate limits (kept across restarts).
     Set(crate::cli_agent::SetArgs),
     /// A torrent's files with their progress; skip, want, prioritise them,
@@ -112,6 +114,7 @@ impl Command {
             Command::Remove(a) => a.agent.json,
             Command::Files(a) => a.agent.json,
             Command::Set(a) => a.agent.json,
+            Command::Peers(a) => a.agent.json,
             Command::Limits(a) => match &a.command {
                 LimitsCommand::Show(a) => a.json,
                 LimitsCommand::Set(a) => a.agent.json,

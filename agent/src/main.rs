@@ -179,6 +179,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Remove(a) => commands::torrents::remove(&a).await,
         Command::Files(a) => commands::files::run(&a).await,
         Command::Set(a) => commands::torrents::set(&a).await,
+        Command::Peers(a) => commands::peers::run(&a).await,
         Command::Limits(a) => commands::limits::run(&a).await,
         Command::Completions(a) => {
             commands::docs::completions(a.shell);

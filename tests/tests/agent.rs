@@ -414,6 +414,25 @@ fn set_limits_one_torrent_and_keeps_the_limit() {
         let have = view["bytes_have"].as_u64().unwrap_or(u64::MAX);
         // 3 s at 1 MB/s plus one burst and the requests in flight.
         ensure!(have <= 5 * MIB, "{have} bytes in 3 s under a 1 MB/s limit");
+        // Mid-download, `peers` shows the libtorrent seeder we download from.
+        let peers = agent.cli_json(&["peers", &id[..8]])?;
+        let seeder = &peers["peers"][0];
+        ensure!(
+            seeder["client"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("libtorrent "))
+                && seeder["source"] == "tracker"
+                && seeder["progress"] == 1.0
+                && seeder["flags"]
+                    .as_str()
+                    .is_some_and(|f| f.contains('D') || f.contains('d')),
+            "{peers}"
+        );
+        let table = agent.cli(&["peers", &id[..8]])?;
+        ensure!(
+            table.contains("libtorrent") && table.contains("tracker"),
+            "{table}"
+        );
         stop(&mut agent, Duration::from_secs(10))?;
         let mut agent = w.start_agent("agent-2")?;
         let view = agent.cli_json(&["status", &id])?;

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod net;
 pub mod network;
 pub(crate) mod output;
+pub mod peers;
 pub mod schedule;
 pub mod subscribe;
 pub mod torrents;

@@ -31,6 +31,7 @@ pub mod bencode;
 pub mod bitfield;
 pub mod choker;
 pub mod class;
+pub mod client_name;
 pub mod ext;
 pub mod lsd;
 pub mod magnet;

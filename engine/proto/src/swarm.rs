@@ -230,6 +230,8 @@ struct Peer {
     pex: pex::PeerPex,
     /// Its membership proof, for a torrent that requires one.
     member: Option<member::PeerMember>,
+    /// The peer id from its handshake.
+    peer_id: [u8; 20],
 }
 
 impl Peer {
@@ -301,6 +303,29 @@ pub struct SwarmStats {
     /// Requests that went unanswered for `request_timeout` since the swarm
     /// began (they go back to the pool and the peer is snubbed).
     pub request_timeouts: u64,
+}
+
+/// One peer as `capwise peers` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerSnapshot {
+    /// Its client and version from its peer id, if in a known style.
+    pub client: Option<String>,
+    /// Payload in from it, bytes/s.
+    pub download_rate: f64,
+    /// Payload out to it, bytes/s.
+    pub upload_rate: f64,
+    /// Share of the pieces it has, 0 to 1.
+    pub progress: f64,
+    /// We want something it has.
+    pub we_interested: bool,
+    /// It does not serve us now.
+    pub choked_by_peer: bool,
+    /// It wants something we have.
+    pub peer_interested: bool,
+    /// We do not serve it now.
+    pub we_choke: bool,
+    /// It left our requests unanswered too long.
+    pub snubbed: bool,
 }
 
 /// One torrent's swarm.
@@ -471,6 +496,24 @@ impl Swarm {
         self.peers.values().any(|p| p.addr == addr)
     }
 
+    /// What peer `key` is doing, for `capwise peers`.
+    pub fn peer_snapshot(&self, key: PeerKey) -> Option<PeerSnapshot> {
+        let p = self.peers.get(&key)?;
+        let count = self.picker.piece_count().max(1);
+        let have = if p.is_seed { count } else { p.has.count() };
+        Some(PeerSnapshot {
+            client: crate::client_name::client_name(&p.peer_id),
+            download_rate: p.down_rate,
+            upload_rate: p.up_rate,
+            progress: f64::from(have) / f64::from(count),
+            we_interested: p.am_interested,
+            choked_by_peer: p.peer_choking,
+            peer_interested: p.peer_interested,
+            we_choke: p.am_choking,
+            snubbed: p.snubbed,
+        })
+    }
+
     /// Progress figures.
     pub fn stats(&self) -> SwarmStats {
         SwarmStats {
@@ -544,6 +587,7 @@ impl Swarm {
             origin,
             pex: pex::PeerPex::new(&mut self.pex, addr, origin, member.is_none(), now),
             member,
+            peer_id: handshake.peer_id,
         };
         if handshake.supports_extensions() {
             let pex = self

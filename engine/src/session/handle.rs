@@ -469,7 +469,7 @@ impl TorrentHandle {
 }
 
 /// One connected peer, as [`TorrentHandle::peer_list`] sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PeerInfo {
     /// Its address.
     pub addr: SocketAddr,
@@ -483,4 +483,7 @@ pub struct PeerInfo {
     pub lan: bool,
     /// It proved channel membership (site coordination).
     pub proven_member: bool,
+    /// Its client, rates, progress and choke/interest flags (`None` for a
+    /// connection the swarm has not taken yet).
+    pub snapshot: Option<crate::swarm::PeerSnapshot>,
 }

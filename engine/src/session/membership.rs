@@ -40,6 +40,7 @@ impl TorrentShared {
                 encrypted: link.encrypted,
                 lan: link.class() == crate::hooks::PeerClass::Lan,
                 proven_member: core.swarm.is_proven_member(key),
+                snapshot: core.swarm.peer_snapshot(key),
             })
             .collect()
     }
