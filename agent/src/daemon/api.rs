@@ -175,6 +175,7 @@ impl IntoResponse for TorrentError {
             TorrentError::NotFound(_) => StatusCode::NOT_FOUND,
             TorrentError::Ambiguous(_) | TorrentError::Invalid(_) => StatusCode::BAD_REQUEST,
             TorrentError::Duplicate(_) | TorrentError::InUse(_) => StatusCode::CONFLICT,
+            TorrentError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
             TorrentError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         error(status, self.to_string())

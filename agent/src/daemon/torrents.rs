@@ -76,6 +76,7 @@ use crate::torrent_db::{hex, StoredTorrent, TorrentDb};
 mod files;
 mod limits;
 mod membership;
+mod space;
 pub use files::FileSettings;
 pub use membership::parse_token;
 
@@ -97,6 +98,9 @@ pub enum TorrentError {
     /// Another process writes this torrent's data (its lock beside the data).
     #[error("{0}")]
     InUse(String),
+    /// The wanted files do not fit in the download directory's free space.
+    #[error("{0}")]
+    NoSpace(String),
     /// The engine or the database failed.
     #[error("{}", crate::commands::output::error_chain(.0))]
     Internal(anyhow::Error),
@@ -360,6 +364,13 @@ impl Torrents {
         std::fs::create_dir_all(&download_dir).map_err(|e| {
             TorrentError::Invalid(format!("cannot create {}: {e}", download_dir.display()))
         })?;
+        if let Source::Torrent(m) = &metainfo {
+            let choice = self.file_choice(&id);
+            space::check_fits(
+                space::bytes_needed(&m.info, &choice, &download_dir),
+                &download_dir,
+            )?;
+        }
         let stored = StoredTorrent {
             id: id.clone(),
             name: metainfo.name(),
