@@ -88,6 +88,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Desktop notifications when capwise starts holding back (default true).
     pub notify: Option<bool>,
+    /// `[net]`: reaching peers from home.
+    pub net: NetConfig,
     /// Sentences about keys that were ignored (unknown outside `[policy]`
     /// and `[limits]`), for the log and `capwise why`.
     #[serde(skip)]
@@ -194,6 +196,15 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// `[net]`: reaching peers from home.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct NetConfig {
+    /// Map the peer ports on the home router (PCP/NAT-PMP, UPnP IGD) while
+    /// the uplink is unmetered and not a VPN (default true).
+    pub port_mapping: Option<bool>,
+}
+
 /// `[site]`: the branch office this machine belongs to.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -263,8 +274,10 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "site",
             "metrics",
             "notify",
+            "net",
         ],
     ),
+    ("net", &["port_mapping"]),
     ("lsd", &["enabled"]),
     ("metrics", &["listen"]),
     ("site", &["prefixes", "wan_rate"]),
@@ -475,6 +488,12 @@ impl Config {
     /// unless `--no-lsd` was given.
     pub fn lsd_enabled(&self, no_lsd: bool) -> bool {
         !no_lsd && self.lsd.enabled.unwrap_or(true)
+    }
+
+    /// Whether to map the peer ports on the home router (`[net]
+    /// port_mapping`, default true).
+    pub fn port_mapping_enabled(&self) -> bool {
+        self.net.port_mapping.unwrap_or(true)
     }
 
     /// The encryption mode: `flag` (`--encryption`) if given, else the

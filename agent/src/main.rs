@@ -29,6 +29,7 @@ mod paths;
 mod policy_gate;
 mod policy_runtime;
 mod policy_state;
+mod portmap;
 mod state_db;
 mod subscriptions;
 mod torrent_db;

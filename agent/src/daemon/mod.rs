@@ -96,6 +96,9 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         transports: config.transports(args.wire.transports.as_ref())?,
         ..SessionConfig::default()
     };
+    let maps_tcp = session_config
+        .transports
+        .uses(capwise_engine::transport::Carrier::Tcp);
     crate::lsd::configure(&mut session_config, lsd);
     session_config.swarm.pex = config.pex_enabled(args.discovery.no_pex);
     let session = start_session(session_config, hooks).await?;
@@ -181,6 +184,16 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         "ready"
     );
 
+    // After the restore: the router is asked once the ports serve torrents.
+    let port_mapper = config.port_mapping_enabled().then(|| {
+        crate::portmap::PortMapper::start(
+            peer_ports(torrents.session(), maps_tcp),
+            policy.subscribe(),
+            policy.reloader(),
+            state_dir.clone(),
+        )
+    });
+
     let follower = tokio::spawn({
         let torrents = torrents.clone();
         async move {
@@ -208,6 +221,9 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     subscriptions.stop(Duration::from_millis(500)).await;
     let _ = stop_api.send(true);
     discovery::remove_agent_file(&state_dir);
+    if let Some(mapper) = port_mapper {
+        mapper.stop().await;
+    }
     if tokio::time::timeout(STOP_BUDGET, torrents.session().clone().shutdown())
         .await
         .is_err()
@@ -219,6 +235,23 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     drop(policy);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The ports peers dial: the TCP listener's (unless TCP is off) and the
+/// UDP socket uTP and the DHT share.
+fn peer_ports(
+    session: &Session,
+    maps_tcp: bool,
+) -> Vec<(capwise_engine::portmap::IpProtocol, u16)> {
+    use capwise_engine::portmap::IpProtocol;
+    let mut ports = Vec::new();
+    if maps_tcp {
+        ports.push((IpProtocol::Tcp, session.local_addr().port()));
+    }
+    if let Some(udp) = session.udp_addr() {
+        ports.push((IpProtocol::Udp, udp.port()));
+    }
+    ports
 }
 
 async fn start_session(config: SessionConfig, hooks: Hooks) -> Result<Session> {

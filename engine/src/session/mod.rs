@@ -329,6 +329,12 @@ impl Session {
         self.inner.local_addr
     }
 
+    /// The address of the UDP socket uTP and the DHT share, if one is open
+    /// (its port may differ from the TCP listener's when that was taken).
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.inner._udp.as_ref().and_then(|u| u.local_addr().ok())
+    }
+
     /// Bytes across all torrents.
     pub fn counters(&self) -> Arc<Counters> {
         self.inner.hooks.counters.clone()
