@@ -90,6 +90,9 @@ pub struct Config {
     pub notify: Option<bool>,
     /// `[net]`: reaching peers from home.
     pub net: NetConfig,
+    /// IP blocklist files (P2P, eMule DAT or CIDR lines; gzip or not): one
+    /// path or several.
+    pub blocklist: Option<Paths>,
     /// Sentences about keys that were ignored (unknown outside `[policy]`
     /// and `[limits]`), for the log and `capwise why`.
     #[serde(skip)]
@@ -196,6 +199,26 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// One path or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Paths {
+    /// `key = "path"`.
+    One(PathBuf),
+    /// `key = ["a", "b"]`.
+    Many(Vec<PathBuf>),
+}
+
+impl Paths {
+    /// The paths, in order.
+    pub fn as_slice(&self) -> &[PathBuf] {
+        match self {
+            Paths::One(p) => std::slice::from_ref(p),
+            Paths::Many(v) => v,
+        }
+    }
+}
+
 /// `[net]`: reaching peers from home.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -275,6 +298,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "metrics",
             "notify",
             "net",
+            "blocklist",
         ],
     ),
     ("net", &["port_mapping"]),

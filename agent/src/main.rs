@@ -5,6 +5,7 @@
 mod accounting;
 mod address_watch;
 mod api_types;
+mod blocklist;
 mod cli;
 mod cli_agent;
 mod cli_channel;

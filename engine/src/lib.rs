@@ -24,7 +24,7 @@
 //! The engine knows nothing of the policy crate; it only offers [`hooks`].
 
 pub use capwise_proto::{
-    bencode, bitfield, choker, class, ext, magnet, metainfo, picker, swarm, wire,
+    bencode, bitfield, blocklist, choker, class, ext, magnet, metainfo, picker, swarm, wire,
 };
 
 pub mod create;

@@ -99,6 +99,9 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let maps_tcp = session_config
         .transports
         .uses(capwise_engine::transport::Carrier::Tcp);
+    if let Some(paths) = &config.blocklist {
+        session_config.blocklist = Arc::new(crate::blocklist::load(paths.as_slice())?);
+    }
     crate::lsd::configure(&mut session_config, lsd);
     session_config.swarm.pex = config.pex_enabled(args.discovery.no_pex);
     let session = start_session(session_config, hooks).await?;
@@ -229,6 +232,10 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         .is_err()
     {
         tracing::warn!("trackers did not all answer in time; stopping anyway");
+    }
+    let blocked = torrents.session().blocked_peers();
+    if blocked > 0 {
+        tracing::info!(blocked, "connections refused by the blocklist");
     }
     torrents.release_all();
     let _ = tokio::time::timeout(Duration::from_millis(500), api_task).await;

@@ -103,6 +103,9 @@ pub struct SessionConfig {
     /// (`transport/carriers.rs`): TCP then uTP by default. Without TCP no
     /// TCP listener is opened; uTP shares the DHT's UDP socket.
     pub transports: transport::Transports,
+    /// Peers never dialled and closed at once when they dial in (IP
+    /// blocklists, `capwise_proto::blocklist`).
+    pub blocklist: Arc<crate::blocklist::Blocklist>,
 }
 
 impl Default for SessionConfig {
@@ -124,6 +127,7 @@ impl Default for SessionConfig {
             dht: None,
             encryption: crate::Encryption::default(),
             transports: transport::Transports::default(),
+            blocklist: Arc::default(),
         }
     }
 }
@@ -191,6 +195,8 @@ pub(crate) struct SessionInner {
     pub(crate) shutdown: broadcast::Sender<()>,
     /// Bytes hashed while checking existing data as torrents were added.
     pub(crate) hashed: AtomicU64,
+    /// Connections refused, dialled or not, because the blocklist names the peer.
+    pub(crate) blocked: AtomicU64,
     /// The machine's addresses when last looked at (`session/addresses.rs`).
     pub(crate) addresses: Mutex<Vec<IpAddr>>,
     torrents: Mutex<HashMap<[u8; 20], Arc<TorrentShared>>>,
@@ -292,6 +298,7 @@ impl Session {
             local_addr,
             shutdown,
             hashed: AtomicU64::new(0),
+            blocked: AtomicU64::new(0),
             addresses: Mutex::new(addresses::local_ips().unwrap_or_default()),
             torrents: Mutex::new(HashMap::new()),
             magnets: Mutex::new(HashMap::new()),
@@ -424,6 +431,11 @@ impl Session {
         self.inner.hashed.load(Ordering::Relaxed)
     }
 
+    /// Connections to or from blocklisted peers refused so far.
+    pub fn blocked_peers(&self) -> u64 {
+        self.inner.blocked.load(Ordering::Relaxed)
+    }
+
     /// The torrent with this info-hash, if it is in the session.
     pub fn torrent(&self, info_hash: [u8; 20]) -> Option<TorrentHandle> {
         let magnet = self.lock_magnets().get(&info_hash).cloned();
@@ -552,6 +564,12 @@ impl SessionInner {
     /// a task of its own.
     fn accept_transport(self: &Arc<Self>, transport: Transport) {
         let addr = transport.remote_addr();
+        if self.config.blocklist.contains(addr.ip()) {
+            // Dropped before a byte is read: closed at once.
+            self.blocked.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%addr, "blocklisted; refusing peer");
+            return;
+        }
         if !self.hooks.wan.is_on() && self.hooks.classifier.classify(addr.ip()) == PeerClass::Wan {
             // Closed before a byte is read or written: the WAN must stay silent.
             tracing::debug!(%addr, "WAN off; refusing peer");
