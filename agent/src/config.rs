@@ -94,6 +94,11 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Desktop notifications when capwise starts holding back (default true).
     pub notify: Option<bool>,
+    /// `[net]`: reaching peers from home.
+    pub net: NetConfig,
+    /// IP blocklist files (P2P, eMule DAT or CIDR lines; gzip or not): one
+    /// path or several.
+    pub blocklist: Option<Paths>,
     /// Sentences about keys that were ignored (unknown outside `[policy]`
     /// and `[limits]`), for the log and `capwise why`.
     #[serde(skip)]
@@ -210,6 +215,35 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// One path or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Paths {
+    /// `key = "path"`.
+    One(PathBuf),
+    /// `key = ["a", "b"]`.
+    Many(Vec<PathBuf>),
+}
+
+impl Paths {
+    /// The paths, in order.
+    pub fn as_slice(&self) -> &[PathBuf] {
+        match self {
+            Paths::One(p) => std::slice::from_ref(p),
+            Paths::Many(v) => v,
+        }
+    }
+}
+
+/// `[net]`: reaching peers from home.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct NetConfig {
+    /// Map the peer ports on the home router (PCP/NAT-PMP, UPnP IGD) while
+    /// the uplink is unmetered and not a VPN (default true).
+    pub port_mapping: Option<bool>,
+}
+
 /// `[site]`: the branch office this machine belongs to.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -281,8 +315,11 @@ pub(crate) const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "metrics",
             "notify",
             "channel",
+            "net",
+            "blocklist",
         ],
     ),
+    ("net", &["port_mapping"]),
     ("lsd", &["enabled"]),
     ("metrics", &["listen"]),
     ("site", &["prefixes", "wan_rate"]),
@@ -507,6 +544,12 @@ impl Config {
     /// unless `--no-lsd` was given.
     pub fn lsd_enabled(&self, no_lsd: bool) -> bool {
         !no_lsd && self.lsd.enabled.unwrap_or(true)
+    }
+
+    /// Whether to map the peer ports on the home router (`[net]
+    /// port_mapping`, default true).
+    pub fn port_mapping_enabled(&self) -> bool {
+        self.net.port_mapping.unwrap_or(true)
     }
 
     /// The encryption mode: `flag` (`--encryption`) if given, else the

@@ -5,6 +5,7 @@
 mod accounting;
 mod address_watch;
 mod api_types;
+mod blocklist;
 mod cli;
 mod cli_agent;
 mod cli_channel;
@@ -29,6 +30,7 @@ mod paths;
 mod policy_gate;
 mod policy_runtime;
 mod policy_state;
+mod portmap;
 mod power_source;
 mod state_db;
 mod subscriptions;

@@ -13,6 +13,7 @@
 //! - [`tracker`]: HTTP and UDP announces.
 //! - [`lsd`]: the local service discovery driver (a multicast socket on one interface).
 //! - [`udp`]: the UDP socket on the listen port, shared by its protocols (DHT now, uTP next).
+//! - [`portmap`]: port mapping on the home router (PCP/NAT-PMP, UPnP IGD), no policy in it.
 //! - [`dht`]: the tokio driver of the sans-IO DHT node (`capwise-dht`).
 //! - [`transport`]: what a peer connection's bytes travel over (TCP, or an
 //!   in-memory pipe), with its wire-byte counts.
@@ -23,7 +24,8 @@
 //! The engine knows nothing of the policy crate; it only offers [`hooks`].
 
 pub use capwise_proto::{
-    bencode, bitfield, choker, class, ext, magnet, metainfo, picker, priority, swarm, wire,
+    bencode, bitfield, blocklist, choker, class, ext, magnet, metainfo, picker, priority, swarm,
+    wire,
 };
 
 pub mod create;
@@ -33,6 +35,7 @@ pub mod error;
 pub mod hooks;
 pub mod lsd;
 mod netif;
+pub mod portmap;
 pub mod session;
 pub mod storage;
 pub mod tracker;

@@ -5,6 +5,7 @@
 
 pub mod branch;
 pub mod clients;
+pub mod home;
 pub mod hostile;
 pub mod hostile_handshake;
 pub mod lan;

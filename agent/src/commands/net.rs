@@ -14,11 +14,14 @@ pub async fn run(args: &WhyArgs) -> Result<()> {
     let network_file =
         NetworkFile::choose(args.network_file.as_deref(), config.network_file.as_deref());
     let (source, network, problem) = detect_once(network_file.as_ref()).await?;
+    let state_dir = crate::state_db::state_dir(args.store.state_dir.as_deref());
+    let port_mapping = crate::portmap::read_status(&state_dir);
     if args.store.json {
         print_json(&json!({
             "source": source.describe(),
             "network": network.as_ref().map(super::why::network_json),
             "source_problem": problem,
+            "port_mapping": port_mapping,
         }));
         return Ok(());
     }
@@ -42,6 +45,20 @@ pub async fn run(args: &WhyArgs) -> Result<()> {
             }
             println!("  detected by: {}", source.describe());
         }
+    }
+    match &port_mapping {
+        Some(m) => {
+            let external = m
+                .external_ip
+                .map_or_else(|| "the router's address".to_string(), |ip| ip.to_string());
+            for p in &m.ports {
+                println!(
+                    "  port mapping: {external}:{} {} -> {}:{} (by {})",
+                    p.external, p.protocol, m.local_ip, p.internal, m.protocol
+                );
+            }
+        }
+        None => println!("  port mapping: none"),
     }
     Ok(())
 }

@@ -97,6 +97,12 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         transports: config.transports(args.wire.transports.as_ref())?,
         ..SessionConfig::default()
     };
+    let maps_tcp = session_config
+        .transports
+        .uses(capwise_engine::transport::Carrier::Tcp);
+    if let Some(paths) = &config.blocklist {
+        session_config.blocklist = Arc::new(crate::blocklist::load(paths.as_slice())?);
+    }
     crate::lsd::configure(&mut session_config, lsd);
     session_config.swarm.pex = config.pex_enabled(args.discovery.no_pex);
     let session = start_session(session_config, hooks).await?;
@@ -182,6 +188,16 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         "ready"
     );
 
+    // After the restore: the router is asked once the ports serve torrents.
+    let port_mapper = config.port_mapping_enabled().then(|| {
+        crate::portmap::PortMapper::start(
+            peer_ports(torrents.session(), maps_tcp),
+            policy.subscribe(),
+            policy.reloader(),
+            state_dir.clone(),
+        )
+    });
+
     let follower = tokio::spawn({
         let torrents = torrents.clone();
         async move {
@@ -209,17 +225,41 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     subscriptions.stop(Duration::from_millis(500)).await;
     let _ = stop_api.send(true);
     discovery::remove_agent_file(&state_dir);
+    if let Some(mapper) = port_mapper {
+        mapper.stop().await;
+    }
     if tokio::time::timeout(STOP_BUDGET, torrents.session().clone().shutdown())
         .await
         .is_err()
     {
         tracing::warn!("trackers did not all answer in time; stopping anyway");
     }
+    let blocked = torrents.session().blocked_peers();
+    if blocked > 0 {
+        tracing::info!(blocked, "connections refused by the blocklist");
+    }
     torrents.release_all();
     let _ = tokio::time::timeout(Duration::from_millis(500), api_task).await;
     drop(policy);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The ports peers dial: the TCP listener's (unless TCP is off) and the
+/// UDP socket uTP and the DHT share.
+fn peer_ports(
+    session: &Session,
+    maps_tcp: bool,
+) -> Vec<(capwise_engine::portmap::IpProtocol, u16)> {
+    use capwise_engine::portmap::IpProtocol;
+    let mut ports = Vec::new();
+    if maps_tcp {
+        ports.push((IpProtocol::Tcp, session.local_addr().port()));
+    }
+    if let Some(udp) = session.udp_addr() {
+        ports.push((IpProtocol::Udp, udp.port()));
+    }
+    ports
 }
 
 async fn start_session(config: SessionConfig, hooks: Hooks) -> Result<Session> {

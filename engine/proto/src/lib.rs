@@ -29,6 +29,7 @@ pub mod admission;
 pub mod announce;
 pub mod bencode;
 pub mod bitfield;
+pub mod blocklist;
 pub mod choker;
 pub mod class;
 pub mod client_name;

@@ -44,6 +44,11 @@ impl SessionInner {
         info_hash: [u8; 20],
         wanted: Option<&Transports>,
     ) -> Result<Transport> {
+        if self.config.blocklist.contains(addr.ip()) {
+            self.blocked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(std::io::Error::other("the peer is blocklisted").into());
+        }
         let class = self.hooks.classifier.classify(addr.ip());
         if class == PeerClass::Wan && !self.hooks.wan.is_on() {
             // Not even a SYN crosses a WAN that must stay silent.

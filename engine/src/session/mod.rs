@@ -107,6 +107,9 @@ pub struct SessionConfig {
     /// (`transport/carriers.rs`): TCP then uTP by default. Without TCP no
     /// TCP listener is opened; uTP shares the DHT's UDP socket.
     pub transports: transport::Transports,
+    /// Peers never dialled and closed at once when they dial in (IP
+    /// blocklists, `capwise_proto::blocklist`).
+    pub blocklist: Arc<crate::blocklist::Blocklist>,
 }
 
 impl Default for SessionConfig {
@@ -128,6 +131,7 @@ impl Default for SessionConfig {
             dht: None,
             encryption: crate::Encryption::default(),
             transports: transport::Transports::default(),
+            blocklist: Arc::default(),
         }
     }
 }
@@ -195,6 +199,8 @@ pub(crate) struct SessionInner {
     pub(crate) shutdown: broadcast::Sender<()>,
     /// Bytes hashed while checking existing data as torrents were added.
     pub(crate) hashed: AtomicU64,
+    /// Connections refused, dialled or not, because the blocklist names the peer.
+    pub(crate) blocked: AtomicU64,
     /// The machine's addresses when last looked at (`session/addresses.rs`).
     pub(crate) addresses: Mutex<Vec<IpAddr>>,
     torrents: Mutex<HashMap<[u8; 20], Arc<TorrentShared>>>,
@@ -296,6 +302,7 @@ impl Session {
             local_addr,
             shutdown,
             hashed: AtomicU64::new(0),
+            blocked: AtomicU64::new(0),
             addresses: Mutex::new(addresses::local_ips().unwrap_or_default()),
             torrents: Mutex::new(HashMap::new()),
             magnets: Mutex::new(HashMap::new()),
@@ -331,6 +338,12 @@ impl Session {
     /// The address peers reach us at.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
+    }
+
+    /// The address of the UDP socket uTP and the DHT share, if one is open
+    /// (its port may differ from the TCP listener's when that was taken).
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.inner._udp.as_ref().and_then(|u| u.local_addr().ok())
     }
 
     /// Bytes across all torrents.
@@ -420,6 +433,11 @@ impl Session {
     /// were added (pieces that resume data could not vouch for).
     pub fn hashed_bytes(&self) -> u64 {
         self.inner.hashed.load(Ordering::Relaxed)
+    }
+
+    /// Connections to or from blocklisted peers refused so far.
+    pub fn blocked_peers(&self) -> u64 {
+        self.inner.blocked.load(Ordering::Relaxed)
     }
 
     /// The torrent with this info-hash, if it is in the session.
@@ -550,6 +568,12 @@ impl SessionInner {
     /// a task of its own.
     fn accept_transport(self: &Arc<Self>, transport: Transport) {
         let addr = transport.remote_addr();
+        if self.config.blocklist.contains(addr.ip()) {
+            // Dropped before a byte is read: closed at once.
+            self.blocked.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%addr, "blocklisted; refusing peer");
+            return;
+        }
         if !self.hooks.wan.is_on() && self.hooks.classifier.classify(addr.ip()) == PeerClass::Wan {
             // Closed before a byte is read or written: the WAN must stay silent.
             tracing::debug!(%addr, "WAN off; refusing peer");
