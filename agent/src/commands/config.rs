@@ -278,6 +278,26 @@ pub fn effective(config: &Config, args: &RunArgs) -> Result<Effective> {
         file_or(notify, Some(Value::Boolean(true))),
         "",
     );
+    let blocklist = config.blocklist.as_ref().map(|paths| {
+        let names: Vec<String> = paths
+            .as_slice()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        strings(&names)
+    });
+    push("", "blocklist", file_or(blocklist, None), "none");
+
+    // [net]
+    push(
+        "net",
+        "port_mapping",
+        file_or(
+            config.net.port_mapping.map(Value::Boolean),
+            Some(Value::Boolean(true)),
+        ),
+        "",
+    );
 
     // [limits]
     let l = &config.limits;
