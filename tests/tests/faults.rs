@@ -469,7 +469,7 @@ fn a_full_disk_stops_one_torrent_others_go_on_and_it_resumes_when_space_is_freed
         std::fs::create_dir_all(&small)?;
         // The agent alone sees an 8 MiB tmpfs on `small` (its own mount
         // namespace), 3 MiB of it taken by a filler: the 6 MiB torrent
-        // cannot fit until the filler goes.
+        // does not fit while the filler is there.
         let script = format!(
             "set -e; mount -t tmpfs -o size=8m capwise-test {d}; \
              head -c {f} /dev/zero > {d}/filler; exec \"$@\"",
@@ -509,7 +509,35 @@ fn a_full_disk_stops_one_torrent_others_go_on_and_it_resumes_when_space_is_freed
             seen_small.join("filler").exists(),
             "the agent's tmpfs is not visible through /proc/{pid}/root"
         );
-        let full_id = w.add(&mut agent, 0, Some(&small))?;
+        // Added while it cannot fit, the torrent is refused with the figures
+        // and nothing is added.
+        let torrent = w.payloads[0].torrent.to_str().context("utf-8 path")?;
+        let small_s = small.to_str().context("utf-8 path")?;
+        let refused = agent
+            .cli(&["add", torrent, "-d", small_s])
+            .err()
+            .context("a torrent that does not fit was added")?;
+        eprintln!("[faults]   add refused: {}", refused.root_cause());
+        ensure!(
+            format!("{refused:#}").contains("not enough free space"),
+            "the refusal does not say why: {refused:#}"
+        );
+        let listed = agent.cli_json(&["list"])?;
+        ensure!(
+            listed.as_array().is_some_and(|a| a.is_empty()),
+            "a refused torrent was listed: {listed}"
+        );
+        // With room at the add, it is added paused; then the disk fills
+        // (the filler comes back) before the download starts.
+        std::fs::remove_file(seen_small.join("filler")).context("deleting the filler")?;
+        let full_id = agent
+            .cli(&["add", torrent, "-d", small_s, "--paused"])?
+            .trim()
+            .to_string();
+        ensure!(full_id.len() == 40, "add printed {full_id:?}, not an id");
+        std::fs::write(seen_small.join("filler"), vec![0u8; 3 * MIB as usize])
+            .context("writing the filler again")?;
+        agent.cli(&["resume", &full_id])?;
         let ok_id = w.add(&mut agent, 1, None)?;
         let failed = wait_status(&mut agent, &full_id, "a disk-full error", WAIT, true, |s| {
             s["state"] == "error"
