@@ -156,6 +156,45 @@ pub struct TorrentView {
     pub download_dir: String,
     /// Background work.
     pub background: bool,
+    /// Seeding goals and lifetime totals.
+    #[serde(default)]
+    pub seeding: SeedingView,
+}
+
+/// A torrent's seeding goals and how far it has come, across restarts.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct SeedingView {
+    /// Uploaded over downloaded (over its size when seeded from data
+    /// already here).
+    pub ratio: f64,
+    /// It stops seeding at this ratio; `null`: no ratio goal.
+    pub ratio_goal: Option<f64>,
+    /// The ratio goal is the config's `[seeding] ratio`.
+    pub ratio_goal_from_config: bool,
+    /// Seconds spent seeding (not paused).
+    pub seeding_secs: u64,
+    /// It stops seeding after this many seconds of it; `null`: no time goal.
+    pub seed_time_goal_secs: Option<u64>,
+    /// The time goal is the config's `[seeding] seed_time`.
+    pub seed_time_goal_from_config: bool,
+    /// Payload sent, all runs.
+    pub uploaded_total: u64,
+    /// Payload received, all runs.
+    pub downloaded_total: u64,
+}
+
+/// `PUT /v1/torrents/{id}/seeding`: changes the goals it names, each a
+/// value (`"2.0"`, `"7d"`), `"none"` (seed without that limit) or
+/// `"default"` (the config's).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SeedGoalsChange {
+    /// The ratio goal.
+    #[serde(default)]
+    pub ratio: Option<String>,
+    /// The seeding-time goal.
+    #[serde(default)]
+    pub seed_time: Option<String>,
 }
 
 /// Connected peers by where we learnt of them (`capwise_engine::class::PeerSource`).

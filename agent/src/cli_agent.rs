@@ -78,9 +78,25 @@ pub struct SetArgs {
     /// This torrent's download limit, e.g. 500KB/s, 8Mbit/s, unlimited.
     #[arg(long, value_parser = parse_limit)]
     pub down: Option<u64>,
+    /// Stop seeding once it has uploaded this many times what it took
+    /// (e.g. 2.0); `none` seeds on; `default` takes `[seeding] ratio`.
+    #[arg(long, value_name = "RATIO", value_parser = check_ratio)]
+    pub ratio: Option<String>,
+    /// Stop seeding after this long seeding (e.g. 7d, 12h); `none` seeds
+    /// on; `default` takes `[seeding] seed_time`.
+    #[arg(long, value_name = "DURATION", value_parser = check_seed_time)]
+    pub seed_time: Option<String>,
     /// Agent selection and output.
     #[command(flatten)]
     pub agent: StoreArgs,
+}
+
+fn check_ratio(text: &str) -> Result<String, String> {
+    crate::daemon::torrents::parse_ratio(text).map(|_| text.trim().to_string())
+}
+
+fn check_seed_time(text: &str) -> Result<String, String> {
+    crate::daemon::torrents::parse_seed_time(text).map(|_| text.trim().to_string())
 }
 
 /// `capwise files`

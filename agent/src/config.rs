@@ -96,6 +96,8 @@ pub struct Config {
     pub notify: Option<bool>,
     /// `[net]`: reaching peers from home.
     pub net: NetConfig,
+    /// `[seeding]`: when torrents stop seeding, unless they say otherwise.
+    pub seeding: SeedingConfig,
     /// IP blocklist files (P2P, eMule DAT or CIDR lines; gzip or not): one
     /// path or several.
     pub blocklist: Option<Paths>,
@@ -244,6 +246,16 @@ pub struct NetConfig {
     pub port_mapping: Option<bool>,
 }
 
+/// `[seeding]`: the default seeding goals (none: seed on).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct SeedingConfig {
+    /// Stop seeding once a torrent has uploaded this many times what it took.
+    pub ratio: Option<f64>,
+    /// Stop seeding after this long seeding ("7d", "12h").
+    pub seed_time: Option<String>,
+}
+
 /// `[site]`: the branch office this machine belongs to.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -317,8 +329,10 @@ pub(crate) const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "channel",
             "net",
             "blocklist",
+            "seeding",
         ],
     ),
+    ("seeding", &["ratio", "seed_time"]),
     ("net", &["port_mapping"]),
     ("lsd", &["enabled"]),
     ("metrics", &["listen"]),
@@ -544,6 +558,30 @@ impl Config {
     /// unless `--no-lsd` was given.
     pub fn lsd_enabled(&self, no_lsd: bool) -> bool {
         !no_lsd && self.lsd.enabled.unwrap_or(true)
+    }
+
+    /// The default seeding goals (`[seeding] ratio`, `seed_time`).
+    pub fn seed_defaults(&self) -> Result<crate::daemon::torrents::SeedDefaults> {
+        use crate::daemon::torrents::{parse_ratio, parse_seed_time, Goal};
+        let ratio = match self.seeding.ratio {
+            None => None,
+            Some(r) => match parse_ratio(&r.to_string())
+                .map_err(|e| anyhow::anyhow!("[seeding] ratio: {e}"))?
+            {
+                Some(Goal::At(r)) => Some(r),
+                _ => None,
+            },
+        };
+        let seed_time = match self.seeding.seed_time.as_deref() {
+            None => None,
+            Some(t) => {
+                match parse_seed_time(t).map_err(|e| anyhow::anyhow!("[seeding] seed_time: {e}"))? {
+                    Some(Goal::At(d)) => Some(d),
+                    _ => None,
+                }
+            }
+        };
+        Ok(crate::daemon::torrents::SeedDefaults { ratio, seed_time })
     }
 
     /// Whether to map the peer ports on the home router (`[net]

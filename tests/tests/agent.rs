@@ -451,6 +451,112 @@ fn set_limits_one_torrent_and_keeps_the_limit() {
     });
 }
 
+/// Seeding goals: a torrent the agent seeds from its own data stops once a
+/// libtorrent leecher has taken it all (ratio 1.0 of its size), says why,
+/// refuses a plain `resume`, stays stopped across a restart with its
+/// lifetime totals, seeds again when the goal is lifted, and stops again on
+/// a seeding-time goal it has already passed.
+#[test]
+fn seeding_goals_stop_at_a_ratio_or_a_seeding_time_and_hold_across_a_restart() {
+    run("seeding goals", 2 * MIB, |w| {
+        let mut agent = w.start_agent("agent-1")?;
+        // A torrent only the agent has: no tracker, the leecher dials the agent.
+        let own = w.tmp.path().join("own");
+        make_tree(&own.join("shared"), &[("data.bin", 3 * MIB)], 0x60A1)?;
+        let torrent = w.tmp.path().join("own.torrent");
+        make_torrent(&own.join("shared"), &torrent, &[], PIECE, &w.logs)?;
+        let torrent = torrent.to_str().context("utf-8 path")?;
+        let own_s = own.to_str().context("utf-8 path")?;
+        let id = agent
+            .cli(&["add", torrent, "-d", own_s])?
+            .trim()
+            .to_string();
+        agent.wait_state(&id, "seeding", WAIT)?;
+        let set = agent.cli_json(&["set", &id[..8], "--ratio", "1.0"])?;
+        ensure!(
+            set["seeding"]["ratio_goal"] == 1.0 && set["state"] == "seeding",
+            "{set}"
+        );
+        let config = std::fs::read_to_string(&w.config)?;
+        let listen: std::net::SocketAddr = config
+            .lines()
+            .find_map(|l| l.strip_prefix("listen = "))
+            .context("no listen in the config")?
+            .trim_matches('"')
+            .parse()?;
+        let mut leech = libtorrent::get(
+            "lt-leech",
+            std::path::Path::new(torrent),
+            &w.tmp.path().join("leech"),
+            free_port(),
+            &LtOpts {
+                peers: vec![listen],
+                ..LtOpts::default()
+            },
+            &w.logs,
+        )?;
+        libtorrent::wait_done(&mut leech, WAIT)?;
+        let mut finished = Value::Null;
+        wait_until(
+            "the ratio goal to stop seeding",
+            Duration::from_secs(20),
+            Duration::from_millis(250),
+            || {
+                finished = agent.status(&id)?;
+                Ok(finished["state"] == "finished")
+            },
+        )
+        .with_context(|| format!("last status: {finished}"))?;
+        let reason = finished["reason"].as_str().unwrap_or_default();
+        eprintln!("[agent]   {reason}");
+        ensure!(reason.contains("ratio goal is 1"), "{finished}");
+        ensure!(
+            finished["seeding"]["ratio"].as_f64().unwrap_or(0.0) >= 1.0,
+            "{finished}"
+        );
+        let refused = agent.cli(&["resume", &id]).unwrap_err();
+        ensure!(
+            format!("{refused:#}").contains("--ratio none"),
+            "a plain resume of a finished torrent: {refused:#}"
+        );
+
+        stop(&mut agent, Duration::from_secs(10))?;
+        let mut agent = w.start_agent("agent-2")?;
+        let after = agent.status(&id)?;
+        ensure!(after["state"] == "finished", "after a restart: {after}");
+        let uploaded = after["seeding"]["uploaded_total"].as_u64().unwrap_or(0);
+        ensure!(uploaded >= 3 * MIB, "lifetime upload not kept: {after}");
+        let text = agent.cli(&["status", &id])?;
+        ensure!(text.contains("ratio 1.") && text.contains("of 1"), "{text}");
+
+        agent.cli(&["set", &id, "--ratio", "none"])?;
+        agent.wait_state(&id, "seeding", Duration::from_secs(20))?;
+        let timed = agent.cli_json(&["set", &id, "--seed-time", "1s"])?;
+        ensure!(timed["seeding"]["seed_time_goal_secs"] == 1, "{timed}");
+        let mut last = Value::Null;
+        wait_until(
+            "the seeding-time goal to stop seeding",
+            Duration::from_secs(20),
+            Duration::from_millis(250),
+            || {
+                last = agent.status(&id)?;
+                Ok(last["state"] == "finished")
+            },
+        )
+        .with_context(|| format!("last status: {last}"))?;
+        ensure!(
+            last["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("seeding-time goal")),
+            "{last}"
+        );
+        let bad = agent.cli(&["set", &id, "--ratio", "lots"]).unwrap_err();
+        ensure!(format!("{bad:#}").contains("not a ratio"), "{bad:#}");
+        stop(&mut agent, Duration::from_secs(10))?;
+        Ok(())
+    });
+}
+
 #[test]
 fn kill9_during_download_keeps_verified_pieces() {
     run("kill -9 mid-download", 24 * MIB, |w| {

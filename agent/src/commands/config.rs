@@ -299,6 +299,20 @@ pub fn effective(config: &Config, args: &RunArgs) -> Result<Effective> {
         "",
     );
 
+    // [seeding]
+    push(
+        "seeding",
+        "ratio",
+        file_or(config.seeding.ratio.map(Value::Float), None),
+        "none: seed on",
+    );
+    push(
+        "seeding",
+        "seed_time",
+        file_or(config.seeding.seed_time.clone().map(string), None),
+        "none: seed on",
+    );
+
     // [limits]
     let l = &config.limits;
     for (table, key, value) in [

@@ -219,6 +219,12 @@ fn describe(t: &TorrentView) -> String {
     if t.background {
         text.push_str("\n  background: dials uTP first, which yields to your own traffic");
     }
+    text.push_str(&format!(
+        "\n  seeding: {}; {} up, {} down in all",
+        seeding_words(&t.seeding),
+        crate::units::format_size(t.seeding.uploaded_total),
+        crate::units::format_size(t.seeding.downloaded_total)
+    ));
     if let Some(reason) = &t.reason {
         text.push_str(&format!("\n  why: {reason}"));
     }
@@ -377,30 +383,78 @@ pub async fn set_paused(args: &IdArgs, paused: bool) -> Result<()> {
 /// `capwise set ID --up RATE --down RATE`: the torrent's own limits.
 pub async fn set(args: &SetArgs) -> Result<()> {
     let id = checked_id(&args.id)?;
+    let limits = args.up.is_some() || args.down.is_some();
+    let goals = args.ratio.is_some() || args.seed_time.is_some();
     anyhow::ensure!(
-        args.up.is_some() || args.down.is_some(),
-        "nothing to set: give --up and/or --down"
+        limits || goals,
+        "nothing to set: give --up/--down and/or --ratio/--seed-time"
     );
-    let change = crate::api_types::Limits {
-        up: args.up,
-        down: args.down,
-    };
-    let view: TorrentView = connect(&args.agent)?
-        .put(&format!("/v1/torrents/{id}/limits"), &change)
-        .await?;
+    let client = connect(&args.agent)?;
+    let mut view: Option<TorrentView> = None;
+    if limits {
+        let change = crate::api_types::Limits {
+            up: args.up,
+            down: args.down,
+        };
+        view = Some(
+            client
+                .put(&format!("/v1/torrents/{id}/limits"), &change)
+                .await?,
+        );
+    }
+    if goals {
+        let change = crate::api_types::SeedGoalsChange {
+            ratio: args.ratio.clone(),
+            seed_time: args.seed_time.clone(),
+        };
+        view = Some(
+            client
+                .put(&format!("/v1/torrents/{id}/seeding"), &change)
+                .await?,
+        );
+    }
+    let view = view.expect("one request was sent");
     if args.agent.json {
         print_json(&serde_json::to_value(&view)?);
-    } else {
+        return Ok(());
+    }
+    let short = &view.id[..8.min(view.id.len())];
+    if limits {
         let show = |r: Option<u64>| r.map_or_else(|| "unlimited".to_string(), |r| rate(r as f64));
         println!(
-            "{} {}: up {}, down {}",
-            &view.id[..8.min(view.id.len())],
+            "{short} {}: up {}, down {}",
             view.name,
             show(view.limits.up),
             show(view.limits.down)
         );
     }
+    if goals {
+        println!("{short} {}: {}", view.name, seeding_words(&view.seeding));
+    }
     Ok(())
+}
+
+/// "ratio 0.42 of 2.0, seeded 3h 5m of 7d (the config's)".
+pub fn seeding_words(s: &crate::api_types::SeedingView) -> String {
+    let from = |config: bool| if config { " (the config's)" } else { "" };
+    let ratio = match s.ratio_goal {
+        Some(goal) => format!(
+            "ratio {:.2} of {goal}{}",
+            s.ratio,
+            from(s.ratio_goal_from_config)
+        ),
+        None => format!("ratio {:.2}, no ratio goal", s.ratio),
+    };
+    let seeded = humantime::format_duration(std::time::Duration::from_secs(s.seeding_secs));
+    let time = match s.seed_time_goal_secs {
+        Some(goal) => format!(
+            "seeded {seeded} of {}{}",
+            humantime::format_duration(std::time::Duration::from_secs(goal)),
+            from(s.seed_time_goal_from_config)
+        ),
+        None => format!("seeded {seeded}, no time goal"),
+    };
+    format!("{ratio}; {time}")
 }
 
 /// `capwise remove ID [--delete-data]`; with `--json`,
@@ -468,6 +522,7 @@ mod tests {
             uploaded: 0,
             download_dir: "/srv".into(),
             background: false,
+            seeding: Default::default(),
         }
     }
 

@@ -69,6 +69,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/torrents/{id}/resume", post(resume))
         .route("/v1/torrents/{id}/files", get(files).post(change_files))
         .route("/v1/torrents/{id}/limits", put(set_torrent_limits))
+        .route("/v1/torrents/{id}/seeding", put(set_seed_goals))
         .route("/v1/torrents/{id}/peers", get(peers))
         .route(
             "/v1/subscriptions",
@@ -401,6 +402,17 @@ async fn set_torrent_limits(
         return refusal;
     }
     match s.torrents.set_limits(&id, change) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn set_seed_goals(
+    State(s): State<Arc<ApiState>>,
+    TorrentIdPath(id): TorrentIdPath,
+    Body(change): Body<crate::api_types::SeedGoalsChange>,
+) -> Response {
+    match s.torrents.set_seed_goals(&id, &change) {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }

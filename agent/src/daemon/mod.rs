@@ -117,7 +117,8 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let torrents = Arc::new(
         Torrents::new(session, db.clone(), background_allowed)
             .with_manual_peers(manual_peers)
-            .with_wan_windows(wan_windows.clone()),
+            .with_wan_windows(wan_windows.clone())
+            .with_seed_defaults(config.seed_defaults()?),
     );
 
     // `[site] wan_rate`: this machine's share of the site's WAN cap.
@@ -177,6 +178,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     }
 
     restore(&torrents, &db).await;
+    let seeding_follower = torrents.follow_seeding();
     // After the restore: the pollers find the items they hold in the session.
     subscriptions.resume_all();
     ready.store(true, Ordering::Release);
@@ -221,6 +223,9 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     follower.abort();
     addresses.abort();
+    seeding_follower.abort();
+    // The lifetime totals as they stand, before the torrents go.
+    torrents.check_seeding(true).await;
     // Before the session stops: a poll under way finishes adding its item.
     subscriptions.stop(Duration::from_millis(500)).await;
     let _ = stop_api.send(true);

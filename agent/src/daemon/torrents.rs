@@ -76,9 +76,11 @@ use crate::torrent_db::{hex, StoredTorrent, TorrentDb};
 mod files;
 mod limits;
 mod membership;
+mod seeding;
 mod space;
 pub use files::FileSettings;
 pub use membership::parse_token;
+pub use seeding::{parse_ratio, parse_seed_time, Goal, SeedDefaults};
 
 /// Why a request about torrents failed; the API maps each to a status.
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +159,16 @@ struct Entry {
     _data_lock: Option<crate::lock::Lock>,
     /// Its own rate limits (`capwise set`), asked before the session's gate.
     limit: Arc<limits::TorrentLimit>,
+    /// Its seeding goals and lifetime totals.
+    seeding: Arc<seeding::Seeding>,
+}
+
+impl Entry {
+    /// Whether it should run now: not paused by the user, not waiting on
+    /// the policy, not stopped by a seeding goal.
+    fn should_run(&self) -> bool {
+        !self.user_paused && !self.waiting && self.seeding.finished().is_none()
+    }
 }
 
 /// Torrents by id.
@@ -175,6 +187,8 @@ pub struct Torrents {
     /// Channel subscriptions' WAN windows: a torrent of a subscription
     /// with one starts with its switch.
     wan_windows: crate::subscriptions::window::Windows,
+    /// `[seeding]`: the goals of torrents without their own.
+    seed_defaults: SeedDefaults,
 }
 
 impl Torrents {
@@ -189,7 +203,14 @@ impl Torrents {
             wan_held: AtomicBool::new(false),
             manual_peers: Vec::new(),
             wan_windows: Default::default(),
+            seed_defaults: SeedDefaults::default(),
         }
+    }
+
+    /// The config's seeding goals, for torrents without their own.
+    pub fn with_seed_defaults(mut self, defaults: SeedDefaults) -> Self {
+        self.seed_defaults = defaults;
+        self
     }
 
     /// The subscriptions' WAN windows, looked up by each torrent's info-hash
@@ -267,11 +288,12 @@ impl Torrents {
         let data_lock = crate::lock::lock_data(&download_dir, &id, &source.name(), "run")
             .map_err(|e| TorrentError::InUse(crate::commands::output::error_chain(&e)))?;
         let limit = limits::TorrentLimit::new(self.stored_limits(&id));
+        let seeding = self.load_seeding(&id);
         // Every field is set today; the rest stays the engine's default
         // when the engine grows another.
         #[allow(clippy::needless_update)]
         let options = TorrentOptions {
-            paused: user_paused || waiting,
+            paused: user_paused || waiting || seeding.finished().is_some(),
             // A background torrent stays out of the way of the user's own
             // traffic: uTP (LEDBAT) with every peer that answers it.
             transports: background.then(Transports::background),
@@ -311,6 +333,7 @@ impl Torrents {
             waiting,
             _data_lock: data_lock,
             limit,
+            seeding,
         };
         let view = self.view(&id, &entry);
         self.entries().insert(id, entry);
@@ -454,6 +477,14 @@ impl Torrents {
     /// Pauses (or resumes) a torrent for the user; remembered across restarts.
     pub async fn set_paused(&self, id: &str, paused: bool) -> Result<TorrentView, TorrentError> {
         let id = self.resolve(id)?;
+        let finished = self.entries().get(&id).and_then(|e| e.seeding.finished());
+        if let (false, Some(why)) = (paused, finished) {
+            return Err(TorrentError::Invalid(format!(
+                "{why}; to seed on, raise or lift its goals: \
+                 capwise set {} --ratio none --seed-time none",
+                &id[..8]
+            )));
+        }
         self.db
             .set_paused(&id, paused)
             .map_err(TorrentError::Internal)?;
@@ -463,8 +494,7 @@ impl Torrents {
                 .get_mut(&id)
                 .ok_or_else(|| TorrentError::NotFound(id.clone()))?;
             entry.user_paused = paused;
-            let run = !paused && !entry.waiting;
-            (entry.handle.clone(), run)
+            (entry.handle.clone(), entry.should_run())
         };
         match handle {
             (h, true) => h.resume().await,
@@ -492,6 +522,7 @@ impl Torrents {
         self.forget_member_token(&id);
         self.forget_file_settings(&id);
         self.forget_limits(&id);
+        self.forget_seeding(&id);
         tracing::info!(%id, delete_data, "torrent removed");
         Ok(())
     }
@@ -517,7 +548,7 @@ impl Torrents {
                 .filter(|e| e.background && e.waiting == allowed)
                 .map(|e| {
                     e.waiting = !allowed;
-                    (e.handle.clone(), allowed && !e.user_paused)
+                    (e.handle.clone(), e.should_run())
                 })
                 .collect()
         };
@@ -533,8 +564,11 @@ impl Torrents {
     fn view(&self, id: &str, entry: &Entry) -> TorrentView {
         let p = entry.handle.progress();
         let dht = self.session.runs_dht();
+        let finished = entry.seeding.finished();
         let (state, reason) = if entry.user_paused {
             ("paused", None)
+        } else if finished.is_some() {
+            ("finished", finished)
         } else if entry.waiting {
             let why = self
                 .waiting_reason
@@ -592,6 +626,7 @@ impl Torrents {
             download_dir: entry.download_dir.display().to_string(),
             background: entry.background,
             limits: entry.limit.limits(),
+            seeding: self.seeding_view(&entry.seeding, p.wanted_length),
         }
     }
 }
