@@ -380,6 +380,38 @@ pub async fn set_paused(args: &IdArgs, paused: bool) -> Result<()> {
     Ok(())
 }
 
+/// `capwise recheck ID`: asks, then follows the torrent until its check
+/// is over and says how many pieces are good.
+pub async fn recheck(args: &IdArgs) -> Result<()> {
+    let id = checked_id(&args.id)?;
+    let client = connect(&args.agent)?;
+    let mut view: TorrentView = client
+        .post(
+            &format!("/v1/torrents/{id}/recheck"),
+            &serde_json::json!({}),
+        )
+        .await?;
+    let path = format!("/v1/torrents/{}", view.id);
+    while view.state == "checking" {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        view = client.get(&path).await?;
+    }
+    if args.agent.json {
+        print_json(&serde_json::to_value(&view)?);
+    } else {
+        println!(
+            "{} {}: {} of {} pieces good ({:.1}%), {}",
+            &view.id[..8.min(view.id.len())],
+            view.name,
+            view.pieces_have,
+            view.piece_count,
+            percent(&view),
+            view.state
+        );
+    }
+    Ok(())
+}
+
 /// `capwise set ID --up RATE --down RATE`: the torrent's own limits.
 pub async fn set(args: &SetArgs) -> Result<()> {
     let id = checked_id(&args.id)?;

@@ -67,6 +67,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/torrents/{id}", get(one).delete(remove))
         .route("/v1/torrents/{id}/pause", post(pause))
         .route("/v1/torrents/{id}/resume", post(resume))
+        .route("/v1/torrents/{id}/recheck", post(recheck))
         .route("/v1/torrents/{id}/files", get(files).post(change_files))
         .route("/v1/torrents/{id}/limits", put(set_torrent_limits))
         .route("/v1/torrents/{id}/seeding", put(set_seed_goals))
@@ -445,6 +446,13 @@ async fn pause(State(s): State<Arc<ApiState>>, TorrentIdPath(id): TorrentIdPath)
 
 async fn resume(State(s): State<Arc<ApiState>>, TorrentIdPath(id): TorrentIdPath) -> Response {
     match s.torrents.set_paused(&id, false).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn recheck(State(s): State<Arc<ApiState>>, TorrentIdPath(id): TorrentIdPath) -> Response {
+    match s.torrents.recheck(&id).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }

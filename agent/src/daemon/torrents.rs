@@ -76,6 +76,7 @@ use crate::torrent_db::{hex, StoredTorrent, TorrentDb};
 mod files;
 mod limits;
 mod membership;
+mod recheck;
 mod seeding;
 mod space;
 pub use files::FileSettings;
@@ -156,11 +157,13 @@ struct Entry {
     /// Paused by the agent because background work waits now.
     waiting: bool,
     /// Held while the engine has the torrent: no other process writes its files.
-    _data_lock: Option<crate::lock::Lock>,
+    data_lock: Option<crate::lock::Lock>,
     /// Its own rate limits (`capwise set`), asked before the session's gate.
     limit: Arc<limits::TorrentLimit>,
     /// Its seeding goals and lifetime totals.
     seeding: Arc<seeding::Seeding>,
+    /// Set while `capwise recheck` hashes its data again.
+    rechecking: bool,
 }
 
 impl Entry {
@@ -189,6 +192,8 @@ pub struct Torrents {
     wan_windows: crate::subscriptions::window::Windows,
     /// `[seeding]`: the goals of torrents without their own.
     seed_defaults: SeedDefaults,
+    /// What a torrent started again keeps from its last run, by id.
+    carried: Mutex<HashMap<String, recheck::Carried>>,
 }
 
 impl Torrents {
@@ -204,6 +209,7 @@ impl Torrents {
             manual_peers: Vec::new(),
             wan_windows: Default::default(),
             seed_defaults: SeedDefaults::default(),
+            carried: Mutex::new(HashMap::new()),
         }
     }
 
@@ -285,10 +291,18 @@ impl Torrents {
         std::fs::create_dir_all(&download_dir).map_err(|e| {
             TorrentError::Invalid(format!("cannot create {}: {e}", download_dir.display()))
         })?;
-        let data_lock = crate::lock::lock_data(&download_dir, &id, &source.name(), "run")
-            .map_err(|e| TorrentError::InUse(crate::commands::output::error_chain(&e)))?;
+        // A torrent started again (`recheck`) keeps its lock and its totals.
+        let mut carried = self.take_carried(&id);
+        let data_lock = match carried.as_mut().and_then(|c| c.data_lock.take()) {
+            Some(lock) => Some(lock),
+            None => crate::lock::lock_data(&download_dir, &id, &source.name(), "run")
+                .map_err(|e| TorrentError::InUse(crate::commands::output::error_chain(&e)))?,
+        };
         let limit = limits::TorrentLimit::new(self.stored_limits(&id));
-        let seeding = self.load_seeding(&id);
+        let seeding = match carried {
+            Some(c) => c.seeding,
+            None => self.load_seeding(&id),
+        };
         // Every field is set today; the rest stays the engine's default
         // when the engine grows another.
         #[allow(clippy::needless_update)]
@@ -331,9 +345,10 @@ impl Torrents {
             user_paused,
             background,
             waiting,
-            _data_lock: data_lock,
+            data_lock,
             limit,
             seeding,
+            rechecking: false,
         };
         let view = self.view(&id, &entry);
         self.entries().insert(id, entry);
@@ -565,7 +580,12 @@ impl Torrents {
         let p = entry.handle.progress();
         let dht = self.session.runs_dht();
         let finished = entry.seeding.finished();
-        let (state, reason) = if entry.user_paused {
+        let (state, reason) = if entry.rechecking {
+            (
+                "checking",
+                Some("checking all its data again (capwise recheck)".to_string()),
+            )
+        } else if entry.user_paused {
             ("paused", None)
         } else if finished.is_some() {
             ("finished", finished)
@@ -626,7 +646,7 @@ impl Torrents {
             download_dir: entry.download_dir.display().to_string(),
             background: entry.background,
             limits: entry.limit.limits(),
-            seeding: self.seeding_view(&entry.seeding, p.wanted_length),
+            seeding: self.seeding_view(&entry.seeding, &p),
         }
     }
 }

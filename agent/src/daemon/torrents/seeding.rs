@@ -179,6 +179,13 @@ impl Effective {
     }
 }
 
+/// Bytes an engine counter at `now` adds to the totals since it was `seen`;
+/// a counter below the last seen started again (a new run of the torrent
+/// the agent did not announce with [`Seeding::new_run`]).
+fn counted(now: u64, seen: u64) -> u64 {
+    now.checked_sub(seen).unwrap_or(now)
+}
+
 fn round_secs(d: Duration) -> Duration {
     Duration::from_secs(d.as_secs())
 }
@@ -202,6 +209,14 @@ struct SeedState {
 impl Seeding {
     fn lock(&self) -> std::sync::MutexGuard<'_, SeedState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The engine's counters start at zero again (the torrent left the
+    /// session and comes back); call once the totals are up to date.
+    pub(super) fn new_run(&self) {
+        let mut s = self.lock();
+        s.seen_up = 0;
+        s.seen_down = 0;
     }
 
     /// Whether a goal stopped it.
@@ -249,19 +264,27 @@ impl Torrents {
         }
     }
 
-    /// What `capwise status` shows of a torrent's goals and totals.
-    pub(super) fn seeding_view(&self, seeding: &Seeding, wanted_length: u64) -> SeedingView {
+    /// What `capwise status` shows of a torrent's goals and totals: the
+    /// totals as of `p`, the engine's progress now.
+    pub(super) fn seeding_view(
+        &self,
+        seeding: &Seeding,
+        p: &capwise_engine::session::Progress,
+    ) -> SeedingView {
         let s = seeding.lock();
         let e = Effective::of(&s.goals, self.seed_defaults);
+        let mut totals = s.totals.clone();
+        totals.uploaded += counted(p.uploaded, s.seen_up);
+        totals.downloaded += counted(p.downloaded, s.seen_down);
         SeedingView {
-            ratio: s.totals.ratio(wanted_length),
+            ratio: totals.ratio(p.wanted_length),
             ratio_goal: e.ratio,
             ratio_goal_from_config: e.ratio_from_config,
-            seeding_secs: s.totals.seeding_ms / 1000,
+            seeding_secs: totals.seeding_ms / 1000,
             seed_time_goal_secs: e.seed_time.map(|d| d.as_secs()),
             seed_time_goal_from_config: e.seed_time_from_config,
-            uploaded_total: s.totals.uploaded,
-            downloaded_total: s.totals.downloaded,
+            uploaded_total: totals.uploaded,
+            downloaded_total: totals.downloaded,
         }
     }
 
@@ -337,14 +360,8 @@ impl Torrents {
             let (stop, start, to_save) = {
                 let mut s = seeding.lock();
                 let s = &mut *s;
-                // A counter below the last seen started again (a new run of the torrent).
-                let up = p.uploaded.checked_sub(s.seen_up).unwrap_or(p.uploaded);
-                let down = p
-                    .downloaded
-                    .checked_sub(s.seen_down)
-                    .unwrap_or(p.downloaded);
-                s.totals.uploaded += up;
-                s.totals.downloaded += down;
+                s.totals.uploaded += counted(p.uploaded, s.seen_up);
+                s.totals.downloaded += counted(p.downloaded, s.seen_down);
                 s.seen_up = p.uploaded;
                 s.seen_down = p.downloaded;
                 if p.state == TorrentState::Seeding {

@@ -1,0 +1,117 @@
+//! `capwise recheck ID`: every piece of a torrent hashed again, as after a
+//! crash without resume data. The torrent leaves the session (trackers
+//! told, its resume data dropped) and starts again from its stored row,
+//! which hashes all its data; meanwhile it stays listed as `checking`, and
+//! it keeps its data lock (no other process may take the files between the
+//! two runs) and its lifetime totals.
+
+use std::sync::Arc;
+
+use super::{seeding::Seeding, Source, TorrentError, Torrents};
+use crate::api_types::TorrentView;
+
+/// What a torrent started again keeps from its last run.
+pub(super) struct Carried {
+    pub(super) data_lock: Option<crate::lock::Lock>,
+    pub(super) seeding: Arc<Seeding>,
+}
+
+impl Torrents {
+    /// What torrent `id` carries into its next start, if it is started again.
+    pub(super) fn take_carried(&self, id: &str) -> Option<Carried> {
+        self.carried
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+    }
+
+    /// Starts hashing torrent `id`'s data again; answers at once with the
+    /// torrent `checking`. A magnet link whose metadata is not in has
+    /// nothing on disk to check.
+    pub async fn recheck(self: &Arc<Self>, id: &str) -> Result<TorrentView, TorrentError> {
+        let id = self.resolve(id)?;
+        let stored = self
+            .db
+            .torrents()
+            .map_err(TorrentError::Internal)?
+            .into_iter()
+            .find(|t| t.id == id)
+            .ok_or_else(|| TorrentError::NotFound(id.clone()))?;
+        let source = Source::parse(&stored.metainfo).map_err(TorrentError::Invalid)?;
+        if matches!(source, Source::Magnet(_)) {
+            return Err(TorrentError::Invalid(
+                "its metadata is not in yet: there is no data to check".into(),
+            ));
+        }
+        let (info_hash, download_dir, user_paused, background) = {
+            let mut entries = self.entries();
+            let entry = entries
+                .get_mut(&id)
+                .ok_or_else(|| TorrentError::NotFound(id.clone()))?;
+            if entry.rechecking {
+                return Err(TorrentError::Invalid("it is being checked already".into()));
+            }
+            entry.rechecking = true;
+            let carried = Carried {
+                data_lock: entry.data_lock.take(),
+                seeding: entry.seeding.clone(),
+            };
+            self.carried
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone(), carried);
+            (
+                entry.handle.info_hash(),
+                entry.download_dir.clone(),
+                entry.user_paused,
+                entry.background,
+            )
+        };
+        // The totals as they stand, before the engine's counters start again.
+        self.check_seeding(true).await;
+        let removed = self.session.remove_torrent(info_hash, false).await;
+        if removed.is_ok() {
+            if let Some(c) = self
+                .carried
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&id)
+            {
+                c.seeding.new_run();
+            }
+        }
+        if let Err(e) = removed {
+            // Still in the session: it goes on as it was.
+            if let Some(c) = self.take_carried(&id) {
+                if let Some(entry) = self.entries().get_mut(&id) {
+                    entry.data_lock = c.data_lock;
+                    entry.rechecking = false;
+                }
+            }
+            return Err(TorrentError::Internal(anyhow::Error::new(e)));
+        }
+        tracing::info!(%id, "checking all the torrent's data again");
+        let view = self.get(&id)?;
+        let me = self.clone();
+        tokio::spawn(async move {
+            match me
+                .start(source, download_dir, user_paused, background)
+                .await
+            {
+                Ok(view) => tracing::info!(
+                    %id,
+                    pieces_good = view.pieces_have,
+                    pieces = view.piece_count,
+                    "recheck done"
+                ),
+                Err(error) => {
+                    // Out of the session: listed again after a restart, which retries.
+                    me.entries().remove(&id);
+                    me.take_carried(&id);
+                    tracing::error!(%id, %error, "recheck: the torrent cannot start again");
+                }
+            }
+        });
+        Ok(view)
+    }
+}
