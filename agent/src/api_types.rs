@@ -463,6 +463,63 @@ pub struct TorrentPeers {
     pub web_seeds: WebSeedView,
 }
 
+/// `GET /v1/torrents/{id}/trackers`: one tracker's standing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrackerView {
+    /// Its announce URL.
+    pub url: String,
+    /// Its tier (BEP 12), 0 first.
+    pub tier: usize,
+    /// `working` (its last answer came), `error` (the last attempt
+    /// failed) or `not contacted` (an earlier tracker answered, or none
+    /// was asked yet).
+    pub status: String,
+    /// When it was last asked, Unix seconds.
+    pub last_announce: Option<i64>,
+    /// When it last answered, Unix seconds.
+    pub last_answer: Option<i64>,
+    /// Peers in its last answer.
+    pub peers: Option<usize>,
+    /// Seeders it reported last.
+    pub seeders: Option<u32>,
+    /// Leechers it reported last.
+    pub leechers: Option<u32>,
+    /// Seconds between announces it asked for.
+    pub interval_secs: Option<u64>,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+    /// Its last warning message.
+    pub warning: Option<String>,
+}
+
+impl From<capwise_engine::session::TrackerStatus> for TrackerView {
+    fn from(t: capwise_engine::session::TrackerStatus) -> TrackerView {
+        let secs = |at: Option<std::time::SystemTime>| {
+            at.map(|at| capwise_policy::time::Timestamp::from_system_time(at).0)
+        };
+        let status = if t.error.is_some() {
+            "error"
+        } else if t.last_answer.is_some() {
+            "working"
+        } else {
+            "not contacted"
+        };
+        TrackerView {
+            url: t.url,
+            tier: t.tier,
+            status: status.into(),
+            last_announce: secs(t.last_announce),
+            last_answer: secs(t.last_answer),
+            peers: t.peers,
+            seeders: t.seeders,
+            leechers: t.leechers,
+            interval_secs: t.interval_secs,
+            error: t.error,
+            warning: t.warning,
+        }
+    }
+}
+
 /// One connected peer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PeerView {

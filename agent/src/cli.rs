@@ -60,6 +60,8 @@ pub enum Command {
     Pause(crate::cli_agent::IdArgs),
     /// Resume a paused torrent.
     Resume(crate::cli_agent::IdArgs),
+    /// A torrent's trackers: status, last announce, peers, error.
+    Trackers(crate::cli_agent::IdArgs),
     /// Hash all of a torrent's data again; waits for the result.
     Recheck(crate::cli_agent::IdArgs),
     /// A torrent's connected peers: address, client, LAN/WAN, rates, source, flags.
@@ -112,7 +114,9 @@ impl Command {
             Command::Add(a) => a.agent.json,
             Command::Status(a) => a.agent.json,
             Command::Dashboard(a) => a.agent.json,
-            Command::Pause(a) | Command::Resume(a) | Command::Recheck(a) => a.agent.json,
+            Command::Pause(a) | Command::Resume(a) | Command::Recheck(a) | Command::Trackers(a) => {
+                a.agent.json
+            }
             Command::Remove(a) => a.agent.json,
             Command::Files(a) => a.agent.json,
             Command::Set(a) => a.agent.json,

@@ -472,6 +472,8 @@ fn seeding_goals_stop_at_a_ratio_or_a_seeding_time_and_hold_across_a_restart() {
             .trim()
             .to_string();
         agent.wait_state(&id, "seeding", WAIT)?;
+        let none = agent.cli(&["trackers", &id])?;
+        ensure!(none.contains("no trackers"), "{none}");
         let set = agent.cli_json(&["set", &id[..8], "--ratio", "1.0"])?;
         ensure!(
             set["seeding"]["ratio_goal"] == 1.0 && set["state"] == "seeding",
@@ -568,6 +570,19 @@ fn recheck_finds_a_damaged_piece_and_the_agent_fetches_it_again() {
         let id = agent.cli(&["add", torrent])?.trim().to_string();
         let seeded = agent.wait_state(&id, "seeding", WAIT)?;
         let pieces = seeded["piece_count"].as_u64().context("piece_count")?;
+        // Its one tracker (opentracker) answered with the libtorrent seeder.
+        let trackers = agent.cli_json(&["trackers", &id[..8]])?;
+        let t = &trackers[0];
+        ensure!(
+            trackers.as_array().map(Vec::len) == Some(1)
+                && t["status"] == "working"
+                && t["peers"].as_u64() >= Some(1)
+                && t["last_announce"].is_i64()
+                && t["error"].is_null(),
+            "{trackers}"
+        );
+        let text = agent.cli(&["trackers", &id])?;
+        ensure!(text.contains("working, asked"), "{text}");
         // One byte in the second piece, behind the agent's back.
         let data = w.data_dir.join(NAME).join("big.bin");
         let mut bytes = std::fs::read(&data)?;

@@ -16,6 +16,7 @@ pub mod peers;
 pub mod schedule;
 pub mod subscribe;
 pub mod torrents;
+pub mod trackers;
 pub mod usage;
 pub mod why;
 

@@ -72,6 +72,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/torrents/{id}/limits", put(set_torrent_limits))
         .route("/v1/torrents/{id}/seeding", put(set_seed_goals))
         .route("/v1/torrents/{id}/peers", get(peers))
+        .route("/v1/torrents/{id}/trackers", get(trackers))
         .route(
             "/v1/subscriptions",
             get(subscriptions).post(subscribe).delete(unsubscribe),
@@ -446,6 +447,13 @@ async fn pause(State(s): State<Arc<ApiState>>, TorrentIdPath(id): TorrentIdPath)
 
 async fn resume(State(s): State<Arc<ApiState>>, TorrentIdPath(id): TorrentIdPath) -> Response {
     match s.torrents.set_paused(&id, false).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn trackers(State(s): State<Arc<ApiState>>, TorrentIdPath(id): TorrentIdPath) -> Response {
+    match s.torrents.trackers(&id) {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }

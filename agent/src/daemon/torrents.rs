@@ -489,6 +489,18 @@ impl Torrents {
         })
     }
 
+    /// A torrent's trackers, tier by tier.
+    pub fn trackers(&self, id: &str) -> Result<Vec<crate::api_types::TrackerView>, TorrentError> {
+        let id = self.resolve(id)?;
+        let handle = self
+            .entries()
+            .get(&id)
+            .ok_or_else(|| TorrentError::NotFound(id.clone()))?
+            .handle
+            .clone();
+        Ok(handle.trackers().into_iter().map(Into::into).collect())
+    }
+
     /// Pauses (or resumes) a torrent for the user; remembered across restarts.
     pub async fn set_paused(&self, id: &str, paused: bool) -> Result<TorrentView, TorrentError> {
         let id = self.resolve(id)?;

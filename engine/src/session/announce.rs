@@ -18,6 +18,7 @@ use crate::tracker::{self, AnnounceEvent, AnnounceRequest, TrackerTiers};
 
 use super::handle::AnnounceOutcome;
 use super::torrent::TorrentShared;
+use super::tracker_status::TrackerStatuses;
 use super::SessionInner;
 
 /// What the announce task needs from what it announces: a torrent, or a
@@ -41,6 +42,8 @@ pub(crate) trait Announcer: Send + Sync + 'static {
     fn found(self: &Arc<Self>, peers: &[SocketAddr]);
     /// How the last announce went, for `status`.
     fn outcome(&self) -> &Mutex<Option<AnnounceOutcome>>;
+    /// Each tracker's standing, for `capwise trackers`.
+    fn statuses(&self) -> &TrackerStatuses;
 }
 
 impl Announcer for TorrentShared {
@@ -89,6 +92,10 @@ impl Announcer for TorrentShared {
 
     fn outcome(&self) -> &Mutex<Option<AnnounceOutcome>> {
         &self.announce_outcome
+    }
+
+    fn statuses(&self) -> &TrackerStatuses {
+        &self.tracker_statuses
     }
 }
 
@@ -172,6 +179,7 @@ async fn active_period<A: Announcer>(target: &Arc<A>, tiers: &mut TrackerTiers) 
                             peers: resp.peers.len(),
                         });
                     tiers.mark_success(&url);
+                    target.statuses().answered(&url, &resp);
                     if let Some(w) = &resp.warning {
                         tracing::warn!(tracker = %url, warning = %w, "tracker warning");
                     }
@@ -185,6 +193,7 @@ async fn active_period<A: Announcer>(target: &Arc<A>, tiers: &mut TrackerTiers) 
                 }
                 Err(e) => {
                     tracing::warn!(tracker = %url, error = %e, "announce failed");
+                    target.statuses().failed(&url, &e.to_string());
                     last_error = Some(e.to_string());
                 }
             }

@@ -357,6 +357,16 @@ impl TorrentHandle {
         slot.lock().expect("announce outcome lock").clone()
     }
 
+    /// Each tracker's standing, tier by tier (a magnet link's `tr=` ones
+    /// until its metadata is in).
+    pub fn trackers(&self) -> Vec<super::TrackerStatus> {
+        match (&self.inner, self.torrent()) {
+            (_, Some(shared)) => shared.tracker_statuses.snapshot(),
+            (Inner::Magnet { magnet, .. }, None) => magnet.tracker_statuses.snapshot(),
+            (Inner::Torrent { shared, .. }, None) => shared.tracker_statuses.snapshot(),
+        }
+    }
+
     /// The torrent's info-hash.
     pub fn info_hash(&self) -> [u8; 20] {
         match &self.inner {

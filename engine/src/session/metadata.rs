@@ -86,6 +86,8 @@ pub(crate) struct MagnetShared {
     next_key: AtomicU64,
     pub(crate) counters: Arc<Counters>,
     pub(crate) announce_outcome: Mutex<Option<AnnounceOutcome>>,
+    /// Each of the link's trackers' standing.
+    pub(crate) tracker_statuses: super::tracker_status::TrackerStatuses,
     /// When to announce to the magnet's trackers.
     announce: Mutex<AnnounceSchedule>,
     /// Wakes the announce task (the phase is over).
@@ -111,6 +113,12 @@ struct Conn {
     their_id: Option<u8>,
 }
 
+/// A magnet link's `tr=` trackers, each a tier of its own (BEP 9 gives
+/// them no tiers), tried in order.
+fn one_tier_each(trackers: &[String]) -> Vec<Vec<String>> {
+    trackers.iter().map(|t| vec![t.clone()]).collect()
+}
+
 impl MagnetShared {
     pub(crate) fn new(
         session: Arc<SessionInner>,
@@ -124,6 +132,8 @@ impl MagnetShared {
             RunState::Active
         };
         let session_max_peers = session.config.max_peers_per_torrent;
+        let tracker_statuses =
+            super::tracker_status::TrackerStatuses::new(&one_tier_each(&magnet.trackers));
         let shared = Arc::new(MagnetShared {
             info_hash: magnet.info_hash.0,
             transports: options.transports.clone(),
@@ -162,6 +172,7 @@ impl MagnetShared {
             next_key: AtomicU64::new(1),
             counters: Arc::new(Counters::default()),
             announce_outcome: Mutex::new(None),
+            tracker_statuses,
             announce: Mutex::new(AnnounceSchedule::new(false)),
             announce_wake: Notify::new(),
             announce_key: rand::random(),
@@ -688,11 +699,7 @@ impl super::announce::Announcer for MagnetShared {
     }
 
     fn tiers(&self) -> Vec<Vec<String>> {
-        self.magnet
-            .trackers
-            .iter()
-            .map(|t| vec![t.clone()])
-            .collect()
+        one_tier_each(&self.magnet.trackers)
     }
 
     fn request(&self, event: AnnounceEvent) -> AnnounceRequest {
@@ -732,6 +739,10 @@ impl super::announce::Announcer for MagnetShared {
 
     fn outcome(&self) -> &Mutex<Option<AnnounceOutcome>> {
         &self.announce_outcome
+    }
+
+    fn statuses(&self) -> &super::tracker_status::TrackerStatuses {
+        &self.tracker_statuses
     }
 }
 

@@ -30,6 +30,7 @@ mod reclassify;
 mod schedule;
 mod site_share;
 mod torrent;
+mod tracker_status;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -50,6 +51,7 @@ pub use handle::{
 };
 pub use local_discovery::InterfaceFilter;
 pub use site_share::SiteShare;
+pub use tracker_status::TrackerStatus;
 
 use crate::hooks::{ByteGate, Classifier, Counters, OpenGate, PeerClass, Switch};
 use crate::metainfo::{InfoHash, Metainfo};

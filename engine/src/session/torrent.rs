@@ -134,6 +134,8 @@ pub(crate) struct TorrentShared {
     rates: Mutex<RateWindow>,
     /// How the last announce went (`None` before the first one).
     pub(crate) announce_outcome: Mutex<Option<AnnounceOutcome>>,
+    /// Each tracker's standing.
+    pub(crate) tracker_statuses: super::tracker_status::TrackerStatuses,
     /// Pieces written but not yet in a committed journal record.
     journal: Mutex<JournalState>,
     /// What its web seeds (BEP 19) are doing (`crate::webseed`).
@@ -377,6 +379,7 @@ impl TorrentShared {
         }
         let (progress, _) = watch::channel(initial);
         let core = TorrentCore::new(swarm, session.config.max_peers_per_torrent, run);
+        let tracker_statuses = super::tracker_status::TrackerStatuses::new(&metainfo.trackers);
         let shared = Arc::new(TorrentShared {
             session,
             info_hash,
@@ -399,6 +402,7 @@ impl TorrentShared {
             resume_removed: Mutex::new(false),
             rates: Mutex::new(RateWindow::default()),
             announce_outcome: Mutex::new(None),
+            tracker_statuses,
             journal: Mutex::new(JournalState {
                 pending: Vec::new(),
                 flushing: false,
