@@ -34,7 +34,8 @@ pub struct RunArgs {
 /// `capwise add`
 #[derive(Debug, Args)]
 pub struct AddArgs {
-    /// A .torrent file or a magnet link.
+    /// A .torrent file, an http(s) link to one (fetched by this command:
+    /// at most 10 MiB, 5 redirects, 30 s), or a magnet link.
     pub source: String,
     /// Directory for the data (default: the agent's download directory).
     #[arg(short = 'd', long = "dir")]

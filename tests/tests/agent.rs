@@ -8,6 +8,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use capwise_tests::clients::agent::Agent;
 use capwise_tests::clients::libtorrent::{self, LtOpts};
+use capwise_tests::clients::lighttpd::Lighttpd;
 use capwise_tests::netns::assert_private_netns;
 use capwise_tests::payload::{assert_same_tree, make_tree};
 use capwise_tests::ports::free_port;
@@ -301,6 +302,60 @@ fn add_watch_pause_resume_restart_and_remove() {
             Ok(())
         },
     );
+}
+
+/// `capwise add URL`: lighttpd on 127.0.0.1 serves the .torrent, behind a
+/// redirect; an 11 MiB file, an HTML page, a 404 and an endless redirect
+/// are refused, each with an error that says which, and nothing is added;
+/// the torrent added from the link completes.
+#[test]
+fn add_url_fetches_the_torrent_and_refuses_what_is_not_one() {
+    run("add URL", 4 * MIB, |w| {
+        let www = w.tmp.path().join("www");
+        std::fs::create_dir_all(&www)?;
+        std::fs::copy(&w.torrent, www.join("payload.torrent"))?;
+        std::fs::write(www.join("huge.torrent"), vec![b'd'; 11 << 20])?;
+        std::fs::write(
+            www.join("login.torrent"),
+            "<!DOCTYPE html>\n<html><body>Please sign in</body></html>\n",
+        )?;
+        let web = Lighttpd::start_with(
+            &www,
+            free_port(),
+            &w.tmp.path().join("lighttpd"),
+            &w.logs,
+            "server.modules += ( \"mod_redirect\" )\n\
+             url.redirect = ( \"^/moved$\" => \"/payload.torrent\", \"^/loop/(.*)$\" => \"/loop/a$1\" )",
+        )?;
+        let mut agent = w.start_agent("agent-url")?;
+        let page = std::fs::metadata(www.join("login.torrent"))?.len();
+        let not_a_torrent = format!("is not a .torrent ({page} bytes, starting `<!DOCTYPE html>");
+        for (path, expected) in [
+            ("huge.torrent", "more than the limit of 10485760"),
+            ("login.torrent", not_a_torrent.as_str()),
+            ("missing.torrent", "HTTP 404"),
+            ("loop/x", "too many redirects"),
+        ] {
+            let url = web.url(path);
+            let error = match agent.cli(&["add", &url]) {
+                Ok(out) => bail!("add {url} succeeded: {out}"),
+                Err(e) => format!("{e:#}"),
+            };
+            eprintln!(
+                "[agent]   {path}: {}",
+                error.lines().last().unwrap_or_default()
+            );
+            ensure!(error.contains(expected), "add {url}: {error}");
+        }
+        let listed = agent.cli_json(&["list"])?;
+        ensure!(listed.as_array().is_some_and(|a| a.is_empty()), "{listed}");
+        let id = agent.cli(&["add", &web.url("moved")])?.trim().to_string();
+        ensure!(id == w.info_hash, "add printed {id:?}");
+        agent.wait_state(&id, "seeding", WAIT)?;
+        w.verify()?;
+        stop(&mut agent, Duration::from_secs(10))?;
+        Ok(())
+    });
 }
 
 /// `add --only`: only the wanted file's pieces are fetched (the ledger says

@@ -15,6 +15,7 @@ pub(crate) mod output;
 pub mod peers;
 pub mod schedule;
 pub mod subscribe;
+pub mod torrent_url;
 pub mod torrents;
 pub mod usage;
 pub mod why;
