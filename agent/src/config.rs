@@ -6,6 +6,7 @@
 //!
 //! ```toml
 //! download_dir = "/srv/downloads"
+//! watch_dir = "/srv/torrents"   # .torrent files dropped here are added, then renamed .added (or .invalid)
 //! listen = "0.0.0.0:6881"
 //! encryption = "prefer"   # or "require", "allow"; `--encryption` overrides
 //! network_file = "/run/capwise/network.toml"
@@ -64,6 +65,9 @@ pub const CONFIG_FILE: &str = "config.toml";
 pub struct Config {
     /// Where torrents added without `-d` are stored.
     pub download_dir: Option<PathBuf>,
+    /// A folder whose `.torrent` files are added (to `download_dir`), then
+    /// renamed `.added`, or `.invalid` when they cannot be.
+    pub watch_dir: Option<PathBuf>,
     /// Address to accept peers on.
     pub listen: Option<SocketAddr>,
     /// Describe the uplink with this file instead of detecting it.
@@ -317,6 +321,7 @@ pub(crate) const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "channel",
             "net",
             "blocklist",
+            "watch_dir",
         ],
     ),
     ("net", &["port_mapping"]),
@@ -409,6 +414,7 @@ pub fn parse(text: &str) -> Result<Loaded> {
     for (key, path) in [
         ("download_dir", &config.download_dir),
         ("network_file", &config.network_file),
+        ("watch_dir", &config.watch_dir),
     ] {
         if let Some(path) = path.as_ref().filter(|p| !p.is_absolute()) {
             bail!("{key} = \"{}\": must be an absolute path", path.display());

@@ -358,6 +358,103 @@ fn add_url_fetches_the_torrent_and_refuses_what_is_not_one() {
     });
 }
 
+/// The watch folder (`watch_dir`): a broken .torrent there before the start
+/// is renamed `.invalid` and the log says why; one written slowly is not
+/// taken while its writer holds it open, then is added once and renamed
+/// `.added` and completes; the same torrent dropped again is marked added
+/// without a second torrent; a restart adds nothing more.
+#[test]
+fn the_watch_folder_adds_each_dropped_torrent_once() {
+    run("watch folder", 4 * MIB, |w| {
+        use std::io::Write;
+        let watch = w.tmp.path().join("watch");
+        std::fs::create_dir_all(&watch)?;
+        let config = std::fs::read_to_string(&w.config)?;
+        std::fs::write(
+            &w.config,
+            format!("watch_dir = \"{}\"\n{config}", watch.display()),
+        )?;
+        std::fs::write(watch.join("broken.torrent"), "d4:infoi1ee")?;
+        let mut agent = w.start_agent("agent-watch-1")?;
+        let exists = |name: &str| watch.join(name).exists();
+        wait_until(
+            "broken.torrent to be renamed .invalid",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || Ok(exists("broken.torrent.invalid")),
+        )?;
+        let log = std::fs::read_to_string(w.logs.join("agent-watch-1.stderr"))?;
+        let line = log
+            .lines()
+            .find(|l| l.contains("broken.torrent") && l.contains("invalid"))
+            .with_context(|| format!("the log does not say why:\n{log}"))?;
+        ensure!(line.contains("not a usable torrent"), "{line}");
+
+        // Half written, held open past the quiet time: not taken.
+        let bytes = std::fs::read(&w.torrent)?;
+        let (first, rest) = bytes.split_at(bytes.len() / 2);
+        let mut slow = std::fs::File::create(watch.join("payload.torrent"))?;
+        slow.write_all(first)?;
+        slow.flush()?;
+        std::thread::sleep(Duration::from_millis(1500));
+        ensure!(exists("payload.torrent"), "taken while still being written");
+        let listed = agent.cli_json(&["list"])?;
+        ensure!(listed.as_array().is_some_and(|a| a.is_empty()), "{listed}");
+        slow.write_all(rest)?;
+        drop(slow);
+        wait_until(
+            "payload.torrent to be renamed .added",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || Ok(exists("payload.torrent.added")),
+        )?;
+        agent.wait_state(&w.info_hash, "seeding", WAIT)?;
+        w.verify()?;
+
+        // The same torrent again, renamed into place as downloaders do.
+        std::fs::write(watch.join(".again.part"), &bytes)?;
+        std::fs::rename(watch.join(".again.part"), watch.join("again.torrent"))?;
+        wait_until(
+            "again.torrent to be renamed .added",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || Ok(exists("again.torrent.added")),
+        )?;
+        let listed = agent.cli_json(&["list"])?;
+        ensure!(listed.as_array().is_some_and(|a| a.len() == 1), "{listed}");
+        stop(&mut agent, Duration::from_secs(10))?;
+
+        let mut agent = w.start_agent("agent-watch-2")?;
+        agent.wait_state(&w.info_hash, "seeding", WAIT)?;
+        std::thread::sleep(watch_quiet() * 3);
+        let mut names: Vec<String> = std::fs::read_dir(&watch)?
+            .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_>>()?;
+        names.sort();
+        ensure!(
+            names
+                == [
+                    "again.torrent.added",
+                    "broken.torrent.invalid",
+                    "payload.torrent.added"
+                ],
+            "{names:?}"
+        );
+        let log = std::fs::read_to_string(w.logs.join("agent-watch-2.stderr"))?;
+        ensure!(
+            !log.contains("from the watch folder") && !log.contains("renamed .invalid"),
+            "the restart took a file again:\n{log}"
+        );
+        stop(&mut agent, Duration::from_secs(10))?;
+        Ok(())
+    });
+}
+
+/// The agent's quiet time for a whole file in the watch folder (0.3 s), with room.
+fn watch_quiet() -> Duration {
+    Duration::from_millis(300)
+}
+
 /// `add --only`: only the wanted file's pieces are fetched (the ledger says
 /// so), the skipped file is not created, the choice survives a restart, and
 /// `files --want` completes the rest.

@@ -287,6 +287,12 @@ pub fn effective(config: &Config, args: &RunArgs) -> Result<Effective> {
         strings(&names)
     });
     push("", "blocklist", file_or(blocklist, None), "none");
+    push(
+        "",
+        "watch_dir",
+        file_or(config.watch_dir.as_deref().map(path_value), None),
+        "none",
+    );
 
     // [net]
     push(

@@ -156,6 +156,10 @@ pub async fn run(args: &RunArgs) -> Result<()> {
             )),
             windows: wan_windows,
         });
+    let watch_folder = config
+        .watch_dir
+        .clone()
+        .map(|dir| (dir, control.download_dir.clone()));
     let metrics = crate::metrics::Metrics::new(&state_dir, torrents.clone(), &policy).await?;
     let _metrics_follower = metrics.follow_decisions();
     let (stop_api, api_task) = start_api(
@@ -188,6 +192,9 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         "ready"
     );
 
+    // After the restore: a dropped torrent already stored is a duplicate.
+    let watch_folder = watch_folder
+        .map(|(dir, into)| crate::daemon::torrents::watch::follow(torrents.clone(), dir, into));
     // After the restore: the router is asked once the ports serve torrents.
     let port_mapper = config.port_mapping_enabled().then(|| {
         crate::portmap::PortMapper::start(
@@ -221,6 +228,9 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     follower.abort();
     addresses.abort();
+    if let Some(watch) = &watch_folder {
+        watch.abort();
+    }
     // Before the session stops: a poll under way finishes adding its item.
     subscriptions.stop(Duration::from_millis(500)).await;
     let _ = stop_api.send(true);

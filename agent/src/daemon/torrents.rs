@@ -77,6 +77,7 @@ mod files;
 mod limits;
 mod membership;
 mod space;
+pub mod watch;
 pub use files::FileSettings;
 pub use membership::parse_token;
 
