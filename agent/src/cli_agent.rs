@@ -153,6 +153,18 @@ pub struct IdArgs {
     pub agent: StoreArgs,
 }
 
+/// `capwise move`
+#[derive(Debug, Args)]
+pub struct MoveArgs {
+    /// A torrent id (or a unique prefix of 4+ digits).
+    pub id: String,
+    /// The directory the data goes to (created if missing).
+    pub dir: PathBuf,
+    /// Agent selection and output.
+    #[command(flatten)]
+    pub agent: StoreArgs,
+}
+
 /// `capwise remove`
 #[derive(Debug, Args)]
 pub struct RemoveArgs {

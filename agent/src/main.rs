@@ -179,6 +179,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Pause(a) => commands::torrents::set_paused(&a, true).await,
         Command::Resume(a) => commands::torrents::set_paused(&a, false).await,
         Command::Remove(a) => commands::torrents::remove(&a).await,
+        Command::Move(a) => commands::relocate::relocate(&a).await,
         Command::Files(a) => commands::files::run(&a).await,
         Command::Set(a) => commands::torrents::set(&a).await,
         Command::Peers(a) => commands::peers::run(&a).await,

@@ -44,17 +44,18 @@ struct World {
 
 impl World {
     fn new(size: u64) -> Result<World> {
+        World::with_files(&[("big.bin", size), ("small/note.txt", 1234)])
+    }
+
+    /// A world whose payload holds `files` (paths inside it, sizes).
+    fn with_files(files: &[(&str, u64)]) -> Result<World> {
         let tmp = tempfile::Builder::new()
             .prefix("capwise-agent-")
             .tempdir()?;
         let root = tmp.path().to_path_buf();
         let logs = root.join("logs");
         let seed_dir = root.join("seed");
-        make_tree(
-            &seed_dir.join(NAME),
-            &[("big.bin", size), ("small/note.txt", 1234)],
-            0xA6E47,
-        )?;
+        make_tree(&seed_dir.join(NAME), files, 0xA6E47)?;
         let port = reserve_port();
         let torrent = root.join("payload.torrent");
         let hash = make_torrent(
@@ -123,9 +124,13 @@ impl World {
 }
 
 fn run(test: &str, size: u64, body: impl FnOnce(&World) -> Result<()>) {
+    run_in(test, World::new(size), body)
+}
+
+fn run_in(test: &str, world: Result<World>, body: impl FnOnce(&World) -> Result<()>) {
     assert_private_netns();
     let t0 = Instant::now();
-    let world = World::new(size).expect("test setup (payload, tracker, seeder)");
+    let world = world.expect("test setup (payload, tracker, seeder)");
     match body(&world) {
         Ok(()) => eprintln!("[agent] {test}: ok in {:.1}s", t0.elapsed().as_secs_f64()),
         Err(e) => {
@@ -453,6 +458,167 @@ fn the_watch_folder_adds_each_dropped_torrent_once() {
 /// The agent's quiet time for a whole file in the watch folder (0.3 s), with room.
 fn watch_quiet() -> Duration {
     Duration::from_millis(300)
+}
+
+/// `capwise move` from a tmpfs to the disk (another file system: copy,
+/// fsync, remove), the agent killed with -9 when a third of the files are
+/// across: after the restart every file exists once, in the new place,
+/// whole; the torrent seeds from there without hashing anything again. A
+/// second move on the same file system (renames) goes through too. The
+/// tmpfs lives in a mount namespace a holder process keeps, which the
+/// agent enters (`nsenter`), so it outlives the killed agent.
+#[test]
+fn move_killed_mid_copy_leaves_one_whole_copy_in_the_new_place() {
+    const FILES: usize = 160;
+    let names: Vec<String> = (0..FILES).map(|i| format!("part/{i:03}.bin")).collect();
+    let files: Vec<(&str, u64)> = names.iter().map(|n| (n.as_str(), 256 * 1024)).collect();
+    run_in("move, kill -9 mid-copy", World::with_files(&files), |w| {
+        let disk = w.tmp.path().join("tmpfs");
+        std::fs::create_dir_all(&disk)?;
+        let mut holder_cmd = Command::new("unshare");
+        holder_cmd
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+            "mount -t tmpfs -o size=128m capwise-move {d} && touch {d}/.mounted && exec sleep 600",
+            d = disk.display()
+        ));
+        let holder = ChildGuard::spawn("tmpfs-holder", &mut holder_cmd, &w.logs)?;
+        let inside = PathBuf::from(format!("/proc/{}/root{}", holder.pid(), disk.display()));
+        wait_until(
+            "the tmpfs to be mounted",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || Ok(inside.join(".mounted").exists()),
+        )?;
+        let ns = format!("/proc/{}/ns/mnt", holder.pid());
+        let wrap: capwise_tests::clients::agent::Wrap = std::sync::Arc::new(move |c: &Command| {
+            let mut out = Command::new("nsenter");
+            out.arg(format!("--mount={ns}"))
+                .arg("--")
+                .arg(c.get_program())
+                .args(c.get_args());
+            for (k, v) in c.get_envs() {
+                match v {
+                    Some(v) => out.env(k, v),
+                    None => out.env_remove(k),
+                };
+            }
+            out
+        });
+        let start = |name: &str| {
+            Agent::start_wrapped(
+                name,
+                &w.state_dir,
+                &w.config,
+                None,
+                &w.logs,
+                Some(wrap.clone()),
+            )
+        };
+        let mut agent = start("agent-move-1")?;
+        let id = agent
+            .cli(&[
+                "add",
+                w.torrent.to_str().context("utf-8")?,
+                "-d",
+                disk.to_str().context("utf-8")?,
+            ])?
+            .trim()
+            .to_string();
+        agent.wait_state(&id, "seeding", WAIT)?;
+        assert_same_tree(&w.seed_dir.join(NAME), &inside.join(NAME))?;
+
+        // The CLI waits for the move; it dies with the agent.
+        let moved = w.tmp.path().join("moved");
+        let mut cli = Command::new(capwise_tests::paths::capwise_bin());
+        cli.args(["move", &id])
+            .arg(&moved)
+            .arg("--state-dir")
+            .arg(&w.state_dir);
+        let mut mover = ChildGuard::spawn("cli-move", &mut cli, &w.logs)?;
+        let across = |dir: &std::path::Path| {
+            std::fs::read_dir(dir.join(NAME).join("part"))
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        wait_until(
+            "a third of the files to be across",
+            Duration::from_secs(60),
+            Duration::from_millis(2),
+            || Ok(across(&moved) >= FILES / 3),
+        )?;
+        agent.guard.signal(libc::SIGKILL);
+        agent.guard.wait_timeout(Duration::from_secs(10))?;
+        let (there, left) = (across(&moved), across(&inside));
+        eprintln!("[agent]   killed with {there} files across, {left} not yet");
+        ensure!(
+            left > 0,
+            "the move had finished before the kill: nothing shown"
+        );
+        let _ = mover.wait_timeout(Duration::from_secs(10));
+
+        let mut agent = start("agent-move-2")?;
+        let status = agent.wait_state(&id, "seeding", WAIT)?;
+        ensure!(
+            status["download_dir"] == moved.to_str().unwrap_or_default(),
+            "not seeding from the new place: {status}"
+        );
+        let log = std::fs::read_to_string(w.logs.join("agent-move-2.stderr"))?;
+        ensure!(
+            log.contains("interrupted move finished"),
+            "the restart did not finish the move:\n{log}"
+        );
+        let (_, info) = agent.api("GET", "/v1/agent", Some(&agent.token()?), &[], None)?;
+        ensure!(
+            info["hashed_bytes"] == 0,
+            "the moved data was hashed again: {info}"
+        );
+        assert_same_tree(&w.seed_dir.join(NAME), &moved.join(NAME))?;
+        let stray: Vec<_> = walk(&inside)?
+            .into_iter()
+            .chain(walk(&moved)?.into_iter().filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().ends_with(".capwise-move"))
+            }))
+            .filter(|p| !p.ends_with(".mounted"))
+            .collect();
+        ensure!(stray.is_empty(), "files left behind: {stray:?}");
+
+        // Same file system: renames, no kill.
+        let again = w.tmp.path().join("again");
+        let view = agent.cli_json(&["move", &id[..8], again.to_str().context("utf-8")?])?;
+        ensure!(
+            view["download_dir"] == again.to_str().unwrap_or_default(),
+            "{view}"
+        );
+        agent.wait_state(&id, "seeding", WAIT)?;
+        assert_same_tree(&w.seed_dir.join(NAME), &again.join(NAME))?;
+        ensure!(!moved.join(NAME).exists(), "the old copy is still there");
+        stop(&mut agent, Duration::from_secs(10))?;
+        drop(holder);
+        Ok(())
+    });
+}
+
+/// Every file below `dir`.
+fn walk(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                todo.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `add --only`: only the wanted file's pieces are fetched (the ledger says

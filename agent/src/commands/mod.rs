@@ -13,6 +13,7 @@ pub mod net;
 pub mod network;
 pub(crate) mod output;
 pub mod peers;
+pub mod relocate;
 pub mod schedule;
 pub mod subscribe;
 pub mod torrent_url;

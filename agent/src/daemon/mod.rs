@@ -180,6 +180,8 @@ pub async fn run(args: &RunArgs) -> Result<()> {
             .await?;
     }
 
+    // Before the restore: each torrent opens where its data is.
+    crate::daemon::torrents::relocate::recover(db.clone()).await;
     restore(&torrents, &db).await;
     // After the restore: the pollers find the items they hold in the session.
     subscriptions.resume_all();

@@ -76,6 +76,7 @@ use crate::torrent_db::{hex, StoredTorrent, TorrentDb};
 mod files;
 mod limits;
 mod membership;
+pub mod relocate;
 mod space;
 pub mod watch;
 pub use files::FileSettings;
@@ -158,6 +159,8 @@ struct Entry {
     _data_lock: Option<crate::lock::Lock>,
     /// Its own rate limits (`capwise set`), asked before the session's gate.
     limit: Arc<limits::TorrentLimit>,
+    /// Its data is being moved (`capwise move`): released by the engine.
+    moving: bool,
 }
 
 /// Torrents by id.
@@ -312,6 +315,7 @@ impl Torrents {
             waiting,
             _data_lock: data_lock,
             limit,
+            moving: false,
         };
         let view = self.view(&id, &entry);
         self.entries().insert(id, entry);
@@ -534,7 +538,9 @@ impl Torrents {
     fn view(&self, id: &str, entry: &Entry) -> TorrentView {
         let p = entry.handle.progress();
         let dht = self.session.runs_dht();
-        let (state, reason) = if entry.user_paused {
+        let (state, reason) = if entry.moving {
+            ("moving", None)
+        } else if entry.user_paused {
             ("paused", None)
         } else if entry.waiting {
             let why = self
