@@ -621,6 +621,95 @@ fn walk(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// `incomplete_dir` and `on_complete`: the torrent downloads into the
+/// incomplete directory, moves to the download directory when complete,
+/// and the program runs once there (argv with the data's path and the id
+/// appended, the environment naming the torrent), its output in the log;
+/// a restart runs nothing again.
+#[test]
+fn a_completed_download_moves_out_of_incomplete_dir_and_runs_on_complete_once() {
+    run("incomplete_dir, on_complete", 4 * MIB, |w| {
+        use std::os::unix::fs::PermissionsExt;
+        let incomplete = w.tmp.path().join("incomplete");
+        let out = w.tmp.path().join("hook.out");
+        let script = w.tmp.path().join("hook.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nprintf '%s|' \"$@\" >> {out}\necho \"$CAPWISE_TORRENT_NAME\" >> {out}\necho hello from the hook\n",
+                out = out.display()
+            ),
+        )?;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+        let config = std::fs::read_to_string(&w.config)?;
+        std::fs::write(
+            &w.config,
+            format!(
+                "incomplete_dir = \"{}\"\non_complete = [\"{}\", \"first arg\"]\n{config}",
+                incomplete.display(),
+                script.display()
+            ),
+        )?;
+        let mut agent = w.start_agent("agent-complete-1")?;
+        let added = agent.cli_json(&["add", w.torrent.to_str().context("utf-8")?])?;
+        ensure!(
+            added["download_dir"] == incomplete.to_str().unwrap_or_default(),
+            "not added into the incomplete directory: {added}"
+        );
+        let id = added["id"].as_str().context("an id")?.to_string();
+        let data_dir = w.data_dir.to_str().unwrap_or_default();
+        let mut last = Value::Null;
+        wait_until(
+            "the completed torrent to seed from the download directory",
+            WAIT,
+            Duration::from_millis(100),
+            || {
+                last = agent.status(&id)?;
+                Ok(last["state"] == "seeding" && last["download_dir"] == data_dir)
+            },
+        )
+        .with_context(|| format!("last status: {last}"))?;
+        w.verify()?;
+        ensure!(
+            !incomplete.join(NAME).exists(),
+            "data left in the incomplete directory"
+        );
+        wait_until(
+            "the on-completion command to run",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || Ok(out.exists()),
+        )?;
+        let expected = format!(
+            "first arg|{}|{id}|{NAME}\n",
+            w.data_dir.join(NAME).display()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        ensure!(
+            std::fs::read_to_string(&out)? == expected,
+            "{:?}",
+            std::fs::read_to_string(&out)?
+        );
+        let log = std::fs::read_to_string(w.logs.join("agent-complete-1.stderr"))?;
+        ensure!(
+            log.contains("hello from the hook"),
+            "its output is not in the log:\n{log}"
+        );
+        stop(&mut agent, Duration::from_secs(10))?;
+
+        let mut agent = w.start_agent("agent-complete-2")?;
+        agent.wait_state(&id, "seeding", WAIT)?;
+        std::thread::sleep(Duration::from_millis(1500));
+        ensure!(
+            std::fs::read_to_string(&out)? == expected,
+            "the restart ran it again: {:?}",
+            std::fs::read_to_string(&out)?
+        );
+        stop(&mut agent, Duration::from_secs(10))?;
+        Ok(())
+    });
+}
+
 /// `add --only`: only the wanted file's pieces are fetched (the ledger says
 /// so), the skipped file is not created, the choice survives a restart, and
 /// `files --want` completes the rest.

@@ -117,7 +117,11 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let torrents = Arc::new(
         Torrents::new(session, db.clone(), background_allowed)
             .with_manual_peers(manual_peers)
-            .with_wan_windows(wan_windows.clone()),
+            .with_wan_windows(wan_windows.clone())
+            .with_completion(crate::daemon::torrents::Completion::new(
+                config.on_complete.clone().unwrap_or_default(),
+                config.incomplete_dir.clone(),
+            )),
     );
 
     // `[site] wan_rate`: this machine's share of the site's WAN cap.

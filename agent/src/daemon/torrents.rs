@@ -73,12 +73,14 @@ pub fn no_peers_reason(handle: &TorrentHandle, dht: bool) -> Option<String> {
 }
 use crate::torrent_db::{hex, StoredTorrent, TorrentDb};
 
+mod completion;
 mod files;
 mod limits;
 mod membership;
 pub mod relocate;
 mod space;
 pub mod watch;
+pub use completion::Completion;
 pub use files::FileSettings;
 pub use membership::parse_token;
 
@@ -179,6 +181,8 @@ pub struct Torrents {
     /// Channel subscriptions' WAN windows: a torrent of a subscription
     /// with one starts with its switch.
     wan_windows: crate::subscriptions::window::Windows,
+    /// `incomplete_dir` and `on_complete`.
+    completion: Arc<Completion>,
 }
 
 impl Torrents {
@@ -193,6 +197,7 @@ impl Torrents {
             wan_held: AtomicBool::new(false),
             manual_peers: Vec::new(),
             wan_windows: Default::default(),
+            completion: Default::default(),
         }
     }
 
@@ -318,7 +323,9 @@ impl Torrents {
             moving: false,
         };
         let view = self.view(&id, &entry);
-        self.entries().insert(id, entry);
+        let handle = entry.handle.clone();
+        self.entries().insert(id.clone(), entry);
+        self.follow_completion(id, handle);
         Ok(view)
     }
 
@@ -366,6 +373,7 @@ impl Torrents {
         if self.entries().contains_key(&id) {
             return Err(TorrentError::Duplicate(id));
         }
+        let download_dir = self.start_dir(&id, &metainfo, download_dir);
         std::fs::create_dir_all(&download_dir).map_err(|e| {
             TorrentError::Invalid(format!("cannot create {}: {e}", download_dir.display()))
         })?;
