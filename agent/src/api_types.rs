@@ -626,3 +626,11 @@ impl From<capwise_engine::session::PeerInfo> for PeerView {
         }
     }
 }
+
+/// `POST /v1/torrents/{id}/move`: the directory the data goes to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveRequest {
+    /// An absolute directory.
+    pub dir: String,
+}

@@ -73,6 +73,8 @@ pub enum Command {
     Files(crate::cli_agent::FilesArgs),
     /// Remove a torrent from the agent, and its files with --delete-data.
     Remove(crate::cli_agent::RemoveArgs),
+    /// Move a torrent's data to another directory (another disk too); it goes on from there.
+    Move(crate::cli_agent::MoveArgs),
     /// The agent's own rate limits: show, set.
     Limits(crate::cli_agent::LimitsArgs),
     /// Print a shell completion script.
@@ -118,6 +120,7 @@ impl Command {
                 a.agent.json
             }
             Command::Remove(a) => a.agent.json,
+            Command::Move(a) => a.agent.json,
             Command::Files(a) => a.agent.json,
             Command::Set(a) => a.agent.json,
             Command::Peers(a) => a.agent.json,

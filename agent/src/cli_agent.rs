@@ -34,7 +34,8 @@ pub struct RunArgs {
 /// `capwise add`
 #[derive(Debug, Args)]
 pub struct AddArgs {
-    /// A .torrent file or a magnet link.
+    /// A .torrent file, an http(s) link to one (fetched by this command:
+    /// at most 10 MiB, 5 redirects, 30 s), or a magnet link.
     pub source: String,
     /// Directory for the data (default: the agent's download directory).
     #[arg(short = 'd', long = "dir")]
@@ -163,6 +164,18 @@ pub struct StatusArgs {
 pub struct IdArgs {
     /// A torrent id (or a unique prefix of 4+ digits).
     pub id: String,
+    /// Agent selection and output.
+    #[command(flatten)]
+    pub agent: StoreArgs,
+}
+
+/// `capwise move`
+#[derive(Debug, Args)]
+pub struct MoveArgs {
+    /// A torrent id (or a unique prefix of 4+ digits).
+    pub id: String,
+    /// The directory the data goes to (created if missing).
+    pub dir: PathBuf,
     /// Agent selection and output.
     #[command(flatten)]
     pub agent: StoreArgs,

@@ -98,6 +98,23 @@ impl AgentClient {
             .await
     }
 
+    /// `POST path` with a JSON body, waiting up to `timeout` for the
+    /// answer (a move across disks takes as long as the copy).
+    pub async fn post_waiting<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<T> {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .json(body)
+                .timeout(timeout),
+        )
+        .await
+    }
+
     /// `PUT path` with a JSON body.
     pub async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         self.send(self.http.put(format!("{}{path}", self.base)).json(body))

@@ -6,6 +6,9 @@
 //!
 //! ```toml
 //! download_dir = "/srv/downloads"
+//! watch_dir = "/srv/torrents"   # .torrent files dropped here are added, then renamed .added (or .invalid)
+//! incomplete_dir = "/srv/incomplete"   # data goes here while downloading, then to the download directory
+//! on_complete = ["/usr/local/bin/done", "--quiet"]   # run with the data's path and the id appended (no shell)
 //! listen = "0.0.0.0:6881"
 //! encryption = "prefer"   # or "require", "allow"; `--encryption` overrides
 //! network_file = "/run/capwise/network.toml"
@@ -64,6 +67,15 @@ pub const CONFIG_FILE: &str = "config.toml";
 pub struct Config {
     /// Where torrents added without `-d` are stored.
     pub download_dir: Option<PathBuf>,
+    /// A folder whose `.torrent` files are added (to `download_dir`), then
+    /// renamed `.added`, or `.invalid` when they cannot be.
+    pub watch_dir: Option<PathBuf>,
+    /// Where torrents download to before they move to their download
+    /// directory on completion.
+    pub incomplete_dir: Option<PathBuf>,
+    /// A program (and its first arguments) run once per completed
+    /// download, with the data's path and the torrent's id appended.
+    pub on_complete: Option<Vec<String>>,
     /// Address to accept peers on.
     pub listen: Option<SocketAddr>,
     /// Describe the uplink with this file instead of detecting it.
@@ -330,6 +342,9 @@ pub(crate) const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "net",
             "blocklist",
             "seeding",
+            "watch_dir",
+            "incomplete_dir",
+            "on_complete",
         ],
     ),
     ("seeding", &["ratio", "seed_time"]),
@@ -423,9 +438,20 @@ pub fn parse(text: &str) -> Result<Loaded> {
     for (key, path) in [
         ("download_dir", &config.download_dir),
         ("network_file", &config.network_file),
+        ("watch_dir", &config.watch_dir),
+        ("incomplete_dir", &config.incomplete_dir),
     ] {
         if let Some(path) = path.as_ref().filter(|p| !p.is_absolute()) {
             bail!("{key} = \"{}\": must be an absolute path", path.display());
+        }
+    }
+    if let Some(argv) = &config.on_complete {
+        match argv.first() {
+            None => bail!("on_complete = []: give the program to run, e.g. [\"/usr/local/bin/done\"]"),
+            Some(program) if !Path::new(program).is_absolute() => bail!(
+                "on_complete = [\"{program}\", ...]: the program must be an absolute path (it is run without a shell or $PATH)"
+            ),
+            Some(_) => {}
         }
     }
     config.limits()?;
@@ -758,6 +784,28 @@ mod tests {
                 None => assert!(!e.contains("did you mean"), "{e}"),
             }
         }
+    }
+
+    #[test]
+    fn on_complete_needs_an_absolute_program_and_incomplete_dir_an_absolute_path() {
+        let e = parse("on_complete = []\n").unwrap_err().to_string();
+        assert!(e.contains("give the program"), "{e}");
+        let e = parse("on_complete = [\"notify-send\", \"done\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("absolute path") && e.contains("without a shell"),
+            "{e}"
+        );
+        let ok = parse("on_complete = [\"/usr/bin/notify-send\", \"done\"]\n").unwrap();
+        assert_eq!(ok.config.on_complete.unwrap().len(), 2);
+        let e = parse("incomplete_dir = \"part\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("incomplete_dir") && e.contains("absolute"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -177,6 +177,28 @@ impl TorrentDb {
         Ok(())
     }
 
+    /// Records where a torrent's data is now (`capwise move`).
+    pub fn set_download_dir(&self, id: &str, dir: &Path) -> Result<()> {
+        let dir = dir
+            .to_str()
+            .context("the download directory's name is not UTF-8")?;
+        self.conn().execute(
+            "UPDATE torrents SET download_dir = ?2 WHERE info_hash = ?1",
+            params![id, dir],
+        )?;
+        Ok(())
+    }
+
+    /// Every setting whose key starts with `prefix`, by key.
+    pub fn settings_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT key, value FROM agent_settings WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+        )?;
+        let rows = stmt.query_map(params![prefix], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Forgets a torrent and its resume data.
     pub fn remove(&self, id: &str) -> Result<()> {
         self.conn()

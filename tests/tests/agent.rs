@@ -8,6 +8,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use capwise_tests::clients::agent::Agent;
 use capwise_tests::clients::libtorrent::{self, LtOpts};
+use capwise_tests::clients::lighttpd::Lighttpd;
 use capwise_tests::netns::assert_private_netns;
 use capwise_tests::payload::{assert_same_tree, make_tree};
 use capwise_tests::ports::free_port;
@@ -43,17 +44,18 @@ struct World {
 
 impl World {
     fn new(size: u64) -> Result<World> {
+        World::with_files(&[("big.bin", size), ("small/note.txt", 1234)])
+    }
+
+    /// A world whose payload holds `files` (paths inside it, sizes).
+    fn with_files(files: &[(&str, u64)]) -> Result<World> {
         let tmp = tempfile::Builder::new()
             .prefix("capwise-agent-")
             .tempdir()?;
         let root = tmp.path().to_path_buf();
         let logs = root.join("logs");
         let seed_dir = root.join("seed");
-        make_tree(
-            &seed_dir.join(NAME),
-            &[("big.bin", size), ("small/note.txt", 1234)],
-            0xA6E47,
-        )?;
+        make_tree(&seed_dir.join(NAME), files, 0xA6E47)?;
         let port = reserve_port();
         let torrent = root.join("payload.torrent");
         let hash = make_torrent(
@@ -122,9 +124,13 @@ impl World {
 }
 
 fn run(test: &str, size: u64, body: impl FnOnce(&World) -> Result<()>) {
+    run_in(test, World::new(size), body)
+}
+
+fn run_in(test: &str, world: Result<World>, body: impl FnOnce(&World) -> Result<()>) {
     assert_private_netns();
     let t0 = Instant::now();
-    let world = World::new(size).expect("test setup (payload, tracker, seeder)");
+    let world = world.expect("test setup (payload, tracker, seeder)");
     match body(&world) {
         Ok(()) => eprintln!("[agent] {test}: ok in {:.1}s", t0.elapsed().as_secs_f64()),
         Err(e) => {
@@ -301,6 +307,407 @@ fn add_watch_pause_resume_restart_and_remove() {
             Ok(())
         },
     );
+}
+
+/// `capwise add URL`: lighttpd on 127.0.0.1 serves the .torrent, behind a
+/// redirect; an 11 MiB file, an HTML page, a 404 and an endless redirect
+/// are refused, each with an error that says which, and nothing is added;
+/// the torrent added from the link completes.
+#[test]
+fn add_url_fetches_the_torrent_and_refuses_what_is_not_one() {
+    run("add URL", 4 * MIB, |w| {
+        let www = w.tmp.path().join("www");
+        std::fs::create_dir_all(&www)?;
+        std::fs::copy(&w.torrent, www.join("payload.torrent"))?;
+        std::fs::write(www.join("huge.torrent"), vec![b'd'; 11 << 20])?;
+        std::fs::write(
+            www.join("login.torrent"),
+            "<!DOCTYPE html>\n<html><body>Please sign in</body></html>\n",
+        )?;
+        let web = Lighttpd::start_with(
+            &www,
+            free_port(),
+            &w.tmp.path().join("lighttpd"),
+            &w.logs,
+            "server.modules += ( \"mod_redirect\" )\n\
+             url.redirect = ( \"^/moved$\" => \"/payload.torrent\", \"^/loop/(.*)$\" => \"/loop/a$1\" )",
+        )?;
+        let mut agent = w.start_agent("agent-url")?;
+        let page = std::fs::metadata(www.join("login.torrent"))?.len();
+        let not_a_torrent = format!("is not a .torrent ({page} bytes, starting `<!DOCTYPE html>");
+        for (path, expected) in [
+            ("huge.torrent", "more than the limit of 10485760"),
+            ("login.torrent", not_a_torrent.as_str()),
+            ("missing.torrent", "HTTP 404"),
+            ("loop/x", "too many redirects"),
+        ] {
+            let url = web.url(path);
+            let error = match agent.cli(&["add", &url]) {
+                Ok(out) => bail!("add {url} succeeded: {out}"),
+                Err(e) => format!("{e:#}"),
+            };
+            eprintln!(
+                "[agent]   {path}: {}",
+                error.lines().last().unwrap_or_default()
+            );
+            ensure!(error.contains(expected), "add {url}: {error}");
+        }
+        let listed = agent.cli_json(&["list"])?;
+        ensure!(listed.as_array().is_some_and(|a| a.is_empty()), "{listed}");
+        let id = agent.cli(&["add", &web.url("moved")])?.trim().to_string();
+        ensure!(id == w.info_hash, "add printed {id:?}");
+        agent.wait_state(&id, "seeding", WAIT)?;
+        w.verify()?;
+        stop(&mut agent, Duration::from_secs(10))?;
+        Ok(())
+    });
+}
+
+/// The watch folder (`watch_dir`): a broken .torrent there before the start
+/// is renamed `.invalid` and the log says why; one written slowly is not
+/// taken while its writer holds it open, then is added once and renamed
+/// `.added` and completes; the same torrent dropped again is marked added
+/// without a second torrent; a restart adds nothing more.
+#[test]
+fn the_watch_folder_adds_each_dropped_torrent_once() {
+    run("watch folder", 4 * MIB, |w| {
+        use std::io::Write;
+        let watch = w.tmp.path().join("watch");
+        std::fs::create_dir_all(&watch)?;
+        let config = std::fs::read_to_string(&w.config)?;
+        std::fs::write(
+            &w.config,
+            format!("watch_dir = \"{}\"\n{config}", watch.display()),
+        )?;
+        std::fs::write(watch.join("broken.torrent"), "d4:infoi1ee")?;
+        let mut agent = w.start_agent("agent-watch-1")?;
+        let exists = |name: &str| watch.join(name).exists();
+        wait_until(
+            "broken.torrent to be renamed .invalid",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || Ok(exists("broken.torrent.invalid")),
+        )?;
+        let log = std::fs::read_to_string(w.logs.join("agent-watch-1.stderr"))?;
+        let line = log
+            .lines()
+            .find(|l| l.contains("broken.torrent") && l.contains("invalid"))
+            .with_context(|| format!("the log does not say why:\n{log}"))?;
+        ensure!(line.contains("not a usable torrent"), "{line}");
+
+        // Half written, held open past the quiet time: not taken.
+        let bytes = std::fs::read(&w.torrent)?;
+        let (first, rest) = bytes.split_at(bytes.len() / 2);
+        let mut slow = std::fs::File::create(watch.join("payload.torrent"))?;
+        slow.write_all(first)?;
+        slow.flush()?;
+        std::thread::sleep(Duration::from_millis(1500));
+        ensure!(exists("payload.torrent"), "taken while still being written");
+        let listed = agent.cli_json(&["list"])?;
+        ensure!(listed.as_array().is_some_and(|a| a.is_empty()), "{listed}");
+        slow.write_all(rest)?;
+        drop(slow);
+        wait_until(
+            "payload.torrent to be renamed .added",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || Ok(exists("payload.torrent.added")),
+        )?;
+        agent.wait_state(&w.info_hash, "seeding", WAIT)?;
+        w.verify()?;
+
+        // The same torrent again, renamed into place as downloaders do.
+        std::fs::write(watch.join(".again.part"), &bytes)?;
+        std::fs::rename(watch.join(".again.part"), watch.join("again.torrent"))?;
+        wait_until(
+            "again.torrent to be renamed .added",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || Ok(exists("again.torrent.added")),
+        )?;
+        let listed = agent.cli_json(&["list"])?;
+        ensure!(listed.as_array().is_some_and(|a| a.len() == 1), "{listed}");
+        stop(&mut agent, Duration::from_secs(10))?;
+
+        let mut agent = w.start_agent("agent-watch-2")?;
+        agent.wait_state(&w.info_hash, "seeding", WAIT)?;
+        std::thread::sleep(watch_quiet() * 3);
+        let mut names: Vec<String> = std::fs::read_dir(&watch)?
+            .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_>>()?;
+        names.sort();
+        ensure!(
+            names
+                == [
+                    "again.torrent.added",
+                    "broken.torrent.invalid",
+                    "payload.torrent.added"
+                ],
+            "{names:?}"
+        );
+        let log = std::fs::read_to_string(w.logs.join("agent-watch-2.stderr"))?;
+        ensure!(
+            !log.contains("from the watch folder") && !log.contains("renamed .invalid"),
+            "the restart took a file again:\n{log}"
+        );
+        stop(&mut agent, Duration::from_secs(10))?;
+        Ok(())
+    });
+}
+
+/// The agent's quiet time for a whole file in the watch folder (0.3 s), with room.
+fn watch_quiet() -> Duration {
+    Duration::from_millis(300)
+}
+
+/// `capwise move` from a tmpfs to the disk (another file system: copy,
+/// fsync, remove), the agent killed with -9 when a third of the files are
+/// across: after the restart every file exists once, in the new place,
+/// whole; the torrent seeds from there without hashing anything again. A
+/// second move on the same file system (renames) goes through too. The
+/// tmpfs lives in a mount namespace a holder process keeps, which the
+/// agent enters (`nsenter`), so it outlives the killed agent.
+#[test]
+fn move_killed_mid_copy_leaves_one_whole_copy_in_the_new_place() {
+    const FILES: usize = 160;
+    let names: Vec<String> = (0..FILES).map(|i| format!("part/{i:03}.bin")).collect();
+    let files: Vec<(&str, u64)> = names.iter().map(|n| (n.as_str(), 256 * 1024)).collect();
+    run_in("move, kill -9 mid-copy", World::with_files(&files), |w| {
+        let disk = w.tmp.path().join("tmpfs");
+        std::fs::create_dir_all(&disk)?;
+        let mut holder_cmd = Command::new("unshare");
+        holder_cmd
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+            "mount -t tmpfs -o size=128m capwise-move {d} && touch {d}/.mounted && exec sleep 600",
+            d = disk.display()
+        ));
+        let holder = ChildGuard::spawn("tmpfs-holder", &mut holder_cmd, &w.logs)?;
+        let inside = PathBuf::from(format!("/proc/{}/root{}", holder.pid(), disk.display()));
+        wait_until(
+            "the tmpfs to be mounted",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || Ok(inside.join(".mounted").exists()),
+        )?;
+        let ns = format!("/proc/{}/ns/mnt", holder.pid());
+        let wrap: capwise_tests::clients::agent::Wrap = std::sync::Arc::new(move |c: &Command| {
+            let mut out = Command::new("nsenter");
+            out.arg(format!("--mount={ns}"))
+                .arg("--")
+                .arg(c.get_program())
+                .args(c.get_args());
+            for (k, v) in c.get_envs() {
+                match v {
+                    Some(v) => out.env(k, v),
+                    None => out.env_remove(k),
+                };
+            }
+            out
+        });
+        let start = |name: &str| {
+            Agent::start_wrapped(
+                name,
+                &w.state_dir,
+                &w.config,
+                None,
+                &w.logs,
+                Some(wrap.clone()),
+            )
+        };
+        let mut agent = start("agent-move-1")?;
+        let id = agent
+            .cli(&[
+                "add",
+                w.torrent.to_str().context("utf-8")?,
+                "-d",
+                disk.to_str().context("utf-8")?,
+            ])?
+            .trim()
+            .to_string();
+        agent.wait_state(&id, "seeding", WAIT)?;
+        assert_same_tree(&w.seed_dir.join(NAME), &inside.join(NAME))?;
+
+        // The CLI waits for the move; it dies with the agent.
+        let moved = w.tmp.path().join("moved");
+        let mut cli = Command::new(capwise_tests::paths::capwise_bin());
+        cli.args(["move", &id])
+            .arg(&moved)
+            .arg("--state-dir")
+            .arg(&w.state_dir);
+        let mut mover = ChildGuard::spawn("cli-move", &mut cli, &w.logs)?;
+        let across = |dir: &std::path::Path| {
+            std::fs::read_dir(dir.join(NAME).join("part"))
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        wait_until(
+            "a third of the files to be across",
+            Duration::from_secs(60),
+            Duration::from_millis(2),
+            || Ok(across(&moved) >= FILES / 3),
+        )?;
+        agent.guard.signal(libc::SIGKILL);
+        agent.guard.wait_timeout(Duration::from_secs(10))?;
+        let (there, left) = (across(&moved), across(&inside));
+        eprintln!("[agent]   killed with {there} files across, {left} not yet");
+        ensure!(
+            left > 0,
+            "the move had finished before the kill: nothing shown"
+        );
+        let _ = mover.wait_timeout(Duration::from_secs(10));
+
+        let mut agent = start("agent-move-2")?;
+        let status = agent.wait_state(&id, "seeding", WAIT)?;
+        ensure!(
+            status["download_dir"] == moved.to_str().unwrap_or_default(),
+            "not seeding from the new place: {status}"
+        );
+        let log = std::fs::read_to_string(w.logs.join("agent-move-2.stderr"))?;
+        ensure!(
+            log.contains("interrupted move finished"),
+            "the restart did not finish the move:\n{log}"
+        );
+        let (_, info) = agent.api("GET", "/v1/agent", Some(&agent.token()?), &[], None)?;
+        ensure!(
+            info["hashed_bytes"] == 0,
+            "the moved data was hashed again: {info}"
+        );
+        assert_same_tree(&w.seed_dir.join(NAME), &moved.join(NAME))?;
+        let stray: Vec<_> = walk(&inside)?
+            .into_iter()
+            .chain(walk(&moved)?.into_iter().filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().ends_with(".capwise-move"))
+            }))
+            .filter(|p| !p.ends_with(".mounted"))
+            .collect();
+        ensure!(stray.is_empty(), "files left behind: {stray:?}");
+
+        // Same file system: renames, no kill.
+        let again = w.tmp.path().join("again");
+        let view = agent.cli_json(&["move", &id[..8], again.to_str().context("utf-8")?])?;
+        ensure!(
+            view["download_dir"] == again.to_str().unwrap_or_default(),
+            "{view}"
+        );
+        agent.wait_state(&id, "seeding", WAIT)?;
+        assert_same_tree(&w.seed_dir.join(NAME), &again.join(NAME))?;
+        ensure!(!moved.join(NAME).exists(), "the old copy is still there");
+        stop(&mut agent, Duration::from_secs(10))?;
+        drop(holder);
+        Ok(())
+    });
+}
+
+/// Every file below `dir`.
+fn walk(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                todo.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `incomplete_dir` and `on_complete`: the torrent downloads into the
+/// incomplete directory, moves to the download directory when complete,
+/// and the program runs once there (argv with the data's path and the id
+/// appended, the environment naming the torrent), its output in the log;
+/// a restart runs nothing again.
+#[test]
+fn a_completed_download_moves_out_of_incomplete_dir_and_runs_on_complete_once() {
+    run("incomplete_dir, on_complete", 4 * MIB, |w| {
+        use std::os::unix::fs::PermissionsExt;
+        let incomplete = w.tmp.path().join("incomplete");
+        let out = w.tmp.path().join("hook.out");
+        let script = w.tmp.path().join("hook.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nprintf '%s|' \"$@\" >> {out}\necho \"$CAPWISE_TORRENT_NAME\" >> {out}\necho hello from the hook\n",
+                out = out.display()
+            ),
+        )?;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+        let config = std::fs::read_to_string(&w.config)?;
+        std::fs::write(
+            &w.config,
+            format!(
+                "incomplete_dir = \"{}\"\non_complete = [\"{}\", \"first arg\"]\n{config}",
+                incomplete.display(),
+                script.display()
+            ),
+        )?;
+        let mut agent = w.start_agent("agent-complete-1")?;
+        let added = agent.cli_json(&["add", w.torrent.to_str().context("utf-8")?])?;
+        ensure!(
+            added["download_dir"] == incomplete.to_str().unwrap_or_default(),
+            "not added into the incomplete directory: {added}"
+        );
+        let id = added["id"].as_str().context("an id")?.to_string();
+        let data_dir = w.data_dir.to_str().unwrap_or_default();
+        let mut last = Value::Null;
+        wait_until(
+            "the completed torrent to seed from the download directory",
+            WAIT,
+            Duration::from_millis(100),
+            || {
+                last = agent.status(&id)?;
+                Ok(last["state"] == "seeding" && last["download_dir"] == data_dir)
+            },
+        )
+        .with_context(|| format!("last status: {last}"))?;
+        w.verify()?;
+        ensure!(
+            !incomplete.join(NAME).exists(),
+            "data left in the incomplete directory"
+        );
+        wait_until(
+            "the on-completion command to run",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || Ok(out.exists()),
+        )?;
+        let expected = format!(
+            "first arg|{}|{id}|{NAME}\n",
+            w.data_dir.join(NAME).display()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        ensure!(
+            std::fs::read_to_string(&out)? == expected,
+            "{:?}",
+            std::fs::read_to_string(&out)?
+        );
+        let log = std::fs::read_to_string(w.logs.join("agent-complete-1.stderr"))?;
+        ensure!(
+            log.contains("hello from the hook"),
+            "its output is not in the log:\n{log}"
+        );
+        stop(&mut agent, Duration::from_secs(10))?;
+
+        let mut agent = w.start_agent("agent-complete-2")?;
+        agent.wait_state(&id, "seeding", WAIT)?;
+        std::thread::sleep(Duration::from_millis(1500));
+        ensure!(
+            std::fs::read_to_string(&out)? == expected,
+            "the restart ran it again: {:?}",
+            std::fs::read_to_string(&out)?
+        );
+        stop(&mut agent, Duration::from_secs(10))?;
+        Ok(())
+    });
 }
 
 /// `add --only`: only the wanted file's pieces are fetched (the ledger says

@@ -287,6 +287,24 @@ pub fn effective(config: &Config, args: &RunArgs) -> Result<Effective> {
         strings(&names)
     });
     push("", "blocklist", file_or(blocklist, None), "none");
+    push(
+        "",
+        "incomplete_dir",
+        file_or(config.incomplete_dir.as_deref().map(path_value), None),
+        "none: data goes straight to the download directory",
+    );
+    push(
+        "",
+        "on_complete",
+        file_or(config.on_complete.as_deref().map(strings), None),
+        "none",
+    );
+    push(
+        "",
+        "watch_dir",
+        file_or(config.watch_dir.as_deref().map(path_value), None),
+        "none",
+    );
 
     // [net]
     push(

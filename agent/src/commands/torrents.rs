@@ -46,7 +46,8 @@ pub async fn info(args: &StoreArgs) -> Result<()> {
 }
 
 /// `capwise add`: the .torrent's bytes go to the agent, so an agent running
-/// as another user needs no access to the file.
+/// as another user needs no access to the file (an http(s) link is fetched
+/// here, see `torrent_url`).
 pub async fn add(args: &AddArgs) -> Result<()> {
     let client = connect(&args.agent)?;
     let mut request = AddRequest {
@@ -60,6 +61,9 @@ pub async fn add(args: &AddArgs) -> Result<()> {
     };
     if args.source.starts_with("magnet:") {
         request.magnet = Some(args.source.clone());
+    } else if super::torrent_url::is_url(&args.source) {
+        let bytes = super::torrent_url::fetch_torrent(&args.source).await?;
+        request.torrent = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
     } else {
         let bytes =
             std::fs::read(&args.source).with_context(|| format!("cannot read {}", args.source))?;

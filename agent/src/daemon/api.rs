@@ -73,6 +73,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/torrents/{id}/seeding", put(set_seed_goals))
         .route("/v1/torrents/{id}/peers", get(peers))
         .route("/v1/torrents/{id}/trackers", get(trackers))
+        .route("/v1/torrents/{id}/move", post(move_torrent))
         .route(
             "/v1/subscriptions",
             get(subscriptions).post(subscribe).delete(unsubscribe),
@@ -391,6 +392,19 @@ async fn add(State(s): State<Arc<ApiState>>, Body(request): Body<AddRequest>) ->
         .await;
     match added {
         Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Answers once the data is moved (or moved back after a failure).
+async fn move_torrent(
+    State(s): State<Arc<ApiState>>,
+    TorrentIdPath(id): TorrentIdPath,
+    Body(request): Body<crate::api_types::MoveRequest>,
+) -> Response {
+    let dir = std::path::PathBuf::from(request.dir);
+    match s.torrents.relocate(&id, dir).await {
+        Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }
 }

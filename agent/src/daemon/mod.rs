@@ -118,7 +118,11 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         Torrents::new(session, db.clone(), background_allowed)
             .with_manual_peers(manual_peers)
             .with_wan_windows(wan_windows.clone())
-            .with_seed_defaults(config.seed_defaults()?),
+            .with_seed_defaults(config.seed_defaults()?)
+            .with_completion(crate::daemon::torrents::Completion::new(
+                config.on_complete.clone().unwrap_or_default(),
+                config.incomplete_dir.clone(),
+            )),
     );
 
     // `[site] wan_rate`: this machine's share of the site's WAN cap.
@@ -157,6 +161,10 @@ pub async fn run(args: &RunArgs) -> Result<()> {
             )),
             windows: wan_windows,
         });
+    let watch_folder = config
+        .watch_dir
+        .clone()
+        .map(|dir| (dir, control.download_dir.clone()));
     let metrics = crate::metrics::Metrics::new(&state_dir, torrents.clone(), &policy).await?;
     let _metrics_follower = metrics.follow_decisions();
     let (stop_api, api_task) = start_api(
@@ -177,6 +185,8 @@ pub async fn run(args: &RunArgs) -> Result<()> {
             .await?;
     }
 
+    // Before the restore: each torrent opens where its data is.
+    crate::daemon::torrents::relocate::recover(db.clone()).await;
     restore(&torrents, &db).await;
     let seeding_follower = torrents.follow_seeding();
     // After the restore: the pollers find the items they hold in the session.
@@ -190,6 +200,9 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         "ready"
     );
 
+    // After the restore: a dropped torrent already stored is a duplicate.
+    let watch_folder = watch_folder
+        .map(|(dir, into)| crate::daemon::torrents::watch::follow(torrents.clone(), dir, into));
     // After the restore: the router is asked once the ports serve torrents.
     let port_mapper = config.port_mapping_enabled().then(|| {
         crate::portmap::PortMapper::start(
@@ -226,6 +239,9 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     seeding_follower.abort();
     // The lifetime totals as they stand, before the torrents go.
     torrents.check_seeding(true).await;
+    if let Some(watch) = &watch_folder {
+        watch.abort();
+    }
     // Before the session stops: a poll under way finishes adding its item.
     subscriptions.stop(Duration::from_millis(500)).await;
     let _ = stop_api.send(true);

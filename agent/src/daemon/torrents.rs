@@ -73,12 +73,16 @@ pub fn no_peers_reason(handle: &TorrentHandle, dht: bool) -> Option<String> {
 }
 use crate::torrent_db::{hex, StoredTorrent, TorrentDb};
 
+mod completion;
 mod files;
 mod limits;
 mod membership;
 mod recheck;
 mod seeding;
+pub mod relocate;
 mod space;
+pub mod watch;
+pub use completion::Completion;
 pub use files::FileSettings;
 pub use membership::parse_token;
 pub use seeding::{parse_ratio, parse_seed_time, Goal, SeedDefaults};
@@ -164,6 +168,8 @@ struct Entry {
     seeding: Arc<seeding::Seeding>,
     /// Set while `capwise recheck` hashes its data again.
     rechecking: bool,
+    /// Its data is being moved (`capwise move`): released by the engine.
+    moving: bool,
 }
 
 impl Entry {
@@ -194,6 +200,8 @@ pub struct Torrents {
     seed_defaults: SeedDefaults,
     /// What a torrent started again keeps from its last run, by id.
     carried: Mutex<HashMap<String, recheck::Carried>>,
+    /// `incomplete_dir` and `on_complete`.
+    completion: Arc<Completion>,
 }
 
 impl Torrents {
@@ -210,6 +218,7 @@ impl Torrents {
             wan_windows: Default::default(),
             seed_defaults: SeedDefaults::default(),
             carried: Mutex::new(HashMap::new()),
+            completion: Default::default(),
         }
     }
 
@@ -349,9 +358,12 @@ impl Torrents {
             limit,
             seeding,
             rechecking: false,
+            moving: false,
         };
         let view = self.view(&id, &entry);
-        self.entries().insert(id, entry);
+        let handle = entry.handle.clone();
+        self.entries().insert(id.clone(), entry);
+        self.follow_completion(id, handle);
         Ok(view)
     }
 
@@ -399,6 +411,7 @@ impl Torrents {
         if self.entries().contains_key(&id) {
             return Err(TorrentError::Duplicate(id));
         }
+        let download_dir = self.start_dir(&id, &metainfo, download_dir);
         std::fs::create_dir_all(&download_dir).map_err(|e| {
             TorrentError::Invalid(format!("cannot create {}: {e}", download_dir.display()))
         })?;
@@ -592,7 +605,9 @@ impl Torrents {
         let p = entry.handle.progress();
         let dht = self.session.runs_dht();
         let finished = entry.seeding.finished();
-        let (state, reason) = if entry.rechecking {
+        let (state, reason) = if entry.moving {
+            ("moving", None)
+        } else if entry.rechecking {
             (
                 "checking",
                 Some("checking all its data again (capwise recheck)".to_string()),

@@ -110,6 +110,19 @@ impl TorrentShared {
         }
     }
 
+    /// Take the torrent out of the session and keep its resume data: tasks
+    /// end, trackers are told `stopped` (bounded), the files are synced and
+    /// the resume data saved against their stamps, and nothing writes them
+    /// afterwards.
+    pub(crate) async fn release(self: &Arc<Self>) {
+        self.lock_core().stop();
+        self.run_changed();
+        self.close_links();
+        self.save_resume_now().await;
+        announce::stopped(&**self).await;
+        tracing::info!(torrent = %self.metainfo.info.name, "released");
+    }
+
     /// Take the torrent out of the session: tasks end, trackers are told
     /// `stopped` (bounded), resume data is forgotten, and with `delete_data`
     /// the torrent's own files are deleted.

@@ -487,6 +487,31 @@ impl Session {
         shared.remove(delete_data).await
     }
 
+    /// Take a torrent out of the session keeping its resume data, so that
+    /// it can be added again later, e.g. from another directory after its
+    /// files were moved there: verified pieces are trusted where a file's
+    /// size and modification time are unchanged. Connections and tasks end
+    /// and trackers are told `stopped`, as for
+    /// [`remove_torrent`](Self::remove_torrent); its files are not written
+    /// once this returns. A magnet still fetching its metadata has no file
+    /// and is simply removed. An info-hash not in the session is
+    /// [`Error::UnknownTorrent`].
+    pub async fn release_torrent(&self, info_hash: [u8; 20]) -> Result<()> {
+        let magnet = self.lock_magnets().remove(&info_hash);
+        if let Some(magnet) = magnet {
+            magnet.remove();
+            self.inner.torrents_changed();
+            return Ok(());
+        }
+        let shared = self
+            .lock_torrents()
+            .remove(&info_hash)
+            .ok_or(Error::UnknownTorrent(InfoHash(info_hash)))?;
+        self.inner.torrents_changed();
+        shared.release().await;
+        Ok(())
+    }
+
     /// Local service discovery follows the interfaces there are now: call
     /// after a network change (an interface or address came or went).
     /// Drivers on unchanged interfaces go on undisturbed. Does nothing

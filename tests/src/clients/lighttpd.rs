@@ -26,6 +26,26 @@ impl Lighttpd {
         )
     }
 
+    /// Like [`Lighttpd::start`] with `extra` lines appended to its configuration (e.g.
+    /// `server.modules += ( "mod_redirect" )` and `url.redirect = ...`).
+    pub fn start_with(
+        root: &Path,
+        port: u16,
+        work: &Path,
+        log_dir: &Path,
+        extra: &str,
+    ) -> Result<Self> {
+        Self::start_configured(
+            std::net::Ipv4Addr::LOCALHOST,
+            root,
+            port,
+            work,
+            log_dir,
+            |c| c,
+            extra,
+        )
+    }
+
     /// Like [`Lighttpd::start`] on `ip`; `wrap` may rewrite the command (e.g. into
     /// `ip netns exec`). The readiness probe connects from the calling thread's namespace.
     pub fn start_on(
@@ -35,6 +55,18 @@ impl Lighttpd {
         work: &Path,
         log_dir: &Path,
         wrap: impl FnOnce(Command) -> Command,
+    ) -> Result<Self> {
+        Self::start_configured(ip, root, port, work, log_dir, wrap, "")
+    }
+
+    fn start_configured(
+        ip: std::net::Ipv4Addr,
+        root: &Path,
+        port: u16,
+        work: &Path,
+        log_dir: &Path,
+        wrap: impl FnOnce(Command) -> Command,
+        extra: &str,
     ) -> Result<Self> {
         std::fs::create_dir_all(work)?;
         let conf = work.join("lighttpd.conf");
@@ -47,7 +79,7 @@ impl Lighttpd {
                  server.errorlog = \"{err}\"\n\
                  server.modules = ( \"mod_accesslog\" )\n\
                  accesslog.filename = \"{access}\"\n\
-                 mimetype.assign = ( \"\" => \"application/octet-stream\" )\n",
+                 mimetype.assign = ( \"\" => \"application/octet-stream\" )\n{extra}\n",
                 root = root.display(),
                 err = log_dir.join("lighttpd.error.log").display(),
                 access = log_dir.join("lighttpd.access.log").display(),

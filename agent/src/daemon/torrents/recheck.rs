@@ -17,6 +17,14 @@ pub(super) struct Carried {
 }
 
 impl Torrents {
+    /// Keeps what torrent `id` takes into its next [`Torrents::start`].
+    pub(super) fn carry(&self, id: &str, carried: Carried) {
+        self.carried
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), carried);
+    }
+
     /// What torrent `id` carries into its next start, if it is started again.
     pub(super) fn take_carried(&self, id: &str) -> Option<Carried> {
         self.carried
@@ -43,6 +51,9 @@ impl Torrents {
                 "its metadata is not in yet: there is no data to check".into(),
             ));
         }
+        // The totals as they stand, before the engine's counters start
+        // again (while it is checked they are not counted).
+        self.check_seeding(true).await;
         let (info_hash, download_dir, user_paused, background) = {
             let mut entries = self.entries();
             let entry = entries
@@ -51,15 +62,15 @@ impl Torrents {
             if entry.rechecking {
                 return Err(TorrentError::Invalid("it is being checked already".into()));
             }
+            if entry.moving {
+                return Err(TorrentError::Invalid("its data is being moved".into()));
+            }
             entry.rechecking = true;
             let carried = Carried {
                 data_lock: entry.data_lock.take(),
                 seeding: entry.seeding.clone(),
             };
-            self.carried
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id.clone(), carried);
+            self.carry(&id, carried);
             (
                 entry.handle.info_hash(),
                 entry.download_dir.clone(),
@@ -67,8 +78,6 @@ impl Torrents {
                 entry.background,
             )
         };
-        // The totals as they stand, before the engine's counters start again.
-        self.check_seeding(true).await;
         let removed = self.session.remove_torrent(info_hash, false).await;
         if removed.is_ok() {
             if let Some(c) = self

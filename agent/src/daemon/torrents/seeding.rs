@@ -343,9 +343,12 @@ impl Torrents {
     /// changed when `save` (or when they were last written long ago).
     pub async fn check_seeding(&self, save: bool) {
         let now = Instant::now();
+        // A torrent out of the session for a while (`recheck`, `move`) has
+        // a handle whose counters are the last run's: counted already.
         let entries: Vec<(String, TorrentHandle, Arc<Seeding>, bool)> = self
             .entries()
             .iter()
+            .filter(|(_, e)| !e.moving && !e.rechecking)
             .map(|(id, e)| {
                 (
                     id.clone(),
