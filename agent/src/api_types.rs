@@ -605,6 +605,7 @@ impl From<capwise_engine::session::PeerInfo> for PeerView {
             transport: match p.transport {
                 TransportKind::Tcp => "tcp",
                 TransportKind::Utp => "utp",
+                TransportKind::Quic => "quic",
                 TransportKind::Memory => "memory",
                 _ => "other",
             }

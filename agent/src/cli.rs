@@ -193,7 +193,9 @@ pub struct WireArgs {
     pub encryption: Option<capwise_engine::Encryption>,
 
     /// The carriers peers are dialled over, in order, and accepted on:
-    /// `tcp,utp` (the default), `utp,tcp`, `tcp` or `utp` (no TCP listener)
+    /// `tcp,utp` (the default), `utp,tcp`, `tcp` or `utp` (no TCP listener);
+    /// add `quic` to move connections to other capwise agents onto QUIC
+    /// (`tcp,utp,quic`; the key is `quic-key` in the state directory)
     /// [transports = ["tcp", "utp"]].
     #[arg(long, value_name = "LIST", value_parser = parse_transports)]
     pub transports: Option<capwise_engine::transport::Transports>,

@@ -12,7 +12,7 @@
 //! listen = "0.0.0.0:6881"
 //! encryption = "prefer"   # or "require", "allow"; `--encryption` overrides
 //! network_file = "/run/capwise/network.toml"
-//! transports = ["tcp", "utp"]   # dial order, both accepted (the default); `--transports` overrides it
+//! transports = ["tcp", "utp"]   # dial order, both accepted (the default); add "quic" for QUIC between agents; `--transports` overrides it
 //! notify = true      # a desktop notification when capwise starts holding back
 //!
 //! [limits]            # global; also [limits.wan] and [limits.lan]
@@ -861,9 +861,14 @@ mod tests {
         assert_eq!(t.order(), &[Carrier::Tcp, Carrier::Utp]);
         let flag: Transports = "utp".parse().unwrap();
         assert_eq!(file.transports(Some(&flag)).unwrap(), flag, "the flag wins");
-        let bad = parse("transports = [\"tcp\", \"quic\"]\n").unwrap().config;
+        let bad = parse("transports = [\"tcp\", \"sctp\"]\n").unwrap().config;
         let err = bad.transports(None).unwrap_err().to_string();
-        assert!(err.contains("quic") && err.contains("tcp and utp"), "{err}");
+        assert!(
+            err.contains("sctp") && err.contains("tcp, utp and quic"),
+            "{err}"
+        );
+        let quic = parse("transports = [\"tcp\", \"quic\"]\n").unwrap().config;
+        assert!(quic.transports(None).unwrap().uses(Carrier::Quic));
         let none = parse("transports = []\n").unwrap().config;
         assert!(none.transports(None).is_err());
     }

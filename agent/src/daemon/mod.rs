@@ -29,6 +29,9 @@ use crate::limits::LimitGate;
 use crate::policy_gate::PolicyGate;
 use crate::policy_runtime::{PolicyOptions, PolicyRuntime};
 use crate::state_db::{state_dir, DB_FILE};
+
+/// The QUIC identity's key in the state directory (PKCS#8, mode 0600).
+const QUIC_KEY_FILE: &str = "quic-key";
 use crate::torrent_db::TorrentDb;
 
 /// What systemd's TimeoutStopSec leaves us, minus a margin: trackers get
@@ -100,6 +103,16 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let maps_tcp = session_config
         .transports
         .uses(capwise_engine::transport::Carrier::Tcp);
+    if session_config
+        .transports
+        .uses(capwise_engine::transport::Carrier::Quic)
+    {
+        // The agent id peers pin: the same across restarts.
+        let key = state_dir.join(QUIC_KEY_FILE);
+        let identity = capwise_engine::transport::identity::Identity::load_or_create(&key)?;
+        tracing::info!(agent = %identity.id(), "QUIC identity");
+        session_config.quic_identity = Some(Arc::new(identity));
+    }
     if let Some(paths) = &config.blocklist {
         session_config.blocklist = Arc::new(crate::blocklist::load(paths.as_slice())?);
     }

@@ -176,6 +176,7 @@ fn transport_name(kind: TransportKind) -> &'static str {
     match kind {
         TransportKind::Tcp => "tcp",
         TransportKind::Utp => "utp",
+        TransportKind::Quic => "quic",
         TransportKind::Memory => "memory",
         _ => "other",
     }

@@ -69,6 +69,9 @@ pub struct SwarmConfig {
     /// Peer exchange (BEP 11) for torrents that ask for it with
     /// [`Swarm::enable_pex`] (public ones only, BEP 27); off: never.
     pub pex: bool,
+    /// Our QUIC offer (`ext/quic.rs`), told to every peer in the extension
+    /// handshake; none: we run no QUIC endpoint.
+    pub quic: Option<crate::ext::quic::QuicOffer>,
 }
 
 impl Default for SwarmConfig {
@@ -89,6 +92,7 @@ impl Default for SwarmConfig {
             listen_port: 0,
             needs_credit: false,
             pex: true,
+            quic: None,
         }
     }
 }
@@ -597,12 +601,13 @@ impl Swarm {
                 .site_offered(origin.class)
                 .then_some((crate::ext::site::EXTENSION_NAME, crate::ext::site::OUR_ID));
             let extensions: Vec<(&str, u8)> = pex.into_iter().chain(site).collect();
-            let payload = crate::wire::extension::our_handshake_with(
+            let payload = crate::wire::extension::our_handshake_offering(
                 self.config.listen_port,
                 self.config.max_peer_requests,
                 self.metadata.as_ref().map(Bytes::len),
                 &extensions,
                 nonce.as_ref(),
+                self.config.quic.as_ref(),
             );
             peer.outbox.push_back(Outgoing::Message(Message::Extended {
                 id: 0,

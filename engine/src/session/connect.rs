@@ -114,7 +114,13 @@ impl SessionInner {
             .map_err(|source| Error::Mse { addr, source })?;
         let mode = self.config.encryption;
         match opening {
-            Opening::Plaintext if mode == Encryption::Require => Err(Error::PlaintextRefused(addr)),
+            // QUIC is TLS already: `require` asks for an encrypted carrier.
+            Opening::Plaintext
+                if mode == Encryption::Require
+                    && carrier.kind() != transport::TransportKind::Quic =>
+            {
+                Err(Error::PlaintextRefused(addr))
+            }
             Opening::Plaintext => Ok((carrier, None)),
             Opening::Obfuscated => {
                 let skeys = skeys_from(&self.info_hashes());

@@ -31,6 +31,7 @@ mod schedule;
 mod site_share;
 mod torrent;
 mod tracker_status;
+mod upgrade;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -112,6 +113,13 @@ pub struct SessionConfig {
     /// Peers never dialled and closed at once when they dial in (IP
     /// blocklists, `capwise_proto::blocklist`).
     pub blocklist: Arc<crate::blocklist::Blocklist>,
+    /// The agent's QUIC identity (`transport/identity.rs`), used when
+    /// `transports` names `quic`; none: a new one for this session only.
+    pub quic_identity: Option<Arc<transport::identity::Identity>>,
+    /// The UDP port of the QUIC endpoint, on the listen address (it cannot
+    /// share the uTP and DHT socket: QUIC's first bytes overlap theirs);
+    /// 0 picks a free one. Peers learn it from our extension handshake.
+    pub quic_port: u16,
 }
 
 impl Default for SessionConfig {
@@ -134,6 +142,8 @@ impl Default for SessionConfig {
             encryption: crate::Encryption::default(),
             transports: transport::Transports::default(),
             blocklist: Arc::default(),
+            quic_identity: None,
+            quic_port: 0,
         }
     }
 }
@@ -223,6 +233,8 @@ pub(crate) struct SessionInner {
     _udp: Option<crate::udp::UdpEndpoint>,
     /// How peers are dialled: the carriers in order (`transport/carriers.rs`).
     pub(crate) dialer: transport::Dialer,
+    /// The QUIC endpoint, when `quic` is among the transports (`upgrade.rs`).
+    pub(crate) quic: Option<transport::quic::QuicEndpoint>,
 }
 
 impl SessionInner {
@@ -293,6 +305,25 @@ impl Session {
             bind: (!local_addr.ip().is_unspecified()).then_some(local_addr.ip()),
         };
         let (shutdown, _) = broadcast::channel(1);
+        let quic = if config.transports.uses(transport::Carrier::Quic) {
+            let identity = match &config.quic_identity {
+                Some(identity) => identity.clone(),
+                None => Arc::new(
+                    transport::identity::Identity::ephemeral()
+                        .map_err(|e| Error::Net(std::io::Error::other(e.to_string())))?,
+                ),
+            };
+            let at = SocketAddr::new(local_addr.ip(), config.quic_port);
+            let (endpoint, accepted) = transport::quic::QuicEndpoint::bind(at, identity)?;
+            tracing::debug!(addr = ?endpoint.local_addr().ok(), agent = %endpoint.id(), "QUIC endpoint bound");
+            Some((endpoint, accepted))
+        } else {
+            None
+        };
+        let (quic, quic_accepted) = match quic {
+            Some((endpoint, accepted)) => (Some(endpoint), Some(accepted)),
+            None => (None, None),
+        };
         let inner = Arc::new(SessionInner {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             newcomers: Arc::new(Semaphore::new(evict::NEWCOMERS)),
@@ -315,7 +346,11 @@ impl Session {
             plaintext_only: Default::default(),
             _udp: sockets.udp,
             dialer,
+            quic,
         });
+        if let Some(accepted) = quic_accepted {
+            tokio::spawn(accept_quic(inner.clone(), accepted));
+        }
         if let (Some(options), Some(datagrams)) = (inner.config.dht.clone(), sockets.dht_datagrams)
         {
             let socket = inner._udp.as_ref().map(|u| u.socket());
@@ -346,6 +381,16 @@ impl Session {
     /// (its port may differ from the TCP listener's when that was taken).
     pub fn udp_addr(&self) -> Option<SocketAddr> {
         self.inner._udp.as_ref().and_then(|u| u.local_addr().ok())
+    }
+
+    /// The QUIC endpoint's address, when `quic` is among the transports.
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.inner.quic.as_ref().and_then(|q| q.local_addr().ok())
+    }
+
+    /// Our agent id, when `quic` is among the transports.
+    pub fn agent_id(&self) -> Option<transport::identity::AgentId> {
+        self.inner.quic.as_ref().map(|q| q.id())
     }
 
     /// Bytes across all torrents.
@@ -582,7 +627,37 @@ async fn accept_loop(inner: Arc<SessionInner>, listener: TcpListener) {
     }
 }
 
+/// Streams QUIC peers open go the way of the listener's connections; the
+/// endpoint closes with the session.
+async fn accept_quic(
+    inner: Arc<SessionInner>,
+    mut accepted: tokio::sync::mpsc::Receiver<Transport>,
+) {
+    let mut shutdown = inner.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            transport = accepted.recv() => match transport {
+                Some(t) => inner.accept_transport(t),
+                None => return,
+            },
+            _ = shutdown.recv() => break,
+        }
+    }
+    if let Some(endpoint) = &inner.quic {
+        endpoint.close();
+    }
+}
+
 impl SessionInner {
+    /// Our QUIC offer for extension handshakes, when we run an endpoint.
+    pub(crate) fn quic_offer(&self) -> Option<capwise_proto::ext::quic::QuicOffer> {
+        let endpoint = self.quic.as_ref()?;
+        Some(capwise_proto::ext::quic::QuicOffer {
+            port: endpoint.local_addr().ok()?.port(),
+            fingerprint: endpoint.id().0,
+        })
+    }
+
     /// The address outgoing connections and announces leave from: the one
     /// we listen on, when it is a specific one.
     pub(crate) fn bind_ip(&self) -> Option<IpAddr> {
@@ -700,6 +775,19 @@ async fn accept_peer(
     if !torrent.could_admit(addr) {
         return Ok(());
     }
+    let mut source = crate::class::PeerSource::Incoming;
+    if stream.kind() == transport::TransportKind::Quic {
+        // An upgrade: the old connection goes before we answer, so that it
+        // carries nothing more (`upgrade.rs`).
+        let known = {
+            let mut core = torrent.lock_core();
+            upgrade::retire(&torrent, &mut core, &theirs.peer_id, addr.ip())
+        };
+        if let Some((known, was)) = known {
+            stream = stream.with_known_addr(known);
+            source = was;
+        }
+    }
     let full = matches!(slot, Slot::Wanted(_)) || !torrent.admits(addr);
     stream
         .write_all(&Handshake::new(theirs.info_hash, inner.peer_id()).encode())
@@ -720,13 +808,6 @@ async fn accept_peer(
     if !torrent.admits(addr) && !torrent.make_room(addr).await {
         return Ok(());
     }
-    peer::run(
-        torrent,
-        stream,
-        theirs,
-        permit,
-        crate::class::PeerSource::Incoming,
-    )
-    .await;
+    peer::run(torrent, stream, theirs, permit, source).await;
     Ok(())
 }

@@ -174,7 +174,8 @@ pub(crate) async fn run(
     _permit: OwnedSemaphorePermit,
     source: PeerSource,
 ) -> Ended {
-    let addr = transport.remote_addr();
+    let mut addr = transport.known_addr();
+    let mut source = source;
     let class = shared.session.hooks.classifier.classify(addr.ip());
     if class == PeerClass::Wan && !shared.session.hooks.wan.is_on() {
         return Ended::Other;
@@ -182,6 +183,17 @@ pub(crate) async fn run(
     let link = {
         let mut core = shared.lock_core();
         let now = Instant::now();
+        if transport.kind() == TransportKind::Quic {
+            // An upgrade: it takes the old connection's place (`upgrade.rs`).
+            if let Some(known) =
+                super::upgrade::retire(&shared, &mut core, &theirs.peer_id, addr.ip())
+            {
+                (addr, source) = known;
+            }
+        } else if super::upgrade::on_quic(&shared, &core, &theirs.peer_id, addr.ip()) {
+            tracing::debug!(%addr, "peer is on QUIC already; connection not taken");
+            return Ended::Other;
+        }
         // The driver may be on its slow idle beat: take the switch as it is now.
         core.swarm
             .set_seeding(shared.session.hooks.seeding.is_on(), now);
@@ -344,6 +356,9 @@ async fn read_loop(
             };
             if let Message::Piece { data, .. } = &msg {
                 payload += data.len() as u64;
+            }
+            if let Message::Extended { id: 0, payload } = &msg {
+                super::upgrade::consider(shared, link, payload);
             }
             messages.push(msg);
         }

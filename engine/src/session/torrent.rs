@@ -327,6 +327,7 @@ impl TorrentShared {
         let info = &metainfo.info;
         let mut swarm_config = session.config.swarm.clone();
         swarm_config.listen_port = session.local_addr.port();
+        swarm_config.quic = session.quic_offer();
         // The writers obtain credit from the gate ahead of the swarm's sends.
         swarm_config.needs_credit = true;
         let mut swarm = Swarm::new(

@@ -29,6 +29,10 @@ pub enum Carrier {
     Tcp,
     /// uTP (BEP 29) over the session's UDP socket, with LEDBAT.
     Utp,
+    /// QUIC, between capwise agents only: never dialled from an address
+    /// alone, but offered in the extension handshake and dialled to a peer
+    /// that offered it (`session/upgrade.rs`), on a UDP port of its own.
+    Quic,
 }
 
 impl Carrier {
@@ -37,6 +41,7 @@ impl Carrier {
         match self {
             Carrier::Tcp => "tcp",
             Carrier::Utp => "utp",
+            Carrier::Quic => "quic",
         }
     }
 }
@@ -48,6 +53,7 @@ impl FromStr for Carrier {
         match s.trim().to_ascii_lowercase().as_str() {
             "tcp" => Ok(Carrier::Tcp),
             "utp" => Ok(Carrier::Utp),
+            "quic" => Ok(Carrier::Quic),
             other => Err(TransportsError::Unknown(other.to_string())),
         }
     }
@@ -56,11 +62,13 @@ impl FromStr for Carrier {
 /// Why a list of carriers was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransportsError {
-    /// Not `tcp` or `utp`.
-    #[error("unknown transport {0:?}: the transports are tcp and utp")]
+    /// Not `tcp`, `utp` or `quic`.
+    #[error("unknown transport {0:?}: the transports are tcp, utp and quic")]
     Unknown(String),
-    /// Nothing listed.
-    #[error("no transport given: name at least one of tcp, utp")]
+    /// Nothing listed, or only `quic` (which needs a connection to offer it on).
+    #[error(
+        "no transport given: name at least one of tcp, utp (quic only upgrades their connections)"
+    )]
     Empty,
     /// Listed twice.
     #[error("transport {0} is listed twice")]
@@ -90,7 +98,7 @@ impl Transports {
             }
             list.push(c);
         }
-        if list.is_empty() {
+        if list.iter().all(|&c| c == Carrier::Quic) {
             return Err(TransportsError::Empty);
         }
         Ok(Transports(list))
@@ -160,6 +168,8 @@ impl Dialer {
         let runs = |c: &Carrier| match c {
             Carrier::Tcp => self.transports.uses(Carrier::Tcp),
             Carrier::Utp => self.transports.uses(Carrier::Utp) && self.utp.is_some(),
+            // Dialled only to a peer that offered it, with its agent id.
+            Carrier::Quic => false,
         };
         wanted
             .unwrap_or(&self.transports)
@@ -199,6 +209,7 @@ impl Dialer {
                     };
                     utp::connect(driver, remote, limit).await
                 }
+                Carrier::Quic => continue,
             };
             match tried {
                 Ok(t) => return Ok(t),
@@ -224,9 +235,12 @@ mod tests {
         let t: Transports = "TCP".parse().unwrap();
         assert!(t.uses(Carrier::Tcp) && !t.uses(Carrier::Utp));
         assert_eq!(
-            "tcp,quic".parse::<Transports>(),
-            Err(TransportsError::Unknown("quic".into()))
+            "tcp,sctp".parse::<Transports>(),
+            Err(TransportsError::Unknown("sctp".into()))
         );
+        let t: Transports = "tcp,quic".parse().unwrap();
+        assert!(t.uses(Carrier::Quic));
+        assert_eq!("quic".parse::<Transports>(), Err(TransportsError::Empty));
         assert_eq!("".parse::<Transports>(), Err(TransportsError::Empty));
         assert_eq!(
             "utp,utp".parse::<Transports>(),
@@ -250,5 +264,15 @@ mod tests {
         );
         let utp_wanted = Transports::new([Carrier::Utp]).unwrap();
         assert!(tcp_session.order_for(Some(&utp_wanted)).is_empty());
+        let with_quic = Dialer {
+            transports: "quic,tcp".parse().unwrap(),
+            utp: None,
+            bind: None,
+        };
+        assert_eq!(
+            with_quic.order_for(None),
+            vec![Carrier::Tcp],
+            "QUIC is never dialled blind"
+        );
     }
 }

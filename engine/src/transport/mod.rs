@@ -1,7 +1,7 @@
 //! Transports: what a peer connection's bytes travel over.
 //!
 //! A [`Transport`] is one connected peer, whatever carries it: a kind
-//! ([`TransportKind`]: TCP and uTP; QUIC is to come), whether MSE
+//! ([`TransportKind`]: TCP, uTP, QUIC between capwise agents), whether MSE
 //! encrypts it ([`Transport::encryption`], a layer over any kind: `mse.rs`),
 //! the local and remote address, a read and a write half (boxed, as rqbit's
 //! `stream_connect` returns them), and the bytes that crossed the carrier
@@ -19,8 +19,11 @@
 //! in-memory pair of [`memory::pair`].
 
 pub mod carriers;
+pub mod identity;
 pub mod memory;
 pub mod mse;
+pub mod quic;
+mod quic_verify;
 mod send_room;
 pub(crate) mod tcp;
 pub mod utp;
@@ -49,6 +52,9 @@ pub enum TransportKind {
     Tcp,
     /// uTP (BEP 29) with LEDBAT, over the session's UDP socket (`utp.rs`).
     Utp,
+    /// QUIC between capwise agents, one bidirectional stream of a
+    /// connection whose peer proved the agent id it offered (`quic.rs`).
+    Quic,
     /// An in-process pipe ([`memory::pair`]): tests, and embedders that
     /// carry the bytes themselves.
     Memory,
@@ -182,6 +188,9 @@ pub struct Transport {
     peeked: BytesMut,
     /// What an MSE handshake selected for the payload; none: no MSE.
     encryption: Option<Method>,
+    /// The address the peer is known by when it is not `remote` (a QUIC
+    /// connection that replaces a TCP one keeps that one's address).
+    known: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -217,7 +226,22 @@ impl Transport {
             wire,
             peeked: BytesMut::new(),
             encryption: None,
+            known: None,
         }
+    }
+
+    /// The same transport, with the peer known by `addr` rather than the
+    /// address its carrier reaches (`session/upgrade.rs`).
+    pub fn with_known_addr(mut self, addr: SocketAddr) -> Self {
+        self.known = Some(addr);
+        self
+    }
+
+    /// The address the peer is known by: the one given to
+    /// [`with_known_addr`](Self::with_known_addr), else
+    /// [`remote_addr`](Self::remote_addr).
+    pub fn known_addr(&self) -> SocketAddr {
+        self.known.unwrap_or(self.remote)
     }
 
     /// What carries this connection.

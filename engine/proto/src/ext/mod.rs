@@ -12,7 +12,11 @@
 //! - [`member`]: capwise_member, proof of channel membership for torrents
 //!   that require it.
 
+//! - [`quic`]: capwise_quic, a capwise agent's offer to move the
+//!   connection onto QUIC (port and certificate fingerprint).
+
 pub mod member;
 pub mod metadata;
 pub mod pex;
+pub mod quic;
 pub mod site;

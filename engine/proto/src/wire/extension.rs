@@ -1,7 +1,7 @@
 //! The extension protocol handshake (BEP 10).
 
 use crate::bencode::{self, Owned};
-use crate::ext::{member, metadata, pex};
+use crate::ext::{member, metadata, pex, quic};
 
 /// Our extension handshake: `m` (ut_metadata), listen port, how many
 /// requests we accept, client name, and `metadata_size` when we have the
@@ -43,6 +43,26 @@ pub fn our_handshake_with(
     extensions: &[(&str, u8)],
     member_nonce: Option<&[u8; member::NONCE_LEN]>,
 ) -> Vec<u8> {
+    our_handshake_offering(
+        listen_port,
+        request_queue,
+        metadata_size,
+        extensions,
+        member_nonce,
+        None,
+    )
+}
+
+/// [`our_handshake_with`], with our QUIC offer when we run a QUIC endpoint
+/// ([`crate::ext::quic`]).
+pub fn our_handshake_offering(
+    listen_port: u16,
+    request_queue: usize,
+    metadata_size: Option<usize>,
+    extensions: &[(&str, u8)],
+    member_nonce: Option<&[u8; member::NONCE_LEN]>,
+    quic_offer: Option<&quic::QuicOffer>,
+) -> Vec<u8> {
     let mut dict = std::collections::BTreeMap::new();
     let mut m = Owned::dict().with(metadata::NAME, Owned::Int(metadata::OUR_ID.into()));
     for &(name, id) in extensions {
@@ -54,6 +74,9 @@ pub fn our_handshake_with(
     }
     let m = m.build();
     dict.insert(b"m".to_vec(), m);
+    if let Some(offer) = quic_offer {
+        dict.insert(quic::KEY.to_vec(), offer.to_bencode());
+    }
     if let Some(size) = metadata_size {
         dict.insert(b"metadata_size".to_vec(), Owned::Int(size as i64));
     }

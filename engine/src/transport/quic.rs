@@ -1,0 +1,401 @@
+//! QUIC between capwise agents: a quinn endpoint on a UDP port of its own,
+//! speaking ALPN [`ALPN`], whose connections carry the peer protocol on one
+//! bidirectional stream, handed to the engine as a [`Transport`] like any
+//! TCP stream (the session does not know the difference).
+//!
+//! Each side presents its identity's self-signed certificate
+//! (`identity.rs`); the dialler pins the agent id the peer offered
+//! (`quic_verify.rs`), so a certificate with another key ends the dial.
+//! TLS is rustls with ring, TLS 1.3 only (RFC 9001).
+//!
+//! Wire bytes: a transport counts the UDP bytes its connection moved, from
+//! quinn's statistics, so QUIC's own overhead (handshake, ACKs, retransmits,
+//! headers) is billed as overhead like TCP's. Received: the connection's
+//! `udp_rx` as it stands at each read. Sent: each write's bytes at once
+//! (so payload is never counted ahead of the wire), plus whatever `udp_tx`
+//! shows beyond what was written.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
+
+use super::identity::{AgentId, Identity};
+use super::quic_verify::PinnedServer;
+use super::{Transport, TransportKind, TransportWrite, WireBytes};
+
+/// Our ALPN: the peer protocol (BEP 3) over one bidirectional stream.
+pub const ALPN: &[u8] = b"capwise-bt/1";
+
+/// The name a dialler asks for: a certificate needs one, but the key is
+/// what is pinned.
+const SERVER_NAME: &str = "capwise";
+
+/// How long an accepted connection may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Streams a peer may have open on one connection: one per torrent shared
+/// with it, and a few to spare.
+const MAX_STREAMS: u32 = 16;
+
+/// A QUIC endpoint: dials agents and takes their connections.
+#[derive(Clone)]
+pub struct QuicEndpoint {
+    endpoint: quinn::Endpoint,
+    identity: Arc<Identity>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    transport: Arc<quinn::TransportConfig>,
+    /// Incoming connections whose handshake failed or timed out.
+    failed: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for QuicEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicEndpoint")
+            .field("local", &self.endpoint.local_addr().ok())
+            .field("id", &self.identity.id())
+            .finish_non_exhaustive()
+    }
+}
+
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::other(format!("QUIC TLS setup: {e}"))
+}
+
+impl QuicEndpoint {
+    /// Binds `addr` (port 0: a free one) and starts taking connections:
+    /// each stream a peer opens comes out of the receiver as a transport,
+    /// for the session's accept path.
+    pub fn bind(
+        addr: SocketAddr,
+        identity: Arc<Identity>,
+    ) -> io::Result<(Self, mpsc::Receiver<Transport>)> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_concurrent_bidi_streams(MAX_STREAMS.into())
+            .max_concurrent_uni_streams(0u32.into())
+            // NAT mappings for UDP often last 30 s.
+            .keep_alive_interval(Some(Duration::from_secs(25)))
+            .max_idle_timeout(Some(
+                quinn::IdleTimeout::try_from(Duration::from_secs(120)).expect("within range"),
+            ));
+        let transport = Arc::new(transport);
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_error)?
+            .with_no_client_auth()
+            .with_single_cert(vec![identity.certificate()], identity.private_key())
+            .map_err(tls_error)?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+            .map_err(|e| io::Error::other(format!("QUIC server config: {e}")))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(transport.clone());
+        // Handshakes waiting for us at once: beyond them, refused.
+        server.max_incoming(64);
+        let endpoint = quinn::Endpoint::server(server, addr)?;
+        let (tx, rx) = mpsc::channel(32);
+        let failed = Arc::new(AtomicU64::new(0));
+        tokio::spawn(accept_loop(endpoint.clone(), tx, failed.clone()));
+        Ok((
+            Self {
+                endpoint,
+                identity,
+                provider,
+                transport,
+                failed,
+            },
+            rx,
+        ))
+    }
+
+    /// The address the endpoint is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Our agent id, the one our certificate proves.
+    pub fn id(&self) -> AgentId {
+        self.identity.id()
+    }
+
+    /// Dial the agent `expected` at `remote` and open the stream the peer
+    /// protocol runs on; within `timeout`. A certificate with another key
+    /// fails the dial.
+    pub async fn connect(
+        &self,
+        remote: SocketAddr,
+        expected: AgentId,
+        timeout: Duration,
+    ) -> io::Result<Transport> {
+        let mut tls = rustls::ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_error)?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedServer::new(expected, &self.provider)))
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| io::Error::other(format!("QUIC client config: {e}")))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+        client.transport_config(self.transport.clone());
+        let dialled = async {
+            let connecting = self
+                .endpoint
+                .connect_with(client, remote, SERVER_NAME)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+            let connection = connecting.await.map_err(connection_error)?;
+            let (send, recv) = connection.open_bi().await.map_err(connection_error)?;
+            Ok::<_, io::Error>(transport(&self.endpoint, connection, send, recv))
+        };
+        tokio::time::timeout(timeout, dialled)
+            .await
+            .unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "QUIC dial timed out",
+                ))
+            })
+    }
+
+    /// Incoming connections whose TLS handshake failed (a dialler that
+    /// refused our key, or garbage) or timed out, so far.
+    pub fn failed_handshakes(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Closes every connection (the session is stopping).
+    pub fn close(&self) {
+        self.endpoint.close(0u32.into(), b"shutdown");
+    }
+}
+
+fn connection_error(e: quinn::ConnectionError) -> io::Error {
+    let kind = match e {
+        quinn::ConnectionError::TimedOut => io::ErrorKind::TimedOut,
+        quinn::ConnectionError::ConnectionClosed(_) | quinn::ConnectionError::Reset => {
+            io::ErrorKind::ConnectionReset
+        }
+        _ => io::ErrorKind::ConnectionRefused,
+    };
+    io::Error::new(kind, format!("QUIC: {e}"))
+}
+
+/// Takes connections until the endpoint closes; each one's streams become
+/// transports in `out`.
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    out: mpsc::Sender<Transport>,
+    failed: Arc<AtomicU64>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let out = out.clone();
+        let endpoint = endpoint.clone();
+        let failed = failed.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%remote, error = %e, "QUIC handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%remote, "QUIC handshake timed out");
+                    return;
+                }
+            };
+            // A stream shows up once the peer writes on it (its BitTorrent
+            // handshake); it ends with the connection.
+            while let Ok((send, recv)) = connection.accept_bi().await {
+                if out
+                    .send(transport(&endpoint, connection.clone(), send, recv))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// The transport of one stream of `connection`.
+fn transport(
+    endpoint: &quinn::Endpoint,
+    connection: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) -> Transport {
+    let wire = Arc::new(WireBytes::default());
+    let stats = connection.stats();
+    // The handshake crossed already: overhead, as TCP's SYNs are not.
+    wire.add_received(stats.udp_rx.bytes);
+    wire.add_sent(stats.udp_tx.bytes);
+    let bound = endpoint
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let local = SocketAddr::new(connection.local_ip().unwrap_or(bound.ip()), bound.port());
+    let remote = connection.remote_address();
+    let reader = Reader {
+        connection: connection.clone(),
+        recv,
+        wire: wire.clone(),
+        seen: stats.udp_rx.bytes,
+    };
+    let writer = Writer {
+        connection,
+        send,
+        wire: wire.clone(),
+        written: 0,
+        extra: stats.udp_tx.bytes,
+    };
+    Transport::new(
+        TransportKind::Quic,
+        local,
+        remote,
+        Box::new(reader),
+        Box::new(writer),
+        wire,
+    )
+}
+
+struct Reader {
+    connection: quinn::Connection,
+    recv: quinn::RecvStream,
+    wire: Arc<WireBytes>,
+    /// `udp_rx` already in `wire`.
+    seen: u64,
+}
+
+impl AsyncRead for Reader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let polled = AsyncRead::poll_read(Pin::new(&mut self.recv), cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            // Whatever was read arrived in datagrams already counted here.
+            let rx = self.connection.stats().udp_rx.bytes;
+            if rx > self.seen {
+                self.wire.add_received(rx - self.seen);
+                self.seen = rx;
+            }
+        }
+        polled
+    }
+}
+
+struct Writer {
+    connection: quinn::Connection,
+    send: quinn::SendStream,
+    wire: Arc<WireBytes>,
+    /// Stream bytes written (in `wire` at once).
+    written: u64,
+    /// What `udp_tx` showed beyond `written` (in `wire` too): handshake,
+    /// headers, ACKs, retransmits.
+    extra: u64,
+}
+
+impl AsyncWrite for Writer {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = AsyncWrite::poll_write(Pin::new(&mut self.send), cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.wire.add_sent(n as u64);
+            self.written += n as u64;
+            let tx = self.connection.stats().udp_tx.bytes;
+            let extra = tx.saturating_sub(self.written);
+            if extra > self.extra {
+                self.wire.add_sent(extra - self.extra);
+                self.extra = extra;
+            }
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_flush(Pin::new(&mut self.send), cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_shutdown(Pin::new(&mut self.send), cx)
+    }
+}
+
+impl TransportWrite for Writer {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn endpoint() -> (QuicEndpoint, mpsc::Receiver<Transport>) {
+        let identity = Arc::new(Identity::ephemeral().unwrap());
+        QuicEndpoint::bind("127.0.0.1:0".parse().unwrap(), identity).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_pinned_dial_carries_a_stream_and_counts_the_wire() {
+        let (a, _) = endpoint();
+        let (b, mut b_in) = endpoint();
+        let at = b.local_addr().unwrap();
+        let mut ours = a.connect(at, b.id(), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(ours.kind(), TransportKind::Quic);
+        assert_eq!(ours.remote_addr(), at);
+        ours.write_all(&[5; 100_000]).await.unwrap();
+        let mut theirs = tokio::time::timeout(Duration::from_secs(5), b_in.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut got = vec![0u8; 100_000];
+        theirs.read_exact(&mut got).await.unwrap();
+        assert!(got.iter().all(|&b| b == 5));
+        // The wire carried the bytes plus QUIC's own (handshake, headers).
+        assert!(theirs.wire().received() > 100_000, "{:?}", theirs.wire());
+        assert!(ours.wire().sent() > 100_000, "{:?}", ours.wire());
+        theirs.write_all(b"back").await.unwrap();
+        let mut back = [0u8; 4];
+        ours.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"back");
+    }
+
+    #[tokio::test]
+    async fn another_key_than_the_pinned_one_is_refused() {
+        let (a, _) = endpoint();
+        let (b, mut b_in) = endpoint();
+        let at = b.local_addr().unwrap();
+        let wrong = AgentId([0xab; 32]);
+        let err = a
+            .connect(at, wrong, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), b_in.recv())
+                .await
+                .is_err(),
+            "no stream reached the endpoint"
+        );
+        for _ in 0..50 {
+            if b.failed_handshakes() > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(b.failed_handshakes(), 1, "the refusal reached the endpoint");
+    }
+}
