@@ -83,6 +83,8 @@ pub enum Command {
     Man,
     /// The configuration: `show` prints each value in force and where it comes from.
     Config(crate::commands::config::ConfigArgs),
+    /// The dashboard beyond loopback ([api] remote_listen): its password, its certificate.
+    Api(crate::commands::api::ApiArgs),
 }
 
 impl Command {
@@ -107,7 +109,7 @@ impl Command {
                 crate::cli_schedule::ScheduleCommand::Rm(a) => a.store.json,
             },
             Command::Usage(a) => a.store.json,
-            Command::Metrics(_) => false,
+            Command::Metrics(_) | Command::Api(_) => false,
             Command::Config(a) => match &a.command {
                 crate::commands::config::ConfigCommand::Show(a) => a.json,
             },

@@ -32,7 +32,10 @@
 //! background_below_percent = 30    # background torrents wait below this charge (0: never)
 //!
 //! [api]
-//! address = "127.0.0.1:0"
+//! address = "127.0.0.1:0"      # loopback only (default 127.0.0.1:7245)
+//! remote_listen = "0.0.0.0:7246"   # the dashboard beyond loopback: HTTPS, password sign-in
+//! tls_cert = "/etc/capwise/cert.pem"   # with tls_key; without both, a self-signed certificate
+//! tls_key = "/etc/capwise/key.pem"
 //!
 //! [lsd]
 //! enabled = true      # local service discovery (BEP 14); `--no-lsd` turns it off
@@ -180,8 +183,17 @@ pub const DEFAULT_API_PORT: u16 = 7245;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct ApiConfig {
-    /// Where the HTTP API listens (default 127.0.0.1:7245; a free port if that is taken).
+    /// Where the HTTP API listens (default 127.0.0.1:7245; a free port if
+    /// that is taken). Loopback only: beyond it see `remote_listen`.
     pub address: Option<SocketAddr>,
+    /// Also serve the API and the dashboard here, beyond loopback, over
+    /// HTTPS with a password sign-in (default: nowhere).
+    pub remote_listen: Option<SocketAddr>,
+    /// The remote listener's certificate chain (PEM); with `tls_key`.
+    /// Without both, a self-signed certificate kept in the state directory.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert` (PEM).
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `[lsd]`: local service discovery (BEP 14).
@@ -370,7 +382,7 @@ pub(crate) const KNOWN_KEYS: &[(&str, &[&str])] = &[
         "power",
         &["wan_uploads_on_battery", "background_below_percent"],
     ),
-    ("api", &["address"]),
+    ("api", &["address", "remote_listen", "tls_cert", "tls_key"]),
     ("channel", &["report_listen"]),
     ("pex", &["enabled"]),
     ("dht", &["enabled", "bootstrap"]),
@@ -440,6 +452,8 @@ pub fn parse(text: &str) -> Result<Loaded> {
         ("network_file", &config.network_file),
         ("watch_dir", &config.watch_dir),
         ("incomplete_dir", &config.incomplete_dir),
+        ("api.tls_cert", &config.api.tls_cert),
+        ("api.tls_key", &config.api.tls_key),
     ] {
         if let Some(path) = path.as_ref().filter(|p| !p.is_absolute()) {
             bail!("{key} = \"{}\": must be an absolute path", path.display());

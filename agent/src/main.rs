@@ -192,6 +192,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Man => commands::docs::man(),
         Command::Config(a) => commands::config::run(&a),
+        Command::Api(a) => commands::api::run(&a),
     }
 }
 

@@ -439,6 +439,27 @@ pub fn effective(config: &Config, args: &RunArgs) -> Result<Effective> {
         ),
         "",
     );
+    push(
+        "api",
+        "remote_listen",
+        file_or(
+            config.api.remote_listen.map(|a| string(a.to_string())),
+            None,
+        ),
+        "loopback only",
+    );
+    push(
+        "api",
+        "tls_cert",
+        file_or(config.api.tls_cert.as_deref().map(path_value), None),
+        "a self-signed certificate in the state directory",
+    );
+    push(
+        "api",
+        "tls_key",
+        file_or(config.api.tls_key.as_deref().map(path_value), None),
+        "the self-signed certificate's key",
+    );
 
     // [lsd], [pex], [dht]: each a flag over the file over the default.
     let switch = |flag: bool, name: &'static str, file: Option<bool>| {

@@ -3,6 +3,7 @@
 //! not the agent runs (and ask a running one to reload after an edit); the
 //! torrent commands talk to the running agent.
 
+pub mod api;
 pub mod budget;
 pub mod channel;
 pub mod config;

@@ -6,7 +6,9 @@
 pub(crate) mod api;
 pub(crate) mod control;
 pub(crate) mod own_names;
+pub(crate) mod remote;
 mod site_share;
+pub(crate) mod tls;
 pub(crate) mod torrents;
 
 use std::net::SocketAddr;
@@ -50,6 +52,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     // Before anything reads or writes the state: one capwise per directory.
     let _state_lock = crate::lock::lock_state_dir(&state_dir, "run")?;
     let config = config::load_warning(args.config.as_deref())?;
+    remote::preflight(&config, &state_dir)?;
     let manual_peers = crate::foreground::resolve_peers(&args.peers).await?;
     let network_file = crate::network_source::NetworkFile::choose(
         args.network_file.as_deref(),
@@ -180,7 +183,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         .map(|dir| (dir, control.download_dir.clone()));
     let metrics = crate::metrics::Metrics::new(&state_dir, torrents.clone(), &policy).await?;
     let _metrics_follower = metrics.follow_decisions();
-    let (stop_api, api_task) = start_api(
+    let (stop_api, api_task, api_state) = start_api(
         &state_dir,
         config.api_address(),
         torrents.clone(),
@@ -189,6 +192,17 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         metrics.clone(),
     )
     .await?;
+    if let Some(addr) = config.api.remote_listen {
+        remote::serve(
+            addr,
+            &config,
+            &state_dir,
+            &api_state,
+            metrics.clone(),
+            stop_api.subscribe(),
+        )
+        .await?;
+    }
     if let Some(addr) = config.metrics.listen {
         crate::metrics::http::serve_local(addr, metrics, stop_api.subscribe()).await?;
     }
@@ -321,10 +335,11 @@ async fn start_api(
     control: Arc<Control>,
     subscriptions: Arc<crate::subscriptions::Subscriptions>,
     metrics: Arc<crate::metrics::Metrics>,
-) -> Result<(watch::Sender<bool>, tokio::task::JoinHandle<()>)> {
-    if !address.ip().is_loopback() {
-        tracing::warn!(%address, "the API listens beyond loopback, as configured; the token is its only guard");
-    }
+) -> Result<(
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+    Arc<api::ApiState>,
+)> {
     let token = discovery::ensure_token(state_dir)?;
     let metrics_token = crate::metrics::token::load_or_create(state_dir)?;
     let listener = match TcpListener::bind(address).await {
@@ -359,7 +374,7 @@ async fn start_api(
     });
     let (stop, mut stopped) = watch::channel(false);
     // Beside the API's routes, outside their guard: it checks its own token.
-    let app = api::router(state).merge(crate::metrics::http::api_routes(
+    let app = api::router(state.clone()).merge(crate::metrics::http::api_routes(
         metrics,
         metrics_token,
         names,
@@ -382,7 +397,7 @@ async fn start_api(
         },
     )?;
     tracing::info!(api = %bound, "API listening");
-    Ok((stop, task))
+    Ok((stop, task, state))
 }
 
 /// Opens every stored torrent, several at a time.

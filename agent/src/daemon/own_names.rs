@@ -36,6 +36,22 @@ impl OwnNames {
         }
     }
 
+    /// Also answers to `names` with `port`: the DNS names of the remote
+    /// listener's certificate (a browser reaching it by such a name has
+    /// checked the certificate for it, so no rebinding page gets that far).
+    /// Wildcard names are left out.
+    pub fn with_names(mut self, names: &[String], port: u16) -> OwnNames {
+        self.hosts.extend(
+            names
+                .iter()
+                .filter(|n| !n.starts_with('*'))
+                .map(|n| format!("{n}:{port}")),
+        );
+        self.hosts.sort();
+        self.hosts.dedup();
+        self
+    }
+
     /// Whether a `Host` header value names this listener.
     pub fn host_ok(&self, host: &str) -> bool {
         // Host names are case-insensitive (RFC 9110 4.2.3).
@@ -86,6 +102,19 @@ mod tests {
             assert!(!names.host_ok("attacker.example:9469"), "{bound}");
             assert!(!names.origin_ok("http://attacker.example:9469"), "{bound}");
         }
+    }
+
+    #[test]
+    fn the_certificate_names_are_hosts_too() {
+        let names = OwnNames::of("10.0.0.5:7246".parse().unwrap()).with_names(
+            &["branch-12.example.org".into(), "*.example.org".into()],
+            7246,
+        );
+        assert!(names.host_ok("10.0.0.5:7246"));
+        assert!(names.host_ok("Branch-12.example.org:7246"));
+        assert!(names.origin_ok("https://branch-12.example.org:7246"));
+        assert!(!names.host_ok("branch-12.example.org:80"));
+        assert!(!names.host_ok("other.example.org:7246"));
     }
 
     #[test]

@@ -7,13 +7,14 @@
 pub(crate) mod command;
 mod data;
 pub(crate) mod events;
+pub(crate) mod password;
 pub(crate) mod sessions;
 pub(crate) mod sse;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{RawQuery, Request, State};
+use axum::extract::{FromRequest, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -24,27 +25,66 @@ use sessions::SignIn;
 
 /// The dashboard's share of the API's state.
 pub struct Dashboard {
-    /// Tickets and sessions.
-    pub signin: SignIn,
+    /// Tickets and sessions (one store for every listener, so that
+    /// `capwise dashboard --revoke-all` signs every browser out).
+    pub signin: Arc<SignIn>,
     /// The session cookie's name: it carries the port, because cookies are
     /// not isolated by port and two agents on one machine must not clobber
     /// each other's.
     pub cookie: String,
-    /// The API listens on loopback only: sign-in is offered only then
+    /// The API listens on loopback only: one-time URLs are issued only then
     /// (beyond loopback the cookie would cross the network in clear).
     pub loopback: bool,
     /// Event streams open now (at most [`events::MAX_STREAMS`]).
     pub streams: std::sync::atomic::AtomicUsize,
+    /// On the remote (HTTPS) listener: the password sign-in. Its cookie
+    /// is `Secure`; one-time URLs are not taken there.
+    pub password: Option<Arc<password::PasswordGate>>,
 }
 
 impl Dashboard {
     /// The dashboard of an API bound at `addr`.
     pub fn new(addr: std::net::SocketAddr) -> Dashboard {
         Dashboard {
-            signin: SignIn::default(),
+            signin: Arc::new(SignIn::default()),
             cookie: format!("capwise_session_{}", addr.port()),
             loopback: addr.ip().is_loopback(),
             streams: Default::default(),
+            password: None,
+        }
+    }
+
+    /// The dashboard of the remote listener bound at `addr`: sessions in
+    /// `signin` (the loopback dashboard's), opened with the password.
+    pub fn remote(
+        addr: std::net::SocketAddr,
+        signin: Arc<SignIn>,
+        password: Arc<password::PasswordGate>,
+    ) -> Dashboard {
+        Dashboard {
+            signin,
+            cookie: format!("capwise_session_{}", addr.port()),
+            loopback: false,
+            streams: Default::default(),
+            password: Some(password),
+        }
+    }
+
+    /// The attributes of the session cookie: `Secure` over HTTPS.
+    fn cookie_attributes(&self) -> &'static str {
+        if self.password.is_some() {
+            "HttpOnly; Secure; SameSite=Strict; Path=/"
+        } else {
+            "HttpOnly; SameSite=Strict; Path=/"
+        }
+    }
+
+    /// How to sign in again, for a refusal.
+    fn sign_in_hint(&self) -> &'static str {
+        if self.password.is_some() {
+            "sign in again with the dashboard's password"
+        } else {
+            "run `capwise dashboard` to sign in again"
         }
     }
 
@@ -106,7 +146,10 @@ pub fn session_caller(
     if !dashboard.signin.is_open(session, Instant::now()) {
         return Err((
             StatusCode::UNAUTHORIZED,
-            "the dashboard session has expired or was revoked; run `capwise dashboard` to sign in again".into(),
+            format!(
+                "the dashboard session has expired or was revoked; {}",
+                dashboard.sign_in_hint()
+            ),
         ));
     }
     let safe = matches!(*method, Method::GET | Method::HEAD);
@@ -126,7 +169,7 @@ pub fn routes(router: Router<Arc<ApiState>>) -> Router<Arc<ApiState>> {
         .route("/", get(page))
         .route("/assets/app.js", get(app_js))
         .route("/assets/app.css", get(app_css))
-        .route("/signin", get(signin))
+        .route("/signin", get(signin).post(password_signin))
         .route("/v1/dashboard/signin", post(issue))
         .route("/v1/dashboard/signout", post(signout))
         .route("/v1/dashboard/revoke", post(revoke))
@@ -140,6 +183,7 @@ pub fn routes(router: Router<Arc<ApiState>>) -> Router<Arc<ApiState>> {
 const APP_HTML: &str = include_str!("assets/app.html");
 const HINT_HTML: &str = include_str!("assets/hint.html");
 const USED_HTML: &str = include_str!("assets/used.html");
+const PASSWORD_HTML: &str = include_str!("assets/password.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
 
@@ -179,13 +223,34 @@ fn html(status: StatusCode, body: &'static str) -> Response {
     )
 }
 
-/// `GET /`: the dashboard with a session, else only the sign-in hint.
+/// `GET /`: the dashboard with a session, else only the sign-in hint (on
+/// the remote listener: the password form).
 async fn page(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
     if s.dashboard.has_session(&headers) {
         html(StatusCode::OK, APP_HTML)
+    } else if s.dashboard.password.is_some() {
+        password_page(StatusCode::OK, "")
     } else {
         html(StatusCode::OK, HINT_HTML)
     }
+}
+
+/// The password form, with a sentence above it (ours, never the client's
+/// input, but escaped all the same).
+fn password_page(status: StatusCode, message: &str) -> Response {
+    let escaped = message
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let body = PASSWORD_HTML.replace("<!-- message -->", &escaped);
+    hardened(
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            body,
+        )
+            .into_response(),
+    )
 }
 
 async fn app_js() -> Response {
@@ -213,16 +278,26 @@ fn ticket_of(query: &str) -> &str {
 /// `GET /signin?ticket=T`: uses the ticket up; a valid one sets the session
 /// cookie and sends the browser to `/` (so the ticket leaves the address bar).
 async fn signin(State(s): State<Arc<ApiState>>, RawQuery(query): RawQuery) -> Response {
+    if s.dashboard.password.is_some() {
+        // One-time URLs are for a browser on the agent's machine.
+        return password_page(StatusCode::OK, "");
+    }
     let ticket = ticket_of(query.as_deref().unwrap_or(""));
     let Some(session) = s.dashboard.signin.redeem(ticket, Instant::now()) else {
         return html(StatusCode::FORBIDDEN, USED_HTML);
     };
+    tracing::info!("dashboard: a browser signed in");
+    signed_in(&s.dashboard, &session)
+}
+
+/// The answer that sets the session cookie and sends the browser to `/`.
+fn signed_in(dashboard: &Dashboard, session: &str) -> Response {
     let cookie = format!(
-        "{}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        s.dashboard.cookie,
+        "{}={session}; {}; Max-Age={}",
+        dashboard.cookie,
+        dashboard.cookie_attributes(),
         sessions::SESSION_LIFETIME.as_secs()
     );
-    tracing::info!("dashboard: a browser signed in");
     hardened(
         (
             StatusCode::SEE_OTHER,
@@ -230,6 +305,73 @@ async fn signin(State(s): State<Arc<ApiState>>, RawQuery(query): RawQuery) -> Re
         )
             .into_response(),
     )
+}
+
+/// The form of `POST /signin`.
+#[derive(serde::Deserialize)]
+struct PasswordForm {
+    password: String,
+}
+
+/// `POST /signin` (`password=…`, form-encoded), on the remote listener
+/// only: the right password opens a session; wrong ones are limited per
+/// client address (429 with `Retry-After` once the allowance is spent).
+async fn password_signin(State(s): State<Arc<ApiState>>, request: Request) -> Response {
+    let Some(gate) = s.dashboard.password.clone() else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "password sign-in is only on the remote listener ([api] remote_listen); here, run `capwise dashboard`",
+        );
+    };
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<crate::daemon::remote::ClientAddr>>()
+        .map(|c| c.0 .0.ip());
+    let Some(client) = client else {
+        return api_error(StatusCode::INTERNAL_SERVER_ERROR, "no client address");
+    };
+    let form = match axum::Form::<PasswordForm>::from_request(request, &()).await {
+        Ok(axum::Form(f)) => f,
+        Err(e) => {
+            return password_page(
+                StatusCode::BAD_REQUEST,
+                &format!("The sign-in form did not arrive whole: {}", e.body_text()),
+            )
+        }
+    };
+    match gate.check(client, &form.password).await {
+        Ok(()) => {
+            let session = s.dashboard.signin.open_session(Instant::now());
+            tracing::info!(%client, "dashboard: a browser signed in with the password");
+            signed_in(&s.dashboard, &session)
+        }
+        Err(password::Refusal::Wrong) => {
+            tracing::warn!(%client, "dashboard: a wrong password");
+            password_page(StatusCode::UNAUTHORIZED, "Wrong password.")
+        }
+        Err(password::Refusal::TooMany(wait)) => {
+            let secs = wait.as_secs_f64().ceil() as u64;
+            let mut response = password_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "Too many sign-in attempts from {client}: try again in {secs} s (each address gets {} tries, then one every {} s).",
+                    password::BURST,
+                    password::RETRY_EVERY.as_secs()
+                ),
+            );
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            response
+        }
+        Err(password::Refusal::Unavailable(why)) => {
+            tracing::error!(%why, "dashboard: password sign-in unavailable");
+            password_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("Sign-in is not possible now: {why}."),
+            )
+        }
+    }
 }
 
 fn api_error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -266,7 +408,7 @@ async fn issue(
     if !s.dashboard.loopback {
         return api_error(
             StatusCode::FORBIDDEN,
-            "the dashboard signs in only on a loopback API (the session cookie would cross the network in clear)",
+            "one-time sign-in URLs are for the loopback API only; beyond loopback the dashboard signs in with its password ([api] remote_listen)",
         );
     }
     let host = request
@@ -300,8 +442,9 @@ async fn signout(State(s): State<Arc<ApiState>>, Extension(caller): Extension<Ca
         s.dashboard.signin.close(session);
     }
     let expired = format!(
-        "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
-        s.dashboard.cookie
+        "{}=; {}; Max-Age=0",
+        s.dashboard.cookie,
+        s.dashboard.cookie_attributes()
     );
     (StatusCode::NO_CONTENT, [(header::SET_COOKIE, expired)]).into_response()
 }

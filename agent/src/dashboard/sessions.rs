@@ -54,6 +54,19 @@ fn insert_bounded(
     map.insert(key, expiry);
 }
 
+/// A new session in `inner`, valid for [`SESSION_LIFETIME`] from `now`.
+fn open_in(inner: &mut Inner, now: Instant) -> String {
+    let session = new_secret();
+    insert_bounded(
+        &mut inner.sessions,
+        session.clone(),
+        now + SESSION_LIFETIME,
+        now,
+        MAX_SESSIONS,
+    );
+    session
+}
+
 impl SignIn {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -81,15 +94,13 @@ impl SignIn {
         if expiry <= now {
             return None;
         }
-        let session = new_secret();
-        insert_bounded(
-            &mut inner.sessions,
-            session.clone(),
-            now + SESSION_LIFETIME,
-            now,
-            MAX_SESSIONS,
-        );
-        Some(session)
+        Some(open_in(&mut inner, now))
+    }
+
+    /// Opens a session without a ticket (the password sign-in checked the
+    /// caller): its secret.
+    pub fn open_session(&self, now: Instant) -> String {
+        open_in(&mut self.lock(), now)
     }
 
     /// Whether `session` is open at `now`.
