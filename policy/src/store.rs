@@ -101,6 +101,19 @@ CREATE TABLE link_readings (
 ALTER TABLE networks ADD COLUMN last_metered TEXT;
 ALTER TABLE networks ADD COLUMN last_metered_source TEXT;
 "#,
+    // 6: the agent's usage per local day (the machine's zone when written),
+    // beside the per-period totals, for the history per day. Databases from
+    // before start with no days: their periods keep their totals.
+    r#"
+CREATE TABLE usage_days (
+    network_id TEXT NOT NULL,
+    day TEXT NOT NULL,                 -- YYYY-MM-DD, local
+    direction TEXT NOT NULL,           -- down | up
+    peer_class TEXT NOT NULL,          -- wan | lan
+    bytes INTEGER NOT NULL,
+    PRIMARY KEY (network_id, day, direction, peer_class)
+);
+"#,
 ];
 
 /// A network the agent has seen, as stored.
@@ -144,6 +157,21 @@ pub struct PeriodUsage {
     pub rows: Vec<UsageRow>,
     /// The whole link's `(rx, tx)` in the period (0 if never read).
     pub link: (u64, u64),
+}
+
+/// One day's usage of a network (the days with any, from `usage_days`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayUsage {
+    /// The local date, `YYYY-MM-DD`.
+    pub day: String,
+    /// The agent's bytes that day, per direction and peer class.
+    pub rows: Vec<UsageRow>,
+}
+
+/// `YYYY-MM-DD` of `at` in the machine's zone.
+fn local_day(at: Timestamp) -> String {
+    let date = Zone::system(at).to_local(at).date;
+    format!("{:04}-{:02}-{:02}", date.year, date.month, date.day)
 }
 
 /// The policy database.
@@ -691,7 +719,8 @@ impl Store {
         Ok(())
     }
 
-    /// Adds `bytes` to the usage ledger row for (network, period, direction, class).
+    /// Adds `bytes` to the usage ledger row for (network, period, direction,
+    /// class), and to today's row of the usage per day.
     pub fn add_usage(
         &self,
         id: &NetworkId,
@@ -700,6 +729,28 @@ impl Store {
         peer_class: PeerClass,
         bytes: u64,
     ) -> Result<()> {
+        let today = local_day(Timestamp::now_from_system());
+        self.add_usage_on(id, period_start, &today, direction, peer_class, bytes)
+    }
+
+    /// [`Store::add_usage`] with the day given (`YYYY-MM-DD`).
+    pub fn add_usage_on(
+        &self,
+        id: &NetworkId,
+        period_start: Timestamp,
+        day: &str,
+        direction: Direction,
+        peer_class: PeerClass,
+        bytes: u64,
+    ) -> Result<()> {
+        self.day_row(
+            "INSERT INTO usage_days (network_id, day, direction, peer_class, bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(network_id, day, direction, peer_class)
+             DO UPDATE SET bytes = bytes + ?5",
+            (id, day, direction, peer_class),
+            bytes,
+        )?;
         self.usage_row(
             "INSERT INTO usage (network_id, period_start, direction, peer_class, bytes)
              VALUES (?1, ?2, ?3, ?4, ?5)
@@ -721,6 +772,17 @@ impl Store {
         peer_class: PeerClass,
         bytes: u64,
     ) -> Result<()> {
+        self.day_row(
+            "UPDATE usage_days SET bytes = MAX(bytes - ?5, 0)
+             WHERE network_id = ?1 AND day = ?2 AND direction = ?3 AND peer_class = ?4",
+            (
+                id,
+                &local_day(Timestamp::now_from_system()),
+                direction,
+                peer_class,
+            ),
+            bytes,
+        )?;
         self.usage_row(
             "UPDATE usage SET bytes = MAX(bytes - ?5, 0)
              WHERE network_id = ?1 AND period_start = ?2 AND direction = ?3 AND peer_class = ?4",
@@ -748,6 +810,62 @@ impl Store {
             ],
         )?;
         Ok(())
+    }
+
+    /// Runs `sql` on one row of the usage per day: ?1 network, ?2 day, ?3
+    /// direction, ?4 peer class, ?5 bytes.
+    fn day_row(
+        &self,
+        sql: &str,
+        (id, day, direction, peer_class): (&NetworkId, &str, Direction, PeerClass),
+        bytes: u64,
+    ) -> Result<()> {
+        self.conn.execute(
+            sql,
+            params![
+                id.as_str(),
+                day,
+                direction.as_str(),
+                peer_class.as_str(),
+                to_sql_u64(bytes)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The agent's usage of a network on its last `count` days that have
+    /// any, oldest first.
+    pub fn recent_days(&self, id: &NetworkId, count: usize) -> Result<Vec<DayUsage>> {
+        let limit = i64::try_from(count).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare(
+            "SELECT day, direction, peer_class, bytes FROM usage_days
+             WHERE network_id = ?1 AND day IN (
+                 SELECT DISTINCT day FROM usage_days WHERE network_id = ?1
+                 ORDER BY day DESC LIMIT ?2)
+             ORDER BY day, direction, peer_class",
+        )?;
+        let mut rows = stmt.query(params![id.as_str(), limit])?;
+        let mut out: Vec<DayUsage> = Vec::new();
+        while let Some(r) = rows.next()? {
+            let day: String = r.get(0)?;
+            let direction = Direction::parse(&r.get::<_, String>(1)?)
+                .ok_or_else(|| PolicyError::invalid("stored usage per day", "direction"))?;
+            let peer_class = PeerClass::parse(&r.get::<_, String>(2)?)
+                .ok_or_else(|| PolicyError::invalid("stored usage per day", "peer class"))?;
+            let row = UsageRow {
+                direction,
+                peer_class,
+                bytes: from_sql_u64(r.get(3)?),
+            };
+            match out.last_mut() {
+                Some(last) if last.day == day => last.rows.push(row),
+                _ => out.push(DayUsage {
+                    day,
+                    rows: vec![row],
+                }),
+            }
+        }
+        Ok(out)
     }
 
     /// The usage ledger rows of a period.
@@ -1476,6 +1594,89 @@ mod tests {
         store.add_link_usage(&id, Timestamp(0), 7, 3).unwrap();
         store.add_link_usage(&id, Timestamp(0), 1, 1).unwrap();
         assert_eq!(store.link_usage(&id, Timestamp(0)).unwrap(), (8, 4));
+    }
+
+    #[test]
+    fn usage_per_day_rolls_up_by_day_across_periods() {
+        let store = Store::open_in_memory().unwrap();
+        let id = NetworkId::new("n");
+        let other = NetworkId::new("other");
+        let add = |id: &NetworkId, period: i64, day: &str, d: Direction, c: PeerClass, b: u64| {
+            store
+                .add_usage_on(id, Timestamp(period), day, d, c, b)
+                .unwrap();
+        };
+        // Two flushes on one day add up; a month's last day and the next
+        // month's first are two days though the period changes between them.
+        add(&id, 100, "2026-11-29", Direction::Down, PeerClass::Wan, 10);
+        add(&id, 100, "2026-11-30", Direction::Down, PeerClass::Wan, 20);
+        add(&id, 100, "2026-11-30", Direction::Down, PeerClass::Wan, 5);
+        add(&id, 100, "2026-11-30", Direction::Up, PeerClass::Lan, 7);
+        add(&id, 200, "2026-12-01", Direction::Up, PeerClass::Wan, 3);
+        add(&other, 200, "2026-12-02", Direction::Up, PeerClass::Wan, 99);
+        let days = store.recent_days(&id, 2).unwrap();
+        let names: Vec<&str> = days.iter().map(|d| d.day.as_str()).collect();
+        assert_eq!(
+            names,
+            vec!["2026-11-30", "2026-12-01"],
+            "the last two, oldest first"
+        );
+        let total = |d: &DayUsage, dir: Direction, class: PeerClass| -> u64 {
+            d.rows
+                .iter()
+                .filter(|r| r.direction == dir && r.peer_class == class)
+                .map(|r| r.bytes)
+                .sum()
+        };
+        assert_eq!(total(&days[0], Direction::Down, PeerClass::Wan), 25);
+        assert_eq!(total(&days[0], Direction::Up, PeerClass::Lan), 7);
+        assert_eq!(total(&days[1], Direction::Up, PeerClass::Wan), 3);
+        assert_eq!(store.recent_days(&id, 10).unwrap().len(), 3);
+        // The periods' totals are those of the same writes.
+        let periods = store.recent_periods(&id, 10).unwrap();
+        assert_eq!(periods[0].rows.iter().map(|r| r.bytes).sum::<u64>(), 42);
+        assert!(store
+            .recent_days(&NetworkId::new("none"), 5)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn a_schema_5_database_gains_the_days_and_keeps_its_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            let mut sql = String::new();
+            for m in &MIGRATIONS[..5] {
+                sql.push_str(m);
+                sql.push(';');
+            }
+            conn.execute_batch(&format!("{sql} PRAGMA user_version = 5;"))
+                .unwrap();
+            conn.execute(
+                "INSERT INTO usage VALUES ('n', 100, 'down', 'wan', 1234)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path, Timestamp(1000)).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as u32);
+        let id = NetworkId::new("n");
+        assert_eq!(store.usage(&id, Timestamp(100)).unwrap()[0].bytes, 1234);
+        assert!(store.recent_days(&id, 5).unwrap().is_empty());
+        store
+            .add_usage(&id, Timestamp(100), Direction::Down, PeerClass::Wan, 6)
+            .unwrap();
+        let days = store.recent_days(&id, 5).unwrap();
+        assert_eq!(days.len(), 1);
+        assert_eq!(days[0].rows[0].bytes, 6);
+        assert_eq!(days[0].day.len(), 10, "{}", days[0].day);
+        store
+            .take_back_usage(&id, Timestamp(100), Direction::Down, PeerClass::Wan, 4)
+            .unwrap();
+        assert_eq!(store.recent_days(&id, 5).unwrap()[0].rows[0].bytes, 2);
+        assert_eq!(store.usage(&id, Timestamp(100)).unwrap()[0].bytes, 1236);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! gives; pausing it on the page pauses it (the CLI agrees); marking the network
 //! metered on the page changes `capwise why`, and a cap set there is the
 //! CLI's budget, with the period's plot and the API's projection on the
-//! page, and the history's bars one per period of `/v1/history`; the used URL is refused the second time; without a session
+//! page, and the history's bars one per period and one per day of `/v1/history`; the used URL is refused the second time; without a session
 //! no data is served; `--revoke-all` signs the page out. Also: the API's
 //! default port, and the free port an agent takes when it is taken.
 //! Screenshots of the main views go to a directory printed at the end.
@@ -578,6 +578,49 @@ async fn in_browser(w: &World, agent: &mut Agent, browser: &Client, base: &str) 
             )))
             .await?;
         Ok(bars.len() == periods)
+    });
+    // And per local day: the download is today's, all of it from the LAN seeder.
+    let ours = history
+        .as_array()
+        .and_then(|a| a.iter().find(|h| h["network_id"] == NETWORK))
+        .context("the network's history")?;
+    let days = ours["days"].as_array().context("days in /v1/history")?;
+    let last = days.last().context("no day in the history")?;
+    let day = last["day"].as_str().unwrap_or("");
+    ensure!(
+        day.len() == 10 && day.as_bytes()[4] == b'-',
+        "a YYYY-MM-DD day: {last}"
+    );
+    let down = last["agent"]["down_lan"].as_u64().unwrap_or(0)
+        + last["agent"]["down_wan"].as_u64().unwrap_or(0);
+    let period_down: u64 = ours["periods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            p["agent"]["down_lan"].as_u64().unwrap_or(0)
+                + p["agent"]["down_wan"].as_u64().unwrap_or(0)
+        })
+        .sum();
+    ensure!(
+        down > 0 && down <= period_down,
+        "today's download {down} is within the periods' {period_down}: {ours}"
+    );
+    let (status, _) = agent.api(
+        "GET",
+        "/v1/history?days=0",
+        Some(&agent.token()?),
+        &[],
+        None,
+    )?;
+    ensure!(status == 400, "days=0: {status}");
+    eventually!("the history's day bars", {
+        let bars = browser
+            .find_all(Locator::Css(&format!(
+                "#histories [data-network='{NETWORK}'] rect.day-bar"
+            )))
+            .await?;
+        Ok(bars.len() == days.len())
     });
     shots.push(screenshot(browser, "now-metered-budget").await?);
     browser

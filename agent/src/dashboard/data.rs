@@ -82,11 +82,34 @@ pub(crate) fn usage_json(state_dir: &std::path::Path) -> Result<Vec<Value>> {
 /// How many past periods `GET /v1/history` gives by default, and at most.
 const HISTORY_PERIODS: usize = 12;
 const HISTORY_PERIODS_MAX: usize = 120;
+/// How many past days (with any use) it gives by default, and at most.
+const HISTORY_DAYS: usize = 31;
+const HISTORY_DAYS_MAX: usize = 366;
 
-/// The last periods' usage of every known network, oldest first: what the
-/// ledger keeps (one row per period, direction and peer class).
-pub(crate) fn history_json(state_dir: &std::path::Path, periods: usize) -> Result<Vec<Value>> {
+/// capwise's bytes in `rows` per direction and peer class, as JSON.
+fn agent_totals(rows: &[capwise_policy::store::UsageRow]) -> Value {
     use capwise_policy::ledger::{Direction, PeerClass};
+    let sum = |direction: Direction, class: PeerClass| -> u64 {
+        rows.iter()
+            .filter(|r| r.direction == direction && r.peer_class == class)
+            .map(|r| r.bytes)
+            .sum()
+    };
+    serde_json::json!({
+        "down_wan": sum(Direction::Down, PeerClass::Wan),
+        "down_lan": sum(Direction::Down, PeerClass::Lan),
+        "up_wan": sum(Direction::Up, PeerClass::Wan),
+        "up_lan": sum(Direction::Up, PeerClass::Lan),
+    })
+}
+
+/// The last periods' and days' usage of every known network, oldest
+/// first: the ledger's totals per period (direction and peer class, and
+/// the whole link's) and capwise's per local day.
+pub(crate) fn history_json(
+    state_dir: &std::path::Path,
+    (periods, days): (usize, usize),
+) -> Result<Vec<Value>> {
     let now = Timestamp::now_from_system();
     let store = open_store(state_dir, now)?;
     crate::commands::usage::known_networks(&store)?
@@ -98,43 +121,43 @@ pub(crate) fn history_json(state_dir: &std::path::Path, periods: usize) -> Resul
             let periods: Vec<Value> = rows
                 .iter()
                 .map(|p| {
-                    let sum = |direction: Direction, class: PeerClass| -> u64 {
-                        p.rows
-                            .iter()
-                            .filter(|r| r.direction == direction && r.peer_class == class)
-                            .map(|r| r.bytes)
-                            .sum()
-                    };
                     serde_json::json!({
                         "period_start": p.period_start.0,
-                        "agent": {
-                            "down_wan": sum(Direction::Down, PeerClass::Wan),
-                            "down_lan": sum(Direction::Down, PeerClass::Lan),
-                            "up_wan": sum(Direction::Up, PeerClass::Wan),
-                            "up_lan": sum(Direction::Up, PeerClass::Lan),
-                        },
+                        "agent": agent_totals(&p.rows),
                         "link": { "down": p.link.0, "up": p.link.1 },
                     })
                 })
                 .collect();
-            Ok(serde_json::json!({ "network_id": id.as_str(), "periods": periods }))
+            let days: Vec<Value> = store
+                .recent_days(id, days)
+                .with_context(|| format!("cannot read the days of '{id}'"))?
+                .iter()
+                .map(|d| serde_json::json!({ "day": d.day, "agent": agent_totals(&d.rows) }))
+                .collect();
+            Ok(serde_json::json!({ "network_id": id.as_str(), "periods": periods, "days": days }))
         })
         .collect()
 }
 
 /// The `periods` parameter of `GET /v1/history`.
 fn periods_of(query: Option<&str>) -> Result<usize, String> {
+    count_of(query, "periods", HISTORY_PERIODS, HISTORY_PERIODS_MAX)
+}
+
+/// Parameter `name` of a query: a count from 1 to `max`, else `default`.
+fn count_of(query: Option<&str>, name: &str, default: usize, max: usize) -> Result<usize, String> {
+    let prefix = format!("{name}=");
     let Some(value) = query
         .unwrap_or("")
         .split('&')
-        .find_map(|pair| pair.strip_prefix("periods="))
+        .find_map(|pair| pair.strip_prefix(prefix.as_str()))
     else {
-        return Ok(HISTORY_PERIODS);
+        return Ok(default);
     };
     match value.parse::<usize>() {
-        Ok(n) if (1..=HISTORY_PERIODS_MAX).contains(&n) => Ok(n),
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(format!(
-            "'periods' is a whole number from 1 to {HISTORY_PERIODS_MAX}, not '{value}'"
+            "'{name}' is a whole number from 1 to {max}, not '{value}'"
         )),
     }
 }
@@ -143,12 +166,15 @@ pub(super) async fn history(
     State(s): State<Arc<ApiState>>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    let periods = match periods_of(query.as_deref()) {
-        Ok(n) => n,
+    let counts = periods_of(query.as_deref()).and_then(|p| {
+        count_of(query.as_deref(), "days", HISTORY_DAYS, HISTORY_DAYS_MAX).map(|d| (p, d))
+    });
+    let counts = match counts {
+        Ok(c) => c,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, e),
     };
     let dir = state_dir(&s);
-    match blocking(move || history_json(&dir, periods)).await {
+    match blocking(move || history_json(&dir, counts)).await {
         Ok(v) => Json(v).into_response(),
         Err(r) => r,
     }
@@ -304,6 +330,13 @@ mod tests {
         assert_eq!(periods_of(None), Ok(HISTORY_PERIODS));
         assert_eq!(periods_of(Some("x=1")), Ok(HISTORY_PERIODS));
         assert_eq!(periods_of(Some("periods=3")), Ok(3));
+        assert_eq!(
+            count_of(None, "days", HISTORY_DAYS, HISTORY_DAYS_MAX),
+            Ok(31)
+        );
+        assert_eq!(count_of(Some("periods=2&days=7"), "days", 31, 366), Ok(7));
+        let e = count_of(Some("days=367"), "days", 31, 366).unwrap_err();
+        assert!(e.contains("'days'") && e.contains("366"), "{e}");
         assert!(periods_of(Some("periods=0")).is_err());
         assert!(periods_of(Some("periods=121")).is_err());
         assert!(periods_of(Some("periods=lots"))

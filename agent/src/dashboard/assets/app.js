@@ -275,6 +275,43 @@ function historyPlot(h) {
   return root;
 }
 
+// Per network, a bar per local day that had any use: capwise's internet
+// traffic (blue) with its LAN traffic on top (light). The link's own
+// counters are kept per period only, so they are not drawn here.
+function dayPlot(h) {
+  const width = 480;
+  const height = 110;
+  const top = 16;
+  const plotH = height - top - 18;
+  const days = h.days || [];
+  const wan = (d) => d.agent.down_wan + d.agent.up_wan;
+  const lan = (d) => d.agent.down_lan + d.agent.up_lan;
+  const peak = Math.max(1, ...days.map((d) => wan(d) + lan(d)));
+  const slot = width / Math.max(days.length, 1);
+  const root = svg('svg', { viewBox: `0 0 ${width} ${height}`, width: width, height: height, role: 'img', class: 'day-plot' });
+  const scale = svg('text', { x: 2, y: 11 });
+  scale.textContent = 'per day, top: ' + bytes(peak);
+  root.append(scale);
+  root.append(svg('line', { x1: 0, x2: width, y1: top + plotH, y2: top + plotH, stroke: '#c5ccd3' }));
+  days.forEach((d, i) => {
+    const hw = (wan(d) / peak) * plotH;
+    const hn = (lan(d) / peak) * plotH;
+    const x = i * slot + slot * 0.15;
+    const w = Math.min(slot * 0.7, 30);
+    root.append(svg('rect', { x: x, y: top + plotH - hw, width: w, height: hw, fill: '#1f6feb', class: 'day-bar' }));
+    root.append(svg('rect', { x: x, y: top + plotH - hw - hn, width: w, height: hn, fill: '#a9c8f5', class: 'day-lan-bar' }));
+    if (days.length <= 16 || i % Math.ceil(days.length / 16) === 0) {
+      const label = svg('text', { x: x + w / 2, y: height - 4, 'text-anchor': 'middle' });
+      label.textContent = d.day.slice(5);
+      root.append(label);
+    }
+    const title = svg('title', {});
+    title.textContent = `${d.day}: capwise ${bytes(wan(d))} with internet peers, ${bytes(lan(d))} on the LAN`;
+    root.append(title);
+  });
+  return root;
+}
+
 function renderHistory() {
   const box = $('#histories');
   box.replaceChildren();
@@ -285,6 +322,7 @@ function renderHistory() {
     const card = el('div', { class: 'history', 'data-network': h.network_id });
     card.append(el('h3', {}, names.get(h.network_id) || h.network_id));
     card.append(historyPlot(h));
+    if ((h.days || []).length > 0) card.append(dayPlot(h));
     box.append(card);
   }
 }
