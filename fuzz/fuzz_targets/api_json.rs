@@ -14,6 +14,11 @@ use libfuzzer_sys::fuzz_target;
 #[path = "../../agent/src/api_types.rs"]
 mod api_types;
 
+// api_types.rs speaks of `crate::units` (rates as JSON numbers).
+#[allow(dead_code)]
+#[path = "../../agent/src/units.rs"]
+mod units;
+
 use api_types::{AddRequest, Limits};
 
 fuzz_target!(|data: &[u8]| {
