@@ -517,19 +517,28 @@ impl Session {
     /// nothing else in the download directory is touched. An info-hash not
     /// in the session is [`Error::UnknownTorrent`].
     pub async fn remove_torrent(&self, info_hash: [u8; 20], delete_data: bool) -> Result<()> {
+        match self.take_out(info_hash)? {
+            Some(shared) => shared.remove(delete_data).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Takes torrent `info_hash` out of the session's maps: a magnet still
+    /// fetching its metadata is removed here (it has no file yet) and gives
+    /// `None`; a torrent is handed back for its owner to end.
+    fn take_out(&self, info_hash: [u8; 20]) -> Result<Option<Arc<TorrentShared>>> {
         let magnet = self.lock_magnets().remove(&info_hash);
         if let Some(magnet) = magnet {
-            // No file exists before the metadata: nothing to delete.
             magnet.remove();
             self.inner.torrents_changed();
-            return Ok(());
+            return Ok(None);
         }
         let shared = self
             .lock_torrents()
             .remove(&info_hash)
             .ok_or(Error::UnknownTorrent(InfoHash(info_hash)))?;
         self.inner.torrents_changed();
-        shared.remove(delete_data).await
+        Ok(Some(shared))
     }
 
     /// Take a torrent out of the session keeping its resume data, so that
@@ -542,18 +551,9 @@ impl Session {
     /// and is simply removed. An info-hash not in the session is
     /// [`Error::UnknownTorrent`].
     pub async fn release_torrent(&self, info_hash: [u8; 20]) -> Result<()> {
-        let magnet = self.lock_magnets().remove(&info_hash);
-        if let Some(magnet) = magnet {
-            magnet.remove();
-            self.inner.torrents_changed();
-            return Ok(());
+        if let Some(shared) = self.take_out(info_hash)? {
+            shared.release().await;
         }
-        let shared = self
-            .lock_torrents()
-            .remove(&info_hash)
-            .ok_or(Error::UnknownTorrent(InfoHash(info_hash)))?;
-        self.inner.torrents_changed();
-        shared.release().await;
         Ok(())
     }
 
