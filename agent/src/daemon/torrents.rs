@@ -178,6 +178,23 @@ impl Entry {
     fn should_run(&self) -> bool {
         !self.user_paused && !self.waiting && self.seeding.finished().is_none()
     }
+
+    /// Why the user cannot pause, resume or remove it just now: while a
+    /// recheck or a move has it out of the session, its handle is the last
+    /// run's and what the user asked would be lost.
+    fn busy(&self) -> Result<(), TorrentError> {
+        if self.rechecking {
+            Err(TorrentError::Invalid(
+                "it is being checked (capwise recheck); try again once that is over".into(),
+            ))
+        } else if self.moving {
+            Err(TorrentError::Invalid(
+                "its data is being moved (capwise move); try again once that is over".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// Torrents by id.
@@ -517,6 +534,9 @@ impl Torrents {
     /// Pauses (or resumes) a torrent for the user; remembered across restarts.
     pub async fn set_paused(&self, id: &str, paused: bool) -> Result<TorrentView, TorrentError> {
         let id = self.resolve(id)?;
+        if let Some(entry) = self.entries().get(&id) {
+            entry.busy()?;
+        }
         let finished = self.entries().get(&id).and_then(|e| e.seeding.finished());
         if let (false, Some(why)) = (paused, finished) {
             return Err(TorrentError::Invalid(format!(
@@ -551,6 +571,7 @@ impl Torrents {
             let entry = entries
                 .get(&id)
                 .ok_or_else(|| TorrentError::NotFound(id.clone()))?;
+            entry.busy()?;
             entry.handle.info_hash()
         };
         self.session
