@@ -478,6 +478,20 @@ impl Torrents {
         }
     }
 
+    /// Torrent `id`'s stored row and what it was added from, as a start
+    /// again from that row (`recheck`, `move`) needs them.
+    fn stored(&self, id: &str) -> Result<(StoredTorrent, Source), TorrentError> {
+        let stored = self
+            .db
+            .torrents()
+            .map_err(TorrentError::Internal)?
+            .into_iter()
+            .find(|t| t.id == id)
+            .ok_or_else(|| TorrentError::NotFound(id.to_string()))?;
+        let source = Source::parse(&stored.metainfo).map_err(TorrentError::Invalid)?;
+        Ok((stored, source))
+    }
+
     /// Every torrent, by name.
     pub fn list(&self) -> Vec<TorrentView> {
         let entries = self.entries();

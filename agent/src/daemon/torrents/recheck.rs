@@ -38,14 +38,7 @@ impl Torrents {
     /// nothing on disk to check.
     pub async fn recheck(self: &Arc<Self>, id: &str) -> Result<TorrentView, TorrentError> {
         let id = self.resolve(id)?;
-        let stored = self
-            .db
-            .torrents()
-            .map_err(TorrentError::Internal)?
-            .into_iter()
-            .find(|t| t.id == id)
-            .ok_or_else(|| TorrentError::NotFound(id.clone()))?;
-        let source = Source::parse(&stored.metainfo).map_err(TorrentError::Invalid)?;
+        let (_, source) = self.stored(&id)?;
         if matches!(source, Source::Magnet(_)) {
             return Err(TorrentError::Invalid(
                 "its metadata is not in yet: there is no data to check".into(),

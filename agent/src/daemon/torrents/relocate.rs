@@ -264,14 +264,7 @@ impl Torrents {
                 to.display()
             )));
         }
-        let stored = self
-            .db
-            .torrents()
-            .map_err(TorrentError::Internal)?
-            .into_iter()
-            .find(|t| t.id == id)
-            .ok_or_else(|| TorrentError::NotFound(id.clone()))?;
-        let source = Source::parse(&stored.metainfo).map_err(TorrentError::Invalid)?;
+        let (stored, source) = self.stored(&id)?;
         let paths = relative_paths(&source, &id);
         // The totals as they stand, before the engine's counters start again.
         self.check_seeding(true).await;
