@@ -109,7 +109,7 @@ pub struct TorrentView {
     pub id: String,
     /// The torrent's name.
     pub name: String,
-    /// checking, downloading, seeding, paused, waiting or error.
+    /// checking, downloading, seeding, paused, waiting, queued, finished, moving or error.
     pub state: String,
     /// Why it waits or failed, in words.
     pub reason: Option<String>,
@@ -159,6 +159,46 @@ pub struct TorrentView {
     /// Seeding goals and lifetime totals.
     #[serde(default)]
     pub seeding: SeedingView,
+    /// Its place in the queue, 1 for the first to go (`capwise queue`).
+    #[serde(default)]
+    pub queue_position: usize,
+}
+
+/// Where `capwise queue ID --move` puts a torrent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueMove {
+    /// First in the queue.
+    Top,
+    /// One place earlier.
+    Up,
+    /// One place later.
+    Down,
+    /// Last in the queue.
+    Bottom,
+}
+
+impl std::str::FromStr for QueueMove {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "top" => Ok(QueueMove::Top),
+            "up" => Ok(QueueMove::Up),
+            "down" => Ok(QueueMove::Down),
+            "bottom" => Ok(QueueMove::Bottom),
+            _ => Err(format!("{text:?}: say top, up, down or bottom")),
+        }
+    }
+}
+
+/// The body of `POST /v1/torrents/{id}/queue`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueChange {
+    /// Where it goes.
+    #[serde(rename = "move")]
+    pub to: QueueMove,
 }
 
 /// A torrent's seeding goals and how far it has come, across restarts.

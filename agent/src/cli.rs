@@ -75,6 +75,9 @@ pub enum Command {
     Remove(crate::cli_agent::RemoveArgs),
     /// Move a torrent's data to another directory (another disk too); it goes on from there.
     Move(crate::cli_agent::MoveArgs),
+    /// The queue: which torrents go first when only so many may download
+    /// or seed at once (`[queue]`); move one with --move top|up|down|bottom.
+    Queue(crate::cli_agent::QueueArgs),
     /// The agent's own rate limits: show, set.
     Limits(crate::cli_agent::LimitsArgs),
     /// Print a shell completion script.
@@ -123,6 +126,7 @@ impl Command {
             }
             Command::Remove(a) => a.agent.json,
             Command::Move(a) => a.agent.json,
+            Command::Queue(a) => a.agent.json,
             Command::Files(a) => a.agent.json,
             Command::Set(a) => a.agent.json,
             Command::Peers(a) => a.agent.json,

@@ -169,6 +169,20 @@ pub struct IdArgs {
     pub agent: StoreArgs,
 }
 
+/// `capwise queue`
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    /// A torrent id (or a unique prefix of 4+ digits); without one, the
+    /// queue is shown in order.
+    pub id: Option<String>,
+    /// Where it goes: top, up, down or bottom.
+    #[arg(long = "move", value_name = "WHERE", requires = "id")]
+    pub to: Option<crate::api_types::QueueMove>,
+    /// Agent selection and output.
+    #[command(flatten)]
+    pub agent: StoreArgs,
+}
+
 /// `capwise move`
 #[derive(Debug, Args)]
 pub struct MoveArgs {

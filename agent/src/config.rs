@@ -113,6 +113,8 @@ pub struct Config {
     pub net: NetConfig,
     /// `[seeding]`: when torrents stop seeding, unless they say otherwise.
     pub seeding: SeedingConfig,
+    /// `[queue]`: how many torrents download and seed at once.
+    pub queue: QueueConfig,
     /// IP blocklist files (P2P, eMule DAT or CIDR lines; gzip or not): one
     /// path or several.
     pub blocklist: Option<Paths>,
@@ -280,6 +282,17 @@ pub struct SeedingConfig {
     pub seed_time: Option<String>,
 }
 
+/// `[queue]`: at most this many torrents download (and seed) at once, the
+/// others queued in order; 0 is no limit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct QueueConfig {
+    /// Torrents downloading at once (default 5).
+    pub max_active_downloads: Option<usize>,
+    /// Torrents seeding at once (default: no limit).
+    pub max_active_seeds: Option<usize>,
+}
+
 /// `[site]`: the branch office this machine belongs to.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -354,12 +367,14 @@ pub(crate) const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "net",
             "blocklist",
             "seeding",
+            "queue",
             "watch_dir",
             "incomplete_dir",
             "on_complete",
         ],
     ),
     ("seeding", &["ratio", "seed_time"]),
+    ("queue", &["max_active_downloads", "max_active_seeds"]),
     ("net", &["port_mapping"]),
     ("lsd", &["enabled"]),
     ("metrics", &["listen"]),
@@ -622,6 +637,14 @@ impl Config {
             }
         };
         Ok(crate::daemon::torrents::SeedDefaults { ratio, seed_time })
+    }
+
+    /// The queue's limits (`[queue]`).
+    pub fn queue_limits(&self) -> crate::daemon::torrents::QueueLimits {
+        crate::daemon::torrents::QueueLimits::from_config(
+            self.queue.max_active_downloads,
+            self.queue.max_active_seeds,
+        )
     }
 
     /// Whether to map the peer ports on the home router (`[net]

@@ -182,6 +182,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Trackers(a) => commands::trackers::run(&a).await,
         Command::Remove(a) => commands::torrents::remove(&a).await,
         Command::Move(a) => commands::relocate::relocate(&a).await,
+        Command::Queue(a) => commands::torrents::queue(&a).await,
         Command::Files(a) => commands::files::run(&a).await,
         Command::Set(a) => commands::torrents::set(&a).await,
         Command::Peers(a) => commands::peers::run(&a).await,

@@ -69,6 +69,13 @@ const MIGRATIONS: &[&str] = &[
     // 5: a subscription's WAN window (`subscriptions/window.rs`), as
     // `subscribe --wan-window` gave it; NULL: none.
     "ALTER TABLE subscriptions ADD COLUMN wan_window TEXT;",
+    // 6: the queue's order (`daemon/torrents/queue.rs`), first to go
+    // first; torrents stored before it keep the order they were added in.
+    "ALTER TABLE torrents ADD COLUMN queue_position INTEGER;
+    UPDATE torrents SET queue_position =
+        (SELECT COUNT(*) FROM torrents AS t
+         WHERE t.added_at < torrents.added_at
+            OR (t.added_at = torrents.added_at AND t.info_hash < torrents.info_hash));",
 ];
 
 /// One stored torrent.
@@ -124,12 +131,12 @@ impl TorrentDb {
         f(&self.conn())
     }
 
-    /// Every stored torrent, oldest first.
+    /// Every stored torrent, in queue order.
     pub fn torrents(&self) -> Result<Vec<StoredTorrent>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT info_hash, name, metainfo, download_dir, paused, background
-             FROM torrents ORDER BY added_at, info_hash",
+             FROM torrents ORDER BY queue_position, added_at, info_hash",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(StoredTorrent {
@@ -151,10 +158,26 @@ impl TorrentDb {
             .to_str()
             .context("the download directory's name is not UTF-8")?;
         self.conn().execute(
-            "INSERT INTO torrents (info_hash, name, metainfo, download_dir, paused, background, added_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO torrents (info_hash, name, metainfo, download_dir, paused, background, added_at,
+                                   queue_position)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,
+                     (SELECT COALESCE(MAX(queue_position) + 1, 0) FROM torrents))",
             params![t.id, t.name, t.metainfo, dir, t.paused, t.background, added_at],
         )?;
+        Ok(())
+    }
+
+    /// Records the queue's order: `ids`, first to go first.
+    pub fn set_queue_order(&self, ids: &[String]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for (position, id) in ids.iter().enumerate() {
+            tx.execute(
+                "UPDATE torrents SET queue_position = ?2 WHERE info_hash = ?1",
+                params![id, position as i64],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -366,6 +389,40 @@ mod tests {
         db.remove(&hex(&hash)).unwrap();
         assert!(db.torrents().unwrap().is_empty());
         assert_eq!(db.load(&hash).unwrap(), None);
+    }
+
+    /// Torrents come back in queue order; one added later goes last; a
+    /// database from before the queue keeps the order of adding.
+    #[test]
+    fn the_queue_order_survives_and_the_new_go_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("capwise.db");
+        let ids = |db: &TorrentDb| -> Vec<String> {
+            db.torrents().unwrap().into_iter().map(|t| t.id).collect()
+        };
+        {
+            let db = TorrentDb::open(&path).unwrap();
+            for (id, at) in [("aa", 3), ("bb", 1), ("cc", 2)] {
+                db.insert(&sample(id), at).unwrap();
+            }
+            assert_eq!(ids(&db), ["aa", "bb", "cc"]);
+            db.set_queue_order(&["cc".into(), "aa".into(), "bb".into()])
+                .unwrap();
+        }
+        let db = TorrentDb::open(&path).unwrap();
+        db.insert(&sample("dd"), 0).unwrap();
+        assert_eq!(ids(&db), ["cc", "aa", "bb", "dd"]);
+        drop(db);
+        // Back to schema 5, positions gone: migration 6 orders by adding time.
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "ALTER TABLE torrents DROP COLUMN queue_position;
+             UPDATE agent_schema SET version = 5;",
+        )
+        .unwrap();
+        drop(old);
+        let db = TorrentDb::open(&path).unwrap();
+        assert_eq!(ids(&db), ["dd", "bb", "cc", "aa"]);
     }
 
     #[test]

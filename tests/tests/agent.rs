@@ -256,6 +256,20 @@ fn add_watch_pause_resume_restart_and_remove() {
             w.verify()?;
             let listed = agent.cli_json(&["list"])?;
             ensure!(listed.as_array().is_some_and(|a| a.len() == 1), "{listed}");
+            // The queue (its logic: the agent's unit tests): one torrent, first.
+            let queue = agent.cli_json(&["queue"])?;
+            ensure!(queue[0]["queue_position"] == 1, "{queue}");
+            let moved = agent.cli_json(&["queue", &id[..8], "--move", "bottom"])?;
+            ensure!(
+                moved["queue_position"] == 1 && moved["state"] == "seeding",
+                "{moved}"
+            );
+            for bad in [
+                vec!["queue", &id[..8]],
+                vec!["queue", &id[..8], "--move", "sideways"],
+            ] {
+                ensure!(agent.cli(&bad).is_err(), "capwise {bad:?} was accepted");
+            }
 
             let paused = agent.cli_json(&["pause", &id[..8]])?;
             ensure!(paused["state"] == "paused", "{paused}");

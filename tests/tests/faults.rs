@@ -60,7 +60,7 @@ struct World {
     config: PathBuf,
     listen: SocketAddr,
     network_file: PathBuf,
-    _tracker: Tracker,
+    tracker: Tracker,
 }
 
 impl World {
@@ -124,7 +124,7 @@ impl World {
             config,
             listen,
             network_file,
-            _tracker: tracker,
+            tracker,
         })
     }
 
@@ -143,7 +143,7 @@ impl World {
             &self.logs,
         )?;
         self.seeders.push(g);
-        self._tracker.wait_swarm(&p.hash, 1, 0, WAIT)?;
+        self.tracker.wait_swarm(&p.hash, 1, 0, WAIT)?;
         Ok(())
     }
 
@@ -527,6 +527,36 @@ fn a_full_disk_stops_one_torrent_others_go_on_and_it_resumes_when_space_is_freed
             listed.as_array().is_some_and(|a| a.is_empty()),
             "a refused torrent was listed: {listed}"
         );
+        // A magnet link has no size at the add: once its metadata is in,
+        // the torrent is held with the figures, and a resume is refused
+        // while there is still no room.
+        let magnet = format!(
+            "magnet:?xt=urn:btih:{}&tr={}",
+            w.payloads[0].hash,
+            w.tracker.announce_url()
+        );
+        let magnet_id = agent
+            .cli(&["add", &magnet, "-d", small_s])?
+            .trim()
+            .to_string();
+        let held = wait_status(&mut agent, &magnet_id, "the magnet held", WAIT, true, |s| {
+            s["state"] == "error"
+        })?;
+        let reason = held["reason"].as_str().unwrap_or_default();
+        eprintln!("[faults]   magnet held: {reason}");
+        ensure!(
+            reason.contains("not enough free space"),
+            "the magnet was not held for want of room: {held}"
+        );
+        let refused = agent
+            .cli(&["resume", &magnet_id])
+            .err()
+            .context("a resume without room was accepted")?;
+        ensure!(
+            format!("{refused:#}").contains("not enough free space"),
+            "the refused resume does not say why: {refused:#}"
+        );
+        agent.cli(&["remove", &magnet_id, "--delete-data"])?;
         // With room at the add, it is added paused; then the disk fills
         // (the filler comes back) before the download starts.
         std::fs::remove_file(seen_small.join("filler")).context("deleting the filler")?;

@@ -331,6 +331,34 @@ pub fn effective(config: &Config, args: &RunArgs) -> Result<Effective> {
         "none: seed on",
     );
 
+    // [queue]
+    push(
+        "queue",
+        "max_active_downloads",
+        file_or(
+            config
+                .queue
+                .max_active_downloads
+                .map(|n| Value::Integer(n as i64)),
+            Some(Value::Integer(
+                crate::daemon::torrents::DEFAULT_MAX_ACTIVE_DOWNLOADS as i64,
+            )),
+        ),
+        "0: no limit",
+    );
+    push(
+        "queue",
+        "max_active_seeds",
+        file_or(
+            config
+                .queue
+                .max_active_seeds
+                .map(|n| Value::Integer(n as i64)),
+            Some(Value::Integer(0)),
+        ),
+        "0: no limit",
+    );
+
     // [limits]
     let l = &config.limits;
     for (table, key, value) in [

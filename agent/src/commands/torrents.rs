@@ -384,6 +384,52 @@ pub async fn set_paused(args: &IdArgs, paused: bool) -> Result<()> {
     Ok(())
 }
 
+/// `capwise queue [ID --move WHERE]`: moves a torrent in the queue, or
+/// shows the queue in order (place, state, id, name).
+pub async fn queue(args: &crate::cli_agent::QueueArgs) -> Result<()> {
+    let client = connect(&args.agent)?;
+    let Some(id) = &args.id else {
+        let mut views: Vec<TorrentView> = client.get("/v1/torrents").await?;
+        views.sort_by_key(|v| v.queue_position);
+        if args.agent.json {
+            print_json(&serde_json::to_value(&views)?);
+        } else {
+            for v in &views {
+                println!(
+                    "{:>4}  {:<18} {}  {}",
+                    v.queue_position,
+                    v.state,
+                    &v.id[..8.min(v.id.len())],
+                    v.name
+                );
+            }
+        }
+        return Ok(());
+    };
+    let id = checked_id(id)?;
+    let Some(to) = args.to else {
+        anyhow::bail!("say where it goes: capwise queue {id} --move top|up|down|bottom");
+    };
+    let view: TorrentView = client
+        .post(
+            &format!("/v1/torrents/{id}/queue"),
+            &crate::api_types::QueueChange { to },
+        )
+        .await?;
+    if args.agent.json {
+        print_json(&serde_json::to_value(&view)?);
+    } else {
+        println!(
+            "{} {}: {} in the queue, {}",
+            &view.id[..8.min(view.id.len())],
+            view.name,
+            view.queue_position,
+            view.state
+        );
+    }
+    Ok(())
+}
+
 /// `capwise recheck ID`: asks, then follows the torrent until its check
 /// is over and says how many pieces are good.
 pub async fn recheck(args: &IdArgs) -> Result<()> {
@@ -559,6 +605,7 @@ mod tests {
             download_dir: "/srv".into(),
             background: false,
             seeding: Default::default(),
+            queue_position: 0,
         }
     }
 

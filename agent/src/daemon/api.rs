@@ -68,6 +68,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/torrents/{id}/pause", post(pause))
         .route("/v1/torrents/{id}/resume", post(resume))
         .route("/v1/torrents/{id}/recheck", post(recheck))
+        .route("/v1/torrents/{id}/queue", post(move_in_queue))
         .route("/v1/torrents/{id}/files", get(files).post(change_files))
         .route("/v1/torrents/{id}/limits", put(set_torrent_limits))
         .route("/v1/torrents/{id}/seeding", put(set_seed_goals))
@@ -475,6 +476,17 @@ async fn trackers(State(s): State<Arc<ApiState>>, TorrentIdPath(id): TorrentIdPa
 
 async fn recheck(State(s): State<Arc<ApiState>>, TorrentIdPath(id): TorrentIdPath) -> Response {
     match s.torrents.recheck(&id).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn move_in_queue(
+    State(s): State<Arc<ApiState>>,
+    TorrentIdPath(id): TorrentIdPath,
+    Body(change): Body<crate::api_types::QueueChange>,
+) -> Response {
+    match s.torrents.move_in_queue(&id, change.to).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }

@@ -135,6 +135,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
             .with_manual_peers(manual_peers)
             .with_wan_windows(wan_windows.clone())
             .with_seed_defaults(config.seed_defaults()?)
+            .with_queue_limits(config.queue_limits())
             .with_completion(crate::daemon::torrents::Completion::new(
                 config.on_complete.clone().unwrap_or_default(),
                 config.incomplete_dir.clone(),

@@ -77,6 +77,7 @@ mod completion;
 mod files;
 mod limits;
 mod membership;
+mod queue;
 mod recheck;
 pub mod relocate;
 mod seeding;
@@ -85,6 +86,7 @@ pub mod watch;
 pub use completion::Completion;
 pub use files::FileSettings;
 pub use membership::parse_token;
+pub use queue::{QueueLimits, DEFAULT_MAX_ACTIVE_DOWNLOADS};
 pub use seeding::{parse_ratio, parse_seed_time, Goal, SeedDefaults};
 
 /// Why a request about torrents failed; the API maps each to a status.
@@ -170,13 +172,23 @@ struct Entry {
     rechecking: bool,
     /// Its data is being moved (`capwise move`): released by the engine.
     moving: bool,
+    /// Waiting for a place in the queue, and where in line.
+    queued: Option<queue::Queued>,
+    /// Whether the engine was last told to run it (`Torrents::settle`).
+    running: bool,
+    /// Held because its wanted files do not fit (a magnet's size is known
+    /// once its metadata is in): why, until a resume finds room.
+    no_space: Option<String>,
 }
 
 impl Entry {
     /// Whether it should run now: not paused by the user, not waiting on
     /// the policy, not stopped by a seeding goal.
     fn should_run(&self) -> bool {
-        !self.user_paused && !self.waiting && self.seeding.finished().is_none()
+        !self.user_paused
+            && !self.waiting
+            && self.no_space.is_none()
+            && self.seeding.finished().is_none()
     }
 
     /// Why the user cannot pause, resume or remove it just now: while a
@@ -219,6 +231,10 @@ pub struct Torrents {
     carried: Mutex<HashMap<String, recheck::Carried>>,
     /// `incomplete_dir` and `on_complete`.
     completion: Arc<Completion>,
+    /// Every torrent's id in queue order, first to go first.
+    queue: Mutex<Vec<String>>,
+    /// `[queue]`: how many download and seed at once.
+    queue_limits: QueueLimits,
 }
 
 impl Torrents {
@@ -236,6 +252,8 @@ impl Torrents {
             seed_defaults: SeedDefaults::default(),
             carried: Mutex::new(HashMap::new()),
             completion: Default::default(),
+            queue: Mutex::new(Vec::new()),
+            queue_limits: QueueLimits::default(),
         }
     }
 
@@ -329,11 +347,19 @@ impl Torrents {
             Some(c) => c.seeding,
             None => self.load_seeding(&id),
         };
+        // Restored (or started again) where it no longer fits: held with
+        // the figures rather than failing on a full disk half-way.
+        let no_space = match &source {
+            Source::Torrent(m) => self.lacks_room(&m.info, &id, &download_dir),
+            Source::Magnet(_) => None,
+        };
+        let stopped = user_paused || waiting || no_space.is_some() || seeding.finished().is_some();
         // Every field is set today; the rest stays the engine's default
         // when the engine grows another.
         #[allow(clippy::needless_update)]
         let options = TorrentOptions {
-            paused: user_paused || waiting || seeding.finished().is_some(),
+            // Under a queue it starts paused, and goes when its turn comes.
+            paused: stopped || self.queue_limits.any(),
             // A background torrent stays out of the way of the user's own
             // traffic: uTP (LEDBAT) with every peer that answers it.
             transports: background.then(Transports::background),
@@ -376,12 +402,16 @@ impl Torrents {
             seeding,
             rechecking: false,
             moving: false,
+            queued: None,
+            running: !stopped && !self.queue_limits.any(),
+            no_space,
         };
-        let view = self.view(&id, &entry);
         let handle = entry.handle.clone();
         self.entries().insert(id.clone(), entry);
-        self.follow_completion(id, handle);
-        Ok(view)
+        self.enqueue(&id);
+        self.settle_now().await;
+        self.follow_completion(id.clone(), handle);
+        self.get(&id)
     }
 
     /// Once a magnet's metadata is fetched, it is stored in place of the
@@ -405,6 +435,7 @@ impl Torrents {
                 }
                 Err(error) => tracing::warn!(%id, %error, "cannot store the fetched metadata"),
             }
+            me.hold_unless_it_fits(&id, &metainfo.info).await;
         });
     }
 
@@ -551,6 +582,9 @@ impl Torrents {
         if let Some(entry) = self.entries().get(&id) {
             entry.busy()?;
         }
+        if !paused {
+            self.room_again(&id)?;
+        }
         let finished = self.entries().get(&id).and_then(|e| e.seeding.finished());
         if let (false, Some(why)) = (paused, finished) {
             return Err(TorrentError::Invalid(format!(
@@ -562,17 +596,20 @@ impl Torrents {
         self.db
             .set_paused(&id, paused)
             .map_err(TorrentError::Internal)?;
-        let handle = {
-            let mut entries = self.entries();
-            let entry = entries
-                .get_mut(&id)
-                .ok_or_else(|| TorrentError::NotFound(id.clone()))?;
-            entry.user_paused = paused;
-            (entry.handle.clone(), entry.should_run())
-        };
-        match handle {
-            (h, true) => h.resume().await,
-            (h, false) => h.pause().await,
+        self.entries()
+            .get_mut(&id)
+            .ok_or_else(|| TorrentError::NotFound(id.clone()))?
+            .user_paused = paused;
+        self.settle_now().await;
+        // A resume also clears an error the engine holds (a full disk
+        // retried by hand): the queue saw no change in a running torrent.
+        let running = self
+            .entries()
+            .get(&id)
+            .filter(|e| !paused && e.running)
+            .map(|e| e.handle.clone());
+        if let Some(handle) = running {
+            handle.resume().await;
         }
         self.get(&id)
     }
@@ -593,6 +630,7 @@ impl Torrents {
             .await
             .map_err(|e| TorrentError::Internal(anyhow::Error::new(e)))?;
         self.entries().remove(&id);
+        self.dequeue(&id);
         self.db.remove(&id).map_err(TorrentError::Internal)?;
         self.forget_member_token(&id);
         self.forget_file_settings(&id);
@@ -616,24 +654,10 @@ impl Torrents {
             .waiting_reason
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = reason.to_string();
-        let changes: Vec<(TorrentHandle, bool)> = {
-            let mut entries = self.entries();
-            entries
-                .values_mut()
-                .filter(|e| e.background && e.waiting == allowed)
-                .map(|e| {
-                    e.waiting = !allowed;
-                    (e.handle.clone(), e.should_run())
-                })
-                .collect()
-        };
-        for (handle, run) in changes {
-            if run {
-                handle.resume().await;
-            } else {
-                handle.pause().await;
-            }
+        for entry in self.entries().values_mut().filter(|e| e.background) {
+            entry.waiting = !allowed;
         }
+        self.settle_now().await;
     }
 
     fn view(&self, id: &str, entry: &Entry) -> TorrentView {
@@ -649,8 +673,12 @@ impl Torrents {
             )
         } else if entry.user_paused {
             ("paused", None)
+        } else if let Some(why) = &entry.no_space {
+            ("error", Some(why.clone()))
         } else if finished.is_some() {
             ("finished", finished)
+        } else if let Some(queued) = entry.queued {
+            ("queued", Some(self.queued_reason(queued)))
         } else if entry.waiting {
             let why = self
                 .waiting_reason
@@ -709,6 +737,7 @@ impl Torrents {
             background: entry.background,
             limits: entry.limit.limits(),
             seeding: self.seeding_view(&entry.seeding, &p),
+            queue_position: self.queue_position(id),
         }
     }
 }

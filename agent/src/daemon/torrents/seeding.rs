@@ -338,8 +338,9 @@ impl Torrents {
         }
     }
 
-    /// Brings every torrent's totals up to date, stops those that met a
-    /// goal and starts again those that no longer do; writes totals that
+    /// Brings every torrent's totals up to date and marks those that met a
+    /// goal or no longer do (the queue stops and starts them: `settle`);
+    /// writes totals that
     /// changed when `save` (or when they were last written long ago).
     pub async fn check_seeding(&self, save: bool) {
         let now = Instant::now();
@@ -360,7 +361,7 @@ impl Torrents {
             .collect();
         for (id, handle, seeding, may_run) in entries {
             let p = handle.progress();
-            let (stop, start, to_save) = {
+            let (start, to_save) = {
                 let mut s = seeding.lock();
                 let s = &mut *s;
                 s.totals.uploaded += counted(p.uploaded, s.seen_up);
@@ -393,7 +394,7 @@ impl Torrents {
                     s.saved_at = now;
                     s.totals.clone()
                 });
-                (stop, start, to_save)
+                (start, to_save)
             };
             if let Some(totals) = to_save {
                 match serde_json::to_string(&totals) {
@@ -405,16 +406,14 @@ impl Torrents {
                     Err(error) => tracing::warn!(%id, %error, "cannot encode lifetime totals"),
                 }
             }
-            if stop {
-                handle.pause().await;
-            } else if start {
+            if start {
                 tracing::info!(%id, "its seeding goal is no longer met; seeding again");
-                handle.resume().await;
             }
         }
     }
 
-    /// Checks the goals every [`TICK`] until the torrents are dropped.
+    /// Checks the goals and settles the queue every [`TICK`] until the
+    /// torrents are dropped.
     pub fn follow_seeding(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -424,6 +423,8 @@ impl Torrents {
                 tick.tick().await;
                 let Some(me) = me.upgrade() else { return };
                 me.check_seeding(false).await;
+                // A goal met or lifted, a download turned seed: the queue decides.
+                me.settle_now().await;
             }
         })
     }

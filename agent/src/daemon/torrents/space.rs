@@ -2,8 +2,11 @@
 //! files cannot fit in the download directory's file system is refused
 //! when it is added, with the figures, instead of failing with "disk full"
 //! half-way. Files are sparse, so a file already there counts with the
-//! blocks it holds; skipped files count nothing. (A magnet link is added
-//! before its size is known; it meets the disk-full handling instead.)
+//! blocks it holds; skipped files count nothing. A magnet link is added
+//! before its size is known: once its metadata is in, a torrent that does
+//! not fit is held (state `error`, with the figures) before its data
+//! grows, as is one restored where it no longer fits; `capwise resume`
+//! checks again.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -11,7 +14,7 @@ use std::path::Path;
 use capwise_engine::metainfo::Info;
 use capwise_engine::session::FileChoice;
 
-use super::TorrentError;
+use super::{TorrentError, Torrents};
 
 /// Bytes the wanted files still need below `dir`: each wanted file's
 /// length less what it already holds on disk.
@@ -54,6 +57,49 @@ pub(super) fn check_fits(needed: u64, dir: &Path) -> Result<(), TorrentError> {
         )));
     }
     Ok(())
+}
+
+impl Torrents {
+    /// Why torrent `id`'s wanted files cannot fit in `dir`, if they cannot.
+    pub(super) fn lacks_room(&self, info: &Info, id: &str, dir: &Path) -> Option<String> {
+        check_fits(bytes_needed(info, &self.file_choice(id), dir), dir)
+            .err()
+            .map(|e| e.to_string())
+    }
+
+    /// A magnet's metadata is in: the torrent is held if it cannot fit.
+    pub(super) async fn hold_unless_it_fits(&self, id: &str, info: &Info) {
+        let Some(dir) = self.entries().get(id).map(|e| e.download_dir.clone()) else {
+            return;
+        };
+        let Some(why) = self.lacks_room(info, id, &dir) else {
+            return;
+        };
+        tracing::error!(%id, reason = %why, "held: the torrent does not fit");
+        if let Some(entry) = self.entries().get_mut(id) {
+            entry.no_space = Some(why);
+        }
+        self.settle_now().await;
+    }
+
+    /// Before a resume: a torrent held for want of room goes on only if
+    /// it fits now.
+    pub(super) fn room_again(&self, id: &str) -> Result<(), TorrentError> {
+        let (handle, dir) = match self.entries().get(id) {
+            Some(e) if e.no_space.is_some() => (e.handle.clone(), e.download_dir.clone()),
+            _ => return Ok(()),
+        };
+        if let Some(metainfo) = handle.metainfo() {
+            check_fits(
+                bytes_needed(&metainfo.info, &self.file_choice(id), &dir),
+                &dir,
+            )?;
+        }
+        if let Some(entry) = self.entries().get_mut(id) {
+            entry.no_space = None;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
