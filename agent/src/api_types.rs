@@ -22,6 +22,10 @@ pub struct AgentInfo {
     pub state_dir: String,
     /// Where torrents go when added without a directory.
     pub download_dir: String,
+    /// Connections to or from addresses on the blocklist refused since
+    /// the agent started.
+    #[serde(default)]
+    pub blocked_connections: u64,
 }
 
 /// `POST /v1/torrents`.

@@ -3,7 +3,8 @@
 //! text format when only `text/plain` is accepted) pass `promtool check metrics` (Debian's
 //! `prometheus` package), name the decision by its reason code, the budget's cap and reserve,
 //! and their byte counters follow the transfer: B's LAN download payload and A's LAN upload
-//! payload grow by about the torrent's size. A missing or wrong token, and the API's control
+//! payload grow by about the torrent's size; a dial from an address on B's blocklist is
+//! refused and counted (`capwise info`, `capwise_blocked_connections_total`). A missing or wrong token, and the API's control
 //! token, get 401; the tokenless `[metrics] listen` answers without one but refuses a foreign
 //! Host. A real Prometheus then scrapes B's OpenMetrics with the token (up, B's bytes) and is
 //! refused with a wrong one. Inside a private network namespace (`scripts/test` runs it in `unshare -n`).
@@ -24,6 +25,20 @@ use std::time::{Duration, Instant};
 const WAIT: Duration = Duration::from_secs(60);
 const SIZE: u64 = 12 << 20;
 const NETWORK: &str = "metrics-test";
+/// On the agents' blocklist.
+const BLOCKED: [u8; 4] = [127, 0, 0, 99];
+
+/// A TCP connection to `to` from the address `from` (any port).
+fn dial_from(from: [u8; 4], to: std::net::SocketAddr) -> Result<TcpStream> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind((from, 0).into())?;
+        Ok(socket.connect(to).await?.into_std()?)
+    })
+}
 
 /// An agent's state directory and config; `metrics` is its tokenless listener, if any.
 struct Machine {
@@ -41,10 +56,17 @@ fn machine(root: &Path, name: &str, metrics: Option<u16>) -> Result<Machine> {
         format!("id = \"{NETWORK}\"\nname = \"Test LAN\"\nkind = \"ethernet\"\nmetered = \"no\"\n"),
     )?;
     let listen = free_port();
+    // A blocklist (CIDR lines) naming one loopback address, which dials B below.
+    let blocklist = dir.join("blocklist.txt");
+    std::fs::write(
+        &blocklist,
+        format!("# refused\n{}/32\n", std::net::Ipv4Addr::from(BLOCKED)),
+    )?;
     let mut config = format!(
-        "listen = \"127.0.0.1:{listen}\"\ndownload_dir = \"{}\"\nnetwork_file = \"{}\"\nnotify = false\n[dht]\nenabled = false\n",
+        "listen = \"127.0.0.1:{listen}\"\ndownload_dir = \"{}\"\nnetwork_file = \"{}\"\nnotify = false\nblocklist = \"{}\"\n[dht]\nenabled = false\n",
         dir.join("data").display(),
-        network_file.display()
+        network_file.display(),
+        blocklist.display()
     );
     if let Some(port) = metrics {
         config.push_str(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
@@ -255,7 +277,21 @@ fn transfer_and_scrape(root: &Path, logs: &Path) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
 
+    // A blocklisted address dials B: refused, and counted.
+    let dialler = dial_from(BLOCKED, ([127, 0, 0, 1], b.listen).into())?;
+    wait_until(
+        "`capwise info` to count the blocklisted connection",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || Ok(leecher.cli_json(&["info"])?["blocked_connections"] == 1),
+    )?;
+    drop(dialler);
+
     let after_b = scrape(&leecher, &token_b)?;
+    ensure!(
+        value(&after_b, "capwise_blocked_connections_total")? == 1.0,
+        "{after_b}"
+    );
     let after_a = scrape(&seeder, &token_a)?;
     let down = bytes(&after_b, "down", "payload")? - down_before;
     let up = bytes(&after_a, "up", "payload")? - up_before;

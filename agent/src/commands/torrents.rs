@@ -41,6 +41,17 @@ pub async fn info(args: &StoreArgs) -> Result<()> {
             info.download_dir,
             info.state_dir
         );
+        if info.blocked_connections > 0 {
+            println!(
+                "  blocklist: {} connection{} refused",
+                info.blocked_connections,
+                if info.blocked_connections == 1 {
+                    ""
+                } else {
+                    "s"
+                }
+            );
+        }
     }
     Ok(())
 }

@@ -81,6 +81,7 @@ impl AgentControl for Control {
             listen: self.torrents.session().local_addr().to_string(),
             state_dir: self.state_dir.display().to_string(),
             download_dir: self.download_dir.display().to_string(),
+            blocked_connections: self.torrents.session().blocked_peers(),
         }
     }
 

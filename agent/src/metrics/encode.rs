@@ -15,12 +15,15 @@ use prometheus_client::registry::{Registry, Unit};
 use super::attribution::Path;
 
 /// Torrent states, as label values, always listed (0 when none is in it).
-pub const TORRENT_STATES: [&str; 7] = [
+pub const TORRENT_STATES: [&str; 10] = [
     "fetching_metadata",
     "checking",
     "downloading",
     "seeding",
     "waiting",
+    "queued",
+    "finished",
+    "moving",
     "paused",
     "error",
 ];
@@ -72,6 +75,8 @@ pub struct Snapshot {
     pub hash_failures: u64,
     /// Failed disk reads and writes, since the agent started.
     pub disk_errors: u64,
+    /// Connections to or from blocklisted addresses refused, since the agent started.
+    pub blocked_connections: u64,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -224,6 +229,13 @@ pub fn registry(s: &Snapshot) -> Registry {
         "Failed disk writes of verified pieces and failed reads of blocks to serve",
         disk_errors,
     );
+    let blocked: Counter<u64> = Counter::default();
+    blocked.inc_by(s.blocked_connections);
+    r.register(
+        "blocked_connections",
+        "Connections to or from addresses on the blocklist, refused",
+        blocked,
+    );
     r
 }
 
@@ -275,6 +287,7 @@ mod tests {
             peers: [(("tracker", "tcp"), 3)].into_iter().collect(),
             hash_failures: 1,
             disk_errors: 0,
+            blocked_connections: 4,
         }
     }
 
@@ -296,6 +309,7 @@ mod tests {
             "capwise_peers{source=\"tracker\",transport=\"tcp\"} 3",
             "capwise_hash_failures_total 1",
             "capwise_disk_errors_total 0",
+            "capwise_blocked_connections_total 4",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }

@@ -111,6 +111,7 @@ impl Metrics {
             peers: self.peers(),
             hash_failures: counters.hash_failures(),
             disk_errors: counters.disk_errors(),
+            blocked_connections: self.torrents.session().blocked_peers(),
         }
     }
 
