@@ -117,3 +117,64 @@ impl Torrents {
         Ok(view)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use capwise_engine::create::{create_torrent, CreateOptions};
+
+    use super::super::tests::{loopback_session, torrents_in};
+    use super::*;
+
+    /// While a recheck has the torrent out of the session, pause, resume,
+    /// remove, another recheck and a move are refused with the reason;
+    /// once it is over they work again. On one thread, the recheck's
+    /// restart cannot run before the requests: nothing here races.
+    #[tokio::test]
+    async fn requests_during_a_recheck_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let torrents = torrents_in(loopback_session().await, dir.path());
+        let data = dir.path().join("seeded.bin");
+        std::fs::write(&data, vec![5u8; 1 << 20]).unwrap();
+        let bytes = create_torrent(&CreateOptions {
+            path: data,
+            ..CreateOptions::default()
+        })
+        .unwrap();
+        let added = torrents
+            .add(bytes, dir.path().to_path_buf(), false, false)
+            .await
+            .unwrap();
+        let checking = torrents.recheck(&added.id).await.unwrap();
+        assert_eq!(checking.state, "checking");
+        let said = |e: TorrentError| e.to_string();
+        for refused in [
+            said(torrents.set_paused(&added.id, true).await.unwrap_err()),
+            said(torrents.set_paused(&added.id, false).await.unwrap_err()),
+            said(torrents.remove(&added.id, true).await.unwrap_err()),
+        ] {
+            assert!(refused.contains("capwise recheck"), "{refused}");
+        }
+        let again = said(torrents.recheck(&added.id).await.unwrap_err());
+        assert!(again.contains("being checked already"), "{again}");
+        let moved = said(
+            torrents
+                .relocate(&added.id, dir.path().join("elsewhere"))
+                .await
+                .unwrap_err(),
+        );
+        assert!(moved.contains("checked"), "{moved}");
+        assert!(dir.path().join("seeded.bin").exists());
+
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while torrents.get(&added.id).unwrap().state != "seeding" {
+            assert!(Instant::now() < deadline, "the recheck never ended");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let paused = torrents.set_paused(&added.id, true).await.unwrap();
+        assert_eq!(paused.state, "paused");
+        torrents.remove(&added.id, false).await.unwrap();
+        assert!(torrents.list().is_empty());
+    }
+}
