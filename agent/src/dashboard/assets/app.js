@@ -361,6 +361,11 @@ function renderTorrents() {
         ? button('Resume', 'resume', () => api('POST', `/v1/torrents/${id}/resume`, {}).then(refreshTorrents))
         : button('Pause', 'pause', () => api('POST', `/v1/torrents/${id}/pause`, {}).then(refreshTorrents)),
       ' ',
+      // Queued behind others (`[queue]`): let it go first.
+      t.state === 'queued'
+        ? button('Go first', 'queue-top', () => api('POST', `/v1/torrents/${id}/queue`, { move: 'top' }).then(refreshTorrents))
+        : '',
+      t.state === 'queued' ? ' ' : '',
       button('Remove', 'remove', async () => {
         if (!confirm(`Remove '${t.name}'? Its data stays on disk.`)) return;
         await api('DELETE', `/v1/torrents/${id}`);
