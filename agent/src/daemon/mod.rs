@@ -403,26 +403,12 @@ async fn start_api(
 
 /// Opens every stored torrent, several at a time.
 async fn restore(torrents: &Arc<Torrents>, db: &TorrentDb) {
-    let stored = match db.torrents() {
-        Ok(s) => s,
+    match db.torrents() {
+        Ok(stored) => torrents.restore_all(stored, RESTORE_PARALLELISM).await,
         Err(error) => {
             tracing::error!(error = %format!("{error:#}"), "cannot read the stored torrents");
-            return;
         }
-    };
-    let permits = Arc::new(tokio::sync::Semaphore::new(RESTORE_PARALLELISM));
-    let mut tasks = tokio::task::JoinSet::new();
-    for t in stored {
-        let torrents = torrents.clone();
-        let permits = permits.clone();
-        tasks.spawn(async move {
-            let Ok(_permit) = permits.acquire_owned().await else {
-                return;
-            };
-            torrents.restore(t).await;
-        });
     }
-    while tasks.join_next().await.is_some() {}
 }
 
 /// A service opens a file per torrent file and a socket per peer; the soft

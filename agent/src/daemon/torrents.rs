@@ -298,10 +298,31 @@ impl Torrents {
         self.entries().len()
     }
 
+    /// Opens the stored torrents (in queue order, as the database lists
+    /// them), `parallelism` at a time; the queue settles once they are all
+    /// in, so none runs out of turn meanwhile.
+    pub async fn restore_all(self: &Arc<Self>, stored: Vec<StoredTorrent>, parallelism: usize) {
+        self.queue_in_order(stored.iter().map(|t| t.id.clone()).collect());
+        let permits = Arc::new(tokio::sync::Semaphore::new(parallelism.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in stored {
+            let me = self.clone();
+            let permits = permits.clone();
+            tasks.spawn(async move {
+                let Ok(_permit) = permits.acquire_owned().await else {
+                    return;
+                };
+                me.restore(t).await;
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        self.restored().await;
+    }
+
     /// Opens a stored torrent in the engine (resume data trusted where files
     /// are unchanged). A torrent whose data cannot be opened is logged and
     /// skipped, not fatal: the others must still start.
-    pub async fn restore(self: &Arc<Self>, stored: StoredTorrent) {
+    async fn restore(self: &Arc<Self>, stored: StoredTorrent) {
         let metainfo = match Source::parse(&stored.metainfo) {
             Ok(m) => m,
             Err(error) => {
@@ -310,11 +331,12 @@ impl Torrents {
             }
         };
         if let Err(error) = self
-            .start(
+            .start_settled(
                 metainfo,
                 stored.download_dir,
                 stored.paused,
                 stored.background,
+                false,
             )
             .await
         {
@@ -328,6 +350,20 @@ impl Torrents {
         download_dir: PathBuf,
         user_paused: bool,
         background: bool,
+    ) -> Result<TorrentView, TorrentError> {
+        self.start_settled(source, download_dir, user_paused, background, true)
+            .await
+    }
+
+    /// [`Torrents::start`]; the queue settles after it when `settle` (a
+    /// restore settles once, after all).
+    async fn start_settled(
+        self: &Arc<Self>,
+        source: Source,
+        download_dir: PathBuf,
+        user_paused: bool,
+        background: bool,
+        settle: bool,
     ) -> Result<TorrentView, TorrentError> {
         let id = hex(&source.info_hash());
         let waiting = background && !self.background_allowed.load(Ordering::Acquire);
@@ -409,7 +445,9 @@ impl Torrents {
         let handle = entry.handle.clone();
         self.entries().insert(id.clone(), entry);
         self.enqueue(&id);
-        self.settle_now().await;
+        if settle {
+            self.settle_now().await;
+        }
         self.follow_completion(id.clone(), handle);
         self.get(&id)
     }
@@ -1059,9 +1097,7 @@ mod tests {
         let session = Session::start(config(), Hooks::default()).await.unwrap();
         let db = Arc::new(TorrentDb::open(&db_path).unwrap());
         let torrents = Arc::new(Torrents::new(session.clone(), db.clone(), true));
-        for stored in db.torrents().unwrap() {
-            torrents.restore(stored).await;
-        }
+        torrents.restore_all(db.torrents().unwrap(), 4).await;
         let id = hex(&meta.info_hash.0);
         assert_eq!(torrents.get(&id).unwrap().state, "fetching metadata");
         session

@@ -121,6 +121,22 @@ impl Torrents {
         }
     }
 
+    /// The queue as stored, before a restore (which opens torrents in
+    /// parallel, finishing in any order).
+    pub(super) fn queue_in_order(&self, ids: Vec<String>) {
+        *self.queue() = ids;
+    }
+
+    /// After a restore: those that could not be opened leave the queue,
+    /// and the others take their places.
+    pub(super) async fn restored(&self) {
+        {
+            let entries = self.entries();
+            self.queue().retain(|id| entries.contains_key(id));
+        }
+        self.settle_now().await;
+    }
+
     /// Takes a removed torrent out of the queue.
     pub(super) fn dequeue(&self, id: &str) {
         self.queue().retain(|q| q != id);
@@ -404,9 +420,7 @@ mod tests {
         let db = Arc::new(TorrentDb::open(&db_path).unwrap());
         let again =
             Arc::new(Torrents::new(session.clone(), db.clone(), true).with_queue_limits(limits));
-        for stored in db.torrents().unwrap() {
-            again.restore(stored).await;
-        }
+        again.restore_all(db.torrents().unwrap(), 4).await;
         assert_eq!(again.get(&b.id).unwrap().queue_position, 1);
         assert_eq!(states(&again, &ids), ["queued", "seeding"]);
         session.shutdown().await;
