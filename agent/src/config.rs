@@ -49,6 +49,9 @@
 //! wan_rate = "20Mbit/s"          # the site's WAN download cap, shared by its machines
 //! [metrics]
 //! listen = "127.0.0.1:9469"     # /metrics without a token, for a local Prometheus
+//! [quic]              # with "quic" in transports: only these agents get QUIC (`capwise id` prints one's id)
+//! allow = ["<64 hex digits>"]
+//! allow_file = "/etc/capwise/agents.txt"   # one id a line, `#` comments
 //! ```
 
 use std::net::SocketAddr;
@@ -111,6 +114,8 @@ pub struct Config {
     pub notify: Option<bool>,
     /// `[net]`: reaching peers from home.
     pub net: NetConfig,
+    /// `[quic]`: which agents may connect over QUIC.
+    pub quic: crate::quic_config::QuicConfig,
     /// `[seeding]`: when torrents stop seeding, unless they say otherwise.
     pub seeding: SeedingConfig,
     /// IP blocklist files (P2P, eMule DAT or CIDR lines; gzip or not): one
@@ -352,6 +357,7 @@ pub(crate) const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "notify",
             "channel",
             "net",
+            "quic",
             "blocklist",
             "seeding",
             "watch_dir",
@@ -361,6 +367,7 @@ pub(crate) const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ),
     ("seeding", &["ratio", "seed_time"]),
     ("net", &["port_mapping"]),
+    ("quic", &["allow", "allow_file"]),
     ("lsd", &["enabled"]),
     ("metrics", &["listen"]),
     ("site", &["prefixes", "wan_rate"]),
@@ -468,6 +475,7 @@ pub fn parse(text: &str) -> Result<Loaded> {
             Some(_) => {}
         }
     }
+    config.quic.validate()?;
     config.limits()?;
     config.settings()?;
     config.site_prefixes()?;

@@ -18,6 +18,7 @@
 //! (`Session::accept`, `TorrentHandle::connect_transport`), such as the
 //! in-memory pair of [`memory::pair`].
 
+pub mod allow_list;
 pub mod carriers;
 pub mod identity;
 pub mod memory;
