@@ -20,6 +20,10 @@
 //! than one 16 KiB block), and the UDP side carries the whole payload. libtorrent (LAN for A)
 //! and C download from A over TCP meanwhile, unaffected.
 //!
+//! `metered_switch_stops_quic_uploads` reruns the metered switch of `tests/tests/wan.rs` over
+//! QUIC: A uploads to B over QUIC on a shaped uplink (tbf, 2 MB/s), A's network turns metered,
+//! and a's veth tx is sampled every millisecond; the shaper's queue is reported beside it.
+//!
 //! Run with `scripts/test` (feature `interop`, root, inside `unshare -n`); `--nocapture` shows
 //! the figures. `CAPWISE_KEEP_TMP=1` keeps a failing test's temp dir and logs.
 
@@ -32,7 +36,9 @@ use capwise_tests::payload::{assert_same_tree, make_tree};
 use capwise_tests::process::{dump_logs, run as run_command, wait_until, ChildGuard};
 use capwise_tests::torrent::make_torrent;
 use capwise_tests::tracker::Tracker;
-use capwise_tests::wan::{netns_command, Ns, WanTopology, A_IP, B_IP, ROUTER_A_IP, ROUTER_B_IP};
+use capwise_tests::wan::{
+    monotonic_secs, netns_command, tx_at, Ns, WanTopology, A_IP, B_IP, ROUTER_A_IP, ROUTER_B_IP,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -293,6 +299,20 @@ fn table(title: &str, rows: &[(&str, String)]) {
     eprint!("{s}");
 }
 
+/// Bytes queued in a's uplink shaper (tbf backlog): handed to the kernel, not yet on the wire.
+fn shaper_backlog(topo: &WanTopology, p: &Paths) -> Result<u64> {
+    let mut c = Command::new("tc");
+    c.args(["-s", "qdisc", "show", "dev", &topo.if_a]);
+    let out = topo.run_in("tc-backlog", Ns::A, &c, &p.logs, WAIT)?;
+    // "... backlog 12345b 8p requeues 0"
+    Ok(out
+        .split_whitespace()
+        .skip_while(|w| *w != "backlog")
+        .nth(1)
+        .and_then(|b| b.trim_end_matches('b').parse().ok())
+        .unwrap_or(0))
+}
+
 fn stop(agent: &mut Agent) -> Result<()> {
     agent.guard.signal(libc::SIGTERM);
     let status = agent
@@ -463,6 +483,140 @@ fn agents_move_onto_quic_and_others_stay_on_tcp() {
             done.udp_out
         );
         for agent in [&mut b, &mut c, &mut a] {
+            stop(agent)?;
+        }
+        Ok(())
+    });
+}
+
+/// a's uplink for the metered switch (tc tbf): 16 Mbit/s = 2 MB/s, so that data waits on A's
+/// side as on a real metered uplink (see tests/tests/wan.rs, the same scenario over TCP).
+const UPLINK_BITS: u64 = 16_000_000;
+/// How long the QUIC upload runs before the switch, and is watched after it.
+const UPLOAD_BEFORE: Duration = Duration::from_secs(2);
+const OBSERVE_AFTER: Duration = Duration::from_secs(3);
+const SAMPLE: Duration = Duration::from_millis(100);
+/// Growth of a->b UDP bytes per sample that still counts as "stopped": ACKs, keep-alives.
+const CHATTER: u64 = 1500;
+
+/// The metered switch of issue 2 over QUIC: A uploads to B over QUIC on a slow uplink, then
+/// A's network turns metered; what crosses a->b over UDP afterwards is measured.
+#[test]
+fn metered_switch_stops_quic_uploads() {
+    run("metered_switch_stops_quic_uploads", |topo, p| {
+        let size = 24 * MIB;
+        make_tree(&p.seed_dir.join(NAME), &[("data.bin", size)], 0x9_1D)?;
+        let url = format!("http://{ROUTER_A_IP}:{TRACKER_PORT}/announce");
+        let hash = make_torrent(&p.seed_dir.join(NAME), &p.torrent, &[url], PIECE, &p.logs)?;
+        let _tracker = Tracker::start_on(
+            ROUTER_A_IP,
+            TRACKER_PORT,
+            std::slice::from_ref(&hash),
+            &p.root.join("tracker"),
+            &p.logs,
+            |c| topo.command(&topo.router, &c),
+        )?;
+        install_nft(topo, p)?;
+        topo.shape(Ns::A, &topo.if_a, UPLINK_BITS)?;
+        p.write_network("a", false)?;
+        p.write_network("b", false)?;
+        let mut a = start_agent(topo, p, "a", Ns::A, &config((A_IP, AGENT_PORT), ""))?;
+        let torrent_a = add(&mut a, &p.torrent, &p.seed_dir)?;
+        a.wait_state(&torrent_a, "seeding", WAIT)?;
+        let mut b = start_agent(topo, p, "b", Ns::B, &config((B_IP, AGENT_PORT), ""))?;
+        let b_dir = p.dir("b")?;
+        let torrent_b = add(&mut b, &p.torrent, &b_dir)?;
+        wait_until("B to download from A over QUIC", WAIT, POLL, || {
+            Ok(transports_to(&mut b, &torrent_b, A_IP)? == ["quic"]
+                && b.status(&torrent_b)?["downloaded"].as_u64().unwrap_or(0) > 2 * MIB)
+        })?;
+        let t0 = Instant::now();
+        let before = read_counters(topo, p)?;
+        std::thread::sleep(UPLOAD_BEFORE);
+        let at_switch = read_counters(topo, p)?;
+        let rate_before = (at_switch.udp_out - before.udp_out) as f64 / t0.elapsed().as_secs_f64();
+        // a's veth tx read every millisecond from a thread inside a (wan.rs does the same for
+        // TCP): what left after the rewrite, past the shaper's queue, to within 1 ms.
+        let sampler = topo.sample_tx(
+            Ns::A,
+            &topo.if_a,
+            Duration::from_millis(1),
+            Duration::from_secs(30),
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        let backlog = shaper_backlog(topo, p)?;
+        let t_write = monotonic_secs();
+        p.write_network("a", true)?;
+        std::thread::sleep(OBSERVE_AFTER);
+        let after = read_counters(topo, p)?;
+        let sampled = sampler.finish()?;
+        let late = after.udp_out - at_switch.udp_out;
+        // Growth stopped at the last 100 ms window (after the rewrite) that grew by more
+        // than chatter.
+        let window = SAMPLE.as_secs_f64();
+        let stop_at = sampled
+            .iter()
+            .filter(|(t, _)| *t > t_write)
+            .filter(|(t, tx)| tx_at(&sampled, t - window).is_some_and(|old| tx - old > CHATTER))
+            .map(|(t, _)| *t)
+            .next_back()
+            .unwrap_or(t_write);
+        let stopped_after = stop_at - t_write;
+        let at_write = tx_at(&sampled, t_write).context("no veth sample at the rewrite")?;
+        let burst = tx_at(&sampled, stop_at).unwrap_or(at_write) - at_write;
+        let veth_late = sampled.last().map_or(at_write, |s| s.1) - at_write;
+        let why = a.cli(&["why"])?;
+        let b_status = b.status(&torrent_b)?;
+        table(
+            "metered_switch_stops_quic_uploads",
+            &[
+                (
+                    "a's uplink (tbf) / QUIC rate before",
+                    format!(
+                        "{:.1} MB/s / {:.2} MB/s a->b UDP",
+                        UPLINK_BITS as f64 / 8e6,
+                        rate_before / 1e6
+                    ),
+                ),
+                (
+                    "a's veth tx from the rewrite until growth stopped (1 ms sampler)",
+                    format!(
+                        "{burst} B ({:.1} KiB; issue: <= 64 KiB payload; test bound 1 MiB), stopped {stopped_after:.2} s after the rewrite",
+                        burst as f64 / 1024.0
+                    ),
+                ),
+                (
+                    "a's shaper queue (tbf backlog) just before the rewrite",
+                    format!("{backlog} B"),
+                ),
+                (
+                    "a's veth tx / a->b UDP (nft, before the shaper) in the 3 s after",
+                    format!("{veth_late} B / {late} B (read 50 ms before the rewrite)"),
+                ),
+                (
+                    "B downloaded / state",
+                    format!("{} / {}", b_status["downloaded"], b_status["state"]),
+                ),
+                ("why", why.trim().to_string()),
+            ],
+        );
+        ensure!(
+            transports_to(&mut b, &torrent_b, A_IP)? == ["quic"],
+            "B is no longer on QUIC with A"
+        );
+        ensure!(
+            rate_before > 0.25 * UPLINK_BITS as f64 / 8.0,
+            "the upload never got going: {rate_before:.0} B/s"
+        );
+        ensure!(
+            stopped_after <= 1.0,
+            "QUIC uploads went on {stopped_after:.2} s after the switch ({burst} B)"
+        );
+        ensure!(
+            burst <= MIB,
+            "{burst} bytes left a's veth after the rewrite (bound 1 MiB)"
+        );
+        for agent in [&mut b, &mut a] {
             stop(agent)?;
         }
         Ok(())

@@ -18,6 +18,16 @@
 //! `udp_rx` as it stands at each read. Sent: each write's bytes at once
 //! (so payload is never counted ahead of the wire), plus whatever `udp_tx`
 //! shows beyond what was written.
+//!
+//! Unsent data: quinn takes whatever flow control allows (about 1.25 MB a
+//! stream), which a byte gate that closes could not take back. For WAN
+//! peers the session asks for a bound ([`TransportWrite::limit_unsent`]),
+//! as TCP's `TCP_NOTSENT_LOWAT`: before each write the connection's send
+//! window (unacknowledged plus unsent bytes) is set to the congestion
+//! window plus that bound, so what quinn holds beyond what it may have in
+//! flight stays about the bound, and [`TransportWrite::room`] waits until
+//! quinn would take a byte (a write of nothing, which quinn refuses while
+//! the window is full and wakes when acknowledgements free it).
 
 use std::io;
 use std::net::SocketAddr;
@@ -353,6 +363,7 @@ fn transport(
         wire: wire.clone(),
         written: 0,
         extra: stats.udp_tx.bytes,
+        unsent_bound: None,
     };
     Transport::new(
         TransportKind::Quic,
@@ -403,6 +414,20 @@ struct Writer {
     /// What `udp_tx` showed beyond `written` (in `wire` too): handshake,
     /// headers, ACKs, retransmits.
     extra: u64,
+    /// Unsent bytes quinn may hold beyond its congestion window, when the
+    /// session asked for a bound (WAN peers).
+    unsent_bound: Option<u64>,
+}
+
+impl Writer {
+    /// Keeps quinn's unacknowledged plus unsent bytes to the congestion
+    /// window plus the bound, when there is one.
+    fn bound_send_window(&self) {
+        if let Some(bound) = self.unsent_bound {
+            let cwnd = self.connection.stats().path.cwnd;
+            self.connection.set_send_window(cwnd.saturating_add(bound));
+        }
+    }
 }
 
 impl AsyncWrite for Writer {
@@ -411,6 +436,7 @@ impl AsyncWrite for Writer {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.bound_send_window();
         let polled = AsyncWrite::poll_write(Pin::new(&mut self.send), cx, buf);
         if let Poll::Ready(Err(e)) = polled {
             return Poll::Ready(Err(explain(&self.connection, e)));
@@ -437,7 +463,26 @@ impl AsyncWrite for Writer {
     }
 }
 
-impl TransportWrite for Writer {}
+impl TransportWrite for Writer {
+    fn limit_unsent(&mut self, bytes: u32) -> io::Result<()> {
+        self.unsent_bound = Some(bytes.into());
+        self.bound_send_window();
+        Ok(())
+    }
+
+    fn room(&mut self) -> super::BoxFuture<'_, io::Result<()>> {
+        Box::pin(std::future::poll_fn(|cx| {
+            self.bound_send_window();
+            // Quinn refuses even an empty write while the send window is
+            // full, and wakes us when acknowledgements free some of it.
+            match AsyncWrite::poll_write(Pin::new(&mut self.send), cx, &[]) {
+                Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(explain(&self.connection, e))),
+                Poll::Pending => Poll::Pending,
+            }
+        }))
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -472,6 +517,38 @@ mod tests {
         let mut back = [0u8; 4];
         ours.read_exact(&mut back).await.unwrap();
         assert_eq!(&back, b"back");
+    }
+
+    #[tokio::test]
+    async fn a_bounded_writer_waits_for_room_and_gets_everything_through() {
+        let (a, _) = endpoint();
+        let (b, mut b_in) = endpoint();
+        let ours = a
+            .connect(b.local_addr().unwrap(), b.id(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let (_reader, mut writer) = ours.into_split();
+        writer.limit_unsent(16 * 1024).unwrap();
+        let block = vec![9u8; 16 * 1024];
+        let sending = tokio::spawn(async move {
+            for _ in 0..128 {
+                writer.room().await?;
+                writer.write_all(&block).await?;
+            }
+            writer.flush().await?;
+            Ok::<_, io::Error>(writer)
+        });
+        let mut theirs = tokio::time::timeout(Duration::from_secs(5), b_in.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut got = vec![0u8; 128 * 16 * 1024];
+        tokio::time::timeout(Duration::from_secs(20), theirs.read_exact(&mut got))
+            .await
+            .expect("every block in time")
+            .unwrap();
+        assert!(got.iter().all(|&x| x == 9));
+        let _writer = sending.await.unwrap().unwrap();
     }
 
     fn allowing(identity: Identity, ids: &[AgentId]) -> (QuicEndpoint, mpsc::Receiver<Transport>) {
