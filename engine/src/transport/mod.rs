@@ -24,6 +24,7 @@ pub mod identity;
 pub mod memory;
 pub mod mse;
 pub mod quic;
+pub mod quic_ledbat;
 mod quic_verify;
 mod send_room;
 pub(crate) mod tcp;
