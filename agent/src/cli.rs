@@ -44,6 +44,8 @@ pub enum Command {
     Why(crate::cli_policy::WhyArgs),
     /// The uplink as capwise sees it now: name, kind, metered, roaming.
     Net(crate::cli_policy::WhyArgs),
+    /// This agent's id for QUIC (the SHA-256 of its key): what other agents list in [quic] allow.
+    Id(crate::commands::id::AgentIdArgs),
     /// Run the background service in the foreground (for systemd, launchd or a terminal).
     Run(crate::cli_agent::RunArgs),
     /// The running agent: version, pid, whether it is ready, how many torrents.
@@ -113,6 +115,7 @@ impl Command {
             },
             Command::Usage(a) => a.store.json,
             Command::Metrics(_) | Command::Api(_) => false,
+            Command::Id(a) => a.json,
             Command::Config(a) => match &a.command {
                 crate::commands::config::ConfigCommand::Show(a) => a.json,
             },

@@ -49,6 +49,9 @@
 //! wan_rate = "20Mbit/s"          # the site's WAN download cap, shared by its machines
 //! [metrics]
 //! listen = "127.0.0.1:9469"     # /metrics without a token, for a local Prometheus
+//! [quic]              # with "quic" in transports: only these agents get QUIC (`capwise id` prints one's id)
+//! allow = ["<64 hex digits>"]
+//! allow_file = "/etc/capwise/agents.txt"   # one id a line, `#` comments
 //! ```
 
 use std::net::SocketAddr;
@@ -111,6 +114,8 @@ pub struct Config {
     pub notify: Option<bool>,
     /// `[net]`: reaching peers from home.
     pub net: NetConfig,
+    /// `[quic]`: which agents may connect over QUIC.
+    pub quic: crate::quic_config::QuicConfig,
     /// `[seeding]`: when torrents stop seeding, unless they say otherwise.
     pub seeding: SeedingConfig,
     /// `[queue]`: how many torrents download and seed at once.
@@ -365,6 +370,7 @@ pub(crate) const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "notify",
             "channel",
             "net",
+            "quic",
             "blocklist",
             "seeding",
             "queue",
@@ -376,6 +382,7 @@ pub(crate) const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("seeding", &["ratio", "seed_time"]),
     ("queue", &["max_active_downloads", "max_active_seeds"]),
     ("net", &["port_mapping"]),
+    ("quic", &["allow", "allow_file"]),
     ("lsd", &["enabled"]),
     ("metrics", &["listen"]),
     ("site", &["prefixes", "wan_rate"]),
@@ -483,6 +490,7 @@ pub fn parse(text: &str) -> Result<Loaded> {
             Some(_) => {}
         }
     }
+    config.quic.validate()?;
     config.limits()?;
     config.settings()?;
     config.site_prefixes()?;

@@ -32,6 +32,7 @@ mod policy_runtime;
 mod policy_state;
 mod portmap;
 mod power_source;
+mod quic_config;
 mod state_db;
 mod subscriptions;
 mod torrent_db;
@@ -170,6 +171,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Usage(a) => commands::usage::run(&a),
         Command::Why(a) => commands::why::run(&a).await,
         Command::Net(a) => commands::net::run(&a).await,
+        Command::Id(a) => commands::id::run(&a),
         Command::Run(a) => daemon::run(&a).await,
         Command::Info(a) => commands::torrents::info(&a).await,
         Command::Add(a) => commands::torrents::add(&a).await,

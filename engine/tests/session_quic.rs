@@ -2,7 +2,8 @@
 //! move onto QUIC (the lower agent id dials, pinned to the other's key)
 //! and the download runs there, the TCP connection closed; a peer that
 //! offers QUIC under a key its endpoint does not hold is refused and the
-//! TCP connection goes on.
+//! TCP connection goes on; with an allow-list, a listed agent moves onto
+//! QUIC and unlisted ones stay on TCP, whichever side would dial.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,7 +16,8 @@ use capwise_engine::ext::quic::{peer_offer, QuicOffer};
 use capwise_engine::hooks::{ByteGate, Direction, GateFuture, PeerClass};
 use capwise_engine::metainfo::Metainfo;
 use capwise_engine::session::{Hooks, Session, SessionConfig, TorrentOptions};
-use capwise_engine::transport::identity::Identity;
+use capwise_engine::transport::allow_list::AllowList;
+use capwise_engine::transport::identity::{AgentId, Identity};
 use capwise_engine::transport::quic::QuicEndpoint;
 use capwise_engine::transport::{TransportKind, Transports};
 use capwise_engine::wire::{self, Handshake, Message};
@@ -64,6 +66,170 @@ fn with_quic() -> SessionConfig {
         transports: "tcp,quic".parse::<Transports>().unwrap(),
         ..SessionConfig::default()
     }
+}
+
+/// A session with QUIC under `identity`, accepting only `allow` if given;
+/// without PEX, so that leechers meet the seeder only.
+fn with_quic_as(identity: Arc<Identity>, allow: Option<Arc<AllowList>>) -> SessionConfig {
+    let mut config = SessionConfig {
+        quic_identity: Some(identity),
+        quic_allow: allow,
+        ..with_quic()
+    };
+    config.swarm.pex = false;
+    config
+}
+
+/// A new identity whose id is on the `lower` side of `than` (half of all
+/// keys are: 64 tries fail once in 2^64).
+fn identity_beside(than: AgentId, lower: bool) -> Arc<Identity> {
+    for _ in 0..64 {
+        let identity = Identity::ephemeral().unwrap();
+        if (identity.id() < than) == lower {
+            return Arc::new(identity);
+        }
+    }
+    panic!("no key on that side of {than}");
+}
+
+/// Waits (bounded) until `what` holds.
+async fn until(what: impl Fn() -> bool) -> bool {
+    for _ in 0..200 {
+        if what() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+/// The seeder and a friend list each other; of two strangers, the one
+/// with the lower id than the seeder's dials it and is refused by its
+/// client-certificate check, the one with the higher id is never dialled
+/// (the seeder's allow-list does not name it). All three downloads finish:
+/// the friend's over QUIC, the strangers' over TCP, untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_allow_list_moves_listed_agents_onto_quic_and_leaves_others_on_tcp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = make_payload(tmp.path(), 2 * 1024 * 1024 + 77);
+    let seeder_key = Arc::new(Identity::ephemeral().unwrap());
+    let friend_key = Arc::new(Identity::ephemeral().unwrap());
+    let list = Arc::new(AllowList::new([seeder_key.id(), friend_key.id()]));
+    let seeder_id = seeder_key.id();
+    let seeder = Session::start(
+        with_quic_as(seeder_key, Some(list.clone())),
+        Hooks::default(),
+    )
+    .await
+    .unwrap();
+    let seeding = seeder
+        .add_torrent(
+            meta.clone(),
+            tmp.path().to_path_buf(),
+            TorrentOptions::default(),
+        )
+        .await
+        .unwrap();
+    let (open, _) = tokio::sync::watch::channel(false);
+    let gate = Arc::new(HeldGate(open));
+    let mut leechers = Vec::new();
+    for (name, key, allow) in [
+        ("friend", friend_key, Some(list)),
+        ("low", identity_beside(seeder_id, true), None),
+        ("high", identity_beside(seeder_id, false), None),
+    ] {
+        let hooks = Hooks {
+            gate: gate.clone(),
+            ..Hooks::default()
+        };
+        let session = Session::start(with_quic_as(key, allow), hooks)
+            .await
+            .unwrap();
+        let dir = tmp.path().join(name);
+        let handle = session
+            .add_torrent(meta.clone(), dir.clone(), TorrentOptions::default())
+            .await
+            .unwrap();
+        handle.connect(&[seeder.local_addr()]);
+        leechers.push((name, session, handle, dir));
+    }
+    let transports = |h: &capwise_engine::session::TorrentHandle| {
+        h.peer_list()
+            .iter()
+            .map(|p| p.transport)
+            .collect::<Vec<_>>()
+    };
+    let friend = leechers[0].2.clone();
+    assert!(
+        until(|| transports(&friend) == [TransportKind::Quic]).await,
+        "the friend moved onto QUIC: {:?}",
+        transports(&friend)
+    );
+    assert!(
+        until(|| seeder.quic_refused_agents() == 1).await,
+        "the low stranger dialled and its key was refused"
+    );
+    // The high stranger's offer came in long ago: the seeder did not dial.
+    assert!(until(|| seeding.peer_list().len() == 3).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut kinds: Vec<_> = seeding.peer_list().iter().map(|p| p.transport).collect();
+    kinds.sort_by_key(|k| format!("{k:?}"));
+    assert_eq!(
+        kinds,
+        vec![TransportKind::Quic, TransportKind::Tcp, TransportKind::Tcp]
+    );
+    assert_eq!(seeder.quic_refused_agents(), 1, "nobody else was refused");
+    for (name, _, handle, _) in &leechers {
+        let expected = if *name == "friend" {
+            TransportKind::Quic
+        } else {
+            TransportKind::Tcp
+        };
+        assert_eq!(transports(handle), vec![expected], "{name}");
+    }
+
+    // Every carrier each leecher shows while its payload moves (bounded:
+    // the LIMIT), watched from before the gate opens.
+    let watchers: Vec<_> = leechers
+        .iter()
+        .map(|(_, _, handle, _)| {
+            let watcher = handle.clone();
+            tokio::spawn(async move {
+                let mut seen = std::collections::BTreeSet::new();
+                for _ in 0..(LIMIT.as_millis() / 10) {
+                    let progress = watcher.progress();
+                    if progress.wanted_have >= progress.wanted_length {
+                        break;
+                    }
+                    seen.extend(
+                        watcher
+                            .peer_list()
+                            .iter()
+                            .map(|p| format!("{:?}", p.transport)),
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                seen
+            })
+        })
+        .collect();
+    gate.0.send_replace(true);
+    for ((name, session, mut handle, dir), watching) in leechers.into_iter().zip(watchers) {
+        tokio::time::timeout(LIMIT, handle.wait_finished())
+            .await
+            .unwrap_or_else(|_| panic!("{name}: download in time"))
+            .expect("no error");
+        let seen = watching.await.unwrap();
+        let expected = if name == "friend" { "Quic" } else { "Tcp" };
+        assert!(seen.iter().eq([expected]), "{name}: carriers seen {seen:?}");
+        assert!(
+            std::fs::read(dir.join("data/a.bin")).unwrap()
+                == std::fs::read(tmp.path().join("data/a.bin")).unwrap(),
+            "{name}: the bytes differ"
+        );
+        session.shutdown().await;
+    }
+    seeder.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

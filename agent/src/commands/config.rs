@@ -317,6 +317,20 @@ pub fn effective(config: &Config, args: &RunArgs) -> Result<Effective> {
         "",
     );
 
+    // [quic]
+    push(
+        "quic",
+        "allow",
+        file_or(config.quic.allow.as_deref().map(strings), None),
+        "any agent (unless allow_file lists some)",
+    );
+    push(
+        "quic",
+        "allow_file",
+        file_or(config.quic.allow_file.as_deref().map(path_value), None),
+        "none",
+    );
+
     // [seeding]
     push(
         "seeding",

@@ -9,6 +9,7 @@ pub mod channel;
 pub mod config;
 pub mod docs;
 pub mod files;
+pub mod id;
 pub mod limits;
 pub mod net;
 pub mod network;

@@ -25,15 +25,13 @@ use control::Control;
 use torrents::Torrents;
 
 use crate::cli_agent::RunArgs;
+use crate::commands::id::QUIC_KEY_FILE;
 use crate::config::{self, default_download_dir};
 use crate::discovery::{self, AgentFile};
 use crate::limits::LimitGate;
 use crate::policy_gate::PolicyGate;
 use crate::policy_runtime::{PolicyOptions, PolicyRuntime};
 use crate::state_db::{state_dir, DB_FILE};
-
-/// The QUIC identity's key in the state directory (PKCS#8, mode 0600).
-const QUIC_KEY_FILE: &str = "quic-key";
 use crate::torrent_db::TorrentDb;
 
 /// What systemd's TimeoutStopSec leaves us, minus a margin: trackers get
@@ -115,6 +113,20 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         let identity = capwise_engine::transport::identity::Identity::load_or_create(&key)?;
         tracing::info!(agent = %identity.id(), "QUIC identity");
         session_config.quic_identity = Some(Arc::new(identity));
+        if let Some(list) = config.quic.allow_list()? {
+            tracing::info!(
+                agents = list.len(),
+                "QUIC allow-list: only the agents listed get QUIC, others stay on TCP or uTP"
+            );
+            if list.is_empty() {
+                tracing::warn!("the QUIC allow-list is empty: no agent gets QUIC");
+            }
+            session_config.quic_allow = Some(Arc::new(list));
+        }
+    } else if config.quic.restricts() {
+        tracing::warn!(
+            "[quic] allow has no effect: QUIC is not among the transports (add \"quic\" to transports or --transports)"
+        );
     }
     if let Some(paths) = &config.blocklist {
         session_config.blocklist = Arc::new(crate::blocklist::load(paths.as_slice())?);

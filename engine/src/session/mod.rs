@@ -120,6 +120,10 @@ pub struct SessionConfig {
     /// share the uTP and DHT socket: QUIC's first bytes overlap theirs);
     /// 0 picks a free one. Peers learn it from our extension handshake.
     pub quic_port: u16,
+    /// The agents QUIC accepts and dials (`transport/allow_list.rs`):
+    /// both ends then present certificates and any other agent stays on
+    /// TCP or uTP. None (the default): any agent.
+    pub quic_allow: Option<Arc<transport::allow_list::AllowList>>,
 }
 
 impl Default for SessionConfig {
@@ -144,6 +148,7 @@ impl Default for SessionConfig {
             blocklist: Arc::default(),
             quic_identity: None,
             quic_port: 0,
+            quic_allow: None,
         }
     }
 }
@@ -314,7 +319,11 @@ impl Session {
                 ),
             };
             let at = SocketAddr::new(local_addr.ip(), config.quic_port);
-            let (endpoint, accepted) = transport::quic::QuicEndpoint::bind(at, identity)?;
+            let (endpoint, accepted) = transport::quic::QuicEndpoint::bind_allowing(
+                at,
+                identity,
+                config.quic_allow.clone(),
+            )?;
             tracing::debug!(addr = ?endpoint.local_addr().ok(), agent = %endpoint.id(), "QUIC endpoint bound");
             Some((endpoint, accepted))
         } else {
@@ -391,6 +400,12 @@ impl Session {
     /// Our agent id, when `quic` is among the transports.
     pub fn agent_id(&self) -> Option<transport::identity::AgentId> {
         self.inner.quic.as_ref().map(|q| q.id())
+    }
+
+    /// QUIC connections refused because the dialling agent's key is not
+    /// on the allow-list ([`SessionConfig::quic_allow`]), so far.
+    pub fn quic_refused_agents(&self) -> u64 {
+        self.inner.quic.as_ref().map_or(0, |q| q.refused_agents())
     }
 
     /// Bytes across all torrents.

@@ -8,7 +8,9 @@
 //! uTP one on both ends ([`retire`]): same address in the admission table,
 //! same source, and the old connection is closed, so it carries no payload
 //! afterwards. A dial that fails (no route, a wrong key, a time-out) leaves
-//! the old connection as it was.
+//! the old connection as it was. With an allow-list, an agent not on it
+//! is not dialled, and its own dial is refused by our endpoint (mutual
+//! TLS); it stays on TCP or uTP.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -45,6 +47,15 @@ pub(crate) fn consider(shared: &Arc<TorrentShared>, link: &PeerLink, payload: &[
         tracing::debug!(addr = %link.addr, agent = %theirs, "peer offers QUIC; the lower agent id dials");
         return;
     }
+    if !endpoint.allows(&theirs) {
+        tracing::info!(
+            addr = %link.addr,
+            agent = %theirs,
+            "peer offers QUIC, but its agent id is not on the allow-list ([quic] allow): staying on {:?}",
+            link.kind
+        );
+        return;
+    }
     if link.class() == PeerClass::Wan && !shared.session.hooks.wan.is_on() {
         return;
     }
@@ -62,7 +73,9 @@ pub(crate) fn consider(shared: &Arc<TorrentShared>, link: &PeerLink, payload: &[
                 tracing::debug!(%remote, agent = %theirs, "QUIC connected; moving the peer onto it");
                 if let Err(e) = super::peer::handshake_out(shared, transport, permit, source).await
                 {
-                    tracing::debug!(%remote, error = %e, "QUIC peer connection failed");
+                    // Our key refused by the peer's allow-list shows here:
+                    // the listener checks it after our handshake is done.
+                    tracing::info!(%remote, agent = %theirs, error = %e, "QUIC peer connection failed; staying on {old:?}");
                 }
             }
             Err(e) => {

@@ -18,11 +18,13 @@
 //! (`Session::accept`, `TorrentHandle::connect_transport`), such as the
 //! in-memory pair of [`memory::pair`].
 
+pub mod allow_list;
 pub mod carriers;
 pub mod identity;
 pub mod memory;
 pub mod mse;
 pub mod quic;
+pub mod quic_ledbat;
 mod quic_verify;
 mod send_room;
 pub(crate) mod tcp;

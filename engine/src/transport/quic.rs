@@ -6,6 +6,10 @@
 //! Each side presents its identity's self-signed certificate
 //! (`identity.rs`); the dialler pins the agent id the peer offered
 //! (`quic_verify.rs`), so a certificate with another key ends the dial.
+//! With an allow-list (`allow_list.rs`) the listener also requires the
+//! dialler's certificate and refuses a key not listed (TLS alert
+//! `access_denied`, which the dialler's reads then report in plain words),
+//! and the endpoint dials no agent that is not listed.
 //! TLS is rustls with ring, TLS 1.3 only (RFC 9001).
 //!
 //! Wire bytes: a transport counts the UDP bytes its connection moved, from
@@ -14,6 +18,16 @@
 //! `udp_rx` as it stands at each read. Sent: each write's bytes at once
 //! (so payload is never counted ahead of the wire), plus whatever `udp_tx`
 //! shows beyond what was written.
+//!
+//! Unsent data: quinn takes whatever flow control allows (about 1.25 MB a
+//! stream), which a byte gate that closes could not take back. For WAN
+//! peers the session asks for a bound ([`TransportWrite::limit_unsent`]),
+//! as TCP's `TCP_NOTSENT_LOWAT`: before each write the connection's send
+//! window (unacknowledged plus unsent bytes) is set to the congestion
+//! window plus that bound, so what quinn holds beyond what it may have in
+//! flight stays about the bound, and [`TransportWrite::room`] waits until
+//! quinn would take a byte (a write of nothing, which quinn refuses while
+//! the window is full and wakes when acknowledgements free it).
 
 use std::io;
 use std::net::SocketAddr;
@@ -26,8 +40,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 
+use super::allow_list::AllowList;
 use super::identity::{AgentId, Identity};
-use super::quic_verify::PinnedServer;
+use super::quic_verify::{AllowedClients, PinnedServer};
 use super::{Transport, TransportKind, TransportWrite, WireBytes};
 
 /// Our ALPN: the peer protocol (BEP 3) over one bidirectional stream.
@@ -44,6 +59,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// with it, and a few to spare.
 const MAX_STREAMS: u32 = 16;
 
+/// TLS's `access_denied` alert (49) as a QUIC crypto error (RFC 9001
+/// 4.8): what a verifier's `ApplicationVerificationFailure` is sent as.
+const ACCESS_DENIED: u8 = 49;
+
 /// A QUIC endpoint: dials agents and takes their connections.
 #[derive(Clone)]
 pub struct QuicEndpoint {
@@ -53,6 +72,10 @@ pub struct QuicEndpoint {
     transport: Arc<quinn::TransportConfig>,
     /// Incoming connections whose handshake failed or timed out.
     failed: Arc<AtomicU64>,
+    /// The agents we accept and dial; none: any.
+    allowed: Option<Arc<AllowList>>,
+    /// Diallers refused for a key not on the allow-list.
+    refused: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for QuicEndpoint {
@@ -76,6 +99,17 @@ impl QuicEndpoint {
         addr: SocketAddr,
         identity: Arc<Identity>,
     ) -> io::Result<(Self, mpsc::Receiver<Transport>)> {
+        Self::bind_allowing(addr, identity, None)
+    }
+
+    /// [`bind`](Self::bind), accepting and dialling only the agents of
+    /// `allowed` when there is one (mutual TLS: a dialler must present a
+    /// listed key).
+    pub fn bind_allowing(
+        addr: SocketAddr,
+        identity: Arc<Identity>,
+        allowed: Option<Arc<AllowList>>,
+    ) -> io::Result<(Self, mpsc::Receiver<Transport>)> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut transport = quinn::TransportConfig::default();
         transport
@@ -87,10 +121,19 @@ impl QuicEndpoint {
                 quinn::IdleTimeout::try_from(Duration::from_secs(120)).expect("within range"),
             ));
         let transport = Arc::new(transport);
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+        let refused = Arc::new(AtomicU64::new(0));
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(tls_error)?
-            .with_no_client_auth()
+            .map_err(tls_error)?;
+        let builder = match &allowed {
+            Some(list) => builder.with_client_cert_verifier(Arc::new(AllowedClients::new(
+                list.clone(),
+                &provider,
+                refused.clone(),
+            ))),
+            None => builder.with_no_client_auth(),
+        };
+        let mut tls = builder
             .with_single_cert(vec![identity.certificate()], identity.private_key())
             .map_err(tls_error)?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
@@ -111,6 +154,8 @@ impl QuicEndpoint {
                 provider,
                 transport,
                 failed,
+                allowed,
+                refused,
             },
             rx,
         ))
@@ -126,21 +171,45 @@ impl QuicEndpoint {
         self.identity.id()
     }
 
+    /// Whether the agent `id` may connect to us and be dialled: it is on
+    /// the allow-list, or there is none.
+    pub fn allows(&self, id: &AgentId) -> bool {
+        self.allowed.as_ref().is_none_or(|list| list.contains(id))
+    }
+
+    /// Whether an allow-list is in force.
+    pub fn has_allow_list(&self) -> bool {
+        self.allowed.is_some()
+    }
+
     /// Dial the agent `expected` at `remote` and open the stream the peer
     /// protocol runs on; within `timeout`. A certificate with another key
-    /// fails the dial.
+    /// fails the dial; an agent not on our allow-list is not dialled
+    /// (`PermissionDenied`). We present our certificate when the listener
+    /// asks for it (its allow-list); if it refuses our key, the first read
+    /// or write fails with `PermissionDenied`.
     pub async fn connect(
         &self,
         remote: SocketAddr,
         expected: AgentId,
         timeout: Duration,
     ) -> io::Result<Transport> {
+        if !self.allows(&expected) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("agent {expected} is not on our QUIC allow-list"),
+            ));
+        }
         let mut tls = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls_error)?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PinnedServer::new(expected, &self.provider)))
-            .with_no_client_auth();
+            .with_client_auth_cert(
+                vec![self.identity.certificate()],
+                self.identity.private_key(),
+            )
+            .map_err(tls_error)?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| io::Error::other(format!("QUIC client config: {e}")))?;
@@ -171,6 +240,14 @@ impl QuicEndpoint {
         self.failed.load(Ordering::Relaxed)
     }
 
+    /// Incoming connections refused because the dialler's key is not on
+    /// the allow-list, so far (counted in [`failed_handshakes`] too).
+    ///
+    /// [`failed_handshakes`]: Self::failed_handshakes
+    pub fn refused_agents(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
     /// Closes every connection (the session is stopping).
     pub fn close(&self) {
         self.endpoint.close(0u32.into(), b"shutdown");
@@ -178,6 +255,9 @@ impl QuicEndpoint {
 }
 
 fn connection_error(e: quinn::ConnectionError) -> io::Error {
+    if is_refusal(&e) {
+        return refused_by_peer();
+    }
     let kind = match e {
         quinn::ConnectionError::TimedOut => io::ErrorKind::TimedOut,
         quinn::ConnectionError::ConnectionClosed(_) | quinn::ConnectionError::Reset => {
@@ -186,6 +266,31 @@ fn connection_error(e: quinn::ConnectionError) -> io::Error {
         _ => io::ErrorKind::ConnectionRefused,
     };
     io::Error::new(kind, format!("QUIC: {e}"))
+}
+
+/// Whether the peer closed the connection with `access_denied`: its
+/// allow-list does not hold our key. (Our own verifier's refusal is a
+/// local `TransportError`, not a close the peer sent.)
+fn is_refusal(e: &quinn::ConnectionError) -> bool {
+    matches!(e, quinn::ConnectionError::ConnectionClosed(close)
+        if close.error_code == quinn::TransportErrorCode::crypto(ACCESS_DENIED))
+}
+
+fn refused_by_peer() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        "the QUIC peer refused our key: this agent is not on its allow-list",
+    )
+}
+
+/// `e`, or the plain-words refusal when the connection ended because the
+/// peer refused our key (a dialler learns it only once the listener has
+/// checked our certificate, after its own handshake completed).
+fn explain(connection: &quinn::Connection, e: io::Error) -> io::Error {
+    match connection.close_reason() {
+        Some(reason) if is_refusal(&reason) => refused_by_peer(),
+        _ => e,
+    }
 }
 
 /// Takes connections until the endpoint closes; each one's streams become
@@ -258,6 +363,7 @@ fn transport(
         wire: wire.clone(),
         written: 0,
         extra: stats.udp_tx.bytes,
+        unsent_bound: None,
     };
     Transport::new(
         TransportKind::Quic,
@@ -284,6 +390,9 @@ impl AsyncRead for Reader {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let polled = AsyncRead::poll_read(Pin::new(&mut self.recv), cx, buf);
+        if let Poll::Ready(Err(e)) = polled {
+            return Poll::Ready(Err(explain(&self.connection, e)));
+        }
         if let Poll::Ready(Ok(())) = polled {
             // Whatever was read arrived in datagrams already counted here.
             let rx = self.connection.stats().udp_rx.bytes;
@@ -305,6 +414,20 @@ struct Writer {
     /// What `udp_tx` showed beyond `written` (in `wire` too): handshake,
     /// headers, ACKs, retransmits.
     extra: u64,
+    /// Unsent bytes quinn may hold beyond its congestion window, when the
+    /// session asked for a bound (WAN peers).
+    unsent_bound: Option<u64>,
+}
+
+impl Writer {
+    /// Keeps quinn's unacknowledged plus unsent bytes to the congestion
+    /// window plus the bound, when there is one.
+    fn bound_send_window(&self) {
+        if let Some(bound) = self.unsent_bound {
+            let cwnd = self.connection.stats().path.cwnd;
+            self.connection.set_send_window(cwnd.saturating_add(bound));
+        }
+    }
 }
 
 impl AsyncWrite for Writer {
@@ -313,7 +436,11 @@ impl AsyncWrite for Writer {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.bound_send_window();
         let polled = AsyncWrite::poll_write(Pin::new(&mut self.send), cx, buf);
+        if let Poll::Ready(Err(e)) = polled {
+            return Poll::Ready(Err(explain(&self.connection, e)));
+        }
         if let Poll::Ready(Ok(n)) = polled {
             self.wire.add_sent(n as u64);
             self.written += n as u64;
@@ -336,7 +463,26 @@ impl AsyncWrite for Writer {
     }
 }
 
-impl TransportWrite for Writer {}
+impl TransportWrite for Writer {
+    fn limit_unsent(&mut self, bytes: u32) -> io::Result<()> {
+        self.unsent_bound = Some(bytes.into());
+        self.bound_send_window();
+        Ok(())
+    }
+
+    fn room(&mut self) -> super::BoxFuture<'_, io::Result<()>> {
+        Box::pin(std::future::poll_fn(|cx| {
+            self.bound_send_window();
+            // Quinn refuses even an empty write while the send window is
+            // full, and wakes us when acknowledgements free some of it.
+            match AsyncWrite::poll_write(Pin::new(&mut self.send), cx, &[]) {
+                Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(explain(&self.connection, e))),
+                Poll::Pending => Poll::Pending,
+            }
+        }))
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -371,6 +517,120 @@ mod tests {
         let mut back = [0u8; 4];
         ours.read_exact(&mut back).await.unwrap();
         assert_eq!(&back, b"back");
+    }
+
+    #[tokio::test]
+    async fn a_bounded_writer_waits_for_room_and_gets_everything_through() {
+        let (a, _) = endpoint();
+        let (b, mut b_in) = endpoint();
+        let ours = a
+            .connect(b.local_addr().unwrap(), b.id(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let (_reader, mut writer) = ours.into_split();
+        writer.limit_unsent(16 * 1024).unwrap();
+        let block = vec![9u8; 16 * 1024];
+        let sending = tokio::spawn(async move {
+            for _ in 0..128 {
+                writer.room().await?;
+                writer.write_all(&block).await?;
+            }
+            writer.flush().await?;
+            Ok::<_, io::Error>(writer)
+        });
+        let mut theirs = tokio::time::timeout(Duration::from_secs(5), b_in.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut got = vec![0u8; 128 * 16 * 1024];
+        tokio::time::timeout(Duration::from_secs(20), theirs.read_exact(&mut got))
+            .await
+            .expect("every block in time")
+            .unwrap();
+        assert!(got.iter().all(|&x| x == 9));
+        let _writer = sending.await.unwrap().unwrap();
+    }
+
+    fn allowing(identity: Identity, ids: &[AgentId]) -> (QuicEndpoint, mpsc::Receiver<Transport>) {
+        QuicEndpoint::bind_allowing(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(identity),
+            Some(Arc::new(AllowList::new(ids.iter().copied()))),
+        )
+        .unwrap()
+    }
+
+    async fn wait_for(what: impl Fn() -> bool) -> bool {
+        for _ in 0..100 {
+            if what() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_listed_dialler_presents_its_key_and_gets_through() {
+        let ours = Identity::ephemeral().unwrap();
+        let our_id = ours.id();
+        let (b, mut b_in) = allowing(Identity::ephemeral().unwrap(), &[our_id]);
+        let (a, _) = allowing(ours, &[b.id()]);
+        assert!(a.has_allow_list() && a.allows(&b.id()) && !a.allows(&AgentId([0; 32])));
+        let mut stream = a
+            .connect(b.local_addr().unwrap(), b.id(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        stream.write_all(b"hello").await.unwrap();
+        let mut theirs = tokio::time::timeout(Duration::from_secs(5), b_in.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut got = [0u8; 5];
+        theirs.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello");
+        theirs.write_all(b"back").await.unwrap();
+        stream.read_exact(&mut got[..4]).await.unwrap();
+        assert_eq!((b.failed_handshakes(), b.refused_agents()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_dialler_not_on_the_list_is_refused_in_plain_words() {
+        // The listener lists some other agent; the dialler has no list.
+        let (b, mut b_in) = allowing(Identity::ephemeral().unwrap(), &[AgentId([7; 32])]);
+        let (a, _) = endpoint();
+        // Its own handshake completes before the listener has read its
+        // certificate, so the refusal shows at the first read.
+        let outcome = async {
+            let mut stream = a
+                .connect(b.local_addr().unwrap(), b.id(), Duration::from_secs(5))
+                .await?;
+            stream.write_all(b"hello").await?;
+            let mut got = [0u8; 1];
+            stream.read_exact(&mut got).await.map(|_| ())
+        };
+        let err = tokio::time::timeout(Duration::from_secs(5), outcome)
+            .await
+            .expect("refused in time")
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        assert!(err.to_string().contains("allow-list"), "{err}");
+        assert!(wait_for(|| b.refused_agents() == 1).await);
+        assert_eq!(b.failed_handshakes(), 1);
+        assert!(b_in.try_recv().is_err(), "no stream got through");
+    }
+
+    #[tokio::test]
+    async fn a_listener_not_on_our_list_is_not_dialled() {
+        let (b, _) = endpoint();
+        let (a, _) = allowing(Identity::ephemeral().unwrap(), &[AgentId([7; 32])]);
+        let err = a
+            .connect(b.local_addr().unwrap(), b.id(), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(b.failed_handshakes(), 0, "never dialled");
     }
 
     #[tokio::test]
