@@ -468,3 +468,60 @@ async fn next_message(tcp: &mut tokio::net::TcpStream, buf: &mut BytesMut) -> Me
         assert!(n > 0, "the seeder closed the TCP connection");
     }
 }
+
+/// A background torrent (its own carriers: uTP, then TCP) is not moved
+/// onto QUIC, whose controller is CUBIC: between two QUIC-capable agents
+/// it finishes on the carrier it started on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_torrent_stays_off_quic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = make_payload(tmp.path(), 2 * 1024 * 1024 + 7);
+    let seeder = Session::start(with_quic(), Hooks::default()).await.unwrap();
+    seeder
+        .add_torrent(
+            meta.clone(),
+            tmp.path().to_path_buf(),
+            TorrentOptions::default(),
+        )
+        .await
+        .unwrap();
+    let leecher = Session::start(with_quic(), Hooks::default()).await.unwrap();
+    let mut handle = leecher
+        .add_torrent(
+            meta.clone(),
+            tmp.path().join("leech"),
+            TorrentOptions {
+                transports: Some(Transports::background()),
+                ..TorrentOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    handle.connect(&[seeder.local_addr()]);
+    let watcher = handle.clone();
+    let watching = tokio::spawn(async move {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..(LIMIT.as_millis() / 10) {
+            for p in watcher.peer_list() {
+                seen.insert(p.transport);
+            }
+            if watcher.progress().wanted_have >= watcher.progress().wanted_length {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        seen
+    });
+    tokio::time::timeout(LIMIT, handle.wait_finished())
+        .await
+        .expect("download in time")
+        .expect("no error");
+    let seen = watching.await.unwrap();
+    assert!(!seen.is_empty(), "no peer seen");
+    assert!(
+        !seen.contains(&TransportKind::Quic),
+        "a background torrent moved onto QUIC: {seen:?}"
+    );
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+}

@@ -327,7 +327,14 @@ impl TorrentShared {
         let info = &metainfo.info;
         let mut swarm_config = session.config.swarm.clone();
         swarm_config.listen_port = session.local_addr.port();
-        swarm_config.quic = session.quic_offer();
+        // A torrent with its own carriers and no QUIC among them (a
+        // background one: uTP, whose LEDBAT yields) is not moved onto
+        // QUIC, whose controller here is quinn's CUBIC.
+        let quic_allowed = options
+            .transports
+            .as_ref()
+            .is_none_or(|t| t.uses(crate::transport::Carrier::Quic));
+        swarm_config.quic = session.quic_offer().filter(|_| quic_allowed);
         // The writers obtain credit from the gate ahead of the swarm's sends.
         swarm_config.needs_credit = true;
         let mut swarm = Swarm::new(

@@ -38,6 +38,14 @@ pub(crate) fn consider(shared: &Arc<TorrentShared>, link: &PeerLink, payload: &[
     if link.kind == TransportKind::Quic {
         return;
     }
+    // Its own carriers leave QUIC out (a background torrent stays on uTP).
+    if shared
+        .transports
+        .as_ref()
+        .is_some_and(|t| !t.uses(crate::transport::Carrier::Quic))
+    {
+        return;
+    }
     let Some(offer) = quic::peer_offer(payload) else {
         return;
     };
