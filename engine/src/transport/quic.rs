@@ -76,6 +76,15 @@ impl QuicEndpoint {
         addr: SocketAddr,
         identity: Arc<Identity>,
     ) -> io::Result<(Self, mpsc::Receiver<Transport>)> {
+        Self::with_socket(std::net::UdpSocket::bind(addr)?, identity)
+    }
+
+    /// As [`QuicEndpoint::bind`], over a socket the caller bound (to the
+    /// session's interface, `egress.rs`).
+    pub fn with_socket(
+        socket: std::net::UdpSocket,
+        identity: Arc<Identity>,
+    ) -> io::Result<(Self, mpsc::Receiver<Transport>)> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut transport = quinn::TransportConfig::default();
         transport
@@ -100,7 +109,12 @@ impl QuicEndpoint {
         server.transport_config(transport.clone());
         // Handshakes waiting for us at once: beyond them, refused.
         server.max_incoming(64);
-        let endpoint = quinn::Endpoint::server(server, addr)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
         let (tx, rx) = mpsc::channel(32);
         let failed = Arc::new(AtomicU64::new(0));
         tokio::spawn(accept_loop(endpoint.clone(), tx, failed.clone()));
