@@ -347,6 +347,24 @@ pub struct Why {
     /// words; absent when there is nothing to say.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The interface all BitTorrent traffic is bound to (`[net] interface`,
+    /// `--interface`), when the agent has one; its problem, when it is down
+    /// or missing, is also the start of `explanation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<BoundInterface>,
+}
+
+/// The interface traffic is bound to, in [`Why`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BoundInterface {
+    /// Its name.
+    pub name: String,
+    /// "up", "down", "missing", or "stale" (back as a new device the
+    /// listening sockets could not follow: a restart is needed).
+    pub state: String,
+    /// Why no traffic moves, in words; absent while it is up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// `POST /v1/subscriptions`: subscribe to a channel's manifest.

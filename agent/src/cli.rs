@@ -208,6 +208,17 @@ pub struct WireArgs {
     /// [transports = ["tcp", "utp"]].
     #[arg(long, value_name = "LIST", value_parser = parse_transports)]
     pub transports: Option<capwise_engine::transport::Transports>,
+
+    /// Bind all BitTorrent traffic (peers, trackers, DHT, web seeds) to this
+    /// network interface, e.g. a VPN's `wg0`: while it is down or gone
+    /// nothing moves, rather than leaving by another route; port mapping is
+    /// off [net.interface].
+    #[arg(long, value_name = "NAME", value_parser = parse_interface)]
+    pub interface: Option<String>,
+}
+
+fn parse_interface(s: &str) -> Result<String, String> {
+    crate::config::check_interface_name(s).map(|()| s.to_string())
 }
 
 /// Peer discovery switches of `get`, `seed` and `run`; each overrides its

@@ -275,6 +275,10 @@ pub struct NetConfig {
     /// Map the peer ports on the home router (PCP/NAT-PMP, UPnP IGD) while
     /// the uplink is unmetered and not a VPN (default true).
     pub port_mapping: Option<bool>,
+    /// Bind all BitTorrent traffic to this network interface (e.g. "wg0"):
+    /// when it is down or gone nothing moves, rather than leaving by
+    /// another route (default: none, the routing table decides).
+    pub interface: Option<String>,
 }
 
 /// `[seeding]`: the default seeding goals (none: seed on).
@@ -381,7 +385,7 @@ pub(crate) const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ),
     ("seeding", &["ratio", "seed_time"]),
     ("queue", &["max_active_downloads", "max_active_seeds"]),
-    ("net", &["port_mapping"]),
+    ("net", &["port_mapping", "interface"]),
     ("quic", &["allow", "allow_file"]),
     ("lsd", &["enabled"]),
     ("metrics", &["listen"]),
@@ -661,6 +665,16 @@ impl Config {
         self.net.port_mapping.unwrap_or(true)
     }
 
+    /// The network interface all BitTorrent traffic is bound to: `flag`
+    /// (`--interface`) if given, else `[net] interface`; none by default.
+    pub fn interface(&self, flag: Option<&str>) -> Result<Option<String>> {
+        let Some(name) = flag.or(self.net.interface.as_deref()) else {
+            return Ok(None);
+        };
+        check_interface_name(name).map_err(|e| anyhow::anyhow!("interface: {e}"))?;
+        Ok(Some(name.to_string()))
+    }
+
     /// The encryption mode: `flag` (`--encryption`) if given, else the
     /// file's `encryption` (default `prefer`).
     pub fn encryption(
@@ -726,6 +740,31 @@ pub fn default_download_dir(state_dir: &Path) -> PathBuf {
         }
         _ => state_dir.join("downloads"),
     }
+}
+
+/// Whether `name` can name a Linux network interface (what the kernel takes
+/// for `SO_BINDTODEVICE`): 1 to 15 bytes, no `/`, `:`, whitespace or NUL,
+/// not `.` or `..`. Whether such a device exists is another matter: it may
+/// come later (a VPN not up yet).
+pub fn check_interface_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err("an interface name cannot be empty".into());
+    }
+    if name.len() > 15 {
+        return Err(format!(
+            "{name:?} is longer than an interface name can be (15 bytes)"
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{name:?} is not an interface name"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!("{name:?} cannot name an interface (it has {c:?})"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -891,6 +930,23 @@ mod tests {
         let typo = parse("encryption = \"requird\"\n").unwrap().config;
         let err = typo.encryption(None).unwrap_err().to_string();
         assert!(err.contains("allow, prefer or require"), "{err}");
+    }
+
+    #[test]
+    fn the_interface_comes_from_the_flag_then_the_file_and_must_be_a_name() {
+        assert_eq!(parse("").unwrap().config.interface(None).unwrap(), None);
+        let file = parse("[net]\ninterface = \"wg0\"\n").unwrap().config;
+        assert!(file.warnings.is_empty(), "{:?}", file.warnings);
+        assert_eq!(file.interface(None).unwrap().as_deref(), Some("wg0"));
+        assert_eq!(
+            file.interface(Some("tun1")).unwrap().as_deref(),
+            Some("tun1"),
+            "the flag wins"
+        );
+        for bad in ["", "a/b", "eth0:1", "wg 0", "sixteen-bytes-xx", ".."] {
+            let err = file.interface(Some(bad)).unwrap_err().to_string();
+            assert!(err.starts_with("interface: "), "{bad:?}: {err}");
+        }
     }
 
     #[test]

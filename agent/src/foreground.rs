@@ -84,6 +84,7 @@ async fn start_session(
         dht: crate::dht::options(&args.discovery.dht, &file, &state_dir),
         encryption: file.encryption(args.wire.encryption)?,
         transports: file.transports(args.wire.transports.as_ref())?,
+        interface: file.interface(args.wire.interface.as_deref())?,
         ..SessionConfig::default()
     };
     let lsd = file.lsd_enabled(args.discovery.no_lsd);

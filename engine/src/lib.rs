@@ -12,6 +12,7 @@
 //! - [`storage`]: pieces onto files, verification, resume data.
 //! - [`tracker`]: HTTP and UDP announces.
 //! - [`lsd`]: the local service discovery driver (a multicast socket on one interface).
+//! - [`egress`]: where sockets leave from: the listen address, the one interface all traffic is bound to.
 //! - [`udp`]: the UDP socket on the listen port, shared by its protocols (DHT now, uTP next).
 //! - [`portmap`]: port mapping on the home router (PCP/NAT-PMP, UPnP IGD), no policy in it.
 //! - [`dht`]: the tokio driver of the sans-IO DHT node (`capwise-dht`).
@@ -31,6 +32,7 @@ pub use capwise_proto::{
 pub mod create;
 mod deadline;
 pub mod dht;
+pub mod egress;
 pub mod error;
 pub mod hooks;
 pub mod lsd;

@@ -100,7 +100,8 @@ pub(crate) fn list() -> std::io::Result<Vec<NetInterface>> {
     Ok(found.into_values().filter(|i| i.index != 0).collect())
 }
 
-fn index_of(name: &str) -> u32 {
+/// The index of the interface called `name`; 0 when there is none.
+pub(crate) fn index_of(name: &str) -> u32 {
     let Ok(c) = std::ffi::CString::new(name) else {
         return 0;
     };

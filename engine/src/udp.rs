@@ -35,6 +35,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::egress::Device;
 use crate::hooks::{Counters, Direction, PeerClass};
 
 /// Datagrams queued for the DHT before new ones are dropped.
@@ -108,7 +109,17 @@ impl UdpEndpoint {
         counters: Arc<Counters>,
         max_dht_len: usize,
     ) -> io::Result<(UdpEndpoint, Receivers)> {
-        let socket = UdpSocket::bind(addr).await?;
+        Self::bind_on(addr, Device::Any, counters, max_dht_len)
+    }
+
+    /// As [`UdpEndpoint::bind`], the socket bound to `device` (`egress.rs`).
+    pub(crate) fn bind_on(
+        addr: SocketAddr,
+        device: Device<'_>,
+        counters: Arc<Counters>,
+        max_dht_len: usize,
+    ) -> io::Result<(UdpEndpoint, Receivers)> {
+        let socket = UdpSocket::from_std(crate::egress::udp_socket(addr, device)?)?;
         // uTP at speed sends bursts of a window's worth: a deeper kernel
         // queue than the default (~200 KB) loses fewer of them. Best effort:
         // the kernel caps it at net.core.rmem_max / wmem_max.

@@ -29,6 +29,10 @@ pub const A_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 1, 2);
 /// Router side of the b link, and b's address.
 pub const ROUTER_B_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 2, 1);
 pub const B_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 2, 2);
+/// A second link between a and the router ([`WanTopology::add_tunnel`]): the router's side and
+/// a's address on it.
+pub const ROUTER_TUNNEL_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 4, 1);
+pub const A_TUNNEL_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 4, 2);
 
 /// Bound for each `ip`/`sysctl`/`cat` invocation.
 const CMD_TIMEOUT: Duration = Duration::from_secs(15);
@@ -321,6 +325,78 @@ impl WanTopology {
             [rx, tx] => Ok((rx, tx)),
             _ => bail!("counters of {ifname}: {out:?}"),
         }
+    }
+
+    /// The names of a's second link to the router ([`WanTopology::add_tunnel`]): a's end
+    /// (named like a VPN's interface) and the router's.
+    pub fn tunnel_names(&self) -> (String, String) {
+        (
+            format!("cwwg{}", self.suffix),
+            format!("cwrw{}", self.suffix),
+        )
+    }
+
+    /// A second link from a to the router, as a VPN would give: a veth pair (a's end named
+    /// like `wg0`, see [`WanTopology::tunnel_names`]) on 10.201.4.0/24, and a second default
+    /// route in a through it with a worse metric than the first, so that an unbound socket
+    /// leaves by the first link and a socket bound to this one leaves here. Reverse-path
+    /// filtering is off in a and the router: b's packets come back on the link they were sent
+    /// to. Also the way to make the link again after [`WanTopology::remove_tunnel`]: a new
+    /// device under the same name (a new index), as a VPN that reconnects makes.
+    pub fn add_tunnel(&self) -> Result<()> {
+        let (ours, theirs) = self.tunnel_names();
+        for ns in [&self.a, &self.router] {
+            self.exec_output(
+                ns,
+                Command::new("sysctl").args([
+                    "-q",
+                    "-w",
+                    "net.ipv4.conf.all.rp_filter=0",
+                    "net.ipv4.conf.default.rp_filter=0",
+                ]),
+            )?;
+        }
+        self.ip(&[
+            "link",
+            "add",
+            &ours,
+            "netns",
+            &self.a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &theirs,
+            "netns",
+            &self.router,
+        ])?;
+        for (ns, dev, cidr) in [
+            (&self.a, &ours, format!("{A_TUNNEL_IP}/24")),
+            (&self.router, &theirs, format!("{ROUTER_TUNNEL_IP}/24")),
+        ] {
+            self.ip(&["-n", ns, "addr", "add", &cidr, "dev", dev])?;
+            self.ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        self.ip(&[
+            "-n",
+            &self.a,
+            "route",
+            "add",
+            "default",
+            "via",
+            &ROUTER_TUNNEL_IP.to_string(),
+            "dev",
+            &ours,
+            "metric",
+            "100",
+        ])?;
+        Ok(())
+    }
+
+    /// Deletes a's second link (both ends): its device, addresses and routes are gone.
+    pub fn remove_tunnel(&self) -> Result<()> {
+        let (ours, _) = self.tunnel_names();
+        self.ip(&["-n", &self.a, "link", "del", &ours]).map(|_| ())
     }
 
     /// Runs `f` on a fresh thread that has entered namespace `ns` (setns), so sockets `f` opens

@@ -15,6 +15,7 @@
 //! test's temp dir and logs.
 
 use anyhow::{bail, Context, Result};
+use capwise_tests::clients::agent::{self, Agent, RunOpts, Wrap};
 use capwise_tests::clients::capwise::{self, CapwiseOpts};
 use capwise_tests::clients::libtorrent::{self, parse_progress, LtOpts};
 use capwise_tests::netns::assert_private_netns;
@@ -23,7 +24,9 @@ use capwise_tests::payload::make_tree;
 use capwise_tests::process::{dump_logs, wait_until, ChildGuard};
 use capwise_tests::torrent::make_torrent;
 use capwise_tests::tracker::Tracker;
-use capwise_tests::wan::{monotonic_secs, tx_at, Ns, WanTopology, A_IP, ROUTER_A_IP};
+use capwise_tests::wan::{
+    monotonic_secs, tx_at, Ns, WanTopology, A_IP, A_TUNNEL_IP, B_IP, ROUTER_A_IP,
+};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -879,4 +882,377 @@ fn a_download_survives_a_change_of_address() {
         );
         Ok(())
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The bound-interface test's download limit, so that the transfer is under way when the link
+/// goes.
+const BOUND_RATE: &str = "3MB/s";
+/// Payload in before the bound link is deleted.
+const BEFORE_CUT: u64 = 3 * MIB;
+/// How long the link stays deleted.
+const OUTAGE: Duration = Duration::from_secs(4);
+/// Ports in b and the router for the bound-interface test: a second tracker (HTTP and UDP), the
+/// web seed, the DHT node.
+const BOUND_TRACKER_PORT: u16 = 6970;
+const WEB_PORT: u16 = 8080;
+const DHT_PORT: u16 = 6890;
+const CW_SEED_PORT: u16 = 6883;
+/// LSD's IPv4 group and port (BEP 14).
+const LSD_GROUP: &str = "239.192.152.143";
+
+/// a's nftables counters for the bound-interface test: TCP and UDP packets out of and into each
+/// of a's two links (`first_*` the default route's, `tunnel_*` the bound one's), and on the
+/// tunnel those of each protocol that must use it.
+fn counter_ruleset(first: &str, tunnel: &str) -> String {
+    format!(
+        "table inet cwbound {{
+  counter first_out {{}}
+  counter first_rst {{}}
+  counter first_in {{}}
+  counter tunnel_out {{}}
+  counter tunnel_in {{}}
+  counter udp_tracker {{}}
+  counter dht {{}}
+  counter web_seed {{}}
+  counter lsd {{}}
+  chain out {{
+    type filter hook output priority 0; policy accept;
+    oifname \"{first}\" meta l4proto {{ tcp, udp }} counter name \"first_out\"
+    oifname \"{first}\" tcp flags rst counter name \"first_rst\"
+    oifname \"{tunnel}\" meta l4proto {{ tcp, udp }} counter name \"tunnel_out\"
+    oifname \"{tunnel}\" udp dport {BOUND_TRACKER_PORT} counter name \"udp_tracker\"
+    oifname \"{tunnel}\" udp dport {DHT_PORT} counter name \"dht\"
+    oifname \"{tunnel}\" tcp dport {WEB_PORT} counter name \"web_seed\"
+    oifname \"{tunnel}\" ip daddr {LSD_GROUP} udp dport 6771 counter name \"lsd\"
+  }}
+  chain in {{
+    type filter hook input priority 0; policy accept;
+    iifname \"{first}\" meta l4proto {{ tcp, udp }} counter name \"first_in\"
+    iifname \"{tunnel}\" meta l4proto {{ tcp, udp }} counter name \"tunnel_in\"
+  }}
+}}
+"
+    )
+}
+
+/// `(packets, bytes)` of every named counter of a's `cwbound` table.
+fn counters(w: &Wan) -> Result<std::collections::BTreeMap<String, (u64, u64)>> {
+    let out = w.topo.exec_output(
+        &w.topo.a,
+        Command::new("nft").args(["-j", "list", "counters", "table", "inet", "cwbound"]),
+    )?;
+    let v: Value = serde_json::from_str(&out).with_context(|| format!("nft -j: {out}"))?;
+    let mut found = std::collections::BTreeMap::new();
+    for item in v["nftables"].as_array().context("nft -j: no list")? {
+        if let Some(c) = item.get("counter") {
+            let name = c["name"].as_str().context("a counter without a name")?;
+            found.insert(name.to_string(), (u(&c["packets"]), u(&c["bytes"])));
+        }
+    }
+    Ok(found)
+}
+
+/// `capwise why --json`, from the agent.
+fn why_of(agent: &mut Agent) -> Result<Value> {
+    agent.cli_json(&["why"])
+}
+
+/// An agent whose traffic is bound to a's second link (`[net] interface`, named like a VPN's),
+/// while the first link keeps the better default route. It downloads from a libtorrent seeder
+/// and a web seed in b, announcing to a UDP tracker (an HTTP one as the next tier), with the DHT
+/// (a libtorrent node in b) and LSD on: nftables counts every TCP and UDP packet on each link,
+/// and none may cross the first one, while the UDP tracker, the DHT, the web seed, LSD and the
+/// payload show on the second. Mid-download the second link is deleted: for a few seconds
+/// nothing moves, nothing leaves by the first link, the agent stays up and `why` says the
+/// interface is missing. Made again (a new device under the same name, as a VPN that reconnects
+/// makes), the agent moves its sockets onto it and the download completes.
+#[test]
+fn a_bound_interface_carries_everything_and_nothing_leaves_another_way() {
+    run("a_bound_interface_carries_everything", 12 * MIB, |w| {
+        let (tunnel, _) = w.topo.tunnel_names();
+        let first = w.topo.if_a.clone();
+        w.topo.add_tunnel()?;
+        let rules = w.root.join("counters.nft");
+        std::fs::write(&rules, counter_ruleset(&first, &tunnel))?;
+        w.topo
+            .exec_output(&w.topo.a, Command::new("nft").arg("-f").arg(&rules))?;
+
+        // The torrent: a UDP tracker, then an HTTP one (BEP 12 tiers), and a web seed in b.
+        let torrent = w.root.join("bound.torrent");
+        let web = format!("http://{B_IP}:{WEB_PORT}/");
+        capwise_tests::clients::lighttpd::mktorrent_with_trackers(
+            &w.seed_dir.join(NAME),
+            &torrent,
+            &[
+                format!("udp://{ROUTER_A_IP}:{BOUND_TRACKER_PORT}"),
+                format!("http://{ROUTER_A_IP}:{BOUND_TRACKER_PORT}/announce"),
+            ],
+            std::slice::from_ref(&web),
+            18,
+            &w.logs,
+        )?;
+        let hash = capwise_tests::torrent::info_hash(&torrent, &w.logs)?;
+        let tracker = Tracker::start_on(
+            ROUTER_A_IP,
+            BOUND_TRACKER_PORT,
+            std::slice::from_ref(&hash),
+            &w.root.join("tracker-bound"),
+            &w.logs,
+            |c| w.topo.command(&w.topo.router, &c),
+        )?;
+        let _web = capwise_tests::clients::lighttpd::Lighttpd::start_on(
+            B_IP,
+            &w.seed_dir,
+            WEB_PORT,
+            &w.root.join("lighttpd"),
+            &w.logs,
+            |c| w.topo.command(&w.topo.b, &c),
+        )?;
+        let dht_node = std::net::SocketAddr::from((B_IP, DHT_PORT));
+        let _dht = w.topo.exec(
+            "lt-dht",
+            Ns::B,
+            &libtorrent::dht_nodes_command(dht_node, 1, None),
+            &w.logs,
+        )?;
+        // The probe is sent from b, the node's own address.
+        w.topo
+            .in_ns(Ns::B, || libtorrent::wait_dht_answers("lt-dht", dht_node))??;
+        let seed_opts = LtOpts {
+            seed_mode: true,
+            listen_ip: Some(B_IP.into()),
+            ..LtOpts::default()
+        };
+        let _seed = w.topo.exec(
+            "lt-seed",
+            Ns::B,
+            &libtorrent::command_line("seed", &torrent, &w.seed_dir, LT_PORT, &seed_opts),
+            &w.logs,
+        )?;
+        // A capwise seeder beside it: libtorrent takes one connection per address, and keeps the
+        // one of before the cut until it times out (a minute); capwise takes the agent back at
+        // once (it comes back under a new peer id).
+        let cw_seed = capwise::command_line(
+            "seed",
+            &torrent,
+            &w.seed_dir,
+            (B_IP, CW_SEED_PORT).into(),
+            &w.root.join("cw-seed-state"),
+            &CapwiseOpts::default(),
+        )?;
+        let _cw_seed = w.topo.exec("capwise-seed", Ns::B, &cw_seed, &w.logs)?;
+        tracker.wait_swarm(&hash, 2, 0, WAIT)?;
+
+        w.write_network("no")?;
+        let config = w.root.join("bound.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"0.0.0.0:{CAPWISE_PORT}\"\ntransports = [\"tcp\", \"utp\"]\n\
+                 [net]\ninterface = \"{tunnel}\"\n[limits]\ndown = \"{BOUND_RATE}\"\n"
+            ),
+        )?;
+        let a = w.topo.a.clone();
+        let wrap: Wrap =
+            std::sync::Arc::new(move |c: &Command| capwise_tests::wan::netns_command(&a, c));
+        let command = agent::run_command_with(
+            &w.state_dir,
+            &config,
+            Some(&w.net_file),
+            &RunOpts {
+                dht_bootstrap: Some(dht_node),
+                lsd: true,
+            },
+        );
+        let mut agent =
+            Agent::start_command("capwise-bound", &w.state_dir, command, &w.logs, Some(wrap))?;
+        let why = why_of(&mut agent)?;
+        ensure(
+            why["interface"]["name"] == tunnel.as_str() && why["interface"]["state"] == "up",
+            format!("why does not show the bound interface up: {why}"),
+        )?;
+        let dir = w.dir("cw-bound")?;
+        let added = agent.cli_json(&[
+            "add",
+            torrent.to_str().context("utf-8")?,
+            "-d",
+            dir.to_str().context("utf-8")?,
+        ])?;
+        let id = added["id"]
+            .as_str()
+            .context("add --json has no id")?
+            .to_string();
+        let mut have = 0;
+        wait_until(
+            "payload over the bound link",
+            WAIT,
+            Duration::from_millis(100),
+            || {
+                have = u(&agent.status(&id)?["bytes_have"]);
+                Ok(have >= BEFORE_CUT)
+            },
+        )?;
+        let before = counters(w)?;
+
+        // The link goes: nothing moves, nothing takes the other link, the agent says why.
+        let t_cut = Instant::now();
+        w.topo.remove_tunnel()?;
+        let mut said = None;
+        let mut have_when_said = 0;
+        while t_cut.elapsed() < OUTAGE {
+            if let Some(s) = agent.guard.try_wait()? {
+                bail!("the agent exited when its interface went: {s}");
+            }
+            let why = why_of(&mut agent)?;
+            if said.is_none() && why["interface"]["state"] == "missing" {
+                said = Some((
+                    t_cut.elapsed(),
+                    why["explanation"].as_str().unwrap_or("").to_string(),
+                ));
+                have_when_said = u(&agent.status(&id)?["bytes_have"]);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let (said_after, explanation) = said.context("why never said the interface is missing")?;
+        ensure(
+            explanation.starts_with(&format!(
+                "Interface {tunnel} is missing: no BitTorrent traffic"
+            )),
+            format!("why's explanation: {explanation:?}"),
+        )?;
+        let have_after_outage = u(&agent.status(&id)?["bytes_have"]);
+        let during = counters(w)?;
+
+        // It comes back as a new device: the download goes on over it.
+        let t_back = Instant::now();
+        w.topo.add_tunnel()?;
+        let done = agent.wait_state(&id, "seeding", Duration::from_secs(30))?;
+        let resumed_in = t_back.elapsed();
+        ensure(
+            done["bytes_have"] == done["total_length"],
+            format!("{done}"),
+        )?;
+        capwise_tests::payload::assert_same_tree(&w.seed_dir.join(NAME), &dir.join(NAME))?;
+        let why = why_of(&mut agent)?;
+        ensure(
+            why["interface"]["state"] == "up" && why["interface"].get("problem").is_none(),
+            format!("why after the link came back: {why}"),
+        )?;
+        let after = counters(w)?;
+        let log = std::fs::read_to_string(w.logs.join("capwise-bound.stderr"))?;
+        let access =
+            std::fs::read_to_string(w.logs.join("lighttpd.access.log")).unwrap_or_default();
+
+        let c = |m: &std::collections::BTreeMap<String, (u64, u64)>, k: &str| {
+            m.get(k).copied().unwrap_or_default()
+        };
+        table(
+            "a_bound_interface_carries_everything",
+            &[
+                ("payload before the cut".into(), mb(have)),
+                (
+                    "first link, TCP/UDP out (packets, bytes)".into(),
+                    format!("{:?}", c(&after, "first_out")),
+                ),
+                (
+                    "  of which the kernel's resets".into(),
+                    format!("{:?}", c(&after, "first_rst")),
+                ),
+                (
+                    "first link, TCP/UDP in".into(),
+                    format!("{:?}", c(&after, "first_in")),
+                ),
+                (
+                    "bound link, TCP/UDP in (bytes)".into(),
+                    mb(c(&after, "tunnel_in").1),
+                ),
+                (
+                    "bound link: UDP tracker, DHT, web seed, LSD (packets)".into(),
+                    format!(
+                        "{}, {}, {}, {}",
+                        c(&after, "udp_tracker").0,
+                        c(&after, "dht").0,
+                        c(&after, "web_seed").0,
+                        c(&after, "lsd").0
+                    ),
+                ),
+                (
+                    "why said missing after".into(),
+                    format!("{:.2} s", said_after.as_secs_f64()),
+                ),
+                (
+                    "payload during the outage".into(),
+                    mb(have_after_outage.saturating_sub(have_when_said)),
+                ),
+                (
+                    "link back to seeding".into(),
+                    format!("{:.2} s", resumed_in.as_secs_f64()),
+                ),
+            ],
+        );
+        for (k, m) in [("before the cut", &before), ("during the outage", &during)] {
+            ensure(
+                c(m, "first_out").0 == 0 && c(m, "first_in").0 == 0,
+                format!("TCP or UDP crossed the first link {k}: {m:?}"),
+            )?;
+        }
+        // Once the link is back, a peer's segments for a connection of before the cut reach a
+        // socket that is gone, and the kernel answers each with a reset along its routing table
+        // (the first link): no socket of capwise's sends those.
+        ensure(
+            c(&after, "first_in").0 == 0
+                && c(&after, "first_out") == c(&after, "first_rst")
+                && c(&after, "first_rst").0 <= 4,
+            format!("TCP or UDP beyond the kernel's resets crossed the first link: {after:?}"),
+        )?;
+        ensure(
+            c(&after, "tunnel_in").1 >= 12 * MIB,
+            format!("the payload did not come over the bound link: {after:?}"),
+        )?;
+        for k in ["udp_tracker", "dht", "web_seed", "lsd"] {
+            ensure(
+                c(&after, k).0 > 0,
+                format!("no {k} packet left by the bound link: {after:?}"),
+            )?;
+        }
+        ensure(
+            have_after_outage == have_when_said,
+            format!("payload arrived while the interface was missing: {have_when_said} -> {have_after_outage}"),
+        )?;
+        ensure(
+            access
+                .lines()
+                .any(|l| l.starts_with(&A_TUNNEL_IP.to_string())),
+            format!("the web seed saw no request from {A_TUNNEL_IP}:\n{access}"),
+        )?;
+        ensure(
+            !access.lines().any(|l| l.starts_with(&A_IP.to_string())),
+            format!("the web seed saw a request from {A_IP}:\n{access}"),
+        )?;
+        for needle in [
+            format!("Interface {tunnel} is missing"),
+            format!("bound to the new {tunnel} device"),
+        ] {
+            ensure(
+                log.contains(&needle),
+                format!("the log does not say {needle:?}"),
+            )?;
+        }
+        let status = agent.guard.stop(Duration::from_secs(15))?;
+        ensure(
+            status.success(),
+            format!("the agent did not stop cleanly: {status}"),
+        )?;
+        Ok(())
+    });
+}
+
+fn ensure(ok: bool, what: String) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        bail!("{what}")
+    }
 }

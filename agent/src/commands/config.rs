@@ -316,6 +316,21 @@ pub fn effective(config: &Config, args: &RunArgs) -> Result<Effective> {
         ),
         "",
     );
+    let interface = config.interface(args.wire.interface.as_deref())?;
+    let interface = (
+        interface.map(string),
+        match (&args.wire.interface, &config.net.interface) {
+            (Some(_), _) => Source::Flag("--interface"),
+            (None, Some(_)) => Source::File,
+            (None, None) => Source::Default,
+        },
+    );
+    push(
+        "net",
+        "interface",
+        interface,
+        "none: the routing table decides",
+    );
 
     // [quic]
     push(
@@ -806,5 +821,31 @@ mod tests {
         assert_eq!(find("limits.up")["value"], json!(null));
         assert_eq!(find("limits.up")["unset"], "unlimited");
         assert_eq!(find("transports")["value"], json!(["tcp", "utp"]), "{j}");
+        assert_eq!(
+            find("net.interface")["unset"],
+            "none: the routing table decides"
+        );
+    }
+
+    #[test]
+    fn the_interface_comes_from_the_flag_over_the_file() {
+        let file = config::parse("[net]\ninterface = \"wg0\"\n")
+            .unwrap()
+            .config;
+        let e = effective(&file, &show_args(&[]).run).unwrap();
+        let i = entry(&e, "net", "interface");
+        assert_eq!(
+            (i.value.clone(), &i.source),
+            (Some(string("wg0")), &Source::File)
+        );
+        let e = effective(&file, &show_args(&["--interface", "tun0"]).run).unwrap();
+        let i = entry(&e, "net", "interface");
+        assert_eq!(
+            (i.value.clone(), &i.source),
+            (Some(string("tun0")), &Source::Flag("--interface"))
+        );
+        let back = config::parse(&to_text(&e)).unwrap().config;
+        assert_eq!(back.interface(None).unwrap().as_deref(), Some("tun0"));
+        assert!(Cli::try_parse_from(["capwise", "run", "--interface", "a/b"]).is_err());
     }
 }

@@ -154,7 +154,29 @@ pub fn why_view(
         network: network.map(network_json),
         source: source.describe().to_string(),
         warnings: Vec::new(),
+        interface: None,
     }
+}
+
+/// `why` with the interface traffic is bound to: its state, and its problem
+/// (down, missing) leading the explanation, since nothing moves then.
+pub fn with_interface(
+    mut why: Why,
+    status: Option<capwise_engine::session::InterfaceStatus>,
+) -> Why {
+    let Some(status) = status else {
+        return why;
+    };
+    let problem = status.problem();
+    if let Some(problem) = &problem {
+        why.explanation = format!("{problem} {}", why.explanation);
+    }
+    why.interface = Some(crate::api_types::BoundInterface {
+        name: status.name.clone(),
+        state: status.state_word().to_string(),
+        problem,
+    });
+    why
 }
 
 /// A network as JSON, as `why` and `net` print it.

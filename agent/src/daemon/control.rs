@@ -95,10 +95,11 @@ impl AgentControl for Control {
         let (source, network) = self.policy.network();
         let limits = *self.user_limits.lock().unwrap_or_else(|e| e.into_inner());
         let problem = self.policy.source_problem(network.as_ref());
-        Why {
+        let why = Why {
             warnings: self.config_warnings.clone(),
             ..why_view(&decision, network.as_ref(), source, &limits, problem)
-        }
+        };
+        crate::commands::why::with_interface(why, self.torrents.session().interface())
     }
 
     fn limits(&self) -> Limits {

@@ -99,11 +99,13 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         dht: crate::dht::options(&args.discovery.dht, &config, &state_dir),
         encryption: config.encryption(args.wire.encryption)?,
         transports: config.transports(args.wire.transports.as_ref())?,
+        interface: config.interface(args.wire.interface.as_deref())?,
         ..SessionConfig::default()
     };
     let maps_tcp = session_config
         .transports
         .uses(capwise_engine::transport::Carrier::Tcp);
+    let bound_to = session_config.interface.clone();
     if session_config
         .transports
         .uses(capwise_engine::transport::Carrier::Quic)
@@ -182,12 +184,16 @@ pub async fn run(args: &RunArgs) -> Result<()> {
             db: db.clone(),
             torrents: torrents.clone(),
             download_dir: control.download_dir.clone(),
-            client: crate::subscriptions::fetch::client().map_err(anyhow::Error::msg)?,
+            client: crate::subscriptions::fetch::client(bound_to.as_deref())
+                .map_err(anyhow::Error::msg)?,
             decisions: policy.subscribe(),
-            reporter: Arc::new(crate::subscriptions::report::Reporter::new(
-                crate::delivery::agent_key::load_or_create(&state_dir)?,
-                String::new(),
-            )),
+            reporter: Arc::new(
+                crate::subscriptions::report::Reporter::new(
+                    crate::delivery::agent_key::load_or_create(&state_dir)?,
+                    String::new(),
+                )
+                .with_interface(bound_to.clone()),
+            ),
             windows: wan_windows,
         });
     let watch_folder = config
@@ -244,7 +250,21 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let watch_folder = watch_folder
         .map(|(dir, into)| crate::daemon::torrents::watch::follow(torrents.clone(), dir, into));
     // After the restore: the router is asked once the ports serve torrents.
-    let port_mapper = config.port_mapping_enabled().then(|| {
+    // Not while traffic is bound to one interface: the mapping protocols'
+    // sockets (PCP/NAT-PMP, SSDP and SOAP) are the crates' own and cannot be
+    // held to it, and a mapping would be made on whichever router the
+    // routing table leads to.
+    let maps = match (&bound_to, config.port_mapping_enabled()) {
+        (Some(name), true) => {
+            tracing::info!(
+                interface = %name,
+                "no port mapping: all traffic is bound to {name}, and the router's protocols cannot be held to it"
+            );
+            false
+        }
+        (_, enabled) => enabled,
+    };
+    let port_mapper = maps.then(|| {
         crate::portmap::PortMapper::start(
             peer_ports(torrents.session(), maps_tcp),
             policy.subscribe(),

@@ -141,7 +141,7 @@ mod tests {
             .as_secs();
 
         let signed = report(&channel, &machine, now).sign(&machine).unwrap();
-        super::super::send::send(&url, signed.clone())
+        super::super::send::send(&url, signed.clone(), None)
             .await
             .unwrap();
 
@@ -149,6 +149,7 @@ mod tests {
         let error = super::super::send::send(
             &url,
             report(&foreign, &machine, now).sign(&machine).unwrap(),
+            None,
         )
         .await
         .unwrap_err();
@@ -160,11 +161,11 @@ mod tests {
         let mut forged = signed.clone();
         let last_hex = forged.iter().rposition(|b| b.is_ascii_hexdigit()).unwrap();
         forged[last_hex] = if forged[last_hex] == b'0' { b'1' } else { b'0' };
-        assert!(super::super::send::send(&url, forged).await.is_err());
+        assert!(super::super::send::send(&url, forged, None).await.is_err());
 
         let mut older = report(&channel, &machine, now - 60);
         older.items[0].have = 0;
-        super::super::send::send(&url, older.sign(&machine).unwrap())
+        super::super::send::send(&url, older.sign(&machine).unwrap(), None)
             .await
             .unwrap();
 

@@ -12,8 +12,14 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 /// the manifest's host, already checked by `verify`); the publisher's
 /// answer text is in the error when it refuses. No redirects: the report
 /// goes where the signed manifest said.
-pub async fn send(url: &Url, report: Vec<u8>) -> Result<()> {
-    let client = reqwest::Client::builder()
+/// The connection is bound to `interface` when given (the agent's `[net]
+/// interface`).
+pub async fn send(url: &Url, report: Vec<u8>, interface: Option<&str>) -> Result<()> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(name) = interface {
+        builder = builder.interface(name);
+    }
+    let client = builder
         .timeout(TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()

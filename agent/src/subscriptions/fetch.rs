@@ -21,9 +21,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The client: no proxy from the environment (the host the manifest names
-/// is the one asked), no redirects.
-pub fn client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
+/// is the one asked), no redirects; each connection bound to `interface`
+/// when given (the agent's `[net] interface`: a manifest or .torrent is not
+/// fetched by another route while it is missing).
+pub fn client(interface: Option<&str>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(name) = interface {
+        builder = builder.interface(name);
+    }
+    builder
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)
@@ -158,7 +164,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_larger_than_the_bound_is_refused_with_or_without_a_length() {
-        let client = client().unwrap();
+        let client = client(None).unwrap();
         let announced =
             b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\nConnection: close\r\n\r\nxx".to_vec();
         let (url, _server) = serve_once(announced).await;
@@ -174,7 +180,7 @@ mod tests {
 
     #[tokio::test]
     async fn validators_are_sent_and_a_304_is_not_modified() {
-        let client = client().unwrap();
+        let client = client(None).unwrap();
         let (url, server) =
             serve_once(b"HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n".to_vec()).await;
         let since = Validators {
@@ -205,7 +211,7 @@ mod tests {
 
     #[tokio::test]
     async fn redirects_and_errors_are_not_followed() {
-        let client = client().unwrap();
+        let client = client(None).unwrap();
         let redirect = b"HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec();
         let (url, _server) = serve_once(redirect).await;
         let e = get(&client, &url, None, 1000).await.unwrap_err();

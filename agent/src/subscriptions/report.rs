@@ -16,6 +16,8 @@ pub struct Reporter {
     key: AgentKey,
     machine: String,
     site: String,
+    /// The interface reports leave by (`[net] interface`), if any.
+    interface: Option<String>,
 }
 
 impl Reporter {
@@ -27,7 +29,18 @@ impl Reporter {
             .ok()
             .filter(|name| !name.is_empty())
             .unwrap_or_else(|| "unnamed".into());
-        Reporter { key, machine, site }
+        Reporter {
+            key,
+            machine,
+            site,
+            interface: None,
+        }
+    }
+
+    /// Reports sent through `interface` only, when given.
+    pub fn with_interface(mut self, interface: Option<String>) -> Self {
+        self.interface = interface;
+        self
     }
 
     /// What this machine holds of the subscription at `url`, as a report.
@@ -79,7 +92,7 @@ impl Reporter {
                 return;
             }
         };
-        match crate::delivery::send::send(&report_url, signed).await {
+        match crate::delivery::send::send(&report_url, signed, self.interface.as_deref()).await {
             Ok(()) => tracing::debug!(%url, %report_url, "delivery report sent"),
             Err(e) => tracing::warn!(%url, error = %format!("{e:#}"), "delivery report not sent"),
         }

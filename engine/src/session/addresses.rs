@@ -50,6 +50,13 @@ impl Session {
     /// of addresses changed, every torrent announces at once, so trackers
     /// learn the address we have now.
     pub fn network_changed(&self) -> NetworkChange {
+        // The interface all traffic is bound to, first: a device made anew
+        // takes the listening sockets before anyone dials again.
+        let interface_back = self
+            .inner
+            .interface
+            .as_ref()
+            .is_some_and(|b| b.refresh() && b.status().state == super::InterfaceState::Up);
         self.inner.hooks.classifier.refresh();
         let reclassified = self.reclassify();
         let Some(ips) = local_ips() else {
@@ -66,7 +73,12 @@ impl Session {
             *known = ips;
             moved
         };
-        if reannounced {
+        if interface_back {
+            self.redial_parked();
+        }
+        if reannounced || interface_back {
+            // Trackers learn the address we have now; after the interface
+            // was down, announces are not left to their back-off.
             for torrent in self.inner.torrents_snapshot() {
                 torrent.announce_now();
             }
@@ -113,10 +125,33 @@ impl Session {
             // back as a new peer (`SessionInner::new_identity`).
             self.inner.new_identity();
         }
+        // While the session's interface is missing or down every dial
+        // fails: the peers wait for it to come back (`redial_parked`).
+        let parked = self
+            .inner
+            .interface
+            .as_ref()
+            .is_some_and(|b| b.status().state != super::InterfaceState::Up);
         for (torrent, peers) in again {
-            tokio::spawn(redial(torrent, peers));
+            if parked {
+                let mut waiting = self.inner.parked.lock().expect("parked peers lock");
+                waiting.push((Arc::downgrade(&torrent), peers));
+            } else {
+                tokio::spawn(redial(torrent, peers));
+            }
         }
         closed
+    }
+
+    /// The session's interface is back: the peers whose connections died
+    /// with it are dialled again.
+    fn redial_parked(&self) {
+        let waiting = std::mem::take(&mut *self.inner.parked.lock().expect("parked peers lock"));
+        for (torrent, peers) in waiting {
+            if let Some(torrent) = torrent.upgrade() {
+                tokio::spawn(redial(torrent, peers));
+            }
+        }
     }
 }
 

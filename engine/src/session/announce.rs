@@ -171,7 +171,7 @@ async fn active_period<A: Announcer>(target: &Arc<A>, tiers: &mut TrackerTiers) 
         let urls: Vec<String> = tiers.urls().into_iter().map(str::to_owned).collect();
         for url in urls {
             let timeout = session.config.tracker_timeout;
-            match tracker::announce_from(&url, &req, timeout, session.bind_ip()).await {
+            match tracker::announce_from(&url, &req, timeout, session.egress()).await {
                 Ok(resp) => {
                     *target.outcome().lock().expect("announce outcome lock") =
                         Some(AnnounceOutcome::Answered {
@@ -224,7 +224,7 @@ pub(crate) async fn stopped<A: Announcer>(target: &A) {
         return;
     }
     let req = target.request(AnnounceEvent::Stopped);
-    let from = session.bind_ip();
+    let from = session.egress();
     if let Err(e) = tracker::announce_from(&url, &req, Duration::from_secs(2), from).await {
         tracing::debug!(tracker = %url, error = %e, "stopped announce failed");
     }

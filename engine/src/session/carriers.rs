@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
+use crate::egress::Device;
 use crate::transport::utp_driver::{UtpDriver, UtpHooks};
 use crate::transport::{Carrier, Transport};
 use crate::udp::{Datagram, UdpEndpoint};
@@ -23,7 +24,7 @@ use super::{Hooks, SessionConfig, SessionInner};
 
 /// What `Session::start` binds before the session exists.
 pub(crate) struct Sockets {
-    pub(crate) listener: Option<TcpListener>,
+    pub(crate) listener: Option<Arc<TcpListener>>,
     pub(crate) local_addr: SocketAddr,
     pub(crate) udp: Option<UdpEndpoint>,
     /// The DHT's datagrams, when the UDP socket is open.
@@ -31,10 +32,14 @@ pub(crate) struct Sockets {
     pub(crate) utp: Option<(UtpDriver, mpsc::Receiver<Transport>)>,
 }
 
-pub(crate) async fn bind(config: &SessionConfig, hooks: &Hooks) -> Result<Sockets> {
+/// Binds the sockets on `device` (the session's interface, `egress.rs`).
+pub(crate) fn bind(config: &SessionConfig, hooks: &Hooks, device: Device<'_>) -> Result<Sockets> {
     let transports = &config.transports;
     let listener = if transports.uses(Carrier::Tcp) {
-        Some(TcpListener::bind(config.listen).await?)
+        Some(Arc::new(crate::egress::tcp_listener(
+            config.listen,
+            device,
+        )?))
     } else {
         None
     };
@@ -56,13 +61,14 @@ pub(crate) async fn bind(config: &SessionConfig, hooks: &Hooks) -> Result<Socket
     let counters = hooks.counters.clone();
     let max = capwise_dht::krpc::MAX_PACKET;
     let want = sockets.local_addr;
-    let bound = match UdpEndpoint::bind(want, counters.clone(), max).await {
+    let bound = match UdpEndpoint::bind_on(want, device, counters.clone(), max) {
         Ok(b) => Ok(b),
         Err(e) if tcp_addr.is_some() => {
             tracing::warn!(addr = %want, error = %e, "UDP port taken; using another for the DHT and uTP");
             let mut any = want;
             any.set_port(0);
-            UdpEndpoint::bind(any, counters, max).await
+            // On the same device: never an unbound socket.
+            UdpEndpoint::bind_on(any, device, counters, max)
         }
         Err(e) => return Err(e.into()),
     };

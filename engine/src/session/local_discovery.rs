@@ -117,6 +117,7 @@ impl LocalDiscovery {
                 &all,
                 session.local_addr.ip(),
                 &session.config.lsd_interfaces,
+                session.config.interface.as_deref(),
             ),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list network interfaces; LSD keeps its interfaces");
@@ -267,16 +268,20 @@ fn heard(session: &Weak<SessionInner>, addr: SocketAddr, hashes: Vec<InfoHash>) 
 }
 
 /// The interfaces (with their names) and groups LSD runs on for a listener
-/// on `listen`.
+/// on `listen`; `only` the session's interface when it is bound to one.
 fn suitable(
     all: &[NetInterface],
     listen: IpAddr,
     filter: &InterfaceFilter,
+    only: Option<&str>,
 ) -> Vec<(String, LsdInterface)> {
     let any = listen.is_unspecified();
     let mut out = Vec::new();
     for iface in all {
         if !iface.is_lan_segment() || !filter.allows(&iface.name) {
+            continue;
+        }
+        if only.is_some_and(|only| only != iface.name) {
             continue;
         }
         let holds_listen = match listen {
@@ -332,7 +337,7 @@ mod tests {
         let no_tap = InterfaceFilter::new(|name| !name.starts_with("tap"));
         let any4: IpAddr = "0.0.0.0".parse().unwrap();
         assert_eq!(
-            suitable(&all, any4, &no_tap),
+            suitable(&all, any4, &no_tap, None),
             vec![(
                 "eth0".to_string(),
                 LsdInterface::V4 {
@@ -343,11 +348,14 @@ mod tests {
         );
         // Dual-stack: both groups, on each interface the filter allows.
         let any6: IpAddr = "::".parse().unwrap();
-        assert_eq!(suitable(&all, any6, &InterfaceFilter::default()).len(), 4);
+        assert_eq!(
+            suitable(&all, any6, &InterfaceFilter::default(), None).len(),
+            4
+        );
         // A specific address: its interface and family only.
         let one: IpAddr = "192.168.1.3".parse().unwrap();
         assert_eq!(
-            suitable(&all, one, &InterfaceFilter::default()),
+            suitable(&all, one, &InterfaceFilter::default(), None),
             vec![(
                 "tap0".to_string(),
                 LsdInterface::V4 {
@@ -357,6 +365,14 @@ mod tests {
             )]
         );
         let loopback: IpAddr = "127.0.0.1".parse().unwrap();
-        assert!(suitable(&all, loopback, &InterfaceFilter::default()).is_empty());
+        assert!(suitable(&all, loopback, &InterfaceFilter::default(), None).is_empty());
+        // Bound to one interface: LSD runs there alone (and nowhere when it
+        // is no LAN segment).
+        let only_tap = suitable(&all, any4, &InterfaceFilter::default(), Some("tap0"));
+        assert_eq!(
+            only_tap.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            ["tap0"]
+        );
+        assert!(suitable(&all, any4, &InterfaceFilter::default(), Some("wg0")).is_empty());
     }
 }

@@ -18,6 +18,7 @@ mod evict;
 mod files;
 mod half_open;
 mod handle;
+mod interface;
 mod local_discovery;
 mod membership;
 mod metadata;
@@ -50,6 +51,7 @@ pub use files::{file_progress, FileChoice, FileFilter, FileProgress};
 pub use handle::{
     AnnounceOutcome, PeerInfo, Progress, TorrentHandle, TorrentOptions, TorrentState,
 };
+pub use interface::{InterfaceState, InterfaceStatus};
 pub use local_discovery::InterfaceFilter;
 pub use site_share::SiteShare;
 pub use tracker_status::TrackerStatus;
@@ -124,6 +126,13 @@ pub struct SessionConfig {
     /// both ends then present certificates and any other agent stays on
     /// TCP or uTP. None (the default): any agent.
     pub quic_allow: Option<Arc<transport::allow_list::AllowList>>,
+    /// The network interface all BitTorrent traffic is bound to, by name
+    /// (`SO_BINDTODEVICE`, `egress.rs`): the listener, the UDP socket, the
+    /// QUIC endpoint, every dial, tracker announce and web seed request; LSD
+    /// runs on it alone. While it is down or missing nothing moves (nothing
+    /// takes another route), and the session starts all the same;
+    /// [`Session::interface`] says which. None: the routing table decides.
+    pub interface: Option<String>,
 }
 
 impl Default for SessionConfig {
@@ -149,6 +158,7 @@ impl Default for SessionConfig {
             quic_identity: None,
             quic_port: 0,
             quic_allow: None,
+            interface: None,
         }
     }
 }
@@ -199,6 +209,12 @@ impl SessionInner {
     }
 }
 
+/// A torrent's peers waiting for the session's interface to come back.
+pub(crate) type ParkedPeers = (
+    std::sync::Weak<TorrentShared>,
+    Vec<(SocketAddr, crate::class::PeerSource)>,
+);
+
 pub(crate) struct SessionInner {
     pub(crate) config: SessionConfig,
     pub(crate) hooks: Hooks,
@@ -240,6 +256,12 @@ pub(crate) struct SessionInner {
     pub(crate) dialer: transport::Dialer,
     /// The QUIC endpoint, when `quic` is among the transports (`upgrade.rs`).
     pub(crate) quic: Option<transport::quic::QuicEndpoint>,
+    /// The interface every socket is bound to, when `config.interface`
+    /// names one (`interface.rs`).
+    pub(crate) interface: Option<interface::BoundInterface>,
+    /// Peers whose connections closed while that interface was missing,
+    /// dialled again when it is back (`addresses.rs`).
+    pub(crate) parked: Mutex<Vec<ParkedPeers>>,
 }
 
 impl SessionInner {
@@ -302,12 +324,22 @@ fn new_peer_id() -> [u8; 20] {
 impl Session {
     /// Bind the listener and start accepting peers.
     pub async fn start(config: SessionConfig, hooks: Hooks) -> Result<Session> {
-        let sockets = carriers::bind(&config, &hooks).await?;
+        let bound = config
+            .interface
+            .as_deref()
+            .map(interface::BoundInterface::new);
+        let device = bound
+            .as_ref()
+            .map_or(crate::egress::Device::Any, |b| b.device());
+        let sockets = carriers::bind(&config, &hooks, device)?;
         let local_addr = sockets.local_addr;
         let dialer = transport::Dialer {
             transports: config.transports.clone(),
             utp: sockets.utp.as_ref().map(|(driver, _)| driver.clone()),
-            bind: (!local_addr.ip().is_unspecified()).then_some(local_addr.ip()),
+            egress: crate::egress::Egress {
+                ip: (!local_addr.ip().is_unspecified()).then_some(local_addr.ip()),
+                device: bound.as_ref().map(|b| b.name().clone()),
+            },
         };
         let (shutdown, _) = broadcast::channel(1);
         let quic = if config.transports.uses(transport::Carrier::Quic) {
@@ -319,8 +351,12 @@ impl Session {
                 ),
             };
             let at = SocketAddr::new(local_addr.ip(), config.quic_port);
-            let (endpoint, accepted) = transport::quic::QuicEndpoint::bind_allowing(
-                at,
+            let socket = crate::egress::udp_socket(at, device)?;
+            if let Some(b) = &bound {
+                b.hold_socket(&socket);
+            }
+            let (endpoint, accepted) = transport::quic::QuicEndpoint::with_socket(
+                socket,
                 identity,
                 config.quic_allow.clone(),
             )?;
@@ -333,6 +369,14 @@ impl Session {
             Some((endpoint, accepted)) => (Some(endpoint), Some(accepted)),
             None => (None, None),
         };
+        if let Some(b) = &bound {
+            if let Some(listener) = &sockets.listener {
+                b.hold_listener(listener);
+            }
+            if let Some(udp) = &sockets.udp {
+                b.hold_udp(&udp.socket());
+            }
+        }
         let inner = Arc::new(SessionInner {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             newcomers: Arc::new(Semaphore::new(evict::NEWCOMERS)),
@@ -356,6 +400,8 @@ impl Session {
             _udp: sockets.udp,
             dialer,
             quic,
+            interface: bound,
+            parked: Mutex::default(),
         });
         if let Some(accepted) = quic_accepted {
             tokio::spawn(accept_quic(inner.clone(), accepted));
@@ -390,6 +436,12 @@ impl Session {
     /// (its port may differ from the TCP listener's when that was taken).
     pub fn udp_addr(&self) -> Option<SocketAddr> {
         self.inner._udp.as_ref().and_then(|u| u.local_addr().ok())
+    }
+
+    /// The interface all traffic is bound to and its state, when the
+    /// session has one ([`SessionConfig::interface`]).
+    pub fn interface(&self) -> Option<InterfaceStatus> {
+        self.inner.interface.as_ref().map(|b| b.status())
     }
 
     /// The QUIC endpoint's address, when `quic` is among the transports.
@@ -624,7 +676,7 @@ impl Session {
     }
 }
 
-async fn accept_loop(inner: Arc<SessionInner>, listener: TcpListener) {
+async fn accept_loop(inner: Arc<SessionInner>, listener: Arc<TcpListener>) {
     let mut shutdown = inner.shutdown.subscribe();
     loop {
         let (stream, addr) = tokio::select! {
@@ -673,11 +725,11 @@ impl SessionInner {
         })
     }
 
-    /// The address outgoing connections and announces leave from: the one
-    /// we listen on, when it is a specific one.
-    pub(crate) fn bind_ip(&self) -> Option<IpAddr> {
-        let ip = self.local_addr.ip();
-        (!ip.is_unspecified()).then_some(ip)
+    /// Where outgoing connections, announces and web seed requests leave
+    /// from: the address we listen on, when it is a specific one, and the
+    /// session's interface, when it has one.
+    pub(crate) fn egress(&self) -> &crate::egress::Egress {
+        &self.dialer.egress
     }
 
     /// An incoming connection, from the listener or a caller: refused at

@@ -13,6 +13,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use super::{truncate_message, AnnounceEvent, AnnounceRequest, AnnounceResponse, TrackerError};
 
 use crate::bencode::{decode, Value};
+use crate::egress::Egress;
 
 /// The largest reply body accepted, in bytes after gzip decompression. A
 /// compact reply with 50 IPv4 peers is ~400 bytes; even 10,000 peers in the
@@ -270,23 +271,30 @@ fn builder() -> reqwest::ClientBuilder {
         .user_agent(concat!("capwise/", env!("CARGO_PKG_VERSION")))
 }
 
-/// The client whose connections leave from `local` (reqwest's
-/// `local_address`), one per address, kept like the shared one; a session
-/// has one listen address, so these are few.
-fn client_from(local: Option<IpAddr>) -> Result<reqwest::Client, TrackerError> {
-    let Some(local) = local else {
+/// The client whose connections leave from `from` (reqwest's
+/// `local_address` and, for a device, `interface`: every connection it
+/// opens is bound to it, and fails when the device is missing), one per
+/// place, kept like the shared one; a session has one, so these are few.
+fn client_from(from: &Egress) -> Result<reqwest::Client, TrackerError> {
+    if from.is_any() {
         return client().cloned();
-    };
-    static BOUND: Mutex<Vec<(IpAddr, reqwest::Client)>> = Mutex::new(Vec::new());
+    }
+    static BOUND: Mutex<Vec<(Egress, reqwest::Client)>> = Mutex::new(Vec::new());
     let mut bound = BOUND.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, c)) = bound.iter().find(|(ip, _)| *ip == local) {
+    if let Some((_, c)) = bound.iter().find(|(e, _)| e == from) {
         return Ok(c.clone());
     }
-    let c = builder()
-        .local_address(local)
+    let mut b = builder();
+    if let Some(ip) = from.ip {
+        b = b.local_address(ip);
+    }
+    if let Some(device) = &from.device {
+        b = b.interface(device);
+    }
+    let c = b
         .build()
         .map_err(|e| TrackerError::Http(format!("cannot build HTTP client: {e}")))?;
-    bound.push((local, c.clone()));
+    bound.push((from.clone(), c.clone()));
     Ok(c)
 }
 
@@ -299,31 +307,31 @@ pub async fn announce(
     req: &AnnounceRequest,
     timeout: Duration,
 ) -> Result<AnnounceResponse, TrackerError> {
-    announce_from(base, req, timeout, None).await
+    announce_from(base, req, timeout, &Egress::any()).await
 }
 
-/// As [`announce`], the request leaving from the local address `local`
-/// when given.
+/// As [`announce`], the request leaving from `from` (its local address,
+/// its device).
 pub async fn announce_from(
     base: &str,
     req: &AnnounceRequest,
     timeout: Duration,
-    local: Option<IpAddr>,
+    from: &Egress,
 ) -> Result<AnnounceResponse, TrackerError> {
     let url = announce_url(base, req)?;
-    let body = fetch(&url, timeout, MAX_BODY, local).await?;
+    let body = fetch(&url, timeout, MAX_BODY, from).await?;
     parse_response(&body)
 }
 
-/// GETs `url` from `local` and returns its body, at most `limit` bytes,
+/// GETs `url` from `from` and returns its body, at most `limit` bytes,
 /// within `timeout`.
 async fn fetch(
     url: &str,
     timeout: Duration,
     limit: usize,
-    local: Option<IpAddr>,
+    from: &Egress,
 ) -> Result<Vec<u8>, TrackerError> {
-    let client = client_from(local)?;
+    let client = client_from(from)?;
     let exchange = async {
         let mut response = client
             .get(url)

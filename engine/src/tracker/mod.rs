@@ -7,7 +7,7 @@
 //! network; [`announce`] and the per-protocol `announce` functions are thin
 //! async wrappers that only move bytes and enforce time and size limits.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 pub mod http;
@@ -15,6 +15,8 @@ pub mod tiers;
 pub mod udp;
 
 pub use tiers::TrackerTiers;
+
+use crate::egress::Egress;
 
 /// The longest human-readable text (failure reason, warning) kept from a
 /// tracker, in bytes; a hostile tracker should not be able to fill our logs.
@@ -113,18 +115,19 @@ pub async fn announce(
     req: &AnnounceRequest,
     timeout: Duration,
 ) -> Result<AnnounceResponse, TrackerError> {
-    announce_from(url, req, timeout, None).await
+    announce_from(url, req, timeout, &Egress::any()).await
 }
 
-/// As [`announce`], the request leaving from the local address `local` when
+/// As [`announce`], the request leaving from `from`: its local address when
 /// given (the address a session listens on), so that the tracker records
-/// the address peers can reach us at. A tracker only reachable over the
-/// other address family fails.
+/// the address peers can reach us at, and its device when given (the
+/// session's interface; a device that is missing fails the announce). A
+/// tracker only reachable over the other address family fails.
 pub async fn announce_from(
     url: &str,
     req: &AnnounceRequest,
     timeout: Duration,
-    local: Option<IpAddr>,
+    from: &Egress,
 ) -> Result<AnnounceResponse, TrackerError> {
     // Only the scheme is needed here; the protocol modules validate the rest.
     let scheme = match url.split_once("://") {
@@ -132,8 +135,8 @@ pub async fn announce_from(
         None => return Err(TrackerError::InvalidUrl(truncate_message(url.as_bytes()))),
     };
     match scheme.as_str() {
-        "http" | "https" => http::announce_from(url, req, timeout, local).await,
-        "udp" => udp::announce_from(url, req, timeout, local).await,
+        "http" | "https" => http::announce_from(url, req, timeout, from).await,
+        "udp" => udp::announce_from(url, req, timeout, from).await,
         _ => Err(TrackerError::UnsupportedScheme(truncate_message(
             scheme.as_bytes(),
         ))),

@@ -5,10 +5,12 @@
 //! connect/announce exchange with BEP 15 retransmission, capped by the
 //! caller's timeout.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
+
+use crate::egress::Egress;
 use tokio::time::Instant;
 
 use super::{truncate_message, AnnounceEvent, AnnounceRequest, AnnounceResponse, TrackerError};
@@ -186,16 +188,16 @@ pub async fn announce(
     req: &AnnounceRequest,
     timeout: Duration,
 ) -> Result<AnnounceResponse, TrackerError> {
-    announce_from(url, req, timeout, None).await
+    announce_from(url, req, timeout, &Egress::any()).await
 }
 
-/// As [`announce`], from the local address `from` when given (a name is
-/// resolved to an address of its family).
+/// As [`announce`], from `from`: its local address when given (a name is
+/// resolved to an address of its family), its device when given.
 pub async fn announce_from(
     url: &str,
     req: &AnnounceRequest,
     timeout: Duration,
-    from: Option<IpAddr>,
+    from: &Egress,
 ) -> Result<AnnounceResponse, TrackerError> {
     let (host, port) = host_port(url)?;
     tokio::time::timeout(timeout, run(host, port, req, from))
@@ -207,9 +209,9 @@ async fn run(
     host: url::Host<String>,
     port: u16,
     req: &AnnounceRequest,
-    from: Option<IpAddr>,
+    from: &Egress,
 ) -> Result<AnnounceResponse, TrackerError> {
-    let family_ok = |a: &SocketAddr| from.is_none_or(|ip| ip.is_ipv4() == a.is_ipv4());
+    let family_ok = |a: &SocketAddr| from.ip.is_none_or(|ip| ip.is_ipv4() == a.is_ipv4());
     let addr = match host {
         url::Host::Ipv4(ip) => SocketAddr::new(IpAddr::V4(ip), port),
         url::Host::Ipv6(ip) => SocketAddr::new(IpAddr::V6(ip), port),
@@ -219,17 +221,8 @@ async fn run(
             .find(family_ok)
             .ok_or_else(|| TrackerError::Io(format!("{name} has no usable address")))?,
     };
-    let local = match (addr, from) {
-        (_, Some(ip)) if family_ok(&addr) => SocketAddr::new(ip, 0),
-        (_, Some(ip)) => {
-            return Err(TrackerError::Io(format!(
-                "bound to {ip}, which cannot reach {addr}"
-            )))
-        }
-        (SocketAddr::V4(_), None) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-        (SocketAddr::V6(_), None) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
-    };
-    let socket = UdpSocket::bind(local).await.map_err(io_error)?;
+    // Bound to the session's address and device, or refused: never unbound.
+    let socket = crate::egress::udp_socket_towards(addr, from).map_err(io_error)?;
     // Connecting filters out datagrams from anyone but the tracker.
     socket.connect(addr).await.map_err(io_error)?;
     let is_ipv6 = addr.is_ipv6();
@@ -296,6 +289,7 @@ fn io_error(e: std::io::Error) -> TrackerError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv6Addr;
 
     fn request() -> AnnounceRequest {
         AnnounceRequest {

@@ -9,7 +9,7 @@
 //! ([`UTP_FALLBACK_TIMEOUT`]) before TCP is tried; it is one setting away.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -150,15 +150,16 @@ impl std::fmt::Display for Transports {
 }
 
 /// What dialling needs: the carriers in order, the uTP driver when uTP
-/// runs, and the address TCP dials leave from.
+/// runs, and where TCP dials leave from.
 #[derive(Debug, Clone)]
 pub struct Dialer {
     /// The carriers, in dial order.
     pub transports: Transports,
     /// The uTP driver (none: uTP is skipped).
     pub utp: Option<UtpDriver>,
-    /// The address TCP connections leave from, when a specific one.
-    pub bind: Option<IpAddr>,
+    /// Where TCP connections leave from: the listen address when a
+    /// specific one, the session's interface when it has one.
+    pub egress: crate::egress::Egress,
 }
 
 impl Dialer {
@@ -190,12 +191,22 @@ impl Dialer {
         timeout: Duration,
         wanted: Option<&Transports>,
     ) -> io::Result<Transport> {
+        if let Some(name) = &self.egress.device {
+            // Every carrier would fail, uTP only after its time-out (its
+            // datagrams cannot leave): say so at once.
+            if crate::netif::index_of(name) == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("network interface {name} does not exist"),
+                ));
+            }
+        }
         let order = self.order_for(wanted);
         let mut last = io::Error::new(io::ErrorKind::Unsupported, "no transport to dial with");
         for (i, carrier) in order.iter().enumerate() {
             let fallback = i + 1 < order.len();
             let tried = match carrier {
-                Carrier::Tcp => tokio::time::timeout(timeout, tcp::connect(remote, self.bind))
+                Carrier::Tcp => tokio::time::timeout(timeout, tcp::connect(remote, &self.egress))
                     .await
                     .unwrap_or_else(|_| {
                         Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
@@ -255,7 +266,7 @@ mod tests {
         let tcp_session = Dialer {
             transports: Transports::tcp_only(),
             utp: None,
-            bind: None,
+            egress: Default::default(),
         };
         assert_eq!(tcp_session.order_for(None), vec![Carrier::Tcp]);
         assert_eq!(
@@ -267,7 +278,7 @@ mod tests {
         let with_quic = Dialer {
             transports: "quic,tcp".parse().unwrap(),
             utp: None,
-            bind: None,
+            egress: Default::default(),
         };
         assert_eq!(
             with_quic.order_for(None),

@@ -110,6 +110,16 @@ impl QuicEndpoint {
         identity: Arc<Identity>,
         allowed: Option<Arc<AllowList>>,
     ) -> io::Result<(Self, mpsc::Receiver<Transport>)> {
+        Self::with_socket(std::net::UdpSocket::bind(addr)?, identity, allowed)
+    }
+
+    /// As [`QuicEndpoint::bind_allowing`], over a socket the caller bound
+    /// (to the session's interface, `egress.rs`).
+    pub fn with_socket(
+        socket: std::net::UdpSocket,
+        identity: Arc<Identity>,
+        allowed: Option<Arc<AllowList>>,
+    ) -> io::Result<(Self, mpsc::Receiver<Transport>)> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut transport = quinn::TransportConfig::default();
         transport
@@ -143,7 +153,12 @@ impl QuicEndpoint {
         server.transport_config(transport.clone());
         // Handshakes waiting for us at once: beyond them, refused.
         server.max_incoming(64);
-        let endpoint = quinn::Endpoint::server(server, addr)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
         let (tx, rx) = mpsc::channel(32);
         let failed = Arc::new(AtomicU64::new(0));
         tokio::spawn(accept_loop(endpoint.clone(), tx, failed.clone()));

@@ -10,29 +10,20 @@ use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
+
+use crate::egress::Egress;
 
 use super::send_room::wait_for_send_room;
 use super::{BoxFuture, Counted, Transport, TransportKind, TransportWrite, WireBytes};
 
-/// Connect to `remote`, from `bind` (port 0) when given. A `bind` of the
-/// other address family than `remote` is refused: nothing could leave from
-/// that address, and leaving from another is what binding rules out.
-pub(crate) async fn connect(remote: SocketAddr, bind: Option<IpAddr>) -> io::Result<Transport> {
-    let socket = if remote.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    if let Some(ip) = bind {
-        if ip.is_ipv4() != remote.is_ipv4() {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrNotAvailable,
-                format!("bound to {ip}, which cannot reach {remote}"),
-            ));
-        }
-        socket.bind(SocketAddr::new(ip, 0))?;
-    }
+/// Connect to `remote` from `from`: its address (port 0) when given, its
+/// device when given (`egress.rs`). An address of the other family than
+/// `remote` is refused: nothing could leave from that address, and leaving
+/// from another is what binding rules out; a device that is missing fails
+/// the dial, which never falls back to an unbound socket.
+pub(crate) async fn connect(remote: SocketAddr, from: &Egress) -> io::Result<Transport> {
+    let socket = crate::egress::tcp_socket_towards(remote, from)?;
     let stream = socket.connect(remote).await?;
     Ok(accepted(stream, remote))
 }
@@ -106,7 +97,8 @@ mod tests {
     async fn a_dialled_transport_counts_what_crosses_the_socket() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let at = listener.local_addr().unwrap();
-        let dialled = tokio::spawn(connect(at, Some(IpAddr::from([127, 0, 0, 1]))));
+        let from = Egress::from_ip(Some(IpAddr::from([127, 0, 0, 1])));
+        let dialled = tokio::spawn(async move { connect(at, &from).await });
         let (stream, from) = listener.accept().await.unwrap();
         let mut ours = dialled.await.unwrap().unwrap();
         let mut theirs = accepted(stream, from);
@@ -121,7 +113,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_bound_address_of_the_other_family_is_refused() {
-        let err = connect("127.0.0.1:9".parse().unwrap(), Some("::1".parse().unwrap()))
+        let from = Egress::from_ip(Some("::1".parse().unwrap()));
+        let err = connect("127.0.0.1:9".parse().unwrap(), &from)
             .await
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrNotAvailable);

@@ -13,6 +13,7 @@ use capwise_proto::webseed::{file_ranges, file_url, Outcome, Segment};
 use crate::hooks::{Classifier, Direction, PeerClass};
 
 use super::Seed;
+use crate::egress::Egress;
 
 /// Redirects followed, and only within the seed's host: a redirect to
 /// another host would move bytes from an address we did not classify.
@@ -21,8 +22,10 @@ const MAX_REDIRECTS: usize = 3;
 /// A client for web seeds: rustls (the workspace's reqwest features), no
 /// proxy from the environment (the bytes must come from the address we
 /// classified), redirects only within one host, connections kept alive
-/// between a seed's requests.
-pub(super) fn client(local: Option<IpAddr>) -> Result<reqwest::Client, String> {
+/// between a seed's requests, each leaving from `from` (the session's
+/// listen address when a specific one, its interface when it has one: a
+/// connection on a device that is missing fails).
+pub(super) fn client(from: &Egress) -> Result<reqwest::Client, String> {
     let policy = reqwest::redirect::Policy::custom(|attempt| {
         let same_host = attempt
             .previous()
@@ -39,8 +42,11 @@ pub(super) fn client(local: Option<IpAddr>) -> Result<reqwest::Client, String> {
         .no_proxy()
         .connect_timeout(Duration::from_secs(15))
         .user_agent(concat!("capwise/", env!("CARGO_PKG_VERSION")));
-    if let Some(ip) = local {
+    if let Some(ip) = from.ip {
         b = b.local_address(ip);
+    }
+    if let Some(device) = &from.device {
+        b = b.interface(device);
     }
     b.build().map_err(|e| e.to_string())
 }

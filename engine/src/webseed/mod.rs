@@ -18,7 +18,6 @@
 
 mod fetch;
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -69,7 +68,7 @@ pub(crate) fn spawn(shared: &Arc<TorrentShared>) {
         tracing::warn!(torrent = %meta.info.name, "{note}");
     }
     for url in &meta.web_seeds {
-        let client = match fetch::client(local_ip(shared)) {
+        let client = match fetch::client(shared.session.egress()) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(%url, error = %e, "web seed not used: no HTTP client");
@@ -91,13 +90,6 @@ pub(crate) fn spawn(shared: &Arc<TorrentShared>) {
             tokio::spawn(seed.clone().work());
         }
     }
-}
-
-/// The address HTTP leaves from: the session's listen address when it is a
-/// specific one (the bound-address invariant).
-fn local_ip(shared: &TorrentShared) -> Option<IpAddr> {
-    let ip = shared.session.local_addr.ip();
-    (!ip.is_unspecified()).then_some(ip)
 }
 
 /// One web seed of one torrent, shared by its workers.

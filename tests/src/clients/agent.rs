@@ -35,15 +35,39 @@ pub struct Agent {
 /// agents sharing a segment in one test must not find each other behind
 /// its back; a test of LSD removes it).
 pub fn run_command(state_dir: &Path, config: &Path, network_file: Option<&Path>) -> Command {
+    run_command_with(state_dir, config, network_file, &RunOpts::default())
+}
+
+/// What [`run_command_with`] turns on beyond [`run_command`].
+#[derive(Debug, Clone, Default)]
+pub struct RunOpts {
+    /// The DHT on, joined through this node alone (never the public routers).
+    pub dht_bootstrap: Option<std::net::SocketAddr>,
+    /// Local service discovery on.
+    pub lsd: bool,
+}
+
+/// [`run_command`] with what `opts` turns on.
+pub fn run_command_with(
+    state_dir: &Path,
+    config: &Path,
+    network_file: Option<&Path>,
+    opts: &RunOpts,
+) -> Command {
     let mut c = Command::new(capwise_bin());
+    c.arg("run");
     // No test asks the public DHT routers.
-    c.arg("run")
-        .arg("--no-dht")
-        .arg("--state-dir")
+    match opts.dht_bootstrap {
+        Some(node) => c.arg("--dht-bootstrap").arg(node.to_string()),
+        None => c.arg("--no-dht"),
+    };
+    if !opts.lsd {
+        c.arg("--no-lsd");
+    }
+    c.arg("--state-dir")
         .arg(state_dir)
         .arg("--config")
         .arg(config)
-        .arg("--no-lsd")
         .env("RUST_BACKTRACE", "1")
         // No desktop notifications from test agents on a developer's session bus
         // (tests/tests/notify.rs gives its agents a private bus).

@@ -130,3 +130,28 @@ pub fn mktorrent(
     crate::process::run("mktorrent", &mut c, log_dir, Duration::from_secs(60))?;
     Ok(())
 }
+
+/// [`mktorrent`] with trackers too: each of `trackers` a tier of its own (`-a` each).
+pub fn mktorrent_with_trackers(
+    path: &Path,
+    out: &Path,
+    trackers: &[String],
+    web_seeds: &[String],
+    log2_piece: u32,
+    log_dir: &Path,
+) -> Result<()> {
+    let mut c = Command::new("mktorrent");
+    for t in trackers {
+        c.arg("-a").arg(t);
+    }
+    if !web_seeds.is_empty() {
+        c.arg("-w").arg(web_seeds.join(","));
+    }
+    c.arg("-l")
+        .arg(log2_piece.to_string())
+        .arg("-o")
+        .arg(out)
+        .arg(path);
+    crate::process::run("mktorrent", &mut c, log_dir, Duration::from_secs(60))?;
+    Ok(())
+}
