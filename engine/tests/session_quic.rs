@@ -93,6 +93,26 @@ fn identity_beside(than: AgentId, lower: bool) -> Arc<Identity> {
 }
 
 /// Waits (bounded) until `what` holds.
+/// Every carrier seen on `handle`'s peers until its wanted data is in
+/// (bounded: the LIMIT), sampled every 10 ms.
+fn watch_carriers(
+    handle: capwise_engine::session::TorrentHandle,
+) -> tokio::task::JoinHandle<std::collections::HashSet<TransportKind>> {
+    tokio::spawn(async move {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..(LIMIT.as_millis() / 10) {
+            for p in handle.peer_list() {
+                seen.insert(p.transport);
+            }
+            if handle.progress().wanted_have >= handle.progress().wanted_length {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        seen
+    })
+}
+
 async fn until(what: impl Fn() -> bool) -> bool {
     for _ in 0..200 {
         if what() {
@@ -295,21 +315,7 @@ async fn two_agents_meet_over_tcp_and_finish_over_quic() {
     // Only now may payload move, and there is no TCP connection left to
     // carry it.
     gate.0.send_replace(true);
-    let watcher = handle.clone();
-    let watching = tokio::spawn(async move {
-        // Every carrier seen while the payload moves (bounded: the LIMIT).
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..(LIMIT.as_millis() / 10) {
-            for p in watcher.peer_list() {
-                seen.insert(p.transport);
-            }
-            if watcher.progress().wanted_have >= watcher.progress().wanted_length {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        seen
-    });
+    let watching = watch_carriers(handle.clone());
     tokio::time::timeout(LIMIT, handle.wait_finished())
         .await
         .expect("download in time")
@@ -498,20 +504,7 @@ async fn a_background_torrent_stays_off_quic() {
         .await
         .unwrap();
     handle.connect(&[seeder.local_addr()]);
-    let watcher = handle.clone();
-    let watching = tokio::spawn(async move {
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..(LIMIT.as_millis() / 10) {
-            for p in watcher.peer_list() {
-                seen.insert(p.transport);
-            }
-            if watcher.progress().wanted_have >= watcher.progress().wanted_length {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        seen
-    });
+    let watching = watch_carriers(handle.clone());
     tokio::time::timeout(LIMIT, handle.wait_finished())
         .await
         .expect("download in time")

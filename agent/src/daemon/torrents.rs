@@ -502,11 +502,7 @@ impl Torrents {
             TorrentError::Invalid(format!("cannot create {}: {e}", download_dir.display()))
         })?;
         if let Source::Torrent(m) = &metainfo {
-            let choice = self.file_choice(&id);
-            space::check_fits(
-                space::bytes_needed(&m.info, &choice, &download_dir),
-                &download_dir,
-            )?;
+            self.fits(&m.info, &id, &download_dir)?;
         }
         let stored = StoredTorrent {
             id: id.clone(),

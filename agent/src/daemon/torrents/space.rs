@@ -60,11 +60,15 @@ pub(super) fn check_fits(needed: u64, dir: &Path) -> Result<(), TorrentError> {
 }
 
 impl Torrents {
+    /// Refuses, with the figures, when torrent `id`'s wanted files (its
+    /// stored file choice) cannot fit in `dir`.
+    pub(super) fn fits(&self, info: &Info, id: &str, dir: &Path) -> Result<(), TorrentError> {
+        check_fits(bytes_needed(info, &self.file_choice(id), dir), dir)
+    }
+
     /// Why torrent `id`'s wanted files cannot fit in `dir`, if they cannot.
     pub(super) fn lacks_room(&self, info: &Info, id: &str, dir: &Path) -> Option<String> {
-        check_fits(bytes_needed(info, &self.file_choice(id), dir), dir)
-            .err()
-            .map(|e| e.to_string())
+        self.fits(info, id, dir).err().map(|e| e.to_string())
     }
 
     /// A magnet's metadata is in: the torrent is held if it cannot fit.
@@ -90,10 +94,7 @@ impl Torrents {
             _ => return Ok(()),
         };
         if let Some(metainfo) = handle.metainfo() {
-            check_fits(
-                bytes_needed(&metainfo.info, &self.file_choice(id), &dir),
-                &dir,
-            )?;
+            self.fits(&metainfo.info, id, &dir)?;
         }
         if let Some(entry) = self.entries().get_mut(id) {
             entry.no_space = None;
