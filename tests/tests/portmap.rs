@@ -7,7 +7,9 @@
 //! port (and cannot without the mapping: the router's forward policy drops
 //! it), the mapping goes when the uplink turns metered and comes back when
 //! it is unmetered again, it is removed when capwise stops, and a metered
-//! uplink never gets one. Not shown here: renewal (the lease asked is an
+//! uplink never gets one. A router that drops PCP requests (nftables
+//! drops UDP 5351 packets whose first byte, the version, is 2) still gets
+//! its mapping, by NAT-PMP. Not shown here: renewal (the lease asked is an
 //! hour; `PortMapping::renew_at` is half of it).
 //!
 //! Run with `scripts/test` (feature `interop`, root, inside `unshare -n`).
@@ -256,6 +258,54 @@ fn upnp_igd_mapping_follows_the_uplink() {
 fn pcp_natpmp_mapping_follows_the_uplink() {
     run_test("pcp_natpmp_mapping_follows_the_uplink", |home| {
         maps_follows_the_uplink_and_cleans_up(home, RouterProtocols::PcpNatPmp, &["PCP", "NAT-PMP"])
+    });
+}
+
+#[test]
+fn natpmp_is_asked_when_pcp_goes_unanswered() {
+    run_test("natpmp_is_asked_when_pcp_goes_unanswered", |home| {
+        let _router = home.router(RouterProtocols::PcpNatPmp)?;
+        // PCP's version byte is 2, NAT-PMP's 0: only PCP goes unanswered,
+        // as from a NAT-PMP-only router (which would answer PCP with
+        // "unsupported version" if it answered at all).
+        let rules = "table inet pcpdrop { chain input { type filter hook input priority -10; \
+                     udp dport 5351 @th,64,8 2 counter drop; }; }";
+        home.topo
+            .output(&home.topo.router, Command::new("nft").arg(rules))
+            .context("the nftables rule that drops PCP in the router")?;
+        home.write_network("no")?;
+        let mut agent = home.agent()?;
+        let forwards = home.wait_mapped("capwise's TCP and UDP ports mapped by NAT-PMP")?;
+        let counters = home.topo.output(
+            &home.topo.router,
+            Command::new("nft").args(["list", "table", "inet", "pcpdrop"]),
+        )?;
+        ensure!(
+            !counters.contains("packets 0 "),
+            "capwise sent no PCP request for the router to drop: {counters}"
+        );
+        let status = home.net_port_mapping(&mut agent)?;
+        ensure!(
+            status["protocol"] == "NAT-PMP",
+            "capwise net does not say NAT-PMP mapped it: {status}"
+        );
+        let tcp = forwards
+            .iter()
+            .find(|f| f.protocol == "tcp")
+            .context("no TCP forward")?;
+        ensure!(
+            home.wan_dials(tcp.external)?,
+            "the WAN peer cannot reach capwise through {ROUTER_WAN_IP}:{} (NAT-PMP)",
+            tcp.external
+        );
+        let status = agent.guard.stop(Duration::from_secs(15))?;
+        ensure!(status.success(), "capwise did not stop cleanly: {status}");
+        let left = home.topo.forwards()?;
+        ensure!(
+            left.is_empty(),
+            "capwise exited and left its NAT-PMP mapping in miniupnpd: {left:?}"
+        );
+        Ok(())
     });
 }
 

@@ -1,11 +1,20 @@
 //! PCP (RFC 6887) with NAT-PMP (RFC 6886) as the fallback, through
 //! `crab_nat`: one UDP exchange with the default gateway per port.
+//!
+//! `crab_nat` falls back to NAT-PMP only when the gateway answers PCP
+//! with "unsupported version". A gateway that drops PCP requests (an
+//! old NAT-PMP-only router, or a firewall that filters by version byte)
+//! gives a time-out instead, so on a PCP time-out NAT-PMP is asked here,
+//! and the remaining ports go straight to NAT-PMP: the gateway has shown
+//! it does not answer PCP, and each time-out costs almost two seconds.
 
 use std::net::IpAddr;
 use std::num::NonZeroU16;
 use std::time::Duration;
 
-use crab_nat::{InternetProtocol, PortMappingOptions, PortMappingType, TimeoutConfig};
+use crab_nat::{
+    pcp, InternetProtocol, MappingFailure, PortMappingOptions, PortMappingType, TimeoutConfig,
+};
 
 use super::{IpProtocol, Method, PortMapError};
 
@@ -44,6 +53,7 @@ pub(super) async fn map(
     let mut mapped = Mapped {
         mappings: Vec::new(),
     };
+    let mut pcp_silent = false;
     for &(p, port) in ports {
         let internal = NonZeroU16::new(port).ok_or(PortMapError::PortZero)?;
         let options = PortMappingOptions {
@@ -51,8 +61,15 @@ pub(super) async fn map(
             lifetime_seconds: Some(lease.as_secs().clamp(1, u32::MAX as u64) as u32),
             timeout_config: Some(timeouts(timeout)),
         };
-        match crab_nat::PortMapping::new(gateway.into(), local, protocol(p), internal, options)
-            .await
+        match map_one(
+            gateway,
+            local,
+            protocol(p),
+            internal,
+            options,
+            &mut pcp_silent,
+        )
+        .await
         {
             Ok(m) => mapped.mappings.push(m),
             Err(e) => {
@@ -72,6 +89,33 @@ pub(super) async fn map(
         }
     };
     Ok((method, external, mapped))
+}
+
+/// One port: PCP first (with `crab_nat`'s own fallback on "unsupported
+/// version"), NAT-PMP when PCP timed out. `pcp_silent` remembers that
+/// the gateway did not answer PCP, for the next ports.
+async fn map_one(
+    gateway: IpAddr,
+    local: IpAddr,
+    protocol: InternetProtocol,
+    internal: NonZeroU16,
+    options: PortMappingOptions,
+    pcp_silent: &mut bool,
+) -> Result<crab_nat::PortMapping, MappingFailure> {
+    // NAT-PMP is IPv4 only (RFC 6886 section 1).
+    let pmp_possible = gateway.is_ipv4();
+    if !*pcp_silent {
+        match crab_nat::PortMapping::new(gateway.into(), local, protocol, internal, options).await {
+            Err(MappingFailure::Pcp(pcp::Failure::Timeout)) if pmp_possible => {
+                tracing::debug!(%gateway, "no PCP answer; asking NAT-PMP");
+                *pcp_silent = true;
+            }
+            other => return other,
+        }
+    }
+    crab_nat::natpmp::port_mapping(gateway.into(), protocol, internal, options)
+        .await
+        .map_err(MappingFailure::from)
 }
 
 /// The external port the gateway gave each mapping, in request order.
