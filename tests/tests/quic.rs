@@ -622,3 +622,145 @@ fn metered_switch_stops_quic_uploads() {
         Ok(())
     });
 }
+
+/// b's address in the subnet it moves to, and the router's there (its new gateway).
+const B_MOVED_IP: &str = "10.201.5.2";
+const B_MOVED_GW: &str = "10.201.5.1";
+
+/// QUIC packets with a long header (first byte's top bit: Initial, Handshake, 0-RTT, Retry),
+/// which only a handshake sends: counted in a, both ways, on every address (b's changes);
+/// no other UDP crosses (no uTP, no DHT, an HTTP tracker).
+const LONG: &str = "cw_quic_long";
+
+fn install_long_header_counter(topo: &WanTopology, p: &Paths) -> Result<()> {
+    // @th,64,1: the first bit after the 8-byte UDP header.
+    let rules = format!(
+        "table inet {LONG} {{\n\
+           counter long {{}}\n\
+           chain output {{\n type filter hook output priority 0; policy accept;\n\
+             meta l4proto udp @th,64,1 1 counter name long\n }}\n\
+           chain input {{\n type filter hook input priority 0; policy accept;\n\
+             meta l4proto udp @th,64,1 1 counter name long\n }}\n\
+         }}\n"
+    );
+    let file = p.root.join("long.nft");
+    std::fs::write(&file, rules)?;
+    let mut c = Command::new("nft");
+    c.arg("-f").arg(&file);
+    topo.run_in("nft-long", Ns::A, &c, &p.logs, WAIT)
+        .context("nftables long-header counter")?;
+    Ok(())
+}
+
+/// Long-header QUIC packets counted in a so far.
+fn long_headers(topo: &WanTopology, p: &Paths) -> Result<u64> {
+    let mut c = Command::new("nft");
+    c.args(["-j", "list", "counter", "inet", LONG, "long"]);
+    let out = topo.run_in("nft-long-list", Ns::A, &c, &p.logs, WAIT)?;
+    let v: Value = serde_json::from_str(&out).with_context(|| format!("nft -j: {out}"))?;
+    v["nftables"]
+        .as_array()
+        .context("nft -j: no list")?
+        .iter()
+        .find_map(|item| item.get("counter")?["packets"].as_u64())
+        .context("no long-header counter")
+}
+
+/// The dialling downloader moves: B (its agent id the lower, so B dials A over QUIC) downloads
+/// from A over a shaped uplink; mid-transfer b's address changes (new address, default route
+/// through the router's address in the new subnet, old address removed). The QUIC connection
+/// migrates: no long-header packet (no new handshake) crosses after the move, B's peer is still
+/// A on QUIC, and the download completes with the same bytes.
+#[test]
+#[ignore = "the connection migrates (B logs it, closes nothing) but a second handshake follows the move: to find out (issue 17)"]
+fn a_dialling_downloader_keeps_its_quic_connection_across_a_change_of_address() {
+    run(
+        "a_dialling_downloader_keeps_its_quic_connection_across_a_change_of_address",
+        |topo, p| {
+            let size = 8 * MIB;
+            make_tree(&p.seed_dir.join(NAME), &[("data.bin", size)], 0x9_1E)?;
+            let url = format!("http://{ROUTER_A_IP}:{TRACKER_PORT}/announce");
+            let hash = make_torrent(&p.seed_dir.join(NAME), &p.torrent, &[url], PIECE, &p.logs)?;
+            let _tracker = Tracker::start_on(
+                ROUTER_A_IP,
+                TRACKER_PORT,
+                std::slice::from_ref(&hash),
+                &p.root.join("tracker"),
+                &p.logs,
+                |c| topo.command(&topo.router, &c),
+            )?;
+            let a_id = agent_id(p, "a")?;
+            agent_id_below(p, "b", &a_id)?;
+            install_long_header_counter(topo, p)?;
+            topo.shape(Ns::A, &topo.if_a, UPLINK_BITS)?;
+            topo.exec_output(
+                &topo.router,
+                Command::new("ip").args([
+                    "addr",
+                    "add",
+                    &format!("{B_MOVED_GW}/24"),
+                    "dev",
+                    &topo.if_rb,
+                ]),
+            )?;
+            p.write_network("a", false)?;
+            p.write_network("b", false)?;
+            let mut a = start_agent(topo, p, "a", Ns::A, &config((A_IP, AGENT_PORT), ""))?;
+            let torrent_a = add(&mut a, &p.torrent, &p.seed_dir)?;
+            a.wait_state(&torrent_a, "seeding", WAIT)?;
+            // Listening on every address: a socket bound to b's address would go with it.
+            let any = std::net::Ipv4Addr::UNSPECIFIED;
+            let mut b = start_agent(topo, p, "b", Ns::B, &config((any, AGENT_PORT), ""))?;
+            let b_dir = p.dir("b")?;
+            let torrent_b = add(&mut b, &p.torrent, &b_dir)?;
+            wait_until("B to download from A over QUIC", WAIT, POLL, || {
+                Ok(transports_to(&mut b, &torrent_b, A_IP)? == ["quic"]
+                    && b.status(&torrent_b)?["downloaded"].as_u64().unwrap_or(0) > 2 * MIB)
+            })?;
+            let long_before = long_headers(topo, p)?;
+            let downloaded_before = b.status(&torrent_b)?["downloaded"].as_u64().unwrap_or(0);
+            let ip = |args: &[&str]| topo.exec_output(&topo.b, Command::new("ip").args(args));
+            ip(&[
+                "addr",
+                "add",
+                &format!("{B_MOVED_IP}/24"),
+                "dev",
+                &topo.if_b,
+            ])?;
+            ip(&["route", "replace", "default", "via", B_MOVED_GW])?;
+            ip(&["addr", "del", &format!("{B_IP}/24"), "dev", &topo.if_b])?;
+            b.wait_state(&torrent_b, "seeding", WAIT)?;
+            let long_after = long_headers(topo, p)?;
+            let on_a = transports_to(&mut b, &torrent_b, A_IP)?;
+            table(
+                "a_dialling_downloader_keeps_its_quic_connection_across_a_change_of_address",
+                &[
+                    (
+                        "B downloaded at the move",
+                        format!("{downloaded_before} B of {size}"),
+                    ),
+                    (
+                        "long-header QUIC packets in a: before / after the move",
+                        format!("{long_before} / {long_after}"),
+                    ),
+                    ("B's peers at A's address after", format!("{on_a:?}")),
+                ],
+            );
+            ensure!(long_before > 0, "the long-header counter saw no handshake");
+            ensure!(
+                downloaded_before < size,
+                "the download was over before the move"
+            );
+            ensure!(
+                long_after == long_before,
+                "a new QUIC handshake after the move ({long_before} -> {long_after} long-header packets)"
+            );
+            ensure!(on_a == ["quic"], "B's peer A after the move: {on_a:?}");
+            assert_same_tree(&p.seed_dir.join(NAME), &b_dir.join(NAME))?;
+            for agent in [&mut b, &mut a] {
+                stop(agent)?;
+            }
+            Ok(())
+        },
+    );
+}

@@ -6,6 +6,13 @@
 //! second connection with an id it already has); and trackers are told
 //! where we are now. [`Session::network_changed`] is the one entry
 //! the agent calls on the kernel's address and route notifications.
+//!
+//! QUIC connections we dialled are the exception: they migrate (the kernel
+//! sends their datagrams from whatever address the route gives now,
+//! `transport/quic.rs`), so they stay open; the endpoint rebinds, which
+//! makes each probe its path at once, and a connection that has heard
+//! nothing from its peer after [`MIGRATE_WAIT`] (the new network cannot
+//! reach it) is closed and dialled again like the others.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -13,11 +20,16 @@ use std::time::Duration;
 
 use crate::class::PeerSource;
 
-use super::torrent::TorrentShared;
+use super::torrent::{PeerLink, TorrentShared};
 use super::Session;
 
 /// How long a redial waits for the closed connections to be gone.
 const GONE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a migrating QUIC connection may go without a datagram from
+/// its peer before it is given up and redialled: the probe after a rebind
+/// is answered within a round trip, a few hundred ms on the worst WAN.
+const MIGRATE_WAIT: Duration = Duration::from_secs(2);
 
 /// What [`Session::network_changed`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -111,11 +123,25 @@ impl Session {
     fn close_where(&self, gone: impl Fn(IpAddr) -> bool) -> usize {
         let mut closed = 0;
         let mut again = Vec::new();
+        let mut moving = Vec::new();
         for torrent in self.inner.torrents_snapshot() {
-            let (n, peers) = close_links_where(&torrent, &gone);
+            let (n, peers, migrating) = close_links_where(&torrent, &gone);
             closed += n;
             if !peers.is_empty() {
-                again.push((torrent, peers));
+                again.push((torrent.clone(), peers));
+            }
+            if !migrating.is_empty() {
+                moving.push((torrent, migrating));
+            }
+        }
+        if !moving.is_empty() {
+            if let Some(quic) = &self.inner.quic {
+                if let Err(error) = quic.rebind() {
+                    tracing::warn!(%error, "cannot rebind the QUIC endpoint");
+                }
+            }
+            for (torrent, links) in moving {
+                tokio::spawn(confirm_migration(self.inner.clone(), torrent, links));
             }
         }
         if closed > 0 {
@@ -155,18 +181,33 @@ impl Session {
     }
 }
 
-/// Closes `torrent`'s links whose local address is gone: how many, and the
+/// A QUIC link that is migrating, with the bytes its connection had
+/// received when the address changed.
+type Migrating = (Arc<PeerLink>, u64);
+
+/// Closes `torrent`'s links whose local address is gone: how many, the
 /// peers to dial again with the source each was found by (not those that
-/// dialled us: the port we saw is not where they listen).
+/// dialled us: the port we saw is not where they listen), and the QUIC
+/// links we dialled, left open to migrate.
 fn close_links_where(
     torrent: &TorrentShared,
     gone: &impl Fn(IpAddr) -> bool,
-) -> (usize, Vec<(SocketAddr, PeerSource)>) {
+) -> (usize, Vec<(SocketAddr, PeerSource)>, Vec<Migrating>) {
     let links = torrent.links.lock().expect("links lock");
     let mut closed = 0;
     let mut peers = Vec::new();
+    let mut migrating = Vec::new();
     for link in links.values() {
-        if gone(link.local.ip().to_canonical()) && link.close() {
+        if !gone(link.local.ip().to_canonical()) {
+            continue;
+        }
+        if let Some(path) = &link.quic_path {
+            if !link.closed.load(std::sync::atomic::Ordering::Acquire) {
+                migrating.push((link.clone(), path.received()));
+            }
+            continue;
+        }
+        if link.close() {
             tracing::info!(addr = %link.addr, local = %link.local, "local address gone: closing the connection");
             closed += 1;
             if link.source != PeerSource::Incoming {
@@ -174,7 +215,37 @@ fn close_links_where(
             }
         }
     }
-    (closed, peers)
+    (closed, peers, migrating)
+}
+
+/// After [`MIGRATE_WAIT`], the migrating links whose peer has sent nothing
+/// since the change (the new network does not reach it) are closed and
+/// their peers dialled again, under a new peer id as in
+/// [`Session::network_changed`].
+async fn confirm_migration(
+    inner: Arc<super::SessionInner>,
+    torrent: Arc<TorrentShared>,
+    links: Vec<Migrating>,
+) {
+    tokio::time::sleep(MIGRATE_WAIT).await;
+    let mut peers = Vec::new();
+    for (link, before) in links {
+        let heard = link.quic_path.as_ref().map_or(0, |p| p.received());
+        if heard > before {
+            tracing::info!(addr = %link.addr, "QUIC connection migrated");
+            continue;
+        }
+        if link.close() {
+            tracing::info!(addr = %link.addr, "QUIC connection did not migrate: redialling");
+            if link.source != PeerSource::Incoming {
+                peers.push((link.addr, link.source));
+            }
+        }
+    }
+    if !peers.is_empty() {
+        inner.new_identity();
+        redial(torrent, peers).await;
+    }
 }
 
 /// Dials `peers` again once their closed connections have left the

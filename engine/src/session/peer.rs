@@ -226,6 +226,7 @@ pub(crate) async fn run(
             source,
             encrypted: transport.encryption() == Some(capwise_proto::mse::Method::Rc4),
             kind: transport.kind(),
+            quic_path: transport.quic_path(),
             wake: tokio::sync::Notify::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
             gone: tokio::sync::Notify::new(),

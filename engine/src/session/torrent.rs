@@ -44,6 +44,9 @@ pub(crate) struct PeerLink {
     pub(crate) encrypted: bool,
     /// What carries it.
     pub(crate) kind: TransportKind,
+    /// The QUIC connection when we dialled it: it moves with our address
+    /// rather than closing (`session/addresses.rs`).
+    pub(crate) quic_path: Option<crate::transport::quic::QuicPath>,
     pub(crate) wake: Notify,
     pub(crate) closed: AtomicBool,
     /// Told when the link is closed, so a connection ends at once even

@@ -193,6 +193,9 @@ pub struct Transport {
     /// The address the peer is known by when it is not `remote` (a QUIC
     /// connection that replaces a TCP one keeps that one's address).
     known: Option<SocketAddr>,
+    /// A QUIC connection we dialled, which can move to a new local address
+    /// (`session/addresses.rs`).
+    quic_path: Option<quic::QuicPath>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -229,7 +232,19 @@ impl Transport {
             peeked: BytesMut::new(),
             encryption: None,
             known: None,
+            quic_path: None,
         }
+    }
+
+    /// The same transport, a QUIC connection we dialled: it can migrate.
+    pub(crate) fn with_quic_path(mut self, path: quic::QuicPath) -> Self {
+        self.quic_path = Some(path);
+        self
+    }
+
+    /// The QUIC connection under this transport when we dialled it.
+    pub(crate) fn quic_path(&self) -> Option<quic::QuicPath> {
+        self.quic_path.clone()
     }
 
     /// The same transport, with the peer known by `addr` rather than the

@@ -28,6 +28,28 @@
 //! flight stays about the bound, and [`TransportWrite::room`] waits until
 //! quinn would take a byte (a write of nothing, which quinn refuses while
 //! the window is full and wakes when acknowledgements free it).
+//!
+//! Migration (issue 17): only the dialler may move a QUIC connection (RFC
+//! 9000 9: a server does not migrate). What quinn 0.11 does with our
+//! socket, bound to the wildcard address: a connection it dialled has no
+//! local address of its own (quinn-proto's `Endpoint::connect` sets
+//! `local_ip: None` and never learns one), so its datagrams leave with no
+//! source address and the kernel picks one from the route at each send.
+//! When our address changes the next datagram leaves from the new one; the
+//! listener sees the dialler at a new address and validates the path
+//! (quinn's servers allow migration by default) and the connection goes
+//! on: no new handshake, nothing re-sent but what the gap lost. A
+//! connection we accepted does have a local address (the one its first
+//! datagram came to, `Connection::local_ip`), sent from with
+//! `IP_PKTINFO`: once that address is gone it cannot move, and the
+//! session closes and redials it. [`QuicEndpoint::rebind`] puts the
+//! endpoint back on its own socket (a duplicate: same port, options,
+//! device), which quinn takes as a change of local address: every
+//! connection switches to a fresh connection id (the old path and the new
+//! are not linkable) and pings at once, so the new path is proved within a
+//! round trip rather than at the next keep-alive; [`QuicPath::received`]
+//! then shows whether the peer answered (`session/addresses.rs` redials
+//! the connections it did not within a short bound).
 
 use std::io;
 use std::net::SocketAddr;
@@ -76,6 +98,31 @@ pub struct QuicEndpoint {
     allowed: Option<Arc<AllowList>>,
     /// Diallers refused for a key not on the allow-list.
     refused: Arc<AtomicU64>,
+    /// A duplicate of the endpoint's socket, for [`Self::rebind`].
+    socket: Arc<std::net::UdpSocket>,
+    /// Connections whose handshake completed, dialled or accepted: a
+    /// connection that migrated does not count again.
+    handshakes: Arc<AtomicU64>,
+}
+
+/// A QUIC connection we dialled, seen from the session: it may migrate to
+/// a new local address (module docs).
+#[derive(Clone)]
+pub struct QuicPath(quinn::Connection);
+
+impl QuicPath {
+    /// UDP bytes received on the connection so far: when it grows after a
+    /// change of address, the peer hears us on the new path.
+    pub fn received(&self) -> u64 {
+        self.0.stats().udp_rx.bytes
+    }
+
+    /// Packets quinn declared lost and their bytes, so far: what a move
+    /// cost in data sent again.
+    pub fn lost(&self) -> (u64, u64) {
+        let stats = self.0.stats();
+        (stats.path.lost_packets, stats.path.lost_bytes)
+    }
 }
 
 impl std::fmt::Debug for QuicEndpoint {
@@ -153,6 +200,7 @@ impl QuicEndpoint {
         server.transport_config(transport.clone());
         // Handshakes waiting for us at once: beyond them, refused.
         server.max_incoming(64);
+        let dup = Arc::new(socket.try_clone()?);
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(server),
@@ -161,7 +209,13 @@ impl QuicEndpoint {
         )?;
         let (tx, rx) = mpsc::channel(32);
         let failed = Arc::new(AtomicU64::new(0));
-        tokio::spawn(accept_loop(endpoint.clone(), tx, failed.clone()));
+        let handshakes = Arc::new(AtomicU64::new(0));
+        tokio::spawn(accept_loop(
+            endpoint.clone(),
+            tx,
+            failed.clone(),
+            handshakes.clone(),
+        ));
         Ok((
             Self {
                 endpoint,
@@ -171,9 +225,25 @@ impl QuicEndpoint {
                 failed,
                 allowed,
                 refused,
+                socket: dup,
+                handshakes,
             },
             rx,
         ))
+    }
+
+    /// Our address changed: the endpoint takes its socket again (a
+    /// duplicate of it), so every connection moves to a fresh connection
+    /// id and probes its path at once (module docs).
+    pub fn rebind(&self) -> io::Result<()> {
+        self.endpoint.rebind(self.socket.try_clone()?)
+    }
+
+    /// Connections whose TLS handshake completed so far, dialled or
+    /// accepted: a connection that migrates to a new address is not a new
+    /// handshake.
+    pub fn handshakes(&self) -> u64 {
+        self.handshakes.load(Ordering::Relaxed)
     }
 
     /// The address the endpoint is bound to.
@@ -236,8 +306,12 @@ impl QuicEndpoint {
                 .connect_with(client, remote, SERVER_NAME)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
             let connection = connecting.await.map_err(connection_error)?;
+            self.handshakes.fetch_add(1, Ordering::Relaxed);
             let (send, recv) = connection.open_bi().await.map_err(connection_error)?;
-            Ok::<_, io::Error>(transport(&self.endpoint, connection, send, recv))
+            let path = QuicPath(connection.clone());
+            Ok::<_, io::Error>(
+                transport(&self.endpoint, connection, send, recv).with_quic_path(path),
+            )
         };
         tokio::time::timeout(timeout, dialled)
             .await
@@ -314,11 +388,13 @@ async fn accept_loop(
     endpoint: quinn::Endpoint,
     out: mpsc::Sender<Transport>,
     failed: Arc<AtomicU64>,
+    handshakes: Arc<AtomicU64>,
 ) {
     while let Some(incoming) = endpoint.accept().await {
         let out = out.clone();
         let endpoint = endpoint.clone();
         let failed = failed.clone();
+        let handshakes = handshakes.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
@@ -334,6 +410,7 @@ async fn accept_loop(
                     return;
                 }
             };
+            handshakes.fetch_add(1, Ordering::Relaxed);
             // A stream shows up once the peer writes on it (its BitTorrent
             // handshake); it ends with the connection.
             while let Ok((send, recv)) = connection.accept_bi().await {
