@@ -100,9 +100,6 @@ pub struct QuicEndpoint {
     refused: Arc<AtomicU64>,
     /// A duplicate of the endpoint's socket, for [`Self::rebind`].
     socket: Arc<std::net::UdpSocket>,
-    /// Connections whose handshake completed, dialled or accepted: a
-    /// connection that migrated does not count again.
-    handshakes: Arc<AtomicU64>,
 }
 
 /// A QUIC connection we dialled, seen from the session: it may migrate to
@@ -115,13 +112,6 @@ impl QuicPath {
     /// change of address, the peer hears us on the new path.
     pub fn received(&self) -> u64 {
         self.0.stats().udp_rx.bytes
-    }
-
-    /// Packets quinn declared lost and their bytes, so far: what a move
-    /// cost in data sent again.
-    pub fn lost(&self) -> (u64, u64) {
-        let stats = self.0.stats();
-        (stats.path.lost_packets, stats.path.lost_bytes)
     }
 }
 
@@ -209,13 +199,7 @@ impl QuicEndpoint {
         )?;
         let (tx, rx) = mpsc::channel(32);
         let failed = Arc::new(AtomicU64::new(0));
-        let handshakes = Arc::new(AtomicU64::new(0));
-        tokio::spawn(accept_loop(
-            endpoint.clone(),
-            tx,
-            failed.clone(),
-            handshakes.clone(),
-        ));
+        tokio::spawn(accept_loop(endpoint.clone(), tx, failed.clone()));
         Ok((
             Self {
                 endpoint,
@@ -226,7 +210,6 @@ impl QuicEndpoint {
                 allowed,
                 refused,
                 socket: dup,
-                handshakes,
             },
             rx,
         ))
@@ -237,13 +220,6 @@ impl QuicEndpoint {
     /// id and probes its path at once (module docs).
     pub fn rebind(&self) -> io::Result<()> {
         self.endpoint.rebind(self.socket.try_clone()?)
-    }
-
-    /// Connections whose TLS handshake completed so far, dialled or
-    /// accepted: a connection that migrates to a new address is not a new
-    /// handshake.
-    pub fn handshakes(&self) -> u64 {
-        self.handshakes.load(Ordering::Relaxed)
     }
 
     /// The address the endpoint is bound to.
@@ -306,7 +282,6 @@ impl QuicEndpoint {
                 .connect_with(client, remote, SERVER_NAME)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
             let connection = connecting.await.map_err(connection_error)?;
-            self.handshakes.fetch_add(1, Ordering::Relaxed);
             let (send, recv) = connection.open_bi().await.map_err(connection_error)?;
             let path = QuicPath(connection.clone());
             Ok::<_, io::Error>(
@@ -388,13 +363,11 @@ async fn accept_loop(
     endpoint: quinn::Endpoint,
     out: mpsc::Sender<Transport>,
     failed: Arc<AtomicU64>,
-    handshakes: Arc<AtomicU64>,
 ) {
     while let Some(incoming) = endpoint.accept().await {
         let out = out.clone();
         let endpoint = endpoint.clone();
         let failed = failed.clone();
-        let handshakes = handshakes.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
@@ -410,7 +383,6 @@ async fn accept_loop(
                     return;
                 }
             };
-            handshakes.fetch_add(1, Ordering::Relaxed);
             // A stream shows up once the peer writes on it (its BitTorrent
             // handshake); it ends with the connection.
             while let Ok((send, recv)) = connection.accept_bi().await {
